@@ -1,0 +1,148 @@
+"""Finite differences and the comparison of gradients: the second witness.
+
+Central differences in float64, ∂J/∂θ_i ≈ (J(θ + ε e_i) − J(θ − ε e_i)) / 2ε
+with ε ≈ 1e-6 (about √ of float64's machine epsilon, where truncation error
+ε² and round-off error 1e-16·|J|/ε balance).  Every evaluation of J is a fresh
+forward pass from the same initial state: nothing is carried between the
+f(θ + ε) and f(θ − ε) evaluations, no clipping, no dropout, no decay.
+
+Relative error of two gradients a, b of one tensor:
+
+    rel(a, b) = max_i |a_i − b_i| / max(max_i (|a_i| + |b_i|), tiny)
+
+measured against the tensor's own scale, because finite differences cannot
+resolve an entry a million times smaller than its tensor's largest (their
+absolute error is about 1e-16·|J|/ε everywhere).  The worst entry is the
+argmax of |a_i − b_i|.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bptt import models
+from bptt.errors import BpttError
+
+EPS = 1e-6
+TINY = 1e-300
+
+
+def numerical_gradient(
+    f: Callable[[], float],
+    x: np.ndarray,
+    eps: float = EPS,
+    indices: np.ndarray | None = None,
+) -> np.ndarray:
+    """Central differences of f() with respect to the array x, which f reads.
+
+    x is perturbed in place one entry at a time and restored exactly.  indices: flat
+    indices to check (None: all); entries not checked are NaN.  Returns an array of x's shape.
+    """
+    if x.dtype != np.float64:
+        raise BpttError(f"finite differences need float64, got {x.dtype}")
+    grad = np.full(x.shape, np.nan)
+    flat = x.reshape(-1)  # a view: x must be contiguous
+    if not np.shares_memory(flat, x):
+        raise BpttError("numerical_gradient needs a contiguous array")
+    for i in range(flat.size) if indices is None else indices:
+        original = flat[i]
+        flat[i] = original + eps
+        f_plus = f()
+        flat[i] = original - eps
+        f_minus = f()
+        flat[i] = original
+        grad.reshape(-1)[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def numerical_grads(
+    params: dict[str, np.ndarray],
+    inputs: Any,
+    targets: Any,
+    h0: models.State = None,
+    eps: float = EPS,
+    sample: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[dict[str, np.ndarray], models.State]:
+    """Finite-difference ∂J/∂θ for every parameter and ∂J/∂(initial state) of the full BPTT loss.
+
+    Same arguments as :func:`bptt.loss_and_grads` (params and h0 must be float64;
+    they are copied, never modified).  sample: check at most this many random entries
+    per tensor (the others are NaN), drawn with rng.  Returns (grads, dJ_dh0) with
+    dJ_dh0 in the form of h0 (zeros state when h0 is None).
+    """
+    params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    if h0 is None:
+        h0 = models.zero_state(params, np.shape(inputs)[1])
+    paired = isinstance(h0, (tuple, list))
+    states = [np.array(s, dtype=np.float64) for s in (h0 if paired else [h0])]
+    state = tuple(states) if paired else states[0]
+
+    def loss() -> float:
+        return models.forward_loss(params, inputs, targets, state)
+
+    rng = np.random.default_rng(0) if rng is None else rng
+
+    def pick(a: np.ndarray) -> np.ndarray | None:
+        if sample is None or a.size <= sample:
+            return None
+        return rng.choice(a.size, size=sample, replace=False)
+
+    grads = {k: numerical_gradient(loss, v, eps, pick(v)) for k, v in params.items()}
+    dstates = [numerical_gradient(loss, s, eps, pick(s)) for s in states]
+    return grads, (tuple(dstates) if paired else dstates[0])
+
+
+@dataclass
+class Comparison:
+    """How two gradients of one tensor differ.
+
+    max_rel: rel(a, b) above;  max_abs: max |a_i − b_i|;  worst: index of that entry;
+    a_worst, b_worst: the two values there.  Entries that are NaN in either are ignored.
+    """
+
+    name: str
+    max_rel: float
+    max_abs: float
+    worst: tuple[int, ...]
+    a_worst: float
+    b_worst: float
+
+    def passed(self, tol: float) -> bool:
+        """True when max_rel <= tol."""
+        return bool(self.max_rel <= tol)
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a − b| / max(max (|a| + |b|), tiny) over the entries where both are known."""
+    return compare_arrays("", a, b).max_rel
+
+
+def compare_arrays(name: str, a: Any, b: Any) -> Comparison:
+    """Compare two gradients of one tensor (see :class:`Comparison`)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise BpttError(f"{name or 'gradient'}: shapes differ, {a.shape} vs {b.shape}")
+    known = ~(np.isnan(a) | np.isnan(b))
+    if a.size == 0 or not known.any():
+        return Comparison(name, 0.0, 0.0, (), 0.0, 0.0)
+    diff = np.where(known, np.abs(a - b), -np.inf)
+    worst_flat = int(np.argmax(diff))
+    worst = tuple(int(i) for i in np.unravel_index(worst_flat, a.shape))
+    max_abs = float(diff.reshape(-1)[worst_flat])
+    scale = float(np.max(np.where(known, np.abs(a) + np.abs(b), 0.0)))
+    return Comparison(
+        name, max_abs / max(scale, TINY), max_abs, worst, float(a[worst]), float(b[worst])
+    )
+
+
+def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Comparison]:
+    """Compare two gradient dicts key by key (they must have the same keys)."""
+    if set(a) != set(b):
+        raise BpttError(f"gradient keys differ: {sorted(set(a) ^ set(b))}")
+    return {key: compare_arrays(key, a[key], b[key]) for key in a}

@@ -1,0 +1,400 @@
+"""The network of the derivation: stacked recurrent layers, a linear head, softmax cross-entropy.
+
+Legend: T time, B batch, D input size, H hidden size, V output size, L layers, A ages.
+
+    h^0_t = x_t;   h^l_t = cell(h^l_{t−1}, h^{l−1}_t)  for l = 1 … L
+    y_t = W^hy h^L_t + b_y,   p_t = softmax(y_t),   J = Σ_t Σ_b −log p_t[label]
+
+Parameters are one plain dict.  Layer 0 uses the bare names of its cell
+(vanilla RNN: ``Wxh, Whh, bh``; LSTM and GRU: ``Wxh, Whh, bxh, bhh`` with the
+gates stacked in PyTorch's order), layer l ≥ 1 adds the suffix ``_l{l}``
+(``Whh_l1``), and the head is ``Why, by``.  These map one to one onto
+PyTorch's ``weight_ih_l{l}, weight_hh_l{l}, bias_ih_l{l}, bias_hh_l{l}``
+(see :data:`TORCH_NAMES`).  The cell kind is read off the shapes: W^hh has
+H rows for the RNN, 3H for the GRU, 4H for the LSTM.
+
+State.  For "rnn" and "gru" the state is h, an array (L, B, H) as PyTorch's
+h_0 (for one layer a (B, H) array is accepted too, and what comes back has
+the shape that went in).  For "lstm" it is the pair (h, c) of such arrays.
+None means zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bptt import ops
+from bptt.cells import common, get_cell
+from bptt.errors import BpttError
+
+HEAD_NAMES = ("Why", "by")
+TORCH_NAMES = {
+    "Wxh": "weight_ih",
+    "Whh": "weight_hh",
+    "bh": "bias_ih",
+    "bxh": "bias_ih",
+    "bhh": "bias_hh",
+}
+
+State = Any  # np.ndarray for rnn/gru, tuple (h, c) for lstm, or None
+
+
+def layer_key(name: str, layer: int) -> str:
+    """The key of parameter ``name`` of layer ``layer``: "Whh" for layer 0, "Whh_l1" for layer 1."""
+    return name if layer == 0 else f"{name}_l{layer}"
+
+
+def init_params(
+    cell: str = "rnn",
+    input_size: int = 1,
+    hidden_size: int = 1,
+    output_size: int = 1,
+    bias: bool = True,
+    rng: np.random.Generator | None = None,
+    dtype: Any = np.float64,
+    num_layers: int = 1,
+    forget_bias: float | None = None,
+) -> dict[str, np.ndarray]:
+    """Fresh parameters, U(−1/√H, 1/√H) as PyTorch initialises its RNNs and (here) the head.
+
+    cell: "rnn", "lstm" or "gru".  input_size D (for token ids: the input vocabulary),
+    hidden_size H, output_size V.  bias=False gives the seed's network with no biases
+    (for the RNN exactly ``Wxh (H, D), Whh (H, H), Why (V, H)``).  forget_bias (LSTM only):
+    the initial b_f in bias_ih (None keeps PyTorch's random init).
+    Returns the parameter dict (see the module docstring for the keys).
+    """
+    module = get_cell(cell)
+    for name, value in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("output_size", output_size),
+        ("num_layers", num_layers),
+    ):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise BpttError(f"{name} must be a positive integer, got {value!r}")
+    if forget_bias is not None and cell != "lstm":
+        raise BpttError(f"forget_bias applies to the lstm cell only, not {cell!r}")
+    rng = np.random.default_rng() if rng is None else rng
+    dtype = np.dtype(dtype).type
+    params: dict[str, np.ndarray] = {}
+    for layer in range(num_layers):
+        D = input_size if layer == 0 else hidden_size
+        options = {} if forget_bias is None else {"forget_bias": forget_bias}
+        for name, value in module.init_layer(rng, D, hidden_size, bias, dtype, **options).items():
+            params[layer_key(name, layer)] = value
+    bound = 1.0 / np.sqrt(hidden_size)
+    params["Why"] = rng.uniform(-bound, bound, (output_size, hidden_size)).astype(dtype)
+    if bias:
+        params["by"] = rng.uniform(-bound, bound, output_size).astype(dtype)
+    return params
+
+
+# ----------------------------------------------------------------------------
+# reading a parameter dict
+# ----------------------------------------------------------------------------
+
+
+def num_layers_of(params: dict[str, np.ndarray]) -> int:
+    """L: the number of stacked layers (keys Whh, Whh_l1, …)."""
+    L = 0
+    while layer_key("Whh", L) in params:
+        L += 1
+    return L
+
+
+def infer_cell(params: dict[str, np.ndarray]) -> str:
+    """The cell kind, read off the shape of W^hh: (H, H) rnn, (3H, H) gru, (4H, H) lstm."""
+    if "Whh" not in params:
+        raise BpttError("params has no 'Whh': not a bptt parameter dict")
+    rows, H = np.shape(params["Whh"])
+    kinds = {1: "rnn", 3: "gru", 4: "lstm"}
+    if H == 0 or rows % H or rows // H not in kinds:
+        raise BpttError(f"params['Whh'] has shape {(rows, H)}: expected (H, H), (3H, H) or (4H, H)")
+    return kinds[rows // H]
+
+
+def layer_params(params: dict[str, np.ndarray], layer: int, names: tuple[str, ...]) -> dict:
+    """The parameters of one layer under their bare names (a view, no copy)."""
+    return {n: params[layer_key(n, layer)] for n in names if layer_key(n, layer) in params}
+
+
+class Shapes(NamedTuple):
+    """Sizes read off a parameter dict."""
+
+    cell: str
+    L: int
+    D: int
+    H: int
+    V: int
+
+
+def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shapes:
+    """Validate a parameter dict (keys, shapes, dtypes, finiteness); return its sizes."""
+    if not isinstance(params, dict):
+        raise BpttError(f"params must be a dict of arrays, got {type(params).__name__}")
+    kind = infer_cell(params)
+    if cell is not None and cell != kind:
+        raise BpttError(f"cell={cell!r} but params are those of a {kind!r} cell")
+    module = get_cell(kind)
+    L = num_layers_of(params)
+    H = params["Whh"].shape[1]
+    G = module.GATES * H
+    if "Wxh" not in params or np.ndim(params["Wxh"]) != 2:
+        raise BpttError("params['Wxh'] must be a 2-D array (G·H, D)")
+    D = params["Wxh"].shape[1]
+    if "Why" not in params or np.ndim(params["Why"]) != 2:
+        raise BpttError("params['Why'] must be a 2-D array (V, H)")
+    V = params["Why"].shape[0]
+    expected: dict[str, tuple[int, ...]] = {"Why": (V, H), "by": (V,)}
+    for layer in range(L):
+        Din = D if layer == 0 else H
+        shapes = {"Wxh": (G, Din), "Whh": (G, H), "bh": (G,), "bxh": (G,), "bhh": (G,)}
+        for name in module.PARAM_NAMES:
+            expected[layer_key(name, layer)] = shapes[name]
+    dtype = params["Whh"].dtype
+    for key, value in params.items():
+        if key not in expected:
+            raise BpttError(f"params has an unexpected key {key!r} for a {L}-layer {kind} model")
+        if not isinstance(value, np.ndarray) or value.shape != expected[key]:
+            raise BpttError(
+                f"params[{key!r}] has shape {np.shape(value)}, expected {expected[key]}"
+            )
+        if value.dtype != dtype or value.dtype.kind != "f":
+            raise BpttError(f"params[{key!r}] has dtype {value.dtype}, expected {dtype} like Whh")
+        if not np.isfinite(value).all():
+            raise BpttError(f"params[{key!r}] contains NaN or inf")
+    for key in expected:
+        optional = key.split("_l")[0] in module.BIAS_NAMES or key == "by"
+        if key not in params and not optional:
+            raise BpttError(f"params is missing {key!r}")
+    return Shapes(kind, L, D, H, V)
+
+
+def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
+    """Token ids (T, B) in [0, D) or dense (T, B, D); dense inputs are cast to ``dtype``."""
+    x = np.asarray(inputs)
+    if x.ndim == 2:
+        if x.dtype.kind not in "iu":
+            raise BpttError(f"inputs of shape {x.shape} must be integer token ids, got {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() >= shapes.D):
+            raise BpttError(
+                f"inputs holds token id {int(x.max()) if x.max() >= shapes.D else int(x.min())}"
+                f" outside [0, {shapes.D}) (input_size D = {shapes.D})"
+            )
+    elif x.ndim == 3:
+        if x.shape[2] != shapes.D:
+            raise BpttError(f"inputs has shape {x.shape}, expected (T, B, {shapes.D})")
+        x = x.astype(dtype, copy=False)
+        if not np.isfinite(x).all():
+            raise BpttError("inputs contains NaN or inf")
+    else:
+        raise BpttError(f"inputs has shape {x.shape}: expected ids (T, B) or dense (T, B, D)")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise BpttError(f"inputs has shape {x.shape}: need T >= 1 and B >= 1")
+    return x
+
+
+def check_targets(targets: Any, T: int, B: int, V: int) -> np.ndarray:
+    """Integer labels (T, B) in [0, V)."""
+    y = np.asarray(targets)
+    if y.shape != (T, B):
+        raise BpttError(f"targets has shape {y.shape}, expected (T, B) = {(T, B)}")
+    if y.dtype.kind not in "iu":
+        raise BpttError(f"targets must be integer labels, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= V:
+        raise BpttError(f"targets holds a label outside [0, {V}) (output_size V = {V})")
+    return y
+
+
+def check_truncate(truncate: Any) -> int | None:
+    """None (full BPTT) or an integer window K >= 1."""
+    if truncate is None:
+        return None
+    if isinstance(truncate, bool) or not isinstance(truncate, (int, np.integer)) or truncate < 1:
+        raise BpttError(f"truncate must be None or an integer >= 1, got {truncate!r}")
+    return int(truncate)
+
+
+# ----------------------------------------------------------------------------
+# state: public forms <-> per-layer tuples
+# ----------------------------------------------------------------------------
+
+
+def state_to_layers(
+    state: State, shapes: Shapes, B: int, dtype: np.dtype
+) -> tuple[list[tuple[np.ndarray, ...]], bool]:
+    """Public state -> per layer a tuple of (B, H) arrays; also whether it came as (B, H).
+
+    rnn/gru: h (L, B, H) or, for L = 1, (B, H).  lstm: (h, c), each like that.
+    """
+    names = get_cell(shapes.cell).STATE_NAMES
+    if state is None:
+        zeros = np.zeros((B, shapes.H), dtype=dtype)
+        return [tuple(zeros for _ in names) for _ in range(shapes.L)], False
+    parts = state if len(names) > 1 else (state,)
+    if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
+        raise BpttError(f"h0 of an {shapes.cell} must be a pair ({', '.join(names)}0)")
+    arrays = []
+    flat = False
+    for name, part in zip(names, parts):
+        a = np.asarray(part)
+        if a.shape == (B, shapes.H) and shapes.L == 1:
+            a, flat = a[None], True
+        if a.shape != (shapes.L, B, shapes.H):
+            raise BpttError(
+                f"{name}0 has shape {a.shape}, expected (L, B, H) = {(shapes.L, B, shapes.H)}"
+            )
+        if not np.isfinite(a).all():
+            raise BpttError(f"{name}0 contains NaN or inf")
+        arrays.append(a.astype(dtype, copy=False))
+    return [tuple(a[layer] for a in arrays) for layer in range(shapes.L)], flat
+
+
+def zero_state(params: dict[str, np.ndarray], batch_size: int) -> State:
+    """The zero initial state in public form: (L, B, H), or the pair (h, c) for the LSTM."""
+    shapes = check_params(params)
+    names = get_cell(shapes.cell).STATE_NAMES
+    zeros = [np.zeros((shapes.L, batch_size, shapes.H), params["Whh"].dtype) for _ in names]
+    return zeros[0] if len(zeros) == 1 else tuple(zeros)
+
+
+def layers_to_state(layers: list[tuple[np.ndarray, ...]], flat: bool) -> State:
+    """Per-layer tuples -> the public form (the inverse of :func:`state_to_layers`)."""
+    stacked = [np.stack([s[i] for s in layers]) for i in range(len(layers[0]))]
+    if flat:
+        stacked = [a[0] for a in stacked]
+    return stacked[0] if len(stacked) == 1 else tuple(stacked)
+
+
+# ----------------------------------------------------------------------------
+# forward and backward of the whole network
+# ----------------------------------------------------------------------------
+
+
+class Forward(NamedTuple):
+    """The forward pass: per-layer caches, the logits y (T, B, V), and the final state.
+
+    flat: the initial state came as (B, H) rather than (L, B, H); states go back that way.
+    """
+
+    shapes: Shapes
+    caches: list[Any]
+    logits: np.ndarray
+    state: State
+    flat: bool
+
+
+def forward(params: dict[str, np.ndarray], inputs: Any, h0: State = None) -> Forward:
+    """Run the stack and the head.  inputs (T, B) ids or (T, B, D); h0 see module docstring."""
+    shapes = check_params(params)
+    x = check_inputs(inputs, shapes, params["Whh"].dtype)
+    return _forward(params, shapes, x, h0)
+
+
+def _forward(params, shapes: Shapes, x: np.ndarray, h0: State) -> Forward:
+    module = get_cell(shapes.cell)
+    states, flat = state_to_layers(h0, shapes, x.shape[1], params["Whh"].dtype)
+    caches = []
+    layer_input = x
+    for layer in range(shapes.L):
+        p = layer_params(params, layer, module.PARAM_NAMES)
+        cache = module.sequence_forward(p, layer_input, states[layer])
+        caches.append(cache)
+        layer_input = cache.hs[1:]
+    logits = ops.linear_forward(layer_input, params["Why"], params.get("by"))
+    final = layers_to_state([module.final_state(c) for c in caches], flat)
+    return Forward(shapes, caches, logits, final, flat)
+
+
+def forward_loss(params: dict[str, np.ndarray], inputs: Any, targets: Any, h0: State = None) -> float:
+    """J = Σ_t Σ_b −log p_t[label] alone (no backward): what finite differences evaluate."""
+    fwd = forward(params, inputs, h0)
+    labels = check_targets(targets, fwd.logits.shape[0], fwd.logits.shape[1], fwd.shapes.V)
+    return ops.cross_entropy_forward(fwd.logits, labels)[0]
+
+
+class Result(NamedTuple):
+    """Everything the efficient backward computes.
+
+    loss: J, the total over time and batch.  grads: same keys as params.
+    state: the final state (to carry into the next chunk).  dJ_dstate0: ∂J/∂(initial
+    state), in the form of the state.  dJ_dh: per layer the accumulated ∂J/∂h_k,
+    (A, T, B, H) by age (A = 1 without truncation: row 0 is Σ_{t≥k} ∂J_t/∂h_k).
+    """
+
+    loss: float
+    grads: dict[str, np.ndarray]
+    state: State
+    dJ_dstate0: State
+    dJ_dh: list[np.ndarray]
+
+
+def backprop(
+    params: dict[str, np.ndarray],
+    inputs: Any,
+    targets: Any,
+    h0: State = None,
+    truncate: int | None = None,
+    cell: str | None = None,
+) -> Result:
+    """Forward, loss, and efficient BPTT through every layer.  See :func:`loss_and_grads`."""
+    shapes = check_params(params, cell)
+    x = check_inputs(inputs, shapes, params["Whh"].dtype)
+    labels = check_targets(targets, x.shape[0], x.shape[1], shapes.V)
+    truncate = check_truncate(truncate)
+    fwd = _forward(params, shapes, x, h0)
+    module = get_cell(shapes.cell)
+    T, B = labels.shape
+    A = common.num_ages(truncate)
+    # J = Σ_t Σ_b −log softmax(y_t)[label]
+    loss, p = ops.cross_entropy_forward(fwd.logits, labels)
+    # ∂J_t/∂y_t = p_t − onehot(label_t)
+    dJ_dy = ops.cross_entropy_backward(p, labels)
+    h_top = fwd.caches[-1].hs[1:]
+    grads: dict[str, np.ndarray] = {}
+    # y_t = W^hy h_t + b_y:  ∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ,  ∂J/∂b_y = Σ_t dJ_dy_t,
+    # and ∂J_t/∂h_t = W^hyᵀ dJ_dy_t (the head reaches h_t only from J_t: age 0)
+    dJt_dh, grads["Why"], dJ_dby = ops.linear_backward(dJ_dy, h_top, params["Why"])
+    if "by" in params:
+        grads["by"] = dJ_dby
+    dJ_dh_local = np.zeros((A, T, B, shapes.H), dtype=dJt_dh.dtype)
+    dJ_dh_local[0] = dJt_dh
+    dJ_dstate0: list[tuple[np.ndarray, ...]] = [()] * shapes.L
+    dJ_dh: list[np.ndarray] = [np.empty(0)] * shapes.L
+    for layer in range(shapes.L - 1, -1, -1):
+        p_layer = layer_params(params, layer, module.PARAM_NAMES)
+        back = module.sequence_backward(
+            p_layer, fwd.caches[layer], dJ_dh_local, truncate, need_dx=layer > 0
+        )
+        for name, g in back.grads.items():
+            grads[layer_key(name, layer)] = g
+        dJ_dstate0[layer] = back.dJ_dstate0
+        dJ_dh[layer] = back.dJ_dh
+        # the input of layer l is h^{l−1}: its error reaches layer l−1 at the same step and age
+        dJ_dh_local = back.dJ_dx
+    grads = {key: grads[key] for key in params}
+    return Result(loss, grads, fwd.state, layers_to_state(dJ_dstate0, fwd.flat), dJ_dh)
+
+
+def loss_and_grads(
+    params: dict[str, np.ndarray],
+    inputs: Any,
+    targets: Any,
+    h0: State = None,
+    truncate: int | None = None,
+    cell: str | None = None,
+) -> tuple[float, dict[str, np.ndarray], State]:
+    """The loss J = Σ_t J_t, its gradient by efficient BPTT, and the final state.
+
+    params: from :func:`init_params` (the cell kind is read off its shapes; ``cell`` may
+    name it to be checked).  inputs: token ids (T, B) or dense (T, B, D).  targets:
+    labels (T, B).  h0: initial state (module docstring), None = zeros.  truncate:
+    None for full BPTT, or K >= 1 to keep only the terms with t − k < K.
+    Returns (loss, grads, h_last): grads has exactly the keys of params; h_last is the
+    final state in the form h0 had.  The literal double sum it equals is
+    :func:`bptt.reference.loss_and_grads`.
+    """
+    result = backprop(params, inputs, targets, h0, truncate, cell)
+    return result.loss, result.grads, result.state
