@@ -146,3 +146,85 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Com
     if set(a) != set(b):
         raise BpttError(f"gradient keys differ: {sorted(set(a) ^ set(b))}")
     return {key: compare_arrays(key, a[key], b[key]) for key in a}
+
+
+# ----------------------------------------------------------------------------
+# a whole check: efficient vs reference vs finite differences on a random problem
+# ----------------------------------------------------------------------------
+
+REFERENCE_TOL = 1e-12
+FD_TOL = 1e-7
+
+
+@dataclass
+class Row:
+    """One parameter's verdict: its errors against each witness and PASS/FAIL."""
+
+    cell: str
+    layers: int
+    name: str
+    vs_reference: Comparison
+    vs_numeric: Comparison
+
+    @property
+    def passed(self) -> bool:
+        """Both witnesses within their tolerances (REFERENCE_TOL, FD_TOL)."""
+        return self.vs_reference.passed(REFERENCE_TOL) and self.vs_numeric.passed(FD_TOL)
+
+
+def random_problem(
+    cell: str, hidden: int, seq_len: int, batch: int, layers: int, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, models.State]:
+    """A small float64 problem with non-zero biases, a random initial state and random targets.
+
+    Returns (params, inputs (T, B) ids, targets (T, B), h0 in public form).
+    """
+    rng = np.random.default_rng(seed)
+    D, V = 5, 4
+    params = models.init_params(cell, D, hidden, V, True, rng, np.float64, layers)
+    for key, value in params.items():
+        if value.ndim == 1:  # biases: random, not PyTorch's small init, so bugs in them show
+            params[key] = rng.normal(size=value.shape)
+    inputs = rng.integers(0, D, size=(seq_len, batch))
+    targets = rng.integers(0, V, size=(seq_len, batch))
+    zero = models.zero_state(params, batch)
+    h0 = (
+        tuple(rng.normal(size=z.shape) * 0.5 for z in zero)
+        if isinstance(zero, tuple)
+        else rng.normal(size=zero.shape) * 0.5
+    )
+    return params, inputs, targets, h0
+
+
+def check_model(
+    cell: str = "rnn", hidden: int = 4, seq_len: int = 5, batch: int = 2, layers: int = 1,
+    seed: int = 0,
+) -> list[Row]:
+    """Check the efficient BPTT of one cell against the reference and finite differences.
+
+    Returns one :class:`Row` per parameter plus one for the initial state ("h0").
+    """
+    params, inputs, targets, h0 = random_problem(cell, hidden, seq_len, batch, layers, seed)
+    # deferred import: reference imports models, which this module also imports
+    from bptt import reference
+
+    eff = models.backprop(params, inputs, targets, h0=h0)
+    _, ref_grads, terms = reference.loss_and_grads(
+        params, inputs, targets, h0=h0, keep_contributions=False
+    )
+    num_grads, num_h0 = numerical_grads(params, inputs, targets, h0)
+    mine = dict(eff.grads, h0=_flat(eff.dJ_dstate0))
+    ref = dict(ref_grads, h0=_flat(terms.dJ_dstate0))
+    num = dict(num_grads, h0=_flat(num_h0))
+    return [
+        Row(cell, layers, key, compare_arrays(key, mine[key], ref[key]),
+            compare_arrays(key, mine[key], num[key]))
+        for key in mine
+    ]
+
+
+def _flat(state: models.State) -> np.ndarray:
+    """A state (array or (h, c) pair) as one array, for comparison."""
+    if isinstance(state, (tuple, list)):
+        return np.stack([np.asarray(s) for s in state])
+    return np.asarray(state)

@@ -238,7 +238,7 @@ def state_to_layers(
         raise BpttError(f"h0 of an {shapes.cell} must be a pair ({', '.join(names)}0)")
     arrays = []
     flat = False
-    for name, part in zip(names, parts):
+    for name, part in zip(names, parts, strict=False):
         a = np.asarray(part)
         if a.shape == (B, shapes.H) and shapes.L == 1:
             a, flat = a[None], True
@@ -308,7 +308,9 @@ def _forward(params, shapes: Shapes, x: np.ndarray, h0: State) -> Forward:
     return Forward(shapes, caches, logits, final, flat)
 
 
-def forward_loss(params: dict[str, np.ndarray], inputs: Any, targets: Any, h0: State = None) -> float:
+def forward_loss(
+    params: dict[str, np.ndarray], inputs: Any, targets: Any, h0: State = None
+) -> float:
     """J = Σ_t Σ_b −log p_t[label] alone (no backward): what finite differences evaluate."""
     fwd = forward(params, inputs, h0)
     labels = check_targets(targets, fwd.logits.shape[0], fwd.logits.shape[1], fwd.shapes.V)

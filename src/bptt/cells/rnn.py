@@ -37,9 +37,14 @@ STATE_NAMES = ("h",)  # the recurrent state of one layer (LSTM: h and c)
 
 
 def init_layer(
-    rng: np.random.Generator, input_size: int, hidden_size: int, bias: bool, dtype: type, **_: object
+    rng: np.random.Generator,
+    input_size: int,
+    hidden_size: int,
+    bias: bool,
+    dtype: type,
+    **_: object,
 ) -> dict[str, np.ndarray]:
-    """One layer's parameters, U(−1/√H, 1/√H) as PyTorch.  Returns Wxh (H, D), Whh (H, H), bh (H,)."""
+    """One layer's parameters, U(−1/√H, 1/√H) as PyTorch.  Returns Wxh (H,D), Whh (H,H), bh (H,)."""
     bound = 1.0 / np.sqrt(hidden_size)
     p = {
         "Wxh": rng.uniform(-bound, bound, (hidden_size, input_size)).astype(dtype),

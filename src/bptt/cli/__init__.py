@@ -1,0 +1,70 @@
+"""The ``bptt`` command: the only part of bptt that talks to the terminal.
+
+Each subcommand lives in its own module of this package with two functions,
+``add_parser(subparsers)`` and ``run(args) -> int``.  A mistake a user can make
+(a :class:`bptt.errors.BpttError`, a bad flag, a missing file) becomes ONE line
+on stderr, ``bptt: error: …``, and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bptt import __version__
+from bptt.errors import BpttError
+
+# subcommand name -> module in this package
+COMMANDS = {
+    "gradcheck": "gradcheck",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``bptt: error: …`` and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        fail(f"{message} (see '{self.prog} --help')")
+
+
+def fail(message: str) -> None:
+    """Print the one-line error and exit with code 2."""
+    sys.stderr.write(f"bptt: error: {message}\n")
+    raise SystemExit(2)
+
+
+def build_parser() -> Parser:
+    """The top-level parser with every subcommand registered."""
+    parser = Parser(
+        prog="bptt",
+        description="Recurrent networks with hand-derived backpropagation through time.",
+    )
+    parser.add_argument("--version", action="version", version=f"bptt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"bptt.cli.{module_name}")
+        module.add_parser(sub, name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bptt`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except BpttError as exc:
+        fail(str(exc))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("bptt: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0

@@ -1,0 +1,65 @@
+"""The checker itself: relative errors, worst entries, finite differences that leave no trace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.gradcheck import compare, compare_arrays, numerical_gradient, numerical_grads
+
+
+def test_relative_error_is_measured_on_the_tensor_scale():
+    a = np.array([[1.0, 2.0], [3.0, -4.0]])
+    b = a.copy()
+    b[1, 0] += 0.08
+    c = compare_arrays("W", a, b)
+    assert c.worst == (1, 0)
+    assert c.max_abs == pytest.approx(0.08)
+    assert c.max_rel == pytest.approx(0.08 / 8.0)
+    assert (c.a_worst, c.b_worst) == (3.0, pytest.approx(3.08))
+    assert compare_arrays("z", np.zeros(3), np.zeros(3)).max_rel == 0.0
+    assert not c.passed(1e-3) and c.passed(0.1)
+
+
+def test_shape_and_key_mismatches_are_errors():
+    with pytest.raises(ValueError, match=r"shapes differ, \(2,\) vs \(3,\)"):
+        compare_arrays("W", np.zeros(2), np.zeros(3))
+    with pytest.raises(ValueError, match="gradient keys differ"):
+        compare({"a": np.zeros(1)}, {"b": np.zeros(1)})
+
+
+def test_numerical_gradient_restores_the_array_and_samples(rng):
+    x = rng.normal(size=(3, 4))
+    before = x.copy()
+    g = numerical_gradient(lambda: float((x**3).sum()), x, indices=np.array([0, 5]))
+    np.testing.assert_array_equal(x, before)
+    assert np.isnan(g).sum() == 10
+    np.testing.assert_allclose(g.reshape(-1)[[0, 5]], 3 * x.reshape(-1)[[0, 5]] ** 2, rtol=1e-8)
+
+
+def test_numerical_gradient_refuses_float32():
+    with pytest.raises(ValueError, match="float64"):
+        numerical_gradient(lambda: 0.0, np.zeros(2, np.float32))
+
+
+def test_numerical_grads_does_not_touch_the_callers_arrays(rng):
+    params = bptt.init_params("rnn", 2, 3, 2, rng=rng)
+    saved = {k: v.copy() for k, v in params.items()}
+    h0 = rng.normal(size=(1, 3))
+    h0_saved = h0.copy()
+    grads, dh0 = numerical_grads(params, rng.integers(0, 2, (3, 1)), rng.integers(0, 2, (3, 1)), h0)
+    assert all(np.array_equal(params[k], saved[k]) for k in params)
+    np.testing.assert_array_equal(h0, h0_saved)
+    assert dh0.shape == h0.shape and set(grads) == set(params)
+
+
+def test_a_wrong_gradient_is_caught(rng):
+    params = bptt.init_params("rnn", 3, 4, 3, rng=rng)
+    inputs, targets = rng.integers(0, 3, (4, 2)), rng.integers(0, 3, (4, 2))
+    _, grads, _ = bptt.loss_and_grads(params, inputs, targets)
+    numeric, _ = numerical_grads(params, inputs, targets)
+    grads["Whh"] = grads["Whh"].T  # the transposed-weight-gradient bug
+    report = compare(grads, numeric)
+    assert report["Whh"].max_rel > 1e-3
+    assert all(report[k].max_rel < 1e-7 for k in params if k != "Whh")

@@ -1,0 +1,129 @@
+"""The network API: finite differences for every parameter and h0, state forms, bad arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.gradcheck import compare, compare_arrays, numerical_grads
+
+FD_TOL = 1e-7
+
+
+def problem(rng, T, B, D, H, V, bias=True, ids=True):
+    params = bptt.init_params("rnn", D, H, V, bias=bias, rng=rng, dtype=np.float64)
+    for key in ("bh", "by"):
+        if key in params:
+            params[key] = rng.normal(size=params[key].shape)
+    inputs = rng.integers(0, D, size=(T, B)) if ids else rng.normal(size=(T, B, D))
+    return params, inputs, rng.integers(0, V, size=(T, B)), rng.normal(size=(B, H)) * 0.5
+
+
+@pytest.mark.parametrize(
+    "T, B, D, H, V, bias, ids",
+    [
+        (1, 1, 3, 4, 3, True, True),
+        (1, 3, 2, 3, 4, False, False),
+        (5, 2, 4, 5, 6, True, False),
+        (7, 3, 5, 3, 5, False, True),
+    ],
+)
+def test_finite_differences_agree_for_every_parameter_and_h0(rng, T, B, D, H, V, bias, ids):
+    params, inputs, targets, h0 = problem(rng, T, B, D, H, V, bias, ids)
+    result = bptt.backprop(params, inputs, targets, h0=h0)
+    numeric, dh0 = numerical_grads(params, inputs, targets, h0)
+    for key, c in compare(result.grads, numeric).items():
+        assert c.max_rel < FD_TOL, f"{key}: rel {c.max_rel:.3g} at {c.worst}"
+    c = compare_arrays("h0", result.dJ_dstate0, dh0)
+    assert c.max_rel < FD_TOL, f"h0: rel {c.max_rel:.3g}"
+
+
+def test_finite_differences_agree_over_a_hundred_steps(rng):
+    params, inputs, targets, h0 = problem(rng, 100, 2, 4, 5, 4)
+    result = bptt.backprop(params, inputs, targets, h0=h0)
+    numeric, dh0 = numerical_grads(params, inputs, targets, h0, sample=12, rng=rng)
+    for key, c in compare(result.grads, numeric).items():
+        assert c.max_rel < FD_TOL, f"{key}: rel {c.max_rel:.3g} at {c.worst}"
+    assert compare_arrays("h0", result.dJ_dstate0, dh0).max_rel < FD_TOL
+
+
+def test_init_params_keys_shapes_and_pytorch_init_range():
+    p = bptt.init_params("rnn", 3, 16, 5, bias=True, rng=np.random.default_rng(0))
+    assert {k: v.shape for k, v in p.items()} == {
+        "Wxh": (16, 3), "Whh": (16, 16), "bh": (16,), "Why": (5, 16), "by": (5,)
+    }
+    assert all(np.abs(v).max() <= 1 / 4 for v in p.values())
+    seed_net = bptt.init_params("rnn", 3, 4, 5, bias=False, rng=np.random.default_rng(0))
+    assert sorted(seed_net) == ["Whh", "Why", "Wxh"]
+    again = bptt.init_params("rnn", 3, 16, 5, bias=True, rng=np.random.default_rng(0))
+    assert all(np.array_equal(p[k], again[k]) for k in p)
+    assert bptt.init_params("rnn", 2, 2, 2, dtype=np.float32)["Whh"].dtype == np.float32
+
+
+def test_h_last_is_the_forward_state_and_keeps_the_form_of_h0(rng):
+    params, inputs, targets, h0 = problem(rng, 4, 2, 3, 5, 3)
+    _, _, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+    assert h_last.shape == (2, 5)
+    _, _, h_layers = bptt.loss_and_grads(params, inputs, targets, h0=h0[None])
+    assert h_layers.shape == (1, 2, 5)
+    np.testing.assert_array_equal(h_layers[0], h_last)
+    # carrying the state across two chunks equals one run over both
+    full = bptt.forward(params, np.concatenate([inputs, inputs]), h0)
+    first = bptt.forward(params, inputs, h0)
+    second = bptt.forward(params, inputs, first.state)
+    np.testing.assert_allclose(second.logits, full.logits[4:], rtol=1e-13)
+    assert bptt.loss_and_grads(params, inputs, targets)[2].shape == (1, 2, 5)
+
+
+def test_cell_is_read_off_the_shapes_and_can_be_checked(rng):
+    params, inputs, targets, _ = problem(rng, 2, 1, 3, 4, 3)
+    assert bptt.infer_cell(params) == "rnn"
+    with pytest.raises(ValueError, match="cell='lstm' but params are those of a 'rnn'"):
+        bptt.loss_and_grads(params, inputs, targets, cell="lstm")
+
+
+def test_float32_runs_in_float32(rng):
+    params = bptt.init_params("rnn", 3, 4, 3, rng=rng, dtype=np.float32)
+    loss, grads, h = bptt.loss_and_grads(params, rng.integers(0, 3, (5, 2)),
+                                         rng.integers(0, 3, (5, 2)))
+    assert all(g.dtype == np.float32 for g in grads.values()) and h.dtype == np.float32
+    assert np.isfinite(loss)
+
+
+def bad_cases():
+    rng = np.random.default_rng(0)
+    params, inputs, targets, h0 = problem(rng, 4, 2, 3, 5, 6)
+    nan_params = dict(params, Whh=params["Whh"].copy())
+    nan_params["Whh"][0, 0] = np.nan
+    wrong_shape = dict(params, Whh=np.zeros((5, 4)))
+    return [
+        ("inputs", dict(inputs=np.full((4, 2), 3)), r"token id 3 outside \[0, 3\)"),
+        ("inputs", dict(inputs=np.zeros((4, 2, 7))), r"inputs has shape \(4, 2, 7\), expected \(T, B, 3\)"),
+        ("inputs", dict(inputs=np.zeros(4, int)), r"inputs has shape \(4,\)"),
+        ("inputs", dict(inputs=np.zeros((4, 2, 3)) * np.nan), "inputs contains NaN"),
+        ("targets", dict(targets=np.zeros((3, 2), int)), r"targets has shape \(3, 2\), expected \(T, B\) = \(4, 2\)"),
+        ("targets", dict(targets=np.full((4, 2), 6)), r"targets holds a label outside \[0, 6\)"),
+        ("targets", dict(targets=np.zeros((4, 2))), "targets must be integer labels"),
+        ("truncate", dict(truncate=-1), "truncate must be None or an integer >= 1, got -1"),
+        ("truncate", dict(truncate=0), "truncate must be None or an integer >= 1, got 0"),
+        ("truncate", dict(truncate=1.5), "truncate must be None or an integer >= 1"),
+        ("h0", dict(h0=np.zeros((3, 5))), r"h0 has shape \(3, 5\), expected \(L, B, H\) = \(1, 2, 5\)"),
+        ("h0", dict(h0=np.full((2, 5), np.inf)), "h0 contains NaN or inf"),
+        ("params", dict(params=nan_params), r"params\['Whh'\] contains NaN or inf"),
+        ("params", dict(params=wrong_shape), r"params\['Whh'\] has shape \(5, 4\)"),
+        ("params", dict(params={k: v for k, v in params.items() if k != "Why"}), "Why"),
+        ("params", dict(params=dict(params, extra=np.zeros(2))), "unexpected key 'extra'"),
+    ]
+
+
+@pytest.mark.parametrize("argument, change, message", bad_cases(),
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(bad_cases())])
+def test_bad_arguments_raise_a_value_error_naming_them(argument, change, message):
+    rng = np.random.default_rng(0)
+    params, inputs, targets, h0 = problem(rng, 4, 2, 3, 5, 6)
+    kwargs = dict(params=params, inputs=inputs, targets=targets, h0=h0)
+    kwargs.update(change)
+    for fn in (bptt.loss_and_grads, bptt.reference.loss_and_grads):
+        with pytest.raises(ValueError, match=message):
+            fn(**kwargs)

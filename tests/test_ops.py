@@ -1,0 +1,97 @@
+"""Each analytic partial in bptt.ops against central finite differences (float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bptt import ops
+from bptt.gradcheck import numerical_gradient, relative_error
+
+
+def fd(f, x):
+    return numerical_gradient(f, x)
+
+
+def test_softmax_rows_sum_to_one_and_survive_huge_logits(rng):
+    y = rng.normal(size=(4, 3, 7)) * 1000
+    p = ops.softmax(y)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(ops.log_softmax(y)), p, rtol=1e-12, atol=1e-300)
+
+
+def test_cross_entropy_is_the_total_and_its_partial_is_p_minus_onehot(rng):
+    y = rng.normal(size=(5, 3, 6))
+    labels = rng.integers(0, 6, size=(5, 3))
+    J, p = ops.cross_entropy_forward(y, labels)
+    by_hand = -sum(
+        np.log(np.exp(y[t, b, labels[t, b]]) / np.exp(y[t, b]).sum())
+        for t in range(5)
+        for b in range(3)
+    )
+    assert J == pytest.approx(by_hand, rel=1e-13)
+    dJ_dy = ops.cross_entropy_backward(p, labels)
+    expected = p.copy()
+    for t in range(5):
+        for b in range(3):
+            expected[t, b, labels[t, b]] -= 1
+    np.testing.assert_array_equal(dJ_dy, expected)
+    numeric = fd(lambda: ops.cross_entropy_forward(y, labels)[0], y)
+    assert relative_error(dJ_dy, numeric) < 1e-8
+
+
+def test_cross_entropy_stable_for_huge_logits():
+    y = np.array([[1000.0, -1000.0, 0.0]])
+    J, p = ops.cross_entropy_forward(y, np.array([1]))
+    assert J == pytest.approx(2000.0)
+    assert np.isfinite(ops.cross_entropy_backward(p, np.array([1]))).all()
+
+
+@pytest.mark.parametrize(
+    "forward, backward",
+    [(ops.tanh_forward, ops.tanh_backward), (ops.sigmoid_forward, ops.sigmoid_backward)],
+    ids=["tanh", "sigmoid"],
+)
+def test_activation_backward_from_its_output(rng, forward, backward):
+    a = rng.normal(size=(3, 5)) * 3
+    upstream = rng.normal(size=(3, 5))
+    analytic = backward(upstream, forward(a))
+    numeric = fd(lambda: float((upstream * forward(a)).sum()), a)
+    assert relative_error(analytic, numeric) < 1e-8
+
+
+def test_sigmoid_is_stable_at_extremes():
+    s = ops.sigmoid_forward(np.array([-800.0, 0.0, 800.0]))
+    np.testing.assert_array_equal(s, [0.0, 0.5, 1.0])
+
+
+def test_embedding_is_a_column_gather_and_its_backward_a_scatter_add(rng):
+    H, D = 4, 6
+    W = rng.normal(size=(H, D))
+    ids = rng.integers(0, D, size=(5, 3))
+    out = ops.embedding_forward(W, ids)
+    onehot = np.eye(D)[ids]
+    np.testing.assert_allclose(out, onehot @ W.T, rtol=1e-15)
+    upstream = rng.normal(size=(5, 3, H))
+    analytic = ops.embedding_backward(upstream, ids, D)
+    numeric = fd(lambda: float((upstream * ops.embedding_forward(W, ids)).sum()), W)
+    assert analytic.shape == (H, D)
+    assert relative_error(analytic, numeric) < 1e-8
+    # repeated ids accumulate: every column is the sum over the rows that chose it
+    np.testing.assert_allclose(analytic, np.einsum("tbh,tbd->hd", upstream, onehot), rtol=1e-13)
+
+
+def test_linear_backward(rng):
+    x = rng.normal(size=(4, 2, 3))
+    W = rng.normal(size=(5, 3))
+    b = rng.normal(size=5)
+    upstream = rng.normal(size=(4, 2, 5))
+    dJ_dx, dJ_dW, dJ_db = ops.linear_backward(upstream, x, W)
+
+    def f():
+        return float((upstream * ops.linear_forward(x, W, b)).sum())
+
+    assert relative_error(dJ_dx, fd(f, x)) < 1e-8
+    assert relative_error(dJ_dW, fd(f, W)) < 1e-8
+    assert relative_error(dJ_db, fd(f, b)) < 1e-8
