@@ -1,0 +1,293 @@
+"""Safe checkpoint files: safetensors only, written atomically, checked before trusted.
+
+A checkpoint is one safetensors file: named arrays plus one metadata entry,
+``__metadata__["bptt"]``, holding a JSON object (the run's settings,
+vocabulary, step, ...).  Nothing here unpickles, calls
+``np.load(allow_pickle=True)`` or evaluates anything read from a file.
+
+Writing (:func:`write_safetensors_atomic`) serializes to bytes, writes them
+to a temporary file ``.tmp-<name>.<random>`` in the target's directory,
+fsyncs it, renames it over the target with ``os.replace`` and fsyncs the
+directory: the target is either the old file or the complete new one, never
+half written.  :func:`clean_temp_files` removes temporaries left by a crash.
+
+Reading (:func:`read_safetensors`) validates the 8-byte header length, the
+JSON header and every tensor's shape × dtype size against its byte span and
+the file size BEFORE anything is allocated, so a hostile or damaged file
+(a pickle renamed ``.safetensors``, a truncated download, a header claiming
+10^12 elements) is refused with one :class:`~bptt.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+from bptt.errors import CheckpointError
+
+TEMP_PREFIX = ".tmp-"
+MAX_HEADER_BYTES = 100_000_000
+METADATA_KEY = "bptt"
+
+# safetensors dtype name -> bytes per element, for the dtypes NumPy can hold.
+_DTYPE_SIZES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+
+# --------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------
+
+
+def write_safetensors_atomic(
+    path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> None:
+    """Write ``tensors`` and the JSON object ``meta`` to ``path`` atomically.
+
+    Arrays are saved C-contiguous (copied if needed; 0-d arrays stay 0-d).
+    On any failure the previous file at ``path`` (if any) is untouched, the
+    temporary file is removed, and a CheckpointError is raised.
+    """
+    target = Path(path)
+    blob = _serialize(tensors, meta)
+    directory = target.parent
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"cannot write {target}: the directory {directory} does not exist; create it first."
+        )
+    temp = directory / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
+    try:
+        _write_synced(temp, blob)
+        os.replace(temp, target)
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise CheckpointError(f"cannot write {target}: {exc.strerror or exc}.") from exc
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    _fsync_directory(directory)
+
+
+def _serialize(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    """The safetensors bytes of ``tensors`` with ``{"bptt": json.dumps(meta)}`` as metadata."""
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
+    contiguous = {name: np.require(a, requirements="C") for name, a in tensors.items()}
+    return safetensors.numpy.save(contiguous, metadata={METADATA_KEY: json.dumps(dict(meta))})
+
+
+def _write_synced(file: Path, blob: bytes) -> None:
+    """Create ``file`` (it must not exist), write ``blob``, flush and fsync it."""
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(blob)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable; platforms that cannot open a directory skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(file: Path) -> None:
+    """Delete ``file`` if it exists, ignoring errors (used while another error is raised)."""
+    try:
+        file.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def clean_temp_files(directory: str | os.PathLike[str]) -> int:
+    """Remove the ``.tmp-*`` files an interrupted write left in ``directory``; return how many.
+
+    A missing directory has none (returns 0).  Call it only while no other
+    process is writing checkpoints into the same directory.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.glob(f"{TEMP_PREFIX}*"):
+        if entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+            removed += 1
+    return removed
+
+
+# --------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Return (tensors, meta) from a checkpoint written by :func:`write_safetensors_atomic`.
+
+    The file is validated before anything is allocated from its header; the
+    returned arrays are writable and independent of the file.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not safetensors,
+            damaged or truncated, or has no valid ``bptt`` metadata.
+    """
+    file = Path(path)
+    data, meta = _read_checked(file)
+    try:
+        tensors = safetensors.numpy.load(data)
+    except Exception as exc:  # the library's own checks, after ours
+        raise _bad(file, f"it is damaged ({exc})") from exc
+    return {name: a if a.flags.writeable else a.copy() for name, a in tensors.items()}, meta
+
+
+def _bad(file: Path, what: str) -> CheckpointError:
+    """The CheckpointError for a file that exists but cannot be used."""
+    return CheckpointError(f"{file} is not a bptt checkpoint file ({what}).")
+
+
+def _read_checked(file: Path) -> tuple[bytes, dict[str, Any]]:
+    """Return (all bytes, bptt meta) of ``file``, validating the header before reading the data."""
+    if not file.exists():
+        raise CheckpointError(f"checkpoint {file} does not exist; check the path.")
+    if file.is_dir():
+        raise CheckpointError(f"checkpoint {file} is a directory; pass the .safetensors file.")
+    try:
+        with file.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(8)
+            header_len = _check_prefix(file, prefix, size)
+            header = _parse_header(file, handle.read(header_len))
+            _check_tensors(file, header, size - 8 - header_len)
+            meta = _parse_meta(file, header)
+            handle.seek(0)
+            data = handle.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {file}: {exc.strerror or exc}.") from exc
+    if len(data) != size:
+        raise _bad(file, "it changed while being read")
+    return data, meta
+
+
+def _check_prefix(file: Path, prefix: bytes, size: int) -> int:
+    """Return the header length from the first 8 bytes, or raise if it cannot be safetensors."""
+    if len(prefix) < 8:
+        raise _bad(file, f"only {size} bytes long, too short for safetensors")
+    (header_len,) = struct.unpack("<Q", prefix)
+    if header_len > MAX_HEADER_BYTES or header_len > size - 8 or header_len < 2:
+        raise _bad(file, f"not safetensors: {_sniff(prefix)}")
+    return header_len
+
+
+def _sniff(prefix: bytes) -> str:
+    """A guess of what a non-safetensors file is, from its first bytes."""
+    if prefix[:1] == b"\x80" and prefix[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "it looks like a pickle, which bptt never loads"
+    if prefix.startswith(b"PK"):
+        return "it looks like a zip archive, e.g. a PyTorch .pt file; export it to safetensors"
+    if prefix.startswith(b"\x93NUMPY"):
+        return "it looks like a NumPy .npy file"
+    return "the header length is impossible; maybe a pickle or a truncated file?"
+
+
+def _parse_header(file: Path, raw: bytes) -> dict[str, Any]:
+    """The JSON header as a dict; anything else raises."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _bad(file, "not safetensors: its header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise _bad(file, "not safetensors: its header is not a JSON object")
+    return header
+
+
+def _check_tensors(file: Path, header: dict[str, Any], data_len: int) -> None:
+    """Every tensor entry's shape × dtype size must equal its byte span inside the data."""
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = _check_entry(file, name, entry)
+        if end > data_len:
+            raise _bad(file, f"tensor {name!r} ends at byte {end} of {data_len}: truncated")
+        spans.append((begin, end))
+    spans.sort()
+    position = 0
+    for begin, end in spans:
+        if begin != position:
+            raise _bad(file, "its tensors overlap or leave gaps in the data")
+        position = end
+    if position != data_len:
+        raise _bad(file, f"it has {data_len - position} bytes after the last tensor; truncated?")
+
+
+def _check_entry(file: Path, name: str, entry: Any) -> tuple[int, int]:
+    """Return (begin, end) of one header entry after checking dtype, shape and span."""
+    if not isinstance(entry, dict):
+        raise _bad(file, f"header entry {name!r} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _DTYPE_SIZES:
+        raise _bad(file, f"tensor {name!r} has unsupported dtype {dtype!r}")
+    if not _is_int_list(shape) or any(d < 0 for d in shape):
+        raise _bad(file, f"tensor {name!r} has an invalid shape {shape!r}")
+    if not _is_int_list(offsets) or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1]:
+        raise _bad(file, f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    nbytes = math.prod(shape) * _DTYPE_SIZES[dtype]  # Python ints: no overflow
+    if nbytes != offsets[1] - offsets[0]:
+        raise _bad(
+            file,
+            f"tensor {name!r} claims shape {shape} ({nbytes} bytes) "
+            f"but spans {offsets[1] - offsets[0]} bytes",
+        )
+    return offsets[0], offsets[1]
+
+
+def _is_int_list(value: Any) -> bool:
+    """True for a list of plain ints (not bools)."""
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _parse_meta(file: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object stored under ``__metadata__["bptt"]``."""
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
+        raise _bad(file, "a safetensors file without bptt metadata, not written by bptt")
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise _bad(file, "its __metadata__ values must be strings")
+    try:
+        meta = json.loads(metadata[METADATA_KEY])
+    except (ValueError, RecursionError) as exc:
+        raise _bad(file, "its bptt metadata is not valid JSON") from exc
+    if not isinstance(meta, dict):
+        raise _bad(file, "its bptt metadata is not a JSON object")
+    return meta

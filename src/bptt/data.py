@@ -1,0 +1,390 @@
+"""Corpora, character vocabularies and batches for a character language model.
+
+Dimension letters: T time steps per chunk (``seq_len``), B parallel streams
+(``batch_size``), V vocabulary size.
+
+* :func:`builtin_corpus` is a text that ships with every CPython: the help
+  topics of ``pydoc_data.topics`` (about 465 000 characters of English and
+  Python), so ``bptt train`` works without downloading anything.
+* :func:`read_text` reads a UTF-8 text file and turns each way a file can be
+  unusable into one :class:`~bptt.errors.DataError` sentence.
+* :class:`Vocab` maps characters (Unicode code points, not bytes) to ids
+  0..V−1 in sorted order, as min-char-rnn and char-rnn do.
+* :func:`split_train_val` keeps the last fraction of the ids for validation.
+* :class:`StreamBatcher` serves char-rnn style batches: the text is cut into
+  B contiguous streams read in parallel, T characters at a time, so the
+  hidden state of stream b at the end of one chunk is the right initial
+  state for the next chunk of the same stream.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import os
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt.errors import BpttError, DataError
+
+BUILTIN_CORPUS_NAME = "pydoc_data.topics"
+
+
+# --------------------------------------------------------------------------
+# corpora
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def builtin_corpus() -> str:
+    """Return CPython's help topics: ``pydoc_data.topics.topics`` values joined by newlines.
+
+    The values are taken in sorted key order, so the text is the same on every
+    run of a given Python version.
+    """
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:
+        raise DataError(
+            f"the built-in corpus needs the module {BUILTIN_CORPUS_NAME}, which this Python "
+            "does not have; pass a UTF-8 text FILE to train on instead."
+        ) from exc
+    return "\n".join(topics[key] for key in sorted(topics))
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """Read a UTF-8 text file (a leading BOM is dropped) and return its text.
+
+    Newlines are kept exactly as in the file (no ``\\r\\n`` translation).
+
+    Raises:
+        DataError: the file is missing, a directory, unreadable, empty,
+            binary (contains NUL bytes) or not valid UTF-8 (the message
+            names the byte offset of the first bad byte).
+    """
+    file = Path(path)
+    data = _read_bytes(file)
+    if not data:
+        raise DataError(f"{file} is empty; pass a text file with some characters in it.")
+    if b"\0" in data:
+        raise DataError(
+            f"{file} looks like a binary file (it contains NUL bytes); pass a UTF-8 text file."
+        )
+    text = _decode_utf8(file, data)
+    if not text:
+        raise DataError(f"{file} is empty; pass a text file with some characters in it.")
+    return text
+
+
+def _read_bytes(file: Path) -> bytes:
+    """Return the bytes of ``file``, turning each OS failure into a DataError."""
+    if not file.exists():
+        raise DataError(f"{file} does not exist; pass the path of a UTF-8 text file.")
+    if file.is_dir():
+        raise DataError(f"{file} is a directory; pass the path of a UTF-8 text file inside it.")
+    try:
+        return file.read_bytes()
+    except PermissionError as exc:
+        raise DataError(
+            f"{file} cannot be read (permission denied); fix its permissions or copy it."
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
+
+
+def _decode_utf8(file: Path, data: bytes) -> str:
+    """Decode UTF-8 after an optional BOM; a bad byte raises DataError naming its offset."""
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        raise DataError(
+            f"{file} is not valid UTF-8 at byte {offset} (byte 0x{data[offset]:02x}); "
+            "convert it to UTF-8 first (e.g. iconv -t UTF-8)."
+        ) from exc
+
+
+# --------------------------------------------------------------------------
+# vocabulary
+# --------------------------------------------------------------------------
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The Unicode code points of ``text`` as a uint32 array (lone surrogates allowed)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+class Vocab:
+    """A character vocabulary: ``chars[i]`` is the character with id i.
+
+    ``Vocab.from_text(text)`` sorts the distinct characters by code point;
+    ``Vocab(chars)`` keeps the order it is given (that order is the mapping,
+    so a saved list restores the same ids).
+    """
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.chars: tuple[str, ...] = _validate_chars(chars)
+        cps = _code_points("".join(self.chars)).astype(np.int64)
+        self._cps = cps  # id -> code point
+        self._order = np.argsort(cps, kind="stable")  # sorted position -> id
+        self._sorted_cps = cps[self._order]
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocab:
+        """The sorted distinct characters of ``text``; fewer than 2 raises DataError."""
+        return cls(sorted(set(text)))
+
+    @classmethod
+    def from_list(cls, chars: Any) -> Vocab:
+        """Rebuild from :meth:`to_list` output (e.g. read back from JSON), validating it."""
+        if not isinstance(chars, list):
+            raise DataError(
+                f"a vocabulary must be a JSON list of characters, got {type(chars).__name__}."
+            )
+        return cls(chars)
+
+    def to_list(self) -> list[str]:
+        """The characters in id order, as a JSON-able list."""
+        return list(self.chars)
+
+    @property
+    def size(self) -> int:
+        """V, the number of characters."""
+        return len(self.chars)
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self.chars == other.chars
+
+    def __hash__(self) -> int:
+        return hash(self.chars)
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={self.size}, chars={''.join(self.chars)[:40]!r})"
+
+    def encode(self, text: str) -> np.ndarray:
+        """Return the ids of the characters of ``text``, shape (len(text),), int64.
+
+        Raises:
+            DataError: ``text`` has characters outside the vocabulary (the
+                first 5 are listed).
+        """
+        cps = _code_points(text).astype(np.int64)
+        pos = np.searchsorted(self._sorted_cps, cps)
+        pos_clipped = np.minimum(pos, self.size - 1)
+        known = self._sorted_cps[pos_clipped] == cps
+        if not known.all():
+            raise DataError(_unknown_message(text, known))
+        return self._order[pos_clipped].astype(np.int64, copy=False)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Return the text of the ids (any shape is flattened in C order)."""
+        flat = np.asarray(ids).reshape(-1)
+        if flat.size == 0:
+            return ""
+        if not np.issubdtype(flat.dtype, np.integer):
+            raise DataError(f"character ids must be integers, got dtype {flat.dtype}.")
+        if flat.min() < 0 or flat.max() >= self.size:
+            raise DataError(
+                f"character ids must be in [0, {self.size - 1}] for this vocabulary, "
+                f"got values from {flat.min()} to {flat.max()}."
+            )
+        return self._cps[flat].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
+    """Return ``chars`` as a tuple if they are at least 2 distinct 1-character strings."""
+    if isinstance(chars, str):
+        chars = list(chars)
+    items = tuple(chars)
+    for item in items:
+        if not isinstance(item, str) or len(item) != 1:
+            raise DataError(
+                f"a vocabulary entry must be a single character, got {item!r}; "
+                "the vocabulary list is damaged."
+            )
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            raise DataError(
+                f"the vocabulary lists {item!r} twice; each character must appear once."
+            )
+        seen.add(item)
+    if len(items) < 2:
+        raise DataError(
+            f"a character vocabulary needs at least 2 distinct characters, got {len(items)}; "
+            "use a longer, more varied text."
+        )
+    return items
+
+
+def _unknown_message(text: str, known: np.ndarray) -> str:
+    """One sentence listing (with repr) the first 5 distinct characters not in the vocabulary."""
+    unknown: list[str] = []
+    for index in np.flatnonzero(~known):
+        char = text[index]
+        if char not in unknown:
+            unknown.append(char)
+            if len(unknown) == 5:
+                break
+    listed = ", ".join(repr(c) for c in unknown)
+    return (
+        f"the text has characters that are not in the vocabulary: {listed}; "
+        "remove them, or train on a text that contains them."
+    )
+
+
+# --------------------------------------------------------------------------
+# train / validation split
+# --------------------------------------------------------------------------
+
+
+def split_train_val(ids: np.ndarray, val_fraction: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``ids`` into (train, val): the last ``val_fraction`` of the tokens is validation.
+
+    The validation part has ``max(2, round(len(ids) * val_fraction))`` tokens;
+    the training part the rest, which must be at least 2.  The two parts are
+    views of ``ids``.
+    """
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise BpttError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
+    n = len(ids)
+    n_val = max(2, round(n * val_fraction))
+    if n - n_val < 2:
+        raise DataError(
+            f"text too short to split into training and validation parts ({n} characters); "
+            "use a longer text."
+        )
+    return ids[: n - n_val], ids[n - n_val :]
+
+
+# --------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------
+
+
+def _fingerprint(ids: np.ndarray) -> int:
+    """A CRC-32 of the token ids, to notice a resume on a different text."""
+    return zlib.crc32(np.ascontiguousarray(ids, dtype="<i8").tobytes())
+
+
+class StreamBatcher:
+    """char-rnn style batches: B parallel streams, read T characters at a time.
+
+    Layout.  With N = len(ids) and n = (N − 1) // B, stream b reads the input
+    positions ids[b·n : (b+1)·n] and predicts, at each, the next character:
+    ``inputs[t, b] = ids[b·n + j·T + t]`` and
+    ``targets[t, b] = ids[b·n + j·T + t + 1]`` in chunk j.  The last target
+    of stream b is therefore the first input of stream b+1 (the true next
+    character of the text), and the last stream's last target is ids[B·n],
+    which exists because B·n ≤ N − 1.  The N − 1 − B·n final ids are dropped.
+
+    Epochs.  An epoch is ``chunks_per_epoch = n // T`` chunks; together they
+    cover each stream's n (input, target) pairs exactly once, in order,
+    except the last n mod T (< T) of each stream, which are dropped.  So the
+    targets of one epoch are exactly ids[b·n + 1 : b·n + 1 + T·(n // T)] per
+    stream.  :meth:`next_batch` flags the first chunk of each epoch so the
+    caller can reset the hidden state there; within an epoch chunk j+1 of a
+    stream continues chunk j.
+
+    State.  ``position`` counts the chunks served since the start; the next
+    chunk is ``position % chunks_per_epoch`` of epoch ``position //
+    chunks_per_epoch``.  :meth:`state_dict` / :meth:`load_state_dict` save and
+    restore it exactly.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int) -> None:
+        self.batch_size = _check_count("batch_size", batch_size)
+        self.seq_len = _check_count("seq_len", seq_len)
+        tokens = np.asarray(ids)
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise BpttError(
+                f"ids must be a 1-D integer array, got shape {tokens.shape} dtype {tokens.dtype}."
+            )
+        B, T = self.batch_size, self.seq_len
+        n = (len(tokens) - 1) // B
+        if n < T:
+            raise DataError(
+                f"the text ({len(tokens)} characters) is shorter than one sequence for "
+                f"{B} streams of {T} characters (needs at least {B * T + 1}); "
+                "use a smaller --seq-len or --batch, or a longer text."
+            )
+        tokens = tokens.astype(np.int64, copy=False)
+        self.stream_len = n
+        self.num_tokens = len(tokens)
+        self._fingerprint = _fingerprint(tokens)
+        self._inputs = tokens[: B * n].reshape(B, n)  # (B, n)
+        self._targets = tokens[1 : B * n + 1].reshape(B, n)  # (B, n)
+        self.position = 0
+
+    @property
+    def chunks_per_epoch(self) -> int:
+        """Chunks in one epoch: n // T."""
+        return self.stream_len // self.seq_len
+
+    @property
+    def epoch(self) -> int:
+        """Complete epochs served so far (also the 0-based epoch of the next chunk)."""
+        return self.position // self.chunks_per_epoch
+
+    def chunk(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (inputs, targets) of chunk j of an epoch, each (T, B) int64, time-major."""
+        if not 0 <= j < self.chunks_per_epoch:
+            raise BpttError(f"chunk index must be in [0, {self.chunks_per_epoch - 1}], got {j}.")
+        cols = slice(j * self.seq_len, (j + 1) * self.seq_len)
+        return (
+            np.ascontiguousarray(self._inputs[:, cols].T),
+            np.ascontiguousarray(self._targets[:, cols].T),
+        )
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Return (inputs (T, B), targets (T, B), new_epoch) and advance by one chunk.
+
+        ``new_epoch`` is True on the first chunk of every epoch (including the
+        very first call): reset the hidden state before using it.
+        """
+        j = self.position % self.chunks_per_epoch
+        inputs, targets = self.chunk(j)
+        self.position += 1
+        return inputs, targets, j == 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The JSON-able state needed to continue exactly where this batcher is."""
+        return {
+            "position": self.position,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "num_tokens": self.num_tokens,
+            "tokens_crc32": self._fingerprint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output; it must come from the same text, B and T."""
+        position = state.get("position") if isinstance(state, dict) else None
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise DataError(
+                f"the saved batch position must be an integer >= 0, got {position!r}; "
+                "the checkpoint is damaged."
+            )
+        expected = self.state_dict()
+        for key in ("batch_size", "seq_len", "num_tokens", "tokens_crc32"):
+            if state.get(key) != expected[key]:
+                raise DataError(
+                    f"the saved batch state has {key}={state.get(key)!r} but this run has "
+                    f"{expected[key]!r}; resume with the same text, --batch and --seq-len."
+                )
+        self.position = position
+
+
+def _check_count(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise BpttError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise BpttError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)

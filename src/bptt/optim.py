@@ -1,0 +1,373 @@
+"""Optimizers and gradient clipping over plain dicts of arrays.
+
+Parameters and gradients are ``dict[str, np.ndarray]`` with identical keys
+(any keys: ``"Wxh"``, ``"by"``, or a single ``"flat"`` buffer).  Optimizer
+state is ``dict[str, dict[str, np.ndarray]]``: slot name -> parameter key ->
+array, e.g. ``{"m": {...}, "v": {...}, "step": {"t": 0-d int64}}``, so that
+:func:`flatten_state` turns it into ``"slot.key"`` tensors for safetensors
+and a resumed run continues bit for bit.  Every optimizer keeps the step
+counter ``state["step"]["t"]``.
+
+Each ``update`` changes the parameter arrays and the state IN PLACE (the
+arrays are never rebound: a caller may hold views into one flat buffer) and
+keeps the parameters' dtype.  The formulas and the order of the floating
+point operations are PyTorch's ``torch.optim`` (CPU, single-tensor path),
+so a benchmark can run the same optimizer in torch and compare:
+
+    SGD       p ← p − lr·g
+    Momentum  buf ← μ·buf + g   (buf starts at 0, so the first step is buf = g)
+              p ← p − lr·buf
+    Adagrad   sum ← sum + g·g
+              p ← p − (lr·g) / (√sum + ε)
+    Adam      t ← t + 1
+              m ← m + (1 − β1)·(g − m)          (torch's lerp; = β1·m + (1 − β1)·g)
+              v ← β2·v + (1 − β2)·g·g
+              p ← p − (lr / (1 − β1^t))·m / (√v / (1 − β2^t)^0.5 + ε)
+
+Clipping follows min-char-rnn (:func:`clip_by_value`, elementwise to
+±clip) and ``torch.nn.utils.clip_grad_norm_`` (:func:`clip_by_global_norm`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from bptt.errors import BpttError, CheckpointError
+
+Params = dict[str, np.ndarray]
+State = dict[str, dict[str, np.ndarray]]
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adagrad", "adam")
+
+STEP_SLOT = "step"
+"""Slot holding the step counter ``{"t": 0-d int64 array}`` in every state."""
+
+
+# --------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------
+
+
+def _check_positive(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is finite and > 0, else raise BpttError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0.0:
+        raise BpttError(f"{name} must be a finite number > 0, got {value!r}.")
+    return number
+
+
+def _check_unit_interval(name: str, value: float) -> float:
+    """Return ``value`` as a float if 0 <= value < 1, else raise BpttError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number < 1.0:
+        raise BpttError(f"{name} must be a number in [0, 1), got {value!r}.")
+    return number
+
+
+def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+    """Raise BpttError unless ``grads`` has exactly the keys and shapes of ``params``."""
+    if params.keys() != grads.keys():
+        missing = sorted(set(params) - set(grads))
+        extra = sorted(set(grads) - set(params))
+        raise BpttError(
+            f"gradients do not match the parameters (missing {missing}, extra {extra}); "
+            "compute one gradient per parameter key."
+        )
+    for key, p in params.items():
+        if grads[key].shape != p.shape:
+            raise BpttError(
+                f"gradient {key!r} has shape {grads[key].shape} but the parameter has "
+                f"shape {p.shape}; they must match."
+            )
+
+
+def _step_counter() -> dict[str, np.ndarray]:
+    """A fresh step counter slot ``{"t": 0-d int64 zero}``."""
+    return {"t": np.zeros((), dtype=np.int64)}
+
+
+def _advance(state: State) -> int:
+    """Increment the step counter in place and return the new step number t (1 on the first)."""
+    counter = state[STEP_SLOT]["t"]
+    counter += 1
+    return int(counter.item())
+
+
+# --------------------------------------------------------------------------
+# optimizers
+# --------------------------------------------------------------------------
+
+
+class Optimizer:
+    """Base class: hyper-parameters live on the object, everything that changes in the state.
+
+    Subclasses set ``name`` and ``slots`` (per-parameter state arrays, each
+    shaped and typed like its parameter) and implement ``_update_one``.
+    """
+
+    name: str = ""
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, lr: float) -> None:
+        self.lr = _check_positive("learning rate (lr)", lr)
+
+    def config(self) -> dict[str, object]:
+        """Return the JSON-able settings: ``make_optimizer(**opt.config())`` rebuilds it."""
+        return {"name": self.name, "lr": self.lr}
+
+    def init_state(self, params: Mapping[str, np.ndarray]) -> State:
+        """Return a fresh state: zeros like each parameter for every slot, and step t = 0."""
+        state: State = {
+            slot: {key: np.zeros_like(p) for key, p in params.items()} for slot in self.slots
+        }
+        state[STEP_SLOT] = _step_counter()
+        return state
+
+    def check_state(self, params: Mapping[str, np.ndarray], state: Mapping[str, Mapping]) -> None:
+        """Raise CheckpointError unless ``state`` has this optimizer's slots for exactly ``params``.
+
+        Call it on a state loaded from a checkpoint before the first update.
+        """
+        expected = {*self.slots, STEP_SLOT}
+        if set(state) != expected:
+            raise CheckpointError(
+                f"optimizer state has slots {sorted(state)} but {self.name!r} needs "
+                f"{sorted(expected)}; resume with the optimizer the checkpoint was trained with."
+            )
+        counter = state[STEP_SLOT].get("t")
+        if set(state[STEP_SLOT]) != {"t"} or counter is None or counter.size != 1:
+            raise CheckpointError("optimizer state has no valid step counter 'step.t'.")
+        for slot in self.slots:
+            _check_slot(slot, params, state[slot])
+
+    def update(self, params: Params, grads: Mapping[str, np.ndarray], state: State) -> None:
+        """Apply one step: change ``params`` and ``state`` in place from ``grads``."""
+        _check_grads(params, grads)
+        t = _advance(state)
+        for key, p in params.items():
+            slot_arrays = [state[slot][key] for slot in self.slots]
+            self._update_one(p, grads[key], slot_arrays, t)
+
+    def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
+        raise NotImplementedError
+
+
+def _check_slot(slot: str, params: Mapping[str, np.ndarray], arrays: Mapping) -> None:
+    """Raise CheckpointError unless slot ``arrays`` match ``params`` key for key and shape."""
+    if set(arrays) != set(params):
+        raise CheckpointError(
+            f"optimizer slot {slot!r} has keys {sorted(arrays)} but the model has "
+            f"{sorted(params)}; the checkpoint belongs to a different model."
+        )
+    for key, p in params.items():
+        if arrays[key].shape != p.shape:
+            raise CheckpointError(
+                f"optimizer slot {slot!r} entry {key!r} has shape {arrays[key].shape} but the "
+                f"parameter has shape {p.shape}; the checkpoint belongs to a different model."
+            )
+
+
+class SGD(Optimizer):
+    """Plain stochastic gradient descent: p ← p − lr·g."""
+
+    name = "sgd"
+    slots = ()
+
+    def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
+        p -= self.lr * g
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum as torch.optim.SGD(momentum=μ): buf ← μ·buf + g; p ← p − lr·buf."""
+
+    name = "momentum"
+    slots = ("buf",)
+
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        self.momentum = _check_unit_interval("momentum", momentum)
+
+    def config(self) -> dict[str, object]:
+        return {**super().config(), "momentum": self.momentum}
+
+    def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
+        (buf,) = slots
+        # buf starts at zero, so step 1 gives μ·0 + g = g exactly, as torch's clone(g).
+        buf *= self.momentum
+        buf += g
+        p -= self.lr * buf
+
+
+class Adagrad(Optimizer):
+    """Adagrad as torch.optim.Adagrad: sum ← sum + g²; p ← p − lr·g / (√sum + ε)."""
+
+    name = "adagrad"
+    slots = ("sum",)
+
+    def __init__(self, lr: float, eps: float = 1e-10) -> None:
+        super().__init__(lr)
+        self.eps = _check_positive("eps", eps)
+
+    def config(self) -> dict[str, object]:
+        return {**super().config(), "eps": self.eps}
+
+    def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
+        (total,) = slots
+        total += g * g
+        std = np.sqrt(total)
+        std += self.eps
+        p -= (self.lr * g) / std
+
+
+class Adam(Optimizer):
+    """Adam with bias correction as torch.optim.Adam (no weight decay, no amsgrad)."""
+
+    name = "adam"
+    slots = ("m", "v")
+
+    def __init__(
+        self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        super().__init__(lr)
+        if len(betas) != 2:
+            raise BpttError(f"betas must be two numbers (beta1, beta2), got {betas!r}.")
+        self.betas = (
+            _check_unit_interval("beta1", betas[0]),
+            _check_unit_interval("beta2", betas[1]),
+        )
+        self.eps = _check_positive("eps", eps)
+
+    def config(self) -> dict[str, object]:
+        return {**super().config(), "betas": list(self.betas), "eps": self.eps}
+
+    def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
+        m, v = slots
+        beta1, beta2 = self.betas
+        # m ← lerp(m, g, 1 − β1) = m + (1 − β1)(g − m), torch's order of operations
+        m += (1 - beta1) * (g - m)
+        # v ← β2·v + (1 − β2)·g²
+        v *= beta2
+        v += (1 - beta2) * g * g
+        step_size = self.lr / (1 - beta1**t)
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        denom = np.sqrt(v)
+        denom /= bias_correction2_sqrt
+        denom += self.eps
+        p -= (step_size * m) / denom
+
+
+_CLASSES: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "adagrad": Adagrad,
+    "adam": Adam,
+}
+
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "momentum": ("momentum",),
+    "adagrad": ("eps",),
+    "adam": ("betas", "eps"),
+}
+
+
+def make_optimizer(name: str, lr: float, **kw: object) -> Optimizer:
+    """Build the optimizer called ``name`` (one of :data:`OPTIMIZERS`) with learning rate ``lr``.
+
+    Extra keyword options are the class's (``momentum``; ``eps``; ``betas``,
+    ``eps``).  An unknown name, a bad ``lr`` or an unknown option raises BpttError.
+    """
+    if name not in _CLASSES:
+        raise BpttError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
+    _check_positive("learning rate (lr)", lr)
+    unknown = sorted(set(kw) - set(_OPTIONS[name]))
+    if unknown:
+        allowed = ", ".join(_OPTIONS[name]) or "none"
+        raise BpttError(
+            f"optimizer {name!r} has no option {unknown[0]!r}; its options are: {allowed}."
+        )
+    if "betas" in kw:
+        kw["betas"] = tuple(kw["betas"])  # type: ignore[arg-type]  # JSON gives a list
+    return _CLASSES[name](lr, **kw)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# clipping
+# --------------------------------------------------------------------------
+
+
+def global_norm(grads: Mapping[str, np.ndarray]) -> float:
+    """Return the L2 norm of all gradients together, √(Σ_k Σ g_k²), accumulated in float64."""
+    total = 0.0
+    for g in grads.values():
+        flat = g.ravel().astype(np.float64, copy=False)
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_by_value(grads: Params, clip: float) -> None:
+    """Clip every gradient element into [−clip, clip] in place (min-char-rnn's np.clip ±5)."""
+    limit = _check_positive("clip value", clip)
+    for g in grads.values():
+        np.clip(g, -limit, limit, out=g)
+
+
+def clip_by_global_norm(grads: Params, max_norm: float) -> float:
+    """Scale all gradients in place so their global norm is at most ``max_norm``.
+
+    torch.nn.utils.clip_grad_norm_ convention: with n the global norm, the
+    gradients are multiplied by max_norm / (n + 1e-6) only when that factor is
+    < 1.  A non-finite norm leaves the gradients untouched, so the caller can
+    see it and stop.
+
+    Returns:
+        The global norm before clipping.
+    """
+    limit = _check_positive("max_norm", max_norm)
+    norm = global_norm(grads)
+    if not math.isfinite(norm):
+        return norm
+    scale = limit / (norm + 1e-6)
+    if scale < 1.0:
+        for g in grads.values():
+            np.multiply(g, scale, out=g)
+    return norm
+
+
+# --------------------------------------------------------------------------
+# state <-> flat tensors
+# --------------------------------------------------------------------------
+
+
+def flatten_state(state: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Return ``{"slot.key": array}`` for saving; the arrays are shared, not copied."""
+    flat: dict[str, np.ndarray] = {}
+    for slot, arrays in state.items():
+        if "." in slot:
+            raise BpttError(f"optimizer slot name {slot!r} must not contain '.'.")
+        for key, array in arrays.items():
+            flat[f"{slot}.{key}"] = array
+    return flat
+
+
+def unflatten_state(flat: Mapping[str, np.ndarray]) -> State:
+    """Invert :func:`flatten_state`: split each name at its first '.' into slot and key."""
+    state: State = {}
+    for name, array in flat.items():
+        slot, dot, key = name.partition(".")
+        if not dot or not slot or not key:
+            raise CheckpointError(
+                f"optimizer state entry {name!r} is not of the form 'slot.key'; "
+                "the checkpoint is damaged or was not written by bptt."
+            )
+        state.setdefault(slot, {})[key] = array
+    return state

@@ -1,0 +1,246 @@
+"""Tests for bptt.checkpoint: atomic safetensors writes and refusing hostile or damaged files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from bptt import checkpoint
+from bptt.checkpoint import clean_temp_files, read_safetensors, write_safetensors_atomic
+from bptt.errors import CheckpointError
+
+META = {"model": "rnn", "hidden": 8, "vocab": ["a", "b", "\n"], "loss": 1.25, "nested": {"x": [1]}}
+
+
+def _tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "Wxh": rng.standard_normal((4, 3)).astype(np.float32),
+        "Whh": rng.standard_normal((4, 4)),  # float64
+        "ids": rng.integers(-5, 5, size=7),  # int64
+        "step.t": np.array(12, dtype=np.int64),  # 0-d
+        "empty": np.zeros((0, 3), dtype=np.float32),
+    }
+
+
+def _craft(header: dict, data: bytes) -> bytes:
+    """A file in safetensors layout: u64 header length, JSON header, data."""
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+# ---------------------------------------------------------------- round trip
+
+
+def test_round_trip_is_bit_exact_and_keeps_dtypes(tmp_path: Path):
+    path = tmp_path / "model.safetensors"
+    tensors = _tensors()
+    write_safetensors_atomic(path, tensors, META)
+    loaded, meta = read_safetensors(path)
+    assert meta == META
+    assert loaded.keys() == tensors.keys()
+    for name, array in tensors.items():
+        assert loaded[name].dtype == array.dtype, name
+        assert loaded[name].shape == array.shape, name
+        assert loaded[name].tobytes() == array.tobytes(), name
+        assert loaded[name].flags.writeable, name
+
+
+def test_non_contiguous_arrays_are_saved_by_value(tmp_path: Path):
+    path = tmp_path / "t.safetensors"
+    base = np.arange(12.0).reshape(3, 4)
+    write_safetensors_atomic(path, {"T": base.T, "col": base[:, 1]}, {})
+    loaded, meta = read_safetensors(path)
+    assert meta == {}
+    np.testing.assert_array_equal(loaded["T"], base.T)
+    np.testing.assert_array_equal(loaded["col"], base[:, 1])
+
+
+def test_overwrite_replaces_the_file_and_leaves_no_temp(tmp_path: Path):
+    path = tmp_path / "ckpt.safetensors"
+    write_safetensors_atomic(path, {"a": np.zeros(2)}, {"step": 1})
+    write_safetensors_atomic(path, {"a": np.ones(3)}, {"step": 2})
+    loaded, meta = read_safetensors(path)
+    assert meta == {"step": 2}
+    np.testing.assert_array_equal(loaded["a"], np.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+
+
+def test_temp_file_is_beside_the_target_and_named_after_it(tmp_path: Path, monkeypatch):
+    renames = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", spy)
+    path = tmp_path / "run.safetensors"
+    write_safetensors_atomic(path, {"a": np.zeros(1)}, {})
+    [(src, dst)] = renames
+    assert dst == path and src.parent == tmp_path
+    assert src.name.startswith(".tmp-") and "run.safetensors" in src.name
+
+
+def test_write_into_missing_directory_is_refused(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        write_safetensors_atomic(tmp_path / "no" / "x.safetensors", {"a": np.zeros(1)}, {})
+
+
+# ---------------------------------------------------------------- failures while writing
+
+
+def test_failed_replace_keeps_old_file_and_removes_temp(tmp_path: Path, monkeypatch):
+    path = tmp_path / "ckpt.safetensors"
+    write_safetensors_atomic(path, {"a": np.zeros(4)}, {"step": 1})
+    old_bytes = path.read_bytes()
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    with pytest.raises(CheckpointError, match="No space left"):
+        write_safetensors_atomic(path, {"a": np.ones(4)}, {"step": 2})
+    assert path.read_bytes() == old_bytes
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]
+
+
+def test_interrupted_write_keeps_old_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "ckpt.safetensors"
+    write_safetensors_atomic(path, {"a": np.zeros(4)}, {"step": 1})
+    old_bytes = path.read_bytes()
+
+    def half_write(file: Path, blob: bytes) -> None:
+        file.write_bytes(blob[: len(blob) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "_write_synced", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        write_safetensors_atomic(path, {"a": np.ones(4)}, {"step": 2})
+    assert path.read_bytes() == old_bytes
+    assert read_safetensors(path)[1] == {"step": 1}
+    assert clean_temp_files(tmp_path) == 0  # already removed by the writer
+
+
+def test_clean_temp_files_removes_only_leftovers(tmp_path: Path):
+    for name in (".tmp-a.safetensors.1234", ".tmp-b.safetensors.abcd"):
+        (tmp_path / name).write_bytes(b"partial")
+    (tmp_path / "keep.safetensors").write_bytes(b"x")
+    (tmp_path / ".tmp-dir").mkdir()
+    assert clean_temp_files(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-dir", "keep.safetensors"]
+    assert clean_temp_files(tmp_path) == 0
+    assert clean_temp_files(tmp_path / "missing") == 0
+
+
+# ---------------------------------------------------------------- refusing bad files
+
+
+def test_missing_file_and_directory_refused(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_safetensors(tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointError, match="directory"):
+        read_safetensors(tmp_path)
+
+
+def test_pickle_renamed_safetensors_is_refused(tmp_path: Path):
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps({"Wxh": np.zeros((3, 3))}))
+    with pytest.raises(CheckpointError, match=r"evil\.safetensors is not a bptt.*pickle"):
+        read_safetensors(path)
+
+
+def test_zip_archive_is_refused(tmp_path: Path):
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x04N.")
+    with pytest.raises(CheckpointError, match="zip"):
+        read_safetensors(path)
+
+
+@pytest.mark.parametrize("keep", [0, 5, 8, 20, -1, -8])
+def test_truncated_file_is_refused(tmp_path: Path, keep: int):
+    path = tmp_path / "cut.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+    with pytest.raises(CheckpointError, match="not a bptt checkpoint"):
+        read_safetensors(path)
+
+
+def test_huge_shape_in_header_is_refused_before_allocating(tmp_path: Path):
+    path = tmp_path / "huge.safetensors"
+    header = {
+        "__metadata__": {"bptt": "{}"},
+        "x": {"dtype": "F64", "shape": [1_000_000, 1_000_000], "data_offsets": [0, 8]},
+    }
+    path.write_bytes(_craft(header, b"\0" * 8))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="claims shape"):
+        read_safetensors(path)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_consistent_but_oversized_entry_is_refused(tmp_path: Path):
+    path = tmp_path / "big.safetensors"
+    n = 10**12
+    header = {
+        "__metadata__": {"bptt": "{}"},
+        "x": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]},
+    }
+    path.write_bytes(_craft(header, b"\0" * 8))
+    with pytest.raises(CheckpointError, match="ends at byte"):
+        read_safetensors(path)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes_are_refused(tmp_path: Path, seed: int):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "noise.safetensors"
+    noise = rng.integers(0, 256, size=2000, dtype=np.uint8).tobytes()
+    if seed % 2:  # a plausible header length followed by noise
+        noise = struct.pack("<Q", 100) + noise
+    path.write_bytes(noise)
+    with pytest.raises(CheckpointError, match="not a bptt checkpoint"):
+        read_safetensors(path)
+
+
+def test_safetensors_without_bptt_metadata_is_refused(tmp_path: Path):
+    path = tmp_path / "plain.safetensors"
+    path.write_bytes(safetensors.numpy.save({"a": np.zeros(3)}))
+    with pytest.raises(CheckpointError, match="without bptt metadata"):
+        read_safetensors(path)
+
+
+@pytest.mark.parametrize(("value", "match"), [("{not json", "not valid JSON"), ("[1]", "object")])
+def test_bad_bptt_metadata_is_refused(tmp_path: Path, value: str, match: str):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(safetensors.numpy.save({"a": np.zeros(3)}, metadata={"bptt": value}))
+    with pytest.raises(CheckpointError, match=match):
+        read_safetensors(path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}, "dtype"),
+        ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, "shape"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}, "data_offsets"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}, "gaps"),
+        ("not an object", "not an object"),
+    ],
+)
+def test_malformed_header_entries_are_refused(tmp_path: Path, entry, match: str):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(_craft({"__metadata__": {"bptt": "{}"}, "x": entry}, b"\0" * 8))
+    with pytest.raises(CheckpointError, match=match):
+        read_safetensors(path)

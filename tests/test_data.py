@@ -1,0 +1,311 @@
+"""Tests for bptt.data: corpora, file errors, vocabularies, splits and stream batches."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bptt.data import (
+    BUILTIN_CORPUS_NAME,
+    StreamBatcher,
+    Vocab,
+    builtin_corpus,
+    read_text,
+    split_train_val,
+)
+from bptt.errors import BpttError, DataError
+
+# ---------------------------------------------------------------- builtin corpus
+
+
+def test_builtin_corpus_is_long_and_deterministic():
+    from pydoc_data.topics import topics
+
+    text = builtin_corpus()
+    assert BUILTIN_CORPUS_NAME == "pydoc_data.topics"
+    assert len(text) > 400_000
+    assert builtin_corpus.__wrapped__() == text  # recomputed, not the cached object
+    assert text == "\n".join(topics[k] for k in sorted(topics))
+    assert text.startswith(topics[min(topics)])
+
+
+def test_builtin_corpus_missing_module_suggests_a_file(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pydoc_data.topics", None)
+    with pytest.raises(DataError, match="FILE"):
+        builtin_corpus.__wrapped__()
+
+
+# ---------------------------------------------------------------- read_text
+
+
+def test_read_text_reads_utf8_and_keeps_newlines(tmp_path: Path):
+    path = tmp_path / "t.txt"
+    path.write_bytes("héllo\r\nwörld ☃\n".encode())
+    assert read_text(path) == "héllo\r\nwörld ☃\n"
+    assert read_text(str(path)) == "héllo\r\nwörld ☃\n"
+
+
+def test_read_text_drops_bom(tmp_path: Path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbfabc")
+    assert read_text(path) == "abc"
+
+
+def test_read_text_missing_file(tmp_path: Path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_text(tmp_path / "nope.txt")
+
+
+def test_read_text_directory(tmp_path: Path):
+    with pytest.raises(DataError, match="is a directory"):
+        read_text(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf"], ids=["empty", "only-bom"])
+def test_read_text_empty_file(tmp_path: Path, content: bytes):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="is empty"):
+        read_text(path)
+
+
+def test_read_text_binary_file(tmp_path: Path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"abc\x00\x01\x02def")
+    with pytest.raises(DataError, match="binary"):
+        read_text(path)
+
+
+def test_read_text_invalid_utf8_names_byte_offset(tmp_path: Path):
+    path = tmp_path / "latin1.txt"
+    data = b"a" * 1234 + "é".encode("latin-1") + b"rest"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=r"not valid UTF-8 at byte 1234\b"):
+        read_text(path)
+
+
+def test_read_text_invalid_utf8_offset_counts_the_bom(tmp_path: Path):
+    path = tmp_path / "bom-bad.txt"
+    path.write_bytes(b"\xef\xbb\xbfab\xffc")
+    with pytest.raises(DataError, match=r"at byte 5\b"):
+        read_text(path)
+
+
+def test_read_text_permission_denied(tmp_path: Path, monkeypatch):
+    path = tmp_path / "secret.txt"
+    path.write_text("abc")
+
+    def deny(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(DataError, match="permission denied"):
+        read_text(path)
+
+
+# ---------------------------------------------------------------- vocabulary
+
+
+def test_vocab_from_text_is_sorted_code_points():
+    vocab = Vocab.from_text("hé→llo😀")
+    assert vocab.chars == tuple(sorted(set("hé→llo😀")))
+    assert vocab.size == len(vocab) == 6  # code points, not UTF-8 bytes
+    ids = vocab.encode("hé😀")
+    assert ids.dtype == np.int64
+    assert ids.tolist() == [vocab.chars.index(c) for c in "hé😀"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=2).filter(lambda s: len(set(s)) >= 2))
+def test_vocab_encode_decode_round_trip(text: str):
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    assert ids.shape == (len(text),)
+    assert ids.min() >= 0 and ids.max() < vocab.size
+    assert vocab.decode(ids) == text
+
+
+def test_vocab_keeps_given_order():
+    vocab = Vocab(["z", "a", "m"])
+    assert vocab.encode("amz").tolist() == [1, 2, 0]
+    assert vocab.decode(np.array([[0, 1], [2, 2]])) == "zamm"
+
+
+def test_vocab_list_round_trip_through_json():
+    vocab = Vocab.from_text("the quick brown fox\n")
+    back = Vocab.from_list(json.loads(json.dumps(vocab.to_list())))
+    assert back == vocab
+    assert back.encode("fox").tolist() == vocab.encode("fox").tolist()
+
+
+def test_vocab_unknown_characters_listed_with_repr():
+    vocab = Vocab.from_text("abc")
+    with pytest.raises(DataError) as info:
+        vocab.encode("abxyz\n\tqq")
+    message = str(info.value)
+    assert "'x', 'y', 'z', '\\n', '\\t'" in message
+    assert "'q'" not in message  # only the first 5 distinct unknown characters
+
+
+@pytest.mark.parametrize("text", ["", "aaaa"])
+def test_vocab_needs_two_distinct_characters(text: str):
+    with pytest.raises(DataError, match="at least 2 distinct characters"):
+        Vocab.from_text(text)
+
+
+@pytest.mark.parametrize(
+    ("chars", "match"),
+    [
+        ("ab", "JSON list"),
+        (["a", "bc"], "single character"),
+        (["a", 1], "single character"),
+        (["a", "b", "a"], "twice"),
+        (["a"], "at least 2"),
+    ],
+)
+def test_vocab_from_list_validates(chars, match: str):
+    with pytest.raises(DataError, match=match):
+        Vocab.from_list(chars)
+
+
+def test_vocab_decode_rejects_out_of_range_ids():
+    vocab = Vocab.from_text("abc")
+    with pytest.raises(DataError, match=r"\[0, 2\]"):
+        vocab.decode([0, 3])
+
+
+# ---------------------------------------------------------------- split
+
+
+def test_split_train_val_takes_the_last_fraction():
+    ids = np.arange(100)
+    train, val = split_train_val(ids, 0.1)
+    np.testing.assert_array_equal(train, np.arange(90))
+    np.testing.assert_array_equal(val, np.arange(90, 100))
+
+
+def test_split_train_val_gives_validation_at_least_two_tokens():
+    train, val = split_train_val(np.arange(10), 0.01)
+    assert len(val) == 2 and len(train) == 8
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_split_train_val_too_short(n: int):
+    with pytest.raises(DataError, match="too short"):
+        split_train_val(np.arange(n))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_split_train_val_rejects_bad_fraction(fraction: float):
+    with pytest.raises(BpttError, match="val_fraction"):
+        split_train_val(np.arange(100), fraction)
+
+
+# ---------------------------------------------------------------- stream batches
+
+
+def test_stream_batcher_small_example_by_hand():
+    vocab = Vocab.from_text("abcdefghij")
+    batcher = StreamBatcher(vocab.encode("abcdefghij"), batch_size=2, seq_len=2)
+    # n = 9 // 2 = 4: stream 0 reads abcd -> bcde, stream 1 efgh -> fghi; 2 chunks
+    assert batcher.chunks_per_epoch == 2
+    x, y, new = batcher.next_batch()
+    assert new and x.shape == (2, 2) and x.dtype == y.dtype == np.int64
+    assert [vocab.decode(x[:, b]) for b in range(2)] == ["ab", "ef"]
+    assert [vocab.decode(y[:, b]) for b in range(2)] == ["bc", "fg"]
+    x, y, new = batcher.next_batch()
+    assert not new
+    assert [vocab.decode(y[:, b]) for b in range(2)] == ["de", "hi"]
+    assert batcher.next_batch()[2] and batcher.epoch == 1
+
+
+batcher_cases = st.integers(1, 6).flatmap(
+    lambda B: st.integers(1, 8).flatmap(
+        lambda T: st.tuples(st.just(B), st.just(T), st.integers(B * T + 1, B * T * 5 + 20))
+    )
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(batcher_cases, st.integers(0, 2**32 - 1))
+def test_one_epoch_covers_each_stream_once_in_order(case, seed: int):
+    B, T, N = case
+    ids = np.random.default_rng(seed).integers(0, 5, size=N)
+    batcher = StreamBatcher(ids, batch_size=B, seq_len=T)
+    n = (N - 1) // B
+    assert batcher.chunks_per_epoch == n // T >= 1
+    chunks = [batcher.next_batch() for _ in range(batcher.chunks_per_epoch)]
+    assert [new for _, _, new in chunks] == [True] + [False] * (len(chunks) - 1)
+    inputs = np.concatenate([x for x, _, _ in chunks])  # (T·chunks, B)
+    targets = np.concatenate([y for _, y, _ in chunks])
+    covered = T * batcher.chunks_per_epoch
+    assert n - covered < T  # only a tail shorter than T is dropped
+    for b in range(B):
+        np.testing.assert_array_equal(inputs[:, b], ids[b * n : b * n + covered])
+        np.testing.assert_array_equal(targets[:, b], ids[b * n + 1 : b * n + covered + 1])
+    # the next epoch starts over with the same first chunk
+    assert batcher.epoch == 1 and batcher.position == batcher.chunks_per_epoch
+    x, _, new = batcher.next_batch()
+    assert new
+    np.testing.assert_array_equal(x, chunks[0][0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 60), st.integers(0, 2**32 - 1))
+def test_positions_are_distinct_across_streams(N_extra: int, seed: int):
+    rng = np.random.default_rng(seed)
+    B, T = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    ids = np.arange(B * T + N_extra)  # every position has its own id
+    batcher = StreamBatcher(ids, B, T)
+    seen = np.concatenate(
+        [batcher.next_batch()[1].ravel() for _ in range(batcher.chunks_per_epoch)]
+    )
+    assert len(np.unique(seen)) == len(seen)  # each target position exactly once per epoch
+
+
+@settings(max_examples=50, deadline=None)
+@given(batcher_cases, st.integers(0, 30), st.integers(1, 10))
+def test_resume_from_state_dict_continues_identically(case, before: int, after: int):
+    B, T, N = case
+    ids = np.random.default_rng(N).integers(0, 7, size=N)
+    original = StreamBatcher(ids, B, T)
+    for _ in range(before):
+        original.next_batch()
+    saved = json.loads(json.dumps(original.state_dict()))
+    resumed = StreamBatcher(ids.copy(), B, T)
+    resumed.load_state_dict(saved)
+    assert resumed.position == original.position == before
+    for _ in range(after):
+        for a, b in zip(original.next_batch(), resumed.next_batch(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_load_state_dict_refuses_other_settings_or_text():
+    ids = np.arange(100) % 7
+    state = StreamBatcher(ids, 2, 5).state_dict()
+    with pytest.raises(DataError, match="seq_len"):
+        StreamBatcher(ids, 2, 4).load_state_dict(state)
+    other = ids.copy()
+    other[50] = 3 - other[50]
+    with pytest.raises(DataError, match="tokens_crc32"):
+        StreamBatcher(other, 2, 5).load_state_dict(state)
+    with pytest.raises(DataError, match="position"):
+        StreamBatcher(ids, 2, 5).load_state_dict({**state, "position": -1})
+
+
+def test_text_shorter_than_one_sequence():
+    with pytest.raises(DataError, match="--seq-len"):
+        StreamBatcher(np.arange(20), batch_size=4, seq_len=5)  # n = 4 < T
+    assert StreamBatcher(np.arange(21), batch_size=4, seq_len=5).chunks_per_epoch == 1
+
+
+@pytest.mark.parametrize(("B", "T"), [(0, 5), (2, 0), (-1, 5), (2, 1.5), (True, 5)])
+def test_batch_size_and_seq_len_validated(B, T):
+    with pytest.raises(BpttError, match="must be an integer >= 1"):
+        StreamBatcher(np.arange(100), B, T)

@@ -1,0 +1,367 @@
+"""Tests for bptt.optim: each update against its written-out formula and torch.optim, clipping."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from bptt.errors import BpttError, CheckpointError
+from bptt.optim import (
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    Momentum,
+    clip_by_global_norm,
+    clip_by_value,
+    flatten_state,
+    global_norm,
+    make_optimizer,
+    unflatten_state,
+)
+
+SHAPES = {"W": (3, 4), "b": (4,)}
+
+
+def _require_torch():
+    """Import torch; skip if missing, unless BPTT_REQUIRE_TORCH=1 demands it (then fail)."""
+    if os.environ.get("BPTT_REQUIRE_TORCH") == "1":
+        import torch
+
+        return torch
+    return pytest.importorskip("torch")
+
+
+def _random_params(rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
+
+
+def _random_grads(rng: np.random.Generator, steps: int, dtype=np.float64) -> list[dict]:
+    return [_random_params(rng, dtype) for _ in range(steps)]
+
+
+def _copy(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.copy() for k, v in d.items()}
+
+
+def assert_rel(actual: np.ndarray, expected: np.ndarray, tol: float, what: str) -> None:
+    """max|a − e| / max|e| <= tol, naming the tensor and the error."""
+    err = np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-300)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e}"
+
+
+def _run(opt, params, grads_seq):
+    state = opt.init_state(params)
+    for grads in grads_seq:
+        opt.update(params, _copy(grads), state)
+    return state
+
+
+# ---------------------------------------------------------------- formulas
+
+
+def test_sgd_matches_formula():
+    rng = np.random.default_rng(0)
+    params, grads_seq = _random_params(rng), _random_grads(rng, 3)
+    expected = _copy(params)
+    lr = 0.1
+    _run(SGD(lr), params, grads_seq)
+    for grads in grads_seq:
+        for k in expected:
+            expected[k] = expected[k] - lr * grads[k]
+    for k in params:
+        assert_rel(params[k], expected[k], 1e-15, k)
+
+
+def test_momentum_matches_formula_first_step_buf_is_grad():
+    rng = np.random.default_rng(1)
+    params, grads_seq = _random_params(rng), _random_grads(rng, 3)
+    expected = _copy(params)
+    lr, mu = 0.05, 0.9
+    state = _run(Momentum(lr, momentum=mu), params, grads_seq)
+    buf = None
+    for grads in grads_seq:
+        buf = _copy(grads) if buf is None else {k: mu * buf[k] + grads[k] for k in grads}
+        for k in expected:
+            expected[k] = expected[k] - lr * buf[k]
+    for k in params:
+        assert_rel(params[k], expected[k], 1e-15, k)
+        assert_rel(state["buf"][k], buf[k], 1e-15, f"buf.{k}")
+    assert int(state["step"]["t"]) == 3
+
+
+def test_adagrad_matches_formula():
+    rng = np.random.default_rng(2)
+    params, grads_seq = _random_params(rng), _random_grads(rng, 3)
+    expected = _copy(params)
+    lr, eps = 0.1, 1e-10
+    state = _run(Adagrad(lr, eps=eps), params, grads_seq)
+    acc = {k: np.zeros(s) for k, s in SHAPES.items()}
+    for grads in grads_seq:
+        for k in expected:
+            acc[k] = acc[k] + grads[k] ** 2
+            expected[k] = expected[k] - lr * grads[k] / (np.sqrt(acc[k]) + eps)
+    for k in params:
+        assert_rel(params[k], expected[k], 1e-15, k)
+        assert_rel(state["sum"][k], acc[k], 1e-15, f"sum.{k}")
+
+
+def test_adam_matches_textbook_formula():
+    rng = np.random.default_rng(3)
+    params, grads_seq = _random_params(rng), _random_grads(rng, 3)
+    expected = _copy(params)
+    lr, (b1, b2), eps = 1e-2, (0.9, 0.999), 1e-8
+    state = _run(Adam(lr, betas=(b1, b2), eps=eps), params, grads_seq)
+    m = {k: np.zeros(s) for k, s in SHAPES.items()}
+    v = {k: np.zeros(s) for k, s in SHAPES.items()}
+    for t, grads in enumerate(grads_seq, start=1):
+        for k in expected:
+            m[k] = b1 * m[k] + (1 - b1) * grads[k]
+            v[k] = b2 * v[k] + (1 - b2) * grads[k] ** 2
+            m_hat = m[k] / (1 - b1**t)
+            v_hat = v[k] / (1 - b2**t)
+            expected[k] = expected[k] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    for k in params:
+        assert_rel(params[k], expected[k], 1e-15, k)
+        assert_rel(state["m"][k], m[k], 1e-15, f"m.{k}")
+        assert_rel(state["v"][k], v[k], 1e-15, f"v.{k}")
+    assert int(state["step"]["t"]) == 3
+
+
+# ---------------------------------------------------------------- against torch
+
+
+TORCH_CASES = [
+    ("sgd", {}, lambda torch, ps, lr: torch.optim.SGD(ps, lr=lr)),
+    ("momentum", {}, lambda torch, ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9)),
+    ("adagrad", {}, lambda torch, ps, lr: torch.optim.Adagrad(ps, lr=lr, eps=1e-10)),
+    ("adam", {}, lambda torch, ps, lr: torch.optim.Adam(ps, lr=lr, betas=(0.9, 0.999), eps=1e-8)),
+]
+
+
+@pytest.mark.parametrize(("name", "kw", "make_torch"), TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+def test_matches_torch_optim_over_five_steps(name, kw, make_torch):
+    torch = _require_torch()
+    rng = np.random.default_rng(4)
+    params, grads_seq = _random_params(rng), _random_grads(rng, 5)
+    lr = 0.03
+    torch_params = [torch.tensor(params[k].copy(), dtype=torch.float64) for k in SHAPES]
+    for tp in torch_params:
+        tp.requires_grad_(True)
+    torch_opt = make_torch(torch, torch_params, lr)
+    for grads in grads_seq:
+        for tp, k in zip(torch_params, SHAPES, strict=True):
+            tp.grad = torch.tensor(grads[k].copy(), dtype=torch.float64)
+        torch_opt.step()
+    _run(make_optimizer(name, lr, **kw), params, grads_seq)
+    for tp, k in zip(torch_params, SHAPES, strict=True):
+        assert_rel(params[k], tp.detach().numpy(), 1e-12, f"{name} {k}")
+
+
+# ---------------------------------------------------------------- in place, dtype, resume
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_update_is_in_place_on_views_of_one_flat_buffer(name):
+    rng = np.random.default_rng(5)
+    flat = rng.standard_normal(16)
+    params = {"W": flat[:12].reshape(3, 4), "b": flat[12:]}
+    ids = {k: id(v) for k, v in params.items()}
+    before = flat.copy()
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state(params)
+    opt.update(params, _random_params(rng), state)
+    assert {k: id(v) for k, v in params.items()} == ids
+    assert np.shares_memory(params["W"], flat) and np.shares_memory(params["b"], flat)
+    assert not np.array_equal(flat, before)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_single_flat_key_matches_per_key_update(name):
+    rng = np.random.default_rng(6)
+    params, grads_seq = _random_params(rng), _random_grads(rng, 3)
+    flat_params = {"flat": np.concatenate([p.ravel() for p in params.values()])}
+    flat_grads = [{"flat": np.concatenate([g.ravel() for g in gs.values()])} for gs in grads_seq]
+    _run(make_optimizer(name, 0.1), params, grads_seq)
+    _run(make_optimizer(name, 0.1), flat_params, flat_grads)
+    joined = np.concatenate([p.ravel() for p in params.values()])
+    np.testing.assert_array_equal(flat_params["flat"], joined)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_float32_params_and_state_stay_float32(name):
+    rng = np.random.default_rng(7)
+    params = _random_params(rng, np.float32)
+    opt = make_optimizer(name, 0.1)
+    state = _run(opt, params, _random_grads(rng, 2, np.float32))
+    assert all(p.dtype == np.float32 for p in params.values())
+    for slot in opt.slots:
+        assert all(a.dtype == np.float32 for a in state[slot].values())
+    assert state["step"]["t"].dtype == np.int64
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_resume_through_safetensors_is_bit_identical(name):
+    rng = np.random.default_rng(8)
+    params, grads_seq = _random_params(rng, np.float32), _random_grads(rng, 4, np.float32)
+    straight = _copy(params)
+    _run(make_optimizer(name, 0.01), straight, grads_seq)
+
+    opt = make_optimizer(name, 0.01)
+    state = opt.init_state(params)
+    for grads in grads_seq[:2]:
+        opt.update(params, _copy(grads), state)
+    flat = {k: np.array(v, order="C") for k, v in flatten_state(state).items()}
+    blob = safetensors.numpy.save(flat)
+    resumed_state = unflatten_state(safetensors.numpy.load(blob))
+    resumed_opt = make_optimizer(**opt.config())
+    resumed_opt.check_state(params, resumed_state)
+    for grads in grads_seq[2:]:
+        resumed_opt.update(params, _copy(grads), resumed_state)
+    for k in params:
+        np.testing.assert_array_equal(params[k], straight[k])
+    assert int(resumed_state["step"]["t"]) == 4
+
+
+def test_check_state_refuses_state_of_another_model_or_optimizer():
+    rng = np.random.default_rng(9)
+    params = _random_params(rng)
+    adam = Adam(0.1)
+    other = {"W": np.zeros((3, 5)), "b": np.zeros(4)}
+    with pytest.raises(CheckpointError, match="shape"):
+        adam.check_state(params, adam.init_state(other))
+    with pytest.raises(CheckpointError, match="slots"):
+        adam.check_state(params, Momentum(0.1).init_state(params))
+
+
+def test_mismatched_grads_raise():
+    params = {"W": np.zeros((2, 2))}
+    opt = SGD(0.1)
+    state = opt.init_state(params)
+    with pytest.raises(BpttError, match="missing"):
+        opt.update(params, {"V": np.zeros((2, 2))}, state)
+    with pytest.raises(BpttError, match="shape"):
+        opt.update(params, {"W": np.zeros((1, 2))}, state)
+
+
+# ---------------------------------------------------------------- factory
+
+
+def test_make_optimizer_builds_each_name_and_round_trips_config():
+    for name in OPTIMIZERS:
+        opt = make_optimizer(name, 0.2)
+        assert opt.name == name and opt.lr == 0.2
+        assert make_optimizer(**opt.config()).config() == opt.config()
+    assert make_optimizer("momentum", 0.1, momentum=0.5).momentum == 0.5
+    assert make_optimizer("adam", 0.1, betas=[0.8, 0.99]).betas == (0.8, 0.99)
+
+
+def test_make_optimizer_rejects_unknown_name_listing_choices():
+    with pytest.raises(BpttError) as info:
+        make_optimizer("rmsprop", 0.1)
+    message = str(info.value)
+    assert "'rmsprop'" in message and all(name in message for name in OPTIMIZERS)
+
+
+@pytest.mark.parametrize("lr", [0.0, -1.0, float("nan"), float("inf"), "fast"])
+def test_make_optimizer_rejects_bad_learning_rate(lr):
+    with pytest.raises(BpttError, match="lr"):
+        make_optimizer("sgd", lr)
+
+
+def test_make_optimizer_rejects_unknown_option_and_bad_hyperparameters():
+    with pytest.raises(BpttError, match="momentum"):
+        make_optimizer("sgd", 0.1, momentum=0.9)
+    with pytest.raises(BpttError, match="momentum"):
+        Momentum(0.1, momentum=1.0)
+    with pytest.raises(BpttError, match="beta2"):
+        Adam(0.1, betas=(0.9, 1.5))
+
+
+# ---------------------------------------------------------------- clipping
+
+
+def test_clip_by_value_clips_elementwise_in_place():
+    g = np.array([-7.0, -5.0, 0.5, 4.9, 12.0])
+    grads = {"g": g}
+    clip_by_value(grads, 5.0)
+    assert grads["g"] is g
+    np.testing.assert_array_equal(g, [-5.0, -5.0, 0.5, 4.9, 5.0])
+
+
+def test_clip_by_value_is_noop_under_limit():
+    g = np.array([[-1.0, 2.0], [3.0, -4.5]])
+    before = g.copy()
+    clip_by_value({"g": g}, 5.0)
+    np.testing.assert_array_equal(g, before)
+
+
+def test_global_norm_is_norm_of_all_elements():
+    rng = np.random.default_rng(10)
+    grads = _random_params(rng)
+    joined = np.concatenate([g.ravel() for g in grads.values()])
+    assert global_norm(grads) == pytest.approx(np.linalg.norm(joined), rel=1e-14)
+    assert global_norm({"a": np.array([3.0]), "b": np.array([[4.0]])}) == 5.0
+
+
+def test_clip_by_global_norm_scales_by_torch_factor_and_returns_old_norm():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[0.0, 4.0]])}
+    norm = clip_by_global_norm(grads, 1.0)
+    assert norm == 5.0
+    scale = 1.0 / (5.0 + 1e-6)
+    np.testing.assert_array_equal(grads["a"], np.array([3.0, 0.0]) * scale)
+    np.testing.assert_array_equal(grads["b"], np.array([[0.0, 4.0]]) * scale)
+    assert global_norm(grads) == pytest.approx(5.0 * scale, rel=1e-15)
+
+
+def test_clip_by_global_norm_is_noop_under_limit():
+    grads = {"a": np.array([0.3, -0.4])}
+    before = grads["a"].copy()
+    assert clip_by_global_norm(grads, 1.0) == pytest.approx(0.5)
+    np.testing.assert_array_equal(grads["a"], before)
+
+
+def test_clip_by_global_norm_matches_torch():
+    torch = _require_torch()
+    rng = np.random.default_rng(11)
+    grads = {k: 10 * g for k, g in _random_params(rng).items()}
+    tensors = []
+    for g in grads.values():
+        tensors.append(torch.zeros(g.shape, dtype=torch.float64, requires_grad=True))
+        tensors[-1].grad = torch.tensor(g.copy())
+    torch_norm = float(torch.nn.utils.clip_grad_norm_(tensors, max_norm=2.0))
+    norm = clip_by_global_norm(grads, 2.0)
+    assert norm == pytest.approx(torch_norm, rel=1e-14)
+    for t, g in zip(tensors, grads.values(), strict=True):
+        assert_rel(g, t.grad.numpy(), 1e-14, "clipped grad")
+
+
+def test_clipping_rejects_bad_limits():
+    with pytest.raises(BpttError, match="clip"):
+        clip_by_value({"a": np.ones(2)}, 0.0)
+    with pytest.raises(BpttError, match="max_norm"):
+        clip_by_global_norm({"a": np.ones(2)}, -1.0)
+
+
+# ---------------------------------------------------------------- state flattening
+
+
+def test_flatten_unflatten_state_round_trip():
+    params = {"W": np.ones((2, 3)), "layer.0.b": np.ones(3)}
+    state = Adam(0.1).init_state(params)
+    flat = flatten_state(state)
+    assert set(flat) == {"m.W", "m.layer.0.b", "v.W", "v.layer.0.b", "step.t"}
+    back = unflatten_state(flat)
+    assert back.keys() == state.keys()
+    for slot in state:
+        assert back[slot].keys() == state[slot].keys()
+        for key in state[slot]:
+            assert back[slot][key] is state[slot][key]
+
+
+def test_unflatten_state_rejects_names_without_slot():
+    with pytest.raises(CheckpointError, match=r"slot\.key"):
+        unflatten_state({"nodot": np.zeros(1)})
