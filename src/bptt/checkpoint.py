@@ -291,3 +291,137 @@ def _parse_meta(file: Path, header: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise _bad(file, "its bptt metadata is not a JSON object")
     return meta
+
+
+# --------------------------------------------------------------------------
+# a model: parameters + what is needed to use them (cell, sizes, vocabulary)
+# --------------------------------------------------------------------------
+
+FORMAT = "bptt"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+
+
+class LoadedModel:
+    """A model read from a checkpoint: ``params`` (dict), ``vocab`` (list of characters or
+    None), ``config`` (the settings it was trained with, a dict), ``meta`` (all metadata)."""
+
+    def __init__(self, params: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.params = params
+        self.meta = meta
+        self.vocab: list[str] | None = meta.get("vocab")
+        self.config: dict[str, Any] = meta.get("config", {})
+        self.cell: str = meta["model"]["cell"]
+        self.step: int = int(meta.get("step", 0))
+
+
+def model_meta(params: Mapping[str, np.ndarray], vocab: list[str] | None,
+               config: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """The metadata stored beside a model's parameters (format, sizes, vocab, settings)."""
+    from bptt import models  # deferred: checkpoint files are usable without the model code
+
+    shapes = models.check_params(dict(params))
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "model",
+        "model": {
+            "cell": shapes.cell,
+            "num_layers": shapes.L,
+            "input_size": shapes.D,
+            "hidden_size": shapes.H,
+            "output_size": shapes.V,
+            "bias": "by" in params,
+            "dtype": str(params["Whh"].dtype),
+        },
+        "vocab": vocab,
+        "config": dict(config),
+        "step": int(step),
+    }
+
+
+def save_model(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
+               vocab: list[str] | None = None, config: Mapping[str, Any] | None = None,
+               step: int = 0) -> Path:
+    """Write ``params`` (+ metadata) atomically to ``path`` (a directory: DIR/model.safetensors).
+
+    Returns the file written.
+    """
+    target = Path(path)
+    if target.is_dir() or not target.suffix:
+        target = target / MODEL_FILE
+    write_safetensors_atomic(target, params, model_meta(params, vocab, config or {}, step))
+    return target
+
+
+def check_format(file: Path, meta: Mapping[str, Any], kind: str) -> None:
+    """Refuse metadata of another program, another format version or another kind of file."""
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{file} was not written by bptt (no 'format': 'bptt' metadata).")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has checkpoint format version {version!r}; this bptt reads version "
+            f"{FORMAT_VERSION}. Use the bptt version that wrote it."
+        )
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{file} holds {meta.get('kind')!r}, expected a {kind!r} file.")
+
+
+def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedModel:
+    """Read a model from a checkpoint directory (its model.safetensors) or a model file.
+
+    Everything is checked before use: format and version, the parameter keys and shapes
+    against the recorded cell and sizes, and the vocabulary against the sizes.  ``cell``:
+    when given, a checkpoint of another cell is refused.
+    """
+    from bptt import models
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / MODEL_FILE
+    if not file.exists():
+        raise CheckpointError(
+            f"no checkpoint at {path}: expected a run directory holding {MODEL_FILE} "
+            "(written by 'bptt train --out DIR') or a .safetensors model file."
+        )
+    params, meta = read_safetensors(file)
+    check_format(file, meta, "model")
+    model = meta.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("cell"), str):
+        raise CheckpointError(f"{file} metadata has no valid 'model' entry.")
+    if cell is not None and model["cell"] != cell:
+        raise CheckpointError(f"{file} holds a {model['cell']} model, not a {cell} model.")
+    try:
+        shapes = models.check_params(params, model["cell"])
+    except ValueError as exc:
+        raise CheckpointError(f"{file} does not hold a consistent model: {exc}.") from exc
+    expected = {"num_layers": shapes.L, "input_size": shapes.D, "hidden_size": shapes.H,
+                "output_size": shapes.V}
+    for key, value in expected.items():
+        if model.get(key) != value:
+            raise CheckpointError(
+                f"{file} metadata says {key}={model.get(key)!r} but the weights have {value}."
+            )
+    vocab = meta.get("vocab")
+    if vocab is not None:
+        _check_vocab(file, vocab, shapes.D, shapes.V)
+    if not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{file} metadata 'config' must be an object.")
+    return LoadedModel(params, meta)
+
+
+def _check_vocab(file: Path, vocab: Any, D: int, V: int) -> None:
+    """A character vocabulary must be distinct 1-character strings, one per input and output."""
+    ok = (
+        isinstance(vocab, list)
+        and all(isinstance(c, str) and len(c) == 1 for c in vocab)
+        and len(set(vocab)) == len(vocab)
+    )
+    if not ok:
+        raise CheckpointError(f"{file} metadata 'vocab' is not a list of distinct characters.")
+    if len(vocab) != D or len(vocab) != V:
+        raise CheckpointError(
+            f"{file} has a vocabulary of {len(vocab)} characters but weights for {D} inputs "
+            f"and {V} outputs."
+        )

@@ -290,10 +290,12 @@ def forward(params: dict[str, np.ndarray], inputs: Any, h0: State = None) -> For
     """Run the stack and the head.  inputs (T, B) ids or (T, B, D); h0 see module docstring."""
     shapes = check_params(params)
     x = check_inputs(inputs, shapes, params["Whh"].dtype)
-    return _forward(params, shapes, x, h0)
+    return forward_checked(params, shapes, x, h0)
 
 
-def _forward(params, shapes: Shapes, x: np.ndarray, h0: State) -> Forward:
+def forward_checked(params, shapes: Shapes, x: np.ndarray, h0: State) -> Forward:
+    """:func:`forward` without validation: params passed :func:`check_params` (giving
+    ``shapes``) and x passed :func:`check_inputs`.  For loops that step one token at a time."""
     module = get_cell(shapes.cell)
     states, flat = state_to_layers(h0, shapes, x.shape[1], params["Whh"].dtype)
     caches = []
@@ -346,7 +348,7 @@ def backprop(
     x = check_inputs(inputs, shapes, params["Whh"].dtype)
     labels = check_targets(targets, x.shape[0], x.shape[1], shapes.V)
     truncate = check_truncate(truncate)
-    fwd = _forward(params, shapes, x, h0)
+    fwd = forward_checked(params, shapes, x, h0)
     module = get_cell(shapes.cell)
     T, B = labels.shape
     A = common.num_ages(truncate)

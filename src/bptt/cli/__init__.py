@@ -18,6 +18,8 @@ from bptt.errors import BpttError
 
 # subcommand name -> module in this package
 COMMANDS = {
+    "train": "train",
+    "sample": "sample",
     "gradcheck": "gradcheck",
 }
 

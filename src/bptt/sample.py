@@ -1,0 +1,98 @@
+"""Generation: run a character model one token at a time and draw the next character.
+
+p_t = softmax(y_t / temperature); the next character is drawn from p_t with an
+explicit numpy Generator (or taken as argmax p_t when greedy), fed back as the
+next input, and the state carried along.  Temperature → 0 approaches greedy
+decoding; temperature 1 samples the model's own distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from bptt import models, ops
+from bptt.errors import BpttError, DataError
+
+
+def check_temperature(temperature: float) -> float:
+    """A finite temperature > 0."""
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise BpttError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """p = softmax(y / temperature) in float64.  logits: (V,) -> (V,), sums to 1."""
+    return ops.softmax(np.asarray(logits, dtype=np.float64) / temperature)
+
+
+def draw(p: np.ndarray, rng: np.random.Generator) -> int:
+    """One index drawn from the distribution p (inverse CDF with one uniform number)."""
+    cdf = np.cumsum(p)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+
+
+def generate(
+    params: dict[str, np.ndarray],
+    vocab: Sequence[str],
+    length: int,
+    temperature: float = 1.0,
+    prime: str = "",
+    rng: np.random.Generator | None = None,
+    greedy: bool = False,
+) -> Iterator[str]:
+    """An iterator over ``length`` sampled characters (the prime is not repeated).
+
+    params: a character model (input_size = output_size = len(vocab)).  prime: text to
+    read first (every character must be in the vocabulary); without one the model
+    starts from a newline if the vocabulary has one, else from its first character,
+    with a zero state.  greedy: take argmax instead of drawing.  Arguments are checked
+    here, before the first character is asked for.
+    """
+    shapes = models.check_params(params)
+    if len(vocab) != shapes.D or len(vocab) != shapes.V:
+        raise BpttError(f"vocab has {len(vocab)} characters, the model {shapes.D} inputs")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise BpttError(f"length must be an integer >= 0, got {length!r}")
+    temperature = check_temperature(temperature)
+    rng = np.random.default_rng() if rng is None else rng
+    index = {c: i for i, c in enumerate(vocab)}
+    unknown = sorted({c for c in prime if c not in index})
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:5])
+        raise DataError(
+            f"the prime text has {len(unknown)} character(s) not in the model's vocabulary: "
+            f"{shown}; use only characters the model was trained on"
+        )
+    start = prime or ("\n" if "\n" in index else vocab[0])
+    ids = np.array([[index[c]] for c in start], dtype=np.int64)  # (T, 1)
+    return _continue(params, shapes, vocab, ids, length, temperature, rng, greedy)
+
+
+def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy) -> Iterator[str]:
+    """Read ids (T, 1), then draw and feed back one character at a time."""
+    fwd = models.forward_checked(params, shapes, ids, None)
+    logits, state = fwd.logits[-1, 0], fwd.state
+    for _ in range(length):
+        p = next_token_distribution(logits, temperature)
+        token = int(np.argmax(p)) if greedy else draw(p, rng)
+        yield vocab[token]
+        fwd = models.forward_checked(params, shapes, np.array([[token]]), state)
+        logits, state = fwd.logits[0, 0], fwd.state
+
+
+def sample_text(
+    params: dict[str, np.ndarray],
+    vocab: Sequence[str],
+    length: int,
+    temperature: float = 1.0,
+    prime: str = "",
+    rng: np.random.Generator | None = None,
+    greedy: bool = False,
+) -> str:
+    """The characters of :func:`generate`, joined."""
+    return "".join(generate(params, vocab, length, temperature, prime, rng, greedy))

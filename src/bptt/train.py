@@ -1,0 +1,476 @@
+"""Training a character language model: the loop, evaluation, checkpoints, resume.
+
+Legend: T sequence length (``seq_len``), B parallel streams (``batch``), V vocabulary.
+
+Stateful truncated BPTT, as char-rnn: the text is cut into B streams read T
+characters at a time (:class:`bptt.data.StreamBatcher`); the hidden state at
+the end of one chunk is the initial state of the next chunk of the same stream,
+but the gradient stops at the chunk border (each chunk is its own J = Σ_t J_t).
+The state is reset to zeros at every new epoch.
+
+Loss conventions.  The gradients are those of the TOTAL J over the chunk (as in
+the derivation and the gradient checks); what is reported is the mean per
+character, in nats (J / (T·B)) and in bits per character (bpc = nats / ln 2).
+
+Checkpoints (safetensors only, JSON metadata, each file written atomically):
+
+    DIR/model.safetensors        the weights, cell, sizes, vocabulary, settings
+    DIR/train_state.safetensors  weights again, optimizer moments, carried hidden
+                                 state; metadata: step, data position, RNG state,
+                                 the metrics history, the corpus description
+    DIR/metrics.csv, DIR/loss.png   derived from the history
+
+``train_state`` holds everything a resume needs, so a kill between the two
+writes can never pair a new optimizer state with old weights; ``model`` is what
+``bptt sample`` and ``bptt export`` read.
+
+The library never prints: :func:`train` reports through a callback.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt import checkpoint, models, ops, optim
+from bptt.cells import CELLS
+from bptt.data import StreamBatcher, Vocab, split_train_val
+from bptt.errors import BpttError, CheckpointError
+from bptt.sample import sample_text
+
+STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.csv"
+PLOT_FILE = "loss.png"
+LN2 = math.log(2)
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+# ----------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run (the CLI flags of ``bptt train``; JSON in checkpoints)."""
+
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    seq_len: int = 50
+    batch: int = 32
+    steps: int = 1500
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    clip: float | None = None
+    clip_norm: float | None = 5.0
+    dtype: str = "float32"
+    seed: int = 0
+    eval_every: int = 250
+    checkpoint_every: int | None = None
+    val_fraction: float = 0.05
+    sample_length: int = 200
+    temperature: float = 0.8
+
+    def validate(self) -> TrainConfig:
+        """Raise BpttError naming the first bad setting; return self."""
+        if self.cell not in CELLS:
+            raise BpttError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise BpttError(
+                f"unknown optimizer {self.optimizer!r}: choose one of "
+                f"{', '.join(optim.OPTIMIZERS)}"
+            )
+        if self.dtype not in DTYPES:
+            raise BpttError(f"unknown dtype {self.dtype!r}: choose float32 or float64")
+        for name in ("hidden", "layers", "seq_len", "batch", "steps", "eval_every"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("sample_length", self.sample_length, 0)
+        _check_int("seed", self.seed, 0)
+        if self.checkpoint_every is not None:
+            _check_int("checkpoint_every", self.checkpoint_every, 1)
+        for name in ("lr", "temperature"):
+            _check_positive(name, getattr(self, name))
+        for name in ("clip", "clip_norm"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        if not 0 < self.val_fraction < 1:
+            raise BpttError(f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
+        if self.hidden > 65536 or self.layers > 64 or self.seq_len > 1_000_000:
+            raise BpttError("hidden, layers or seq_len is unreasonably large for this machine")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """Settings from a dict (a JSON config file): unknown keys and wrong types refused."""
+        if not isinstance(values, dict):
+            raise BpttError(f"a config must be a JSON object, got {type(values).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise BpttError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))}; known keys: "
+                f"{', '.join(known)}"
+            )
+        merged = dataclasses.asdict(base or cls())
+        for key, value in values.items():
+            merged[key] = _coerce(key, value, cls().__dict__[key], known[key].type)
+        return cls(**merged).validate()
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise BpttError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
+    """Check a JSON value's type against the setting's; ints are accepted for floats."""
+    if value is None and "None" in str(annotation):
+        return None
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif "float" in str(annotation):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    elif "int" in str(annotation):
+        ok = isinstance(value, int)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise BpttError(
+            f"config key {key!r} has the wrong type: got {type(value).__name__} {value!r}, "
+            f"expected {annotation}"
+        )
+    return value
+
+
+# ----------------------------------------------------------------------------
+# a run: everything that changes while training
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A training run.  ``state`` is the hidden state carried across chunks (public form)."""
+
+    config: TrainConfig
+    vocab: Vocab
+    params: dict[str, np.ndarray]
+    optimizer: optim.Optimizer
+    opt_state: dict[str, dict[str, np.ndarray]]
+    batches: StreamBatcher
+    val_ids: np.ndarray
+    state: models.State
+    rng: np.random.Generator
+    out_dir: Path
+    corpus: str
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def prepare_text(text: str, config: TrainConfig, vocab: Vocab | None = None):
+    """Vocabulary, and the train / validation ids of a text (validation: the last fraction)."""
+    vocab = Vocab.from_text(text) if vocab is None else vocab
+    ids = vocab.encode(text)
+    train_ids, val_ids = split_train_val(ids, config.val_fraction)
+    return vocab, train_ids, val_ids
+
+
+def new_run(config: TrainConfig, text: str, corpus: str, out_dir: str | os.PathLike) -> Run:
+    """Start a run on ``text`` (described as ``corpus``), writing into ``out_dir``.
+
+    The directory is created if needed; one that already holds a checkpoint is refused
+    (use :func:`resume_run`), so no earlier run is overwritten.
+    """
+    config.validate()
+    out = Path(out_dir)
+    if (out / checkpoint.MODEL_FILE).exists() or (out / STATE_FILE).exists():
+        raise BpttError(
+            f"{out} already holds a checkpoint; continue it with --resume {out} "
+            "or choose another --out"
+        )
+    vocab, train_ids, val_ids = prepare_text(text, config)
+    batches = StreamBatcher(train_ids, config.batch, config.seq_len)
+    rng = np.random.default_rng(config.seed)
+    params = models.init_params(
+        config.cell, vocab.size, config.hidden, vocab.size, True, rng,
+        DTYPES[config.dtype], config.layers,
+    )
+    optimizer = optim.make_optimizer(config.optimizer, config.lr)
+    _make_dir(out)
+    return Run(config, vocab, params, optimizer, optimizer.init_state(params), batches, val_ids,
+               None, rng, out, corpus)
+
+
+def _make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BpttError(f"cannot create the output directory {out}: {exc.strerror}") from exc
+    if not os.access(out, os.W_OK):
+        raise BpttError(f"the output directory {out} is not writable; choose another --out")
+
+
+# ----------------------------------------------------------------------------
+# one step, evaluation
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class StepStats:
+    """One step: mean loss per character (nats and bits) and the gradient norm before clipping."""
+
+    loss: float
+    bpc: float
+    grad_norm: float
+
+
+class DivergedError(BpttError):
+    """The loss or a gradient became NaN or inf."""
+
+
+def train_step(run: Run) -> StepStats:
+    """Forward + BPTT on the next chunk, clip, check finiteness, update; advance one step."""
+    inputs, targets, new_epoch = run.batches.next_batch()
+    h0 = None if new_epoch else run.state
+    result = models.backprop(run.params, inputs, targets, h0=h0)
+    chars = targets.size
+    norm = optim.global_norm(result.grads)
+    if not (math.isfinite(result.loss) and math.isfinite(norm)):
+        raise DivergedError(
+            f"training diverged at step {run.step + 1}: the loss or a gradient is NaN or inf. "
+            "The last good checkpoint is kept; resume with a lower --lr or a --clip-norm"
+        )
+    if run.config.clip_norm is not None:
+        optim.clip_by_global_norm(result.grads, run.config.clip_norm)
+    if run.config.clip is not None:
+        optim.clip_by_value(result.grads, run.config.clip)
+    run.optimizer.update(run.params, result.grads, run.opt_state)
+    run.state = result.state
+    run.step += 1
+    loss = result.loss / chars
+    return StepStats(loss, loss / LN2, norm)
+
+
+def evaluate(params: dict[str, np.ndarray], val_ids: np.ndarray, config: TrainConfig) -> float:
+    """Validation bits per character: the whole validation text, B streams, state carried."""
+    T = min(config.seq_len, len(val_ids) - 1)
+    B = max(1, min(config.batch, (len(val_ids) - 1) // T))
+    batches = StreamBatcher(val_ids, B, T)
+    total, chars, state = 0.0, 0, None
+    for _ in range(batches.chunks_per_epoch):
+        inputs, targets, _ = batches.next_batch()
+        fwd = models.forward(params, inputs, state)
+        total += ops.cross_entropy_forward(fwd.logits, targets)[0]
+        chars += targets.size
+        state = fwd.state
+    return total / chars / LN2
+
+
+# ----------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    """What :func:`train` reports: kind is "step", "eval", "checkpoint" or "done"."""
+
+    kind: str
+    step: int
+    stats: StepStats | None = None
+    chars_per_sec: float = 0.0
+    val_bpc: float | None = None
+    sample: str | None = None
+
+
+def train(
+    run: Run,
+    on_event: Callable[[Event], None] = lambda event: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Train until ``config.steps`` (the run's total), evaluating and checkpointing on the way.
+
+    Returns True when finished, False when ``should_stop()`` asked to stop early (a
+    checkpoint of the last completed step is written first).  On divergence the last good
+    checkpoint stays and :class:`DivergedError` is raised.
+    """
+    config = run.config
+    every = config.checkpoint_every or config.eval_every
+    interval_losses: list[float] = []
+    started, chars_done = time.perf_counter(), 0
+    while run.step < config.steps:
+        if should_stop():
+            save(run)
+            on_event(Event("checkpoint", run.step))
+            return False
+        stats = train_step(run)
+        interval_losses.append(stats.bpc)
+        chars_done += config.seq_len * config.batch
+        speed = chars_done / max(time.perf_counter() - started, 1e-9)
+        on_event(Event("step", run.step, stats, speed))
+        last = run.step == config.steps
+        if run.step % config.eval_every == 0 or last:
+            event = _evaluate_and_sample(run, interval_losses, speed)
+            interval_losses = []
+            on_event(event)
+        if run.step % every == 0 or last:
+            save(run)
+            on_event(Event("checkpoint", run.step))
+    write_plot(run)
+    on_event(Event("done", run.step))
+    return True
+
+
+def _evaluate_and_sample(run: Run, interval_losses: list[float], speed: float) -> Event:
+    val_bpc = evaluate(run.params, run.val_ids, run.config)
+    # a generator of its own per step: the samples do not depend on when the run was resumed
+    sample_rng = np.random.default_rng([run.config.seed, run.step])
+    text = sample_text(run.params, run.vocab.chars, run.config.sample_length,
+                       run.config.temperature, rng=sample_rng)
+    run.history.append({
+        "step": run.step,
+        "train_bpc": float(np.mean(interval_losses)) if interval_losses else float("nan"),
+        "val_bpc": val_bpc,
+        "chars_per_sec": speed,
+    })
+    return Event("eval", run.step, chars_per_sec=speed, val_bpc=val_bpc, sample=text)
+
+
+# ----------------------------------------------------------------------------
+# checkpoints
+# ----------------------------------------------------------------------------
+
+
+def _state_tensors(state: models.State) -> dict[str, np.ndarray]:
+    if state is None:
+        return {}
+    parts = state if isinstance(state, tuple) else (state,)
+    return {f"carry.{i}": np.asarray(s) for i, s in enumerate(parts)}
+
+
+def _train_meta(run: Run) -> dict[str, Any]:
+    return {
+        "format": checkpoint.FORMAT,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "kind": "train_state",
+        "config": run.config.to_dict(),
+        "vocab": run.vocab.to_list(),
+        "corpus": run.corpus,
+        "step": run.step,
+        "data": run.batches.state_dict(),
+        "rng": run.rng.bit_generator.state,
+        "history": run.history,
+    }
+
+
+def save(run: Run) -> None:
+    """Write the checkpoint (train state first, then the model), metrics.csv and loss.png."""
+    tensors = {f"param.{k}": v for k, v in run.params.items()}
+    tensors.update({f"opt.{k}": v for k, v in optim.flatten_state(run.opt_state).items()})
+    tensors.update(_state_tensors(run.state))
+    checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, _train_meta(run))
+    checkpoint.save_model(run.out_dir, run.params, run.vocab.to_list(), run.config.to_dict(),
+                          run.step)
+    write_metrics(run)
+    checkpoint.clean_temp_files(run.out_dir)
+
+
+def write_metrics(run: Run) -> Path:
+    """metrics.csv from the history (rewritten whole, atomically)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", "train_bpc", "val_bpc", "chars_per_sec"])
+    for row in run.history:
+        writer.writerow([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
+                         f"{row['chars_per_sec']:.1f}"])
+    target = run.out_dir / METRICS_FILE
+    temp = run.out_dir / f"{checkpoint.TEMP_PREFIX}{METRICS_FILE}"
+    temp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(temp, target)
+    return target
+
+
+def write_plot(run: Run) -> Path:
+    """loss.png: train and validation bits per character against step (Figure API, no screen)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    steps = [row["step"] for row in run.history]
+    ax.plot(steps, [row["train_bpc"] for row in run.history], "o-", label="train")
+    ax.plot(steps, [row["val_bpc"] for row in run.history], "s-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits per character")
+    ax.set_title(f"{run.config.cell}, H={run.config.hidden}, L={run.config.layers}: {run.corpus}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    target = run.out_dir / PLOT_FILE
+    temp = run.out_dir / f"{checkpoint.TEMP_PREFIX}{PLOT_FILE}"
+    fig.savefig(temp, format="png")
+    os.replace(temp, target)
+    return target
+
+
+def resume_run(out_dir: str | os.PathLike, text: str, steps: int | None = None,
+               eval_every: int | None = None) -> Run:
+    """Continue the run saved in ``out_dir`` exactly where it stopped, on the same ``text``.
+
+    steps / eval_every may be raised or changed; every other setting comes from the checkpoint.
+    """
+    out = Path(out_dir)
+    file = out / STATE_FILE
+    if not file.exists():
+        raise CheckpointError(
+            f"{out} holds no {STATE_FILE} to resume from; start a run there with --out {out}"
+        )
+    checkpoint.clean_temp_files(out)
+    tensors, meta = checkpoint.read_safetensors(file)
+    checkpoint.check_format(file, meta, "train_state")
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
+        config = dataclasses.replace(config, **changes).validate()
+        vocab = Vocab.from_list(meta["vocab"])
+        _, train_ids, val_ids = prepare_text(text, config, vocab)
+        batches = StreamBatcher(train_ids, config.batch, config.seq_len)
+        batches.load_state_dict(meta["data"])
+        params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
+        models.check_params(params, config.cell)
+        optimizer = optim.make_optimizer(config.optimizer, config.lr)
+        opt_state = optim.unflatten_state(
+            {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}
+        )
+        optimizer.check_state(params, opt_state)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        carried = [tensors[f"carry.{i}"] for i in range(2) if f"carry.{i}" in tensors]
+        state = None if not carried else carried[0] if len(carried) == 1 else tuple(carried)
+        step, history = int(meta["step"]), list(meta["history"])
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, BpttError):
+            raise
+        raise CheckpointError(f"{file} is damaged or incomplete ({exc!r})") from exc
+    return Run(config, vocab, params, optimizer, opt_state, batches, val_ids, state, rng, out,
+               meta.get("corpus", "?"), step, history)

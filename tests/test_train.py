@@ -1,0 +1,104 @@
+"""The training library: settings, one step, divergence, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bptt import checkpoint, models, train
+from bptt.data import builtin_corpus
+
+TEXT = builtin_corpus()[:8000]
+
+
+def small_config(**changes) -> train.TrainConfig:
+    base = dict(cell="rnn", hidden=16, seq_len=10, batch=4, steps=6, eval_every=3,
+                sample_length=10, dtype="float64")
+    return train.TrainConfig(**(base | changes)).validate()
+
+
+def test_config_refuses_unknown_keys_and_wrong_types():
+    with pytest.raises(ValueError, match="unknown config key"):
+        train.TrainConfig.from_dict({"hidden_size": 3})
+    with pytest.raises(ValueError, match="config key 'hidden' has the wrong type"):
+        train.TrainConfig.from_dict({"hidden": "big"})
+    with pytest.raises(ValueError, match="config key 'lr' has the wrong type"):
+        train.TrainConfig.from_dict({"lr": [1]})
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        train.TrainConfig.from_dict({"lr": -1})
+    with pytest.raises(ValueError, match="unknown cell 'tcn'"):
+        train.TrainConfig.from_dict({"cell": "tcn"})
+    assert train.TrainConfig.from_dict({"lr": 1, "clip": None}).lr == 1.0
+
+
+def test_a_step_carries_the_state_and_lowers_the_loss(tmp_path):
+    run = train.new_run(small_config(lr=0.01), TEXT, "test", tmp_path / "r")
+    first = train.train_step(run)
+    assert run.step == 1 and run.state.shape == (1, 4, 16)
+    for _ in range(40):
+        last = train.train_step(run)
+    assert last.loss < first.loss
+    assert last.bpc == pytest.approx(last.loss / math.log(2))
+
+
+def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path):
+    run = train.new_run(small_config(), TEXT, "test", tmp_path / "r")
+    bpc = train.evaluate(run.params, run.val_ids, run.config)
+    # one stream through the whole validation text gives the same number when it divides evenly
+    ids = run.val_ids
+    T = run.config.seq_len
+    B = (len(ids) - 1) // T if (len(ids) - 1) // T < run.config.batch else run.config.batch
+    n = (len(ids) - 1) // B // T * T
+    total = 0.0
+    for b in range(B):
+        start = b * ((len(ids) - 1) // B)
+        fwd = models.forward(run.params, ids[start:start + n, None])
+        total += models.ops.cross_entropy_forward(fwd.logits, ids[start + 1:start + n + 1, None])[0]
+    assert bpc == pytest.approx(total / (B * n) / math.log(2), rel=1e-10)
+
+
+def test_divergence_stops_keeps_the_last_good_checkpoint_and_never_saves_nan(tmp_path, monkeypatch):
+    run = train.new_run(small_config(steps=10, eval_every=2), TEXT, "test", tmp_path / "r")
+    real = models.backprop
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        result = real(*args, **kwargs)
+        if calls["n"] == 5:
+            result.grads["Whh"][0, 0] = np.nan
+        return result
+
+    monkeypatch.setattr(models, "backprop", poisoned)
+    with pytest.raises(train.DivergedError, match="diverged at step 5"):
+        train.train(run)
+    saved = checkpoint.load_model(tmp_path / "r")
+    assert saved.step == 4
+    assert all(np.isfinite(v).all() for v in saved.params.values())
+
+
+def test_should_stop_saves_the_last_completed_step(tmp_path):
+    run = train.new_run(small_config(steps=50, eval_every=100), TEXT, "test", tmp_path / "r")
+    asked = iter([False, False, False, True])
+    assert train.train(run, should_stop=lambda: next(asked)) is False
+    resumed = train.resume_run(tmp_path / "r", TEXT)
+    assert resumed.step == 3
+    for key in run.params:
+        assert np.array_equal(run.params[key], resumed.params[key])
+
+
+def test_resume_refuses_another_text(tmp_path):
+    run = train.new_run(small_config(), TEXT, "test", tmp_path / "r")
+    train.train(run)
+    with pytest.raises(ValueError, match="resume with the same text"):
+        train.resume_run(tmp_path / "r", ("a" if TEXT[0] != "a" else "b") + TEXT[1:])
+
+
+def test_lstm_state_is_carried_and_checkpointed(tmp_path):
+    run = train.new_run(small_config(cell="lstm", steps=2, eval_every=1), TEXT, "t", tmp_path / "r")
+    train.train(run)
+    resumed = train.resume_run(tmp_path / "r", TEXT)
+    assert isinstance(resumed.state, tuple) and len(resumed.state) == 2
+    np.testing.assert_array_equal(resumed.state[1], run.state[1])
