@@ -74,7 +74,95 @@ def rnn_step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray) -> Loc
     return LocalStep(h, dh_dz, dh_dz, direct)
 
 
-STEPS = {"rnn": rnn_step}
+def lstm_step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray) -> LocalStep:
+    """The LSTM (gates i, f, g, o).   State s = [h; c] (S = 2H), G = 4H.
+
+        a = a^ih + a^hh,  a^ih = W^xh x + b^xh,  a^hh = W^hh h_{k−1} + b^hh
+        i = σ(a^i),  f = σ(a^f),  g = tanh(a^g),  o = σ(a^o)
+        c = f ⊙ c_{k−1} + i ⊙ g,   h = o ⊙ tanh(c)
+
+    Efficient counterpart: :func:`bptt.cells.lstm.sequence_backward`.
+    """
+    H = s_prev.shape[1] // 2
+    h_prev, c_prev = s_prev[:, :H], s_prev[:, H:]
+    a_ih = x @ p["Wxh"].T + p.get("bxh", 0)
+    a_hh = h_prev @ p["Whh"].T + p.get("bhh", 0)
+    a = a_ih + a_hh
+    a_i, a_f, a_g, a_o = (a[:, q * H : (q + 1) * H] for q in range(4))
+    i, f, o = ops.sigmoid_forward(a_i), ops.sigmoid_forward(a_f), ops.sigmoid_forward(a_o)
+    g = np.tanh(a_g)
+    c = f * c_prev + i * g
+    h = o * np.tanh(c)
+    B = x.shape[0]
+    zero = np.zeros((B, H, H), dtype=a.dtype)
+    # gate activations by their pre-activations: ∂σ(u)/∂u = σ(1 − σ), ∂tanh(u)/∂u = 1 − tanh²
+    di_dai, df_daf = diag(i * (1 - i)), diag(f * (1 - f))
+    dg_dag, do_dao = diag(1 - g**2), diag(o * (1 - o))
+    # c = f ⊙ c_{k−1} + i ⊙ g:  ∂c/∂i = diag(g), ∂c/∂f = diag(c_{k−1}), ∂c/∂g = diag(i),
+    # ∂c/∂c_{k−1} = diag(f)
+    dc_di, dc_df, dc_dg, dc_dc_prev = diag(g), diag(c_prev), diag(i), diag(f)
+    # h = o ⊙ tanh c:  ∂h/∂o = diag(tanh c),  ∂h/∂c = diag(o ⊙ (1 − tanh² c))
+    dh_do, dh_dc = diag(np.tanh(c)), diag(o * (1 - np.tanh(c) ** 2))
+    # ∂c/∂a = [∂c/∂i ∂i/∂a^i,  ∂c/∂f ∂f/∂a^f,  ∂c/∂g ∂g/∂a^g,  0]       (H × 4H)
+    dc_da = np.concatenate([dc_di @ di_dai, dc_df @ df_daf, dc_dg @ dg_dag, zero], axis=2)
+    # ∂h/∂a = ∂h/∂c ∂c/∂a + [0, 0, 0, ∂h/∂o ∂o/∂a^o]                    (H × 4H)
+    dh_da = dh_dc @ dc_da + np.concatenate([zero, zero, zero, dh_do @ do_dao], axis=2)
+    # s = [h; c], and a = a^ih + a^hh: ∂s/∂a^ih = ∂s/∂a^hh = ∂s/∂a        (2H × 4H)
+    ds_da = np.concatenate([dh_da, dc_da], axis=1)
+    # paths from s_{k−1} = [h_{k−1}; c_{k−1}] that skip a^hh: only c_{k−1}, through c
+    #   ∂h/∂c_{k−1} = ∂h/∂c ∂c/∂c_{k−1},   ∂c/∂c_{k−1} = diag(f);   nothing from h_{k−1}
+    direct = np.concatenate(
+        [
+            np.concatenate([zero, dh_dc @ dc_dc_prev], axis=2),
+            np.concatenate([zero, dc_dc_prev], axis=2),
+        ],
+        axis=1,
+    )
+    return LocalStep(np.concatenate([h, c], axis=1), ds_da, ds_da, direct)
+
+
+def gru_step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray) -> LocalStep:
+    """The GRU (gates r, z, n).   State s = h (S = H), G = 3H.
+
+        a^ih = W^xh x + b^xh = (a^ir, a^iz, a^in),  a^hh = W^hh h_{k−1} + b^hh = (a^hr, a^hz, a^hn)
+        r = σ(a^ir + a^hr),  z = σ(a^iz + a^hz),  n = tanh(a^in + r ⊙ a^hn)
+        h = (1 − z) ⊙ n + z ⊙ h_{k−1}
+
+    Efficient counterpart: :func:`bptt.cells.gru.sequence_backward`.
+    """
+    H = s_prev.shape[1]
+    h_prev = s_prev
+    a_ih = x @ p["Wxh"].T + p.get("bxh", 0)
+    a_hh = h_prev @ p["Whh"].T + p.get("bhh", 0)
+    a_ir, a_iz, a_in = (a_ih[:, q * H : (q + 1) * H] for q in range(3))
+    a_hr, a_hz, a_hn = (a_hh[:, q * H : (q + 1) * H] for q in range(3))
+    r = ops.sigmoid_forward(a_ir + a_hr)
+    z = ops.sigmoid_forward(a_iz + a_hz)
+    n = np.tanh(a_in + r * a_hn)
+    h = (1 - z) * n + z * h_prev
+    # h = (1 − z) ⊙ n + z ⊙ h_{k−1}:  ∂h/∂n = diag(1 − z),  ∂h/∂z = diag(h_{k−1} − n)
+    dh_dn, dh_dz = diag(1 - z), diag(h_prev - n)
+    # n = tanh(m), m = a^in + r ⊙ a^hn:  ∂n/∂m = diag(1 − n²)
+    dn_dm = diag(1 - n**2)
+    # ∂m/∂a^in = I,  ∂m/∂r = diag(a^hn),  ∂m/∂a^hn = diag(r)
+    dm_dr, dm_dahn = diag(a_hn), diag(r)
+    # r = σ(a^ir + a^hr):  ∂r/∂a^ir = ∂r/∂a^hr = diag(r(1 − r));  likewise z
+    dr_dar, dz_daz = diag(r * (1 - r)), diag(z * (1 - z))
+    # ∂h/∂a^r = ∂h/∂n ∂n/∂m ∂m/∂r ∂r/∂a^r  (for a^ir and a^hr alike)
+    dh_dar = dh_dn @ dn_dm @ dm_dr @ dr_dar
+    # ∂h/∂a^z = ∂h/∂z ∂z/∂a^z
+    dh_daz = dh_dz @ dz_daz
+    # ∂h/∂a^in = ∂h/∂n ∂n/∂m · I;   ∂h/∂a^hn = ∂h/∂n ∂n/∂m ∂m/∂a^hn  (b^hn inside r ⊙ ·)
+    dh_dain = dh_dn @ dn_dm
+    dh_dahn = dh_dn @ dn_dm @ dm_dahn
+    ds_da_ih = np.concatenate([dh_dar, dh_daz, dh_dain], axis=2)
+    ds_da_hh = np.concatenate([dh_dar, dh_daz, dh_dahn], axis=2)
+    # the path from h_{k−1} that skips a^hh: z ⊙ h_{k−1}, ∂h/∂h_{k−1} = diag(z)
+    direct = diag(z)
+    return LocalStep(h, ds_da_ih, ds_da_hh, direct)
+
+
+STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}
 IH_BIAS = {"rnn": "bh", "lstm": "bxh", "gru": "bxh"}
 
 
@@ -94,6 +182,9 @@ class Terms:
         Empty when the reference was asked not to keep them.
     dJ_dstate0: ∂J/∂(initial state), in the public form of the state.
     H: hidden size (dJt_dh = dJt_ds[..., :H]; for the LSTM dJt_dc = dJt_ds[..., H:]).
+        These are partials by the state s_k = [h_k; c_k]: ∂J_t/∂c_k holds h_k fixed (the path
+        c_k → h_k lies inside step k's Jacobians), so it is the error reaching c_k through
+        c_{k+1} only; the efficient Backward.dJ_dc of cells/lstm.py is the total.
     """
 
     losses: np.ndarray
