@@ -403,6 +403,7 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
             raise CheckpointError(
                 f"{file} metadata says {key}={model.get(key)!r} but the weights have {value}."
             )
+    params = models.canonical_order(params)
     vocab = meta.get("vocab")
     if vocab is not None:
         _check_vocab(file, vocab, shapes.D, shapes.V)

@@ -402,3 +402,15 @@ def loss_and_grads(
     """
     result = backprop(params, inputs, targets, h0, truncate, cell)
     return result.loss, result.grads, result.state
+
+
+def canonical_order(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same dict with its keys in :func:`init_params` order (layer by layer, then the head).
+
+    A checkpoint stores its tensors sorted by name; training code that walks the keys
+    in order (a flat buffer, a norm) must see the same order after a resume.
+    """
+    shapes = check_params(params)
+    names = get_cell(shapes.cell).PARAM_NAMES
+    order = [layer_key(n, layer) for layer in range(shapes.L) for n in names] + list(HEAD_NAMES)
+    return {key: params[key] for key in order if key in params}

@@ -306,11 +306,16 @@ def make_optimizer(name: str, lr: float, **kw: object) -> Optimizer:
 
 
 def global_norm(grads: Mapping[str, np.ndarray]) -> float:
-    """Return the L2 norm of all gradients together, √(Σ_k Σ g_k²), accumulated in float64."""
+    """Return the L2 norm of all gradients together, √(Σ_k Σ g_k²), accumulated in float64.
+
+    The sum runs in sorted key order with np.sum, so it is the same whatever order the
+    dict was built in (a checkpoint loads its keys sorted) and whatever the memory
+    alignment: a resumed run must repeat every bit of an uninterrupted one.
+    """
     total = 0.0
-    for g in grads.values():
-        flat = g.ravel().astype(np.float64, copy=False)
-        total += float(np.dot(flat, flat))
+    for key in sorted(grads):
+        flat = grads[key].ravel().astype(np.float64, copy=False)
+        total += float(np.sum(flat * flat))
     return math.sqrt(total)
 
 

@@ -458,6 +458,7 @@ def resume_run(out_dir: str | os.PathLike, text: str, steps: int | None = None,
         batches.load_state_dict(meta["data"])
         params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
         models.check_params(params, config.cell)
+        params = models.canonical_order(params)
         optimizer = optim.make_optimizer(config.optimizer, config.lr)
         opt_state = optim.unflatten_state(
             {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}

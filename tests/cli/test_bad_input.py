@@ -1,0 +1,147 @@
+"""Every user mistake: one line on stderr starting with ``bptt: error:``, exit 2, no traceback,
+and every file that existed before is untouched (byte for byte)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bptt import checkpoint
+from bptt.data import builtin_corpus
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A directory of good and bad inputs, and a trained checkpoint."""
+    from tests_support import train_tiny
+
+    root = tmp_path_factory.mktemp("world")
+    (root / "good.txt").write_text(builtin_corpus()[:3000], encoding="utf-8")
+    (root / "empty.txt").write_bytes(b"")
+    (root / "binary.bin").write_bytes(b"\x00\x01\x02hello\x00" * 10)
+    (root / "latin1.txt").write_bytes("caf\u00e9 ".encode("latin-1") * 50)
+    (root / "one_char.txt").write_text("a" * 500)
+    (root / "short.txt").write_text("hello world")
+    (root / "adir").mkdir()
+    (root / "blocker").write_text("a file where a directory should be")
+    (root / "unknown_keys.json").write_text('{"hidden": 8, "colour": "red"}')
+    (root / "wrong_types.json").write_text('{"hidden": "eight"}')
+    (root / "not_json.json").write_text("hidden = 8")
+    (root / "list.json").write_text("[1, 2]")
+    train_tiny(root / "run", root / "good.txt")
+    make_bad_checkpoints(root)
+    return root
+
+
+def make_bad_checkpoints(root: Path) -> None:
+    good = root / "run" / "model.safetensors"
+    blob = good.read_bytes()
+    params, meta = checkpoint.read_safetensors(good)
+    for name, data in {
+        "truncated": blob[: len(blob) // 2],
+        "pickled": pickle.dumps({"Whh": np.zeros((2, 2))}),
+        "random": bytes(range(256)) * 4,
+    }.items():
+        (root / name).mkdir()
+        (root / name / "model.safetensors").write_bytes(data)
+    header = {"Whh": {"dtype": "F64", "shape": [10**6, 10**6], "data_offsets": [0, 8 * 10**12]},
+              "__metadata__": {"bptt": json.dumps(meta)}}
+    raw = json.dumps(header).encode()
+    (root / "huge").mkdir()
+    (root / "huge" / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
+    for name, change in {
+        "version99": {"format_version": 99},
+        "vocab_not_list": {"vocab": "abc"},
+        "vocab_thousands": {"vocab": [chr(0x4E00 + i) for i in range(3000)]},
+        "model_wrong_type": {"model": ["rnn"]},
+        "foreign": {"format": "someone-else"},
+    }.items():
+        (root / name).mkdir()
+        checkpoint.write_safetensors_atomic(root / name / "model.safetensors", params,
+                                            meta | change)
+
+
+# (id, argv with {w} for the world dir, what the message must say)
+CASES = [
+    # train: the corpus
+    ("train-missing-file", "train {w}/nope.txt", "nope.txt"),
+    ("train-empty-file", "train {w}/empty.txt", "empty"),
+    ("train-binary-file", "train {w}/binary.bin", "binary"),
+    ("train-not-utf8", "train {w}/latin1.txt", "UTF-8"),
+    ("train-directory", "train {w}/adir", "directory"),
+    ("train-one-character", "train {w}/one_char.txt", "at least 2 distinct characters"),
+    ("train-shorter-than-a-sequence", "train {w}/short.txt --seq-len 50", "shorter than one sequence"),
+    # train: numbers
+    ("train-hidden-zero", "train {w}/good.txt --hidden 0", "--hidden"),
+    ("train-hidden-negative", "train {w}/good.txt --hidden -5", "--hidden"),
+    ("train-hidden-huge", "train {w}/good.txt --hidden 100000", "unreasonably large"),
+    ("train-seq-len-zero", "train {w}/good.txt --seq-len 0", "--seq-len"),
+    ("train-steps-zero", "train {w}/good.txt --steps 0", "--steps"),
+    ("train-steps-float", "train {w}/good.txt --steps 1e3", "--steps"),
+    ("train-lr-nan", "train {w}/good.txt --lr nan", "--lr"),
+    ("train-lr-zero", "train {w}/good.txt --lr 0", "--lr"),
+    ("train-lr-negative", "train {w}/good.txt --lr -0.1", "--lr"),
+    ("train-lr-inf", "train {w}/good.txt --lr inf", "--lr"),
+    ("train-unknown-cell", "train {w}/good.txt --cell tcn", "--cell"),
+    ("train-unknown-optimizer", "train {w}/good.txt --optimizer rmsprop", "--optimizer"),
+    ("train-unknown-flag", "train {w}/good.txt --hiddne 8", "unrecognized arguments"),
+    # train: config, out dir, resume
+    ("train-config-unknown-keys", "train {w}/good.txt --config {w}/unknown_keys.json", "'colour'"),
+    ("train-config-wrong-types", "train {w}/good.txt --config {w}/wrong_types.json", "wrong type"),
+    ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json", "not valid JSON"),
+    ("train-config-not-object", "train {w}/good.txt --config {w}/list.json", "JSON object"),
+    ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
+    ("train-out-is-a-file", "train {w}/good.txt --out {w}/blocker/run", "output directory"),
+    ("train-out-has-checkpoint", "train {w}/good.txt --out {w}/run", "already holds a checkpoint"),
+    ("train-resume-nothing", "train --resume {w}/adir", "no train_state"),
+    ("train-resume-change-hidden", "train --resume {w}/run --hidden 16", "cannot change on --resume"),
+    # sample
+    ("sample-missing-checkpoint", "sample {w}/nowhere", "no checkpoint"),
+    ("sample-temperature-zero", "sample {w}/run --temperature 0", "--temperature"),
+    ("sample-temperature-nan", "sample {w}/run --temperature nan", "--temperature"),
+    ("sample-length-negative", "sample {w}/run --length -1", "--length"),
+    ("sample-prime-outside-vocab", "sample {w}/run --prime \u2603", "not in the model's vocabulary"),
+    ("sample-truncated-checkpoint", "sample {w}/truncated", "not a bptt checkpoint"),
+    ("sample-pickle-renamed", "sample {w}/pickled", "pickle"),
+    ("sample-random-bytes", "sample {w}/random", "not a bptt checkpoint"),
+    ("sample-huge-header", "sample {w}/huge", "not a bptt checkpoint"),
+    ("sample-format-version", "sample {w}/version99", "format version 99"),
+    ("sample-foreign-metadata", "sample {w}/foreign", "not written by bptt"),
+    ("sample-vocab-wrong-type", "sample {w}/vocab_not_list", "vocab"),
+    ("sample-vocab-mismatch", "sample {w}/vocab_thousands", "vocabulary of 3000 characters"),
+    ("sample-model-wrong-type", "sample {w}/model_wrong_type", "'model'"),
+    # gradcheck
+    ("gradcheck-hidden-zero", "gradcheck --hidden 0", "--hidden"),
+    ("gradcheck-seq-len-nan", "gradcheck --seq-len nan", "--seq-len"),
+    ("gradcheck-unknown-cell", "gradcheck --cell tcn", "--cell"),
+    ("unknown-command", "fly", "invalid choice"),
+]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, world, tmp_path, argv, expected):
+    before = snapshot(world)
+    args = [a.replace("{w}", str(world)) for a in argv.split(" ")]
+    if args[0] == "train" and "--out" not in args and "--resume" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    r = run_bptt(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("bptt: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert expected.lower() in lines[0].lower(), lines[0]
+    assert snapshot(world) == before, "an existing file was changed"
+    assert not (tmp_path / "out").exists(), "a failed run left an output directory"
+
+
+def test_there_are_at_least_25_distinct_mistakes():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 25
