@@ -349,7 +349,6 @@ def backprop(
     labels = check_targets(targets, x.shape[0], x.shape[1], shapes.V)
     truncate = check_truncate(truncate)
     fwd = forward_checked(params, shapes, x, h0)
-    module = get_cell(shapes.cell)
     T, B = labels.shape
     A = common.num_ages(truncate)
     # J = Σ_t Σ_b −log softmax(y_t)[label]
@@ -365,9 +364,36 @@ def backprop(
         grads["by"] = dJ_dby
     dJ_dh_local = np.zeros((A, T, B, shapes.H), dtype=dJt_dh.dtype)
     dJ_dh_local[0] = dJt_dh
-    dJ_dstate0: list[tuple[np.ndarray, ...]] = [()] * shapes.L
-    dJ_dh: list[np.ndarray] = [np.empty(0)] * shapes.L
-    for layer in range(shapes.L - 1, -1, -1):
+    back = backprop_layers(params, fwd, dJ_dh_local, truncate)
+    grads.update(back.grads)
+    grads = {key: grads[key] for key in params}
+    return Result(loss, grads, fwd.state, back.dJ_dstate0, back.dJ_dh)
+
+
+class LayersBackward(NamedTuple):
+    """What :func:`backprop_layers` returns: the recurrent layers' gradients (keys of the
+    layers only), ∂J/∂(initial state) in public form, and per layer dJ_dh (A, T, B, H)."""
+
+    grads: dict[str, np.ndarray]
+    dJ_dstate0: State
+    dJ_dh: list[np.ndarray]
+
+
+def backprop_layers(
+    params: dict[str, np.ndarray], fwd: Forward, dJ_dh_local: np.ndarray, truncate: int | None
+) -> LayersBackward:
+    """BPTT through the stack, top layer first, given the error the head sends to h^L.
+
+    dJ_dh_local: (A, T, B, H) = ∂J_t/∂h^L_k from outside the recurrence, by age (A = 1:
+    any head's Σ_t; the language model's head sends age 0 only).  Every head (softmax at
+    each step, at the last step, squared error) shares this part.
+    """
+    module = get_cell(fwd.shapes.cell)
+    L = fwd.shapes.L
+    grads: dict[str, np.ndarray] = {}
+    dJ_dstate0: list[tuple[np.ndarray, ...]] = [()] * L
+    dJ_dh: list[np.ndarray] = [np.empty(0)] * L
+    for layer in range(L - 1, -1, -1):
         p_layer = layer_params(params, layer, module.PARAM_NAMES)
         back = module.sequence_backward(
             p_layer, fwd.caches[layer], dJ_dh_local, truncate, need_dx=layer > 0
@@ -378,8 +404,7 @@ def backprop(
         dJ_dh[layer] = back.dJ_dh
         # the input of layer l is h^{l−1}: its error reaches layer l−1 at the same step and age
         dJ_dh_local = back.dJ_dx
-    grads = {key: grads[key] for key in params}
-    return Result(loss, grads, fwd.state, layers_to_state(dJ_dstate0, fwd.flat), dJ_dh)
+    return LayersBackward(grads, layers_to_state(dJ_dstate0, fwd.flat), dJ_dh)
 
 
 def loss_and_grads(
