@@ -14,7 +14,8 @@ Dimension letters: T time steps per chunk (``seq_len``), B parallel streams
 * :class:`StreamBatcher` serves char-rnn style batches: the text is cut into
   B contiguous streams read in parallel, T characters at a time, so the
   hidden state of stream b at the end of one chunk is the right initial
-  state for the next chunk of the same stream.
+  state for the next chunk of the same stream.  It works on a memory-mapped
+  id file (:mod:`bptt.corpus`) without reading it whole.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def builtin_corpus() -> str:
     return "\n".join(topics[key] for key in sorted(topics))
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
+def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
     """Read a UTF-8 text file (a leading BOM is dropped) and return its text.
 
     Newlines are kept exactly as in the file (no ``\\r\\n`` translation).
+    ``errors="replace"`` decodes bytes that are not valid UTF-8 as U+FFFD
+    instead of raising.  Large files: see :mod:`bptt.corpus`, which encodes
+    a file in blocks without holding its text.
 
     Raises:
         DataError: the file is missing, a directory, unreadable, empty,
@@ -74,7 +78,7 @@ def read_text(path: str | os.PathLike[str]) -> str:
         raise DataError(
             f"{file} looks like a binary file (it contains NUL bytes); pass a UTF-8 text file."
         )
-    text = _decode_utf8(file, data)
+    text = _decode_utf8(file, data, check_errors(errors))
     if not text:
         raise DataError(f"{file} is empty; pass a text file with some characters in it.")
     return text
@@ -96,17 +100,33 @@ def _read_bytes(file: Path) -> bytes:
         raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
 
 
-def _decode_utf8(file: Path, data: bytes) -> str:
+ERRORS = ("strict", "replace")
+
+
+def check_errors(errors: str) -> str:
+    """Return ``errors`` if it is a supported UTF-8 error policy ("strict" or "replace")."""
+    if errors not in ERRORS:
+        raise BpttError(f"errors must be 'strict' or 'replace', got {errors!r}.")
+    return errors
+
+
+def undecodable_message(file: Path, offset: int, byte: int) -> str:
+    """The one sentence for a file that is not valid UTF-8 at byte ``offset``."""
+    return (
+        f"{file} is not valid UTF-8 at byte {offset} (byte 0x{byte:02x}); "
+        "convert it to UTF-8 first (e.g. iconv -t UTF-8), or pass --errors replace "
+        "to read such bytes as U+FFFD."
+    )
+
+
+def _decode_utf8(file: Path, data: bytes, errors: str = "strict") -> str:
     """Decode UTF-8 after an optional BOM; a bad byte raises DataError naming its offset."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data[start:].decode("utf-8")
+        return data[start:].decode("utf-8", errors)
     except UnicodeDecodeError as exc:
         offset = start + exc.start
-        raise DataError(
-            f"{file} is not valid UTF-8 at byte {offset} (byte 0x{data[offset]:02x}); "
-            "convert it to UTF-8 first (e.g. iconv -t UTF-8)."
-        ) from exc
+        raise DataError(undecodable_message(file, offset, data[offset])) from exc
 
 
 # --------------------------------------------------------------------------
@@ -135,9 +155,15 @@ class Vocab:
         self._sorted_cps = cps[self._order]
 
     @classmethod
-    def from_text(cls, text: str) -> Vocab:
-        """The sorted distinct characters of ``text``; fewer than 2 raises DataError."""
-        return cls(sorted(set(text)))
+    def from_text(cls, text: str, unk: str | None = None) -> Vocab:
+        """The sorted distinct characters of ``text`` (and ``unk``, if given).
+
+        Fewer than 2 characters raises DataError.
+        """
+        chars = set(text)
+        if unk is not None:
+            chars.add(check_unk(unk))
+        return cls(sorted(chars))
 
     @classmethod
     def from_list(cls, chars: Any) -> Vocab:
@@ -169,20 +195,33 @@ class Vocab:
     def __repr__(self) -> str:
         return f"Vocab(size={self.size}, chars={''.join(self.chars)[:40]!r})"
 
-    def encode(self, text: str) -> np.ndarray:
+    def index(self, char: str) -> int:
+        """The id of ``char``; DataError if it is not in the vocabulary."""
+        try:
+            return self.chars.index(char)
+        except ValueError:
+            raise DataError(f"{char!r} is not in the vocabulary.") from None
+
+    def encode(self, text: str, unk: str | None = None) -> np.ndarray:
         """Return the ids of the characters of ``text``, shape (len(text),), int64.
+
+        ``unk``: a character of the vocabulary that stands for every character
+        outside it (the unknown-character token); without it those are an error.
 
         Raises:
             DataError: ``text`` has characters outside the vocabulary (the
-                first 5 are listed).
+                first 5 are listed) and no ``unk`` was given.
         """
         cps = _code_points(text).astype(np.int64)
         pos = np.searchsorted(self._sorted_cps, cps)
         pos_clipped = np.minimum(pos, self.size - 1)
         known = self._sorted_cps[pos_clipped] == cps
+        ids = self._order[pos_clipped].astype(np.int64, copy=False)
         if not known.all():
-            raise DataError(_unknown_message(text, known))
-        return self._order[pos_clipped].astype(np.int64, copy=False)
+            if unk is None:
+                raise DataError(_unknown_message(text, known))
+            ids[~known] = self.index(unk)
+        return ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Return the text of the ids (any shape is flattened in C order)."""
@@ -225,6 +264,13 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
     return items
 
 
+def check_unk(unk: str) -> str:
+    """Return ``unk`` if it is one character (the unknown-character token)."""
+    if not isinstance(unk, str) or len(unk) != 1:
+        raise BpttError(f"the unknown-character token must be one character, got {unk!r}.")
+    return unk
+
+
 def _unknown_message(text: str, known: np.ndarray) -> str:
     """One sentence listing (with repr) the first 5 distinct characters not in the vocabulary."""
     unknown: list[str] = []
@@ -234,10 +280,18 @@ def _unknown_message(text: str, known: np.ndarray) -> str:
             unknown.append(char)
             if len(unknown) == 5:
                 break
-    listed = ", ".join(repr(c) for c in unknown)
+    return unknown_characters_message(unknown)
+
+
+def unknown_characters_message(first: Sequence[str], total: int | None = None) -> str:
+    """The sentence for text with characters outside the vocabulary (``first``: up to 5)."""
+    listed = ", ".join(repr(c) for c in first[:5])
+    count = f"{total} " if total is not None else ""
+    more = f" (first {len(first[:5])} shown)" if total is not None and total > 5 else ""
     return (
-        f"the text has characters that are not in the vocabulary: {listed}; "
-        "remove them, or train on a text that contains them."
+        f"the text has {count}characters that are not in the vocabulary: {listed}{more}; "
+        "remove them, or train on a text that contains them (a model trained with "
+        "--unk CHAR reads unknown characters as CHAR)."
     )
 
 
@@ -270,9 +324,20 @@ def split_train_val(ids: np.ndarray, val_fraction: float = 0.05) -> tuple[np.nda
 # --------------------------------------------------------------------------
 
 
+FINGERPRINT_CHUNK = 1 << 20  # ids converted at a time: 8 MB as int64
+
+
 def _fingerprint(ids: np.ndarray) -> int:
-    """A CRC-32 of the token ids, to notice a resume on a different text."""
-    return zlib.crc32(np.ascontiguousarray(ids, dtype="<i8").tobytes())
+    """A CRC-32 of the token ids as little-endian int64, to notice a resume on another text.
+
+    Computed chunk by chunk, so a memory-mapped array of any length is never
+    converted (or copied) whole; the value does not depend on the array's dtype.
+    """
+    crc = 0
+    for start in range(0, len(ids), FINGERPRINT_CHUNK):
+        chunk = np.ascontiguousarray(ids[start : start + FINGERPRINT_CHUNK], dtype="<i8")
+        crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 class StreamBatcher:
@@ -285,6 +350,13 @@ class StreamBatcher:
     of stream b is therefore the first input of stream b+1 (the true next
     character of the text), and the last stream's last target is ids[B·n],
     which exists because B·n ≤ N − 1.  The N − 1 − B·n final ids are dropped.
+
+    Memory.  ``ids`` may be a ``np.memmap`` of any integer dtype (e.g. the
+    uint8 token file of :mod:`bptt.corpus`): the batcher keeps views of it and
+    converts only the chunk it serves to int64, so a corpus larger than memory
+    is never read whole.  The fingerprint checked on resume is computed
+    lazily, chunk by chunk, the first time :meth:`state_dict` or
+    :meth:`load_state_dict` needs it.
 
     Epochs.  An epoch is ``chunks_per_epoch = n // T`` chunks; together they
     cover each stream's n (input, target) pairs exactly once, in order,
@@ -316,13 +388,20 @@ class StreamBatcher:
                 f"{B} streams of {T} characters (needs at least {B * T + 1}); "
                 "use a smaller --seq-len or --batch, or a longer text."
             )
-        tokens = tokens.astype(np.int64, copy=False)
         self.stream_len = n
         self.num_tokens = len(tokens)
-        self._fingerprint = _fingerprint(tokens)
-        self._inputs = tokens[: B * n].reshape(B, n)  # (B, n)
+        self._tokens = tokens  # a view (of a memmap, possibly): never converted whole
+        self._crc32: int | None = None
+        self._inputs = tokens[: B * n].reshape(B, n)  # (B, n), views
         self._targets = tokens[1 : B * n + 1].reshape(B, n)  # (B, n)
         self.position = 0
+
+    @property
+    def _tokens_crc32(self) -> int:
+        """CRC-32 of the ids (see :func:`_fingerprint`), computed once, when first needed."""
+        if self._crc32 is None:
+            self._crc32 = _fingerprint(self._tokens)
+        return self._crc32
 
     @property
     def chunks_per_epoch(self) -> int:
@@ -340,8 +419,8 @@ class StreamBatcher:
             raise BpttError(f"chunk index must be in [0, {self.chunks_per_epoch - 1}], got {j}.")
         cols = slice(j * self.seq_len, (j + 1) * self.seq_len)
         return (
-            np.ascontiguousarray(self._inputs[:, cols].T),
-            np.ascontiguousarray(self._targets[:, cols].T),
+            np.ascontiguousarray(self._inputs[:, cols].T, dtype=np.int64),
+            np.ascontiguousarray(self._targets[:, cols].T, dtype=np.int64),
         )
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -362,7 +441,7 @@ class StreamBatcher:
             "batch_size": self.batch_size,
             "seq_len": self.seq_len,
             "num_tokens": self.num_tokens,
-            "tokens_crc32": self._fingerprint,
+            "tokens_crc32": self._tokens_crc32,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -4,6 +4,11 @@ p_t = softmax(y_t / temperature); the next character is drawn from p_t with an
 explicit numpy Generator (or taken as argmax p_t when greedy), fed back as the
 next input, and the state carried along.  Temperature → 0 approaches greedy
 decoding; temperature 1 samples the model's own distribution.
+
+Text is Unicode characters throughout (the vocabulary is code points, not bytes).
+A prime may hold characters outside the vocabulary only when the model has an
+unknown-character token (``unk``), which then stands for them.  ``stop``: generation
+ends as soon as the generated text ends with it (``length`` is then the maximum).
 """
 
 from __future__ import annotations
@@ -44,14 +49,18 @@ def generate(
     prime: str = "",
     rng: np.random.Generator | None = None,
     greedy: bool = False,
+    stop: str | None = None,
+    unk: str | None = None,
 ) -> Iterator[str]:
     """An iterator over ``length`` sampled characters (the prime is not repeated).
 
     params: a character model (input_size = output_size = len(vocab)).  prime: text to
-    read first (every character must be in the vocabulary); without one the model
-    starts from a newline if the vocabulary has one, else from its first character,
-    with a zero state.  greedy: take argmax instead of drawing.  Arguments are checked
-    here, before the first character is asked for.
+    read first (every character must be in the vocabulary, or ``unk`` is read in its
+    place); without one the model starts from a newline if the vocabulary has one, else
+    from its first character, with a zero state.  greedy: take argmax instead of drawing.
+    stop: end early, right after the generated characters end with this text (it is
+    yielded).  unk: the model's unknown-character token (a vocabulary character).
+    Arguments are checked here, before the first character is asked for.
     """
     shapes = models.check_params(params)
     if len(vocab) != shapes.D or len(vocab) != shapes.V:
@@ -61,26 +70,45 @@ def generate(
     temperature = check_temperature(temperature)
     rng = np.random.default_rng() if rng is None else rng
     index = {c: i for i, c in enumerate(vocab)}
+    if unk is not None and unk not in index:
+        raise DataError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
     unknown = sorted({c for c in prime if c not in index})
-    if unknown:
+    if unknown and unk is None:
         shown = ", ".join(repr(c) for c in unknown[:5])
         raise DataError(
             f"the prime text has {len(unknown)} character(s) not in the model's vocabulary: "
             f"{shown}; use only characters the model was trained on"
         )
+    if stop is not None:
+        if not isinstance(stop, str) or not stop:
+            raise BpttError(f"the stop text must be a non-empty string, got {stop!r}")
+        missing = sorted({c for c in stop if c not in index})
+        if missing:
+            shown = ", ".join(repr(c) for c in missing[:5])
+            raise DataError(
+                f"the stop text has character(s) the model cannot generate: {shown}; "
+                "use only characters of the model's vocabulary"
+            )
     start = prime or ("\n" if "\n" in index else vocab[0])
-    ids = np.array([[index[c]] for c in start], dtype=np.int64)  # (T, 1)
-    return _continue(params, shapes, vocab, ids, length, temperature, rng, greedy)
+    default = index[unk] if unk is not None else 0
+    ids = np.array([[index.get(c, default)] for c in start], dtype=np.int64)  # (T, 1)
+    return _continue(params, shapes, vocab, ids, length, temperature, rng, greedy, stop)
 
 
-def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy) -> Iterator[str]:
-    """Read ids (T, 1), then draw and feed back one character at a time."""
+def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy,
+              stop: str | None = None) -> Iterator[str]:
+    """Read ids (T, 1), then draw and feed back one character at a time (until ``stop``)."""
     fwd = models.forward_checked(params, shapes, ids, None)
     logits, state = fwd.logits[-1, 0], fwd.state
+    tail = ""  # the last len(stop) generated characters
     for _ in range(length):
         p = next_token_distribution(logits, temperature)
         token = int(np.argmax(p)) if greedy else draw(p, rng)
         yield vocab[token]
+        if stop:
+            tail = (tail + vocab[token])[-len(stop):]
+            if tail == stop:
+                return
         fwd = models.forward_checked(params, shapes, np.array([[token]]), state)
         logits, state = fwd.logits[0, 0], fwd.state
 
@@ -93,6 +121,8 @@ def sample_text(
     prime: str = "",
     rng: np.random.Generator | None = None,
     greedy: bool = False,
+    stop: str | None = None,
+    unk: str | None = None,
 ) -> str:
     """The characters of :func:`generate`, joined."""
-    return "".join(generate(params, vocab, length, temperature, prime, rng, greedy))
+    return "".join(generate(params, vocab, length, temperature, prime, rng, greedy, stop, unk))

@@ -44,8 +44,9 @@ import numpy as np
 
 from bptt import checkpoint, models, ops, optim
 from bptt.cells import CELLS
-from bptt.data import StreamBatcher, Vocab, split_train_val
-from bptt.errors import BpttError, CheckpointError
+from bptt.corpus import EncodedCorpus
+from bptt.data import StreamBatcher, Vocab, check_unk, split_train_val
+from bptt.errors import BpttError, CheckpointError, DataError
 from bptt.sample import sample_text
 
 STATE_FILE = "train_state.safetensors"
@@ -81,6 +82,12 @@ class TrainConfig:
     val_fraction: float = 0.05
     sample_length: int = 200
     temperature: float = 0.8
+    # the text: how undecodable UTF-8 is read, the unknown-character token, where the
+    # encoded corpus is cached (None: DIR/cache), the checkpoint fine-tuned from (if any)
+    errors: str = "strict"
+    unk: str | None = None
+    cache_dir: str | None = None
+    init_from: str | None = None
 
     def validate(self) -> TrainConfig:
         """Raise BpttError naming the first bad setting; return self."""
@@ -106,6 +113,10 @@ class TrainConfig:
                 _check_positive(name, getattr(self, name))
         if not 0 < self.val_fraction < 1:
             raise BpttError(f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
+        if self.errors not in ("strict", "replace"):
+            raise BpttError(f"unknown errors policy {self.errors!r}: choose strict or replace")
+        if self.unk is not None:
+            check_unk(self.unk)
         if self.hidden > 65536 or self.layers > 64 or self.seq_len > 1_000_000:
             raise BpttError("hidden, layers or seq_len is unreasonably large for this machine")
         return self
@@ -188,41 +199,103 @@ class Run:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def prepare_text(text: str, config: TrainConfig, vocab: Vocab | None = None):
-    """Vocabulary, and the train / validation ids of a text (validation: the last fraction)."""
-    vocab = Vocab.from_text(text) if vocab is None else vocab
-    ids = vocab.encode(text)
+def prepare_text(text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | None = None):
+    """Vocabulary, and the train / validation ids of a text (validation: the last fraction).
+
+    text: a str (kept in memory: the built-in corpus, tests) or an
+    :class:`~bptt.corpus.EncodedCorpus` (token ids memory-mapped from the cache; the
+    two parts are views of the map, nothing is read whole).  vocab: a fixed vocabulary
+    (resume, fine-tuning); characters outside it are an error, or read as
+    ``config.unk`` when the vocabulary has that unknown-character token.
+    """
+    if isinstance(text, EncodedCorpus):
+        if vocab is not None and text.vocab != vocab:
+            raise DataError(
+                "the encoded corpus has another vocabulary than the model; encode it with "
+                "the model's vocabulary (bptt train does this for you)."
+            )
+        vocab, ids = text.vocab, text.ids
+    else:
+        if vocab is None:
+            vocab = Vocab.from_text(text, config.unk)
+        ids = vocab.encode(text, config.unk)
+    if config.unk is not None and config.unk not in vocab.chars:
+        raise DataError(
+            f"the unknown-character token {config.unk!r} is not in the vocabulary; use the "
+            "--unk character the model was trained with (or none)."
+        )
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     return vocab, train_ids, val_ids
 
 
-def new_run(config: TrainConfig, text: str, corpus: str, out_dir: str | os.PathLike) -> Run:
-    """Start a run on ``text`` (described as ``corpus``), writing into ``out_dir``.
-
-    The directory is created if needed; one that already holds a checkpoint is refused
-    (use :func:`resume_run`), so no earlier run is overwritten.
-    """
-    config.validate()
+def check_fresh_out(out_dir: str | os.PathLike) -> Path:
+    """Return ``out_dir`` as a Path if it holds no checkpoint; else BpttError (never overwrite)."""
     out = Path(out_dir)
     if (out / checkpoint.MODEL_FILE).exists() or (out / STATE_FILE).exists():
         raise BpttError(
             f"{out} already holds a checkpoint; continue it with --resume {out} "
             "or choose another --out"
         )
-    vocab, train_ids, val_ids = prepare_text(text, config)
+    return out
+
+
+def new_run(config: TrainConfig, text: str | EncodedCorpus, corpus: str,
+            out_dir: str | os.PathLike, init: checkpoint.LoadedModel | None = None) -> Run:
+    """Start a run on ``text`` (described as ``corpus``), writing into ``out_dir``.
+
+    The directory is created if needed; one that already holds a checkpoint is refused
+    (use :func:`resume_run`), so no earlier run is overwritten.
+
+    init: fine-tuning.  The run starts from this model's weights (copied, cast to
+    ``config.dtype``) and vocabulary, with a fresh optimizer state at step 0.  Its cell,
+    hidden size and layers must equal ``config``'s; the text must be in its vocabulary
+    (or the model has the unknown-character token ``config.unk``).
+    """
+    config.validate()
+    out = check_fresh_out(out_dir)
+    vocab = _init_vocab(init, config) if init is not None else None
+    vocab, train_ids, val_ids = prepare_text(text, config, vocab)
     batches = StreamBatcher(train_ids, config.batch, config.seq_len)
     rng = np.random.default_rng(config.seed)
-    params = models.init_params(
-        config.cell, vocab.size, config.hidden, vocab.size, True, rng,
-        DTYPES[config.dtype], config.layers,
-    )
+    if init is None:
+        params = models.init_params(
+            config.cell, vocab.size, config.hidden, vocab.size, True, rng,
+            DTYPES[config.dtype], config.layers,
+        )
+    else:
+        params = {k: np.array(v, dtype=DTYPES[config.dtype]) for k, v in init.params.items()}
     optimizer = optim.make_optimizer(config.optimizer, config.lr)
-    _make_dir(out)
+    make_out_dir(out)
     return Run(config, vocab, params, optimizer, optimizer.init_state(params), batches, val_ids,
                None, rng, out, corpus)
 
 
-def _make_dir(out: Path) -> None:
+def _init_vocab(init: checkpoint.LoadedModel, config: TrainConfig) -> Vocab:
+    """The vocabulary of the model to fine-tune, after checking it fits ``config``."""
+    if init.vocab is None:
+        raise CheckpointError("the model to fine-tune has no vocabulary; it is not a "
+                              "character model, so it cannot be fine-tuned on text.")
+    shapes = models.check_params(init.params)
+    have = {"cell": shapes.cell, "hidden": shapes.H, "layers": shapes.L}
+    for key, value in have.items():
+        if getattr(config, key) != value:
+            raise BpttError(
+                f"the model to fine-tune has {key}={value} but the settings say "
+                f"{key}={getattr(config, key)}; the model's shape comes from --init-from, "
+                f"so leave out --{key}."
+            )
+    saved_unk = init.config.get("unk")
+    if config.unk != saved_unk:
+        raise BpttError(
+            f"the model to fine-tune has the unknown-character token {saved_unk!r} but the "
+            f"settings say unk={config.unk!r}; the token is part of the model's vocabulary, "
+            "so use the model's (bptt train --init-from takes it from the checkpoint)."
+        )
+    return Vocab.from_list(init.vocab)
+
+
+def make_out_dir(out: Path) -> None:
+    """Create the run directory (and parents); BpttError if it cannot be created or written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -433,9 +506,12 @@ def write_plot(run: Run) -> Path:
     return target
 
 
-def resume_run(out_dir: str | os.PathLike, text: str, steps: int | None = None,
+def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,
                eval_every: int | None = None) -> Run:
     """Continue the run saved in ``out_dir`` exactly where it stopped, on the same ``text``.
+
+    ``text`` is a str or an :class:`~bptt.corpus.EncodedCorpus` encoded with the run's
+    saved vocabulary; the batch fingerprint proves it is the same text.
 
     steps / eval_every may be raised or changed; every other setting comes from the checkpoint.
     """

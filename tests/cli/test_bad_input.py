@@ -14,6 +14,7 @@ import pytest
 from bptt import checkpoint
 from bptt.data import builtin_corpus
 
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """A directory of good and bad inputs, and a trained checkpoint."""

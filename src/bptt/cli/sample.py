@@ -1,16 +1,25 @@
-"""``bptt sample``: stream text from a trained character model to stdout."""
+"""``bptt sample``: stream text from a trained character model to stdout (UTF-8)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from bptt import checkpoint
+from bptt import checkpoint, data
 from bptt.cli import args as types
 from bptt.errors import BpttError
 from bptt.sample import generate
+
+
+def ensure_utf8_stdout() -> None:
+    """Write stdout as UTF-8 whatever the locale says, so any sampled character can be shown."""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
+    if encoding not in ("utf-8", "utf8") and hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8")
 
 
 def add_parser(sub, name: str) -> None:
@@ -20,10 +29,16 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="run directory (or its model.safetensors)")
     p.add_argument("--length", type=types.nonnegative_int, default=500,
-                   help="characters to generate (500)")
+                   help="characters to generate (500); with --stop, the most to generate")
     p.add_argument("--temperature", type=types.positive_float, default=1.0,
                    help="> 0; lower is more conservative (1.0)")
-    p.add_argument("--prime", default="", help="text to start from (printed first)")
+    prime = p.add_mutually_exclusive_group()
+    prime.add_argument("--prime", default="", help="text to start from (printed first)")
+    prime.add_argument("--prime-file", type=Path, metavar="PATH",
+                       help="start from the text of this UTF-8 file (printed first, exactly "
+                            "as in the file)")
+    p.add_argument("--stop", metavar="TEXT",
+                   help="stop as soon as the generated text ends with TEXT (TEXT is printed)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--seed", type=types.seed, default=None, help="random seed (default: fresh)")
     p.set_defaults(run=run)
@@ -31,14 +46,19 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the prime, then the sampled characters as they come."""
+    ensure_utf8_stdout()
     model = checkpoint.load_model(args.checkpoint)
     if model.vocab is None:
         raise BpttError(f"{args.checkpoint} is not a character model (it has no vocabulary)")
+    if args.stop is not None and not args.stop:
+        raise BpttError("--stop needs at least one character")
+    prime = data.read_text(args.prime_file) if args.prime_file is not None else args.prime
+    unk = model.config.get("unk")
     rng = np.random.default_rng(args.seed)
-    chars = generate(model.params, model.vocab, args.length, args.temperature, args.prime, rng,
-                     args.greedy)
+    chars = generate(model.params, model.vocab, args.length, args.temperature, prime, rng,
+                     args.greedy, args.stop, unk if isinstance(unk, str) else None)
     out = sys.stdout
-    out.write(args.prime)
+    out.write(prime)
     for ch in chars:
         out.write(ch)
     out.write("\n")

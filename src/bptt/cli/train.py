@@ -1,21 +1,32 @@
-"""``bptt train``: train a character language model, with a progress bar, evals and checkpoints."""
+"""``bptt train``: train a character language model, with a progress bar, evals and checkpoints.
+
+Text FILEs are encoded once into a cache of token ids (:mod:`bptt.corpus`, progress bar
+while encoding) and read back memory-mapped; the built-in corpus is small and stays in
+memory.  ``--init-from`` fine-tunes a trained model on new text; ``--resume`` continues
+a run exactly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from bptt import data, train
+from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
+from bptt.cli.sample import ensure_utf8_stdout
 from bptt.errors import BpttError
 from bptt.optim import OPTIMIZERS
 
 DEFAULT_OUT = Path("runs") / "train"
-FILE_SEPARATOR = "\n"
+FILE_SEPARATOR = corpus.SEPARATOR  # "\n" between the texts of several FILEs
+CACHE_SUBDIR = "cache"
+ENCODING_LABELS = {"scan": "encoding 1/2: scan", "encode": "encoding 2/2: write"}
 
 
 def add_parser(sub, name: str) -> None:
@@ -26,14 +37,20 @@ def add_parser(sub, name: str) -> None:
         name,
         help="train a character language model (default: on Python's own help text)",
         description=(
-            "Train a character-level language model on FILE(s) (UTF-8 text; several files are "
-            "joined with a newline) or, with no FILE, on the built-in corpus: the text of "
+            "Train a character-level language model on FILE(s) (UTF-8 text of any size; the "
+            "vocabulary is the Unicode characters of the text; several files are joined with "
+            "a newline between them) or, with no FILE, on the built-in corpus: the text of "
             f"CPython's {data.BUILTIN_CORPUS_NAME} module (about 465k characters, ships with "
-            "Python). Writes model.safetensors, train_state.safetensors, metrics.csv and "
-            "loss.png to --out. --steps is the run's total: a resumed run continues to it."
+            "Python). The FILEs are encoded once into token ids (uint8 for up to 256 "
+            "distinct characters, else uint16/uint32) cached in --cache-dir and read back "
+            "memory-mapped, so memory does not grow with the corpus; the cache is reused "
+            "while the files keep their size, mtime and content hash. Writes "
+            "model.safetensors, train_state.safetensors, metrics.csv and loss.png to --out. "
+            "--steps is the run's total: a resumed run continues to it."
         ),
     )
-    p.add_argument("files", nargs="*", metavar="FILE", help="UTF-8 text file(s) to train on")
+    p.add_argument("files", nargs="*", metavar="FILE", type=Path,
+                   help="UTF-8 text file(s) to train on")
     p.add_argument("--cell", choices=sorted(CELLS), help=f"recurrent cell ({d.cell})")
     p.add_argument("--hidden", type=types.positive_int, help=f"hidden size H ({d.hidden})")
     p.add_argument("--layers", type=types.positive_int, help=f"stacked layers L ({d.layers})")
@@ -57,6 +74,30 @@ def add_parser(sub, name: str) -> None:
                    help=f"characters sampled at each eval ({d.sample_length})")
     p.add_argument("--temperature", type=types.positive_float,
                    help=f"sampling temperature at each eval ({d.temperature:g})")
+    p.add_argument("--val-fraction", type=_fraction,
+                   help=f"the last fraction of the text held out for validation "
+                        f"({d.val_fraction:g}); every evaluation reads all of it, so take a "
+                        f"smaller one for a large corpus")
+    p.add_argument("--errors", choices=data.ERRORS,
+                   help="bytes that are not valid UTF-8: 'strict' stops with an error naming "
+                        "the file and byte offset (default); 'replace' reads each as U+FFFD "
+                        "(\N{REPLACEMENT CHARACTER}), which then is a character of the "
+                        "vocabulary")
+    p.add_argument("--unk", metavar="CHAR", type=_one_char,
+                   help="add CHAR to the vocabulary as the unknown-character token: when the "
+                        "model is later fine-tuned (--init-from) on text with characters "
+                        "outside its vocabulary, or primed with them (bptt sample), they are "
+                        "read as CHAR instead of being an error (default: none)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="fine-tune: start from this model's weights and vocabulary (a run "
+                        "directory or model.safetensors), with a fresh optimizer at step 0; "
+                        "--cell/--hidden/--layers (and --unk) come from the model and may "
+                        "not be changed; characters of FILE outside its vocabulary are an "
+                        "error unless it was trained with --unk")
+    p.add_argument("--cache-dir", type=Path, metavar="DIR",
+                   help=f"where the encoded FILEs (token ids and a JSON manifest with the "
+                        f"vocabulary) are cached (default: {CACHE_SUBDIR}/ inside the run "
+                        f"directory); share one between runs to encode a corpus once")
     p.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
     p.add_argument("--out", type=Path,
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
@@ -65,9 +106,44 @@ def add_parser(sub, name: str) -> None:
     p.set_defaults(run=run)
 
 
+def _fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") \
+            from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def _one_char(text: str) -> str:
+    """Exactly one Unicode character."""
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"expected exactly one character, got {text!r}")
+    return text
+
+
 SETTINGS = ("cell", "hidden", "layers", "seq_len", "batch", "steps", "lr", "optimizer", "clip",
             "clip_norm", "dtype", "seed", "eval_every", "checkpoint_every", "sample_length",
-            "temperature")
+            "temperature", "val_fraction", "errors", "unk", "cache_dir", "init_from")
+# may be given again with --resume: how long to go on, and where the encoded text is cached
+RESUME_SETTINGS = ("steps", "eval_every", "cache_dir")
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The settings given as flags (paths as strings)."""
+    given = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
+    if args.no_clip_norm:
+        given["clip_norm"] = None
+    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
+
+
+def _explicit(args: argparse.Namespace) -> dict:
+    """The settings given in the --config file or as flags (not the built-in defaults)."""
+    values = _read_json(args.config) if args.config is not None else {}
+    return (values if isinstance(values, dict) else {}) | _given(args)
 
 
 def load_config(args: argparse.Namespace) -> train.TrainConfig:
@@ -76,10 +152,7 @@ def load_config(args: argparse.Namespace) -> train.TrainConfig:
     if args.config is not None:
         values = _read_json(args.config)
     config = train.TrainConfig.from_dict(values)
-    given = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
-    if args.no_clip_norm:
-        given["clip_norm"] = None
-    return train.TrainConfig.from_dict(given, base=config)
+    return train.TrainConfig.from_dict(_given(args), base=config)
 
 
 def _read_json(path: Path) -> dict:
@@ -95,12 +168,65 @@ def _read_json(path: Path) -> dict:
         raise BpttError(f"config file {path} is not valid JSON: {exc}") from None
 
 
-def read_corpus(files: list[Path]) -> tuple[str, str]:
-    """(text, description): the files joined by a newline, or the built-in corpus."""
+def read_corpus(files: list[Path], config: train.TrainConfig, cache_dir: Path,
+                vocab: data.Vocab | None = None, quiet: bool = False,
+                ) -> tuple[str | corpus.EncodedCorpus, str]:
+    """(text, description): the FILEs encoded into the cache (joined by FILE_SEPARATOR), or
+    the built-in corpus (in memory).  vocab: a fixed vocabulary (fine-tuning, resume)."""
     if not files:
         return data.builtin_corpus(), data.BUILTIN_CORPUS_NAME
-    texts = [data.read_text(f) for f in files]
-    return FILE_SEPARATOR.join(texts), " + ".join(str(f) for f in files)
+    description = " + ".join(str(f) for f in files)
+    bar = _EncodingBar(quiet)
+    try:
+        encoded = corpus.encode_files(files, cache_dir, vocab=vocab, unk=config.unk,
+                                      errors=config.errors, separator=FILE_SEPARATOR,
+                                      progress=bar)
+    finally:
+        bar.close()
+    if not quiet:
+        verb = "reusing the encoded corpus" if encoded.reused else "encoded the corpus into"
+        print(f"{verb} {encoded.ids_file} ({encoded.num_tokens:,} characters, vocabulary "
+              f"{encoded.vocab.size}, {encoded.ids.dtype.name}, {_size(encoded.nbytes)})",
+              flush=True)
+    return encoded, description
+
+
+def _size(nbytes: int) -> str:
+    """A byte count for people: 812 B, 20.4 KiB, 190.7 MiB, 1.9 GiB."""
+    value, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:,.0f} B" if unit == "B" else f"{value:,.1f} {unit}"
+
+
+class _EncodingBar:
+    """tqdm bars for the two passes of :func:`bptt.corpus.encode_files` (none when quiet;
+    shown only once a pass has taken half a second, so small files encode silently)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.phase = quiet, None, None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if phase != self.phase:
+            from tqdm import tqdm
+
+            self.close()
+            self.phase = phase
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=ENCODING_LABELS.get(phase, phase), file=sys.stderr,
+                            dynamic_ncols=True, leave=False, delay=0.5)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.phase = None, None
 
 
 def free_out_dir(base: Path) -> Path:
@@ -114,36 +240,101 @@ def free_out_dir(base: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Train; exit 0 when done, 130 when interrupted (after saving a checkpoint)."""
-    if args.resume is not None:
-        run_ = _resume(args)
-    else:
-        config = load_config(args)
-        text, corpus = read_corpus(args.files)
-        out = args.out if args.out is not None else free_out_dir(DEFAULT_OUT)
-        run_ = train.new_run(config, text, corpus, out)
+    ensure_utf8_stdout()
+    run_ = _resume(args) if args.resume is not None else _start(args)
     return _loop(run_, args.quiet)
 
 
+def _start(args: argparse.Namespace) -> train.Run:
+    """A new run (or a fine-tuning run, with --init-from) on the FILEs."""
+    config = load_config(args)
+    init = None
+    if config.init_from is not None:
+        init = checkpoint.load_model(config.init_from)
+        config = _fit_to_model(config, init, _explicit(args))
+    out = args.out if args.out is not None else free_out_dir(DEFAULT_OUT)
+    train.check_fresh_out(out)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out / CACHE_SUBDIR
+    vocab = data.Vocab.from_list(init.vocab) if init is not None and init.vocab else None
+    with _undo_on_error(out, cache_dir) as written:
+        train.make_out_dir(out)
+        text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet)
+        written.append(text)
+        return train.new_run(config, text, description, out, init)
+
+
+def _fit_to_model(config: train.TrainConfig, init: checkpoint.LoadedModel,
+                  explicit: dict) -> train.TrainConfig:
+    """The settings of a fine-tuning run: the model's shape, dtype and --unk come from it."""
+    from bptt import models
+
+    shapes = models.check_params(init.params)
+    have = {"cell": shapes.cell, "hidden": shapes.H, "layers": shapes.L,
+            "unk": init.config.get("unk")}
+    for key, value in have.items():
+        if key in explicit and explicit[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise BpttError(
+                f"{flag} {explicit[key]} conflicts with the model of --init-from, which has "
+                f"{key}={value!r}; leave out {flag}: the model's shape and vocabulary come "
+                "from the checkpoint."
+            )
+    if "dtype" not in explicit:
+        have["dtype"] = str(init.params["Whh"].dtype)
+    values = config.to_dict() | have
+    return train.TrainConfig.from_dict(values)
+
+
+@contextlib.contextmanager
+def _undo_on_error(out: Path, cache_dir: Path) -> Iterator[list]:
+    """On a BpttError or Ctrl-C, remove what this command created: the cache files it wrote (the
+    EncodedCorpus objects appended to the yielded list), then the cache and run directories
+    if they are empty and did not exist before.  A failed run leaves nothing behind and
+    never touches what was there."""
+    new_dirs = [d for d in (cache_dir, out) if not d.exists()]
+    written: list = []
+    try:
+        yield written
+    except (BpttError, KeyboardInterrupt):
+        for item in written:
+            if isinstance(item, corpus.EncodedCorpus) and not item.reused:
+                item.ids_file.unlink(missing_ok=True)
+                item.manifest.unlink(missing_ok=True)
+        for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts), reverse=True):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
 def _resume(args: argparse.Namespace) -> train.Run:
-    fixed = [k for k in SETTINGS if k not in ("steps", "eval_every")
-             and getattr(args, k) is not None]
+    fixed = [k for k in SETTINGS if k not in RESUME_SETTINGS and getattr(args, k) is not None]
+    if args.no_clip_norm:
+        fixed.append("clip_norm")
     if fixed or args.config is not None or args.out is not None:
         names = ", ".join("--" + k.replace("_", "-") for k in fixed) or "--config/--out"
-        raise BpttError(f"{names} cannot change on --resume (only --steps and --eval-every can)")
-    meta_corpus = _saved_corpus(args.resume)
+        raise BpttError(
+            f"{names} cannot change on --resume (only --steps, --eval-every and --cache-dir can)"
+        )
+    meta = _saved_meta(args.resume)
+    meta_corpus = str(meta.get("corpus", data.BUILTIN_CORPUS_NAME))
     files = args.files or ([] if meta_corpus == data.BUILTIN_CORPUS_NAME
                            else [Path(p) for p in meta_corpus.split(" + ")])
-    text, _ = read_corpus(files)
+    try:
+        config = train.TrainConfig.from_dict(meta["config"])
+        vocab = data.Vocab.from_list(meta["vocab"])
+    except (KeyError, TypeError) as exc:
+        raise BpttError(f"{args.resume} holds a damaged {train.STATE_FILE} ({exc!r})") from None
+    cache_dir = args.cache_dir or (Path(config.cache_dir) if config.cache_dir
+                                   else args.resume / CACHE_SUBDIR)
+    text, _ = read_corpus(files, config, cache_dir, vocab, args.quiet)
     return train.resume_run(args.resume, text, args.steps, args.eval_every)
 
 
-def _saved_corpus(directory: Path) -> str:
-    from bptt import checkpoint
-
+def _saved_meta(directory: Path) -> dict:
     file = directory / train.STATE_FILE
     if not file.exists():
         raise BpttError(f"{directory} holds no {train.STATE_FILE} to resume from")
-    return str(checkpoint.read_safetensors(file)[1].get("corpus", data.BUILTIN_CORPUS_NAME))
+    return checkpoint.read_safetensors(file)[1]
 
 
 def _loop(run_: train.Run, quiet: bool) -> int:

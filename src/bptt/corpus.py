@@ -1,0 +1,521 @@
+"""Text files of any size as a cached, memory-mapped file of token ids.
+
+Dimension letters: N tokens (characters) in the corpus, V vocabulary size.
+
+:func:`encode_files` turns one or more UTF-8 files into token ids ONCE and
+caches them; training then reads the ids through ``np.memmap``, so the memory
+a run needs does not grow with the corpus.
+
+Encoding works on blocks of :data:`BLOCK_BYTES` bytes read from the file and
+decoded with an incremental UTF-8 decoder (a character split across two
+blocks is decoded whole); the text is never held as one Python ``str``.
+
+* Pass 1 (``"scan"``) hashes the bytes (BLAKE2b), collects the set of
+  characters (code points) and, when the vocabulary is fixed (fine-tuning),
+  finds characters outside it.
+* Pass 2 (``"encode"``) decodes again and writes the ids, one block at a time,
+  through a lookup table code point -> id, to a temporary file that is renamed
+  into place when complete; the bytes are hashed again and must equal pass 1
+  (a file that changes while being encoded is refused).
+
+Several files are joined with :data:`SEPARATOR` (a newline) between them, as
+if they were one text.  A UTF-8 byte-order mark at the start of a file is
+dropped.  ``errors="replace"`` reads undecodable bytes as U+FFFD (which then
+is a character of the vocabulary); ``"strict"`` stops with the byte offset.
+
+The cache (in ``cache_dir``) holds, per list of files, one JSON manifest and
+one id file::
+
+    corpus-<key>.json          format, the files (absolute path, size, mtime,
+                               BLAKE2b of the bytes), separator, errors, unk,
+                               the vocabulary (list of characters), dtype, N
+    corpus-<key>-<digest>.ids  N ids, little-endian uint8 (V <= 256), uint16
+                               (V <= 65536) or uint32, no header
+
+``<key>`` hashes the absolute paths and the decoding options; ``<digest>``
+the contents and the vocabulary.  The cache is reused while every file has
+the recorded size and mtime; when they differ the file is re-hashed, and
+re-encoded only if its content changed.  The manifest is written last (and
+atomically), so it always names a complete id file.
+
+The library never prints: ``progress(phase, bytes_done, bytes_total)`` is
+called after each block.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt.data import (
+    Vocab,
+    check_errors,
+    check_unk,
+    undecodable_message,
+    unknown_characters_message,
+)
+from bptt.errors import BpttError, DataError
+
+SEPARATOR = "\n"  # between the texts of several files
+BLOCK_BYTES = 4 << 20  # bytes read and decoded at a time
+CACHE_FORMAT = "bptt-corpus"
+CACHE_VERSION = 1
+NUM_CODE_POINTS = 0x110000
+TEMP_PREFIX = ".tmp-"
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, bytes_done, bytes_total)``; phase is "scan" or "encode"."""
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest little-endian unsigned dtype that holds ids 0..vocab_size−1."""
+    if vocab_size <= 1 << 8:
+        return np.dtype("u1")
+    if vocab_size <= 1 << 16:
+        return np.dtype("<u2")
+    return np.dtype("<u4")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file as recorded in the cache: absolute path, size, mtime, content hash."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    blake2b: str = ""
+
+    def same_stat(self, other: Source) -> bool:
+        """Same file, size and modification time (the content is then trusted unchanged)."""
+        return (self.path, self.size, self.mtime_ns) == (other.path, other.size, other.mtime_ns)
+
+
+@dataclass
+class EncodedCorpus:
+    """Token ids of a text on disk.
+
+    ``ids``: (N,) read-only ``np.memmap`` of dtype :func:`id_dtype` (V);
+    ``vocab``: the vocabulary the ids index; ``ids_file`` / ``manifest``: the
+    cache files; ``reused``: True when no ids were written by this call.
+    """
+
+    ids: np.ndarray
+    vocab: Vocab
+    ids_file: Path
+    manifest: Path
+    reused: bool
+    sources: tuple[Source, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        """N, the number of characters (ids)."""
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the id file in bytes."""
+        return int(self.ids.nbytes)
+
+
+# --------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------
+
+
+def encode_files(
+    files: Sequence[str | os.PathLike[str]],
+    cache_dir: str | os.PathLike[str],
+    *,
+    vocab: Vocab | None = None,
+    unk: str | None = None,
+    errors: str = "strict",
+    separator: str = SEPARATOR,
+    progress: Progress | None = None,
+) -> EncodedCorpus:
+    """Encode ``files`` (joined by ``separator``) into cached token ids, or reuse the cache.
+
+    vocab: a fixed vocabulary (fine-tuning, resuming); None builds it from the
+    characters of the text (sorted by code point).  unk: the unknown-character
+    token: added to a built vocabulary; with a fixed one it must be in it, and
+    characters outside the vocabulary are read as it (without ``unk`` they are
+    a DataError listing the first few).  errors: "strict" or "replace" (see
+    the module docstring).
+
+    Raises:
+        DataError: a file is missing, a directory, unreadable, empty, binary,
+            not valid UTF-8 (strict), has characters outside a fixed vocabulary,
+            or changed while being encoded.
+        BpttError: the cache directory cannot be written.
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise BpttError("encode_files needs at least one file.")
+    errors = check_errors(errors)
+    if unk is not None:
+        check_unk(unk)
+        if vocab is not None and unk not in vocab.chars:
+            raise DataError(
+                f"the unknown-character token {unk!r} is not in the vocabulary; "
+                "use the --unk character the model was trained with."
+            )
+    if not isinstance(separator, str):
+        raise BpttError(f"separator must be a string, got {separator!r}.")
+    stats = [_stat(p) for p in paths]
+    cache = Path(cache_dir)
+    key = _entry_key(stats, separator, errors, unk)
+    manifest_file = cache / f"corpus-{key}.json"
+    old = _read_manifest(manifest_file, len(paths))
+
+    def fits(entry: dict[str, Any]) -> bool:
+        return vocab is None or entry["vocab"] == vocab
+
+    if old is not None and fits(old) and all(
+        s.same_stat(o) for s, o in zip(stats, old["sources"], strict=True)
+    ):
+        return _open(old, manifest_file, reused=True)
+
+    scan = _scan(paths, stats, errors, separator, vocab, unk, progress)
+    sources = tuple(
+        Source(s.path, s.size, s.mtime_ns, h) for s, h in zip(stats, scan.hashes, strict=True)
+    )
+    final_vocab = vocab if vocab is not None else scan.vocab(unk)
+    dtype = id_dtype(final_vocab.size)
+    digest = _digest(sources, final_vocab, dtype)
+    entry = {
+        "sources": list(sources),
+        "vocab": final_vocab,
+        "dtype": dtype,
+        "num_tokens": scan.num_chars + len(separator) * (len(paths) - 1),
+        "ids_file": f"corpus-{key}-{digest}.ids",
+    }
+    if old is not None and old["ids_file"] == entry["ids_file"] \
+            and old["num_tokens"] == entry["num_tokens"]:
+        # touched, not changed: same bytes, same vocabulary; record the new mtimes
+        _write_manifest(manifest_file, entry, separator, errors, unk)
+        return _open(entry, manifest_file, reused=True)
+
+    _make_cache_dir(cache)
+    ids_file = cache / entry["ids_file"]
+    _write_ids(paths, sources, ids_file, final_vocab, dtype, unk, errors, separator, progress,
+               entry["num_tokens"])
+    _write_manifest(manifest_file, entry, separator, errors, unk)
+    for stale in cache.glob(f"corpus-{key}-*.ids"):
+        if stale.name != ids_file.name:
+            stale.unlink(missing_ok=True)
+    return _open(entry, manifest_file, reused=False)
+
+
+# --------------------------------------------------------------------------
+# reading files block by block
+# --------------------------------------------------------------------------
+
+
+def _stat(file: Path) -> Source:
+    """The file's absolute path, size and mtime; each way it can be unusable is a DataError."""
+    if not file.exists():
+        raise DataError(f"{file} does not exist; pass the path of a UTF-8 text file.")
+    if file.is_dir():
+        raise DataError(f"{file} is a directory; pass the path of a UTF-8 text file inside it.")
+    try:
+        st = file.stat()
+    except OSError as exc:
+        raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
+    if st.st_size == 0:
+        raise DataError(f"{file} is empty; pass a text file with some characters in it.")
+    return Source(str(file.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _decode_blocks(file: Path, errors: str, hasher: Any,
+                   on_bytes: Callable[[int], None]) -> Iterator[str]:
+    """Yield the text of ``file`` in pieces of at most BLOCK_BYTES bytes each.
+
+    Every byte read is fed to ``hasher`` (before decoding) and counted with
+    ``on_bytes``.  The BOM is dropped; NUL bytes or (strict) bad UTF-8 raise
+    DataError, the latter naming the byte offset in the file.  The bytes of a
+    character split between two blocks are carried over to the next block
+    (``codecs.utf_8_decode`` with ``final=False`` is the incremental decoder's
+    own step, without its extra copy).
+    """
+    try:
+        handle = file.open("rb")
+    except PermissionError as exc:
+        raise DataError(
+            f"{file} cannot be read (permission denied); fix its permissions or copy it."
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
+    with handle:
+        start = 0  # file offset of buffer[0]
+        buffer = b""
+        while True:
+            block = handle.read(BLOCK_BYTES)
+            final = not block
+            hasher.update(block)
+            if b"\0" in block:
+                raise DataError(
+                    f"{file} looks like a binary file (it contains NUL bytes); "
+                    "pass a UTF-8 text file."
+                )
+            buffer = buffer + block if buffer else block
+            if start == 0 and buffer.startswith(codecs.BOM_UTF8):
+                buffer, start = buffer[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
+            try:
+                text, used = codecs.utf_8_decode(buffer, errors, final)
+            except UnicodeDecodeError as exc:
+                bad = start + exc.start
+                raise DataError(undecodable_message(file, bad, buffer[exc.start])) from exc
+            buffer, start = buffer[used:], start + used
+            if block:
+                on_bytes(len(block))
+            if text:
+                yield text
+            if final:
+                return
+
+
+def _code_points(text: str) -> np.ndarray:
+    """(len(text),) uint32 code points (a UTF-8 decoder never yields lone surrogates)."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+class _Counter:
+    """Bytes done across all files, reported through ``progress``."""
+
+    def __init__(self, phase: str, total: int, progress: Progress | None) -> None:
+        self.phase, self.total, self.done, self.progress = phase, total, 0, progress
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.phase, self.done, self.total)
+
+
+# --------------------------------------------------------------------------
+# pass 1: hashes, character set, unknown characters
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    hashes: list[str]
+    seen: np.ndarray  # (0x110000,) bool: which code points occur
+    num_chars: int
+
+    def vocab(self, unk: str | None) -> Vocab:
+        """The sorted characters of the text (separators included), plus ``unk``."""
+        seen = self.seen.copy()
+        if unk is not None:
+            seen[ord(unk)] = True
+        return Vocab([chr(cp) for cp in np.flatnonzero(seen)])
+
+
+def _new_hasher() -> Any:
+    return hashlib.blake2b(digest_size=16)
+
+
+def _scan(paths: list[Path], stats: list[Source], errors: str, separator: str,
+          vocab: Vocab | None, unk: str | None, progress: Progress | None) -> _Scan:
+    """Pass 1 over every file (see the module docstring)."""
+    seen = np.zeros(NUM_CODE_POINTS, dtype=bool)
+    known = None
+    if vocab is not None and unk is None:
+        known = np.zeros(NUM_CODE_POINTS, dtype=bool)
+        known[[ord(c) for c in vocab.chars]] = True
+    first_unknown: list[str] = []
+    counter = _Counter("scan", sum(s.size for s in stats), progress)
+    hashes, num_chars = [], 0
+    for i, path in enumerate(paths):
+        if i > 0 and separator:
+            cps = _code_points(separator)
+            seen[cps] = True
+            if known is not None and len(first_unknown) < 5:
+                _collect_unknown(cps, known, first_unknown)
+        hasher = _new_hasher()
+        chars_in_file = 0
+        for text in _decode_blocks(path, errors, hasher, counter):
+            cps = _code_points(text)
+            new = ~np.take(seen, cps)  # a gather is much faster than a scatter of every cp
+            if new.any():
+                seen[cps[new]] = True
+            chars_in_file += len(text)
+            if known is not None and len(first_unknown) < 5:
+                _collect_unknown(cps, known, first_unknown)
+        if chars_in_file == 0:
+            raise DataError(f"{path} is empty; pass a text file with some characters in it.")
+        num_chars += chars_in_file
+        hashes.append(hasher.hexdigest())
+    if known is not None and first_unknown:
+        total = int(np.count_nonzero(seen & ~known))
+        raise DataError(unknown_characters_message(first_unknown, total))
+    return _Scan(hashes, seen, num_chars)
+
+
+def _collect_unknown(cps: np.ndarray, known: np.ndarray, first: list[str]) -> None:
+    """Append to ``first`` (up to 5) the unknown characters of ``cps`` in order of appearance."""
+    unknown = cps[~known[cps]]
+    if unknown.size == 0:
+        return
+    values, where = np.unique(unknown, return_index=True)
+    for cp in values[np.argsort(where)]:
+        char = chr(int(cp))
+        if char not in first:
+            first.append(char)
+            if len(first) == 5:
+                return
+
+
+# --------------------------------------------------------------------------
+# pass 2: writing the ids
+# --------------------------------------------------------------------------
+
+
+def _lookup_table(vocab: Vocab, dtype: np.dtype, unk: str | None) -> np.ndarray:
+    """(0x110000,) code point -> id; code points outside the vocabulary map to unk (or 0)."""
+    table = np.full(NUM_CODE_POINTS, vocab.index(unk) if unk is not None else 0, dtype=dtype)
+    table[[ord(c) for c in vocab.chars]] = np.arange(vocab.size)
+    return table
+
+
+def _write_ids(paths: list[Path], sources: Sequence[Source], target: Path, vocab: Vocab,
+               dtype: np.dtype, unk: str | None, errors: str, separator: str,
+               progress: Progress | None, num_tokens: int) -> None:
+    """Pass 2: decode again and write the ids to a temporary file renamed to ``target``."""
+    table = _lookup_table(vocab, dtype, unk)
+    separator_ids = table[_code_points(separator)] if separator else table[:0]
+    counter = _Counter("encode", sum(s.size for s in sources), progress)
+    temp = target.with_name(f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:8]}")
+    written = 0
+    try:
+        with temp.open("wb") as out:
+            for i, (path, source) in enumerate(zip(paths, sources, strict=True)):
+                if i > 0:
+                    out.write(separator_ids.tobytes())
+                    written += len(separator_ids)
+                hasher = _new_hasher()
+                for text in _decode_blocks(path, errors, hasher, counter):
+                    ids = np.take(table, _code_points(text))
+                    out.write(ids.tobytes())
+                    written += len(ids)
+                if hasher.hexdigest() != source.blake2b:
+                    raise DataError(
+                        f"{path} changed while it was being encoded; run the command again "
+                        "once nothing writes to it."
+                    )
+            out.flush()
+            os.fsync(out.fileno())
+        if written != num_tokens:  # pragma: no cover - guarded by the hash check above
+            raise DataError(f"{paths[0]} changed while it was being encoded; run again.")
+        os.replace(temp, target)
+    except OSError as exc:
+        raise BpttError(
+            f"cannot write the encoded corpus to {target.parent}: {exc.strerror or exc}; "
+            "choose another --cache-dir."
+        ) from exc
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------
+# the cache manifest
+# --------------------------------------------------------------------------
+
+
+def _entry_key(stats: Sequence[Source], separator: str, errors: str, unk: str | None) -> str:
+    """Hex key of a cache entry: the absolute paths and the decoding options."""
+    spec = json.dumps({"paths": [s.path for s in stats], "separator": separator,
+                       "errors": errors, "unk": unk}, ensure_ascii=True)
+    return hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()
+
+
+def _digest(sources: Sequence[Source], vocab: Vocab, dtype: np.dtype) -> str:
+    """Hex digest of what the ids depend on: the contents, the vocabulary, the dtype."""
+    spec = json.dumps({"contents": [s.blake2b for s in sources], "vocab": vocab.to_list(),
+                       "dtype": dtype.str}, ensure_ascii=True)
+    return hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()
+
+
+def _make_cache_dir(cache: Path) -> None:
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BpttError(
+            f"cannot create the cache directory {cache}: {exc.strerror or exc}; "
+            "choose another --cache-dir."
+        ) from exc
+
+
+def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: str,
+                    unk: str | None) -> None:
+    """Write the manifest JSON atomically (temporary file, then rename)."""
+    doc = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "sources": [vars(s) for s in entry["sources"]],
+        "separator": separator,
+        "errors": errors,
+        "unk": unk,
+        "dtype": entry["dtype"].str,
+        "num_tokens": entry["num_tokens"],
+        "ids_file": entry["ids_file"],
+        "vocab": entry["vocab"].to_list(),
+    }
+    temp = file.with_name(f"{TEMP_PREFIX}{file.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        temp.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(temp, file)
+    except OSError as exc:
+        raise BpttError(
+            f"cannot write the corpus cache {file}: {exc.strerror or exc}; "
+            "choose another --cache-dir."
+        ) from exc
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:
+    """The manifest as an entry dict, or None when absent, damaged or inconsistent."""
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        if doc.get("format") != CACHE_FORMAT or doc.get("version") != CACHE_VERSION:
+            return None
+        sources = tuple(
+            Source(str(s["path"]), int(s["size"]), int(s["mtime_ns"]), str(s["blake2b"]))
+            for s in doc["sources"]
+        )
+        dtype = np.dtype(doc["dtype"])
+        vocab = Vocab.from_list(doc["vocab"])
+        num_tokens, ids_file = doc["num_tokens"], doc["ids_file"]
+        ok = (
+            len(sources) == num_files
+            and dtype == id_dtype(vocab.size)
+            and isinstance(num_tokens, int) and num_tokens >= 1
+            and isinstance(ids_file, str) and Path(ids_file).name == ids_file
+            and ids_file.startswith("corpus-") and ids_file.endswith(".ids")
+            and (file.parent / ids_file).is_file()
+            and (file.parent / ids_file).stat().st_size == num_tokens * dtype.itemsize
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not ok:
+        return None
+    return {"sources": sources, "vocab": vocab, "dtype": dtype, "num_tokens": num_tokens,
+            "ids_file": ids_file}
+
+
+def _open(entry: dict[str, Any], manifest: Path, reused: bool) -> EncodedCorpus:
+    """Memory-map the id file of a cache entry (read-only)."""
+    ids_file = manifest.parent / entry["ids_file"]
+    try:
+        ids = np.memmap(ids_file, dtype=entry["dtype"], mode="r", shape=(entry["num_tokens"],))
+    except (OSError, ValueError) as exc:
+        raise BpttError(f"cannot read the encoded corpus {ids_file}: {exc}") from exc
+    return EncodedCorpus(ids, entry["vocab"], ids_file, manifest, reused, tuple(entry["sources"]))

@@ -1,0 +1,300 @@
+"""bptt.corpus: UTF-8 files of any size encoded once into a cached, memory-mapped id file.
+
+Also: the stream batcher on a memmap, text preparation from an encoded corpus,
+fine-tuning from a checkpoint (library side) and generation with --stop / unk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bptt.corpus as corpus_module
+from bptt import checkpoint, train
+from bptt.corpus import SEPARATOR, encode_files, id_dtype
+from bptt.data import StreamBatcher, Vocab
+from bptt.errors import BpttError, DataError
+from bptt.sample import generate, sample_text
+
+# accents, CJK, Greek, emoji (outside the BMP: 4 bytes in UTF-8, one character each)
+MULTIBYTE = ("Ünïcödé café naïve straße — 日本語のテキスト、中文文本。 emoji 😀🎉🚀 "
+             "Ελληνικά ñandú.\nThe quick brown fox; 0123456789!\n")
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Read files 5 bytes at a time, so most multibyte characters are split between blocks."""
+    monkeypatch.setattr(corpus_module, "BLOCK_BYTES", 5)
+
+
+def write(path: Path, text: str, bom: bool = False) -> Path:
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def decoded(encoded) -> str:
+    return encoded.vocab.decode(np.asarray(encoded.ids))
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def test_multibyte_text_round_trips_through_blocks_bom_and_several_files(tmp_path, tiny_blocks):
+    a = write(tmp_path / "a.txt", MULTIBYTE * 3, bom=True)
+    b = write(tmp_path / "b.txt", "second file ☃ 🚀")
+    phases = []
+    enc = encode_files([a, b], tmp_path / "cache",
+                       progress=lambda phase, done, total: phases.append((phase, done, total)))
+    text = MULTIBYTE * 3 + SEPARATOR + "second file ☃ 🚀"
+    assert decoded(enc) == text  # the BOM is dropped, the files joined by a newline
+    assert enc.vocab == Vocab.from_text(text)  # code points, sorted: as the in-memory path
+    assert isinstance(enc.ids, np.memmap) and enc.ids.dtype == np.uint8 and not enc.reused
+    assert enc.ids_file.stat().st_size == len(text)
+    total = a.stat().st_size + b.stat().st_size
+    assert [p for p in phases if p[1] == total] == [("scan", total, total), ("encode", total, total)]
+    assert all(x[1] <= y[1] for x, y in itertools.pairwise(phases) if x[0] == y[0])
+    manifest = json.loads(enc.manifest.read_text(encoding="utf-8"))
+    assert manifest["vocab"] == list(enc.vocab.chars) and manifest["num_tokens"] == len(text)
+    assert [s["size"] for s in manifest["sources"]] == [a.stat().st_size, b.stat().st_size]
+
+
+@pytest.mark.parametrize(("count", "dtype"), [(256, "u1"), (257, "<u2"), (65537, "<u4")])
+def test_id_dtype_grows_with_the_vocabulary(tmp_path, count, dtype):
+    assert id_dtype(count) == np.dtype(dtype)
+    chars = "".join(chr(0x4E00 + i) if i < 20000 else chr(0x20000 + i) for i in range(count))
+    enc = encode_files([write(tmp_path / "v.txt", chars + chars[:10])], tmp_path / "c")
+    assert enc.ids.dtype == np.dtype(dtype) and enc.vocab.size == count
+    assert decoded(enc) == chars + chars[:10]
+
+
+def test_the_text_is_never_decoded_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_module, "BLOCK_BYTES", 1000)
+    sizes = []
+    real = corpus_module._code_points
+    monkeypatch.setattr(corpus_module, "_code_points",
+                        lambda text: sizes.append(len(text)) or real(text))
+    path = write(tmp_path / "t.txt", MULTIBYTE * 200)
+    encode_files([path], tmp_path / "c")
+    assert max(sizes) <= 1000 < path.stat().st_size
+
+
+def test_undecodable_bytes_name_the_offset_even_across_blocks(tmp_path, tiny_blocks):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("abc日".encode() + b"xy\xffz")
+    with pytest.raises(DataError, match=r"not valid UTF-8 at byte 8 \(byte 0xff\).*--errors replace"):
+        encode_files([path], tmp_path / "c")
+    truncated = tmp_path / "truncated.txt"
+    truncated.write_bytes(b"\xef\xbb\xbfab" + "日".encode()[:2])  # ends inside a character
+    with pytest.raises(DataError, match="at byte 5 "):
+        encode_files([truncated], tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # nothing written for a failed encoding
+    enc = encode_files([path], tmp_path / "c", errors="replace")
+    assert decoded(enc) == "abc日xy\ufffdz"
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (b"", "is empty"), (b"\xef\xbb\xbf", "is empty"), (b"ab\x00cd", "binary")])
+def test_unusable_files(tmp_path, content, match):
+    path = tmp_path / "f.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=match):
+        encode_files([path], tmp_path / "c")
+    with pytest.raises(DataError, match="does not exist"):
+        encode_files([tmp_path / "missing.txt"], tmp_path / "c")
+    with pytest.raises(DataError, match="is a directory"):
+        encode_files([tmp_path], tmp_path / "c")
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def test_cache_is_reused_rehashed_when_touched_and_reencoded_when_changed(tmp_path):
+    path = write(tmp_path / "t.txt", MULTIBYTE * 20)
+    cache = tmp_path / "cache"
+    first = encode_files([path], cache)
+    stamp = first.ids_file.stat().st_mtime_ns
+    again = encode_files([path], cache)
+    assert again.reused and again.ids_file == first.ids_file
+    assert again.ids_file.stat().st_mtime_ns == stamp  # not rewritten
+    # touched: re-hashed, same content: the ids are kept
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    touched = encode_files([path], cache)
+    assert touched.reused and touched.ids_file.stat().st_mtime_ns == stamp
+    # changed (same size, so only the content hash can tell): re-encoded, old ids removed
+    path.write_bytes(path.read_bytes().replace(b"fox", b"cat"))
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    changed = encode_files([path], cache)
+    assert not changed.reused and changed.ids_file != first.ids_file
+    assert decoded(changed) == (MULTIBYTE * 20).replace("fox", "cat")
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [changed.ids_file.name, changed.manifest.name])
+
+
+def test_a_damaged_manifest_or_id_file_is_reencoded(tmp_path):
+    path = write(tmp_path / "t.txt", MULTIBYTE)
+    first = encode_files([path], tmp_path / "c")
+    first.ids_file.write_bytes(b"short")
+    assert not encode_files([path], tmp_path / "c").reused
+    first.manifest.write_text("{not json")
+    redone = encode_files([path], tmp_path / "c")
+    assert not redone.reused and decoded(redone) == MULTIBYTE
+
+
+# ---------------------------------------------------------------- fixed vocabulary, unk
+
+
+def test_fixed_vocabulary_lists_unknown_characters_in_order_of_appearance(tmp_path):
+    path = write(tmp_path / "new.txt", "abc 日本 abc 😀 xyz")
+    vocab = Vocab.from_text("abc \n")
+    with pytest.raises(DataError) as info:
+        encode_files([path], tmp_path / "c", vocab=vocab)
+    message = str(info.value)
+    assert "6 characters that are not in the vocabulary: '日', '本', '😀', 'x', 'y'" in message
+    assert "--unk" in message and not (tmp_path / "c").exists()
+
+
+def test_unknown_characters_map_to_the_unk_token(tmp_path):
+    path = write(tmp_path / "new.txt", "abc 日本 abc")
+    vocab = Vocab.from_text("abc \n\N{REPLACEMENT CHARACTER}")
+    enc = encode_files([path], tmp_path / "c", vocab=vocab, unk="\ufffd")
+    assert decoded(enc) == "abc \ufffd\ufffd abc" and enc.vocab == vocab
+    with pytest.raises(DataError, match="not in the vocabulary"):
+        encode_files([path], tmp_path / "c", vocab=vocab, unk="#")
+    built = encode_files([path], tmp_path / "c2", unk="#")  # a built vocabulary gets the token
+    assert "#" in built.vocab.chars and decoded(built) == "abc 日本 abc"
+
+
+def test_read_text_can_replace_undecodable_bytes(tmp_path):
+    from bptt.data import read_text
+
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"caf\xe9 \xf0\x9f\x98\x80")
+    assert read_text(path, errors="replace") == "caf\ufffd 😀"
+    with pytest.raises(DataError, match=r"at byte 3 .*--errors replace"):
+        read_text(path)
+
+
+def test_vocab_encode_unk_for_the_in_memory_path():
+    vocab = Vocab.from_text("ab", unk="?")
+    assert vocab.chars == ("?", "a", "b")
+    assert vocab.decode(vocab.encode("abz☃a", unk="?")) == "ab??a"
+
+
+# ---------------------------------------------------------------- batches on a memmap
+
+
+def test_stream_batcher_on_a_memmap_matches_int64_and_does_not_copy(tmp_path):
+    path = write(tmp_path / "t.txt", MULTIBYTE * 50)
+    enc = encode_files([path], tmp_path / "c")
+    ids64 = np.asarray(enc.ids).astype(np.int64)
+    mapped, in_memory = StreamBatcher(enc.ids, 4, 7), StreamBatcher(ids64, 4, 7)
+    assert np.shares_memory(mapped._inputs, enc.ids)  # views of the map, not a copy
+    for _ in range(mapped.chunks_per_epoch + 2):
+        for a, b in zip(mapped.next_batch(), in_memory.next_batch(), strict=True):
+            assert np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype
+    assert mapped.state_dict() == in_memory.state_dict()  # same fingerprint whatever the dtype
+
+
+def test_fingerprint_is_computed_chunkwise(monkeypatch):
+    from bptt import data
+
+    ids = np.random.default_rng(0).integers(0, 200, size=10_001).astype(np.uint8)
+    whole = StreamBatcher(ids, 3, 5).state_dict()["tokens_crc32"]
+    monkeypatch.setattr(data, "FINGERPRINT_CHUNK", 64)
+    assert StreamBatcher(ids, 3, 5).state_dict()["tokens_crc32"] == whole
+
+
+# ---------------------------------------------------------------- runs on encoded text
+
+
+def config(**changes) -> train.TrainConfig:
+    base = dict(cell="gru", hidden=12, seq_len=8, batch=3, steps=2, eval_every=2,
+                sample_length=20, dtype="float64")
+    return train.TrainConfig(**(base | changes)).validate()
+
+
+def fit(run: train.Run, steps: int = 2) -> train.Run:
+    """A few steps and a checkpoint (train.train without its plot, to stay fast)."""
+    for _ in range(steps):
+        train.train_step(run)
+    train.save(run)
+    return run
+
+
+def test_a_run_on_an_encoded_corpus_equals_the_in_memory_run(tmp_path):
+    text = MULTIBYTE * 40
+    enc = encode_files([write(tmp_path / "t.txt", text)], tmp_path / "c")
+    mapped = train.new_run(config(), enc, "t.txt", tmp_path / "a")
+    in_memory = train.new_run(config(), text, "t.txt", tmp_path / "b")
+    assert mapped.vocab == in_memory.vocab
+    assert isinstance(mapped.val_ids, np.memmap) and len(mapped.val_ids) == len(in_memory.val_ids)
+    fit(mapped)
+    fit(in_memory)
+    for key in mapped.params:
+        assert np.array_equal(mapped.params[key], in_memory.params[key])
+    resumed = train.resume_run(tmp_path / "a", enc, steps=3)
+    assert resumed.step == 2 and resumed.vocab == mapped.vocab
+    saved = checkpoint.load_model(tmp_path / "a")
+    assert saved.vocab == list(Vocab.from_text(text).chars)  # every character round-trips
+
+
+def test_fine_tuning_starts_from_the_weights_and_vocabulary(tmp_path):
+    base = train.new_run(config(unk="\ufffd"), MULTIBYTE * 40, "base", tmp_path / "base")
+    fit(base)
+    model = checkpoint.load_model(tmp_path / "base")
+    new_text = "日本語 😀 café " * 100 + "unknown: ☃ ♞ "
+    tuned = train.new_run(config(unk="\ufffd", lr=0.01), new_text, "new", tmp_path / "tuned",
+                          init=model)
+    assert tuned.step == 0 and tuned.vocab.to_list() == model.vocab
+    for key, value in model.params.items():  # step-0 weights are the checkpoint's
+        assert np.array_equal(tuned.params[key], value)
+        assert tuned.params[key] is not value
+    assert all(not np.any(m) for moments in tuned.opt_state.values() for m in moments.values())
+    unk_id = tuned.vocab.index("\ufffd")
+    assert unk_id in np.concatenate([tuned.batches._inputs.ravel(), tuned.val_ids])
+    train.train_step(tuned)
+    assert not np.array_equal(tuned.params["Whh"], model.params["Whh"])
+    with pytest.raises(BpttError, match="hidden=12 but the settings say hidden=16"):
+        train.new_run(config(unk="\ufffd", hidden=16), new_text, "new", tmp_path / "x",
+                      init=model)
+    with pytest.raises(BpttError, match="use the model's"):
+        train.new_run(config(), new_text, "new", tmp_path / "x", init=model)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fine_tuning_without_unk_refuses_unknown_characters(tmp_path):
+    fit(train.new_run(config(), MULTIBYTE * 40, "base", tmp_path / "base"))
+    model = checkpoint.load_model(tmp_path / "base")
+    with pytest.raises(DataError, match="not in the vocabulary: '☃'"):
+        train.new_run(config(), MULTIBYTE * 10 + "☃", "new", tmp_path / "x", init=model)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def test_generate_stops_after_the_stop_text_and_reads_unknown_prime_characters_as_unk():
+    import bptt
+
+    vocab = list("ab\n#")
+    params = bptt.init_params("rnn", 4, 8, 4, rng=np.random.default_rng(0))
+    full = sample_text(params, vocab, 300, rng=np.random.default_rng(1))
+    stop = full[40:42]
+    first = full.index(stop) + len(stop)
+    short = sample_text(params, vocab, 300, rng=np.random.default_rng(1), stop=stop)
+    assert short == full[:first] and short.endswith(stop)
+    one = sample_text(params, vocab, 300, rng=np.random.default_rng(1), stop="a")
+    assert one.endswith("a") and "a" not in one[:-1]
+    with pytest.raises(DataError, match="cannot generate: 'z'"):
+        generate(params, vocab, 5, stop="az")
+    with pytest.raises(BpttError, match="non-empty"):
+        generate(params, vocab, 5, stop="")
+    a = sample_text(params, vocab, 30, prime="a☃b", rng=np.random.default_rng(2), unk="#")
+    b = sample_text(params, vocab, 30, prime="a#b", rng=np.random.default_rng(2), unk="#")
+    assert a == b
+    with pytest.raises(DataError, match="not in the model's vocabulary"):
+        generate(params, vocab, 5, prime="a☃b")
