@@ -21,6 +21,8 @@ COMMANDS = {
     "train": "train",
     "sample": "sample",
     "gradcheck": "gradcheck",
+    "terms": "terms",
+    "flow": "flow",
 }
 
 

@@ -1,0 +1,124 @@
+"""``bptt flow``: the picture of gradient flow, ‖∂J_t/∂h_k‖ over (t, k), as PNG and CSV.
+
+    bptt flow                                   fresh rnn on a built-in sentence
+    bptt flow --compare --hidden 64             rnn vs lstm vs gru on the same sequence
+    bptt flow --file notes.txt --cell lstm --out pictures
+    bptt flow --checkpoint runs/shakespeare     a trained model (its vocabulary and sizes)
+
+Writes DIR/flow.png (heatmap), DIR/flow.csv (the numbers: cell,t,k,distance,norm with
+t, k counted from 1) and DIR/flow_distance.png (mean norm against t − k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from bptt import flow
+from bptt.cells import CELLS
+from bptt.cli import args as types
+from bptt.errors import BpttError
+
+
+def add_parser(sub, name: str) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser(
+        name,
+        help="draw gradient flow ‖∂J_t/∂h_k‖ over (t, k) as a heatmap (PNG) and CSV",
+        description=(
+            "Computes ‖∂J_t/∂h_k‖ — how much of the error of the loss J_t reaches the hidden "
+            "state h_k, k ≤ t — for a fresh model on a text (characters become the vocabulary; "
+            "inputs are the text, targets the next characters) or for a trained checkpoint. "
+            "Writes flow.png (t vs k, log colour scale), flow.csv (cell,t,k,distance,norm; "
+            "t and k count from 1) and flow_distance.png (mean norm against the distance "
+            "t − k). --compare draws rnn, lstm and gru side by side on one colour scale."
+        ),
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--text", metavar="STRING", help="the sequence to read (default: a "
+                        "built-in sentence)")
+    source.add_argument("--file", metavar="PATH", help="read the sequence from a UTF-8 file")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="a trained model (checkpoint directory or .safetensors file) instead "
+                        "of a fresh one")
+    p.add_argument("--compare", action="store_true",
+                   help="rnn vs lstm vs gru side by side (fresh models, same sequence and seed)")
+    p.add_argument("--cell", choices=sorted(CELLS), help="cell of the fresh model (rnn)")
+    p.add_argument("--hidden", type=types.positive_int, help="hidden size H (32)")
+    p.add_argument("--seq-len", type=types.positive_int,
+                   help=f"time steps T (default: the text's length − 1, at most "
+                        f"{flow.DEFAULT_SEQ_LEN})")
+    p.add_argument("--seed", type=types.seed, default=0, help="seed of the fresh model (0)")
+    p.add_argument("--forget-bias", type=float, default=flow.DEFAULT_FORGET_BIAS,
+                   help="initial forget-gate bias of a fresh LSTM "
+                        f"({flow.DEFAULT_FORGET_BIAS:g}, the common choice)")
+    p.add_argument("--torch-init", action="store_true",
+                   help="fresh LSTM with PyTorch's random forget bias instead of --forget-bias")
+    p.add_argument("--out", metavar="DIR", default=".",
+                   help="directory for flow.png, flow.csv, flow_distance.png (current)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute, write the three files, print a short summary."""
+    text = args.text
+    if args.file is not None:
+        from bptt.data import read_text
+
+        text = read_text(args.file)
+    if text is not None and text == "":
+        raise BpttError("--text is empty: give at least 2 characters")
+    if not math.isfinite(args.forget_bias):
+        raise BpttError(f"--forget-bias must be a finite number, got {args.forget_bias}")
+    forget_bias = None if args.torch_init else args.forget_bias
+    if args.checkpoint is not None:
+        if args.compare:
+            raise BpttError("--compare draws fresh rnn, lstm and gru models: not with --checkpoint")
+        for flag, value in (("--cell", args.cell), ("--hidden", args.hidden)):
+            if value is not None:
+                raise BpttError(f"{flag} does not apply with --checkpoint (the model fixes it)")
+        reports = [flow.flow_for_checkpoint(args.checkpoint, text, args.seq_len)]
+    elif args.compare:
+        if args.cell is not None:
+            raise BpttError("--compare draws every cell: leave out --cell")
+        cells = [c for c in flow.CELL_ORDER if c in CELLS]
+        reports = flow.compare_cells(text or flow.DEFAULT_TEXT, cells, args.hidden or 32,
+                                     args.seq_len, args.seed, forget_bias)
+    else:
+        reports = [flow.flow_on_text(text or flow.DEFAULT_TEXT, args.cell or "rnn",
+                                     args.hidden or 32, args.seq_len, args.seed, 1,
+                                     forget_bias)]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BpttError(f"--out {out} is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    heatmap = flow.plot_compare(reports) if args.compare else flow.plot_flow(reports[0])
+    distance = flow.plot_distance(reports)
+    files = {"flow.png": heatmap, "flow_distance.png": distance}
+    for name, fig in files.items():
+        fig.savefig(out / name, dpi=flow.DPI)
+    (out / "flow.csv").write_text(flow.to_csv(reports), encoding="utf-8")
+    _summary(reports, out, files)
+    return 0
+
+
+def _summary(reports: list[flow.FlowReport], out: Path, files: dict) -> None:
+    first = reports[0]
+    T = first.T
+    shown = first.text if len(first.text) <= 40 else first.text[:39] + "…"
+    print(f"Gradient flow ‖∂J_t/∂h_k‖ on {shown!r} (T = {T}; t, k = 1 … {T}), "
+          f"{first.source}")
+    distances = [d for d in (0, 1, 5, 10, 20, 40, 80) if d < T]
+    print("mean ‖∂J_t/∂h_k‖ at distance t − k:")
+    print(f"  {'':<22}" + "".join(f"{'d = ' + str(d):>10}" for d in distances)
+          + f"   J_{T} → h_1 keeps, of its size at h_{T}")
+    for r in reports:
+        means = r.by_distance
+        print(f"  {r.cell:<4} H = {r.hidden:<4d} L = {r.layers:<4d}"
+              + "".join(f"{means[d]:>10.1e}" for d in distances) + f"   {r.decay():.1e}")
+    sizes = {name: fig.get_size_inches() * flow.DPI for name, fig in files.items()}
+    rows = sum(r.T * (r.T + 1) // 2 for r in reports)
+    print("wrote " + ", ".join(
+        f"{out / name} ({w:.0f}×{h:.0f})" for name, (w, h) in sizes.items())
+        + f", {out / 'flow.csv'} ({rows} rows)")

@@ -1,0 +1,939 @@
+"""Check a learner's own RNN backward against the reference, and say in words what is wrong.
+
+Legend: T time, B batch, D input size, H hidden size, V output size.
+
+The function under test has the signature of :func:`bptt.loss_and_grads` for
+the vanilla RNN of one layer::
+
+    fn(params, inputs, targets, h0=None, truncate=None)
+
+    params   dict of float64 arrays: Wxh (H, D), Whh (H, H), bh (H,), Why (V, H), by (V,)
+    inputs   (T, B) integer token ids; x_t is the one-hot vector of size D
+    targets  (T, B) integer labels in [0, V)
+    h0       (B, H) the initial hidden state
+    truncate None (full BPTT), or K: keep only the terms with t − k < K (passed only
+             when the check is asked for a truncated gradient)
+
+    returns  grads, or (loss, grads), or (loss, grads, h_last): grads is a dict with
+             the keys of params (it may add "h0": ∂J/∂h0 of shape (B, H)); loss is
+             J = Σ_t Σ_b −log softmax(W^hy h_t + b_y)[label], the TOTAL.
+
+:func:`check_backward` runs it on a small random float64 problem (non-zero biases,
+a random h0, T ≥ 4) and compares it, parameter by parameter, with the literal
+double sum of :mod:`bptt.reference`.  When they disagree it tests named
+HYPOTHESES.  Each hypothesis is the reference gradient transformed the way one
+known bug transforms it (see /work/shared/BPTT-BUGS.md):
+
+* masks over the (t, k) terms of the double sum (recurrence truncated to m steps,
+  only the last loss sent back, first or last step skipped);
+* constant factors (the mean over T, B or T·B instead of the total; a flipped sign);
+* a transposed weight gradient;
+* VARIANT WALKS: the double sum again, with one factor of its terms changed
+  (tanh' taken as 1, tanh' at the wrong step, h_t where h_{t−1} belongs,
+  W^hh where W^hhᵀ belongs, the carried error skipping tanh', the first
+  step's h0 taken as zero, the head using h_{t−1}).
+
+The hypothesis that reproduces the learner's gradient to ~1e-8 is the diagnosis.
+When none does, :func:`localise` calls the learner's function on the prefixes of
+the sequence (T' = 1 … T): the gradient of the first T' steps is
+Σ_{t<T'} Σ_{k≤t} terms, so successive differences are the terms of each J_t,
+and the first wrong J_t says where the mistake lives.
+
+Time steps in messages are 1-based (t, k = 1 … T), as in the derivation; arrays
+in the report are 0-based.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt import models, ops, reference
+from bptt.errors import BpttError
+from bptt.gradcheck import Comparison, compare_arrays, random_problem
+
+PASS_TOL = 1e-9  # a correct float64 backward agrees with the reference far closer than this
+NEAR_TOL = 1e-5  # failing by less than this everywhere: round-off (float32?), not a bug
+MATCH_TOL = 1e-8  # a hypothesis fits when it reproduces the learner's gradient this closely
+MIN_SEQ_LEN = 4  # below this some hypotheses coincide (e.g. truncations)
+RECURRENT = ("Wxh", "Whh", "bh")
+HEAD = ("Why", "by")
+PARAM_KEYS = RECURRENT + HEAD
+MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0"}
+SIGNATURE = "fn(params, inputs, targets, h0=None, truncate=None)"
+
+
+# ----------------------------------------------------------------------------
+# loading the learner's function
+# ----------------------------------------------------------------------------
+
+
+def load_backward(spec: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"`` or ``"path/to/file.py:function"`` and return it.
+
+    The current directory is importable while loading (as with ``python -m``), and for
+    a file its own directory too, so it may import its neighbours.
+    Raises BpttError (one sentence) for a bad spec, a missing file or module, an
+    import that fails, a missing name, or a name that is not callable.
+    """
+    target, sep, name = str(spec).rpartition(":")
+    if not sep or not target or not name:
+        raise BpttError(
+            f"--backward expects MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}"
+        )
+    is_file = target.endswith(".py") or "/" in target or os.sep in target
+    extra = [os.getcwd()]
+    if is_file:
+        path = Path(target)
+        if not path.exists():
+            raise BpttError(f"{target} does not exist: pass the path of your Python file")
+        if not path.is_file():
+            raise BpttError(f"{target} is not a file: pass the path of your Python file")
+        extra.insert(0, str(path.resolve().parent))
+    added = [p for p in extra if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        module = _import_file(Path(target)) if is_file else _import_module(target)
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+    if not hasattr(module, name):
+        public = sorted(
+            n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__
+        )
+        more = ", …" if len(public) > 8 else ""
+        hint = f" (it defines: {', '.join(public[:8])}{more})" if public else ""
+        raise BpttError(f"{target} has no function {name!r}{hint}")
+    fn = getattr(module, name)
+    if not callable(fn):
+        raise BpttError(f"{target}:{name} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _import_module(target: str):
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and target.startswith(exc.name):
+            raise BpttError(
+                f"cannot import module {target!r}: no module named {exc.name!r} "
+                "(run from the directory that holds it, or pass FILE.py:FUNCTION)"
+            ) from exc
+        raise BpttError(f"importing {target} failed: {_exception_line(exc)}") from exc
+    except Exception as exc:
+        raise BpttError(f"importing {target} failed: {_exception_line(exc)}") from exc
+
+
+def _import_file(path: Path):
+    name = f"_bptt_backward_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise BpttError(f"{path} cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise BpttError(f"importing {path} failed: {_exception_line(exc)}") from exc
+    return module
+
+
+def _exception_line(exc: BaseException) -> str:
+    """'TypeError: message (file.py, line 12)' — where in the learner's code it happened."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"{text} ({Path(exc.filename or '?').name}, line {exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" ({Path(last.filename).name}, line {last.lineno})"
+    return text
+
+
+# ----------------------------------------------------------------------------
+# the problem and one call of the learner's function
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    """A small vanilla-RNN problem in float64.
+
+    params: Wxh (H, D), Whh (H, H), bh (H,), Why (V, H), by (V,); inputs, targets (T, B) ints;
+    h0 (B, H); truncate None or K.
+    """
+
+    params: dict[str, np.ndarray]
+    inputs: np.ndarray
+    targets: np.ndarray
+    h0: np.ndarray
+    truncate: int | None = None
+    seed: int = 0
+
+    @property
+    def T(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def B(self) -> int:
+        return int(self.inputs.shape[1])
+
+    def prefix(self, steps: int) -> Problem:
+        """The same problem on its first ``steps`` time steps."""
+        return Problem(self.params, self.inputs[:steps], self.targets[:steps], self.h0,
+                       self.truncate, self.seed)
+
+    def describe(self) -> str:
+        """One line: the sizes and how the problem was made."""
+        H, D = self.params["Wxh"].shape
+        V = self.params["Why"].shape[0]
+        window = "full BPTT" if self.truncate is None else f"truncated to {self.truncate} steps"
+        return (f"vanilla RNN, T = {self.T}, B = {self.B}, H = {H}, D = {D}, V = {V}, float64, "
+                f"random non-zero biases and h0 (seed {self.seed}), {window}")
+
+
+def make_problem(
+    hidden: int = 4, seq_len: int = 5, batch: int = 2, seed: int = 0, truncate: int | None = None
+) -> Problem:
+    """The random problem a learner's backward is checked on (T = seq_len ≥ 4)."""
+    if seq_len < MIN_SEQ_LEN:
+        raise BpttError(
+            f"checking a backward needs --seq-len of at least {MIN_SEQ_LEN} (got {seq_len}): "
+            "with fewer steps some bugs give the same gradient"
+        )
+    truncate = models.check_truncate(truncate)
+    params, inputs, targets, h0 = random_problem("rnn", hidden, seq_len, batch, 1, seed)
+    return Problem(params, inputs, targets, np.asarray(h0)[0], truncate, seed)
+
+
+@dataclass
+class UserResult:
+    """What the learner's function returned, normalised.
+
+    grads: key -> float64 array (whatever shape it came in); loss, h_last: None when not
+    returned; dtypes: key -> the dtype it came in.
+    """
+
+    grads: dict[str, np.ndarray]
+    loss: float | None = None
+    h_last: np.ndarray | None = None
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+
+def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your function"
+                  ) -> UserResult:
+    """Call fn on copies of the problem's arrays and check the form of what it returns.
+
+    Raises BpttError when it cannot be called with the documented signature, raises, or
+    returns something that is not grads / (loss, grads) / (loss, grads, h_last).
+    """
+    args = (
+        {k: v.copy() for k, v in problem.params.items()},
+        problem.inputs.copy(),
+        problem.targets.copy(),
+    )
+    kwargs: dict[str, Any] = {"h0": problem.h0.copy()}
+    if problem.truncate is not None:
+        kwargs["truncate"] = problem.truncate
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise BpttError(
+            f"{name} cannot be called as {SIGNATURE}: {exc}"
+        ) from exc
+    except ValueError:  # no signature (a builtin): just try it
+        pass
+    try:
+        out = fn(*args, **kwargs)
+    except Exception as exc:
+        raise BpttError(f"{name} raised {_exception_line(exc)}") from exc
+    return _normalise(out, name)
+
+
+def _normalise(out: Any, name: str) -> UserResult:
+    loss: Any = None
+    h_last: Any = None
+    if isinstance(out, dict):
+        grads = out
+    elif isinstance(out, (tuple, list)) and len(out) in (2, 3) and isinstance(out[1], dict):
+        loss, grads = out[0], out[1]
+        h_last = out[2] if len(out) == 3 else None
+    else:
+        shown = type(out).__name__
+        if isinstance(out, (tuple, list)):
+            shown += f" of {len(out)} items (" + ", ".join(type(o).__name__ for o in out[:4]) + ")"
+        raise BpttError(
+            f"{name} returned a {shown}; expected a dict of gradients, (loss, grads) "
+            "or (loss, grads, h_last)"
+        )
+    if not any(k in grads for k in PARAM_KEYS):
+        raise BpttError(
+            f"{name} returned gradients with keys {sorted(map(str, grads))[:6]}; expected the "
+            f"keys of params: {', '.join(PARAM_KEYS)} (and optionally h0)"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for key in (*PARAM_KEYS, "h0"):
+        if key not in grads:
+            continue
+        try:
+            raw = np.asarray(grads[key])
+            arrays[key] = raw.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array") from exc
+        dtypes[key] = str(raw.dtype)
+    if loss is not None:
+        try:
+            loss = float(np.asarray(loss, dtype=np.float64).reshape(()))
+        except (TypeError, ValueError) as exc:
+            raise BpttError(f"{name} returned a loss that is not one number: {loss!r}") from exc
+    if h_last is not None:
+        try:
+            h_last = np.asarray(h_last, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise BpttError(f"{name} returned an h_last that is not a numeric array") from exc
+    return UserResult(arrays, loss, h_last, dtypes)
+
+
+# ----------------------------------------------------------------------------
+# the double sum, term by term, with room for one wrong factor
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Expansion:
+    """Every term of the double sum for the vanilla RNN of one layer (0-based t, k).
+
+    losses: (T,) J_t.  head: "Why" (T, V, H), "by" (T, V): the term of J_t.
+    rec: "Wxh" (T, T, H, D), "Whh" (T, T, H, H), "bh" (T, T, H): [t, k] the term of (t, k).
+    h0: (T, B, H): the term of J_t in ∂J/∂h0 (zero when J_t does not reach h0).
+    h_last: (B, H) the final state of the forward.
+    """
+
+    losses: np.ndarray
+    head: dict[str, np.ndarray]
+    rec: dict[str, np.ndarray]
+    h0: np.ndarray
+    h_last: np.ndarray
+
+    def grads(self, rec_mask: np.ndarray | None = None, head_mask: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
+        """Σ of the kept terms: rec_mask (T, T) over (t, k), head_mask (T,) over t.
+
+        h0's term of J_t is kept when (t, 0) is.  Returns the keys of params and "h0".
+        """
+        T = self.losses.shape[0]
+        rm = np.ones((T, T), bool) if rec_mask is None else rec_mask
+        hm = np.ones(T, bool) if head_mask is None else head_mask
+        out = {key: np.tensordot(rm, value, axes=([0, 1], [0, 1]))
+               for key, value in self.rec.items()}
+        out.update({key: np.tensordot(hm, value, axes=(0, 0)) for key, value in self.head.items()})
+        out["h0"] = np.tensordot(rm[:, 0], self.h0, axes=(0, 0))
+        return out
+
+
+def walk(
+    problem: Problem,
+    tanh_prime: str = "h_t",
+    whh_factor: str = "h_prev",
+    carry: str = "WhhT_dz",
+    head_factor: str = "h_t",
+) -> Expansion:
+    """The literal double sum for the vanilla RNN, with one factor optionally changed.
+
+    The defaults give the reference (held equal to :func:`bptt.reference.loss_and_grads`
+    by the tests).  Variants, each the signature of one bug:
+
+    tanh_prime  "h_t": ∂h_k/∂z_k = 1 − h_k²;  "one": tanh' treated as 1;  "h_prev": 1 − h_{k−1}²
+    whh_factor  "h_prev": ∂z_k/∂W^hh = h_{k−1};  "h_t": h_k;  "zero_first": h_{−1} = 0, not h0
+    carry       "WhhT_dz": ∂J_t/∂h_{k−1} = W^hhᵀ ∂J_t/∂z_k;  "Whh_dz": W^hh ∂J_t/∂z_k;
+                "WhhT_dh": W^hhᵀ ∂J_t/∂h_k (tanh' skipped on the way back)
+    head_factor "h_t": ∂y_t/∂W^hy = h_t;  "h_prev": h_{t−1}
+    """
+    p = problem.params
+    Wxh, Whh, bh, Why, by = (p[k] for k in PARAM_KEYS)
+    H, D = Wxh.shape
+    T, B = problem.inputs.shape
+    K = problem.truncate
+    x = np.eye(D)[problem.inputs]  # (T, B, D) one-hot x_t
+    hs = np.empty((T + 1, B, H))  # hs[0] = h0, hs[k + 1] = h_k
+    hs[0] = problem.h0
+    for k in range(T):
+        # z_k = W^xh x_k + W^hh h_{k−1} + b_h,   h_k = tanh z_k
+        hs[k + 1] = np.tanh(x[k] @ Wxh.T + hs[k] @ Whh.T + bh)
+    losses = np.zeros(T)
+    head = {"Why": np.zeros((T, *Why.shape)), "by": np.zeros((T, *by.shape))}
+    rec = {"Wxh": np.zeros((T, T, H, D)), "Whh": np.zeros((T, T, H, H)), "bh": np.zeros((T, T, H))}
+    dh0 = np.zeros((T, B, H))
+    for t in range(T):
+        h_t = hs[t + 1]
+        # J_t = Σ_b −log softmax(W^hy h_t + b_y)[label_t];  ∂J_t/∂y_t = p_t − onehot
+        losses[t], p_t = ops.cross_entropy_forward(h_t @ Why.T + by, problem.targets[t])
+        dJt_dy = ops.cross_entropy_backward(p_t, problem.targets[t])
+        # ∂J_t/∂W^hy = ∂J_t/∂y_t h_tᵀ,  ∂J_t/∂b_y = ∂J_t/∂y_t
+        head["Why"][t] = dJt_dy.T @ (h_t if head_factor == "h_t" else hs[t])
+        head["by"][t] = dJt_dy.sum(axis=0)
+        # ∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t
+        dJt_dh = dJt_dy @ Why
+        oldest = 0 if K is None else max(0, t - K + 1)
+        for k in range(t, oldest - 1, -1):
+            h_k, h_prev = hs[k + 1], hs[k]
+            # ∂J_t/∂z_k = ∂J_t/∂h_k ⊙ ∂h_k/∂z_k
+            dh_dz = {"h_t": 1 - h_k**2, "one": np.ones_like(h_k), "h_prev": 1 - h_prev**2}
+            dJt_dz = dJt_dh * dh_dz[tanh_prime]
+            # the term (t, k): ∂z_k/∂W^xh = x_k, ∂z_k/∂W^hh = h_{k−1}, ∂z_k/∂b_h = 1
+            rec["Wxh"][t, k] = dJt_dz.T @ x[k]
+            whh_input = {
+                "h_prev": h_prev,
+                "h_t": h_k,
+                "zero_first": np.zeros_like(h_prev) if k == 0 else h_prev,
+            }[whh_factor]
+            rec["Whh"][t, k] = dJt_dz.T @ whh_input
+            rec["bh"][t, k] = dJt_dz.sum(axis=0)
+            # one step further back: ∂J_t/∂h_{k−1} = W^hhᵀ ∂J_t/∂z_k (rows: dJt_dz @ Whh)
+            if carry == "WhhT_dz":
+                dJt_dh = dJt_dz @ Whh
+            elif carry == "Whh_dz":
+                dJt_dh = dJt_dz @ Whh.T
+            else:  # "WhhT_dh"
+                dJt_dh = dJt_dh @ Whh
+            if k == 0:
+                dh0[t] = dJt_dh  # the initial state is read by z_0
+    return Expansion(losses, head, rec, dh0, hs[-1].copy())
+
+
+def expansion(problem: Problem) -> Expansion:
+    """The correct expansion: the (t, k) terms of the recurrent weights are those of
+    :func:`bptt.reference.loss_and_grads` (its ``contributions``), the head's and h0's
+    terms per J_t come from :func:`walk` (which the reference does not keep)."""
+    _, _, terms = reference.loss_and_grads(
+        problem.params, problem.inputs, problem.targets, h0=problem.h0,
+        truncate=problem.truncate,
+    )
+    mine = walk(problem)
+    mine.rec = {key: terms.contributions[key] for key in RECURRENT}
+    return mine
+
+
+# ----------------------------------------------------------------------------
+# hypotheses
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Hypothesis:
+    """A named bug and the gradient it would produce (keys of params and "h0").
+
+    A value None: the bug leaves that gradient undefined (it is not compared).
+    """
+
+    name: str
+    message: str
+    grads: dict[str, np.ndarray | None]
+
+
+def _steps(m: int) -> str:
+    return f"{m} step" if m == 1 else f"{m} steps"
+
+
+def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
+    """(what the factor is called, the sentence) for the known constant factors."""
+    known = [
+        (1 / (T * B), f"1/(T·B) = 1/{T * B}", "the MEAN loss over time and batch"),
+        (1 / T, f"1/T = 1/{T}", "the MEAN over time"),
+        (1 / B, f"1/B = 1/{B}", "the MEAN over the batch"),
+    ]
+    for value, name, what in known:
+        if abs(ratio - value) <= 1e-9 * value:
+            return name, what
+    return None
+
+
+def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
+    """Every named bug, each as the gradient it would produce on ``problem``."""
+    T, B = problem.T, problem.B
+    ref = correct.grads()
+    out: list[Hypothesis] = []
+    t_idx, k_idx = np.indices((T, T))
+    K = problem.truncate or T + 1
+
+    # constant factors
+    for ratio in sorted({1 / (T * B), 1 / T, 1 / B}):
+        name, what = _fraction(ratio, T, B) or ("", "")
+        out.append(Hypothesis(
+            "mean",
+            f"You differentiate {what}: every gradient is {name} of the reference, which "
+            "uses the total J = Σ_t Σ_b J_t. Remove that division from your backward (or, "
+            "if you want the mean, divide the loss too and compare against the total × "
+            f"{name}).",
+            {k: ratio * v for k, v in ref.items()},
+        ))
+    out.append(Hypothesis(
+        "sign",
+        "The sign is flipped: every gradient is −1 × the reference. ∂J_t/∂y_t = p_t − "
+        "onehot(label_t), not onehot − p_t; and a gradient is returned before the descent "
+        "step's minus sign is applied.",
+        {k: -v for k, v in ref.items()},
+    ))
+    # recurrence cut short: the terms with t − k < m only
+    for m in range(1, min(K, T)):
+        out.append(Hypothesis(
+            "truncated",
+            f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term ∂h_t/∂h_{{t−1}} = "
+            "W^hhᵀ diag(1 − h²) is missing or not accumulated. Your W^xh, W^hh and b_h "
+            f"gradients equal the reference truncated to {_steps(m)} (only the terms with "
+            f"t − k < {m}). At every step add the error coming back from the later steps, "
+            "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂z_{t+1}, and carry it all the way back "
+            "to the first step. (If you meant truncated BPTT, check against the truncated "
+            f"reference: --truncate {m}.)",
+            correct.grads(rec_mask=(t_idx - k_idx < m)),
+        ))
+    if problem.truncate is not None and problem.truncate < T:
+        full = walk(Problem(problem.params, problem.inputs, problem.targets, problem.h0))
+        out.append(Hypothesis(
+            "truncate-ignored",
+            f"You were asked for truncated BPTT (truncate = {problem.truncate}: only the "
+            f"terms with t − k < {problem.truncate}) but return the FULL gradient: your "
+            "function ignores its truncate argument. Stop walking each J_t back after "
+            "truncate steps.",
+            full.grads(),
+        ))
+    out.append(Hypothesis(
+        "last-loss-only",
+        "Only the last loss J_T is sent back through time: your W^xh, W^hh and b_h "
+        "gradients hold the terms of J_T alone. Add ∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t into the "
+        "error at EVERY step t, not only at the last one.",
+        correct.grads(rec_mask=(t_idx == T - 1)),
+    ))
+    skipped_first = correct.grads(rec_mask=(k_idx >= 1), head_mask=np.arange(T) >= 1)
+    skipped_first["h0"] = None  # such a loop hands back ∂J/∂h_1 as "∂J/∂h0": not compared
+    out.append(Hypothesis(
+        "first-step-skipped",
+        "Your loop over time skips the first step (t = 1): its head term and every term "
+        "through z_1 are missing. Loop over all T steps, e.g. for t in reversed(range(T)).",
+        skipped_first,
+    ))
+    out.append(Hypothesis(
+        "last-step-skipped",
+        "Your loop over time skips the last step (t = T): the terms of J_T are missing. "
+        "Loop over all T steps, e.g. for t in reversed(range(T)).",
+        correct.grads(rec_mask=(t_idx <= T - 2), head_mask=np.arange(T) <= T - 2),
+    ))
+    # one factor of every term changed: the reference walk with that factor swapped
+    variants = [
+        ("no-tanh-derivative", {"tanh_prime": "one"},
+         "The derivative of tanh is missing: your gradients equal those of a network whose "
+         "tanh' is 1. Since h_t = tanh(z_t), multiply by ∂h_t/∂z_t = 1 − h_t² before going "
+         "on: dJ_dz = dJ_dh * (1 - h_t**2)."),
+        ("tanh-derivative-off-by-one", {"tanh_prime": "h_prev"},
+         "Off by one step: you take tanh' at the previous state, 1 − h_{t−1}², where it "
+         "belongs at the output of the same step: h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − h_t²."),
+        ("h-instead-of-h-prev", {"whh_factor": "h_t"},
+         "Your dW^hh uses h_t where h_{t−1} belongs: z_t = W^hh h_{t−1} + …, so "
+         "∂J/∂W^hh = Σ_t ∂J/∂z_t h_{t−1}ᵀ. Take the state from BEFORE the step "
+         "(hs[t] when hs[0] = h0 and hs[t + 1] = h_t)."),
+        ("first-step-zero-state", {"whh_factor": "zero_first"},
+         "Your dW^hh leaves out the first step's term ∂J/∂z_1 h0ᵀ: at the first step the "
+         "previous state is the initial state h0, not zero. Use h0 there (it matters "
+         "whenever h0 ≠ 0, e.g. when the state is carried from one chunk to the next)."),
+        ("carry-skips-tanh-derivative", {"carry": "WhhT_dh"},
+         "The error you carry back to h_{t−1} skips tanh': you pass W^hhᵀ ∂J/∂h_t back, "
+         "but h_t = tanh(z_t) stands between them, so carry W^hhᵀ ∂J/∂z_t = "
+         "W^hhᵀ (∂J/∂h_t ⊙ (1 − h_t²)) — in batch rows dJ_dz @ Whh, not dJ_dh @ Whh."),
+        ("carry-untransposed", {"carry": "Whh_dz"},
+         "You carry the error back with W^hh where W^hhᵀ belongs: ∂J/∂h_{t−1} = W^hhᵀ "
+         "∂J/∂z_t (in batch rows dJ_dz @ Whh; in columns Whh.T @ dJ_dz). W^hh is square, "
+         "so the shapes never complained."),
+        ("head-h-prev", {"head_factor": "h_prev"},
+         "Off by one step in the head: your dW^hy uses h_{t−1} where h_t belongs: "
+         "y_t = W^hy h_t + b_y, so ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ."),
+    ]
+    for name, options, message in variants:
+        out.append(Hypothesis(name, message, walk(problem, **options).grads()))
+    # a transposed weight gradient, one weight at a time
+    formulas = {
+        "Wxh": "Σ_t ∂J/∂z_t x_tᵀ, shaped like W^xh (H × D): in batch rows dJ_dz.T @ x",
+        "Whh": "Σ_t ∂J/∂z_t h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows "
+               "dJ_dz.T @ h_prev, not h_prev.T @ dJ_dz",
+        "Why": "Σ_t ∂J_t/∂y_t h_tᵀ, shaped like W^hy (V × H): in batch rows dJ_dy.T @ h",
+    }
+    for key, formula in formulas.items():
+        out.append(Hypothesis(
+            "transposed",
+            f"Your d{MATH[key]} is the transpose of the right gradient: ∂J/∂{MATH[key]} = "
+            f"{formula}.",
+            dict(ref, **{key: ref[key].T}),
+        ))
+    zero_start = Problem(problem.params, problem.inputs, problem.targets,
+                         np.zeros_like(problem.h0), problem.truncate)
+    out.append(Hypothesis(
+        "h0-ignored",
+        "Your function ignores the initial state h0 it is given and starts from zeros: its "
+        "gradients are exactly those of the same network with h0 = 0. Start the forward "
+        "from h0 (hs[0] = h0); it matters whenever the state is carried between chunks.",
+        walk(zero_start).grads(),
+    ))
+    out.append(Hypothesis(
+        "h0-missing",
+        "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = "
+        "W^hhᵀ ∂J/∂z_1, the error carried one step past the first.",
+        dict(ref, h0=np.zeros_like(ref["h0"])),
+    ))
+    return out
+
+
+def _rel(mine: np.ndarray | None, theirs: np.ndarray) -> float:
+    """Relative error of two gradients of one tensor; inf when missing, mis-shaped or NaN."""
+    if mine is None or np.shape(mine) != np.shape(theirs) or not np.isfinite(mine).all():
+        return float("inf")
+    return compare_arrays("", mine, theirs).max_rel
+
+
+# ----------------------------------------------------------------------------
+# localisation: which J_t's terms are wrong, probed on prefixes
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class StepVerdict:
+    """The terms of one loss J_t (t 0-based) in the learner's gradient.
+
+    max_rel: worst relative error over the parameters; wrong: the parameters that differ;
+    reach: when the recurrent part equals the terms k = t−reach+1 … t only, that reach.
+    """
+
+    t: int
+    max_rel: float
+    wrong: tuple[str, ...]
+    reach: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.wrong
+
+
+@dataclass
+class Localisation:
+    """Per J_t verdicts from prefix probing, the first wrong t (0-based) and a sentence."""
+
+    steps: list[StepVerdict]
+    first_wrong: int | None
+    message: str
+
+
+def localise(fn: Callable[..., Any], problem: Problem, correct: Expansion,
+             name: str = "your function") -> Localisation:
+    """Call fn on the first T' = 1 … T steps; the differences are the terms of each J_t.
+
+    grads(T') − grads(T' − 1) should be the head term of J_{T'−1} plus Σ_k of its (t, k)
+    terms; the first J_t where it is not is where the mistake shows first.
+    Raises BpttError when a prefix call fails.
+    """
+    previous: dict[str, np.ndarray] = {}
+    steps: list[StepVerdict] = []
+    for t in range(problem.T):
+        result = call_backward(fn, problem.prefix(t + 1), name)
+        expected = {key: correct.head[key][t] for key in HEAD}
+        expected.update({key: correct.rec[key][t].sum(axis=0) for key in RECURRENT})
+        rows: dict[str, np.ndarray | None] = {}
+        for key in PARAM_KEYS:
+            got = result.grads.get(key)
+            if got is None or got.shape != expected[key].shape:
+                rows[key] = None
+                continue
+            rows[key] = got - previous[key] if key in previous else got
+            previous[key] = got
+        rel = {key: _rel(rows[key], expected[key]) for key in PARAM_KEYS}
+        wrong = tuple(key for key in PARAM_KEYS if not rel[key] <= PASS_TOL)
+        reach = None
+        if any(key in RECURRENT for key in wrong):
+            for m in range(1, t + 1):
+                kept = {key: correct.rec[key][t, t - m + 1:].sum(axis=0) for key in RECURRENT}
+                if all(_rel(rows[key], kept[key]) <= MATCH_TOL for key in RECURRENT):
+                    reach = m
+                    break
+        steps.append(StepVerdict(t, max(rel.values()), wrong, reach))
+    first = next((s.t for s in steps if not s.ok), None)
+    return Localisation(steps, first, _localisation_message(steps, first))
+
+
+def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
+    if first is None:
+        return ("Run on the first T' = 1 … T steps, your function gives the right terms for "
+                "every J_t: the mistake appears only on the whole sequence (a factor that "
+                "depends on T, or state kept between calls?).")
+    T = len(steps)
+    labels = " ".join(f"J_{s.t + 1} {'right' if s.ok else 'WRONG'}," for s in steps)[:-1]
+    text = (f"Run on the first T' = 1 … {T} steps, your gradient differs first in the terms of "
+            f"J_{first + 1} (t counted from 1): {labels}. ")
+    bad = steps[first]
+    keys = ", ".join(MATH[k] for k in bad.wrong)
+    if first == 0:
+        text += (f"It is wrong already at T = 1 (in {keys}), where nothing is carried through "
+                 "time: the mistake is inside a single step — the head, ∂J_t/∂y_t = p_t − "
+                 "onehot, tanh' = 1 − h_t², the input x_t, or h0 as the previous state.")
+    else:
+        right = "J_1" if first == 1 else f"J_1 … J_{first}"
+        text += (f"The terms of {right} are right, so a single step is right: the "
+                 f"mistake is in how the error is carried back from h_t to h_{{t−1}} "
+                 "(∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh, transposed on the way back) or in how "
+                 "the carried errors are added up.")
+    if bad.reach is not None:
+        t1 = first + 1
+        text += (f" For J_{t1} your gradient holds only the terms k = {t1 - bad.reach + 1} … "
+                 f"{t1}: the error stops after {_steps(bad.reach)}.")
+    return text
+
+
+# ----------------------------------------------------------------------------
+# the whole check
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class ParamCheck:
+    """One parameter (or "h0"): the learner's gradient against the reference.
+
+    comparison: None when missing or mis-shaped (note says which).  explanation: the
+    sentence of the hypothesis that reproduces this parameter's gradient, if one does.
+    """
+
+    name: str
+    comparison: Comparison | None
+    passed: bool
+    note: str = ""
+    explanation: str = ""
+
+
+@dataclass
+class LossCheck:
+    """The learner's loss against the reference J (the total), when it was returned."""
+
+    yours: float
+    reference: float
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class BackwardReport:
+    """Everything :func:`check_backward` found.
+
+    diagnosis: the one hypothesis that reproduces every gradient (None if none does, or
+    if all pass).  findings: further sentences (per parameter, or by pattern).
+    localisation: prefix probing, run when no single hypothesis fits.
+    """
+
+    name: str
+    problem: Problem
+    params: list[ParamCheck]
+    loss: LossCheck | None = None
+    h_last_ok: bool | None = None
+    diagnosis: Hypothesis | None = None
+    findings: list[str] = field(default_factory=list)
+    localisation: Localisation | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Every parameter (and the loss and final state, when returned) agrees."""
+        return (all(p.passed for p in self.params)
+                and (self.loss is None or self.loss.passed)
+                and self.h_last_ok is not False)
+
+    def messages(self) -> list[str]:
+        """The sentences to show a learner, most important first."""
+        out = []
+        if self.loss is not None and not self.loss.passed:
+            out.append(self.loss.message)
+        if self.h_last_ok is False:
+            out.append("Your h_last differs from the final state of the forward pass h_T: "
+                       "check the forward (z_t = W^xh x_t + W^hh h_{t−1} + b_h, h_t = tanh z_t, "
+                       "starting from h0).")
+        if self.diagnosis is not None:
+            out.append(self.diagnosis.message)
+        out += self.findings
+        if self.localisation is not None and self.diagnosis is None:
+            out.append(self.localisation.message)
+        return out
+
+
+def check_backward(
+    fn: Callable[..., Any],
+    problem: Problem | None = None,
+    name: str = "your function",
+    probe: bool = True,
+) -> BackwardReport:
+    """Compare a learner's RNN backward with the reference and diagnose any difference.
+
+    fn: see the module docstring for its signature.  problem: from :func:`make_problem`
+    (default: its defaults).  probe: when no hypothesis fits, call fn on prefixes to
+    localise the wrong terms.  Returns a :class:`BackwardReport`; raises BpttError when fn
+    cannot be called or returns the wrong kind of thing.
+    """
+    problem = make_problem() if problem is None else problem
+    user = call_backward(fn, problem, name)
+    correct = expansion(problem)
+    ref_loss, ref_grads, terms = reference.loss_and_grads(
+        problem.params, problem.inputs, problem.targets, h0=problem.h0,
+        truncate=problem.truncate, keep_contributions=False,
+    )
+    ref = dict(ref_grads, h0=np.asarray(terms.dJ_dstate0))
+    keys = [*PARAM_KEYS, *(["h0"] if "h0" in user.grads else [])]
+    report = BackwardReport(name, problem, [_param_check(key, user, ref) for key in keys])
+    if user.loss is not None:
+        report.loss = _loss_check(user.loss, ref_loss, problem)
+    if user.h_last is not None:
+        h_last = user.h_last.reshape(correct.h_last.shape) if user.h_last.size == \
+            correct.h_last.size else None
+        report.h_last_ok = h_last is not None and _rel(h_last, correct.h_last) <= PASS_TOL
+    failing = [p.name for p in report.params if not p.passed]
+    if not failing:
+        return report
+    low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
+    worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
+    if low:
+        report.findings.append(
+            f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
+            f"{user.dtypes[low[0]]}: compute in float64 for a check (float32 is right only "
+            "to about 1e-7)."
+        )
+    elif worst < NEAR_TOL:
+        report.findings.append(
+            f"Your gradients agree with the reference to {worst:.0e} but not to {PASS_TOL:g}: "
+            "that is round-off, not a bug in the formulas — is something computed in float32? "
+            "Check in float64."
+        )
+    if low or worst < NEAR_TOL:
+        return report  # round-off: the hypotheses would only add noise
+    candidates = hypotheses(problem, correct)
+    fits = [h for h in candidates if _fits(h, user, keys)]
+    if fits:
+        report.diagnosis = fits[0]
+        return report
+    _explain_each(report, candidates, user, ref, failing)
+    report.findings += _patterns(report, failing)
+    if probe:
+        try:
+            report.localisation = localise(fn, problem, correct, name)
+        except BpttError as exc:
+            report.findings.append(f"(Could not probe prefixes of the sequence: {exc}.)")
+    return report
+
+
+def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray]) -> ParamCheck:
+    mine = user.grads.get(key)
+    if mine is None:
+        return ParamCheck(key, None, False, "missing",
+                          f"Your grads have no {key!r}: return ∂J/∂{MATH[key]} under that key.")
+    if mine.shape != ref[key].shape:
+        return ParamCheck(key, None, False, f"shape {mine.shape}, expected {ref[key].shape}")
+    if not np.isfinite(mine).all():
+        return ParamCheck(key, None, False, "NaN or inf",
+                          f"Your ∂J/∂{MATH[key]} contains NaN or inf.")
+    comparison = compare_arrays(key, mine, ref[key])
+    return ParamCheck(key, comparison, comparison.passed(PASS_TOL))
+
+
+def _loss_check(loss: float, ref_loss: float, problem: Problem) -> LossCheck:
+    passed = abs(loss - ref_loss) <= 1e-10 * max(abs(ref_loss), 1.0)
+    if passed:
+        return LossCheck(loss, ref_loss, True)
+    ratio = loss / ref_loss if ref_loss else float("nan")
+    known = _fraction(ratio, problem.T, problem.B)
+    if known:
+        return LossCheck(loss, ref_loss, False, (
+            f"Your loss {loss:.10g} is {known[0]} of the reference J = {ref_loss:.10g}: it is "
+            f"{known[1]}, while the reference J = Σ_t Σ_b −log p_t[label_t] is the total."))
+    return LossCheck(loss, ref_loss, False, (
+        f"Your loss {loss:.10g} differs from the reference J = {ref_loss:.10g}: the forward "
+        "pass or the loss itself is different. The reference is J = Σ_t Σ_b −log "
+        "softmax(W^hy h_t + b_y)[label_t] with z_t = W^xh x_t + W^hh h_{t−1} + b_h, "
+        "h_t = tanh z_t, h_0 = h0; if the gradients are wrong too, fix the forward first."))
+
+
+def _fits(h: Hypothesis, user: UserResult, keys: list[str]) -> bool:
+    """Does the hypothesis reproduce every gradient the learner returned?
+
+    (A learner's gradient that fails against the reference by more than PASS_TOL and
+    matches the hypothesis within MATCH_TOL < PASS_TOL proves the hypothesis differs.)"""
+    return all(h.grads[key] is None or _rel(user.grads.get(key), h.grads[key]) <= MATCH_TOL
+               for key in keys)
+
+
+def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: UserResult,
+                  ref: dict[str, np.ndarray], failing: list[str]) -> None:
+    """Per failing parameter: the first hypothesis that alters it and reproduces it, or a
+    constant factor; one sentence per hypothesis, naming the parameters it explains."""
+    T, B = report.problem.T, report.problem.B
+    explained: dict[str, list[str]] = {}
+    for check in report.params:
+        if check.passed:
+            continue
+        if check.explanation:  # missing or NaN: said when the row was made
+            explained.setdefault(check.explanation, []).append(MATH[check.name])
+            continue
+        key = check.name
+        mine = user.grads.get(key)
+        for h in candidates:
+            guess = h.grads[key]
+            if guess is not None and _rel(guess, ref[key]) > MATCH_TOL \
+                    and _rel(mine, guess) <= MATCH_TOL:
+                check.explanation = h.message
+                break
+        else:
+            if mine is not None and mine.shape == ref[key].shape and np.isfinite(mine).all():
+                r = ref[key].reshape(-1)
+                c = float(mine.reshape(-1) @ r / (r @ r)) if r @ r > 0 else 0.0
+                if c != 0 and _rel(mine, c * ref[key]) <= MATCH_TOL:
+                    known = _fraction(c, T, B)
+                    factor = known[0] if known else f"{c:.6g}"
+                    check.explanation = (f"Your gradient is {factor} × the reference: a "
+                                         "constant factor slipped in here.")
+        if check.explanation:
+            explained.setdefault(check.explanation, []).append(MATH[key])
+    for message, names in explained.items():
+        report.findings.append(f"{', '.join(names)}: {message}")
+
+
+def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
+    """Sentences from which parameters agree, when no single hypothesis fits."""
+    bad = set(failing) - {"h0"}
+    unexplained = {c.name for c in report.params if not c.passed and not c.explanation}
+    if not unexplained:
+        return []
+    out = []
+    if bad and not bad & set(HEAD):
+        out.append("Your head gradients (W^hy, b_y) are right, so your forward pass and "
+                   "∂J_t/∂y_t = p_t − onehot(label_t) are right: the mistake is in the "
+                   "backward through the recurrence (" + ", ".join(
+                       MATH[k] for k in RECURRENT if k in bad) + " differ).")
+        if bad == {"Whh"}:
+            out.append("Your W^xh and b_h gradients are right, so ∂J/∂z_t is right at every "
+                       "step: only dW^hh is assembled wrongly. It is Σ_t ∂J/∂z_t h_{t−1}ᵀ.")
+        elif bad == {"Wxh"}:
+            out.append("Your W^hh and b_h gradients are right, so ∂J/∂z_t is right: only "
+                       "dW^xh is assembled wrongly. It is Σ_t ∂J/∂z_t x_tᵀ with x_t the "
+                       "one-hot input of step t.")
+        elif bad == {"bh"}:
+            out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
+                       "batch rows).")
+    elif bad & set(HEAD):
+        out.append("Your head gradients are wrong too, so start there: ∂J_t/∂y_t = p_t − "
+                   "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t ∂J_t/∂y_t.")
+    if "h0" in unexplained:
+        out.append("Your ∂J/∂h0 differs from the reference: the initial state feeds z_1, so "
+                   "∂J/∂h0 = W^hhᵀ ∂J/∂z_1, the error carried one step past the first.")
+    return out

@@ -1,0 +1,116 @@
+"""`bptt gradcheck` run as a user runs it: every cell against every witness, and YOUR backward."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "broken_backwards"
+
+
+def bptt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_default_checks_every_cell_with_one_and_two_layers_against_all_witnesses(tmp_path, torch):
+    run = bptt("gradcheck", "--json", "--hidden", "3", "--seq-len", "4", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["passed"] is True
+    assert report["tolerances"] == {"reference": 1e-12, "finite_differences": 1e-7, "torch": 1e-10}
+    rows = report["rows"]
+    assert {(r["cell"], r["layers"]) for r in rows} == {
+        (c, L) for c in ("rnn", "lstm", "gru") for L in (1, 2)}
+    assert all(r["rel_vs_torch"] is not None and r["rel_vs_torch"] < 1e-10 for r in rows)
+    assert {r["param"] for r in rows if r["cell"] == "lstm" and r["layers"] == 2} == {
+        "Wxh", "Whh", "bxh", "bhh", "Wxh_l1", "Whh_l1", "bxh_l1", "bhh_l1", "Why", "by", "h0"}
+
+
+def test_the_table_has_a_row_per_parameter_and_states_its_tolerances(tmp_path):
+    run = bptt("gradcheck", "--cell", "rnn", "--layers", "1", "--no-torch", "--hidden", "3",
+               cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "tolerances: reference 1e-12, finite differences 1e-07" in out
+    assert "torch witness not run: --no-torch" in out
+    rows = [line for line in out.splitlines() if line.startswith("| rnn | 1 |")]
+    assert [r.split("|")[3].strip() for r in rows] == ["Wxh", "Whh", "bh", "Why", "by", "h0"]
+    assert all(r.rstrip().endswith("| PASS |") for r in rows)
+    assert "6 passed, 0 failed" in out
+
+
+def test_your_correct_backward_passes(tmp_path):
+    run = bptt("gradcheck", "--backward", f"{EXAMPLES / 'correct.py'}:rnn_backward", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "PASS: all 6 gradients agree with the reference" in run.stdout
+
+
+def test_your_broken_backward_fails_with_its_diagnosis(tmp_path):
+    run = bptt("gradcheck", "--backward", f"{EXAMPLES / 'no_recurrence.py'}:rnn_backward",
+               cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    out = " ".join(run.stdout.split())  # the sentences are wrapped
+    assert "| Why |" in run.stdout and "| Whh |" in run.stdout
+    assert ("Your dW^hh keeps only 1 step of the recurrence: the term ∂h_t/∂h_{t−1} = W^hhᵀ "
+            "diag(1 − h²) is missing or not accumulated") in out
+    assert "FAIL: 4 of 6 gradients differ" in out
+
+
+def test_json_report_of_a_localised_bug(tmp_path):
+    run = bptt("gradcheck", "--json", "--backward",
+               f"{EXAMPLES / 'clipped_carry.py'}:rnn_backward", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert report["passed"] is False and report["diagnosis"] is None
+    assert report["localisation"]["first_wrong_t"] == 2
+    assert {p["param"]: p["passed"] for p in report["params"]} == {
+        "Wxh": False, "Whh": False, "bh": False, "Why": True, "by": True, "h0": False}
+
+
+def test_truncate_flag_checks_against_the_truncated_reference(tmp_path):
+    spec = f"{EXAMPLES / 'truncated_two_steps.py'}:rnn_backward"
+    assert bptt("gradcheck", "--backward", spec, "--truncate", "2", cwd=tmp_path).returncode == 0
+
+
+def test_a_module_spec_is_imported_from_the_current_directory(tmp_path):
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "mymod.py").write_text((EXAMPLES / "sign_flipped.py").read_text())
+    run = bptt("gradcheck", "--backward", "mypkg.mymod:rnn_backward", cwd=tmp_path)
+    assert run.returncode == 1 and "The sign is flipped" in run.stdout
+
+
+@pytest.mark.parametrize(("spec", "source", "message"), [
+    ("missing.py:fn", None, "missing.py does not exist"),
+    ("mine.py:nope", "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n    pass\n",
+     "mine.py has no function 'nope' (it defines: rnn_backward)"),
+    ("mine.py:rnn_backward", "rnn_backward = [1, 2]\n", "mine.py:rnn_backward is a list, not a function"),
+    ("mine.py:rnn_backward",
+     "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n    return 42\n",
+     "returned a int; expected a dict of gradients, (loss, grads) or (loss, grads, h_last)"),
+    ("just_a_name", None, "--backward expects MODULE:FUNCTION or FILE.py:FUNCTION"),
+])
+def test_a_bad_backward_spec_is_one_line_and_exit_2(tmp_path, spec, source, message):
+    if source is not None:
+        (tmp_path / "mine.py").write_text(source)
+    run = bptt("gradcheck", "--backward", spec, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("bptt: error: ")
+    assert message in run.stderr
+
+
+def test_flags_that_do_not_apply_are_refused(tmp_path):
+    spec = f"{EXAMPLES / 'correct.py'}:rnn_backward"
+    for args, message in [
+        (["--backward", spec, "--cell", "lstm"], "--cell does not apply"),
+        (["--backward", spec, "--seq-len", "3"], "at least 4"),
+        (["--truncate", "2"], "--truncate applies only with --backward"),
+    ]:
+        run = bptt("gradcheck", *args, cwd=tmp_path)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)

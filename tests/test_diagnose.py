@@ -1,0 +1,268 @@
+"""Diagnosis of a learner's backward: every broken example gets its own named bug.
+
+The examples live in tests/broken_backwards/ (one bug per file, each a complete tutorial-style
+RNN backward); correct.py is the same code without the bug.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import diagnose, reference
+from bptt.errors import BpttError
+
+EXAMPLES = Path(__file__).parent / "broken_backwards"
+
+# example file -> (hypothesis name, words the learner must be told)
+DIAGNOSES = {
+    "no_recurrence": ("truncated", "keeps only 1 step of the recurrence: the term ∂h_t/∂h_{t−1} = W^hhᵀ diag(1 − h²) is missing or not accumulated"),
+    "truncated_two_steps": ("truncated", "keeps only 2 steps of the recurrence"),
+    "mean_loss": ("mean", "You differentiate the MEAN loss over time and batch: every gradient is 1/(T·B)"),
+    "mean_over_time": ("mean", "the MEAN over time: every gradient is 1/T"),
+    "sign_flipped": ("sign", "The sign is flipped"),
+    "transposed_whh": ("transposed", "Your dW^hh is the transpose of the right gradient"),
+    "transposed_wxh": ("transposed", "Your dW^xh is the transpose of the right gradient"),
+    "missing_tanh_derivative": ("no-tanh-derivative", "The derivative of tanh is missing"),
+    "carry_skips_tanh_derivative": ("carry-skips-tanh-derivative", "The error you carry back to h_{t−1} skips tanh'"),
+    "carry_untransposed": ("carry-untransposed", "You carry the error back with W^hh where W^hhᵀ belongs"),
+    "h_t_for_h_prev": ("h-instead-of-h-prev", "Your dW^hh uses h_t where h_{t−1} belongs"),
+    "tanh_derivative_off_by_one": ("tanh-derivative-off-by-one", "Off by one step: you take tanh' at the previous state"),
+    "first_step_zero_state": ("first-step-zero-state", "the previous state is the initial state h0, not zero"),
+    "head_off_by_one": ("head-h-prev", "your dW^hy uses h_{t−1} where h_t belongs"),
+    "loop_skips_first_step": ("first-step-skipped", "Your loop over time skips the first step"),
+    "only_last_loss": ("last-loss-only", "Only the last loss J_T is sent back through time"),
+    "h0_gradient_missing": ("h0-missing", "Your ∂J/∂h0 is zero"),
+}
+
+PROBLEMS = {
+    "default": {},
+    "other sizes": {"hidden": 3, "seq_len": 6, "batch": 3, "seed": 7},
+}
+
+
+def load(name: str):
+    return diagnose.load_backward(f"{EXAMPLES / name}.py:rnn_backward")
+
+
+def test_every_example_file_is_covered():
+    files = {p.stem for p in EXAMPLES.glob("*.py")}
+    assert files == set(DIAGNOSES) | {"correct", "clipped_carry"}
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_the_correct_backward_passes(sizes):
+    report = diagnose.check_backward(load("correct"), diagnose.make_problem(**sizes))
+    assert report.passed, report.messages()
+    assert [p.name for p in report.params] == ["Wxh", "Whh", "bh", "Why", "by", "h0"]
+    assert report.loss is not None and report.loss.passed and report.h_last_ok
+    assert report.messages() == []
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+@pytest.mark.parametrize("example", sorted(DIAGNOSES))
+def test_each_broken_backward_gets_its_own_diagnosis(example, sizes):
+    name, words = DIAGNOSES[example]
+    report = diagnose.check_backward(load(example), diagnose.make_problem(**sizes))
+    assert not report.passed
+    assert report.diagnosis is not None, f"{example}: no hypothesis fits; {report.messages()}"
+    assert report.diagnosis.name == name
+    assert words in report.diagnosis.message
+    assert report.localisation is None  # a fitting hypothesis needs no probing
+
+
+def test_the_mean_loss_is_also_named_in_the_loss_row():
+    report = diagnose.check_backward(load("mean_loss"))
+    assert not report.loss.passed
+    assert "is 1/(T·B) = 1/10 of the reference J = 22.1005092" in report.loss.message
+    assert "it is the MEAN loss over time and batch, while the reference" in report.loss.message
+
+
+def test_truncated_example_passes_against_the_truncated_reference():
+    problem = diagnose.make_problem(truncate=2)
+    assert diagnose.check_backward(load("truncated_two_steps"), problem).passed
+    report = diagnose.check_backward(load("correct"), problem)
+    assert report.diagnosis.name == "truncate-ignored"
+    assert "ignores its truncate argument" in report.diagnosis.message
+
+
+def test_an_unnamed_bug_is_localised_by_probing_prefixes():
+    report = diagnose.check_backward(load("clipped_carry"))
+    assert report.diagnosis is None
+    loc = report.localisation
+    assert loc.first_wrong == 1  # J_2 (1-based): the first loss whose error is carried back
+    assert [s.ok for s in loc.steps] == [True, False, False, False, False]
+    assert "J_1 right, J_2 WRONG" in loc.message
+    assert "mistake is in how the error is carried back from h_t to h_{t−1}" in loc.message
+    assert any("head gradients (W^hy, b_y) are right" in m for m in report.messages())
+
+
+def test_localisation_finds_the_reach_of_a_cut_recurrence():
+    problem = diagnose.make_problem()
+    fn = load("truncated_two_steps")
+    loc = diagnose.localise(fn, problem, diagnose.expansion(problem))
+    assert loc.first_wrong == 2 and loc.steps[2].reach == 2
+    assert "For J_3 your gradient holds only the terms k = 2 … 3" in loc.message
+
+
+def test_a_bug_inside_one_step_is_localised_at_the_first_loss():
+    problem = diagnose.make_problem()
+    loc = diagnose.localise(load("missing_tanh_derivative"), problem, diagnose.expansion(problem))
+    assert loc.first_wrong == 0 and "wrong already at T = 1" in loc.message
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_the_walk_is_the_reference_double_sum(truncate):
+    problem = diagnose.make_problem(hidden=3, seq_len=5, batch=2, seed=3, truncate=truncate)
+    mine = diagnose.walk(problem)
+    _, grads, terms = reference.loss_and_grads(problem.params, problem.inputs, problem.targets,
+                                               h0=problem.h0, truncate=truncate)
+    for key in diagnose.RECURRENT:
+        np.testing.assert_allclose(mine.rec[key], terms.contributions[key], rtol=0, atol=1e-14)
+    total = mine.grads()
+    for key in problem.params:
+        np.testing.assert_allclose(total[key], grads[key], rtol=0, atol=1e-13, err_msg=key)
+    np.testing.assert_allclose(total["h0"], terms.dJ_dstate0, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(mine.losses.sum(), terms.losses.sum(), rtol=1e-14)
+
+
+def test_the_hypotheses_are_told_apart_on_the_problem():
+    problem = diagnose.make_problem()
+    candidates = diagnose.hypotheses(problem, diagnose.expansion(problem))
+    keys = [*diagnose.PARAM_KEYS, "h0"]
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1:]:
+            same = all(a.grads[k] is None or b.grads[k] is None
+                       or diagnose._rel(a.grads[k], b.grads[k]) <= diagnose.MATCH_TOL for k in keys)
+            assert not same, (a.name, b.name)
+
+
+# --- loading and calling: every way a spec or a return value can be wrong -----------------
+
+
+def test_load_errors_are_one_sentence(tmp_path):
+    with pytest.raises(BpttError, match=re.escape("expects MODULE:FUNCTION or FILE.py:FUNCTION")):
+        diagnose.load_backward("no_colon_here")
+    with pytest.raises(BpttError, match="does not exist"):
+        diagnose.load_backward(f"{tmp_path / 'missing.py'}:fn")
+    with pytest.raises(BpttError, match="has no function 'nope' \\(it defines: rnn_backward\\)"):
+        diagnose.load_backward(f"{EXAMPLES / 'correct.py'}:nope")
+    (tmp_path / "values.py").write_text("rnn_backward = 3\n")
+    with pytest.raises(BpttError, match="is a int, not a function"):
+        diagnose.load_backward(f"{tmp_path / 'values.py'}:rnn_backward")
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    with pytest.raises(BpttError, match=r"importing .* failed: SyntaxError.*line 1"):
+        diagnose.load_backward(f"{tmp_path / 'broken.py'}:f")
+    with pytest.raises(BpttError, match=re.escape("cannot import module 'no_such_pkg_xyz.mod'")):
+        diagnose.load_backward("no_such_pkg_xyz.mod:f")
+
+
+def test_a_module_spec_is_imported(tmp_path, monkeypatch):
+    pkg = tmp_path / "learnerpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mine.py").write_text((EXAMPLES / "correct.py").read_text())
+    monkeypatch.chdir(tmp_path)
+    fn = diagnose.load_backward("learnerpkg.mine:rnn_backward")
+    assert diagnose.check_backward(fn).passed
+
+
+def _returns(value):
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        return value
+    return fn
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ([1, 2, 3], "returned a list of 3 items"),
+    (None, "returned a NoneType"),
+    ({"dWxh": 0}, "expected the keys of params"),
+    ((1.0, {"Wxh": "text"}), "grads\\['Wxh'\\] that is not a numeric array"),
+    (("x", {"Wxh": np.zeros((4, 5))}), "loss that is not one number"),
+])
+def test_wrong_return_values_are_errors(value, match):
+    with pytest.raises(BpttError, match=match):
+        diagnose.check_backward(_returns(value))
+
+
+def test_a_function_that_raises_or_has_another_signature_is_an_error():
+    def crashes(params, inputs, targets, h0=None, truncate=None):
+        return params["nope"]
+
+    with pytest.raises(BpttError, match=r"raised KeyError: 'nope' \(test_diagnose.py, line"):
+        diagnose.check_backward(crashes)
+    with pytest.raises(BpttError, match="cannot be called as fn\\(params, inputs, targets, h0=None"):
+        diagnose.check_backward(lambda params: {})
+
+
+def test_a_missing_gradient_is_a_failed_row_not_an_error():
+    def partial(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        del grads["bh"]
+        return grads
+
+    report = diagnose.check_backward(partial)
+    bh = next(p for p in report.params if p.name == "bh")
+    assert not report.passed and bh.note == "missing"
+    assert all(p.passed for p in report.params if p.name != "bh")
+
+
+def test_the_learners_arrays_are_copies():
+    def vandal(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        for value in params.values():
+            value[...] = 0
+        h0[...] = 0
+        return grads
+
+    problem = diagnose.make_problem()
+    before = {k: v.copy() for k, v in problem.params.items()}
+    assert diagnose.check_backward(vandal, problem).passed
+    assert all(np.array_equal(problem.params[k], before[k]) for k in before)
+
+
+def test_the_problem_separates_and_refuses_short_sequences():
+    with pytest.raises(BpttError, match="at least 4"):
+        diagnose.make_problem(seq_len=3)
+    p = diagnose.make_problem()
+    assert p.h0.shape == (2, 4) and np.all(p.params["bh"] != 0) and np.all(p.h0 != 0)
+    assert p.params["Wxh"].dtype == np.float64
+
+
+def test_float32_round_off_is_named_not_misdiagnosed():
+    def in_float32(params, inputs, targets, h0=None, truncate=None):
+        p32 = {k: v.astype(np.float32) for k, v in params.items()}
+        _, grads, _ = bptt.loss_and_grads(p32, inputs, targets, h0=h0.astype(np.float32))
+        return grads
+
+    def cast_back(params, inputs, targets, h0=None, truncate=None):
+        return {k: v.astype(np.float64) for k, v in in_float32(params, inputs, targets, h0).items()}
+
+    report = diagnose.check_backward(in_float32)
+    assert not report.passed and report.messages()[0].startswith("Your W^xh, W^hh, b_h, W^hy, b_y gradient came back as float32")
+    report = diagnose.check_backward(cast_back)
+    assert len(report.messages()) == 1 and "that is round-off, not a bug" in report.messages()[0]
+
+
+def test_nan_is_reported_for_its_parameter():
+    def with_nan(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        grads["Whh"][0, 0] = np.nan
+        return grads
+
+    report = diagnose.check_backward(with_nan)
+    assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in report.messages()
+
+
+def test_an_ignored_initial_state_is_named():
+    def from_zeros(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets)  # h0 never passed on
+
+    report = diagnose.check_backward(from_zeros)
+    assert report.diagnosis.name == "h0-ignored"
+    assert "ignores the initial state h0" in report.diagnosis.message
+    assert not report.loss.passed and report.h_last_ok is False

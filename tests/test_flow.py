@@ -1,0 +1,146 @@
+"""Gradient flow ‖∂J_t/∂h_k‖: the dedicated walk equals the reference; the PNG and CSV are right."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import checkpoint, flow, gradcheck, reference
+
+
+def bptt_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def reference_norms(params, inputs, targets, h0=None, layer=-1) -> np.ndarray:
+    """‖∂J_t/∂h_k‖ straight from the reference double sum's terms; NaN above the diagonal."""
+    _, _, terms = reference.loss_and_grads(params, inputs, targets, h0=h0,
+                                           keep_contributions=False)
+    dJt_dh = terms.dJt_dh[layer]  # (T, T, B, H)
+    norms = np.sqrt((dJt_dh**2).sum(axis=(2, 3)))
+    norms[np.triu_indices(norms.shape[0], 1)] = np.nan
+    return norms
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from the PNG header: signature, then the IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def read_csv(path) -> dict[tuple[str, int, int], float]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["cell", "t", "k", "distance", "norm"]
+    assert all(int(r["distance"]) == int(r["t"]) - int(r["k"]) >= 0 for r in rows)
+    return {(r["cell"], int(r["t"]), int(r["k"])): float(r["norm"]) for r in rows}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_walk_equals_the_reference_terms(cell, layers):
+    params, inputs, targets, h0 = gradcheck.random_problem(cell, 3, 6, 2, layers, seed=2)
+    for layer in range(layers):
+        mine = flow.dJt_dh_norms(params, inputs, targets, h0, layer=layer)
+        ref = reference_norms(params, inputs, targets, h0, layer=layer)
+        np.testing.assert_array_equal(np.isnan(mine), np.isnan(ref))
+        np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=0)
+
+
+def test_mean_by_distance_averages_the_diagonals():
+    F = np.array([[1.0, np.nan, np.nan], [2.0, 3.0, np.nan], [4.0, 5.0, 6.0]])
+    np.testing.assert_allclose(flow.mean_by_distance(F), [10 / 3, 3.5, 4.0])
+
+
+def test_plots_are_figures_with_the_stated_pixel_size():
+    report = flow.flow_on_text("abcabcabcabd", "rnn", hidden=4)
+    fig = flow.plot_flow(report)
+    assert np.allclose(fig.get_size_inches() * fig.dpi, (500, 440))
+    assert np.allclose(flow.plot_compare([report] * 3).get_size_inches() * flow.DPI, (1600, 440))
+    assert len(fig.axes) == 2  # the heatmap and its colour bar
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("k") and ax.get_ylabel().startswith("t")
+    assert type(ax.images[0].norm).__name__ == "LogNorm"
+    image = ax.images[0].get_array()
+    assert image.mask[0, 1] and not image.mask[1, 0]  # the upper triangle (k > t) is masked
+    assert len(flow.plot_distance([report, report]).axes[0].lines) == 2
+
+
+def test_the_figure_api_only_never_pyplot():
+    import bptt.cli.flow
+
+    for module in (flow, bptt.cli.flow):
+        source = inspect.getsource(module)
+        assert "import matplotlib.pyplot" not in source and "import pyplot" not in source
+        assert "matplotlib.use(" not in source and "plt." not in source
+
+
+def test_the_sequence_must_fit_the_text():
+    with pytest.raises(bptt.BpttError, match="at most 3 steps"):
+        flow.flow_on_text("abcd", seq_len=5)
+
+
+def test_flow_of_a_checkpoint_writes_png_and_csv_equal_to_the_reference(tmp_path):
+    text = "a stitch in time saves nine, and nine stitches save time"
+    vocab = sorted(set(text))
+    params = bptt.init_params("lstm", len(vocab), 5, len(vocab), rng=np.random.default_rng(3),
+                              dtype=np.float64, num_layers=2)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    checkpoint.save_model(run_dir, params, vocab)
+    (tmp_path / "proverb.txt").write_text(text)
+    run = bptt_cli("flow", "--checkpoint", str(run_dir), "--file", "proverb.txt", "--seq-len",
+                   "30", "--out", "pictures", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "pictures"
+    assert png_size(out / "flow.png") == (500, 440)
+    assert png_size(out / "flow_distance.png") == (500, 440)
+    # the numbers, computed here independently from the reference's ∂J_t/∂h_k
+    ids = np.array([vocab.index(c) for c in text])
+    expected = reference_norms(params, ids[:30, None], ids[1:31, None])
+    numbers = read_csv(out / "flow.csv")
+    assert len(numbers) == 30 * 31 // 2
+    for (cell, t, k), value in numbers.items():
+        assert cell == "lstm"
+        assert value == pytest.approx(expected[t - 1, k - 1], rel=1e-12)
+    assert "wrote pictures/flow.png (500×440)" in run.stdout
+
+
+def test_compare_draws_three_cells_side_by_side(tmp_path):
+    run = bptt_cli("flow", "--compare", "--hidden", "16", "--seq-len", "40", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert png_size(tmp_path / "flow.png") == (1600, 440)
+    assert png_size(tmp_path / "flow_distance.png") == (500, 440)
+    numbers = read_csv(tmp_path / "flow.csv")
+    assert {cell for cell, _, _ in numbers} == {"rnn", "lstm", "gru"}
+    assert len(numbers) == 3 * 40 * 41 // 2
+    # the vanishing gradient: the vanilla RNN keeps least of J_40's error at h_1
+    kept = {c: numbers[(c, 40, 1)] / numbers[(c, 40, 40)] for c in ("rnn", "lstm", "gru")}
+    assert kept["rnn"] < 1e-8 and kept["rnn"] < kept["gru"] < kept["lstm"]
+    assert "J_40 → h_1 keeps" in run.stdout
+    # the same numbers as the library gives for the documented fresh models
+    again = flow.compare_cells(flow.DEFAULT_TEXT, hidden=16, seq_len=40)
+    for report in again:
+        assert numbers[(report.cell, 40, 3)] == report.norms[39, 2]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--text", "abc", "--seq-len", "9"], "enough for a sequence of at most 2 steps"),
+    (["--checkpoint", "nowhere"], "no checkpoint at nowhere"),
+    (["--compare", "--cell", "rnn"], "leave out --cell"),
+    (["--file", "missing.txt"], "does not exist"),
+])
+def test_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
+    run = bptt_cli("flow", *args, cwd=tmp_path)
+    assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1
+    assert not (tmp_path / "flow.png").exists()

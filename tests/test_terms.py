@@ -1,0 +1,73 @@
+"""`bptt terms`: the (t, k) terms of ∂J/∂W^hh re-added give the efficient gradient exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import terms
+
+
+def bptt_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _problem_from_json(cell: str, problem: dict):
+    params = {k: np.array(v, dtype=np.float64) for k, v in problem["params"].items()}
+    h0 = tuple(np.array(s) for s in problem["h0"]) if cell == "lstm" else np.array(problem["h0"])
+    return params, np.array(problem["inputs"]), np.array(problem["targets"]), h0
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_json_terms_re_added_equal_the_efficient_gradient(tmp_path, cell):
+    run = bptt_cli("terms", "--cell", cell, "--seq-len", "4", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["notation"].startswith("t and k are 1-based")
+    T = doc["T"]
+    assert [(term["t"], term["k"]) for term in doc["terms"]] == [
+        (t, k) for t in range(1, T + 1) for k in range(1, t + 1)]
+    # the efficient backward, run here on the problem the command printed
+    params, inputs, targets, h0 = _problem_from_json(cell, doc["problem"])
+    efficient = bptt.backprop(params, inputs, targets, h0=h0)
+    total = sum(np.array(term["value"]) for term in doc["terms"])
+    np.testing.assert_allclose(total, efficient.grads["Whh"], rtol=0, atol=1e-12)
+    for term in doc["terms"]:
+        assert term["norm"] == pytest.approx(np.linalg.norm(term["value"]), rel=1e-12)
+    # grouped by k: Σ_t ∂J_t/∂h_k is the efficient dJ_dh[k]
+    for k in range(1, T + 1):
+        grouped = sum(np.array(d["value"]) for d in doc["dJt_dh"] if d["k"] == k)
+        np.testing.assert_allclose(grouped, efficient.dJ_dh[0][0, k - 1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(doc["by_k"][k - 1]["efficient_dJ_dh"], efficient.dJ_dh[0][0, k - 1],
+                                   rtol=0, atol=0)
+
+
+def test_text_output_labels_the_terms_one_based(tmp_path):
+    run = bptt_cli("terms", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "Steps are numbered t, k = 1 … 3 as in the derivation" in out
+    assert "The 6 terms, one per (t, k) with k ≤ t:" in out
+    lines = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert [(int(a), int(b)) for a, b, *_ in lines] == [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3)]
+    assert "efficient dJ_dh[3]" in out and "max |Σ terms − efficient dW^hh|" in out
+
+
+def test_the_library_expansion_matches_for_every_cell():
+    for cell in ("rnn", "lstm", "gru"):
+        e = terms.expand_whh(cell, seq_len=3, hidden=2, seed=1)
+        assert e.max_diff_grad < 1e-14
+        assert max(e.max_diff_dJ_dh(k) for k in range(e.T)) < 1e-14
+        assert np.isnan(e.norms[0, 1]) and e.terms.shape[:2] == (3, 3)
+        assert not e.terms[0, 1].any()  # k > t: no term
+
+
+def test_terms_refuses_huge_sizes(tmp_path):
+    run = bptt_cli("terms", "--seq-len", "51", cwd=tmp_path)
+    assert run.returncode == 2 and "keep --seq-len <= 50" in run.stderr
