@@ -23,6 +23,8 @@ COMMANDS = {
     "gradcheck": "gradcheck",
     "terms": "terms",
     "flow": "flow",
+    "export": "export",
+    "import": "import_",
 }
 
 

@@ -1,0 +1,47 @@
+"""``bptt import``: read a PyTorch state_dict (safetensors) back into a bptt run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bptt import interop
+from bptt.cells import CELLS
+from bptt.data import Vocab, read_text
+
+
+def add_parser(sub, name: str) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser(
+        name,
+        help="read a PyTorch state_dict (safetensors) into a bptt run directory",
+        description=(
+            "Read TORCH.safetensors (keys rnn.weight_ih_l0, …, head.weight, head.bias, as "
+            "written by 'bptt export' or by safetensors.torch.save_file(module.state_dict())) "
+            "and write OUT_DIR/model.safetensors, usable by 'bptt sample'. The cell and "
+            "vocabulary come from the file's metadata when bptt exported it; otherwise give "
+            "--cell and, for a character model, --vocab. Sizes are read off the shapes."
+        ),
+    )
+    p.add_argument("file", metavar="TORCH.safetensors", type=Path, help="the file to read")
+    p.add_argument("out", metavar="OUT_DIR", type=Path, help="run directory to write")
+    p.add_argument("--cell", choices=sorted(CELLS),
+                   help="the cell, for files without bptt metadata (default: from the shapes)")
+    p.add_argument("--vocab", type=Path, metavar="FILE",
+                   help="a text file whose sorted distinct characters are the vocabulary")
+    p.add_argument("--force", action="store_true", help="overwrite OUT_DIR/model.safetensors")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Import, then say what was read and how to use it."""
+    vocab = None if args.vocab is None else Vocab.from_text(read_text(args.vocab)).to_list()
+    model = interop.import_file(args.file, args.out, args.cell, vocab, overwrite=args.force)
+    config = interop.model_config(model.params)
+    print(f"wrote {args.out / 'model.safetensors'}: {config['cell']} model, "
+          f"{config['num_layers']} layer(s), H={config['hidden_size']}, {config['dtype']}, "
+          + (f"vocabulary {len(model.vocab)}" if model.vocab is not None else "no vocabulary"))
+    if model.vocab is None:
+        print("note: without a vocabulary 'bptt sample' cannot use it; import again with "
+              "--vocab FILE --force")
+    return 0

@@ -1,0 +1,678 @@
+"""PyTorch weights in and out: bptt parameter dicts <-> PyTorch state_dicts, safetensors only.
+
+Legend: T time, B batch, D input size (the vocabulary, for a character model),
+H hidden size, V output size, L layers, G gates (rnn 1, gru 3, lstm 4).
+
+The PyTorch twin of a bptt model is :class:`CharRNN`: ``.rnn`` is an ``nn.RNN``
+(tanh), ``nn.LSTM`` or ``nn.GRU`` (``batch_first=False``, time-major like bptt) and
+``.head`` an ``nn.Linear``.  Its ``state_dict`` names and shapes are PyTorch's own:
+
+    bptt key        torch key               shape
+    Wxh / Wxh_l{l}  rnn.weight_ih_l{l}      (G·H, D) for l = 0, (G·H, H) above
+    Whh / Whh_l{l}  rnn.weight_hh_l{l}      (G·H, H)
+    bxh             rnn.bias_ih_l{l}        (G·H,)      lstm, gru
+    bhh             rnn.bias_hh_l{l}        (G·H,)      lstm, gru
+    bh              rnn.bias_ih_l{l}        (H,)        rnn: b_h, and bias_hh_l{l} = 0
+    Why             head.weight             (V, H)
+    by              head.bias               (V,)
+
+Gates are stacked in PyTorch's order (lstm i, f, g, o; gru r, z, n), exactly as
+bptt stores them, so weights move without any reordering.
+
+* The vanilla RNN has ONE bias b_h; PyTorch's nn.RNN has two that are only ever
+  added.  Export writes bias_ih = b_h, bias_hh = 0; import reads b_h = bias_ih +
+  bias_hh.  :class:`CharRNN` freezes bias_hh (``requires_grad=False``) so that
+  training in torch moves b_h exactly as bptt does (otherwise both biases would
+  move and b_h would learn at twice the rate).
+* A bias-free model (``bias=False``) exports no bias keys at all and loads into
+  ``bias=False`` modules.
+* Token ids are one-hot inputs: there is no nn.Embedding.  Column j of
+  ``rnn.weight_ih_l0`` is the embedding of token j (``W^xh onehot(j) = W^xh[:, j]``),
+  and :meth:`CharRNN.forward` turns an integer (T, B) tensor into one-hot (T, B, D).
+
+Files.  :func:`write_torch_safetensors` stores a state_dict with JSON metadata
+(``__metadata__["bptt"]``: format, kind ``"torch_state_dict"``, the model's cell and
+sizes, vocabulary, training settings); :func:`read_torch_safetensors` reads such a
+file or any safetensors file (e.g. one written by ``safetensors.torch.save_file``),
+validating the header before anything is allocated.  Nothing here pickles,
+unpickles, or calls ``torch.save`` / ``torch.load``.
+
+torch is optional: this module imports without it; :func:`torch_module` and the
+other torch-only helpers import it when called and raise a BpttError when it is
+missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt import checkpoint, models
+from bptt.cells import CELLS, get_cell
+from bptt.errors import BpttError, CheckpointError
+
+KIND = "torch_state_dict"
+RNN_PREFIX = "rnn."
+HEAD_WEIGHT = "head.weight"
+HEAD_BIAS = "head.bias"
+DDP_PREFIX = "module."
+TORCH_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+_LAYER_KEY = re.compile(r"^rnn\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+_MODEL_FIELDS = ("cell", "num_layers", "input_size", "hidden_size", "output_size")
+
+
+def torch_key(name: str, layer: int) -> str:
+    """The state_dict key of one recurrent tensor: ("weight_hh", 1) -> "rnn.weight_hh_l1"."""
+    return f"{RNN_PREFIX}{name}_l{layer}"
+
+
+# ----------------------------------------------------------------------------
+# parameter dicts <-> state_dicts (NumPy only)
+# ----------------------------------------------------------------------------
+
+
+def to_torch_state_dict(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The PyTorch state_dict (NumPy arrays, copies) of a bptt parameter dict.
+
+    params: from :func:`bptt.init_params` or a checkpoint.  Returns the keys of the
+    module docstring's table in :class:`CharRNN`'s order; a vanilla RNN's b_h (H,)
+    becomes bias_ih = b_h and bias_hh = zeros (H,).  A bias-free model gives no bias
+    keys.  The recurrent biases must be present in every layer or in none (PyTorch
+    has one ``bias`` flag per module).
+    """
+    params = dict(params)
+    shapes = models.check_params(params)
+    rnn_bias = recurrent_bias(params, shapes)
+    out: dict[str, np.ndarray] = {}
+    for layer in range(shapes.L):
+        key = functools.partial(models.layer_key, layer=layer)
+        out[torch_key("weight_ih", layer)] = np.array(params[key("Wxh")])
+        out[torch_key("weight_hh", layer)] = np.array(params[key("Whh")])
+        if rnn_bias and shapes.cell == "rnn":
+            out[torch_key("bias_ih", layer)] = np.array(params[key("bh")])
+            out[torch_key("bias_hh", layer)] = np.zeros_like(params[key("bh")])
+        elif rnn_bias:
+            out[torch_key("bias_ih", layer)] = np.array(params[key("bxh")])
+            out[torch_key("bias_hh", layer)] = np.array(params[key("bhh")])
+    out[HEAD_WEIGHT] = np.array(params["Why"])
+    if "by" in params:
+        out[HEAD_BIAS] = np.array(params["by"])
+    return out
+
+
+def to_torch_grads(grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The gradient with respect to the state_dict of :func:`to_torch_state_dict`.
+
+    Equal to :func:`to_torch_state_dict` of ``grads`` except for the vanilla RNN's
+    biases: b_h = bias_ih + bias_hh, so ∂J/∂bias_ih = ∂J/∂bias_hh = ∂J/∂b_h (the
+    gradient torch autograd gives for an unfrozen bias_hh).
+    """
+    out = to_torch_state_dict(grads)
+    if models.infer_cell(dict(grads)) == "rnn":
+        for key in out:
+            match = _LAYER_KEY.match(key)
+            if match and match.group(1) == "bias_hh":
+                out[key] = np.array(out[torch_key("bias_ih", int(match.group(2)))])
+    return out
+
+
+def recurrent_bias(params: Mapping[str, np.ndarray], shapes: models.Shapes) -> bool:
+    """Whether the recurrent layers have biases (all of them), or raise if only some do."""
+    names = get_cell(shapes.cell).BIAS_NAMES
+    present = [models.layer_key(n, layer) in params for layer in range(shapes.L) for n in names]
+    if any(present) and not all(present):
+        missing = [models.layer_key(n, layer) for layer in range(shapes.L) for n in names
+                   if models.layer_key(n, layer) not in params]
+        raise BpttError(
+            f"params has recurrent biases in some layers but not {', '.join(missing)}: "
+            "a PyTorch module has biases in every layer or in none"
+        )
+    return all(present)
+
+
+def model_config(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The model config of a parameter dict, as ``checkpoint.model_meta(...)["model"]``.
+
+    Keys: cell, num_layers, input_size, hidden_size, output_size, bias (recurrent
+    biases), head_bias, dtype.  This is what :func:`torch_module` builds from.
+    """
+    params = dict(params)
+    shapes = models.check_params(params)
+    return {
+        "cell": shapes.cell,
+        "num_layers": shapes.L,
+        "input_size": shapes.D,
+        "hidden_size": shapes.H,
+        "output_size": shapes.V,
+        "bias": recurrent_bias(params, shapes),
+        "head_bias": "by" in params,
+        "dtype": str(params["Whh"].dtype),
+    }
+
+
+def from_torch_state_dict(
+    sd: Mapping[str, Any], cell: str | None = None, dtype: Any = None
+) -> dict[str, np.ndarray]:
+    """The bptt parameter dict of a PyTorch state_dict (the reverse of to_torch_state_dict).
+
+    sd: key -> array or CPU tensor, with the keys of the module docstring (a state_dict
+    of a DDP-wrapped module, every key starting with ``module.``, is accepted too).
+    cell: "rnn", "lstm" or "gru"; None reads it off the shape of rnn.weight_hh_l0
+    (G·H rows); when given, weights of another cell are refused.  dtype: the float type
+    of the result; None keeps the state_dict's (float16 becomes float32).
+    rnn: b_h = bias_ih + bias_hh.  Returns a dict of fresh arrays that passes
+    :func:`bptt.models.check_params`.
+
+    Raises:
+        CheckpointError naming the offending key: a key missing or unexpected, a shape
+        that does not fit (including a cell other than ``cell``: its gate count), a
+        non-float or non-finite tensor.
+    """
+    arrays = _as_arrays(sd)
+    if cell is not None and cell not in CELLS:
+        raise BpttError(f"unknown cell {cell!r}: choose one of {', '.join(sorted(CELLS))}")
+    layers = _check_keys(arrays)
+    kind, H = _read_cell(arrays, cell)
+    G = get_cell(kind).GATES * H
+    bias = torch_key("bias_ih", 0) in arrays or torch_key("bias_hh", 0) in arrays
+    D = _shape_of(arrays, torch_key("weight_ih", 0), 2, f"({G}, D)")[1]
+    V = _shape_of(arrays, HEAD_WEIGHT, 2, f"(V, {H})")[0]
+    if HEAD_BIAS in arrays and arrays[HEAD_BIAS].shape[:1] != (V,):
+        raise CheckpointError(
+            f"{HEAD_WEIGHT!r} has shape {arrays[HEAD_WEIGHT].shape} but {HEAD_BIAS!r} has shape "
+            f"{arrays[HEAD_BIAS].shape}: they disagree on the output size V"
+        )
+    expected: dict[str, tuple[int, ...]] = {}
+    for layer in range(layers):
+        expected[torch_key("weight_ih", layer)] = (G, D if layer == 0 else H)
+        expected[torch_key("weight_hh", layer)] = (G, H)
+        if bias:
+            expected[torch_key("bias_ih", layer)] = (G,)
+            expected[torch_key("bias_hh", layer)] = (G,)
+    expected[HEAD_WEIGHT] = (V, H)
+    if HEAD_BIAS in arrays:
+        expected[HEAD_BIAS] = (V,)
+    _check_against(arrays, expected, kind, H)
+    target = _result_dtype(arrays, dtype)
+
+    def tensor(name: str, layer: int) -> np.ndarray:
+        return arrays[torch_key(name, layer)].astype(target)
+
+    params: dict[str, np.ndarray] = {}
+    for layer in range(layers):
+        key = functools.partial(models.layer_key, layer=layer)
+        params[key("Wxh")] = tensor("weight_ih", layer)
+        params[key("Whh")] = tensor("weight_hh", layer)
+        if bias and kind == "rnn":  # b_h = bias_ih + bias_hh
+            params[key("bh")] = tensor("bias_ih", layer) + tensor("bias_hh", layer)
+        elif bias:
+            params[key("bxh")] = tensor("bias_ih", layer)
+            params[key("bhh")] = tensor("bias_hh", layer)
+    params["Why"] = arrays[HEAD_WEIGHT].astype(target)
+    if HEAD_BIAS in arrays:
+        params["by"] = arrays[HEAD_BIAS].astype(target)
+    try:
+        models.check_params(params, kind)
+    except BpttError as exc:  # e.g. a bias_ih + bias_hh that overflows
+        raise CheckpointError(f"the state_dict does not make a valid {kind} model: {exc}") from exc
+    return params
+
+
+def _as_arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """key -> NumPy array (tensors are detached and copied to the CPU); ``module.`` dropped."""
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"a state_dict must be a dict of arrays, got {type(sd).__name__}")
+    keys = list(sd)
+    strip = bool(keys) and all(isinstance(k, str) and k.startswith(DDP_PREFIX) for k in keys)
+    arrays = {}
+    for key, value in sd.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"state_dict key {key!r} is not a string")
+        if hasattr(value, "detach"):  # a torch tensor, without importing torch
+            try:
+                value = value.detach().cpu().numpy()
+            except (TypeError, RuntimeError) as exc:  # e.g. bfloat16, which NumPy lacks
+                raise CheckpointError(f"{key!r} cannot become a NumPy array: {exc}") from exc
+        arrays[key[len(DDP_PREFIX):] if strip else key] = np.asarray(value)
+    return arrays
+
+
+def _check_keys(arrays: dict[str, np.ndarray]) -> int:
+    """Refuse keys that are not ours; return L (1 + the highest layer index seen)."""
+    layers = 0
+    for key in arrays:
+        match = _LAYER_KEY.match(key)
+        if match:
+            layers = max(layers, int(match.group(2)) + 1)
+        elif key not in (HEAD_WEIGHT, HEAD_BIAS):
+            hint = ""
+            if key.endswith("_reverse"):
+                hint = " (bidirectional modules are not supported)"
+            elif "proj" in key:
+                hint = " (LSTM projections, proj_size > 0, are not supported)"
+            elif not key.startswith(("rnn.", "head.")):
+                hint = " (expected rnn.weight_ih_l0, …, head.weight, head.bias)"
+            raise CheckpointError(f"unexpected key {key!r} in the state_dict{hint}")
+    if torch_key("weight_hh", 0) not in arrays:
+        raise CheckpointError(f"the state_dict is missing the key {torch_key('weight_hh', 0)!r}")
+    return layers
+
+
+def _shape_of(arrays: dict[str, np.ndarray], key: str, ndim: int, form: str) -> tuple[int, ...]:
+    """The shape of arrays[key], which must exist and have ``ndim`` dimensions."""
+    if key not in arrays:
+        raise CheckpointError(f"the state_dict is missing the key {key!r}")
+    shape = arrays[key].shape
+    if len(shape) != ndim:
+        raise CheckpointError(f"{key!r} has shape {shape}, expected {form}")
+    return shape
+
+
+def _read_cell(arrays: dict[str, np.ndarray], cell: str | None) -> tuple[str, int]:
+    """(cell, H) from rnn.weight_hh_l0 (G·H, H); a gate count not of ``cell`` raises."""
+    key = torch_key("weight_hh", 0)
+    rows, H = _shape_of(arrays, key, 2, "(G·H, H)")
+    kinds = {get_cell(k).GATES: k for k in CELLS}
+    found = kinds.get(rows // H) if H and rows % H == 0 else None
+    if cell is not None and found != cell:
+        G = get_cell(cell).GATES
+        what = f"the weights of a {found!r} cell" if found else "no known cell"
+        raise CheckpointError(
+            f"{key!r} has shape {(rows, H)}: {what}, but cell={cell!r} needs "
+            f"({G}·H, H) = ({G * H}, {H}) ({G} gate{'s' if G > 1 else ''})"
+        )
+    if found is None:
+        raise CheckpointError(
+            f"{key!r} has shape {(rows, H)}: expected (H, H) rnn, (3H, H) gru or (4H, H) lstm"
+        )
+    return found, H
+
+
+def _check_against(
+    arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], cell: str, H: int
+) -> None:
+    """Every expected key present, with its shape, float and finite; nothing else."""
+    for key in expected:
+        if key not in arrays:
+            raise CheckpointError(f"the state_dict is missing the key {key!r} ({cell}, H={H})")
+    for key, value in arrays.items():
+        if key not in expected:
+            raise CheckpointError(f"unexpected key {key!r} in the state_dict of a {cell} model")
+        if value.dtype.kind != "f":
+            raise CheckpointError(f"{key!r} has dtype {value.dtype}; expected a float tensor")
+        if value.shape != expected[key]:
+            raise CheckpointError(
+                f"{key!r} has shape {value.shape}, expected {expected[key]} for a {cell} "
+                f"model with hidden size {H}"
+            )
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"{key!r} contains NaN or inf")
+
+
+def _result_dtype(arrays: dict[str, np.ndarray], dtype: Any) -> np.dtype:
+    """The requested float dtype, or the common dtype of the tensors (at least float32)."""
+    if dtype is not None:
+        target = np.dtype(dtype)
+        if target.kind != "f":
+            raise BpttError(f"dtype must be a float type, got {target}")
+        return target
+    return np.result_type(np.float32, *(a.dtype for a in arrays.values()))
+
+
+# ----------------------------------------------------------------------------
+# safetensors files of torch state_dicts
+# ----------------------------------------------------------------------------
+
+
+def export_meta(
+    params: Mapping[str, np.ndarray],
+    vocab: list[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    step: int = 0,
+) -> dict[str, Any]:
+    """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings."""
+    return {
+        "format": checkpoint.FORMAT,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "kind": KIND,
+        "model": model_config(params),
+        "vocab": vocab,
+        "config": dict(config or {}),
+        "step": int(step),
+        "torch": {
+            "module": "bptt.interop.CharRNN",
+            "rnn": f"torch.nn.{TORCH_CLASSES[models.infer_cell(dict(params))]}",
+            "batch_first": False,
+            "input": "one-hot: token j is column j of rnn.weight_ih_l0",
+        },
+    }
+
+
+def write_torch_safetensors(
+    path: str | os.PathLike[str],
+    params: Mapping[str, np.ndarray],
+    vocab: list[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    step: int = 0,
+) -> Path:
+    """Write the torch state_dict of ``params`` and :func:`export_meta` to ``path`` atomically.
+
+    The file loads with ``safetensors.torch.load_file`` straight into
+    ``torch_module(meta["model"]).load_state_dict(..., strict=True)``.  Returns the path.
+    """
+    target = Path(path)
+    checkpoint.write_safetensors_atomic(
+        target, to_torch_state_dict(params), export_meta(params, vocab, config, step)
+    )
+    return target
+
+
+def read_torch_safetensors(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """Return (tensors, bptt metadata or None) of any safetensors file.
+
+    The header is validated before anything is allocated (as
+    :func:`bptt.checkpoint.read_safetensors` does); files without bptt metadata (e.g.
+    written by ``safetensors.torch.save_file``) give None.  Metadata written by bptt
+    must be a ``torch_state_dict`` of this format version.
+    """
+    import safetensors.numpy
+
+    file = Path(path)
+    if not file.exists():
+        raise CheckpointError(f"{file} does not exist; check the path.")
+    if file.is_dir():
+        raise CheckpointError(f"{file} is a directory; pass a .safetensors file.")
+    try:
+        with file.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            header_len = checkpoint._check_prefix(file, handle.read(8), size)
+            header = checkpoint._parse_header(file, handle.read(header_len))
+            checkpoint._check_tensors(file, header, size - 8 - header_len)
+            handle.seek(0)
+            data = handle.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {file}: {exc.strerror or exc}.") from exc
+    if len(data) != size:
+        raise CheckpointError(f"{file} changed while being read.")
+    meta = _foreign_meta(file, header.get("__metadata__"))
+    try:
+        tensors = safetensors.numpy.load(data)
+    except Exception as exc:  # the library's own checks, after ours
+        raise CheckpointError(f"{file} is not a usable safetensors file ({exc}).") from exc
+    tensors = {k: a if a.flags.writeable else a.copy() for k, a in tensors.items()}
+    return {k: tensors[k] for k in sorted(tensors, key=_key_order)}, meta
+
+
+def _key_order(key: str) -> tuple[int, int, str]:
+    """Sort state_dict keys as a module lists them: layer by layer, then the head."""
+    match = _LAYER_KEY.match(key)
+    if match:
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return int(match.group(2)), names.index(match.group(1)), key
+    return 1 << 30, 0 if key == HEAD_WEIGHT else 1, key
+
+
+def _foreign_meta(file: Path, metadata: Any) -> dict[str, Any] | None:
+    """The bptt metadata of a safetensors header, or None when there is none."""
+    if not isinstance(metadata, dict) or checkpoint.METADATA_KEY not in metadata:
+        return None
+    try:
+        meta = json.loads(metadata[checkpoint.METADATA_KEY])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{file}: its bptt metadata is not valid JSON.") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file}: its bptt metadata is not a JSON object.")
+    if meta.get("kind") == "model" and meta.get("format") == checkpoint.FORMAT:
+        raise CheckpointError(
+            f"{file} is a bptt checkpoint already (kind 'model'), not an exported torch "
+            "state_dict; use it directly (bptt sample, bptt export)."
+        )
+    checkpoint.check_format(file, meta, KIND)
+    return meta
+
+
+def params_from_file(
+    path: str | os.PathLike[str], cell: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """(bptt params, bptt metadata or None) of a torch state_dict safetensors file.
+
+    The cell comes from the file's metadata when bptt wrote it (``cell``, if also given,
+    must agree), else from ``cell``; without either it is read off the weight shapes.
+    The metadata's sizes must match the weights.
+    """
+    file = Path(path)
+    tensors, meta = read_torch_safetensors(file)
+    model = (meta or {}).get("model")
+    if meta is not None:
+        if not isinstance(model, dict) or any(k not in model for k in _MODEL_FIELDS):
+            raise CheckpointError(f"{file}: its bptt metadata has no valid 'model' entry.")
+        if cell is not None and cell != model["cell"]:
+            raise CheckpointError(
+                f"{file} holds a {model['cell']!r} model (its metadata says so), not {cell!r}"
+            )
+        cell = model["cell"]
+    try:
+        params = from_torch_state_dict(tensors, cell=cell)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{file}: {exc}") from exc
+    if model is not None:
+        found = model_config(params)
+        for key in _MODEL_FIELDS:
+            if model[key] != found[key]:
+                raise CheckpointError(
+                    f"{file} metadata says {key}={model[key]!r} but the weights have {found[key]!r}"
+                )
+    return params, meta
+
+
+# ----------------------------------------------------------------------------
+# the PyTorch module (torch imported only here)
+# ----------------------------------------------------------------------------
+
+
+def _torch() -> Any:
+    """The torch module, or a BpttError saying how to install it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise BpttError(
+            "this needs PyTorch, which is not installed: pip install 'bptt[torch]'"
+        ) from exc
+    return torch
+
+
+@functools.cache
+def char_rnn_class() -> type:
+    """The class :class:`CharRNN` (built on first use, so that torch stays optional)."""
+    torch = _torch()
+    nn = torch.nn
+
+    class CharRNN(nn.Module):
+        """bptt's network in PyTorch: ``.rnn`` (nn.RNN tanh / nn.LSTM / nn.GRU) and ``.head``.
+
+        forward(x, h0=None) -> (logits (T, B, V), h_n).  x: token ids (T, B), an integer
+        tensor (one-hot encoded here: column j of weight_ih_l0 is token j's embedding),
+        or dense inputs (T, B, D).  h0 / h_n: (L, B, H), or the pair (h, c) for the LSTM;
+        None means zeros.  Time-major (batch_first=False), as bptt.
+        """
+
+        def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int,
+                     num_layers: int = 1, bias: bool = True, head_bias: bool | None = None,
+                     dtype: Any = None) -> None:
+            super().__init__()
+            kinds = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+            options = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+            self.cell = cell
+            self.input_size = input_size
+            self.rnn = kinds[cell](input_size, hidden_size, num_layers=num_layers, bias=bias,
+                                   batch_first=False, dtype=dtype, **options)
+            self.head = nn.Linear(hidden_size, output_size,
+                                  bias=bias if head_bias is None else head_bias, dtype=dtype)
+            if cell == "rnn" and bias:  # bptt's one b_h = bias_ih + bias_hh: only bias_ih moves
+                for layer in range(num_layers):
+                    getattr(self.rnn, f"bias_hh_l{layer}").requires_grad_(False)
+
+        def forward(self, x: Any, h0: Any = None) -> tuple[Any, Any]:
+            """x (T, B) ids or (T, B, D) -> (logits (T, B, V), final state)."""
+            if not torch.is_floating_point(x):
+                dtype = self.rnn.weight_hh_l0.dtype
+                x = nn.functional.one_hot(x.long(), self.input_size).to(dtype)
+            out, h_n = self.rnn(x, h0)
+            return self.head(out), h_n
+
+    CharRNN.__module__ = __name__
+    CharRNN.__qualname__ = "CharRNN"
+    return CharRNN
+
+
+def __getattr__(name: str) -> Any:
+    """``bptt.interop.CharRNN`` is built on first access (it needs torch)."""
+    if name == "CharRNN":
+        return char_rnn_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def torch_module(config: Mapping[str, Any], dtype: Any = None) -> Any:
+    """A fresh (PyTorch-initialized) :class:`CharRNN` for a model config.
+
+    config: ``meta["model"]`` of a checkpoint or an exported file, or
+    :func:`model_config`: cell, input_size, hidden_size, output_size, num_layers (1),
+    bias (True), head_bias (= bias), dtype ("float32" / "float64"; the ``dtype``
+    argument, a torch dtype, overrides it).  Load weights with
+    ``module.load_state_dict({k: torch.from_numpy(v) ...}, strict=True)`` or use
+    :func:`to_torch_module`.
+    """
+    torch = _torch()
+    if not isinstance(config, Mapping):
+        raise BpttError(f"config must be a dict, got {type(config).__name__}")
+    missing = [k for k in ("cell", "input_size", "hidden_size", "output_size") if k not in config]
+    if missing:
+        raise BpttError(f"the model config is missing {', '.join(missing)}")
+    get_cell(config["cell"])
+    sizes = {k: config.get(k, 1) for k in ("input_size", "hidden_size", "output_size",
+                                             "num_layers")}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BpttError(f"config {name} must be a positive integer, got {value!r}")
+    if dtype is None:
+        names = {"float32": torch.float32, "float64": torch.float64}
+        name = config.get("dtype", "float32")
+        if name not in names:
+            raise BpttError(f"config dtype must be float32 or float64, got {name!r}")
+        dtype = names[name]
+    bias = bool(config.get("bias", True))
+    head_bias = bool(config.get("head_bias", bias))
+    return char_rnn_class()(config["cell"], sizes["input_size"], sizes["hidden_size"],
+                            sizes["output_size"], sizes["num_layers"], bias, head_bias, dtype)
+
+
+def to_torch_module(params: Mapping[str, np.ndarray]) -> Any:
+    """The :class:`CharRNN` holding exactly ``params`` (strict load, dtype of params)."""
+    torch = _torch()
+    module = torch_module(model_config(params))
+    state = {k: torch.from_numpy(v) for k, v in to_torch_state_dict(params).items()}
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def from_torch_module(module: Any) -> dict[str, np.ndarray]:
+    """The bptt parameters of a :class:`CharRNN` (or any module with the same state_dict)."""
+    return from_torch_state_dict(module.state_dict())
+
+
+def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, Any]:
+    """Run ``module`` on token ids (T, B) given as NumPy or a tensor, without autograd.
+
+    Returns (logits (T, B, V), final state) as torch tensors.
+    """
+    torch = _torch()
+    x = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.asarray(ids, np.int64))
+    with torch.no_grad():
+        return module(x, h0)
+
+
+# ----------------------------------------------------------------------------
+# whole files: a bptt checkpoint -> torch safetensors, and back
+# ----------------------------------------------------------------------------
+
+
+def export_checkpoint(
+    source: str | os.PathLike[str], out: str | os.PathLike[str], overwrite: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """Write the model of a bptt checkpoint (run directory or model file) as a torch file.
+
+    Refuses an existing ``out`` unless ``overwrite``, and never overwrites the checkpoint
+    itself.  Returns (the file written, its metadata).
+    """
+    target = Path(out)
+    model = checkpoint.load_model(source)
+    source_file = Path(source) / checkpoint.MODEL_FILE if Path(source).is_dir() else Path(source)
+    if target.is_dir():
+        raise BpttError(f"{target} is a directory; give the name of the .safetensors file to write")
+    if target.exists() and target.resolve() == source_file.resolve():
+        raise BpttError(f"{target} is the checkpoint being exported; choose another file name")
+    if target.exists() and not overwrite:
+        raise BpttError(f"{target} already exists; pass --force to overwrite it")
+    write_torch_safetensors(target, model.params, model.vocab, model.config, model.step)
+    return target, export_meta(model.params, model.vocab, model.config, model.step)
+
+
+def import_file(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    cell: str | None = None,
+    vocab: list[str] | None = None,
+    overwrite: bool = False,
+) -> checkpoint.LoadedModel:
+    """Read a torch state_dict safetensors file into a bptt run directory (model.safetensors).
+
+    The cell and vocabulary come from the file's bptt metadata if it has any (``cell`` and
+    ``vocab``, when also given, must agree), else from ``cell`` (or the weight shapes) and
+    ``vocab``; the sizes are read off the shapes.  The directory is created if needed; one
+    holding a model is refused unless ``overwrite``, one holding a training state always
+    (its optimizer state would no longer match).  Returns the model as read back.
+    """
+    params, meta = params_from_file(path, cell)
+    meta = meta or {}
+    if vocab is not None and meta.get("vocab") is not None and list(vocab) != meta["vocab"]:
+        raise BpttError(
+            f"{path} carries its own vocabulary ({len(meta['vocab'])} characters), which "
+            "differs from the --vocab given; drop --vocab"
+        )
+    chars = list(vocab) if vocab is not None else meta.get("vocab")
+    shapes = models.check_params(params)
+    if chars is not None and (len(chars) != shapes.D or len(chars) != shapes.V):
+        raise BpttError(
+            f"the vocabulary has {len(chars)} characters but the weights take {shapes.D} inputs "
+            f"and give {shapes.V} outputs"
+        )
+    target = Path(out_dir)
+    if target.exists() and not target.is_dir():
+        raise BpttError(f"{target} is a file; give a directory to import into")
+    from bptt.train import STATE_FILE
+
+    if (target / STATE_FILE).exists():
+        raise BpttError(
+            f"{target} holds a training run ({STATE_FILE}); import into a new directory"
+        )
+    if (target / checkpoint.MODEL_FILE).exists() and not overwrite:
+        raise BpttError(
+            f"{target} already holds {checkpoint.MODEL_FILE}; pass --force to overwrite it"
+        )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BpttError(f"cannot create the directory {target}: {exc.strerror}") from exc
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    step = meta.get("step") if isinstance(meta.get("step"), int) else 0
+    file = checkpoint.save_model(target, params, chars, config, step)
+    return checkpoint.load_model(file)

@@ -1,0 +1,320 @@
+"""``bptt export`` and ``bptt import`` run as a user runs them (subprocess), and the DDP example.
+
+A model trained with ``bptt train`` is exported, loaded into PyTorch with
+``safetensors.torch.load_file`` + ``load_state_dict(strict=True)``, and decodes the same
+greedy text there as ``bptt sample --greedy``; export -> import gives back the very same
+checkpoint; files written by PyTorch import with --cell / --vocab; each bad file gives one
+``bptt: error:`` line naming the key and exit code 2.  The DDP example (examples/ddp_train.py)
+runs on 2 CPU processes with gloo and its loss decreases.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from bptt import checkpoint, interop
+from bptt.sample import draw, next_token_distribution, sample_text
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "ddp_train.py"
+TRAINED = {"rnn": 1, "lstm": 2, "gru": 2}  # cell -> layers of the trained checkpoints
+
+
+def bptt_run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bptt", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("bptt: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in r.stderr, (needle, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus_file) -> dict[str, Path]:
+    """cell -> a run directory trained by ``bptt train`` (float64, a little training)."""
+    root = tmp_path_factory.mktemp("trained")
+    runs = {}
+    for cell, layers in TRAINED.items():
+        out = root / cell
+        r = bptt_run("train", corpus_file, "--out", out, "--cell", cell, "--layers", layers,
+                     "--hidden", 24, "--steps", 60, "--seq-len", 20, "--batch", 8, "--lr", 0.01,
+                     "--eval-every", 80, "--sample-length", 0, "--dtype", "float64", "--quiet")
+        assert r.returncode == 0, r.stderr
+        runs[cell] = out
+    return runs
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory) -> dict[str, Path]:
+    """cell -> the trained model exported with ``bptt export``."""
+    root = tmp_path_factory.mktemp("exported")
+    files = {}
+    for cell, run in trained.items():
+        files[cell] = root / f"{cell}.safetensors"
+        r = bptt_run("export", run, files[cell])
+        assert r.returncode == 0, r.stderr
+        assert f"wrote {files[cell]}: {cell} model" in r.stdout
+        assert "rnn.weight_ih_l0" in r.stdout and "head.weight" in r.stdout
+    return files
+
+
+def torch_twin_of_file(torch, path: Path):
+    """What a PyTorch user does with an exported file (no bptt checkpoint code involved)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        import json
+
+        meta = json.loads(handle.metadata()["bptt"])
+    module = interop.torch_module(meta["model"])
+    module.load_state_dict(load_file(path), strict=True)
+    return module, meta
+
+
+def torch_generate(torch, module, vocab, length, prime="", temperature=1.0, rng=None,
+                   greedy=True) -> str:
+    """Greedy (or sampled) decoding in PyTorch, the way bptt.sample does it."""
+    index = {c: i for i, c in enumerate(vocab)}
+    start = prime or ("\n" if "\n" in index else vocab[0])
+    out = []
+    with torch.no_grad():
+        logits, state = module(torch.tensor([[index[c]] for c in start]))
+        for _ in range(length):
+            p = next_token_distribution(logits[-1, 0].numpy(), temperature)
+            token = int(np.argmax(p)) if greedy else draw(p, rng)
+            out.append(vocab[token])
+            logits, state = module(torch.tensor([[token]]), state)
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------
+# a trained model, in PyTorch
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", sorted(TRAINED))
+def test_trained_model_decodes_the_same_text_in_torch(torch, trained, exported, cell):
+    module, meta = torch_twin_of_file(torch, exported[cell])
+    vocab = meta["vocab"]
+    model = checkpoint.load_model(trained[cell])
+    assert vocab == model.vocab and meta["model"]["num_layers"] == TRAINED[cell]
+    for prime in ("", "The "):
+        r = bptt_run("sample", trained[cell], "--greedy", "--length", 150, "--prime", prime)
+        assert r.returncode == 0, r.stderr
+        cli_text = r.stdout[len(prime):-1]  # the prime is printed first, a newline last
+        lib_text = sample_text(model.params, vocab, 150, prime=prime, greedy=True)
+        assert cli_text == lib_text
+        assert torch_generate(torch, module, vocab, 150, prime) == lib_text
+    # sampling too: the same numpy Generator draws the same characters from torch's logits
+    lib = sample_text(model.params, vocab, 150, 0.8, rng=np.random.default_rng(9))
+    twin = torch_generate(torch, module, vocab, 150, temperature=0.8,
+                          rng=np.random.default_rng(9), greedy=False)
+    assert twin == lib
+
+
+def test_export_then_import_gives_back_the_same_checkpoint(trained, exported, tmp_path):
+    for cell, run in trained.items():
+        out = tmp_path / cell
+        r = bptt_run("import", exported[cell], out)
+        assert r.returncode == 0, r.stderr
+        assert f"wrote {out / 'model.safetensors'}: {cell} model" in r.stdout
+        before, after = checkpoint.load_model(run), checkpoint.load_model(out)
+        assert after.params.keys() == before.params.keys()
+        assert all(np.array_equal(after.params[k], before.params[k]) for k in before.params)
+        assert after.vocab == before.vocab and after.step == before.step
+        assert after.config == before.config
+        a = bptt_run("sample", run, "--length", 100, "--seed", 4)
+        b = bptt_run("sample", out, "--length", 100, "--seed", 4)
+        assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
+
+
+def test_export_refuses_to_overwrite_unless_forced(trained, tmp_path):
+    target = tmp_path / "m.safetensors"
+    target.write_bytes(b"precious")
+    assert_one_line_error(bptt_run("export", trained["rnn"], target), "already exists", "--force")
+    assert target.read_bytes() == b"precious"
+    r = bptt_run("export", trained["rnn"], target, "--force")
+    assert r.returncode == 0, r.stderr
+    assert interop.read_torch_safetensors(target)[1]["model"]["cell"] == "rnn"
+    model_file = trained["rnn"] / "model.safetensors"
+    assert_one_line_error(bptt_run("export", trained["rnn"], model_file, "--force"),
+                          "is the checkpoint being exported")
+    assert_one_line_error(bptt_run("export", tmp_path / "nothing", tmp_path / "x.safetensors"),
+                          "no checkpoint")
+    assert_one_line_error(bptt_run("export", trained["rnn"], tmp_path / "no" / "x.safetensors"),
+                          "does not exist")
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_import_refuses_to_overwrite_a_model_or_a_training_run(trained, exported, tmp_path):
+    assert_one_line_error(bptt_run("import", exported["gru"], trained["gru"]), "training run")
+    out = tmp_path / "imported"
+    assert bptt_run("import", exported["gru"], out).returncode == 0
+    assert_one_line_error(bptt_run("import", exported["lstm"], out), "already holds", "--force")
+    assert checkpoint.load_model(out).cell == "gru"
+    assert bptt_run("import", exported["lstm"], out, "--force").returncode == 0
+    assert checkpoint.load_model(out).cell == "lstm"
+    assert_one_line_error(bptt_run("import", trained["rnn"] / "model.safetensors", tmp_path / "y"),
+                          "bptt checkpoint already")
+
+
+# ----------------------------------------------------------------------------
+# files written by PyTorch
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_file(torch, tmp_path, corpus_file):
+    """A torch-initialized 2-layer GRU character model saved with safetensors.torch.save_file."""
+    from safetensors.torch import save_file
+
+    from bptt.data import Vocab, read_text
+
+    vocab = Vocab.from_text(read_text(corpus_file)).to_list()
+    torch.manual_seed(0)
+    module = interop.torch_module({"cell": "gru", "input_size": len(vocab), "hidden_size": 12,
+                                   "output_size": len(vocab), "num_layers": 2,
+                                   "dtype": "float64"})
+    path = tmp_path / "torch.safetensors"
+    save_file(module.state_dict(), path)
+    return path, module, vocab
+
+
+def test_import_of_a_torch_written_file_with_cell_and_vocab(torch, torch_file, corpus_file,
+                                                           tmp_path):
+    path, module, vocab = torch_file
+    out = tmp_path / "run"
+    r = bptt_run("import", path, out, "--cell", "gru", "--vocab", corpus_file)
+    assert r.returncode == 0, r.stderr
+    model = checkpoint.load_model(out)
+    assert model.vocab == vocab and model.cell == "gru"
+    ids = np.random.default_rng(0).integers(0, len(vocab), (9, 2))
+    logits, _ = interop.torch_forward_from_ids(module, ids)
+    from bptt import forward
+
+    np.testing.assert_allclose(forward(model.params, ids).logits, logits.numpy(), rtol=0,
+                               atol=1e-12)
+    r = bptt_run("sample", out, "--greedy", "--length", 60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout[:-1] == torch_generate(torch, module, vocab, 60)
+    # without --vocab it imports (cell read off the shapes) but says sampling needs one
+    r = bptt_run("import", path, tmp_path / "novocab")
+    assert r.returncode == 0 and "--vocab" in r.stdout
+    assert_one_line_error(bptt_run("sample", tmp_path / "novocab"), "no vocabulary")
+
+
+def write_variant(src: Path, dst: Path, change) -> Path:
+    tensors = safetensors.numpy.load_file(src)
+    change(tensors)
+    safetensors.numpy.save_file(tensors, dst)
+    return dst
+
+
+@pytest.mark.parametrize(("name", "change", "flags", "needles"), [
+    ("wrong_cell", lambda t: None, ["--cell", "lstm"], ["'rnn.weight_hh_l0'", "'gru' cell"]),
+    ("missing_key", lambda t: t.pop("rnn.bias_hh_l1"), [], ["missing", "'rnn.bias_hh_l1'"]),
+    ("missing_head", lambda t: t.pop("head.weight"), [], ["missing", "'head.weight'"]),
+    ("wrong_shape", lambda t: t.update({"head.weight": np.zeros((5, 12))}), [],
+     ["'head.weight'", "shape (5, 12)"]),
+    ("wrong_layer_shape", lambda t: t.update({"rnn.weight_hh_l1": np.zeros((36, 11))}), [],
+     ["'rnn.weight_hh_l1'", "shape (36, 11)"]),
+    ("unexpected", lambda t: t.update({"embedding.weight": np.zeros((3, 3))}), [],
+     ["unexpected key 'embedding.weight'"]),
+    ("int_tensor", lambda t: t.update({"head.bias": np.zeros(t["head.bias"].shape, np.int32)}),
+     [], ["'head.bias'", "int32"]),
+])
+def test_bad_torch_files_give_one_line_naming_the_key(torch_file, tmp_path, name, change, flags,
+                                                      needles):
+    path = write_variant(torch_file[0], tmp_path / f"{name}.safetensors", change)
+    out = tmp_path / "out"
+    assert_one_line_error(bptt_run("import", path, out, *flags), str(path), *needles)
+    assert not (out / "model.safetensors").exists()
+
+
+def test_bad_import_arguments(exported, tmp_path, corpus_file):
+    pickled = tmp_path / "model.safetensors"
+    import pickle
+
+    pickled.write_bytes(pickle.dumps({"rnn.weight_hh_l0": [[0.0]]}))
+    assert_one_line_error(bptt_run("import", pickled, tmp_path / "a"), "pickle")
+    assert_one_line_error(bptt_run("import", tmp_path / "none.safetensors", tmp_path / "a"),
+                          "does not exist")
+    assert_one_line_error(bptt_run("import", exported["gru"], tmp_path / "a", "--cell", "lstm"),
+                          "'gru' model", "not 'lstm'")
+    (tmp_path / "small.txt").write_text("abc")
+    assert_one_line_error(
+        bptt_run("import", exported["gru"], tmp_path / "a", "--vocab", tmp_path / "small.txt"),
+        "differs from the --vocab")
+    assert_one_line_error(bptt_run("import", exported["gru"], tmp_path / "a", "--cell", "cnn"),
+                          "invalid choice")
+    assert not (tmp_path / "a").exists()
+
+
+def test_export_and_import_work_without_torch(trained, tmp_path):
+    """torch is optional: with it blocked, both commands still run."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from bptt.cli import main\n"
+        f"assert main(['export', {str(trained['lstm'])!r}, {str(tmp_path / 'x.safetensors')!r}]) == 0\n"
+        f"assert main(['import', {str(tmp_path / 'x.safetensors')!r}, {str(tmp_path / 'back')!r}]) == 0\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    a = checkpoint.load_model(trained["lstm"]).params
+    b = checkpoint.load_model(tmp_path / "back").params
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------
+# the DDP example
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_example_trains_on_two_cpu_processes_and_imports_back(torch, corpus_file, tmp_path):
+    run = tmp_path / "run"
+    r = bptt_run("train", corpus_file, "--out", run, "--cell", "lstm", "--hidden", 32,
+                 "--steps", 2, "--eval-every", 2, "--seq-len", 10, "--batch", 4,
+                 "--sample-length", 0, "--quiet")
+    assert r.returncode == 0, r.stderr
+    model_file = tmp_path / "model.safetensors"
+    assert bptt_run("export", run, model_file).returncode == 0
+    trained = tmp_path / "trained.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    steps = 12
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(EXAMPLE), str(model_file), str(corpus_file), str(trained), "--steps", str(steps),
+         "--seq-len", "20", "--batch", "8", "--lr", "0.01"],
+        capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    losses = [float(line.split()[3]) for line in r.stdout.splitlines()
+              if line.startswith("step ")]
+    assert len(losses) == steps, r.stdout  # printed once per step, by rank 0 only
+    assert np.mean(losses[-3:]) < losses[0] - 0.3, losses
+    assert "world size 2" in r.stdout
+    out = tmp_path / "back"
+    r = bptt_run("import", trained, out)
+    assert r.returncode == 0, r.stderr
+    model = checkpoint.load_model(out)
+    tensors = safetensors.numpy.load_file(trained)
+    assert all(np.array_equal(v, interop.to_torch_state_dict(model.params)[k])
+               for k, v in tensors.items())
+    assert model.step == 2 + steps and model.cell == "lstm"
+    before = checkpoint.load_model(run).params
+    assert not np.array_equal(model.params["Whh"], before["Whh"])  # it did train
+    r = bptt_run("sample", out, "--length", 50, "--seed", 0)
+    assert r.returncode == 0 and len(r.stdout) >= 50

@@ -1,0 +1,375 @@
+"""bptt.interop: a bptt model and its PyTorch twin give identical outputs and gradients, both ways.
+
+Grid: every cell × layers 1..3 × bias.  Export -> load_state_dict(strict=True) -> torch forward
+equals bptt forward (float64, 1e-12); one step's gradients equal (autograd with
+cross_entropy(reduction="sum") vs bptt.loss_and_grads, rel 1e-10) and so do the weights after
+one SGD step; a torch-initialized module imports to the same forward; to_torch -> from_torch is
+exact.  Then the errors: each bad state_dict names its key.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import bptt
+from bptt import interop, models
+from bptt.errors import BpttError, CheckpointError
+
+CELLS = ("rnn", "lstm", "gru")
+GRID = [(cell, layers, bias) for cell in CELLS for layers in (1, 2, 3) for bias in (True, False)]
+GRID_IDS = [f"{c}-L{n}-{'bias' if b else 'nobias'}" for c, n, b in GRID]
+D, H, V, T, B = 7, 5, 6, 6, 3
+
+
+def make_params(cell: str, layers: int, bias: bool, seed: int = 0, dtype=np.float64) -> dict:
+    return bptt.init_params(cell, D, H, V, bias, np.random.default_rng(seed), dtype, layers)
+
+
+def make_batch(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, D, (T, B)), rng.integers(0, V, (T, B))
+
+
+def make_state(cell: str, layers: int, seed: int = 2):
+    """A non-zero initial state in the public form (L, B, H), (h, c) for the LSTM."""
+    rng = np.random.default_rng(seed)
+    h = rng.uniform(-0.5, 0.5, (layers, B, H))
+    return (h, rng.uniform(-0.5, 0.5, (layers, B, H))) if cell == "lstm" else h
+
+
+def to_tensors(torch, state):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(torch.from_numpy(s) for s in state)
+    return torch.from_numpy(state)
+
+
+def to_numpy(state):
+    return tuple(s.detach().numpy() for s in state) if isinstance(state, tuple) \
+        else state.detach().numpy()
+
+
+def twin(torch, params):
+    """Export -> torch_module -> load_state_dict(strict=True), as a user would."""
+    module = interop.torch_module(interop.model_config(params))
+    sd = {k: torch.from_numpy(v) for k, v in interop.to_torch_state_dict(params).items()}
+    result = module.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    return module
+
+
+def assert_close(a, b, atol=1e-12):
+    for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,),
+                    strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=atol)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+# ----------------------------------------------------------------------------
+# the grid
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cell", "layers", "bias"), GRID, ids=GRID_IDS)
+def test_exported_twin_forward_equals_bptt_forward(torch, cell, layers, bias):
+    params = make_params(cell, layers, bias)
+    module = twin(torch, params)
+    ids, _ = make_batch()
+    for h0 in (None, make_state(cell, layers)):
+        fwd = bptt.forward(params, ids, h0)
+        logits, h_n = module(torch.from_numpy(ids), to_tensors(torch, h0))
+        assert logits.dtype == torch.float64
+        assert_close(logits.detach().numpy(), fwd.logits)
+        assert_close(to_numpy(h_n), fwd.state)
+
+
+@pytest.mark.parametrize(("cell", "layers", "bias"), GRID, ids=GRID_IDS)
+def test_gradients_and_one_sgd_step_equal(torch, cell, layers, bias):
+    params = make_params(cell, layers, bias, seed=3)
+    module = twin(torch, params)
+    ids, labels = make_batch(seed=4)
+    h0 = make_state(cell, layers, seed=5)
+    # bptt: J = Σ_t Σ_b −log p_t[label] and its efficient BPTT gradient
+    loss, grads, _ = bptt.loss_and_grads(params, ids, labels, h0)
+    # torch: the same J by autograd
+    logits, _ = module(torch.from_numpy(ids), to_tensors(torch, h0))
+    J = torch.nn.functional.cross_entropy(logits.reshape(T * B, V),
+                                          torch.from_numpy(labels).reshape(-1), reduction="sum")
+    J.backward()
+    assert abs(J.item() - loss) <= 1e-12 * abs(loss)
+    expected = interop.to_torch_grads(grads)
+    for key, p in module.state_dict(keep_vars=True).items():
+        if cell == "rnn" and key.startswith("rnn.bias_hh"):
+            assert not p.requires_grad and p.grad is None  # frozen: b_h moves through bias_ih
+            continue
+        assert rel_err(p.grad.numpy(), expected[key]) <= 1e-10, key
+    # one SGD step on each side, then the weights and the forward still agree
+    lr = 0.1
+    torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr).step()
+    stepped = {k: params[k] - lr * grads[k] for k in params}
+    back = interop.from_torch_module(module)
+    assert back.keys() == stepped.keys()
+    for key in stepped:
+        np.testing.assert_allclose(back[key], stepped[key], rtol=0, atol=1e-12, err_msg=key)
+    with torch.no_grad():
+        logits, _ = module(torch.from_numpy(ids), to_tensors(torch, h0))
+    assert_close(logits.numpy(), bptt.forward(stepped, ids, h0).logits)
+
+
+@pytest.mark.parametrize(("cell", "layers", "bias"), GRID, ids=GRID_IDS)
+def test_torch_initialized_module_imports_to_the_same_forward(torch, cell, layers, bias):
+    torch.manual_seed(layers * 10 + bias)
+    config = {"cell": cell, "input_size": D, "hidden_size": H, "output_size": V,
+              "num_layers": layers, "bias": bias, "dtype": "float64"}
+    module = interop.torch_module(config)
+    if cell == "rnn" and bias:  # PyTorch initialises both biases: their sum is b_h
+        assert all(getattr(module.rnn, f"bias_hh_l{l}").abs().sum() > 0 for l in range(layers))
+    params = interop.from_torch_state_dict(module.state_dict(), cell=cell)
+    assert interop.model_config(params) == {**config, "head_bias": bias}
+    ids, _ = make_batch(seed=6)
+    h0 = make_state(cell, layers, seed=7)
+    logits, h_n = interop.torch_forward_from_ids(module, ids, to_tensors(torch, h0))
+    fwd = bptt.forward(params, ids, h0)
+    assert_close(logits.numpy(), fwd.logits)
+    assert_close(to_numpy(h_n), fwd.state)
+
+
+@pytest.mark.parametrize(("cell", "layers", "bias"), GRID, ids=GRID_IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip_is_exact(cell, layers, bias, dtype):
+    params = make_params(cell, layers, bias, seed=8, dtype=dtype)
+    sd = interop.to_torch_state_dict(params)
+    back = interop.from_torch_state_dict(sd, cell=cell)
+    assert back.keys() == params.keys()
+    for key in params:
+        assert back[key].dtype == params[key].dtype
+        assert np.array_equal(back[key], params[key]), key
+    # and the state_dict itself survives a second trip unchanged
+    again = interop.to_torch_state_dict(back)
+    assert list(again) == list(sd)
+    assert all(np.array_equal(again[k], sd[k]) for k in sd)
+
+
+def test_state_dict_names_and_shapes_are_pytorchs(torch):
+    for cell, gates in (("rnn", 1), ("lstm", 4), ("gru", 3)):
+        params = make_params(cell, 2, True)
+        sd = interop.to_torch_state_dict(params)
+        reference = interop.torch_module(interop.model_config(params)).state_dict()
+        assert list(sd) == list(reference)
+        assert {k: v.shape for k, v in sd.items()} == {k: tuple(v.shape)
+                                                       for k, v in reference.items()}
+        assert sd["rnn.weight_ih_l0"].shape == (gates * H, D)
+        assert sd["rnn.weight_ih_l1"].shape == (gates * H, H)
+        assert sd["head.weight"].shape == (V, H)
+    rnn = interop.to_torch_state_dict(make_params("rnn", 2, True))
+    params = make_params("rnn", 2, True)
+    assert np.array_equal(rnn["rnn.bias_ih_l1"], params["bh_l1"])
+    assert not rnn["rnn.bias_hh_l1"].any()
+    assert not any("bias" in k for k in interop.to_torch_state_dict(make_params("gru", 2, False)))
+
+
+def test_token_j_is_column_j_of_weight_ih(torch):
+    """One-hot input: the ids path equals the dense one-hot path, and x_t = e_j picks column j."""
+    params = make_params("lstm", 1, True)
+    module = twin(torch, params)
+    ids, _ = make_batch()
+    dense = np.eye(D)[ids]  # (T, B, D)
+    with torch.no_grad():
+        a, _ = module(torch.from_numpy(ids))
+        b, _ = module(torch.from_numpy(dense))
+    assert torch.equal(a, b)
+    W = interop.to_torch_state_dict(params)["rnn.weight_ih_l0"]
+    assert np.array_equal(W @ np.eye(D)[3], W[:, 3])
+
+
+def test_dense_inputs_and_float32(torch):
+    params = make_params("gru", 2, True, dtype=np.float32)
+    module = interop.to_torch_module(params)
+    assert module.rnn.weight_hh_l0.dtype == torch.float32
+    x = np.random.default_rng(0).normal(size=(T, B, D)).astype(np.float32)
+    with torch.no_grad():
+        logits, _ = module(torch.from_numpy(x))
+    np.testing.assert_allclose(logits.numpy(), bptt.forward(params, x).logits, atol=1e-5)
+
+
+def test_ddp_prefix_and_torch_tensors_are_accepted(torch):
+    params = make_params("lstm", 2, True)
+    module = interop.to_torch_module(params)
+    wrapped = {f"module.{k}": v for k, v in module.state_dict().items()}
+    back = interop.from_torch_state_dict(wrapped)
+    assert all(np.array_equal(back[k], params[k]) for k in params)
+
+
+# ----------------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------------
+
+
+def test_written_file_loads_strictly_with_safetensors_torch(torch, tmp_path):
+    from safetensors.torch import load_file
+
+    vocab = list("abcdefg")  # a character model: D = V = 7
+    params = bptt.init_params("lstm", 7, H, 7, True, np.random.default_rng(0), np.float64, 2)
+    path = interop.write_torch_safetensors(tmp_path / "m.safetensors", params, vocab,
+                                           {"lr": 0.1}, step=7)
+    sd, meta = interop.read_torch_safetensors(path)
+    assert list(sd) == list(interop.to_torch_state_dict(params))
+    assert meta["kind"] == "torch_state_dict" and meta["vocab"] == vocab and meta["step"] == 7
+    assert meta["model"] == interop.model_config(params) and meta["config"] == {"lr": 0.1}
+    module = interop.torch_module(meta["model"])
+    module.load_state_dict(load_file(path), strict=True)
+    ids, _ = make_batch()
+    with torch.no_grad():
+        logits, _ = module(torch.from_numpy(ids))
+    assert_close(logits.numpy(), bptt.forward(params, ids).logits)
+    # a model that is not a character model exports without a vocabulary
+    interop.write_torch_safetensors(tmp_path / "n.safetensors", make_params("rnn", 1, False))
+    assert interop.read_torch_safetensors(tmp_path / "n.safetensors")[1]["vocab"] is None
+
+
+def test_foreign_file_without_metadata_is_read(torch, tmp_path):
+    from safetensors.torch import save_file
+
+    module = interop.torch_module({"cell": "gru", "input_size": D, "hidden_size": H,
+                                   "output_size": V, "num_layers": 2, "dtype": "float64"})
+    save_file(module.state_dict(), tmp_path / "f.safetensors")
+    params, meta = interop.params_from_file(tmp_path / "f.safetensors")
+    assert meta is None and models.infer_cell(params) == "gru"
+    with pytest.raises(CheckpointError, match=re.escape("'rnn.weight_hh_l0'")):
+        interop.params_from_file(tmp_path / "f.safetensors", cell="lstm")
+
+
+def test_hostile_files_are_refused(tmp_path):
+    pickled = tmp_path / "p.safetensors"
+    pickled.write_bytes(pickle.dumps({"rnn.weight_hh_l0": np.zeros((2, 2))}))
+    with pytest.raises(CheckpointError, match="pickle"):
+        interop.read_torch_safetensors(pickled)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        interop.read_torch_safetensors(tmp_path / "missing.safetensors")
+    blob = safetensors.numpy.save({"x": np.zeros(4)}, metadata={"bptt": "{not json"})
+    (tmp_path / "badmeta.safetensors").write_bytes(blob)
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        interop.read_torch_safetensors(tmp_path / "badmeta.safetensors")
+    meta = {"format": "bptt", "format_version": 99, "kind": "torch_state_dict"}
+    blob = safetensors.numpy.save({"x": np.zeros(4)}, metadata={"bptt": json.dumps(meta)})
+    (tmp_path / "v99.safetensors").write_bytes(blob)
+    with pytest.raises(CheckpointError, match="version 99"):
+        interop.read_torch_safetensors(tmp_path / "v99.safetensors")
+
+
+# ----------------------------------------------------------------------------
+# errors name the key
+# ----------------------------------------------------------------------------
+
+
+def good_sd(cell="gru", layers=2, bias=True):
+    return interop.to_torch_state_dict(make_params(cell, layers, bias))
+
+
+def without(sd, key):
+    return {k: v for k, v in sd.items() if k != key}
+
+
+@pytest.mark.parametrize(("make_bad", "key", "what"), [
+    (lambda: without(good_sd(), "rnn.bias_hh_l1"), "rnn.bias_hh_l1", "missing"),
+    (lambda: without(good_sd(), "rnn.weight_ih_l1"), "rnn.weight_ih_l1", "missing"),
+    (lambda: without(good_sd(), "head.weight"), "head.weight", "missing"),
+    (lambda: without(good_sd(), "rnn.weight_hh_l0"), "rnn.weight_hh_l0", "missing"),
+    (lambda: {**good_sd(), "rnn.weight_ih_l0_reverse": np.zeros((15, D))},
+     "rnn.weight_ih_l0_reverse", "bidirectional"),
+    (lambda: {**good_sd(), "embedding.weight": np.zeros((D, 4))}, "embedding.weight", "unexpected"),
+    (lambda: {**good_sd(), "head.weight": np.zeros((V, H + 1))}, "head.weight", "shape"),
+    (lambda: {**good_sd(), "rnn.weight_ih_l1": np.zeros((3 * H, D))}, "rnn.weight_ih_l1", "shape"),
+    (lambda: {**good_sd(), "rnn.bias_ih_l0": np.zeros(3 * H + 1)}, "rnn.bias_ih_l0", "shape"),
+    (lambda: {**good_sd(), "rnn.weight_hh_l1": np.zeros((3 * H, H), np.int64)},
+     "rnn.weight_hh_l1", "dtype"),
+    (lambda: {**good_sd(), "head.bias": np.full(V, np.nan)}, "head.bias", "NaN"),
+])
+def test_bad_state_dicts_name_the_key(make_bad, key, what):
+    with pytest.raises(CheckpointError, match=re.escape(repr(key))) as info:
+        interop.from_torch_state_dict(make_bad(), cell="gru")
+    assert what in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("have", "want"), [("gru", "lstm"), ("lstm", "rnn"), ("rnn", "gru")])
+def test_wrong_cell_names_weight_hh_and_the_gate_count(have, want):
+    with pytest.raises(CheckpointError, match=re.escape("'rnn.weight_hh_l0'")) as info:
+        interop.from_torch_state_dict(good_sd(have), cell=want)
+    assert f"a {have!r} cell" in str(info.value) and f"cell={want!r}" in str(info.value)
+
+
+def test_other_mistakes():
+    with pytest.raises(BpttError, match="unknown cell"):
+        interop.from_torch_state_dict(good_sd(), cell="transformer")
+    with pytest.raises(CheckpointError, match="dict"):
+        interop.from_torch_state_dict([1, 2])
+    params = make_params("lstm", 2, True)
+    del params["bxh_l1"], params["bhh_l1"]
+    with pytest.raises(BpttError, match="bxh_l1"):
+        interop.to_torch_state_dict(params)
+    sd = good_sd("rnn")
+    sd["rnn.weight_hh_l0"] = np.zeros((2 * H, H))
+    with pytest.raises(CheckpointError, match=re.escape("'rnn.weight_hh_l0'")):
+        interop.from_torch_state_dict(sd)
+
+
+def test_torch_module_config_is_checked(torch):
+    with pytest.raises(BpttError, match="missing hidden_size"):
+        interop.torch_module({"cell": "rnn", "input_size": 3, "output_size": 3})
+    with pytest.raises(BpttError, match="unknown cell"):
+        interop.torch_module({"cell": "tcn", "input_size": 3, "hidden_size": 3,
+                              "output_size": 3})
+    with pytest.raises(BpttError, match="num_layers"):
+        interop.torch_module({"cell": "rnn", "input_size": 3, "hidden_size": 3,
+                              "output_size": 3, "num_layers": 0})
+    assert interop.CharRNN is type(interop.torch_module(
+        {"cell": "rnn", "input_size": 3, "hidden_size": 3, "output_size": 3}))
+
+
+def test_interop_imports_and_converts_without_torch(tmp_path):
+    """torch is optional: with it blocked, conversion and files work; torch_module says why not."""
+    code = f"""
+import sys
+sys.modules["torch"] = None
+import numpy as np
+import bptt
+from bptt import interop
+from bptt.errors import BpttError
+p = bptt.init_params("lstm", 4, 3, 4, True, np.random.default_rng(0), np.float64, 2)
+interop.write_torch_safetensors({str(tmp_path / 'x.safetensors')!r}, p, list("abcd"))
+back, meta = interop.params_from_file({str(tmp_path / 'x.safetensors')!r})
+assert all(np.array_equal(back[k], p[k]) for k in p)
+try:
+    interop.torch_module(meta["model"])
+except BpttError as exc:
+    print("refused:", exc)
+assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "refused: this needs PyTorch" in r.stdout
+
+
+def test_bfloat16_is_refused_naming_the_key(torch, tmp_path):
+    from safetensors.torch import save_file
+
+    module = interop.torch_module({"cell": "gru", "input_size": 3, "hidden_size": 2,
+                                   "output_size": 3}).to(torch.bfloat16)
+    with pytest.raises(CheckpointError, match=re.escape("'rnn.weight_ih_l0'")):
+        interop.from_torch_module(module)
+    save_file(module.state_dict(), tmp_path / "bf16.safetensors")
+    with pytest.raises(CheckpointError, match="BF16"):
+        interop.params_from_file(tmp_path / "bf16.safetensors")
