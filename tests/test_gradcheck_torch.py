@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import _torch_twin, gradcheck
+from bptt import gradcheck, interop
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_the_torch_twin_agrees_with_the_efficient_backward(torch, cell, layers):
     params, inputs, targets, h0 = gradcheck.random_problem(cell, 3, 4, 2, layers, seed=5)
-    loss, grads, dJ_dh0 = _torch_twin.loss_and_grads(params, inputs, targets, h0)
+    loss, grads, dJ_dh0 = interop.torch_loss_and_grads(params, inputs, targets, h0)
     mine = bptt.backprop(params, inputs, targets, h0=h0)
     assert loss == pytest.approx(mine.loss, rel=1e-13)
     for key in params:
@@ -23,12 +23,13 @@ def test_the_torch_twin_agrees_with_the_efficient_backward(torch, cell, layers):
 
 def test_the_twin_maps_weights_as_documented(torch):
     params = bptt.init_params("lstm", 3, 2, 4, rng=np.random.default_rng(0), num_layers=2)
-    rnn, head = _torch_twin.build(params)
+    module = interop.to_torch_module(params)
+    rnn, head = module.rnn, module.head
     np.testing.assert_array_equal(rnn.weight_hh_l1.detach().numpy(), params["Whh_l1"])
     np.testing.assert_array_equal(rnn.bias_ih_l0.detach().numpy(), params["bxh"])
     np.testing.assert_array_equal(head.weight.detach().numpy(), params["Why"])
     vanilla = bptt.init_params("rnn", 3, 2, 4, rng=np.random.default_rng(0))
-    rnn, _ = _torch_twin.build(vanilla)
+    rnn = interop.to_torch_module(vanilla).rnn
     assert not rnn.bias_hh_l0.detach().numpy().any() and not rnn.bias_hh_l0.requires_grad
 
 

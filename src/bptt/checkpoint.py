@@ -161,12 +161,30 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
             damaged or truncated, or has no valid ``bptt`` metadata.
     """
     file = Path(path)
-    data, meta = _read_checked(file)
+    data, header = _read_checked(file)
+    return _load_tensors(file, data), _parse_meta(file, header)
+
+
+def read_any_safetensors(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """Return (tensors, the header's raw ``__metadata__`` or None) of any safetensors file.
+
+    The same validation as :func:`read_safetensors`, without requiring bptt metadata:
+    for files written by other programs (``safetensors.torch.save_file``).
+    """
+    file = Path(path)
+    data, header = _read_checked(file)
+    return _load_tensors(file, data), header.get("__metadata__")
+
+
+def _load_tensors(file: Path, data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of validated safetensors bytes, writable and independent of the bytes."""
     try:
         tensors = safetensors.numpy.load(data)
     except Exception as exc:  # the library's own checks, after ours
         raise _bad(file, f"it is damaged ({exc})") from exc
-    return {name: a if a.flags.writeable else a.copy() for name, a in tensors.items()}, meta
+    return {name: a if a.flags.writeable else a.copy() for name, a in tensors.items()}
 
 
 def _bad(file: Path, what: str) -> CheckpointError:
@@ -175,7 +193,7 @@ def _bad(file: Path, what: str) -> CheckpointError:
 
 
 def _read_checked(file: Path) -> tuple[bytes, dict[str, Any]]:
-    """Return (all bytes, bptt meta) of ``file``, validating the header before reading the data."""
+    """Return (all bytes, parsed header) of ``file``, validating the header before the data."""
     if not file.exists():
         raise CheckpointError(f"checkpoint {file} does not exist; check the path.")
     if file.is_dir():
@@ -187,14 +205,13 @@ def _read_checked(file: Path) -> tuple[bytes, dict[str, Any]]:
             header_len = _check_prefix(file, prefix, size)
             header = _parse_header(file, handle.read(header_len))
             _check_tensors(file, header, size - 8 - header_len)
-            meta = _parse_meta(file, header)
             handle.seek(0)
             data = handle.read()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {file}: {exc.strerror or exc}.") from exc
     if len(data) != size:
         raise _bad(file, "it changed while being read")
-    return data, meta
+    return data, header
 
 
 def _check_prefix(file: Path, prefix: bytes, size: int) -> int:

@@ -384,31 +384,9 @@ def read_torch_safetensors(
     written by ``safetensors.torch.save_file``) give None.  Metadata written by bptt
     must be a ``torch_state_dict`` of this format version.
     """
-    import safetensors.numpy
-
     file = Path(path)
-    if not file.exists():
-        raise CheckpointError(f"{file} does not exist; check the path.")
-    if file.is_dir():
-        raise CheckpointError(f"{file} is a directory; pass a .safetensors file.")
-    try:
-        with file.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            header_len = checkpoint._check_prefix(file, handle.read(8), size)
-            header = checkpoint._parse_header(file, handle.read(header_len))
-            checkpoint._check_tensors(file, header, size - 8 - header_len)
-            handle.seek(0)
-            data = handle.read()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {file}: {exc.strerror or exc}.") from exc
-    if len(data) != size:
-        raise CheckpointError(f"{file} changed while being read.")
-    meta = _foreign_meta(file, header.get("__metadata__"))
-    try:
-        tensors = safetensors.numpy.load(data)
-    except Exception as exc:  # the library's own checks, after ours
-        raise CheckpointError(f"{file} is not a usable safetensors file ({exc}).") from exc
-    tensors = {k: a if a.flags.writeable else a.copy() for k, a in tensors.items()}
+    tensors, metadata = checkpoint.read_any_safetensors(file)
+    meta = _foreign_meta(file, metadata)
     return {k: tensors[k] for k in sorted(tensors, key=_key_order)}, meta
 
 
@@ -598,6 +576,55 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
     x = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.asarray(ids, np.int64))
     with torch.no_grad():
         return module(x, h0)
+
+
+def torch_loss_and_grads(
+    params: Mapping[str, np.ndarray], inputs: Any, targets: Any, h0: Any = None
+) -> tuple[float, dict[str, np.ndarray], Any]:
+    """The third witness: J = Σ_t Σ_b −log p_t[label] and its gradient by torch autograd.
+
+    Runs in float64 on the :class:`CharRNN` holding ``params``.  inputs: token ids (T, B)
+    or dense (T, B, D); targets (T, B); h0 in bptt's public form (None = zeros).
+    Returns (loss, grads with the keys of params, ∂J/∂h0 in the form of h0 — the zero
+    state's form (L, B, H) when h0 is None).  The vanilla RNN's bias_hh is frozen in the
+    module, so ∂J/∂b_h is the gradient of bias_ih.
+    """
+    torch = _torch()
+    params64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    shapes = models.check_params(params64)
+    x = np.asarray(inputs)
+    T, B = x.shape[:2]
+    if h0 is None:
+        h0 = models.zero_state(params64, B)
+    paired = isinstance(h0, (tuple, list))
+    parts = [np.asarray(s, dtype=np.float64) for s in (h0 if paired else (h0,))]
+    flat = parts[0].ndim == 2
+    states = [torch.tensor(p.reshape(shapes.L, B, shapes.H), requires_grad=True) for p in parts]
+    module = to_torch_module(params64)
+    x_t = torch.from_numpy(np.ascontiguousarray(x if x.ndim == 2 else x.astype(np.float64)))
+    logits, _ = module(x_t, tuple(states) if paired else states[0])
+    labels = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(T * B, shapes.V), labels.reshape(T * B), reduction="sum"
+    )
+    loss.backward()
+    torch_grads = {
+        f"{prefix}.{name}": tensor.grad
+        for prefix, part in (("rnn", module.rnn), ("head", module.head))
+        for name, tensor in part.named_parameters()
+        if tensor.grad is not None
+    }
+    grads = {}
+    for key in params:
+        layer_name = key.split("_l")[0]
+        layer = int(key.split("_l")[1]) if "_l" in key else 0
+        torch_name = (HEAD_WEIGHT if key == "Why" else HEAD_BIAS if key == "by"
+                      else torch_key(models.TORCH_NAMES[layer_name], layer))
+        grads[key] = torch_grads[torch_name].numpy().copy()
+    dstates = [st.grad.numpy().copy() for st in states]
+    if flat:
+        dstates = [d[0] for d in dstates]
+    return float(loss.item()), grads, (tuple(dstates) if paired else dstates[0])
 
 
 # ----------------------------------------------------------------------------
