@@ -1,0 +1,127 @@
+"""The docs stay honest: code links point at the lines they describe, file links resolve,
+and every ``console`` block of README.md and docs/*.md runs (with short settings).
+
+Convention: a fenced block whose info string is ``console`` is runnable; its lines that
+start with ``$ `` are commands (a trailing backslash continues one), the other lines are
+expected output.  The commands of one document run in order in one temporary directory
+that holds ``corpus.txt`` (a small text).  Training and sampling get short settings: at
+most a few steps and characters.  Blocks marked ``text`` or ``sh`` are illustrations.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+FILE_LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)\s]+?)(?:#[^)\s]*)?(?: \"[^\"]*\")?\)")
+
+
+def load_refresh_links():
+    spec = importlib.util.spec_from_file_location("refresh_links", ROOT / "docs/refresh_links.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_code_link_points_at_its_function_and_lines():
+    problems = load_refresh_links().check()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_every_file_link_resolves(doc):
+    missing = [link for link in FILE_LINK.findall(doc.read_text(encoding="utf-8"))
+               if not (doc.parent / link).exists()]
+    assert not missing, f"{doc.name} links to missing files: {missing}"
+
+
+def console_commands(doc: Path) -> list[str]:
+    """The ``$ `` commands of the document's console blocks, continuation lines joined."""
+    commands = []
+    for lang, body in FENCE.findall(doc.read_text(encoding="utf-8")):
+        if lang != "console":
+            continue
+        current = None
+        for line in body.splitlines():
+            if current is not None:
+                current += " " + line.strip().rstrip("\\").strip()
+                if not line.rstrip().endswith("\\"):
+                    commands.append(current)
+                    current = None
+            elif line.startswith("$ "):
+                text = line[2:].strip()
+                if text.endswith("\\"):
+                    current = text.rstrip("\\").strip()
+                else:
+                    commands.append(text)
+    return commands
+
+
+SHORT_TRAIN = {"--steps": "3", "--eval-every": "3", "--sample-length": "10"}
+SHORT_SHAPE = {"--hidden": "16", "--batch": "4", "--seq-len": "16"}
+
+
+def shorten(argv: list[str]) -> list[str]:
+    """Short settings: a few training steps, a short sample, a small model."""
+    if argv[:2] == ["bptt", "train"]:
+        fixed = "--resume" in argv or "--init-from" in argv
+        argv = _set(argv, SHORT_TRAIN, override=True)
+        if not fixed:
+            argv = _set(argv, SHORT_SHAPE, override=False)
+        if "--resume" in argv:
+            argv = [a for a in argv if a not in ("--sample-length", "10")]
+    if argv[:2] == ["bptt", "sample"]:
+        argv = _set(argv, {"--length": "40"}, override=True)
+    if argv[0] == "torchrun":
+        argv = _set(["python", "-m", "torch.distributed.run", *argv[1:]], {"--steps": "4"},
+                    override=True)
+    return argv
+
+
+def _set(argv: list[str], values: dict[str, str], override: bool) -> list[str]:
+    argv = list(argv)
+    for flag, value in values.items():
+        if flag in argv:
+            if override:
+                argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    return argv
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if console_commands(d)],
+                         ids=[d.name for d in DOCS if console_commands(d)])
+def test_every_console_command_runs(doc, tmp_path):
+    from bptt.data import builtin_corpus
+
+    (tmp_path / "corpus.txt").write_text(builtin_corpus()[:20000], encoding="utf-8")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    for command in console_commands(doc):
+        argv = shorten(shlex.split(command))
+        if argv[0] == "bptt":
+            argv = [sys.executable, "-m", "bptt", *argv[1:]]
+        elif argv[0] == "python":
+            argv = [sys.executable, *argv[1:]]
+        r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, f"{doc.name}: `{command}` failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+
+
+def test_the_readme_has_exactly_the_two_setup_commands():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    blocks = [body.strip() for lang, body in FENCE.findall(setup)]
+    assert blocks == ["pip install -e . && bptt train", "pip install -e '.[test]' && pytest"]
+    ci = (ROOT / ".ci/run").read_text(encoding="utf-8")
+    assert "pip install -e '.[test]' && pytest" in ci.splitlines()
