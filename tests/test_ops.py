@@ -95,3 +95,42 @@ def test_linear_backward(rng):
     assert relative_error(dJ_dx, fd(f, x)) < 1e-8
     assert relative_error(dJ_dW, fd(f, W)) < 1e-8
     assert relative_error(dJ_db, fd(f, b)) < 1e-8
+
+
+def test_cross_entropy_and_partial_is_forward_then_backward_in_place(rng):
+    y = rng.normal(size=(12, 7)) * 30
+    labels = rng.integers(0, 7, size=12)
+    J, p = ops.cross_entropy_forward(y, labels)
+    expected = ops.cross_entropy_backward(p, labels)
+    logits = y.copy()
+    J2, dJ_dy = ops.cross_entropy_and_partial(logits, labels, out=logits)
+    assert dJ_dy is logits
+    assert J2 == pytest.approx(J, rel=1e-13)
+    np.testing.assert_allclose(dJ_dy, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_sigmoid_is_the_logistic_function_without_masks(rng):
+    a = np.concatenate([rng.normal(size=50) * 10, [-1e4, -88.8, 0.0, 88.8, 1e4]])
+    # ½ (1 + tanh(a/2)) is exact to round-off relative to 1: in the far negative tail, where
+    # σ(a) < 1e-16, it is 0 or a few ulp of 1 off (absolute), as any σ added to 1 would be
+    with np.errstate(over="ignore"):  # the textbook formula overflows e^{−a} (to a right 0)
+        textbook = 1 / (1 + np.exp(-a))
+    np.testing.assert_allclose(ops.sigmoid_forward(a), textbook, rtol=1e-14, atol=1e-16)
+    s32 = ops.sigmoid_forward(a.astype(np.float32))
+    assert s32.dtype == np.float32 and np.isfinite(s32).all()
+    out = np.empty_like(a)
+    assert ops.sigmoid_forward(a, out=out) is out
+
+
+@pytest.mark.parametrize("H", [3, ops.WIDE_ROWS + 5])
+def test_embedding_backward_wide_and_narrow_rows_add_in_the_same_order(rng, H):
+    D = 6
+    ids = rng.integers(0, D, size=(9, 4))
+    upstream = rng.normal(size=(9, 4, H)).astype(np.float32)
+    expected = np.zeros((D, H), np.float32)
+    for row, d in enumerate(ids.reshape(-1)):  # rows in order, as both paths add them
+        expected[d] += upstream.reshape(-1, H)[row]
+    out = np.full((D, H), 7.0, np.float32)
+    got = ops.embedding_backward(upstream, ids, D, out=out)
+    assert got.base is out or np.shares_memory(got, out)
+    np.testing.assert_array_equal(got.T, expected)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from bptt import gradcheck, reference
 from bptt.errors import BpttError, CheckpointError, DataError
+from bptt.estimators import SequenceClassifier, SequenceRegressor
+from bptt.heads import task_loss_and_grads
 from bptt.models import backprop, forward, forward_loss, infer_cell, init_params, loss_and_grads
 
 __version__ = "0.1.0"
@@ -23,6 +25,8 @@ __all__ = [
     "BpttError",
     "CheckpointError",
     "DataError",
+    "SequenceClassifier",
+    "SequenceRegressor",
     "__version__",
     "backprop",
     "forward",
@@ -32,4 +36,5 @@ __all__ = [
     "init_params",
     "loss_and_grads",
     "reference",
+    "task_loss_and_grads",
 ]

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bptt import ops
+from bptt import flat, ops
 from bptt.cells import common, get_cell
 from bptt.errors import BpttError
 
@@ -262,10 +262,57 @@ def zero_state(params: dict[str, np.ndarray], batch_size: int) -> State:
 
 def layers_to_state(layers: list[tuple[np.ndarray, ...]], flat: bool) -> State:
     """Per-layer tuples -> the public form (the inverse of :func:`state_to_layers`)."""
-    stacked = [np.stack([s[i] for s in layers]) for i in range(len(layers[0]))]
-    if flat:
-        stacked = [a[0] for a in stacked]
+    stacked = []
+    for i in range(len(layers[0])):
+        part = np.empty((len(layers), *layers[0][i].shape), dtype=layers[0][i].dtype)
+        for layer, state in enumerate(layers):
+            part[layer] = state[i]  # a copy: the state outlives the arrays it came from
+        stacked.append(part[0] if flat else part)
     return stacked[0] if len(stacked) == 1 else tuple(stacked)
+
+
+# ----------------------------------------------------------------------------
+# the training loop's fast path: validated once, one flat buffer, reused memory
+# ----------------------------------------------------------------------------
+
+
+def param_keys(params: dict[str, np.ndarray], shapes: Shapes) -> list[str]:
+    """The keys of ``params`` in the network's order: layer by layer as the cell names
+    them, then the head.  (A canonical order: a resumed run lays its buffers out alike.)"""
+    module = get_cell(shapes.cell)
+    names = [layer_key(n, layer) for layer in range(shapes.L) for n in module.PARAM_NAMES]
+    return [k for k in [*names, *HEAD_NAMES] if k in params]
+
+
+class Workspace:
+    """The memory of repeated training steps on ONE parameter dict.
+
+    Made once (validating the parameters once, with :func:`check_params`), it
+
+    * packs the parameters into one flat buffer ``params_flat`` and REBINDS every entry
+      of the dict to its view (the dict itself stays the same object, its arrays keep
+      their shapes: checkpoints and every other caller see no difference);
+    * holds the gradients as views ``grads`` of a second flat buffer ``grads_flat`` laid
+      out alike, so an optimizer updates ``{"flat": params_flat}`` from
+      ``{"flat": grads_flat}`` in a few vector operations, and the global norm is one sum;
+    * keeps the cells' arrays (caches, errors, per-step views) between calls.
+
+    ``backprop(params, …, workspace=ws)`` then skips :func:`check_params` (token ids and
+    labels are still checked: a cheap min and max) and returns views into the workspace,
+    valid until the next call.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray]) -> None:
+        self.shapes = check_params(params)
+        self.layout = flat.layout_of(params, param_keys(params, self.shapes))
+        self.params_flat, self._param_views = flat.pack(params, self.layout)
+        self.grads_flat = np.zeros(self.layout.size, dtype=self.layout.dtype)
+        self.grads = flat.views(self.grads_flat, self.layout)
+        self.buffers = common.Buffers()
+
+    def owns(self, params: dict[str, np.ndarray]) -> bool:
+        """True when ``params`` is still the dict this workspace packed (same views)."""
+        return flat.is_packed(params, self._param_views)
 
 
 # ----------------------------------------------------------------------------
@@ -293,21 +340,35 @@ def forward(params: dict[str, np.ndarray], inputs: Any, h0: State = None) -> For
     return forward_checked(params, shapes, x, h0)
 
 
-def forward_checked(params, shapes: Shapes, x: np.ndarray, h0: State) -> Forward:
+def forward_checked(
+    params, shapes: Shapes, x: np.ndarray, h0: State, work: common.Buffers | None = None
+) -> Forward:
     """:func:`forward` without validation: params passed :func:`check_params` (giving
-    ``shapes``) and x passed :func:`check_inputs`.  For loops that step one token at a time."""
+    ``shapes``) and x passed :func:`check_inputs`.  For loops that step one token at a time.
+
+    work: reusable memory (a :class:`Workspace`'s); the caches and logits then live in it
+    and are overwritten by the next call.
+    """
     module = get_cell(shapes.cell)
-    states, flat = state_to_layers(h0, shapes, x.shape[1], params["Whh"].dtype)
+    T, B = x.shape[:2]
+    states, flat_state = state_to_layers(h0, shapes, B, params["Whh"].dtype)
     caches = []
     layer_input = x
     for layer in range(shapes.L):
         p = layer_params(params, layer, module.PARAM_NAMES)
-        cache = module.sequence_forward(p, layer_input, states[layer])
+        layer_work = None if work is None else work.child(f"layer{layer}")
+        cache = module.sequence_forward(p, layer_input, states[layer], layer_work)
         caches.append(cache)
         layer_input = cache.hs[1:]
-    logits = ops.linear_forward(layer_input, params["Why"], params.get("by"))
-    final = layers_to_state([module.final_state(c) for c in caches], flat)
-    return Forward(shapes, caches, logits, final, flat)
+    # y_t = W^hy h_t + b_y for every t at once: one GEMM over all T·B rows
+    Why = params["Why"]
+    logits = common.rows_times(
+        layer_input, Why.T, common.empty(work, "logits", (T, B, shapes.V), Why.dtype)
+    )
+    if "by" in params:
+        logits += params["by"]
+    final = layers_to_state([module.final_state(c) for c in caches], flat_state)
+    return Forward(shapes, caches, logits, final, flat_state)
 
 
 def forward_loss(
@@ -342,37 +403,77 @@ def backprop(
     h0: State = None,
     truncate: int | None = None,
     cell: str | None = None,
+    *,
+    workspace: Workspace | None = None,
 ) -> Result:
-    """Forward, loss, and efficient BPTT through every layer.  See :func:`loss_and_grads`."""
-    shapes = check_params(params, cell)
+    """Forward, loss, and efficient BPTT through every layer.  See :func:`loss_and_grads`.
+
+    workspace: the training loop's fast path (see :class:`Workspace`): params must be the
+    dict the workspace packed; they are not validated again, and the result lives in the
+    workspace (grads are views of ``workspace.grads_flat``), valid until the next call.
+    """
+    if workspace is None:
+        shapes = check_params(params, cell)
+    elif not workspace.owns(params):
+        raise BpttError(
+            "this workspace belongs to another parameter dict (or its arrays were replaced); "
+            "make a new Workspace(params)"
+        )
+    else:
+        shapes = workspace.shapes
+        if cell is not None and cell != shapes.cell:
+            raise BpttError(f"cell={cell!r} but params are those of a {shapes.cell!r} cell")
     x = check_inputs(inputs, shapes, params["Whh"].dtype)
     labels = check_targets(targets, x.shape[0], x.shape[1], shapes.V)
     truncate = check_truncate(truncate)
-    fwd = forward_checked(params, shapes, x, h0)
+    work = None if workspace is None else workspace.buffers
+    grads_out = None if workspace is None else workspace.grads
+    return _backprop(params, shapes, x, labels, h0, truncate, work, grads_out)
+
+
+def _backprop(
+    params: dict[str, np.ndarray],
+    shapes: Shapes,
+    x: np.ndarray,
+    labels: np.ndarray,
+    h0: State,
+    truncate: int | None,
+    work: common.Buffers | None,
+    grads_out: dict[str, np.ndarray] | None,
+) -> Result:
+    """:func:`backprop` after validation; work and grads_out: reusable memory or None."""
+    fwd = forward_checked(params, shapes, x, h0, work)
     T, B = labels.shape
+    H, V = shapes.H, shapes.V
     A = common.num_ages(truncate)
-    # J = Σ_t Σ_b −log softmax(y_t)[label]
-    loss, p = ops.cross_entropy_forward(fwd.logits, labels)
-    # ∂J_t/∂y_t = p_t − onehot(label_t)
-    dJ_dy = ops.cross_entropy_backward(p, labels)
-    h_top = fwd.caches[-1].hs[1:]
+    out = grads_out or {}
+    # J = Σ_t Σ_b −log softmax(y_t)[label], and ∂J_t/∂y_t = p_t − onehot(label_t), computed
+    # in place of the logits (the backward needs them no more)
+    loss, dJ_dy = ops.cross_entropy_and_partial(
+        fwd.logits.reshape(-1, V), labels.reshape(-1), out=fwd.logits.reshape(-1, V)
+    )
+    h_top = fwd.caches[-1].hs[1:].reshape(-1, H)
     grads: dict[str, np.ndarray] = {}
-    # y_t = W^hy h_t + b_y:  ∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ,  ∂J/∂b_y = Σ_t dJ_dy_t,
-    # and ∂J_t/∂h_t = W^hyᵀ dJ_dy_t (the head reaches h_t only from J_t: age 0)
-    dJt_dh, grads["Why"], dJ_dby = ops.linear_backward(dJ_dy, h_top, params["Why"])
+    # y_t = W^hy h_t + b_y:  ∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ,  ∂J/∂b_y = Σ_t dJ_dy_t (one GEMM, one sum)
+    grads["Why"] = np.matmul(dJ_dy.T, h_top, out=out.get("Why"))
     if "by" in params:
-        grads["by"] = dJ_dby
-    dJ_dh_local = np.zeros((A, T, B, shapes.H), dtype=dJt_dh.dtype)
-    dJ_dh_local[0] = dJt_dh
-    back = backprop_layers(params, fwd, dJ_dh_local, truncate)
+        grads["by"] = np.sum(dJ_dy, axis=0, out=out.get("by"))
+    # ∂J_t/∂h_t = W^hyᵀ dJ_dy_t: the head reaches h_t only from J_t, so all of it is age 0
+    make = common.empty if A == 1 else common.zeros
+    dJ_dh_local = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
+    np.matmul(dJ_dy, params["Why"], out=dJ_dh_local[0].reshape(-1, H))
+    back = backprop_layers(params, fwd, dJ_dh_local, truncate, work, grads_out)
     grads.update(back.grads)
     grads = {key: grads[key] for key in params}
     return Result(loss, grads, fwd.state, back.dJ_dstate0, back.dJ_dh)
 
 
 class LayersBackward(NamedTuple):
-    """What :func:`backprop_layers` returns: the recurrent layers' gradients (keys of the
-    layers only), ∂J/∂(initial state) in public form, and per layer dJ_dh (A, T, B, H)."""
+    """What :func:`backprop_layers` returns: the stack's part of the backward.
+
+    grads: ∂J/∂(every layer parameter), keys as in params (no head);  dJ_dstate0: ∂J/∂(initial
+    state) in the public form of the state;  dJ_dh: per layer (A, T, B, H) by age.
+    """
 
     grads: dict[str, np.ndarray]
     dJ_dstate0: State
@@ -380,23 +481,36 @@ class LayersBackward(NamedTuple):
 
 
 def backprop_layers(
-    params: dict[str, np.ndarray], fwd: Forward, dJ_dh_local: np.ndarray, truncate: int | None
+    params: dict[str, np.ndarray],
+    fwd: Forward,
+    dJ_dh_local: np.ndarray,
+    truncate: int | None,
+    work: common.Buffers | None = None,
+    grads_out: dict[str, np.ndarray] | None = None,
 ) -> LayersBackward:
-    """BPTT through the stack, top layer first, given the error the head sends to h^L.
+    """Efficient BPTT through every layer of the stack, from the top layer's outside error.
 
-    dJ_dh_local: (A, T, B, H) = ∂J_t/∂h^L_k from outside the recurrence, by age (A = 1:
-    any head's Σ_t; the language model's head sends age 0 only).  Every head (softmax at
-    each step, at the last step, squared error) shares this part.
+    fwd: the :func:`forward_checked` of the same params; dJ_dh_local: (A, T, B, H), the
+    error reaching the top layer's h_k from the head, by age (A = 1: full BPTT).  Any head
+    (bptt.heads) ends here.  work, grads_out: reusable memory (a Workspace's) or None.
     """
-    module = get_cell(fwd.shapes.cell)
-    L = fwd.shapes.L
+    shapes = fwd.shapes
+    module = get_cell(shapes.cell)
+    out = grads_out or {}
     grads: dict[str, np.ndarray] = {}
-    dJ_dstate0: list[tuple[np.ndarray, ...]] = [()] * L
-    dJ_dh: list[np.ndarray] = [np.empty(0)] * L
-    for layer in range(L - 1, -1, -1):
+    dJ_dstate0: list[tuple[np.ndarray, ...]] = [()] * shapes.L
+    dJ_dh: list[np.ndarray] = [np.empty(0)] * shapes.L
+    for layer in range(shapes.L - 1, -1, -1):
         p_layer = layer_params(params, layer, module.PARAM_NAMES)
+        layer_out = {n: out[layer_key(n, layer)] for n in p_layer} if grads_out else None
         back = module.sequence_backward(
-            p_layer, fwd.caches[layer], dJ_dh_local, truncate, need_dx=layer > 0
+            p_layer,
+            fwd.caches[layer],
+            dJ_dh_local,
+            truncate,
+            need_dx=layer > 0,
+            work=None if work is None else work.child(f"layer{layer}"),
+            grads_out=layer_out,
         )
         for name, g in back.grads.items():
             grads[layer_key(name, layer)] = g

@@ -62,6 +62,35 @@ def cross_entropy_backward(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return dJ_dy
 
 
+def cross_entropy_and_partial(
+    y: np.ndarray, labels: np.ndarray, out: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """J and ∂J/∂y = p − onehot(labels) at once, in place: forward and backward fused.
+
+    y: (N, V) logits (one row per t and b), labels: (N,).  out: (N, V) receives
+    ∂J/∂y (it may be y itself: the logits are then overwritten).  Returns (J, dJ_dy),
+    J the TOTAL Σ_rows −log p[label], as :func:`cross_entropy_forward` then
+    :func:`cross_entropy_backward` compute it, with fewer passes over the rows:
+
+        s = y − max y                  (stable: the largest exponent is e⁰)
+        −log p[label] = log Σ e^s − s[label]
+        ∂J/∂y = e^s / Σ e^s − onehot(label)
+    """
+    N, V = y.shape
+    at_label = np.arange(0, N * V, V) + labels  # flat index of (row, label[row])
+    shifted = np.subtract(y, y.max(axis=1, keepdims=True), out=out)
+    flat = shifted.reshape(-1)
+    if not np.may_share_memory(flat, shifted):
+        raise ValueError("out must be a C-contiguous (N, V) array")
+    picked = flat[at_label]
+    np.exp(shifted, out=shifted)
+    total = shifted.sum(axis=1, keepdims=True)
+    J = float(np.sum(np.log(total[:, 0]) - picked))
+    dJ_dy = np.divide(shifted, total, out=shifted)
+    flat[at_label] -= 1
+    return J, dJ_dy
+
+
 # ----------------------------------------------------------------------------
 # elementwise nonlinearities; derivatives from the OUTPUT, as the forward saved it
 # ----------------------------------------------------------------------------
@@ -77,13 +106,31 @@ def tanh_backward(dJ_dh: np.ndarray, h: np.ndarray) -> np.ndarray:
     return dJ_dh * (1 - h * h)
 
 
-def sigmoid_forward(a: np.ndarray) -> np.ndarray:
-    """s = σ(a) = 1 / (1 + e^{−a}), stable for large |a|."""
-    out = np.empty_like(a)
-    pos = a >= 0
-    out[pos] = 1 / (1 + np.exp(-a[pos]))
-    e = np.exp(a[~pos])
-    out[~pos] = e / (1 + e)
+def sigmoid_forward(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """s = σ(a) = 1 / (1 + e^{−a}), computed as ½ (1 + tanh(a/2)).
+
+    The same function (1 / (1 + e^{−a}) = ½ (1 + tanh(a/2)) exactly), stable for every a
+    with no branch and no boolean mask: tanh saturates to ±1 instead of overflowing.  Its
+    round-off is relative to 1 (far in the negative tail, where σ(a) < 1e-16, the result
+    is 0 or off by a few ulp of 1), which is what every user of a gate sees anyway.
+    out: where to write s (may be a itself).
+    """
+    out = np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    return sigmoid_from_tanh_half(out, out=out)
+
+
+def sigmoid_from_tanh_half(
+    tanh_half: np.ndarray, out: np.ndarray | None = None, half: float | np.ndarray = 0.5
+) -> np.ndarray:
+    """σ(a) = ½ + ½ tanh(a/2), given tanh(a/2) (the cells get it from the tanh of all gates).
+
+    ½ + ½ τ equals ½ (1 + τ) to the last bit: halving is exact in binary floating point.
+    half: ½, or an array of ½ shaped like tanh_half (for the tiny arrays of a loop, an
+    operand of the same shape costs numpy less than a Python scalar).
+    """
+    out = np.multiply(tanh_half, half, out=out)
+    np.add(out, half, out=out)
     return out
 
 
@@ -105,16 +152,35 @@ def embedding_forward(W: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return W.T[ids]
 
 
-def embedding_backward(dJ_dout: np.ndarray, ids: np.ndarray, D: int) -> np.ndarray:
+def embedding_backward(
+    dJ_dout: np.ndarray, ids: np.ndarray, D: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """∂J/∂W for out = W x (x = onehot(ids)): column d of W gets Σ of dJ_dout over rows with id d.
 
-    dJ_dout: (..., H), ids: (...).  Returns dJ_dW: (H, D).  A scatter-add on a
-    flattened 1-D index (the fast form of ``np.add.at``).
+    dJ_dout: (..., H), ids: (...).  Returns dJ_dW: (H, D), the transpose of a (D, H) array.
+    out: a (D, H) array to accumulate into (it is zeroed first).  A scatter-add, the rows
+    added in order (so the sum is the same in every run, whichever way it is done):
+    ``np.add.at`` on a flattened 1-D index (element d·H + j gets dJ_dout[row, j] for every
+    row with id d), numpy's fast form of it, for narrow rows; for wide rows, one add per
+    row is faster than one index per element.
     """
     H = dJ_dout.shape[-1]
-    dJ_dWT = np.zeros((D, H), dtype=dJ_dout.dtype)
-    np.add.at(dJ_dWT, ids.reshape(-1), dJ_dout.reshape(-1, H))
+    dJ_dWT = np.zeros((D, H), dtype=dJ_dout.dtype) if out is None else out
+    if out is not None:
+        dJ_dWT.fill(0)
+    rows = dJ_dout.reshape(-1, H)
+    flat_ids = ids.reshape(-1)
+    if H >= WIDE_ROWS:
+        for row, d in enumerate(flat_ids.tolist()):
+            dJ_dWT[d] += rows[row]
+    else:
+        index = (flat_ids[:, None] * H + np.arange(H)).reshape(-1)
+        np.add.at(dJ_dWT.reshape(-1), index, np.ascontiguousarray(rows).reshape(-1))
     return dJ_dWT.T
+
+
+WIDE_ROWS = 256
+"""Rows at least this wide are scattered one row at a time (measured: faster from here)."""
 
 
 # ----------------------------------------------------------------------------
@@ -145,3 +211,81 @@ def linear_backward(
     dJ_dW = g.T @ x.reshape(-1, n)
     dJ_db = g.sum(axis=0)
     return dJ_dx, dJ_dW, dJ_db
+
+
+# ----------------------------------------------------------------------------
+# heads beyond the language model (bptt.heads): a mask over steps, squared error,
+# and reading each sequence's own last step.  m is 1 on a real step, 0 on padding.
+# ----------------------------------------------------------------------------
+
+
+def cross_entropy_masked_forward(
+    y: np.ndarray, labels: np.ndarray, mask: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """J = Σ_rows m · (−log softmax(y)[label]): the total cross-entropy of the real rows, and p.
+
+    y: (..., V) logits, labels: (...) integers in [0, V) (any valid label on a masked row),
+    mask: (...) of 0/1 (or bool).  Returns (J, p), p = softmax(y) of shape (..., V).
+    """
+    logp = log_softmax(y)
+    picked = np.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    return float(-(picked * mask).sum()), np.exp(logp)
+
+
+def cross_entropy_masked_backward(
+    p: np.ndarray, labels: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """∂J/∂y = m ⊙ (p − onehot(labels)): a masked row gets exactly zero.
+
+    p: (..., V) from the forward, labels: (...), mask: (...).  Returns dJ_dy: (..., V).
+    """
+    return cross_entropy_backward(p, labels) * mask[..., None]
+
+
+def squared_error_forward(
+    y: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """J = Σ_rows m · ½ ‖y − target‖²  (the TOTAL, with the ½ of the derivation), and y − target.
+
+    y, target: (..., V); mask: (...) of 0/1 or None (every row counts).
+    Returns (J, residual) with residual = y − target (..., V), what the backward needs.
+    torch's equal: 0.5 · mse_loss(y, target, reduction="sum") over the real rows.
+    """
+    residual = y - target
+    per_row = 0.5 * (residual * residual).sum(axis=-1)
+    if mask is not None:
+        per_row = per_row * mask
+    return float(per_row.sum()), residual
+
+
+def squared_error_backward(residual: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """∂J/∂y = m ⊙ (y − target)  (∂(½ r·r)/∂r = r, ∂r/∂y = 1).
+
+    residual: (..., V) = y − target from the forward; mask: (...) or None.  Returns dJ_dy.
+    """
+    if mask is None:
+        return residual.copy()
+    return residual * mask[..., None]
+
+
+def last_step_forward(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """x_last[b] = x[n_b − 1, b]: each sequence's own last real step (n_b = lengths[b]).
+
+    x: (T, B, ...), lengths: (B,) integers in [1, T], or None (every n_b = T).
+    Returns (B, ...).
+    """
+    if lengths is None:
+        return x[-1].copy()
+    return x[lengths - 1, np.arange(x.shape[1])]
+
+
+def last_step_backward(dJ_dlast: np.ndarray, lengths: np.ndarray | None, T: int) -> np.ndarray:
+    """∂J/∂x from ∂J/∂x_last:  ∂x_last[b]/∂x[t, b] = [t = n_b − 1], a scatter; zero elsewhere.
+
+    dJ_dlast: (B, ...), lengths: (B,) or None (n_b = T).  Returns dJ_dx: (T, B, ...).
+    """
+    B = dJ_dlast.shape[0]
+    dJ_dx = np.zeros((T, *dJ_dlast.shape), dtype=dJ_dlast.dtype)
+    steps = np.full(B, T - 1) if lengths is None else lengths - 1
+    dJ_dx[steps, np.arange(B)] = dJ_dlast
+    return dJ_dx

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from bptt import flat
 from bptt.errors import BpttError, CheckpointError
 
 Params = dict[str, np.ndarray]
@@ -119,6 +120,16 @@ class Optimizer:
 
     def __init__(self, lr: float) -> None:
         self.lr = _check_positive("learning rate (lr)", lr)
+        self._scratch: dict[tuple, np.ndarray] = {}
+
+    def _temp(self, like: np.ndarray, n: int) -> np.ndarray:
+        """Scratch array number n shaped and typed like ``like``, kept between updates
+        (memory only, never state: its contents are overwritten before they are read)."""
+        key = (like.shape, like.dtype.str, n)
+        temp = self._scratch.get(key)
+        if temp is None:
+            temp = self._scratch[key] = np.empty_like(like)
+        return temp
 
     def config(self) -> dict[str, object]:
         """Return the JSON-able settings: ``make_optimizer(**opt.config())`` rebuilds it."""
@@ -183,7 +194,7 @@ class SGD(Optimizer):
     slots = ()
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
-        p -= self.lr * g
+        p -= np.multiply(g, self.lr, out=self._temp(p, 0))
 
 
 class Momentum(Optimizer):
@@ -204,7 +215,7 @@ class Momentum(Optimizer):
         # buf starts at zero, so step 1 gives μ·0 + g = g exactly, as torch's clone(g).
         buf *= self.momentum
         buf += g
-        p -= self.lr * buf
+        p -= np.multiply(buf, self.lr, out=self._temp(p, 0))
 
 
 class Adagrad(Optimizer):
@@ -222,10 +233,12 @@ class Adagrad(Optimizer):
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
         (total,) = slots
-        total += g * g
-        std = np.sqrt(total)
+        total += np.multiply(g, g, out=self._temp(p, 0))
+        std = np.sqrt(total, out=self._temp(p, 0))
         std += self.eps
-        p -= (self.lr * g) / std
+        step = np.multiply(g, self.lr, out=self._temp(p, 1))
+        step /= std
+        p -= step
 
 
 class Adam(Optimizer):
@@ -252,17 +265,24 @@ class Adam(Optimizer):
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
         m, v = slots
         beta1, beta2 = self.betas
+        temp = self._temp(p, 0)
         # m ← lerp(m, g, 1 − β1) = m + (1 − β1)(g − m), torch's order of operations
-        m += (1 - beta1) * (g - m)
-        # v ← β2·v + (1 − β2)·g²
+        np.subtract(g, m, out=temp)
+        temp *= 1 - beta1
+        m += temp
+        # v ← β2·v + (1 − β2)·g², as (1 − β2)·g then ·g
         v *= beta2
-        v += (1 - beta2) * g * g
+        np.multiply(g, 1 - beta2, out=temp)
+        temp *= g
+        v += temp
         step_size = self.lr / (1 - beta1**t)
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-        denom = np.sqrt(v)
+        denom = np.sqrt(v, out=temp)
         denom /= bias_correction2_sqrt
         denom += self.eps
-        p -= (step_size * m) / denom
+        step = np.multiply(m, step_size, out=self._temp(p, 1))
+        step /= denom
+        p -= step
 
 
 _CLASSES: dict[str, type[Optimizer]] = {
@@ -323,22 +343,24 @@ def clip_by_value(grads: Params, clip: float) -> None:
     """Clip every gradient element into [−clip, clip] in place (min-char-rnn's np.clip ±5)."""
     limit = _check_positive("clip value", clip)
     for g in grads.values():
-        np.clip(g, -limit, limit, out=g)
+        # np.clip(g, −limit, limit) as two plain ufuncs (the same values, NaN kept)
+        np.minimum(g, limit, out=g)
+        np.maximum(g, -limit, out=g)
 
 
-def clip_by_global_norm(grads: Params, max_norm: float) -> float:
+def clip_by_global_norm(grads: Params, max_norm: float, norm: float | None = None) -> float:
     """Scale all gradients in place so their global norm is at most ``max_norm``.
 
     torch.nn.utils.clip_grad_norm_ convention: with n the global norm, the
     gradients are multiplied by max_norm / (n + 1e-6) only when that factor is
     < 1.  A non-finite norm leaves the gradients untouched, so the caller can
-    see it and stop.
+    see it and stop.  norm: :func:`global_norm` of ``grads`` if the caller has it already.
 
     Returns:
         The global norm before clipping.
     """
     limit = _check_positive("max_norm", max_norm)
-    norm = global_norm(grads)
+    norm = global_norm(grads) if norm is None else norm
     if not math.isfinite(norm):
         return norm
     scale = limit / (norm + 1e-6)
@@ -376,3 +398,26 @@ def unflatten_state(flat: Mapping[str, np.ndarray]) -> State:
             )
         state.setdefault(slot, {})[key] = array
     return state
+
+
+# --------------------------------------------------------------------------
+# state in flat buffers (the training loop's fast path)
+# --------------------------------------------------------------------------
+
+
+def pack_state(state: State, layout: flat.Layout) -> State:
+    """Lay every slot of ``state`` out like the parameters: one flat buffer per slot.
+
+    Each slot's entries are copied into a new buffer laid out by ``layout`` and REBOUND
+    to its views (in place: ``state`` keeps its keys, shapes and values, so
+    :func:`flatten_state` and checkpoints see no difference).  Returns the flat form,
+    ``{slot: {"flat": buffer}, "step": the same counter}``, for :meth:`Optimizer.update`
+    on ``{"flat": params buffer}`` — the same arithmetic element by element.
+    """
+    packed: State = {}
+    for slot, arrays in state.items():
+        if slot == STEP_SLOT:
+            packed[slot] = arrays
+        else:
+            packed[slot] = {flat.FLAT_KEY: flat.pack(arrays, layout)[0]}
+    return packed

@@ -25,6 +25,15 @@ h0 is read at step 0 like a weight, so J_t reaches it when t − 0 < K.
 Stacked layers: the walk of J_t visits (layer, step) pairs from the top layer
 at step t down; ∂J_t/∂s^l_k collects the path through s^l_{k+1} (later step,
 same layer) and the path through s^{l+1}_k (same step, layer above).
+
+Heads (``head=``, see :mod:`bptt.heads`) and lengths.  J_t is the loss read at step t:
+for "softmax_each"/"mse_each" the sum over the sequences b with t < n_b (real steps), for
+"softmax_last"/"mse_last" the sum over the sequences whose LAST real step is t
+(n_b − 1 = t), so a batch of full-length sequences has one loss, J_{T−1}, walked back to
+every k.  Rows without a loss at t start their walk from zero.  The per-row losses are
+written out here from their definitions (−log softmax, ½ ‖y − r‖²), not with the masked
+partials of ops.py that the efficient path, :func:`bptt.heads.backprop`
+(``bptt.task_loss_and_grads``), uses; the tests hold the two equal (tests/test_heads.py).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bptt import models, ops
+from bptt import heads, models, ops
 from bptt.models import Shapes, State, layer_key
 
 
@@ -260,8 +269,12 @@ def loss_and_grads(
     truncate: int | None = None,
     cell: str | None = None,
     keep_contributions: bool = True,
+    head: str = "softmax_each",
+    lengths: Any = None,
 ) -> tuple[float, dict[str, np.ndarray], Terms]:
-    """The literal double sum.  Same arguments as :func:`bptt.loss_and_grads`.
+    """The literal double sum.  Same arguments as :func:`bptt.loss_and_grads`, plus the
+    ``head`` and ``lengths`` of :func:`bptt.heads.task_loss_and_grads` (whose targets then
+    follow that head's shapes).
 
     Returns (loss, grads, terms): grads has exactly the keys of params; terms is a
     :class:`Terms` with every ∂J_t/∂s^l_k and (if keep_contributions) every (t, k)
@@ -270,10 +283,16 @@ def loss_and_grads(
     shapes = models.check_params(params, cell)
     dtype = params["Whh"].dtype
     x = models.check_inputs(inputs, shapes, dtype)
-    labels = models.check_targets(targets, x.shape[0], x.shape[1], shapes.V)
+    T, B = x.shape[:2]
+    head = heads.check_head(head)
+    n = heads.check_lengths(lengths, T, B)
+    if head == "softmax_each" and n is None:
+        labels = models.check_targets(targets, T, B, shapes.V)
+    else:
+        labels = heads.check_head_targets(head, targets, T, B, shapes.V, n, dtype)
+    n = np.full(B, T) if n is None else n
     K = models.check_truncate(truncate)
     fwd = _literal_forward(params, shapes, x, h0)
-    T, B = labels.shape
     H, L = shapes.H, shapes.L
     S = fwd.s_prev[0].shape[-1]
     Why = params["Why"]
@@ -289,11 +308,14 @@ def loss_and_grads(
     losses = np.zeros(T)
 
     for t in range(T):
-        # J_t = Σ_b −log softmax(W^hy h_t + b_y)[label_t]
+        # the sequences with a loss at step t: every real step, or only the last one
+        rows = np.flatnonzero(n - 1 == t) if heads.is_last(head) else np.flatnonzero(t < n)
+        if rows.size == 0:
+            continue  # J_t = 0: nothing to walk back
+        # y_t = W^hy h_t + b_y
         y_t = ops.linear_forward(fwd.h_top[t], Why, params.get("by"))
-        losses[t], p_t = ops.cross_entropy_forward(y_t, labels[t])
-        # ∂J_t/∂y_t = p_t − onehot;  ∂J_t/∂W^hy = Σ_b ∂J_t/∂y_t h_tᵀ;  ∂J_t/∂b_y = Σ_b ∂J_t/∂y_t
-        dJt_dy = ops.cross_entropy_backward(p_t, labels[t])
+        losses[t], dJt_dy = _head_step(head, y_t, labels, t, rows)
+        # ∂J_t/∂W^hy = Σ_b ∂J_t/∂y_t h_tᵀ;  ∂J_t/∂b_y = Σ_b ∂J_t/∂y_t
         grads["Why"] += dJt_dy.T @ fwd.h_top[t]
         if "by" in grads:
             grads["by"] += dJt_dy.sum(axis=0)
@@ -310,6 +332,26 @@ def loss_and_grads(
         H=H,
     )
     return float(losses.sum()), grads, terms
+
+
+def _head_step(
+    head: str, y_t: np.ndarray, targets: np.ndarray, t: int, rows: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """J_t and ∂J_t/∂y_t (B, V) from the rows that have a loss at step t (zero elsewhere).
+
+    targets: labels (T, B) / (B,), or values (T, B, V) / (B, V), as the head reads them.
+    """
+    target_t = targets[rows] if heads.is_last(head) else targets[t, rows]
+    dJt_dy = np.zeros_like(y_t)
+    if heads.is_softmax(head):
+        # J_t = Σ_b −log softmax(y_t)[c];   ∂J_t/∂y_t = p_t − onehot(c)   (on those rows)
+        J_t, p_t = ops.cross_entropy_forward(y_t[rows], target_t)
+        dJt_dy[rows] = ops.cross_entropy_backward(p_t, target_t)
+        return J_t, dJt_dy
+    # J_t = Σ_b ½ ‖y_t − r‖²;   ∂J_t/∂y_t = y_t − r   (on those rows)
+    residual = y_t[rows] - target_t
+    dJt_dy[rows] = residual
+    return float(0.5 * np.sum(residual * residual)), dJt_dy
 
 
 def _walk_back(params, shapes: Shapes, fwd: _Forward, t: int, K, dJt_dsL_t, grads,

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt import checkpoint, models, ops, optim
+from bptt import checkpoint, flat, models, ops, optim
 from bptt.cells import CELLS
 from bptt.corpus import EncodedCorpus
 from bptt.data import StreamBatcher, Vocab, check_unk, split_train_val
@@ -197,6 +197,8 @@ class Run:
     corpus: str
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # the training loop's memory (see FastPath): made by the first train_step, never saved
+    fast: FastPath | None = field(default=None, repr=False, compare=False)
 
 
 def prepare_text(text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | None = None):
@@ -322,23 +324,64 @@ class DivergedError(BpttError):
     """The loss or a gradient became NaN or inf."""
 
 
+@dataclass
+class FastPath:
+    """The training loop's fast path: a run's parameters, gradients and optimizer moments
+    as views of one flat buffer each (:class:`bptt.models.Workspace`,
+    :func:`bptt.optim.pack_state`), the parameters validated once.
+
+    ``run.params`` and ``run.opt_state`` keep their keys, shapes and values (checkpoints
+    do not change); the global norm, clipping and the optimizer run on whole buffers.
+    """
+
+    workspace: models.Workspace
+    params: dict[str, np.ndarray]  # {"flat": parameters}
+    grads: dict[str, np.ndarray]  # {"flat": gradients}
+    opt_state: dict[str, dict[str, np.ndarray]]  # {slot: {"flat": …}, "step": the counter}
+    slot_views: dict[str, dict[str, np.ndarray]]
+
+    @classmethod
+    def of(cls, run: Run) -> FastPath:
+        """Pack ``run``'s parameters and optimizer state (in place) into flat buffers."""
+        workspace = models.Workspace(run.params)
+        opt_state = optim.pack_state(run.opt_state, workspace.layout)
+        slot_views = {slot: dict(run.opt_state[slot]) for slot in run.optimizer.slots}
+        return cls(workspace, {flat.FLAT_KEY: workspace.params_flat},
+                   {flat.FLAT_KEY: workspace.grads_flat}, opt_state, slot_views)
+
+    def fits(self, run: Run) -> bool:
+        """True while ``run`` still holds exactly the arrays this fast path packed."""
+        return self.workspace.owns(run.params) and all(
+            flat.is_packed(run.opt_state.get(slot, {}), views)
+            for slot, views in self.slot_views.items()
+        ) and run.opt_state.get(optim.STEP_SLOT) is self.opt_state[optim.STEP_SLOT]
+
+
 def train_step(run: Run) -> StepStats:
-    """Forward + BPTT on the next chunk, clip, check finiteness, update; advance one step."""
+    """Forward + BPTT on the next chunk, clip, check finiteness, update; advance one step.
+
+    The parameters are validated once per run, when the first step packs them (with the
+    optimizer state) into flat buffers: see :class:`FastPath`.
+    """
+    if run.fast is None or not run.fast.fits(run):
+        run.fast = FastPath.of(run)
+    fast = run.fast
     inputs, targets, new_epoch = run.batches.next_batch()
     h0 = None if new_epoch else run.state
-    result = models.backprop(run.params, inputs, targets, h0=h0)
+    result = models.backprop(run.params, inputs, targets, h0=h0, workspace=fast.workspace)
     chars = targets.size
-    norm = optim.global_norm(result.grads)
+    # result.grads are views of fast.grads["flat"]: one buffer for the norm and the clipping
+    norm = optim.global_norm(fast.grads)
     if not (math.isfinite(result.loss) and math.isfinite(norm)):
         raise DivergedError(
             f"training diverged at step {run.step + 1}: the loss or a gradient is NaN or inf. "
             "The last good checkpoint is kept; resume with a lower --lr or a --clip-norm"
         )
     if run.config.clip_norm is not None:
-        optim.clip_by_global_norm(result.grads, run.config.clip_norm)
+        optim.clip_by_global_norm(fast.grads, run.config.clip_norm, norm=norm)
     if run.config.clip is not None:
-        optim.clip_by_value(result.grads, run.config.clip)
-    run.optimizer.update(run.params, result.grads, run.opt_state)
+        optim.clip_by_value(fast.grads, run.config.clip)
+    run.optimizer.update(fast.params, fast.grads, fast.opt_state)
     run.state = result.state
     run.step += 1
     loss = result.loss / chars

@@ -23,11 +23,11 @@ CELLS: dict[str, ModuleType] = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 def get_cell(name: str) -> ModuleType:
     """The module of the cell called ``name`` ("rnn", "lstm" or "gru")."""
-    from bptt.errors import BpttError
-
     try:
         return CELLS[name]
     except (KeyError, TypeError):
+        from bptt.errors import BpttError  # (imported here, only on the error path)
+
         raise BpttError(
             f"unknown cell {name!r}: choose one of {', '.join(sorted(CELLS))}"
         ) from None

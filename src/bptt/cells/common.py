@@ -1,6 +1,6 @@
-"""What every cell shares: the input projection and the bookkeeping of truncation.
+"""What every cell shares: the input projection, the bookkeeping of truncation, reusable memory.
 
-Legend: T time, B batch, D input size, H hidden size, A ages (see below).
+Legend: T time, B batch, D input size, H hidden size, G = GATES·H rows of W^xh, A ages.
 
 Ages.  Truncated BPTT with window K keeps, of the double sum
 Σ_t Σ_{k≤t} ∂J_t/∂h_t ∂h_t/∂h_k ∂h_k/∂z_k ∂z_k/∂W, only the terms with
@@ -11,13 +11,121 @@ to k − 1 makes every age one older and drops the age that reaches K.  Without
 truncation every age is kept, and since the sum is linear they can all be
 added up at once: A = 1 and the single row holds Σ_t ∂J_t/∂h_k.  That is the
 whole of the "shortcut": the same sum, regrouped by k.
+
+Speed.  Only the recurrence itself is sequential: h_{t−1} → h_t forward and
+∂J/∂z_{k+1} → ∂J/∂h_k backward.  Everything else is done once for all T·B rows:
+the input projection (one gather or GEMM), every local partial of every step
+(they depend on the forward values only, not on the error), and the weight
+gradients (one GEMM each, summing over k inside the product).  The loops touch
+only per-step views made beforehand and call a handful of kernels, writing into
+preallocated arrays (``out=``).  :class:`Buffers` keeps those arrays, and their
+per-step views, from one training step to the next.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from bptt import ops
+
+# ----------------------------------------------------------------------------
+# memory reused across calls
+# ----------------------------------------------------------------------------
+
+
+class Buffers:
+    """Named arrays kept from one call to the next while their shape and dtype stay the same.
+
+    The training loop passes one (see :class:`bptt.models.Workspace`), so a step
+    allocates almost nothing: the arrays a cell returns (its Cache, its Backward) are then
+    OVERWRITTEN by the next call.  The public functions pass None and get fresh arrays.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._steps: dict[tuple, tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._children: dict[str, Buffers] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The array called ``name`` (uninitialised the first time)."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(shape, dtype)
+        return a
+
+    def steps(
+        self, name: str, array: np.ndarray, full: bool | None, base: np.ndarray
+    ) -> list[np.ndarray]:
+        """:func:`steps` of ``array``, a view of the kept array ``base``: made once, and
+        made again only when ``base`` is another array (a new shape)."""
+        cached = self._steps.get((name, full))
+        if cached is None or cached[0] is not base:
+            cached = self._steps[name, full] = (base, steps(array, full))
+        return cached[1]
+
+    def child(self, name: str) -> Buffers:
+        """A separate namespace (one per layer)."""
+        if name not in self._children:
+            self._children[name] = Buffers()
+        return self._children[name]
+
+
+def empty(work: Buffers | None, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array: kept in ``work`` under ``name``, or fresh when work is None."""
+    return np.empty(shape, dtype) if work is None else work.get(name, shape, dtype)
+
+
+def zeros(work: Buffers | None, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Like :func:`empty`, filled with zeros."""
+    a = empty(work, name, shape, dtype)
+    a.fill(0)
+    return a
+
+
+def steps(array: np.ndarray, full: bool | None = None) -> list[np.ndarray]:
+    """Per-step views of a time-major array, made once so that a loop body does no indexing.
+
+    full None: array (T, …) -> [array[t]].  Otherwise array (A, T, …) is by age:
+    full BPTT (full True, A = 1) -> [array[0, t]], the loop sees no age axis;
+    truncated (full False) -> [array[:, t]], each (A, …).
+    """
+    if full is None:
+        return list(array)
+    if full:
+        return list(array[0])
+    return [array[:, t] for t in range(array.shape[1])]
+
+
+def step_views(
+    work: Buffers | None,
+    name: str,
+    array: np.ndarray,
+    full: bool | None = None,
+    base: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """:func:`steps`, kept in ``work`` when there is one.
+
+    base: the kept array that ``array`` is a view of (default: ``array`` itself); the
+    views are made again only when it changes.
+    """
+    if work is None:
+        return steps(array, full)
+    return work.steps(name, array, full, array if base is None else base)
+
+
+def rows_times(X: np.ndarray, W: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """X W for every row of X (…, n) at once, W (n, m): one GEMM over all rows -> (…, m)."""
+    lead, n = X.shape[:-1], X.shape[-1]
+    flat_out = None if out is None else out.reshape(-1, W.shape[1])
+    result = np.matmul(X.reshape(-1, n), W, out=flat_out)
+    return result.reshape(*lead, W.shape[1]) if out is None else out
+
+
+# ----------------------------------------------------------------------------
+# ages
+# ----------------------------------------------------------------------------
 
 
 def num_ages(truncate: int | None) -> int:
@@ -31,6 +139,7 @@ def age_one_step(back: np.ndarray, truncate: int | None) -> np.ndarray:
     back: (A, B, H) = ∂J_t/∂h_{k−1} along the one-step path, indexed by the age
     t − k it had at step k.  Full BPTT (A = 1): the sum needs no shifting.
     Truncated (A = K): age a at k is age a + 1 at k − 1; the oldest is dropped.
+    (The sweeps do this shift without a copy, see :func:`older_by_one`.)
     """
     if truncate is None:
         return back
@@ -39,31 +148,106 @@ def age_one_step(back: np.ndarray, truncate: int | None) -> np.ndarray:
     return older
 
 
+def older_by_one(
+    per_step: list[np.ndarray], carry: np.ndarray, full: bool
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Where a sweep reads, and writes, the error it carries from step k into step k − 1.
+
+    per_step: the error leaving each step, by age (:func:`steps` views);
+    carry: (A, B, X), the error arriving at the step below, by age.
+    Full BPTT: one row holds every age (A = 1), read and written whole.
+    Truncated: ages 0 … K−2 of step k become ages 1 … K−1 of step k − 1, so the sweep
+    writes them into carry[1:]; age K − 1 would become K and is dropped (never computed),
+    and carry[0] stays 0 (no loss is younger than 0).  Returns (sources, destination).
+    """
+    if full:
+        return per_step, carry[0]
+    return [e[:-1] for e in per_step], carry[1:]
+
+
+# ----------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------
+
+
 def is_token_ids(inputs: np.ndarray) -> bool:
     """True when inputs are token ids (T, B) standing for one-hot x_t, False for dense (T, B, D)."""
     return inputs.ndim == 2
 
 
-def input_projection(W: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """W x_t for every t and row: (T, B, D) dense or (T, B) ids -> (T, B, rows of W)."""
-    if is_token_ids(inputs):
-        return ops.embedding_forward(W, inputs)
-    return inputs @ W.T
+def input_projection(
+    W: np.ndarray,
+    inputs: np.ndarray,
+    bias: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """W x_t + b for every t and row, at once: (T, B, D) dense or (T, B) ids -> (T, B, G).
 
-
-def input_projection_backward(
-    dJ_dproj: np.ndarray, inputs: np.ndarray, W: np.ndarray, need_dx: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Partials of proj = W x_t, summed over all rows and ages.
-
-    dJ_dproj: (A, T, B, G) by age.  Returns (dJ_dW (G, D), dJ_dx (A, T, B, D) or None).
-    ∂proj/∂W = x_t (a column scatter for token ids);  ∂proj/∂x_t = W.
+    W: (G, D), bias: (G,) or None, out: (T, B, G) to write into.
+    Token ids: x_t = onehot(id), so W x_t + b is column id of W + b 1ᵀ (1ᵀ x_t = 1):
+    one (D, G) table, then one gather of its rows for all T·B ids.
+    Dense: one GEMM over all T·B rows.
     """
-    G = W.shape[0]
-    dJ_dproj_all_ages = dJ_dproj.sum(axis=0) if dJ_dproj.shape[0] > 1 else dJ_dproj[0]
+    G, D = W.shape
     if is_token_ids(inputs):
-        dJ_dW = ops.embedding_backward(dJ_dproj_all_ages, inputs, W.shape[1])
-    else:
-        dJ_dW = dJ_dproj_all_ages.reshape(-1, G).T @ inputs.reshape(-1, W.shape[1])
-    dJ_dx = dJ_dproj @ W if need_dx else None
-    return dJ_dW, dJ_dx
+        table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
+        if inputs.size and (inputs.min() < 0 or inputs.max() >= D):
+            raise IndexError(f"token id outside [0, {D})")
+        if out is None:
+            return table[inputs]
+        return np.take(table, inputs, axis=0, out=out, mode="clip")  # ids checked above
+    T, B = inputs.shape[:2]
+    if out is None:
+        out = np.empty((T, B, G), dtype=W.dtype)
+    np.matmul(inputs.reshape(T * B, D), W.T, out=out.reshape(T * B, G))
+    if bias is not None:
+        out += bias
+    return out
+
+
+def weight_gradient(
+    dJ_dproj: np.ndarray, inputs: np.ndarray, D: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """∂J/∂W for proj = W x_t summed over all rows: Σ_rows ∂J/∂proj ⊗ x (∂proj/∂W = x).
+
+    dJ_dproj: (T, B, G) (ages already summed), inputs: (T, B) ids or (T, B, D).
+    out: (G, D).  Token ids: a scatter-add of rows into columns of W; dense: one GEMM.
+    """
+    G = dJ_dproj.shape[-1]
+    if is_token_ids(inputs):
+        table = ops.embedding_backward(dJ_dproj, inputs, D)  # (G, D) view of a (D, G) array
+        if out is None:
+            return np.ascontiguousarray(table)
+        np.copyto(out, table)
+        return out
+    return np.matmul(dJ_dproj.reshape(-1, G).T, inputs.reshape(-1, D), out=out)
+
+
+def contiguous(work: Buffers | None, name: str, array: np.ndarray) -> np.ndarray:
+    """``array`` itself if C-contiguous, else a copy in a kept array (a GEMM over all rows
+    reads contiguous rows at full speed, strided ones slower)."""
+    if array.flags.c_contiguous:
+        return array
+    out = empty(work, name, array.shape, array.dtype)
+    np.copyto(out, array)
+    return out
+
+
+def sum_ages(by_age: np.ndarray) -> np.ndarray:
+    """(A, T, B, X) -> (T, B, X): the error of every age added up (A = 1: a view, no work)."""
+    return by_age[0] if by_age.shape[0] == 1 else by_age.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------
+# gate rows in another order (inside a sweep only; parameters keep PyTorch's order)
+# ----------------------------------------------------------------------------
+
+
+def gate_rows(order: Sequence[int], H: int) -> np.ndarray:
+    """Row indices that take gate blocks (each H rows) in ``order``: W[gate_rows] regroups W."""
+    return np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
+
+
+def regroup(W: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """W's rows (or a bias's entries) taken in the order ``rows``: a copy."""
+    return np.take(W, rows, axis=0, out=out)

@@ -200,27 +200,84 @@ class Backward(NamedTuple):
 
 
 def sequence_forward(
-    p: dict[str, np.ndarray], inputs: np.ndarray, state0: tuple[np.ndarray, ...]
+    p: dict[str, np.ndarray],
+    inputs: np.ndarray,
+    state0: tuple[np.ndarray, ...],
+    work: common.Buffers | None = None,
 ) -> Cache:
     """Run the layer over T steps.
 
-    inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).
-    Returns the Cache; the outputs h_1 … h_T are hs[1:].
+    inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
+    memory (None: fresh arrays).  Returns the Cache; the outputs h_1 … h_T are hs[1:].
     The input projection W^xh x_t + b^xh is one matrix product (or gather) for all t at once;
-    only the recurrent part W^hh h_{t−1} + b^hh is done step by step.
+    only the recurrent part W^hh h_{t−1} + b^hh and the gates are done step by step.
+
+    σ(a) = ½ + ½ tanh(a/2): the r and z rows of W^xh, W^hh and their biases are halved
+    (exact in binary floating point), so one tanh covers both σ gates of a step.
     """
-    x_proj = common.input_projection(p["Wxh"], inputs)
-    if "bxh" in p:
-        x_proj += p["bxh"]
-    T, B, G = x_proj.shape
-    H = G // GATES
-    hs = np.empty((T + 1, B, H), dtype=x_proj.dtype)
-    r, z, n, a_hn = (np.empty((T, B, H), dtype=x_proj.dtype) for _ in range(4))
+    Wxh, Whh = p["Wxh"], p["Whh"]
+    H, dtype = Whh.shape[1], Whh.dtype
+    T, B = inputs.shape[:2]
+    # per step: a = [(a^ir + a^hr)/2, (a^iz + a^hz)/2, a^hn] = x_in[t, :, :3H] + W^hh h_{t−1}
+    # (r z rows halved), and a^in = x_in[t, :, 3H:]
+    x_in = common.empty(work, "x_in", (T, B, 4 * H), dtype)
+    b_rz = p["bxh"][: 2 * H] + p["bhh"][: 2 * H] if "bxh" in p else None
+    common.input_projection(
+        Wxh[: 2 * H] * 0.5, inputs, None if b_rz is None else b_rz * 0.5, x_in[..., : 2 * H]
+    )
+    x_in[..., 2 * H : 3 * H] = p["bhh"][2 * H :] if "bhh" in p else 0  # b^hn, inside r ⊙ ·
+    common.input_projection(
+        Wxh[2 * H :], inputs, p["bxh"][2 * H :] if "bxh" in p else None, x_in[..., 3 * H :]
+    )
+    Whh_half = common.empty(work, "Whh_half", Whh.shape, dtype)
+    np.multiply(Whh, 0.5, out=Whh_half)
+    Whh_half[2 * H :] = Whh[2 * H :]
+    # every step's r, z and a^hn, then n and h
+    gates = common.empty(work, "gates", (T, B, GATES * H), dtype)
+    n = common.empty(work, "n", (T, B, H), dtype)
+    hs = common.empty(work, "hs", (T + 1, B, H), dtype)
+    h_prev_minus_n = common.empty(work, "h_prev_minus_n", (B, H), dtype)
+    half = np.full((B, 2 * H), 0.5, dtype=dtype)
     hs[0] = state0[0]
+    r, z, a_hn = (gates[..., m * H : (m + 1) * H] for m in range(GATES))
+    # per-step views, made once; the loop only calls kernels that write in place
+    v = {
+        name: common.step_views(work, name, array, base=base)
+        for name, array, base in [
+            ("hs", hs, hs), ("gates", gates, gates), ("rz", gates[..., : 2 * H], gates),
+            ("r", r, gates), ("z", z, gates), ("a_hn", a_hn, gates), ("n", n, n),
+            ("x_rz_hn", x_in[..., : 3 * H], x_in), ("x_n", x_in[..., 3 * H :], x_in),
+        ]
+    }
+    h_t, a_t, rz_t, r_t, z_t, a_hn_t, n_t, x_a, x_n = (
+        v[m] for m in ("hs", "gates", "rz", "r", "z", "a_hn", "n", "x_rz_hn", "x_n")
+    )
+    Whh_T, dot, add, subtract, multiply, tanh = (
+        Whh_half.T, np.dot, np.add, np.subtract, np.multiply, np.tanh
+    )
     for t in range(T):
-        step = step_forward(p, x_proj[t], hs[t])
-        r[t], z[t], n[t], a_hn[t], hs[t + 1] = step.r, step.z, step.n, step.a_hn, step.h
+        # a^hh_t = W^hh h_{t−1} + b^hh, plus the input part of r and z
+        dot(h_t[t], Whh_T, a_t[t])
+        add(a_t[t], x_a[t], a_t[t])
+        # r_t, z_t = σ(a^ir + a^hr), σ(a^iz + a^hz) = ½ + ½ tanh(half of it)
+        tanh(rz_t[t], rz_t[t])
+        ops.sigmoid_from_tanh_half(rz_t[t], rz_t[t], half)
+        # n_t = tanh(a^in_t + r_t ⊙ a^hn_t)
+        multiply(r_t[t], a_hn_t[t], n_t[t])
+        add(n_t[t], x_n[t], n_t[t])
+        tanh(n_t[t], n_t[t])
+        # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1} = n_t + z_t ⊙ (h_{t−1} − n_t)
+        subtract(h_t[t], n_t[t], h_prev_minus_n)
+        multiply(z_t[t], h_prev_minus_n, h_prev_minus_n)
+        add(n_t[t], h_prev_minus_n, h_t[t + 1])
     return Cache(inputs, hs, r, z, n, a_hn)
+
+
+# Inside the backward sweep the input-side gates are regrouped n, r, z (ORDER: PyTorch's
+# block numbers): then ∂J/∂a^ih (n r z) and ∂J/∂a^hh (r z hn) overlap in one row, the
+# r and z blocks shared, and one product per step fills both.  Gradients come back in
+# PyTorch's r, z, n.
+ORDER = (2, 0, 1)
 
 
 def sequence_backward(
@@ -229,31 +286,90 @@ def sequence_backward(
     dJ_dh_local: np.ndarray,
     truncate: int | None = None,
     need_dx: bool = False,
+    work: common.Buffers | None = None,
+    grads_out: dict[str, np.ndarray] | None = None,
 ) -> Backward:
     """Efficient BPTT: one backward sweep over k = T−1 … 0 (the regrouped double sum).
 
     dJ_dh_local: (A, T, B, H), the error reaching each h_k from outside the recurrence
     (the head, or the layer above) by age; A = 1 for full BPTT, A = truncate otherwise.
-    Returns a :class:`Backward`.  Reference: :func:`bptt.reference.loss_and_grads`.
+    work: reusable memory (None: fresh arrays); grads_out: arrays to write the gradients
+    into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
+    Reference: :func:`bptt.reference.loss_and_grads`.
+
+    The local partials of every step depend on the forward values only, so they are
+    computed for all k at once, before the sweep; the sweep multiplies errors by them.
+    Per step it fills one row of ``back`` (A, T, B, 5, H), five blocks of H:
+
+        0 … 2: ∂J/∂a^ih_k as n r z;  1 … 3: ∂J/∂a^hh_k as r z hn;  4: ∂J/∂h_k ⊙ z_k
     """
     A, T, B, H = dJ_dh_local.shape
-    dJ_dh = np.empty_like(dJ_dh_local)
-    dJ_da_ih = np.empty((A, T, B, GATES * H), dtype=dJ_dh_local.dtype)
-    dJ_da_hh = np.empty((A, T, B, GATES * H), dtype=dJ_dh_local.dtype)
-    # error carried back into step k from the steps after it (by age)
-    dJ_dh_from_later = np.zeros((A, B, H), dtype=dJ_dh_local.dtype)
+    dtype = dJ_dh_local.dtype
+    r, z, n, a_hn, hs = cache.r, cache.z, cache.n, cache.a_hn, cache.hs
+    # --- the local partials of every step (no error involved) -------------------------
+    # forward was h_k = (1 − z_k) ⊙ n_k + z_k ⊙ h_{k−1}, n_k = tanh(a^in_k + r_k ⊙ a^hn_k),
+    # r_k = σ(a^ir_k + a^hr_k), z_k = σ(a^iz_k + a^hz_k):
+    #   dh_da[:, :, 0] = ∂h_k/∂a^in_k = ∂h_k/∂n_k ∂n_k/∂a^n_k = (1 − z_k) ⊙ (1 − n_k²)
+    #   dh_da[:, :, 1] = ∂h_k/∂a^r_k  = ∂h_k/∂a^n_k ⊙ a^hn_k ⊙ r_k (1 − r_k)
+    #   dh_da[:, :, 2] = ∂h_k/∂a^z_k  = (h_{k−1} − n_k) ⊙ z_k (1 − z_k)
+    #   dh_da[:, :, 3] = ∂h_k/∂a^hn_k = ∂h_k/∂a^n_k ⊙ r_k
+    #   dh_da[:, :, 4] = ∂h_k/∂h_{k−1} along the direct path = z_k
+    dh_da = common.empty(work, "dh_da", (T, B, 5, H), dtype)
+    dh_dan = dh_da[:, :, 0]
+    np.multiply(n, n, out=dh_dan)
+    np.subtract(1, dh_dan, out=dh_dan)
+    dh_dan *= 1 - z
+    _sigmoid_slope(r, out=dh_da[:, :, 1])
+    dh_da[:, :, 1] *= a_hn
+    dh_da[:, :, 1] *= dh_dan
+    _sigmoid_slope(z, out=dh_da[:, :, 2])
+    dh_da[:, :, 2] *= hs[:-1] - n
+    np.multiply(dh_dan, r, out=dh_da[:, :, 3])
+    dh_da[:, :, 4] = z
+    # --- the sweep ----------------------------------------------------------------------
+    back = common.empty(work, "back", (A, T, B, 5, H), dtype)
+    dJ_dh = common.empty(work, "dJ_dh", (A, T, B, H), dtype)
+    dJ_da_ih = back[..., 0:3, :].reshape(A, T, B, GATES * H)  # n r z
+    dJ_da_hh = back[..., 1:4, :].reshape(A, T, B, GATES * H)  # r z hn
+    direct = back[..., 4, :]
+    carry = common.zeros(work, "carry", (A, B, H), dtype)
+    full = truncate is None
+    local = common.step_views(work, "local", dJ_dh_local, full)
+    dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
+    back_k = common.step_views(work, "back", back, full)
+    dh_da_k = common.step_views(work, "dh_da", dh_da)
+    # into step k − 1 every age grows by one (truncation drops the oldest)
+    hh_leaving, arriving = common.older_by_one(
+        common.step_views(work, "dJ_da_hh", dJ_da_hh, full, back), carry, full
+    )
+    direct_leaving, _ = common.older_by_one(
+        common.step_views(work, "direct", direct, full, back), carry, full
+    )
+    Whh = p["Whh"]
+    carried = carry[0] if full else carry
+    # np.dot has the least overhead, but copies strided rows (B > 1) where matmul does not
+    dot = np.dot if full and B == 1 else np.matmul
+    add, multiply = np.add, np.multiply
     for k in range(T - 1, -1, -1):
         # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (carried back through step k + 1)
-        np.add(dJ_dh_local[:, k], dJ_dh_from_later, out=dJ_dh[:, k])
-        back = step_backward(p, dJ_dh[:, k], cache.step(k), cache.hs[k])
-        dJ_da_ih[:, k] = back.dJ_da_ih
-        dJ_da_hh[:, k] = back.dJ_da_hh
-        # into step k − 1 every age grows by one (truncation drops the oldest)
-        dJ_dh_from_later = common.age_one_step(back.dJ_dh_prev, truncate)
+        add(local[k], carried, dJ_dh_k[k])
+        # [∂J/∂a^in_k, ∂J/∂a^r_k, ∂J/∂a^z_k, ∂J/∂a^hn_k, direct] = ∂J/∂h_k ⊙ dh_da_k
+        multiply(dJ_dh_k[k][..., None, :], dh_da_k[k], back_k[k])
+        if k:
+            # ∂a^hh_k/∂h_{k−1} = W^hh, plus the direct path ∂h_k/∂h_{k−1} = z_k
+            dot(hh_leaving[k], Whh, arriving)
+            add(arriving, direct_leaving[k], arriving)
     # h0 is read by step 0 as the weights are, so it keeps every age step 0 kept
-    dJ_dh0 = back.dJ_dh_prev.sum(axis=0)
-    grads, dJ_dx = _weight_grads(p, cache, dJ_da_ih, dJ_da_hh, need_dx)
+    dJ_dh0 = common.sum_ages(dJ_da_hh[:, :1])[0] @ Whh + common.sum_ages(direct[:, :1])[0]
+    grads, dJ_dx = _weight_grads(p, cache, dJ_da_ih, dJ_da_hh, need_dx, work, grads_out)
     return Backward(grads, dJ_dx, (dJ_dh0,), dJ_dh)
+
+
+def _sigmoid_slope(s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """∂s/∂a = s (1 − s) for s = σ(a), from the output."""
+    np.subtract(1, s, out=out)
+    out *= s
+    return out
 
 
 def final_state(cache: Cache) -> tuple[np.ndarray, ...]:
@@ -267,26 +383,47 @@ def _weight_grads(
     dJ_da_ih: np.ndarray,
     dJ_da_hh: np.ndarray,
     need_dx: bool,
+    work: common.Buffers | None,
+    grads_out: dict[str, np.ndarray] | None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The weights are shared by every step, so their gradients sum over k: one GEMM each.
 
-    dJ_da_ih, dJ_da_hh: (A, T, B, 3H) by age.  Returns (grads, dJ_dx (A, T, B, D) or None).
+    dJ_da_ih: (A, T, B, 3H) by age, regrouped n r z (ORDER); dJ_da_hh: (A, T, B, 3H) in
+    PyTorch's r z n.  Returns (grads, dJ_dx (A, T, B, D) or None), rows r z n.
     """
-    H = p["Whh"].shape[1]
-    G = GATES * H
-    ih = (dJ_da_ih.sum(axis=0) if dJ_da_ih.shape[0] > 1 else dJ_da_ih[0]).reshape(-1, G)
-    hh = (dJ_da_hh.sum(axis=0) if dJ_da_hh.shape[0] > 1 else dJ_da_hh[0]).reshape(-1, G)
+    Wxh = p["Wxh"]
+    G, D = Wxh.shape
+    H = G // GATES
+    dtype = dJ_da_ih.dtype
+    out = grads_out or {}
+    rows = common.gate_rows(ORDER, H)
+    back_rows = np.argsort(rows)  # regrouped n r z -> PyTorch's r z n
+    # every age added up, in contiguous rows (the sweep left them strided)
+    ih = common.contiguous(work, "dJ_da_ih_rows", common.sum_ages(dJ_da_ih))
+    hh = common.contiguous(work, "dJ_da_hh_rows", common.sum_ages(dJ_da_hh))
     grads: dict[str, np.ndarray] = {}
     # ∂a^ih_k/∂W^xh = x_k
-    grads["Wxh"], dJ_dx = common.input_projection_backward(
-        dJ_da_ih, cache.inputs, p["Wxh"], need_dx
+    by_gate = common.weight_gradient(
+        ih, cache.inputs, D, common.empty(work, "dWxh_sweep", (G, D), dtype)
     )
-    # ∂a^hh_k/∂W^hh = h_{k−1}
-    grads["Whh"] = hh.T @ cache.hs[:-1].reshape(-1, H)
+    grads["Wxh"] = common.regroup(by_gate, back_rows, out.get("Wxh"))
+    # ∂a^hh_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a^hh_k h_{k−1}ᵀ, one GEMM over all T·B rows
+    grads["Whh"] = np.matmul(
+        hh.reshape(-1, G).T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh")
+    )
     if "bxh" in p:
         # ∂a^ih_k/∂b^xh = 1
-        grads["bxh"] = ih.sum(axis=0)
+        grads["bxh"] = common.regroup(
+            np.sum(ih.reshape(-1, G), axis=0), back_rows, out.get("bxh")
+        )
     if "bhh" in p:
         # ∂a^hh_k/∂b^hh = 1
-        grads["bhh"] = hh.sum(axis=0)
+        grads["bhh"] = np.sum(hh.reshape(-1, G), axis=0, out=out.get("bhh"))
+    dJ_dx = None
+    if need_dx:
+        # ∂a^ih_k/∂x_k = W^xh (the layer below gets its error at the same step and age)
+        dJ_dx = common.rows_times(
+            dJ_da_ih, common.regroup(Wxh, rows),
+            common.empty(work, "dJ_dx", (*dJ_da_ih.shape[:3], D), dtype),
+        )
     return grads, dJ_dx

@@ -114,27 +114,34 @@ class Backward(NamedTuple):
 
 
 def sequence_forward(
-    p: dict[str, np.ndarray], inputs: np.ndarray, state0: tuple[np.ndarray, ...]
+    p: dict[str, np.ndarray],
+    inputs: np.ndarray,
+    state0: tuple[np.ndarray, ...],
+    work: common.Buffers | None = None,
 ) -> Cache:
     """Run the layer over T steps.
 
-    inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).
-    Returns the Cache; the outputs h_1 … h_T are hs[1:].
-    The input projection W^xh x_t + b_h is one matrix product (or gather) for all t at once;
-    only h_{t−1} → h_t is done step by step.
+    inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
+    memory (the training loop's; None: fresh arrays).  Returns the Cache; the outputs
+    h_1 … h_T are hs[1:].  The input projection W^xh x_t + b_h is one matrix product (or
+    gather) for all t at once; only h_{t−1} → h_t is done step by step.
     """
-    Whh_T = p["Whh"].T
-    x_proj = common.input_projection(p["Wxh"], inputs)
-    if "bh" in p:
-        x_proj += p["bh"]
-    T, B, H = x_proj.shape
-    hs = np.empty((T + 1, B, H), dtype=x_proj.dtype)
+    Whh = p["Whh"]
+    H, dtype = Whh.shape[0], Whh.dtype
+    T, B = inputs.shape[:2]
+    x_proj = common.input_projection(
+        p["Wxh"], inputs, p.get("bh"), common.empty(work, "x_proj", (T, B, H), dtype)
+    )
+    hs = common.empty(work, "hs", (T + 1, B, H), dtype)
     hs[0] = state0[0]
+    # per-step views, made once; the loop only calls kernels that write in place
+    h, xp = common.step_views(work, "hs", hs), common.step_views(work, "x_proj", x_proj)
+    Whh_T, dot, add, tanh = Whh.T, np.dot, np.add, np.tanh
     for t in range(T):
-        # z_t = W^xh x_t + b_h + W^hh h_{t−1};  h_t = tanh z_t
-        z = np.matmul(hs[t], Whh_T, out=hs[t + 1])
-        z += x_proj[t]
-        np.tanh(z, out=hs[t + 1])
+        # z_t = W^hh h_{t−1} + (W^xh x_t + b_h), written straight into hs[t + 1];  h_t = tanh z_t
+        dot(h[t], Whh_T, h[t + 1])
+        add(h[t + 1], xp[t], h[t + 1])
+        tanh(h[t + 1], h[t + 1])
     return Cache(inputs, hs)
 
 
@@ -144,33 +151,48 @@ def sequence_backward(
     dJ_dh_local: np.ndarray,
     truncate: int | None = None,
     need_dx: bool = False,
+    work: common.Buffers | None = None,
+    grads_out: dict[str, np.ndarray] | None = None,
 ) -> Backward:
     """Efficient BPTT: one backward sweep over k = T−1 … 0 (the regrouped double sum).
 
     dJ_dh_local: (A, T, B, H), the error reaching each h_k from outside the recurrence
     (the head, or the layer above) by age; A = 1 for full BPTT, A = truncate otherwise.
-    Returns a :class:`Backward`.  Reference: :func:`bptt.reference.loss_and_grads`.
+    work: reusable memory (None: fresh arrays); grads_out: arrays to write the gradients
+    into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
+    Reference: :func:`bptt.reference.loss_and_grads`.
     """
-    hs = cache.hs
-    Whh = p["Whh"]
+    hs, Whh = cache.hs, p["Whh"]
     A, T, B, H = dJ_dh_local.shape
-    dJ_dh = np.empty_like(dJ_dh_local)
-    dJ_dz = np.empty_like(dJ_dh_local)
-    # error carried back into step k from steps after it: Σ_{t>k} ∂J_t/∂h_k (by age)
-    dJ_dh_from_later = np.zeros((A, B, H), dtype=dJ_dh_local.dtype)
+    dtype = dJ_dh_local.dtype
+    # ∂h_k/∂z_k = 1 − h_k² for every k at once (h_k = hs[k + 1]): it needs no error
+    dh_dz = np.multiply(hs[1:], hs[1:], out=common.empty(work, "dh_dz", (T, B, H), dtype))
+    np.subtract(1, dh_dz, out=dh_dz)
+    dJ_dh = common.empty(work, "dJ_dh", (A, T, B, H), dtype)
+    dJ_dz = common.empty(work, "dJ_dz", (A, T, B, H), dtype)
+    # the error carried back into step k from the steps after it, Σ_{t>k} ∂J_t/∂h_k by age
+    carry = common.zeros(work, "carry", (A, B, H), dtype)
+    full = truncate is None
+    local = common.step_views(work, "local", dJ_dh_local, full)
+    dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
+    dJ_dz_k = common.step_views(work, "dJ_dz", dJ_dz, full)
+    dh_dz_k = common.step_views(work, "dh_dz", dh_dz)
+    # into step k − 1 every age grows by one (truncation drops the oldest)
+    leaving, arriving = common.older_by_one(dJ_dz_k, carry, full)
+    carried = carry[0] if full else carry
+    dot, add, multiply = np.dot if full else np.matmul, np.add, np.multiply
     for k in range(T - 1, -1, -1):
         # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (carried back through z_{k+1})
-        np.add(dJ_dh_local[:, k], dJ_dh_from_later, out=dJ_dh[:, k])
-        # ∂h_k/∂z_k = 1 − h_k²  (h_k = hs[k + 1])
-        h_k = hs[k + 1]
-        np.multiply(dJ_dh[:, k], 1 - h_k * h_k, out=dJ_dz[:, k])
-        # ∂z_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂z_k
-        dJ_dh_prev = dJ_dz[:, k] @ Whh
-        dJ_dh_from_later = common.age_one_step(dJ_dh_prev, truncate)
+        add(local[k], carried, dJ_dh_k[k])
+        # ∂h_k/∂z_k = 1 − h_k²
+        multiply(dJ_dh_k[k], dh_dz_k[k], dJ_dz_k[k])
+        if k:
+            # ∂z_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂z_k
+            dot(leaving[k], Whh, arriving)
     # h0 is read by z_0 exactly as W^hh is, so it keeps every age that step 0 kept
-    dJ_dh0 = dJ_dh_prev.sum(axis=0)
-    grads = _weight_grads(p, cache, dJ_dz, need_dx)
-    return Backward(grads.grads, grads.dJ_dx, (dJ_dh0,), dJ_dh)
+    dJ_dh0 = common.sum_ages(dJ_dz[:, :1])[0] @ Whh
+    grads, dJ_dx = _weight_grads(p, cache, dJ_dz, need_dx, work, grads_out)
+    return Backward(grads, dJ_dx, (dJ_dh0,), dJ_dh)
 
 
 def final_state(cache: Cache) -> tuple[np.ndarray, ...]:
@@ -178,27 +200,36 @@ def final_state(cache: Cache) -> tuple[np.ndarray, ...]:
     return (cache.hs[-1],)
 
 
-class _WeightGrads(NamedTuple):
-    grads: dict[str, np.ndarray]
-    dJ_dx: np.ndarray | None
-
-
 def _weight_grads(
-    p: dict[str, np.ndarray], cache: Cache, dJ_dz: np.ndarray, need_dx: bool
-) -> _WeightGrads:
+    p: dict[str, np.ndarray],
+    cache: Cache,
+    dJ_dz: np.ndarray,
+    need_dx: bool,
+    work: common.Buffers | None,
+    grads_out: dict[str, np.ndarray] | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The weights are shared by every step, so their gradients sum over k: one GEMM each.
 
-    dJ_dz: (A, T, B, H) by age.
+    dJ_dz: (A, T, B, H) by age.  Returns (grads, dJ_dx (A, T, B, D) or None).
     """
-    H = p["Whh"].shape[0]
-    dJ_dz_all = dJ_dz.sum(axis=0) if dJ_dz.shape[0] > 1 else dJ_dz[0]
-    flat = dJ_dz_all.reshape(-1, H)
+    Wxh = p["Wxh"]
+    H, D = Wxh.shape
+    out = grads_out or {}
+    dJ_dz_all = common.sum_ages(dJ_dz).reshape(-1, H)
     grads: dict[str, np.ndarray] = {}
     # ∂z_k/∂W^xh = x_k
-    grads["Wxh"], dJ_dx = common.input_projection_backward(dJ_dz, cache.inputs, p["Wxh"], need_dx)
-    # ∂z_k/∂W^hh = h_{k−1}
-    grads["Whh"] = flat.T @ cache.hs[:-1].reshape(-1, H)
+    grads["Wxh"] = common.weight_gradient(
+        dJ_dz_all.reshape(dJ_dz.shape[1:]), cache.inputs, D, out.get("Wxh")
+    )
+    # ∂z_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂z_k h_{k−1}ᵀ, one GEMM over all T·B rows
+    grads["Whh"] = np.matmul(dJ_dz_all.T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh"))
     if "bh" in p:
         # ∂z_k/∂b_h = 1
-        grads["bh"] = flat.sum(axis=0)
-    return _WeightGrads(grads, dJ_dx)
+        grads["bh"] = np.sum(dJ_dz_all, axis=0, out=out.get("bh"))
+    dJ_dx = None
+    if need_dx:
+        # ∂z_k/∂x_k = W^xh (the layer below gets its error at the same step and age)
+        dJ_dx = common.rows_times(
+            dJ_dz, Wxh, common.empty(work, "dJ_dx", (*dJ_dz.shape[:3], D), Wxh.dtype)
+        )
+    return grads, dJ_dx

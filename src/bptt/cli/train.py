@@ -19,9 +19,11 @@ from pathlib import Path
 from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
+from bptt.cli import train_task
 from bptt.cli.sample import ensure_utf8_stdout
 from bptt.errors import BpttError
 from bptt.optim import OPTIMIZERS
+from bptt.tasks import TASKS
 
 DEFAULT_OUT = Path("runs") / "train"
 FILE_SEPARATOR = corpus.SEPARATOR  # "\n" between the texts of several FILEs
@@ -103,6 +105,10 @@ def add_parser(sub, name: str) -> None:
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    p.add_argument("--task", choices=TASKS,
+                   help="train on a built-in sequence task instead of text (see bptt.tasks)")
+    p.add_argument("--task-length", type=types.positive_int, metavar="N",
+                   help="sequence length of --task adding/parity (max length for tweets)")
     p.set_defaults(run=run)
 
 
@@ -241,6 +247,8 @@ def free_out_dir(base: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Train; exit 0 when done, 130 when interrupted (after saving a checkpoint)."""
     ensure_utf8_stdout()
+    if args.task is not None or args.task_length is not None:
+        return train_task.run(args)
     run_ = _resume(args) if args.resume is not None else _start(args)
     return _loop(run_, args.quiet)
 

@@ -1,0 +1,109 @@
+"""``bptt train --task NAME``: train on a built-in sequence task, with the char-LM's progress
+bar, metrics.csv, loss.png and checkpoint (model.safetensors with metadata).
+
+The tasks and the loop live in :mod:`bptt.tasks`; this module reads the flags and prints.
+Flags that only make sense for text (FILEs, --seq-len, --resume, …) are refused in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bptt import tasks
+from bptt.errors import BpttError
+
+DEFAULT_OUT = Path("runs")
+# flags of `bptt train` the task trainer reads, under their TaskConfig names
+SHARED = {"cell": "cell", "hidden": "hidden", "layers": "layers", "steps": "steps",
+          "batch": "batch", "lr": "lr", "optimizer": "optimizer", "clip_norm": "clip_norm",
+          "dtype": "dtype", "seed": "seed", "eval_every": "eval_every"}
+# flags of `bptt train` that belong to the character model only
+TEXT_ONLY = ("seq_len", "clip", "checkpoint_every", "sample_length", "temperature",
+             "val_fraction", "errors", "unk", "init_from", "cache_dir", "config", "resume")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train on ``args.task``; exit 0 when done, 130 when interrupted (after a checkpoint)."""
+    config = _config(args)
+    out = args.out if args.out is not None else _free_out_dir(
+        DEFAULT_OUT / f"task-{config.task}-{config.cell}")
+    run_ = tasks.new_task_run(config, out)
+    return _loop(run_, args.quiet)
+
+
+def _config(args: argparse.Namespace) -> tasks.TaskConfig:
+    """The TaskConfig of the flags; flags of the character model are refused."""
+    if args.task is None:
+        raise BpttError("--task-length needs --task NAME (one of "
+                        f"{', '.join(tasks.TASKS)})")
+    if getattr(args, "files", None):
+        raise BpttError(f"--task {args.task} trains on generated data: give no FILE")
+    given = [name for name in TEXT_ONLY if getattr(args, name, None) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise BpttError(f"{flag} does not apply to --task (only to training on text)")
+    values = {key: getattr(args, flag) for flag, key in SHARED.items()
+              if getattr(args, flag, None) is not None}
+    if getattr(args, "no_clip_norm", False):
+        values["clip_norm"] = None
+    return tasks.TaskConfig(task=args.task, length=args.task_length, **values).resolved()
+
+
+def _free_out_dir(base: Path) -> Path:
+    candidate, n = base, 1
+    while (candidate / "model.safetensors").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
+    from tqdm import tqdm
+
+    c = run_.config
+    if not quiet:
+        print(f"task: {run_.data.describe()}; model: {c.cell}, H={c.hidden}, L={c.layers}, "
+              f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
+              flush=True)
+    bar = tqdm(total=c.steps, disable=quiet, unit="step", dynamic_ncols=True, file=sys.stderr)
+    stop = {"asked": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        finished = tasks.train_task(run_, lambda e: _show(e, bar, quiet), lambda: stop["asked"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    if not finished:
+        print(f"interrupted: checkpoint of step {run_.step} saved in {run_.out_dir}",
+              file=sys.stderr)
+        return 130
+    if not quiet:
+        print(f"done: step {run_.step}, {_summary(run_.history[-1])}; checkpoint, metrics.csv "
+              f"and loss.png in {run_.out_dir}")
+    return 0
+
+
+def _summary(row: dict[str, float]) -> str:
+    if "val_accuracy" in row:
+        return (f"validation accuracy {row['val_accuracy']:.3f}, cross-entropy "
+                f"{row['val_loss']:.4f}")
+    return f"validation MSE {row['val_mse']:.5f}, R² {row['val_r2']:.4f}"
+
+
+def _show(event: tasks.TaskEvent, bar: Any, quiet: bool) -> None:
+    if event.kind == "step":
+        bar.update(1)
+        bar.set_postfix(loss=f"{event.loss:.4f}", seqs_s=f"{event.seqs_per_sec:,.0f}",
+                        refresh=False)
+    elif event.kind == "eval" and not quiet and event.metrics is not None:
+        bar.write(f"step {event.step}: {_summary(event.metrics)}")

@@ -1,0 +1,761 @@
+"""Estimators in scikit-learn's conventions: classify or regress your own sequences in five lines.
+
+Legend: N sequences, T padded length, T_i the length of sequence i, D features per step,
+C classes, V regression outputs, H hidden size, L layers.
+
+    clf = bptt.SequenceClassifier(cell="lstm", hidden_size=32, epochs=30, random_state=0)
+    clf.fit(X, y)                        # X: a list of (T_i, D) arrays; y: (N,) labels
+    clf.predict(X_new), clf.predict_proba(X_new), clf.score(X_test, y_test)   # accuracy
+    clf.save("clf.safetensors");  clf = bptt.SequenceClassifier.load("clf.safetensors")
+
+``bptt.SequenceRegressor`` is the same with y (N,) or (N, V) numbers and ``score`` = R².
+No dependency on scikit-learn: the estimators follow its conventions (constructor
+arguments stored as given and validated in ``fit``; ``get_params``/``set_params``; fitted
+attributes end in ``_``; ``fit`` returns self; ``__sklearn_tags__``), so its tools accept them
+(``clone``, ``GridSearchCV``, ``cross_val_score`` were run with scikit-learn 1.9; give them X
+as a list of sequences: a padded array's ``lengths=`` cannot pass through their splits).
+
+Inputs.  X is either a list of N arrays (T_i, D) (a 1-D array (T_i,) is one feature per
+step), or a padded array (N, T, D) — batch first, as scikit-learn users hold samples — with
+``lengths=`` (N,) giving each sequence's real steps (None: every sequence has T steps).
+Values on padded steps are ignored.  NaN or inf on a real step is an error.
+
+The network and its loss (bptt.heads; the gradients are the hand-derived BPTT of
+models.backprop_layers, checked three ways in tests/test_heads.py):
+
+    h^l_t = cell(h^l_{t−1}, h^{l−1}_t),   y_t = W^hy h^L_t + b_y
+    classifier:  J = Σ_i −log softmax(y_{T_i−1,i})[c_i]          (head "softmax_last")
+    regressor:   J = Σ_i ½ ‖y_{T_i−1,i} − r_i‖²                   (head "mse_last")
+
+With ``per_step=True`` (many-to-many) every real step has a target and J sums over them
+("softmax_each", "mse_each"): y is then a list of (T_i,) labels / (T_i,) or (T_i, V) values
+(or a padded (N, T[, V]) array, read with the lengths of X), and predictions come back as a
+list of per-sequence arrays.
+
+Training: minibatches of ``batch_size`` sequences in a new random order each epoch, each
+padded to its own longest sequence; the gradient of the batch's TOTAL J, its global norm
+clipped to ``clip_norm``, one step of ``optimizer``.  ``loss_curve_`` holds, per epoch (per
+call of ``partial_fit``), the mean loss per prediction: cross-entropy in nats for the
+classifier, the mean squared error per output value (2J / (predictions · V)) for the
+regressor.
+
+Saving: one safetensors file, the weights plus JSON metadata (the constructor arguments,
+classes, sizes); nothing is pickled.  The file is also a bptt model file
+(:func:`bptt.checkpoint.load_model` reads its weights).  The optimizer state is not saved:
+a loaded estimator predicts, scores and can be fitted again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bptt import checkpoint, heads, models, ops, optim
+from bptt.cells import CELLS
+from bptt.errors import BpttError, CheckpointError
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
+
+
+class NotFittedError(BpttError, AttributeError):
+    """The estimator is used before ``fit`` (a ValueError, and an AttributeError as sklearn's)."""
+
+
+class DivergedError(BpttError):
+    """The loss or a gradient became NaN or inf while fitting."""
+
+
+# ----------------------------------------------------------------------------
+# inputs and targets
+# ----------------------------------------------------------------------------
+
+
+def as_padded(
+    X: Any, lengths: Any = None, dtype: Any = np.float64
+) -> tuple[np.ndarray, np.ndarray]:
+    """X as a padded array (N, T, D) of ``dtype`` (zeros on padding) and lengths (N,).
+
+    X: a list/tuple of (T_i, D) or (T_i,) arrays (then ``lengths`` must be None), or an
+    array (N, T, D) with ``lengths`` (N,) or None (all T).  Raises BpttError on a ragged
+    array, mismatched features, empty input, NaN/inf on a real step, or bad lengths.
+    """
+    if isinstance(X, np.ndarray):
+        if X.dtype == object:
+            raise BpttError(
+                "X is a ragged array (dtype object): pass a list of (T_i, D) arrays, or a "
+                "padded (N, T, D) array with lengths="
+            )
+        if X.ndim != 3:
+            raise BpttError(
+                f"X has shape {X.shape}: a padded X must be (N, T, D); for sequences of one "
+                "feature use (N, T, 1), or pass a list of (T_i, D) arrays"
+            )
+        if X.dtype.kind not in "biuf":
+            raise BpttError(f"X must hold numbers, got dtype {X.dtype}")
+        N, T, _ = X.shape
+        if N < 1 or T < 1:
+            raise BpttError(f"X has shape {X.shape}: need at least one sequence and one step")
+        n = heads.check_lengths(lengths, T, N)
+        n = np.full(N, T, dtype=np.int64) if n is None else n
+        x = X.astype(dtype)  # a copy: padding is zeroed below
+        real = np.arange(T)[None, :] < n[:, None]  # (N, T)
+        if not np.isfinite(x[real]).all():
+            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=2) & real)[0] // T)
+            raise BpttError(f"X contains NaN or inf (sequence {bad}, on a real step)")
+        x[~real] = 0
+        return x, n
+    if not isinstance(X, (list, tuple)):
+        raise BpttError(
+            f"X must be a list of (T_i, D) arrays or a padded (N, T, D) array, got "
+            f"{type(X).__name__}"
+        )
+    if lengths is not None:
+        raise BpttError("lengths= goes with a padded (N, T, D) array; a list of sequences "
+                        "gives each length itself")
+    if len(X) == 0:
+        raise BpttError("X is empty: need at least one sequence")
+    arrays = []
+    for i, seq in enumerate(X):
+        try:
+            a = np.asarray(seq)
+        except ValueError:
+            raise BpttError(f"X[{i}] is ragged: each sequence must be a (T_i, D) array") from None
+        if a.dtype == object or a.dtype.kind not in "biuf":
+            raise BpttError(f"X[{i}] must be a numeric (T_i, D) array, got dtype {a.dtype}")
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2 or a.shape[0] < 1:
+            raise BpttError(f"X[{i}] has shape {a.shape}: expected (T_i, D) with T_i >= 1")
+        if not np.isfinite(a).all():
+            raise BpttError(f"X contains NaN or inf (sequence {i})")
+        arrays.append(a)
+    D = arrays[0].shape[1]
+    for i, a in enumerate(arrays):
+        if a.shape[1] != D:
+            raise BpttError(f"X[{i}] has {a.shape[1]} features per step but X[0] has {D}")
+    n = np.array([len(a) for a in arrays], dtype=np.int64)
+    x = np.zeros((len(arrays), int(n.max()), D), dtype=dtype)
+    for i, a in enumerate(arrays):
+        x[i, : len(a)] = a
+    return x, n
+
+
+def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.ndarray:
+    """Per-step targets: a list of (T_i[, V]) arrays or a padded (N, T[, V]) array -> padded
+    (N, T[, V]) (zeros on padding; labels stay as given, any dtype)."""
+    N = len(lengths)
+    if isinstance(y, np.ndarray):
+        if y.shape[:2] != (N, T) or y.ndim not in (2, 3):
+            raise BpttError(
+                f"y has shape {y.shape}: per-step targets padded like X must be (N, T) "
+                f"= {(N, T)}" + (" or (N, T, V)" if numeric else "")
+            )
+        arrays = [y[i, : lengths[i]] for i in range(N)]
+    elif isinstance(y, (list, tuple)):
+        if len(y) != N:
+            raise BpttError(f"y has {len(y)} sequences but X has {N}")
+        arrays = [np.asarray(a) for a in y]
+        for i, a in enumerate(arrays):
+            if a.ndim < 1 or a.shape[0] != lengths[i]:
+                raise BpttError(
+                    f"y[{i}] has {a.shape[0] if a.ndim else 0} steps but X[{i}] has {lengths[i]}"
+                )
+    else:
+        raise BpttError("per-step y must be a list of per-sequence arrays or a padded array")
+    tail = arrays[0].shape[1:]
+    if len(tail) > (1 if numeric else 0) or any(a.shape[1:] != tail for a in arrays):
+        raise BpttError("per-step y: every step must hold " +
+                        ("the same number of values" if numeric else "one label"))
+    out = np.zeros((N, T, *tail), dtype=np.result_type(*[a.dtype for a in arrays]))
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out
+
+
+# ----------------------------------------------------------------------------
+# the shared estimator
+# ----------------------------------------------------------------------------
+
+
+class _SequenceEstimator:
+    """What the classifier and the regressor share: parameters, training, saving."""
+
+    _heads: ClassVar[tuple[str, str]] = ("", "")  # (per sequence, per step)
+    _estimator_type: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        cell: str = "lstm",
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        optimizer: str = "adam",
+        lr: float = 1e-2,
+        epochs: int = 20,
+        batch_size: int = 32,
+        clip_norm: float | None = 5.0,
+        truncate: int | None = None,
+        per_step: bool = False,
+        forget_bias: float | None = None,
+        dtype: str = "float32",
+        random_state: int | np.random.Generator | None = None,
+    ) -> None:
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.optimizer = optimizer
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.clip_norm = clip_norm
+        self.truncate = truncate
+        self.per_step = per_step
+        self.forget_bias = forget_bias
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # -- scikit-learn's parameter protocol ------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments as a dict (deep is accepted for sklearn; no sub-estimators)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> _SequenceEstimator:
+        """Set constructor arguments (checked at the next fit); an unknown name raises.
+
+        Returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise BpttError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: "
+                    f"{', '.join(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {name: p.default for name, p in
+                    inspect.signature(type(self).__init__).parameters.items() if name != "self"}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if not (isinstance(v, type(defaults[k])) and v == defaults[k])
+                   and not (v is None and defaults[k] is None)]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn ≥ 1.6 asks its estimators for tags (only scikit-learn calls this, so
+        the import never runs without it): a classifier or regressor, fitted on 3-D X."""
+        from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
+
+        classifier = self._estimator_type == "classifier"
+        return Tags(
+            estimator_type=self._estimator_type,
+            target_tags=TargetTags(required=True, multi_output=not classifier),
+            classifier_tags=ClassifierTags(multi_class=True) if classifier else None,
+            regressor_tags=None if classifier else RegressorTags(),
+            input_tags=InputTags(two_d_array=False, three_d_array=True),
+            non_deterministic=self.random_state is None,
+        )
+
+    def _validate_params(self) -> None:
+        """Raise BpttError naming the first bad constructor argument."""
+        if self.cell not in CELLS:
+            raise BpttError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("hidden_size", "num_layers", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise BpttError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise BpttError(
+                f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        for name in ("lr", "clip_norm"):
+            value = getattr(self, name)
+            if name == "clip_norm" and value is None:
+                continue
+            ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or value <= 0:
+                raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
+        models.check_truncate(self.truncate)
+        if not isinstance(self.per_step, (bool, np.bool_)):
+            raise BpttError(f"per_step must be True or False, got {self.per_step!r}")
+        if self.forget_bias is not None:
+            if self.cell != "lstm":
+                raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")
+            if not isinstance(self.forget_bias, (int, float)) or not math.isfinite(
+                    self.forget_bias):
+                raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
+        if self.dtype not in DTYPES:
+            raise BpttError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        rs = self.random_state
+        if not (rs is None or isinstance(rs, np.random.Generator)
+                or (isinstance(rs, (int, np.integer)) and not isinstance(rs, bool) and rs >= 0)):
+            raise BpttError(
+                f"random_state must be None, an integer >= 0 or a numpy Generator, got {rs!r}"
+            )
+
+    # -- what the subclasses define -------------------------------------------
+
+    def _encode_targets(self, y: Any, lengths: np.ndarray, T: int, fitting: bool) -> np.ndarray:
+        """y as the head's targets, batch first: (N,) / (N, V) or (N, T) / (N, T, V)."""
+        raise NotImplementedError
+
+    def _num_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _mean_loss(self, J: float, count: int) -> float:
+        raise NotImplementedError
+
+    # -- fitting ----------------------------------------------------------------
+
+    @property
+    def _head(self) -> str:
+        return self._heads[1] if self.per_step else self._heads[0]
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(X, y) first"
+            )
+
+    def _prepare(
+        self, X: Any, y: Any, lengths: Any, fitting: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x (N, T, D), lengths (N,), targets) checked against each other."""
+        dtype = DTYPES[self.dtype] if fitting else self.params_["Whh"].dtype
+        x, n = as_padded(X, lengths, dtype)
+        if hasattr(self, "n_features_in_") and not fitting and x.shape[2] != self.n_features_in_:
+            raise BpttError(
+                f"X has {x.shape[2]} features per step but the model was fitted with "
+                f"{self.n_features_in_}"
+            )
+        if not self.per_step:
+            size = len(y) if hasattr(y, "__len__") else None
+            if size != len(n):
+                raise BpttError(
+                    f"y has {size if size is not None else 'no'} entries but X has {len(n)} "
+                    "sequences: one target per sequence"
+                )
+        targets = self._encode_targets(y, n, x.shape[1], fitting)
+        return x, n, targets
+
+    def _initialise(self, D: int) -> None:
+        self._validate_params()
+        self._rng = np.random.default_rng(self.random_state)
+        self.n_features_in_ = int(D)
+        self.params_ = models.init_params(
+            self.cell, int(D), int(self.hidden_size), self._num_outputs(), True, self._rng,
+            DTYPES[self.dtype], int(self.num_layers), self.forget_bias,
+        )
+        self._optimizer = optim.make_optimizer(self.optimizer, float(self.lr))
+        self._opt_state = self._optimizer.init_state(self.params_)
+        self.loss_curve_: list[float] = []
+        self.n_iter_ = 0
+        self.n_steps_ = 0
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        lengths: Any = None,
+        callback: Callable[[int, float], bool | None] | None = None,
+    ) -> _SequenceEstimator:
+        """Fit from scratch: ``epochs`` passes over (X, y).  Returns self.
+
+        X: list of (T_i, D) arrays, or padded (N, T, D) with ``lengths`` (N,).  y: see the
+        class.  callback(epoch, mean_loss) is called after every epoch; returning True stops.
+        """
+        self._validate_params()
+        for attribute in ("params_", "classes_"):
+            if hasattr(self, attribute):
+                delattr(self, attribute)
+        x, n, targets = self._prepare(X, y, lengths, fitting=True)
+        self._initialise(x.shape[2])
+        for epoch in range(1, int(self.epochs) + 1):
+            self._epoch(x, n, targets)
+            if callback is not None and callback(epoch, self.loss_curve_[-1]):
+                break
+        return self
+
+    def _partial_fit(self, X: Any, y: Any, lengths: Any) -> _SequenceEstimator:
+        first = not hasattr(self, "params_")
+        if first:
+            self._validate_params()
+        x, n, targets = self._prepare(X, y, lengths, fitting=first)
+        if first:
+            self._initialise(x.shape[2])
+        self._epoch(x, n, targets)
+        return self
+
+    def _epoch(self, x: np.ndarray, n: np.ndarray, targets: np.ndarray) -> None:
+        """One pass over the data in a random order, one optimizer step per minibatch."""
+        order = self._rng.permutation(len(n))
+        total, count = 0.0, 0
+        for start in range(0, len(n), int(self.batch_size)):
+            rows = order[start : start + int(self.batch_size)]
+            J, predictions = self._step(x, n, targets, rows)
+            total += J
+            count += predictions
+        self.loss_curve_.append(self._mean_loss(total, count))
+        self.n_iter_ += 1
+
+    def _step(
+        self, x: np.ndarray, n: np.ndarray, targets: np.ndarray, rows: np.ndarray
+    ) -> tuple[float, int]:
+        """One optimizer step on the sequences ``rows``; returns (J, number of predictions)."""
+        inputs, lengths, y = _batch(x, n, targets, rows, self.per_step)
+        result = heads.backprop(self.params_, inputs, y, self._head, lengths,
+                                truncate=self.truncate)
+        norm = optim.global_norm(result.grads)
+        if not (math.isfinite(result.loss) and math.isfinite(norm)):
+            raise DivergedError(
+                f"training diverged at step {self.n_steps_ + 1}: the loss or a gradient is NaN "
+                "or inf; lower lr or set clip_norm"
+            )
+        if self.clip_norm is not None:
+            optim.clip_by_global_norm(result.grads, float(self.clip_norm))
+        self._optimizer.update(self.params_, result.grads, self._opt_state)
+        self.n_steps_ += 1
+        predictions = int(n[rows].sum()) if self.per_step else len(rows)
+        return result.loss, predictions
+
+    # -- predicting -------------------------------------------------------------
+
+    def _outputs(self, X: Any, lengths: Any) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
+        """The head's outputs: (N, V) per sequence, or a list of (T_i, V) per step; and lengths."""
+        self._check_fitted()
+        x, n = as_padded(X, lengths, self.params_["Whh"].dtype)
+        if x.shape[2] != self.n_features_in_:
+            raise BpttError(
+                f"X has {x.shape[2]} features per step but the model was fitted with "
+                f"{self.n_features_in_}"
+            )
+        pieces: list[np.ndarray] = []
+        per_sequence: list[np.ndarray] = []
+        for start in range(0, len(n), PREDICT_CHUNK):
+            rows = np.arange(start, min(start + PREDICT_CHUNK, len(n)))
+            T = int(n[rows].max())
+            inputs = np.ascontiguousarray(x[rows, :T].transpose(1, 0, 2))
+            out = heads.forward(self.params_, inputs, self._head, n[rows]).outputs
+            if self.per_step:
+                per_sequence += [out[: n[i], j] for j, i in enumerate(rows)]
+            else:
+                pieces.append(out)
+        return (per_sequence if self.per_step else np.concatenate(pieces)), n
+
+    # -- saving -------------------------------------------------------------------
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {}
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
+        """Write the fitted model to ``path`` (a .safetensors file, or DIR/model.safetensors).
+
+        One safetensors file, written atomically: the weights, and JSON metadata with the
+        constructor arguments, the sizes and (classifier) the classes.  info: any JSON-able
+        dict stored beside them (bptt train --task stores the task there).  Returns the path.
+        """
+        self._check_fitted()
+        target = Path(path)
+        if target.is_dir() or not target.suffix:
+            target = target / checkpoint.MODEL_FILE
+        config = self.get_params()
+        if not isinstance(config["random_state"], (int, np.integer, type(None))):
+            config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
+        meta = checkpoint.model_meta(self.params_, None, _jsonable(config), self.n_steps_)
+        meta["estimator"] = {
+            "class": type(self).__name__,
+            "head": self._head,
+            "n_features_in": self.n_features_in_,
+            "n_iter": self.n_iter_,
+            "loss_curve": [float(v) for v in self.loss_curve_],
+            **self._extra_meta(),
+        }
+        if info is not None:
+            meta["info"] = info
+        checkpoint.write_safetensors_atomic(target, self.params_, meta)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> _SequenceEstimator:
+        """An estimator read from a file written by :meth:`save` (weights and settings)."""
+        model = checkpoint.load_model(path)
+        file = Path(path)
+        saved = model.meta.get("estimator")
+        if not isinstance(saved, dict) or "class" not in saved:
+            raise CheckpointError(f"{file} holds a bptt model but not a saved estimator")
+        if saved["class"] != cls.__name__:
+            raise CheckpointError(
+                f"{file} holds a {saved['class']}; load it with bptt.{saved['class']}.load"
+            )
+        try:
+            config = {k: v for k, v in model.config.items() if k in cls._param_names()}
+            estimator = cls(**config)
+            estimator._validate_params()
+            estimator.params_ = model.params
+            estimator.n_features_in_ = int(saved["n_features_in"])
+            estimator.n_iter_ = int(saved["n_iter"])
+            estimator.n_steps_ = model.step
+            estimator.loss_curve_ = [float(v) for v in saved["loss_curve"]]
+            estimator._restore_extra(saved)
+            if saved["head"] != estimator._head:
+                raise CheckpointError(f"{file}: head {saved['head']!r} does not fit per_step")
+        except (KeyError, TypeError, BpttError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{file} holds a damaged estimator ({exc})") from exc
+        if model.params["Whh"].dtype != DTYPES[estimator.dtype]:
+            raise CheckpointError(f"{file}: weights of dtype {model.params['Whh'].dtype} but "
+                                  f"dtype={estimator.dtype!r}")
+        estimator._rng = np.random.default_rng(estimator.random_state)
+        estimator._optimizer = optim.make_optimizer(estimator.optimizer, float(estimator.lr))
+        estimator._opt_state = estimator._optimizer.init_state(estimator.params_)
+        return estimator
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """numpy scalars -> Python numbers, for JSON."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+
+
+def _batch(
+    x: np.ndarray, n: np.ndarray, targets: np.ndarray, rows: np.ndarray, per_step: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time-major inputs (T_b, B, D), lengths (B,) and targets for the sequences ``rows``;
+    T_b is the longest of them (padding cut to the batch)."""
+    T = int(n[rows].max())
+    inputs = np.ascontiguousarray(x[rows, :T].transpose(1, 0, 2))
+    if per_step:
+        y = targets[rows, :T]
+        y = np.ascontiguousarray(np.swapaxes(y, 0, 1))
+    else:
+        y = targets[rows]
+    return inputs, n[rows], y
+
+
+# ----------------------------------------------------------------------------
+# the two estimators
+# ----------------------------------------------------------------------------
+
+
+class SequenceClassifier(_SequenceEstimator):
+    """A recurrent classifier of whole sequences (or, with per_step=True, of every step).
+
+    Parameters (all stored as given, checked by ``fit``):
+        cell: "lstm", "gru" or "rnn".  hidden_size: H.  num_layers: L.
+        optimizer: "adam", "sgd", "momentum" or "adagrad".  lr: learning rate.
+        epochs: passes over the data in ``fit``.  batch_size: sequences per step.
+        clip_norm: clip the gradient's global norm (None: never).  truncate: None (full
+        BPTT) or K (keep the terms with t − k < K).  per_step: a label at every step.
+        forget_bias: the LSTM's initial b_f (None: PyTorch's random init).
+        dtype: "float32" or "float64".  random_state: None, an int or a numpy Generator.
+
+    Fitted attributes: classes_ (C,), params_ (the weights, see bptt.init_params),
+    n_features_in_ (D), loss_curve_ (mean cross-entropy per epoch), n_iter_ (epochs),
+    n_steps_ (optimizer steps).
+    """
+
+    _heads = ("softmax_last", "softmax_each")
+    _estimator_type = "classifier"
+
+    def _encode_targets(
+        self, y: Any, lengths: np.ndarray, T: int, fitting: bool
+    ) -> np.ndarray:
+        labels = (_per_step_targets(y, lengths, T, numeric=False) if self.per_step
+                  else np.asarray(y))
+        if not self.per_step and labels.ndim != 1:
+            raise BpttError(f"y has shape {labels.shape}: one label per sequence, (N,)")
+        real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
+        values = labels[real]
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise BpttError("y contains NaN or inf")
+        if fitting and not hasattr(self, "classes_"):
+            classes = np.unique(values)
+            if len(classes) < 2:
+                raise BpttError(f"y holds one class only ({classes[0]!r}): need at least two")
+            self.classes_ = classes
+        return self._label_indices(labels, real)
+
+    def _label_indices(self, labels: np.ndarray, real: Any) -> np.ndarray:
+        """Labels -> indices into classes_; a label not in classes_ raises BpttError."""
+        values = labels[real]
+        try:
+            index = np.searchsorted(self.classes_, values)
+        except TypeError:
+            raise BpttError("y holds labels of another type than the classes seen in fit") \
+                from None
+        index = np.clip(index, 0, len(self.classes_) - 1)
+        unknown = self.classes_[index] != values
+        if np.any(unknown):
+            seen = sorted(set(np.asarray(values)[unknown].tolist()))[:5]
+            raise BpttError(
+                f"y holds label(s) {seen} not seen in fit; the classes are "
+                f"{self.classes_.tolist()}"
+            )
+        out = np.zeros(labels.shape, dtype=np.int64)
+        out[real] = index
+        return out
+
+    def _num_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _mean_loss(self, J: float, count: int) -> float:
+        return J / max(count, 1)
+
+    def partial_fit(
+        self, X: Any, y: Any, lengths: Any = None, classes: Any = None
+    ) -> SequenceClassifier:
+        """One more epoch over (X, y) (the first call initialises; give ``classes`` then, all
+        labels that will ever occur, else those of this y).  Returns self."""
+        if not hasattr(self, "params_") and classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if len(classes) < 2:
+                raise BpttError("classes must hold at least two labels")
+            self.classes_ = classes
+        return self._partial_fit(X, y, lengths)  # type: ignore[return-value]
+
+    def predict_proba(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
+        """Class probabilities: (N, C), columns in the order of classes_ (per_step: a list of
+        (T_i, C))."""
+        outputs, _ = self._outputs(X, lengths)
+        if self.per_step:
+            return [ops.softmax(o) for o in outputs]
+        return ops.softmax(outputs)
+
+    def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
+        """The most probable class of each sequence, (N,) (per_step: a list of (T_i,))."""
+        outputs, _ = self._outputs(X, lengths)
+        if self.per_step:
+            return [self.classes_[o.argmax(axis=-1)] for o in outputs]
+        return self.classes_[outputs.argmax(axis=-1)]
+
+    def score(self, X: Any, y: Any, lengths: Any = None) -> float:
+        """Accuracy: the fraction of sequences (per_step: of real steps) predicted right."""
+        self._check_fitted()
+        x, n, labels = self._prepare(X, y, lengths, fitting=False)
+        outputs, _ = self._outputs(x, n)
+        if self.per_step:
+            hits = [np.argmax(o, axis=-1) == labels[i, : n[i]] for i, o in enumerate(outputs)]
+            return float(np.concatenate(hits).mean())
+        return float(np.mean(outputs.argmax(axis=-1) == labels))
+
+    def _extra_meta(self) -> dict[str, Any]:
+        classes = self.classes_
+        if classes.dtype.kind not in "biufU":
+            raise BpttError(
+                f"cannot save classes of dtype {classes.dtype}: labels must be numbers, "
+                "booleans or strings"
+            )
+        return {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        self.classes_ = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        if len(self.classes_) != self.params_["Why"].shape[0]:
+            raise CheckpointError("the saved classes do not match the output size")
+
+
+class SequenceRegressor(_SequenceEstimator):
+    """A recurrent regressor of whole sequences (or, with per_step=True, of every step).
+
+    Parameters: as :class:`SequenceClassifier`.  y: (N,) or (N, V) numbers (per_step: a list
+    of (T_i,) or (T_i, V) arrays, or padded (N, T) / (N, T, V) read with X's lengths).
+    ``predict`` returns the shape y had: (N,) or (N, V) (per_step: a list of per-sequence
+    arrays).  ``score``: the coefficient of determination R² = 1 − SS_res / SS_tot, averaged
+    over the V outputs (scikit-learn's r2_score; a constant target scores 1 if predicted
+    exactly, else 0).
+
+    Fitted attributes: params_, n_features_in_, n_outputs_ (V), loss_curve_ (mean squared
+    error per epoch), n_iter_, n_steps_.
+    """
+
+    _heads = ("mse_last", "mse_each")
+    _estimator_type = "regressor"
+
+    def _encode_targets(
+        self, y: Any, lengths: np.ndarray, T: int, fitting: bool
+    ) -> np.ndarray:
+        if self.per_step:
+            values = _per_step_targets(y, lengths, T, numeric=True)
+        else:
+            values = np.asarray(y)
+            if values.ndim not in (1, 2):
+                raise BpttError(f"y has shape {values.shape}: expected (N,) or (N, V)")
+        if values.dtype.kind not in "biuf":
+            raise BpttError(f"y must hold numbers, got dtype {values.dtype}")
+        one_column = values.ndim == (2 if self.per_step else 1)
+        values = values[..., None] if one_column else values
+        real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
+        if not np.isfinite(values[real]).all():
+            raise BpttError("y contains NaN or inf")
+        if fitting:
+            self.n_outputs_ = int(values.shape[-1])
+            self._y_one_column = one_column
+        elif values.shape[-1] != self.n_outputs_:
+            raise BpttError(f"y has {values.shape[-1]} outputs but the model has {self.n_outputs_}")
+        return values.astype(DTYPES[self.dtype] if fitting else self.params_["Whh"].dtype)
+
+    def _num_outputs(self) -> int:
+        return self.n_outputs_
+
+    def _mean_loss(self, J: float, count: int) -> float:
+        # J = Σ ½ ‖y − r‖²: the mean squared error per value is 2J / (count · V)
+        return 2 * J / max(count * self.n_outputs_, 1)
+
+    def partial_fit(self, X: Any, y: Any, lengths: Any = None) -> SequenceRegressor:
+        """One more epoch over (X, y) (the first call initialises).  Returns self."""
+        return self._partial_fit(X, y, lengths)  # type: ignore[return-value]
+
+    def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
+        """Predictions: (N,) or (N, V) as y was (per_step: a list of (T_i,) or (T_i, V))."""
+        outputs, _ = self._outputs(X, lengths)
+        if self._y_one_column:
+            return [o[:, 0] for o in outputs] if self.per_step else outputs[:, 0]
+        return outputs
+
+    def score(self, X: Any, y: Any, lengths: Any = None) -> float:
+        """R² of the predictions, averaged over the outputs (per_step: over every real step)."""
+        self._check_fitted()
+        x, n, values = self._prepare(X, y, lengths, fitting=False)
+        outputs, _ = self._outputs(x, n)
+        if self.per_step:
+            predicted = np.concatenate(outputs)
+            values = np.concatenate([values[i, : n[i]] for i in range(len(n))])
+        else:
+            predicted = outputs
+        return r2_score(values, predicted)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"n_outputs": self.n_outputs_, "y_one_column": bool(self._y_one_column)}
+
+    def _restore_extra(self, meta: dict[str, Any]) -> None:
+        self.n_outputs_ = int(meta["n_outputs"])
+        self._y_one_column = bool(meta["y_one_column"])
+
+
+def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """R² = 1 − Σ (y − ŷ)² / Σ (y − ȳ)² per output column, averaged (sklearn's uniform
+    average; a constant column scores 1.0 when predicted exactly, else 0.0).
+
+    y_true, y_pred: (M,) or (M, V).
+    """
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    ss_res = ((y_true - y_pred) ** 2).sum(axis=0)
+    ss_tot = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
+    scores = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1),
+                      np.where(ss_res == 0, 1.0, 0.0))
+    return float(scores.mean())

@@ -1,0 +1,109 @@
+"""The built-in tasks (bptt.tasks): what each generator promises, and the training loop."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import numpy as np
+import pytest
+
+from bptt import tasks
+from bptt.errors import BpttError
+from bptt.estimators import SequenceClassifier, SequenceRegressor
+
+
+def test_adding_marks_one_value_in_each_half_and_sums_them():
+    data = tasks.adding(500, 9, np.random.default_rng(0))
+    assert data.X.shape == (500, 9, 2) and data.y.shape == (500,)
+    values, markers = data.X[..., 0], data.X[..., 1]
+    assert np.all(markers.sum(axis=1) == 2)
+    assert np.all(markers[:, :5].sum(axis=1) == 1) and np.all(markers[:, 5:].sum(axis=1) == 1)
+    np.testing.assert_allclose(data.y, (values * markers).sum(axis=1), rtol=0, atol=0)
+    assert np.all((values >= 0) & (values < 1)) and np.all(data.lengths == 9)
+    # predicting the mean scores Var(v_a + v_b) = 1/6: the baseline a model must beat
+    assert np.mean((data.y - 1) ** 2) == pytest.approx(1 / 6, rel=0.15)
+
+
+def test_parity_labels_and_variable_lengths():
+    data = tasks.parity(400, 8, np.random.default_rng(1), variable=True)
+    assert data.X.shape == (400, 8, 1)
+    assert data.lengths.min() == 1 and data.lengths.max() == 8
+    for x, y, n in zip(data.X, data.y, data.lengths, strict=True):
+        assert y == int(x[:n, 0].sum()) % 2 and not x[n:].any()
+    assert set(data.y) == {0, 1}
+    assert np.all(tasks.parity(10, 5, np.random.default_rng(1)).lengths == 5)
+
+
+def test_tweets_follow_their_sentiment_rule_with_negation():
+    data = tasks.tweets(600, 12, np.random.default_rng(2))
+    assert data.X.shape == (600, 12, 3)
+    assert data.lengths.min() >= 3 and data.lengths.max() <= 12
+    assert set(data.y) == {"negative", "positive"}
+    words = data.X.argmax(axis=2)  # the noise (σ = 0.1) never hides the word
+    scores = tasks._tweet_scores(words, data.lengths)
+    assert np.all(scores != 0)
+    assert np.array_equal(np.where(scores > 0, "positive", "negative"), data.y)
+    for i, n in enumerate(data.lengths):
+        assert not data.X[i, n:].any()
+    # "not good" is negative, "good" positive, "not bad" positive
+    w = {"good": 0, "bad": 1, "not": 2}
+    phrases = np.array([[w["not"], w["good"], w["not"]], [w["good"], w["not"], w["not"]],
+                        [w["not"], w["bad"], w["not"]]])
+    assert tasks._tweet_scores(phrases, np.array([3, 3, 3])).tolist() == [-1, 1, 1]
+
+
+def test_the_same_seed_gives_the_same_data():
+    a = tasks.tweets(50, 8, np.random.default_rng(5))
+    b = tasks.tweets(50, 8, np.random.default_rng(5))
+    assert np.array_equal(a.X, b.X) and np.array_equal(a.y, b.y)
+
+
+def test_digits_without_scikit_learn_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(BpttError, match=r"needs scikit-learn.*pip install 'bptt\[examples\]'"):
+        tasks.digits(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(task="mnist"), "unknown task 'mnist'"),
+    (dict(task="digits", length=5), "fixed length"),
+    (dict(task="adding", length=1), "length >= 2"),
+    (dict(task="tweets", length=2), "length >= 3"),
+    (dict(task="parity", hidden=0), "hidden must be"),
+    (dict(task="parity", lr=float("inf")), "lr must be"),
+    (dict(task="parity", cell="tcn"), "unknown cell"),
+])
+def test_bad_task_settings(bad, message):
+    with pytest.raises(BpttError, match=message):
+        tasks.TaskConfig(**bad).resolved()
+
+
+def test_the_loop_reports_evaluates_and_writes_its_files(tmp_path):
+    config = tasks.TaskConfig(task="adding", length=6, hidden=8, steps=6, batch=8,
+                              eval_every=3, seed=4)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    assert isinstance(run.estimator, SequenceRegressor)
+    events = []
+    assert tasks.train_task(run, events.append)
+    kinds = [e.kind for e in events]
+    assert kinds.count("step") == 6 and kinds.count("eval") == 2 and kinds[-1] == "done"
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["3", "6"]
+    assert set(rows[0]) == {"step", "train_mse", "val_mse", "val_r2", "seqs_per_sec"}
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    loaded = SequenceRegressor.load(tmp_path / "run")
+    assert np.array_equal(loaded.predict(run.data.val.X), run.estimator.predict(run.data.val.X))
+    with pytest.raises(BpttError, match="already holds a checkpoint"):
+        tasks.new_task_run(config, tmp_path / "run")
+
+
+def test_a_stopped_loop_keeps_a_checkpoint_of_its_last_step(tmp_path):
+    config = tasks.TaskConfig(task="tweets", length=6, hidden=8, steps=50, batch=8, seed=1)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    steps = []
+    finished = tasks.train_task(run, lambda e: steps.append(e.step), lambda: len(steps) >= 4)
+    assert not finished and run.step == 4
+    loaded = SequenceClassifier.load(tmp_path / "run")
+    assert loaded.n_steps_ == 4 and loaded.classes_.tolist() == ["negative", "positive"]
