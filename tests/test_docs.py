@@ -125,3 +125,11 @@ def test_the_readme_has_exactly_the_two_setup_commands():
     assert blocks == ["pip install -e . && bptt train", "pip install -e '.[test]' && pytest"]
     ci = (ROOT / ".ci/run").read_text(encoding="utf-8")
     assert "pip install -e '.[test]' && pytest" in ci.splitlines()
+
+
+def test_the_readme_python_example_runs():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [body for lang, body in FENCE.findall(text) if lang == "python"]
+    assert blocks, "the README shows the Python API"
+    for body in blocks:
+        exec(compile(body, "README.md", "exec"), {})

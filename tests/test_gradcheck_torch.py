@@ -11,7 +11,7 @@ from bptt import gradcheck, interop
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_torch_twin_agrees_with_the_efficient_backward(torch, cell, layers):
+def test_the_torch_witness_agrees_with_the_efficient_backward(torch, cell, layers):
     params, inputs, targets, h0 = gradcheck.random_problem(cell, 3, 4, 2, layers, seed=5)
     loss, grads, dJ_dh0 = interop.torch_loss_and_grads(params, inputs, targets, h0)
     mine = bptt.backprop(params, inputs, targets, h0=h0)

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import _torch_twin, heads, models, ops
+from bptt import heads, interop, models, ops
 from bptt.cells import get_cell
 from bptt.gradcheck import compare_arrays, numerical_gradient
 
@@ -154,7 +154,8 @@ class TorchRun(NamedTuple):
 
 def torch_run(torch, p: Problem) -> TorchRun:
     F = torch.nn.functional
-    rnn, linear = _torch_twin.build(p.params)
+    module = interop.to_torch_module({k: np.asarray(v, np.float64) for k, v in p.params.items()})
+    rnn, linear = module.rnn, module.head
     shapes = models.check_params(p.params)
     x = np.eye(shapes.D)[p.inputs] if p.inputs.ndim == 2 else p.inputs
     T, B = x.shape[:2]

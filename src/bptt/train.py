@@ -70,7 +70,7 @@ class TrainConfig:
     layers: int = 1
     seq_len: int = 50
     batch: int = 32
-    steps: int = 1500
+    steps: int = 3000
     lr: float = 3e-3
     optimizer: str = "adam"
     clip: float | None = None
