@@ -89,6 +89,23 @@ def write_safetensors_atomic(
     _fsync_directory(directory)
 
 
+def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:
+    """Write a small derived file (metrics.csv, loss.png) atomically.
+
+    ``write(temp_path)`` writes the new content to a temporary file beside ``target``,
+    which then replaces it, so a reader never sees half a file.  Returns the target.
+    """
+    target = Path(target)
+    temp = target.parent / f"{TEMP_PREFIX}{target.name}"
+    try:
+        write(temp)
+        os.replace(temp, target)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    return target
+
+
 def _serialize(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
     """The safetensors bytes of ``tensors`` with ``{"bptt": json.dumps(meta)}`` as metadata."""
     if not isinstance(meta, Mapping):

@@ -410,11 +410,9 @@ def write_metrics(run: TaskRun) -> Path:
     writer.writerow(columns)
     for row in run.history:
         writer.writerow([row[c] if c == "step" else f"{row[c]:.6g}" for c in columns])
-    target = run.out_dir / METRICS_FILE
-    temp = run.out_dir / f"{checkpoint.TEMP_PREFIX}{METRICS_FILE}"
-    temp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temp, target)
-    return target
+    return checkpoint.replace_atomic(
+        run.out_dir / METRICS_FILE, lambda temp: temp.write_text(buffer.getvalue(), "utf-8")
+    )
 
 
 def write_plot(run: TaskRun) -> Path:
@@ -448,8 +446,6 @@ def write_plot(run: TaskRun) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="center left" if classification else "upper right")
     fig.tight_layout()
-    target = run.out_dir / PLOT_FILE
-    temp = run.out_dir / f"{checkpoint.TEMP_PREFIX}{PLOT_FILE}"
-    fig.savefig(temp, format="png")
-    os.replace(temp, target)
-    return target
+    return checkpoint.replace_atomic(
+        run.out_dir / PLOT_FILE, lambda temp: fig.savefig(temp, format="png")
+    )

@@ -528,11 +528,9 @@ def write_metrics(run: Run) -> Path:
     for row in run.history:
         writer.writerow([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
                          f"{row['chars_per_sec']:.1f}"])
-    target = run.out_dir / METRICS_FILE
-    temp = run.out_dir / f"{checkpoint.TEMP_PREFIX}{METRICS_FILE}"
-    temp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temp, target)
-    return target
+    return checkpoint.replace_atomic(
+        run.out_dir / METRICS_FILE, lambda temp: temp.write_text(buffer.getvalue(), "utf-8")
+    )
 
 
 def write_plot(run: Run) -> Path:
@@ -550,11 +548,9 @@ def write_plot(run: Run) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    target = run.out_dir / PLOT_FILE
-    temp = run.out_dir / f"{checkpoint.TEMP_PREFIX}{PLOT_FILE}"
-    fig.savefig(temp, format="png")
-    os.replace(temp, target)
-    return target
+    return checkpoint.replace_atomic(
+        run.out_dir / PLOT_FILE, lambda temp: fig.savefig(temp, format="png")
+    )
 
 
 def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,

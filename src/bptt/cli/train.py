@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
-from bptt.cli import train_task
+from bptt.cli import progress, train_task
 from bptt.cli.sample import ensure_utf8_stdout
 from bptt.errors import BpttError
 from bptt.optim import OPTIMIZERS
@@ -346,33 +345,17 @@ def _saved_meta(directory: Path) -> dict:
 
 
 def _loop(run_: train.Run, quiet: bool) -> int:
-    from tqdm import tqdm
-
     c = run_.config
     n_params = sum(v.size for v in run_.params.values())
     if not quiet:
         print(f"corpus: {run_.corpus} ({run_.batches.num_tokens + len(run_.val_ids):,} chars, "
               f"vocabulary {run_.vocab.size}); model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{n_params:,} parameters, {c.dtype}; run dir: {run_.out_dir}", flush=True)
-    bar = tqdm(total=c.steps, initial=run_.step, disable=quiet, unit="step",
-               dynamic_ncols=True, file=sys.stderr)
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        finished = train.train(run_, lambda e: _show(e, bar, quiet), lambda: stop["asked"])
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
+    finished = progress.run_with_progress(
+        c.steps, run_.step, quiet, lambda show, stop: train.train(run_, show, stop), _show
+    )
     if not finished:
-        print(f"interrupted: checkpoint of step {run_.step} saved in {run_.out_dir}",
-              file=sys.stderr)
-        return 130
+        return progress.interrupted(run_.step, run_.out_dir)
     if not quiet:
         last = run_.history[-1]
         print(f"done: step {run_.step}, validation {last['val_bpc']:.3f} bits per character; "

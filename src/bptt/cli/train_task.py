@@ -8,12 +8,11 @@ Flags that only make sense for text (FILEs, --seq-len, --resume, …) are refuse
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 from bptt import tasks
+from bptt.cli import progress
 from bptt.errors import BpttError
 
 DEFAULT_OUT = Path("runs")
@@ -62,31 +61,16 @@ def _free_out_dir(base: Path) -> Path:
 
 
 def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
-    from tqdm import tqdm
-
     c = run_.config
     if not quiet:
         print(f"task: {run_.data.describe()}; model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
               flush=True)
-    bar = tqdm(total=c.steps, disable=quiet, unit="step", dynamic_ncols=True, file=sys.stderr)
-    stop = {"asked": False}
-
-    def on_sigint(signum: int, frame: object) -> None:
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        finished = tasks.train_task(run_, lambda e: _show(e, bar, quiet), lambda: stop["asked"])
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
+    finished = progress.run_with_progress(
+        c.steps, 0, quiet, lambda show, stop: tasks.train_task(run_, show, stop), _show
+    )
     if not finished:
-        print(f"interrupted: checkpoint of step {run_.step} saved in {run_.out_dir}",
-              file=sys.stderr)
-        return 130
+        return progress.interrupted(run_.step, run_.out_dir)
     if not quiet:
         print(f"done: step {run_.step}, {_summary(run_.history[-1])}; checkpoint, metrics.csv "
               f"and loss.png in {run_.out_dir}")

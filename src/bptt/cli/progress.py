@@ -1,0 +1,49 @@
+"""The progress bar and Ctrl-C handling shared by the training commands."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+
+
+def run_with_progress(
+    total: int,
+    initial: int,
+    quiet: bool,
+    train_fn: Callable[[Callable[[Any], None], Callable[[], bool]], bool],
+    show: Callable[[Any, Any, bool], None],
+) -> bool:
+    """Run ``train_fn(on_event, should_stop)`` under a tqdm bar on stderr.
+
+    The first Ctrl-C asks the loop to stop after the current step (it saves a checkpoint);
+    a second one interrupts at once.  ``show(event, bar, quiet)`` displays each event.
+    Returns what ``train_fn`` returns: True when it finished, False when it was stopped.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True,
+               file=sys.stderr)
+    stop = {"asked": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return train_fn(lambda event: show(event, bar, quiet), lambda: stop["asked"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+
+
+def interrupted(step: int, out_dir: Path) -> int:
+    """Say where the checkpoint of an interrupted run is; return the exit code 130."""
+    print(f"interrupted: checkpoint of step {step} saved in {out_dir}", file=sys.stderr)
+    return EXIT_INTERRUPTED
