@@ -119,6 +119,20 @@ CASES = [
     ("gradcheck-hidden-zero", "gradcheck --hidden 0", "--hidden"),
     ("gradcheck-seq-len-nan", "gradcheck --seq-len nan", "--seq-len"),
     ("gradcheck-unknown-cell", "gradcheck --cell tcn", "--cell"),
+    # terms, flow
+    ("terms-seq-len-zero", "terms --seq-len 0", "--seq-len"),
+    ("terms-unknown-cell", "terms --cell tcn", "--cell"),
+    ("flow-missing-text-file", "flow --file {w}/nope.txt --out {w}/flowout", "does not exist"),
+    ("flow-pickle-checkpoint", "flow --checkpoint {w}/pickled --out {w}/flowout", "pickle"),
+    ("flow-hidden-zero", "flow --hidden 0", "--hidden"),
+    ("flow-seq-len-negative", "flow --seq-len -3", "--seq-len"),
+    # export, import
+    ("export-missing-checkpoint", "export {w}/nowhere {w}/out.safetensors", "no checkpoint"),
+    ("export-would-overwrite", "export {w}/run {w}/good.txt", "already exists"),
+    ("export-corrupt-checkpoint", "export {w}/truncated {w}/out.safetensors", "not a bptt checkpoint"),
+    ("import-text-file", "import {w}/good.txt {w}/imported", "not a bptt checkpoint"),
+    ("import-pickle", "import {w}/pickled/model.safetensors {w}/imported", "pickle"),
+    ("import-a-bptt-model", "import {w}/run/model.safetensors {w}/imported", "already"),
     ("unknown-command", "fly", "invalid choice"),
 ]
 
