@@ -59,6 +59,7 @@ import numpy as np
 from bptt.data import (
     Vocab,
     check_errors,
+    check_text_path,
     check_unk,
     undecodable_message,
     unknown_characters_message,
@@ -221,10 +222,7 @@ def encode_files(
 
 def _stat(file: Path) -> Source:
     """The file's absolute path, size and mtime; each way it can be unusable is a DataError."""
-    if not file.exists():
-        raise DataError(f"{file} does not exist; pass the path of a UTF-8 text file.")
-    if file.is_dir():
-        raise DataError(f"{file} is a directory; pass the path of a UTF-8 text file inside it.")
+    check_text_path(file)
     try:
         st = file.stat()
     except OSError as exc:

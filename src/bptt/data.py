@@ -84,12 +84,17 @@ def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
     return text
 
 
-def _read_bytes(file: Path) -> bytes:
-    """Return the bytes of ``file``, turning each OS failure into a DataError."""
+def check_text_path(file: Path) -> None:
+    """Refuse a path that is missing or a directory, in the words every text reader uses."""
     if not file.exists():
         raise DataError(f"{file} does not exist; pass the path of a UTF-8 text file.")
     if file.is_dir():
         raise DataError(f"{file} is a directory; pass the path of a UTF-8 text file inside it.")
+
+
+def _read_bytes(file: Path) -> bytes:
+    """Return the bytes of ``file``, turning each OS failure into a DataError."""
+    check_text_path(file)
     try:
         return file.read_bytes()
     except PermissionError as exc:
