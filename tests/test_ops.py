@@ -122,15 +122,36 @@ def test_sigmoid_is_the_logistic_function_without_masks(rng):
     assert ops.sigmoid_forward(a, out=out) is out
 
 
+def _rows_in_order(upstream, ids, D):
+    """Σ of the rows of each id, added one row after another in order (float32 like them)."""
+    H = upstream.shape[-1]
+    expected = np.zeros((D, H), upstream.dtype)
+    for row, d in enumerate(ids.reshape(-1)):
+        expected[d] += upstream.reshape(-1, H)[row]
+    return expected
+
+
 @pytest.mark.parametrize("H", [3, ops.WIDE_ROWS + 5])
 def test_embedding_backward_wide_and_narrow_rows_add_in_the_same_order(rng, H):
-    D = 6
+    D = ops.ONE_HOT_MAX_COLUMNS + 1  # past the one-hot GEMM: the two scatter-adds
     ids = rng.integers(0, D, size=(9, 4))
     upstream = rng.normal(size=(9, 4, H)).astype(np.float32)
-    expected = np.zeros((D, H), np.float32)
-    for row, d in enumerate(ids.reshape(-1)):  # rows in order, as both paths add them
-        expected[d] += upstream.reshape(-1, H)[row]
     out = np.full((D, H), 7.0, np.float32)
     got = ops.embedding_backward(upstream, ids, D, out=out)
     assert got.base is out or np.shares_memory(got, out)
-    np.testing.assert_array_equal(got.T, expected)
+    np.testing.assert_array_equal(got.T, _rows_in_order(upstream, ids, D))
+
+
+@pytest.mark.parametrize(("D", "H"), [(6, 3), (100, 1024)])
+def test_embedding_backward_of_a_small_vocabulary_is_the_one_hot_product(rng, D, H):
+    assert D <= ops.ONE_HOT_MAX_COLUMNS and D * H <= ops.ONE_HOT_MAX_SIZE
+    ids = rng.integers(0, D, size=(50, 8))
+    ids[0, :3] = ids[1, 0]  # repeated ids accumulate
+    upstream = rng.normal(size=(50, 8, H)).astype(np.float32)
+    out = np.full((D, H), 7.0, np.float32)
+    got = ops.embedding_backward(upstream, ids, D, out=out)
+    assert np.shares_memory(got, out) and got.shape == (H, D)
+    exact = np.einsum("tbh,tbd->hd", upstream.astype(np.float64), np.eye(D)[ids])
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5)
+    # the same sizes give the same bits on every call
+    np.testing.assert_array_equal(ops.embedding_backward(upstream, ids, D), got)

@@ -236,34 +236,27 @@ class Backward(NamedTuple):
     dJ_dc: np.ndarray
 
 
-# Inside a sweep the gate blocks are regrouped as o, i, f, g (ORDER: PyTorch's block
-# numbers), so that the three σ gates are one contiguous block in the forward, and in
-# the backward the gates driven by ∂J/∂c (i, f, g) sit right after the one driven by
-# ∂J/∂h (o).  The parameters, their gradients and the Cache keep PyTorch's i, f, g, o.
-ORDER = (3, 0, 1, 2)
+# Inside a sweep every gate goes through the one function σ: i, f, o = σ(a) and, since
+# tanh a = 2σ(2a) − 1, g = 2σ(2a^g) − 1.  σ(x) = 1 / (1 + e^{−x}), so the sweep's copy of
+# the weights is scaled row by row by −1 (i, f, o) and −2 (g): then W h gives −a (−2a^g)
+# directly and a step is e^{·}, + 1, 1/· over all 4H rows at once.  Scaling by −1 or −2 is
+# exact in binary floating point, so those rows hold −a (−2a^g) to the last bit.  The
+# parameters, their gradients and the Cache keep PyTorch's rows i, f, g, o throughout.
+ROW_SCALE = (-1.0, -1.0, -2.0, -1.0)
 
 
 def _sweep_weights(
     p: dict[str, np.ndarray], H: int, work: common.Buffers | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    """W^xh, W^hh and the bias b^xh + b^hh regrouped o, i, f, g, and the regrouping rows.
-
-    The σ rows (o, i, f) are halved: σ(a) = ½ + ½ tanh(a/2), so one tanh per step covers
-    all four gates.  Halving is exact in binary floating point (so is the sum of halves):
-    what the sweep computes for those rows is a/2 to the last bit.
-    """
-    rows = common.gate_rows(ORDER, H)
-    half = np.ones((GATES * H, 1), dtype=p["Whh"].dtype)
-    half[: 3 * H] = 0.5
-    dtype = half.dtype
-    Wxh = common.regroup(p["Wxh"], rows, common.empty(work, "Wxh_sweep", p["Wxh"].shape, dtype))
-    Wxh *= half
-    Whh = common.regroup(p["Whh"], rows, common.empty(work, "Whh_sweep", p["Whh"].shape, dtype))
-    Whh *= half
-    bias = None
-    if "bxh" in p:
-        bias = common.regroup(p["bxh"] + p["bhh"], rows) * half[:, 0]
-    return Wxh, Whh, bias, rows
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """W^xh, W^hh and the bias b^xh + b^hh, each row scaled by :data:`ROW_SCALE`."""
+    Whh = p["Whh"]
+    scale = np.repeat(np.array(ROW_SCALE, dtype=Whh.dtype), H)
+    Wxh = np.multiply(p["Wxh"], scale[:, None],
+                      out=common.empty(work, "Wxh_sweep", p["Wxh"].shape, Whh.dtype))
+    Whh = np.multiply(Whh, scale[:, None],
+                      out=common.empty(work, "Whh_sweep", Whh.shape, Whh.dtype))
+    bias = (p["bxh"] + p["bhh"]) * scale if "bxh" in p else None
+    return Wxh, Whh, bias
 
 
 def sequence_forward(
@@ -281,50 +274,82 @@ def sequence_forward(
     """
     H = p["Whh"].shape[1]
     T, B = inputs.shape[:2]
-    Wxh, Whh, bias, _ = _sweep_weights(p, H, work)
+    Wxh, Whh, bias = _sweep_weights(p, H, work)
     dtype = Whh.dtype
     x_proj = common.input_projection(
         Wxh, inputs, bias, common.empty(work, "x_proj", (T, B, GATES * H), dtype)
     )
-    # the gates of every step, o i f g; then the state (h, c) and tanh c
+    # the gates of every step, i f g o; then the state (h, c) and tanh c
     gates = common.empty(work, "gates", (T, B, GATES * H), dtype)
     hs = common.empty(work, "hs", (T + 1, B, H), dtype)
     cs = common.empty(work, "cs", (T + 1, B, H), dtype)
     tanh_c = common.empty(work, "tanh_c", (T, B, H), dtype)
     i_times_g = common.empty(work, "i_times_g", (B, H), dtype)
-    half = np.full((B, 3 * H), 0.5, dtype=dtype)
+    # constants as arrays: for the small arrays of a loop numpy takes them faster than scalars
+    one, two = np.ones((B, GATES * H), dtype), np.full((B, H), 2, dtype)
     hs[0], cs[0] = state0
-    o, i, f, g = (gates[..., n * H : (n + 1) * H] for n in range(GATES))
+    i, f, g, o = (gates[..., n * H : (n + 1) * H] for n in range(GATES))
     # per-step views, made once; the loop only calls kernels that write in place
-    views = {
-        name: common.step_views(work, name, array, base=base)
+    h_t, c_t, tanh_c_t, xp, a_t, i_t, f_t, g_t, o_t = (
+        common.step_views(work, name, array, base=base)
         for name, array, base in [
-            ("hs", hs, hs), ("cs", cs, cs), ("tanh_c", tanh_c, tanh_c),
-            ("x_proj", x_proj, x_proj), ("gates", gates, gates),
-            ("sigma", gates[..., : 3 * H], gates),
-            ("o", o, gates), ("i", i, gates), ("f", f, gates), ("g", g, gates),
+            ("hs", hs, hs), ("cs", cs, cs), ("tanh_c", tanh_c, tanh_c), ("x_proj", x_proj, x_proj),
+            ("gates", gates, gates), ("i", i, gates), ("f", f, gates), ("g", g, gates),
+            ("o", o, gates),
         ]
-    }
-    h_t, c_t, tanh_c_t, xp, a_t, sigma_t = (
-        views[n] for n in ("hs", "cs", "tanh_c", "x_proj", "gates", "sigma")
     )
-    o_t, i_t, f_t, g_t = views["o"], views["i"], views["f"], views["g"]
-    Whh_T, dot, add, multiply, tanh = Whh.T, np.dot, np.add, np.multiply, np.tanh
-    for t in range(T):
-        # a_t = W^hh h_{t−1} + (W^xh x_t + b^xh + b^hh), the σ rows halved
-        dot(h_t[t], Whh_T, a_t[t])
-        add(a_t[t], xp[t], a_t[t])
-        # g_t = tanh a^g_t;  o, i, f = σ(a) = ½ + ½ tanh(a/2)
-        tanh(a_t[t], a_t[t])
-        ops.sigmoid_from_tanh_half(sigma_t[t], sigma_t[t], half)
-        # c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t
-        multiply(f_t[t], c_t[t], c_t[t + 1])
-        multiply(i_t[t], g_t[t], i_times_g)
-        add(c_t[t + 1], i_times_g, c_t[t + 1])
-        # h_t = o_t ⊙ tanh c_t
-        tanh(c_t[t + 1], tanh_c_t[t])
-        multiply(o_t[t], tanh_c_t[t], h_t[t + 1])
+    Whh_T, dot, add, subtract, multiply = Whh.T, np.dot, np.add, np.subtract, np.multiply
+    exp, reciprocal, tanh = np.exp, np.reciprocal, np.tanh
+    with np.errstate(over="ignore"):  # e^{−a} = inf for a ≪ 0 gives σ = 1 / inf = 0, exactly
+        for t in range(T):
+            # −a_t = −(W^hh h_{t−1} + W^xh x_t + b^xh + b^hh), and −2a^g_t in the g rows
+            dot(h_t[t], Whh_T, a_t[t])
+            add(a_t[t], xp[t], a_t[t])
+            # i, f, o = σ(a) = 1 / (1 + e^{−a});  the g rows hold σ(2a^g)
+            exp(a_t[t], a_t[t])
+            add(a_t[t], one, a_t[t])
+            reciprocal(a_t[t], a_t[t])
+            # g_t = tanh a^g_t = 2σ(2a^g_t) − 1
+            multiply(g_t[t], two, g_t[t])
+            subtract(g_t[t], one[:, :H], g_t[t])
+            # c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t
+            multiply(f_t[t], c_t[t], c_t[t + 1])
+            multiply(i_t[t], g_t[t], i_times_g)
+            add(c_t[t + 1], i_times_g, c_t[t + 1])
+            # h_t = o_t ⊙ tanh c_t
+            tanh(c_t[t + 1], tanh_c_t[t])
+            multiply(o_t[t], tanh_c_t[t], h_t[t + 1])
     return Cache(inputs, hs, cs, i, f, g, o, tanh_c)
+
+
+def _local_partials(cache: Cache, dh_da_o_c: np.ndarray, dc_dc_a_ifg: np.ndarray) -> None:
+    """The local partials of every step k, all at once (they need no error): into
+    dh_da_o_c (T, B, 2, H) and dc_dc_a_ifg (T, B, 4, H).
+
+    forward was h_k = o_k ⊙ tanh c_k, o_k = σ(a^o_k):
+      dh_da_o_c[k, :, 0] = ∂h_k/∂a^o_k = tanh c_k ⊙ o_k (1 − o_k)
+      dh_da_o_c[k, :, 1] = ∂h_k/∂c_k   = o_k ⊙ (1 − tanh² c_k)
+    forward was c_k = f_k ⊙ c_{k−1} + i_k ⊙ g_k, i, f = σ(a^i, a^f), g = tanh a^g:
+      dc_dc_a_ifg[k, :, 0] = ∂c_k/∂c_{k−1} = f_k
+      dc_dc_a_ifg[k, :, 1] = ∂c_k/∂a^i_k   = g_k ⊙ i_k (1 − i_k)
+      dc_dc_a_ifg[k, :, 2] = ∂c_k/∂a^f_k   = c_{k−1} ⊙ f_k (1 − f_k)
+      dc_dc_a_ifg[k, :, 3] = ∂c_k/∂a^g_k   = i_k ⊙ (1 − g_k²)
+    """
+    i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
+    dh, dc = dh_da_o_c, dc_dc_a_ifg
+    _sigmoid_slope(o, out=dh[:, :, 0])
+    dh[:, :, 0] *= tanh_c
+    np.multiply(tanh_c, tanh_c, out=dh[:, :, 1])
+    np.subtract(1, dh[:, :, 1], out=dh[:, :, 1])
+    dh[:, :, 1] *= o
+    dc[:, :, 0] = f
+    _sigmoid_slope(i, out=dc[:, :, 1])
+    dc[:, :, 1] *= g
+    _sigmoid_slope(f, out=dc[:, :, 2])
+    dc[:, :, 2] *= cache.cs[:-1]
+    np.multiply(g, g, out=dc[:, :, 3])
+    np.subtract(1, dc[:, :, 3], out=dc[:, :, 3])
+    dc[:, :, 3] *= i
 
 
 def sequence_backward(
@@ -345,76 +370,53 @@ def sequence_backward(
     Reference: :func:`bptt.reference.loss_and_grads`.
 
     The local partials of every step depend on the forward values only, so they are
-    computed for all k at once, before the sweep; the sweep multiplies errors by them.
-    Per step it fills one row of ``back`` (A, T, B, 6, H), six blocks of H:
+    computed for all k at once (:func:`_local_partials`), before the sweep; the sweep
+    multiplies errors by them.  Per step it fills one row of ``back`` (A, T, B, 6, H), six
+    blocks of H:
 
-        0 … 3: ∂J/∂a_k, gates o i f g;  4: ∂J/∂c_{k−1} through c_k;  5: ∂J/∂c_k
+        0: ∂J/∂c_{k−1} through c_k;  1 … 4: ∂J/∂a_k, gates i f g o;  5: ∂J/∂c_k
     """
     A, T, B, H = dJ_dh_local.shape
     dtype = dJ_dh_local.dtype
-    i, f, g, o, tanh_c, cs = cache.i, cache.f, cache.g, cache.o, cache.tanh_c, cache.cs
-    # --- the local partials of every step (no error involved) -------------------------
-    # forward was h_k = o_k ⊙ tanh c_k, o_k = σ(a^o_k):
-    #   dh_da_o_c[:, :, 0] = ∂h_k/∂a^o_k = tanh c_k ⊙ o_k (1 − o_k)
-    #   dh_da_o_c[:, :, 1] = ∂h_k/∂c_k   = o_k ⊙ (1 − tanh² c_k)
     dh_da_o_c = common.empty(work, "dh_da_o_c", (T, B, 2, H), dtype)
-    _sigmoid_slope(o, out=dh_da_o_c[:, :, 0])
-    dh_da_o_c[:, :, 0] *= tanh_c
-    np.multiply(tanh_c, tanh_c, out=dh_da_o_c[:, :, 1])
-    np.subtract(1, dh_da_o_c[:, :, 1], out=dh_da_o_c[:, :, 1])
-    dh_da_o_c[:, :, 1] *= o
-    # forward was c_k = f_k ⊙ c_{k−1} + i_k ⊙ g_k, i, f = σ(a^i, a^f), g = tanh a^g:
-    #   dc_da_ifg_c[:, :, 0] = ∂c_k/∂a^i_k   = g_k ⊙ i_k (1 − i_k)
-    #   dc_da_ifg_c[:, :, 1] = ∂c_k/∂a^f_k   = c_{k−1} ⊙ f_k (1 − f_k)
-    #   dc_da_ifg_c[:, :, 2] = ∂c_k/∂a^g_k   = i_k ⊙ (1 − g_k²)
-    #   dc_da_ifg_c[:, :, 3] = ∂c_k/∂c_{k−1} = f_k
-    dc_da_ifg_c = common.empty(work, "dc_da_ifg_c", (T, B, 4, H), dtype)
-    _sigmoid_slope(i, out=dc_da_ifg_c[:, :, 0])
-    dc_da_ifg_c[:, :, 0] *= g
-    _sigmoid_slope(f, out=dc_da_ifg_c[:, :, 1])
-    dc_da_ifg_c[:, :, 1] *= cs[:-1]
-    np.multiply(g, g, out=dc_da_ifg_c[:, :, 2])
-    np.subtract(1, dc_da_ifg_c[:, :, 2], out=dc_da_ifg_c[:, :, 2])
-    dc_da_ifg_c[:, :, 2] *= i
-    dc_da_ifg_c[:, :, 3] = f
-    # --- the sweep ----------------------------------------------------------------------
+    dc_dc_a_ifg = common.empty(work, "dc_dc_a_ifg", (T, B, 4, H), dtype)
     back = common.empty(work, "back", (A, T, B, 6, H), dtype)
     dJ_dh = common.empty(work, "dJ_dh", (A, T, B, H), dtype)
-    dJ_da = back[..., :4, :].reshape(A, T, B, GATES * H)  # gates o i f g
-    dJ_dc_prev_via_c = back[..., 4, :]
+    dJ_dc_prev_via_c = back[..., 0, :]
+    dJ_da = back[..., 1:5, :].reshape(A, T, B, GATES * H)  # gates i f g o: a view
     dJ_dc = back[..., 5, :]
     carry_h = common.zeros(work, "carry_h", (A, B, H), dtype)
     full = truncate is None
     local = common.step_views(work, "local", dJ_dh_local, full)
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
-    # [∂J/∂a^o, ∂J/∂c_k] (blocks 0 and 5), [∂J/∂a^i, ∂J/∂a^f, ∂J/∂a^g, ∂J/∂c_{k−1}] (1 … 4)
-    o_and_c_k = common.step_views(work, "o_and_c", back[..., ::5, :], full, back)
-    ifg_c_k = common.step_views(work, "ifg_c", back[..., 1:5, :], full, back)
+    # [∂J/∂a^o, ∂J/∂c_k] (blocks 4, 5) and [∂J/∂c_{k−1}, ∂J/∂a^i, ∂J/∂a^f, ∂J/∂a^g] (0 … 3)
+    o_and_c_k = common.step_views(work, "o_and_c", back[..., 4:, :], full, back)
+    c_ifg_k = common.step_views(work, "c_ifg", back[..., :4, :], full, back)
     dJ_dc_k = common.step_views(work, "dJ_dc", dJ_dc, full, back)
     dJ_da_k = common.step_views(work, "dJ_da", dJ_da, full, back)
     c_leaving = common.step_views(work, "dJ_dc_prev", dJ_dc_prev_via_c, full, back)
     dh_k = common.step_views(work, "dh_da_o_c", dh_da_o_c)
-    dc_k = common.step_views(work, "dc_da_ifg_c", dc_da_ifg_c)
+    dc_k = common.step_views(work, "dc_dc_a_ifg", dc_dc_a_ifg)
     # into step k − 1 every age grows by one (truncation drops the oldest), on both paths
     h_leaving, h_arriving = common.older_by_one(dJ_da_k, carry_h, full)
     c_leaving, _ = common.older_by_one(c_leaving, carry_h, full)
     dJ_dc_arriving = dJ_dc_k if full else [e[1:] for e in dJ_dc_k]
-    Whh = common.regroup(p["Whh"], common.gate_rows(ORDER, H))  # rows o i f g
-    carried_h = carry_h[0] if full else carry_h
+    _local_partials(cache, dh_da_o_c, dc_dc_a_ifg)
+    Whh, carried_h = p["Whh"], carry_h[0] if full else carry_h
     # np.dot has the least overhead, but copies strided rows (B > 1) where matmul does not
     dot = np.dot if full and B == 1 else np.matmul
     add, multiply = np.add, np.multiply
     for k in range(T - 1, -1, -1):
-        # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + W^hhᵀ ∂J/∂a_{k+1} (carried back through a_{k+1})
+        # ∂J/∂h_k = ∂J_k/∂h_k (outside) + W^hhᵀ ∂J/∂a_{k+1} (carried back through a_{k+1})
         add(local[k], carried_h, dJ_dh_k[k])
         # [∂J/∂a^o_k, ∂J/∂c_k through h_k] = ∂J/∂h_k ⊙ [∂h_k/∂a^o_k, ∂h_k/∂c_k]
         multiply(dJ_dh_k[k][..., None, :], dh_k[k], o_and_c_k[k])
         if k < T - 1:
             # ∂J/∂c_k += ∂J/∂c_{k+1} ⊙ f_{k+1}  (the path through c_{k+1})
             add(dJ_dc_arriving[k], c_leaving[k + 1], dJ_dc_arriving[k])
-        # [∂J/∂a^i_k, ∂J/∂a^f_k, ∂J/∂a^g_k, ∂J/∂c_{k−1} through c_k]
-        #     = ∂J/∂c_k ⊙ [∂c_k/∂a^i_k, ∂c_k/∂a^f_k, ∂c_k/∂a^g_k, ∂c_k/∂c_{k−1}]
-        multiply(dJ_dc_k[k][..., None, :], dc_k[k], ifg_c_k[k])
+        # [∂J/∂c_{k−1} through c_k, ∂J/∂a^i_k, ∂J/∂a^f_k, ∂J/∂a^g_k]
+        #     = ∂J/∂c_k ⊙ [∂c_k/∂c_{k−1}, ∂c_k/∂a^i_k, ∂c_k/∂a^f_k, ∂c_k/∂a^g_k]
+        multiply(dJ_dc_k[k][..., None, :], dc_k[k], c_ifg_k[k])
         if k:
             # ∂a_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂a_k
             dot(h_leaving[k], Whh, h_arriving)
@@ -448,41 +450,30 @@ def _weight_grads(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The weights are shared by every step, so their gradients sum over k: one GEMM each.
 
-    dJ_da: (A, T, B, 4H) by age, gates regrouped o i f g (ORDER); the gradients come back
-    in PyTorch's rows i f g o.  Returns (grads, dJ_dx (A, T, B, D) or None).
+    dJ_da: (A, T, B, 4H) by age, gates i f g o (rows strided: BLAS reads them in place).
+    Returns (grads, dJ_dx (A, T, B, D) or None).
     """
     Wxh = p["Wxh"]
     G, D = Wxh.shape
     H = G // GATES
-    dtype = dJ_da.dtype
     out = grads_out or {}
-    rows = common.gate_rows(ORDER, H)
-    back_rows = np.argsort(rows)  # regrouped o i f g -> PyTorch's i f g o
-    # every age added up, in contiguous rows (the sweep left them strided)
-    dJ_da_all = common.contiguous(work, "dJ_da_rows", common.sum_ages(dJ_da))
+    dJ_da_all = common.sum_ages(dJ_da).reshape(-1, G)  # every age added up: T·B rows
     grads: dict[str, np.ndarray] = {}
     # ∂a_k/∂W^xh = x_k
-    by_gate = common.weight_gradient(
-        dJ_da_all, cache.inputs, D, common.empty(work, "dWxh_sweep", (G, D), dtype)
+    grads["Wxh"] = common.weight_gradient(
+        dJ_da_all.reshape(dJ_da.shape[1:]), cache.inputs, D, out.get("Wxh")
     )
-    grads["Wxh"] = common.regroup(by_gate, back_rows, out.get("Wxh"))
     # ∂a_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a_k h_{k−1}ᵀ, one GEMM over all T·B rows
-    by_gate = np.matmul(
-        dJ_da_all.reshape(-1, G).T, cache.hs[:-1].reshape(-1, H),
-        out=common.empty(work, "dWhh_sweep", (G, H), dtype),
-    )
-    grads["Whh"] = common.regroup(by_gate, back_rows, out.get("Whh"))
+    grads["Whh"] = np.matmul(dJ_da_all.T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh"))
     if "bxh" in p:
         # ∂a_k/∂b^xh = ∂a_k/∂b^hh = 1
-        dJ_db = common.regroup(np.sum(dJ_da_all.reshape(-1, G), axis=0), back_rows)
-        for name in BIAS_NAMES:
-            grads[name] = out[name] if name in out else np.empty_like(dJ_db)
-            grads[name][...] = dJ_db
+        grads["bxh"] = np.sum(dJ_da_all, axis=0, out=out.get("bxh"))
+        grads["bhh"] = out["bhh"] if "bhh" in out else np.empty_like(grads["bxh"])
+        grads["bhh"][...] = grads["bxh"]
     dJ_dx = None
     if need_dx:
         # ∂a_k/∂x_k = W^xh (the layer below gets its error at the same step and age)
         dJ_dx = common.rows_times(
-            dJ_da, common.regroup(Wxh, rows),
-            common.empty(work, "dJ_dx", (*dJ_da.shape[:3], D), dtype),
+            dJ_da, Wxh, common.empty(work, "dJ_dx", (*dJ_da.shape[:3], D), Wxh.dtype)
         )
     return grads, dJ_dx
