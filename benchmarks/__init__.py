@@ -8,8 +8,9 @@ over T characters of B streams, the loss J = Σ_t Σ_b −log p_t[label] (the to
 gradient of every parameter by BPTT through all T steps, and one optimizer step.
 Throughput is characters per second (T·B per step), the median of several timed rounds
 after warm-up, the contenders' rounds interleaved so that a change in the machine's load
-hits all of them alike.  Results: a markdown table on stdout and in benchmarks/results.md,
-and one JSON object per measurement in benchmarks/results.jsonl.
+hits all of them alike; a ratio is the median over rounds of the rates of the same round.
+Results: a markdown table on stdout and in benchmarks/results.md, and one JSON object per
+measurement in benchmarks/results.jsonl.
 
 Contenders (see contenders.py):
 

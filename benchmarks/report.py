@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 
 from benchmarks.config import Config, model_flops
@@ -23,11 +24,14 @@ class Point:
         return None if m is None else m.chars_per_sec
 
     def ratio(self, other: str) -> float | None:
-        """bptt's characters per second over ``other``'s (> 1: bptt is faster)."""
-        ours, theirs = self.rate("bptt"), self.rate(other)
+        """bptt's speed over ``other``'s (> 1: bptt is faster): the median, over rounds, of
+        the two rates measured in the same round.  (The machine's speed drifts from second
+        to second; within one round both contenders see the same machine, so the paired
+        ratio is steadier than the ratio of the two medians.)"""
+        ours, theirs = self.measured.get("bptt"), self.measured.get(other)
         if ours is None or theirs is None:
             return None
-        return ours / theirs
+        return statistics.median(a / b for a, b in zip(ours.rounds, theirs.rounds, strict=True))
 
     def gflops(self, name: str = "bptt") -> float | None:
         """Achieved GFLOP/s: the model's FLOPs per step (config.model_flops) times steps/s."""

@@ -37,8 +37,8 @@ def run_point(config: Config, names: list[str], threads: int, quick: bool,
             continue
         runners[name] = contender.make(config, params, ids, targets, threads)
     wait_for_quiet(5 if quick else 30)
-    measured = measure(runners, config.chars, rounds=3 if quick else 5,
-                       round_seconds=0.15 if quick else 0.25,
+    measured = measure(runners, config.chars, rounds=7 if quick else 15,
+                       round_seconds=0.05 if quick else 0.08,
                        warmup_seconds=0.2 if quick else 0.4)
     # the same weights and data give the same first loss in every contender
     ours = measured["bptt"].first_loss
@@ -69,8 +69,11 @@ def header(info: dict, peak: dict, unset: str, quick: bool, seconds: float) -> s
         "",
         "Each step: forward over T characters of B streams, the total cross-entropy, BPTT "
         "through all T steps, one optimizer update; characters/s is T·B per step, the median "
-        "of the timed rounds after warm-up, contenders interleaved.  Ratios are bptt ÷ "
-        "contender (above 1: bptt is faster).  GFLOP/s counts the matrix products only "
+        "of the timed rounds after warm-up, contenders interleaved (short rounds, each "
+        "contender once per round).  Ratios are bptt ÷ contender (above 1: bptt is faster), "
+        "the median over rounds of the two rates of the same round: this machine's speed "
+        "drifts by ±20% from second to second, and a round sees both contenders alike.  "
+        "GFLOP/s counts the matrix products only "
         "(6·T·B·(G·H² + V·H), G = gates·H), the same nominal work for every contender.  torch "
         "gets one-hot inputs (nn.RNN takes no ids), bptt and JAX gather; every contender "
         "starts from the same weights and is checked to compute the same first loss.",

@@ -106,6 +106,16 @@ def test_the_table_shows_the_ratios_of_the_measured_rates_and_the_targets():
     assert ("✓" if gflops / peak >= 0.65 else "✗") in second[col["targets"]].split("peak")[-1]
 
 
+def test_a_ratio_pairs_the_rates_of_the_same_round():
+    # the machine slowed down in round 2 for torch and in round 3 for bptt: each round's
+    # own ratio is 1, 3, 0.5, so the paired median is 1 (the ratio of medians would say 2)
+    bptt = timing.Measurement("bptt", 20.0, [10.0, 30.0, 20.0], 1, 1.0)
+    torch = timing.Measurement("torch", 10.0, [10.0, 10.0, 40.0], 1, 1.0)
+    point = report.Point(Config("rnn", 100, 1), {"bptt": bptt, "torch": torch})
+    assert point.ratio("torch") == pytest.approx(1.0)
+    assert report.grid_table([point], 100.0).count("| 1.00× |") == 1
+
+
 def test_a_contender_not_measured_shows_a_dash_and_no_ratio():
     point = fake_point(Config("gru", 100, 1), bptt=1000.0, torch=500.0)
     point.skipped["jax"] = "jax is not installed"
