@@ -178,9 +178,10 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
     if x.ndim == 2:
         if x.dtype.kind not in "iu":
             raise BpttError(f"inputs of shape {x.shape} must be integer token ids, got {x.dtype}")
-        if x.size and (x.min() < 0 or x.max() >= shapes.D):
+        low, high = ops.value_range(x)
+        if x.size and (low < 0 or high >= shapes.D):
             raise BpttError(
-                f"inputs holds token id {int(x.max()) if x.max() >= shapes.D else int(x.min())}"
+                f"inputs holds token id {int(high) if high >= shapes.D else int(low)}"
                 f" outside [0, {shapes.D}) (input_size D = {shapes.D})"
             )
     elif x.ndim == 3:
@@ -203,7 +204,8 @@ def check_targets(targets: Any, T: int, B: int, V: int) -> np.ndarray:
         raise BpttError(f"targets has shape {y.shape}, expected (T, B) = {(T, B)}")
     if y.dtype.kind not in "iu":
         raise BpttError(f"targets must be integer labels, got dtype {y.dtype}")
-    if y.min() < 0 or y.max() >= V:
+    low, high = ops.value_range(y)
+    if low < 0 or high >= V:
         raise BpttError(f"targets holds a label outside [0, {V}) (output_size V = {V})")
     return y
 
@@ -457,7 +459,7 @@ def _backprop(
     # y_t = W^hy h_t + b_y:  ∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ,  ∂J/∂b_y = Σ_t dJ_dy_t (one GEMM, one sum)
     grads["Why"] = np.matmul(dJ_dy.T, h_top, out=out.get("Why"))
     if "by" in params:
-        grads["by"] = np.sum(dJ_dy, axis=0, out=out.get("by"))
+        grads["by"] = np.add.reduce(dJ_dy, axis=0, out=out.get("by"))
     # ∂J_t/∂h_t = W^hyᵀ dJ_dy_t: the head reaches h_t only from J_t, so all of it is age 0
     make = common.empty if A == 1 else common.zeros
     dJ_dh_local = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)

@@ -191,11 +191,12 @@ def input_projection(
     G, D = W.shape
     if is_token_ids(inputs):
         table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
-        if inputs.size and (inputs.min() < 0 or inputs.max() >= D):
+        low, high = ops.value_range(inputs)
+        if inputs.size and (low < 0 or high >= D):
             raise IndexError(f"token id outside [0, {D})")
         if out is None:
             return table[inputs]
-        return np.take(table, inputs, axis=0, out=out, mode="clip")  # ids checked above
+        return table.take(inputs, axis=0, out=out, mode="clip")  # ids checked above
     T, B = inputs.shape[:2]
     if out is None:
         out = np.empty((T, B, G), dtype=W.dtype)

@@ -467,7 +467,7 @@ def _weight_grads(
     grads["Whh"] = np.matmul(dJ_da_all.T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh"))
     if "bxh" in p:
         # ∂a_k/∂b^xh = ∂a_k/∂b^hh = 1
-        grads["bxh"] = np.sum(dJ_da_all, axis=0, out=out.get("bxh"))
+        grads["bxh"] = np.add.reduce(dJ_da_all, axis=0, out=out.get("bxh"))
         grads["bhh"] = out["bhh"] if "bhh" in out else np.empty_like(grads["bxh"])
         grads["bhh"][...] = grads["bxh"]
     dJ_dx = None

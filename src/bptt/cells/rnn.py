@@ -225,7 +225,7 @@ def _weight_grads(
     grads["Whh"] = np.matmul(dJ_dz_all.T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh"))
     if "bh" in p:
         # ∂z_k/∂b_h = 1
-        grads["bh"] = np.sum(dJ_dz_all, axis=0, out=out.get("bh"))
+        grads["bh"] = np.add.reduce(dJ_dz_all, axis=0, out=out.get("bh"))
     dJ_dx = None
     if need_dx:
         # ∂z_k/∂x_k = W^xh (the layer below gets its error at the same step and age)
