@@ -24,7 +24,7 @@ per-step views, from one training step to the next.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 
 import numpy as np
 
@@ -224,16 +224,6 @@ def weight_gradient(
     return np.matmul(dJ_dproj.reshape(-1, G).T, inputs.reshape(-1, D), out=out)
 
 
-def contiguous(work: Buffers | None, name: str, array: np.ndarray) -> np.ndarray:
-    """``array`` itself if C-contiguous, else a copy in a kept array (a GEMM over all rows
-    reads contiguous rows at full speed, strided ones slower)."""
-    if array.flags.c_contiguous:
-        return array
-    out = empty(work, name, array.shape, array.dtype)
-    np.copyto(out, array)
-    return out
-
-
 def sum_ages(by_age: np.ndarray) -> np.ndarray:
     """(A, T, B, X) -> (T, B, X): the error of every age added up (A = 1: a view, no work)."""
     return by_age[0] if by_age.shape[0] == 1 else by_age.sum(axis=0)
@@ -244,9 +234,21 @@ def sum_ages(by_age: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
-def gate_rows(order: Sequence[int], H: int) -> np.ndarray:
-    """Row indices that take gate blocks (each H rows) in ``order``: W[gate_rows] regroups W."""
-    return np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
+@functools.lru_cache(maxsize=64)
+def gate_rows(order: tuple[int, ...], H: int) -> np.ndarray:
+    """Row indices that take gate blocks (each H rows) in ``order``: W[gate_rows] regroups W.
+    (Made once per order and H, read-only.)"""
+    rows = np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
+    rows.flags.writeable = False
+    return rows
+
+
+@functools.lru_cache(maxsize=64)
+def gate_rows_back(order: tuple[int, ...], H: int) -> np.ndarray:
+    """The inverse of :func:`gate_rows`: regrouped rows back to the parameters' order."""
+    rows = np.argsort(gate_rows(order, H))
+    rows.flags.writeable = False
+    return rows
 
 
 def regroup(W: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -397,10 +397,9 @@ def _weight_grads(
     dtype = dJ_da_ih.dtype
     out = grads_out or {}
     rows = common.gate_rows(ORDER, H)
-    back_rows = np.argsort(rows)  # regrouped n r z -> PyTorch's r z n
-    # every age added up, in contiguous rows (the sweep left them strided)
-    ih = common.contiguous(work, "dJ_da_ih_rows", common.sum_ages(dJ_da_ih))
-    hh = common.contiguous(work, "dJ_da_hh_rows", common.sum_ages(dJ_da_hh))
+    back_rows = common.gate_rows_back(ORDER, H)  # regrouped n r z -> PyTorch's r z n
+    # every age added up (rows strided, as the sweep left them: BLAS reads them in place)
+    ih, hh = common.sum_ages(dJ_da_ih), common.sum_ages(dJ_da_hh)
     grads: dict[str, np.ndarray] = {}
     # ∂a^ih_k/∂W^xh = x_k
     by_gate = common.weight_gradient(
