@@ -198,6 +198,7 @@ class Cache(NamedTuple):
 
     inputs: (T, B) ids or (T, B, D) dense;  hs, cs: (T + 1, B, H) with hs[0] = h0,
     cs[0] = c0, hs[t + 1] = h_t, cs[t + 1] = c_t;  i, f, g, o, tanh_c: (T, B, H) per step.
+    gates: (T, B, 4H) rows i f g o, of which i, f, g, o are views.
     """
 
     inputs: np.ndarray
@@ -208,6 +209,7 @@ class Cache(NamedTuple):
     g: np.ndarray
     o: np.ndarray
     tanh_c: np.ndarray
+    gates: np.ndarray
 
     def step(self, t: int) -> Step:
         """The saved forward values of step t (0-based) as a :class:`Step`."""
@@ -319,37 +321,47 @@ def sequence_forward(
             # h_t = o_t ⊙ tanh c_t
             tanh(c_t[t + 1], tanh_c_t[t])
             multiply(o_t[t], tanh_c_t[t], h_t[t + 1])
-    return Cache(inputs, hs, cs, i, f, g, o, tanh_c)
+    return Cache(inputs, hs, cs, i, f, g, o, tanh_c, gates)
 
 
-def _local_partials(cache: Cache, dh_da_o_c: np.ndarray, dc_dc_a_ifg: np.ndarray) -> None:
-    """The local partials of every step k, all at once (they need no error): into
-    dh_da_o_c (T, B, 2, H) and dc_dc_a_ifg (T, B, 4, H).
+def _local_partials(
+    gates: np.ndarray,
+    tanh_c: np.ndarray,
+    c_prev: np.ndarray,
+    dh_da_o_c: np.ndarray,
+    dc_dc_a_ifg: np.ndarray,
+    slope: np.ndarray,
+) -> None:
+    """The local partials of one step, or of every step at once (they need no error).
+
+    gates: (..., B, 4H) i f g o;  tanh_c = tanh c_k, c_prev = c_{k−1}: (..., B, H);
+    into dh_da_o_c (..., B, 2, H) and dc_dc_a_ifg (..., B, 4, H);  slope: scratch like gates.
 
     forward was h_k = o_k ⊙ tanh c_k, o_k = σ(a^o_k):
-      dh_da_o_c[k, :, 0] = ∂h_k/∂a^o_k = tanh c_k ⊙ o_k (1 − o_k)
-      dh_da_o_c[k, :, 1] = ∂h_k/∂c_k   = o_k ⊙ (1 − tanh² c_k)
+      dh_da_o_c[..., 0, :] = ∂h_k/∂a^o_k = tanh c_k ⊙ o_k (1 − o_k)
+      dh_da_o_c[..., 1, :] = ∂h_k/∂c_k   = o_k ⊙ (1 − tanh² c_k)
     forward was c_k = f_k ⊙ c_{k−1} + i_k ⊙ g_k, i, f = σ(a^i, a^f), g = tanh a^g:
-      dc_dc_a_ifg[k, :, 0] = ∂c_k/∂c_{k−1} = f_k
-      dc_dc_a_ifg[k, :, 1] = ∂c_k/∂a^i_k   = g_k ⊙ i_k (1 − i_k)
-      dc_dc_a_ifg[k, :, 2] = ∂c_k/∂a^f_k   = c_{k−1} ⊙ f_k (1 − f_k)
-      dc_dc_a_ifg[k, :, 3] = ∂c_k/∂a^g_k   = i_k ⊙ (1 − g_k²)
+      dc_dc_a_ifg[..., 0, :] = ∂c_k/∂c_{k−1} = f_k
+      dc_dc_a_ifg[..., 1, :] = ∂c_k/∂a^i_k   = g_k ⊙ i_k (1 − i_k)
+      dc_dc_a_ifg[..., 2, :] = ∂c_k/∂a^f_k   = c_{k−1} ⊙ f_k (1 − f_k)
+      dc_dc_a_ifg[..., 3, :] = ∂c_k/∂a^g_k   = i_k ⊙ (1 − g_k²)
     """
-    i, f, g, o, tanh_c = cache.i, cache.f, cache.g, cache.o, cache.tanh_c
+    H = tanh_c.shape[-1]
+    i, f, g, o = (gates[..., n * H : (n + 1) * H] for n in range(GATES))
     dh, dc = dh_da_o_c, dc_dc_a_ifg
-    _sigmoid_slope(o, out=dh[:, :, 0])
-    dh[:, :, 0] *= tanh_c
-    np.multiply(tanh_c, tanh_c, out=dh[:, :, 1])
-    np.subtract(1, dh[:, :, 1], out=dh[:, :, 1])
-    dh[:, :, 1] *= o
-    dc[:, :, 0] = f
-    _sigmoid_slope(i, out=dc[:, :, 1])
-    dc[:, :, 1] *= g
-    _sigmoid_slope(f, out=dc[:, :, 2])
-    dc[:, :, 2] *= cache.cs[:-1]
-    np.multiply(g, g, out=dc[:, :, 3])
-    np.subtract(1, dc[:, :, 3], out=dc[:, :, 3])
-    dc[:, :, 3] *= i
+    # ∂σ/∂a = σ (1 − σ) for all four blocks at once (the g block's is not used)
+    np.subtract(1, gates, out=slope)
+    slope *= gates
+    np.multiply(slope[..., 3 * H :], tanh_c, out=dh[..., 0, :])
+    np.multiply(tanh_c, tanh_c, out=dh[..., 1, :])
+    np.subtract(1, dh[..., 1, :], out=dh[..., 1, :])
+    dh[..., 1, :] *= o
+    dc[..., 0, :] = f
+    np.multiply(slope[..., :H], g, out=dc[..., 1, :])
+    np.multiply(slope[..., H : 2 * H], c_prev, out=dc[..., 2, :])
+    np.multiply(g, g, out=dc[..., 3, :])
+    np.subtract(1, dc[..., 3, :], out=dc[..., 3, :])
+    dc[..., 3, :] *= i
 
 
 def sequence_backward(
@@ -380,6 +392,8 @@ def sequence_backward(
     dtype = dJ_dh_local.dtype
     dh_da_o_c = common.empty(work, "dh_da_o_c", (T, B, 2, H), dtype)
     dc_dc_a_ifg = common.empty(work, "dc_dc_a_ifg", (T, B, 4, H), dtype)
+    slope = common.empty(work, "slope", (T, B, GATES * H), dtype)
+    _local_partials(cache.gates, cache.tanh_c, cache.cs[:-1], dh_da_o_c, dc_dc_a_ifg, slope)
     back = common.empty(work, "back", (A, T, B, 6, H), dtype)
     dJ_dh = common.empty(work, "dJ_dh", (A, T, B, H), dtype)
     dJ_dc_prev_via_c = back[..., 0, :]
@@ -401,7 +415,6 @@ def sequence_backward(
     h_leaving, h_arriving = common.older_by_one(dJ_da_k, carry_h, full)
     c_leaving, _ = common.older_by_one(c_leaving, carry_h, full)
     dJ_dc_arriving = dJ_dc_k if full else [e[1:] for e in dJ_dc_k]
-    _local_partials(cache, dh_da_o_c, dc_dc_a_ifg)
     Whh, carried_h = p["Whh"], carry_h[0] if full else carry_h
     # np.dot has the least overhead, but copies strided rows (B > 1) where matmul does not
     dot = np.dot if full and B == 1 else np.matmul
