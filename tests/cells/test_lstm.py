@@ -165,3 +165,26 @@ def test_the_state_pair_carries_across_chunks_and_float32_stays_float32(rng):
     loss, grads, (h, c) = bptt.loss_and_grads(p32, inputs, rng.integers(0, 3, (6, 2)))
     assert all(g.dtype == np.float32 for g in grads.values())
     assert h.dtype == c.dtype == np.float32 and np.isfinite(loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_gates_are_exactly_0_and_1_without_overflow_warnings(rng, dtype):
+    # the sweep computes σ(a) = 1 / (1 + e^{−a}) and g = 2σ(2a) − 1: at |a| ≫ 1 e^{−a} is
+    # inf or 0, which must give σ = 0 or 1 and g = ±1 exactly, silently, never NaN
+    p = random_layer(rng, D=3, H=4)
+    p = {k: (v * 1e4).astype(dtype) for k, v in p.items()}
+    ids = rng.integers(0, 3, size=(6, 2))
+    state0 = (np.zeros((2, 4), dtype), np.zeros((2, 4), dtype))
+    with np.errstate(all="raise"):
+        cache = lstm.sequence_forward(p, ids, state0)
+    gates = np.stack([cache.i, cache.f, cache.o])
+    assert np.isin(gates, [0.0, 1.0]).mean() > 0.9 and ((gates >= 0) & (gates <= 1)).all()
+    assert np.isin(cache.g, [-1.0, 1.0]).mean() > 0.9 and (np.abs(cache.g) <= 1).all()
+    # and the same values as the step function written as the derivation states it
+    step = lstm.step_forward(p, _x_proj(p, ids[0]), state0[0], state0[1])
+    np.testing.assert_array_equal(np.sign(step.g), np.sign(cache.g[0]))
+
+
+def _x_proj(p, ids_t):
+    """W^xh x_t + b^xh + b^hh for one step of token ids."""
+    return p["Wxh"].T[ids_t] + p["bxh"] + p["bhh"]

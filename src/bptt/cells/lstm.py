@@ -302,7 +302,8 @@ def sequence_forward(
     )
     Whh_T, dot, add, subtract, multiply = Whh.T, np.dot, np.add, np.subtract, np.multiply
     exp, reciprocal, tanh = np.exp, np.reciprocal, np.tanh
-    with np.errstate(over="ignore"):  # e^{−a} = inf for a ≪ 0 gives σ = 1 / inf = 0, exactly
+    # e^{−a} = inf for a ≪ 0 gives σ = 1 / inf = 0, and e^{−a} = 0 for a ≫ 0 gives σ = 1: exact
+    with np.errstate(over="ignore", under="ignore"):
         for t in range(T):
             # −a_t = −(W^hh h_{t−1} + W^xh x_t + b^xh + b^hh), and −2a^g_t in the g rows
             dot(h_t[t], Whh_T, a_t[t])
