@@ -142,12 +142,16 @@ def test_embedding_backward_wide_and_narrow_rows_add_in_the_same_order(rng, H):
     np.testing.assert_array_equal(got.T, _rows_in_order(upstream, ids, D))
 
 
-@pytest.mark.parametrize(("D", "H"), [(6, 3), (100, 1024)])
-def test_embedding_backward_of_a_small_vocabulary_is_the_one_hot_product(rng, D, H):
-    assert D <= ops.ONE_HOT_MAX_COLUMNS and D * H <= ops.ONE_HOT_MAX_SIZE
+@pytest.mark.parametrize(("D", "H", "strided"), [(6, 3, False), (100, 1024, False),
+                                                 (100, 2048, True)])
+def test_embedding_backward_of_a_small_vocabulary_is_the_one_hot_product(rng, D, H, strided):
+    # small D·H, or small D and strided rows (the columns an LSTM sweep leaves)
+    assert D <= ops.ONE_HOT_MAX_COLUMNS and (D * H <= ops.ONE_HOT_MAX_SIZE or strided)
     ids = rng.integers(0, D, size=(50, 8))
     ids[0, :3] = ids[1, 0]  # repeated ids accumulate
     upstream = rng.normal(size=(50, 8, H)).astype(np.float32)
+    if strided:
+        upstream = np.asfortranarray(upstream.reshape(400, H)).reshape(50, 8, H)
     out = np.full((D, H), 7.0, np.float32)
     got = ops.embedding_backward(upstream, ids, D, out=out)
     assert np.shares_memory(got, out) and got.shape == (H, D)

@@ -461,13 +461,31 @@ def _backprop(
     if "by" in params:
         grads["by"] = np.add.reduce(dJ_dy, axis=0, out=out.get("by"))
     # ∂J_t/∂h_t = W^hyᵀ dJ_dy_t: the head reaches h_t only from J_t, so all of it is age 0
-    make = common.empty if A == 1 else common.zeros
-    dJ_dh_local = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
-    np.matmul(dJ_dy, params["Why"], out=dJ_dh_local[0].reshape(-1, H))
+    dJ_dh_local = _head_error(params["Why"], dJ_dy.reshape(T, B, V), A, shapes.cell, work)
     back = backprop_layers(params, fwd, dJ_dh_local, truncate, work, grads_out)
     grads.update(back.grads)
     grads = {key: grads[key] for key in params}
     return Result(loss, grads, fwd.state, back.dJ_dstate0, back.dJ_dh)
+
+
+def _head_error(
+    Why: np.ndarray, dJ_dy: np.ndarray, A: int, cell: str, work: common.Buffers | None
+) -> np.ndarray:
+    """∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t for every t, (A, T, B, H) by age (all of it age 0).
+
+    dJ_dy: (T, B, V).  A cell that sweeps in columns (COLUMNS) gets a view of (A, T, H, B)
+    columns, made by one product per step; the others get rows, one GEMM over all T·B rows.
+    """
+    T, B, V = dJ_dy.shape
+    H = Why.shape[1]
+    make = common.empty if A == 1 else common.zeros
+    if getattr(get_cell(cell), "COLUMNS", False):
+        columns = make(work, "dJ_dh_local_columns", (A, T, H, B), dJ_dy.dtype)
+        np.matmul(Why.T, dJ_dy.transpose(0, 2, 1), out=columns[0])
+        return columns.transpose(0, 1, 3, 2)
+    rows = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
+    np.matmul(dJ_dy.reshape(-1, V), Why, out=rows[0].reshape(-1, H))
+    return rows
 
 
 class LayersBackward(NamedTuple):

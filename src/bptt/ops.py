@@ -173,8 +173,9 @@ def embedding_backward(
     for the sizes (measured on a 2-core machine; every way gives the same bits in every
     run for the same sizes):
 
-    * a few columns (D and D·H small, a character vocabulary): the product the one-hot
-      inputs stand for, onehot(ids)ᵀ · dJ_dout, one GEMM over all rows;
+    * a few columns (D and D·H small, a character vocabulary; or D small and dJ_dout
+      strided, as a sweep in columns leaves it): the product the one-hot inputs stand
+      for, onehot(ids)ᵀ · dJ_dout, one GEMM over all rows;
     * narrow rows: ``np.add.at`` on a flattened 1-D index (element d·H + j gets
       dJ_dout[row, j] for every row with id d), numpy's fast form of a scatter-add;
     * wide rows: one add per row.
@@ -182,7 +183,8 @@ def embedding_backward(
     H = dJ_dout.shape[-1]
     rows = dJ_dout.reshape(-1, H)
     flat_ids = ids.reshape(-1)
-    if D <= ONE_HOT_MAX_COLUMNS and D * H <= ONE_HOT_MAX_SIZE:
+    strided = rows.strides[-1] != rows.itemsize  # columns of a sweep: the scatters want rows
+    if D <= ONE_HOT_MAX_COLUMNS and (D * H <= ONE_HOT_MAX_SIZE or strided):
         one_hot = np.zeros((flat_ids.size, D), dtype=dJ_dout.dtype)
         one_hot[np.arange(flat_ids.size), flat_ids] = 1
         return np.matmul(one_hot.T, rows, out=out).T
@@ -190,6 +192,7 @@ def embedding_backward(
     if out is not None:
         dJ_dWT.fill(0)
     if H >= WIDE_ROWS:
+        rows = np.ascontiguousarray(rows)
         for row, d in enumerate(flat_ids.tolist()):
             dJ_dWT[d] += rows[row]
     else:

@@ -5,7 +5,8 @@ Every cell module offers the same functions (see cells/rnn.py for the pattern):
 ``sequence_backward``, ``final_state``, the NamedTuples ``Cache`` (with
 ``hs`` (T + 1, B, H), hs[0] = h0) and ``Backward`` (``grads, dJ_dx,
 dJ_dstate0, dJ_dh``), and the constants ``GATES``, ``PARAM_NAMES``,
-``BIAS_NAMES``, ``STATE_NAMES``.
+``BIAS_NAMES``, ``STATE_NAMES``; optionally ``COLUMNS = True`` when the sweep keeps
+each step's vectors as columns (H, B) — the head then hands it ∂J/∂h in that layout.
 
     rnn   cells/rnn.py    GATES 1  Wxh, Whh, bh           state (h,)
     lstm  cells/lstm.py   GATES 4  Wxh, Whh, bxh, bhh     state (h, c)   gates i, f, g, o
