@@ -230,6 +230,61 @@ def sum_ages(by_age: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
+# columns: each step's vectors side by side, (X, B), as the derivation writes them
+# ----------------------------------------------------------------------------
+
+
+def input_columns(
+    W: np.ndarray, inputs: np.ndarray, bias: np.ndarray | None, out: np.ndarray
+) -> np.ndarray:
+    """W x_t + b for every t, as columns: (T, B) ids or (T, B, D) dense -> out (T, G, B).
+
+    Token ids (x_t one-hot): columns ids[t] of the (G, D) table W + b 1ᵀ, gathered step by
+    step (B = 1: one gather of rows, the same memory).  Dense: W times the columns of x_t,
+    one product per step.
+    """
+    T, B = inputs.shape[:2]
+    G, D = W.shape
+    if is_token_ids(inputs):
+        low, high = ops.value_range(inputs)
+        if inputs.size and (low < 0 or high >= D):
+            raise IndexError(f"token id outside [0, {D})")
+        table = W if bias is None else np.add(W, bias[:, None])
+        if B == 1:
+            table.T.take(inputs, axis=0, out=out.reshape(T, 1, G), mode="clip")
+        else:
+            for t in range(T):
+                table.take(inputs[t], axis=1, out=out[t], mode="clip")  # ids checked above
+        return out
+    np.matmul(W, inputs.transpose(0, 2, 1), out=out)
+    if bias is not None:
+        out += bias[:, None]
+    return out
+
+
+def as_columns(rows: np.ndarray, work: Buffers | None, name: str) -> np.ndarray:
+    """(…, B, X) -> (…, X, B): a view when ``rows`` is already a view of columns (as the
+    layer above and the language-model head give it), else a copy kept in ``work``."""
+    columns = np.swapaxes(rows, -1, -2)
+    if columns.flags.c_contiguous:
+        return columns
+    out = empty(work, name, columns.shape, columns.dtype)
+    np.copyto(out, columns)
+    return out
+
+
+def by_row(columns: np.ndarray, work: Buffers | None, name: str) -> np.ndarray:
+    """(T, X, B) columns -> (X, T·B), row x holding component x of every step and sequence:
+    a view for B = 1 (the same memory), else a copy kept in ``work``."""
+    T, X, B = columns.shape
+    if B == 1:
+        return columns[:, :, 0].T
+    out = empty(work, name, (X, T, B), columns.dtype)
+    np.copyto(out, columns.transpose(1, 0, 2))
+    return out.reshape(X, T * B)
+
+
+# ----------------------------------------------------------------------------
 # gate rows in another order (inside a sweep only; parameters keep PyTorch's order)
 # ----------------------------------------------------------------------------
 

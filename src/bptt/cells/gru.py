@@ -169,7 +169,8 @@ class Cache(NamedTuple):
     """What the forward saved for the backward (nothing is recomputed there).
 
     inputs: (T, B) ids or (T, B, D) dense;  hs: (T + 1, B, H) with hs[0] = h0,
-    hs[t + 1] = h_t;  r, z, n, a_hn: (T, B, H) per step.
+    hs[t + 1] = h_t;  r, z, n, a_hn: (T, B, H) per step.  Every array but inputs is a
+    transposed view of the sweep's columns (see COLUMNS): index it freely, a reshape copies.
     """
 
     inputs: np.ndarray
@@ -191,12 +192,23 @@ class Backward(NamedTuple):
     dJ_dx: (A, T, B, D) error at the layer's inputs by age (None for token ids / when not asked);
     dJ_dstate0: (∂J/∂h0,) each (B, H);
     dJ_dh: (A, T, B, H) the accumulated ∂J/∂h_k by age (A = 1: Σ_{t≥k} ∂J_t/∂h_k).
+    dJ_dx and dJ_dh are transposed views of columns, like the Cache's arrays.
     """
 
     grads: dict[str, np.ndarray]
     dJ_dx: np.ndarray | None
     dJ_dstate0: tuple[np.ndarray, ...]
     dJ_dh: np.ndarray
+
+
+# Layout.  As in the LSTM (cells/lstm.py), inside the sweep a step's vectors are columns,
+# one per sequence of the batch: a^hh_t is (3H, B), h_t is (H, B), arrays over time are
+# (T, 3H, B), (T + 1, H, B); W^hh h_{t−1} and W^hhᵀ ∂J/∂a^hh_k then run in BLAS's fast
+# orientation for a small batch.  The Cache and Backward hold transposed views of them.
+COLUMNS = True
+
+# The input side's gate blocks inside the backward sweep, as PyTorch's block numbers.
+ORDER = (2, 0, 1)
 
 
 def sequence_forward(
@@ -209,8 +221,8 @@ def sequence_forward(
 
     inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
     memory (None: fresh arrays).  Returns the Cache; the outputs h_1 … h_T are hs[1:].
-    The input projection W^xh x_t + b^xh is one matrix product (or gather) for all t at once;
-    only the recurrent part W^hh h_{t−1} + b^hh and the gates are done step by step.
+    The input projection W^xh x_t + b^xh is done for all t before the loop; only the
+    recurrent part W^hh h_{t−1} + b^hh and the gates are done step by step.
 
     σ(a) = ½ + ½ tanh(a/2): the r and z rows of W^xh, W^hh and their biases are halved
     (exact in binary floating point), so one tanh covers both σ gates of a step.
@@ -218,46 +230,46 @@ def sequence_forward(
     Wxh, Whh = p["Wxh"], p["Whh"]
     H, dtype = Whh.shape[1], Whh.dtype
     T, B = inputs.shape[:2]
-    # per step: a = [(a^ir + a^hr)/2, (a^iz + a^hz)/2, a^hn] = x_in[t, :, :3H] + W^hh h_{t−1}
-    # (r z rows halved), and a^in = x_in[t, :, 3H:]
-    x_in = common.empty(work, "x_in", (T, B, 4 * H), dtype)
-    b_rz = p["bxh"][: 2 * H] + p["bhh"][: 2 * H] if "bxh" in p else None
-    common.input_projection(
-        Wxh[: 2 * H] * 0.5, inputs, None if b_rz is None else b_rz * 0.5, x_in[..., : 2 * H]
-    )
-    x_in[..., 2 * H : 3 * H] = p["bhh"][2 * H :] if "bhh" in p else 0  # b^hn, inside r ⊙ ·
-    common.input_projection(
-        Wxh[2 * H :], inputs, p["bxh"][2 * H :] if "bxh" in p else None, x_in[..., 3 * H :]
+    # per step: a = [(a^ir + a^hr)/2, (a^iz + a^hz)/2, a^hn] = x_in[t, :3H] + W^hh h_{t−1}
+    # (r z rows halved), and a^in = x_in[t, 3H:]: one (4H, D) table, its third block b^hn
+    # alone (inside r ⊙ ·, so it is added here, before the product with r)
+    table = np.zeros((4 * H, Wxh.shape[1]), dtype)
+    np.multiply(Wxh[: 2 * H], 0.5, out=table[: 2 * H])
+    table[3 * H :] = Wxh[2 * H :]
+    bias = None
+    if "bxh" in p:
+        bias = np.concatenate([(p["bxh"][: 2 * H] + p["bhh"][: 2 * H]) * 0.5,
+                               p["bhh"][2 * H :], p["bxh"][2 * H :]])
+    x_in = common.input_columns(
+        table, inputs, bias, common.empty(work, "x_in", (T, 4 * H, B), dtype)
     )
     Whh_half = common.empty(work, "Whh_half", Whh.shape, dtype)
     np.multiply(Whh, 0.5, out=Whh_half)
     Whh_half[2 * H :] = Whh[2 * H :]
-    # every step's r, z and a^hn, then n and h
-    gates = common.empty(work, "gates", (T, B, GATES * H), dtype)
-    n = common.empty(work, "n", (T, B, H), dtype)
-    hs = common.empty(work, "hs", (T + 1, B, H), dtype)
-    h_prev_minus_n = common.empty(work, "h_prev_minus_n", (B, H), dtype)
-    half = np.full((B, 2 * H), 0.5, dtype=dtype)
-    hs[0] = state0[0]
-    r, z, a_hn = (gates[..., m * H : (m + 1) * H] for m in range(GATES))
+    # every step's r, z and a^hn, then n and h: all columns
+    gates = common.empty(work, "gates", (T, GATES * H, B), dtype)
+    n = common.empty(work, "n", (T, H, B), dtype)
+    hs = common.empty(work, "hs", (T + 1, H, B), dtype)
+    h_prev_minus_n = common.empty(work, "h_prev_minus_n", (H, B), dtype)
+    half = np.full((2 * H, B), 0.5, dtype=dtype)
+    hs[0] = state0[0].T
+    r, z, a_hn = (gates[:, m * H : (m + 1) * H] for m in range(GATES))
     # per-step views, made once; the loop only calls kernels that write in place
     v = {
         name: common.step_views(work, name, array, base=base)
         for name, array, base in [
-            ("hs", hs, hs), ("gates", gates, gates), ("rz", gates[..., : 2 * H], gates),
+            ("hs", hs, hs), ("gates", gates, gates), ("rz", gates[:, : 2 * H], gates),
             ("r", r, gates), ("z", z, gates), ("a_hn", a_hn, gates), ("n", n, n),
-            ("x_rz_hn", x_in[..., : 3 * H], x_in), ("x_n", x_in[..., 3 * H :], x_in),
+            ("x_rz_hn", x_in[:, : 3 * H], x_in), ("x_n", x_in[:, 3 * H :], x_in),
         ]
     }
     h_t, a_t, rz_t, r_t, z_t, a_hn_t, n_t, x_a, x_n = (
         v[m] for m in ("hs", "gates", "rz", "r", "z", "a_hn", "n", "x_rz_hn", "x_n")
     )
-    Whh_T, dot, add, subtract, multiply, tanh = (
-        Whh_half.T, np.dot, np.add, np.subtract, np.multiply, np.tanh
-    )
+    dot, add, subtract, multiply, tanh = np.dot, np.add, np.subtract, np.multiply, np.tanh
     for t in range(T):
         # a^hh_t = W^hh h_{t−1} + b^hh, plus the input part of r and z
-        dot(h_t[t], Whh_T, a_t[t])
+        dot(Whh_half, h_t[t], a_t[t])
         add(a_t[t], x_a[t], a_t[t])
         # r_t, z_t = σ(a^ir + a^hr), σ(a^iz + a^hz) = ½ + ½ tanh(half of it)
         tanh(rz_t[t], rz_t[t])
@@ -270,14 +282,7 @@ def sequence_forward(
         subtract(h_t[t], n_t[t], h_prev_minus_n)
         multiply(z_t[t], h_prev_minus_n, h_prev_minus_n)
         add(n_t[t], h_prev_minus_n, h_t[t + 1])
-    return Cache(inputs, hs, r, z, n, a_hn)
-
-
-# Inside the backward sweep the input-side gates are regrouped n, r, z (ORDER: PyTorch's
-# block numbers): then ∂J/∂a^ih (n r z) and ∂J/∂a^hh (r z hn) overlap in one row, the
-# r and z blocks shared, and one product per step fills both.  Gradients come back in
-# PyTorch's r, z, n.
-ORDER = (2, 0, 1)
+    return Cache(inputs, *(a.transpose(0, 2, 1) for a in (hs, r, z, n, a_hn)))
 
 
 def sequence_backward(
@@ -299,44 +304,50 @@ def sequence_backward(
 
     The local partials of every step depend on the forward values only, so they are
     computed for all k at once, before the sweep; the sweep multiplies errors by them.
-    Per step it fills one row of ``back`` (A, T, B, 5, H), five blocks of H:
+    Everything is in columns (see COLUMNS above).  Per step the sweep fills one (5H, B)
+    block of ``back`` (A, T, 5H, B), five blocks of H rows:
 
         0 … 2: ∂J/∂a^ih_k as n r z;  1 … 3: ∂J/∂a^hh_k as r z hn;  4: ∂J/∂h_k ⊙ z_k
+
+    (the input side's blocks regrouped n r z, so that ∂J/∂a^ih and ∂J/∂a^hh overlap, the r
+    and z blocks shared, and one product per step fills both).
     """
     A, T, B, H = dJ_dh_local.shape
     dtype = dJ_dh_local.dtype
-    r, z, n, a_hn, hs = cache.r, cache.z, cache.n, cache.a_hn, cache.hs
+    r, z, n, a_hn, hs = (
+        a.transpose(0, 2, 1) for a in (cache.r, cache.z, cache.n, cache.a_hn, cache.hs)
+    )
     # --- the local partials of every step (no error involved) -------------------------
     # forward was h_k = (1 − z_k) ⊙ n_k + z_k ⊙ h_{k−1}, n_k = tanh(a^in_k + r_k ⊙ a^hn_k),
     # r_k = σ(a^ir_k + a^hr_k), z_k = σ(a^iz_k + a^hz_k):
-    #   dh_da[:, :, 0] = ∂h_k/∂a^in_k = ∂h_k/∂n_k ∂n_k/∂a^n_k = (1 − z_k) ⊙ (1 − n_k²)
-    #   dh_da[:, :, 1] = ∂h_k/∂a^r_k  = ∂h_k/∂a^n_k ⊙ a^hn_k ⊙ r_k (1 − r_k)
-    #   dh_da[:, :, 2] = ∂h_k/∂a^z_k  = (h_{k−1} − n_k) ⊙ z_k (1 − z_k)
-    #   dh_da[:, :, 3] = ∂h_k/∂a^hn_k = ∂h_k/∂a^n_k ⊙ r_k
-    #   dh_da[:, :, 4] = ∂h_k/∂h_{k−1} along the direct path = z_k
-    dh_da = common.empty(work, "dh_da", (T, B, 5, H), dtype)
-    dh_dan = dh_da[:, :, 0]
+    #   dh_da[:, 0] = ∂h_k/∂a^in_k = ∂h_k/∂n_k ∂n_k/∂a^n_k = (1 − z_k) ⊙ (1 − n_k²)
+    #   dh_da[:, 1] = ∂h_k/∂a^r_k  = ∂h_k/∂a^n_k ⊙ a^hn_k ⊙ r_k (1 − r_k)
+    #   dh_da[:, 2] = ∂h_k/∂a^z_k  = (h_{k−1} − n_k) ⊙ z_k (1 − z_k)
+    #   dh_da[:, 3] = ∂h_k/∂a^hn_k = ∂h_k/∂a^n_k ⊙ r_k
+    #   dh_da[:, 4] = ∂h_k/∂h_{k−1} along the direct path = z_k
+    dh_da = common.empty(work, "dh_da", (T, 5, H, B), dtype)
+    dh_dan = dh_da[:, 0]
     np.multiply(n, n, out=dh_dan)
     np.subtract(1, dh_dan, out=dh_dan)
     dh_dan *= 1 - z
-    _sigmoid_slope(r, out=dh_da[:, :, 1])
-    dh_da[:, :, 1] *= a_hn
-    dh_da[:, :, 1] *= dh_dan
-    _sigmoid_slope(z, out=dh_da[:, :, 2])
-    dh_da[:, :, 2] *= hs[:-1] - n
-    np.multiply(dh_dan, r, out=dh_da[:, :, 3])
-    dh_da[:, :, 4] = z
+    _sigmoid_slope(r, out=dh_da[:, 1])
+    dh_da[:, 1] *= a_hn
+    dh_da[:, 1] *= dh_dan
+    _sigmoid_slope(z, out=dh_da[:, 2])
+    dh_da[:, 2] *= hs[:-1] - n
+    np.multiply(dh_dan, r, out=dh_da[:, 3])
+    dh_da[:, 4] = z
     # --- the sweep ----------------------------------------------------------------------
-    back = common.empty(work, "back", (A, T, B, 5, H), dtype)
-    dJ_dh = common.empty(work, "dJ_dh", (A, T, B, H), dtype)
-    dJ_da_ih = back[..., 0:3, :].reshape(A, T, B, GATES * H)  # n r z
-    dJ_da_hh = back[..., 1:4, :].reshape(A, T, B, GATES * H)  # r z hn
-    direct = back[..., 4, :]
-    carry = common.zeros(work, "carry", (A, B, H), dtype)
+    back = common.empty(work, "back", (A, T, 5 * H, B), dtype)
+    dJ_dh = common.empty(work, "dJ_dh", (A, T, H, B), dtype)
+    dJ_da_ih = back[:, :, 0 : 3 * H]  # n r z
+    dJ_da_hh = back[:, :, H : 4 * H]  # r z hn
+    direct = back[:, :, 4 * H :]
+    carry = common.zeros(work, "carry", (A, H, B), dtype)
     full = truncate is None
-    local = common.step_views(work, "local", dJ_dh_local, full)
+    local = common.step_views(work, "local", common.as_columns(dJ_dh_local, work, "local"), full)
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
-    back_k = common.step_views(work, "back", back, full)
+    back_k = common.step_views(work, "back", back.reshape(A, T, 5, H, B), full, back)
     dh_da_k = common.step_views(work, "dh_da", dh_da)
     # into step k − 1 every age grows by one (truncation drops the oldest)
     hh_leaving, arriving = common.older_by_one(
@@ -345,24 +356,23 @@ def sequence_backward(
     direct_leaving, _ = common.older_by_one(
         common.step_views(work, "direct", direct, full, back), carry, full
     )
-    Whh = p["Whh"]
+    Whh_T = p["Whh"].T
     carried = carry[0] if full else carry
-    # np.dot has the least overhead, but copies strided rows (B > 1) where matmul does not
-    dot = np.dot if full and B == 1 else np.matmul
+    dot = np.dot if full else np.matmul
     add, multiply = np.add, np.multiply
     for k in range(T - 1, -1, -1):
         # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (carried back through step k + 1)
         add(local[k], carried, dJ_dh_k[k])
         # [∂J/∂a^in_k, ∂J/∂a^r_k, ∂J/∂a^z_k, ∂J/∂a^hn_k, direct] = ∂J/∂h_k ⊙ dh_da_k
-        multiply(dJ_dh_k[k][..., None, :], dh_da_k[k], back_k[k])
+        multiply(dJ_dh_k[k][..., None, :, :], dh_da_k[k], back_k[k])
         if k:
             # ∂a^hh_k/∂h_{k−1} = W^hh, plus the direct path ∂h_k/∂h_{k−1} = z_k
-            dot(hh_leaving[k], Whh, arriving)
+            dot(Whh_T, hh_leaving[k], arriving)
             add(arriving, direct_leaving[k], arriving)
     # h0 is read by step 0 as the weights are, so it keeps every age step 0 kept
-    dJ_dh0 = common.sum_ages(dJ_da_hh[:, :1])[0] @ Whh + common.sum_ages(direct[:, :1])[0]
+    dJ_dh0 = Whh_T @ common.sum_ages(dJ_da_hh[:, :1])[0] + common.sum_ages(direct[:, :1])[0]
     grads, dJ_dx = _weight_grads(p, cache, dJ_da_ih, dJ_da_hh, need_dx, work, grads_out)
-    return Backward(grads, dJ_dx, (dJ_dh0,), dJ_dh)
+    return Backward(grads, dJ_dx, (dJ_dh0.T.copy(),), dJ_dh.transpose(0, 1, 3, 2))
 
 
 def _sigmoid_slope(s: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -388,41 +398,43 @@ def _weight_grads(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The weights are shared by every step, so their gradients sum over k: one GEMM each.
 
-    dJ_da_ih: (A, T, B, 3H) by age, regrouped n r z (ORDER); dJ_da_hh: (A, T, B, 3H) in
-    PyTorch's r z n.  Returns (grads, dJ_dx (A, T, B, D) or None), rows r z n.
+    dJ_da_ih: (A, T, 3H, B) by age, columns, regrouped n r z; dJ_da_hh: (A, T, 3H, B) in
+    PyTorch's r z n.  For the GEMMs over all T·B columns at once both are laid out row
+    by row, (3H, T·B), the input side back in r z n (one copy each).
+    Returns (grads, dJ_dx (A, T, B, D) or None).
     """
     Wxh = p["Wxh"]
     G, D = Wxh.shape
     H = G // GATES
-    dtype = dJ_da_ih.dtype
+    T, B = dJ_da_ih.shape[1], dJ_da_ih.shape[3]
     out = grads_out or {}
-    rows = common.gate_rows(ORDER, H)
-    back_rows = common.gate_rows_back(ORDER, H)  # regrouped n r z -> PyTorch's r z n
-    # every age added up (rows strided, as the sweep left them: BLAS reads them in place)
-    ih, hh = common.sum_ages(dJ_da_ih), common.sum_ages(dJ_da_hh)
+    # every age added up, then row by row: ∂J/∂a^ih in r z n (blocks 1, 2 then 0), ∂J/∂a^hh
+    ih_nrz = common.sum_ages(dJ_da_ih)
+    ih = common.empty(work, "dJ_da_ih_by_row", (G, T, B), Wxh.dtype)
+    np.copyto(ih[: 2 * H], ih_nrz[:, H:].transpose(1, 0, 2))
+    np.copyto(ih[2 * H :], ih_nrz[:, :H].transpose(1, 0, 2))
+    ih = ih.reshape(G, T * B)
+    hh = common.by_row(common.sum_ages(dJ_da_hh), work, "dJ_da_hh_by_row")
+    h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")
     grads: dict[str, np.ndarray] = {}
     # ∂a^ih_k/∂W^xh = x_k
-    by_gate = common.weight_gradient(
-        ih, cache.inputs, D, common.empty(work, "dWxh_sweep", (G, D), dtype)
-    )
-    grads["Wxh"] = common.regroup(by_gate, back_rows, out.get("Wxh"))
-    # ∂a^hh_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a^hh_k h_{k−1}ᵀ, one GEMM over all T·B rows
-    grads["Whh"] = np.matmul(
-        hh.reshape(-1, G).T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh")
-    )
+    grads["Wxh"] = common.weight_gradient(ih.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh"))
+    # ∂a^hh_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a^hh_k h_{k−1}ᵀ, one GEMM over all T·B columns
+    grads["Whh"] = np.matmul(hh, h_prev.T, out=out.get("Whh"))
     if "bxh" in p:
         # ∂a^ih_k/∂b^xh = 1
-        grads["bxh"] = common.regroup(
-            np.sum(ih.reshape(-1, G), axis=0), back_rows, out.get("bxh")
-        )
+        grads["bxh"] = np.add.reduce(ih, axis=1, out=out.get("bxh"))
     if "bhh" in p:
         # ∂a^hh_k/∂b^hh = 1
-        grads["bhh"] = np.sum(hh.reshape(-1, G), axis=0, out=out.get("bhh"))
+        grads["bhh"] = np.add.reduce(hh, axis=1, out=out.get("bhh"))
     dJ_dx = None
     if need_dx:
-        # ∂a^ih_k/∂x_k = W^xh (the layer below gets its error at the same step and age)
-        dJ_dx = common.rows_times(
-            dJ_da_ih, common.regroup(Wxh, rows),
-            common.empty(work, "dJ_dx", (*dJ_da_ih.shape[:3], D), dtype),
+        # ∂a^ih_k/∂x_k = W^xh (the layer below gets its error at the same step and age),
+        # W^xh's rows regrouped n r z like the error's
+        Wxh_nrz = common.regroup(Wxh, common.gate_rows(ORDER, H))
+        columns = np.matmul(
+            Wxh_nrz.T, dJ_da_ih,
+            out=common.empty(work, "dJ_dx", (*dJ_da_ih.shape[:2], D, B), Wxh.dtype),
         )
+        dJ_dx = np.swapaxes(columns, -1, -2)
     return grads, dJ_dx

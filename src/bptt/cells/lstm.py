@@ -273,47 +273,6 @@ def _sweep_weights(
     return Wxh, Whh, bias
 
 
-def _input_columns(
-    W: np.ndarray, inputs: np.ndarray, bias: np.ndarray | None, out: np.ndarray
-) -> np.ndarray:
-    """W x_t + b for every t, as columns: (T, B) ids or (T, B, D) dense -> out (T, G, B).
-
-    Token ids (x_t one-hot): columns ids[t] of the (G, D) table W + b 1ᵀ, gathered step by
-    step (B = 1: one gather of rows, the same memory).  Dense: W times the columns of x_t,
-    one product per step.
-    """
-    T, B = inputs.shape[:2]
-    G, D = W.shape
-    if common.is_token_ids(inputs):
-        low, high = ops.value_range(inputs)
-        if inputs.size and (low < 0 or high >= D):
-            raise IndexError(f"token id outside [0, {D})")
-        table = W if bias is None else np.add(W, bias[:, None])
-        if B == 1:
-            table.T.take(inputs, axis=0, out=out.reshape(T, 1, G), mode="clip")
-        else:
-            for t in range(T):
-                table.take(inputs[t], axis=1, out=out[t], mode="clip")  # ids checked above
-        return out
-    np.matmul(W, inputs.transpose(0, 2, 1), out=out)
-    if bias is not None:
-        out += bias[:, None]
-    return out
-
-
-def _columns(
-    rows: np.ndarray, work: common.Buffers | None, name: str
-) -> np.ndarray:
-    """(…, B, X) -> (…, X, B): a view when ``rows`` is already a view of columns (as the
-    layer above and the language-model head give it), else a copy kept in ``work``."""
-    columns = np.swapaxes(rows, -1, -2)
-    if columns.flags.c_contiguous:
-        return columns
-    out = common.empty(work, name, columns.shape, columns.dtype)
-    np.copyto(out, columns)
-    return out
-
-
 def sequence_forward(
     p: dict[str, np.ndarray],
     inputs: np.ndarray,
@@ -332,7 +291,7 @@ def sequence_forward(
     G = GATES * H
     Wxh, Whh, bias = _sweep_weights(p, H, work)
     dtype = Whh.dtype
-    x_proj = _input_columns(Wxh, inputs, bias, common.empty(work, "x_proj", (T, G, B), dtype))
+    x_proj = common.input_columns(Wxh, inputs, bias, common.empty(work, "x_proj", (T, G, B), dtype))
     # the gates of every step, i f g o; then the state (h, c) and tanh c: all columns
     gates = common.empty(work, "gates", (T, G, B), dtype)
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
@@ -444,7 +403,7 @@ def sequence_backward(
     """
     A, T, B, H = dJ_dh_local.shape
     G, dtype = GATES * H, dJ_dh_local.dtype
-    local_all = _columns(dJ_dh_local, work, "local")  # (A, T, H, B)
+    local_all = common.as_columns(dJ_dh_local, work, "local")  # (A, T, H, B)
     cs = cache.cs.transpose(0, 2, 1)
     dh_da_o_c = common.empty(work, "dh_da_o_c", (T, 2, H, B), dtype)
     dc_dc_a_ifg = common.empty(work, "dc_dc_a_ifg", (T, 4, H, B), dtype)
@@ -524,8 +483,8 @@ def _weight_grads(
     T, B = dJ_da.shape[1], dJ_da.shape[3]
     out = grads_out or {}
     # every age added up, then (4H, T·B): row g holds ∂J/∂a[g] of every step and sequence
-    dJ_da_all = _by_row(common.sum_ages(dJ_da), work, "dJ_da_by_row")
-    h_prev = _by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")  # (H, T·B)
+    dJ_da_all = common.by_row(common.sum_ages(dJ_da), work, "dJ_da_by_row")
+    h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")  # (H, T·B)
     grads: dict[str, np.ndarray] = {}
     # ∂a_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(
@@ -547,13 +506,3 @@ def _weight_grads(
         dJ_dx = np.swapaxes(columns, -1, -2)
     return grads, dJ_dx
 
-
-def _by_row(columns: np.ndarray, work: common.Buffers | None, name: str) -> np.ndarray:
-    """(T, X, B) columns -> (X, T·B), row x holding component x of every step and sequence:
-    a view for B = 1 (the same memory), else a copy kept in ``work``."""
-    T, X, B = columns.shape
-    if B == 1:
-        return columns[:, :, 0].T
-    out = common.empty(work, name, (X, T, B), columns.dtype)
-    np.copyto(out, columns.transpose(1, 0, 2))
-    return out.reshape(X, T * B)
