@@ -292,6 +292,12 @@ def test_clip_by_value_clips_elementwise_in_place():
     np.testing.assert_array_equal(g, [-5.0, -5.0, 0.5, 4.9, 5.0])
 
 
+def test_clip_by_value_keeps_nan_and_clips_inf():
+    g = np.array([np.nan, np.inf, -np.inf, 1.0], dtype=np.float32)
+    clip_by_value({"g": g}, 5.0)
+    np.testing.assert_array_equal(g, np.array([np.nan, 5.0, -5.0, 1.0], dtype=np.float32))
+
+
 def test_clip_by_value_is_noop_under_limit():
     g = np.array([[-1.0, 2.0], [3.0, -4.5]])
     before = g.copy()

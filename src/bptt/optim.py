@@ -343,9 +343,7 @@ def clip_by_value(grads: Params, clip: float) -> None:
     """Clip every gradient element into [−clip, clip] in place (min-char-rnn's np.clip ±5)."""
     limit = _check_positive("clip value", clip)
     for g in grads.values():
-        # np.clip(g, −limit, limit) as two plain ufuncs (the same values, NaN kept)
-        np.minimum(g, limit, out=g)
-        np.maximum(g, -limit, out=g)
+        np.clip(g, -limit, limit, out=g)  # one pass; NaN stays NaN
 
 
 def clip_by_global_norm(grads: Params, max_norm: float, norm: float | None = None) -> float:

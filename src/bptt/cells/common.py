@@ -191,12 +191,8 @@ def input_projection(
     G, D = W.shape
     if is_token_ids(inputs):
         table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
-        low, high = ops.value_range(inputs)
-        if inputs.size and (low < 0 or high >= D):
-            raise IndexError(f"token id outside [0, {D})")
-        if out is None:
-            return table[inputs]
-        return table.take(inputs, axis=0, out=out, mode="clip")  # ids checked above
+        # (take's default mode raises IndexError for an id outside [0, D))
+        return table.take(inputs, axis=0) if out is None else table.take(inputs, axis=0, out=out)
     T, B = inputs.shape[:2]
     if out is None:
         out = np.empty((T, B, G), dtype=W.dtype)
@@ -246,15 +242,15 @@ def input_columns(
     T, B = inputs.shape[:2]
     G, D = W.shape
     if is_token_ids(inputs):
+        table = W if bias is None else np.add(W, bias[:, None])
+        if B == 1:  # (take's default mode raises IndexError for an id outside [0, D))
+            table.T.take(inputs, axis=0, out=out.reshape(T, 1, G))
+            return out
         low, high = ops.value_range(inputs)
         if inputs.size and (low < 0 or high >= D):
             raise IndexError(f"token id outside [0, {D})")
-        table = W if bias is None else np.add(W, bias[:, None])
-        if B == 1:
-            table.T.take(inputs, axis=0, out=out.reshape(T, 1, G), mode="clip")
-        else:
-            for t in range(T):
-                table.take(inputs[t], axis=1, out=out[t], mode="clip")  # ids checked above
+        for t in range(T):
+            table.take(inputs[t], axis=1, out=out[t], mode="clip")  # ids checked above
         return out
     np.matmul(W, inputs.transpose(0, 2, 1), out=out)
     if bias is not None:
