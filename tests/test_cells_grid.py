@@ -62,12 +62,15 @@ def seed_of(*parts: object) -> int:
 
 
 def make_problem(
-    cell: str, L: int, bias: bool, ids: bool, seed: int, T: int | None = None, scale: float = 1.0
+    cell: str, L: int, bias: bool, ids: bool, seed: int, T: int | None = None, scale: float = 1.0,
+    B: int | None = None,
 ) -> Problem:
-    """A random float64 problem; T in 2 … 6 unless given; the layers' Wxh, Whh multiplied by scale."""
+    """A random float64 problem; T in 2 … 6 and B in 2 … 5 unless given; the layers' Wxh,
+    Whh multiplied by scale."""
     rng = np.random.default_rng(seed)
     T = int(rng.integers(2, 7)) if T is None else T
-    B, D, H, V = (int(v) for v in rng.integers(2, 6, size=4))
+    B_drawn, D, H, V = (int(v) for v in rng.integers(2, 6, size=4))
+    B = B_drawn if B is None else B
     params = bptt.init_params(
         cell, D, H, V, bias=bias, rng=rng, dtype=np.float64, num_layers=L
     )
@@ -246,6 +249,27 @@ def test_efficient_equals_the_reference_double_sum(cell, L, bias, ids, truncate)
                     expected[age, k] = terms.dJt_dh[layer, k + age, k]
         assert_agree({f"dJ_dh layer {layer}": by_age}, {f"dJ_dh layer {layer}": expected},
                      REF_TOL, f"reference ∂J_t/∂h_k (truncate={truncate})")
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+@pytest.mark.parametrize("ids", [True, False])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_batch_of_one_equals_the_reference_double_sum(cell, ids, truncate):
+    # B = 1 takes branches of its own in the sweeps (a row is then a column: one gather of
+    # rows for the input projection, views instead of copies for the weight gradients)
+    problem = make_problem(cell, 2, True, ids, seed_of("B=1", cell, ids), B=1)
+    result = efficient(problem, truncate)
+    loss, grads, terms = bptt.reference.loss_and_grads(
+        problem.params, problem.inputs, problem.targets, problem.h0, truncate,
+        keep_contributions=False,
+    )
+    assert abs(result.loss - loss) <= REF_TOL * abs(loss)
+    assert_agree(
+        with_state(cell, result.grads, result.dJ_dstate0),
+        with_state(cell, grads, terms.dJ_dstate0),
+        REF_TOL,
+        f"reference, B = 1 (truncate={truncate})",
+    )
 
 
 @pytest.mark.parametrize("cell, L, bias, ids", GRID)
