@@ -219,10 +219,9 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("truncate", [None, 1, 2])
-@pytest.mark.parametrize("cell, L, bias, ids", GRID)
-def test_efficient_equals_the_reference_double_sum(cell, L, bias, ids, truncate):
-    problem = make_problem(cell, L, bias, ids, seed_of(cell, L, bias, ids))
+def assert_equals_reference(problem: Problem, truncate: int | None, witness: str):
+    """Loss, every gradient and ∂J/∂(initial state) against the reference double sum;
+    returns (the efficient result, the reference's Terms)."""
     result = efficient(problem, truncate)
     loss, grads, terms = bptt.reference.loss_and_grads(
         problem.params, problem.inputs, problem.targets, problem.h0, truncate,
@@ -230,11 +229,19 @@ def test_efficient_equals_the_reference_double_sum(cell, L, bias, ids, truncate)
     )
     assert abs(result.loss - loss) <= REF_TOL * abs(loss)
     assert_agree(
-        with_state(cell, result.grads, result.dJ_dstate0),
-        with_state(cell, grads, terms.dJ_dstate0),
+        with_state(problem.cell, result.grads, result.dJ_dstate0),
+        with_state(problem.cell, grads, terms.dJ_dstate0),
         REF_TOL,
-        f"reference (truncate={truncate})",
+        f"{witness} (truncate={truncate})",
     )
+    return result, terms
+
+
+@pytest.mark.parametrize("truncate", [None, 1, 2])
+@pytest.mark.parametrize("cell, L, bias, ids", GRID)
+def test_efficient_equals_the_reference_double_sum(cell, L, bias, ids, truncate):
+    problem = make_problem(cell, L, bias, ids, seed_of(cell, L, bias, ids))
+    result, terms = assert_equals_reference(problem, truncate, "reference")
     # the regrouping itself: row `age` of layer l's ∂J/∂h_k is ∂J_{k+age}/∂h_k
     # (A = 1: the sum over every t ≥ k)
     T = problem.targets.shape[0]
@@ -258,18 +265,7 @@ def test_a_batch_of_one_equals_the_reference_double_sum(cell, ids, truncate):
     # B = 1 takes branches of its own in the sweeps (a row is then a column: one gather of
     # rows for the input projection, views instead of copies for the weight gradients)
     problem = make_problem(cell, 2, True, ids, seed_of("B=1", cell, ids), B=1)
-    result = efficient(problem, truncate)
-    loss, grads, terms = bptt.reference.loss_and_grads(
-        problem.params, problem.inputs, problem.targets, problem.h0, truncate,
-        keep_contributions=False,
-    )
-    assert abs(result.loss - loss) <= REF_TOL * abs(loss)
-    assert_agree(
-        with_state(cell, result.grads, result.dJ_dstate0),
-        with_state(cell, grads, terms.dJ_dstate0),
-        REF_TOL,
-        f"reference, B = 1 (truncate={truncate})",
-    )
+    assert_equals_reference(problem, truncate, "reference, B = 1")
 
 
 @pytest.mark.parametrize("cell, L, bias, ids", GRID)
