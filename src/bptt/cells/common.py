@@ -20,6 +20,11 @@ gradients (one GEMM each, summing over k inside the product).  The loops touch
 only per-step views made beforehand and call a handful of kernels, writing into
 preallocated arrays (``out=``).  :class:`Buffers` keeps those arrays, and their
 per-step views, from one training step to the next.
+
+Columns.  The LSTM and GRU sweeps keep each step's vectors as columns, (X, B) — the
+derivation's column vectors side by side — because BLAS multiplies W^hh (X, H) by
+h_{t−1} (H, B) faster than h_{t−1}ᵀ (B, H) by W^hhᵀ for a small batch.  The helpers
+:func:`input_columns`, :func:`as_columns` and :func:`by_row` convert at the edges.
 """
 
 from __future__ import annotations
@@ -290,14 +295,6 @@ def gate_rows(order: tuple[int, ...], H: int) -> np.ndarray:
     """Row indices that take gate blocks (each H rows) in ``order``: W[gate_rows] regroups W.
     (Made once per order and H, read-only.)"""
     rows = np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
-    rows.flags.writeable = False
-    return rows
-
-
-@functools.lru_cache(maxsize=64)
-def gate_rows_back(order: tuple[int, ...], H: int) -> np.ndarray:
-    """The inverse of :func:`gate_rows`: regrouped rows back to the parameters' order."""
-    rows = np.argsort(gate_rows(order, H))
     rows.flags.writeable = False
     return rows
 
