@@ -326,6 +326,8 @@ class Forward(NamedTuple):
     """The forward pass: per-layer caches, the logits y (T, B, V), and the final state.
 
     flat: the initial state came as (B, H) rather than (L, B, H); states go back that way.
+    top: the top layer's h_1 … h_T as (T·B, H) rows, what the head multiplied (a view of
+    the cache, or one copy when the cell keeps columns).
     """
 
     shapes: Shapes
@@ -333,6 +335,7 @@ class Forward(NamedTuple):
     logits: np.ndarray
     state: State
     flat: bool
+    top: np.ndarray | None = None
 
 
 def forward(params: dict[str, np.ndarray], inputs: Any, h0: State = None) -> Forward:
@@ -364,13 +367,21 @@ def forward_checked(
         layer_input = cache.hs[1:]
     # y_t = W^hy h_t + b_y for every t at once: one GEMM over all T·B rows
     Why = params["Why"]
-    logits = common.rows_times(
-        layer_input, Why.T, common.empty(work, "logits", (T, B, shapes.V), Why.dtype)
+    top = layer_input.reshape(-1, shapes.H) if layer_input.flags.c_contiguous else (
+        _copy(layer_input, common.empty(work, "top", (T * B, shapes.H), Why.dtype))
     )
+    logits = common.empty(work, "logits", (T, B, shapes.V), Why.dtype)
+    np.matmul(top, Why.T, out=logits.reshape(-1, shapes.V))
     if "by" in params:
         logits += params["by"]
     final = layers_to_state([module.final_state(c) for c in caches], flat_state)
-    return Forward(shapes, caches, logits, final, flat_state)
+    return Forward(shapes, caches, logits, final, flat_state, top)
+
+
+def _copy(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array`` (T, B, H), whatever its strides, copied into ``rows`` (T·B, H)."""
+    np.copyto(rows.reshape(array.shape), array)
+    return rows
 
 
 def forward_loss(
@@ -446,7 +457,7 @@ def _backprop(
     """:func:`backprop` after validation; work and grads_out: reusable memory or None."""
     fwd = forward_checked(params, shapes, x, h0, work)
     T, B = labels.shape
-    H, V = shapes.H, shapes.V
+    V = shapes.V
     A = common.num_ages(truncate)
     out = grads_out or {}
     # J = Σ_t Σ_b −log softmax(y_t)[label], and ∂J_t/∂y_t = p_t − onehot(label_t), computed
@@ -454,10 +465,9 @@ def _backprop(
     loss, dJ_dy = ops.cross_entropy_and_partial(
         fwd.logits.reshape(-1, V), labels.reshape(-1), out=fwd.logits.reshape(-1, V)
     )
-    h_top = fwd.caches[-1].hs[1:].reshape(-1, H)
     grads: dict[str, np.ndarray] = {}
     # y_t = W^hy h_t + b_y:  ∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ,  ∂J/∂b_y = Σ_t dJ_dy_t (one GEMM, one sum)
-    grads["Why"] = np.matmul(dJ_dy.T, h_top, out=out.get("Why"))
+    grads["Why"] = np.matmul(dJ_dy.T, fwd.top, out=out.get("Why"))
     if "by" in params:
         grads["by"] = np.add.reduce(dJ_dy, axis=0, out=out.get("by"))
     # ∂J_t/∂h_t = W^hyᵀ dJ_dy_t: the head reaches h_t only from J_t, so all of it is age 0
