@@ -326,15 +326,15 @@ def sequence_backward(
     #   dh_da[:, 3] = ∂h_k/∂a^hn_k = ∂h_k/∂a^n_k ⊙ r_k
     #   dh_da[:, 4] = ∂h_k/∂h_{k−1} along the direct path = z_k
     dh_da = common.empty(work, "dh_da", (T, 5, H, B), dtype)
-    dh_dan = dh_da[:, 0]
+    dh_dan, scratch = dh_da[:, 0], dh_da[:, 4]  # (block 4 is free until its z, last)
     np.multiply(n, n, out=dh_dan)
     np.subtract(1, dh_dan, out=dh_dan)
-    dh_dan *= 1 - z
+    dh_dan *= np.subtract(1, z, out=scratch)
     _sigmoid_slope(r, out=dh_da[:, 1])
     dh_da[:, 1] *= a_hn
     dh_da[:, 1] *= dh_dan
     _sigmoid_slope(z, out=dh_da[:, 2])
-    dh_da[:, 2] *= hs[:-1] - n
+    dh_da[:, 2] *= np.subtract(hs[:-1], n, out=scratch)
     np.multiply(dh_dan, r, out=dh_da[:, 3])
     dh_da[:, 4] = z
     # --- the sweep ----------------------------------------------------------------------
