@@ -61,6 +61,7 @@ from bptt.data import (
     check_errors,
     check_text_path,
     check_unk,
+    read_error,
     undecodable_message,
     unknown_characters_message,
 )
@@ -245,12 +246,8 @@ def _decode_blocks(file: Path, errors: str, hasher: Any,
     """
     try:
         handle = file.open("rb")
-    except PermissionError as exc:
-        raise DataError(
-            f"{file} cannot be read (permission denied); fix its permissions or copy it."
-        ) from exc
     except OSError as exc:
-        raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
+        raise read_error(file, exc) from exc
     with handle:
         start = 0  # file offset of buffer[0]
         buffer = b""

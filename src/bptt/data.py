@@ -97,12 +97,17 @@ def _read_bytes(file: Path) -> bytes:
     check_text_path(file)
     try:
         return file.read_bytes()
-    except PermissionError as exc:
-        raise DataError(
-            f"{file} cannot be read (permission denied); fix its permissions or copy it."
-        ) from exc
     except OSError as exc:
-        raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
+        raise read_error(file, exc) from exc
+
+
+def read_error(file: Path, exc: OSError) -> DataError:
+    """The one-line DataError for an OS failure reading ``file``."""
+    if isinstance(exc, PermissionError):
+        return DataError(
+            f"{file} cannot be read (permission denied); fix its permissions or copy it."
+        )
+    return DataError(f"{file} cannot be read ({exc.strerror or exc}).")
 
 
 ERRORS = ("strict", "replace")
