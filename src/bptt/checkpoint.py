@@ -20,12 +20,14 @@ the file size BEFORE anything is allocated, so a hostile or damaged file
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,17 @@ def write_safetensors_atomic(
         _remove_quietly(temp)
         raise
     _fsync_directory(directory)
+
+
+def write_csv_atomic(
+    target: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> Path:
+    """A CSV file (metrics.csv) rewritten whole and atomically (:func:`replace_atomic`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return replace_atomic(target, lambda temp: temp.write_text(buffer.getvalue(), "utf-8"))
 
 
 def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:

@@ -37,9 +37,7 @@ end.  The library never prints: the loop reports through a callback, as bptt.tra
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 import time
@@ -404,15 +402,9 @@ def save(run: TaskRun) -> Path:
 
 def write_metrics(run: TaskRun) -> Path:
     """metrics.csv from the history (rewritten whole, atomically)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     columns = list(run.history[0]) if run.history else ["step"]
-    writer.writerow(columns)
-    for row in run.history:
-        writer.writerow([row[c] if c == "step" else f"{row[c]:.6g}" for c in columns])
-    return checkpoint.replace_atomic(
-        run.out_dir / METRICS_FILE, lambda temp: temp.write_text(buffer.getvalue(), "utf-8")
-    )
+    rows = ([row[c] if c == "step" else f"{row[c]:.6g}" for c in columns] for row in run.history)
+    return checkpoint.write_csv_atomic(run.out_dir / METRICS_FILE, columns, rows)
 
 
 def write_plot(run: TaskRun) -> Path:

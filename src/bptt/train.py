@@ -29,9 +29,7 @@ The library never prints: :func:`train` reports through a callback.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 import time
@@ -522,14 +520,10 @@ def save(run: Run) -> None:
 
 def write_metrics(run: Run) -> Path:
     """metrics.csv from the history (rewritten whole, atomically)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["step", "train_bpc", "val_bpc", "chars_per_sec"])
-    for row in run.history:
-        writer.writerow([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
-                         f"{row['chars_per_sec']:.1f}"])
-    return checkpoint.replace_atomic(
-        run.out_dir / METRICS_FILE, lambda temp: temp.write_text(buffer.getvalue(), "utf-8")
+    rows = ([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
+             f"{row['chars_per_sec']:.1f}"] for row in run.history)
+    return checkpoint.write_csv_atomic(
+        run.out_dir / METRICS_FILE, ["step", "train_bpc", "val_bpc", "chars_per_sec"], rows
     )
 
 
