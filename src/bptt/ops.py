@@ -14,6 +14,7 @@ is a (…, n) array, so ``W x`` is written ``x @ W.T``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -168,14 +169,14 @@ def embedding_backward(
 ) -> np.ndarray:
     """∂J/∂W for out = W x (x = onehot(ids)): column d of W gets Σ of dJ_dout over rows with id d.
 
-    dJ_dout: (..., H), ids: (...).  Returns dJ_dW: (H, D), the transpose of a (D, H) array.
-    out: a (D, H) array to write into.  Three ways to the same sum, by what is fastest
-    for the sizes (measured on a 2-core machine; every way gives the same bits in every
-    run for the same sizes):
+    dJ_dout: (..., H), ids: (...).  Returns dJ_dW: (H, D); out: an (H, D) array to write
+    into (then returned).  Three ways to the same sum, by what is fastest for the sizes
+    (measured on a 2-core machine; every way gives the same bits in every run for the
+    same sizes):
 
     * a few columns (D and D·H small, a character vocabulary; or D small and dJ_dout
       strided, as a sweep in columns leaves it): the product the one-hot inputs stand
-      for, onehot(ids)ᵀ · dJ_dout, one GEMM over all rows;
+      for, dJ_doutᵀ · onehot(ids), one GEMM over all rows;
     * narrow rows: ``np.add.at`` on a flattened 1-D index (element d·H + j gets
       dJ_dout[row, j] for every row with id d), numpy's fast form of a scatter-add;
     * wide rows: one add per row.
@@ -185,12 +186,11 @@ def embedding_backward(
     flat_ids = ids.reshape(-1)
     strided = rows.strides[-1] != rows.itemsize  # columns of a sweep: the scatters want rows
     if D <= ONE_HOT_MAX_COLUMNS and (D * H <= ONE_HOT_MAX_SIZE or strided):
-        one_hot = np.zeros((flat_ids.size, D), dtype=dJ_dout.dtype)
-        one_hot[np.arange(flat_ids.size), flat_ids] = 1
-        return np.matmul(one_hot.T, rows, out=out).T
-    dJ_dWT = np.zeros((D, H), dtype=dJ_dout.dtype) if out is None else out
-    if out is not None:
-        dJ_dWT.fill(0)
+        # onehot(ids): rows ``ids`` of the identity (take raises on an id outside [0, D))
+        one_hot = _identity(D, rows.dtype.str).take(flat_ids, axis=0)
+        return np.matmul(rows.T, one_hot, out=out)
+    # the scatters add whole rows of dJ_dout into rows of dJ_dWᵀ (D, H)
+    dJ_dWT = np.zeros((D, H), dtype=dJ_dout.dtype)
     if H >= WIDE_ROWS:
         rows = np.ascontiguousarray(rows)
         for row, d in enumerate(flat_ids.tolist()):
@@ -198,7 +198,19 @@ def embedding_backward(
     else:
         index = (flat_ids[:, None] * H + np.arange(H)).reshape(-1)
         np.add.at(dJ_dWT.reshape(-1), index, np.ascontiguousarray(rows).reshape(-1))
-    return dJ_dWT.T
+    if out is None:
+        return dJ_dWT.T
+    np.copyto(out, dJ_dWT.T)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _identity(D: int, dtype: str) -> np.ndarray:
+    """The (D, D) identity, whose rows are the one-hot vectors (made once per D and dtype,
+    read-only)."""
+    eye = np.eye(D, dtype=dtype)
+    eye.flags.writeable = False
+    return eye
 
 
 ONE_HOT_MAX_COLUMNS = 128

@@ -190,13 +190,18 @@ def input_projection(
 
     W: (G, D), bias: (G,) or None, out: (T, B, G) to write into.
     Token ids: x_t = onehot(id), so W x_t + b is column id of W + b 1ᵀ (1ᵀ x_t = 1):
-    one (D, G) table, then one gather of its rows for all T·B ids.
+    one (D, G) table, then one gather of its rows for all T·B ids; or, when there are
+    fewer ids than columns, the gather first and b added to the rows taken (the same sums).
     Dense: one GEMM over all T·B rows.
     """
     G, D = W.shape
     if is_token_ids(inputs):
-        table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
         # (take's default mode raises IndexError for an id outside [0, D))
+        if bias is not None and inputs.size < D:
+            rows = W.T.take(inputs, axis=0, out=out)
+            rows += bias
+            return rows
+        table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
         return table.take(inputs, axis=0) if out is None else table.take(inputs, axis=0, out=out)
     T, B = inputs.shape[:2]
     if out is None:
@@ -217,11 +222,8 @@ def weight_gradient(
     """
     G = dJ_dproj.shape[-1]
     if is_token_ids(inputs):
-        table = ops.embedding_backward(dJ_dproj, inputs, D)  # (G, D) view of a (D, G) array
-        if out is None:
-            return np.ascontiguousarray(table)
-        np.copyto(out, table)
-        return out
+        table = ops.embedding_backward(dJ_dproj, inputs, D, out)
+        return table if out is not None else np.ascontiguousarray(table)
     return np.matmul(dJ_dproj.reshape(-1, G).T, inputs.reshape(-1, D), out=out)
 
 
@@ -241,16 +243,16 @@ def input_columns(
     """W x_t + b for every t, as columns: (T, B) ids or (T, B, D) dense -> out (T, G, B).
 
     Token ids (x_t one-hot): columns ids[t] of the (G, D) table W + b 1ᵀ, gathered step by
-    step (B = 1: one gather of rows, the same memory).  Dense: W times the columns of x_t,
-    one product per step.
+    step (B = 1: the rows of :func:`input_projection`, the same memory).  Dense: W times
+    the columns of x_t, one product per step.
     """
     T, B = inputs.shape[:2]
     G, D = W.shape
+    if B == 1 and is_token_ids(inputs):
+        input_projection(W, inputs, bias, out.reshape(T, 1, G))
+        return out
     if is_token_ids(inputs):
         table = W if bias is None else np.add(W, bias[:, None])
-        if B == 1:  # (take's default mode raises IndexError for an id outside [0, D))
-            table.T.take(inputs, axis=0, out=out.reshape(T, 1, G))
-            return out
         low, high = ops.value_range(inputs)
         if inputs.size and (low < 0 or high >= D):
             raise IndexError(f"token id outside [0, {D})")

@@ -1,0 +1,74 @@
+"""cells/common.py: the input projection in rows and in columns, and the input weights' gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bptt.cells import common
+
+
+@pytest.fixture
+def W_b(rng):
+    G, D = 12, 9
+    return rng.normal(size=(G, D)).astype(np.float32), rng.normal(size=G).astype(np.float32)
+
+
+@pytest.mark.parametrize("T, B", [(2, 1), (3, 2), (7, 3)])  # fewer ids than columns, and more
+def test_input_projection_of_ids_is_the_one_hot_product_with_the_bias(W_b, rng, T, B):
+    W, b = W_b
+    ids = rng.integers(0, W.shape[1], size=(T, B))
+    x = np.eye(W.shape[1], dtype=np.float32)[ids]
+    expected = x @ W.T.astype(np.float64) + b
+    out = np.full((T, B, W.shape[0]), 7.0, np.float32)
+    got = common.input_projection(W, ids, b, out)
+    assert got is out
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # each entry is one float32 sum W[g, id] + b[g], whichever way it was gathered
+    np.testing.assert_array_equal(got, W.T[ids] + b)
+    np.testing.assert_array_equal(common.input_projection(W, ids), W.T[ids])
+
+
+@pytest.mark.parametrize("T", [2, 20])
+def test_input_projection_raises_on_an_id_outside_the_vocabulary(W_b, T):
+    W, b = W_b
+    ids = np.zeros((T, 1), dtype=np.int64)
+    ids[-1] = W.shape[1]
+    with pytest.raises(IndexError):
+        common.input_projection(W, ids, b, np.empty((T, 1, W.shape[0]), np.float32))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dense", [False, True])
+def test_input_columns_are_the_rows_transposed(W_b, rng, B, dense):
+    W, b = W_b
+    T, (G, D) = 4, W.shape
+    inputs = rng.normal(size=(T, B, D)).astype(np.float32) if dense else rng.integers(0, D, (T, B))
+    rows = common.input_projection(W, inputs, b)
+    out = np.full((T, G, B), 7.0, np.float32)
+    got = common.input_columns(W, inputs, b, out)
+    assert got is out
+    np.testing.assert_allclose(got, rows.transpose(0, 2, 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_input_columns_raise_on_an_id_outside_the_vocabulary(W_b, B):
+    W, b = W_b
+    ids = np.zeros((3, B), dtype=np.int64)
+    ids[1, -1] = W.shape[1]
+    with pytest.raises(IndexError):
+        common.input_columns(W, ids, b, np.empty((3, W.shape[0], B), np.float32))
+
+
+def test_weight_gradient_of_ids_writes_into_out(W_b, rng):
+    W, _ = W_b
+    (G, D), T, B = W.shape, 5, 2
+    ids = rng.integers(0, D, (T, B))
+    dJ_dproj = rng.normal(size=(T, B, G))
+    expected = np.einsum("tbg,tbd->gd", dJ_dproj, np.eye(D)[ids])
+    out = np.full((G, D), 7.0)
+    assert common.weight_gradient(dJ_dproj, ids, D, out) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+    fresh = common.weight_gradient(dJ_dproj, ids, D)
+    assert fresh.flags.c_contiguous
+    np.testing.assert_array_equal(fresh, out)
