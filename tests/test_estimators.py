@@ -167,6 +167,26 @@ def test_save_and_load_give_identical_predictions(tmp_path, tweets):
     loaded.fit(as_list(tweets)[:50], tweets.y[:50])  # a loaded estimator fits again
 
 
+def test_a_restored_training_state_goes_on_as_the_fit_would_have(tweets):
+    X, y = as_list(tweets), tweets.y
+    for cls, target in ((bptt.SequenceClassifier, y), (bptt.SequenceRegressor,
+                                                        np.arange(300.0) / 300)):
+        fitted = small(cls, cell="lstm").fit(X, target)
+        tensors, meta = fitted._train_state()
+        copy = {k: v.copy() for k, v in tensors.items()}
+        again = small(cls, cell="lstm")
+        again._restore_train_state(copy, meta)
+        fitted.partial_fit(X, target)
+        again.partial_fit(X, target)
+        for key, value in fitted.params_.items():
+            assert np.array_equal(again.params_[key], value), (cls.__name__, key)
+        assert again.loss_curve_ == fitted.loss_curve_ and again.n_steps_ == fitted.n_steps_
+        with pytest.raises(CheckpointError, match="do not fit this estimator"):
+            small(cls, cell="lstm", hidden_size=4)._restore_train_state(copy, meta)
+        with pytest.raises(CheckpointError, match="not float32"):
+            small(cls, cell="lstm", dtype="float32")._restore_train_state(copy, meta)
+
+
 def test_get_params_and_set_params_follow_scikit_learn():
     clf = bptt.SequenceClassifier(hidden_size=7, random_state=3)
     params = clf.get_params()

@@ -107,3 +107,64 @@ def test_a_stopped_loop_keeps_a_checkpoint_of_its_last_step(tmp_path):
     assert not finished and run.step == 4
     loaded = SequenceClassifier.load(tmp_path / "run")
     assert loaded.n_steps_ == 4 and loaded.classes_.tolist() == ["negative", "positive"]
+
+
+def _tensors(directory):
+    from bptt.checkpoint import read_safetensors
+
+    tensors, meta = read_safetensors(directory / tasks.STATE_FILE)
+    return tensors, meta
+
+
+@pytest.mark.parametrize(("task", "dtype"), [("tweets", "float32"), ("adding", "float64")])
+def test_a_resumed_run_is_bit_identical_to_one_never_stopped(tmp_path, task, dtype):
+    config = tasks.TaskConfig(task=task, length=6, hidden=8, steps=7, batch=8, seed=3,
+                              eval_every=2, dtype=dtype)
+    straight = tasks.new_task_run(config, tmp_path / "straight")
+    assert tasks.train_task(straight)
+    stopped = tasks.new_task_run(config, tmp_path / "stopped")
+    steps = []
+    assert not tasks.train_task(stopped, lambda e: steps.append(e.kind),
+                                lambda: steps.count("step") >= 3)
+    resumed = tasks.resume_task_run(tmp_path / "stopped")
+    assert resumed.step == 3 and resumed.estimator.n_steps_ == 3
+    assert tasks.train_task(resumed)
+    a, meta_a = _tensors(tmp_path / "straight")
+    b, meta_b = _tensors(tmp_path / "stopped")
+    assert sorted(a) == sorted(b) and any(k.startswith("opt.") for k in a)
+    for key in a:
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+    assert meta_a["rng"] == meta_b["rng"] and meta_a["estimator"] == meta_b["estimator"]
+    drop = [{k: v for k, v in row.items() if k != "seqs_per_sec"} for row in straight.history]
+    # the training loss of the first eval after the resume averages only the steps since
+    # the resume (as for a run on text); the validation columns are the same numbers
+    again = [{k: v for k, v in row.items() if k != "seqs_per_sec"} for row in resumed.history]
+    for x, y in zip(drop, again, strict=True):
+        assert x["step"] == y["step"]
+        assert {k: v for k, v in x.items() if not k.startswith("train")} == \
+               {k: v for k, v in y.items() if not k.startswith("train")}
+
+
+def test_resume_can_go_on_longer_and_refuses_what_is_not_a_task_run(tmp_path):
+    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=2, batch=4, seed=0,
+                              eval_every=1)
+    assert tasks.train_task(tasks.new_task_run(config, tmp_path / "run"))
+    longer = tasks.resume_task_run(tmp_path / "run", steps=5, eval_every=5)
+    assert (longer.config.steps, longer.config.eval_every, longer.step) == (5, 5, 2)
+    assert tasks.train_task(longer) and longer.step == 5
+    assert [row["step"] for row in longer.history] == [1, 2, 5]
+    with pytest.raises(BpttError, match=r"holds no train_state\.safetensors"):
+        tasks.resume_task_run(tmp_path / "nothing")
+    (tmp_path / "text").mkdir()
+    from bptt import checkpoint
+
+    checkpoint.write_safetensors_atomic(
+        tmp_path / "text" / tasks.STATE_FILE, {"x": np.zeros(1)},
+        {"format": "bptt", "format_version": checkpoint.FORMAT_VERSION, "kind": "train_state"})
+    with pytest.raises(BpttError, match="expected a 'task_state' file"):
+        tasks.resume_task_run(tmp_path / "text")
+    tensors, meta = _tensors(tmp_path / "run")
+    del meta["estimator"]["rng"]
+    checkpoint.write_safetensors_atomic(tmp_path / "run" / tasks.STATE_FILE, tensors, meta)
+    with pytest.raises(BpttError, match="damaged or incomplete"):
+        tasks.resume_task_run(tmp_path / "run")

@@ -9,6 +9,7 @@ import pytest
 
 from bptt import checkpoint, models, train
 from bptt.data import builtin_corpus
+from bptt.errors import BpttError
 
 TEXT = builtin_corpus()[:8000]
 
@@ -102,3 +103,17 @@ def test_lstm_state_is_carried_and_checkpointed(tmp_path):
     resumed = train.resume_run(tmp_path / "r", TEXT)
     assert isinstance(resumed.state, tuple) and len(resumed.state) == 2
     np.testing.assert_array_equal(resumed.state[1], run.state[1])
+
+
+def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
+    base = tmp_path / "runs" / "train"
+    assert train.free_out_dir(base) == base
+    base.mkdir(parents=True)
+    assert train.free_out_dir(base) == base  # an empty directory is free
+    (base / "model.safetensors").write_bytes(b"")
+    second = tmp_path / "runs" / "train-2"
+    second.mkdir()
+    (second / train.STATE_FILE).write_bytes(b"")  # a kill after the first train state
+    assert train.free_out_dir(base) == tmp_path / "runs" / "train-3"
+    with pytest.raises(BpttError, match="already holds a checkpoint"):
+        train.check_fresh_out(second)

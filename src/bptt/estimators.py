@@ -462,6 +462,58 @@ class _SequenceEstimator:
     def _restore_extra(self, meta: dict[str, Any]) -> None:
         pass
 
+    # -- going on with a fit where it stopped (bptt train --task --resume) -----
+
+    def _train_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What a fit needs to go on exactly where it is, beyond :meth:`save`: the weights
+        and the optimizer's state as tensors ("param.*", "opt.*"), the random generator and
+        the counters as JSON-able metadata."""
+        self._check_fitted()
+        tensors = {f"param.{k}": v for k, v in self.params_.items()}
+        tensors.update({f"opt.{k}": v for k, v in optim.flatten_state(self._opt_state).items()})
+        meta = {
+            "rng": self._rng.bit_generator.state,
+            "n_features_in": self.n_features_in_,
+            "n_iter": self.n_iter_,
+            "n_steps": self.n_steps_,
+            "loss_curve": [float(v) for v in self.loss_curve_],
+            **self._extra_meta(),
+        }
+        return tensors, meta
+
+    def _restore_train_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Put back what :meth:`_train_state` took, into an estimator made with the same
+        constructor arguments: the next ``partial_fit`` then does what the saved one's would
+        have, to the last bit.  A state that does not fit raises CheckpointError."""
+        self._validate_params()
+        params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
+        try:
+            shapes = models.check_params(params, self.cell)
+        except BpttError as exc:
+            raise CheckpointError(f"the saved weights do not fit this estimator: {exc}") from None
+        have = (shapes.H, shapes.L, shapes.D)
+        want = (int(self.hidden_size), int(self.num_layers), int(meta["n_features_in"]))
+        if have != want:
+            raise CheckpointError(
+                "the saved weights do not fit this estimator: (hidden size, layers, features) "
+                f"are {have}, expected {want}"
+            )
+        if params["Whh"].dtype != DTYPES[self.dtype]:
+            raise CheckpointError(f"the saved weights are {params['Whh'].dtype}, not {self.dtype}")
+        self.params_ = models.canonical_order(params)
+        self.n_features_in_ = want[2]
+        self._restore_extra(meta)
+        self._optimizer = optim.make_optimizer(self.optimizer, float(self.lr))
+        self._opt_state = optim.unflatten_state(
+            {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
+        )
+        self._optimizer.check_state(self.params_, self._opt_state)
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = meta["rng"]
+        self.n_iter_ = int(meta["n_iter"])
+        self.n_steps_ = int(meta["n_steps"])
+        self.loss_curve_ = [float(v) for v in meta["loss_curve"]]
+
     def save(self, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
         """Write the fitted model to ``path`` (a .safetensors file, or DIR/model.safetensors).
 

@@ -31,6 +31,7 @@ The loop (:func:`train_task`) trains a :class:`~bptt.estimators.SequenceClassifi
 :class:`~bptt.estimators.SequenceRegressor` one minibatch per step (``partial_fit``): a fresh
 random batch each step for adding and parity, a random batch of the fixed training set for
 tweets and digits.  Every ``eval_every`` steps it measures the validation set, then writes
+DIR/train_state.safetensors (what :func:`resume_task_run` continues from, exactly),
 DIR/model.safetensors (the estimator, see its ``save``), DIR/metrics.csv; DIR/loss.png at the
 end.  The library never prints: the loop reports through a callback, as bptt.train.train.
 """
@@ -50,7 +51,7 @@ import numpy as np
 
 from bptt import checkpoint, models, optim, train
 from bptt.cells import CELLS
-from bptt.errors import BpttError
+from bptt.errors import BpttError, CheckpointError
 from bptt.estimators import SequenceClassifier, SequenceRegressor
 
 TASKS = ("adding", "parity", "tweets", "digits")
@@ -60,6 +61,8 @@ TWEET_WORDS = ("good", "bad", "not")
 TWEET_LABELS = ("negative", "positive")
 METRICS_FILE = train.METRICS_FILE
 PLOT_FILE = train.PLOT_FILE
+STATE_FILE = train.STATE_FILE
+STATE_KIND = "task_state"  # the "kind" of a task run's STATE_FILE (a text run's: "train_state")
 
 
 class Dataset(NamedTuple):
@@ -292,14 +295,43 @@ def new_task_run(config: TaskConfig, out_dir: str | os.PathLike) -> TaskRun:
     config = config.resolved()
     out = train.check_fresh_out(out_dir)
     data = TaskData(config)
+    estimator = _estimator(config, data)
+    train.make_out_dir(out)
+    return TaskRun(config, data, estimator, out, np.random.default_rng([config.seed, 2]))
+
+
+def _estimator(config: TaskConfig, data: TaskData) -> SequenceClassifier | SequenceRegressor:
+    """The (unfitted) estimator a run of ``config`` trains, one minibatch per partial_fit."""
     kind = SequenceClassifier if data.classification else SequenceRegressor
-    estimator = kind(
+    return kind(
         cell=config.cell, hidden_size=config.hidden, num_layers=config.layers,
         optimizer=config.optimizer, lr=config.lr, epochs=1, batch_size=config.batch,
         clip_norm=config.clip_norm, dtype=config.dtype, random_state=config.seed,
     )
-    train.make_out_dir(out)
-    return TaskRun(config, data, estimator, out, np.random.default_rng([config.seed, 2]))
+
+
+def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
+                    eval_every: int | None = None) -> TaskRun:
+    """Continue the run saved in ``out_dir`` exactly where it stopped (the data is made
+    again from the seed; the weights, the optimizer's state, both random generators and the
+    history come from DIR/train_state.safetensors).  steps (the run's total) and eval_every
+    may change; every other setting comes from the checkpoint."""
+    out = Path(out_dir)
+    file, tensors, meta = train.read_train_state(out, STATE_KIND)
+    try:
+        changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
+        config = dataclasses.replace(TaskConfig(**meta["task_config"]), **changes).resolved()
+        data = TaskData(config)
+        estimator = _estimator(config, data)
+        estimator._restore_train_state(tensors, meta["estimator"])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        step, history = int(meta["step"]), list(meta["history"])
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, BpttError):  # (a BpttError is a ValueError: it says what is wrong)
+            raise
+        raise CheckpointError(f"{file} is damaged or incomplete ({exc!r})") from exc
+    return TaskRun(config, data, estimator, out, rng, step, history)
 
 
 def num_parameters(run: TaskRun) -> int:
@@ -391,7 +423,16 @@ def train_task(
 
 
 def save(run: TaskRun) -> Path:
-    """DIR/model.safetensors (the estimator, with the task, step and history) and metrics.csv."""
+    """The checkpoint: DIR/train_state.safetensors (everything :func:`resume_task_run` needs,
+    the weights included, so a kill between the two writes never pairs a new optimizer
+    state with old weights), then DIR/model.safetensors (the estimator, with the task, step
+    and history) and metrics.csv.  Returns the model's path."""
+    tensors, estimator_state = run.estimator._train_state()
+    meta = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+            "kind": STATE_KIND, "task_config": run.config.to_dict(), "step": run.step,
+            "history": run.history, "rng": run.rng.bit_generator.state,
+            "estimator": estimator_state}
+    checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, meta)
     info = {"task": run.config.task, "length": run.config.length, "step": run.step,
             "task_config": run.config.to_dict(), "history": run.history}
     path = run.estimator.save(run.out_dir / checkpoint.MODEL_FILE, info=info)

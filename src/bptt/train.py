@@ -228,10 +228,26 @@ def prepare_text(text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | 
     return vocab, train_ids, val_ids
 
 
+def holds_checkpoint(out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` holds a run's model or train state (of text or of a task)."""
+    out = Path(out_dir)
+    return (out / checkpoint.MODEL_FILE).exists() or (out / STATE_FILE).exists()
+
+
+def free_out_dir(base: str | os.PathLike) -> Path:
+    """base, or base-2, base-3, …: the first directory that holds no checkpoint."""
+    base = Path(base)
+    candidate, n = base, 1
+    while holds_checkpoint(candidate):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def check_fresh_out(out_dir: str | os.PathLike) -> Path:
     """Return ``out_dir`` as a Path if it holds no checkpoint; else BpttError (never overwrite)."""
     out = Path(out_dir)
-    if (out / checkpoint.MODEL_FILE).exists() or (out / STATE_FILE).exists():
+    if holds_checkpoint(out):
         raise BpttError(
             f"{out} already holds a checkpoint; continue it with --resume {out} "
             "or choose another --out"
@@ -547,6 +563,24 @@ def write_plot(run: Run) -> Path:
     )
 
 
+def read_train_state(
+    out_dir: str | os.PathLike, kind: str = "train_state"
+) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
+    """(path, tensors, metadata) of DIR/train_state.safetensors, once the temp files a kill
+    left are gone.  kind: "train_state" (a run on text) or bptt.tasks.STATE_KIND (a task
+    run).  CheckpointError when there is none, or it holds another kind of run."""
+    out = Path(out_dir)
+    file = out / STATE_FILE
+    if not file.exists():
+        raise CheckpointError(
+            f"{out} holds no {STATE_FILE} to resume from; start a run there with --out {out}"
+        )
+    checkpoint.clean_temp_files(out)
+    tensors, meta = checkpoint.read_safetensors(file)
+    checkpoint.check_format(file, meta, kind)
+    return file, tensors, meta
+
+
 def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,
                eval_every: int | None = None) -> Run:
     """Continue the run saved in ``out_dir`` exactly where it stopped, on the same ``text``.
@@ -557,14 +591,7 @@ def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int
     steps / eval_every may be raised or changed; every other setting comes from the checkpoint.
     """
     out = Path(out_dir)
-    file = out / STATE_FILE
-    if not file.exists():
-        raise CheckpointError(
-            f"{out} holds no {STATE_FILE} to resume from; start a run there with --out {out}"
-        )
-    checkpoint.clean_temp_files(out)
-    tensors, meta = checkpoint.read_safetensors(file)
-    checkpoint.check_format(file, meta, "train_state")
+    file, tensors, meta = read_train_state(out)
     try:
         config = TrainConfig.from_dict(meta["config"])
         changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}

@@ -82,3 +82,73 @@ def test_digits_without_scikit_learn_is_one_clear_line(tmp_path):
     assert r.stderr == ("bptt: error: the digits task needs scikit-learn, which is not "
                         "installed: pip install 'bptt[examples]' (or pip install scikit-learn)\n")
     assert not (tmp_path / "d").exists()
+
+
+def _state(directory):
+    from bptt.checkpoint import read_safetensors
+
+    return read_safetensors(directory / "train_state.safetensors")
+
+
+def test_a_task_run_resumes_exactly_from_the_command_line(run_bptt, tmp_path):
+    common = ("--task", "tweets", "--hidden", "8", "--batch", "16", "--eval-every", "10",
+              "--seed", "2", "--quiet")
+    r = run_bptt("train", *common, "--steps", "30", "--out", tmp_path / "straight")
+    assert r.returncode == 0, r.stderr
+    r = run_bptt("train", *common, "--steps", "10", "--out", tmp_path / "resumed")
+    assert r.returncode == 0, r.stderr
+    # no --task needed: the run directory says it holds a task run; --steps is the total
+    r = run_bptt("train", "--resume", tmp_path / "resumed", "--steps", "30")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("task: tweets") and "done: step 30" in r.stdout
+    (a, meta_a), (b, meta_b) = _state(tmp_path / "straight"), _state(tmp_path / "resumed")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    assert meta_a["estimator"] == meta_b["estimator"] and meta_a["step"] == 30
+    rows = list(csv.DictReader((tmp_path / "resumed" / "metrics.csv").open()))
+    assert [int(row["step"]) for row in rows] == [10, 20, 30]
+    clf = bptt.SequenceClassifier.load(tmp_path / "resumed")
+    assert clf.n_steps_ == 30
+
+
+@pytest.fixture(scope="module")
+def tweets_run(tmp_path_factory):
+    """A finished two-step task run (made in-process: only the resumes are commands)."""
+    from bptt import tasks
+
+    config = tasks.TaskConfig(task="tweets", hidden=4, steps=2, eval_every=2)
+    run = tasks.new_task_run(config, tmp_path_factory.mktemp("task") / "run")
+    assert tasks.train_task(run)
+    return run.out_dir
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--hidden", "4"], "--hidden cannot change on --resume (only --steps and --eval-every"),
+    (["--task-length", "4"], "--task-length cannot change on --resume"),
+    (["--task", "parity"], "--task parity, but {run} holds a run of the tweets task"),
+    (["--seq-len", "5"], "--seq-len does not apply to --task"),
+    (["notes.txt"], "a task run trains on generated data: give no FILE"),
+    (["--out", "{tmp}/elsewhere"], "--out cannot change on --resume"),
+])
+def test_bad_flags_on_a_task_resume_are_one_line_and_change_nothing(run_bptt, tmp_path, argv,
+                                                                     message, tweets_run):
+    run = tweets_run
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    r = run_bptt("train", "--resume", run, *argv, "--steps", "4")
+    assert r.returncode == 2, r.stdout
+    assert r.stderr.startswith("bptt: error:") and message.format(run=run) in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_run_on_text_is_not_resumed_as_a_task(run_bptt, tmp_path, corpus_file):
+    run = tmp_path / "text"
+    r = run_bptt("train", corpus_file, "--hidden", "4", "--seq-len", "5", "--batch", "2",
+                 "--steps", "1", "--eval-every", "1", "--quiet", "--out", run)
+    assert r.returncode == 0, r.stderr
+    r = run_bptt("train", "--task", "parity", "--resume", run)
+    assert r.returncode == 2
+    assert "holds a run on text, not a task run: resume it without --task" in r.stderr

@@ -22,7 +22,7 @@ from bptt.cli import progress, train_task
 from bptt.cli.sample import ensure_utf8_stdout
 from bptt.errors import BpttError
 from bptt.optim import OPTIMIZERS
-from bptt.tasks import TASKS
+from bptt.tasks import STATE_KIND, TASKS
 
 DEFAULT_OUT = Path("runs") / "train"
 FILE_SEPARATOR = corpus.SEPARATOR  # "\n" between the texts of several FILEs
@@ -234,21 +234,15 @@ class _EncodingBar:
             self.bar, self.phase = None, None
 
 
-def free_out_dir(base: Path) -> Path:
-    """base, or base-2, base-3, … : the first that holds no checkpoint."""
-    candidate, n = base, 1
-    while (candidate / train.STATE_FILE).exists() or (candidate / "model.safetensors").exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
 def run(args: argparse.Namespace) -> int:
     """Train; exit 0 when done, 130 when interrupted (after saving a checkpoint)."""
     ensure_utf8_stdout()
-    if args.task is not None or args.task_length is not None:
-        return train_task.run(args)
-    run_ = _resume(args) if args.resume is not None else _start(args)
+    # a run directory says what it holds: a run on text or a task run (STATE_KIND)
+    saved = _saved_meta(args.resume) if args.resume is not None else None
+    if (args.task is not None or args.task_length is not None
+            or (saved is not None and saved.get("kind") == STATE_KIND)):
+        return train_task.run(args, saved)
+    run_ = _resume(args, saved) if saved is not None else _start(args)
     return _loop(run_, args.quiet)
 
 
@@ -259,7 +253,7 @@ def _start(args: argparse.Namespace) -> train.Run:
     if config.init_from is not None:
         init = checkpoint.load_model(config.init_from)
         config = _fit_to_model(config, init, _explicit(args))
-    out = args.out if args.out is not None else free_out_dir(DEFAULT_OUT)
+    out = args.out if args.out is not None else train.free_out_dir(DEFAULT_OUT)
     train.check_fresh_out(out)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / CACHE_SUBDIR
     vocab = data.Vocab.from_list(init.vocab) if init is not None and init.vocab else None
@@ -313,7 +307,8 @@ def _undo_on_error(out: Path, cache_dir: Path) -> Iterator[list]:
         raise
 
 
-def _resume(args: argparse.Namespace) -> train.Run:
+def _resume(args: argparse.Namespace, meta: dict) -> train.Run:
+    """Continue the run on text saved in --resume DIR (``meta``: its train state's metadata)."""
     fixed = [k for k in SETTINGS if k not in RESUME_SETTINGS and getattr(args, k) is not None]
     if args.no_clip_norm:
         fixed.append("clip_norm")
@@ -322,7 +317,6 @@ def _resume(args: argparse.Namespace) -> train.Run:
         raise BpttError(
             f"{names} cannot change on --resume (only --steps, --eval-every and --cache-dir can)"
         )
-    meta = _saved_meta(args.resume)
     meta_corpus = str(meta.get("corpus", data.BUILTIN_CORPUS_NAME))
     files = args.files or ([] if meta_corpus == data.BUILTIN_CORPUS_NAME
                            else [Path(p) for p in meta_corpus.split(" + ")])

@@ -1,8 +1,9 @@
 """``bptt train --task NAME``: train on a built-in sequence task, with the char-LM's progress
-bar, metrics.csv, loss.png and checkpoint (model.safetensors with metadata).
+bar, metrics.csv, loss.png and checkpoint (model.safetensors with metadata, and
+train_state.safetensors, from which ``bptt train --resume DIR`` continues exactly).
 
 The tasks and the loop live in :mod:`bptt.tasks`; this module reads the flags and prints.
-Flags that only make sense for text (FILEs, --seq-len, --resume, …) are refused in one line.
+Flags that only make sense for text (FILEs, --seq-len, --init-from, …) are refused in one line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bptt import tasks
+from bptt import tasks, train
 from bptt.cli import progress
 from bptt.errors import BpttError
 
@@ -22,16 +23,55 @@ SHARED = {"cell": "cell", "hidden": "hidden", "layers": "layers", "steps": "step
           "dtype": "dtype", "seed": "seed", "eval_every": "eval_every"}
 # flags of `bptt train` that belong to the character model only
 TEXT_ONLY = ("seq_len", "clip", "checkpoint_every", "sample_length", "temperature",
-             "val_fraction", "errors", "unk", "init_from", "cache_dir", "config", "resume")
+             "val_fraction", "errors", "unk", "init_from", "cache_dir", "config")
+# what a resumed task run may be given again: how long to go on, how often to evaluate
+RESUME_SETTINGS = ("steps", "eval_every")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train on ``args.task``; exit 0 when done, 130 when interrupted (after a checkpoint)."""
-    config = _config(args)
-    out = args.out if args.out is not None else _free_out_dir(
-        DEFAULT_OUT / f"task-{config.task}-{config.cell}")
-    run_ = tasks.new_task_run(config, out)
+def run(args: argparse.Namespace, saved: dict | None = None) -> int:
+    """Train on ``args.task``, or go on with the task run of ``--resume DIR`` (``saved``: the
+    metadata of its train state); exit 0 when done, 130 when interrupted (after a
+    checkpoint)."""
+    if args.resume is not None:
+        run_ = _resume(args, saved or {})
+    else:
+        config = _config(args)
+        out = args.out if args.out is not None else train.free_out_dir(
+            DEFAULT_OUT / f"task-{config.task}-{config.cell}")
+        run_ = tasks.new_task_run(config, out)
     return _loop(run_, args.quiet)
+
+
+def _refuse_text_flags(args: argparse.Namespace) -> None:
+    """FILEs and the flags of the character model do not apply to a task run."""
+    if getattr(args, "files", None):
+        what = f"--task {args.task}" if args.task is not None else "a task run"
+        raise BpttError(f"{what} trains on generated data: give no FILE")
+    given = [name for name in TEXT_ONLY if getattr(args, name, None) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise BpttError(f"{flag} does not apply to --task (only to training on text)")
+
+
+def _resume(args: argparse.Namespace, saved: dict) -> tasks.TaskRun:
+    """The task run saved in --resume DIR; only --steps and --eval-every may change."""
+    if saved.get("kind") != tasks.STATE_KIND:
+        raise BpttError(f"{args.resume} holds a run on text, not a task run: resume it "
+                        "without --task/--task-length")
+    _refuse_text_flags(args)
+    fixed = [flag for flag in SHARED if flag not in RESUME_SETTINGS
+             and getattr(args, flag, None) is not None]
+    fixed += [name for name in ("task_length", "out") if getattr(args, name, None) is not None]
+    if getattr(args, "no_clip_norm", False):
+        fixed.append("clip_norm")
+    saved_task = (saved.get("task_config") or {}).get("task")
+    if args.task is not None and args.task != saved_task:
+        raise BpttError(f"--task {args.task}, but {args.resume} holds a run of the "
+                        f"{saved_task} task")
+    if fixed:
+        names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise BpttError(f"{names} cannot change on --resume (only --steps and --eval-every can)")
+    return tasks.resume_task_run(args.resume, args.steps, args.eval_every)
 
 
 def _config(args: argparse.Namespace) -> tasks.TaskConfig:
@@ -39,25 +79,12 @@ def _config(args: argparse.Namespace) -> tasks.TaskConfig:
     if args.task is None:
         raise BpttError("--task-length needs --task NAME (one of "
                         f"{', '.join(tasks.TASKS)})")
-    if getattr(args, "files", None):
-        raise BpttError(f"--task {args.task} trains on generated data: give no FILE")
-    given = [name for name in TEXT_ONLY if getattr(args, name, None) is not None]
-    if given:
-        flag = "--" + given[0].replace("_", "-")
-        raise BpttError(f"{flag} does not apply to --task (only to training on text)")
+    _refuse_text_flags(args)
     values = {key: getattr(args, flag) for flag, key in SHARED.items()
               if getattr(args, flag, None) is not None}
     if getattr(args, "no_clip_norm", False):
         values["clip_norm"] = None
     return tasks.TaskConfig(task=args.task, length=args.task_length, **values).resolved()
-
-
-def _free_out_dir(base: Path) -> Path:
-    candidate, n = base, 1
-    while (candidate / "model.safetensors").exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
 
 
 def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
@@ -67,13 +94,14 @@ def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
               flush=True)
     finished = progress.run_with_progress(
-        c.steps, 0, quiet, lambda show, stop: tasks.train_task(run_, show, stop), _show
+        c.steps, run_.step, quiet, lambda show, stop: tasks.train_task(run_, show, stop), _show
     )
     if not finished:
         return progress.interrupted(run_.step, run_.out_dir)
     if not quiet:
-        print(f"done: step {run_.step}, {_summary(run_.history[-1])}; checkpoint, metrics.csv "
-              f"and loss.png in {run_.out_dir}")
+        summary = f", {_summary(run_.history[-1])}" if run_.history else ""
+        print(f"done: step {run_.step}{summary}; checkpoint, metrics.csv and loss.png in "
+              f"{run_.out_dir}")
     return 0
 
 
