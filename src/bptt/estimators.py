@@ -424,7 +424,7 @@ class _SequenceEstimator:
                 "or inf; lower lr or set clip_norm"
             )
         if self.clip_norm is not None:
-            optim.clip_by_global_norm(result.grads, float(self.clip_norm))
+            optim.clip_by_global_norm(result.grads, float(self.clip_norm), norm=norm)
         self._optimizer.update(self.params_, result.grads, self._opt_state)
         self.n_steps_ += 1
         predictions = int(n[rows].sum()) if self.per_step else len(rows)
