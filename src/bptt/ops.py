@@ -186,7 +186,7 @@ def embedding_backward(
     flat_ids = ids.reshape(-1)
     strided = rows.strides[-1] != rows.itemsize  # columns of a sweep: the scatters want rows
     if D <= ONE_HOT_MAX_COLUMNS and (D * H <= ONE_HOT_MAX_SIZE or strided):
-        # onehot(ids): rows ``ids`` of the identity (take raises on an id outside [0, D))
+        # onehot(ids): rows ``ids`` of the identity
         one_hot = _identity(D, rows.dtype.str).take(flat_ids, axis=0)
         return np.matmul(rows.T, one_hot, out=out)
     # the scatters add whole rows of dJ_dout into rows of dJ_dWᵀ (D, H)

@@ -196,7 +196,7 @@ def input_projection(
     """
     G, D = W.shape
     if is_token_ids(inputs):
-        # (take's default mode raises IndexError for an id outside [0, D))
+        # (take raises IndexError for an id >= D; ids < 0 are refused before, by check_inputs)
         if bias is not None and inputs.size < D:
             rows = W.T.take(inputs, axis=0, out=out)
             rows += bias
