@@ -23,15 +23,29 @@ class Point:
         m = self.measured.get(name)
         return None if m is None else m.chars_per_sec
 
+    def paired_ratios(self, other: str) -> list[float]:
+        """bptt's rate over ``other``'s in each round (empty when either was not measured)."""
+        ours, theirs = self.measured.get("bptt"), self.measured.get(other)
+        if ours is None or theirs is None:
+            return []
+        return [a / b for a, b in zip(ours.rounds, theirs.rounds, strict=True)]
+
     def ratio(self, other: str) -> float | None:
         """bptt's speed over ``other``'s (> 1: bptt is faster): the median, over rounds, of
         the two rates measured in the same round.  (The machine's speed drifts from second
         to second; within one round both contenders see the same machine, so the paired
         ratio is steadier than the ratio of the two medians.)"""
-        ours, theirs = self.measured.get("bptt"), self.measured.get(other)
-        if ours is None or theirs is None:
+        ratios = self.paired_ratios(other)
+        return statistics.median(ratios) if ratios else None
+
+    def ratio_quartiles(self, other: str) -> tuple[float, float] | None:
+        """(q1, q3) of the rounds' paired ratios: the middle half of them, how far the noise
+        of this machine moves :meth:`ratio` (None with fewer than two rounds)."""
+        ratios = self.paired_ratios(other)
+        if len(ratios) < 2:
             return None
-        return statistics.median(a / b for a, b in zip(ours.rounds, theirs.rounds, strict=True))
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        return q1, q3
 
     def gflops(self, name: str = "bptt") -> float | None:
         """Achieved GFLOP/s: the model's FLOPs per step (config.model_flops) times steps/s."""
@@ -82,8 +96,12 @@ def _rate(x: float | None) -> str:
     return "—" if x is None else f"{x:,.0f}"
 
 
-def _ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}×"
+def _ratio(point: Point, other: str) -> str:
+    """The paired ratio, and in parentheses the quartiles of the rounds' ratios."""
+    ratio, spread = point.ratio(other), point.ratio_quartiles(other)
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}×" if spread is None else f"{ratio:.2f}× ({spread[0]:.2f}–{spread[1]:.2f})"
 
 
 def _target_text(checks: list[tuple[str, float, float | None, bool]]) -> str:
@@ -108,7 +126,7 @@ def grid_table(points: list[Point], peak_gflops: float) -> str:
         share = None if gflops is None else gflops / peak_gflops
         lines.append(
             f"| {c.cell} | {c.H} | {c.B} | {_rate(p.rate('bptt'))} | {_rate(p.rate('torch'))} "
-            f"| {_ratio(p.ratio('torch'))} | {_rate(p.rate('jax'))} | {_ratio(p.ratio('jax'))} "
+            f"| {_ratio(p, 'torch')} | {_rate(p.rate('jax'))} | {_ratio(p, 'jax')} "
             f"| {'—' if gflops is None else f'{gflops:.1f}'} "
             f"| {'—' if share is None else f'{share:.0%}'} "
             f"| {_target_text(check_targets(p, peak_gflops))} |"
@@ -124,7 +142,7 @@ def naive_table(point: Point) -> str:
         "|---|---:|---:|---:|---|",
         f"| rnn H={c.H} T={c.T} V={c.V} B={c.B} {c.dtype}, Adagrad, clip ±{c.clip:g} "
         f"| {_rate(point.rate('bptt'))} | {_rate(point.rate('naive'))} "
-        f"| {_ratio(point.ratio('naive'))} | {_target_text(check_targets(point, 1.0))} |",
+        f"| {_ratio(point, 'naive')} | {_target_text(check_targets(point, 1.0))} |",
     ])
 
 
@@ -163,6 +181,7 @@ def json_lines(points: list[Point], peak_gflops: float, machine: dict, series: l
                 "disturbed_rounds_retimed": m.disturbed,
                 "fraction_of_peak": None if gflops is None else gflops / peak_gflops,
                 "ratio_bptt_over": None if name == "bptt" else p.ratio(name),
+                "ratio_quartiles": None if name == "bptt" else p.ratio_quartiles(name),
             })
         for name, why in p.skipped.items():
             rows.append({"kind": "skipped", **base, "contender": name, "reason": why})

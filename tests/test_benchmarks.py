@@ -113,7 +113,10 @@ def test_a_ratio_pairs_the_rates_of_the_same_round():
     torch = timing.Measurement("torch", 10.0, [10.0, 10.0, 40.0], 1, 1.0)
     point = report.Point(Config("rnn", 100, 1), {"bptt": bptt, "torch": torch})
     assert point.ratio("torch") == pytest.approx(1.0)
-    assert report.grid_table([point], 100.0).count("| 1.00× |") == 1
+    # the quartiles of the rounds' ratios 0.5, 1, 3 (statistics.quantiles, exclusive method)
+    assert point.ratio_quartiles("torch") == pytest.approx((0.5, 3.0))
+    assert report.grid_table([point], 100.0).count("| 1.00× (0.50–3.00) |") == 1
+    assert point.ratio_quartiles("jax") is None and point.ratio("jax") is None
 
 
 def test_a_contender_not_measured_shows_a_dash_and_no_ratio():
