@@ -110,10 +110,10 @@ def test_a_stopped_loop_keeps_a_checkpoint_of_its_last_step(tmp_path):
 
 
 def _tensors(directory):
+    """(tensors, metadata) of a run's train state."""
     from bptt.checkpoint import read_safetensors
 
-    tensors, meta = read_safetensors(directory / tasks.STATE_FILE)
-    return tensors, meta
+    return read_safetensors(directory / tasks.STATE_FILE)
 
 
 @pytest.mark.parametrize(("task", "dtype"), [("tweets", "float32"), ("adding", "float64")])
@@ -135,11 +135,13 @@ def test_a_resumed_run_is_bit_identical_to_one_never_stopped(tmp_path, task, dty
     for key in a:
         assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
     assert meta_a["rng"] == meta_b["rng"] and meta_a["estimator"] == meta_b["estimator"]
-    drop = [{k: v for k, v in row.items() if k != "seqs_per_sec"} for row in straight.history]
+    never_stopped = [{k: v for k, v in row.items() if k != "seqs_per_sec"}
+                     for row in straight.history]
     # the training loss of the first eval after the resume averages only the steps since
     # the resume (as for a run on text); the validation columns are the same numbers
-    again = [{k: v for k, v in row.items() if k != "seqs_per_sec"} for row in resumed.history]
-    for x, y in zip(drop, again, strict=True):
+    after_resume = [{k: v for k, v in row.items() if k != "seqs_per_sec"}
+                    for row in resumed.history]
+    for x, y in zip(never_stopped, after_resume, strict=True):
         assert x["step"] == y["step"]
         assert {k: v for k, v in x.items() if not k.startswith("train")} == \
                {k: v for k, v in y.items() if not k.startswith("train")}
