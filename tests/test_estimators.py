@@ -187,6 +187,55 @@ def test_a_restored_training_state_goes_on_as_the_fit_would_have(tweets):
             small(cls, cell="lstm", dtype="float32")._restore_train_state(copy, meta)
 
 
+def test_the_flat_update_is_the_per_key_update_to_the_last_bit(tweets, monkeypatch):
+    """Training updates one flat buffer (bptt.flat) instead of looping over params_'s keys:
+    the same arithmetic element by element, so the same weights bit for bit."""
+    from bptt import heads, optim
+    from bptt.estimators import _batch
+
+    def per_key_step(self, x, n, targets, rows):  # the update written key by key
+        inputs, lengths, y = _batch(x, n, targets, rows, self.per_step)
+        result = heads.backprop(self.params_, inputs, y, self._head, lengths)
+        norm = optim.global_norm(result.grads)
+        optim.clip_by_global_norm(result.grads, float(self.clip_norm), norm=norm)
+        self._optimizer.update(self.params_, result.grads, self._opt_state)
+        self.n_steps_ += 1
+        return result.loss, len(rows)
+
+    X, y = as_list(tweets), tweets.y
+    for optimizer in ("adam", "adagrad", "momentum"):
+        flat_fit = small(bptt.SequenceClassifier, optimizer=optimizer, clip_norm=0.5,
+                         dtype="float32").fit(X, y)
+        buffer = flat_fit._flat.params["flat"]
+        assert all(np.shares_memory(v, buffer) for v in flat_fit.params_.values())
+        with monkeypatch.context() as patch:
+            patch.setattr(bptt.SequenceClassifier, "_step", per_key_step)
+            keyed = small(bptt.SequenceClassifier, optimizer=optimizer, clip_norm=0.5,
+                          dtype="float32").fit(X, y)
+        for key, value in keyed.params_.items():
+            assert np.array_equal(flat_fit.params_[key], value), (optimizer, key)
+        assert flat_fit.loss_curve_ == keyed.loss_curve_
+
+
+def test_a_copied_estimator_trains_its_own_copy(tweets):
+    """Copies (pickle, deepcopy) hold plain arrays, no views: the buffers are made again, and
+    the copy goes on exactly as the original does."""
+    import copy
+    import pickle
+
+    X, y = as_list(tweets), tweets.y
+    original = small(bptt.SequenceClassifier).fit(X, y)
+    copies = [pickle.loads(pickle.dumps(original)), copy.deepcopy(original)]
+    assert "_flat" not in pickle.loads(pickle.dumps(original)).__dict__
+    original.partial_fit(X, y)
+    for other in copies:
+        before = {k: v.copy() for k, v in other.params_.items()}
+        other.partial_fit(X, y)
+        for key, value in original.params_.items():
+            assert np.array_equal(other.params_[key], value), key
+            assert not np.array_equal(before[key], value), key  # it did train
+
+
 def test_get_params_and_set_params_follow_scikit_learn():
     clf = bptt.SequenceClassifier(hidden_size=7, random_state=3)
     params = clf.get_params()

@@ -114,3 +114,19 @@ def test_memory_alignment_does_not_change_a_bit():
             assert np.array_equal(again.grads[key], first.grads[key]), (key, shift)
         norm = optim.global_norm(again.grads)
         assert norm == optim.global_norm(first.grads)
+
+
+def test_a_copied_workspace_owns_its_params_no_more():
+    # pickle / deepcopy keep the dict's entries and the views the same objects, but each is
+    # then an array of its own: the copy must not be taken for packed views of one buffer
+    import copy
+    import pickle
+
+    params = bptt.init_params("gru", 4, 3, 4, rng=np.random.default_rng(0), dtype=np.float32)
+    workspace = models.Workspace(params)
+    assert workspace.owns(params)
+    for clone in (pickle.loads(pickle.dumps((workspace, params))), copy.deepcopy((workspace,
+                                                                                   params))):
+        copied_workspace, copied_params = clone
+        assert copied_params["Whh"] is copied_workspace._param_views["Whh"]
+        assert not copied_workspace.owns(copied_params)

@@ -52,11 +52,11 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from bptt import checkpoint, heads, models, ops, optim
+from bptt import checkpoint, flat, heads, models, ops, optim
 from bptt.cells import CELLS
 from bptt.errors import BpttError, CheckpointError
 
@@ -182,6 +182,16 @@ def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.
 # ----------------------------------------------------------------------------
 # the shared estimator
 # ----------------------------------------------------------------------------
+
+
+class _Flat(NamedTuple):
+    """An estimator's training buffers (see :meth:`_SequenceEstimator._flat_buffers`)."""
+
+    params: dict[str, np.ndarray]  # {"flat": buffer}, of which params_ holds the views
+    views: dict[str, np.ndarray]  # the views put into params_
+    grads: dict[str, np.ndarray]  # {"flat": buffer} for the gradients
+    grad_views: dict[str, np.ndarray]  # its views, keyed like params_
+    state: dict[str, Any]  # the optimizer's state, one buffer per slot (optim.pack_state)
 
 
 class _SequenceEstimator:
@@ -423,12 +433,40 @@ class _SequenceEstimator:
                 f"training diverged at step {self.n_steps_ + 1}: the loss or a gradient is NaN "
                 "or inf; lower lr or set clip_norm"
             )
+        # the update on one flat buffer each (bptt.flat): a few vector operations instead of
+        # a loop over the keys, the same arithmetic element by element
+        packed = self._flat_buffers()
+        for key, g in result.grads.items():
+            np.copyto(packed.grad_views[key], g)
         if self.clip_norm is not None:
-            optim.clip_by_global_norm(result.grads, float(self.clip_norm), norm=norm)
-        self._optimizer.update(self.params_, result.grads, self._opt_state)
+            optim.clip_by_global_norm(packed.grads, float(self.clip_norm), norm=norm)
+        self._optimizer.update(packed.params, packed.grads, packed.state)
         self.n_steps_ += 1
         predictions = int(n[rows].sum()) if self.per_step else len(rows)
         return result.loss, predictions
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the training buffers: they only hold what params_ and the
+        optimizer's state hold, and are made again on the next step."""
+        state = self.__dict__.copy()
+        state.pop("_flat", None)
+        return state
+
+    def _flat_buffers(self) -> _Flat:
+        """params_, its gradients and the optimizer's state, each laid out in one flat buffer
+        (params_ and the state's slots then hold views of them).  Made again whenever
+        params_ is no longer the dict of views it was packed into (a new fit, a load, a
+        restored state, a copy: copied views are views no more)."""
+        packed = getattr(self, "_flat", None)
+        if packed is None or not flat.is_packed(self.params_, packed.views):
+            layout = flat.layout_of(self.params_, list(self.params_))
+            params_flat, views = flat.pack(self.params_, layout)
+            grads_flat = np.zeros(layout.size, dtype=layout.dtype)
+            packed = self._flat = _Flat(
+                {flat.FLAT_KEY: params_flat}, views, {flat.FLAT_KEY: grads_flat},
+                flat.views(grads_flat, layout), optim.pack_state(self._opt_state, layout),
+            )
+        return packed
 
     # -- predicting -------------------------------------------------------------
 

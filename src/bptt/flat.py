@@ -68,5 +68,10 @@ def pack(arrays: dict[str, np.ndarray], layout: Layout) -> tuple[np.ndarray, dic
 
 
 def is_packed(arrays: Mapping[str, np.ndarray], named: Mapping[str, np.ndarray]) -> bool:
-    """True when every entry of ``arrays`` is still the very view :func:`pack` put there."""
-    return len(arrays) == len(named) and all(arrays.get(k) is v for k, v in named.items())
+    """True when every entry of ``arrays`` is still the very view :func:`pack` put there, and
+    a view of one buffer still (a copy of the dict and its views together — pickle,
+    deepcopy — keeps the entries the same objects, but each is then an array of its own)."""
+    if len(arrays) != len(named) or not all(arrays.get(k) is v for k, v in named.items()):
+        return False
+    bases = {id(v.base) for v in named.values()}
+    return len(bases) == 1 and next(iter(named.values())).base is not None
