@@ -122,6 +122,18 @@ def test_sigmoid_is_the_logistic_function_without_masks(rng):
     assert ops.sigmoid_forward(a, out=out) is out
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
+def test_any_outside_finds_an_integer_below_0_or_at_n_and_above(dtype):
+    inside = np.array([[0, 3], [6, 2]], dtype=dtype)
+    assert not ops.any_outside(inside, 7) and ops.any_outside(inside, 6)
+    assert not ops.any_outside(inside[:, :0], 1)  # empty
+    assert not ops.any_outside(inside[:, ::-1].T, 7)  # strided
+    if np.dtype(dtype).kind == "i":
+        below = inside.copy()
+        below[1, 0] = -1
+        assert ops.any_outside(below, 7) and ops.any_outside(below.T, 100)
+
+
 def _rows_in_order(upstream, ids, D):
     """Σ of the rows of each id, added one row after another in order (float32 like them)."""
     H = upstream.shape[-1]

@@ -178,11 +178,10 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
     if x.ndim == 2:
         if x.dtype.kind not in "iu":
             raise BpttError(f"inputs of shape {x.shape} must be integer token ids, got {x.dtype}")
-        low, high = ops.value_range(x)
-        if x.size and (low < 0 or high >= shapes.D):
+        if ops.any_outside(x, shapes.D):
+            bad = int(x.max()) if x.max() >= shapes.D else int(x.min())
             raise BpttError(
-                f"inputs holds token id {int(high) if high >= shapes.D else int(low)}"
-                f" outside [0, {shapes.D}) (input_size D = {shapes.D})"
+                f"inputs holds token id {bad} outside [0, {shapes.D}) (input_size D = {shapes.D})"
             )
     elif x.ndim == 3:
         if x.shape[2] != shapes.D:
@@ -204,8 +203,7 @@ def check_targets(targets: Any, T: int, B: int, V: int) -> np.ndarray:
         raise BpttError(f"targets has shape {y.shape}, expected (T, B) = {(T, B)}")
     if y.dtype.kind not in "iu":
         raise BpttError(f"targets must be integer labels, got dtype {y.dtype}")
-    low, high = ops.value_range(y)
-    if low < 0 or high >= V:
+    if ops.any_outside(y, V):
         raise BpttError(f"targets holds a label outside [0, {V}) (output_size V = {V})")
     return y
 

@@ -15,7 +15,6 @@ is a (…, n) array, so ``W x`` is written ``x @ W.T``.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
@@ -24,12 +23,15 @@ import numpy as np
 # ----------------------------------------------------------------------------
 
 
-def value_range(x: np.ndarray) -> tuple[Any, Any]:
-    """(min, max) of a non-empty array, by the ufuncs' own reductions (x.min() and x.max()
-    add a Python layer that a training step on a tiny problem feels).  Empty: (0, 0)."""
+def any_outside(x: np.ndarray, n: int) -> bool:
+    """True when some integer of ``x`` lies outside [0, n): ONE max over x read as unsigned
+    (a negative integer, so read, is larger than any n), by the ufunc's own reduction
+    (x.max() adds a Python layer that a training step on a tiny problem feels)."""
     if not x.size:
-        return 0, 0
-    return np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)
+        return False
+    if x.dtype.kind == "i":
+        x = x.view(x.dtype.str.replace("i", "u"))
+    return bool(np.maximum.reduce(x, axis=None) >= n)
 
 
 def log_softmax(y: np.ndarray) -> np.ndarray:

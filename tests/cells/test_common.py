@@ -29,12 +29,13 @@ def test_input_projection_of_ids_is_the_one_hot_product_with_the_bias(W_b, rng, 
     np.testing.assert_array_equal(common.input_projection(W, ids), W.T[ids])
 
 
+@pytest.mark.parametrize("bad", [-1, 9])  # D = 9: one below, one past the vocabulary
 @pytest.mark.parametrize("T", [2, 20])
-def test_input_projection_raises_on_an_id_outside_the_vocabulary(W_b, T):
+def test_input_projection_raises_on_an_id_outside_the_vocabulary(W_b, T, bad):
     W, b = W_b
     ids = np.zeros((T, 1), dtype=np.int64)
-    ids[-1] = W.shape[1]
-    with pytest.raises(IndexError):
+    ids[-1] = bad
+    with pytest.raises(IndexError, match=r"token id outside \[0, 9\)"):
         common.input_projection(W, ids, b, np.empty((T, 1, W.shape[0]), np.float32))
 
 
@@ -51,12 +52,13 @@ def test_input_columns_are_the_rows_transposed(W_b, rng, B, dense):
     np.testing.assert_allclose(got, rows.transpose(0, 2, 1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bad", [-1, 9])
 @pytest.mark.parametrize("B", [1, 3])
-def test_input_columns_raise_on_an_id_outside_the_vocabulary(W_b, B):
+def test_input_columns_raise_on_an_id_outside_the_vocabulary(W_b, B, bad):
     W, b = W_b
     ids = np.zeros((3, B), dtype=np.int64)
-    ids[1, -1] = W.shape[1]
-    with pytest.raises(IndexError):
+    ids[1, -1] = bad
+    with pytest.raises(IndexError, match=r"token id outside \[0, 9\)"):
         common.input_columns(W, ids, b, np.empty((3, W.shape[0], B), np.float32))
 
 

@@ -180,6 +180,12 @@ def is_token_ids(inputs: np.ndarray) -> bool:
     return inputs.ndim == 2
 
 
+def check_ids(ids: np.ndarray, D: int) -> None:
+    """IndexError unless every token id is in [0, D) (a gather must never wrap or clip one)."""
+    if ops.any_outside(ids, D):
+        raise IndexError(f"token id outside [0, {D})")
+
+
 def input_projection(
     W: np.ndarray,
     inputs: np.ndarray,
@@ -196,13 +202,13 @@ def input_projection(
     """
     G, D = W.shape
     if is_token_ids(inputs):
-        # (take raises IndexError for an id >= D; ids < 0 are refused before, by check_inputs)
+        check_ids(inputs, D)
         if bias is not None and inputs.size < D:
-            rows = W.T.take(inputs, axis=0, out=out)
+            rows = W.T.take(inputs, axis=0, out=out, mode="clip")  # (ids checked above)
             rows += bias
             return rows
         table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
-        return table.take(inputs, axis=0) if out is None else table.take(inputs, axis=0, out=out)
+        return table.take(inputs, axis=0, out=out, mode="clip")
     T, B = inputs.shape[:2]
     if out is None:
         out = np.empty((T, B, G), dtype=W.dtype)
@@ -252,10 +258,8 @@ def input_columns(
         input_projection(W, inputs, bias, out.reshape(T, 1, G))
         return out
     if is_token_ids(inputs):
+        check_ids(inputs, D)
         table = W if bias is None else np.add(W, bias[:, None])
-        low, high = ops.value_range(inputs)
-        if inputs.size and (low < 0 or high >= D):
-            raise IndexError(f"token id outside [0, {D})")
         for t in range(T):
             table.take(inputs[t], axis=1, out=out[t], mode="clip")  # ids checked above
         return out
