@@ -371,3 +371,28 @@ def test_flatten_unflatten_state_round_trip():
 def test_unflatten_state_rejects_names_without_slot():
     with pytest.raises(CheckpointError, match=r"slot\.key"):
         unflatten_state({"nodot": np.zeros(1)})
+
+
+def test_checkpoint_tensors_round_trip_in_canonical_order():
+    import bptt
+    from bptt import optim
+
+    params = bptt.init_params("lstm", 3, 4, 5, rng=np.random.default_rng(0))
+    adam = optim.make_optimizer("adam", 1e-3)
+    state = adam.init_state(params)
+    adam.update(params, {k: np.ones_like(v) for k, v in params.items()}, state)
+    tensors = optim.checkpoint_tensors(params, state)
+    assert set(tensors) == {f"param.{k}" for k in params} | {
+        f"opt.{slot}.{k}" for slot in ("m", "v") for k in params} | {"opt.step.t"}
+    shuffled = dict(sorted(tensors.items()))  # a file gives its tensors sorted by name
+    back, back_state = optim.from_checkpoint_tensors(shuffled, adam, "lstm")
+    assert list(back) == list(params)  # the network's order again, not the file's
+    for key, value in params.items():
+        assert np.array_equal(back[key], value)
+        assert np.array_equal(back_state["v"][key], state["v"][key])
+    assert int(back_state["step"]["t"]) == 1
+    with pytest.raises(BpttError, match="cell='gru' but params are those of a 'lstm'"):
+        optim.from_checkpoint_tensors(shuffled, adam, "gru")
+    del shuffled["opt.m.Whh"]
+    with pytest.raises(CheckpointError):
+        optim.from_checkpoint_tensors(shuffled, adam)

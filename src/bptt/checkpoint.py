@@ -369,9 +369,7 @@ def model_meta(params: Mapping[str, np.ndarray], vocab: list[str] | None,
 
     shapes = models.check_params(dict(params))
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": "model",
+        **header("model"),
         "model": {
             "cell": shapes.cell,
             "num_layers": shapes.L,
@@ -399,6 +397,18 @@ def save_model(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
         target = target / MODEL_FILE
     write_safetensors_atomic(target, params, model_meta(params, vocab, config or {}, step))
     return target
+
+
+def header(kind: str) -> dict[str, Any]:
+    """The first keys of every bptt file's metadata, what :func:`check_format` reads."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind}
+
+
+def generator(state: Mapping[str, Any]) -> np.random.Generator:
+    """A numpy Generator put back in a saved ``bit_generator.state`` (a train state's "rng")."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
 
 
 def check_format(file: Path, meta: Mapping[str, Any], kind: str) -> None:

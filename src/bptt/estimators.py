@@ -507,8 +507,7 @@ class _SequenceEstimator:
         and the optimizer's state as tensors ("param.*", "opt.*"), the random generator and
         the counters as JSON-able metadata."""
         self._check_fitted()
-        tensors = {f"param.{k}": v for k, v in self.params_.items()}
-        tensors.update({f"opt.{k}": v for k, v in optim.flatten_state(self._opt_state).items()})
+        tensors = optim.checkpoint_tensors(self.params_, self._opt_state)
         meta = {
             "rng": self._rng.bit_generator.state,
             "n_features_in": self.n_features_in_,
@@ -524,11 +523,14 @@ class _SequenceEstimator:
         constructor arguments: the next ``partial_fit`` then does what the saved one's would
         have, to the last bit.  A state that does not fit raises CheckpointError."""
         self._validate_params()
-        params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
+        optimizer = optim.make_optimizer(self.optimizer, float(self.lr))
         try:
-            shapes = models.check_params(params, self.cell)
+            params, opt_state = optim.from_checkpoint_tensors(tensors, optimizer, self.cell)
         except BpttError as exc:
+            if isinstance(exc, CheckpointError):  # (the optimizer's state: it says what is wrong)
+                raise
             raise CheckpointError(f"the saved weights do not fit this estimator: {exc}") from None
+        shapes = models.check_params(params)
         have = (shapes.H, shapes.L, shapes.D)
         want = (int(self.hidden_size), int(self.num_layers), int(meta["n_features_in"]))
         if have != want:
@@ -538,16 +540,10 @@ class _SequenceEstimator:
             )
         if params["Whh"].dtype != DTYPES[self.dtype]:
             raise CheckpointError(f"the saved weights are {params['Whh'].dtype}, not {self.dtype}")
-        self.params_ = models.canonical_order(params)
+        self.params_, self._optimizer, self._opt_state = params, optimizer, opt_state
         self.n_features_in_ = want[2]
         self._restore_extra(meta)
-        self._optimizer = optim.make_optimizer(self.optimizer, float(self.lr))
-        self._opt_state = optim.unflatten_state(
-            {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
-        )
-        self._optimizer.check_state(self.params_, self._opt_state)
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = meta["rng"]
+        self._rng = checkpoint.generator(meta["rng"])
         self.n_iter_ = int(meta["n_iter"])
         self.n_steps_ = int(meta["n_steps"])
         self.loss_curve_ = [float(v) for v in meta["loss_curve"]]

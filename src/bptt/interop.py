@@ -339,9 +339,7 @@ def export_meta(
 ) -> dict[str, Any]:
     """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings."""
     return {
-        "format": checkpoint.FORMAT,
-        "format_version": checkpoint.FORMAT_VERSION,
-        "kind": KIND,
+        **checkpoint.header(KIND),
         "model": model_config(params),
         "vocab": vocab,
         "config": dict(config or {}),

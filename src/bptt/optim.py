@@ -398,6 +398,32 @@ def unflatten_state(flat: Mapping[str, np.ndarray]) -> State:
     return state
 
 
+def checkpoint_tensors(params: Params, state: State) -> dict[str, np.ndarray]:
+    """A run's parameters and optimizer state as the tensors of one train-state file:
+    "param.<key>" and "opt.<slot>.<key>" (the arrays themselves, not copies)."""
+    tensors = {f"param.{k}": v for k, v in params.items()}
+    tensors.update({f"opt.{k}": v for k, v in flatten_state(state).items()})
+    return tensors
+
+
+def from_checkpoint_tensors(
+    tensors: Mapping[str, np.ndarray], optimizer: Optimizer, cell: str | None = None
+) -> tuple[dict[str, np.ndarray], State]:
+    """Invert :func:`checkpoint_tensors`: the parameters (checked, in the network's
+    canonical order) and the state of ``optimizer`` (checked against them).  BpttError
+    (CheckpointError for the state) when they do not fit together."""
+    from bptt import models  # deferred: the optimizers know nothing of networks otherwise
+
+    params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
+    models.check_params(params, cell)
+    params = models.canonical_order(params)
+    state = unflatten_state(
+        {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
+    )
+    optimizer.check_state(params, state)
+    return params, state
+
+
 # --------------------------------------------------------------------------
 # state in flat buffers (the training loop's fast path)
 # --------------------------------------------------------------------------

@@ -324,8 +324,7 @@ def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
         data = TaskData(config)
         estimator = _estimator(config, data)
         estimator._restore_train_state(tensors, meta["estimator"])
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
+        rng = checkpoint.generator(meta["rng"])
         step, history = int(meta["step"]), list(meta["history"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, BpttError):  # (a BpttError is a ValueError: it says what is wrong)
@@ -428,9 +427,8 @@ def save(run: TaskRun) -> Path:
     state with old weights), then DIR/model.safetensors (the estimator, with the task, step
     and history) and metrics.csv.  Returns the model's path."""
     tensors, estimator_state = run.estimator._train_state()
-    meta = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-            "kind": STATE_KIND, "task_config": run.config.to_dict(), "step": run.step,
-            "history": run.history, "rng": run.rng.bit_generator.state,
+    meta = {**checkpoint.header(STATE_KIND), "task_config": run.config.to_dict(),
+            "step": run.step, "history": run.history, "rng": run.rng.bit_generator.state,
             "estimator": estimator_state}
     checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, meta)
     info = {"task": run.config.task, "length": run.config.length, "step": run.step,

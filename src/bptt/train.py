@@ -509,9 +509,7 @@ def _state_tensors(state: models.State) -> dict[str, np.ndarray]:
 
 def _train_meta(run: Run) -> dict[str, Any]:
     return {
-        "format": checkpoint.FORMAT,
-        "format_version": checkpoint.FORMAT_VERSION,
-        "kind": "train_state",
+        **checkpoint.header("train_state"),
         "config": run.config.to_dict(),
         "vocab": run.vocab.to_list(),
         "corpus": run.corpus,
@@ -524,8 +522,7 @@ def _train_meta(run: Run) -> dict[str, Any]:
 
 def save(run: Run) -> None:
     """Write the checkpoint (train state first, then the model), metrics.csv and loss.png."""
-    tensors = {f"param.{k}": v for k, v in run.params.items()}
-    tensors.update({f"opt.{k}": v for k, v in optim.flatten_state(run.opt_state).items()})
+    tensors = optim.checkpoint_tensors(run.params, run.opt_state)
     tensors.update(_state_tensors(run.state))
     checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, _train_meta(run))
     checkpoint.save_model(run.out_dir, run.params, run.vocab.to_list(), run.config.to_dict(),
@@ -600,16 +597,9 @@ def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int
         _, train_ids, val_ids = prepare_text(text, config, vocab)
         batches = StreamBatcher(train_ids, config.batch, config.seq_len)
         batches.load_state_dict(meta["data"])
-        params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
-        models.check_params(params, config.cell)
-        params = models.canonical_order(params)
         optimizer = optim.make_optimizer(config.optimizer, config.lr)
-        opt_state = optim.unflatten_state(
-            {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}
-        )
-        optimizer.check_state(params, opt_state)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
+        params, opt_state = optim.from_checkpoint_tensors(tensors, optimizer, config.cell)
+        rng = checkpoint.generator(meta["rng"])
         carried = [tensors[f"carry.{i}"] for i in range(2) if f"carry.{i}" in tensors]
         state = None if not carried else carried[0] if len(carried) == 1 else tuple(carried)
         step, history = int(meta["step"]), list(meta["history"])
