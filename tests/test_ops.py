@@ -172,3 +172,14 @@ def test_embedding_backward_of_a_small_vocabulary_is_the_one_hot_product(rng, D,
     np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5)
     # the same sizes give the same bits on every call
     np.testing.assert_array_equal(ops.embedding_backward(upstream, ids, D), got)
+
+
+def test_sigmoid_slope_is_the_derivative_of_sigma_from_its_output(rng):
+    a = rng.normal(size=(4, 5)) * 3
+    out = np.empty_like(a)
+    got = ops.sigmoid_slope(ops.sigmoid_forward(a), out=out)
+    assert got is out
+    # ∂σ/∂a against central differences: Σ (∂σ/∂a) ⊙ 1 is the gradient of Σ σ(a)
+    numeric = fd(lambda: float(ops.sigmoid_forward(a).sum()), a)
+    assert relative_error(got, numeric) < 1e-8
+    np.testing.assert_array_equal(got, ops.sigmoid_backward(np.ones_like(a), ops.sigmoid_forward(a)))

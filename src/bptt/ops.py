@@ -153,6 +153,14 @@ def sigmoid_backward(dJ_ds: np.ndarray, s: np.ndarray) -> np.ndarray:
     return dJ_ds * s * (1 - s)
 
 
+def sigmoid_slope(s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """∂s/∂a = s (1 − s) for s = σ(a), from the output, written into ``out`` (the cells'
+    sweeps compute it for every step at once, without temporaries)."""
+    np.subtract(1, s, out=out)
+    out *= s
+    return out
+
+
 # ----------------------------------------------------------------------------
 # embedding: token ids stand for one-hot x_t, so W x_t is a column gather
 # ----------------------------------------------------------------------------

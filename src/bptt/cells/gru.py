@@ -330,10 +330,10 @@ def sequence_backward(
     np.multiply(n, n, out=dh_dan)
     np.subtract(1, dh_dan, out=dh_dan)
     dh_dan *= np.subtract(1, z, out=scratch)
-    _sigmoid_slope(r, out=dh_da[:, 1])
+    ops.sigmoid_slope(r, out=dh_da[:, 1])
     dh_da[:, 1] *= a_hn
     dh_da[:, 1] *= dh_dan
-    _sigmoid_slope(z, out=dh_da[:, 2])
+    ops.sigmoid_slope(z, out=dh_da[:, 2])
     dh_da[:, 2] *= np.subtract(hs[:-1], n, out=scratch)
     np.multiply(dh_dan, r, out=dh_da[:, 3])
     dh_da[:, 4] = z
@@ -373,13 +373,6 @@ def sequence_backward(
     dJ_dh0 = Whh_T @ common.sum_ages(dJ_da_hh[:, :1])[0] + common.sum_ages(direct[:, :1])[0]
     grads, dJ_dx = _weight_grads(p, cache, dJ_da_ih, dJ_da_hh, need_dx, work, grads_out)
     return Backward(grads, dJ_dx, (dJ_dh0.T.copy(),), dJ_dh.transpose(0, 1, 3, 2))
-
-
-def _sigmoid_slope(s: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """∂s/∂a = s (1 − s) for s = σ(a), from the output."""
-    np.subtract(1, s, out=out)
-    out *= s
-    return out
 
 
 def final_state(cache: Cache) -> tuple[np.ndarray, ...]:

@@ -363,8 +363,7 @@ def _local_partials(
     i, f, g, o = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
     dh, dc = dh_da_o_c, dc_dc_a_ifg
     # ∂σ/∂a = σ (1 − σ) for all four blocks at once (the g block's is not used)
-    np.subtract(1, gates, out=slope)
-    slope *= gates
+    ops.sigmoid_slope(gates, out=slope)
     np.multiply(slope[:, 3 * H :], tanh_c, out=dh[:, 0])
     np.multiply(tanh_c, tanh_c, out=dh[:, 1])
     np.subtract(1, dh[:, 1], out=dh[:, 1])
