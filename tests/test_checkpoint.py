@@ -55,6 +55,21 @@ def test_round_trip_is_bit_exact_and_keeps_dtypes(tmp_path: Path):
         assert loaded[name].flags.writeable, name
 
 
+def test_read_metadata_gives_the_meta_alone(tmp_path: Path):
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    assert checkpoint.read_metadata(path) == META
+
+
+@pytest.mark.parametrize("keep", [5, 20, -1])
+def test_read_metadata_validates_the_file_as_read_safetensors_does(tmp_path: Path, keep: int):
+    path = tmp_path / "cut.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(CheckpointError, match="not a bptt checkpoint"):
+        checkpoint.read_metadata(path)
+
+
 def test_non_contiguous_arrays_are_saved_by_value(tmp_path: Path):
     path = tmp_path / "t.safetensors"
     base = np.arange(12.0).reshape(3, 4)

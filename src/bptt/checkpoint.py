@@ -195,6 +195,13 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
     return _load_tensors(file, data), _parse_meta(file, header)
 
 
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``bptt`` metadata of a checkpoint, validated as :func:`read_safetensors` validates
+    the whole file (its header and tensor table), without reading the tensors."""
+    file = Path(path)
+    return _parse_meta(file, _read_checked(file, with_data=False)[1])
+
+
 def read_any_safetensors(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
@@ -222,8 +229,10 @@ def _bad(file: Path, what: str) -> CheckpointError:
     return CheckpointError(f"{file} is not a bptt checkpoint file ({what}).")
 
 
-def _read_checked(file: Path) -> tuple[bytes, dict[str, Any]]:
-    """Return (all bytes, parsed header) of ``file``, validating the header before the data."""
+def _read_checked(file: Path, with_data: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """Return (all bytes, parsed header) of ``file``, validating the header before the data.
+
+    with_data=False: only the header is read (the bytes returned are empty)."""
     if not file.exists():
         raise CheckpointError(f"checkpoint {file} does not exist; check the path.")
     if file.is_dir():
@@ -235,6 +244,8 @@ def _read_checked(file: Path) -> tuple[bytes, dict[str, Any]]:
             header_len = _check_prefix(file, prefix, size)
             header = _parse_header(file, handle.read(header_len))
             _check_tensors(file, header, size - 8 - header_len)
+            if not with_data:
+                return b"", header
             handle.seek(0)
             data = handle.read()
     except OSError as exc:

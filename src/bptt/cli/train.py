@@ -335,7 +335,7 @@ def _saved_meta(directory: Path) -> dict:
     file = directory / train.STATE_FILE
     if not file.exists():
         raise BpttError(f"{directory} holds no {train.STATE_FILE} to resume from")
-    return checkpoint.read_safetensors(file)[1]
+    return checkpoint.read_metadata(file)  # the tensors are read once, by the resume itself
 
 
 def _loop(run_: train.Run, quiet: bool) -> int:
