@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -68,9 +69,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(exc))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except MemoryError:
+        fail("not enough memory for a model and data of these sizes; lower --hidden, "
+             "--layers, --batch or --seq-len")
     except KeyboardInterrupt:
         sys.stderr.write("bptt: interrupted\n")
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (bptt sample | head): not an error
+        _drop_stdout()
         return 0
+    except OSError as exc:  # the system refused a write: a full disk, or a full stdout
+        _flush_or_drop_stdout()
+        reason = exc.strerror or str(exc)
+        fail(f"{reason}: {exc.filename}" if exc.filename else f"cannot write the output: {reason}")
     return 0
+
+
+def _flush_or_drop_stdout() -> None:
+    """Flush what is buffered for standard output; if it cannot take it (/dev/full), drop it,
+    so that Python's flush at exit does not fail again with a traceback."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device: nothing more is written to a closed or
+    full one (Python's own advice for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
