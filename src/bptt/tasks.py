@@ -212,6 +212,7 @@ class TaskConfig:
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BpttError(f"{name} must be an integer >= 1, got {value!r}")
+        train.check_sizes(config.hidden, config.layers)
         for name in ("lr", "clip_norm"):
             value = getattr(config, name)
             if value is not None and (not math.isfinite(value) or value <= 0):

@@ -115,8 +115,7 @@ class TrainConfig:
             raise BpttError(f"unknown errors policy {self.errors!r}: choose strict or replace")
         if self.unk is not None:
             check_unk(self.unk)
-        if self.hidden > 65536 or self.layers > 64 or self.seq_len > 1_000_000:
-            raise BpttError("hidden, layers or seq_len is unreasonably large for this machine")
+        check_sizes(self.hidden, self.layers, self.seq_len)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +138,19 @@ class TrainConfig:
         for key, value in values.items():
             merged[key] = _coerce(key, value, cls().__dict__[key], known[key].type)
         return cls(**merged).validate()
+
+
+MAX_HIDDEN, MAX_LAYERS, MAX_SEQ_LEN = 65536, 64, 1_000_000
+
+
+def check_sizes(hidden: int, layers: int, seq_len: int = 1) -> None:
+    """Refuse a network no machine this runs on could hold (BpttError), before any memory
+    is taken for it; sizes below these bounds that do not fit end in a MemoryError."""
+    if hidden > MAX_HIDDEN or layers > MAX_LAYERS or seq_len > MAX_SEQ_LEN:
+        raise BpttError(
+            f"hidden, layers or seq_len is unreasonably large for this machine (at most "
+            f"{MAX_HIDDEN}, {MAX_LAYERS} and {MAX_SEQ_LEN:,})"
+        )
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
