@@ -175,8 +175,9 @@ def test_read_text_can_replace_undecodable_bytes(tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes(b"caf\xe9 \xf0\x9f\x98\x80")
     assert read_text(path, errors="replace") == "caf\ufffd 😀"
-    with pytest.raises(DataError, match=r"at byte 3 .*--errors replace"):
+    with pytest.raises(DataError, match=r"at byte 3 ") as error:
         read_text(path)
+    assert "--errors" not in str(error.value)  # a flag of bptt train, which reads via corpus
 
 
 def test_vocab_encode_unk_for_the_in_memory_path():

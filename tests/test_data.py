@@ -16,6 +16,7 @@ from bptt.data import (
     StreamBatcher,
     Vocab,
     builtin_corpus,
+    check_unk,
     read_text,
     split_train_val,
 )
@@ -88,6 +89,21 @@ def test_read_text_invalid_utf8_names_byte_offset(tmp_path: Path):
     path.write_bytes(data)
     with pytest.raises(DataError, match=r"not valid UTF-8 at byte 1234\b"):
         read_text(path)
+
+
+def test_read_text_invalid_utf8_offers_no_flag_of_a_command(tmp_path: Path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\u00e9".encode("latin-1"))
+    with pytest.raises(DataError) as error:
+        read_text(path)
+    assert str(error.value).endswith("convert it to UTF-8 first (e.g. iconv -t UTF-8).")
+
+
+@pytest.mark.parametrize("unk", ["\udcff", "\ud800"])
+def test_unk_must_have_a_utf8_form(unk: str):
+    with pytest.raises(BpttError, match="not a Unicode character"):
+        check_unk(unk)
+    assert check_unk("\ufffd") == "\ufffd"
 
 
 def test_read_text_invalid_utf8_offset_counts_the_bom(tmp_path: Path):

@@ -267,7 +267,9 @@ def _decode_blocks(file: Path, errors: str, hasher: Any,
                 text, used = codecs.utf_8_decode(buffer, errors, final)
             except UnicodeDecodeError as exc:
                 bad = start + exc.start
-                raise DataError(undecodable_message(file, bad, buffer[exc.start])) from exc
+                raise DataError(
+                    undecodable_message(file, bad, buffer[exc.start], "--errors replace")
+                ) from exc
             buffer, start = buffer[used:], start + used
             if block:
                 on_bytes(len(block))

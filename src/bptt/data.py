@@ -120,12 +120,15 @@ def check_errors(errors: str) -> str:
     return errors
 
 
-def undecodable_message(file: Path, offset: int, byte: int) -> str:
-    """The one sentence for a file that is not valid UTF-8 at byte ``offset``."""
+def undecodable_message(file: Path, offset: int, byte: int, replace_hint: str = "") -> str:
+    """The one sentence for a file that is not valid UTF-8 at byte ``offset``.
+
+    replace_hint: how the caller's user reads such bytes as U+FFFD instead (the flag of a
+    command that has one, e.g. "--errors replace"); empty: no such way is offered."""
+    hint = f", or pass {replace_hint} to read such bytes as U+FFFD" if replace_hint else ""
     return (
         f"{file} is not valid UTF-8 at byte {offset} (byte 0x{byte:02x}); "
-        "convert it to UTF-8 first (e.g. iconv -t UTF-8), or pass --errors replace "
-        "to read such bytes as U+FFFD."
+        f"convert it to UTF-8 first (e.g. iconv -t UTF-8){hint}."
     )
 
 
@@ -278,6 +281,13 @@ def check_unk(unk: str) -> str:
     """Return ``unk`` if it is one character (the unknown-character token)."""
     if not isinstance(unk, str) or len(unk) != 1:
         raise BpttError(f"the unknown-character token must be one character, got {unk!r}.")
+    try:
+        unk.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: an undecodable byte of a command line
+        raise BpttError(
+            f"the unknown-character token {unk!r} is not a Unicode character (it has no "
+            "UTF-8 form); pass a character such as '?' or '\ufffd'."
+        ) from None
     return unk
 
 

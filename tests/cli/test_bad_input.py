@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bptt import checkpoint
+from bptt import checkpoint, cli
+from bptt.cli import gradcheck as cli_gradcheck
 from bptt.data import builtin_corpus
 
 
@@ -80,6 +83,8 @@ CASES = [
     ("train-hidden-zero", "train {w}/good.txt --hidden 0", "--hidden"),
     ("train-hidden-negative", "train {w}/good.txt --hidden -5", "--hidden"),
     ("train-hidden-huge", "train {w}/good.txt --hidden 100000", "unreasonably large"),
+    ("train-task-layers-huge", "train --task parity --layers 100000", "unreasonably large"),
+    ("train-unk-not-a-character", "train {w}/good.txt --unk \udcff", "not a Unicode character"),
     ("train-seq-len-zero", "train {w}/good.txt --seq-len 0", "--seq-len"),
     ("train-steps-zero", "train {w}/good.txt --steps 0", "--steps"),
     ("train-steps-float", "train {w}/good.txt --steps 1e3", "--steps"),
@@ -105,6 +110,7 @@ CASES = [
     ("sample-temperature-zero", "sample {w}/run --temperature 0", "--temperature"),
     ("sample-temperature-nan", "sample {w}/run --temperature nan", "--temperature"),
     ("sample-length-negative", "sample {w}/run --length -1", "--length"),
+    ("sample-prime-file-not-utf8", "sample {w}/run --prime-file {w}/latin1.txt", "iconv"),
     ("sample-prime-outside-vocab", "sample {w}/run --prime \u2603", "not in the model's vocabulary"),
     ("sample-truncated-checkpoint", "sample {w}/truncated", "not a bptt checkpoint"),
     ("sample-pickle-renamed", "sample {w}/pickled", "pickle"),
@@ -156,6 +162,35 @@ def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, world, tmp_path, ar
     assert expected.lower() in lines[0].lower(), lines[0]
     assert snapshot(world) == before, "an existing file was changed"
     assert not (tmp_path / "out").exists(), "a failed run left an output directory"
+
+
+def test_only_train_offers_errors_replace_for_bytes_that_are_not_utf8(run_bptt, world, tmp_path):
+    """The way round a file that is not UTF-8, --errors replace, is a flag of train alone."""
+    sample = run_bptt("sample", world / "run", "--prime-file", world / "latin1.txt", cwd=tmp_path)
+    assert sample.returncode == 2 and "--errors" not in sample.stderr, sample.stderr
+    train = run_bptt("train", world / "latin1.txt", "--out", tmp_path / "out", cwd=tmp_path)
+    assert train.returncode == 2 and "--errors replace" in train.stderr, train.stderr
+
+
+def test_a_full_standard_output_is_one_line_and_exit_2(world, tmp_path):
+    with open("/dev/full", "w") as full:  # Linux: every write fails with ENOSPC
+        r = subprocess.run([sys.executable, "-m", "bptt", "sample", str(world / "run"),
+                            "--length", "50"], stdout=full, stderr=subprocess.PIPE, text=True,
+                           cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "bptt: error: cannot write the output: No space left on device\n"
+
+
+def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):
+    def needs_too_much(args):
+        raise MemoryError
+
+    monkeypatch.setattr(cli_gradcheck, "run", needs_too_much)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["gradcheck"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bptt: error: not enough memory") and err.count("\n") == 1, err
 
 
 def test_there_are_at_least_25_distinct_mistakes():
