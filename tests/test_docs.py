@@ -135,3 +135,16 @@ def test_the_readme_python_example_runs():
     assert blocks, "the README shows the Python API"
     for body in blocks:
         exec(compile(body, "README.md", "exec"), {})
+
+
+def test_the_readme_gradcheck_rows_are_what_the_command_prints(torch, capsys):
+    """The README shows the first rows of `bptt gradcheck --cell lstm --layers 1` verbatim."""
+    from bptt import cli
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"^\| lstm \| 1 \| .*$", text, flags=re.MULTILINE)
+    assert len(shown) >= 2, "the README shows gradcheck rows"
+    assert cli.main(["gradcheck", "--cell", "lstm", "--layers", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    for row in shown:
+        assert row in printed, row
