@@ -114,3 +114,11 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
     ]:
         run = bptt("gradcheck", *args, cwd=tmp_path)
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+
+
+def test_a_cell_or_layer_count_given_twice_is_checked_once(tmp_path):
+    run = bptt("gradcheck", "--json", "--cell", "rnn", "--cell", "rnn", "--layers", "1",
+               "--layers", "1", "--hidden", "3", "--seq-len", "3", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)["rows"]
+    assert [r["param"] for r in rows] == ["Wxh", "Whh", "bh", "Why", "by", "h0"]

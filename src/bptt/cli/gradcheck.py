@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         raise BpttError("--truncate applies only with --backward")
     rows: list[gradcheck.Row] = []
     use_torch = False if args.no_torch else None
-    for cell in args.cell or sorted(CELLS):
-        for layers in args.layers or [1, 2]:
+    # a value given twice is checked once (dict.fromkeys keeps the order given)
+    for cell in dict.fromkeys(args.cell or sorted(CELLS)):
+        for layers in dict.fromkeys(args.layers or [1, 2]):
             rows += gradcheck.check_model(
                 cell, args.hidden, args.seq_len, args.batch, layers, args.seed, use_torch
             )
