@@ -259,3 +259,19 @@ def test_malformed_header_entries_are_refused(tmp_path: Path, entry, match: str)
     path.write_bytes(_craft({"__metadata__": {"bptt": "{}"}, "x": entry}, b"\0" * 8))
     with pytest.raises(CheckpointError, match=match):
         read_safetensors(path)
+
+
+@pytest.mark.parametrize(("stated", "match"), [
+    ("16", r"hidden_size='16', which is not an integer \(the weights have 4\)"),
+    (5, r"metadata says hidden_size=5 but the weights have 4"),
+])
+def test_model_sizes_in_the_metadata_must_be_the_weights_integers(tmp_path: Path, stated, match):
+    import bptt
+
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    path = checkpoint.save_model(tmp_path / "model.safetensors", params)
+    tensors, meta = read_safetensors(path)
+    meta["model"]["hidden_size"] = stated
+    write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=match):
+        checkpoint.load_model(path)

@@ -127,3 +127,13 @@ def test_bad_arguments_raise_a_value_error_naming_them(argument, change, message
     for fn in (bptt.loss_and_grads, bptt.reference.loss_and_grads):
         with pytest.raises(ValueError, match=message):
             fn(**kwargs)
+
+
+def test_check_params_names_what_is_wrong_with_the_weights():
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    missing = {k: v for k, v in params.items() if k != "Why"}
+    with pytest.raises(bptt.BpttError, match=r"params is missing 'Why'"):
+        bptt.models.check_params(missing)
+    integers = {k: v.astype(np.int32) for k, v in params.items()}
+    with pytest.raises(bptt.BpttError, match=r"params\['Whh'\] has dtype int32: the weights must be"):
+        bptt.models.check_params(integers)

@@ -360,6 +360,22 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 
 
+def check_model_sizes(file: Path, model: dict[str, Any], found: dict[str, int]) -> None:
+    """The sizes a file's metadata states (``model``) must be the integers ``found`` in
+    its weights; CheckpointError naming the first that is not."""
+    for key, value in found.items():
+        stated = model.get(key)
+        if isinstance(stated, bool) or not isinstance(stated, int):
+            raise CheckpointError(
+                f"{file} metadata has {key}={stated!r}, which is not an integer "
+                f"(the weights have {value})."
+            )
+        if stated != value:
+            raise CheckpointError(
+                f"{file} metadata says {key}={stated!r} but the weights have {value}."
+            )
+
+
 class LoadedModel:
     """A model read from a checkpoint: ``params`` (dict), ``vocab`` (list of characters or
     None), ``config`` (the settings it was trained with, a dict), ``meta`` (all metadata)."""
@@ -464,13 +480,8 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
         shapes = models.check_params(params, model["cell"])
     except ValueError as exc:
         raise CheckpointError(f"{file} does not hold a consistent model: {exc}.") from exc
-    expected = {"num_layers": shapes.L, "input_size": shapes.D, "hidden_size": shapes.H,
-                "output_size": shapes.V}
-    for key, value in expected.items():
-        if model.get(key) != value:
-            raise CheckpointError(
-                f"{file} metadata says {key}={model.get(key)!r} but the weights have {value}."
-            )
+    check_model_sizes(file, model, {"num_layers": shapes.L, "input_size": shapes.D,
+                                    "hidden_size": shapes.H, "output_size": shapes.V})
     params = models.canonical_order(params)
     vocab = meta.get("vocab")
     if vocab is not None:

@@ -333,8 +333,9 @@ def split_train_val(ids: np.ndarray, val_fraction: float = 0.05) -> tuple[np.nda
     n_val = max(2, round(n * val_fraction))
     if n - n_val < 2:
         raise DataError(
-            f"text too short to split into training and validation parts ({n} characters); "
-            "use a longer text."
+            f"text too short to split into training and validation parts ({n} characters, "
+            f"{n_val} of them held out for validation by val_fraction={val_fraction}); "
+            "use a longer text or a smaller --val-fraction."
         )
     return ids[: n - n_val], ids[n - n_val :]
 
@@ -406,7 +407,8 @@ class StreamBatcher:
             raise DataError(
                 f"the text ({len(tokens)} characters) is shorter than one sequence for "
                 f"{B} streams of {T} characters (needs at least {B * T + 1}); "
-                "use a smaller --seq-len or --batch, or a longer text."
+                "use a smaller --seq-len or --batch, or a longer text (bptt train holds out "
+                "the last --val-fraction of it for validation)."
             )
         self.stream_len = n
         self.num_tokens = len(tokens)

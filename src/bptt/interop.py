@@ -442,11 +442,14 @@ def params_from_file(
         raise CheckpointError(f"{file}: {exc}") from exc
     if model is not None:
         found = model_config(params)
-        for key in _MODEL_FIELDS:
-            if model[key] != found[key]:
-                raise CheckpointError(
-                    f"{file} metadata says {key}={model[key]!r} but the weights have {found[key]!r}"
-                )
+        if model["cell"] != found["cell"]:
+            raise CheckpointError(
+                f"{file} metadata says cell={model['cell']!r} but the weights are a "
+                f"{found['cell']!r} cell's"
+            )
+        checkpoint.check_model_sizes(
+            file, model, {k: found[k] for k in _MODEL_FIELDS if k != "cell"}
+        )
     return params, meta
 
 

@@ -141,11 +141,12 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
     L = num_layers_of(params)
     H = params["Whh"].shape[1]
     G = module.GATES * H
-    if "Wxh" not in params or np.ndim(params["Wxh"]) != 2:
-        raise BpttError("params['Wxh'] must be a 2-D array (G·H, D)")
+    for key, form in (("Wxh", "(G·H, D)"), ("Why", "(V, H)")):
+        if key not in params:
+            raise BpttError(f"params is missing {key!r}")
+        if np.ndim(params[key]) != 2:
+            raise BpttError(f"params[{key!r}] must be a 2-D array {form}")
     D = params["Wxh"].shape[1]
-    if "Why" not in params or np.ndim(params["Why"]) != 2:
-        raise BpttError("params['Why'] must be a 2-D array (V, H)")
     V = params["Why"].shape[0]
     expected: dict[str, tuple[int, ...]] = {"Why": (V, H), "by": (V,)}
     for layer in range(L):
@@ -153,7 +154,9 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
         shapes = {"Wxh": (G, Din), "Whh": (G, H), "bh": (G,), "bxh": (G,), "bhh": (G,)}
         for name in module.PARAM_NAMES:
             expected[layer_key(name, layer)] = shapes[name]
-    dtype = params["Whh"].dtype
+    dtype = np.asarray(params["Whh"]).dtype
+    if dtype.kind != "f":
+        raise BpttError(f"params['Whh'] has dtype {dtype}: the weights must be float32 or float64")
     for key, value in params.items():
         if key not in expected:
             raise BpttError(f"params has an unexpected key {key!r} for a {L}-layer {kind} model")
