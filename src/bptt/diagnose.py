@@ -132,7 +132,7 @@ def _import_module(target: str):
                 "(run from the directory that holds it, or pass FILE.py:FUNCTION)"
             ) from exc
         raise BpttError(f"importing {target} failed: {_exception_line(exc)}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # the learner's code may call sys.exit()
         raise BpttError(f"importing {target} failed: {_exception_line(exc)}") from exc
 
 
@@ -145,7 +145,7 @@ def _import_file(path: Path):
     sys.modules[name] = module  # dataclasses and pickling look their module up here
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         sys.modules.pop(name, None)
         raise BpttError(f"importing {path} failed: {_exception_line(exc)}") from exc
     return module
@@ -153,9 +153,10 @@ def _import_file(path: Path):
 
 def _exception_line(exc: BaseException) -> str:
     """'TypeError: message (file.py, line 12)' — where in the learner's code it happened."""
+    if isinstance(exc, SyntaxError) and exc.lineno:  # its str() already says where: say it once
+        where = f"{Path(exc.filename or '?').name}, line {exc.lineno}"
+        return f"{type(exc).__name__}: {exc.msg} ({where})"
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f"{text} ({Path(exc.filename or '?').name}, line {exc.lineno})"
     frames = traceback.extract_tb(exc.__traceback__)
     if frames:
         last = frames[-1]
@@ -258,7 +259,7 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
         pass
     try:
         out = fn(*args, **kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise BpttError(f"{name} raised {_exception_line(exc)}") from exc
     return _normalise(out, name)
 

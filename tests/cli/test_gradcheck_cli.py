@@ -94,6 +94,10 @@ def test_a_module_spec_is_imported_from_the_current_directory(tmp_path):
      "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n    return 42\n",
      "returned a int; expected a dict of gradients, (loss, grads) or (loss, grads, h_last)"),
     ("just_a_name", None, "--backward expects MODULE:FUNCTION or FILE.py:FUNCTION"),
+    ("mine.py:f", "def f(:\n", "importing mine.py failed: SyntaxError: invalid syntax (mine.py, line 1)\n"),
+    ("mine.py:f", "import sys\nsys.exit(3)\n", "importing mine.py failed: SystemExit: 3 (mine.py, line 2)"),
+    ("mine.py:f", "import sys\ndef f(params, inputs, targets, h0=None, truncate=None):\n    sys.exit(4)\n",
+     "f raised SystemExit: 4 (mine.py, line 3)"),
 ])
 def test_a_bad_backward_spec_is_one_line_and_exit_2(tmp_path, spec, source, message):
     if source is not None:
