@@ -139,6 +139,12 @@ def test_compare_draws_three_cells_side_by_side(tmp_path):
     (["--checkpoint", "nowhere"], "no checkpoint at nowhere"),
     (["--compare", "--cell", "rnn"], "leave out --cell"),
     (["--file", "missing.txt"], "does not exist"),
+    (["--cell", "rnn", "--forget-bias", "2"], "--forget-bias sets up a fresh LSTM"),
+    (["--torch-init"], "--torch-init sets up a fresh LSTM"),
+    (["--cell", "lstm", "--torch-init", "--forget-bias", "1"], "leave out --forget-bias"),
+    (["--cell", "lstm", "--forget-bias", "nan"], "--forget-bias must be a finite number"),
+    (["--checkpoint", "run", "--forget-bias", "2"], "--forget-bias does not apply with"),
+    (["--checkpoint", "run", "--seed", "3"], "--seed does not apply with --checkpoint"),
 ])
 def test_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
     run = bptt_cli("flow", *args, cwd=tmp_path)

@@ -49,8 +49,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--seq-len", type=types.positive_int,
                    help=f"time steps T (default: the text's length − 1, at most "
                         f"{flow.DEFAULT_SEQ_LEN})")
-    p.add_argument("--seed", type=types.seed, default=0, help="seed of the fresh model (0)")
-    p.add_argument("--forget-bias", type=float, default=flow.DEFAULT_FORGET_BIAS,
+    p.add_argument("--seed", type=types.seed, help="seed of the fresh model (0)")
+    p.add_argument("--forget-bias", type=float,
                    help="initial forget-gate bias of a fresh LSTM "
                         f"({flow.DEFAULT_FORGET_BIAS:g}, the common choice)")
     p.add_argument("--torch-init", action="store_true",
@@ -58,6 +58,21 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--out", metavar="DIR", default=".",
                    help="directory for flow.png, flow.csv, flow_distance.png (current)")
     p.set_defaults(run=run)
+
+
+def _forget_bias(args: argparse.Namespace) -> float | None:
+    """The fresh LSTM's forget bias (None: PyTorch's init); refuses the two flags where
+    no fresh LSTM is drawn (another cell alone) or together."""
+    if args.forget_bias is None and not args.torch_init:
+        return flow.DEFAULT_FORGET_BIAS
+    if args.forget_bias is not None and args.torch_init:
+        raise BpttError("--torch-init draws PyTorch's forget bias: leave out --forget-bias")
+    if args.checkpoint is None and not args.compare and (args.cell or "rnn") != "lstm":
+        flag = "--torch-init" if args.torch_init else "--forget-bias"
+        raise BpttError(f"{flag} sets up a fresh LSTM: give it with --cell lstm or --compare")
+    if args.forget_bias is not None and not math.isfinite(args.forget_bias):
+        raise BpttError(f"--forget-bias must be a finite number, got {args.forget_bias}")
+    return None if args.torch_init else args.forget_bias
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
         text = read_text(args.file)
     if text is not None and text == "":
         raise BpttError("--text is empty: give at least 2 characters")
-    if not math.isfinite(args.forget_bias):
-        raise BpttError(f"--forget-bias must be a finite number, got {args.forget_bias}")
-    forget_bias = None if args.torch_init else args.forget_bias
+    forget_bias = _forget_bias(args)
+    seed = 0 if args.seed is None else args.seed
     if args.checkpoint is not None:
         if args.compare:
             raise BpttError("--compare draws fresh rnn, lstm and gru models: not with --checkpoint")
-        for flag, value in (("--cell", args.cell), ("--hidden", args.hidden)):
+        for flag, value in (("--cell", args.cell), ("--hidden", args.hidden),
+                            ("--seed", args.seed), ("--forget-bias", args.forget_bias),
+                            ("--torch-init", args.torch_init or None)):
             if value is not None:
                 raise BpttError(f"{flag} does not apply with --checkpoint (the model fixes it)")
         reports = [flow.flow_for_checkpoint(args.checkpoint, text, args.seq_len)]
@@ -84,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
             raise BpttError("--compare draws every cell: leave out --cell")
         cells = [c for c in flow.CELL_ORDER if c in CELLS]
         reports = flow.compare_cells(text or flow.DEFAULT_TEXT, cells, args.hidden or 32,
-                                     args.seq_len, args.seed, forget_bias)
+                                     args.seq_len, seed, forget_bias)
     else:
         reports = [flow.flow_on_text(text or flow.DEFAULT_TEXT, args.cell or "rnn",
-                                     args.hidden or 32, args.seq_len, args.seed, 1,
+                                     args.hidden or 32, args.seq_len, seed, 1,
                                      forget_bias)]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
