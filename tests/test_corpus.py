@@ -143,6 +143,13 @@ def test_a_damaged_manifest_or_id_file_is_reencoded(tmp_path):
     first.manifest.write_text("{not json")
     redone = encode_files([path], tmp_path / "c")
     assert not redone.reused and decoded(redone) == MULTIBYTE
+    # the right size but ids outside the vocabulary: re-encoded too, also when only touched
+    for touch in (False, True):
+        redone.ids_file.write_bytes(b"\xff" * redone.ids_file.stat().st_size)
+        if touch:
+            os.utime(path, ns=(3_000_000_000, 3_000_000_000))
+        healed = encode_files([path], tmp_path / "c")
+        assert not healed.reused and decoded(healed) == MULTIBYTE
 
 
 # ---------------------------------------------------------------- fixed vocabulary, unk

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from bptt import ops
 from bptt.data import (
     Vocab,
     check_errors,
@@ -183,7 +184,9 @@ def encode_files(
     if old is not None and fits(old) and all(
         s.same_stat(o) for s, o in zip(stats, old["sources"], strict=True)
     ):
-        return _open(old, manifest_file, reused=True)
+        cached = _open_intact(old, manifest_file)
+        if cached is not None:
+            return cached
 
     scan = _scan(paths, stats, errors, separator, vocab, unk, progress)
     sources = tuple(
@@ -202,8 +205,10 @@ def encode_files(
     if old is not None and old["ids_file"] == entry["ids_file"] \
             and old["num_tokens"] == entry["num_tokens"]:
         # touched, not changed: same bytes, same vocabulary; record the new mtimes
-        _write_manifest(manifest_file, entry, separator, errors, unk)
-        return _open(entry, manifest_file, reused=True)
+        cached = _open_intact(entry, manifest_file)
+        if cached is not None:
+            _write_manifest(manifest_file, entry, separator, errors, unk)
+            return cached
 
     _make_cache_dir(cache)
     ids_file = cache / entry["ids_file"]
@@ -506,6 +511,16 @@ def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:
         return None
     return {"sources": sources, "vocab": vocab, "dtype": dtype, "num_tokens": num_tokens,
             "ids_file": ids_file}
+
+
+def _open_intact(entry: dict[str, Any], manifest: Path) -> EncodedCorpus | None:
+    """The cached ids of ``entry`` (its size checked by :func:`_read_manifest`), or None
+    when they hold an id outside the vocabulary: a damaged cache is encoded again, not
+    trained on."""
+    corpus = _open(entry, manifest, reused=True)
+    if ops.any_outside(corpus.ids, corpus.vocab.size):  # one pass, a max over the ids
+        return None
+    return corpus
 
 
 def _open(entry: dict[str, Any], manifest: Path, reused: bool) -> EncodedCorpus:
