@@ -230,8 +230,13 @@ def prepare_text(text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | 
 
 def holds_checkpoint(out_dir: str | os.PathLike) -> bool:
     """True when ``out_dir`` holds a run's model or train state (of text or of a task)."""
-    out = Path(out_dir)
-    return (out / checkpoint.MODEL_FILE).exists() or (out / STATE_FILE).exists()
+    return (Path(out_dir) / checkpoint.MODEL_FILE).exists() or holds_train_state(out_dir)
+
+
+def holds_train_state(out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` is a training run's directory (it holds a train state, of text
+    or of a task): its model.safetensors must then only be written by the run itself."""
+    return (Path(out_dir) / STATE_FILE).exists()
 
 
 def free_out_dir(base: str | os.PathLike) -> Path:

@@ -35,6 +35,7 @@ def world(tmp_path_factory) -> Path:
     (root / "list.json").write_text("[1, 2]")
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
+    make_bad_exports(root)
     return root
 
 
@@ -64,6 +65,19 @@ def make_bad_checkpoints(root: Path) -> None:
         (root / name).mkdir()
         checkpoint.write_safetensors_atomic(root / name / "model.safetensors", params,
                                             meta | change)
+
+
+def make_bad_exports(root: Path) -> None:
+    """An exported model imported into world/imported, and an export whose vocabulary lists
+    one character many times."""
+    from bptt import interop
+
+    model = checkpoint.load_model(root / "run")
+    good = interop.write_torch_safetensors(root / "exported.safetensors", model.params,
+                                           model.vocab)
+    interop.import_file(good, root / "imported")
+    interop.write_torch_safetensors(root / "dup_vocab.safetensors", model.params,
+                                    ["a"] * len(model.vocab))
 
 
 # (id, argv with {w} for the world dir, what the message must say)
@@ -133,6 +147,8 @@ CASES = [
     ("import-text-file", "import {w}/good.txt {w}/imported", "not a bptt checkpoint"),
     ("import-pickle", "import {w}/pickled/model.safetensors {w}/imported", "pickle"),
     ("import-a-bptt-model", "import {w}/run/model.safetensors {w}/imported", "already"),
+    ("import-duplicate-vocab-forced", "import {w}/dup_vocab.safetensors {w}/imported --force",
+     "dup_vocab.safetensors: its vocabulary cannot be used"),
     ("unknown-command", "fly", "invalid choice"),
 ]
 
