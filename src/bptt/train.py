@@ -239,6 +239,13 @@ def holds_train_state(out_dir: str | os.PathLike) -> bool:
     return (Path(out_dir) / STATE_FILE).exists()
 
 
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is the model or the train state of a training run's directory,
+    files only the run itself may write (another model there would not match its state)."""
+    file = Path(path)
+    return file.name in (checkpoint.MODEL_FILE, STATE_FILE) and holds_train_state(file.parent)
+
+
 def free_out_dir(base: str | os.PathLike) -> Path:
     """base, or base-2, base-3, …: the first directory that holds no checkpoint."""
     base = Path(base)
