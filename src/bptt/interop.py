@@ -637,8 +637,11 @@ def export_checkpoint(
     """Write the model of a bptt checkpoint (run directory or model file) as a torch file.
 
     Refuses an existing ``out`` unless ``overwrite``, and never overwrites the checkpoint
-    itself.  Returns (the file written, its metadata).
+    itself nor the model or train state of a training run's directory.  Returns (the file
+    written, its metadata).
     """
+    from bptt.train import is_run_checkpoint
+
     target = Path(out)
     model = checkpoint.load_model(source)
     source_file = Path(source) / checkpoint.MODEL_FILE if Path(source).is_dir() else Path(source)
@@ -646,6 +649,9 @@ def export_checkpoint(
         raise BpttError(f"{target} is a directory; give the name of the .safetensors file to write")
     if target.exists() and target.resolve() == source_file.resolve():
         raise BpttError(f"{target} is the checkpoint being exported; choose another file name")
+    if is_run_checkpoint(target):
+        raise BpttError(f"{target} belongs to the training run in {target.parent}; "
+                        "choose another file name")
     if target.exists() and not overwrite:
         raise BpttError(f"{target} already exists; pass --force to overwrite it")
     write_torch_safetensors(target, model.params, model.vocab, model.config, model.step)

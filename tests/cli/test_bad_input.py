@@ -143,6 +143,10 @@ CASES = [
     # export, import
     ("export-missing-checkpoint", "export {w}/nowhere {w}/out.safetensors", "no checkpoint"),
     ("export-would-overwrite", "export {w}/run {w}/good.txt", "already exists"),
+    ("export-over-a-runs-model", "export {w}/imported {w}/run/model.safetensors --force",
+     "belongs to the training run"),
+    ("export-over-a-runs-state", "export {w}/imported {w}/run/train_state.safetensors --force",
+     "belongs to the training run"),
     ("export-corrupt-checkpoint", "export {w}/truncated {w}/out.safetensors", "not a bptt checkpoint"),
     ("import-text-file", "import {w}/good.txt {w}/imported", "not a bptt checkpoint"),
     ("import-pickle", "import {w}/pickled/model.safetensors {w}/imported", "pickle"),
