@@ -184,6 +184,20 @@ def test_save_refuses_a_training_runs_model_and_changes_nothing(tmp_path, tweets
     assert clf.save(run / "clf.safetensors") == run / "clf.safetensors"  # another name: fine
 
 
+def test_save_never_replaces_what_is_not_a_regular_file(tmp_path, tweets):
+    import os
+    import stat
+
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(as_list(tweets)[:40], tweets.y[:40])
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (tmp_path / "d" / "model.safetensors").mkdir(parents=True)
+    for target, kind in ((tmp_path / "pipe.safetensors", "a FIFO"), (tmp_path / "d", "a directory")):
+        with pytest.raises(CheckpointError, match=f"is {kind}"):
+            clf.save(target)
+    assert stat.S_ISFIFO((tmp_path / "pipe.safetensors").stat().st_mode)
+    assert (tmp_path / "d" / "model.safetensors").is_dir()
+
+
 def test_a_restored_training_state_goes_on_as_the_fit_would_have(tweets):
     X, y = as_list(tweets), tweets.y
     for cls, target in ((bptt.SequenceClassifier, y), (bptt.SequenceRegressor,

@@ -552,7 +552,8 @@ class _SequenceEstimator:
         """Write the fitted model to ``path``; returns the file written.
 
         path: a directory (one that exists, or any path without a suffix) gets
-        DIR/model.safetensors; any other path is the file itself, replaced if it exists.
+        DIR/model.safetensors; any other path is the file itself.  An existing regular file
+        is replaced; anything else there (a directory, a FIFO, a device) is refused.
         The model or train state of a ``bptt train`` run's directory (one holding
         train_state.safetensors) is refused: the run's state would no longer match it, so
         ``clf.save(run_dir)`` raises a BpttError and changes nothing.  One safetensors
