@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 import time
 import zipfile
@@ -109,6 +110,33 @@ def test_temp_file_is_beside_the_target_and_named_after_it(tmp_path: Path, monke
 def test_write_into_missing_directory_is_refused(tmp_path: Path):
     with pytest.raises(CheckpointError, match="does not exist"):
         write_safetensors_atomic(tmp_path / "no" / "x.safetensors", {"a": np.zeros(1)}, {})
+
+
+def _make_special(path: Path, make: str) -> None:
+    """A FIFO, a directory, or a symbolic link to a FIFO at ``path``."""
+    if make == "directory":
+        path.mkdir()
+    elif make == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mkfifo(path.with_name("fifo"))
+        path.symlink_to(path.with_name("fifo"))
+
+
+@pytest.mark.parametrize(("make", "kind"), [
+    ("fifo", "a FIFO (named pipe)"), ("directory", "a directory"),
+    ("link-to-fifo", "a FIFO (named pipe)"),
+])
+def test_only_a_regular_file_is_ever_replaced(tmp_path: Path, make: str, kind: str):
+    """What is at the path stays as it was: refused before anything is written."""
+    path = tmp_path / "x.safetensors"
+    _make_special(path, make)
+    before = path.lstat()
+    with pytest.raises(CheckpointError, match=re.escape(f"is {kind}, not a regular file")):
+        write_safetensors_atomic(path, {"a": np.zeros(1)}, {})
+    after = path.lstat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 # ---------------------------------------------------------------- failures while writing

@@ -167,6 +167,37 @@ def test_save_and_load_give_identical_predictions(tmp_path, tweets):
     loaded.fit(as_list(tweets)[:50], tweets.y[:50])  # a loaded estimator fits again
 
 
+def test_save_refuses_a_training_runs_model_and_changes_nothing(tmp_path, tweets):
+    """A ``bptt train`` run's directory (it holds train_state.safetensors) keeps its files."""
+    import hashlib
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "train_state.safetensors"):
+        (run / name).write_bytes(name.encode())
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir()}
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(as_list(tweets)[:40], tweets.y[:40])
+    for target in (run, run / "model.safetensors", run / "train_state.safetensors"):
+        with pytest.raises(BpttError, match=re.escape(f"{run} holds a training run")):
+            clf.save(target)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir()} == digest
+    assert clf.save(run / "clf.safetensors") == run / "clf.safetensors"  # another name: fine
+
+
+def test_save_never_replaces_what_is_not_a_regular_file(tmp_path, tweets):
+    import os
+    import stat
+
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(as_list(tweets)[:40], tweets.y[:40])
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (tmp_path / "d" / "model.safetensors").mkdir(parents=True)
+    for target, kind in ((tmp_path / "pipe.safetensors", "a FIFO"), (tmp_path / "d", "a directory")):
+        with pytest.raises(CheckpointError, match=f"is {kind}"):
+            clf.save(target)
+    assert stat.S_ISFIFO((tmp_path / "pipe.safetensors").stat().st_mode)
+    assert (tmp_path / "d" / "model.safetensors").is_dir()
+
+
 def test_a_restored_training_state_goes_on_as_the_fit_would_have(tweets):
     X, y = as_list(tweets), tweets.y
     for cls, target in ((bptt.SequenceClassifier, y), (bptt.SequenceRegressor,

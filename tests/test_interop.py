@@ -373,3 +373,43 @@ def test_bfloat16_is_refused_naming_the_key(torch, tmp_path):
     save_file(module.state_dict(), tmp_path / "bf16.safetensors")
     with pytest.raises(CheckpointError, match="BF16"):
         interop.params_from_file(tmp_path / "bf16.safetensors")
+
+
+def file_hashes(root) -> dict[str, str]:
+    """Every regular file under ``root`` -> the sha256 of its bytes."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("vocab", "message"), [
+    (list("aaaabc"), "'a' twice"),
+    (["ab", "c", "d", "e", "f", "g"], "single character"),
+    ("abcdef", "JSON list"),
+    (list("abc"), "vocabulary has 3 characters"),
+], ids=["duplicate", "multi-character", "string", "wrong-size"])
+def test_import_checks_the_vocabulary_before_writing_anything(tmp_path, vocab, message):
+    """A bad vocabulary in the metadata is refused naming the input file; nothing is written."""
+    params = bptt.init_params("gru", 6, H, 6, True, np.random.default_rng(0), np.float64)
+    good = interop.write_torch_safetensors(tmp_path / "good.safetensors", params, list("abcdef"))
+    interop.import_file(good, tmp_path / "out")
+    bad = interop.write_torch_safetensors(tmp_path / "bad.safetensors", params, vocab)
+    before = file_hashes(tmp_path)
+    for out, overwrite in ((tmp_path / "out", True), (tmp_path / "fresh", False)):
+        with pytest.raises(BpttError, match=re.escape(message)) as caught:
+            interop.import_file(bad, out, overwrite=overwrite)
+        assert str(bad) in str(caught.value)
+    assert file_hashes(tmp_path) == before
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_import_never_replaces_the_file_it_reads(tmp_path):
+    params = bptt.init_params("rnn", 4, H, 4, True, np.random.default_rng(0), np.float64)
+    (tmp_path / "d").mkdir()
+    source = interop.write_torch_safetensors(tmp_path / "d" / "model.safetensors", params,
+                                             list("abcd"))
+    before = file_hashes(tmp_path)
+    with pytest.raises(BpttError, match="is the file being imported"):
+        interop.import_file(source, tmp_path / "d", overwrite=True)
+    assert file_hashes(tmp_path) == before

@@ -9,7 +9,8 @@ Writing (:func:`write_safetensors_atomic`) serializes to bytes, writes them
 to a temporary file ``.tmp-<name>.<random>`` in the target's directory,
 fsyncs it, renames it over the target with ``os.replace`` and fsyncs the
 directory: the target is either the old file or the complete new one, never
-half written.  :func:`clean_temp_files` removes temporaries left by a crash.
+half written.  Only a regular file is ever replaced: a directory, FIFO or device
+at the target is refused.  :func:`clean_temp_files` removes temporaries left by a crash.
 
 Reading (:func:`read_safetensors`) validates the 8-byte header length, the
 JSON header and every tensor's shape × dtype size against its byte span and
@@ -25,6 +26,7 @@ import io
 import json
 import math
 import os
+import stat
 import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,16 +70,19 @@ def write_safetensors_atomic(
     """Write ``tensors`` and the JSON object ``meta`` to ``path`` atomically.
 
     Arrays are saved C-contiguous (copied if needed; 0-d arrays stay 0-d).
-    On any failure the previous file at ``path`` (if any) is untouched, the
-    temporary file is removed, and a CheckpointError is raised.
+    Only a regular file is ever replaced: a directory, FIFO, device or socket at
+    ``path`` (or a link to one) is refused before anything is written.  On any
+    failure the previous file at ``path`` (if any) is untouched, the temporary
+    file is removed, and a CheckpointError is raised.
     """
     target = Path(path)
-    blob = _serialize(tensors, meta)
     directory = target.parent
     if not directory.is_dir():
         raise CheckpointError(
             f"cannot write {target}: the directory {directory} does not exist; create it first."
         )
+    _check_replaceable(target)
+    blob = _serialize(tensors, meta)
     temp = directory / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
     try:
         _write_synced(temp, blob)
@@ -89,6 +94,29 @@ def write_safetensors_atomic(
         _remove_quietly(temp)
         raise
     _fsync_directory(directory)
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse a ``target`` that exists and is not a regular file (links are followed)."""
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return  # nothing there (or a dangling link): a new file
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {target}: {exc.strerror or exc}.") from exc
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(
+            f"cannot write {target}: it exists and is {_kind_of(mode)}, not a regular file; "
+            "choose another file name."
+        )
+
+
+def _kind_of(mode: int) -> str:
+    """What a non-regular file is, in words (for error messages)."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def write_csv_atomic(

@@ -549,16 +549,34 @@ class _SequenceEstimator:
         self.loss_curve_ = [float(v) for v in meta["loss_curve"]]
 
     def save(self, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
-        """Write the fitted model to ``path`` (a .safetensors file, or DIR/model.safetensors).
+        """Write the fitted model to ``path``; returns the file written.
 
-        One safetensors file, written atomically: the weights, and JSON metadata with the
-        constructor arguments, the sizes and (classifier) the classes.  info: any JSON-able
-        dict stored beside them (bptt train --task stores the task there).  Returns the path.
+        path: a directory (one that exists, or any path without a suffix) gets
+        DIR/model.safetensors; any other path is the file itself.  An existing regular file
+        is replaced; anything else there (a directory, a FIFO, a device) is refused.
+        The model or train state of a ``bptt train`` run's directory (one holding
+        train_state.safetensors) is refused: the run's state would no longer match it, so
+        ``clf.save(run_dir)`` raises a BpttError and changes nothing.  One safetensors
+        file, written atomically: the weights, and JSON metadata with the constructor
+        arguments, the sizes and (classifier) the classes.  info: any JSON-able dict stored
+        beside them.
         """
+        from bptt.train import STATE_FILE, is_run_checkpoint
+
         self._check_fitted()
         target = Path(path)
         if target.is_dir() or not target.suffix:
             target = target / checkpoint.MODEL_FILE
+        if is_run_checkpoint(target):
+            raise BpttError(
+                f"{target.parent} holds a training run ({STATE_FILE}); save the "
+                "estimator in another directory or under another file name"
+            )
+        return self._write(target, info)
+
+    def _write(self, target: Path, info: dict[str, Any] | None) -> Path:
+        """Write the model file :meth:`save` describes to ``target``, whatever directory it is
+        in (bptt train --task writes its own run's model with it, the task in ``info``)."""
         config = self.get_params()
         if not isinstance(config["random_state"], (int, np.integer, type(None))):
             config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway

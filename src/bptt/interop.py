@@ -56,7 +56,8 @@ import numpy as np
 
 from bptt import checkpoint, models
 from bptt.cells import CELLS, get_cell
-from bptt.errors import BpttError, CheckpointError
+from bptt.data import Vocab
+from bptt.errors import BpttError, CheckpointError, DataError
 
 KIND = "torch_state_dict"
 RNN_PREFIX = "rnn."
@@ -639,8 +640,11 @@ def export_checkpoint(
     """Write the model of a bptt checkpoint (run directory or model file) as a torch file.
 
     Refuses an existing ``out`` unless ``overwrite``, and never overwrites the checkpoint
-    itself.  Returns (the file written, its metadata).
+    itself nor the model or train state of a training run's directory.  Returns (the file
+    written, its metadata).
     """
+    from bptt.train import is_run_checkpoint
+
     target = Path(out)
     model = checkpoint.load_model(source)
     source_file = Path(source) / checkpoint.MODEL_FILE if Path(source).is_dir() else Path(source)
@@ -648,6 +652,9 @@ def export_checkpoint(
         raise BpttError(f"{target} is a directory; give the name of the .safetensors file to write")
     if target.exists() and target.resolve() == source_file.resolve():
         raise BpttError(f"{target} is the checkpoint being exported; choose another file name")
+    if is_run_checkpoint(target):
+        raise BpttError(f"{target} belongs to the training run in {target.parent}; "
+                        "choose another file name")
     if target.exists() and not overwrite:
         raise BpttError(f"{target} already exists; pass --force to overwrite it")
     write_torch_safetensors(target, model.params, model.vocab, model.config, model.step)
@@ -667,35 +674,15 @@ def import_file(
     ``vocab``, when also given, must agree), else from ``cell`` (or the weight shapes) and
     ``vocab``; the sizes are read off the shapes.  The directory is created if needed; one
     holding a model is refused unless ``overwrite``, one holding a training state always
-    (its optimizer state would no longer match).  Returns the model as read back.
+    (its optimizer state would no longer match).  Everything is checked (the weights, the
+    vocabulary as :class:`bptt.data.Vocab` checks it, the directory) before anything is
+    created or written.  Returns the model as read back.
     """
     params, meta = params_from_file(path, cell)
     meta = meta or {}
-    if vocab is not None and meta.get("vocab") is not None and list(vocab) != meta["vocab"]:
-        raise BpttError(
-            f"{path} carries its own vocabulary ({len(meta['vocab'])} characters), which "
-            "differs from the --vocab given; drop --vocab"
-        )
-    chars = list(vocab) if vocab is not None else meta.get("vocab")
-    shapes = models.check_params(params)
-    if chars is not None and (len(chars) != shapes.D or len(chars) != shapes.V):
-        raise BpttError(
-            f"the vocabulary has {len(chars)} characters but the weights take {shapes.D} inputs "
-            f"and give {shapes.V} outputs"
-        )
+    chars = _import_vocab(Path(path), meta, vocab, models.check_params(params))
     target = Path(out_dir)
-    if target.exists() and not target.is_dir():
-        raise BpttError(f"{target} is a file; give a directory to import into")
-    from bptt.train import STATE_FILE
-
-    if (target / STATE_FILE).exists():
-        raise BpttError(
-            f"{target} holds a training run ({STATE_FILE}); import into a new directory"
-        )
-    if (target / checkpoint.MODEL_FILE).exists() and not overwrite:
-        raise BpttError(
-            f"{target} already holds {checkpoint.MODEL_FILE}; pass --force to overwrite it"
-        )
+    _check_import_target(Path(path), target, overwrite)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -704,3 +691,57 @@ def import_file(
     step = meta.get("step") if isinstance(meta.get("step"), int) else 0
     file = checkpoint.save_model(target, params, chars, config, step)
     return checkpoint.load_model(file)
+
+
+def _import_vocab(
+    file: Path, meta: Mapping[str, Any], vocab: list[str] | None, shapes: models.Shapes
+) -> list[str] | None:
+    """The vocabulary to store: the file's own, else the one given (None: neither), checked
+    as a :class:`bptt.data.Vocab` and against the weights' D inputs and V outputs.  Errors
+    name ``file``."""
+    saved = meta.get("vocab")
+    if saved is not None:
+        chars = _checked_vocab(f"{file}: its vocabulary", saved, shapes)
+        if vocab is not None and list(vocab) != chars:
+            raise BpttError(
+                f"{file} carries its own vocabulary ({len(chars)} characters), which "
+                "differs from the --vocab given; drop --vocab"
+            )
+        return chars
+    if vocab is not None:
+        return _checked_vocab(f"{file}: the vocabulary given", list(vocab), shapes)
+    return None
+
+
+def _checked_vocab(source: str, chars: Any, shapes: models.Shapes) -> list[str]:
+    """``chars`` if it makes a Vocab of D = V characters; else a CheckpointError on ``source``."""
+    try:
+        checked = Vocab.from_list(chars).to_list()
+    except DataError as exc:
+        raise CheckpointError(f"{source} cannot be used: {exc}") from exc
+    if len(checked) != shapes.D or len(checked) != shapes.V:
+        raise CheckpointError(
+            f"{source} has {len(checked)} characters but the weights take {shapes.D} inputs "
+            f"and give {shapes.V} outputs"
+        )
+    return checked
+
+
+def _check_import_target(source: Path, target: Path, overwrite: bool) -> None:
+    """Refuse a file, a training run's directory, the directory of ``source`` itself when the
+    model file would replace it, and (unless overwrite) a directory holding a model."""
+    from bptt.train import STATE_FILE, holds_train_state
+
+    if target.exists() and not target.is_dir():
+        raise BpttError(f"{target} is a file; give a directory to import into")
+    if holds_train_state(target):
+        raise BpttError(
+            f"{target} holds a training run ({STATE_FILE}); import into a new directory"
+        )
+    model_file = target / checkpoint.MODEL_FILE
+    if model_file.exists() and model_file.resolve() == source.resolve():
+        raise BpttError(f"{model_file} is the file being imported; import into another directory")
+    if model_file.exists() and not overwrite:
+        raise BpttError(
+            f"{target} already holds {checkpoint.MODEL_FILE}; pass --force to overwrite it"
+        )

@@ -434,7 +434,7 @@ def save(run: TaskRun) -> Path:
     checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, meta)
     info = {"task": run.config.task, "length": run.config.length, "step": run.step,
             "task_config": run.config.to_dict(), "history": run.history}
-    path = run.estimator.save(run.out_dir / checkpoint.MODEL_FILE, info=info)
+    path = run.estimator._write(run.out_dir / checkpoint.MODEL_FILE, info)
     write_metrics(run)
     checkpoint.clean_temp_files(run.out_dir)
     return path

@@ -242,8 +242,20 @@ def prepare_text(text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | 
 
 def holds_checkpoint(out_dir: str | os.PathLike) -> bool:
     """True when ``out_dir`` holds a run's model or train state (of text or of a task)."""
-    out = Path(out_dir)
-    return (out / checkpoint.MODEL_FILE).exists() or (out / STATE_FILE).exists()
+    return (Path(out_dir) / checkpoint.MODEL_FILE).exists() or holds_train_state(out_dir)
+
+
+def holds_train_state(out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` is a training run's directory (it holds a train state, of text
+    or of a task): its model.safetensors must then only be written by the run itself."""
+    return (Path(out_dir) / STATE_FILE).exists()
+
+
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is the model or the train state of a training run's directory,
+    files only the run itself may write (another model there would not match its state)."""
+    file = Path(path)
+    return file.name in (checkpoint.MODEL_FILE, STATE_FILE) and holds_train_state(file.parent)
 
 
 def free_out_dir(base: str | os.PathLike) -> Path:

@@ -4,6 +4,7 @@ and every file that existed before is untouched (byte for byte)."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import subprocess
@@ -38,6 +39,10 @@ def world(tmp_path_factory) -> Path:
     (root / "list.json").write_text("[1, 2]")
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
+    make_bad_exports(root)
+    os.mkfifo(root / "fifo.safetensors")  # not a regular file: never to be replaced
+    (root / "fifo_out").mkdir()
+    os.mkfifo(root / "fifo_out" / "model.safetensors")
     return root
 
 
@@ -67,6 +72,19 @@ def make_bad_checkpoints(root: Path) -> None:
         (root / name).mkdir()
         checkpoint.write_safetensors_atomic(root / name / "model.safetensors", params,
                                             meta | change)
+
+
+def make_bad_exports(root: Path) -> None:
+    """An exported model imported into world/imported, and an export whose vocabulary lists
+    one character many times."""
+    from bptt import interop
+
+    model = checkpoint.load_model(root / "run")
+    good = interop.write_torch_safetensors(root / "exported.safetensors", model.params,
+                                           model.vocab)
+    interop.import_file(good, root / "imported")
+    interop.write_torch_safetensors(root / "dup_vocab.safetensors", model.params,
+                                    ["a"] * len(model.vocab))
 
 
 # (id, argv with {w} for the world dir, what the message must say)
@@ -135,15 +153,26 @@ CASES = [
     # export, import
     ("export-missing-checkpoint", "export {w}/nowhere {w}/out.safetensors", "no checkpoint"),
     ("export-would-overwrite", "export {w}/run {w}/good.txt", "already exists"),
+    ("export-over-a-runs-model", "export {w}/imported {w}/run/model.safetensors --force",
+     "belongs to the training run"),
+    ("export-over-a-runs-state", "export {w}/imported {w}/run/train_state.safetensors --force",
+     "belongs to the training run"),
+    ("export-force-over-a-fifo", "export {w}/run {w}/fifo.safetensors --force",
+     "is a FIFO (named pipe), not a regular file"),
     ("export-corrupt-checkpoint", "export {w}/truncated {w}/out.safetensors", "not a bptt checkpoint"),
     ("import-text-file", "import {w}/good.txt {w}/imported", "not a bptt checkpoint"),
     ("import-pickle", "import {w}/pickled/model.safetensors {w}/imported", "pickle"),
     ("import-a-bptt-model", "import {w}/run/model.safetensors {w}/imported", "already"),
+    ("import-duplicate-vocab-forced", "import {w}/dup_vocab.safetensors {w}/imported --force",
+     "dup_vocab.safetensors: its vocabulary cannot be used"),
+    ("import-force-over-a-fifo", "import {w}/exported.safetensors {w}/fifo_out --force",
+     "is a FIFO (named pipe), not a regular file"),
     ("unknown-command", "fly", "invalid choice"),
 ]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
+    """Every regular file's bytes; a FIFO that became a file shows up as a new entry."""
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
