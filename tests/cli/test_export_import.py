@@ -318,3 +318,14 @@ def test_ddp_example_trains_on_two_cpu_processes_and_imports_back(torch, corpus_
     assert not np.array_equal(model.params["Whh"], before["Whh"])  # it did train
     r = bptt_run("sample", out, "--length", 50, "--seed", 0)
     assert r.returncode == 0 and len(r.stdout) >= 50
+
+
+def test_a_sequence_task_model_imports_without_the_character_vocabulary_note(tmp_path):
+    """A task model reads D features and gives V classes (D ≠ V): no vocabulary applies."""
+    r = bptt_run("train", "--task", "parity", "--task-length", "4", "--hidden", "4",
+                 "--steps", "2", "--eval-every", "2", "--quiet", "--out", tmp_path / "task")
+    assert r.returncode == 0, r.stderr
+    assert bptt_run("export", tmp_path / "task", tmp_path / "t.safetensors").returncode == 0
+    r = bptt_run("import", tmp_path / "t.safetensors", tmp_path / "imported")
+    assert r.returncode == 0, r.stderr
+    assert "no vocabulary" in r.stdout and "--vocab" not in r.stdout

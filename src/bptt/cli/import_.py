@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out / 'model.safetensors'}: {config['cell']} model, "
           f"{config['num_layers']} layer(s), H={config['hidden_size']}, {config['dtype']}, "
           + (f"vocabulary {len(model.vocab)}" if model.vocab is not None else "no vocabulary"))
-    if model.vocab is None:
+    if model.vocab is None and config["input_size"] == config["output_size"]:  # a character model
         print("note: without a vocabulary 'bptt sample' cannot use it; import again with "
               "--vocab FILE --force")
     return 0
