@@ -117,3 +117,15 @@ def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
     assert train.free_out_dir(base) == tmp_path / "runs" / "train-3"
     with pytest.raises(BpttError, match="already holds a checkpoint"):
         train.check_fresh_out(second)
+
+
+def test_free_out_dir_skips_a_file_of_the_same_name(tmp_path):
+    base = tmp_path / "runs" / "train"
+    base.parent.mkdir()
+    base.write_text("not a run")
+    assert train.free_out_dir(base) == tmp_path / "runs" / "train-2"
+
+
+def test_an_empty_cache_dir_is_refused():
+    with pytest.raises(BpttError, match="cache_dir must be a path, got an empty string"):
+        small_config(cache_dir="")

@@ -115,6 +115,9 @@ class TrainConfig:
             raise BpttError(f"unknown errors policy {self.errors!r}: choose strict or replace")
         if self.unk is not None:
             check_unk(self.unk)
+        for name in ("cache_dir", "init_from"):
+            if getattr(self, name) == "":
+                raise BpttError(f"{name} must be a path, got an empty string")
         if self.hidden > 65536 or self.layers > 64 or self.seq_len > 1_000_000:
             raise BpttError("hidden, layers or seq_len is unreasonably large for this machine")
         return self
@@ -235,10 +238,11 @@ def holds_checkpoint(out_dir: str | os.PathLike) -> bool:
 
 
 def free_out_dir(base: str | os.PathLike) -> Path:
-    """base, or base-2, base-3, …: the first directory that holds no checkpoint."""
+    """base, or base-2, base-3, …: the first that is no file and holds no checkpoint (a
+    missing or an empty directory, or one that holds other things)."""
     base = Path(base)
     candidate, n = base, 1
-    while holds_checkpoint(candidate):
+    while holds_checkpoint(candidate) or (candidate.exists() and not candidate.is_dir()):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate

@@ -100,6 +100,8 @@ CASES = [
     ("train-out-has-checkpoint", "train {w}/good.txt --out {w}/run", "already holds a checkpoint"),
     ("train-resume-nothing", "train --resume {w}/adir", "no train_state"),
     ("train-resume-change-hidden", "train --resume {w}/run --hidden 16", "cannot change on --resume"),
+    ("train-out-empty", "train {w}/good.txt --out ", "--out: expected a path"),
+    ("train-cache-dir-empty", "train {w}/good.txt --cache-dir ", "--cache-dir: expected a path"),
     # sample
     ("sample-missing-checkpoint", "sample {w}/nowhere", "no checkpoint"),
     ("sample-temperature-zero", "sample {w}/run --temperature 0", "--temperature"),

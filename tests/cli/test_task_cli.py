@@ -152,3 +152,13 @@ def test_a_run_on_text_is_not_resumed_as_a_task(run_bptt, tmp_path, corpus_file)
     r = run_bptt("train", "--task", "parity", "--resume", run)
     assert r.returncode == 2
     assert "holds a run on text, not a task run: resume it without --task" in r.stderr
+
+
+def test_the_default_task_directory_passes_over_a_file_of_its_name(run_bptt, tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "task-parity-rnn").write_text("notes, not a run")
+    r = run_bptt("train", "--task", "parity", "--cell", "rnn", "--hidden", "4", "--steps", "1",
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "task-parity-rnn").read_text() == "notes, not a run"
+    assert (tmp_path / "runs" / "task-parity-rnn-2" / "model.safetensors").is_file()

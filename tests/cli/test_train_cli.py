@@ -10,6 +10,7 @@ import numpy as np
 import safetensors.numpy
 
 SMALL = ["--hidden", "32", "--seq-len", "20", "--batch", "8", "--sample-length", "30"]
+TINY = ["--cell", "rnn", "--hidden", "4", "--seq-len", "5", "--batch", "2"]
 
 
 def unigram_entropy_bits(text: str) -> float:
@@ -95,3 +96,14 @@ def test_config_file_is_read_and_flags_override_it(run_bptt, corpus_file, tmp_pa
     r = run_bptt("train", corpus_file, "--config", bad, "--out", tmp_path / "x")
     assert r.returncode == 2 and "unknown config key(s) 'hiden'" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_default_run_directory_passes_over_a_file_of_its_name(run_bptt, corpus_file,
+                                                                  tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "train").write_text("notes, not a run")
+    r = run_bptt("train", corpus_file, *TINY, "--steps", "1", "--eval-every", "1", "--quiet",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "train").read_text() == "notes, not a run"
+    assert (tmp_path / "runs" / "train-2" / "model.safetensors").is_file()

@@ -95,14 +95,15 @@ def add_parser(sub, name: str) -> None:
                         "--cell/--hidden/--layers (and --unk) come from the model and may "
                         "not be changed; characters of FILE outside its vocabulary are an "
                         "error unless it was trained with --unk")
-    p.add_argument("--cache-dir", type=Path, metavar="DIR",
+    p.add_argument("--cache-dir", type=types.nonempty_path, metavar="DIR",
                    help=f"where the encoded FILEs (token ids and a JSON manifest with the "
                         f"vocabulary) are cached (default: {CACHE_SUBDIR}/ inside the run "
                         f"directory); share one between runs to encode a corpus once")
     p.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
-    p.add_argument("--out", type=Path,
+    p.add_argument("--out", type=types.nonempty_path,
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
+    p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
+                   help="continue the run saved in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
     p.add_argument("--task", choices=TASKS,
                    help="train on a built-in sequence task instead of text (see bptt.tasks)")
