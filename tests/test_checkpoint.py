@@ -259,3 +259,13 @@ def test_malformed_header_entries_are_refused(tmp_path: Path, entry, match: str)
     path.write_bytes(_craft({"__metadata__": {"bptt": "{}"}, "x": entry}, b"\0" * 8))
     with pytest.raises(CheckpointError, match=match):
         read_safetensors(path)
+
+
+@pytest.mark.parametrize("state", ["x", {"bit_generator": "PCG64"},
+                                   {"bit_generator": "PCG64", "state": {"state": -1, "inc": 1},
+                                    "has_uint32": 0, "uinteger": 0}])
+def test_a_saved_generator_state_numpy_refuses_is_one_checkpoint_error(state):
+    with pytest.raises(CheckpointError, match="the saved random generator state is invalid"):
+        checkpoint.generator(state)
+    saved = np.random.default_rng(4).bit_generator.state
+    assert checkpoint.generator(saved).random() == np.random.default_rng(4).random()

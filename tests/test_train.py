@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
 
 from bptt import checkpoint, models, train
 from bptt.data import builtin_corpus
-from bptt.errors import BpttError
+from bptt.errors import BpttError, CheckpointError
 
 TEXT = builtin_corpus()[:8000]
 
@@ -129,3 +130,78 @@ def test_free_out_dir_skips_a_file_of_the_same_name(tmp_path):
 def test_an_empty_cache_dir_is_refused():
     with pytest.raises(BpttError, match="cache_dir must be a path, got an empty string"):
         small_config(cache_dir="")
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A run on text stopped at step 5, in the middle of its second evaluation interval."""
+    out = tmp_path_factory.mktemp("saved") / "run"
+    run = train.new_run(small_config(cell="lstm", steps=9, eval_every=3), TEXT, "t", out)
+    asked = iter([False] * 5 + [True])
+    assert not train.train(run, should_stop=lambda: next(asked))
+    return out
+
+
+def _damage(saved_run, tmp_path, change):
+    """A copy of ``saved_run`` whose train state's (tensors, metadata) ``change`` edited."""
+    out = tmp_path / "damaged"
+    shutil.copytree(saved_run, out)
+    tensors, meta = checkpoint.read_safetensors(out / train.STATE_FILE)
+    change(tensors, meta)
+    checkpoint.write_safetensors_atomic(out / train.STATE_FILE, tensors, meta)
+    return out
+
+
+def _set(key, value):
+    return lambda tensors, meta: meta.__setitem__(key, value)
+
+
+DAMAGED_TEXT_STATES = {
+    "history-not-a-list": (_set("history", "x"), "its history must be a list of rows"),
+    "history-row-of-strings": (_set("history", [{"step": "a"}]),
+                               "history row 0 must have exactly the columns step, train_bpc"),
+    "history-value-not-a-number": (
+        lambda t, m: m["history"][0].__setitem__("val_bpc", "low"),
+        "history row 0 has a val_bpc that is not a number: 'low'"),
+    "history-after-the-step": (lambda t, m: m["history"][0].__setitem__("step", 6),
+                               "history row 0 is at step 6"),
+    "step-negative": (_set("step", -5), "its step must be an integer >= 0, got -5"),
+    "step-a-string": (_set("step", "5"), "its step must be an integer >= 0, got '5'"),
+    "step-not-the-optimizer's": (_set("step", 6),
+                                 "the optimizer's step counter is 5 but the run is at step 6"),
+    "optimizer-counter-negative": (
+        lambda t, m: t.__setitem__("opt.step.t", np.array(-1)),
+        "the optimizer's step counter 'step.t' must be an integer >= 0, got -1"),
+    "optimizer-counter-a-float": (
+        lambda t, m: t.__setitem__("opt.step.t", np.array(5.0)),
+        "the optimizer's step counter 'step.t' must be an integer >= 0, got 5.0"),
+    "hidden-not-the-weights'": (lambda t, m: m["config"].__setitem__("hidden", 17),
+                                "its settings say hidden size 17 but its weights have 16"),
+    "dtype-not-the-weights'": (lambda t, m: m["config"].__setitem__("dtype", "float32"),
+                               "its settings say dtype float32 but its weights have float64"),
+    "vocabulary-not-the-weights'": (lambda t, m: m.__setitem__("vocab", m["vocab"][:-1]),
+                                    "its settings say inputs (the vocabulary)"),
+    "batch-position-huge": (lambda t, m: m["data"].__setitem__("position", 10**30),
+                            "the batch position is 1000000000000000000000000000000 but the run "
+                            "is at step 5"),
+    "carry-of-another-shape": (lambda t, m: t.__setitem__("carry.1", t["carry.1"][:, :2]),
+                               "its carried hidden state must be 2 finite float64 array(s)"),
+    "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("state", -1),
+                         "the saved random generator state is invalid"),
+}
+
+
+@pytest.mark.parametrize("change, message", DAMAGED_TEXT_STATES.values(),
+                         ids=DAMAGED_TEXT_STATES.keys())
+def test_a_damaged_train_state_is_refused_before_anything_is_trained(saved_run, tmp_path,
+                                                                      change, message):
+    out = _damage(saved_run, tmp_path, change)
+    with pytest.raises(CheckpointError) as caught:
+        train.resume_run(out, TEXT)
+    assert str(caught.value).startswith(f"{out / train.STATE_FILE} is damaged")
+    assert message in str(caught.value)
+
+
+def test_the_saved_run_itself_resumes(saved_run, tmp_path):
+    run = train.resume_run(_damage(saved_run, tmp_path, lambda t, m: None), TEXT)
+    assert run.step == 5 and len(run.history) == 1

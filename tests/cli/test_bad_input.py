@@ -35,6 +35,7 @@ def world(tmp_path_factory) -> Path:
     (root / "list.json").write_text("[1, 2]")
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
+    make_damaged_train_states(root)
     return root
 
 
@@ -64,6 +65,26 @@ def make_bad_checkpoints(root: Path) -> None:
         (root / name).mkdir()
         checkpoint.write_safetensors_atomic(root / name / "model.safetensors", params,
                                             meta | change)
+
+
+def make_damaged_train_states(root: Path) -> None:
+    """Copies of the trained run whose train_state.safetensors was edited by hand."""
+    import shutil
+
+    state = root / "run" / "train_state.safetensors"
+    tensors, meta = checkpoint.read_safetensors(state)
+    for name, change in {
+        "history_x": lambda t, m: m.update(history="x"),
+        "history_row": lambda t, m: m.update(history=[{"step": "a"}]),
+        "counter_negative": lambda t, m: t.update({"opt.step.t": np.array(-1)}),
+        "step_string": lambda t, m: m.update(step="2"),
+        "hidden_9": lambda t, m: m["config"].update(hidden=9),
+        "position_huge": lambda t, m: m["data"].update(position=10**30),
+    }.items():
+        shutil.copytree(root / "run", root / name)
+        t, m = dict(tensors), json.loads(json.dumps(meta))
+        change(t, m)
+        checkpoint.write_safetensors_atomic(root / name / "train_state.safetensors", t, m)
 
 
 # (id, argv with {w} for the world dir, what the message must say)
@@ -102,6 +123,19 @@ CASES = [
     ("train-resume-change-hidden", "train --resume {w}/run --hidden 16", "cannot change on --resume"),
     ("train-out-empty", "train {w}/good.txt --out ", "--out: expected a path"),
     ("train-cache-dir-empty", "train {w}/good.txt --cache-dir ", "--cache-dir: expected a path"),
+    # train: a train state edited by hand is refused before anything is trained or written
+    ("train-resume-history-not-a-list", "train --resume {w}/history_x --steps 4",
+     "history_x/train_state.safetensors is damaged: its history must be a list"),
+    ("train-resume-history-row", "train --resume {w}/history_row --steps 4",
+     "history row 0 must have exactly the columns"),
+    ("train-resume-counter-negative", "train --resume {w}/counter_negative --steps 4",
+     "step counter 'step.t' must be an integer >= 0, got -1"),
+    ("train-resume-step-string", "train --resume {w}/step_string --steps 4",
+     "its step must be an integer >= 0, got '2'"),
+    ("train-resume-hidden-not-the-weights", "train --resume {w}/hidden_9 --steps 4",
+     "its settings say hidden size 9 but its weights have 8"),
+    ("train-resume-position-huge", "train --resume {w}/position_huge --steps 4",
+     "the batch position is 1000000000000000000000000000000 but the run is at step 2"),
     # sample
     ("sample-missing-checkpoint", "sample {w}/nowhere", "no checkpoint"),
     ("sample-temperature-zero", "sample {w}/run --temperature 0", "--temperature"),

@@ -243,8 +243,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.task is not None or args.task_length is not None
             or (saved is not None and saved.get("kind") == STATE_KIND)):
         return train_task.run(args, saved)
-    run_ = _resume(args, saved) if saved is not None else _start(args)
-    return _loop(run_, args.quiet)
+    if saved is None:
+        return _loop(_start(args), args.quiet)
+    return _loop(_resume(args, _read_resumed(args)), args.quiet)
 
 
 def _start(args: argparse.Namespace) -> train.Run:
@@ -308,8 +309,9 @@ def _undo_on_error(out: Path, cache_dir: Path) -> Iterator[list]:
         raise
 
 
-def _resume(args: argparse.Namespace, meta: dict) -> train.Run:
-    """Continue the run on text saved in --resume DIR (``meta``: its train state's metadata)."""
+def _read_resumed(args: argparse.Namespace) -> train.SavedRun:
+    """The run on text saved in --resume DIR, checked whole before its text is read; the
+    flags that cannot change on --resume are refused."""
     fixed = [k for k in SETTINGS if k not in RESUME_SETTINGS and getattr(args, k) is not None]
     if args.no_clip_norm:
         fixed.append("clip_norm")
@@ -318,18 +320,18 @@ def _resume(args: argparse.Namespace, meta: dict) -> train.Run:
         raise BpttError(
             f"{names} cannot change on --resume (only --steps, --eval-every and --cache-dir can)"
         )
-    meta_corpus = str(meta.get("corpus", data.BUILTIN_CORPUS_NAME))
-    files = args.files or ([] if meta_corpus == data.BUILTIN_CORPUS_NAME
-                           else [Path(p) for p in meta_corpus.split(" + ")])
-    try:
-        config = train.TrainConfig.from_dict(meta["config"])
-        vocab = data.Vocab.from_list(meta["vocab"])
-    except (KeyError, TypeError) as exc:
-        raise BpttError(f"{args.resume} holds a damaged {train.STATE_FILE} ({exc!r})") from None
+    return train.read_saved_run(args.resume, args.steps, args.eval_every)
+
+
+def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
+    """Continue ``saved`` (the run in --resume DIR) on its text."""
+    files = args.files or ([] if saved.corpus == data.BUILTIN_CORPUS_NAME
+                           else [Path(p) for p in saved.corpus.split(" + ")])
+    config = saved.config
     cache_dir = args.cache_dir or (Path(config.cache_dir) if config.cache_dir
                                    else args.resume / CACHE_SUBDIR)
-    text, _ = read_corpus(files, config, cache_dir, vocab, args.quiet)
-    return train.resume_run(args.resume, text, args.steps, args.eval_every)
+    text, _ = read_corpus(files, config, cache_dir, saved.vocab, args.quiet)
+    return train.continue_run(saved, text, args.resume)
 
 
 def _saved_meta(directory: Path) -> dict:
