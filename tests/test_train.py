@@ -188,6 +188,11 @@ DAMAGED_TEXT_STATES = {
                                "its carried hidden state must be 2 finite float64 array(s)"),
     "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("state", -1),
                          "the saved random generator state is invalid"),
+    "interval-not-numbers": (_set("interval_losses", ["x"]),
+                             "its interval_losses must be a list of finite numbers"),
+    "interval-longer-than-the-steps": (
+        _set("interval_losses", [1.0] * 3),
+        "it holds 3 interval losses but only 2 steps were trained since the last evaluation"),
 }
 
 
@@ -204,4 +209,29 @@ def test_a_damaged_train_state_is_refused_before_anything_is_trained(saved_run, 
 
 def test_the_saved_run_itself_resumes(saved_run, tmp_path):
     run = train.resume_run(_damage(saved_run, tmp_path, lambda t, m: None), TEXT)
-    assert run.step == 5 and len(run.history) == 1
+    assert run.step == 5 and len(run.interval_losses) == 2 and len(run.history) == 1
+
+
+def test_metrics_after_a_stop_mid_interval_are_those_of_a_run_never_stopped(tmp_path):
+    config = small_config(steps=9, eval_every=4)
+    straight = train.new_run(config, TEXT, "t", tmp_path / "straight")
+    assert train.train(straight)
+    stopped = train.new_run(config, TEXT, "t", tmp_path / "stopped")
+    asked = iter([False] * 6 + [True])
+    assert not train.train(stopped, should_stop=lambda: next(asked))
+    resumed = train.resume_run(tmp_path / "stopped", TEXT)
+    assert resumed.interval_losses == stopped.interval_losses and len(stopped.interval_losses) == 2
+    assert train.train(resumed)
+
+    def without_speed(directory):
+        lines = (directory / train.METRICS_FILE).read_text().splitlines()
+        return [line.rsplit(",", 1)[0] for line in lines]
+
+    assert [row["step"] for row in resumed.history] == [4, 8, 9]
+    assert without_speed(tmp_path / "stopped") == without_speed(tmp_path / "straight")
+
+
+def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,
+                                                                             tmp_path):
+    out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))
+    assert train.resume_run(out, TEXT).interval_losses == []

@@ -17,7 +17,8 @@ Checkpoints (safetensors only, JSON metadata, each file written atomically):
     DIR/model.safetensors        the weights, cell, sizes, vocabulary, settings
     DIR/train_state.safetensors  weights again, optimizer moments, carried hidden
                                  state; metadata: step, data position, RNG state,
-                                 the metrics history, the corpus description
+                                 the metrics history, the training losses since the
+                                 last evaluation, the corpus description
     DIR/metrics.csv, DIR/loss.png   derived from the history
 
 ``train_state`` holds everything a resume needs, so a kill between the two
@@ -201,6 +202,8 @@ class Run:
     corpus: str
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # the bits per character of the steps since the last evaluation (saved: see Progress)
+    interval_losses: list[float] = field(default_factory=list)
     # the training loop's memory (see FastPath): made by the first train_step, never saved
     fast: FastPath | None = field(default=None, repr=False, compare=False)
 
@@ -462,7 +465,6 @@ def train(
     """
     config = run.config
     every = config.checkpoint_every or config.eval_every
-    interval_losses: list[float] = []
     started, chars_done = time.perf_counter(), 0
     while run.step < config.steps:
         if should_stop():
@@ -470,14 +472,13 @@ def train(
             on_event(Event("checkpoint", run.step))
             return False
         stats = train_step(run)
-        interval_losses.append(stats.bpc)
+        run.interval_losses.append(stats.bpc)
         chars_done += config.seq_len * config.batch
         speed = chars_done / max(time.perf_counter() - started, 1e-9)
         on_event(Event("step", run.step, stats, speed))
         last = run.step == config.steps
         if run.step % config.eval_every == 0 or last:
-            event = _evaluate_and_sample(run, interval_losses, speed)
-            interval_losses = []
+            event = _evaluate_and_sample(run, speed)
             on_event(event)
         if run.step % every == 0 or last:
             save(run)
@@ -487,18 +488,22 @@ def train(
     return True
 
 
-def _evaluate_and_sample(run: Run, interval_losses: list[float], speed: float) -> Event:
+def _evaluate_and_sample(run: Run, speed: float) -> Event:
+    """Add the evaluation of this step to the history (the interval's mean training bpc
+    included, which starts a new interval); sample ``config.sample_length`` characters."""
     val_bpc = evaluate(run.params, run.val_ids, run.config)
+    losses = run.interval_losses
+    run.history.append({
+        "step": run.step,
+        "train_bpc": float(np.mean(losses)) if losses else float("nan"),
+        "val_bpc": val_bpc,
+        "chars_per_sec": speed,
+    })
+    run.interval_losses = []
     # a generator of its own per step: the samples do not depend on when the run was resumed
     sample_rng = np.random.default_rng([run.config.seed, run.step])
     text = sample_text(run.params, run.vocab.chars, run.config.sample_length,
                        run.config.temperature, rng=sample_rng)
-    run.history.append({
-        "step": run.step,
-        "train_bpc": float(np.mean(interval_losses)) if interval_losses else float("nan"),
-        "val_bpc": val_bpc,
-        "chars_per_sec": speed,
-    })
     return Event("eval", run.step, chars_per_sec=speed, val_bpc=val_bpc, sample=text)
 
 
@@ -524,6 +529,7 @@ def _train_meta(run: Run) -> dict[str, Any]:
         "data": run.batches.state_dict(),
         "rng": run.rng.bit_generator.state,
         "history": run.history,
+        "interval_losses": run.interval_losses,
     }
 
 
@@ -589,21 +595,27 @@ def read_train_state(
 
 
 class Progress(NamedTuple):
-    """How far a saved run is: its step and its history (the rows of metrics.csv)."""
+    """How far a saved run is: its step, its history (the rows of metrics.csv) and the
+    training losses of the evaluation interval it stopped in (averaged into the next row)."""
 
     step: int
     history: list[dict[str, float]]
+    interval_losses: list[float]
 
 
 def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str]) -> Progress:
-    """The step and history of a train state's metadata (a run on text or a task run:
-    ``columns`` are the history's); CheckpointError naming the first bad value."""
+    """The step, history and interval losses of a train state's metadata (a run on text or a
+    task run: ``columns`` are the history's); CheckpointError naming the first bad value.
+
+    A file written before the interval losses were saved has none: the interval is empty."""
     step = meta.get("step")
     if not _is_int(step) or step < 0:
         raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
                               f"{step!r}")
     history = _read_history(file, meta.get("history"), columns, step)
-    return Progress(step, history)
+    since_eval = step - (history[-1]["step"] if history else 0)
+    interval = _read_interval(file, meta.get("interval_losses", []), since_eval)
+    return Progress(step, history, interval)
 
 
 def _is_int(value: Any) -> bool:
@@ -637,6 +649,19 @@ def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
     return history
 
 
+def _read_interval(file: Path, losses: Any, since_eval: int) -> list[float]:
+    """At most ``since_eval`` finite numbers (the steps after the last history row)."""
+    if not isinstance(losses, list) or not all(
+            _is_number(x) and math.isfinite(x) for x in losses):
+        raise CheckpointError(f"{file} is damaged: its interval_losses must be a list of "
+                              "finite numbers")
+    if len(losses) > since_eval:
+        raise CheckpointError(
+            f"{file} is damaged: it holds {len(losses)} interval losses but only "
+            f"{since_eval} steps were trained since the last evaluation")
+    return [float(x) for x in losses]
+
+
 def check_counter(file: Path, what: str, value: Any, step: int) -> None:
     """A count kept beside the run's step (the optimizer's updates, the batches read) must
     equal it: CheckpointError otherwise."""
@@ -667,8 +692,8 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
                    eval_every: int | None = None) -> SavedRun:
     """The run on text saved in ``out_dir``, read and checked whole before anything is
     trained or written: settings, vocabulary, weights (their shapes against the settings),
-    optimizer state, carried hidden state, random generator, step, history, the
-    optimizer's step counter and the batch position (both equal to the step).
+    optimizer state, carried hidden state, random generator, step, history, interval losses,
+    the optimizer's step counter and the batch position (both equal to the step).
     CheckpointError on the first bad value.
 
     steps / eval_every replace the saved ones (None: keep them)."""
@@ -749,9 +774,10 @@ def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.P
     _, train_ids, val_ids = prepare_text(text, config, saved.vocab)
     batches = StreamBatcher(train_ids, config.batch, config.seq_len)
     batches.load_state_dict(saved.data)
-    step, history = saved.progress
+    step, history, interval = saved.progress
     return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
-               val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history)
+               val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
+               interval)
 
 
 def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,
