@@ -235,3 +235,18 @@ def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(sa
                                                                              tmp_path):
     out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))
     assert train.resume_run(out, TEXT).interval_losses == []
+
+
+def test_no_samples_are_made_when_the_sample_length_is_0(tmp_path, monkeypatch):
+    run = train.new_run(small_config(steps=2, eval_every=1, sample_length=50), TEXT, "t",
+                        tmp_path / "r")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampled although nothing shows the samples")
+
+    monkeypatch.setattr(train, "sample_text", refuse)
+    events = []
+    assert train.train(run, events.append, sample_length=0)
+    evals = [e for e in events if e.kind == "eval"]
+    assert len(evals) == 2 and all(e.sample is None for e in evals)
+    assert run.config.sample_length == 50  # the saved settings keep the run's own

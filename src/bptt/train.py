@@ -456,15 +456,20 @@ def train(
     run: Run,
     on_event: Callable[[Event], None] = lambda event: None,
     should_stop: Callable[[], bool] = lambda: False,
+    sample_length: int | None = None,
 ) -> bool:
     """Train until ``config.steps`` (the run's total), evaluating and checkpointing on the way.
 
     Returns True when finished, False when ``should_stop()`` asked to stop early (a
     checkpoint of the last completed step is written first).  On divergence the last good
     checkpoint stays and :class:`DivergedError` is raised.
+
+    sample_length: characters sampled at each evaluation for the "eval" event (None:
+    ``config.sample_length``; 0 when nothing shows them: the samples are never saved).
     """
     config = run.config
     every = config.checkpoint_every or config.eval_every
+    length = config.sample_length if sample_length is None else sample_length
     started, chars_done = time.perf_counter(), 0
     while run.step < config.steps:
         if should_stop():
@@ -478,7 +483,7 @@ def train(
         on_event(Event("step", run.step, stats, speed))
         last = run.step == config.steps
         if run.step % config.eval_every == 0 or last:
-            event = _evaluate_and_sample(run, speed)
+            event = _evaluate_and_sample(run, speed, length)
             on_event(event)
         if run.step % every == 0 or last:
             save(run)
@@ -488,9 +493,9 @@ def train(
     return True
 
 
-def _evaluate_and_sample(run: Run, speed: float) -> Event:
+def _evaluate_and_sample(run: Run, speed: float, sample_length: int) -> Event:
     """Add the evaluation of this step to the history (the interval's mean training bpc
-    included, which starts a new interval); sample ``config.sample_length`` characters."""
+    included, which starts a new interval); sample ``sample_length`` characters."""
     val_bpc = evaluate(run.params, run.val_ids, run.config)
     losses = run.interval_losses
     run.history.append({
@@ -500,10 +505,12 @@ def _evaluate_and_sample(run: Run, speed: float) -> Event:
         "chars_per_sec": speed,
     })
     run.interval_losses = []
-    # a generator of its own per step: the samples do not depend on when the run was resumed
-    sample_rng = np.random.default_rng([run.config.seed, run.step])
-    text = sample_text(run.params, run.vocab.chars, run.config.sample_length,
-                       run.config.temperature, rng=sample_rng)
+    text = None
+    if sample_length > 0:
+        # a generator of its own per step: the samples do not depend on when the run resumed
+        sample_rng = np.random.default_rng([run.config.seed, run.step])
+        text = sample_text(run.params, run.vocab.chars, sample_length, run.config.temperature,
+                           rng=sample_rng)
     return Event("eval", run.step, chars_per_sec=speed, val_bpc=val_bpc, sample=text)
 
 

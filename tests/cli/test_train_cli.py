@@ -107,3 +107,12 @@ def test_the_default_run_directory_passes_over_a_file_of_its_name(run_bptt, corp
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "runs" / "train").read_text() == "notes, not a run"
     assert (tmp_path / "runs" / "train-2" / "model.safetensors").is_file()
+
+
+def test_quiet_makes_no_samples(run_bptt, corpus_file, tmp_path):
+    # ten million characters would take many minutes to sample: under --quiet nothing shows
+    # them (they are never saved), so none are made
+    r = run_bptt("train", corpus_file, *TINY, "--steps", "2", "--eval-every", "1", "--quiet",
+                 "--sample-length", "10000000", "--out", tmp_path / "run", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == ""

@@ -72,7 +72,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--checkpoint-every", type=types.positive_int,
                    help="steps between checkpoints (default: --eval-every)")
     p.add_argument("--sample-length", type=types.nonnegative_int,
-                   help=f"characters sampled at each eval ({d.sample_length})")
+                   help=f"characters sampled at each eval and shown ({d.sample_length}; "
+                        f"none under --quiet)")
     p.add_argument("--temperature", type=types.positive_float,
                    help=f"sampling temperature at each eval ({d.temperature:g})")
     p.add_argument("--val-fraction", type=_fraction,
@@ -104,7 +105,9 @@ def add_parser(sub, name: str) -> None:
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
     p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
                    help="continue the run saved in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no samples (none are generated: the samples "
+                        "are shown, never saved)")
     p.add_argument("--task", choices=TASKS,
                    help="train on a built-in sequence task instead of text (see bptt.tasks)")
     p.add_argument("--task-length", type=types.positive_int, metavar="N",
@@ -349,7 +352,10 @@ def _loop(run_: train.Run, quiet: bool) -> int:
               f"vocabulary {run_.vocab.size}); model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{n_params:,} parameters, {c.dtype}; run dir: {run_.out_dir}", flush=True)
     finished = progress.run_with_progress(
-        c.steps, run_.step, quiet, lambda show, stop: train.train(run_, show, stop), _show
+        c.steps, run_.step, quiet,
+        # under --quiet nothing shows the evaluation samples (never saved): none are made
+        lambda show, stop: train.train(run_, show, stop, sample_length=0 if quiet else None),
+        _show,
     )
     if not finished:
         return progress.interrupted(run_.step, run_.out_dir)
