@@ -168,6 +168,15 @@ def test_the_default_task_directory_passes_over_a_file_of_its_name(run_bptt, tmp
     assert (tmp_path / "runs" / "task-parity-rnn-2" / "model.safetensors").is_file()
 
 
+def test_a_task_resume_to_a_step_the_run_has_reached_changes_nothing(run_bptt, tweets_run):
+    before = _files(tweets_run)
+    r = run_bptt("train", "--resume", tweets_run, "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"nothing to do: the run in {tweets_run} is already at step 2; "
+                        "--steps is the run's total, give a larger one to go on\n")
+    assert _files(tweets_run) == before
+
+
 def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_run, tmp_path):
     import shutil
 

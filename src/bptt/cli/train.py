@@ -104,7 +104,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--out", type=types.nonempty_path,
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
     p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
-                   help="continue the run saved in DIR")
+                   help="continue the run saved in DIR up to --steps in all (a run already "
+                        "there is left untouched: one line says so, exit 0)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no samples (none are generated: the samples "
                         "are shown, never saved)")
@@ -239,7 +240,8 @@ class _EncodingBar:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; exit 0 when done, 130 when interrupted (after saving a checkpoint)."""
+    """Train; exit 0 when done (or a resumed run is already at --steps: nothing to do),
+    130 when interrupted (after saving a checkpoint)."""
     ensure_utf8_stdout()
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     saved = _saved_meta(args.resume) if args.resume is not None else None
@@ -248,7 +250,10 @@ def run(args: argparse.Namespace) -> int:
         return train_task.run(args, saved)
     if saved is None:
         return _loop(_start(args), args.quiet)
-    return _loop(_resume(args, _read_resumed(args)), args.quiet)
+    resumed = _read_resumed(args)
+    if resumed.progress.step >= resumed.config.steps:  # before the text is read or encoded
+        return progress.nothing_to_do(resumed.progress.step, args.resume)
+    return _loop(_resume(args, resumed), args.quiet)
 
 
 def _start(args: argparse.Namespace) -> train.Run:

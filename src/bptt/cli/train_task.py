@@ -90,6 +90,8 @@ def _config(args: argparse.Namespace) -> tasks.TaskConfig:
 
 def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
     c = run_.config
+    if run_.step >= c.steps:
+        return progress.nothing_to_do(run_.step, run_.out_dir)
     if not quiet:
         print(f"task: {run_.data.describe()}; model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
