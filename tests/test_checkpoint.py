@@ -303,3 +303,13 @@ def test_model_sizes_in_the_metadata_must_be_the_weights_integers(tmp_path: Path
     write_safetensors_atomic(path, tensors, meta)
     with pytest.raises(CheckpointError, match=match):
         checkpoint.load_model(path)
+
+
+@pytest.mark.parametrize("state", ["x", {"bit_generator": "PCG64"},
+                                   {"bit_generator": "PCG64", "state": {"state": -1, "inc": 1},
+                                    "has_uint32": 0, "uinteger": 0}])
+def test_a_saved_generator_state_numpy_refuses_is_one_checkpoint_error(state):
+    with pytest.raises(CheckpointError, match="the saved random generator state is invalid"):
+        checkpoint.generator(state)
+    saved = np.random.default_rng(4).bit_generator.state
+    assert checkpoint.generator(saved).random() == np.random.default_rng(4).random()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -396,3 +397,14 @@ def test_checkpoint_tensors_round_trip_in_canonical_order():
     del shuffled["opt.m.Whh"]
     with pytest.raises(CheckpointError):
         optim.from_checkpoint_tensors(shuffled, adam)
+
+
+@pytest.mark.parametrize("counter, shown", [(np.array(-1), "-1 (int64)"),
+                                            (np.array(3.0), "3.0 (float64)")])
+def test_check_state_refuses_a_step_counter_that_is_not_a_count(counter, shown):
+    params = _random_params(np.random.default_rng(9))
+    adam = Adam(0.1)
+    state = adam.init_state(params)
+    state["step"]["t"] = counter
+    with pytest.raises(CheckpointError, match=re.escape(f"must be an integer >= 0, got {shown}")):
+        adam.check_state(params, state)

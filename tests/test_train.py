@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
 
 from bptt import checkpoint, models, train
 from bptt.data import builtin_corpus
-from bptt.errors import BpttError
+from bptt.errors import BpttError, CheckpointError
 
 TEXT = builtin_corpus()[:8000]
 
@@ -117,3 +118,135 @@ def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
     assert train.free_out_dir(base) == tmp_path / "runs" / "train-3"
     with pytest.raises(BpttError, match="already holds a checkpoint"):
         train.check_fresh_out(second)
+
+
+def test_free_out_dir_skips_a_file_of_the_same_name(tmp_path):
+    base = tmp_path / "runs" / "train"
+    base.parent.mkdir()
+    base.write_text("not a run")
+    assert train.free_out_dir(base) == tmp_path / "runs" / "train-2"
+
+
+def test_an_empty_cache_dir_is_refused():
+    with pytest.raises(BpttError, match="cache_dir must be a path, got an empty string"):
+        small_config(cache_dir="")
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A run on text stopped at step 5, in the middle of its second evaluation interval."""
+    out = tmp_path_factory.mktemp("saved") / "run"
+    run = train.new_run(small_config(cell="lstm", steps=9, eval_every=3), TEXT, "t", out)
+    asked = iter([False] * 5 + [True])
+    assert not train.train(run, should_stop=lambda: next(asked))
+    return out
+
+
+def _damage(saved_run, tmp_path, change):
+    """A copy of ``saved_run`` whose train state's (tensors, metadata) ``change`` edited."""
+    out = tmp_path / "damaged"
+    shutil.copytree(saved_run, out)
+    tensors, meta = checkpoint.read_safetensors(out / train.STATE_FILE)
+    change(tensors, meta)
+    checkpoint.write_safetensors_atomic(out / train.STATE_FILE, tensors, meta)
+    return out
+
+
+def _set(key, value):
+    return lambda tensors, meta: meta.__setitem__(key, value)
+
+
+DAMAGED_TEXT_STATES = {
+    "history-not-a-list": (_set("history", "x"), "its history must be a list of rows"),
+    "history-row-of-strings": (_set("history", [{"step": "a"}]),
+                               "history row 0 must have exactly the columns step, train_bpc"),
+    "history-value-not-a-number": (
+        lambda t, m: m["history"][0].__setitem__("val_bpc", "low"),
+        "history row 0 has a val_bpc that is not a number: 'low'"),
+    "history-after-the-step": (lambda t, m: m["history"][0].__setitem__("step", 6),
+                               "history row 0 is at step 6"),
+    "step-negative": (_set("step", -5), "its step must be an integer >= 0, got -5"),
+    "step-a-string": (_set("step", "5"), "its step must be an integer >= 0, got '5'"),
+    "step-not-the-optimizer's": (_set("step", 6),
+                                 "the optimizer's step counter is 5 but the run is at step 6"),
+    "optimizer-counter-negative": (
+        lambda t, m: t.__setitem__("opt.step.t", np.array(-1)),
+        "the optimizer's step counter 'step.t' must be an integer >= 0, got -1"),
+    "optimizer-counter-a-float": (
+        lambda t, m: t.__setitem__("opt.step.t", np.array(5.0)),
+        "the optimizer's step counter 'step.t' must be an integer >= 0, got 5.0"),
+    "hidden-not-the-weights'": (lambda t, m: m["config"].__setitem__("hidden", 17),
+                                "its settings say hidden size 17 but its weights have 16"),
+    "dtype-not-the-weights'": (lambda t, m: m["config"].__setitem__("dtype", "float32"),
+                               "its settings say dtype float32 but its weights have float64"),
+    "vocabulary-not-the-weights'": (lambda t, m: m.__setitem__("vocab", m["vocab"][:-1]),
+                                    "its settings say inputs (the vocabulary)"),
+    "batch-position-huge": (lambda t, m: m["data"].__setitem__("position", 10**30),
+                            "the batch position is 1000000000000000000000000000000 but the run "
+                            "is at step 5"),
+    "carry-of-another-shape": (lambda t, m: t.__setitem__("carry.1", t["carry.1"][:, :2]),
+                               "its carried hidden state must be 2 finite float64 array(s)"),
+    "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("state", -1),
+                         "the saved random generator state is invalid"),
+    "interval-not-numbers": (_set("interval_losses", ["x"]),
+                             "its interval_losses must be a list of finite numbers"),
+    "interval-longer-than-the-steps": (
+        _set("interval_losses", [1.0] * 3),
+        "it holds 3 interval losses but only 2 steps were trained since the last evaluation"),
+}
+
+
+@pytest.mark.parametrize("change, message", DAMAGED_TEXT_STATES.values(),
+                         ids=DAMAGED_TEXT_STATES.keys())
+def test_a_damaged_train_state_is_refused_before_anything_is_trained(saved_run, tmp_path,
+                                                                      change, message):
+    out = _damage(saved_run, tmp_path, change)
+    with pytest.raises(CheckpointError) as caught:
+        train.resume_run(out, TEXT)
+    assert str(caught.value).startswith(f"{out / train.STATE_FILE} is damaged")
+    assert message in str(caught.value)
+
+
+def test_the_saved_run_itself_resumes(saved_run, tmp_path):
+    run = train.resume_run(_damage(saved_run, tmp_path, lambda t, m: None), TEXT)
+    assert run.step == 5 and len(run.interval_losses) == 2 and len(run.history) == 1
+
+
+def test_metrics_after_a_stop_mid_interval_are_those_of_a_run_never_stopped(tmp_path):
+    config = small_config(steps=9, eval_every=4)
+    straight = train.new_run(config, TEXT, "t", tmp_path / "straight")
+    assert train.train(straight)
+    stopped = train.new_run(config, TEXT, "t", tmp_path / "stopped")
+    asked = iter([False] * 6 + [True])
+    assert not train.train(stopped, should_stop=lambda: next(asked))
+    resumed = train.resume_run(tmp_path / "stopped", TEXT)
+    assert resumed.interval_losses == stopped.interval_losses and len(stopped.interval_losses) == 2
+    assert train.train(resumed)
+
+    def without_speed(directory):
+        lines = (directory / train.METRICS_FILE).read_text().splitlines()
+        return [line.rsplit(",", 1)[0] for line in lines]
+
+    assert [row["step"] for row in resumed.history] == [4, 8, 9]
+    assert without_speed(tmp_path / "stopped") == without_speed(tmp_path / "straight")
+
+
+def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,
+                                                                             tmp_path):
+    out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))
+    assert train.resume_run(out, TEXT).interval_losses == []
+
+
+def test_no_samples_are_made_when_the_sample_length_is_0(tmp_path, monkeypatch):
+    run = train.new_run(small_config(steps=2, eval_every=1, sample_length=50), TEXT, "t",
+                        tmp_path / "r")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampled although nothing shows the samples")
+
+    monkeypatch.setattr(train, "sample_text", refuse)
+    events = []
+    assert train.train(run, events.append, sample_length=0)
+    evals = [e for e in events if e.kind == "eval"]
+    assert len(evals) == 2 and all(e.sample is None for e in evals)
+    assert run.config.sample_length == 50  # the saved settings keep the run's own

@@ -460,9 +460,13 @@ def header(kind: str) -> dict[str, Any]:
 
 
 def generator(state: Mapping[str, Any]) -> np.random.Generator:
-    """A numpy Generator put back in a saved ``bit_generator.state`` (a train state's "rng")."""
+    """A numpy Generator put back in a saved ``bit_generator.state`` (a train state's "rng");
+    CheckpointError when the saved state is not one numpy accepts."""
     rng = np.random.default_rng()
-    rng.bit_generator.state = state
+    try:
+        rng.bit_generator.state = state
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"the saved random generator state is invalid ({exc!r}).") from None
     return rng
 
 

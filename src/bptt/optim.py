@@ -154,9 +154,7 @@ class Optimizer:
                 f"optimizer state has slots {sorted(state)} but {self.name!r} needs "
                 f"{sorted(expected)}; resume with the optimizer the checkpoint was trained with."
             )
-        counter = state[STEP_SLOT].get("t")
-        if set(state[STEP_SLOT]) != {"t"} or counter is None or counter.size != 1:
-            raise CheckpointError("optimizer state has no valid step counter 'step.t'.")
+        _check_counter(state[STEP_SLOT])
         for slot in self.slots:
             _check_slot(slot, params, state[slot])
 
@@ -170,6 +168,23 @@ class Optimizer:
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
         raise NotImplementedError
+
+
+def _check_counter(slot: Mapping) -> None:
+    """Raise CheckpointError unless ``slot`` is ``{"t": one integer >= 0}``."""
+    counter = slot.get("t")
+    if set(slot) != {"t"} or not isinstance(counter, np.ndarray) or counter.size != 1:
+        raise CheckpointError("optimizer state has no valid step counter 'step.t'.")
+    if counter.dtype.kind not in "iu" or counter.item() < 0:
+        raise CheckpointError(
+            f"the optimizer's step counter 'step.t' must be an integer >= 0, got "
+            f"{counter.item()!r} ({counter.dtype})."
+        )
+
+
+def step_count(state: State) -> int:
+    """How many updates the optimizer state has seen (its step counter t)."""
+    return int(state[STEP_SLOT]["t"].item())
 
 
 def _check_slot(slot: str, params: Mapping[str, np.ndarray], arrays: Mapping) -> None:

@@ -51,7 +51,7 @@ import numpy as np
 
 from bptt import checkpoint, models, optim, train
 from bptt.cells import CELLS
-from bptt.errors import BpttError, CheckpointError
+from bptt.errors import BpttError
 from bptt.estimators import SequenceClassifier, SequenceRegressor
 
 TASKS = ("adding", "parity", "tweets", "digits")
@@ -208,10 +208,11 @@ class TaskConfig:
             raise BpttError(f"unknown optimizer {config.optimizer!r}")
         if config.dtype not in train.DTYPES:
             raise BpttError(f"unknown dtype {config.dtype!r}: choose float32 or float64")
-        for name in ("hidden", "layers", "steps", "batch", "eval_every"):
+        for name, low in (("hidden", 1), ("layers", 1), ("steps", 1), ("batch", 1),
+                          ("eval_every", 1), ("seed", 0)):
             value = getattr(config, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BpttError(f"{name} must be an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise BpttError(f"{name} must be an integer >= {low}, got {value!r}")
         train.check_sizes(config.hidden, config.layers)
         for name in ("lr", "clip_norm"):
             value = getattr(config, name)
@@ -286,6 +287,15 @@ class TaskRun:
     rng: np.random.Generator
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # the training losses of the steps since the last evaluation (saved, as a text run's)
+    interval_losses: list[float] = field(default_factory=list)
+
+
+def history_columns(classification: bool) -> tuple[str, ...]:
+    """The columns of a task run's history rows (and metrics.csv), in order."""
+    if classification:
+        return ("step", "train_loss", "val_loss", "val_accuracy", "seqs_per_sec")
+    return ("step", "train_mse", "val_mse", "val_r2", "seqs_per_sec")
 
 
 def new_task_run(config: TaskConfig, out_dir: str | os.PathLike) -> TaskRun:
@@ -314,24 +324,29 @@ def _estimator(config: TaskConfig, data: TaskData) -> SequenceClassifier | Seque
 def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
                     eval_every: int | None = None) -> TaskRun:
     """Continue the run saved in ``out_dir`` exactly where it stopped (the data is made
-    again from the seed; the weights, the optimizer's state, both random generators and the
-    history come from DIR/train_state.safetensors).  steps (the run's total) and eval_every
-    may change; every other setting comes from the checkpoint."""
+    again from the seed; the weights, the optimizer's state, both random generators, the
+    history and the losses of the unfinished evaluation interval come from
+    DIR/train_state.safetensors, every value checked before anything is trained or written).
+    steps (the run's total) and eval_every may change; every other setting comes from the
+    checkpoint."""
     out = Path(out_dir)
     file, tensors, meta = train.read_train_state(out, STATE_KIND)
-    try:
-        changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
-        config = dataclasses.replace(TaskConfig(**meta["task_config"]), **changes).resolved()
-        data = TaskData(config)
-        estimator = _estimator(config, data)
-        estimator._restore_train_state(tensors, meta["estimator"])
+    with train.damaged(file):
+        config = TaskConfig(**meta["task_config"]).resolved()
         rng = checkpoint.generator(meta["rng"])
-        step, history = int(meta["step"]), list(meta["history"])
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, BpttError):  # (a BpttError is a ValueError: it says what is wrong)
-            raise
-        raise CheckpointError(f"{file} is damaged or incomplete ({exc!r})") from exc
-    return TaskRun(config, data, estimator, out, rng, step, history)
+    data = TaskData(config)  # (the digits task may need scikit-learn: not a damaged file)
+    estimator = _estimator(config, data)
+    with train.damaged(file):
+        estimator._restore_train_state(tensors, meta["estimator"])
+    step, history, interval = train.read_progress(file, meta,
+                                                  history_columns(data.classification))
+    train.check_counter(file, "the optimizer's step counter",
+                        optim.step_count(estimator._opt_state), step)
+    train.check_counter(file, "the estimator's step count", estimator.n_steps_, step)
+    train.check_counter(file, "the estimator's epoch count", estimator.n_iter_, step)
+    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
+    config = dataclasses.replace(config, **changes).resolved()
+    return TaskRun(config, data, estimator, out, rng, step, history, interval)
 
 
 def num_parameters(run: TaskRun) -> int:
@@ -384,7 +399,6 @@ def train_task(
     checkpoint of the last completed step is written first).
     """
     config, est = run.config, run.estimator
-    interval: list[float] = []
     started, seen = time.perf_counter(), 0
     while run.step < config.steps:
         if should_stop():
@@ -399,15 +413,15 @@ def train_task(
             est.partial_fit(batch.X, batch.y, lengths=batch.lengths)
         run.step += 1
         loss = est.loss_curve_[-1]
-        interval.append(loss)
+        run.interval_losses.append(loss)
         seen += len(batch.y)
         speed = seen / max(time.perf_counter() - started, 1e-9)
         on_event(TaskEvent("step", run.step, loss, speed))
         if run.step % config.eval_every == 0 or run.step == config.steps:
             train_key = "train_loss" if run.data.classification else "train_mse"
-            row = {"step": run.step, train_key: float(np.mean(interval)), **evaluate(run),
-                   "seqs_per_sec": speed}
-            interval = []
+            row = {"step": run.step, train_key: float(np.mean(run.interval_losses)),
+                   **evaluate(run), "seqs_per_sec": speed}
+            run.interval_losses = []
             run.history.append(row)
             on_event(TaskEvent("eval", run.step, seqs_per_sec=speed, metrics=row))
             save(run)
@@ -429,8 +443,8 @@ def save(run: TaskRun) -> Path:
     and history) and metrics.csv.  Returns the model's path."""
     tensors, estimator_state = run.estimator._train_state()
     meta = {**checkpoint.header(STATE_KIND), "task_config": run.config.to_dict(),
-            "step": run.step, "history": run.history, "rng": run.rng.bit_generator.state,
-            "estimator": estimator_state}
+            "step": run.step, "history": run.history, "interval_losses": run.interval_losses,
+            "rng": run.rng.bit_generator.state, "estimator": estimator_state}
     checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, meta)
     info = {"task": run.config.task, "length": run.config.length, "step": run.step,
             "task_config": run.config.to_dict(), "history": run.history}
@@ -442,7 +456,7 @@ def save(run: TaskRun) -> Path:
 
 def write_metrics(run: TaskRun) -> Path:
     """metrics.csv from the history (rewritten whole, atomically)."""
-    columns = list(run.history[0]) if run.history else ["step"]
+    columns = history_columns(run.data.classification)
     rows = ([row[c] if c == "step" else f"{row[c]:.6g}" for c in columns] for row in run.history)
     return checkpoint.write_csv_atomic(run.out_dir / METRICS_FILE, columns, rows)
 

@@ -17,7 +17,8 @@ Checkpoints (safetensors only, JSON metadata, each file written atomically):
     DIR/model.safetensors        the weights, cell, sizes, vocabulary, settings
     DIR/train_state.safetensors  weights again, optimizer moments, carried hidden
                                  state; metadata: step, data position, RNG state,
-                                 the metrics history, the corpus description
+                                 the metrics history, the training losses since the
+                                 last evaluation, the corpus description
     DIR/metrics.csv, DIR/loss.png   derived from the history
 
 ``train_state`` holds everything a resume needs, so a kill between the two
@@ -29,19 +30,20 @@ The library never prints: :func:`train` reports through a callback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from bptt import checkpoint, flat, models, ops, optim
-from bptt.cells import CELLS
+from bptt.cells import CELLS, get_cell
 from bptt.corpus import EncodedCorpus
 from bptt.data import StreamBatcher, Vocab, check_unk, split_train_val
 from bptt.errors import BpttError, CheckpointError, DataError
@@ -50,6 +52,8 @@ from bptt.sample import sample_text
 STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "loss.png"
+# a history row of a run on text: the columns of metrics.csv
+HISTORY_COLUMNS = ("step", "train_bpc", "val_bpc", "chars_per_sec")
 LN2 = math.log(2)
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -115,6 +119,9 @@ class TrainConfig:
             raise BpttError(f"unknown errors policy {self.errors!r}: choose strict or replace")
         if self.unk is not None:
             check_unk(self.unk)
+        for name in ("cache_dir", "init_from"):
+            if getattr(self, name) == "":
+                raise BpttError(f"{name} must be a path, got an empty string")
         check_sizes(self.hidden, self.layers, self.seq_len)
         return self
 
@@ -207,6 +214,8 @@ class Run:
     corpus: str
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # the bits per character of the steps since the last evaluation (saved: see Progress)
+    interval_losses: list[float] = field(default_factory=list)
     # the training loop's memory (see FastPath): made by the first train_step, never saved
     fast: FastPath | None = field(default=None, repr=False, compare=False)
 
@@ -259,10 +268,11 @@ def is_run_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def free_out_dir(base: str | os.PathLike) -> Path:
-    """base, or base-2, base-3, …: the first directory that holds no checkpoint."""
+    """base, or base-2, base-3, …: the first that is no file and holds no checkpoint (a
+    missing or an empty directory, or one that holds other things)."""
     base = Path(base)
     candidate, n = base, 1
-    while holds_checkpoint(candidate):
+    while holds_checkpoint(candidate) or (candidate.exists() and not candidate.is_dir()):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
@@ -470,16 +480,20 @@ def train(
     run: Run,
     on_event: Callable[[Event], None] = lambda event: None,
     should_stop: Callable[[], bool] = lambda: False,
+    sample_length: int | None = None,
 ) -> bool:
     """Train until ``config.steps`` (the run's total), evaluating and checkpointing on the way.
 
     Returns True when finished, False when ``should_stop()`` asked to stop early (a
     checkpoint of the last completed step is written first).  On divergence the last good
     checkpoint stays and :class:`DivergedError` is raised.
+
+    sample_length: characters sampled at each evaluation for the "eval" event (None:
+    ``config.sample_length``; 0 when nothing shows them: the samples are never saved).
     """
     config = run.config
     every = config.checkpoint_every or config.eval_every
-    interval_losses: list[float] = []
+    length = config.sample_length if sample_length is None else sample_length
     started, chars_done = time.perf_counter(), 0
     while run.step < config.steps:
         if should_stop():
@@ -487,14 +501,13 @@ def train(
             on_event(Event("checkpoint", run.step))
             return False
         stats = train_step(run)
-        interval_losses.append(stats.bpc)
+        run.interval_losses.append(stats.bpc)
         chars_done += config.seq_len * config.batch
         speed = chars_done / max(time.perf_counter() - started, 1e-9)
         on_event(Event("step", run.step, stats, speed))
         last = run.step == config.steps
         if run.step % config.eval_every == 0 or last:
-            event = _evaluate_and_sample(run, interval_losses, speed)
-            interval_losses = []
+            event = _evaluate_and_sample(run, speed, length)
             on_event(event)
         if run.step % every == 0 or last:
             save(run)
@@ -504,18 +517,24 @@ def train(
     return True
 
 
-def _evaluate_and_sample(run: Run, interval_losses: list[float], speed: float) -> Event:
+def _evaluate_and_sample(run: Run, speed: float, sample_length: int) -> Event:
+    """Add the evaluation of this step to the history (the interval's mean training bpc
+    included, which starts a new interval); sample ``sample_length`` characters."""
     val_bpc = evaluate(run.params, run.val_ids, run.config)
-    # a generator of its own per step: the samples do not depend on when the run was resumed
-    sample_rng = np.random.default_rng([run.config.seed, run.step])
-    text = sample_text(run.params, run.vocab.chars, run.config.sample_length,
-                       run.config.temperature, rng=sample_rng)
+    losses = run.interval_losses
     run.history.append({
         "step": run.step,
-        "train_bpc": float(np.mean(interval_losses)) if interval_losses else float("nan"),
+        "train_bpc": float(np.mean(losses)) if losses else float("nan"),
         "val_bpc": val_bpc,
         "chars_per_sec": speed,
     })
+    run.interval_losses = []
+    text = None
+    if sample_length > 0:
+        # a generator of its own per step: the samples do not depend on when the run resumed
+        sample_rng = np.random.default_rng([run.config.seed, run.step])
+        text = sample_text(run.params, run.vocab.chars, sample_length, run.config.temperature,
+                           rng=sample_rng)
     return Event("eval", run.step, chars_per_sec=speed, val_bpc=val_bpc, sample=text)
 
 
@@ -541,6 +560,7 @@ def _train_meta(run: Run) -> dict[str, Any]:
         "data": run.batches.state_dict(),
         "rng": run.rng.bit_generator.state,
         "history": run.history,
+        "interval_losses": run.interval_losses,
     }
 
 
@@ -559,9 +579,7 @@ def write_metrics(run: Run) -> Path:
     """metrics.csv from the history (rewritten whole, atomically)."""
     rows = ([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
              f"{row['chars_per_sec']:.1f}"] for row in run.history)
-    return checkpoint.write_csv_atomic(
-        run.out_dir / METRICS_FILE, ["step", "train_bpc", "val_bpc", "chars_per_sec"], rows
-    )
+    return checkpoint.write_csv_atomic(run.out_dir / METRICS_FILE, HISTORY_COLUMNS, rows)
 
 
 def write_plot(run: Run) -> Path:
@@ -602,34 +620,202 @@ def read_train_state(
     return file, tensors, meta
 
 
-def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,
-               eval_every: int | None = None) -> Run:
-    """Continue the run saved in ``out_dir`` exactly where it stopped, on the same ``text``.
+# ----------------------------------------------------------------------------
+# reading a train state back: every value checked before a run is made of it
+# ----------------------------------------------------------------------------
 
-    ``text`` is a str or an :class:`~bptt.corpus.EncodedCorpus` encoded with the run's
-    saved vocabulary; the batch fingerprint proves it is the same text.
 
-    steps / eval_every may be raised or changed; every other setting comes from the checkpoint.
-    """
-    out = Path(out_dir)
-    file, tensors, meta = read_train_state(out)
-    try:
+class Progress(NamedTuple):
+    """How far a saved run is: its step, its history (the rows of metrics.csv) and the
+    training losses of the evaluation interval it stopped in (averaged into the next row)."""
+
+    step: int
+    history: list[dict[str, float]]
+    interval_losses: list[float]
+
+
+def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str]) -> Progress:
+    """The step, history and interval losses of a train state's metadata (a run on text or a
+    task run: ``columns`` are the history's); CheckpointError naming the first bad value.
+
+    A file written before the interval losses were saved has none: the interval is empty."""
+    step = meta.get("step")
+    if not _is_int(step) or step < 0:
+        raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
+                              f"{step!r}")
+    history = _read_history(file, meta.get("history"), columns, step)
+    since_eval = step - (history[-1]["step"] if history else 0)
+    interval = _read_interval(file, meta.get("interval_losses", []), since_eval)
+    return Progress(step, history, interval)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
+                  ) -> list[dict[str, float]]:
+    """Rows of exactly ``columns``, numbers, at increasing steps from 1 to ``step``."""
+    if not isinstance(history, list):
+        raise CheckpointError(f"{file} is damaged: its history must be a list of rows, got "
+                              f"{type(history).__name__}")
+    last = 0
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or sorted(row) != sorted(columns):
+            raise CheckpointError(f"{file} is damaged: history row {i} must have exactly the "
+                                  f"columns {', '.join(columns)}, got {row!r}")
+        bad = [c for c in columns if not _is_number(row[c])]
+        if bad:
+            raise CheckpointError(f"{file} is damaged: history row {i} has a {bad[0]} that is "
+                                  f"not a number: {row[bad[0]]!r}")
+        if not _is_int(row["step"]) or not last < row["step"] <= step:
+            raise CheckpointError(
+                f"{file} is damaged: history row {i} is at step {row['step']!r}; the rows' "
+                f"steps must be integers that increase, from 1 to the run's step {step}")
+        last = row["step"]
+    return history
+
+
+def _read_interval(file: Path, losses: Any, since_eval: int) -> list[float]:
+    """At most ``since_eval`` finite numbers (the steps after the last history row)."""
+    if not isinstance(losses, list) or not all(
+            _is_number(x) and math.isfinite(x) for x in losses):
+        raise CheckpointError(f"{file} is damaged: its interval_losses must be a list of "
+                              "finite numbers")
+    if len(losses) > since_eval:
+        raise CheckpointError(
+            f"{file} is damaged: it holds {len(losses)} interval losses but only "
+            f"{since_eval} steps were trained since the last evaluation")
+    return [float(x) for x in losses]
+
+
+def check_counter(file: Path, what: str, value: Any, step: int) -> None:
+    """A count kept beside the run's step (the optimizer's updates, the batches read) must
+    equal it: CheckpointError otherwise."""
+    if not _is_int(value) or value != step:
+        raise CheckpointError(f"{file} is damaged: {what} is {value!r} but the run is at step "
+                              f"{step}")
+
+
+@dataclass
+class SavedRun:
+    """A run on text as its train state holds it, every value checked: all of a
+    :class:`Run` but the text (:func:`read_saved_run`; :func:`continue_run` adds the text)."""
+
+    file: Path
+    config: TrainConfig
+    vocab: Vocab
+    params: dict[str, np.ndarray]
+    optimizer: optim.Optimizer
+    opt_state: dict[str, dict[str, np.ndarray]]
+    state: models.State
+    rng: np.random.Generator
+    corpus: str
+    data: dict[str, Any]
+    progress: Progress
+
+
+def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
+                   eval_every: int | None = None) -> SavedRun:
+    """The run on text saved in ``out_dir``, read and checked whole before anything is
+    trained or written: settings, vocabulary, weights (their shapes against the settings),
+    optimizer state, carried hidden state, random generator, step, history, interval losses,
+    the optimizer's step counter and the batch position (both equal to the step).
+    CheckpointError on the first bad value.
+
+    steps / eval_every replace the saved ones (None: keep them)."""
+    file, tensors, meta = read_train_state(out_dir)
+    with damaged(file):
         config = TrainConfig.from_dict(meta["config"])
-        changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
-        config = dataclasses.replace(config, **changes).validate()
         vocab = Vocab.from_list(meta["vocab"])
-        _, train_ids, val_ids = prepare_text(text, config, vocab)
-        batches = StreamBatcher(train_ids, config.batch, config.seq_len)
-        batches.load_state_dict(meta["data"])
         optimizer = optim.make_optimizer(config.optimizer, config.lr)
         params, opt_state = optim.from_checkpoint_tensors(tensors, optimizer, config.cell)
         rng = checkpoint.generator(meta["rng"])
-        carried = [tensors[f"carry.{i}"] for i in range(2) if f"carry.{i}" in tensors]
-        state = None if not carried else carried[0] if len(carried) == 1 else tuple(carried)
-        step, history = int(meta["step"]), list(meta["history"])
+        data, corpus = meta["data"], meta["corpus"]
+    if not isinstance(data, dict) or not isinstance(corpus, str):
+        raise CheckpointError(f"{file} is damaged: its 'data' must be an object and its "
+                              "'corpus' a string")
+    shapes = _check_weights(file, params, config, vocab)
+    progress = read_progress(file, meta, HISTORY_COLUMNS)
+    check_counter(file, "the optimizer's step counter", optim.step_count(opt_state),
+                  progress.step)
+    check_counter(file, "the batch position", data.get("position"), progress.step)
+    state = _read_carry(file, tensors, shapes, config, progress.step)
+    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
+    config = dataclasses.replace(config, **changes).validate()
+    return SavedRun(file, config, vocab, params, optimizer, opt_state, state, rng, corpus,
+                    data, progress)
+
+
+@contextlib.contextmanager
+def damaged(file: Path) -> Iterator[None]:
+    """Turn what code reading a damaged train state raises (a BpttError, or a KeyError,
+    TypeError or ValueError) into one CheckpointError that names the file."""
+    try:
+        yield
+    except BpttError as exc:
+        raise CheckpointError(f"{file} is damaged: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, BpttError):
-            raise
         raise CheckpointError(f"{file} is damaged or incomplete ({exc!r})") from exc
-    return Run(config, vocab, params, optimizer, opt_state, batches, val_ids, state, rng, out,
-               meta.get("corpus", "?"), step, history)
+
+
+def _check_weights(file: Path, params: dict[str, np.ndarray], config: TrainConfig,
+                   vocab: Vocab) -> models.Shapes:
+    """The weights' sizes and dtype must be those of the settings and the vocabulary."""
+    shapes = models.check_params(params, config.cell)
+    pairs = (("hidden size", config.hidden, shapes.H), ("layers", config.layers, shapes.L),
+             ("inputs (the vocabulary)", vocab.size, shapes.D),
+             ("outputs (the vocabulary)", vocab.size, shapes.V),
+             ("dtype", config.dtype, str(params["Whh"].dtype)))
+    for what, said, have in pairs:
+        if said != have:
+            raise CheckpointError(f"{file} is damaged: its settings say {what} {said} but "
+                                  f"its weights have {have}")
+    return shapes
+
+
+def _read_carry(file: Path, tensors: Mapping[str, np.ndarray], shapes: models.Shapes,
+                config: TrainConfig, step: int) -> models.State:
+    """The hidden state carried into the next chunk: (L, B, H) per state of the cell (h, or
+    h and c), in the run's dtype; none before the first step."""
+    names = get_cell(shapes.cell).STATE_NAMES
+    parts = [tensors[f"carry.{i}"] for i in range(len(names)) if f"carry.{i}" in tensors]
+    if step == 0 and not parts:
+        return None
+    want = (shapes.L, config.batch, shapes.H)
+    if len(parts) != len(names) or any(
+            p.shape != want or p.dtype != DTYPES[config.dtype] or not np.isfinite(p).all()
+            for p in parts):
+        raise CheckpointError(
+            f"{file} is damaged: its carried hidden state must be {len(names)} finite "
+            f"{config.dtype} array(s) of shape (L, B, H) = {want}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.PathLike
+                 ) -> Run:
+    """The :class:`Run` of ``saved`` on its ``text`` (a str, or an
+    :class:`~bptt.corpus.EncodedCorpus` encoded with the run's saved vocabulary), writing into
+    ``out_dir``; the batch fingerprint proves it is the same text (else BpttError)."""
+    config = saved.config
+    _, train_ids, val_ids = prepare_text(text, config, saved.vocab)
+    batches = StreamBatcher(train_ids, config.batch, config.seq_len)
+    batches.load_state_dict(saved.data)
+    step, history, interval = saved.progress
+    return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
+               val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
+               interval)
+
+
+def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,
+               eval_every: int | None = None) -> Run:
+    """Continue the run saved in ``out_dir`` exactly where it stopped, on the same ``text``
+    (:func:`read_saved_run`, then :func:`continue_run`).
+
+    steps / eval_every may be raised or changed; every other setting comes from the checkpoint.
+    """
+    return continue_run(read_saved_run(out_dir, steps, eval_every), text, out_dir)

@@ -43,6 +43,7 @@ def world(tmp_path_factory) -> Path:
     os.mkfifo(root / "fifo.safetensors")  # not a regular file: never to be replaced
     (root / "fifo_out").mkdir()
     os.mkfifo(root / "fifo_out" / "model.safetensors")
+    make_damaged_train_states(root)
     return root
 
 
@@ -87,6 +88,26 @@ def make_bad_exports(root: Path) -> None:
                                     ["a"] * len(model.vocab))
 
 
+def make_damaged_train_states(root: Path) -> None:
+    """Copies of the trained run whose train_state.safetensors was edited by hand."""
+    import shutil
+
+    state = root / "run" / "train_state.safetensors"
+    tensors, meta = checkpoint.read_safetensors(state)
+    for name, change in {
+        "history_x": lambda t, m: m.update(history="x"),
+        "history_row": lambda t, m: m.update(history=[{"step": "a"}]),
+        "counter_negative": lambda t, m: t.update({"opt.step.t": np.array(-1)}),
+        "step_string": lambda t, m: m.update(step="2"),
+        "hidden_9": lambda t, m: m["config"].update(hidden=9),
+        "position_huge": lambda t, m: m["data"].update(position=10**30),
+    }.items():
+        shutil.copytree(root / "run", root / name)
+        t, m = dict(tensors), json.loads(json.dumps(meta))
+        change(t, m)
+        checkpoint.write_safetensors_atomic(root / name / "train_state.safetensors", t, m)
+
+
 # (id, argv with {w} for the world dir, what the message must say)
 CASES = [
     # train: the corpus
@@ -123,6 +144,21 @@ CASES = [
     ("train-out-has-checkpoint", "train {w}/good.txt --out {w}/run", "already holds a checkpoint"),
     ("train-resume-nothing", "train --resume {w}/adir", "no train_state"),
     ("train-resume-change-hidden", "train --resume {w}/run --hidden 16", "cannot change on --resume"),
+    ("train-out-empty", "train {w}/good.txt --out ", "--out: expected a path"),
+    ("train-cache-dir-empty", "train {w}/good.txt --cache-dir ", "--cache-dir: expected a path"),
+    # train: a train state edited by hand is refused before anything is trained or written
+    ("train-resume-history-not-a-list", "train --resume {w}/history_x --steps 4",
+     "history_x/train_state.safetensors is damaged: its history must be a list"),
+    ("train-resume-history-row", "train --resume {w}/history_row --steps 4",
+     "history row 0 must have exactly the columns"),
+    ("train-resume-counter-negative", "train --resume {w}/counter_negative --steps 4",
+     "step counter 'step.t' must be an integer >= 0, got -1"),
+    ("train-resume-step-string", "train --resume {w}/step_string --steps 4",
+     "its step must be an integer >= 0, got '2'"),
+    ("train-resume-hidden-not-the-weights", "train --resume {w}/hidden_9 --steps 4",
+     "its settings say hidden size 9 but its weights have 8"),
+    ("train-resume-position-huge", "train --resume {w}/position_huge --steps 4",
+     "the batch position is 1000000000000000000000000000000 but the run is at step 2"),
     # sample
     ("sample-missing-checkpoint", "sample {w}/nowhere", "no checkpoint"),
     ("sample-temperature-zero", "sample {w}/run --temperature 0", "--temperature"),

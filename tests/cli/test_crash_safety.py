@@ -98,5 +98,13 @@ def test_same_seed_same_bits(corpus_file, tmp_path, dtype):
                            env=dict(os.environ))
         assert r.returncode == 0, r.stderr
     assert_bit_identical(*outs)
-    assert (outs[0] / "metrics.csv").read_text().splitlines()[1].split(",")[:3] == \
-        (outs[1] / "metrics.csv").read_text().splitlines()[1].split(",")[:3]
+    # what the README promises: the model file byte for byte, metrics.csv but for the speed
+    # (chars_per_sec, also in train_state's history: that file's bytes differ there)
+    assert (outs[0] / "model.safetensors").read_bytes() == \
+        (outs[1] / "model.safetensors").read_bytes()
+
+    def without_speed(directory: Path) -> list[str]:
+        lines = (directory / "metrics.csv").read_text().splitlines()
+        return [line.rsplit(",", 1)[0] for line in lines]
+
+    assert without_speed(outs[0]) == without_speed(outs[1])

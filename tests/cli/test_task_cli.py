@@ -152,3 +152,45 @@ def test_a_run_on_text_is_not_resumed_as_a_task(run_bptt, tmp_path, corpus_file)
     r = run_bptt("train", "--task", "parity", "--resume", run)
     assert r.returncode == 2
     assert "holds a run on text, not a task run: resume it without --task" in r.stderr
+
+
+def _files(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def test_the_default_task_directory_passes_over_a_file_of_its_name(run_bptt, tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "task-parity-rnn").write_text("notes, not a run")
+    r = run_bptt("train", "--task", "parity", "--cell", "rnn", "--hidden", "4", "--steps", "1",
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "task-parity-rnn").read_text() == "notes, not a run"
+    assert (tmp_path / "runs" / "task-parity-rnn-2" / "model.safetensors").is_file()
+
+
+def test_a_task_resume_to_a_step_the_run_has_reached_changes_nothing(run_bptt, tweets_run):
+    before = _files(tweets_run)
+    r = run_bptt("train", "--resume", tweets_run, "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"nothing to do: the run in {tweets_run} is already at step 2; "
+                        "--steps is the run's total, give a larger one to go on\n")
+    assert _files(tweets_run) == before
+
+
+def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_run, tmp_path):
+    import shutil
+
+    from bptt.checkpoint import write_safetensors_atomic
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tweets_run, damaged)
+    tensors, meta = _state(damaged)
+    meta["history"] = [{"step": "a"}]
+    write_safetensors_atomic(damaged / "train_state.safetensors", tensors, meta)
+    before = _files(damaged)
+    r = run_bptt("train", "--resume", damaged, "--steps", "4")
+    assert r.returncode == 2, r.stdout
+    assert r.stderr == (f"bptt: error: {damaged}/train_state.safetensors is damaged: history "
+                        "row 0 must have exactly the columns step, train_loss, val_loss, "
+                        "val_accuracy, seqs_per_sec, got {'step': 'a'}\n")
+    assert _files(damaged) == before

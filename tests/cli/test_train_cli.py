@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from collections import Counter
 
@@ -10,6 +11,7 @@ import numpy as np
 import safetensors.numpy
 
 SMALL = ["--hidden", "32", "--seq-len", "20", "--batch", "8", "--sample-length", "30"]
+TINY = ["--cell", "rnn", "--hidden", "4", "--seq-len", "5", "--batch", "2"]
 
 
 def unigram_entropy_bits(text: str) -> float:
@@ -95,3 +97,46 @@ def test_config_file_is_read_and_flags_override_it(run_bptt, corpus_file, tmp_pa
     r = run_bptt("train", corpus_file, "--config", bad, "--out", tmp_path / "x")
     assert r.returncode == 2 and "unknown config key(s) 'hiden'" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def _files(directory):
+    """Every file under ``directory`` and the SHA-256 of its bytes."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in directory.rglob("*") if p.is_file()}
+
+
+def test_the_default_run_directory_passes_over_a_file_of_its_name(run_bptt, corpus_file,
+                                                                  tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "train").write_text("notes, not a run")
+    r = run_bptt("train", corpus_file, *TINY, "--steps", "1", "--eval-every", "1", "--quiet",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "train").read_text() == "notes, not a run"
+    assert (tmp_path / "runs" / "train-2" / "model.safetensors").is_file()
+
+
+def test_a_resume_to_a_step_the_run_has_reached_says_so_and_changes_nothing(run_bptt,
+                                                                            corpus_file,
+                                                                            tmp_path):
+    out = tmp_path / "run"
+    r = run_bptt("train", corpus_file, *TINY, "--steps", "4", "--eval-every", "2", "--quiet",
+                 "--out", out)
+    assert r.returncode == 0, r.stderr
+    before = _files(out)
+    for steps in (["--steps", "3"], ["--steps", "4"], []):
+        r = run_bptt("train", "--resume", out, *steps)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == ""
+        assert r.stderr == (f"nothing to do: the run in {out} is already at step 4; --steps "
+                            "is the run's total, give a larger one to go on\n")
+        assert _files(out) == before
+
+
+def test_quiet_makes_no_samples(run_bptt, corpus_file, tmp_path):
+    # ten million characters would take many minutes to sample: under --quiet nothing shows
+    # them (they are never saved), so none are made
+    r = run_bptt("train", corpus_file, *TINY, "--steps", "2", "--eval-every", "1", "--quiet",
+                 "--sample-length", "10000000", "--out", tmp_path / "run", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == ""

@@ -47,3 +47,11 @@ def interrupted(step: int, out_dir: Path) -> int:
     """Say where the checkpoint of an interrupted run is; return the exit code 130."""
     print(f"interrupted: checkpoint of step {step} saved in {out_dir}", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+def nothing_to_do(step: int, out_dir: Path) -> int:
+    """Say that a resumed run is already at its --steps (nothing trained, nothing written);
+    return the exit code 0."""
+    print(f"nothing to do: the run in {out_dir} is already at step {step}; --steps is the "
+          "run's total, give a larger one to go on", file=sys.stderr)
+    return 0

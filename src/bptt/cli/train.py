@@ -72,7 +72,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--checkpoint-every", type=types.positive_int,
                    help="steps between checkpoints (default: --eval-every)")
     p.add_argument("--sample-length", type=types.nonnegative_int,
-                   help=f"characters sampled at each eval ({d.sample_length})")
+                   help=f"characters sampled at each eval and shown ({d.sample_length}; "
+                        f"none under --quiet)")
     p.add_argument("--temperature", type=types.positive_float,
                    help=f"sampling temperature at each eval ({d.temperature:g})")
     p.add_argument("--val-fraction", type=_fraction,
@@ -95,15 +96,19 @@ def add_parser(sub, name: str) -> None:
                         "--cell/--hidden/--layers (and --unk) come from the model and may "
                         "not be changed; characters of FILE outside its vocabulary are an "
                         "error unless it was trained with --unk")
-    p.add_argument("--cache-dir", type=Path, metavar="DIR",
+    p.add_argument("--cache-dir", type=types.nonempty_path, metavar="DIR",
                    help=f"where the encoded FILEs (token ids and a JSON manifest with the "
                         f"vocabulary) are cached (default: {CACHE_SUBDIR}/ inside the run "
                         f"directory); share one between runs to encode a corpus once")
     p.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
-    p.add_argument("--out", type=Path,
+    p.add_argument("--out", type=types.nonempty_path,
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
+                   help="continue the run saved in DIR up to --steps in all (a run already "
+                        "there is left untouched: one line says so, exit 0)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no samples (none are generated: the samples "
+                        "are shown, never saved)")
     p.add_argument("--task", choices=TASKS,
                    help="train on a built-in sequence task instead of text (see bptt.tasks)")
     p.add_argument("--task-length", type=types.positive_int, metavar="N",
@@ -235,15 +240,20 @@ class _EncodingBar:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; exit 0 when done, 130 when interrupted (after saving a checkpoint)."""
+    """Train; exit 0 when done (or a resumed run is already at --steps: nothing to do),
+    130 when interrupted (after saving a checkpoint)."""
     ensure_utf8_stdout()
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     saved = _saved_meta(args.resume) if args.resume is not None else None
     if (args.task is not None or args.task_length is not None
             or (saved is not None and saved.get("kind") == STATE_KIND)):
         return train_task.run(args, saved)
-    run_ = _resume(args, saved) if saved is not None else _start(args)
-    return _loop(run_, args.quiet)
+    if saved is None:
+        return _loop(_start(args), args.quiet)
+    resumed = _read_resumed(args)
+    if resumed.progress.step >= resumed.config.steps:  # before the text is read or encoded
+        return progress.nothing_to_do(resumed.progress.step, args.resume)
+    return _loop(_resume(args, resumed), args.quiet)
 
 
 def _start(args: argparse.Namespace) -> train.Run:
@@ -307,8 +317,9 @@ def _undo_on_error(out: Path, cache_dir: Path) -> Iterator[list]:
         raise
 
 
-def _resume(args: argparse.Namespace, meta: dict) -> train.Run:
-    """Continue the run on text saved in --resume DIR (``meta``: its train state's metadata)."""
+def _read_resumed(args: argparse.Namespace) -> train.SavedRun:
+    """The run on text saved in --resume DIR, checked whole before its text is read; the
+    flags that cannot change on --resume are refused."""
     fixed = [k for k in SETTINGS if k not in RESUME_SETTINGS and getattr(args, k) is not None]
     if args.no_clip_norm:
         fixed.append("clip_norm")
@@ -317,18 +328,18 @@ def _resume(args: argparse.Namespace, meta: dict) -> train.Run:
         raise BpttError(
             f"{names} cannot change on --resume (only --steps, --eval-every and --cache-dir can)"
         )
-    meta_corpus = str(meta.get("corpus", data.BUILTIN_CORPUS_NAME))
-    files = args.files or ([] if meta_corpus == data.BUILTIN_CORPUS_NAME
-                           else [Path(p) for p in meta_corpus.split(" + ")])
-    try:
-        config = train.TrainConfig.from_dict(meta["config"])
-        vocab = data.Vocab.from_list(meta["vocab"])
-    except (KeyError, TypeError) as exc:
-        raise BpttError(f"{args.resume} holds a damaged {train.STATE_FILE} ({exc!r})") from None
+    return train.read_saved_run(args.resume, args.steps, args.eval_every)
+
+
+def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
+    """Continue ``saved`` (the run in --resume DIR) on its text."""
+    files = args.files or ([] if saved.corpus == data.BUILTIN_CORPUS_NAME
+                           else [Path(p) for p in saved.corpus.split(" + ")])
+    config = saved.config
     cache_dir = args.cache_dir or (Path(config.cache_dir) if config.cache_dir
                                    else args.resume / CACHE_SUBDIR)
-    text, _ = read_corpus(files, config, cache_dir, vocab, args.quiet)
-    return train.resume_run(args.resume, text, args.steps, args.eval_every)
+    text, _ = read_corpus(files, config, cache_dir, saved.vocab, args.quiet)
+    return train.continue_run(saved, text, args.resume)
 
 
 def _saved_meta(directory: Path) -> dict:
@@ -346,7 +357,10 @@ def _loop(run_: train.Run, quiet: bool) -> int:
               f"vocabulary {run_.vocab.size}); model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{n_params:,} parameters, {c.dtype}; run dir: {run_.out_dir}", flush=True)
     finished = progress.run_with_progress(
-        c.steps, run_.step, quiet, lambda show, stop: train.train(run_, show, stop), _show
+        c.steps, run_.step, quiet,
+        # under --quiet nothing shows the evaluation samples (never saved): none are made
+        lambda show, stop: train.train(run_, show, stop, sample_length=0 if quiet else None),
+        _show,
     )
     if not finished:
         return progress.interrupted(run_.step, run_.out_dir)

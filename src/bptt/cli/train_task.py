@@ -64,8 +64,9 @@ def _resume(args: argparse.Namespace, saved: dict) -> tasks.TaskRun:
     fixed += [name for name in ("task_length", "out") if getattr(args, name, None) is not None]
     if getattr(args, "no_clip_norm", False):
         fixed.append("clip_norm")
-    saved_task = (saved.get("task_config") or {}).get("task")
-    if args.task is not None and args.task != saved_task:
+    task_config = saved.get("task_config")
+    saved_task = task_config.get("task") if isinstance(task_config, dict) else None
+    if args.task is not None and saved_task is not None and args.task != saved_task:
         raise BpttError(f"--task {args.task}, but {args.resume} holds a run of the "
                         f"{saved_task} task")
     if fixed:
@@ -89,6 +90,8 @@ def _config(args: argparse.Namespace) -> tasks.TaskConfig:
 
 def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
     c = run_.config
+    if run_.step >= c.steps:
+        return progress.nothing_to_do(run_.step, run_.out_dir)
     if not quiet:
         print(f"task: {run_.data.describe()}; model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
