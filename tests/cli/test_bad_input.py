@@ -198,6 +198,7 @@ CASES = [
     ("export-corrupt-checkpoint", "export {w}/truncated {w}/out.safetensors", "not a bptt checkpoint"),
     ("import-text-file", "import {w}/good.txt {w}/imported", "not a bptt checkpoint"),
     ("import-pickle", "import {w}/pickled/model.safetensors {w}/imported", "pickle"),
+    ("import-into-an-empty-path", "import {w}/exported.safetensors ", "expected a path"),
     ("import-a-bptt-model", "import {w}/run/model.safetensors {w}/imported", "already"),
     ("import-duplicate-vocab-forced", "import {w}/dup_vocab.safetensors {w}/imported --force",
      "dup_vocab.safetensors: its vocabulary cannot be used"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bptt import interop
 from bptt.cells import CELLS
+from bptt.cli import args as types
 from bptt.data import Vocab, read_text
 
 
@@ -24,7 +25,8 @@ def add_parser(sub, name: str) -> None:
         ),
     )
     p.add_argument("file", metavar="TORCH.safetensors", type=Path, help="the file to read")
-    p.add_argument("out", metavar="OUT_DIR", type=Path, help="run directory to write")
+    p.add_argument("out", metavar="OUT_DIR", type=types.nonempty_path,
+                   help="run directory to write")
     p.add_argument("--cell", choices=sorted(CELLS),
                    help="the cell, for files without bptt metadata (default: from the shapes)")
     p.add_argument("--vocab", type=Path, metavar="FILE",
