@@ -318,17 +318,22 @@ def _undo_on_error(out: Path, cache_dir: Path) -> Iterator[list]:
 
 
 def _read_resumed(args: argparse.Namespace) -> train.SavedRun:
-    """The run on text saved in --resume DIR, checked whole before its text is read; the
-    flags that cannot change on --resume are refused."""
-    fixed = [k for k in SETTINGS if k not in RESUME_SETTINGS and getattr(args, k) is not None]
-    if args.no_clip_norm:
-        fixed.append("clip_norm")
-    if fixed or args.config is not None or args.out is not None:
-        names = ", ".join("--" + k.replace("_", "-") for k in fixed) or "--config/--out"
+    """The run on text saved in --resume DIR, checked whole before its text is read; a flag
+    that would change a setting that cannot change on --resume is refused (given again with
+    the saved value, it is accepted)."""
+    if args.config is not None or args.out is not None:
+        raise BpttError("--config/--out cannot change on --resume (the run's directory and "
+                        "settings are saved in it)")
+    saved = train.read_saved_run(args.resume, args.steps, args.eval_every)
+    saved_settings = saved.config.to_dict()
+    changed = [k for k, v in _given(args).items()
+               if k not in RESUME_SETTINGS and v != saved_settings[k]]
+    if changed:
+        names = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise BpttError(
             f"{names} cannot change on --resume (only --steps, --eval-every and --cache-dir can)"
         )
-    return train.read_saved_run(args.resume, args.steps, args.eval_every)
+    return saved
 
 
 def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:

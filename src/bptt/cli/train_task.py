@@ -59,13 +59,20 @@ def _resume(args: argparse.Namespace, saved: dict) -> tasks.TaskRun:
         raise BpttError(f"{args.resume} holds a run on text, not a task run: resume it "
                         "without --task/--task-length")
     _refuse_text_flags(args)
-    fixed = [flag for flag in SHARED if flag not in RESUME_SETTINGS
-             and getattr(args, flag, None) is not None]
-    fixed += [name for name in ("task_length", "out") if getattr(args, name, None) is not None]
-    if getattr(args, "no_clip_norm", False):
-        fixed.append("clip_norm")
     task_config = saved.get("task_config")
-    saved_task = task_config.get("task") if isinstance(task_config, dict) else None
+    task_config = task_config if isinstance(task_config, dict) else {}
+    given = {key: getattr(args, flag) for flag, key in SHARED.items()
+             if flag not in RESUME_SETTINGS and getattr(args, flag, None) is not None}
+    if getattr(args, "no_clip_norm", False):
+        given["clip_norm"] = None
+    if args.task_length is not None:
+        given["length"] = args.task_length
+    # a setting given again with its saved value changes nothing: only a change is refused
+    fixed = [key for key, value in given.items()
+             if key not in task_config or value != task_config[key]]
+    fixed = ["task_length" if key == "length" else key for key in fixed]
+    fixed += ["out"] if args.out is not None else []
+    saved_task = task_config.get("task")
     if args.task is not None and saved_task is not None and args.task != saved_task:
         raise BpttError(f"--task {args.task}, but {args.resume} holds a run of the "
                         f"{saved_task} task")
