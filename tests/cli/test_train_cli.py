@@ -142,3 +142,23 @@ def test_quiet_makes_no_samples(run_bptt, corpus_file, tmp_path):
                  "--sample-length", "10000000", "--out", tmp_path / "run", timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
+
+
+def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt, corpus_file, tmp_path):
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    (here / "notes.txt").write_bytes(corpus_file.read_bytes())
+    r = run_bptt("train", "notes.txt", *TINY, "--steps", "2", "--eval-every", "2", "--quiet",
+                 "--out", tmp_path / "run", cwd=here)
+    assert r.returncode == 0, r.stderr
+    before = _files(tmp_path / "run")
+    r = run_bptt("train", "--resume", tmp_path / "run", "--steps", "3", cwd=elsewhere)
+    assert r.returncode == 2
+    assert r.stderr == (f"bptt: error: the run in {tmp_path / 'run'} trained on notes.txt, and "
+                        "notes.txt is not there from the current directory; give the FILE(s) "
+                        f"again: bptt train --resume {tmp_path / 'run'} FILE ...\n")
+    assert _files(tmp_path / "run") == before
+    r = run_bptt("train", "--resume", tmp_path / "run", here / "notes.txt", "--steps", "3",
+                 "--quiet", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr

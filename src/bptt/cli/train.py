@@ -340,6 +340,13 @@ def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
     """Continue ``saved`` (the run in --resume DIR) on its text."""
     files = args.files or ([] if saved.corpus == data.BUILTIN_CORPUS_NAME
                            else [Path(p) for p in saved.corpus.split(" + ")])
+    missing = [f for f in files if not f.exists()]
+    if missing and not args.files:
+        raise BpttError(
+            f"the run in {args.resume} trained on {saved.corpus}, and {missing[0]} is not "
+            f"there from the current directory; give the FILE(s) again: bptt train --resume "
+            f"{args.resume} FILE ..."
+        )
     config = saved.config
     cache_dir = args.cache_dir or (Path(config.cache_dir) if config.cache_dir
                                    else args.resume / CACHE_SUBDIR)
