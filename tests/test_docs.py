@@ -103,17 +103,28 @@ def _set(argv: list[str], values: dict[str, str], override: bool) -> list[str]:
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if console_commands(d)],
                          ids=[d.name for d in DOCS if console_commands(d)])
-def test_every_console_command_runs(doc, tmp_path):
+def test_every_console_command_runs(doc, tmp_path, monkeypatch, capsys):
+    """`bptt …` commands run in this process (the suite's time: numpy and matplotlib are
+    imported once, not once per command; tests/cli runs the command as a subprocess);
+    `python …` and `torchrun …` as subprocesses."""
+    from bptt import cli
     from bptt.data import builtin_corpus
 
     (tmp_path / "corpus.txt").write_text(builtin_corpus()[:20000], encoding="utf-8")
     (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     for command in console_commands(doc):
         argv = shorten(shlex.split(command))
         if argv[0] == "bptt":
-            argv = [sys.executable, "-m", "bptt", *argv[1:]]
-        elif argv[0] == "python":
+            try:
+                code = cli.main(argv[1:])
+            except SystemExit as exc:
+                code = exc.code
+            out, err = capsys.readouterr()
+            assert code == 0, f"{doc.name}: `{command}` failed:\n{out[-2000:]}\n{err[-2000:]}"
+            continue
+        if argv[0] == "python":
             argv = [sys.executable, *argv[1:]]
         r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                            env=env)

