@@ -418,7 +418,7 @@ def train_task(
         speed = seen / max(time.perf_counter() - started, 1e-9)
         on_event(TaskEvent("step", run.step, loss, speed))
         if run.step % config.eval_every == 0 or run.step == config.steps:
-            train_key = "train_loss" if run.data.classification else "train_mse"
+            train_key = history_columns(run.data.classification)[1]
             row = {"step": run.step, train_key: float(np.mean(run.interval_losses)),
                    **evaluate(run), "seqs_per_sec": speed}
             run.interval_losses = []
@@ -469,8 +469,7 @@ def write_plot(run: TaskRun) -> Path:
     ax = fig.add_subplot()
     steps = [row["step"] for row in run.history]
     classification = run.data.classification
-    train_key, val_key = ("train_loss", "val_loss") if classification else ("train_mse",
-                                                                              "val_mse")
+    _, train_key, val_key, *_ = history_columns(classification)
     ax.plot(steps, [row[train_key] for row in run.history], "o-", label="train")
     ax.plot(steps, [row[val_key] for row in run.history], "s-", label="validation")
     ax.set_xlabel("step")
