@@ -386,7 +386,8 @@ def test_checkpoint_tensors_round_trip_in_canonical_order():
     assert set(tensors) == {f"param.{k}" for k in params} | {
         f"opt.{slot}.{k}" for slot in ("m", "v") for k in params} | {"opt.step.t"}
     shuffled = dict(sorted(tensors.items()))  # a file gives its tensors sorted by name
-    back, back_state = optim.from_checkpoint_tensors(shuffled, adam, "lstm")
+    back, back_state, shapes = optim.from_checkpoint_tensors(shuffled, adam, "lstm")
+    assert shapes == bptt.models.check_params(params)
     assert list(back) == list(params)  # the network's order again, not the file's
     for key, value in params.items():
         assert np.array_equal(back[key], value)

@@ -525,12 +525,12 @@ class _SequenceEstimator:
         self._validate_params()
         optimizer = optim.make_optimizer(self.optimizer, float(self.lr))
         try:
-            params, opt_state = optim.from_checkpoint_tensors(tensors, optimizer, self.cell)
+            params, opt_state, shapes = optim.from_checkpoint_tensors(tensors, optimizer,
+                                                                       self.cell)
         except BpttError as exc:
             if isinstance(exc, CheckpointError):  # (the optimizer's state: it says what is wrong)
                 raise
             raise CheckpointError(f"the saved weights do not fit this estimator: {exc}") from None
-        shapes = models.check_params(params)
         have = (shapes.H, shapes.L, shapes.D)
         want = (int(self.hidden_size), int(self.num_layers), int(meta["n_features_in"]))
         if have != want:

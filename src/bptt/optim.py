@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bptt import flat
 from bptt.errors import BpttError, CheckpointError
+
+if TYPE_CHECKING:  # the optimizers know nothing of networks; only this annotation names them
+    from bptt.models import Shapes
 
 Params = dict[str, np.ndarray]
 State = dict[str, dict[str, np.ndarray]]
@@ -423,20 +427,21 @@ def checkpoint_tensors(params: Params, state: State) -> dict[str, np.ndarray]:
 
 def from_checkpoint_tensors(
     tensors: Mapping[str, np.ndarray], optimizer: Optimizer, cell: str | None = None
-) -> tuple[dict[str, np.ndarray], State]:
+) -> tuple[dict[str, np.ndarray], State, Shapes]:
     """Invert :func:`checkpoint_tensors`: the parameters (checked, in the network's
-    canonical order) and the state of ``optimizer`` (checked against them).  BpttError
+    canonical order), the state of ``optimizer`` (checked against them) and the network's
+    sizes (models.Shapes, read off the parameters as they were checked).  BpttError
     (CheckpointError for the state) when they do not fit together."""
     from bptt import models  # deferred: the optimizers know nothing of networks otherwise
 
     params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
-    models.check_params(params, cell)
+    shapes = models.check_params(params, cell)
     params = models.canonical_order(params)
     state = unflatten_state(
         {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
     )
     optimizer.check_state(params, state)
-    return params, state
+    return params, state, shapes
 
 
 # --------------------------------------------------------------------------

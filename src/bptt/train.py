@@ -706,7 +706,6 @@ class SavedRun:
     """A run on text as its train state holds it, every value checked: all of a
     :class:`Run` but the text (:func:`read_saved_run`; :func:`continue_run` adds the text)."""
 
-    file: Path
     config: TrainConfig
     vocab: Vocab
     params: dict[str, np.ndarray]
@@ -733,13 +732,14 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
         config = TrainConfig.from_dict(meta["config"])
         vocab = Vocab.from_list(meta["vocab"])
         optimizer = optim.make_optimizer(config.optimizer, config.lr)
-        params, opt_state = optim.from_checkpoint_tensors(tensors, optimizer, config.cell)
+        params, opt_state, shapes = optim.from_checkpoint_tensors(tensors, optimizer,
+                                                                   config.cell)
         rng = checkpoint.generator(meta["rng"])
         data, corpus = meta["data"], meta["corpus"]
     if not isinstance(data, dict) or not isinstance(corpus, str):
         raise CheckpointError(f"{file} is damaged: its 'data' must be an object and its "
                               "'corpus' a string")
-    shapes = _check_weights(file, params, config, vocab)
+    _check_weights(file, shapes, params["Whh"].dtype, config, vocab)
     progress = read_progress(file, meta, HISTORY_COLUMNS)
     check_counter(file, "the optimizer's step counter", optim.step_count(opt_state),
                   progress.step)
@@ -747,7 +747,7 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
     state = _read_carry(file, tensors, shapes, config, progress.step)
     changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
     config = dataclasses.replace(config, **changes).validate()
-    return SavedRun(file, config, vocab, params, optimizer, opt_state, state, rng, corpus,
+    return SavedRun(config, vocab, params, optimizer, opt_state, state, rng, corpus,
                     data, progress)
 
 
@@ -763,19 +763,18 @@ def damaged(file: Path) -> Iterator[None]:
         raise CheckpointError(f"{file} is damaged or incomplete ({exc!r})") from exc
 
 
-def _check_weights(file: Path, params: dict[str, np.ndarray], config: TrainConfig,
-                   vocab: Vocab) -> models.Shapes:
-    """The weights' sizes and dtype must be those of the settings and the vocabulary."""
-    shapes = models.check_params(params, config.cell)
+def _check_weights(file: Path, shapes: models.Shapes, dtype: np.dtype, config: TrainConfig,
+                   vocab: Vocab) -> None:
+    """The weights' sizes (``shapes``, of the checked weights) and ``dtype`` must be those of
+    the settings and the vocabulary."""
     pairs = (("hidden size", config.hidden, shapes.H), ("layers", config.layers, shapes.L),
              ("inputs (the vocabulary)", vocab.size, shapes.D),
              ("outputs (the vocabulary)", vocab.size, shapes.V),
-             ("dtype", config.dtype, str(params["Whh"].dtype)))
+             ("dtype", config.dtype, str(dtype)))
     for what, said, have in pairs:
         if said != have:
             raise CheckpointError(f"{file} is damaged: its settings say {what} {said} but "
                                   f"its weights have {have}")
-    return shapes
 
 
 def _read_carry(file: Path, tensors: Mapping[str, np.ndarray], shapes: models.Shapes,
