@@ -169,8 +169,8 @@ def test_the_state_pair_carries_across_chunks_and_float32_stays_float32(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_saturated_gates_are_exactly_0_and_1_without_overflow_warnings(rng, dtype):
-    # the sweep computes σ(a) = 1 / (1 + e^{−a}) and g = 2σ(2a) − 1: at |a| ≫ 1 e^{−a} is
-    # inf or 0, which must give σ = 0 or 1 and g = ±1 exactly, silently, never NaN
+    # the sweep computes σ(a) = 1 / (1 + e^{−a}): at |a| ≫ 1 e^{−a} is inf or 0, which must
+    # give σ = 0 or 1 exactly, silently, never NaN; g = tanh a^g saturates at ±1
     p = random_layer(rng, D=3, H=4)
     p = {k: (v * 1e4).astype(dtype) for k, v in p.items()}
     ids = rng.integers(0, 3, size=(6, 2))
@@ -183,6 +183,28 @@ def test_saturated_gates_are_exactly_0_and_1_without_overflow_warnings(rng, dtyp
     # and the same values as the step function written as the derivation states it
     step = lstm.step_forward(p, _x_proj(p, ids[0]), state0[0], state0[1])
     np.testing.assert_array_equal(np.sign(step.g), np.sign(cache.g[0]))
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(np.float32, 1e-6), (np.float64, 1e-15)])
+def test_tiny_pre_activations_keep_their_relative_precision(rng, dtype, rtol):
+    # g = tanh a^g ≈ a^g near 0: the sweep must not lose the digits of a^g
+    # (g computed as 2σ(2a) − 1 kept only |a| / eps of them: 1e-4 relative error at a ~ 1e-3)
+    p = {k: (v * 1e-12).astype(dtype) for k, v in random_layer(rng, bias=False).items()}
+    ids = rng.integers(0, 3, size=(1, 2))
+    state0 = (np.zeros((2, 4), dtype), np.zeros((2, 4), dtype))
+    cache = lstm.sequence_forward(p, ids, state0)
+    a = p["Wxh"].T[ids[0]]  # a_0 = W^xh x_0 (h0 = 0, no biases), rows i f g o
+    H = 4
+    np.testing.assert_allclose(cache.g[0], np.tanh(a[:, 2 * H : 3 * H]), rtol=rtol)
+    # and the gradients equal the reference's there too (the README's 1e-12, in float64)
+    p64 = {k: v.astype(np.float64) for k, v in p.items()}
+    dense = rng.standard_normal((5, 2, 3)) * 1e-10
+    targets = rng.integers(0, 3, (5, 2))
+    grads = bptt.loss_and_grads({**p64, "Why": np.eye(3, 4), "by": np.zeros(3)}, dense, targets)[1]
+    ref = reference.loss_and_grads({**p64, "Why": np.eye(3, 4), "by": np.zeros(3)}, dense, targets)[1]
+    for key in grads:
+        c = compare_arrays(key, grads[key], ref[key])
+        assert c.passed(1e-12), c
 
 
 def _x_proj(p, ids_t):

@@ -198,9 +198,9 @@ class Cache(NamedTuple):
 
     inputs: (T, B) ids or (T, B, D) dense;  hs, cs: (T + 1, B, H) with hs[0] = h0,
     cs[0] = c0, hs[t + 1] = h_t, cs[t + 1] = c_t;  i, f, g, o, tanh_c: (T, B, H) per step.
-    gates: (T, B, 4H) rows i f g o, of which i, f, g, o are views.  Every array but inputs
-    is a transposed view of the sweep's columns (see COLUMNS): index it freely, but a
-    reshape of it copies.
+    gates: (T, B, 4H) in the sweep's order i f o g (SWEEP_BLOCKS), of which i, f, g, o are
+    views.  Every array but inputs is a transposed view of the sweep's columns (see COLUMNS):
+    index it freely, but a reshape of it copies.
     """
 
     inputs: np.ndarray
@@ -250,33 +250,35 @@ class Backward(NamedTuple):
 # the other cells hold, as transposed views of these columns (no copy).
 COLUMNS = True
 
-# Gates.  Inside a sweep every gate goes through the one function σ: i, f, o = σ(a) and, since
-# tanh a = 2σ(2a) − 1, g = 2σ(2a^g) − 1.  σ(x) = 1 / (1 + e^{−x}), so the sweep's copy of
-# the weights is scaled row by row by −1 (i, f, o) and −2 (g): then W h gives −a (−2a^g)
-# directly and a step is e^{·}, + 1, 1/· over all 4H rows at once.  Scaling by −1 or −2 is
-# exact in binary floating point, so those rows hold −a (−2a^g) to the last bit.  The
-# parameters, their gradients and the Cache keep PyTorch's rows i, f, g, o throughout.
-ROW_SCALE = (-1.0, -1.0, -2.0, -1.0)
+# Gates.  Inside a sweep a step's gate rows are stored i, f, o, g (SWEEP_BLOCKS: blocks 0, 1,
+# 3, 2 of PyTorch's i, f, g, o), so that the three sigmoid gates are one contiguous block of
+# 3H rows.  σ(x) = 1 / (1 + e^{−x}), so the sweep's copy of those rows is negated: W h gives
+# −a directly, and σ of all three gates is e^{·}, + 1, 1/· over 3H rows at once; the g rows
+# are copied as they are and go through tanh.  Negation is exact in binary floating point, so
+# the rows hold −a to the last bit.  The parameters, their gradients and the backward's ∂J/∂a
+# keep PyTorch's rows i, f, g, o throughout; only the forward's gate buffer is in sweep order.
+SWEEP_BLOCKS = (0, 1, 3, 2)  # sweep block n is PyTorch's gate block SWEEP_BLOCKS[n]
+SWEEP_SIGNS = (-1.0, -1.0, -1.0, 1.0)  # i, f, o hold −a; g holds a
 
 
 def _sweep_weights(
     p: dict[str, np.ndarray], H: int, work: common.Buffers | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """W^xh, W^hh and the bias b^xh + b^hh, each gate's rows scaled by :data:`ROW_SCALE`.
+    """W^xh, W^hh and the bias b^xh + b^hh in the sweep's order and signs (see SWEEP_BLOCKS).
 
-    One product by a scalar per gate block (contiguous rows): at H = 512 a quarter of the
-    time of one product by a broadcast column of scales (measured).
+    One product by a scalar per gate block of contiguous rows (at H = 512 a quarter of
+    the time of one product by a broadcast column of signs, measured).
     """
     dtype = p["Whh"].dtype
     Wxh = common.empty(work, "Wxh_sweep", p["Wxh"].shape, dtype)
     Whh = common.empty(work, "Whh_sweep", p["Whh"].shape, dtype)
-    for n, scale in enumerate(ROW_SCALE):
-        rows = slice(n * H, (n + 1) * H)
-        np.multiply(p["Wxh"][rows], scale, out=Wxh[rows])
-        np.multiply(p["Whh"][rows], scale, out=Whh[rows])
-    if "bxh" not in p:
-        return Wxh, Whh, None
-    bias = (p["bxh"] + p["bhh"]) * np.repeat(np.array(ROW_SCALE, dtype=dtype), H)
+    bias = np.empty(GATES * H, dtype) if "bxh" in p else None
+    for n, (block, sign) in enumerate(zip(SWEEP_BLOCKS, SWEEP_SIGNS, strict=True)):
+        sweep_rows, rows = slice(n * H, (n + 1) * H), slice(block * H, (block + 1) * H)
+        np.multiply(p["Wxh"][rows], sign, out=Wxh[sweep_rows])
+        np.multiply(p["Whh"][rows], sign, out=Whh[sweep_rows])
+        if bias is not None:
+            np.multiply(p["bxh"][rows] + p["bhh"][rows], sign, out=bias[sweep_rows])
     return Wxh, Whh, bias
 
 
@@ -299,40 +301,40 @@ def sequence_forward(
     Wxh, Whh, bias = _sweep_weights(p, H, work)
     dtype = Whh.dtype
     x_proj = common.input_columns(Wxh, inputs, bias, common.empty(work, "x_proj", (T, G, B), dtype))
-    # the gates of every step, i f g o; then the state (h, c) and tanh c: all columns
+    # the gates of every step in sweep order i f o g; then the state (h, c) and tanh c: columns
     gates = common.empty(work, "gates", (T, G, B), dtype)
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
     cs = common.empty(work, "cs", (T + 1, H, B), dtype)
     tanh_c = common.empty(work, "tanh_c", (T, H, B), dtype)
     i_times_g = common.empty(work, "i_times_g", (H, B), dtype)
-    # constants as arrays: for the small arrays of a loop numpy takes them faster than scalars
-    one, two = np.ones((G, B), dtype), np.full((H, B), 2, dtype)
+    # a constant as an array: for the small arrays of a loop numpy takes it faster than a scalar
+    one = np.ones((3 * H, B), dtype)
     hs[0], cs[0] = state0[0].T, state0[1].T
-    i, f, g, o = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
+    i, f, o, g = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
+    ifo = gates[:, : 3 * H]
     # per-step views, made once; the loop only calls kernels that write in place
-    h_t, c_t, tanh_c_t, xp, a_t, i_t, f_t, g_t, o_t = (
+    h_t, c_t, tanh_c_t, xp, a_t, ifo_t, i_t, f_t, o_t, g_t = (
         common.step_views(work, name, array, base=base)
         for name, array, base in [
             ("hs", hs, hs), ("cs", cs, cs), ("tanh_c", tanh_c, tanh_c), ("x_proj", x_proj, x_proj),
-            ("gates", gates, gates), ("i", i, gates), ("f", f, gates), ("g", g, gates),
-            ("o", o, gates),
+            ("gates", gates, gates), ("ifo", ifo, gates), ("i", i, gates), ("f", f, gates),
+            ("o", o, gates), ("g", g, gates),
         ]
     )
-    dot, add, subtract, multiply = np.dot, np.add, np.subtract, np.multiply
+    dot, add, multiply = np.dot, np.add, np.multiply
     exp, reciprocal, tanh = np.exp, np.reciprocal, np.tanh
     # e^{−a} = inf for a ≪ 0 gives σ = 1 / inf = 0, and e^{−a} = 0 for a ≫ 0 gives σ = 1: exact
     with np.errstate(over="ignore", under="ignore"):
         for t in range(T):
-            # −a_t = −(W^hh h_{t−1} + W^xh x_t + b^xh + b^hh), and −2a^g_t in the g rows
+            # a_t = W^hh h_{t−1} + W^xh x_t + b^xh + b^hh, negated in the rows i, f, o
             dot(Whh, h_t[t], a_t[t])
             add(a_t[t], xp[t], a_t[t])
-            # i, f, o = σ(a) = 1 / (1 + e^{−a});  the g rows hold σ(2a^g)
-            exp(a_t[t], a_t[t])
-            add(a_t[t], one, a_t[t])
-            reciprocal(a_t[t], a_t[t])
-            # g_t = tanh a^g_t = 2σ(2a^g_t) − 1
-            multiply(g_t[t], two, g_t[t])
-            subtract(g_t[t], one[:H], g_t[t])
+            # i, f, o = σ(a) = 1 / (1 + e^{−a})
+            exp(ifo_t[t], ifo_t[t])
+            add(ifo_t[t], one, ifo_t[t])
+            reciprocal(ifo_t[t], ifo_t[t])
+            # g_t = tanh a^g_t
+            tanh(g_t[t], g_t[t])
             # c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t
             multiply(f_t[t], c_t[t], c_t[t + 1])
             multiply(i_t[t], g_t[t], i_times_g)
@@ -354,8 +356,9 @@ def _local_partials(
 ) -> None:
     """The local partials of every step k, all at once (they need no error), as columns.
 
-    gates: (T, 4H, B) i f g o;  tanh_c = tanh c_k, c_prev = c_{k−1}: (T, H, B);
-    into dh_da_o_c (T, 2, H, B) and dc_dc_a_ifg (T, 4, H, B);  slope: scratch like gates.
+    gates: (T, 4H, B) in sweep order i f o g;  tanh_c = tanh c_k, c_prev = c_{k−1}:
+    (T, H, B);  into dh_da_o_c (T, 2, H, B) and dc_dc_a_ifg (T, 4, H, B);
+    slope: (T, 3H, B) scratch.
 
     forward was h_k = o_k ⊙ tanh c_k, o_k = σ(a^o_k):
       dh_da_o_c[k, 0] = ∂h_k/∂a^o_k = tanh c_k ⊙ o_k (1 − o_k)
@@ -367,11 +370,11 @@ def _local_partials(
       dc_dc_a_ifg[k, 3] = ∂c_k/∂a^g_k   = i_k ⊙ (1 − g_k²)
     """
     H = tanh_c.shape[1]
-    i, f, g, o = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
+    i, f, o, g = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
     dh, dc = dh_da_o_c, dc_dc_a_ifg
-    # ∂σ/∂a = σ (1 − σ) for all four blocks at once (the g block's is not used)
-    ops.sigmoid_slope(gates, out=slope)
-    np.multiply(slope[:, 3 * H :], tanh_c, out=dh[:, 0])
+    # ∂σ/∂a = σ (1 − σ) for the three sigmoid gates i, f, o at once
+    ops.sigmoid_slope(gates[:, : 3 * H], out=slope)
+    np.multiply(slope[:, 2 * H :], tanh_c, out=dh[:, 0])
     np.multiply(tanh_c, tanh_c, out=dh[:, 1])
     np.subtract(1, dh[:, 1], out=dh[:, 1])
     dh[:, 1] *= o
@@ -408,14 +411,14 @@ def sequence_backward(
         0: ∂J/∂c_{k−1} through c_k;  1 … 4: ∂J/∂a_k, gates i f g o;  5: ∂J/∂c_k
     """
     A, T, B, H = dJ_dh_local.shape
-    G, dtype = GATES * H, dJ_dh_local.dtype
+    dtype = dJ_dh_local.dtype
     local_all = common.as_columns(dJ_dh_local, work, "local")  # (A, T, H, B)
     cs = cache.cs.transpose(0, 2, 1)
     dh_da_o_c = common.empty(work, "dh_da_o_c", (T, 2, H, B), dtype)
     dc_dc_a_ifg = common.empty(work, "dc_dc_a_ifg", (T, 4, H, B), dtype)
     _local_partials(
         cache.gates.transpose(0, 2, 1), cache.tanh_c.transpose(0, 2, 1), cs[:-1],
-        dh_da_o_c, dc_dc_a_ifg, common.empty(work, "slope", (T, G, B), dtype),
+        dh_da_o_c, dc_dc_a_ifg, common.empty(work, "slope", (T, 3 * H, B), dtype),
     )
     back = common.empty(work, "back", (A, T, 6 * H, B), dtype)
     dJ_dh = common.empty(work, "dJ_dh", (A, T, H, B), dtype)
