@@ -215,6 +215,15 @@ def problem_of(cell: str, head: str, variant: str) -> Problem:
     return make_problem(cell, head, L, ragged, ids, seed_of(cell, head, variant))
 
 
+@pytest.mark.parametrize("head", heads.HEADS)
+def test_a_window_longer_than_the_sequence_is_full_bptt(head):
+    # K >= T cuts nothing; K is capped at T, so K = 10^12 asks for T rows of age, not 10^12
+    p = problem_of("gru", head, "L2-dense-ragged")
+    full, windowed = efficient(p), efficient(p, 10**12)
+    assert windowed.dJ_dh[0].shape[0] == p.inputs.shape[0]
+    assert_agree(windowed.grads, full.grads, 1e-13, "full BPTT")
+
+
 @pytest.mark.parametrize("truncate", [None, 2])
 @pytest.mark.parametrize("cell, head, variant", GRID)
 def test_efficient_equals_the_reference_double_sum(cell, head, variant, truncate):

@@ -91,6 +91,20 @@ def test_float32_runs_in_float32(rng):
     assert np.isfinite(loss)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_window_of_T_steps_or_more_is_full_bptt_with_T_rows_of_age(rng, cell):
+    # t − k < T <= K for every term: nothing is cut; K = 10^12 must not ask for 10^12 rows
+    params = bptt.init_params(cell, 3, 4, 3, rng=rng, dtype=np.float64)
+    inputs, targets = rng.integers(0, 3, (5, 2)), rng.integers(0, 3, (5, 2))
+    full = bptt.backprop(params, inputs, targets)
+    for K in (5, 6, 10**12):
+        windowed = bptt.backprop(params, inputs, targets, truncate=K)
+        assert windowed.dJ_dh[0].shape == (5, 5, 2, 4)
+        np.testing.assert_allclose(windowed.dJ_dh[0].sum(axis=0), full.dJ_dh[0][0], rtol=1e-13)
+        for key in params:
+            np.testing.assert_allclose(windowed.grads[key], full.grads[key], rtol=1e-13)
+
+
 def bad_cases():
     rng = np.random.default_rng(0)
     params, inputs, targets, h0 = problem(rng, 4, 2, 3, 5, 6)

@@ -286,7 +286,7 @@ def backprop(
     head = check_head(head)
     n = check_lengths(lengths, T, B)
     y = check_head_targets(head, targets, T, B, shapes.V, n, dtype)
-    K = models.check_truncate(truncate)
+    K = models.check_truncate(truncate, T)
     out = forward_checked(params, shapes, x, head, n, h0)
     h_top = out.fwd.caches[-1].hs[1:]  # (T, B, H) = h^L_1 … h^L_T
     mask = None if is_last(head) else step_mask(n, T, B, dtype)

@@ -211,13 +211,18 @@ def check_targets(targets: Any, T: int, B: int, V: int) -> np.ndarray:
     return y
 
 
-def check_truncate(truncate: Any) -> int | None:
-    """None (full BPTT) or an integer window K >= 1."""
+def check_truncate(truncate: Any, T: int | None = None) -> int | None:
+    """None (full BPTT) or an integer window K >= 1.
+
+    With T (the sequence length), K is capped at T: a window of T steps or more cuts
+    nothing (t − k < T <= K for every term), and the sweep keeps a row per age, so
+    K = 10^9 would otherwise ask for 10^9 rows to hold the same sums.
+    """
     if truncate is None:
         return None
     if isinstance(truncate, bool) or not isinstance(truncate, (int, np.integer)) or truncate < 1:
         raise BpttError(f"truncate must be None or an integer >= 1, got {truncate!r}")
-    return int(truncate)
+    return int(truncate) if T is None else min(int(truncate), T)
 
 
 # ----------------------------------------------------------------------------
@@ -400,7 +405,8 @@ class Result(NamedTuple):
     loss: J, the total over time and batch.  grads: same keys as params.
     state: the final state (to carry into the next chunk).  dJ_dstate0: ∂J/∂(initial
     state), in the form of the state.  dJ_dh: per layer the accumulated ∂J/∂h_k,
-    (A, T, B, H) by age (A = 1 without truncation: row 0 is Σ_{t≥k} ∂J_t/∂h_k).
+    (A, T, B, H) by age (A = 1 without truncation: row 0 is Σ_{t≥k} ∂J_t/∂h_k; with
+    truncate=K, A = min(K, T)).
     """
 
     loss: float
@@ -439,7 +445,7 @@ def backprop(
             raise BpttError(f"cell={cell!r} but params are those of a {shapes.cell!r} cell")
     x = check_inputs(inputs, shapes, params["Whh"].dtype)
     labels = check_targets(targets, x.shape[0], x.shape[1], shapes.V)
-    truncate = check_truncate(truncate)
+    truncate = check_truncate(truncate, x.shape[0])
     work = None if workspace is None else workspace.buffers
     grads_out = None if workspace is None else workspace.grads
     return _backprop(params, shapes, x, labels, h0, truncate, work, grads_out)
