@@ -116,6 +116,8 @@ def bad_cases():
         ("inputs", dict(inputs=np.zeros((4, 2, 7))), r"inputs has shape \(4, 2, 7\), expected \(T, B, 3\)"),
         ("inputs", dict(inputs=np.zeros(4, int)), r"inputs has shape \(4,\)"),
         ("inputs", dict(inputs=np.zeros((4, 2, 3)) * np.nan), "inputs contains NaN"),
+        ("inputs", dict(inputs=np.ones((4, 2, 3)) * 1j), "dense inputs must hold real numbers"),
+        ("inputs", dict(inputs=np.full((4, 2, 3), "a")), "dense inputs must hold real numbers"),
         ("targets", dict(targets=np.zeros((3, 2), int)), r"targets has shape \(3, 2\), expected \(T, B\) = \(4, 2\)"),
         ("targets", dict(targets=np.full((4, 2), 6)), r"targets holds a label outside \[0, 6\)"),
         ("targets", dict(targets=np.zeros((4, 2))), "targets must be integer labels"),
@@ -124,6 +126,7 @@ def bad_cases():
         ("truncate", dict(truncate=1.5), "truncate must be None or an integer >= 1"),
         ("h0", dict(h0=np.zeros((3, 5))), r"h0 has shape \(3, 5\), expected \(L, B, H\) = \(1, 2, 5\)"),
         ("h0", dict(h0=np.full((2, 5), np.inf)), "h0 contains NaN or inf"),
+        ("h0", dict(h0=np.ones((2, 5)) * 1j), "h0 must hold real numbers, got dtype complex128"),
         ("params", dict(params=nan_params), r"params\['Whh'\] contains NaN or inf"),
         ("params", dict(params=wrong_shape), r"params\['Whh'\] has shape \(5, 4\)"),
         ("params", dict(params={k: v for k, v in params.items() if k != "Why"}), "Why"),
@@ -148,6 +151,23 @@ def test_check_params_names_what_is_wrong_with_the_weights():
     missing = {k: v for k, v in params.items() if k != "Why"}
     with pytest.raises(bptt.BpttError, match=r"params is missing 'Why'"):
         bptt.models.check_params(missing)
-    integers = {k: v.astype(np.int32) for k, v in params.items()}
-    with pytest.raises(bptt.BpttError, match=r"params\['Whh'\] has dtype int32: the weights must be"):
-        bptt.models.check_params(integers)
+    for dtype in (np.int32, np.float16):
+        other = {k: v.astype(dtype) for k, v in params.items()}
+        with pytest.raises(bptt.BpttError, match=rf"params\['Whh'\] has dtype {np.dtype(dtype)}: "
+                           "the weights must be float32 or float64"):
+            bptt.models.check_params(other)
+    for whh, what in ((params["Whh"][0], r"an array of shape \(4,\)"), ([[0.0]], "a list")):
+        with pytest.raises(bptt.BpttError, match=rf"params\['Whh'\] must be a 2-D numpy array "
+                           rf"\(G·H, H\), got {what}"):
+            bptt.models.check_params(dict(params, Whh=whh))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_layer_has_both_recurrent_biases_or_neither(cell):
+    # one of the pair alone used to be ignored by the forward (bhh) or a KeyError (bxh)
+    params = bptt.init_params(cell, 3, 4, 3, num_layers=2, rng=np.random.default_rng(0))
+    for kept, dropped in (("bxh", "bhh"), ("bhh_l1", "bxh_l1")):
+        partial = {k: v for k, v in params.items() if k != dropped}
+        with pytest.raises(bptt.BpttError, match=rf"params has '{kept}' but not '{dropped}': "
+                           "a layer has both biases or neither"):
+            bptt.models.check_params(partial)

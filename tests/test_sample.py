@@ -33,6 +33,13 @@ def test_temperature_limits():
     hot = next_token_distribution(y, 1e6)
     assert cold[1] == pytest.approx(1.0)
     np.testing.assert_allclose(hot, 1 / 3, atol=1e-5)
+    # the smallest temperatures: all but the largest logit go to 0 (greedy), no overflow to NaN
+    for temperature in (1e-300, 5e-324):
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            np.testing.assert_array_equal(next_token_distribution(y, temperature), [0, 1, 0])
+        params = dict(model(), Why=model()["Why"] * 50)
+        greedy = sample_text(params, VOCAB, 20, prime="a", greedy=True)
+        assert sample_text(params, VOCAB, 20, temperature, "a", np.random.default_rng(1)) == greedy
 
 
 def test_draw_follows_the_distribution():
@@ -69,3 +76,11 @@ def test_bad_prime_and_temperature_fail_before_any_output():
         generate(params, VOCAB, 5, temperature=0)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         generate(params, VOCAB, 5, temperature=float("nan"))
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got True"):
+        generate(params, VOCAB, 5, temperature=True)
+    assert len(sample_text(params, VOCAB, 5, temperature=np.float32(0.5))) == 5
+    with pytest.raises(ValueError, match=r"rng must be a numpy Generator, e\.g\. np\.random\.default_rng"):
+        generate(params, VOCAB, 5, rng=0)
+    wider = bptt.init_params("rnn", 6, 8, 7, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="vocab has 6 characters, the model 6 inputs and 7 outputs"):
+        generate(wider, VOCAB, 5)

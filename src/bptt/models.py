@@ -76,8 +76,8 @@ def init_params(
             raise BpttError(f"{name} must be a positive integer, got {value!r}")
     if forget_bias is not None and cell != "lstm":
         raise BpttError(f"forget_bias applies to the lstm cell only, not {cell!r}")
-    rng = np.random.default_rng() if rng is None else rng
-    dtype = np.dtype(dtype).type
+    rng = check_rng(rng)
+    dtype = _check_float_dtype(dtype)
     params: dict[str, np.ndarray] = {}
     for layer in range(num_layers):
         D = input_size if layer == 0 else hidden_size
@@ -89,6 +89,29 @@ def init_params(
     if bias:
         params["by"] = rng.uniform(-bound, bound, output_size).astype(dtype)
     return params
+
+
+def check_rng(rng: Any) -> np.random.Generator:
+    """The Generator all randomness goes through; None: a fresh one (not reproducible)."""
+    if rng is None:
+        return np.random.default_rng()
+    if not isinstance(rng, np.random.Generator):
+        raise BpttError(
+            f"rng must be a numpy Generator, e.g. np.random.default_rng(seed), "
+            f"got {type(rng).__name__} {rng!r}"
+        )
+    return rng
+
+
+def _check_float_dtype(dtype: Any) -> type:
+    """float32 or float64 (given as a type, a dtype or its name), as the numpy type."""
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        checked = None
+    if checked not in (np.float32, np.float64):
+        raise BpttError(f"dtype must be float32 or float64, got {dtype!r}")
+    return checked.type
 
 
 # ----------------------------------------------------------------------------
@@ -108,11 +131,22 @@ def infer_cell(params: dict[str, np.ndarray]) -> str:
     """The cell kind, read off the shape of W^hh: (H, H) rnn, (3H, H) gru, (4H, H) lstm."""
     if "Whh" not in params:
         raise BpttError("params has no 'Whh': not a bptt parameter dict")
-    rows, H = np.shape(params["Whh"])
+    if not isinstance(params["Whh"], np.ndarray) or params["Whh"].ndim != 2:
+        raise BpttError(
+            f"params['Whh'] must be a 2-D numpy array (G·H, H), got {_describe(params['Whh'])}"
+        )
+    rows, H = params["Whh"].shape
     kinds = {1: "rnn", 3: "gru", 4: "lstm"}
     if H == 0 or rows % H or rows // H not in kinds:
         raise BpttError(f"params['Whh'] has shape {(rows, H)}: expected (H, H), (3H, H) or (4H, H)")
     return kinds[rows // H]
+
+
+def _describe(value: Any) -> str:
+    """A value named for an error message: an array by its shape, anything else by its type."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return f"a {type(value).__name__}"
 
 
 def layer_params(params: dict[str, np.ndarray], layer: int, names: tuple[str, ...]) -> dict:
@@ -154,8 +188,8 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
         shapes = {"Wxh": (G, Din), "Whh": (G, H), "bh": (G,), "bxh": (G,), "bhh": (G,)}
         for name in module.PARAM_NAMES:
             expected[layer_key(name, layer)] = shapes[name]
-    dtype = np.asarray(params["Whh"]).dtype
-    if dtype.kind != "f":
+    dtype = params["Whh"].dtype
+    if dtype not in (np.float32, np.float64):
         raise BpttError(f"params['Whh'] has dtype {dtype}: the weights must be float32 or float64")
     for key, value in params.items():
         if key not in expected:
@@ -172,7 +206,23 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
         optional = key.split("_l")[0] in module.BIAS_NAMES or key == "by"
         if key not in params and not optional:
             raise BpttError(f"params is missing {key!r}")
+    _check_bias_pairs(params, module.BIAS_NAMES, L)
     return Shapes(kind, L, D, H, V)
+
+
+def _check_bias_pairs(params: dict[str, np.ndarray], names: tuple[str, ...], L: int) -> None:
+    """A layer of an LSTM or GRU has both biases b^xh, b^hh or neither (as PyTorch's bias=)."""
+    if len(names) < 2:
+        return
+    for layer in range(L):
+        keys = [layer_key(n, layer) for n in names]
+        present = [k for k in keys if k in params]
+        if present and len(present) < len(keys):
+            missing = next(k for k in keys if k not in params)
+            raise BpttError(
+                f"params has {present[0]!r} but not {missing!r}: a layer has both "
+                "biases or neither (bias=False)"
+            )
 
 
 def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
@@ -189,6 +239,8 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
     elif x.ndim == 3:
         if x.shape[2] != shapes.D:
             raise BpttError(f"inputs has shape {x.shape}, expected (T, B, {shapes.D})")
+        if x.dtype.kind not in "biuf":
+            raise BpttError(f"dense inputs must hold real numbers, got dtype {x.dtype}")
         x = x.astype(dtype, copy=False)
         if not np.isfinite(x).all():
             raise BpttError("inputs contains NaN or inf")
@@ -254,6 +306,8 @@ def state_to_layers(
             raise BpttError(
                 f"{name}0 has shape {a.shape}, expected (L, B, H) = {(shapes.L, B, shapes.H)}"
             )
+        if a.dtype.kind not in "biuf":
+            raise BpttError(f"{name}0 must hold real numbers, got dtype {a.dtype}")
         if not np.isfinite(a).all():
             raise BpttError(f"{name}0 contains NaN or inf")
         arrays.append(a.astype(dtype, copy=False))

@@ -23,16 +23,24 @@ from bptt.errors import BpttError, DataError
 
 
 def check_temperature(temperature: float) -> float:
-    """A finite temperature > 0."""
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
-            or temperature <= 0:
+    """A finite temperature > 0 (a Python or numpy number, not a bool)."""
+    number = (int, float, np.integer, np.floating)
+    if isinstance(temperature, bool) or not isinstance(temperature, number) \
+            or not math.isfinite(temperature) or temperature <= 0:
         raise BpttError(f"temperature must be a finite number > 0, got {temperature!r}")
     return float(temperature)
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """p = softmax(y / temperature) in float64.  logits: (V,) -> (V,), sums to 1."""
-    return ops.softmax(np.asarray(logits, dtype=np.float64) / temperature)
+    """p = softmax(y / temperature) in float64.  logits: (V,) -> (V,), sums to 1.
+
+    Computed as softmax((y − max y) / temperature), the same distribution: the shifted
+    logits are <= 0, so a temperature near 0 sends all but the largest to −inf (p → the
+    greedy choice) instead of overflowing them all to inf (p → NaN).
+    """
+    y = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return ops.softmax((y - y.max()) / temperature)
 
 
 def draw(p: np.ndarray, rng: np.random.Generator) -> int:
@@ -64,11 +72,14 @@ def generate(
     """
     shapes = models.check_params(params)
     if len(vocab) != shapes.D or len(vocab) != shapes.V:
-        raise BpttError(f"vocab has {len(vocab)} characters, the model {shapes.D} inputs")
+        raise BpttError(
+            f"vocab has {len(vocab)} characters, the model {shapes.D} inputs and "
+            f"{shapes.V} outputs (a sampled character is fed back: both must be the vocab)"
+        )
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         raise BpttError(f"length must be an integer >= 0, got {length!r}")
     temperature = check_temperature(temperature)
-    rng = np.random.default_rng() if rng is None else rng
+    rng = models.check_rng(rng)
     index = {c: i for i, c in enumerate(vocab)}
     if unk is not None and unk not in index:
         raise DataError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
