@@ -56,6 +56,35 @@ def test_round_trip_is_bit_exact_and_keeps_dtypes(tmp_path: Path):
         assert loaded[name].flags.writeable, name
 
 
+def test_save_model_refuses_a_vocabulary_load_model_would_refuse(tmp_path: Path):
+    import bptt
+
+    params = bptt.init_params("rnn", 4, 3, 4, rng=np.random.default_rng(0))
+    good = checkpoint.save_model(tmp_path / "good.safetensors", params, list("abcd"))
+    before = good.read_bytes()
+    for vocab, problem in ((list("abc"), "a vocabulary of 3 characters but weights for 4"),
+                           (list("abca"), "a 'vocab' that is not a list of distinct characters")):
+        with pytest.raises(CheckpointError, match=f"not saved: .*good.safetensors would be "
+                           f"refused on loading: it has {problem}"):
+            checkpoint.save_model(good, params, vocab)
+    with pytest.raises(ValueError, match="step must be an integer >= 0, got 'x'"):
+        checkpoint.save_model(good, params, list("abcd"), step="x")
+    assert good.read_bytes() == before
+    assert checkpoint.load_model(good).vocab == list("abcd")
+
+
+def test_the_metadata_names_recurrent_and_head_biases_apart(tmp_path: Path):
+    # "bias" is the recurrent biases, as interop.model_config says; it used to be the head's
+    import bptt
+    from bptt import interop
+
+    params = bptt.init_params("lstm", 4, 3, 4, rng=np.random.default_rng(0))
+    del params["by"]
+    meta = checkpoint.load_model(checkpoint.save_model(tmp_path / "m.safetensors", params)).meta
+    assert meta["model"]["bias"] is True and meta["model"]["head_bias"] is False
+    assert {k: meta["model"][k] for k in interop.model_config(params)} == interop.model_config(params)
+
+
 def test_read_metadata_gives_the_meta_alone(tmp_path: Path):
     path = tmp_path / "model.safetensors"
     write_safetensors_atomic(path, _tensors(), META)

@@ -375,6 +375,15 @@ def test_bfloat16_is_refused_naming_the_key(torch, tmp_path):
         interop.params_from_file(tmp_path / "bf16.safetensors")
 
 
+def test_a_relu_rnn_is_refused(torch):
+    # its state_dict is a tanh RNN's: taken as one, its logits were silently 0.5 off
+    module = interop.torch_module({"cell": "rnn", "input_size": 3, "hidden_size": 2,
+                                   "output_size": 3})
+    module.rnn.nonlinearity = "relu"
+    with pytest.raises(BpttError, match="nonlinearity='relu'; bptt's RNN is tanh only"):
+        interop.from_torch_module(module)
+
+
 def file_hashes(root) -> dict[str, str]:
     """Every regular file under ``root`` -> the sha256 of its bytes."""
     import hashlib

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from bptt.errors import CheckpointError
+from bptt.errors import BpttError, CheckpointError
 
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
@@ -423,6 +423,8 @@ def model_meta(params: Mapping[str, np.ndarray], vocab: list[str] | None,
     from bptt import models  # deferred: checkpoint files are usable without the model code
 
     shapes = models.check_params(dict(params))
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise BpttError(f"step must be an integer >= 0, got {step!r}")
     return {
         **header("model"),
         "model": {
@@ -431,7 +433,9 @@ def model_meta(params: Mapping[str, np.ndarray], vocab: list[str] | None,
             "input_size": shapes.D,
             "hidden_size": shapes.H,
             "output_size": shapes.V,
-            "bias": "by" in params,
+            # as interop.model_config: the recurrent biases (of every layer) and the head's
+            "bias": all(key in params for key in models.recurrent_bias_keys(shapes)),
+            "head_bias": "by" in params,
             "dtype": str(params["Whh"].dtype),
         },
         "vocab": vocab,
@@ -450,7 +454,13 @@ def save_model(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
     target = Path(path)
     if target.is_dir() or not target.suffix:
         target = target / MODEL_FILE
-    write_safetensors_atomic(target, params, model_meta(params, vocab, config or {}, step))
+    meta = model_meta(params, vocab, config or {}, step)
+    if vocab is not None:
+        # what load_model will check, checked before a good file is replaced
+        problem = _vocab_problem(vocab, meta["model"]["input_size"], meta["model"]["output_size"])
+        if problem:
+            raise CheckpointError(f"not saved: {target} would be refused on loading: it {problem}.")
+    write_safetensors_atomic(target, params, meta)
     return target
 
 
@@ -525,15 +535,21 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
 
 def _check_vocab(file: Path, vocab: Any, D: int, V: int) -> None:
     """A character vocabulary must be distinct 1-character strings, one per input and output."""
+    problem = _vocab_problem(vocab, D, V)
+    if problem:
+        raise CheckpointError(f"{file} {problem}.")
+
+
+def _vocab_problem(vocab: Any, D: int, V: int) -> str | None:
+    """What is wrong with a vocabulary for D inputs and V outputs, said after a file's name."""
     ok = (
         isinstance(vocab, list)
         and all(isinstance(c, str) and len(c) == 1 for c in vocab)
         and len(set(vocab)) == len(vocab)
     )
     if not ok:
-        raise CheckpointError(f"{file} metadata 'vocab' is not a list of distinct characters.")
+        return "has a 'vocab' that is not a list of distinct characters"
     if len(vocab) != D or len(vocab) != V:
-        raise CheckpointError(
-            f"{file} has a vocabulary of {len(vocab)} characters but weights for {D} inputs "
-            f"and {V} outputs."
-        )
+        return (f"has a vocabulary of {len(vocab)} characters but weights for {D} inputs "
+                f"and {V} outputs")
+    return None

@@ -126,11 +126,10 @@ def to_torch_grads(grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def recurrent_bias(params: Mapping[str, np.ndarray], shapes: models.Shapes) -> bool:
     """Whether the recurrent layers have biases (all of them), or raise if only some do."""
-    names = get_cell(shapes.cell).BIAS_NAMES
-    present = [models.layer_key(n, layer) in params for layer in range(shapes.L) for n in names]
+    keys = models.recurrent_bias_keys(shapes)
+    present = [key in params for key in keys]
     if any(present) and not all(present):
-        missing = [models.layer_key(n, layer) for layer in range(shapes.L) for n in names
-                   if models.layer_key(n, layer) not in params]
+        missing = [key for key in keys if key not in params]
         raise BpttError(
             f"params has recurrent biases in some layers but not {', '.join(missing)}: "
             "a PyTorch module has biases in every layer or in none"
@@ -565,7 +564,16 @@ def to_torch_module(params: Mapping[str, np.ndarray]) -> Any:
 
 
 def from_torch_module(module: Any) -> dict[str, np.ndarray]:
-    """The bptt parameters of a :class:`CharRNN` (or any module with the same state_dict)."""
+    """The bptt parameters of a :class:`CharRNN` (or any module with the same state_dict).
+
+    A ReLU ``nn.RNN`` is refused: its state_dict is a tanh RNN's, but bptt's RNN is tanh.
+    """
+    for part in module.modules():
+        nonlinearity = getattr(part, "nonlinearity", "tanh")
+        if type(part).__name__ == "RNN" and nonlinearity != "tanh":
+            raise BpttError(
+                f"the module's nn.RNN has nonlinearity={nonlinearity!r}; bptt's RNN is tanh only"
+            )
     return from_torch_state_dict(module.state_dict())
 
 

@@ -210,6 +210,12 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
     return Shapes(kind, L, D, H, V)
 
 
+def recurrent_bias_keys(shapes: Shapes) -> list[str]:
+    """The keys of every layer's recurrent biases (bh; or bxh, bhh), layer by layer."""
+    names = get_cell(shapes.cell).BIAS_NAMES
+    return [layer_key(n, layer) for layer in range(shapes.L) for n in names]
+
+
 def _check_bias_pairs(params: dict[str, np.ndarray], names: tuple[str, ...], L: int) -> None:
     """A layer of an LSTM or GRU has both biases b^xh, b^hh or neither (as PyTorch's bias=)."""
     if len(names) < 2:
