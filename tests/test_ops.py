@@ -48,6 +48,20 @@ def test_cross_entropy_stable_for_huge_logits():
     assert np.isfinite(ops.cross_entropy_backward(p, np.array([1]))).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logits_further_apart_than_the_float_range_give_p_0_silently(dtype):
+    # y − max y overflows to −inf: e^−inf = 0 is the right p, and no RuntimeWarning may leak
+    big = np.finfo(dtype).max / 2
+    y = np.array([[big, -big, 0.0]], dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        J, p = ops.cross_entropy_forward(y, np.array([0]))
+        np.testing.assert_array_equal(ops.softmax(y), [[1, 0, 0]])
+        J2, dJ_dy = ops.cross_entropy_and_partial(y.copy(), np.array([0]))
+    assert J == J2 == 0.0
+    np.testing.assert_array_equal(p, [[1, 0, 0]])
+    np.testing.assert_array_equal(dJ_dy, [[0, 0, 0]])
+
+
 @pytest.mark.parametrize(
     "forward, backward",
     [(ops.tanh_forward, ops.tanh_backward), (ops.sigmoid_forward, ops.sigmoid_backward)],

@@ -246,6 +246,8 @@ def test_mismatched_grads_raise():
         opt.update(params, {"V": np.zeros((2, 2))}, state)
     with pytest.raises(BpttError, match="shape"):
         opt.update(params, {"W": np.zeros((1, 2))}, state)
+    with pytest.raises(BpttError, match=r"optimizer state has slots \['step'\] but 'adam' needs"):
+        Adam(0.1).update(params, {"W": np.zeros((2, 2))}, state)
 
 
 # ---------------------------------------------------------------- factory
@@ -280,6 +282,8 @@ def test_make_optimizer_rejects_unknown_option_and_bad_hyperparameters():
         Momentum(0.1, momentum=1.0)
     with pytest.raises(BpttError, match="beta2"):
         Adam(0.1, betas=(0.9, 1.5))
+    with pytest.raises(BpttError, match=r"betas must be two numbers \(beta1, beta2\), got 0.9"):
+        make_optimizer("adam", 0.1, betas=0.9)
 
 
 # ---------------------------------------------------------------- clipping
@@ -312,6 +316,28 @@ def test_global_norm_is_norm_of_all_elements():
     joined = np.concatenate([g.ravel() for g in grads.values()])
     assert global_norm(grads) == pytest.approx(np.linalg.norm(joined), rel=1e-14)
     assert global_norm({"a": np.array([3.0]), "b": np.array([[4.0]])}) == 5.0
+
+
+def test_global_norm_of_gradients_whose_squares_overflow_is_still_their_norm():
+    # Σ g² overflows float64 at |g| ~ 1e154: the norm (and the clipping) must not
+    grads = {"Whh": np.array([3e160, 4e160]), "by": np.array([1.0])}
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        assert global_norm(grads) == pytest.approx(5e160, rel=1e-15)
+        assert clip_by_global_norm(grads, 5.0) == pytest.approx(5e160, rel=1e-15)
+    np.testing.assert_allclose(grads["Whh"], [3.0, 4.0], rtol=1e-12)
+    assert global_norm({"a": np.array([np.inf, 1e200])}) == np.inf
+    assert np.isnan(global_norm({"a": np.array([np.nan, 1e200]), "b": np.array([1e200])}))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_float32_gradient_whose_square_overflows_updates_without_a_warning(name):
+    # g² = inf in float32 (as in torch) is IEEE's answer, not a warning to print
+    params = {"W": np.ones(3, np.float32)}
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state(params)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        opt.update(params, {"W": np.full(3, 1e22, np.float32)}, state)
+    assert np.isfinite(params["W"]).all()
 
 
 def test_clip_by_global_norm_scales_by_torch_factor_and_returns_old_norm():

@@ -40,13 +40,15 @@ def log_softmax(y: np.ndarray) -> np.ndarray:
     y: (..., V) logits.  Returns (..., V) log-probabilities.
     """
     y_max = y.max(axis=-1, keepdims=True)
-    shifted = y - y_max
+    with np.errstate(over="ignore"):  # logits more than the float range apart: −inf, p = 0
+        shifted = y - y_max
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def softmax(y: np.ndarray) -> np.ndarray:
     """softmax over the last axis, stable.  y: (..., V) -> p: (..., V), rows sum to 1."""
-    e = np.exp(y - y.max(axis=-1, keepdims=True))
+    with np.errstate(over="ignore"):  # logits more than the float range apart: −inf, p = 0
+        e = np.exp(y - y.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
@@ -92,7 +94,8 @@ def cross_entropy_and_partial(
     N, V = y.shape
     at_label = np.arange(0, N * V, V) + labels  # flat index of (row, label[row])
     # (the ufuncs' own reductions: np.sum / y.max add a Python layer a tiny problem feels)
-    shifted = np.subtract(y, np.maximum.reduce(y, axis=1, keepdims=True), out=out)
+    with np.errstate(over="ignore"):  # logits more than the float range apart: −inf, p = 0
+        shifted = np.subtract(y, np.maximum.reduce(y, axis=1, keepdims=True), out=out)
     flat = shifted.reshape(-1)
     if not np.may_share_memory(flat, shifted):
         raise ValueError("out must be a C-contiguous (N, V) array")

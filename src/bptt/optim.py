@@ -165,10 +165,17 @@ class Optimizer:
     def update(self, params: Params, grads: Mapping[str, np.ndarray], state: State) -> None:
         """Apply one step: change ``params`` and ``state`` in place from ``grads``."""
         _check_grads(params, grads)
+        if state.keys() != {*self.slots, STEP_SLOT}:
+            raise BpttError(
+                f"optimizer state has slots {sorted(state)} but {self.name!r} needs "
+                f"{sorted({*self.slots, STEP_SLOT})}: make it with this optimizer's init_state"
+            )
         t = _advance(state)
-        for key, p in params.items():
-            slot_arrays = [state[slot][key] for slot in self.slots]
-            self._update_one(p, grads[key], slot_arrays, t)
+        # g² of a float32 gradient above ~1e19 is inf, as in torch: IEEE's answer, no warning
+        with np.errstate(over="ignore"):
+            for key, p in params.items():
+                slot_arrays = [state[slot][key] for slot in self.slots]
+                self._update_one(p, grads[key], slot_arrays, t)
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
         raise NotImplementedError
@@ -270,7 +277,7 @@ class Adam(Optimizer):
         self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
     ) -> None:
         super().__init__(lr)
-        if len(betas) != 2:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise BpttError(f"betas must be two numbers (beta1, beta2), got {betas!r}.")
         self.betas = (
             _check_unit_interval("beta1", betas[0]),
@@ -334,7 +341,7 @@ def make_optimizer(name: str, lr: float, **kw: object) -> Optimizer:
         raise BpttError(
             f"optimizer {name!r} has no option {unknown[0]!r}; its options are: {allowed}."
         )
-    if "betas" in kw:
+    if isinstance(kw.get("betas"), list):
         kw["betas"] = tuple(kw["betas"])  # type: ignore[arg-type]  # JSON gives a list
     return _CLASSES[name](lr, **kw)  # type: ignore[arg-type]
 
@@ -352,10 +359,24 @@ def global_norm(grads: Mapping[str, np.ndarray]) -> float:
     alignment: a resumed run must repeat every bit of an uninterrupted one.
     """
     total = 0.0
+    with np.errstate(over="ignore"):
+        for key in sorted(grads):
+            flat = grads[key].ravel().astype(np.float64, copy=False)
+            total += float(np.sum(flat * flat))
+    return _scaled_norm(grads) if math.isinf(total) else math.sqrt(total)
+
+
+def _scaled_norm(grads: Mapping[str, np.ndarray]) -> float:
+    """The global norm when Σ g² overflows float64 (entries of 1e154 and more): m √(Σ (g/m)²)
+    with m the largest |g|; inf when a gradient holds inf, NaN when one holds NaN."""
+    m = max((float(np.max(np.abs(g))) for g in grads.values() if g.size), default=0.0)
+    if not math.isfinite(m):
+        return m
+    total = 0.0
     for key in sorted(grads):
-        flat = grads[key].ravel().astype(np.float64, copy=False)
-        total += float(np.sum(flat * flat))
-    return math.sqrt(total)
+        scaled = grads[key].ravel().astype(np.float64) / m
+        total += float(np.sum(scaled * scaled))
+    return m * math.sqrt(total)
 
 
 def clip_by_value(grads: Params, clip: float) -> None:
