@@ -167,6 +167,18 @@ def test_save_and_load_give_identical_predictions(tmp_path, tweets):
     loaded.fit(as_list(tweets)[:50], tweets.y[:50])  # a loaded estimator fits again
 
 
+@pytest.mark.parametrize(("n_features_in", "message"), [
+    ("x", "holds a damaged estimator"), (5, "n_features_in is 5 but the weights take 2"),
+])
+def test_load_refuses_a_feature_count_that_is_not_the_weights(tmp_path, n_features_in, message):
+    path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["estimator"]["n_features_in"] = n_features_in
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=message):
+        bptt.SequenceClassifier.load(path)
+
+
 def test_save_refuses_a_training_runs_model_and_changes_nothing(tmp_path, tweets):
     """A ``bptt train`` run's directory (it holds train_state.safetensors) keeps its files."""
     import hashlib
@@ -305,6 +317,8 @@ GOOD_Y = np.array([0, 1, 0])
     ([], [], {}, "X is empty"),
     ("abc", [0], {}, "X must be a list"),
     (GOOD_X, np.array([1, 1, 1]), {}, "one class only"),
+    (GOOD_X, [None, None, 1], {}, "labels must be numbers, booleans or strings"),
+    (GOOD_X, [1, "a", 1], {}, "y mixes strings with other labels"),
     ([["a", "b"]], [0], {}, "numeric"),
 ])
 def test_bad_input_to_fit_is_one_clear_value_error(X, y, kw, message):
@@ -352,8 +366,13 @@ def test_bad_input_after_fit():
     with pytest.raises(BpttError, match="y has 2 entries"):
         clf.score(GOOD_X, ["cat", "dog"])
     reg = small(bptt.SequenceRegressor, epochs=1).fit(GOOD_X, [0.5, 1.0, np.pi])
+    before = reg.predict(GOOD_X)
     with pytest.raises(BpttError, match="NaN or inf"):
         reg.fit(GOOD_X, [0.5, np.nan, 1.0])
+    np.testing.assert_array_equal(reg.predict(GOOD_X), before)  # a refused fit keeps the model
+    with pytest.raises(BpttError, match="one class only"):
+        clf.fit(GOOD_X, ["cat", "cat", "cat"])
+    assert clf.classes_.tolist() == ["cat", "dog"]
     per_step = small(bptt.SequenceRegressor, per_step=True, epochs=1)
     with pytest.raises(BpttError, match="y\\[1\\] has 4 steps but X\\[1\\] has 5"):
         per_step.fit(GOOD_X, [np.ones(3), np.ones(4), np.ones(2)])

@@ -147,6 +147,22 @@ def as_padded(
     return x, n
 
 
+def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
+    """Class labels are numbers, booleans or strings, and one kind of them.
+
+    given: the y of one label per sequence as the caller gave it (None: not checked for
+    mixing), labels: it as an array.  numpy turns [1, "a"] into the strings '1', 'a'.
+    """
+    if labels.dtype.kind not in "biufU":
+        raise BpttError(
+            f"y holds labels of dtype {labels.dtype}: labels must be numbers, booleans or strings"
+        )
+    if labels.dtype.kind == "U" and isinstance(given, (list, tuple)) \
+            and not all(isinstance(label, str) for label in given):
+        raise BpttError("y mixes strings with other labels: give every label as a string, "
+                        "or every label as a number")
+
+
 def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.ndarray:
     """Per-step targets: a list of (T_i[, V]) arrays or a padded (N, T[, V]) array -> padded
     (N, T[, V]) (zeros on padding; labels stay as given, any dtype)."""
@@ -387,10 +403,13 @@ class _SequenceEstimator:
         class.  callback(epoch, mean_loss) is called after every epoch; returning True stops.
         """
         self._validate_params()
-        for attribute in ("params_", "classes_"):
-            if hasattr(self, attribute):
-                delattr(self, attribute)
-        x, n, targets = self._prepare(X, y, lengths, fitting=True)
+        # a fit starts afresh (new classes too); one refused by its X or y keeps the old model
+        fitted = {a: self.__dict__.pop(a) for a in ("params_", "classes_") if a in self.__dict__}
+        try:
+            x, n, targets = self._prepare(X, y, lengths, fitting=True)
+        except BpttError:
+            self.__dict__.update(fitted)
+            raise
         self._initialise(x.shape[2])
         for epoch in range(1, int(self.epochs) + 1):
             self._epoch(x, n, targets)
@@ -612,13 +631,18 @@ class _SequenceEstimator:
             estimator._validate_params()
             estimator.params_ = model.params
             estimator.n_features_in_ = int(saved["n_features_in"])
+            if estimator.n_features_in_ != model.params["Wxh"].shape[1]:
+                raise CheckpointError(
+                    f"{file}: n_features_in is {saved['n_features_in']!r} but the weights "
+                    f"take {model.params['Wxh'].shape[1]} features"
+                )
             estimator.n_iter_ = int(saved["n_iter"])
             estimator.n_steps_ = model.step
             estimator.loss_curve_ = [float(v) for v in saved["loss_curve"]]
             estimator._restore_extra(saved)
             if saved["head"] != estimator._head:
                 raise CheckpointError(f"{file}: head {saved['head']!r} does not fit per_step")
-        except (KeyError, TypeError, BpttError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # ValueError: int("x"), a BpttError
             if isinstance(exc, CheckpointError):
                 raise
             raise CheckpointError(f"{file} holds a damaged estimator ({exc})") from exc
@@ -683,6 +707,7 @@ class SequenceClassifier(_SequenceEstimator):
                   else np.asarray(y))
         if not self.per_step and labels.ndim != 1:
             raise BpttError(f"y has shape {labels.shape}: one label per sequence, (N,)")
+        _check_label_kinds(y if not self.per_step else None, labels)
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
         values = labels[real]
         if values.dtype.kind == "f" and not np.isfinite(values).all():
