@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -79,6 +80,19 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_never_saves_nan(tmp
     saved = checkpoint.load_model(tmp_path / "r")
     assert saved.step == 4
     assert all(np.isfinite(v).all() for v in saved.params.values())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_learning_rate_that_blows_up_ends_in_one_diverged_error_without_warnings(tmp_path,
+                                                                                    optimizer):
+    config = small_config(cell="lstm", dtype="float32", steps=30, eval_every=100, lr=1e38,
+                          optimizer=optimizer)
+    run = train.new_run(config, TEXT, "test", tmp_path / "r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would fail the test
+        with pytest.raises(train.DivergedError, match="diverged at step"):
+            for _ in range(30):
+                train.train_step(run)
 
 
 def test_should_stop_saves_the_last_completed_step(tmp_path):

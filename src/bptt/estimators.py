@@ -444,8 +444,10 @@ class _SequenceEstimator:
     ) -> tuple[float, int]:
         """One optimizer step on the sequences ``rows``; returns (J, number of predictions)."""
         inputs, lengths, y = _batch(x, n, targets, rows, self.per_step)
-        result = heads.backprop(self.params_, inputs, y, self._head, lengths,
-                                truncate=self.truncate)
+        # a diverging fit's inf and NaN are caught just below, as one DivergedError
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = heads.backprop(self.params_, inputs, y, self._head, lengths,
+                                    truncate=self.truncate)
         norm = optim.global_norm(result.grads)
         if not (math.isfinite(result.loss) and math.isfinite(norm)):
             raise DivergedError(

@@ -172,7 +172,8 @@ class Optimizer:
             )
         t = _advance(state)
         # g² of a float32 gradient above ~1e19 is inf, as in torch: IEEE's answer, no warning
-        with np.errstate(over="ignore"):
+        # (and an lr so large that a step is inf or NaN: the next forward reports that)
+        with np.errstate(over="ignore", invalid="ignore"):
             for key, p in params.items():
                 slot_arrays = [state[slot][key] for slot in self.slots]
                 self._update_one(p, grads[key], slot_arrays, t)

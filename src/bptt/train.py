@@ -416,7 +416,10 @@ def train_step(run: Run) -> StepStats:
     fast = run.fast
     inputs, targets, new_epoch = run.batches.next_batch()
     h0 = None if new_epoch else run.state
-    result = models.backprop(run.params, inputs, targets, h0=h0, workspace=fast.workspace)
+    # a diverging run's inf and NaN are caught just below, as one DivergedError: numpy's
+    # warnings on the way there would only be noise before it
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        result = models.backprop(run.params, inputs, targets, h0=h0, workspace=fast.workspace)
     chars = targets.size
     # result.grads are views of fast.grads["flat"]: one buffer for the norm and the clipping
     norm = optim.global_norm(fast.grads)
