@@ -20,7 +20,7 @@ EXAMPLES = Path(__file__).parent / "broken_backwards"
 
 # example file -> (hypothesis name, words the learner must be told)
 DIAGNOSES = {
-    "no_recurrence": ("truncated", "keeps only 1 step of the recurrence: the term ∂h_t/∂h_{t−1} = W^hhᵀ diag(1 − h²) is missing or not accumulated"),
+    "no_recurrence": ("truncated", "keeps only 1 step of the recurrence: the term ∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh is missing or not accumulated"),
     "truncated_two_steps": ("truncated", "keeps only 2 steps of the recurrence"),
     "mean_loss": ("mean", "You differentiate the MEAN loss over time and batch: every gradient is 1/(T·B)"),
     "mean_over_time": ("mean", "the MEAN over time: every gradient is 1/T"),

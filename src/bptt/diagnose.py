@@ -494,7 +494,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         out.append(Hypothesis(
             "truncated",
             f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term ∂h_t/∂h_{{t−1}} = "
-            "W^hhᵀ diag(1 − h²) is missing or not accumulated. Your W^xh, W^hh and b_h "
+            "diag(1 − h_t²) W^hh is missing or not accumulated. Your W^xh, W^hh and b_h "
             f"gradients equal the reference truncated to {_steps(m)} (only the terms with "
             f"t − k < {m}). At every step add the error coming back from the later steps, "
             "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂z_{t+1}, and carry it all the way back "

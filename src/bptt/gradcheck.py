@@ -1,8 +1,8 @@
 """Finite differences and the comparison of gradients: the second witness (and the third, torch).
 
 Central differences in float64, ∂J/∂θ_i ≈ (J(θ + ε e_i) − J(θ − ε e_i)) / 2ε
-with ε ≈ 1e-6 (about √ of float64's machine epsilon, where truncation error
-ε² and round-off error 1e-16·|J|/ε balance).  Every evaluation of J is a fresh
+with ε ≈ 1e-6 (near the cube root of float64's machine epsilon, 6e-6, where the
+truncation error ε² and the round-off error 1e-16·|J|/ε balance).  Every evaluation of J is a fresh
 forward pass from the same initial state: nothing is carried between the
 f(θ + ε) and f(θ − ε) evaluations, no clipping, no dropout, no decay.
 

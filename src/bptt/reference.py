@@ -50,7 +50,8 @@ from bptt.models import Shapes, State, layer_key
 class LocalStep(NamedTuple):
     """One step of one layer, forward values and its local Jacobians (per batch row).
 
-    s: (B, S) the new state;  ds_da_ih: (B, S, G) ∂s_k/∂a^ih_k where a^ih = W^xh x + b^ih;
+    s: (B, S) the new state;
+    ds_da_ih: (B, S, G) ∂s_k/∂a^ih_k where a^ih = W^xh x + b^xh (b_h for the RNN);
     ds_da_hh: (B, S, G) ∂s_k/∂a^hh_k where a^hh = W^hh h_{k−1} + b^hh;
     ds_ds_direct: (B, S, S) ∂s_k/∂s_{k−1} along paths that do not pass through a^hh.
     """
@@ -278,7 +279,8 @@ def loss_and_grads(
 
     Returns (loss, grads, terms): grads has exactly the keys of params; terms is a
     :class:`Terms` with every ∂J_t/∂s^l_k and (if keep_contributions) every (t, k)
-    term's contribution to every recurrent weight.  O(T² · L · B · S²) time.
+    term's contribution to every recurrent weight.  O(T² · L · B · S · G · H) time: every
+    step back is a product with a full Jacobian (O(B·H³) for the RNN).
     """
     shapes = models.check_params(params, cell)
     dtype = params["Whh"].dtype

@@ -56,8 +56,8 @@ def test_your_broken_backward_fails_with_its_diagnosis(tmp_path):
     assert run.returncode == 1, run.stderr
     out = " ".join(run.stdout.split())  # the sentences are wrapped
     assert "| Why |" in run.stdout and "| Whh |" in run.stdout
-    assert ("Your dW^hh keeps only 1 step of the recurrence: the term ∂h_t/∂h_{t−1} = W^hhᵀ "
-            "diag(1 − h²) is missing or not accumulated") in out
+    assert ("Your dW^hh keeps only 1 step of the recurrence: the term ∂h_t/∂h_{t−1} = "
+            "diag(1 − h_t²) W^hh is missing or not accumulated") in out
     assert "FAIL: 4 of 6 gradients differ" in out
 
 
