@@ -134,21 +134,9 @@ def sigmoid_forward(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """
     out = np.multiply(a, 0.5, out=out)
     np.tanh(out, out=out)
-    return sigmoid_from_tanh_half(out, out=out)
-
-
-def sigmoid_from_tanh_half(
-    tanh_half: np.ndarray, out: np.ndarray | None = None, half: float | np.ndarray = 0.5
-) -> np.ndarray:
-    """σ(a) = ½ + ½ tanh(a/2), given tanh(a/2) (the cells get it from the tanh of all gates).
-
-    ½ + ½ τ equals ½ (1 + τ) to the last bit: halving is exact in binary floating point.
-    half: ½, or an array of ½ shaped like tanh_half (for the tiny arrays of a loop, an
-    operand of the same shape costs numpy less than a Python scalar).
-    """
-    out = np.multiply(tanh_half, half, out=out)
-    np.add(out, half, out=out)
-    return out
+    # ½ + ½ τ equals ½ (1 + τ) to the last bit: halving is exact in binary floating point
+    np.multiply(out, 0.5, out=out)
+    return np.add(out, 0.5, out=out)
 
 
 def sigmoid_backward(dJ_ds: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ The whole-network witnesses (reference, finite differences, torch) are in tests/
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import bptt
 from bptt import reference
@@ -119,3 +120,24 @@ def test_the_state_carries_across_chunks_and_float32_stays_float32(rng):
     loss, grads, h = bptt.loss_and_grads(p32, inputs, rng.integers(0, 3, (6, 2)))
     assert all(g.dtype == np.float32 for g in grads.values())
     assert h.dtype == np.float32 and np.isfinite(loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_gates_are_exactly_0_and_1_without_overflow_warnings(rng, dtype):
+    # the sweep computes σ(a) = 1 / (1 + e^{−a}): at |a| ≫ 1 e^{−a} is inf or 0, which must
+    # give σ = 0 or 1 exactly, silently, never NaN; and near 0 the same σ as the step function
+    p = random_layer(rng, D=3, H=4)
+    ids = rng.integers(0, 3, size=(6, 2))
+    h0 = (np.zeros((2, 4), dtype),)
+    big = {k: (v * 1e4).astype(dtype) for k, v in p.items()}
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        cache = gru.sequence_forward(big, ids, h0)
+    gates = np.stack([cache.r, cache.z])
+    assert np.isin(gates, [0.0, 1.0]).mean() > 0.9 and ((gates >= 0) & (gates <= 1)).all()
+    small = {k: v.astype(dtype) for k, v in p.items()}
+    cache = gru.sequence_forward(small, ids, h0)
+    x_proj = small["Wxh"].T[ids[0]] + small["bxh"]
+    step = gru.step_forward(small, x_proj, h0[0])
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(cache.r[0], step.r, rtol=8 * eps)
+    np.testing.assert_allclose(cache.z[0], step.z, rtol=8 * eps)

@@ -224,34 +224,36 @@ def sequence_forward(
     The input projection W^xh x_t + b^xh is done for all t before the loop; only the
     recurrent part W^hh h_{t−1} + b^hh and the gates are done step by step.
 
-    σ(a) = ½ + ½ tanh(a/2): the r and z rows of W^xh, W^hh and their biases are halved
-    (exact in binary floating point), so one tanh covers both σ gates of a step.
+    σ(a) = 1 / (1 + e^{−a}): the r and z rows of W^xh, W^hh and their biases are negated
+    (exact in binary floating point), so e^{·}, + 1, 1/· over those 2H rows give both σ
+    gates of a step (numpy's e^x costs about half its tanh).
     """
     Wxh, Whh = p["Wxh"], p["Whh"]
     H, dtype = Whh.shape[1], Whh.dtype
     T, B = inputs.shape[:2]
-    # per step: a = [(a^ir + a^hr)/2, (a^iz + a^hz)/2, a^hn] = x_in[t, :3H] + W^hh h_{t−1}
-    # (r z rows halved), and a^in = x_in[t, 3H:]: one (4H, D) table, its third block b^hn
+    # per step: a = [−(a^ir + a^hr), −(a^iz + a^hz), a^hn] = x_in[t, :3H] + W^hh h_{t−1}
+    # (r z rows negated), and a^in = x_in[t, 3H:]: one (4H, D) table, its third block b^hn
     # alone (inside r ⊙ ·, so it is added here, before the product with r)
     table = np.zeros((4 * H, Wxh.shape[1]), dtype)
-    np.multiply(Wxh[: 2 * H], 0.5, out=table[: 2 * H])
+    np.negative(Wxh[: 2 * H], out=table[: 2 * H])
     table[3 * H :] = Wxh[2 * H :]
     bias = None
     if "bxh" in p:
-        bias = np.concatenate([(p["bxh"][: 2 * H] + p["bhh"][: 2 * H]) * 0.5,
+        bias = np.concatenate([-(p["bxh"][: 2 * H] + p["bhh"][: 2 * H]),
                                p["bhh"][2 * H :], p["bxh"][2 * H :]])
     x_in = common.input_columns(
         table, inputs, bias, common.empty(work, "x_in", (T, 4 * H, B), dtype)
     )
-    Whh_half = common.empty(work, "Whh_half", Whh.shape, dtype)
-    np.multiply(Whh, 0.5, out=Whh_half)
-    Whh_half[2 * H :] = Whh[2 * H :]
+    Whh_sweep = common.empty(work, "Whh_sweep", Whh.shape, dtype)
+    np.negative(Whh[: 2 * H], out=Whh_sweep[: 2 * H])
+    Whh_sweep[2 * H :] = Whh[2 * H :]
     # every step's r, z and a^hn, then n and h: all columns
     gates = common.empty(work, "gates", (T, GATES * H, B), dtype)
     n = common.empty(work, "n", (T, H, B), dtype)
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
     h_prev_minus_n = common.empty(work, "h_prev_minus_n", (H, B), dtype)
-    half = np.full((2 * H, B), 0.5, dtype=dtype)
+    # a constant as an array: for the small arrays of a loop numpy takes it faster than a scalar
+    one = np.ones((2 * H, B), dtype=dtype)
     hs[0] = state0[0].T
     r, z, a_hn = (gates[:, m * H : (m + 1) * H] for m in range(GATES))
     # per-step views, made once; the loop only calls kernels that write in place
@@ -266,22 +268,26 @@ def sequence_forward(
     h_t, a_t, rz_t, r_t, z_t, a_hn_t, n_t, x_a, x_n = (
         v[m] for m in ("hs", "gates", "rz", "r", "z", "a_hn", "n", "x_rz_hn", "x_n")
     )
-    dot, add, subtract, multiply, tanh = np.dot, np.add, np.subtract, np.multiply, np.tanh
-    for t in range(T):
-        # a^hh_t = W^hh h_{t−1} + b^hh, plus the input part of r and z
-        dot(Whh_half, h_t[t], a_t[t])
-        add(a_t[t], x_a[t], a_t[t])
-        # r_t, z_t = σ(a^ir + a^hr), σ(a^iz + a^hz) = ½ + ½ tanh(half of it)
-        tanh(rz_t[t], rz_t[t])
-        ops.sigmoid_from_tanh_half(rz_t[t], rz_t[t], half)
-        # n_t = tanh(a^in_t + r_t ⊙ a^hn_t)
-        multiply(r_t[t], a_hn_t[t], n_t[t])
-        add(n_t[t], x_n[t], n_t[t])
-        tanh(n_t[t], n_t[t])
-        # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1} = n_t + z_t ⊙ (h_{t−1} − n_t)
-        subtract(h_t[t], n_t[t], h_prev_minus_n)
-        multiply(z_t[t], h_prev_minus_n, h_prev_minus_n)
-        add(n_t[t], h_prev_minus_n, h_t[t + 1])
+    dot, add, subtract, multiply = np.dot, np.add, np.subtract, np.multiply
+    exp, reciprocal, tanh = np.exp, np.reciprocal, np.tanh
+    # e^{−a} = inf for a ≪ 0 gives σ = 1 / inf = 0, and e^{−a} = 0 for a ≫ 0 gives σ = 1: exact
+    with np.errstate(over="ignore", under="ignore"):
+        for t in range(T):
+            # a^hh_t = W^hh h_{t−1} + b^hh, plus the input part of r and z (negated)
+            dot(Whh_sweep, h_t[t], a_t[t])
+            add(a_t[t], x_a[t], a_t[t])
+            # r_t, z_t = σ(a^ir + a^hr), σ(a^iz + a^hz), σ(a) = 1 / (1 + e^{−a})
+            exp(rz_t[t], rz_t[t])
+            add(rz_t[t], one, rz_t[t])
+            reciprocal(rz_t[t], rz_t[t])
+            # n_t = tanh(a^in_t + r_t ⊙ a^hn_t)
+            multiply(r_t[t], a_hn_t[t], n_t[t])
+            add(n_t[t], x_n[t], n_t[t])
+            tanh(n_t[t], n_t[t])
+            # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1} = n_t + z_t ⊙ (h_{t−1} − n_t)
+            subtract(h_t[t], n_t[t], h_prev_minus_n)
+            multiply(z_t[t], h_prev_minus_n, h_prev_minus_n)
+            add(n_t[t], h_prev_minus_n, h_t[t + 1])
     return Cache(inputs, *(a.transpose(0, 2, 1) for a in (hs, r, z, n, a_hn)))
 
 
