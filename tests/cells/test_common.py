@@ -74,3 +74,18 @@ def test_weight_gradient_of_ids_writes_into_out(W_b, rng):
     fresh = common.weight_gradient(dJ_dproj, ids, D)
     assert fresh.flags.c_contiguous
     np.testing.assert_array_equal(fresh, out)
+
+
+@pytest.mark.parametrize(("A", "truncate", "T"), [(2, None, 5), (1, 2, 5), (4, 2, 5), (5, 9, 4)])
+def test_a_sweep_refuses_rows_of_age_its_window_does_not_have(rng, A, truncate, T):
+    # the rows of dJ_dh_local set the window: A = 4 with truncate=2 used to run as K = 4
+    from bptt.cells import rnn
+    from bptt.errors import BpttError
+
+    p = rnn.init_layer(rng, 3, 4, True, np.float64)
+    cache = rnn.sequence_forward(p, rng.integers(0, 3, (T, 2)), (np.zeros((2, 4)),))
+    expected = 1 if truncate is None else min(truncate, T)
+    with pytest.raises(BpttError, match=f"dJ_dh_local has {A} rows of age, but "
+                       f"truncate={truncate} over T = {T} steps needs {expected}"):
+        rnn.sequence_backward(p, cache, np.zeros((A, T, 2, 4)), truncate)
+    common.check_ages(expected, truncate, T)  # and the right count passes

@@ -6,7 +6,7 @@ Ages.  Truncated BPTT with window K keeps, of the double sum
 Σ_t Σ_{k≤t} ∂J_t/∂h_t ∂h_t/∂h_k ∂h_k/∂z_k ∂z_k/∂W, only the terms with
 t − k < K.  The age of a gradient at step k is a = t − k, the distance back
 to the loss J_t it came from.  The efficient backward therefore carries its
-error vectors by age: an array (A, B, H) with A = K, where moving from step k
+error vectors by age: an array (A, B, H) with A = min(K, T), where moving from step k
 to k − 1 makes every age one older and drops the age that reaches K.  Without
 truncation every age is kept, and since the sum is linear they can all be
 added up at once: A = 1 and the single row holds Σ_t ∂J_t/∂h_k.  That is the
@@ -34,6 +34,7 @@ import functools
 import numpy as np
 
 from bptt import ops
+from bptt.errors import BpttError
 
 # ----------------------------------------------------------------------------
 # memory reused across calls
@@ -138,36 +139,32 @@ def num_ages(truncate: int | None) -> int:
     return 1 if truncate is None else truncate
 
 
-def age_one_step(back: np.ndarray, truncate: int | None) -> np.ndarray:
-    """Error arriving at step k−1 from step k: every age grows by one.
-
-    back: (A, B, H) = ∂J_t/∂h_{k−1} along the one-step path, indexed by the age
-    t − k it had at step k.  Full BPTT (A = 1): the sum needs no shifting.
-    Truncated (A = K): age a at k is age a + 1 at k − 1; the oldest is dropped.
-    (The sweeps do this shift without a copy, see :func:`older_by_one`.)
-    """
-    if truncate is None:
-        return back
-    older = np.zeros_like(back)
-    older[1:] = back[:-1]
-    return older
+def check_ages(A: int, truncate: int | None, T: int) -> None:
+    """A sweep's error from outside must come with the rows of age its window needs:
+    1 for full BPTT, min(K, T) for truncate=K (more or fewer would be another window)."""
+    expected = 1 if truncate is None else min(truncate, T)
+    if A != expected:
+        raise BpttError(
+            f"dJ_dh_local has {A} rows of age, but truncate={truncate!r} over T = {T} "
+            f"steps needs {expected}"
+        )
 
 
 def older_by_one(
-    per_step: list[np.ndarray], carry: np.ndarray, full: bool
+    per_step: list[np.ndarray], from_later: np.ndarray, full: bool
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Where a sweep reads, and writes, the error it carries from step k into step k − 1.
 
     per_step: the error leaving each step, by age (:func:`steps` views);
-    carry: (A, B, X), the error arriving at the step below, by age.
+    from_later: (A, B, X), the error arriving at the step below from the later ones, by age.
     Full BPTT: one row holds every age (A = 1), read and written whole.
     Truncated: ages 0 … K−2 of step k become ages 1 … K−1 of step k − 1, so the sweep
-    writes them into carry[1:]; age K − 1 would become K and is dropped (never computed),
-    and carry[0] stays 0 (no loss is younger than 0).  Returns (sources, destination).
+    writes them into from_later[1:]; age K − 1 would become K and is dropped (never computed),
+    and from_later[0] stays 0 (no loss is younger than 0).  Returns (sources, destination).
     """
     if full:
-        return per_step, carry[0]
-    return [e[:-1] for e in per_step], carry[1:]
+        return per_step, from_later[0]
+    return [e[:-1] for e in per_step], from_later[1:]
 
 
 # ----------------------------------------------------------------------------
@@ -204,9 +201,9 @@ def input_projection(
     if is_token_ids(inputs):
         check_ids(inputs, D)
         if bias is not None and inputs.size < D:
-            rows = W.T.take(inputs, axis=0, out=out, mode="clip")  # (ids checked above)
-            rows += bias
-            return rows
+            # the columns ids of W itself (a take from W.T would first copy all of W)
+            columns = W.take(inputs, axis=1, mode="clip")  # (G, T, B); ids checked above
+            return np.add(np.moveaxis(columns, 0, -1), bias, out=out)
         table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
         return table.take(inputs, axis=0, out=out, mode="clip")
     T, B = inputs.shape[:2]

@@ -189,7 +189,7 @@ class Backward(NamedTuple):
     """Result of :func:`sequence_backward`.
 
     grads: ∂J/∂(layer parameter), same keys as the layer;
-    dJ_dx: (A, T, B, D) error at the layer's inputs by age (None for token ids / when not asked);
+    dJ_dx: (A, T, B, D) error at the layer's inputs by age (None unless need_dx);
     dJ_dstate0: (∂J/∂h0,) each (B, H);
     dJ_dh: (A, T, B, H) the accumulated ∂J/∂h_k by age (A = 1: Σ_{t≥k} ∂J_t/∂h_k).
     dJ_dx and dJ_dh are transposed views of columns, like the Cache's arrays.
@@ -303,7 +303,8 @@ def sequence_backward(
     """Efficient BPTT: one backward sweep over k = T−1 … 0 (the regrouped double sum).
 
     dJ_dh_local: (A, T, B, H), the error reaching each h_k from outside the recurrence
-    (the head, or the layer above) by age; A = 1 for full BPTT, A = truncate otherwise.
+    (the head, or the layer above) by age; A = 1 for full BPTT, A = min(truncate, T)
+    otherwise.
     work: reusable memory (None: fresh arrays); grads_out: arrays to write the gradients
     into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
     Reference: :func:`bptt.reference.loss_and_grads`.
@@ -319,6 +320,7 @@ def sequence_backward(
     and z blocks shared, and one product per step fills both).
     """
     A, T, B, H = dJ_dh_local.shape
+    common.check_ages(A, truncate, T)
     dtype = dJ_dh_local.dtype
     r, z, n, a_hn, hs = (
         a.transpose(0, 2, 1) for a in (cache.r, cache.z, cache.n, cache.a_hn, cache.hs)
@@ -349,26 +351,30 @@ def sequence_backward(
     dJ_da_ih = back[:, :, 0 : 3 * H]  # n r z
     dJ_da_hh = back[:, :, H : 4 * H]  # r z hn
     direct = back[:, :, 4 * H :]
-    carry = common.zeros(work, "carry", (A, H, B), dtype)
+    # Σ_{t>k} ∂J_t/∂h_k by age: the error reaching h_k from the steps after it (through
+    # a^hh_{k+1} and the direct path); the step after k writes it, step k reads it
+    from_later_by_age = common.zeros(work, "dJ_dh_from_later", (A, H, B), dtype)
     full = truncate is None
-    local = common.step_views(work, "local", common.as_columns(dJ_dh_local, work, "local"), full)
+    dJ_dh_from_later = from_later_by_age[0] if full else from_later_by_age
+    dJ_dh_local_k = common.step_views(
+        work, "local", common.as_columns(dJ_dh_local, work, "local"), full
+    )
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
     back_k = common.step_views(work, "back", back.reshape(A, T, 5, H, B), full, back)
     dh_da_k = common.step_views(work, "dh_da", dh_da)
     # into step k − 1 every age grows by one (truncation drops the oldest)
     hh_leaving, arriving = common.older_by_one(
-        common.step_views(work, "dJ_da_hh", dJ_da_hh, full, back), carry, full
+        common.step_views(work, "dJ_da_hh", dJ_da_hh, full, back), from_later_by_age, full
     )
     direct_leaving, _ = common.older_by_one(
-        common.step_views(work, "direct", direct, full, back), carry, full
+        common.step_views(work, "direct", direct, full, back), from_later_by_age, full
     )
     Whh_T = p["Whh"].T
-    carried = carry[0] if full else carry
     dot = np.dot if full else np.matmul
     add, multiply = np.add, np.multiply
     for k in range(T - 1, -1, -1):
-        # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (carried back through step k + 1)
-        add(local[k], carried, dJ_dh_k[k])
+        # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (from later, through step k + 1)
+        add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
         # [∂J/∂a^in_k, ∂J/∂a^r_k, ∂J/∂a^z_k, ∂J/∂a^hn_k, direct] = ∂J/∂h_k ⊙ dh_da_k
         multiply(dJ_dh_k[k][..., None, :, :], dh_da_k[k], back_k[k])
         if k:

@@ -225,7 +225,7 @@ class Backward(NamedTuple):
     """Result of :func:`sequence_backward`.
 
     grads: ∂J/∂(layer parameter), same keys as the layer;
-    dJ_dx: (A, T, B, D) error at the layer's inputs by age (None for token ids / when not asked);
+    dJ_dx: (A, T, B, D) error at the layer's inputs by age (None unless need_dx);
     dJ_dstate0: (∂J/∂h0, ∂J/∂c0) each (B, H);
     dJ_dh, dJ_dc: (A, T, B, H) the accumulated ∂J/∂h_k, ∂J/∂c_k by age
     (A = 1: Σ_{t≥k} ∂J_t/∂h_k and Σ_{t≥k} ∂J_t/∂c_k).  dJ_dc is the total, through
@@ -371,19 +371,18 @@ def _local_partials(
     """
     H = tanh_c.shape[1]
     i, f, o, g = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
-    dh, dc = dh_da_o_c, dc_dc_a_ifg
     # ∂σ/∂a = σ (1 − σ) for the three sigmoid gates i, f, o at once
     ops.sigmoid_slope(gates[:, : 3 * H], out=slope)
-    np.multiply(slope[:, 2 * H :], tanh_c, out=dh[:, 0])
-    np.multiply(tanh_c, tanh_c, out=dh[:, 1])
-    np.subtract(1, dh[:, 1], out=dh[:, 1])
-    dh[:, 1] *= o
-    dc[:, 0] = f
-    np.multiply(slope[:, :H], g, out=dc[:, 1])
-    np.multiply(slope[:, H : 2 * H], c_prev, out=dc[:, 2])
-    np.multiply(g, g, out=dc[:, 3])
-    np.subtract(1, dc[:, 3], out=dc[:, 3])
-    dc[:, 3] *= i
+    np.multiply(slope[:, 2 * H :], tanh_c, out=dh_da_o_c[:, 0])
+    np.multiply(tanh_c, tanh_c, out=dh_da_o_c[:, 1])
+    np.subtract(1, dh_da_o_c[:, 1], out=dh_da_o_c[:, 1])
+    dh_da_o_c[:, 1] *= o
+    dc_dc_a_ifg[:, 0] = f
+    np.multiply(slope[:, :H], g, out=dc_dc_a_ifg[:, 1])
+    np.multiply(slope[:, H : 2 * H], c_prev, out=dc_dc_a_ifg[:, 2])
+    np.multiply(g, g, out=dc_dc_a_ifg[:, 3])
+    np.subtract(1, dc_dc_a_ifg[:, 3], out=dc_dc_a_ifg[:, 3])
+    dc_dc_a_ifg[:, 3] *= i
 
 
 def sequence_backward(
@@ -398,7 +397,8 @@ def sequence_backward(
     """Efficient BPTT: one backward sweep over k = T−1 … 0, carrying ∂J/∂h and ∂J/∂c by age.
 
     dJ_dh_local: (A, T, B, H), the error reaching each h_k from outside the recurrence
-    (the head, or the layer above) by age; A = 1 for full BPTT, A = truncate otherwise.
+    (the head, or the layer above) by age; A = 1 for full BPTT, A = min(truncate, T)
+    otherwise.
     work: reusable memory (None: fresh arrays); grads_out: arrays to write the gradients
     into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
     Reference: :func:`bptt.reference.loss_and_grads`.
@@ -411,6 +411,7 @@ def sequence_backward(
         0: ∂J/∂c_{k−1} through c_k;  1 … 4: ∂J/∂a_k, gates i f g o;  5: ∂J/∂c_k
     """
     A, T, B, H = dJ_dh_local.shape
+    common.check_ages(A, truncate, T)
     dtype = dJ_dh_local.dtype
     local_all = common.as_columns(dJ_dh_local, work, "local")  # (A, T, H, B)
     cs = cache.cs.transpose(0, 2, 1)
@@ -425,9 +426,12 @@ def sequence_backward(
     dJ_dc_prev_via_c = back[:, :, :H]
     dJ_da = back[:, :, H : 5 * H]  # gates i f g o
     dJ_dc = back[:, :, 5 * H :]
-    carry_h = common.zeros(work, "carry_h", (A, H, B), dtype)
+    # Σ_{t>k} ∂J_t/∂h_k by age: the error reaching h_k from the steps after it, through
+    # a_{k+1}; the step after k writes it, step k reads it
+    from_later_by_age = common.zeros(work, "dJ_dh_from_later", (A, H, B), dtype)
     full = truncate is None
-    local = common.step_views(work, "local", local_all, full)
+    dJ_dh_from_later = from_later_by_age[0] if full else from_later_by_age
+    dJ_dh_local_k = common.step_views(work, "local", local_all, full)
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
     # [∂J/∂a^o, ∂J/∂c_k] (blocks 4, 5) and [∂J/∂c_{k−1}, ∂J/∂a^i, ∂J/∂a^f, ∂J/∂a^g] (0 … 3)
     by_block = back.reshape(A, T, 6, H, B)
@@ -436,26 +440,26 @@ def sequence_backward(
     dJ_dc_k = common.step_views(work, "dJ_dc", dJ_dc, full, back)
     dJ_da_k = common.step_views(work, "dJ_da", dJ_da, full, back)
     c_leaving = common.step_views(work, "dJ_dc_prev", dJ_dc_prev_via_c, full, back)
-    dh_k = common.step_views(work, "dh_da_o_c", dh_da_o_c)
-    dc_k = common.step_views(work, "dc_dc_a_ifg", dc_dc_a_ifg)
+    dh_da_o_c_k = common.step_views(work, "dh_da_o_c", dh_da_o_c)
+    dc_dc_a_ifg_k = common.step_views(work, "dc_dc_a_ifg", dc_dc_a_ifg)
     # into step k − 1 every age grows by one (truncation drops the oldest), on both paths
-    h_leaving, h_arriving = common.older_by_one(dJ_da_k, carry_h, full)
-    c_leaving, _ = common.older_by_one(c_leaving, carry_h, full)
+    h_leaving, h_arriving = common.older_by_one(dJ_da_k, from_later_by_age, full)
+    c_leaving, _ = common.older_by_one(c_leaving, from_later_by_age, full)
     dJ_dc_arriving = dJ_dc_k if full else [e[1:] for e in dJ_dc_k]
-    Whh_T, carried_h = p["Whh"].T, carry_h[0] if full else carry_h
+    Whh_T = p["Whh"].T
     dot = np.dot if full else np.matmul
     add, multiply = np.add, np.multiply
     for k in range(T - 1, -1, -1):
-        # ∂J/∂h_k = ∂J_k/∂h_k (outside) + W^hhᵀ ∂J/∂a_{k+1} (carried back through a_{k+1})
-        add(local[k], carried_h, dJ_dh_k[k])
+        # ∂J/∂h_k = ∂J_k/∂h_k (outside) + W^hhᵀ ∂J/∂a_{k+1} (from later, through a_{k+1})
+        add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
         # [∂J/∂a^o_k, ∂J/∂c_k through h_k] = ∂J/∂h_k ⊙ [∂h_k/∂a^o_k, ∂h_k/∂c_k]
-        multiply(dJ_dh_k[k][..., None, :, :], dh_k[k], o_and_c_k[k])
+        multiply(dJ_dh_k[k][..., None, :, :], dh_da_o_c_k[k], o_and_c_k[k])
         if k < T - 1:
             # ∂J/∂c_k += ∂J/∂c_{k+1} ⊙ f_{k+1}  (the path through c_{k+1})
             add(dJ_dc_arriving[k], c_leaving[k + 1], dJ_dc_arriving[k])
         # [∂J/∂c_{k−1} through c_k, ∂J/∂a^i_k, ∂J/∂a^f_k, ∂J/∂a^g_k]
         #     = ∂J/∂c_k ⊙ [∂c_k/∂c_{k−1}, ∂c_k/∂a^i_k, ∂c_k/∂a^f_k, ∂c_k/∂a^g_k]
-        multiply(dJ_dc_k[k][..., None, :, :], dc_k[k], c_ifg_k[k])
+        multiply(dJ_dc_k[k][..., None, :, :], dc_dc_a_ifg_k[k], c_ifg_k[k])
         if k:
             # ∂a_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂a_k
             dot(Whh_T, h_leaving[k], h_arriving)

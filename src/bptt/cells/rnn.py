@@ -102,7 +102,7 @@ class Backward(NamedTuple):
     """Result of :func:`sequence_backward`.
 
     grads: ∂J/∂(layer parameter), same keys as the layer;
-    dJ_dx: (A, T, B, D) error at the layer's inputs by age (None for token ids / when not asked);
+    dJ_dx: (A, T, B, D) error at the layer's inputs by age (None unless need_dx);
     dJ_dstate0: (∂J/∂h0,) each (B, H);
     dJ_dh: (A, T, B, H) the accumulated ∂J/∂h_k by age (A = 1: Σ_{t≥k} ∂J_t/∂h_k).
     """
@@ -157,33 +157,35 @@ def sequence_backward(
     """Efficient BPTT: one backward sweep over k = T−1 … 0 (the regrouped double sum).
 
     dJ_dh_local: (A, T, B, H), the error reaching each h_k from outside the recurrence
-    (the head, or the layer above) by age; A = 1 for full BPTT, A = truncate otherwise.
-    work: reusable memory (None: fresh arrays); grads_out: arrays to write the gradients
-    into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
+    (the head, or the layer above) by age; A = 1 for full BPTT, A = min(truncate, T)
+    otherwise.  work: reusable memory (None: fresh arrays); grads_out: arrays to write the
+    gradients into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
     Reference: :func:`bptt.reference.loss_and_grads`.
     """
     hs, Whh = cache.hs, p["Whh"]
     A, T, B, H = dJ_dh_local.shape
+    common.check_ages(A, truncate, T)
     dtype = dJ_dh_local.dtype
     # ∂h_k/∂z_k = 1 − h_k² for every k at once (h_k = hs[k + 1]): it needs no error
     dh_dz = np.multiply(hs[1:], hs[1:], out=common.empty(work, "dh_dz", (T, B, H), dtype))
     np.subtract(1, dh_dz, out=dh_dz)
     dJ_dh = common.empty(work, "dJ_dh", (A, T, B, H), dtype)
     dJ_dz = common.empty(work, "dJ_dz", (A, T, B, H), dtype)
-    # the error carried back into step k from the steps after it, Σ_{t>k} ∂J_t/∂h_k by age
-    carry = common.zeros(work, "carry", (A, B, H), dtype)
+    # Σ_{t>k} ∂J_t/∂h_k by age: the error reaching h_k from the steps after it, through
+    # z_{k+1}; the step after k writes it, step k reads it
+    from_later_by_age = common.zeros(work, "dJ_dh_from_later", (A, B, H), dtype)
     full = truncate is None
-    local = common.step_views(work, "local", dJ_dh_local, full)
+    dJ_dh_from_later = from_later_by_age[0] if full else from_later_by_age
+    dJ_dh_local_k = common.step_views(work, "local", dJ_dh_local, full)
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
     dJ_dz_k = common.step_views(work, "dJ_dz", dJ_dz, full)
     dh_dz_k = common.step_views(work, "dh_dz", dh_dz)
     # into step k − 1 every age grows by one (truncation drops the oldest)
-    leaving, arriving = common.older_by_one(dJ_dz_k, carry, full)
-    carried = carry[0] if full else carry
+    leaving, arriving = common.older_by_one(dJ_dz_k, from_later_by_age, full)
     dot, add, multiply = np.dot if full else np.matmul, np.add, np.multiply
     for k in range(T - 1, -1, -1):
-        # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (carried back through z_{k+1})
-        add(local[k], carried, dJ_dh_k[k])
+        # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (from later, through z_{k+1})
+        add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
         # ∂h_k/∂z_k = 1 − h_k²
         multiply(dJ_dh_k[k], dh_dz_k[k], dJ_dz_k[k])
         if k:
