@@ -152,19 +152,19 @@ def gru_step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray) -> Loc
     h = (1 - z) * n + z * h_prev
     # h = (1 − z) ⊙ n + z ⊙ h_{k−1}:  ∂h/∂n = diag(1 − z),  ∂h/∂z = diag(h_{k−1} − n)
     dh_dn, dh_dz = diag(1 - z), diag(h_prev - n)
-    # n = tanh(m), m = a^in + r ⊙ a^hn:  ∂n/∂m = diag(1 − n²)
-    dn_dm = diag(1 - n**2)
-    # ∂m/∂a^in = I,  ∂m/∂r = diag(a^hn),  ∂m/∂a^hn = diag(r)
-    dm_dr, dm_dahn = diag(a_hn), diag(r)
+    # n = tanh(a^n), a^n = a^in + r ⊙ a^hn:  ∂n/∂a^n = diag(1 − n²)
+    dn_dan = diag(1 - n**2)
+    # ∂a^n/∂a^in = I,  ∂a^n/∂r = diag(a^hn),  ∂a^n/∂a^hn = diag(r)
+    dan_dr, dan_dahn = diag(a_hn), diag(r)
     # r = σ(a^ir + a^hr):  ∂r/∂a^ir = ∂r/∂a^hr = diag(r(1 − r));  likewise z
     dr_dar, dz_daz = diag(r * (1 - r)), diag(z * (1 - z))
-    # ∂h/∂a^r = ∂h/∂n ∂n/∂m ∂m/∂r ∂r/∂a^r  (for a^ir and a^hr alike)
-    dh_dar = dh_dn @ dn_dm @ dm_dr @ dr_dar
+    # ∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r  (for a^ir and a^hr alike)
+    dh_dar = dh_dn @ dn_dan @ dan_dr @ dr_dar
     # ∂h/∂a^z = ∂h/∂z ∂z/∂a^z
     dh_daz = dh_dz @ dz_daz
-    # ∂h/∂a^in = ∂h/∂n ∂n/∂m · I;   ∂h/∂a^hn = ∂h/∂n ∂n/∂m ∂m/∂a^hn  (b^hn inside r ⊙ ·)
-    dh_dain = dh_dn @ dn_dm
-    dh_dahn = dh_dn @ dn_dm @ dm_dahn
+    # ∂h/∂a^in = ∂h/∂n ∂n/∂a^n · I;   ∂h/∂a^hn = ∂h/∂n ∂n/∂a^n ∂a^n/∂a^hn  (b^hn inside r ⊙ ·)
+    dh_dain = dh_dn @ dn_dan
+    dh_dahn = dh_dn @ dn_dan @ dan_dahn
     ds_da_ih = np.concatenate([dh_dar, dh_daz, dh_dain], axis=2)
     ds_da_hh = np.concatenate([dh_dar, dh_daz, dh_dahn], axis=2)
     # the path from h_{k−1} that skips a^hh: z ⊙ h_{k−1}, ∂h/∂h_{k−1} = diag(z)
