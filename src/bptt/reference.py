@@ -362,6 +362,7 @@ def _walk_back(params, shapes: Shapes, fwd: _Forward, t: int, K, dJt_dsL_t, grad
     L, H = shapes.L, shapes.H
     ih_bias = IH_BIAS[shapes.cell]
     oldest = 0 if K is None else max(0, t - K + 1)
+    layers = [models.layer_params(params, layer, _names(shapes.cell)) for layer in range(L)]
     # ∂J_t/∂s^l_{k+1} carried from the later step, per layer (zero at k = t)
     from_later = [np.zeros_like(dJt_dsL_t) for _ in range(L)]
     for k in range(t, oldest - 1, -1):
@@ -388,7 +389,7 @@ def _walk_back(params, shapes: Shapes, fwd: _Forward, t: int, K, dJt_dsL_t, grad
                     grads[key] += value
                     if key in contributions:
                         contributions[key][t, k] = value
-            p = models.layer_params(params, layer, _names(shapes.cell))
+            p = layers[layer]
             # ∂s_k/∂s_{k−1} = ∂s_k/∂a^hh_k · [W^hh 0] + (the direct paths)
             ds_ds_prev = local.ds_ds_direct.copy()
             ds_ds_prev[:, :, :H] += local.ds_da_hh @ p["Whh"]
