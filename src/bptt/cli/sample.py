@@ -30,7 +30,7 @@ def add_parser(sub, name: str) -> None:
                    help="run directory (or its model.safetensors)")
     p.add_argument("--length", type=types.nonnegative_int, default=500,
                    help="characters to generate (500); with --stop, the most to generate")
-    p.add_argument("--temperature", type=types.positive_float, default=1.0,
+    p.add_argument("--temperature", type=types.positive_float,
                    help="> 0; lower is more conservative (1.0)")
     prime = p.add_mutually_exclusive_group()
     prime.add_argument("--prime", default="", help="text to start from (printed first)")
@@ -53,9 +53,13 @@ def run(args: argparse.Namespace) -> int:
     if args.stop is not None and not args.stop:
         raise BpttError("--stop needs at least one character")
     prime = data.read_text(args.prime_file) if args.prime_file is not None else args.prime
+    if args.greedy and (args.temperature is not None or args.seed is not None):
+        raise BpttError("--greedy always takes the most likely character: --temperature and "
+                        "--seed do not apply to it")
+    temperature = 1.0 if args.temperature is None else args.temperature
     unk = model.config.get("unk")
     rng = np.random.default_rng(args.seed)
-    chars = generate(model.params, model.vocab, args.length, args.temperature, prime, rng,
+    chars = generate(model.params, model.vocab, args.length, temperature, prime, rng,
                      args.greedy, args.stop, unk if isinstance(unk, str) else None)
     out = sys.stdout
     out.write(prime)

@@ -62,9 +62,11 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer ({d.optimizer})")
     p.add_argument("--clip", type=types.positive_float,
                    help="clip each gradient entry to [-CLIP, CLIP] (min-char-rnn: 5; off)")
-    p.add_argument("--clip-norm", type=types.positive_float,
-                   help=f"clip the global gradient norm ({d.clip_norm:g})")
-    p.add_argument("--no-clip-norm", action="store_true", help="do not clip the global norm")
+    clip_norm = p.add_mutually_exclusive_group()
+    clip_norm.add_argument("--clip-norm", type=types.positive_float,
+                           help=f"clip the global gradient norm ({d.clip_norm:g})")
+    clip_norm.add_argument("--no-clip-norm", action="store_true",
+                           help="do not clip the global norm")
     p.add_argument("--dtype", choices=sorted(train.DTYPES), help=f"float type ({d.dtype})")
     p.add_argument("--seed", type=types.seed, help=f"random seed ({d.seed})")
     p.add_argument("--eval-every", type=types.positive_int,
