@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 
 import numpy as np
@@ -142,6 +143,23 @@ def test_a_resumed_run_is_bit_identical_to_one_never_stopped(tmp_path, task, dty
     after_resume = [{k: v for k, v in row.items() if k != "seqs_per_sec"}
                     for row in resumed.history]
     assert after_resume == never_stopped
+
+
+def test_going_on_past_an_end_off_the_eval_schedule_gives_the_history_of_one_run(tmp_path):
+    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=8, batch=4, seed=0,
+                              eval_every=3)
+    straight = tasks.new_task_run(config, tmp_path / "straight")
+    assert tasks.train_task(straight)
+    first = tasks.new_task_run(dataclasses.replace(config, steps=5), tmp_path / "first")
+    assert tasks.train_task(first) and [row["step"] for row in first.history] == [3, 5]
+    longer = tasks.resume_task_run(tmp_path / "first", steps=8)
+    assert [row["step"] for row in longer.history] == [3]
+    assert tasks.train_task(longer)
+
+    def without_speed(history):
+        return [{k: v for k, v in row.items() if k != "seqs_per_sec"} for row in history]
+
+    assert without_speed(longer.history) == without_speed(straight.history)
 
 
 def test_resume_can_go_on_longer_and_refuses_what_is_not_a_task_run(tmp_path):

@@ -245,6 +245,27 @@ def test_metrics_after_a_stop_mid_interval_are_those_of_a_run_never_stopped(tmp_
     assert without_speed(tmp_path / "stopped") == without_speed(tmp_path / "straight")
 
 
+def test_going_on_past_an_end_off_the_eval_schedule_gives_the_metrics_of_one_run(tmp_path):
+    # a run evaluates its last step (9, not a multiple of 4); continued to 12 steps, that row
+    # must go and steps 9 … 12 must still be one interval, as in a run never stopped at 9
+    straight = train.new_run(small_config(steps=12, eval_every=4), TEXT, "t", tmp_path / "a")
+    assert train.train(straight)
+    first = train.new_run(small_config(steps=9, eval_every=4), TEXT, "t", tmp_path / "b")
+    assert train.train(first)
+    assert [row["step"] for row in first.history] == [4, 8, 9] and len(first.interval_losses) == 1
+    assert (tmp_path / "b" / "loss.png").exists()
+    again = train.resume_run(tmp_path / "b", TEXT)  # opened at its end: the row stays
+    assert [row["step"] for row in again.history] == [4, 8, 9]
+    longer = train.resume_run(tmp_path / "b", TEXT, steps=12)
+    assert [row["step"] for row in longer.history] == [4, 8]
+    assert train.train(longer)
+    lines = {d: (tmp_path / d / train.METRICS_FILE).read_text().splitlines() for d in "ab"}
+    assert [line.rsplit(",", 1)[0] for line in lines["b"]] == \
+        [line.rsplit(",", 1)[0] for line in lines["a"]]
+    for key in straight.params:
+        assert np.array_equal(straight.params[key], longer.params[key])
+
+
 def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,
                                                                              tmp_path):
     out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))

@@ -338,15 +338,18 @@ def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
     estimator = _estimator(config, data)
     with train.damaged(file):
         estimator._restore_train_state(tensors, meta["estimator"])
-    step, history, interval = train.read_progress(file, meta,
-                                                  history_columns(data.classification))
+    progress = train.read_progress(file, meta, history_columns(data.classification),
+                                   config.eval_every)
+    step = progress.step
     train.check_counter(file, "the optimizer's step counter",
                         optim.step_count(estimator._opt_state), step)
     train.check_counter(file, "the estimator's step count", estimator.n_steps_, step)
     train.check_counter(file, "the estimator's epoch count", estimator.n_iter_, step)
     changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
     config = dataclasses.replace(config, **changes).resolved()
-    return TaskRun(config, data, estimator, out, rng, step, history, interval)
+    if config.steps > progress.step:  # continued past the old end: as if never stopped there
+        progress = progress.to_continue()
+    return TaskRun(config, data, estimator, out, rng, *progress[:3])
 
 
 def num_parameters(run: TaskRun) -> int:
@@ -417,16 +420,19 @@ def train_task(
         seen += len(batch.y)
         speed = seen / max(time.perf_counter() - started, 1e-9)
         on_event(TaskEvent("step", run.step, loss, speed))
-        if run.step % config.eval_every == 0 or run.step == config.steps:
+        last, scheduled = run.step == config.steps, run.step % config.eval_every == 0
+        if scheduled or last:
             train_key = history_columns(run.data.classification)[1]
             row = {"step": run.step, train_key: float(np.mean(run.interval_losses)),
                    **evaluate(run), "seqs_per_sec": speed}
-            run.interval_losses = []
+            if scheduled:  # (a last step off the schedule keeps them: train.Progress)
+                run.interval_losses = []
             run.history.append(row)
             on_event(TaskEvent("eval", run.step, seqs_per_sec=speed, metrics=row))
+            if last:  # before the last checkpoint: a run saved at its end has its plot
+                write_plot(run)
             save(run)
             on_event(TaskEvent("checkpoint", run.step))
-    write_plot(run)
     on_event(TaskEvent("done", run.step))
     return True
 

@@ -508,21 +508,25 @@ def train(
         chars_done += config.seq_len * config.batch
         speed = chars_done / max(time.perf_counter() - started, 1e-9)
         on_event(Event("step", run.step, stats, speed))
-        last = run.step == config.steps
-        if run.step % config.eval_every == 0 or last:
-            event = _evaluate_and_sample(run, speed, length)
+        last, scheduled = run.step == config.steps, run.step % config.eval_every == 0
+        if scheduled or last:
+            event = _evaluate_and_sample(run, speed, length, scheduled)
             on_event(event)
         if run.step % every == 0 or last:
+            if last:  # before the last checkpoint: a run saved at its end has its plot
+                write_plot(run)
             save(run)
             on_event(Event("checkpoint", run.step))
-    write_plot(run)
     on_event(Event("done", run.step))
     return True
 
 
-def _evaluate_and_sample(run: Run, speed: float, sample_length: int) -> Event:
+def _evaluate_and_sample(run: Run, speed: float, sample_length: int, scheduled: bool) -> Event:
     """Add the evaluation of this step to the history (the interval's mean training bpc
-    included, which starts a new interval); sample ``sample_length`` characters."""
+    included); sample ``sample_length`` characters.  An evaluation on the schedule of
+    eval_every starts a new interval; the one of a run's last step off that schedule keeps
+    the interval's losses, which go on into the next row if the run is continued (see
+    :meth:`Progress.to_continue`)."""
     val_bpc = evaluate(run.params, run.val_ids, run.config)
     losses = run.interval_losses
     run.history.append({
@@ -531,7 +535,8 @@ def _evaluate_and_sample(run: Run, speed: float, sample_length: int) -> Event:
         "val_bpc": val_bpc,
         "chars_per_sec": speed,
     })
-    run.interval_losses = []
+    if scheduled:
+        run.interval_losses = []
     text = None
     if sample_length > 0:
         # a generator of its own per step: the samples do not depend on when the run resumed
@@ -630,16 +635,31 @@ def read_train_state(
 
 class Progress(NamedTuple):
     """How far a saved run is: its step, its history (the rows of metrics.csv) and the
-    training losses of the evaluation interval it stopped in (averaged into the next row)."""
+    training losses of the evaluation interval it stopped in (averaged into the next row).
+
+    ends_off_schedule: the last row is the evaluation of the run's last step, which was not
+    a multiple of eval_every (a run always evaluates its end)."""
 
     step: int
     history: list[dict[str, float]]
     interval_losses: list[float]
+    ends_off_schedule: bool = False
+
+    def to_continue(self) -> Progress:
+        """Where a run continued past its old end starts: without the old end's evaluation
+        off the schedule (a run never stopped there has no such row); the interval's losses
+        it kept go into the next row.  So the continued run's metrics.csv is the one of a run
+        that was never stopped."""
+        if not self.ends_off_schedule:
+            return self
+        return Progress(self.step, self.history[:-1], self.interval_losses)
 
 
-def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str]) -> Progress:
+def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
+                  eval_every: int) -> Progress:
     """The step, history and interval losses of a train state's metadata (a run on text or a
-    task run: ``columns`` are the history's); CheckpointError naming the first bad value.
+    task run: ``columns`` are the history's, ``eval_every`` the saved setting);
+    CheckpointError naming the first bad value.
 
     A file written before the interval losses were saved has none: the interval is empty."""
     step = meta.get("step")
@@ -647,9 +667,11 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str]) -
         raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
                               f"{step!r}")
     history = _read_history(file, meta.get("history"), columns, step)
-    since_eval = step - (history[-1]["step"] if history else 0)
+    off_schedule = bool(history) and history[-1]["step"] == step and step % eval_every != 0
+    scheduled = history[:-1] if off_schedule else history
+    since_eval = step - (scheduled[-1]["step"] if scheduled else 0)
     interval = _read_interval(file, meta.get("interval_losses", []), since_eval)
-    return Progress(step, history, interval)
+    return Progress(step, history, interval, off_schedule)
 
 
 def _is_int(value: Any) -> bool:
@@ -743,7 +765,7 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
         raise CheckpointError(f"{file} is damaged: its 'data' must be an object and its "
                               "'corpus' a string")
     _check_weights(file, shapes, params["Whh"].dtype, config, vocab)
-    progress = read_progress(file, meta, HISTORY_COLUMNS)
+    progress = read_progress(file, meta, HISTORY_COLUMNS, config.eval_every)
     check_counter(file, "the optimizer's step counter", optim.step_count(opt_state),
                   progress.step)
     check_counter(file, "the batch position", data.get("position"), progress.step)
@@ -807,7 +829,10 @@ def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.P
     _, train_ids, val_ids = prepare_text(text, config, saved.vocab)
     batches = StreamBatcher(train_ids, config.batch, config.seq_len)
     batches.load_state_dict(saved.data)
-    step, history, interval = saved.progress
+    # continued past the old end (not just opened at it): as if never stopped there
+    progress = saved.progress.to_continue() if config.steps > saved.progress.step \
+        else saved.progress
+    step, history, interval, _ = progress
     return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
                val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
                interval)
