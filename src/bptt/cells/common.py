@@ -201,9 +201,9 @@ def input_projection(
     if is_token_ids(inputs):
         check_ids(inputs, D)
         if bias is not None and inputs.size < D:
-            # the columns ids of W itself (a take from W.T would first copy all of W)
-            columns = W.take(inputs, axis=1, mode="clip")  # (G, T, B); ids checked above
-            return np.add(np.moveaxis(columns, 0, -1), bias, out=out)
+            # rows ids of the view W.T, picked one by one (W.T.take would copy all of W
+            # first: 20 ms at D = 20000); ids checked above
+            return np.add(W.T[inputs], bias, out=out)
         table = np.add(W.T, bias) if bias is not None else np.ascontiguousarray(W.T)
         return table.take(inputs, axis=0, out=out, mode="clip")
     T, B = inputs.shape[:2]
