@@ -183,6 +183,12 @@ def _returns(value):
     ({"dWxh": 0}, "expected the keys of params"),
     ((1.0, {"Wxh": "text"}), "grads\\['Wxh'\\] that is not a numeric array"),
     (("x", {"Wxh": np.zeros((4, 5))}), "loss that is not one number"),
+    ({"bh": None}, "returned grads\\['bh'\\] = None"),
+    ({"Wxh": np.zeros((4, 5)) + 1j}, "grads\\['Wxh'\\] of dtype complex128; a gradient of J"),
+    # a form mistake is said as one (min-char-rnn's column biases), not diagnosed as maths
+    ({"bh": np.zeros((4, 1))}, "grads\\['bh'\\] of shape \\(4, 1\\); the gradient of "
+                               "params\\['bh'\\] has its shape, \\(4,\\)"),
+    ((1.0, {"bh": np.zeros(4)}, np.zeros((3, 2, 4))), "an h_last of shape \\(3, 2, 4\\)"),
 ])
 def test_wrong_return_values_are_errors(value, match):
     with pytest.raises(BpttError, match=match):
@@ -246,6 +252,41 @@ def test_float32_round_off_is_named_not_misdiagnosed():
     assert not report.passed and report.messages()[0].startswith("Your W^xh, W^hh, b_h, W^hy, b_y gradient came back as float32")
     report = diagnose.check_backward(cast_back)
     assert len(report.messages()) == 1 and "that is round-off, not a bug" in report.messages()[0]
+
+
+def test_a_float32_result_far_off_is_not_called_round_off():
+    def no_recurrence_in_float32(params, inputs, targets, h0=None, truncate=None):
+        grads = load("no_recurrence")(params, inputs, targets, h0=h0)
+        return {k: v.astype(np.float32) for k, v in grads[1].items()}
+
+    report = diagnose.check_backward(no_recurrence_in_float32)
+    assert not report.passed and "far more than float32's round-off" in report.messages()[0]
+
+
+def test_state_kept_between_calls_fails_even_when_the_first_call_is_right():
+    kept = {}
+
+    def keeps_state(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        if "before" in kept:  # a carried error never reset: a module-level dhnext
+            grads["Whh"] = grads["Whh"] + kept["before"]
+        kept["before"] = grads["Whh"]
+        return grads
+
+    report = diagnose.check_backward(keeps_state)
+    assert all(p.passed for p in report.params) and not report.passed
+    assert "Called a second time on the same arrays, your function returns other" in \
+        report.messages()[0]
+    assert report.failures() == ["a second call returns other results"]
+
+
+def test_a_mean_over_the_batch_when_T_equals_B_names_both_factors():
+    def mean_over_batch(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {k: v / inputs.shape[1] for k, v in grads.items()}
+
+    report = diagnose.check_backward(mean_over_batch, diagnose.make_problem(seq_len=5, batch=5))
+    assert report.diagnosis.name == "mean" and "1/T = 1/B = 1/5" in report.diagnosis.message
 
 
 def test_nan_is_reported_for_its_parameter():

@@ -64,6 +64,7 @@ from bptt.gradcheck import Comparison, compare_arrays, random_problem
 
 PASS_TOL = 1e-9  # a correct float64 backward agrees with the reference far closer than this
 NEAR_TOL = 1e-5  # failing by less than this everywhere: round-off (float32?), not a bug
+FLOAT32_TOL = 1e-4  # a float32 result further off than this has a mistake besides precision
 MATCH_TOL = 1e-8  # a hypothesis fits when it reproduces the learner's gradient this closely
 MIN_SEQ_LEN = 4  # below this some hypotheses coincide (e.g. truncations)
 RECURRENT = ("Wxh", "Whh", "bh")
@@ -261,7 +262,26 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
         out = fn(*args, **kwargs)
     except (Exception, SystemExit) as exc:
         raise BpttError(f"{name} raised {_exception_line(exc)}") from exc
-    return _normalise(out, name)
+    user = _normalise(out, name)
+    _check_shapes(user, problem, name)
+    return user
+
+
+def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
+    """Each gradient has the shape of what it is the gradient of (or its transpose: that
+    mistake is diagnosed), and h_last the size of h0: a mis-shaped one is a mistake in the
+    form, said as such, not diagnosed as maths.  An h_last of h0's size is reshaped to it."""
+    for key, array in user.grads.items():
+        of = "h0" if key == "h0" else f"params[{key!r}]"
+        want = problem.h0.shape if key == "h0" else problem.params[key].shape
+        if array.shape != want and array.shape[::-1] != want:
+            raise BpttError(f"{name} returned grads[{key!r}] of shape {array.shape}; the "
+                            f"gradient of {of} has its shape, {want}")
+    if user.h_last is not None:
+        if user.h_last.size != problem.h0.size:
+            raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
+                            f"last state h_T has the shape of h0, {problem.h0.shape}")
+        user.h_last = user.h_last.reshape(problem.h0.shape)
 
 
 def _normalise(out: Any, name: str) -> UserResult:
@@ -290,11 +310,19 @@ def _normalise(out: Any, name: str) -> UserResult:
     for key in (*PARAM_KEYS, "h0"):
         if key not in grads:
             continue
+        if grads[key] is None:
+            raise BpttError(f"{name} returned grads[{key!r}] = None; return ∂J/∂{key} as an "
+                            "array")
         try:
             raw = np.asarray(grads[key])
-            arrays[key] = raw.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array") from exc
+        if raw.dtype.kind == "c":
+            raise BpttError(f"{name} returned grads[{key!r}] of dtype {raw.dtype}; a gradient "
+                            "of J (a real number) is an array of real numbers")
+        if raw.dtype.kind not in "biuf":
+            raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array")
+        arrays[key] = raw.astype(np.float64)
         dtypes[key] = str(raw.dtype)
     if loss is not None:
         try:
@@ -457,6 +485,9 @@ def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
         (1 / T, f"1/T = 1/{T}", "the MEAN over time"),
         (1 / B, f"1/B = 1/{B}", "the MEAN over the batch"),
     ]
+    if T == B:  # 1/T and 1/B are one number: say both (a run with T ≠ B tells them apart)
+        known[1] = (1 / T, f"1/T = 1/B = 1/{T}", "the MEAN over time or over the batch (T = B "
+                    "here: check with --seq-len other than --batch to tell which)")
     for value, name, what in known:
         if abs(ratio - value) <= 1e-9 * value:
             return name, what
@@ -743,16 +774,31 @@ class BackwardReport:
     params: list[ParamCheck]
     loss: LossCheck | None = None
     h_last_ok: bool | None = None
+    repeatable: bool = True
     diagnosis: Hypothesis | None = None
     findings: list[str] = field(default_factory=list)
     localisation: Localisation | None = None
 
     @property
     def passed(self) -> bool:
-        """Every parameter (and the loss and final state, when returned) agrees."""
+        """Every parameter (and the loss and final state, when returned) agrees, and a
+        second call returns the same."""
         return (all(p.passed for p in self.params)
                 and (self.loss is None or self.loss.passed)
-                and self.h_last_ok is not False)
+                and self.h_last_ok is not False and self.repeatable)
+
+    def failures(self) -> list[str]:
+        """What failed, in a few words each (for the last line of a report)."""
+        failed = sum(not p.passed for p in self.params)
+        out = [f"{failed} of {len(self.params)} gradients differ from the reference"] \
+            if failed else []
+        if self.loss is not None and not self.loss.passed:
+            out.append("the loss differs")
+        if self.h_last_ok is False:
+            out.append("h_last differs")
+        if not self.repeatable:
+            out.append("a second call returns other results")
+        return out
 
     def messages(self) -> list[str]:
         """The sentences to show a learner, most important first."""
@@ -786,6 +832,7 @@ def check_backward(
     """
     problem = make_problem() if problem is None else problem
     user = call_backward(fn, problem, name)
+    again = call_backward(fn, problem, name)  # a backward keeps no state between calls
     correct = expansion(problem)
     ref_loss, ref_grads, terms = reference.loss_and_grads(
         problem.params, problem.inputs, problem.targets, h0=problem.h0,
@@ -794,17 +841,30 @@ def check_backward(
     ref = dict(ref_grads, h0=np.asarray(terms.dJ_dstate0))
     keys = [*PARAM_KEYS, *(["h0"] if "h0" in user.grads else [])]
     report = BackwardReport(name, problem, [_param_check(key, user, ref) for key in keys])
+    if not _same_result(user, again):
+        report.repeatable = False
+        report.findings.append(
+            "Called a second time on the same arrays, your function returns other results: it "
+            "keeps something between calls (a module-level array, a default argument, an "
+            "input changed in place). Each call must start afresh: the error carried back "
+            "from later steps is zero at the last step. The table checks the first call.")
     if user.loss is not None:
         report.loss = _loss_check(user.loss, ref_loss, problem)
     if user.h_last is not None:
-        h_last = user.h_last.reshape(correct.h_last.shape) if user.h_last.size == \
-            correct.h_last.size else None
-        report.h_last_ok = h_last is not None and _rel(h_last, correct.h_last) <= PASS_TOL
+        report.h_last_ok = _rel(user.h_last, correct.h_last) <= PASS_TOL
     failing = [p.name for p in report.params if not p.passed]
     if not failing:
         return report
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
+    if low and worst >= FLOAT32_TOL:
+        report.findings.append(
+            f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
+            f"{user.dtypes[low[0]]}, and the gradients differ from the reference by up to "
+            f"{worst:.1g}: far more than float32's round-off (about 1e-7), so there is a "
+            "mistake besides the precision. Compute in float64 and check again: naming it "
+            "needs float64.")
+        return report
     if low:
         report.findings.append(
             f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
@@ -832,6 +892,19 @@ def check_backward(
         except BpttError as exc:
             report.findings.append(f"(Could not probe prefixes of the sequence: {exc}.)")
     return report
+
+
+def _same_result(a: UserResult, b: UserResult) -> bool:
+    """Two calls returned the same gradients, loss and h_last (to the last bit)."""
+    if a.grads.keys() != b.grads.keys() or (a.loss is None) != (b.loss is None) \
+            or (a.h_last is None) != (b.h_last is None):
+        return False
+    same = [np.array_equal(a.grads[k], b.grads[k], equal_nan=True) for k in a.grads]
+    if a.loss is not None:
+        same.append(a.loss == b.loss or (np.isnan(a.loss) and np.isnan(b.loss)))
+    if a.h_last is not None:
+        same.append(np.array_equal(a.h_last, b.h_last, equal_nan=True))
+    return all(same)
 
 
 def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray]) -> ParamCheck:

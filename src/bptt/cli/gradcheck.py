@@ -210,10 +210,9 @@ def _print_report(report: diagnose.BackwardReport) -> None:
         for message in messages:
             print(textwrap.fill(message, width=96, initial_indent="  - ",
                                 subsequent_indent="    "))
-    failed = sum(not p.passed for p in report.params)
     if report.passed:
         print(f"\nPASS: all {len(report.params)} gradients agree with the reference "
               f"(tolerance {diagnose.PASS_TOL:g}, relative to each tensor's scale).")
     else:
-        print(f"\nFAIL: {failed} of {len(report.params)} gradients differ from the reference "
-              f"(tolerance {diagnose.PASS_TOL:g}, relative to each tensor's scale).")
+        print(f"\nFAIL: {'; '.join(report.failures())} (tolerance {diagnose.PASS_TOL:g}, "
+              "relative to each tensor's scale).")
