@@ -253,6 +253,15 @@ def test_float32_round_off_is_named_not_misdiagnosed():
     report = diagnose.check_backward(cast_back)
     assert len(report.messages()) == 1 and "that is round-off, not a bug" in report.messages()[0]
 
+    def with_loss_cast_back(params, inputs, targets, h0=None, truncate=None):
+        p32 = {k: v.astype(np.float32) for k, v in params.items()}
+        loss, grads, h = bptt.loss_and_grads(p32, inputs, targets, h0=h0.astype(np.float32))
+        return float(loss), {k: v.astype(np.float64) for k, v in grads.items()}
+
+    report = diagnose.check_backward(with_loss_cast_back)
+    assert "that is round-off, not another loss" in report.messages()[0]
+    assert not any("fix the forward first" in m for m in report.messages())
+
 
 def test_a_float32_result_far_off_is_not_called_round_off():
     def no_recurrence_in_float32(params, inputs, targets, h0=None, truncate=None):

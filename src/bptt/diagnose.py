@@ -926,6 +926,12 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem) -> LossCheck:
     if passed:
         return LossCheck(loss, ref_loss, True)
     ratio = loss / ref_loss if ref_loss else float("nan")
+    off = abs(loss - ref_loss) / max(abs(ref_loss), 1.0)
+    if off < NEAR_TOL:
+        return LossCheck(loss, ref_loss, False, (
+            f"Your loss {loss:.10g} agrees with the reference J = {ref_loss:.10g} to {off:.0e} "
+            "but not to 1e-10: that is round-off, not another loss — is it computed in "
+            "float32? Check in float64."))
     known = _fraction(ratio, problem.T, problem.B)
     if known:
         return LossCheck(loss, ref_loss, False, (
