@@ -298,6 +298,47 @@ def test_a_mean_over_the_batch_when_T_equals_B_names_both_factors():
     assert report.diagnosis.name == "mean" and "1/T = 1/B = 1/5" in report.diagnosis.message
 
 
+def _changed(key, change):
+    """The reference backward with grads[key] replaced by ``change(grads, problem args)``."""
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        _, grads, dJ_dh0 = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        grads = dict(grads, h0=dJ_dh0)
+        grads[key] = change(grads, params, inputs, targets, h0)
+        return grads
+    return fn
+
+
+def test_a_bug_in_one_gradient_is_not_explained_by_a_bug_that_would_change_others():
+    # db_h without its t = 1 term is what "the loop skips the first step" gives for b_h,
+    # but that bug would change W^hy too, which this learner has right
+    problem = diagnose.make_problem()
+    skipped = next(h for h in diagnose.hypotheses(problem, diagnose.expansion(problem))
+                   if h.name == "first-step-skipped")
+    report = diagnose.check_backward(_changed("bh", lambda *_: skipped.grads["bh"]), problem)
+    assert not any("skips the first step" in m for m in report.messages())
+    assert any(m.startswith("Only db_h is wrong") for m in report.messages())
+
+
+def test_a_wrong_input_in_dWxh_is_not_blamed_on_the_carry():
+    def previous_input(grads, params, inputs, targets, h0):  # Σ_t ∂J/∂z_t x_{t−1}ᵀ
+        dJ_dz = bptt.backprop(params, inputs, targets, h0=h0).dJ_dh[0][0] * (
+            1 - bptt.forward(params, inputs, h0).caches[0].hs[1:] ** 2)
+        x = np.eye(params["Wxh"].shape[1])[inputs]
+        return np.einsum("tbh,tbd->hd", dJ_dz, np.concatenate([x[:1], x[:-1]]))
+
+    problem = diagnose.make_problem()
+    text = " ".join(diagnose.check_backward(_changed("Wxh", previous_input), problem)
+                    .messages())
+    assert "only W^xh differs while b_h is right" in text
+    assert "how the error is carried back" not in text
+
+
+def test_only_dJ_dh0_wrong_is_said_without_probing_prefixes():
+    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: 2 * g["h0"]))
+    assert report.localisation is None and not report.passed
+    assert any("∂J/∂h0 differs from the reference" in m for m in report.messages())
+
+
 def test_nan_is_reported_for_its_parameter():
     def with_nan(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)

@@ -706,7 +706,7 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
     if first is None:
         return ("Run on the first T' = 1 … T steps, your function gives the right terms for "
                 "every J_t: the mistake appears only on the whole sequence (a factor that "
-                "depends on T, or state kept between calls?).")
+                "depends on T?).")
     T = len(steps)
     labels = " ".join(f"J_{s.t + 1} {'right' if s.ok else 'WRONG'}," for s in steps)[:-1]
     text = (f"Run on the first T' = 1 … {T} steps, your gradient differs first in the terms of "
@@ -717,6 +717,20 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
         text += (f"It is wrong already at T = 1 (in {keys}), where nothing is carried through "
                  "time: the mistake is inside a single step — the head, ∂J_t/∂y_t = p_t − "
                  "onehot, tanh' = 1 − h_t², the input x_t, or h0 as the previous state.")
+    elif any(k in HEAD for k in bad.wrong):
+        right = "J_1" if first == 1 else f"J_1 … J_{first}"
+        head = ", ".join(MATH[k] for k in bad.wrong if k in HEAD)
+        text += (f"The terms of {right} are right, but the head's terms of J_{first + 1} are "
+                 f"not ({head}): the head reads h_t, and no error is carried back to it, so "
+                 "the states your backward reads after the first step are not the forward's "
+                 "(a buffer overwritten or shared between steps, an index off by one?).")
+    elif "bh" not in bad.wrong:
+        right = "J_1" if first == 1 else f"J_1 … J_{first}"
+        verb = "differs" if len(bad.wrong) == 1 else "differ"
+        text += (f"The terms of {right} are right, and at J_{first + 1} only {keys} {verb} "
+                 "while b_h is right: b_h's terms are ∂J/∂z_k themselves, so the error is "
+                 "carried back right; what ∂J/∂z_k is multiplied by at the earlier steps is "
+                 "wrong (x_k for W^xh, h_{k−1} for W^hh).")
     else:
         right = "J_1" if first == 1 else f"J_1 … J_{first}"
         text += (f"The terms of {right} are right, so a single step is right: the "
@@ -886,7 +900,7 @@ def check_backward(
         return report
     _explain_each(report, candidates, user, ref, failing)
     report.findings += _patterns(report, failing)
-    if probe:
+    if probe and set(failing) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
         try:
             report.localisation = localise(fn, problem, correct, name)
         except BpttError as exc:
@@ -958,6 +972,7 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
     """Per failing parameter: the first hypothesis that alters it and reproduces it, or a
     constant factor; one sentence per hypothesis, naming the parameters it explains."""
     T, B = report.problem.T, report.problem.B
+    right = {c.name for c in report.params if c.passed}
     explained: dict[str, list[str]] = {}
     for check in report.params:
         if check.passed:
@@ -970,7 +985,7 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
         for h in candidates:
             guess = h.grads[key]
             if guess is not None and _rel(guess, ref[key]) > MATCH_TOL \
-                    and _rel(mine, guess) <= MATCH_TOL:
+                    and _rel(mine, guess) <= MATCH_TOL and not _alters(h, right, ref):
                 check.explanation = h.message
                 break
         else:
@@ -988,6 +1003,13 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
         report.findings.append(f"{', '.join(names)}: {message}")
 
 
+def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
+    """Would the bug ``h`` change one of ``keys`` (gradients the learner got right)?  Then
+    its sentence, about the whole bug, would be false for this learner."""
+    return any(h.grads.get(k) is not None and _rel(h.grads[k], ref[k]) > MATCH_TOL
+               for k in keys)
+
+
 def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     """Sentences from which parameters agree, when no single hypothesis fits."""
     bad = set(failing) - {"h0"}
@@ -999,7 +1021,8 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         out.append("Your head gradients (W^hy, b_y) are right, so your forward pass and "
                    "∂J_t/∂y_t = p_t − onehot(label_t) are right: the mistake is in the "
                    "backward through the recurrence (" + ", ".join(
-                       MATH[k] for k in RECURRENT if k in bad) + " differ).")
+                       MATH[k] for k in RECURRENT if k in bad)
+                   + (" differs)." if len(bad) == 1 else " differ)."))
         if bad == {"Whh"}:
             out.append("Your W^xh and b_h gradients are right, so ∂J/∂z_t is right at every "
                        "step: only dW^hh is assembled wrongly. It is Σ_t ∂J/∂z_t h_{t−1}ᵀ.")
