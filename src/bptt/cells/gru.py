@@ -291,6 +291,37 @@ def sequence_forward(
     return Cache(inputs, *(a.transpose(0, 2, 1) for a in (hs, r, z, n, a_hn)))
 
 
+def _local_partials(
+    r: np.ndarray, z: np.ndarray, n: np.ndarray, a_hn: np.ndarray, h_prev: np.ndarray,
+    dh_da: np.ndarray,
+) -> None:
+    """The local partials of every step k, all at once (they need no error), as columns.
+
+    r, z, n, a_hn: (T, H, B) the forward's gates and a^hn_k;  h_prev = h_{k−1}: (T, H, B);
+    into dh_da (T, 5, H, B).
+
+    forward was h_k = (1 − z_k) ⊙ n_k + z_k ⊙ h_{k−1}, n_k = tanh(a^in_k + r_k ⊙ a^hn_k),
+    r_k = σ(a^ir_k + a^hr_k), z_k = σ(a^iz_k + a^hz_k):
+      dh_da[:, 0] = ∂h_k/∂a^in_k = ∂h_k/∂n_k ∂n_k/∂a^n_k = (1 − z_k) ⊙ (1 − n_k²)
+      dh_da[:, 1] = ∂h_k/∂a^r_k  = ∂h_k/∂a^n_k ⊙ a^hn_k ⊙ r_k (1 − r_k)
+      dh_da[:, 2] = ∂h_k/∂a^z_k  = (h_{k−1} − n_k) ⊙ z_k (1 − z_k)
+      dh_da[:, 3] = ∂h_k/∂a^hn_k = ∂h_k/∂a^n_k ⊙ r_k
+      dh_da[:, 4] = ∂h_k/∂h_{k−1} along the direct path = z_k  (not a ∂h/∂a: the path
+                    that skips a^hh, kept beside them so one product per step takes all)
+    """
+    dh_dan, scratch = dh_da[:, 0], dh_da[:, 4]  # (block 4 is free until its z, last)
+    np.multiply(n, n, out=dh_dan)
+    np.subtract(1, dh_dan, out=dh_dan)
+    dh_dan *= np.subtract(1, z, out=scratch)
+    ops.sigmoid_slope(r, out=dh_da[:, 1])
+    dh_da[:, 1] *= a_hn
+    dh_da[:, 1] *= dh_dan
+    ops.sigmoid_slope(z, out=dh_da[:, 2])
+    dh_da[:, 2] *= np.subtract(h_prev, n, out=scratch)
+    np.multiply(dh_dan, r, out=dh_da[:, 3])
+    dh_da[:, 4] = z
+
+
 def sequence_backward(
     p: dict[str, np.ndarray],
     cache: Cache,
@@ -325,26 +356,9 @@ def sequence_backward(
     r, z, n, a_hn, hs = (
         a.transpose(0, 2, 1) for a in (cache.r, cache.z, cache.n, cache.a_hn, cache.hs)
     )
-    # --- the local partials of every step (no error involved) -------------------------
-    # forward was h_k = (1 − z_k) ⊙ n_k + z_k ⊙ h_{k−1}, n_k = tanh(a^in_k + r_k ⊙ a^hn_k),
-    # r_k = σ(a^ir_k + a^hr_k), z_k = σ(a^iz_k + a^hz_k):
-    #   dh_da[:, 0] = ∂h_k/∂a^in_k = ∂h_k/∂n_k ∂n_k/∂a^n_k = (1 − z_k) ⊙ (1 − n_k²)
-    #   dh_da[:, 1] = ∂h_k/∂a^r_k  = ∂h_k/∂a^n_k ⊙ a^hn_k ⊙ r_k (1 − r_k)
-    #   dh_da[:, 2] = ∂h_k/∂a^z_k  = (h_{k−1} − n_k) ⊙ z_k (1 − z_k)
-    #   dh_da[:, 3] = ∂h_k/∂a^hn_k = ∂h_k/∂a^n_k ⊙ r_k
-    #   dh_da[:, 4] = ∂h_k/∂h_{k−1} along the direct path = z_k
+    # the local partials of every step (no error involved), all at once
     dh_da = common.empty(work, "dh_da", (T, 5, H, B), dtype)
-    dh_dan, scratch = dh_da[:, 0], dh_da[:, 4]  # (block 4 is free until its z, last)
-    np.multiply(n, n, out=dh_dan)
-    np.subtract(1, dh_dan, out=dh_dan)
-    dh_dan *= np.subtract(1, z, out=scratch)
-    ops.sigmoid_slope(r, out=dh_da[:, 1])
-    dh_da[:, 1] *= a_hn
-    dh_da[:, 1] *= dh_dan
-    ops.sigmoid_slope(z, out=dh_da[:, 2])
-    dh_da[:, 2] *= np.subtract(hs[:-1], n, out=scratch)
-    np.multiply(dh_dan, r, out=dh_da[:, 3])
-    dh_da[:, 4] = z
+    _local_partials(r, z, n, a_hn, hs[:-1], dh_da)
     # --- the sweep ----------------------------------------------------------------------
     back = common.empty(work, "back", (A, T, 5 * H, B), dtype)
     dJ_dh = common.empty(work, "dJ_dh", (A, T, H, B), dtype)
