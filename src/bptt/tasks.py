@@ -347,9 +347,7 @@ def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
     train.check_counter(file, "the estimator's epoch count", estimator.n_iter_, step)
     changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
     config = dataclasses.replace(config, **changes).resolved()
-    if config.steps > progress.step:  # continued past the old end: as if never stopped there
-        progress = progress.to_continue()
-    return TaskRun(config, data, estimator, out, rng, *progress[:3])
+    return TaskRun(config, data, estimator, out, rng, *progress.to_continue(config.steps)[:3])
 
 
 def num_parameters(run: TaskRun) -> int:

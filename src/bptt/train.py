@@ -645,12 +645,13 @@ class Progress(NamedTuple):
     interval_losses: list[float]
     ends_off_schedule: bool = False
 
-    def to_continue(self) -> Progress:
-        """Where a run continued past its old end starts: without the old end's evaluation
-        off the schedule (a run never stopped there has no such row); the interval's losses
-        it kept go into the next row.  So the continued run's metrics.csv is the one of a run
-        that was never stopped."""
-        if not self.ends_off_schedule:
+    def to_continue(self, steps: int) -> Progress:
+        """Where a run going on to ``steps`` in all starts.  Past its old end: without the
+        old end's evaluation off the schedule (a run never stopped there has no such row);
+        the interval's losses it kept go into the next row, so the continued run's
+        metrics.csv is the one of a run that was never stopped.  At its old end (nothing to
+        train): the progress as saved."""
+        if steps <= self.step or not self.ends_off_schedule:
             return self
         return Progress(self.step, self.history[:-1], self.interval_losses)
 
@@ -829,10 +830,7 @@ def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.P
     _, train_ids, val_ids = prepare_text(text, config, saved.vocab)
     batches = StreamBatcher(train_ids, config.batch, config.seq_len)
     batches.load_state_dict(saved.data)
-    # continued past the old end (not just opened at it): as if never stopped there
-    progress = saved.progress.to_continue() if config.steps > saved.progress.step \
-        else saved.progress
-    step, history, interval, _ = progress
+    step, history, interval, _ = saved.progress.to_continue(config.steps)
     return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
                val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
                interval)
