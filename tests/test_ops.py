@@ -188,6 +188,22 @@ def test_embedding_backward_of_a_small_vocabulary_is_the_one_hot_product(rng, D,
     np.testing.assert_array_equal(ops.embedding_backward(upstream, ids, D), got)
 
 
+def test_embedding_backward_writes_its_one_hot_rows_into_the_memory_given(rng):
+    D, H = 6, 3
+    ids = rng.integers(0, D, size=(5, 2))
+    upstream = rng.normal(size=(5, 2, H)).astype(np.float32)
+    one_hot = np.full((10, D), 7.0, np.float32)
+    got = ops.embedding_backward(upstream, ids, D, one_hot=one_hot)
+    np.testing.assert_array_equal(one_hot, np.eye(D, dtype=np.float32)[ids.reshape(-1)])
+    np.testing.assert_array_equal(got, ops.embedding_backward(upstream, ids, D))
+    # an id outside [0, D) is not clipped into it: the same IndexError as without memory
+    ids[2, 1] = D
+    with pytest.raises(IndexError):
+        ops.embedding_backward(upstream, ids, D)
+    with pytest.raises(IndexError):
+        ops.embedding_backward(upstream, ids, D, one_hot=one_hot)
+
+
 def test_sigmoid_slope_is_the_derivative_of_sigma_from_its_output(rng):
     a = rng.normal(size=(4, 5)) * 3
     out = np.empty_like(a)

@@ -76,6 +76,20 @@ def test_weight_gradient_of_ids_writes_into_out(W_b, rng):
     np.testing.assert_array_equal(fresh, out)
 
 
+def test_weight_gradient_of_ids_keeps_its_one_hot_rows_in_work(W_b, rng):
+    # a fresh (T·B, D) one-hot array each step cost 0.3 ms of page faults at T·B = 1600
+    W, _ = W_b
+    (G, D), T, B = W.shape, 5, 2
+    work = common.Buffers()
+    for _ in range(2):
+        ids = rng.integers(0, D, (T, B))
+        dJ_dproj = rng.normal(size=(T, B, G))
+        got = common.weight_gradient(dJ_dproj, ids, D, None, work)
+        np.testing.assert_array_equal(got, common.weight_gradient(dJ_dproj, ids, D))
+        kept = common.empty(work, "one_hot", (T * B, D), dJ_dproj.dtype)
+        np.testing.assert_array_equal(kept, np.eye(D)[ids.reshape(-1)])
+
+
 @pytest.mark.parametrize(("A", "truncate", "T"), [(2, None, 5), (1, 2, 5), (4, 2, 5), (5, 9, 4)])
 def test_a_sweep_refuses_rows_of_age_its_window_does_not_have(rng, A, truncate, T):
     # the rows of dJ_dh_local set the window: A = 4 with truncate=2 used to run as K = 4

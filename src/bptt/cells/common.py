@@ -216,16 +216,24 @@ def input_projection(
 
 
 def weight_gradient(
-    dJ_dproj: np.ndarray, inputs: np.ndarray, D: int, out: np.ndarray | None = None
+    dJ_dproj: np.ndarray,
+    inputs: np.ndarray,
+    D: int,
+    out: np.ndarray | None = None,
+    work: Buffers | None = None,
 ) -> np.ndarray:
     """∂J/∂W for proj = W x_t summed over all rows: Σ_rows ∂J/∂proj ⊗ x (∂proj/∂W = x).
 
     dJ_dproj: (T, B, G) (ages already summed), inputs: (T, B) ids or (T, B, D).
     out: (G, D).  Token ids: a scatter-add of rows into columns of W; dense: one GEMM.
+    work: reusable memory (for a small vocabulary, the one-hot rows of the ids).
     """
     G = dJ_dproj.shape[-1]
     if is_token_ids(inputs):
-        table = ops.embedding_backward(dJ_dproj, inputs, D, out)
+        one_hot = None
+        if work is not None and D <= ops.ONE_HOT_MAX_COLUMNS:
+            one_hot = empty(work, "one_hot", (inputs.size, D), dJ_dproj.dtype)
+        table = ops.embedding_backward(dJ_dproj, inputs, D, out, one_hot)
         return table if out is not None else np.ascontiguousarray(table)
     return np.matmul(dJ_dproj.reshape(-1, G).T, inputs.reshape(-1, D), out=out)
 

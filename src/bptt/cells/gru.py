@@ -437,7 +437,9 @@ def _weight_grads(
     h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")
     grads: dict[str, np.ndarray] = {}
     # ∂a^ih_k/∂W^xh = x_k
-    grads["Wxh"] = common.weight_gradient(ih.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh"))
+    grads["Wxh"] = common.weight_gradient(
+        ih.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh"), work
+    )
     # ∂a^hh_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a^hh_k h_{k−1}ᵀ, one GEMM over all T·B columns
     grads["Whh"] = np.matmul(hh, h_prev.T, out=out.get("Whh"))
     if "bxh" in p:

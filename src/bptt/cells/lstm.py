@@ -501,7 +501,7 @@ def _weight_grads(
     grads: dict[str, np.ndarray] = {}
     # ∂a_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(
-        dJ_da_all.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh")
+        dJ_da_all.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh"), work
     )
     # ∂a_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a_k h_{k−1}ᵀ, one GEMM over all T·B columns
     grads["Whh"] = np.matmul(dJ_da_all, h_prev.T, out=out.get("Whh"))

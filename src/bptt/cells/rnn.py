@@ -221,7 +221,7 @@ def _weight_grads(
     grads: dict[str, np.ndarray] = {}
     # ∂z_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(
-        dJ_dz_all.reshape(dJ_dz.shape[1:]), cache.inputs, D, out.get("Wxh")
+        dJ_dz_all.reshape(dJ_dz.shape[1:]), cache.inputs, D, out.get("Wxh"), work
     )
     # ∂z_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂z_k h_{k−1}ᵀ, one GEMM over all T·B rows
     grads["Whh"] = np.matmul(dJ_dz_all.T, cache.hs[:-1].reshape(-1, H), out=out.get("Whh"))
