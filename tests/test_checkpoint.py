@@ -85,6 +85,40 @@ def test_the_metadata_names_recurrent_and_head_biases_apart(tmp_path: Path):
     assert {k: meta["model"][k] for k in interop.model_config(params)} == interop.model_config(params)
 
 
+def test_numpy_numbers_in_the_metadata_are_written_as_the_numbers_they_are(tmp_path: Path):
+    import bptt
+
+    params = bptt.init_params("rnn", 4, 3, 4, rng=np.random.default_rng(0))
+    config = {"lr": np.float32(0.5), "seed": np.int64(3), "flags": [np.bool_(True)]}
+    path = checkpoint.save_model(tmp_path / "m.safetensors", params, None, config)
+    loaded = checkpoint.load_model(path).config
+    assert loaded == {"lr": 0.5, "seed": 3, "flags": [True]}
+    assert [type(loaded[k]) for k in ("lr", "seed")] == [float, int]
+    before = path.read_bytes()
+    # what JSON cannot hold is one clear error, and the good file stays
+    for bad, message in (({"rng": np.random.default_rng(0)}, "got a Generator"),
+                         ({"w": np.zeros(2)}, "got a ndarray"), ([("lr", 1)], "got list")):
+        with pytest.raises(ValueError, match=message):
+            checkpoint.save_model(path, params, None, bad)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(("key", "stated"), [("dtype", "float32"), ("bias", False),
+                                             ("head_bias", False)])
+def test_metadata_that_misstates_the_weights_kind_is_refused(tmp_path: Path, key, stated):
+    # torch_module(meta["model"]) builds from these: a float32 module for float64 weights
+    # would cast them silently
+    import bptt
+
+    params = bptt.init_params("gru", 4, 3, 4, rng=np.random.default_rng(0), dtype=np.float64)
+    path = checkpoint.save_model(tmp_path / "m.safetensors", params)
+    tensors, meta = read_safetensors(path)
+    meta["model"][key] = stated
+    write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=f"metadata says {key}={stated!r} but the weights"):
+        checkpoint.load_model(path)
+
+
 def test_read_metadata_gives_the_meta_alone(tmp_path: Path):
     path = tmp_path / "model.safetensors"
     write_safetensors_atomic(path, _tensors(), META)

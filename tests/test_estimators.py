@@ -179,6 +179,31 @@ def test_load_refuses_a_feature_count_that_is_not_the_weights(tmp_path, n_featur
         bptt.SequenceClassifier.load(path)
 
 
+@pytest.mark.parametrize(("setting", "stated"), [("cell", "rnn"), ("hidden_size", 16),
+                                                 ("num_layers", 2)])
+def test_load_refuses_settings_that_are_not_the_weights(tmp_path, setting, stated):
+    # get_params() and clone() would describe another model than the one predicting
+    path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["config"][setting] = stated
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=f"settings say .*{stated!r}.* but the weights are "
+                                              "those of a gru with H=8, L=1"):
+        bptt.SequenceClassifier.load(path)
+
+
+def test_numpy_settings_are_taken_as_the_values_they_are(tmp_path):
+    # np.float64 is how bptt.init_params and numpy spell a dtype; np.float32(1) a number
+    clf = small(bptt.SequenceClassifier, cell="lstm", dtype=np.float32, epochs=1,
+                forget_bias=np.float32(1.0), hidden_size=np.int64(8)).fit(GOOD_X, GOOD_Y)
+    assert clf.params_["Whh"].dtype == np.float32 and clf.get_params()["dtype"] is np.float32
+    loaded = bptt.SequenceClassifier.load(clf.save(tmp_path / "c.st"))
+    assert loaded.get_params()["dtype"] == "float32"
+    assert np.array_equal(loaded.predict_proba(GOOD_X), clf.predict_proba(GOOD_X))
+    with pytest.raises(BpttError, match="dtype must be 'float32' or 'float64', got None"):
+        small(bptt.SequenceClassifier, dtype=None).fit(GOOD_X, GOOD_Y)
+
+
 def test_save_refuses_a_training_runs_model_and_changes_nothing(tmp_path, tweets):
     """A ``bptt train`` run's directory (it holds train_state.safetensors) keeps its files."""
     import hashlib

@@ -20,7 +20,7 @@ import pytest
 import safetensors.numpy
 
 import bptt
-from bptt import interop, models
+from bptt import checkpoint, interop, models
 from bptt.errors import BpttError, CheckpointError
 
 CELLS = ("rnn", "lstm", "gru")
@@ -290,6 +290,8 @@ def without(sd, key):
     (lambda: {**good_sd(), "rnn.weight_ih_l0_reverse": np.zeros((15, D))},
      "rnn.weight_ih_l0_reverse", "bidirectional"),
     (lambda: {**good_sd(), "embedding.weight": np.zeros((D, 4))}, "embedding.weight", "unexpected"),
+    (lambda: {**good_sd(), "rnn.weight_hr_l0": np.zeros((H, 2))}, "rnn.weight_hr_l0",
+     "LSTM projections, proj_size > 0, are not supported"),
     (lambda: {**good_sd(), "head.weight": np.zeros((V, H + 1))}, "head.weight", "shape"),
     (lambda: {**good_sd(), "rnn.weight_ih_l1": np.zeros((3 * H, D))}, "rnn.weight_ih_l1", "shape"),
     (lambda: {**good_sd(), "rnn.bias_ih_l0": np.zeros(3 * H + 1)}, "rnn.bias_ih_l0", "shape"),
@@ -337,6 +339,11 @@ def test_torch_module_config_is_checked(torch):
                               "output_size": 3, "num_layers": 0})
     assert interop.CharRNN is type(interop.torch_module(
         {"cell": "rnn", "input_size": 3, "hidden_size": 3, "output_size": 3}))
+    # numpy sizes are the ints they are (torch itself refuses them); a numpy dtype is not torch's
+    gru = {"cell": "gru", "input_size": 5, "hidden_size": np.int64(4), "output_size": 6}
+    assert interop.torch_module(gru).rnn.hidden_size == 4
+    with pytest.raises(BpttError, match=r"dtype must be torch\.float32 or torch\.float64"):
+        interop.torch_module(gru, dtype=np.float64)
 
 
 def test_interop_imports_and_converts_without_torch(tmp_path):
@@ -384,6 +391,43 @@ def test_a_relu_rnn_is_refused(torch):
         interop.from_torch_module(module)
 
 
+def test_a_users_mistake_with_torch_is_a_bptt_error_not_torchs(torch):
+    # each of these was a raw AttributeError, TypeError, RuntimeError or IndexError
+    with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got dict"):
+        interop.from_torch_module(good_sd())
+    for dtype in ("bogus", np.float16):
+        with pytest.raises(BpttError, match="dtype must be float32 or float64"):
+            interop.from_torch_state_dict(good_sd(), dtype=dtype)
+    params = make_params("gru", 1, True)
+    module = interop.to_torch_module(params)
+    with pytest.raises(BpttError, match=rf"ids must be integers in \[0, {D}\) of shape \(T, B\)"):
+        interop.torch_forward_from_ids(module, np.full((2, 2), D))
+    ids = np.zeros((T, B), np.int64)
+    with pytest.raises(BpttError, match=f"outside \\[0, {V}\\)"):
+        interop.torch_loss_and_grads(params, ids, ids + V)
+
+
+def test_an_export_import_file_would_refuse_is_not_written(tmp_path):
+    params = make_params("rnn", 1, True)
+    path = tmp_path / "t.safetensors"
+    with pytest.raises(CheckpointError, match=r"not saved: .* a vocabulary of 3 characters"):
+        interop.write_torch_safetensors(path, params, list("abc"), {}, 0)
+    with pytest.raises(BpttError, match="step must be an integer >= 0, got -1"):
+        interop.write_torch_safetensors(path, params, None, {}, -1)
+    assert not path.exists()
+
+
+def test_a_file_whose_metadata_misstates_the_dtype_is_refused(tmp_path):
+    # the documented torch_module(meta["model"]) would build float32 for float64 weights
+    params = make_params("lstm", 1, True)
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", params, None, {}, 0)
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["model"]["dtype"] = "float32"
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="metadata says dtype='float32' but the weights"):
+        interop.params_from_file(path)
+
+
 def file_hashes(root) -> dict[str, str]:
     """Every regular file under ``root`` -> the sha256 of its bytes."""
     import hashlib
@@ -400,10 +444,12 @@ def file_hashes(root) -> dict[str, str]:
 ], ids=["duplicate", "multi-character", "string", "wrong-size"])
 def test_import_checks_the_vocabulary_before_writing_anything(tmp_path, vocab, message):
     """A bad vocabulary in the metadata is refused naming the input file; nothing is written."""
+    from tests_support import write_export_with_vocab
+
     params = bptt.init_params("gru", 6, H, 6, True, np.random.default_rng(0), np.float64)
     good = interop.write_torch_safetensors(tmp_path / "good.safetensors", params, list("abcdef"))
     interop.import_file(good, tmp_path / "out")
-    bad = interop.write_torch_safetensors(tmp_path / "bad.safetensors", params, vocab)
+    bad = write_export_with_vocab(tmp_path / "bad.safetensors", params, vocab)
     before = file_hashes(tmp_path)
     for out, overwrite in ((tmp_path / "out", True), (tmp_path / "fresh", False)):
         with pytest.raises(BpttError, match=re.escape(message)) as caught:

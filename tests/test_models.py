@@ -162,6 +162,25 @@ def test_check_params_names_what_is_wrong_with_the_weights():
             bptt.models.check_params(dict(params, Whh=whh))
 
 
+def test_a_users_mistake_in_a_call_is_a_bptt_error_that_says_it():
+    # a raw numpy ValueError or TypeError, or a message that contradicted itself, before
+    params = bptt.init_params("lstm", 3, 4, 3, rng=np.random.default_rng(0))
+    y = np.zeros((2, 2), np.int64)
+    cases = [
+        (lambda: bptt.loss_and_grads(params, [[1, 2], [0]], y), "inputs must be a rectangular"),
+        (lambda: bptt.loss_and_grads(params, y, [[1, 2], [0]]), "targets must be a rectangular"),
+        (lambda: bptt.infer_cell(None), "params must be a dict of arrays, got NoneType"),
+        (lambda: bptt.loss_and_grads({**params, "by": list(params["by"])}, y, y),
+         r"params\['by'\] must be a numpy array, got a list"),
+        (lambda: bptt.loss_and_grads(params, y, y, h0=np.zeros((2, 4))),
+         r"h0 of an lstm must be a pair \(h0, c0\)"),
+        (lambda: bptt.loss_and_grads(params, y, y, cell="foo"), "unknown cell 'foo'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(bptt.BpttError, match=message):
+            call()
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_layer_has_both_recurrent_biases_or_neither(cell):
     # one of the pair alone used to be ignored by the forward (bhh) or a KeyError (bxh)

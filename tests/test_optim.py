@@ -269,10 +269,16 @@ def test_make_optimizer_rejects_unknown_name_listing_choices():
     assert "'rmsprop'" in message and all(name in message for name in OPTIMIZERS)
 
 
-@pytest.mark.parametrize("lr", [0.0, -1.0, float("nan"), float("inf"), "fast"])
+@pytest.mark.parametrize("lr", [0.0, -1.0, float("nan"), float("inf"), "fast", "0.1", True])
 def test_make_optimizer_rejects_bad_learning_rate(lr):
-    with pytest.raises(BpttError, match="lr"):
+    # a string or a bool is not a learning rate even when float() would take it (as torch)
+    with pytest.raises(BpttError, match=f"lr\\) must be a finite number > 0, got {lr!r}$"):
         make_optimizer("sgd", lr)
+
+
+def test_a_numpy_learning_rate_is_the_number_it_is():
+    assert make_optimizer("adam", np.float32(0.5)).lr == 0.5
+    assert type(make_optimizer("sgd", np.int64(1)).config()["lr"]) is float
 
 
 def test_make_optimizer_rejects_unknown_option_and_bad_hyperparameters():

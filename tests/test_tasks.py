@@ -75,10 +75,19 @@ def test_digits_without_scikit_learn_is_one_clear_error(monkeypatch):
     (dict(task="parity", hidden=0), "hidden must be"),
     (dict(task="parity", lr=float("inf")), "lr must be"),
     (dict(task="parity", cell="tcn"), "unknown cell"),
+    (dict(task="parity", lr="0.1"), "lr must be a finite number > 0, got '0.1'"),
+    (dict(task="parity", clip_norm=[5]), "clip_norm must be a finite number > 0"),
 ])
 def test_bad_task_settings(bad, message):
     with pytest.raises(BpttError, match=message):
         tasks.TaskConfig(**bad).resolved()
+
+
+def test_numpy_numbers_are_task_settings_kept_as_python_ones():
+    config = tasks.TaskConfig(task="parity", hidden=np.int64(8), steps=np.int32(3),
+                              lr=np.float32(0.5)).resolved()
+    assert (config.hidden, config.steps, config.lr) == (8, 3, 0.5)
+    assert all(type(v) in (int, float, str, type(None)) for v in config.to_dict().values())
 
 
 def test_the_loop_reports_evaluates_and_writes_its_files(tmp_path):

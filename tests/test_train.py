@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import warnings
 
@@ -34,6 +35,29 @@ def test_config_refuses_unknown_keys_and_wrong_types():
     with pytest.raises(ValueError, match="unknown cell 'tcn'"):
         train.TrainConfig.from_dict({"cell": "tcn"})
     assert train.TrainConfig.from_dict({"lr": 1, "clip": None}).lr == 1.0
+
+
+def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(tmp_path):
+    # a sweep over np.arange(...) gives numpy numbers: the first checkpoint used to fail
+    # (the settings are JSON) with a TypeError after the training steps had run
+    config = small_config(hidden=np.int64(8), steps=np.int64(2), eval_every=np.int32(2),
+                          lr=np.float32(0.01), clip_norm=np.int64(5), val_fraction=np.float64(0.1))
+    assert (config.hidden, config.steps, config.lr) == (8, 2, pytest.approx(0.01))
+    assert all(type(v) in (int, float, str, type(None)) for v in config.to_dict().values())
+    run = train.new_run(config, TEXT, "test", tmp_path / "r")
+    assert train.train(run)
+    assert checkpoint.read_safetensors(tmp_path / "r" / train.STATE_FILE)[1]["step"] == 2
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (dict(val_fraction="0.1"), "val_fraction must be between 0 and 1, got '0.1'"),
+    (dict(lr="0.1"), "lr must be a finite number > 0, got '0.1'"),
+    (dict(hidden=8.0), "hidden must be an integer >= 1, got 8.0"),
+    (dict(seed=np.bool_(True)), "seed must be an integer >= 0"),
+])
+def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
+    with pytest.raises(BpttError, match=re.escape(message)):
+        small_config(**bad)
 
 
 def test_a_step_carries_the_state_and_lowers_the_loss(tmp_path):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from bptt.errors import BpttError, CheckpointError
+from bptt.errors import BpttError, CheckpointError, check_int
 
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
@@ -152,7 +152,19 @@ def _serialize(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> by
     if not isinstance(meta, Mapping):
         raise TypeError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
     contiguous = {name: np.require(a, requirements="C") for name, a in tensors.items()}
-    return safetensors.numpy.save(contiguous, metadata={METADATA_KEY: json.dumps(dict(meta))})
+    text = json.dumps(dict(meta), default=_json_number)
+    return safetensors.numpy.save(contiguous, metadata={METADATA_KEY: text})
+
+
+def _json_number(value: Any) -> Any:
+    """json's fallback for what it cannot write: a numpy number is the Python number it
+    holds (a setting given as np.int64 or np.float32); anything else is refused."""
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    raise BpttError(
+        f"checkpoint metadata must be JSON (numbers, strings, lists, dicts, None), got a "
+        f"{type(value).__name__}: {value!r:.80}"
+    )
 
 
 def _write_synced(file: Path, blob: bytes) -> None:
@@ -404,6 +416,18 @@ def check_model_sizes(file: Path, model: dict[str, Any], found: dict[str, int]) 
             )
 
 
+def check_model_kinds(file: Path, model: dict[str, Any], found: dict[str, Any]) -> None:
+    """What a file's metadata states of its weights' kind (dtype, bias, head_bias), where it
+    states it, must be what ``found`` in the weights: ``torch_module(meta["model"])`` builds
+    from these.  CheckpointError naming the first that is not."""
+    for key in ("dtype", "bias", "head_bias"):
+        if key in model and model[key] != found[key]:
+            raise CheckpointError(
+                f"{file} metadata says {key}={model[key]!r} but the weights have "
+                f"{found[key]!r}."
+            )
+
+
 class LoadedModel:
     """A model read from a checkpoint: ``params`` (dict), ``vocab`` (list of characters or
     None), ``config`` (the settings it was trained with, a dict), ``meta`` (all metadata)."""
@@ -423,24 +447,32 @@ def model_meta(params: Mapping[str, np.ndarray], vocab: list[str] | None,
     from bptt import models  # deferred: checkpoint files are usable without the model code
 
     shapes = models.check_params(dict(params))
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise BpttError(f"step must be an integer >= 0, got {step!r}")
+    step = check_int("step", step, 0)
+    if not isinstance(config, Mapping):
+        raise BpttError(f"config must be a dict, got {type(config).__name__}")
     return {
         **header("model"),
-        "model": {
-            "cell": shapes.cell,
-            "num_layers": shapes.L,
-            "input_size": shapes.D,
-            "hidden_size": shapes.H,
-            "output_size": shapes.V,
-            # as interop.model_config: the recurrent biases (of every layer) and the head's
-            "bias": all(key in params for key in models.recurrent_bias_keys(shapes)),
-            "head_bias": "by" in params,
-            "dtype": str(params["Whh"].dtype),
-        },
+        "model": _model_entry(params, shapes),
         "vocab": vocab,
         "config": dict(config),
-        "step": int(step),
+        "step": step,
+    }
+
+
+def _model_entry(params: Mapping[str, np.ndarray], shapes: Any) -> dict[str, Any]:
+    """The metadata's "model": the cell, its sizes and kind (as interop.model_config)."""
+    from bptt import models
+
+    return {
+        "cell": shapes.cell,
+        "num_layers": shapes.L,
+        "input_size": shapes.D,
+        "hidden_size": shapes.H,
+        "output_size": shapes.V,
+        # the recurrent biases (of every layer) and the head's
+        "bias": all(key in params for key in models.recurrent_bias_keys(shapes)),
+        "head_bias": "by" in params,
+        "dtype": str(params["Whh"].dtype),
     }
 
 
@@ -455,13 +487,20 @@ def save_model(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
     if target.is_dir() or not target.suffix:
         target = target / MODEL_FILE
     meta = model_meta(params, vocab, config or {}, step)
-    if vocab is not None:
-        # what load_model will check, checked before a good file is replaced
-        problem = _vocab_problem(vocab, meta["model"]["input_size"], meta["model"]["output_size"])
-        if problem:
-            raise CheckpointError(f"not saved: {target} would be refused on loading: it {problem}.")
+    check_vocab_to_save(target, meta)
     write_safetensors_atomic(target, params, meta)
     return target
+
+
+def check_vocab_to_save(target: Path, meta: Mapping[str, Any]) -> None:
+    """Refuse the vocabulary of ``meta`` (a :func:`model_meta`) if loading would refuse it:
+    checked before a good file at ``target`` is replaced."""
+    vocab, model = meta["vocab"], meta["model"]
+    problem = None if vocab is None else _vocab_problem(
+        vocab, model["input_size"], model["output_size"]
+    )
+    if problem:
+        raise CheckpointError(f"not saved: {target} would be refused on loading: it {problem}.")
 
 
 def header(kind: str) -> dict[str, Any]:
@@ -524,6 +563,7 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
         raise CheckpointError(f"{file} does not hold a consistent model: {exc}.") from exc
     check_model_sizes(file, model, {"num_layers": shapes.L, "input_size": shapes.D,
                                     "hidden_size": shapes.H, "output_size": shapes.V})
+    check_model_kinds(file, model, _model_entry(params, shapes))
     params = models.canonical_order(params)
     vocab = meta.get("vocab")
     if vocab is not None:

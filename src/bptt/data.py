@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt.errors import BpttError, DataError
+from bptt.errors import BpttError, DataError, check_int, is_int
 
 BUILTIN_CORPUS_NAME = "pydoc_data.topics"
 
@@ -394,8 +394,8 @@ class StreamBatcher:
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int) -> None:
-        self.batch_size = _check_count("batch_size", batch_size)
-        self.seq_len = _check_count("seq_len", seq_len)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seq_len = check_int("seq_len", seq_len, 1)
         tokens = np.asarray(ids)
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise BpttError(
@@ -469,7 +469,7 @@ class StreamBatcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` output; it must come from the same text, B and T."""
         position = state.get("position") if isinstance(state, dict) else None
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        if not is_int(position) or position < 0:
             raise DataError(
                 f"the saved batch position must be an integer >= 0, got {position!r}; "
                 "the checkpoint is damaged."
@@ -484,8 +484,3 @@ class StreamBatcher:
         self.position = position
 
 
-def _check_count(name: str, value: int) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise BpttError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise BpttError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)

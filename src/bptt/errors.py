@@ -8,6 +8,10 @@ one line on stderr (``bptt: error: ...``) and exit code 2.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 
 class BpttError(ValueError):
     """Base class of every error a user can cause."""
@@ -19,3 +23,32 @@ class DataError(BpttError):
 
 class CheckpointError(BpttError):
     """A checkpoint is missing, corrupt, hostile or does not fit the request."""
+
+
+def is_int(value: object) -> bool:
+    """True for an integer, Python's or numpy's; False for a bool (Python counts it as one)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    """``value`` as a Python int when it is an integer >= ``low``, else BpttError naming ``name``.
+
+    Keep the int returned: a numpy integer passes the check but is not JSON (a setting
+    stored in a checkpoint's metadata must be the int).
+    """
+    if not is_int(value) or value < low:
+        raise BpttError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def is_number(value: object) -> bool:
+    """True for a real number, Python's or numpy's; False for a bool, a string, a complex."""
+    return is_int(value) or isinstance(value, (float, np.floating))
+
+
+def check_positive(name: str, value: object) -> float:
+    """``value`` as a Python float when it is a finite real number > 0 (see :func:`is_number`),
+    else BpttError naming ``name``."""
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
+        raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)

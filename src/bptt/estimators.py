@@ -58,10 +58,22 @@ import numpy as np
 
 from bptt import checkpoint, flat, heads, models, ops, optim
 from bptt.cells import CELLS
-from bptt.errors import BpttError, CheckpointError
+from bptt.errors import BpttError, CheckpointError, check_int, check_positive, is_int, is_number
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
+
+
+def _dtype_name(dtype: Any) -> str | None:
+    """'float32' or 'float64' for any way numpy spells them ('float32', np.float32,
+    np.dtype('float32') …); None for anything else (None itself: np.dtype(None) is float64)."""
+    if dtype is None or isinstance(dtype, bool):
+        return None
+    try:
+        name = np.dtype(dtype).name
+    except (TypeError, ValueError):
+        return None
+    return name if name in DTYPES else None
 
 
 class NotFittedError(BpttError, AttributeError):
@@ -299,37 +311,38 @@ class _SequenceEstimator:
         if self.cell not in CELLS:
             raise BpttError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("hidden_size", "num_layers", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise BpttError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if self.optimizer not in optim.OPTIMIZERS:
             raise BpttError(
                 f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}, got {self.optimizer!r}"
             )
         for name in ("lr", "clip_norm"):
-            value = getattr(self, name)
-            if name == "clip_norm" and value is None:
-                continue
-            ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or value <= 0:
-                raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
+            if name == "lr" or self.clip_norm is not None:
+                check_positive(name, getattr(self, name))
         models.check_truncate(self.truncate)
         if not isinstance(self.per_step, (bool, np.bool_)):
             raise BpttError(f"per_step must be True or False, got {self.per_step!r}")
         if self.forget_bias is not None:
             if self.cell != "lstm":
                 raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")
-            if not isinstance(self.forget_bias, (int, float)) or not math.isfinite(
-                    self.forget_bias):
+            if not is_number(self.forget_bias) or not math.isfinite(self.forget_bias):
                 raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        if self.dtype not in DTYPES:
+        if _dtype_name(self.dtype) is None:
             raise BpttError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         rs = self.random_state
         if not (rs is None or isinstance(rs, np.random.Generator)
-                or (isinstance(rs, (int, np.integer)) and not isinstance(rs, bool) and rs >= 0)):
+                or (is_int(rs) and rs >= 0)):
             raise BpttError(
                 f"random_state must be None, an integer >= 0 or a numpy Generator, got {rs!r}"
             )
+
+    def _dtype(self) -> type:
+        """The dtype setting as numpy's type (it may be spelled 'float32' or np.float32)."""
+        return DTYPES[_dtype_name(self.dtype)]
+
+    def _data_dtype(self, fitting: bool) -> Any:
+        """The dtype data is cast to: the dtype setting when fitting, else the weights'."""
+        return self._dtype() if fitting else self.params_["Whh"].dtype
 
     # -- what the subclasses define -------------------------------------------
 
@@ -359,7 +372,7 @@ class _SequenceEstimator:
         self, X: Any, y: Any, lengths: Any, fitting: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x (N, T, D), lengths (N,), targets) checked against each other."""
-        dtype = DTYPES[self.dtype] if fitting else self.params_["Whh"].dtype
+        dtype = self._data_dtype(fitting)
         x, n = as_padded(X, lengths, dtype)
         if hasattr(self, "n_features_in_") and not fitting and x.shape[2] != self.n_features_in_:
             raise BpttError(
@@ -382,7 +395,7 @@ class _SequenceEstimator:
         self.n_features_in_ = int(D)
         self.params_ = models.init_params(
             self.cell, int(D), int(self.hidden_size), self._num_outputs(), True, self._rng,
-            DTYPES[self.dtype], int(self.num_layers), self.forget_bias,
+            self._dtype(), int(self.num_layers), self.forget_bias,
         )
         self._optimizer = optim.make_optimizer(self.optimizer, float(self.lr))
         self._opt_state = self._optimizer.init_state(self.params_)
@@ -559,7 +572,7 @@ class _SequenceEstimator:
                 "the saved weights do not fit this estimator: (hidden size, layers, features) "
                 f"are {have}, expected {want}"
             )
-        if params["Whh"].dtype != DTYPES[self.dtype]:
+        if params["Whh"].dtype != self._dtype():
             raise CheckpointError(f"the saved weights are {params['Whh'].dtype}, not {self.dtype}")
         self.params_, self._optimizer, self._opt_state = params, optimizer, opt_state
         self.n_features_in_ = want[2]
@@ -601,6 +614,7 @@ class _SequenceEstimator:
         config = self.get_params()
         if not isinstance(config["random_state"], (int, np.integer, type(None))):
             config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
+        config["dtype"] = _dtype_name(config["dtype"])  # np.float32 is not JSON; its name is
         meta = checkpoint.model_meta(self.params_, None, _jsonable(config), self.n_steps_)
         meta["estimator"] = {
             "class": type(self).__name__,
@@ -632,6 +646,14 @@ class _SequenceEstimator:
             estimator = cls(**config)
             estimator._validate_params()
             estimator.params_ = model.params
+            shapes = models.check_params(model.params)
+            told = (estimator.cell, estimator.hidden_size, estimator.num_layers)
+            if told != (shapes.cell, shapes.H, shapes.L):
+                raise CheckpointError(
+                    f"{file}: its settings say cell {told[0]!r}, hidden_size {told[1]!r}, "
+                    f"num_layers {told[2]!r} but the weights are those of a {shapes.cell} with "
+                    f"H={shapes.H}, L={shapes.L}"
+                )
             estimator.n_features_in_ = int(saved["n_features_in"])
             if estimator.n_features_in_ != model.params["Wxh"].shape[1]:
                 raise CheckpointError(
@@ -648,7 +670,7 @@ class _SequenceEstimator:
             if isinstance(exc, CheckpointError):
                 raise
             raise CheckpointError(f"{file} holds a damaged estimator ({exc})") from exc
-        if model.params["Whh"].dtype != DTYPES[estimator.dtype]:
+        if model.params["Whh"].dtype != estimator._dtype():
             raise CheckpointError(f"{file}: weights of dtype {model.params['Whh'].dtype} but "
                                   f"dtype={estimator.dtype!r}")
         estimator._rng = np.random.default_rng(estimator.random_state)
@@ -837,7 +859,7 @@ class SequenceRegressor(_SequenceEstimator):
             self._y_one_column = one_column
         elif values.shape[-1] != self.n_outputs_:
             raise BpttError(f"y has {values.shape[-1]} outputs but the model has {self.n_outputs_}")
-        return values.astype(DTYPES[self.dtype] if fitting else self.params_["Whh"].dtype)
+        return values.astype(self._data_dtype(fitting))
 
     def _num_outputs(self) -> int:
         return self.n_outputs_

@@ -54,10 +54,10 @@ from typing import Any
 
 import numpy as np
 
-from bptt import checkpoint, models
+from bptt import checkpoint, models, ops
 from bptt.cells import CELLS, get_cell
 from bptt.data import Vocab
-from bptt.errors import BpttError, CheckpointError, DataError
+from bptt.errors import BpttError, CheckpointError, DataError, check_int
 
 KIND = "torch_state_dict"
 RNN_PREFIX = "rnn."
@@ -255,7 +255,7 @@ def _check_keys(arrays: dict[str, np.ndarray]) -> int:
             hint = ""
             if key.endswith("_reverse"):
                 hint = " (bidirectional modules are not supported)"
-            elif "proj" in key:
+            elif "_hr_" in key or "proj" in key:  # weight_hr_l0: an LSTM's projection
                 hint = " (LSTM projections, proj_size > 0, are not supported)"
             elif not key.startswith(("rnn.", "head.")):
                 hint = " (expected rnn.weight_ih_l0, …, head.weight, head.bias)"
@@ -319,9 +319,12 @@ def _check_against(
 def _result_dtype(arrays: dict[str, np.ndarray], dtype: Any) -> np.dtype:
     """The requested float dtype, or the common dtype of the tensors (at least float32)."""
     if dtype is not None:
-        target = np.dtype(dtype)
-        if target.kind != "f":
-            raise BpttError(f"dtype must be a float type, got {target}")
+        try:
+            target = np.dtype(dtype)
+        except TypeError:
+            target = None
+        if target not in (np.float32, np.float64):
+            raise BpttError(f"dtype must be float32 or float64, got {dtype!r}")
         return target
     return np.result_type(np.float32, *(a.dtype for a in arrays.values()))
 
@@ -337,13 +340,11 @@ def export_meta(
     config: Mapping[str, Any] | None = None,
     step: int = 0,
 ) -> dict[str, Any]:
-    """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings."""
+    """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings
+    (a model file's metadata, :func:`bptt.checkpoint.model_meta`, with this format's header)."""
     return {
+        **checkpoint.model_meta(params, vocab, config or {}, step),
         **checkpoint.header(KIND),
-        "model": model_config(params),
-        "vocab": vocab,
-        "config": dict(config or {}),
-        "step": int(step),
         "torch": {
             "module": "bptt.interop.CharRNN",
             "rnn": f"torch.nn.{TORCH_CLASSES[models.infer_cell(dict(params))]}",
@@ -366,9 +367,9 @@ def write_torch_safetensors(
     ``torch_module(meta["model"]).load_state_dict(..., strict=True)``.  Returns the path.
     """
     target = Path(path)
-    checkpoint.write_safetensors_atomic(
-        target, to_torch_state_dict(params), export_meta(params, vocab, config, step)
-    )
+    meta = export_meta(params, vocab, config, step)
+    checkpoint.check_vocab_to_save(target, meta)
+    checkpoint.write_safetensors_atomic(target, to_torch_state_dict(params), meta)
     return target
 
 
@@ -450,6 +451,7 @@ def params_from_file(
         checkpoint.check_model_sizes(
             file, model, {k: found[k] for k in _MODEL_FIELDS if k != "cell"}
         )
+        checkpoint.check_model_kinds(file, model, found)
     return params, meta
 
 
@@ -539,9 +541,10 @@ def torch_module(config: Mapping[str, Any], dtype: Any = None) -> Any:
     get_cell(config["cell"])
     sizes = {k: config.get(k, 1) for k in ("input_size", "hidden_size", "output_size",
                                              "num_layers")}
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BpttError(f"config {name} must be a positive integer, got {value!r}")
+    # torch takes Python ints only: a numpy integer is kept as the int it is
+    sizes = {name: check_int(f"config {name}", value, 1) for name, value in sizes.items()}
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise BpttError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     if dtype is None:
         names = {"float32": torch.float32, "float64": torch.float64}
         name = config.get("dtype", "float32")
@@ -568,6 +571,11 @@ def from_torch_module(module: Any) -> dict[str, np.ndarray]:
 
     A ReLU ``nn.RNN`` is refused: its state_dict is a tanh RNN's, but bptt's RNN is tanh.
     """
+    if not (hasattr(module, "modules") and hasattr(module, "state_dict")):
+        raise BpttError(
+            f"module must be a torch.nn.Module, got {type(module).__name__} (for a state_dict, "
+            "use from_torch_state_dict)"
+        )
     for part in module.modules():
         nonlinearity = getattr(part, "nonlinearity", "tanh")
         if type(part).__name__ == "RNN" and nonlinearity != "tanh":
@@ -583,7 +591,12 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
     Returns (logits (T, B, V), final state) as torch tensors.
     """
     torch = _torch()
-    x = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.asarray(ids, np.int64))
+    given = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    D = module.input_size
+    if given.ndim != 2 or given.dtype.kind not in "iu" or ops.any_outside(given, D):
+        raise BpttError(f"ids must be integers in [0, {D}) of shape (T, B), got "
+                        f"{given.dtype} of shape {given.shape}")
+    x = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(given.astype(np.int64))
     with torch.no_grad():
         return module(x, h0)
 
@@ -602,8 +615,9 @@ def torch_loss_and_grads(
     torch = _torch()
     params64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     shapes = models.check_params(params64)
-    x = np.asarray(inputs)
+    x = models.check_inputs(inputs, shapes, np.float64)
     T, B = x.shape[:2]
+    labels = torch.from_numpy(models.check_targets(targets, T, B, shapes.V).astype(np.int64))
     if h0 is None:
         h0 = models.zero_state(params64, B)
     paired = isinstance(h0, (tuple, list))
@@ -613,7 +627,6 @@ def torch_loss_and_grads(
     module = to_torch_module(params64)
     x_t = torch.from_numpy(np.ascontiguousarray(x if x.ndim == 2 else x.astype(np.float64)))
     logits, _ = module(x_t, tuple(states) if paired else states[0])
-    labels = torch.from_numpy(np.asarray(targets, dtype=np.int64))
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(T * B, shapes.V), labels.reshape(T * B), reduction="sum"
     )
@@ -664,7 +677,7 @@ def export_checkpoint(
         raise BpttError(f"{target} belongs to the training run in {target.parent}; "
                         "choose another file name")
     if target.exists() and not overwrite:
-        raise BpttError(f"{target} already exists; pass --force to overwrite it")
+        raise BpttError(f"{target} already exists; overwrite it with --force (overwrite=True)")
     write_torch_safetensors(target, model.params, model.vocab, model.config, model.step)
     return target, export_meta(model.params, model.vocab, model.config, model.step)
 
@@ -713,7 +726,7 @@ def _import_vocab(
         if vocab is not None and list(vocab) != chars:
             raise BpttError(
                 f"{file} carries its own vocabulary ({len(chars)} characters), which "
-                "differs from the --vocab given; drop --vocab"
+                "differs from the --vocab given; drop --vocab (vocab=None)"
             )
         return chars
     if vocab is not None:
@@ -751,5 +764,6 @@ def _check_import_target(source: Path, target: Path, overwrite: bool) -> None:
         raise BpttError(f"{model_file} is the file being imported; import into another directory")
     if model_file.exists() and not overwrite:
         raise BpttError(
-            f"{target} already holds {checkpoint.MODEL_FILE}; pass --force to overwrite it"
+            f"{target} already holds {checkpoint.MODEL_FILE}; overwrite it with --force "
+            "(overwrite=True)"
         )

@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bptt import flat, ops
-from bptt.cells import common, get_cell
-from bptt.errors import BpttError
+from bptt.cells import CELLS, common, get_cell
+from bptt.errors import BpttError, check_int, is_int
 
 HEAD_NAMES = ("Why", "by")
 TORCH_NAMES = {
@@ -72,8 +72,7 @@ def init_params(
         ("output_size", output_size),
         ("num_layers", num_layers),
     ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise BpttError(f"{name} must be a positive integer, got {value!r}")
+        check_int(name, value, 1)
     if forget_bias is not None and cell != "lstm":
         raise BpttError(f"forget_bias applies to the lstm cell only, not {cell!r}")
     rng = check_rng(rng)
@@ -129,6 +128,8 @@ def num_layers_of(params: dict[str, np.ndarray]) -> int:
 
 def infer_cell(params: dict[str, np.ndarray]) -> str:
     """The cell kind, read off the shape of W^hh: (H, H) rnn, (3H, H) gru, (4H, H) lstm."""
+    if not isinstance(params, dict):
+        raise BpttError(f"params must be a dict of arrays, got {type(params).__name__}")
     if "Whh" not in params:
         raise BpttError("params has no 'Whh': not a bptt parameter dict")
     if not isinstance(params["Whh"], np.ndarray) or params["Whh"].ndim != 2:
@@ -140,6 +141,15 @@ def infer_cell(params: dict[str, np.ndarray]) -> str:
     if H == 0 or rows % H or rows // H not in kinds:
         raise BpttError(f"params['Whh'] has shape {(rows, H)}: expected (H, H), (3H, H) or (4H, H)")
     return kinds[rows // H]
+
+
+def _rectangular(name: str, value: Any) -> np.ndarray:
+    """``value`` as an array; BpttError for nested lists of unequal lengths (numpy's
+    "inhomogeneous shape")."""
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise BpttError(f"{name} must be a rectangular array, not rows of unequal lengths") from exc
 
 
 def _describe(value: Any) -> str:
@@ -166,9 +176,9 @@ class Shapes(NamedTuple):
 
 def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shapes:
     """Validate a parameter dict (keys, shapes, dtypes, finiteness); return its sizes."""
-    if not isinstance(params, dict):
-        raise BpttError(f"params must be a dict of arrays, got {type(params).__name__}")
     kind = infer_cell(params)
+    if cell is not None and cell not in CELLS:
+        raise BpttError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
     if cell is not None and cell != kind:
         raise BpttError(f"cell={cell!r} but params are those of a {kind!r} cell")
     module = get_cell(kind)
@@ -194,7 +204,9 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
     for key, value in params.items():
         if key not in expected:
             raise BpttError(f"params has an unexpected key {key!r} for a {L}-layer {kind} model")
-        if not isinstance(value, np.ndarray) or value.shape != expected[key]:
+        if not isinstance(value, np.ndarray):
+            raise BpttError(f"params[{key!r}] must be a numpy array, got {_describe(value)}")
+        if value.shape != expected[key]:
             raise BpttError(
                 f"params[{key!r}] has shape {np.shape(value)}, expected {expected[key]}"
             )
@@ -233,7 +245,7 @@ def _check_bias_pairs(params: dict[str, np.ndarray], names: tuple[str, ...], L: 
 
 def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
     """Token ids (T, B) in [0, D) or dense (T, B, D); dense inputs are cast to ``dtype``."""
-    x = np.asarray(inputs)
+    x = _rectangular("inputs", inputs)
     if x.ndim == 2:
         if x.dtype.kind not in "iu":
             raise BpttError(f"inputs of shape {x.shape} must be integer token ids, got {x.dtype}")
@@ -259,7 +271,7 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
 
 def check_targets(targets: Any, T: int, B: int, V: int) -> np.ndarray:
     """Integer labels (T, B) in [0, V)."""
-    y = np.asarray(targets)
+    y = _rectangular("targets", targets)
     if y.shape != (T, B):
         raise BpttError(f"targets has shape {y.shape}, expected (T, B) = {(T, B)}")
     if y.dtype.kind not in "iu":
@@ -278,7 +290,7 @@ def check_truncate(truncate: Any, T: int | None = None) -> int | None:
     """
     if truncate is None:
         return None
-    if isinstance(truncate, bool) or not isinstance(truncate, (int, np.integer)) or truncate < 1:
+    if not is_int(truncate) or truncate < 1:
         raise BpttError(f"truncate must be None or an integer >= 1, got {truncate!r}")
     return int(truncate) if T is None else min(int(truncate), T)
 
@@ -301,7 +313,8 @@ def state_to_layers(
         return [tuple(zeros for _ in names) for _ in range(shapes.L)], False
     parts = state if len(names) > 1 else (state,)
     if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
-        raise BpttError(f"h0 of an {shapes.cell} must be a pair ({', '.join(names)}0)")
+        pair = ", ".join(name + "0" for name in names)
+        raise BpttError(f"h0 of an {shapes.cell} must be a pair ({pair})")
     arrays = []
     flat = False
     for name, part in zip(names, parts, strict=False):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bptt import flat
-from bptt.errors import BpttError, CheckpointError
+from bptt.errors import BpttError, CheckpointError, check_positive
 
 if TYPE_CHECKING:  # the optimizers know nothing of networks; only this annotation names them
     from bptt.models import Shapes
@@ -54,17 +54,6 @@ STEP_SLOT = "step"
 # --------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------
-
-
-def _check_positive(name: str, value: float) -> float:
-    """Return ``value`` as a float if it is finite and > 0, else raise BpttError."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number <= 0.0:
-        raise BpttError(f"{name} must be a finite number > 0, got {value!r}.")
-    return number
 
 
 def _check_unit_interval(name: str, value: float) -> float:
@@ -123,7 +112,7 @@ class Optimizer:
     slots: tuple[str, ...] = ()
 
     def __init__(self, lr: float) -> None:
-        self.lr = _check_positive("learning rate (lr)", lr)
+        self.lr = check_positive("learning rate (lr)", lr)
         self._scratch: dict[tuple, np.ndarray] = {}
 
     def _temp(self, like: np.ndarray, n: int) -> np.ndarray:
@@ -253,7 +242,7 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr: float, eps: float = 1e-10) -> None:
         super().__init__(lr)
-        self.eps = _check_positive("eps", eps)
+        self.eps = check_positive("eps", eps)
 
     def config(self) -> dict[str, object]:
         return {**super().config(), "eps": self.eps}
@@ -284,7 +273,7 @@ class Adam(Optimizer):
             _check_unit_interval("beta1", betas[0]),
             _check_unit_interval("beta2", betas[1]),
         )
-        self.eps = _check_positive("eps", eps)
+        self.eps = check_positive("eps", eps)
 
     def config(self) -> dict[str, object]:
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}
@@ -335,7 +324,7 @@ def make_optimizer(name: str, lr: float, **kw: object) -> Optimizer:
     """
     if name not in _CLASSES:
         raise BpttError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
-    _check_positive("learning rate (lr)", lr)
+    check_positive("learning rate (lr)", lr)
     unknown = sorted(set(kw) - set(_OPTIONS[name]))
     if unknown:
         allowed = ", ".join(_OPTIONS[name]) or "none"
@@ -382,7 +371,7 @@ def _scaled_norm(grads: Mapping[str, np.ndarray]) -> float:
 
 def clip_by_value(grads: Params, clip: float) -> None:
     """Clip every gradient element into [−clip, clip] in place (min-char-rnn's np.clip ±5)."""
-    limit = _check_positive("clip value", clip)
+    limit = check_positive("clip value", clip)
     for g in grads.values():
         np.clip(g, -limit, limit, out=g)  # one pass; NaN stays NaN
 
@@ -398,7 +387,7 @@ def clip_by_global_norm(grads: Params, max_norm: float, norm: float | None = Non
     Returns:
         The global norm before clipping.
     """
-    limit = _check_positive("max_norm", max_norm)
+    limit = check_positive("max_norm", max_norm)
     norm = global_norm(grads) if norm is None else norm
     if not math.isfinite(norm):
         return norm

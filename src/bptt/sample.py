@@ -13,22 +13,17 @@ ends as soon as the generated text ends with it (``length`` is then the maximum)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from bptt import models, ops
-from bptt.errors import BpttError, DataError
+from bptt.errors import BpttError, DataError, check_int, check_positive
 
 
 def check_temperature(temperature: float) -> float:
     """A finite temperature > 0 (a Python or numpy number, not a bool)."""
-    number = (int, float, np.integer, np.floating)
-    if isinstance(temperature, bool) or not isinstance(temperature, number) \
-            or not math.isfinite(temperature) or temperature <= 0:
-        raise BpttError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
+    return check_positive("temperature", temperature)
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -76,8 +71,7 @@ def generate(
             f"vocab has {len(vocab)} characters, the model {shapes.D} inputs and "
             f"{shapes.V} outputs (a sampled character is fed back: both must be the vocab)"
         )
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-        raise BpttError(f"length must be an integer >= 0, got {length!r}")
+    length = check_int("length", length, 0)
     temperature = check_temperature(temperature)
     rng = models.check_rng(rng)
     index = {c: i for i, c in enumerate(vocab)}

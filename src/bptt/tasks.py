@@ -39,7 +39,6 @@ end.  The library never prints: the loop reports through a callback, as bptt.tra
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable
@@ -51,7 +50,7 @@ import numpy as np
 
 from bptt import checkpoint, models, optim, train
 from bptt.cells import CELLS
-from bptt.errors import BpttError
+from bptt.errors import BpttError, check_int, check_positive, is_int
 from bptt.estimators import SequenceClassifier, SequenceRegressor
 
 TASKS = ("adding", "parity", "tweets", "digits")
@@ -79,7 +78,7 @@ class Dataset(NamedTuple):
 
 
 def _check_length(name: str, length: Any, low: int) -> int:
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < low:
+    if not is_int(length) or length < low:
         raise BpttError(f"the {name} task needs a length >= {low}, got {length!r}")
     if length > 100_000:
         raise BpttError(f"a {name} length of {length} is unreasonably long for this machine")
@@ -208,16 +207,14 @@ class TaskConfig:
             raise BpttError(f"unknown optimizer {config.optimizer!r}")
         if config.dtype not in train.DTYPES:
             raise BpttError(f"unknown dtype {config.dtype!r}: choose float32 or float64")
+        # numbers are kept as Python's (numpy's taken as the numbers they are): they go to JSON
         for name, low in (("hidden", 1), ("layers", 1), ("steps", 1), ("batch", 1),
                           ("eval_every", 1), ("seed", 0)):
-            value = getattr(config, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise BpttError(f"{name} must be an integer >= {low}, got {value!r}")
+            setattr(config, name, check_int(name, getattr(config, name), low))
         train.check_sizes(config.hidden, config.layers)
         for name in ("lr", "clip_norm"):
-            value = getattr(config, name)
-            if value is not None and (not math.isfinite(value) or value <= 0):
-                raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
+            if getattr(config, name) is not None:
+                setattr(config, name, check_positive(name, getattr(config, name)))
         if config.length is not None:
             _check_length(config.task, config.length, 3 if config.task == "tweets" else 2
                           if config.task == "adding" else 1)

@@ -46,7 +46,15 @@ from bptt import checkpoint, flat, models, ops, optim
 from bptt.cells import CELLS, get_cell
 from bptt.corpus import EncodedCorpus
 from bptt.data import StreamBatcher, Vocab, check_unk, split_train_val
-from bptt.errors import BpttError, CheckpointError, DataError
+from bptt.errors import (
+    BpttError,
+    CheckpointError,
+    DataError,
+    check_int,
+    check_positive,
+    is_int,
+    is_number,
+)
 from bptt.sample import sample_text
 
 STATE_FILE = "train_state.safetensors"
@@ -92,7 +100,8 @@ class TrainConfig:
     init_from: str | None = None
 
     def validate(self) -> TrainConfig:
-        """Raise BpttError naming the first bad setting; return self."""
+        """Raise BpttError naming the first bad setting; return self, its numbers Python's
+        (a numpy number is taken as the number it is, and stored as JSON)."""
         if self.cell not in CELLS:
             raise BpttError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.optimizer not in optim.OPTIMIZERS:
@@ -102,19 +111,19 @@ class TrainConfig:
             )
         if self.dtype not in DTYPES:
             raise BpttError(f"unknown dtype {self.dtype!r}: choose float32 or float64")
-        for name in ("hidden", "layers", "seq_len", "batch", "steps", "eval_every"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("sample_length", self.sample_length, 0)
-        _check_int("seed", self.seed, 0)
+        for name, low in (("hidden", 1), ("layers", 1), ("seq_len", 1), ("batch", 1),
+                          ("steps", 1), ("eval_every", 1), ("sample_length", 0), ("seed", 0)):
+            setattr(self, name, check_int(name, getattr(self, name), low))
         if self.checkpoint_every is not None:
-            _check_int("checkpoint_every", self.checkpoint_every, 1)
+            self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, 1)
         for name in ("lr", "temperature"):
-            _check_positive(name, getattr(self, name))
+            setattr(self, name, check_positive(name, getattr(self, name)))
         for name in ("clip", "clip_norm"):
             if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name))
-        if not 0 < self.val_fraction < 1:
+                setattr(self, name, check_positive(name, getattr(self, name)))
+        if not is_number(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise BpttError(f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
+        self.val_fraction = float(self.val_fraction)
         if self.errors not in ("strict", "replace"):
             raise BpttError(f"unknown errors policy {self.errors!r}: choose strict or replace")
         if self.unk is not None:
@@ -158,17 +167,6 @@ def check_sizes(hidden: int, layers: int, seq_len: int = 1) -> None:
             f"hidden, layers or seq_len is unreasonably large for this machine (at most "
             f"{MAX_HIDDEN}, {MAX_LAYERS} and {MAX_SEQ_LEN:,})"
         )
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise BpttError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
@@ -664,7 +662,7 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
 
     A file written before the interval losses were saved has none: the interval is empty."""
     step = meta.get("step")
-    if not _is_int(step) or step < 0:
+    if not is_int(step) or step < 0:
         raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
                               f"{step!r}")
     history = _read_history(file, meta.get("history"), columns, step)
@@ -673,14 +671,6 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
     since_eval = step - (scheduled[-1]["step"] if scheduled else 0)
     interval = _read_interval(file, meta.get("interval_losses", []), since_eval)
     return Progress(step, history, interval, off_schedule)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
@@ -694,11 +684,11 @@ def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
         if not isinstance(row, dict) or sorted(row) != sorted(columns):
             raise CheckpointError(f"{file} is damaged: history row {i} must have exactly the "
                                   f"columns {', '.join(columns)}, got {row!r}")
-        bad = [c for c in columns if not _is_number(row[c])]
+        bad = [c for c in columns if not is_number(row[c])]
         if bad:
             raise CheckpointError(f"{file} is damaged: history row {i} has a {bad[0]} that is "
                                   f"not a number: {row[bad[0]]!r}")
-        if not _is_int(row["step"]) or not last < row["step"] <= step:
+        if not is_int(row["step"]) or not last < row["step"] <= step:
             raise CheckpointError(
                 f"{file} is damaged: history row {i} is at step {row['step']!r}; the rows' "
                 f"steps must be integers that increase, from 1 to the run's step {step}")
@@ -709,7 +699,7 @@ def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
 def _read_interval(file: Path, losses: Any, since_eval: int) -> list[float]:
     """At most ``since_eval`` finite numbers (the steps after the last history row)."""
     if not isinstance(losses, list) or not all(
-            _is_number(x) and math.isfinite(x) for x in losses):
+            is_number(x) and math.isfinite(x) for x in losses):
         raise CheckpointError(f"{file} is damaged: its interval_losses must be a list of "
                               "finite numbers")
     if len(losses) > since_eval:
@@ -722,7 +712,7 @@ def _read_interval(file: Path, losses: Any, since_eval: int) -> list[float]:
 def check_counter(file: Path, what: str, value: Any, step: int) -> None:
     """A count kept beside the run's step (the optimizer's updates, the batches read) must
     equal it: CheckpointError otherwise."""
-    if not _is_int(value) or value != step:
+    if not is_int(value) or value != step:
         raise CheckpointError(f"{file} is damaged: {what} is {value!r} but the run is at step "
                               f"{step}")
 

@@ -78,14 +78,16 @@ def make_bad_checkpoints(root: Path) -> None:
 def make_bad_exports(root: Path) -> None:
     """An exported model imported into world/imported, and an export whose vocabulary lists
     one character many times."""
+    from tests_support import write_export_with_vocab
+
     from bptt import interop
 
     model = checkpoint.load_model(root / "run")
     good = interop.write_torch_safetensors(root / "exported.safetensors", model.params,
                                            model.vocab)
     interop.import_file(good, root / "imported")
-    interop.write_torch_safetensors(root / "dup_vocab.safetensors", model.params,
-                                    ["a"] * len(model.vocab))
+    write_export_with_vocab(root / "dup_vocab.safetensors", model.params,
+                            ["a"] * len(model.vocab))
 
 
 def make_damaged_train_states(root: Path) -> None:
