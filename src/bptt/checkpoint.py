@@ -452,15 +452,16 @@ def model_meta(params: Mapping[str, np.ndarray], vocab: list[str] | None,
         raise BpttError(f"config must be a dict, got {type(config).__name__}")
     return {
         **header("model"),
-        "model": _model_entry(params, shapes),
+        "model": model_entry(params, shapes),
         "vocab": vocab,
         "config": dict(config),
         "step": step,
     }
 
 
-def _model_entry(params: Mapping[str, np.ndarray], shapes: Any) -> dict[str, Any]:
-    """The metadata's "model": the cell, its sizes and kind (as interop.model_config)."""
+def model_entry(params: Mapping[str, np.ndarray], shapes: Any) -> dict[str, Any]:
+    """The metadata's "model": the cell, its sizes and kind (interop.model_config: what
+    torch_module builds from).  shapes: ``models.check_params(params)``."""
     from bptt import models
 
     return {
@@ -563,7 +564,7 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
         raise CheckpointError(f"{file} does not hold a consistent model: {exc}.") from exc
     check_model_sizes(file, model, {"num_layers": shapes.L, "input_size": shapes.D,
                                     "hidden_size": shapes.H, "output_size": shapes.V})
-    check_model_kinds(file, model, _model_entry(params, shapes))
+    check_model_kinds(file, model, model_entry(params, shapes))
     params = models.canonical_order(params)
     vocab = meta.get("vocab")
     if vocab is not None:

@@ -145,16 +145,8 @@ def model_config(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """
     params = dict(params)
     shapes = models.check_params(params)
-    return {
-        "cell": shapes.cell,
-        "num_layers": shapes.L,
-        "input_size": shapes.D,
-        "hidden_size": shapes.H,
-        "output_size": shapes.V,
-        "bias": recurrent_bias(params, shapes),
-        "head_bias": "by" in params,
-        "dtype": str(params["Whh"].dtype),
-    }
+    recurrent_bias(params, shapes)  # a torch module has biases in every layer or in none
+    return checkpoint.model_entry(params, shapes)
 
 
 def from_torch_state_dict(
@@ -319,13 +311,7 @@ def _check_against(
 def _result_dtype(arrays: dict[str, np.ndarray], dtype: Any) -> np.dtype:
     """The requested float dtype, or the common dtype of the tensors (at least float32)."""
     if dtype is not None:
-        try:
-            target = np.dtype(dtype)
-        except TypeError:
-            target = None
-        if target not in (np.float32, np.float64):
-            raise BpttError(f"dtype must be float32 or float64, got {dtype!r}")
-        return target
+        return np.dtype(models.check_float_dtype(dtype))
     return np.result_type(np.float32, *(a.dtype for a in arrays.values()))
 
 

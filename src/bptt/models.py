@@ -76,7 +76,7 @@ def init_params(
     if forget_bias is not None and cell != "lstm":
         raise BpttError(f"forget_bias applies to the lstm cell only, not {cell!r}")
     rng = check_rng(rng)
-    dtype = _check_float_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     params: dict[str, np.ndarray] = {}
     for layer in range(num_layers):
         D = input_size if layer == 0 else hidden_size
@@ -102,7 +102,7 @@ def check_rng(rng: Any) -> np.random.Generator:
     return rng
 
 
-def _check_float_dtype(dtype: Any) -> type:
+def check_float_dtype(dtype: Any) -> type:
     """float32 or float64 (given as a type, a dtype or its name), as the numpy type."""
     try:
         checked = np.dtype(dtype)
