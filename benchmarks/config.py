@@ -61,7 +61,7 @@ def grid(quick: bool) -> list[Config]:
 def model_flops(config: Config) -> int:
     """FLOPs of the matrix products of one training step (the nominal work, the same for all).
 
-    Per step and row: the recurrent product W^hh h (2·G·H², G = gates·H rows) forward, and
+    Per step and row: the recurrent product W^hh h (2·G·H, G = gates·H rows) forward, and
     twice backward (W^hhᵀ ∂J/∂a and ∂J/∂W^hh); the head W^hy h (2·V·H) forward and twice
     backward (W^hyᵀ ∂J/∂y and ∂J/∂W^hy).  The input projection of one-hot inputs is a
     gather (no FLOPs) and elementwise work is not counted.

@@ -16,7 +16,7 @@ import numpy as np
 from benchmarks import machine, report, scaling
 from benchmarks.config import MIN_CHAR, Config, grid, make_data, make_params
 from benchmarks.contenders import CONTENDERS
-from benchmarks.timing import measure, wait_for_quiet
+from benchmarks.timing import ATTEMPTS, measure, wait_for_quiet
 
 HERE = Path(__file__).resolve().parent
 LOSS_RTOL = {"float32": 1e-4, "float64": 1e-10}
@@ -51,7 +51,8 @@ def run_point(config: Config, names: list[str], threads: int, quick: bool,
     return report.Point(config, measured, skipped)
 
 
-def header(info: dict, peak: dict, unset: str, quick: bool, seconds: float) -> str:
+def header(info: dict, peak: dict, unset: str, quick: bool, seconds: float,
+           busy: list[str]) -> str:
     blas = info["blas"]
     lines = [
         "# Training throughput: bptt against PyTorch, JAX and the textbook loop",
@@ -60,8 +61,8 @@ def header(info: dict, peak: dict, unset: str, quick: bool, seconds: float) -> s
         f"{seconds:.0f} s.  Machine: {info['cpu']}, {info['cores']} cores; Python "
         f"{info['python']}, numpy {info['numpy']}, torch {info['torch']}, jax {info['jax']}.",
         f"BLAS: {blas.get('library')} {blas.get('version', '')}, kernel "
-        f"{blas.get('kernel', '?')}, {blas.get('threads')} threads (threadpoolctl); torch and "
-        f"XLA use the same number of threads.  "
+        f"{blas.get('kernel', '?')}, {blas.get('threads')} threads (threadpoolctl); torch is "
+        f"set to the same number, XLA's own pool takes every core ({info['cores']}).  "
         + (f"Unset for this run only: {unset}." if unset else
            "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: not set."),
         f"Square-GEMM peak (numpy float32 matmul, n = {peak['n']}): "
@@ -76,12 +77,29 @@ def header(info: dict, peak: dict, unset: str, quick: bool, seconds: float) -> s
         "parentheses: the quartiles of those per-round ratios, the middle half of them (a "
         "target inside that range is met or missed by the noise of this machine).  "
         "GFLOP/s counts the matrix products only "
-        "(6·T·B·(G·H² + V·H), G = gates·H), the same nominal work for every contender.  torch "
+        "(6·T·B·(G·H + V·H), G = gates·H), the same nominal work for every contender.  torch "
         "gets one-hot inputs (nn.RNN takes no ids), bptt and JAX gather; every contender "
-        "starts from the same weights and is checked to compute the same first loss.",
+        "starts from the same weights and is checked to compute the same first loss.  Each "
+        "round starts once the threads of the contender before it have gone to sleep "
+        "(OpenBLAS's spin about 0.1 s after a call).",
         "",
+        *busy,
     ]
     return "\n".join(lines)
+
+
+def busy_lines(points: list[report.Point]) -> list[str]:
+    """What other processes did to the rounds; a warning when many stayed disturbed."""
+    measured = [m for point in points for m in point.measured.values()]
+    rounds = sum(len(m.rounds) for m in measured)
+    retimed = sum(len(m.disturbed) for m in measured)
+    stayed = sum(m.stayed_disturbed for m in measured)
+    lines = [f"Rounds timed again because other processes used the cores: {retimed} (of "
+             f"{rounds} rounds); still disturbed after {ATTEMPTS} attempts: {stayed}.", ""]
+    if stayed > 0.05 * rounds:
+        lines[0] = ("**This machine was busy during the run: the numbers below are not "
+                    "reliable; measure again on a quiet machine.**  " + lines[0])
+    return lines
 
 
 def versions() -> dict[str, str]:
@@ -131,7 +149,7 @@ def main(argv: list[str], unset: str = "") -> None:
     series = scaling.scaling(args.quick)
     seconds = time.perf_counter() - started
     text = "\n".join([
-        header(info, peak, unset, args.quick, seconds),
+        header(info, peak, unset, args.quick, seconds, busy_lines([*points, min_char])),
         "## The grid (T = 50, V = 100, float32, Adam)",
         "",
         report.grid_table(points, peak["gflops"]),

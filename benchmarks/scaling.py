@@ -13,6 +13,7 @@ import numpy as np
 
 import bptt
 from benchmarks.config import Config, make_data, make_params
+from benchmarks.timing import wait_for_quiet
 from bptt import models, optim
 
 SCALING = Config("rnn", H=32, B=4, V=65, dtype="float64")
@@ -90,6 +91,7 @@ def measure_series(name: str, make, Ts: list[int], config: Config = SCALING,
         tracemalloc.stop()
         step = make(config, T)
         step()  # warm-up
+        wait_for_quiet(2)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -105,8 +107,7 @@ def scaling(quick: bool) -> list[Series]:
     reference_T = [16, 32, 64] if quick else [16, 32, 64, 128]
     return [
         measure_series("efficient (a training step: backprop + Adam)", efficient_step, efficient_T),
-        measure_series("reference (literal double sum)", reference_step, reference_T,
-                       repeats=1 if quick else 2),
+        measure_series("reference (literal double sum)", reference_step, reference_T),
     ]
 
 

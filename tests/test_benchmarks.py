@@ -11,6 +11,7 @@ import importlib.util
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,44 @@ def test_a_round_disturbed_by_other_processes_is_timed_again(monkeypatch):
         def sync(self):
             pass
 
-    seconds, thrown = timing.quiet_round(Runner(), 2, pause=0.0)
+    monkeypatch.setattr(timing, "settle", lambda: 0.0)
+    seconds, thrown = timing.quiet_round(Runner(), 2)
     assert thrown == [0.9, 0.5] and Runner.calls == 6 and seconds >= 0
+
+
+def test_a_round_starts_once_the_threads_left_spinning_are_asleep():
+    # OpenBLAS's workers spin ~0.1 s after a call: torch timed at once ran 1.6x slower
+    import threading
+
+    stop = time.perf_counter() + 0.3
+
+    def spin():
+        while time.perf_counter() < stop:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    waited = timing.settle(max_seconds=2.0)
+    spinner.join()
+    assert waited >= 0.2
+    assert timing.settle(max_seconds=2.0) < 0.2  # nothing spinning: one probe or a few
+
+
+def test_the_naive_loop_runs_only_at_min_char_rnns_training():
+    # it does Adagrad; at the grid's Adam points its rate was not the same work
+    takes = CONTENDERS["naive"].takes
+    assert takes(bconfig.MIN_CHAR) and takes(TINY_MIN_CHAR)
+    assert not any(takes(c) for c in bconfig.grid(quick=False))
+
+
+def test_a_busy_run_says_so_above_its_numbers():
+    def point(stayed):
+        m = timing.Measurement("bptt", 1.0, [1.0] * 10, 1, 0.0, [0.5] * stayed, stayed)
+        return report.Point(TINY["rnn"], {"bptt": m}, {})
+
+    assert run.busy_lines([point(0)])[0].startswith("Rounds timed again")
+    assert "10 rounds); still disturbed after" in run.busy_lines([point(0)])[0]
+    assert "This machine was busy" in run.busy_lines([point(3)])[0]
 
 
 def test_fit_exponent_recovers_a_power_law():
@@ -168,8 +205,10 @@ def test_the_command_runs_at_a_tiny_size_and_writes_its_files(tmp_path, monkeypa
         scaling.measure_series("reference", scaling.reference_step, [4, 8], repeats=1),
     ])
     monkeypatch.setattr(run, "measure", lambda runners, chars, **kw: timing.measure(
-        runners, chars, rounds=1, round_seconds=0.0, warmup_seconds=0.0, pause=0.0))
+        runners, chars, rounds=1, round_seconds=0.0, warmup_seconds=0.0))
+    monkeypatch.setattr(timing, "settle", lambda: 0.0)
     monkeypatch.setattr(run, "wait_for_quiet", lambda seconds: 0.0)
+    monkeypatch.setattr(scaling, "wait_for_quiet", lambda seconds: 0.0)
     monkeypatch.setattr(timing, "ATTEMPTS", 1)
     run.main(["--quick", "--out", str(tmp_path), "--contenders", "bptt,torch,naive"])
     text = (tmp_path / "results.md").read_text(encoding="utf-8")
