@@ -4,7 +4,6 @@ of the literal double sum in bptt.reference (O(T²)), with the fitted exponents.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ SCALING = Config("rnn", H=32, B=4, V=65, dtype="float64")
 
 @dataclass
 class Series:
-    """One curve: T, seconds per step (median), peak bytes; and the fitted exponents."""
+    """One curve: T, seconds per step (the fastest of a few), peak bytes; the exponents."""
 
     name: str
     T: list[int]
@@ -79,9 +78,10 @@ def reference_step(config: Config, T: int):
 
 
 def measure_series(name: str, make, Ts: list[int], config: Config = SCALING,
-                   repeats: int = 3) -> Series:
-    """Median seconds of ``repeats`` calls after a warm-up one, per T; and the tracemalloc
-    peak of a first call (a fresh step: every array it needs is allocated)."""
+                   repeats: int = 5) -> Series:
+    """The fewest seconds of ``repeats`` calls after a warm-up one, per T (the machine's
+    noise only ever adds time); and the tracemalloc peak of a first call (a fresh step:
+    every array it needs is allocated)."""
     seconds, peaks = [], []
     for T in Ts:
         fresh = make(config, T)
@@ -97,17 +97,19 @@ def measure_series(name: str, make, Ts: list[int], config: Config = SCALING,
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-        seconds.append(statistics.median(times))
+        seconds.append(min(times))
     return Series(name, list(Ts), seconds, peaks)
 
 
 def scaling(quick: bool) -> list[Series]:
-    """Both curves: the efficient path over T = 128 … 2048, the reference over T = 16 … 128."""
-    efficient_T = [128, 256, 512, 1024] if quick else [128, 256, 512, 1024, 2048]
-    reference_T = [16, 32, 64] if quick else [16, 32, 64, 128]
+    """Both curves: the efficient path over T = 512 … 8192, the reference over T = 32 … 128
+    (long enough that the per-call costs of a step no longer hide how it grows)."""
+    efficient_T = [512, 1024, 2048, 4096] if quick else [512, 1024, 2048, 4096, 8192]
+    reference_T = [32, 64, 128]
     return [
         measure_series("efficient (a training step: backprop + Adam)", efficient_step, efficient_T),
-        measure_series("reference (literal double sum)", reference_step, reference_T),
+        measure_series("reference (literal double sum)", reference_step, reference_T,
+                       repeats=3),
     ]
 
 
