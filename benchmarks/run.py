@@ -92,7 +92,7 @@ def busy_lines(points: list[report.Point]) -> list[str]:
     """What other processes did to the rounds; a warning when many stayed disturbed."""
     measured = [m for point in points for m in point.measured.values()]
     rounds = sum(len(m.rounds) for m in measured)
-    retimed = sum(len(m.disturbed) for m in measured)
+    retimed = sum(m.retimed for m in measured)
     stayed = sum(m.stayed_disturbed for m in measured)
     lines = [f"Rounds timed again because other processes used the cores: {retimed} (of "
              f"{rounds} rounds); still disturbed after {ATTEMPTS} attempts: {stayed}.", ""]

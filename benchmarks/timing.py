@@ -23,6 +23,7 @@ class Measurement:
     steps_per_round: int
     first_loss: float  # the loss of the first (warm-up) step, at the initial weights
     disturbed: list[float] = field(default_factory=list)  # others' CPU share, retried rounds
+    retimed: int = 0  # rounds timed more than once (other processes disturbed them)
     stayed_disturbed: int = 0  # rounds still disturbed after ATTEMPTS (the least kept)
 
 
@@ -131,16 +132,17 @@ def measure(runners: dict[str, Any], chars: int, rounds: int = 5, round_seconds:
         steps[name] = max(1, round(round_seconds / per_step))
     results: dict[str, list[float]] = {name: [] for name in runners}
     disturbed: dict[str, list[float]] = {name: [] for name in runners}
-    stayed = dict.fromkeys(runners, 0)
+    retimed, stayed = dict.fromkeys(runners, 0), dict.fromkeys(runners, 0)
     order = list(runners)
     for r in range(rounds):
         for name in order[r % len(order):] + order[: r % len(order)]:
             seconds, thrown = quiet_round(runners[name], steps[name])
             results[name].append(steps[name] * chars / seconds)
             disturbed[name] += thrown
+            retimed[name] += bool(thrown)
             stayed[name] += len(thrown) == ATTEMPTS
     return {
         name: Measurement(name, statistics.median(rates), rates, steps[name], first[name],
-                          disturbed[name], stayed[name])
+                          disturbed[name], retimed[name], stayed[name])
         for name, rates in results.items()
     }

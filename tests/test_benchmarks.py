@@ -181,12 +181,15 @@ def test_the_naive_loop_runs_only_at_min_char_rnns_training():
 
 def test_a_busy_run_says_so_above_its_numbers():
     def point(stayed):
-        m = timing.Measurement("bptt", 1.0, [1.0] * 10, 1, 0.0, [0.5] * stayed, stayed)
+        thrown = [0.5] * timing.ATTEMPTS * stayed  # as measure() leaves them
+        m = timing.Measurement("bptt", 1.0, [1.0] * 10, 1, 0.0, thrown, stayed, stayed)
         return report.Point(TINY["rnn"], {"bptt": m}, {})
 
     assert run.busy_lines([point(0)])[0].startswith("Rounds timed again")
     assert "10 rounds); still disturbed after" in run.busy_lines([point(0)])[0]
     assert "This machine was busy" in run.busy_lines([point(3)])[0]
+    assert ": 3 (of 10 rounds); still disturbed after 4 attempts: 3." in run.busy_lines(
+        [point(3)])[0]
 
 
 def test_fit_exponent_recovers_a_power_law():

@@ -89,10 +89,11 @@ def test_numpy_numbers_in_the_metadata_are_written_as_the_numbers_they_are(tmp_p
     import bptt
 
     params = bptt.init_params("rnn", 4, 3, 4, rng=np.random.default_rng(0))
-    config = {"lr": np.float32(0.5), "seed": np.int64(3), "flags": [np.bool_(True)]}
+    config = {"lr": np.float32(0.5), "seed": np.int64(3), "flags": [np.bool_(True)],
+              "eps": np.longdouble(0.25)}  # (np.longdouble's .item() is a longdouble again)
     path = checkpoint.save_model(tmp_path / "m.safetensors", params, None, config)
     loaded = checkpoint.load_model(path).config
-    assert loaded == {"lr": 0.5, "seed": 3, "flags": [True]}
+    assert loaded == {"lr": 0.5, "seed": 3, "flags": [True], "eps": 0.25}
     assert [type(loaded[k]) for k in ("lr", "seed")] == [float, int]
     before = path.read_bytes()
     # what JSON cannot hold is one clear error, and the good file stays
@@ -117,6 +118,11 @@ def test_metadata_that_misstates_the_weights_kind_is_refused(tmp_path: Path, key
     write_safetensors_atomic(path, tensors, meta)
     with pytest.raises(CheckpointError, match=f"metadata says {key}={stated!r} but the weights"):
         checkpoint.load_model(path)
+    # stated nowhere (a file written before these keys): read off the weights
+    del meta["model"][key]
+    write_safetensors_atomic(path, tensors, meta)
+    found = {"dtype": "float64", "bias": True, "head_bias": True}[key]
+    assert checkpoint.load_model(path).meta["model"][key] == found
 
 
 def test_read_metadata_gives_the_meta_alone(tmp_path: Path):

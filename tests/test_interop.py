@@ -342,8 +342,9 @@ def test_torch_module_config_is_checked(torch):
     # numpy sizes are the ints they are (torch itself refuses them); a numpy dtype is not torch's
     gru = {"cell": "gru", "input_size": 5, "hidden_size": np.int64(4), "output_size": 6}
     assert interop.torch_module(gru).rnn.hidden_size == 4
-    with pytest.raises(BpttError, match=r"dtype must be torch\.float32 or torch\.float64"):
+    with pytest.raises(BpttError, match="dtype must be a torch floating-point dtype"):
         interop.torch_module(gru, dtype=np.float64)
+    assert next(interop.torch_module(gru, dtype=torch.float16).parameters()).dtype == torch.float16
 
 
 def test_interop_imports_and_converts_without_torch(tmp_path):
@@ -400,11 +401,23 @@ def test_a_users_mistake_with_torch_is_a_bptt_error_not_torchs(torch):
             interop.from_torch_state_dict(good_sd(), dtype=dtype)
     params = make_params("gru", 1, True)
     module = interop.to_torch_module(params)
-    with pytest.raises(BpttError, match=rf"ids must be integers in \[0, {D}\) of shape \(T, B\)"):
+    with pytest.raises(BpttError, match=rf"ids holds token id {D} outside \[0, {D}\)"):
         interop.torch_forward_from_ids(module, np.full((2, 2), D))
+    # a tensor off the CPU is torch's to check: it runs where it is (here the meta device)
+    logits, _ = interop.torch_forward_from_ids(module.to("meta"),
+                                               torch.zeros((2, 2), dtype=torch.long, device="meta"))
+    assert logits.device.type == "meta" and logits.shape == (2, 2, V)
     ids = np.zeros((T, B), np.int64)
     with pytest.raises(BpttError, match=f"outside \\[0, {V}\\)"):
         interop.torch_loss_and_grads(params, ids, ids + V)
+
+
+def test_export_refuses_recurrent_biases_in_some_layers_only():
+    # a torch module has one bias flag: the metadata would describe a module torch cannot build
+    params = make_params("gru", 2, True)
+    del params["bxh_l1"], params["bhh_l1"]
+    with pytest.raises(BpttError, match="biases in some layers but not"):
+        interop.export_meta(params)
 
 
 def test_an_export_import_file_would_refuse_is_not_written(tmp_path):

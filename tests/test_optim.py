@@ -290,6 +290,13 @@ def test_make_optimizer_rejects_unknown_option_and_bad_hyperparameters():
         Adam(0.1, betas=(0.9, 1.5))
     with pytest.raises(BpttError, match=r"betas must be two numbers \(beta1, beta2\), got 0.9"):
         make_optimizer("adam", 0.1, betas=0.9)
+    # float() would take these; they are not numbers (as lr)
+    with pytest.raises(BpttError, match=r"beta1 must be a number in \[0, 1\), got '0.9'"):
+        Adam(0.1, betas=("0.9", "0.999"))
+    with pytest.raises(BpttError, match="beta1 must be a number in"):
+        Adam(0.1, betas=(False, 0.9))
+    with pytest.raises(BpttError, match="momentum must be a number in"):
+        make_optimizer("momentum", 0.1, momentum="0.5")
 
 
 # ---------------------------------------------------------------- clipping

@@ -85,8 +85,8 @@ def test_bad_task_settings(bad, message):
 
 def test_numpy_numbers_are_task_settings_kept_as_python_ones():
     config = tasks.TaskConfig(task="parity", hidden=np.int64(8), steps=np.int32(3),
-                              lr=np.float32(0.5)).resolved()
-    assert (config.hidden, config.steps, config.lr) == (8, 3, 0.5)
+                              lr=np.float32(0.5), length=np.int64(6)).resolved()
+    assert (config.hidden, config.steps, config.lr, config.length) == (8, 3, 0.5, 6)
     assert all(type(v) in (int, float, str, type(None)) for v in config.to_dict().values())
 
 

@@ -159,8 +159,9 @@ def _serialize(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> by
 def _json_number(value: Any) -> Any:
     """json's fallback for what it cannot write: a numpy number is the Python number it
     holds (a setting given as np.int64 or np.float32); anything else is refused."""
-    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
-        return value.item()
+    kinds = {"b": bool, "i": int, "u": int, "f": float}  # (np.longdouble's .item() is itself)
+    if isinstance(value, np.generic) and value.dtype.kind in kinds:
+        return kinds[value.dtype.kind](value)
     raise BpttError(
         f"checkpoint metadata must be JSON (numbers, strings, lists, dicts, None), got a "
         f"{type(value).__name__}: {value!r:.80}"
@@ -417,11 +418,13 @@ def check_model_sizes(file: Path, model: dict[str, Any], found: dict[str, int]) 
 
 
 def check_model_kinds(file: Path, model: dict[str, Any], found: dict[str, Any]) -> None:
-    """What a file's metadata states of its weights' kind (dtype, bias, head_bias), where it
-    states it, must be what ``found`` in the weights: ``torch_module(meta["model"])`` builds
-    from these.  CheckpointError naming the first that is not."""
+    """What a file's metadata states of its weights' kind (dtype, bias, head_bias) must be
+    what is ``found`` in the weights: ``torch_module(meta["model"])`` builds from these.
+    CheckpointError naming the first that is not; what it does not state (a file written
+    before these keys, or edited) is filled in from the weights."""
     for key in ("dtype", "bias", "head_bias"):
-        if key in model and model[key] != found[key]:
+        model.setdefault(key, found[key])
+        if model[key] != found[key]:
             raise CheckpointError(
                 f"{file} metadata says {key}={model[key]!r} but the weights have "
                 f"{found[key]!r}."

@@ -331,6 +331,7 @@ def export_meta(
     return {
         **checkpoint.model_meta(params, vocab, config or {}, step),
         **checkpoint.header(KIND),
+        "model": model_config(params),  # refuses biases in some layers only: torch has one flag
         "torch": {
             "module": "bptt.interop.CharRNN",
             "rnn": f"torch.nn.{TORCH_CLASSES[models.infer_cell(dict(params))]}",
@@ -529,8 +530,8 @@ def torch_module(config: Mapping[str, Any], dtype: Any = None) -> Any:
                                              "num_layers")}
     # torch takes Python ints only: a numpy integer is kept as the int it is
     sizes = {name: check_int(f"config {name}", value, 1) for name, value in sizes.items()}
-    if dtype is not None and dtype not in (torch.float32, torch.float64):
-        raise BpttError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise BpttError(f"dtype must be a torch floating-point dtype, got {dtype!r}")
     if dtype is None:
         names = {"float32": torch.float32, "float64": torch.float64}
         name = config.get("dtype", "float32")
@@ -577,14 +578,25 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
     Returns (logits (T, B, V), final state) as torch tensors.
     """
     torch = _torch()
-    given = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
-    D = module.input_size
-    if given.ndim != 2 or given.dtype.kind not in "iu" or ops.any_outside(given, D):
-        raise BpttError(f"ids must be integers in [0, {D}) of shape (T, B), got "
-                        f"{given.dtype} of shape {given.shape}")
-    x = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(given.astype(np.int64))
+    tensor = isinstance(ids, torch.Tensor)
+    # a tensor off the CPU is left to torch's own checks (reading it here would copy it)
+    given = None if tensor and ids.device.type != "cpu" else (
+        ids.detach().numpy() if tensor else np.asarray(ids))
+    if given is not None:
+        _check_ids(given, getattr(module, "input_size", None))
+    x = ids if tensor else torch.from_numpy(given.astype(np.int64))
     with torch.no_grad():
         return module(x, h0)
+
+
+def _check_ids(ids: np.ndarray, D: int | None) -> None:
+    """Token ids (T, B), each in [0, D) when D is known; else BpttError naming the first bad."""
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise BpttError(f"ids must be integer token ids of shape (T, B), got {ids.dtype} of "
+                        f"shape {ids.shape}")
+    if D is not None and ops.any_outside(ids, D):
+        bad = ids[(ids < 0) | (ids >= D)].flat[0]
+        raise BpttError(f"ids holds token id {bad} outside [0, {D}) (the module's input_size)")
 
 
 def torch_loss_and_grads(

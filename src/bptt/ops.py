@@ -192,8 +192,7 @@ def embedding_backward(
     H = dJ_dout.shape[-1]
     rows = dJ_dout.reshape(-1, H)
     flat_ids = ids.reshape(-1)
-    strided = rows.strides[-1] != rows.itemsize  # columns of a sweep: the scatters want rows
-    if D <= ONE_HOT_MAX_COLUMNS and (D * H <= ONE_HOT_MAX_SIZE or strided):
+    if uses_one_hot(dJ_dout, D):
         # onehot(ids): rows ``ids`` of the identity
         identity = _identity(D, rows.dtype.str)
         if one_hot is None or any_outside(flat_ids, D):
@@ -214,6 +213,15 @@ def embedding_backward(
         return dJ_dWT.T
     np.copyto(out, dJ_dWT.T)
     return out
+
+
+def uses_one_hot(dJ_dout: np.ndarray, D: int) -> bool:
+    """Whether :func:`embedding_backward` takes the one-hot product for ``dJ_dout`` (…, H)
+    and D columns: D and D·H small, or D small and the rows strided (columns of a sweep,
+    which the scatters would have to copy into rows)."""
+    rows = dJ_dout.reshape(-1, dJ_dout.shape[-1])
+    strided = rows.strides[-1] != rows.itemsize
+    return D <= ONE_HOT_MAX_COLUMNS and (D * rows.shape[1] <= ONE_HOT_MAX_SIZE or strided)
 
 
 @functools.lru_cache(maxsize=16)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bptt import flat
-from bptt.errors import BpttError, CheckpointError, check_positive
+from bptt.errors import BpttError, CheckpointError, check_positive, is_number
 
 if TYPE_CHECKING:  # the optimizers know nothing of networks; only this annotation names them
     from bptt.models import Shapes
@@ -57,14 +57,11 @@ STEP_SLOT = "step"
 
 
 def _check_unit_interval(name: str, value: float) -> float:
-    """Return ``value`` as a float if 0 <= value < 1, else raise BpttError."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not 0.0 <= number < 1.0:
-        raise BpttError(f"{name} must be a number in [0, 1), got {value!r}.")
-    return number
+    """Return ``value`` as a float if it is a number (see is_number) with 0 <= value < 1, else
+    raise BpttError."""
+    if not is_number(value) or not 0.0 <= value < 1.0:
+        raise BpttError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:

@@ -216,8 +216,8 @@ class TaskConfig:
             if getattr(config, name) is not None:
                 setattr(config, name, check_positive(name, getattr(config, name)))
         if config.length is not None:
-            _check_length(config.task, config.length, 3 if config.task == "tweets" else 2
-                          if config.task == "adding" else 1)
+            config.length = _check_length(config.task, config.length, 3 if config.task ==
+                                          "tweets" else 2 if config.task == "adding" else 1)
         return config
 
     def to_dict(self) -> dict[str, Any]:

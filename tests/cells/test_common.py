@@ -88,6 +88,10 @@ def test_weight_gradient_of_ids_keeps_its_one_hot_rows_in_work(W_b, rng):
         np.testing.assert_array_equal(got, common.weight_gradient(dJ_dproj, ids, D))
         kept = common.empty(work, "one_hot", (T * B, D), dJ_dproj.dtype)
         np.testing.assert_array_equal(kept, np.eye(D)[ids.reshape(-1)])
+    # rows too wide for the one-hot product: the scatters need no such memory, none is kept
+    wide = common.Buffers()
+    common.weight_gradient(rng.normal(size=(T, B, 2048)), ids, 100, None, wide)
+    assert "one_hot" not in wide._arrays
 
 
 @pytest.mark.parametrize(("A", "truncate", "T"), [(2, None, 5), (1, 2, 5), (4, 2, 5), (5, 9, 4)])

@@ -231,7 +231,7 @@ def weight_gradient(
     G = dJ_dproj.shape[-1]
     if is_token_ids(inputs):
         one_hot = None
-        if work is not None and D <= ops.ONE_HOT_MAX_COLUMNS:
+        if work is not None and ops.uses_one_hot(dJ_dproj, D):
             one_hot = empty(work, "one_hot", (inputs.size, D), dJ_dproj.dtype)
         table = ops.embedding_backward(dJ_dproj, inputs, D, out, one_hot)
         return table if out is not None else np.ascontiguousarray(table)

@@ -53,7 +53,7 @@ import numpy as np
 
 from bptt import ops
 from bptt.cells import common
-from bptt.errors import BpttError
+from bptt.errors import BpttError, is_number
 
 GATES = 4  # rows of Wxh per hidden unit: i, f, g, o
 PARAM_NAMES = ("Wxh", "Whh", "bxh", "bhh")
@@ -88,8 +88,7 @@ def init_layer(
     if forget_bias is not None:
         if not bias:
             raise BpttError("forget_bias needs bias=True (an LSTM without biases has no b_f)")
-        number = (int, float, np.integer, np.floating)
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, number):
+        if not is_number(forget_bias):
             raise BpttError(f"forget_bias must be a number, got {forget_bias!r}")
         p["bxh"][H : 2 * H] = forget_bias
         p["bhh"][H : 2 * H] = 0
