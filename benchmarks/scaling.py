@@ -12,7 +12,7 @@ import numpy as np
 
 import bptt
 from benchmarks.config import Config, make_data, make_params
-from benchmarks.timing import wait_for_quiet
+from benchmarks.timing import settle, wait_for_quiet
 from bptt import models, optim
 
 SCALING = Config("rnn", H=32, B=4, V=65, dtype="float64")
@@ -78,7 +78,7 @@ def reference_step(config: Config, T: int):
 
 
 def measure_series(name: str, make, Ts: list[int], config: Config = SCALING,
-                   repeats: int = 5) -> Series:
+                   repeats: int = 7) -> Series:
     """The fewest seconds of ``repeats`` calls after a warm-up one, per T (the machine's
     noise only ever adds time); and the tracemalloc peak of a first call (a fresh step:
     every array it needs is allocated)."""
@@ -94,6 +94,7 @@ def measure_series(name: str, make, Ts: list[int], config: Config = SCALING,
         wait_for_quiet(2)
         times = []
         for _ in range(repeats):
+            settle()
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
@@ -102,10 +103,10 @@ def measure_series(name: str, make, Ts: list[int], config: Config = SCALING,
 
 
 def scaling(quick: bool) -> list[Series]:
-    """Both curves: the efficient path over T = 512 … 8192, the reference over T = 32 … 128
+    """Both curves: the efficient path over T = 512 … 8192, the reference over T = 32 … 256
     (long enough that the per-call costs of a step no longer hide how it grows)."""
     efficient_T = [512, 1024, 2048, 4096] if quick else [512, 1024, 2048, 4096, 8192]
-    reference_T = [32, 64, 128]
+    reference_T = [32, 64, 128] if quick else [32, 64, 128, 256]
     return [
         measure_series("efficient (a training step: backprop + Adam)", efficient_step, efficient_T),
         measure_series("reference (literal double sum)", reference_step, reference_T,
