@@ -22,6 +22,28 @@ def test_relative_error_is_measured_on_the_tensor_scale():
     assert not c.passed(1e-3) and c.passed(0.1)
 
 
+def test_a_nan_under_test_fails_and_a_nan_of_the_witness_is_not_checked():
+    # a NaN backward passed the README's `relative_error(...) < 1e-12` (NaN was ignored)
+    assert bptt.gradcheck.relative_error(np.full(3, np.nan), np.ones(3)) == np.inf
+    c = compare_arrays("W", np.array([1.0, np.inf, 2.0]), np.array([1.0, 5.0, 2.0]))
+    assert (c.max_rel, c.worst, c.a_worst) == (np.inf, (1,), np.inf) and not c.passed(1e-3)
+    # sampled finite differences leave NaN where they did not look: those entries are skipped
+    assert compare_arrays("W", np.array([1.0, 7.0]), np.array([1.0, np.nan])).max_rel == 0.0
+
+
+def test_numerical_grads_checks_its_arguments_as_loss_and_grads_does():
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    ids = np.zeros((4, 2), np.int64)
+    for call, message in (
+        (lambda: numerical_grads(params, ids[:, 0], ids[:, 0]), r"inputs has shape \(4,\)"),
+        (lambda: numerical_grads(None, ids, ids), "params must be a dict of arrays"),
+        (lambda: numerical_grads(params, ids, ids, eps=0), "eps must be a finite number > 0"),
+        (lambda: numerical_grads(params, ids, ids, sample=2.5), "sample must be an integer"),
+    ):
+        with pytest.raises(bptt.BpttError, match=message):
+            call()
+
+
 def test_shape_and_key_mismatches_are_errors():
     with pytest.raises(ValueError, match=r"shapes differ, \(2,\) vs \(3,\)"):
         compare_arrays("W", np.zeros(2), np.zeros(3))

@@ -10,6 +10,7 @@ import bptt
 from bptt.gradcheck import compare
 
 TOL = 1e-12
+ABS_TOL = 1e-15  # a few ulps of 1
 
 
 def make_problem(seed, T, B, D, H, V, bias, ids, random_h0):
@@ -25,8 +26,11 @@ def make_problem(seed, T, B, D, H, V, bias, ids, random_h0):
 
 
 def assert_same(a, b, what):
+    # a gradient that cancels to nearly 0 is held to the round-off of its O(1) summands:
+    # Hypothesis found b_h = −2.3e-5 (H = 1, three rows) off by 4.7e-17, rel 1.03e-12
     for key, c in compare(a, b).items():
-        assert c.max_rel < TOL, f"{what} {key}: rel {c.max_rel:.3g} at {c.worst}"
+        assert c.max_rel < TOL or c.max_abs < ABS_TOL, (
+            f"{what} {key}: rel {c.max_rel:.3g}, abs {c.max_abs:.3g} at {c.worst}")
 
 
 @settings(max_examples=60, deadline=None)
@@ -52,6 +56,18 @@ def test_efficient_equals_reference(seed, T, B, D, H, V, bias, ids, random_h0, t
     assert set(grads) == set(params) == set(eff.grads)
     assert_same(eff.grads, grads, f"T={T} truncate={truncate}")
     assert_same({"h0": eff.dJ_dstate0}, {"h0": terms.dJ_dstate0}, "initial state")
+
+
+def test_an_initial_state_given_as_a_list_gets_its_gradient_in_the_same_form(rng):
+    # an (L, B, H) list was read as flat (B, H): the reference returned layer 0 only
+    for cell in ("rnn", "gru"):
+        params = bptt.init_params(cell, 4, 3, 4, num_layers=2, rng=rng, dtype=np.float64)
+        ids = rng.integers(0, 4, (5, 2))
+        h0 = rng.normal(size=(2, 2, 3))
+        efficient = bptt.models.backprop(params, ids, ids, h0=h0).dJ_dstate0
+        for state in (h0, list(h0)):
+            ref = bptt.reference.loss_and_grads(params, ids, ids, h0=state)[2].dJ_dstate0
+            np.testing.assert_allclose(ref, efficient, rtol=1e-12, atol=1e-14)
 
 
 def test_every_truncation_agrees_and_full_is_the_limit(rng):

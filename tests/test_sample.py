@@ -42,6 +42,15 @@ def test_temperature_limits():
         assert sample_text(params, VOCAB, 20, temperature, "a", np.random.default_rng(1)) == greedy
 
 
+def test_the_distribution_refuses_what_is_not_a_temperature_or_logits():
+    # temperature 0 gave NaN and −1 the inverted distribution, silently
+    for temperature in (0, -1.0, "1"):
+        with pytest.raises(bptt.BpttError, match="temperature must be a finite number > 0"):
+            next_token_distribution([1.0, 2.0, 3.0], temperature)
+    with pytest.raises(bptt.BpttError, match=r"logits must be one vector \(V,\)"):
+        next_token_distribution([], 1.0)
+
+
 def test_draw_follows_the_distribution():
     rng = np.random.default_rng(0)
     p = np.array([0.1, 0.6, 0.3])

@@ -18,6 +18,7 @@ argmax of |a_i − b_i|.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models
-from bptt.errors import BpttError
+from bptt.errors import BpttError, check_int, check_positive
 
 EPS = 1e-6
 TINY = 1e-300
@@ -75,9 +76,15 @@ def numerical_grads(
     per tensor (the others are NaN), drawn with rng.  Returns (grads, dJ_dh0) with
     dJ_dh0 in the form of h0 (zeros state when h0 is None).
     """
+    if not isinstance(params, dict):
+        raise BpttError(f"params must be a dict of arrays, got {type(params).__name__}")
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    inputs = models.check_inputs(inputs, models.check_params(params), np.float64)
+    eps = check_positive("eps", eps)
+    if sample is not None:
+        sample = check_int("sample", sample, 1)
     if h0 is None:
-        h0 = models.zero_state(params, np.shape(inputs)[1])
+        h0 = models.zero_state(params, inputs.shape[1])
     paired = isinstance(h0, (tuple, list))
     states = [np.array(s, dtype=np.float64) for s in (h0 if paired else [h0])]
     state = tuple(states) if paired else states[0]
@@ -134,7 +141,9 @@ class Comparison:
     """How two gradients of one tensor differ.
 
     max_rel: rel(a, b) above;  max_abs: max |a_i − b_i|;  worst: index of that entry;
-    a_worst, b_worst: the two values there.  Entries that are NaN in either are ignored.
+    a_worst, b_worst: the two values there.  a is the gradient under test, b the witness:
+    entries b leaves NaN (not computed, as sampled finite differences leave them) are
+    ignored; a NaN or inf in a where b has a number is an infinite error.
     """
 
     name: str
@@ -150,7 +159,8 @@ class Comparison:
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a − b| / max(max (|a| + |b|), tiny) over the entries where both are known."""
+    """max |a − b| / max(max (|a| + |b|), tiny) over the entries the witness b computed
+    (not NaN); inf when a holds NaN or inf there."""
     return compare_arrays("", a, b).max_rel
 
 
@@ -160,7 +170,11 @@ def compare_arrays(name: str, a: Any, b: Any) -> Comparison:
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise BpttError(f"{name or 'gradient'}: shapes differ, {a.shape} vs {b.shape}")
-    known = ~(np.isnan(a) | np.isnan(b))
+    known = ~np.isnan(b)  # the witness's NaN: an entry it did not compute (sampled FD)
+    wrong = known & ~np.isfinite(a)  # a NaN or inf under test is never close to a number
+    if wrong.any():
+        worst = tuple(int(i) for i in np.argwhere(wrong)[0])
+        return Comparison(name, math.inf, math.inf, worst, float(a[worst]), float(b[worst]))
     if a.size == 0 or not known.any():
         return Comparison(name, 0.0, 0.0, (), 0.0, 0.0)
     diff = np.where(known, np.abs(a - b), -np.inf)

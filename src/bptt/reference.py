@@ -404,9 +404,9 @@ def _walk_back(params, shapes: Shapes, fwd: _Forward, t: int, K, dJt_dsL_t, grad
 
 
 def _public_state(dJ_ds0: list[np.ndarray], h0: State, shapes: Shapes) -> State:
-    """Per-layer (B, S) gradients -> the public state form (as h0 was given)."""
+    """Per-layer (B, S) gradients -> the public state form (as h0 was given, read as the
+    efficient path reads it: an (L, B, H) list is not a flat (B, H) one)."""
     H = shapes.H
     parts = [tuple(np.split(d, d.shape[-1] // H, axis=-1)) for d in dJ_ds0]
-    first = h0[0] if isinstance(h0, (tuple, list)) else h0
-    flat = h0 is not None and np.ndim(first) == 2
+    _, flat = models.state_to_layers(h0, shapes, dJ_ds0[0].shape[0], dJ_ds0[0].dtype)
     return models.layers_to_state(parts, flat)

@@ -33,7 +33,10 @@ def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarra
     logits are <= 0, so a temperature near 0 sends all but the largest to −inf (p → the
     greedy choice) instead of overflowing them all to inf (p → NaN).
     """
+    temperature = check_temperature(temperature)
     y = np.asarray(logits, dtype=np.float64)
+    if y.ndim != 1 or not y.size:
+        raise BpttError(f"logits must be one vector (V,) with V >= 1, got shape {y.shape}")
     with np.errstate(over="ignore"):
         return ops.softmax((y - y.max()) / temperature)
 
