@@ -85,6 +85,24 @@ def test_the_figure_api_only_never_pyplot():
         assert "matplotlib.use(" not in source and "plt." not in source
 
 
+def test_a_learners_mistake_in_the_flow_api_is_a_bptt_error():
+    # each was a raw AttributeError, ValueError or TypeError from matplotlib or numpy
+    import matplotlib.pyplot
+
+    report = flow.flow_on_text("abcdabcd", hidden=4)
+    for call, message in (
+        (lambda: flow.plot_flow(report, fig=matplotlib.pyplot), "fig must be a matplotlib Figure"),
+        (lambda: flow.plot_compare([]), "give a non-empty list of FlowReports"),
+        (lambda: flow.flow_on_text("abcd", seq_len=2.0), "seq_len must be an integer >= 1"),
+        (lambda: flow.flow_on_text("abcd", seed=-1), "seed must be an integer >= 0"),
+    ):
+        with pytest.raises(bptt.BpttError, match=message):
+            call()
+    # one report, or one cell name, where a list is asked for: taken as a list of one
+    assert flow.to_csv(report) == flow.to_csv([report])
+    assert [r.cell for r in flow.compare_cells(cells="gru", hidden=4)] == ["gru"]
+
+
 def test_the_sequence_must_fit_the_text():
     with pytest.raises(bptt.BpttError, match="at most 3 steps"):
         flow.flow_on_text("abcd", seq_len=5)

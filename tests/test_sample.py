@@ -93,3 +93,15 @@ def test_bad_prime_and_temperature_fail_before_any_output():
     wider = bptt.init_params("rnn", 6, 8, 7, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="vocab has 6 characters, the model 6 inputs and 7 outputs"):
         generate(wider, VOCAB, 5)
+
+
+def test_a_vocabulary_and_prime_are_checked_before_sampling():
+    # 'a' listed twice read the prime's 'a' as id 1; a prime of None or 5 was a raw TypeError
+    params = bptt.init_params("rnn", 4, 3, 4, rng=np.random.default_rng(0))
+    with pytest.raises(bptt.BpttError, match="lists 'a' twice"):
+        sample_text(params, list("aabc"), 3, prime="a")
+    with pytest.raises(bptt.BpttError, match="prime must be a string"):
+        sample_text(params, list("abcd"), 3, prime=5)
+    rng = np.random.default_rng(0)
+    assert sample_text(params, list("abcd"), 3, prime=None, rng=rng) == sample_text(
+        params, list("abcd"), 3, prime="", rng=np.random.default_rng(0))

@@ -71,3 +71,11 @@ def test_the_library_expansion_matches_for_every_cell():
 def test_terms_refuses_huge_sizes(tmp_path):
     run = bptt_cli("terms", "--seq-len", "51", cwd=tmp_path)
     assert run.returncode == 2 and "keep --seq-len <= 50" in run.stderr
+
+
+def test_a_step_outside_the_sequence_is_refused():
+    # it was a raw IndexError, and a negative k silently read from the end
+    report = terms.expand_whh(seq_len=3)
+    for k in (3, -1, 1.0):
+        with pytest.raises(bptt.BpttError, match=r"k must be a step 0 … 2"):
+            report.max_diff_dJ_dh(k)

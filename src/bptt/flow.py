@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models, ops, reference
-from bptt.errors import BpttError
+from bptt.errors import BpttError, check_int
 
 DEFAULT_TEXT = (
     "the quick brown fox jumps over the lazy dog while the cat sleeps "
@@ -233,6 +233,9 @@ def flow_on_text(
     """
     from bptt.data import Vocab
 
+    seed = check_int("seed", seed, 0)
+    if seq_len is not None:
+        seq_len = check_int("seq_len", seq_len, 1)
     vocab = Vocab.from_text(text).to_list()
     V = len(vocab)
     fb = forget_bias if cell == "lstm" else None
@@ -270,7 +273,9 @@ def compare_cells(
     seed: int = 0,
     forget_bias: float | None = DEFAULT_FORGET_BIAS,
 ) -> list[FlowReport]:
-    """:func:`flow_on_text` for each cell, on the same text, size and seed."""
+    """:func:`flow_on_text` for each cell, on the same text, size and seed (cells: names,
+    or one name)."""
+    cells = [cells] if isinstance(cells, str) else list(cells)
     reports = [flow_on_text(text, cell, hidden, seq_len, seed, 1, forget_bias) for cell in cells]
     source = f"fresh models, seed {seed}"
     if "lstm" in cells and forget_bias is not None:
@@ -283,16 +288,38 @@ def compare_cells(
 def to_csv(reports: Sequence[FlowReport]) -> str:
     """The numbers as CSV text: ``cell,t,k,distance,norm`` with t, k 1-based and k ≤ t."""
     lines = ["cell,t,k,distance,norm"]
-    for r in reports:
+    for r in _reports(reports):
         for t in range(r.T):
             for k in range(t + 1):
                 lines.append(f"{r.cell},{t + 1},{k + 1},{t - k},{float(r.norms[t, k])!r}")
     return "\n".join(lines) + "\n"
 
 
+def _reports(reports: Any) -> list[FlowReport]:
+    """A non-empty list of FlowReports (one report alone is a list of one)."""
+    if isinstance(reports, FlowReport):
+        return [reports]
+    listed = list(reports) if isinstance(reports, (list, tuple)) else []
+    if not listed or not all(isinstance(r, FlowReport) for r in listed):
+        raise BpttError(f"give a non-empty list of FlowReports, got {reports!r:.60}")
+    return listed
+
+
 # ----------------------------------------------------------------------------
 # the pictures (matplotlib Figure API: no pyplot)
 # ----------------------------------------------------------------------------
+
+
+def _figure(fig: Any, inches: tuple[float, float]) -> Any:
+    """``fig``, or a new Figure of ``inches`` at DPI; what is not a Figure is refused."""
+    from matplotlib.figure import Figure, FigureBase
+
+    if fig is None:
+        return Figure(figsize=inches, dpi=DPI)
+    if not isinstance(fig, FigureBase):
+        raise BpttError(f"fig must be a matplotlib Figure (matplotlib.figure.Figure()), got "
+                        f"{type(fig).__name__}")
+    return fig
 
 PANEL_INCHES = (5.0, 4.4)  # one heatmap (or the distance plot): 500×440 pixels at DPI
 COLORBAR_INCHES = 1.0  # the shared colour bar of plot_compare, right of the panels
@@ -328,9 +355,10 @@ def plot_flow(report: FlowReport, fig: Any | None = None) -> Any:
     Returns the Figure (a new one, 500×440 pixels at DPI, unless ``fig`` is given).
     """
     from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=PANEL_INCHES, dpi=DPI) if fig is None else fig
+    if not isinstance(report, FlowReport):
+        raise BpttError(f"report must be one FlowReport, got {type(report).__name__}")
+    fig = _figure(fig, PANEL_INCHES)
     ax = fig.add_axes((_LEFT, _BOTTOM, _WIDTH, _HEIGHT))
     cax = fig.add_axes((_LEFT + _WIDTH + 0.03, _BOTTOM, 0.03, _HEIGHT))
     image = _heatmap(ax, report, LogNorm(*_color_range([report])))
@@ -346,12 +374,11 @@ def plot_compare(reports: Sequence[FlowReport], fig: Any | None = None) -> Any:
     ``fig`` is given).
     """
     from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
 
+    reports = _reports(reports)
     n = len(reports)
     width = PANEL_INCHES[0] * n + COLORBAR_INCHES
-    if fig is None:
-        fig = Figure(figsize=(width, PANEL_INCHES[1]), dpi=DPI)
+    fig = _figure(fig, (width, PANEL_INCHES[1]))
     panel = PANEL_INCHES[0] / width  # one panel's share of the figure width
     norm = LogNorm(*_color_range(reports))
     image = None
@@ -371,11 +398,9 @@ def plot_distance(reports: Sequence[FlowReport], fig: Any | None = None) -> Any:
 
     Returns the Figure (a new one, 500×440 pixels at DPI, unless ``fig`` is given).
     """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=PANEL_INCHES, dpi=DPI) if fig is None else fig
+    fig = _figure(fig, PANEL_INCHES)
     ax = fig.add_axes((0.17, _BOTTOM, 0.78, _HEIGHT + 0.02))
-    for report in reports:
+    for report in _reports(reports):
         mean = report.by_distance
         keep = mean > 0
         ax.plot(np.arange(report.T)[keep], mean[keep], marker=".", markersize=3,

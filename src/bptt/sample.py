@@ -14,6 +14,7 @@ ends as soon as the generated text ends with it (``length`` is then the maximum)
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,17 @@ from bptt.errors import BpttError, DataError, check_int, check_positive
 def check_temperature(temperature: float) -> float:
     """A finite temperature > 0 (a Python or numpy number, not a bool)."""
     return check_positive("temperature", temperature)
+
+
+def _check_vocab(vocab: Any) -> list[str]:
+    """A character vocabulary: distinct one-character strings (a character listed twice
+    would read the prime with the wrong id), as a list."""
+    from bptt.data import Vocab
+
+    try:
+        return Vocab.from_list(list(vocab)).to_list()
+    except (DataError, TypeError) as exc:
+        raise BpttError(f"vocab cannot be used: {exc}") from exc
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -69,6 +81,11 @@ def generate(
     Arguments are checked here, before the first character is asked for.
     """
     shapes = models.check_params(params)
+    vocab = _check_vocab(vocab)
+    if prime is None:
+        prime = ""
+    if not isinstance(prime, str):
+        raise BpttError(f"prime must be a string (or None), got {type(prime).__name__}")
     if len(vocab) != shapes.D or len(vocab) != shapes.V:
         raise BpttError(
             f"vocab has {len(vocab)} characters, the model {shapes.D} inputs and "

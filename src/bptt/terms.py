@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bptt import models, reference
+from bptt.errors import BpttError, is_int
 from bptt.gradcheck import random_problem
 
 
@@ -65,6 +66,8 @@ class WhhExpansion:
 
     def max_diff_dJ_dh(self, k: int) -> float:
         """max |Σ_t ∂J_t/∂h_k − efficient dJ_dh[k]| (k 0-based)."""
+        if not is_int(k) or not 0 <= k < self.T:
+            raise BpttError(f"k must be a step 0 … {self.T - 1}, got {k!r}")
         return float(np.max(np.abs(self.dJ_dh_grouped[k] - self.dJ_dh_efficient[k])))
 
 
