@@ -95,6 +95,7 @@ def test_a_learners_mistake_in_the_flow_api_is_a_bptt_error():
         (lambda: flow.plot_compare([]), "give a non-empty list of FlowReports"),
         (lambda: flow.flow_on_text("abcd", seq_len=2.0), "seq_len must be an integer >= 1"),
         (lambda: flow.flow_on_text("abcd", seed=-1), "seed must be an integer >= 0"),
+        (lambda: flow.mean_by_distance(np.ones((3, 2))), r"square \(T, T\) array"),
     ):
         with pytest.raises(bptt.BpttError, match=message):
             call()

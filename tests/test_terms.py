@@ -79,3 +79,10 @@ def test_a_step_outside_the_sequence_is_refused():
     for k in (3, -1, 1.0):
         with pytest.raises(bptt.BpttError, match=r"k must be a step 0 … 2"):
             report.max_diff_dJ_dh(k)
+    # the problem's sizes and seed are checked (numpy's TypeError or ValueError before)
+    for kwargs, message in ((dict(seq_len=2.0), "seq_len must be an integer >= 1"),
+                            (dict(seed=-1), "seed must be an integer >= 0")):
+        with pytest.raises(bptt.BpttError, match=message):
+            terms.expand_whh(**kwargs)
+        with pytest.raises(bptt.BpttError, match=message):
+            bptt.gradcheck.check_model(**kwargs)

@@ -139,7 +139,12 @@ def _param_names(cell: str) -> tuple[str, ...]:
 
 
 def mean_by_distance(norms: np.ndarray) -> np.ndarray:
-    """(T,): entry d is the mean of F[t, t − d] over t (the mean norm at distance t − k = d)."""
+    """(T,): entry d is the mean of F[t, t − d] over t (the mean norm at distance t − k = d).
+
+    norms: F, (T, T) with F[t, k] = ‖∂J_t/∂h_k‖ for k ≤ t."""
+    norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim != 2 or norms.shape[0] != norms.shape[1]:
+        raise BpttError(f"norms must be a square (T, T) array, got shape {norms.shape}")
     T = norms.shape[0]
     return np.array([np.mean(np.diagonal(norms, offset=-d)) for d in range(T)])
 

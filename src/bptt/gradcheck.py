@@ -245,7 +245,8 @@ def random_problem(
 
     Returns (params, inputs (T, B) ids, targets (T, B), h0 in public form).
     """
-    rng = np.random.default_rng(seed)
+    seq_len, batch = check_int("seq_len", seq_len, 1), check_int("batch", batch, 1)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     D, V = 5, 4
     params = models.init_params(cell, D, hidden, V, True, rng, np.float64, layers)
     for key, value in params.items():
