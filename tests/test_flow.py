@@ -96,6 +96,11 @@ def test_a_learners_mistake_in_the_flow_api_is_a_bptt_error():
         (lambda: flow.flow_on_text("abcd", seq_len=2.0), "seq_len must be an integer >= 1"),
         (lambda: flow.flow_on_text("abcd", seed=-1), "seed must be an integer >= 0"),
         (lambda: flow.mean_by_distance(np.ones((3, 2))), r"square \(T, T\) array"),
+        (lambda: flow.flow_for_checkpoint(None), "path must be a checkpoint's path, got NoneType"),
+        (lambda: flow.dJt_dh_norms(bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0)),
+                                   np.zeros((2, 1), np.int64), np.zeros((2, 1), np.int64),
+                                   layer="0"),
+         r"layer must be in \[0, 1\), got '0'"),
     ):
         with pytest.raises(bptt.BpttError, match=message):
             call()

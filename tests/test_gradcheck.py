@@ -44,6 +44,14 @@ def test_numerical_grads_checks_its_arguments_as_loss_and_grads_does():
             call()
 
 
+def test_arguments_of_the_wrong_kind_are_bptt_errors():
+    # a raw TypeError and AttributeError before
+    with pytest.raises(bptt.BpttError, match="compare takes two dicts of gradients, got list"):
+        compare([np.ones(2)], [np.ones(2)])
+    with pytest.raises(bptt.BpttError, match="x must be the numpy array f reads, got list"):
+        numerical_gradient(lambda: 0.0, [1.0, 2.0])
+
+
 def test_shape_and_key_mismatches_are_errors():
     with pytest.raises(ValueError, match=r"shapes differ, \(2,\) vs \(3,\)"):
         compare_arrays("W", np.zeros(2), np.zeros(3))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models, ops, reference
-from bptt.errors import BpttError, check_int
+from bptt.errors import BpttError, check_int, is_int
 
 DEFAULT_TEXT = (
     "the quick brown fox jumps over the lazy dog while the cat sleeps "
@@ -71,8 +71,8 @@ def dJt_dh_norms(
     x = models.check_inputs(inputs, shapes, np.float64)
     labels = models.check_targets(targets, x.shape[0], x.shape[1], shapes.V)
     layer = shapes.L - 1 if layer is None else layer
-    if not 0 <= layer < shapes.L:
-        raise BpttError(f"layer must be in [0, {shapes.L}), got {layer}")
+    if not is_int(layer) or not 0 <= layer < shapes.L:
+        raise BpttError(f"layer must be in [0, {shapes.L}), got {layer!r}")
     T, B = labels.shape
     H = shapes.H
     step = reference.STEPS[shapes.cell]
@@ -261,6 +261,8 @@ def flow_for_checkpoint(
     """
     from bptt import checkpoint
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise BpttError(f"path must be a checkpoint's path, got {type(path).__name__}")
     model = checkpoint.load_model(path)
     if not model.vocab:
         raise BpttError(f"{path} has no character vocabulary: bptt flow needs a character model")

@@ -19,7 +19,7 @@ argmax of |a_i − b_i|.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ def numerical_gradient(
     x is perturbed in place one entry at a time and restored exactly.  indices: flat
     indices to check (None: all); entries not checked are NaN.  Returns an array of x's shape.
     """
+    if not isinstance(x, np.ndarray):  # f reads x: it is perturbed in place, so an array
+        raise BpttError(f"x must be the numpy array f reads, got {type(x).__name__}")
     if x.dtype != np.float64:
         raise BpttError(f"finite differences need float64, got {x.dtype}")
     grad = np.full(x.shape, np.nan)
@@ -189,6 +191,9 @@ def compare_arrays(name: str, a: Any, b: Any) -> Comparison:
 
 def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Comparison]:
     """Compare two gradient dicts key by key (they must have the same keys)."""
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+        raise BpttError(f"compare takes two dicts of gradients, got {type(a).__name__} and "
+                        f"{type(b).__name__} (for two arrays: compare_arrays)")
     if set(a) != set(b):
         raise BpttError(f"gradient keys differ: {sorted(set(a) ^ set(b))}")
     return {key: compare_arrays(key, a[key], b[key]) for key in a}
