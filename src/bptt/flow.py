@@ -328,6 +328,7 @@ def _figure(fig: Any, inches: tuple[float, float]) -> Any:
                         f"{type(fig).__name__}")
     return fig
 
+
 PANEL_INCHES = (5.0, 4.4)  # one heatmap (or the distance plot): 500×440 pixels at DPI
 COLORBAR_INCHES = 1.0  # the shared colour bar of plot_compare, right of the panels
 DPI = 100
