@@ -219,11 +219,16 @@ class _Forward(NamedTuple):
     s_prev: list[np.ndarray]  # per layer: (T, B, S) the state before each step
     steps: list[list[LocalStep]]  # [layer][k]
     h_top: np.ndarray  # (T, B, H)
+    flat: bool  # h0 came as (B, H), not (L, B, H): ∂J/∂h0 goes back in the same form
 
 
-def _initial_states(h0: State, shapes: Shapes, B: int, dtype) -> list[np.ndarray]:
-    layers, _ = models.state_to_layers(h0, shapes, B, dtype)
-    return [np.concatenate(parts, axis=-1) for parts in layers]
+def _initial_states(
+    h0: State, shapes: Shapes, B: int, dtype
+) -> tuple[list[np.ndarray], bool]:
+    """Per layer the initial state s_0 = [h0; c0] (B, S), and whether h0 came as (B, H)
+    (read as the efficient path reads it: an (L, B, H) list is not a flat one)."""
+    layers, flat = models.state_to_layers(h0, shapes, B, dtype)
+    return [np.concatenate(parts, axis=-1) for parts in layers], flat
 
 
 def _literal_forward(params, shapes: Shapes, x: np.ndarray, h0: State) -> _Forward:
@@ -232,7 +237,7 @@ def _literal_forward(params, shapes: Shapes, x: np.ndarray, h0: State) -> _Forwa
     T, B = x.shape[:2]
     if x.ndim == 2:  # token ids stand for one-hot vectors x_t
         x = np.eye(shapes.D, dtype=dtype)[x]
-    states = _initial_states(h0, shapes, B, dtype)
+    states, flat = _initial_states(h0, shapes, B, dtype)
     xs, s_prev, steps = [], [], []
     layer_input = x
     for layer in range(shapes.L):
@@ -248,7 +253,7 @@ def _literal_forward(params, shapes: Shapes, x: np.ndarray, h0: State) -> _Forwa
         s_prev.append(np.stack(prevs))
         steps.append(layer_steps)
         layer_input = np.stack([st.s[:, : shapes.H] for st in layer_steps])
-    return _Forward(xs, s_prev, steps, layer_input)
+    return _Forward(xs, s_prev, steps, layer_input, flat)
 
 
 def _names(cell: str) -> tuple[str, ...]:
@@ -330,7 +335,7 @@ def loss_and_grads(
         losses=losses,
         dJt_ds=dJt_ds,
         contributions=contributions,
-        dJ_dstate0=_public_state(dJ_ds0, h0, shapes),
+        dJ_dstate0=_public_state(dJ_ds0, fwd.flat, shapes),
         H=H,
     )
     return float(losses.sum()), grads, terms
@@ -403,10 +408,8 @@ def _walk_back(params, shapes: Shapes, fwd: _Forward, t: int, K, dJt_dsL_t, grad
                 from_above[:, :H] = dJt_da_ih @ p["Wxh"]
 
 
-def _public_state(dJ_ds0: list[np.ndarray], h0: State, shapes: Shapes) -> State:
-    """Per-layer (B, S) gradients -> the public state form (as h0 was given, read as the
-    efficient path reads it: an (L, B, H) list is not a flat (B, H) one)."""
+def _public_state(dJ_ds0: list[np.ndarray], flat: bool, shapes: Shapes) -> State:
+    """Per-layer (B, S) gradients -> the public state form (flat: h0 came as (B, H))."""
     H = shapes.H
     parts = [tuple(np.split(d, d.shape[-1] // H, axis=-1)) for d in dJ_ds0]
-    _, flat = models.state_to_layers(h0, shapes, dJ_ds0[0].shape[0], dJ_ds0[0].dtype)
     return models.layers_to_state(parts, flat)
