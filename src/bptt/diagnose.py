@@ -713,26 +713,24 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
             f"J_{first + 1} (t counted from 1): {labels}. ")
     bad = steps[first]
     keys = ", ".join(MATH[k] for k in bad.wrong)
+    right = "J_1" if first == 1 else f"J_1 … J_{first}"  # the terms found right (first > 0)
     if first == 0:
         text += (f"It is wrong already at T = 1 (in {keys}), where nothing is carried through "
                  "time: the mistake is inside a single step — the head, ∂J_t/∂y_t = p_t − "
                  "onehot, tanh' = 1 − h_t², the input x_t, or h0 as the previous state.")
     elif any(k in HEAD for k in bad.wrong):
-        right = "J_1" if first == 1 else f"J_1 … J_{first}"
         head = ", ".join(MATH[k] for k in bad.wrong if k in HEAD)
         text += (f"The terms of {right} are right, but the head's terms of J_{first + 1} are "
                  f"not ({head}): the head reads h_t, and no error is carried back to it, so "
                  "the states your backward reads after the first step are not the forward's "
                  "(a buffer overwritten or shared between steps, an index off by one?).")
     elif "bh" not in bad.wrong:
-        right = "J_1" if first == 1 else f"J_1 … J_{first}"
         verb = "differs" if len(bad.wrong) == 1 else "differ"
         text += (f"The terms of {right} are right, and at J_{first + 1} only {keys} {verb} "
                  "while b_h is right: b_h's terms are ∂J/∂z_k themselves, so the error is "
                  "carried back right; what ∂J/∂z_k is multiplied by at the earlier steps is "
                  "wrong (x_k for W^xh, h_{k−1} for W^hh).")
     else:
-        right = "J_1" if first == 1 else f"J_1 … J_{first}"
         text += (f"The terms of {right} are right, so a single step is right: the "
                  f"mistake is in how the error is carried back from h_t to h_{{t−1}} "
                  "(∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh, transposed on the way back) or in how "
