@@ -60,20 +60,19 @@ from bptt import checkpoint, flat, heads, models, ops, optim
 from bptt.cells import CELLS
 from bptt.errors import BpttError, CheckpointError, check_int, check_positive, is_int, is_number
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
 PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
 
 
-def _dtype_name(dtype: Any) -> str | None:
-    """'float32' or 'float64' for any way numpy spells them ('float32', np.float32,
-    np.dtype('float32') …); None for anything else (None itself: np.dtype(None) is float64)."""
-    if dtype is None or isinstance(dtype, bool):
-        return None
-    try:
-        name = np.dtype(dtype).name
-    except (TypeError, ValueError):
-        return None
-    return name if name in DTYPES else None
+def _float_dtype(dtype: Any) -> type:
+    """The dtype setting as numpy's type, spelled any way numpy spells float32 or float64
+    ('float32', np.float32, np.dtype('float32') …; not None, which np.dtype reads as
+    float64); BpttError for anything else."""
+    if dtype is not None:
+        try:
+            return models.check_float_dtype(dtype)
+        except (BpttError, ValueError):
+            pass
+    raise BpttError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
 class NotFittedError(BpttError, AttributeError):
@@ -327,8 +326,7 @@ class _SequenceEstimator:
                 raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")
             if not is_number(self.forget_bias) or not math.isfinite(self.forget_bias):
                 raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        if _dtype_name(self.dtype) is None:
-            raise BpttError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        _float_dtype(self.dtype)
         rs = self.random_state
         if not (rs is None or isinstance(rs, np.random.Generator)
                 or (is_int(rs) and rs >= 0)):
@@ -338,7 +336,7 @@ class _SequenceEstimator:
 
     def _dtype(self) -> type:
         """The dtype setting as numpy's type (it may be spelled 'float32' or np.float32)."""
-        return DTYPES[_dtype_name(self.dtype)]
+        return _float_dtype(self.dtype)
 
     def _data_dtype(self, fitting: bool) -> Any:
         """The dtype data is cast to: the dtype setting when fitting, else the weights'."""
@@ -614,7 +612,7 @@ class _SequenceEstimator:
         config = self.get_params()
         if not isinstance(config["random_state"], (int, np.integer, type(None))):
             config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
-        config["dtype"] = _dtype_name(config["dtype"])  # np.float32 is not JSON; its name is
+        config["dtype"] = np.dtype(_float_dtype(config["dtype"])).name  # (np.float32: not JSON)
         meta = checkpoint.model_meta(self.params_, None, _jsonable(config), self.n_steps_)
         meta["estimator"] = {
             "class": type(self).__name__,
