@@ -46,9 +46,16 @@ def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarra
     greedy choice) instead of overflowing them all to inf (p → NaN).
     """
     temperature = check_temperature(temperature)
+    if np.ndim(logits) != 1 or not np.size(logits):
+        raise BpttError(f"logits must be one vector (V,) with V >= 1, got shape "
+                        f"{np.shape(logits)}")
+    return _distribution(logits, temperature)
+
+
+def _distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """:func:`next_token_distribution` of logits and a temperature already checked (the
+    sampling loop's, once per character)."""
     y = np.asarray(logits, dtype=np.float64)
-    if y.ndim != 1 or not y.size:
-        raise BpttError(f"logits must be one vector (V,) with V >= 1, got shape {y.shape}")
     with np.errstate(over="ignore"):
         return ops.softmax((y - y.max()) / temperature)
 
@@ -127,7 +134,7 @@ def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy,
     logits, state = fwd.logits[-1, 0], fwd.state
     tail = ""  # the last len(stop) generated characters
     for _ in range(length):
-        p = next_token_distribution(logits, temperature)
+        p = _distribution(logits, temperature)  # (temperature checked by generate)
         token = int(np.argmax(p)) if greedy else draw(p, rng)
         yield vocab[token]
         if stop:
