@@ -327,14 +327,17 @@ def export_meta(
     step: int = 0,
 ) -> dict[str, Any]:
     """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings
-    (a model file's metadata, :func:`bptt.checkpoint.model_meta`, with this format's header)."""
+    (a model file's metadata, :func:`bptt.checkpoint.model_meta`, whose "model" is
+    :func:`model_config`, with this format's header)."""
+    meta = checkpoint.model_meta(params, vocab, config or {}, step)
+    # a torch module has one bias flag: biases in some layers only are refused
+    recurrent_bias(params, models.check_params(dict(params)))
     return {
-        **checkpoint.model_meta(params, vocab, config or {}, step),
+        **meta,
         **checkpoint.header(KIND),
-        "model": model_config(params),  # refuses biases in some layers only: torch has one flag
         "torch": {
             "module": "bptt.interop.CharRNN",
-            "rnn": f"torch.nn.{TORCH_CLASSES[models.infer_cell(dict(params))]}",
+            "rnn": f"torch.nn.{TORCH_CLASSES[meta['model']['cell']]}",
             "batch_first": False,
             "input": "one-hot: token j is column j of rnn.weight_ih_l0",
         },
