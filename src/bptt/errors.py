@@ -25,6 +25,18 @@ class CheckpointError(BpttError):
     """A checkpoint is missing, corrupt, hostile or does not fit the request."""
 
 
+class DivergedError(BpttError):
+    """Training diverged: the loss or a gradient became NaN or inf (a learning rate too
+    large for the problem, or no clipping).  ``step``: the step that diverged."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(
+            f"training diverged at step {step}: the loss or a gradient is NaN or inf; "
+            "lower the learning rate (lr) or clip the gradients (clip_norm)"
+        )
+        self.step = step
+
+
 def is_int(value: object) -> bool:
     """True for an integer, Python's or numpy's; False for a bool (Python counts it as one)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

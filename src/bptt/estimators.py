@@ -58,7 +58,15 @@ import numpy as np
 
 from bptt import checkpoint, flat, heads, models, ops, optim
 from bptt.cells import CELLS
-from bptt.errors import BpttError, CheckpointError, check_int, check_positive, is_int, is_number
+from bptt.errors import (
+    BpttError,
+    CheckpointError,
+    DivergedError,
+    check_int,
+    check_positive,
+    is_int,
+    is_number,
+)
 
 PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
 
@@ -77,10 +85,6 @@ def _float_dtype(dtype: Any) -> type:
 
 class NotFittedError(BpttError, AttributeError):
     """The estimator is used before ``fit`` (a ValueError, and an AttributeError as sklearn's)."""
-
-
-class DivergedError(BpttError):
-    """The loss or a gradient became NaN or inf while fitting."""
 
 
 # ----------------------------------------------------------------------------
@@ -461,10 +465,7 @@ class _SequenceEstimator:
                                     truncate=self.truncate)
         norm = optim.global_norm(result.grads)
         if not (math.isfinite(result.loss) and math.isfinite(norm)):
-            raise DivergedError(
-                f"training diverged at step {self.n_steps_ + 1}: the loss or a gradient is NaN "
-                "or inf; lower lr or set clip_norm"
-            )
+            raise DivergedError(self.n_steps_ + 1)
         # the update on one flat buffer each (bptt.flat): a few vector operations instead of
         # a loop over the keys, the same arithmetic element by element
         packed = self._flat_buffers()

@@ -39,6 +39,7 @@ end.  The library never prints: the loop reports through a callback, as bptt.tra
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ import numpy as np
 
 from bptt import checkpoint, models, optim, train
 from bptt.cells import CELLS
-from bptt.errors import BpttError, check_int, check_positive, is_int
+from bptt.errors import BpttError, DivergedError, check_int, check_positive, is_int
 from bptt.estimators import SequenceClassifier, SequenceRegressor
 
 TASKS = ("adding", "parity", "tweets", "digits")
@@ -374,6 +375,13 @@ class TaskEvent:
 def evaluate(run: TaskRun) -> dict[str, float]:
     """Validation metrics: val_loss (mean cross-entropy, nats) and val_accuracy, or val_mse
     (mean squared error per value) and val_r2."""
+    # a diverged model's inf and NaN come out in the metrics, which the loop reports as one
+    # DivergedError: numpy's warnings on the way would only be noise
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _metrics(run)
+
+
+def _metrics(run: TaskRun) -> dict[str, float]:
     val, est = run.data.val, run.estimator
     if isinstance(est, SequenceClassifier):
         proba = est.predict_proba(val.X, lengths=val.lengths)
@@ -418,8 +426,11 @@ def train_task(
         last, scheduled = run.step == config.steps, run.step % config.eval_every == 0
         if scheduled or last:
             train_key = history_columns(run.data.classification)[1]
+            metrics = evaluate(run)
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise DivergedError(run.step)  # before this step's checkpoint
             row = {"step": run.step, train_key: float(np.mean(run.interval_losses)),
-                   **evaluate(run), "seqs_per_sec": speed}
+                   **metrics, "seqs_per_sec": speed}
             if scheduled:  # (a last step off the schedule keeps them: train.Progress)
                 run.interval_losses = []
             run.history.append(row)

@@ -50,6 +50,7 @@ from bptt.errors import (
     BpttError,
     CheckpointError,
     DataError,
+    DivergedError,
     check_int,
     check_positive,
     is_int,
@@ -366,10 +367,6 @@ class StepStats:
     grad_norm: float
 
 
-class DivergedError(BpttError):
-    """The loss or a gradient became NaN or inf."""
-
-
 @dataclass
 class FastPath:
     """The training loop's fast path: a run's parameters, gradients and optimizer moments
@@ -422,10 +419,7 @@ def train_step(run: Run) -> StepStats:
     # result.grads are views of fast.grads["flat"]: one buffer for the norm and the clipping
     norm = optim.global_norm(fast.grads)
     if not (math.isfinite(result.loss) and math.isfinite(norm)):
-        raise DivergedError(
-            f"training diverged at step {run.step + 1}: the loss or a gradient is NaN or inf. "
-            "The last good checkpoint is kept; resume with a lower --lr or a --clip-norm"
-        )
+        raise DivergedError(run.step + 1)  # (nothing of this step is saved)
     if run.config.clip_norm is not None:
         optim.clip_by_global_norm(fast.grads, run.config.clip_norm, norm=norm)
     if run.config.clip is not None:
@@ -451,12 +445,15 @@ def evaluate(params: dict[str, np.ndarray], val_ids: np.ndarray, config: TrainCo
     B = max(1, min(config.batch, (len(val_ids) - 1) // T))
     batches = StreamBatcher(val_ids, B, T)
     total, chars, state = 0.0, 0, None
-    for _ in range(batches.chunks_per_epoch):
-        inputs, targets, _ = batches.next_batch()
-        fwd = models.forward(params, inputs, state)
-        total += ops.cross_entropy_forward(fwd.logits, targets)[0]
-        chars += targets.size
-        state = fwd.state
+    # a diverged model's inf and NaN come out as an infinite or NaN result, which the loop
+    # reports as one DivergedError: numpy's warnings on the way would only be noise
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(batches.chunks_per_epoch):
+            inputs, targets, _ = batches.next_batch()
+            fwd = models.forward(params, inputs, state)
+            total += ops.cross_entropy_forward(fwd.logits, targets)[0]
+            chars += targets.size
+            state = fwd.state
     return total / chars / LN2
 
 
@@ -526,6 +523,8 @@ def _evaluate_and_sample(run: Run, speed: float, sample_length: int, scheduled: 
     the interval's losses, which go on into the next row if the run is continued (see
     :meth:`Progress.to_continue`)."""
     val_bpc = evaluate(run.params, run.val_ids, run.config)
+    if not math.isfinite(val_bpc):  # (cross-entropy from shifted logits: inf only when they are)
+        raise DivergedError(run.step)  # before this step's checkpoint: the last one is kept
     losses = run.interval_losses
     run.history.append({
         "step": run.step,

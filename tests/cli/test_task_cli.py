@@ -196,3 +196,15 @@ def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_r
                         "row 0 must have exactly the columns step, train_loss, val_loss, "
                         "val_accuracy, seqs_per_sec, got {'step': 'a'}\n")
     assert _files(damaged) == before
+
+
+def test_a_diverged_task_run_is_one_line_in_flags(run_bptt, tmp_path):
+    """The estimator's DivergedError reaches a user in flags (--lr, --clip-norm, not lr and
+    clip_norm), without --init-from, which task runs do not take."""
+    r = run_bptt("train", "--task", "parity", "--out", tmp_path / "r", "--hidden", "8", "--batch",
+                 "4", "--steps", "20", "--eval-every", "1", "--quiet", "--cell", "lstm",
+                 "--optimizer", "sgd", "--lr", "1e38", "--no-clip-norm")
+    assert r.returncode == 2
+    assert r.stderr == ("bptt: error: training diverged at step 1: the loss or a gradient is NaN "
+                        "or inf; nothing was saved (no checkpoint before it). Train again with a "
+                        "lower --lr or with --clip-norm\n")

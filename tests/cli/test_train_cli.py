@@ -10,6 +10,8 @@ from collections import Counter
 import numpy as np
 import safetensors.numpy
 
+from bptt import checkpoint
+
 SMALL = ["--hidden", "32", "--seq-len", "20", "--batch", "8", "--sample-length", "30"]
 TINY = ["--cell", "rnn", "--hidden", "4", "--seq-len", "5", "--batch", "2"]
 
@@ -162,4 +164,42 @@ def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt, corpus_file,
     assert _files(tmp_path / "run") == before
     r = run_bptt("train", "--resume", tmp_path / "run", here / "notes.txt", "--steps", "3",
                  "--quiet", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+
+
+DIVERGING = ["--cell", "lstm", "--hidden", "8", "--seq-len", "10", "--batch", "2", "--steps", "20",
+             "--eval-every", "1", "--optimizer", "sgd", "--no-clip-norm", "--quiet"]
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_says_nothing_was_saved(
+        run_bptt, corpus_file, tmp_path):
+    r = run_bptt("train", corpus_file, *DIVERGING, "--lr", "1e38", "--out", tmp_path / "r")
+    assert r.returncode == 2
+    assert r.stderr == ("bptt: error: training diverged at step 1: the loss or a gradient is NaN "
+                        "or inf; nothing was saved (no checkpoint before it). Train again with a "
+                        "lower --lr or with --clip-norm\n")
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bptt, corpus_file,
+                                                                          tmp_path):
+    """The kept checkpoint is the last one before the step that diverged (an infinite
+    validation loss counts: its checkpoint is not written); --resume cannot change --lr, so
+    the way on is --init-from, which the message gives and which then trains."""
+    r = run_bptt("train", corpus_file, *DIVERGING, "--lr", "1e36", "--out", tmp_path / "r")
+    assert r.returncode == 2
+    run_dir = tmp_path / "r"
+    step = checkpoint.read_metadata(run_dir / "train_state.safetensors")["step"]
+    assert step >= 1
+    assert r.stderr == (f"bptt: error: training diverged at step {step + 1}: the loss or a "
+                        f"gradient is NaN or inf; the checkpoint of step {step} in {run_dir} is "
+                        "kept. Train again with a lower --lr or with --clip-norm, or go on from "
+                        f"that checkpoint with --init-from {run_dir} --out NEW_DIR\n")
+    with open(run_dir / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in rows] == list(range(1, step + 1))
+    assert all(math.isfinite(float(row["val_bpc"])) for row in rows)
+    r = run_bptt("train", corpus_file, "--init-from", run_dir, "--out", tmp_path / "r2", "--lr",
+                 "0.01", "--steps", "2", "--eval-every", "2", "--seq-len", "10", "--batch", "2",
+                 "--quiet")
     assert r.returncode == 0, r.stderr

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from bptt.errors import BpttError, DivergedError
 
 EXIT_INTERRUPTED = 130
 
@@ -41,6 +44,38 @@ def run_with_progress(
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
+
+
+@contextlib.contextmanager
+def explain_divergence(out_dir: Path, fine_tune: bool) -> Iterator[None]:
+    """Turn a DivergedError into one line in flags: which checkpoint of ``out_dir`` is kept
+    (read off the disk: the last one saved before the step that diverged, or none) and
+    what to do.  A run continues with its own settings only (--resume cannot change --lr),
+    so the way on from the kept checkpoint is a new run from its weights (fine_tune: the
+    command has --init-from)."""
+    try:
+        yield
+    except DivergedError as exc:
+        raise BpttError(_diverged(exc.step, out_dir, fine_tune)) from None
+
+
+def _diverged(step: int, out_dir: Path, fine_tune: bool) -> str:
+    from bptt import checkpoint, train
+
+    text = f"training diverged at step {step}: the loss or a gradient is NaN or inf; "
+    state = out_dir / train.STATE_FILE
+    if not state.exists():
+        return text + ("nothing was saved (no checkpoint before it). Train again with a lower "
+                       "--lr or with --clip-norm")
+    try:
+        saved = checkpoint.read_metadata(state).get("step")
+    except BpttError:  # (not a file this run wrote: it is not described)
+        saved = "?"
+    text += (f"the checkpoint of step {saved} in {out_dir} is kept. Train again with a lower "
+             "--lr or with --clip-norm")
+    if fine_tune:
+        text += f", or go on from that checkpoint with --init-from {out_dir} --out NEW_DIR"
+    return text
 
 
 def interrupted(step: int, out_dir: Path) -> int:

@@ -370,12 +370,13 @@ def _loop(run_: train.Run, quiet: bool) -> int:
         print(f"corpus: {run_.corpus} ({run_.batches.num_tokens + len(run_.val_ids):,} chars, "
               f"vocabulary {run_.vocab.size}); model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{n_params:,} parameters, {c.dtype}; run dir: {run_.out_dir}", flush=True)
-    finished = progress.run_with_progress(
-        c.steps, run_.step, quiet,
-        # under --quiet nothing shows the evaluation samples (never saved): none are made
-        lambda show, stop: train.train(run_, show, stop, sample_length=0 if quiet else None),
-        _show,
-    )
+    with progress.explain_divergence(run_.out_dir, fine_tune=True):
+        finished = progress.run_with_progress(
+            c.steps, run_.step, quiet,
+            # under --quiet nothing shows the evaluation samples (never saved): none are made
+            lambda show, stop: train.train(run_, show, stop, sample_length=0 if quiet else None),
+            _show,
+        )
     if not finished:
         return progress.interrupted(run_.step, run_.out_dir)
     if not quiet:

@@ -103,9 +103,11 @@ def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
         print(f"task: {run_.data.describe()}; model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
               flush=True)
-    finished = progress.run_with_progress(
-        c.steps, run_.step, quiet, lambda show, stop: tasks.train_task(run_, show, stop), _show
-    )
+    with progress.explain_divergence(run_.out_dir, fine_tune=False):
+        finished = progress.run_with_progress(
+            c.steps, run_.step, quiet, lambda show, stop: tasks.train_task(run_, show, stop),
+            _show,
+        )
     if not finished:
         return progress.interrupted(run_.step, run_.out_dir)
     if not quiet:
