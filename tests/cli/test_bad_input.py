@@ -125,6 +125,11 @@ CASES = [
     ("train-hidden-negative", "train {w}/good.txt --hidden -5", "--hidden"),
     ("train-hidden-huge", "train {w}/good.txt --hidden 100000", "unreasonably large"),
     ("train-task-layers-huge", "train --task parity --layers 100000", "unreasonably large"),
+    # (numpy refuses tens of GB of weights at once: a failed run before its first
+    # checkpoint leaves nothing behind, the encoded corpus of a run on text included)
+    ("train-no-memory", "train {w}/good.txt --hidden 65536 --layers 64", "not enough memory"),
+    ("train-task-no-memory", "train --task parity --hidden 65536 --layers 64",
+     "not enough memory"),
     ("train-unk-not-a-character", "train {w}/good.txt --unk \udcff", "not a Unicode character"),
     ("train-seq-len-zero", "train {w}/good.txt --seq-len 0", "--seq-len"),
     ("train-steps-zero", "train {w}/good.txt --steps 0", "--steps"),

@@ -208,3 +208,4 @@ def test_a_diverged_task_run_is_one_line_in_flags(run_bptt, tmp_path):
     assert r.stderr == ("bptt: error: training diverged at step 1: the loss or a gradient is NaN "
                         "or inf; nothing was saved (no checkpoint before it). Train again with a "
                         "lower --lr or with --clip-norm\n")
+    assert not (tmp_path / "r").exists()

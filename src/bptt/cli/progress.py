@@ -47,6 +47,32 @@ def run_with_progress(
 
 
 @contextlib.contextmanager
+def undo_on_failure(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
+    """A new run that fails (a BpttError, no memory, Ctrl-C) before its first checkpoint
+    leaves nothing behind and never touches what was there: the cache files it wrote (the
+    EncodedCorpus objects appended to the yielded list) are removed, then the cache and
+    run directories if they are empty and did not exist before.  Once the run has saved a
+    checkpoint, its directory and cache are the run's: they stay."""
+    from bptt import corpus, train
+
+    new_dirs = [d for d in (cache_dir, out) if d is not None and not d.exists()]
+    written: list = []
+    try:
+        yield written
+    except (BpttError, MemoryError, KeyboardInterrupt):
+        if not train.holds_checkpoint(out):
+            for item in written:
+                if isinstance(item, corpus.EncodedCorpus) and not item.reused:
+                    item.ids_file.unlink(missing_ok=True)
+                    item.manifest.unlink(missing_ok=True)
+            for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts),
+                                    reverse=True):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def explain_divergence(out_dir: Path, fine_tune: bool) -> Iterator[None]:
     """Turn a DivergedError into one line in flags: which checkpoint of ``out_dir`` is kept
     (read off the disk: the last one saved before the step that diverged, or none) and

@@ -9,10 +9,8 @@ a run exactly.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from bptt import checkpoint, corpus, data, train
@@ -251,15 +249,16 @@ def run(args: argparse.Namespace) -> int:
             or (saved is not None and saved.get("kind") == STATE_KIND)):
         return train_task.run(args, saved)
     if saved is None:
-        return _loop(_start(args), args.quiet)
+        return _start(args)
     resumed = _read_resumed(args)
     if resumed.progress.step >= resumed.config.steps:  # before the text is read or encoded
         return progress.nothing_to_do(resumed.progress.step, args.resume)
     return _loop(_resume(args, resumed), args.quiet)
 
 
-def _start(args: argparse.Namespace) -> train.Run:
-    """A new run (or a fine-tuning run, with --init-from) on the FILEs."""
+def _start(args: argparse.Namespace) -> int:
+    """A new run (or a fine-tuning run, with --init-from) on the FILEs; one that fails before
+    its first checkpoint leaves nothing behind (see :func:`progress.undo_on_failure`)."""
     config = load_config(args)
     init = None
     if config.init_from is not None:
@@ -269,11 +268,11 @@ def _start(args: argparse.Namespace) -> train.Run:
     train.check_fresh_out(out)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / CACHE_SUBDIR
     vocab = data.Vocab.from_list(init.vocab) if init is not None and init.vocab else None
-    with _undo_on_error(out, cache_dir) as written:
+    with progress.undo_on_failure(out, cache_dir) as written:
         train.make_out_dir(out)
         text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet)
         written.append(text)
-        return train.new_run(config, text, description, out, init)
+        return _loop(train.new_run(config, text, description, out, init), args.quiet)
 
 
 def _fit_to_model(config: train.TrainConfig, init: checkpoint.LoadedModel,
@@ -296,27 +295,6 @@ def _fit_to_model(config: train.TrainConfig, init: checkpoint.LoadedModel,
         have["dtype"] = str(init.params["Whh"].dtype)
     values = config.to_dict() | have
     return train.TrainConfig.from_dict(values)
-
-
-@contextlib.contextmanager
-def _undo_on_error(out: Path, cache_dir: Path) -> Iterator[list]:
-    """On a BpttError or Ctrl-C, remove what this command created: the cache files it wrote (the
-    EncodedCorpus objects appended to the yielded list), then the cache and run directories
-    if they are empty and did not exist before.  A failed run leaves nothing behind and
-    never touches what was there."""
-    new_dirs = [d for d in (cache_dir, out) if not d.exists()]
-    written: list = []
-    try:
-        yield written
-    except (BpttError, KeyboardInterrupt):
-        for item in written:
-            if isinstance(item, corpus.EncodedCorpus) and not item.reused:
-                item.ids_file.unlink(missing_ok=True)
-                item.manifest.unlink(missing_ok=True)
-        for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts), reverse=True):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        raise
 
 
 def _read_resumed(args: argparse.Namespace) -> train.SavedRun:

@@ -33,13 +33,12 @@ def run(args: argparse.Namespace, saved: dict | None = None) -> int:
     metadata of its train state); exit 0 when done, 130 when interrupted (after a
     checkpoint)."""
     if args.resume is not None:
-        run_ = _resume(args, saved or {})
-    else:
-        config = _config(args)
-        out = args.out if args.out is not None else train.free_out_dir(
-            DEFAULT_OUT / f"task-{config.task}-{config.cell}")
-        run_ = tasks.new_task_run(config, out)
-    return _loop(run_, args.quiet)
+        return _loop(_resume(args, saved or {}), args.quiet)
+    config = _config(args)
+    out = args.out if args.out is not None else train.free_out_dir(
+        DEFAULT_OUT / f"task-{config.task}-{config.cell}")
+    with progress.undo_on_failure(out):  # (nothing left behind before the first checkpoint)
+        return _loop(tasks.new_task_run(config, out), args.quiet)
 
 
 def _refuse_text_flags(args: argparse.Namespace) -> None:
