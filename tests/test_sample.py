@@ -105,3 +105,30 @@ def test_a_vocabulary_and_prime_are_checked_before_sampling():
     rng = np.random.default_rng(0)
     assert sample_text(params, list("abcd"), 3, prime=None, rng=rng) == sample_text(
         params, list("abcd"), 3, prime="", rng=np.random.default_rng(0))
+
+
+def _peak_bytes_reading(params, prime: str) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        sample_text(params, VOCAB, 1, prime=prime, rng=np.random.default_rng(0))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_long_prime_is_read_in_chunks_with_the_state_carried(monkeypatch):
+    """Reading the prime chunk by chunk, the state carried, is reading it whole (float64:
+    the same draws), and the memory it takes does not grow with the prime's length (a
+    prime four times as long: about the same peak; read whole, four times the peak)."""
+    from bptt import sample
+
+    params = bptt.init_params("lstm", 6, 8, 6, rng=np.random.default_rng(0), dtype=np.float64)
+    prime = "".join(np.random.default_rng(1).choice(VOCAB, 100))
+    whole = sample_text(params, VOCAB, 40, prime=prime, rng=np.random.default_rng(2))
+    monkeypatch.setattr(sample, "PRIME_CHUNK", 7)
+    assert sample_text(params, VOCAB, 40, prime=prime, rng=np.random.default_rng(2)) == whole
+    monkeypatch.setattr(sample, "PRIME_CHUNK", 1000)
+    short, long = (_peak_bytes_reading(params, prime * n) for n in (12, 48))  # 1.2k and 4.8k
+    assert long < 2 * short, (short, long)

@@ -123,15 +123,24 @@ def generate(
             )
     start = prime or ("\n" if "\n" in index else vocab[0])
     default = index[unk] if unk is not None else 0
-    ids = np.array([[index.get(c, default)] for c in start], dtype=np.int64)  # (T, 1)
+    ids = np.fromiter((index.get(c, default) for c in start), np.int64, len(start))[:, None]
     return _continue(params, shapes, vocab, ids, length, temperature, rng, greedy, stop)
+
+
+PRIME_CHUNK = 4096
+"""Characters of the prime read per forward pass, the state carried from one to the next:
+the activations and logits of one chunk are held at once, never those of the whole prime
+(a prime file of megabytes would need gigabytes)."""
 
 
 def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy,
               stop: str | None = None) -> Iterator[str]:
     """Read ids (T, 1), then draw and feed back one character at a time (until ``stop``)."""
-    fwd = models.forward_checked(params, shapes, ids, None)
-    logits, state = fwd.logits[-1, 0], fwd.state
+    state = None
+    for begin in range(0, len(ids), PRIME_CHUNK):
+        fwd = models.forward_checked(params, shapes, ids[begin : begin + PRIME_CHUNK], state)
+        state = fwd.state
+    logits = fwd.logits[-1, 0]
     tail = ""  # the last len(stop) generated characters
     for _ in range(length):
         p = _distribution(logits, temperature)  # (temperature checked by generate)
