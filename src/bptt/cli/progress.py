@@ -11,7 +11,10 @@ from typing import Any
 
 from bptt.errors import BpttError, DivergedError
 
-EXIT_INTERRUPTED = 130
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+"""Ctrl-C, and what ``kill``, ``timeout``, a container's stop, a batch system's preemption or
+a closed terminal send: each asks a training run to save and stop."""
 
 
 def run_with_progress(
@@ -20,29 +23,33 @@ def run_with_progress(
     quiet: bool,
     train_fn: Callable[[Callable[[Any], None], Callable[[], bool]], bool],
     show: Callable[[Any, Any, bool], None],
-) -> bool:
+) -> int | None:
     """Run ``train_fn(on_event, should_stop)`` under a tqdm bar on stderr.
 
-    The first Ctrl-C asks the loop to stop after the current step (it saves a checkpoint);
-    a second one interrupts at once.  ``show(event, bar, quiet)`` displays each event.
-    Returns what ``train_fn`` returns: True when it finished, False when it was stopped.
+    The first Ctrl-C (or SIGTERM, SIGHUP: :data:`STOP_SIGNALS`) asks the loop to stop after
+    the current step (it saves a checkpoint); a second one interrupts at once.
+    ``show(event, bar, quiet)`` displays each event.  Returns None when ``train_fn``
+    finished, else the number of the signal that stopped it.
     """
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True,
                file=sys.stderr)
-    stop = {"asked": False}
+    stop: dict[str, int | None] = {"signal": None}
 
-    def on_sigint(signum: int, frame: object) -> None:
-        if stop["asked"]:
+    def on_signal(signum: int, frame: object) -> None:
+        if stop["signal"] is not None:
             raise KeyboardInterrupt
-        stop["asked"] = True
+        stop["signal"] = signum
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
-        return train_fn(lambda event: show(event, bar, quiet), lambda: stop["asked"])
+        finished = train_fn(lambda event: show(event, bar, quiet),
+                            lambda: stop["signal"] is not None)
+        return None if finished else stop["signal"]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         bar.close()
 
 
@@ -104,10 +111,12 @@ def _diverged(step: int, out_dir: Path, fine_tune: bool) -> str:
     return text
 
 
-def interrupted(step: int, out_dir: Path) -> int:
-    """Say where the checkpoint of an interrupted run is; return the exit code 130."""
-    print(f"interrupted: checkpoint of step {step} saved in {out_dir}", file=sys.stderr)
-    return EXIT_INTERRUPTED
+def interrupted(step: int, out_dir: Path, signum: int = signal.SIGINT) -> int:
+    """Say where the checkpoint of a run stopped by ``signum`` is; return the exit code a
+    shell gives a command that signal ends, 128 + its number (130 for Ctrl-C)."""
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    print(f"{how}: checkpoint of step {step} saved in {out_dir}", file=sys.stderr)
+    return 128 + signum
 
 
 def nothing_to_do(step: int, out_dir: Path) -> int:

@@ -241,7 +241,8 @@ class _EncodingBar:
 
 def run(args: argparse.Namespace) -> int:
     """Train; exit 0 when done (or a resumed run is already at --steps: nothing to do),
-    130 when interrupted (after saving a checkpoint)."""
+    128 + the signal's number when Ctrl-C (130), SIGTERM or SIGHUP stopped it (after saving a
+    checkpoint)."""
     ensure_utf8_stdout()
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     saved = _saved_meta(args.resume) if args.resume is not None else None
@@ -349,14 +350,14 @@ def _loop(run_: train.Run, quiet: bool) -> int:
               f"vocabulary {run_.vocab.size}); model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{n_params:,} parameters, {c.dtype}; run dir: {run_.out_dir}", flush=True)
     with progress.explain_divergence(run_.out_dir, fine_tune=True):
-        finished = progress.run_with_progress(
+        stopped_by = progress.run_with_progress(
             c.steps, run_.step, quiet,
             # under --quiet nothing shows the evaluation samples (never saved): none are made
             lambda show, stop: train.train(run_, show, stop, sample_length=0 if quiet else None),
             _show,
         )
-    if not finished:
-        return progress.interrupted(run_.step, run_.out_dir)
+    if stopped_by is not None:
+        return progress.interrupted(run_.step, run_.out_dir, stopped_by)
     if not quiet:
         last = run_.history[-1]
         print(f"done: step {run_.step}, validation {last['val_bpc']:.3f} bits per character; "

@@ -30,8 +30,8 @@ RESUME_SETTINGS = ("steps", "eval_every")
 
 def run(args: argparse.Namespace, saved: dict | None = None) -> int:
     """Train on ``args.task``, or go on with the task run of ``--resume DIR`` (``saved``: the
-    metadata of its train state); exit 0 when done, 130 when interrupted (after a
-    checkpoint)."""
+    metadata of its train state); exit 0 when done, 128 + the signal's number when Ctrl-C
+    (130), SIGTERM or SIGHUP stopped it (after a checkpoint)."""
     if args.resume is not None:
         return _loop(_resume(args, saved or {}), args.quiet)
     config = _config(args)
@@ -103,12 +103,12 @@ def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
               flush=True)
     with progress.explain_divergence(run_.out_dir, fine_tune=False):
-        finished = progress.run_with_progress(
+        stopped_by = progress.run_with_progress(
             c.steps, run_.step, quiet, lambda show, stop: tasks.train_task(run_, show, stop),
             _show,
         )
-    if not finished:
-        return progress.interrupted(run_.step, run_.out_dir)
+    if stopped_by is not None:
+        return progress.interrupted(run_.step, run_.out_dir, stopped_by)
     if not quiet:
         summary = f", {_summary(run_.history[-1])}" if run_.history else ""
         print(f"done: step {run_.step}{summary}; checkpoint, metrics.csv and loss.png in "
