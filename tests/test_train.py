@@ -86,6 +86,16 @@ def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path
     assert bpc == pytest.approx(total / (B * n) / math.log(2), rel=1e-10)
 
 
+def test_evaluate_scores_the_validation_text_up_to_eval_max_chars(tmp_path, monkeypatch):
+    """What --val-fraction's help and docs/corpora.md say: at most the first EVAL_MAX_CHARS."""
+    run = train.new_run(small_config(), TEXT * 4, "test", tmp_path / "r")
+    cap = len(run.val_ids) // 2
+    whole = train.evaluate(run.params, run.val_ids, run.config)
+    monkeypatch.setattr(train, "EVAL_MAX_CHARS", cap)
+    assert train.evaluate(run.params, run.val_ids, run.config) == train.evaluate(
+        run.params, run.val_ids[:cap], run.config) != whole
+
+
 def test_divergence_stops_keeps_the_last_good_checkpoint_and_never_saves_nan(tmp_path, monkeypatch):
     run = train.new_run(small_config(steps=10, eval_every=2), TEXT, "test", tmp_path / "r")
     real = models.backprop

@@ -78,8 +78,9 @@ def add_parser(sub, name: str) -> None:
                    help=f"sampling temperature at each eval ({d.temperature:g})")
     p.add_argument("--val-fraction", type=_fraction,
                    help=f"the last fraction of the text held out for validation "
-                        f"({d.val_fraction:g}); every evaluation reads all of it, so take a "
-                        f"smaller one for a large corpus")
+                        f"({d.val_fraction:g}); each evaluation scores at most its first "
+                        f"{train.EVAL_MAX_CHARS:,} characters and the rest is not trained on "
+                        f"either, so take a smaller one for a large corpus")
     p.add_argument("--errors", choices=data.ERRORS,
                    help="bytes that are not valid UTF-8: 'strict' stops with an error naming "
                         "the file and byte offset (default); 'replace' reads each as U+FFFD "
