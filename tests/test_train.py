@@ -319,3 +319,34 @@ def test_no_samples_are_made_when_the_sample_length_is_0(tmp_path, monkeypatch):
     evals = [e for e in events if e.kind == "eval"]
     assert len(evals) == 2 and all(e.sample is None for e in evals)
     assert run.config.sample_length == 50  # the saved settings keep the run's own
+
+
+def _run_to(out, steps: int, seed: int = 0) -> None:
+    run = train.new_run(small_config(steps=steps, eval_every=2, seed=seed), TEXT, "t", out)
+    assert train.train(run)
+
+
+def test_a_resume_keeps_a_model_that_is_not_the_runs_own(tmp_path):
+    """The run rewrites DIR/model.safetensors at its next checkpoint: a model put there from
+    elsewhere (another run's, even of the same shapes and step) is refused, unchanged; the
+    model of an earlier checkpoint of the same run (a kill between the train state's write
+    and the model's) is the run's own."""
+    _run_to(tmp_path / "run", 4)
+    _run_to(tmp_path / "other", 4, seed=1)  # the same shapes and step, other weights
+    _run_to(tmp_path / "earlier", 2)  # the run's own model at step 2 (the same seed)
+    model = tmp_path / "run" / checkpoint.MODEL_FILE
+    for source in ("other", "earlier"):
+        shutil.copy(tmp_path / source / checkpoint.MODEL_FILE, model)
+        if source == "other":
+            before = model.read_bytes()
+            with pytest.raises(CheckpointError, match="is not the model of the run whose train "
+                               r"state is beside it \(step 4\); the run would overwrite it"):
+                train.resume_run(tmp_path / "run", TEXT)
+            assert model.read_bytes() == before
+        else:
+            assert train.resume_run(tmp_path / "run", TEXT).step == 4
+    model.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="The run would overwrite it; move it away"):
+        train.resume_run(tmp_path / "run", TEXT)
+    model.unlink()
+    assert train.resume_run(tmp_path / "run", TEXT).step == 4

@@ -343,6 +343,7 @@ def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
                         optim.step_count(estimator._opt_state), step)
     train.check_counter(file, "the estimator's step count", estimator.n_steps_, step)
     train.check_counter(file, "the estimator's epoch count", estimator.n_iter_, step)
+    train.check_run_model(out, estimator.params_, step)
     changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
     config = dataclasses.replace(config, **changes).resolved()
     return TaskRun(config, data, estimator, out, rng, *progress.to_continue(config.steps)[:3])

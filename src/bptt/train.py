@@ -760,10 +760,40 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
                   progress.step)
     check_counter(file, "the batch position", data.get("position"), progress.step)
     state = _read_carry(file, tensors, shapes, config, progress.step)
+    check_run_model(out_dir, params, progress.step)
     changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
     config = dataclasses.replace(config, **changes).validate()
     return SavedRun(config, vocab, params, optimizer, opt_state, state, rng, corpus,
                     data, progress)
+
+
+def check_run_model(out_dir: str | os.PathLike, params: Mapping[str, np.ndarray],
+                    step: int) -> None:
+    """CheckpointError unless DIR/model.safetensors, which the resumed run will overwrite at
+    its next checkpoint, is the run's own: none, or the weights of its train state (``params``
+    at ``step``), or those of an earlier checkpoint of the same shapes (the train state is
+    written first: a kill between the two writes leaves the model one checkpoint behind).
+    A model put there from elsewhere would be lost."""
+    file = Path(out_dir) / checkpoint.MODEL_FILE
+    if not file.exists():
+        return
+    move = f"move it away (or copy the run without it) to resume {out_dir}"
+    try:
+        weights, meta = checkpoint.read_safetensors(file)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} The run would overwrite it; {move}.") from exc
+    saved_step = meta.get("step")
+    same_shapes = weights.keys() == params.keys() and all(
+        weights[k].shape == p.shape and weights[k].dtype == p.dtype for k, p in params.items())
+    if same_shapes and (
+        (saved_step == step and all(np.array_equal(weights[k], p) for k, p in params.items()))
+        or (is_int(saved_step) and 0 <= saved_step < step)
+    ):
+        return
+    raise CheckpointError(
+        f"{file} is not the model of the run whose train state is beside it (step {step}); "
+        f"the run would overwrite it at its next checkpoint: {move}"
+    )
 
 
 @contextlib.contextmanager

@@ -160,6 +160,29 @@ def _files(directory):
     return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
 
+def test_a_task_resume_keeps_a_model_that_is_not_the_runs_own(run_bptt, tweets_run, tmp_path,
+                                                               corpus_file):
+    """A task run's train state beside a text model (copied in by hand): the resume would
+    overwrite that model at its first checkpoint; it is refused and nothing changes."""
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    r = run_bptt("train", corpus_file, "--hidden", "4", "--seq-len", "5", "--batch", "2",
+                 "--steps", "1", "--quiet", "--out", tmp_path / "text")
+    assert r.returncode == 0, r.stderr
+    shutil.copy(tmp_path / "text" / "model.safetensors", mixed)
+    shutil.copy(tweets_run / "train_state.safetensors", mixed)
+    before = _files(mixed)
+    r = run_bptt("train", "--resume", mixed, "--steps", "4")
+    assert r.returncode == 2
+    assert r.stderr == (f"bptt: error: {mixed}/model.safetensors is not the model of the run "
+                        "whose train state is beside it (step 2); the run would overwrite it at "
+                        f"its next checkpoint: move it away (or copy the run without it) to "
+                        f"resume {mixed}\n")
+    assert _files(mixed) == before
+
+
 def test_the_default_task_directory_passes_over_a_file_of_its_name(run_bptt, tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "task-parity-rnn").write_text("notes, not a run")
