@@ -331,6 +331,17 @@ def test_global_norm_is_norm_of_all_elements():
     assert global_norm({"a": np.array([3.0]), "b": np.array([[4.0]])}) == 5.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_norm_with_scratch_memory_gives_the_same_bits(dtype):
+    """The training loop's scratch for the squares changes no bit of the norm (a resumed
+    run repeats an uninterrupted one), and only its first elements are used."""
+    grads = _random_params(np.random.default_rng(11), dtype)
+    scratch = np.full(max(g.size for g in grads.values()) + 5, np.nan)
+    assert global_norm(grads, scratch) == global_norm(grads)
+    largest = {"flat": max(grads.values(), key=lambda g: g.size)}
+    assert global_norm(largest, scratch) == global_norm(largest)
+
+
 def test_global_norm_of_gradients_whose_squares_overflow_is_still_their_norm():
     # Σ g² overflows float64 at |g| ~ 1e154: the norm (and the clipping) must not
     grads = {"Whh": np.array([3e160, 4e160]), "by": np.array([1.0])}

@@ -382,6 +382,7 @@ class FastPath:
     grads: dict[str, np.ndarray]  # {"flat": gradients}
     opt_state: dict[str, dict[str, np.ndarray]]  # {slot: {"flat": …}, "step": the counter}
     slot_views: dict[str, dict[str, np.ndarray]]
+    norm_scratch: np.ndarray  # float64, one per gradient element: optim.global_norm's squares
 
     @classmethod
     def of(cls, run: Run) -> FastPath:
@@ -390,7 +391,8 @@ class FastPath:
         opt_state = optim.pack_state(run.opt_state, workspace.layout)
         slot_views = {slot: dict(run.opt_state[slot]) for slot in run.optimizer.slots}
         return cls(workspace, {flat.FLAT_KEY: workspace.params_flat},
-                   {flat.FLAT_KEY: workspace.grads_flat}, opt_state, slot_views)
+                   {flat.FLAT_KEY: workspace.grads_flat}, opt_state, slot_views,
+                   np.empty(workspace.grads_flat.size, np.float64))
 
     def fits(self, run: Run) -> bool:
         """True while ``run`` still holds exactly the arrays this fast path packed."""
@@ -417,7 +419,7 @@ def train_step(run: Run) -> StepStats:
         result = models.backprop(run.params, inputs, targets, h0=h0, workspace=fast.workspace)
     chars = targets.size
     # result.grads are views of fast.grads["flat"]: one buffer for the norm and the clipping
-    norm = optim.global_norm(fast.grads)
+    norm = optim.global_norm(fast.grads, fast.norm_scratch)
     if not (math.isfinite(result.loss) and math.isfinite(norm)):
         raise DivergedError(run.step + 1)  # (nothing of this step is saved)
     if run.config.clip_norm is not None:
