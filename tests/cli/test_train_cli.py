@@ -22,6 +22,18 @@ def unigram_entropy_bits(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+def test_the_commands_tests_run_import_the_bptt_under_test(tmp_path):
+    """conftest points every subprocess at this bptt (not another install), from any cwd."""
+    import subprocess
+    import sys
+
+    import bptt
+
+    r = subprocess.run([sys.executable, "-c", "import bptt; print(bptt.__file__)"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == bptt.__file__, r.stderr
+
+
 def test_train_writes_a_checkpoint_and_beats_the_unigram_entropy(run_bptt, corpus_file, tmp_path):
     out = tmp_path / "run"
     r = run_bptt("train", corpus_file, "--out", out, "--steps", "150", "--eval-every", "75",
