@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from bptt import checkpoint, models, train
-from bptt.data import builtin_corpus
+from bptt import checkpoint, models, optim, train
+from bptt.data import StreamBatcher, builtin_corpus
 from bptt.errors import BpttError, CheckpointError
 
 TEXT = builtin_corpus()[:8000]
@@ -68,6 +68,44 @@ def test_a_step_carries_the_state_and_lowers_the_loss(tmp_path):
         last = train.train_step(run)
     assert last.loss < first.loss
     assert last.bpc == pytest.approx(last.loss / math.log(2))
+
+
+@pytest.mark.parametrize("cell, clips", [("rnn", dict(clip_norm=0.5)),
+                                         ("lstm", dict(clip=0.01, clip_norm=None))])
+def test_train_step_is_backprop_the_clips_and_the_update_with_the_state_carried(tmp_path,
+                                                                               cell, clips):
+    """train_step, written out per key from the public pieces: the next chunk, BPTT from
+    the state the last chunk left (none at a new epoch), the clipping asked for (here it
+    changes the gradients), one optimizer update.  Fifteen steps cross an epoch."""
+    text = TEXT[:500]
+    config = small_config(cell=cell, lr=0.01, **clips)
+    run = train.new_run(config, text, "t", tmp_path / "r")
+    _, train_ids, _ = train.prepare_text(text, config)
+    batches = StreamBatcher(train_ids, config.batch, config.seq_len)
+    assert batches.chunks_per_epoch < 15
+    params = {k: v.copy() for k, v in run.params.items()}
+    optimizer = optim.make_optimizer(config.optimizer, config.lr)
+    state = optimizer.init_state(params)
+    carried, epochs = None, 0
+    for _ in range(15):
+        inputs, targets, new_epoch = batches.next_batch()
+        epochs += new_epoch
+        result = models.backprop(params, inputs, targets, h0=None if new_epoch else carried)
+        norm = optim.global_norm(result.grads)
+        if config.clip_norm is not None:
+            assert norm > config.clip_norm
+            optim.clip_by_global_norm(result.grads, config.clip_norm)
+        if config.clip is not None:
+            assert max(np.abs(g).max() for g in result.grads.values()) > config.clip
+            optim.clip_by_value(result.grads, config.clip)
+        optimizer.update(params, result.grads, state)
+        carried = result.state
+        stats = train.train_step(run)
+        assert stats.loss == pytest.approx(result.loss / targets.size, rel=1e-12)
+        assert stats.grad_norm == pytest.approx(norm, rel=1e-12)
+        for key, value in params.items():
+            np.testing.assert_allclose(run.params[key], value, rtol=1e-10, atol=1e-13)
+    assert epochs == 2
 
 
 def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path):
