@@ -95,6 +95,18 @@ def test_exported_twin_forward_equals_bptt_forward(torch, cell, layers, bias):
         assert_close(to_numpy(h_n), fwd.state)
 
 
+def _grads_with_bias_hh_unfrozen(torch, params, ids, labels, h0) -> dict[str, np.ndarray]:
+    """Autograd's gradients of the vanilla RNN twin with its bias_hh trained as well."""
+    module = twin(torch, params)
+    for name, p in module.rnn.named_parameters():
+        if name.startswith("bias_hh"):
+            p.requires_grad_(True)
+    logits, _ = module(torch.from_numpy(ids), to_tensors(torch, h0))
+    torch.nn.functional.cross_entropy(logits.reshape(T * B, V), torch.from_numpy(labels).reshape(-1),
+                                      reduction="sum").backward()
+    return {k: p.grad.numpy() for k, p in module.state_dict(keep_vars=True).items()}
+
+
 @pytest.mark.parametrize(("cell", "layers", "bias"), GRID, ids=GRID_IDS)
 def test_gradients_and_one_sgd_step_equal(torch, cell, layers, bias):
     params = make_params(cell, layers, bias, seed=3)
@@ -110,9 +122,13 @@ def test_gradients_and_one_sgd_step_equal(torch, cell, layers, bias):
     J.backward()
     assert abs(J.item() - loss) <= 1e-12 * abs(loss)
     expected = interop.to_torch_grads(grads)
+    unfrozen = _grads_with_bias_hh_unfrozen(torch, params, ids, labels, h0) if (
+        cell == "rnn" and bias) else {}
     for key, p in module.state_dict(keep_vars=True).items():
         if cell == "rnn" and key.startswith("rnn.bias_hh"):
             assert not p.requires_grad and p.grad is None  # frozen: b_h moves through bias_ih
+            # what autograd gives a user who trains bias_hh too: ∂J/∂b_h, as to_torch_grads says
+            assert rel_err(unfrozen[key], expected[key]) <= 1e-10, key
             continue
         assert rel_err(p.grad.numpy(), expected[key]) <= 1e-10, key
     # one SGD step on each side, then the weights and the forward still agree
