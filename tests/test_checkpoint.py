@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import struct
 import time
 import zipfile
@@ -243,13 +244,60 @@ def test_interrupted_write_keeps_old_file(tmp_path: Path, monkeypatch):
     assert clean_temp_files(tmp_path) == 0  # already removed by the writer
 
 
+def test_a_write_is_fsynced_then_renamed_then_its_directory_fsynced(tmp_path: Path,
+                                                                     monkeypatch):
+    """Durable, not only atomic: the data reaches the disk before the rename makes it the
+    checkpoint, and the rename reaches it too (else a power cut can leave an empty file)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    write_safetensors_atomic(tmp_path / "m.safetensors", {"a": np.zeros(3)}, {"step": 1})
+    assert events == ["fsync file", "rename", "fsync dir"]
+
+
+@pytest.mark.parametrize("fail_at", ["write", "replace"])
+def test_a_derived_file_that_fails_to_be_written_keeps_the_old_one(tmp_path: Path, monkeypatch,
+                                                                    fail_at):
+    """metrics.csv and loss.png (replace_atomic): a write or rename that fails midway leaves
+    the previous file byte for byte, and no temp file."""
+    path = checkpoint.write_csv_atomic(tmp_path / "metrics.csv", ["step"], [[1], [2]])
+    before = path.read_bytes()
+
+    def half_write(temp: Path) -> None:
+        temp.write_text("step\n1\n", encoding="utf-8")
+        if fail_at == "write":
+            raise OSError(28, "No space left on device")
+
+    def failed_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    if fail_at == "replace":
+        monkeypatch.setattr(checkpoint.os, "replace", failed_replace)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.replace_atomic(path, half_write)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
 def test_clean_temp_files_removes_only_leftovers(tmp_path: Path):
     for name in (".tmp-a.safetensors.1234", ".tmp-b.safetensors.abcd"):
         (tmp_path / name).write_bytes(b"partial")
     (tmp_path / "keep.safetensors").write_bytes(b"x")
     (tmp_path / ".tmp-dir").mkdir()
+    (tmp_path / ".tmp-link").symlink_to(tmp_path / "keep.safetensors")  # a user's, not ours
     assert clean_temp_files(tmp_path) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-dir", "keep.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-dir", ".tmp-link",
+                                                          "keep.safetensors"]
     assert clean_temp_files(tmp_path) == 0
     assert clean_temp_files(tmp_path / "missing") == 0
 
