@@ -271,5 +271,16 @@ def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):
     assert err.startswith("bptt: error: not enough memory") and err.count("\n") == 1, err
 
 
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C in any command (here gradcheck; training saves first, see test_crash_safety):
+    no traceback, exit 130 as a shell reports a command Ctrl-C ended."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_gradcheck, "run", interrupted)
+    assert cli.main(["gradcheck"]) == 130
+    assert capsys.readouterr().err == "bptt: interrupted\n"
+
+
 def test_there_are_at_least_25_distinct_mistakes():
     assert len({c[0] for c in CASES}) == len(CASES) >= 25

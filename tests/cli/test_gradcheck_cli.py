@@ -126,3 +126,35 @@ def test_a_cell_or_layer_count_given_twice_is_checked_once(tmp_path):
     assert run.returncode == 0, run.stderr
     rows = json.loads(run.stdout)["rows"]
     assert [r["param"] for r in rows] == ["Wxh", "Whh", "bh", "Why", "by", "h0"]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_parameter_that_fails_makes_the_model_check_exit_1(monkeypatch, capsys, as_json):
+    """The exit code tells a script what the table says: one FAIL row, exit 1 (table or
+    --json).  The failing row is a real row whose reference comparison is replaced by one
+    off by a factor of 2."""
+    import dataclasses
+
+    import numpy as np
+
+    from bptt import cli, gradcheck
+
+    real = gradcheck.check_model
+
+    def one_row_fails(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        wrong = gradcheck.compare_arrays(rows[0].name, np.full(3, 2.0), np.ones(3))
+        return [dataclasses.replace(rows[0], vs_reference=wrong), *rows[1:]]
+
+    monkeypatch.setattr(gradcheck, "check_model", one_row_fails)
+    argv = ["gradcheck", "--cell", "rnn", "--layers", "1", "--no-torch"]
+    assert cli.main(argv + (["--json"] if as_json else [])) == 1
+    out = capsys.readouterr().out
+    if as_json:
+        report = json.loads(out)
+        assert report["passed"] is False
+        assert [row["passed"] for row in report["rows"]].count(False) == 1
+    else:
+        assert out.count("| FAIL |") == 1 and out.rstrip().endswith("passed, 1 failed")
+    monkeypatch.setattr(gradcheck, "check_model", real)
+    assert cli.main(argv + (["--json"] if as_json else [])) == 0
