@@ -225,18 +225,42 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, world, tmp_path, argv, expected):
+def _in_process(args: list[str], cwd: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of ``bptt ARGS`` run by its entry point, bptt.cli.main, in this
+    process (what the console script calls; a tenth of a subprocess's start-up time)."""
+    monkeypatch.chdir(cwd)
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+# every case runs through the entry point in this process; every eighth also as a command
+AS_COMMAND = {c[0] for c in CASES[::8]}
+
+
+@pytest.mark.parametrize("argv, expected, as_command",
+                         [(*c[1:], False) for c in CASES]
+                         + [(*c[1:], True) for c in CASES if c[0] in AS_COMMAND],
+                         ids=[c[0] for c in CASES]
+                         + [f"{c[0]}-command" for c in CASES if c[0] in AS_COMMAND])
+def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, world, tmp_path, monkeypatch,
+                                                   capsys, argv, expected, as_command):
     before = snapshot(world)
     args = [a.replace("{w}", str(world)) for a in argv.split(" ")]
     if args[0] == "train" and "--out" not in args and "--resume" not in args:
         args += ["--out", str(tmp_path / "out")]
-    r = run_bptt(*args, cwd=tmp_path)
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("bptt: error: "), r.stderr
-    assert "Traceback" not in r.stderr
+    if as_command:
+        r = run_bptt(*args, cwd=tmp_path)
+        code, err = r.returncode, r.stderr
+    else:
+        code, err = _in_process(args, tmp_path, monkeypatch, capsys)
+    assert code == 2, (code, err)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bptt: error: "), err
+    assert "Traceback" not in err
     assert expected.lower() in lines[0].lower(), lines[0]
     assert snapshot(world) == before, "an existing file was changed"
     assert not (tmp_path / "out").exists(), "a failed run left an output directory"
