@@ -26,8 +26,9 @@ def run_with_progress(
 ) -> int | None:
     """Run ``train_fn(on_event, should_stop)`` under a tqdm bar on stderr.
 
-    The first Ctrl-C (or SIGTERM, SIGHUP: :data:`STOP_SIGNALS`) asks the loop to stop after
-    the current step (it saves a checkpoint); a second one interrupts at once.
+    The first Ctrl-C (or SIGTERM, SIGHUP: :data:`STOP_SIGNALS`, those not ignored) asks the
+    loop to stop after the current step (it saves a checkpoint); a second one interrupts at
+    once.
     ``show(event, bar, quiet)`` displays each event.  Returns None when ``train_fn``
     finished, else the number of the signal that stopped it.
     """
@@ -42,7 +43,9 @@ def run_with_progress(
             raise KeyboardInterrupt
         stop["signal"] = signum
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # a signal the caller ignores stays ignored (nohup's SIGHUP, a background job's SIGINT)
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         finished = train_fn(lambda event: show(event, bar, quiet),
                             lambda: stop["signal"] is not None)
