@@ -26,12 +26,12 @@ class CheckpointError(BpttError):
 
 
 class DivergedError(BpttError):
-    """Training diverged: the loss or a gradient became NaN or inf (a learning rate too
-    large for the problem, or no clipping).  ``step``: the step that diverged."""
+    """Training diverged: the loss, a gradient or a weight became NaN or inf (a learning
+    rate too large for the problem, or no clipping).  ``step``: the step that diverged."""
 
     def __init__(self, step: int) -> None:
         super().__init__(
-            f"training diverged at step {step}: the loss or a gradient is NaN or inf; "
+            f"training diverged at step {step}: the loss, a gradient or a weight is NaN or inf; "
             "lower the learning rate (lr) or clip the gradients (clip_norm)"
         )
         self.step = step

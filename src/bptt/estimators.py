@@ -474,6 +474,8 @@ class _SequenceEstimator:
         if self.clip_norm is not None:
             optim.clip_by_global_norm(packed.grads, float(self.clip_norm), norm=norm)
         self._optimizer.update(packed.params, packed.grads, packed.state)
+        if not np.isfinite(packed.params[flat.FLAT_KEY]).all():  # an update that overflowed
+            raise DivergedError(self.n_steps_ + 1)
         self.n_steps_ += 1
         predictions = int(n[rows].sum()) if self.per_step else len(rows)
         return result.loss, predictions

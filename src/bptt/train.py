@@ -524,6 +524,7 @@ def _evaluate_and_sample(run: Run, speed: float, sample_length: int, scheduled: 
     eval_every starts a new interval; the one of a run's last step off that schedule keeps
     the interval's losses, which go on into the next row if the run is continued (see
     :meth:`Progress.to_continue`)."""
+    check_finite_weights(run.params, run.step)
     val_bpc = evaluate(run.params, run.val_ids, run.config)
     if not math.isfinite(val_bpc):  # (cross-entropy from shifted logits: inf only when they are)
         raise DivergedError(run.step)  # before this step's checkpoint: the last one is kept
@@ -571,8 +572,18 @@ def _train_meta(run: Run) -> dict[str, Any]:
     }
 
 
+def check_finite_weights(params: dict[str, np.ndarray], step: int) -> None:
+    """DivergedError(step) unless every weight is finite: an update that overflowed them (a
+    learning rate far too large) is divergence, caught before they are evaluated or saved
+    (the forward of an evaluation would refuse them as a user's bad parameters)."""
+    if not all(np.isfinite(p).all() for p in params.values()):
+        raise DivergedError(step)
+
+
 def save(run: Run) -> None:
-    """Write the checkpoint (train state first, then the model), metrics.csv and loss.png."""
+    """Write the checkpoint (train state first, then the model), metrics.csv and loss.png;
+    DivergedError, before anything is written, if a weight is NaN or inf."""
+    check_finite_weights(run.params, run.step)
     tensors = optim.checkpoint_tensors(run.params, run.opt_state)
     tensors.update(_state_tensors(run.state))
     checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, _train_meta(run))

@@ -221,14 +221,18 @@ def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_r
     assert _files(damaged) == before
 
 
-def test_a_diverged_task_run_is_one_line_in_flags(run_bptt, tmp_path):
+@pytest.mark.parametrize("task, cell, lr", [("parity", "lstm", "1e38"),
+                                           ("adding", "rnn", "1e300")],  # (weights overflow)
+                         ids=["loss", "weights"])
+def test_a_diverged_task_run_is_one_line_in_flags(run_bptt, tmp_path, task, cell, lr):
     """The estimator's DivergedError reaches a user in flags (--lr, --clip-norm, not lr and
     clip_norm), without --init-from, which task runs do not take."""
-    r = run_bptt("train", "--task", "parity", "--out", tmp_path / "r", "--hidden", "8", "--batch",
-                 "4", "--steps", "20", "--eval-every", "1", "--quiet", "--cell", "lstm",
-                 "--optimizer", "sgd", "--lr", "1e38", "--no-clip-norm")
+    r = run_bptt("train", "--task", task, "--out", tmp_path / "r", "--hidden", "8", "--batch",
+                 "4", "--steps", "20", "--eval-every", "1", "--quiet", "--cell", cell,
+                 "--optimizer", "sgd", "--lr", lr, "--no-clip-norm")
     assert r.returncode == 2
-    assert r.stderr == ("bptt: error: training diverged at step 1: the loss or a gradient is NaN "
+    assert r.stderr == ("bptt: error: training diverged at step 1: the loss, a gradient or a weight "
+                        "is NaN "
                         "or inf; nothing was saved (no checkpoint before it). Train again with a "
                         "lower --lr or with --clip-norm\n")
     assert not (tmp_path / "r").exists()

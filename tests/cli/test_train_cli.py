@@ -8,6 +8,7 @@ import math
 from collections import Counter
 
 import numpy as np
+import pytest
 import safetensors.numpy
 
 from bptt import checkpoint
@@ -183,11 +184,19 @@ DIVERGING = ["--cell", "lstm", "--hidden", "8", "--seq-len", "10", "--batch", "2
              "--eval-every", "1", "--optimizer", "sgd", "--no-clip-norm", "--quiet"]
 
 
+@pytest.mark.parametrize("argv", [
+    [*DIVERGING, "--lr", "1e38"],
+    # the loss and the gradients finite, the update overflows the weights: caught before
+    # they are evaluated or saved (a checkpoint of them would be refused on loading)
+    [*DIVERGING[2:], "--cell", "rnn", "--lr", "1e100", "--eval-every", "5",
+     "--checkpoint-every", "1"],
+], ids=["loss", "weights"])
 def test_a_run_that_diverges_before_its_first_checkpoint_says_nothing_was_saved(
-        run_bptt, corpus_file, tmp_path):
-    r = run_bptt("train", corpus_file, *DIVERGING, "--lr", "1e38", "--out", tmp_path / "r")
+        run_bptt, corpus_file, tmp_path, argv):
+    r = run_bptt("train", corpus_file, *argv, "--out", tmp_path / "r")
     assert r.returncode == 2
-    assert r.stderr == ("bptt: error: training diverged at step 1: the loss or a gradient is NaN "
+    assert r.stderr == ("bptt: error: training diverged at step 1: the loss, a gradient or a weight "
+                        "is NaN "
                         "or inf; nothing was saved (no checkpoint before it). Train again with a "
                         "lower --lr or with --clip-norm\n")
     assert not (tmp_path / "r").exists()  # a run that saved nothing leaves nothing
@@ -203,8 +212,9 @@ def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bp
     run_dir = tmp_path / "r"
     step = checkpoint.read_metadata(run_dir / "train_state.safetensors")["step"]
     assert step >= 1
-    assert r.stderr == (f"bptt: error: training diverged at step {step + 1}: the loss or a "
-                        f"gradient is NaN or inf; the checkpoint of step {step} in {run_dir} is "
+    assert r.stderr == (f"bptt: error: training diverged at step {step + 1}: the loss, a "
+                        f"gradient or a weight is NaN or inf; the checkpoint of step {step} in "
+                        f"{run_dir} is "
                         "kept. Train again with a lower --lr or with --clip-norm, or go on from "
                         f"that checkpoint with --init-from {run_dir} --out NEW_DIR\n")
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:

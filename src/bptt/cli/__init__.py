@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -63,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from bptt.cli import progress
+
     try:
-        return int(args.run(args) or 0)
+        with progress.stop_signals_end_the_command():
+            return int(args.run(args) or 0)
     except BpttError as exc:
         fail(str(exc))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
@@ -72,9 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         fail("not enough memory for a model and data of these sizes; lower --hidden, "
              "--layers, --batch or --seq-len")
-    except KeyboardInterrupt:
-        sys.stderr.write("bptt: interrupted\n")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or progress.Stopped (SIGTERM, SIGHUP)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        sys.stderr.write(f"bptt: {progress.stopped_how(signum)}\n")
+        return 128 + signum
     except BrokenPipeError:  # the reader went away (bptt sample | head): not an error
         _drop_stdout()
         return 0

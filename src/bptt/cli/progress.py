@@ -14,7 +14,49 @@ from bptt.errors import BpttError, DivergedError
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
 """Ctrl-C, and what ``kill``, ``timeout``, a container's stop, a batch system's preemption or
-a closed terminal send: each asks a training run to save and stop."""
+a closed terminal send: each asks a training run to save and stop, and ends any other
+command (or a run before its loop) as Ctrl-C does."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal that ends the command at once (as Ctrl-C's KeyboardInterrupt does, so
+    what undoes a half-made run on Ctrl-C undoes it for each of them); ``signum``: which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stopped_how(signum: int) -> str:
+    """'interrupted' (Ctrl-C) or 'stopped by SIGTERM', …: what the messages say."""
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
+def _handle(signals: tuple[int, ...], handler: Callable[[int, object], None]) -> dict:
+    """Install ``handler`` for each of ``signals`` the caller does not ignore (nohup's
+    SIGHUP, a background job's SIGINT stay ignored); return the handlers it replaced."""
+    return {signum: signal.signal(signum, handler) for signum in signals
+            if signal.getsignal(signum) is not signal.SIG_IGN}
+
+
+def _restore(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def stop_signals_end_the_command() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP end it as Ctrl-C does: :class:`Stopped`,
+    which the command's clean-up sees, then one line and exit 128 + the signal."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = _handle(STOP_SIGNALS, stop)
+    try:
+        yield
+    finally:
+        _restore(previous)
 
 
 def run_with_progress(
@@ -40,19 +82,16 @@ def run_with_progress(
 
     def on_signal(signum: int, frame: object) -> None:
         if stop["signal"] is not None:
-            raise KeyboardInterrupt
+            raise Stopped(signum)
         stop["signal"] = signum
 
-    # a signal the caller ignores stays ignored (nohup's SIGHUP, a background job's SIGINT)
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
-                if signal.getsignal(signum) is not signal.SIG_IGN}
+    previous = _handle(STOP_SIGNALS, on_signal)
     try:
         finished = train_fn(lambda event: show(event, bar, quiet),
                             lambda: stop["signal"] is not None)
         return None if finished else stop["signal"]
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _restore(previous)
         bar.close()
 
 
@@ -98,7 +137,7 @@ def explain_divergence(out_dir: Path, fine_tune: bool) -> Iterator[None]:
 def _diverged(step: int, out_dir: Path, fine_tune: bool) -> str:
     from bptt import checkpoint, train
 
-    text = f"training diverged at step {step}: the loss or a gradient is NaN or inf; "
+    text = f"training diverged at step {step}: the loss, a gradient or a weight is NaN or inf; "
     state = out_dir / train.STATE_FILE
     if not state.exists():
         return text + ("nothing was saved (no checkpoint before it). Train again with a lower "
@@ -116,9 +155,15 @@ def _diverged(step: int, out_dir: Path, fine_tune: bool) -> str:
 
 def interrupted(step: int, out_dir: Path, signum: int = signal.SIGINT) -> int:
     """Say where the checkpoint of a run stopped by ``signum`` is; return the exit code a
-    shell gives a command that signal ends, 128 + its number (130 for Ctrl-C)."""
-    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-    print(f"{how}: checkpoint of step {step} saved in {out_dir}", file=sys.stderr)
+    shell gives a command that signal ends, 128 + its number (130 for Ctrl-C).  A run
+    stopped before it saved anything (a task run before its first step) raises
+    :class:`Stopped` instead: nothing to point at, and a new run's directory is undone."""
+    from bptt import train
+
+    if not train.holds_train_state(out_dir):
+        raise Stopped(signum)
+    print(f"{stopped_how(signum)}: checkpoint of step {step} saved in {out_dir}",
+          file=sys.stderr)
     return 128 + signum
 
 
