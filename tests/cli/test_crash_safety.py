@@ -20,9 +20,17 @@ ARGS = ["--cell", "rnn", "--hidden", "32", "--seq-len", "20", "--batch", "8", "-
         "--quiet", "--seed", "3"]
 
 
+def _default_stop_signals() -> None:
+    """In the child: SIGINT and SIGHUP as a foreground command gets them, even when the tests
+    run under nohup or as a background job (which ignore them, and so would the child)."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bptt", "train", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_stop_signals)
 
 
 def weights(directory: Path, name: str = "model.safetensors") -> dict[str, np.ndarray]:

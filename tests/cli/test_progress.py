@@ -10,6 +10,18 @@ import pytest
 from bptt.cli import progress
 
 
+@pytest.fixture(autouse=True)
+def default_dispositions():
+    """Each stop signal as a shell's foreground command has it, whatever this test process
+    inherited (under nohup, or as a background job, SIGHUP or SIGINT come ignored)."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                signal.SIGHUP: signal.SIG_DFL}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in defaults.items()}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 def _stopped_by(signum: int) -> tuple[int | None, bool]:
     """Send ``signum`` to this process inside a training loop that checks should_stop once;
     (what run_with_progress returns, whether the loop was asked to stop)."""
