@@ -427,8 +427,7 @@ def train_task(
         last, scheduled = run.step == config.steps, run.step % config.eval_every == 0
         if scheduled or last:
             train_key = history_columns(run.data.classification)[1]
-            train.check_finite_weights(est.params_, run.step)
-            metrics = evaluate(run)
+            metrics = evaluate(run)  # (weights overflowed by an update: partial_fit raised)
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise DivergedError(run.step)  # before this step's checkpoint
             row = {"step": run.step, train_key: float(np.mean(run.interval_losses)),
@@ -454,9 +453,8 @@ def save(run: TaskRun) -> Path:
     """The checkpoint: DIR/train_state.safetensors (everything :func:`resume_task_run` needs,
     the weights included, so a kill between the two writes never pairs a new optimizer
     state with old weights), then DIR/model.safetensors (the estimator, with the task, step
-    and history) and metrics.csv.  Returns the model's path.  DivergedError, before anything
-    is written, if a weight is NaN or inf."""
-    train.check_finite_weights(run.estimator.params_, run.step)
+    and history) and metrics.csv.  Returns the model's path.  (Its weights are finite: the
+    estimator raises DivergedError at an update that overflows them.)"""
     tensors, estimator_state = run.estimator._train_state()
     meta = {**checkpoint.header(STATE_KIND), "task_config": run.config.to_dict(),
             "step": run.step, "history": run.history, "interval_losses": run.interval_losses,
