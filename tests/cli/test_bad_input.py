@@ -225,17 +225,6 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _in_process(args: list[str], cwd: Path, monkeypatch, capsys) -> tuple[int, str]:
-    """(exit code, stderr) of ``bptt ARGS`` run by its entry point, bptt.cli.main, in this
-    process (what the console script calls; a tenth of a subprocess's start-up time)."""
-    monkeypatch.chdir(cwd)
-    try:
-        code = cli.main(args)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 # every case runs through the entry point in this process; every eighth also as a command
 AS_COMMAND = {c[0] for c in CASES[::8]}
 
@@ -245,8 +234,8 @@ AS_COMMAND = {c[0] for c in CASES[::8]}
                          + [(*c[1:], True) for c in CASES if c[0] in AS_COMMAND],
                          ids=[c[0] for c in CASES]
                          + [f"{c[0]}-command" for c in CASES if c[0] in AS_COMMAND])
-def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, world, tmp_path, monkeypatch,
-                                                   capsys, argv, expected, as_command):
+def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, bptt_in_process, world, tmp_path,
+                                                   argv, expected, as_command):
     before = snapshot(world)
     args = [a.replace("{w}", str(world)) for a in argv.split(" ")]
     if args[0] == "train" and "--out" not in args and "--resume" not in args:
@@ -255,7 +244,7 @@ def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, world, tmp_path, mo
         r = run_bptt(*args, cwd=tmp_path)
         code, err = r.returncode, r.stderr
     else:
-        code, err = _in_process(args, tmp_path, monkeypatch, capsys)
+        code, err = bptt_in_process(args, tmp_path)
     assert code == 2, (code, err)
     lines = err.splitlines()
     assert len(lines) == 1, err

@@ -55,17 +55,6 @@ def test_a_signal_the_caller_ignores_stays_ignored(monkeypatch):
 # ---------------------------------------------------------------- through the command
 
 
-def _bptt(argv, monkeypatch, capsys, cwd) -> tuple[int, str]:
-    from bptt import cli
-
-    monkeypatch.chdir(cwd)
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def _sigterm_first(function):
     """``function`` that is sent SIGTERM as it starts."""
     def wrapped(*args, **kwargs):
@@ -78,35 +67,33 @@ TINY = ["--hidden", "4", "--seq-len", "5", "--batch", "2", "--steps", "3", "--qu
 
 
 def test_sigterm_while_the_corpus_is_encoded_undoes_the_run_as_ctrl_c_does(
-        corpus_file, tmp_path, monkeypatch, capsys):
+        bptt_in_process, corpus_file, tmp_path, monkeypatch):
     from bptt import corpus
 
     monkeypatch.setattr(corpus, "encode_files", _sigterm_first(corpus.encode_files))
-    code, err = _bptt(["train", corpus_file, *TINY, "--out", tmp_path / "r"], monkeypatch,
-                      capsys, tmp_path)
+    code, err = bptt_in_process(["train", corpus_file, *TINY, "--out", tmp_path / "r"], tmp_path)
     assert (code, err) == (143, "bptt: stopped by SIGTERM\n")
     assert not (tmp_path / "r").exists()
 
 
-def test_a_task_run_stopped_before_its_first_step_claims_no_checkpoint(tmp_path, monkeypatch,
-                                                                      capsys):
+def test_a_task_run_stopped_before_its_first_step_claims_no_checkpoint(bptt_in_process, tmp_path,
+                                                                      monkeypatch):
     from bptt import tasks
 
     monkeypatch.setattr(tasks, "train_task", _sigterm_first(tasks.train_task))
-    code, err = _bptt(["train", "--task", "parity", "--hidden", "4", "--steps", "3", "--quiet",
-                       "--out", tmp_path / "t"],
-                      monkeypatch, capsys, tmp_path)
+    code, err = bptt_in_process(["train", "--task", "parity", "--hidden", "4", "--steps", "3",
+                                 "--quiet", "--out", tmp_path / "t"], tmp_path)
     assert (code, err) == (143, "bptt: stopped by SIGTERM\n")
     assert not (tmp_path / "t").exists()
 
 
-def test_a_second_sigterm_during_the_save_exits_143(corpus_file, tmp_path, monkeypatch, capsys):
+def test_a_second_sigterm_during_the_save_exits_143(bptt_in_process, corpus_file, tmp_path,
+                                                    monkeypatch):
     """The first asks the loop to save; the second, while it saves, ends the command."""
     from bptt import train
 
     monkeypatch.setattr(train, "train", _sigterm_first(train.train))
     monkeypatch.setattr(train, "save", _sigterm_first(train.save))
-    code, err = _bptt(["train", corpus_file, *TINY, "--out", tmp_path / "r"], monkeypatch,
-                      capsys, tmp_path)
+    code, err = bptt_in_process(["train", corpus_file, *TINY, "--out", tmp_path / "r"], tmp_path)
     assert (code, err) == (143, "bptt: stopped by SIGTERM\n")
     assert not (tmp_path / "r").exists()  # nothing was saved: the new run is undone
