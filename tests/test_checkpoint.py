@@ -57,6 +57,111 @@ def test_round_trip_is_bit_exact_and_keeps_dtypes(tmp_path: Path):
         assert loaded[name].flags.writeable, name
 
 
+# ---------------------------------------------------------------- checksums
+
+
+def _header(path: Path) -> tuple[int, dict]:
+    """(where the data starts, the parsed header) of a safetensors file."""
+    blob = path.read_bytes()
+    (length,) = struct.unpack("<Q", blob[:8])
+    return 8 + length, json.loads(blob[8 : 8 + length])
+
+
+def _flip(path: Path, at: int) -> None:
+    """Change one bit of byte ``at``, as a failing disk does."""
+    blob = bytearray(path.read_bytes())
+    blob[at] ^= 0x01
+    path.write_bytes(blob)
+
+
+def _readers() -> list:
+    return [read_safetensors, checkpoint.read_any_safetensors]
+
+
+@pytest.mark.parametrize("name", ["Wxh", "Whh", "ids", "step.t"])
+@pytest.mark.parametrize("read", _readers())
+def test_a_byte_changed_in_any_tensor_is_refused_as_damage_naming_it(tmp_path: Path, name, read):
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    start, header = _header(path)
+    begin, end = header[name]["data_offsets"]
+    for at in (begin, end - 1):  # its first and its last byte
+        write_safetensors_atomic(path, _tensors(), META)
+        _flip(path, start + at)
+        with pytest.raises(CheckpointError, match=f"is damaged: tensor '{re.escape(name)}' does "
+                                                  "not match its checksum"):
+            read(path)
+
+
+@pytest.mark.parametrize("read", [*_readers(), checkpoint.read_metadata])
+def test_a_setting_changed_in_the_metadata_is_refused_as_damage(tmp_path: Path, read):
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    blob = path.read_bytes()
+    # "loss": 1.25 becomes 1.35: still valid JSON, the same length, a plausible value
+    at = blob.index(b'1.25')
+    path.write_bytes(blob[:at] + b"1.35" + blob[at + 4:])
+    assert json.loads(_header(path)[1]["__metadata__"]["bptt"])["loss"] == 1.35  # parses
+    with pytest.raises(CheckpointError, match=r"is damaged: its settings \(bptt metadata\) do "
+                                              "not match their checksum"):
+        read(path)
+
+
+def test_a_dtype_changed_to_one_of_the_same_size_is_refused_as_damage(tmp_path: Path):
+    """F64 and I64 span the same bytes, so the layout checks cannot see the change."""
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    blob = path.read_bytes()
+    start, _ = _header(path)
+    header = blob[:start].replace(b'"F64"', b'"I64"')
+    assert len(header) == start and header != blob[:start]
+    path.write_bytes(header + blob[start:])
+    with pytest.raises(CheckpointError, match="tensor 'Whh' does not match its checksum"):
+        read_safetensors(path)
+
+
+@pytest.mark.parametrize("sums", ["not an object", {"settings": 1}, {"tensors": {}}])
+def test_checksums_that_are_not_bptt_s_are_refused_as_damage(tmp_path: Path, sums):
+    path = tmp_path / "model.safetensors"
+    meta = json.dumps({**META, "crc32": sums})
+    path.write_bytes(safetensors.numpy.save(_tensors(), metadata={"bptt": meta}))
+    with pytest.raises(CheckpointError, match="is damaged"):
+        read_safetensors(path)
+
+
+def test_checksums_are_stored_inside_the_bptt_metadata_and_not_handed_back(tmp_path: Path):
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    stored = json.loads(_header(path)[1]["__metadata__"]["bptt"])
+    assert set(stored) == {*META, "crc32"}
+    assert set(stored["crc32"]["tensors"]) == set(_tensors())
+    assert read_safetensors(path)[1] == META
+    assert checkpoint.read_metadata(path) == META
+    assert json.loads(checkpoint.read_any_safetensors(path)[1]["bptt"]) == META
+    with pytest.raises(TypeError, match="crc32"):
+        write_safetensors_atomic(tmp_path / "x.safetensors", _tensors(), {**META, "crc32": 1})
+
+
+def test_a_file_without_checksums_is_read_unchecked(tmp_path: Path):
+    """Files bptt wrote before it stored checksums, and exports (which other programs rewrite
+    with new weights and the same metadata), load as they are."""
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(safetensors.numpy.save(_tensors(), metadata={"bptt": json.dumps(META)}))
+    loaded, meta = read_safetensors(path)
+    assert meta == META and loaded["Whh"].tobytes() == _tensors()["Whh"].tobytes()
+    write_safetensors_atomic(path, _tensors(), META, checksums=False)
+    assert "crc32" not in json.loads(_header(path)[1]["__metadata__"]["bptt"])
+    assert read_safetensors(path)[1] == META
+
+
+def test_the_same_tensors_and_meta_give_the_same_bytes(tmp_path: Path):
+    """Checksums keep a file deterministic (a text run's model is byte-identical across runs)."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    write_safetensors_atomic(a, _tensors(), META)
+    write_safetensors_atomic(b, dict(reversed(list(_tensors().items()))), dict(META))
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_save_model_refuses_a_vocabulary_load_model_would_refuse(tmp_path: Path):
     import bptt
 

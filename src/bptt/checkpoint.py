@@ -17,6 +17,14 @@ JSON header and every tensor's shape × dtype size against its byte span and
 the file size BEFORE anything is allocated, so a hostile or damaged file
 (a pickle renamed ``.safetensors``, a truncated download, a header claiming
 10^12 elements) is refused with one :class:`~bptt.errors.CheckpointError`.
+
+Checksums.  safetensors keeps none, so the JSON object bptt writes holds one more entry,
+``"crc32"``: the CRC-32 of every tensor (its name, dtype, shape and bytes) and of the
+settings (the rest of the object).  Reading recomputes them and hands back the object
+without that entry, so a byte flipped by a failing disk or a bad copy, in a weight or in a
+setting, is refused as damage instead of loading as a slightly different model.  (A CRC
+catches accidents, not tampering.)  A file without the entry (written by another program,
+or by bptt before it wrote checksums) is read as before, unchecked.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import stat
 import struct
 import uuid
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,7 @@ from bptt.errors import BpttError, CheckpointError, check_int
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
 METADATA_KEY = "bptt"
+CHECKSUM_KEY = "crc32"  # inside the bptt JSON: {"settings": CRC-32, "tensors": {name: CRC-32}}
 
 # safetensors dtype name -> bytes per element, for the dtypes NumPy can hold.
 _DTYPE_SIZES = {
@@ -65,11 +75,16 @@ _DTYPE_SIZES = {
 
 
 def write_safetensors_atomic(
-    path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    checksums: bool = True,
 ) -> None:
     """Write ``tensors`` and the JSON object ``meta`` to ``path`` atomically.
 
     Arrays are saved C-contiguous (copied if needed; 0-d arrays stay 0-d).
+    checksums: store the CRC-32s of the tensors and of ``meta`` (module docstring); False
+    for a file other programs are meant to rewrite with the same metadata (an export).
     Only a regular file is ever replaced: a directory, FIFO, device or socket at
     ``path`` (or a link to one) is refused before anything is written.  On any
     failure the previous file at ``path`` (if any) is untouched, the temporary
@@ -82,7 +97,7 @@ def write_safetensors_atomic(
             f"cannot write {target}: the directory {directory} does not exist; create it first."
         )
     _check_replaceable(target)
-    blob = _serialize(tensors, meta)
+    blob = _serialize(tensors, meta, checksums)
     temp = directory / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
     try:
         _write_synced(temp, blob)
@@ -147,13 +162,36 @@ def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:
     return target
 
 
-def _serialize(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
-    """The safetensors bytes of ``tensors`` with ``{"bptt": json.dumps(meta)}`` as metadata."""
+def _serialize(
+    tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any], checksums: bool = True
+) -> bytes:
+    """The safetensors bytes of ``tensors`` with ``{"bptt": json.dumps(meta)}`` as metadata,
+    the object holding its checksums too when asked."""
     if not isinstance(meta, Mapping):
         raise TypeError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
+    if CHECKSUM_KEY in meta:
+        raise TypeError(f"checkpoint meta must not have the key {CHECKSUM_KEY!r} (bptt's own)")
     contiguous = {name: np.require(a, requirements="C") for name, a in tensors.items()}
-    text = json.dumps(dict(meta), default=_json_number)
-    return safetensors.numpy.save(contiguous, metadata={METADATA_KEY: text})
+    # the settings as they will be read back (json.loads), which is what their CRC covers
+    settings = json.loads(json.dumps(dict(meta), default=_json_number))
+    if checksums:
+        settings[CHECKSUM_KEY] = {
+            "settings": _settings_crc(settings),
+            "tensors": {name: _tensor_crc(name, contiguous[name]) for name in sorted(contiguous)},
+        }
+    return safetensors.numpy.save(contiguous, metadata={METADATA_KEY: json.dumps(settings)})
+
+
+def _settings_crc(settings: dict[str, Any]) -> int:
+    """CRC-32 of the bptt JSON object without its checksums, as JSON text."""
+    return zlib.crc32(json.dumps(settings).encode("utf-8"))
+
+
+def _tensor_crc(name: str, a: np.ndarray) -> int:
+    """CRC-32 of a tensor's name, dtype and shape, then of its bytes in C order: a changed
+    byte in any of them changes it."""
+    label = json.dumps([name, a.dtype.name, list(a.shape)]).encode("utf-8")
+    return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8), zlib.crc32(label))
 
 
 def _json_number(value: Any) -> Any:
@@ -233,14 +271,15 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
     """
     file = Path(path)
     data, header = _read_checked(file)
-    return _load_tensors(file, data), _parse_meta(file, header)
+    meta, sums = _parse_meta(file, header)
+    return _checked_tensors(file, _load_tensors(file, data), sums), meta
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``bptt`` metadata of a checkpoint, validated as :func:`read_safetensors` validates
     the whole file (its header and tensor table), without reading the tensors."""
     file = Path(path)
-    return _parse_meta(file, _read_checked(file, with_data=False)[1])
+    return _parse_meta(file, _read_checked(file, with_data=False)[1])[0]
 
 
 def read_any_safetensors(
@@ -249,11 +288,41 @@ def read_any_safetensors(
     """Return (tensors, the header's raw ``__metadata__`` or None) of any safetensors file.
 
     The same validation as :func:`read_safetensors`, without requiring bptt metadata:
-    for files written by other programs (``safetensors.torch.save_file``).
+    for files written by other programs (``safetensors.torch.save_file``).  bptt's own
+    metadata, if there, is checked against its checksums and given without them.
     """
     file = Path(path)
     data, header = _read_checked(file)
-    return _load_tensors(file, data), header.get("__metadata__")
+    tensors = _load_tensors(file, data)
+    metadata = header.get("__metadata__")
+    if isinstance(metadata, dict) and isinstance(metadata.get(METADATA_KEY), str):
+        meta, sums = _parse_meta(file, header)
+        _checked_tensors(file, tensors, sums)
+        metadata = {**metadata, METADATA_KEY: json.dumps(meta)}
+    return tensors, metadata
+
+
+def _checked_tensors(
+    file: Path, tensors: dict[str, np.ndarray], sums: dict[str, Any] | None
+) -> dict[str, np.ndarray]:
+    """``tensors``, once each matches its CRC-32 in ``sums`` (None: the file has none)."""
+    if sums is None:
+        return tensors
+    listed = sums.get("tensors")
+    if not isinstance(listed, dict) or set(listed) != set(tensors):
+        raise _damaged(file, "its checksums do not list its tensors")
+    for name, a in tensors.items():
+        if listed[name] != _tensor_crc(name, a):
+            raise _damaged(file, f"tensor {name!r} does not match its checksum")
+    return tensors
+
+
+def _damaged(file: Path, what: str) -> CheckpointError:
+    """The CheckpointError for a file whose bytes changed after bptt wrote it."""
+    return CheckpointError(
+        f"{file} is damaged: {what}; its bytes changed after bptt wrote it (a failing disk "
+        "or a bad copy?). Use another copy of it."
+    )
 
 
 def _load_tensors(file: Path, data: bytes) -> dict[str, np.ndarray]:
@@ -376,8 +445,12 @@ def _is_int_list(value: Any) -> bool:
     )
 
 
-def _parse_meta(file: Path, header: dict[str, Any]) -> dict[str, Any]:
-    """The JSON object stored under ``__metadata__["bptt"]``."""
+def _parse_meta(
+    file: Path, header: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the JSON object stored under ``__metadata__["bptt"]``, its checksums or None).
+
+    The object is returned without its checksums, once the settings match theirs."""
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
         raise _bad(file, "a safetensors file without bptt metadata, not written by bptt")
@@ -389,7 +462,12 @@ def _parse_meta(file: Path, header: dict[str, Any]) -> dict[str, Any]:
         raise _bad(file, "its bptt metadata is not valid JSON") from exc
     if not isinstance(meta, dict):
         raise _bad(file, "its bptt metadata is not a JSON object")
-    return meta
+    if CHECKSUM_KEY not in meta:
+        return meta, None  # written by another program, or before bptt wrote checksums
+    sums = meta.pop(CHECKSUM_KEY)
+    if not isinstance(sums, dict) or sums.get("settings") != _settings_crc(meta):
+        raise _damaged(file, "its settings (bptt metadata) do not match their checksum")
+    return meta, sums
 
 
 # --------------------------------------------------------------------------

@@ -359,7 +359,9 @@ def write_torch_safetensors(
     target = Path(path)
     meta = export_meta(params, vocab, config, step)
     checkpoint.check_vocab_to_save(target, meta)
-    checkpoint.write_safetensors_atomic(target, to_torch_state_dict(params), meta)
+    # no checksums: an export is meant to be trained elsewhere and written back with its
+    # metadata (examples/ddp_train.py), which must not then read as damage
+    checkpoint.write_safetensors_atomic(target, to_torch_state_dict(params), meta, checksums=False)
     return target
 
 

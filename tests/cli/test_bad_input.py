@@ -9,6 +9,7 @@ import pickle
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ def world(tmp_path_factory) -> Path:
     (root / "fifo_out").mkdir()
     os.mkfifo(root / "fifo_out" / "model.safetensors")
     make_damaged_train_states(root)
+    make_flipped_files(root)
     return root
 
 
@@ -108,6 +110,25 @@ def make_damaged_train_states(root: Path) -> None:
         t, m = dict(tensors), json.loads(json.dumps(meta))
         change(t, m)
         checkpoint.write_safetensors_atomic(root / name / "train_state.safetensors", t, m)
+
+
+def make_flipped_files(root: Path) -> None:
+    """Copies of the trained run with one byte changed after bptt wrote it, as a failing disk
+    would: in the model's last tensor (b_y), in the train state's last tensor, in a setting."""
+    import shutil
+
+    def flip(name: str, file: str, at: Callable[[bytearray], int]) -> None:
+        shutil.copytree(root / "run", root / name)
+        blob = bytearray((root / name / file).read_bytes())
+        blob[at(blob)] ^= 0x01
+        (root / name / file).write_bytes(blob)
+
+    flip("flipped_weight", "model.safetensors", lambda blob: len(blob) - 3)
+    flip("flipped_state", "train_state.safetensors", lambda blob: len(blob) - 3)
+    # the last digit of the learning rate in the settings (0.003 becomes 0.002): still valid
+    # JSON and a plausible value, so only the checksum can tell
+    flip("flipped_setting", "model.safetensors",
+         lambda blob: blob.index(b",", blob.index(b'lr\\": ')) - 1)
 
 
 # (id, argv with {w} for the world dir, what the message must say)
@@ -187,6 +208,14 @@ CASES = [
     ("sample-vocab-wrong-type", "sample {w}/vocab_not_list", "vocab"),
     ("sample-vocab-mismatch", "sample {w}/vocab_thousands", "vocabulary of 3000 characters"),
     ("sample-model-wrong-type", "sample {w}/model_wrong_type", "'model'"),
+    # a byte changed after bptt wrote the file (a failing disk, a bad copy): its checksums
+    ("sample-flipped-weight", "sample {w}/flipped_weight",
+     "flipped_weight/model.safetensors is damaged: tensor 'by' does not match its checksum"),
+    ("sample-flipped-setting", "sample {w}/flipped_setting",
+     "model.safetensors is damaged: its settings (bptt metadata) do not match their checksum"),
+    ("train-resume-flipped-state", "train --resume {w}/flipped_state --steps 4",
+     "flipped_state/train_state.safetensors is damaged: tensor"),
+    ("export-flipped-weight", "export {w}/flipped_weight {w}/out.safetensors", "is damaged"),
     # gradcheck
     ("gradcheck-hidden-zero", "gradcheck --hidden 0", "--hidden"),
     ("gradcheck-seq-len-nan", "gradcheck --seq-len nan", "--seq-len"),
