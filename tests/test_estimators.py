@@ -327,6 +327,17 @@ GOOD_X = [np.ones((3, 2)), np.ones((5, 2)), np.zeros((2, 2))]
 GOOD_Y = np.array([0, 1, 0])
 
 
+def test_a_refused_first_partial_fit_leaves_the_classifier_unfitted():
+    """classes= of another kind than y is refused; the classes it gave used to stay, so a
+    right second call was refused too."""
+    clf = small(bptt.SequenceClassifier)
+    with pytest.raises(bptt.BpttError, match="not seen in fit"):
+        clf.partial_fit(GOOD_X, ["a", "b", "a"], classes=[0, 1])
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "params_")
+    clf.partial_fit(GOOD_X, ["a", "b", "a"])
+    assert clf.classes_.tolist() == ["a", "b"]
+
+
 @pytest.mark.parametrize("X, y, kw, message", [
     (np.array([np.ones((3, 2)), np.ones((5, 2))], dtype=object), [0, 1], {}, "ragged array"),
     (np.ones((3, 4)), GOOD_Y, {}, "a padded X must be (N, T, D)"),

@@ -21,6 +21,37 @@ def test_the_torch_witness_agrees_with_the_efficient_backward(torch, cell, layer
     assert gradcheck.relative_error(gradcheck._flat(dJ_dh0), gradcheck._flat(mine.dJ_dstate0)) < 1e-12
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("form", ["flat (B, H)", "(L, B, H)", "a list per layer"])
+def test_the_torch_witness_reads_h0_in_every_form_bptt_reads(torch, cell, form):
+    """It used to reshape any array of the right size ((H, B) for (B, H)) and to raise
+    numpy's or torch's own errors on a per-layer list."""
+    layers = 1 if form.startswith("flat") else 2
+    params, inputs, targets, h0 = gradcheck.random_problem(cell, 3, 4, 2, layers, seed=6)
+    parts = h0 if cell == "lstm" else (h0,)
+    if form.startswith("flat"):
+        parts = tuple(p[0] for p in parts)
+    elif form.startswith("a list"):
+        parts = tuple(list(p) for p in parts)
+    state = parts if cell == "lstm" else parts[0]
+    loss, _, dJ_dh0 = interop.torch_loss_and_grads(params, inputs, targets, state)
+    mine = bptt.backprop(params, inputs, targets, h0=state)
+    assert loss == pytest.approx(mine.loss, rel=1e-13)
+    for ours, theirs in zip(*(d if cell == "lstm" else (d,) for d in (mine.dJ_dstate0, dJ_dh0)),
+                            strict=True):
+        assert ours.shape == theirs.shape
+        assert gradcheck.relative_error(theirs, ours) < 1e-12
+
+
+def test_the_torch_witness_refuses_the_h0_bptt_refuses(torch):
+    params, inputs, targets, h0 = gradcheck.random_problem("rnn", 3, 4, 2, 1, seed=6)
+    B, H = h0.shape[1:]
+    for bad, message in ((np.ones((H, B)), rf"h0 has shape \({H}, {B}\), expected \(L, B, H\)"),
+                         (np.full((B, H), np.nan), "h0 contains NaN or inf")):
+        with pytest.raises(bptt.BpttError, match=message):
+            interop.torch_loss_and_grads(params, inputs, targets, bad)
+
+
 def test_the_twin_maps_weights_as_documented(torch):
     params = bptt.init_params("lstm", 3, 2, 4, rng=np.random.default_rng(0), num_layers=2)
     module = interop.to_torch_module(params)

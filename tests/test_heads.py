@@ -394,6 +394,8 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
     (dict(targets=np.zeros((3,))), "integer labels"),
     (dict(targets=np.array([0, 1, 7])), "outside [0, 2)"),
     (dict(targets=np.zeros((4, 3), dtype=int)), "expected (3,)"),
+    (dict(lengths=[[1, 2], [3]]), "lengths must be a rectangular array"),
+    (dict(targets=[[0, 1], [1]]), "targets must be a rectangular array"),
 ])
 def test_bad_arguments_are_one_clear_error(bad, message):
     rng = np.random.default_rng(0)
@@ -403,3 +405,16 @@ def test_bad_arguments_are_one_clear_error(bad, message):
     args.update(bad)
     with pytest.raises(bptt.BpttError, match=re.escape(message)):
         bptt.task_loss_and_grads(params, **args)
+
+
+@pytest.mark.parametrize("head", ["softmax_each", "softmax_last"])
+def test_labels_of_any_integer_type_give_the_same_result(head):
+    """uint64 labels are the labels they hold (in numpy uint64 + int64 is float64, no index:
+    the language model's loss used to raise IndexError on them)."""
+    p = make_problem("gru", head, 1, True, True, seed_of("uint64"))
+    args = dict(head=head, lengths=p.lengths, h0=p.h0)
+    loss, grads, _ = bptt.task_loss_and_grads(p.params, p.inputs, p.targets, **args)
+    other, other_grads, _ = bptt.task_loss_and_grads(
+        p.params, p.inputs, p.targets.astype(np.uint64), **args)
+    assert other == loss
+    assert all(np.array_equal(other_grads[k], g) for k, g in grads.items())

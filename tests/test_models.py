@@ -175,6 +175,13 @@ def test_a_users_mistake_in_a_call_is_a_bptt_error_that_says_it():
         (lambda: bptt.loss_and_grads(params, y, y, h0=np.zeros((2, 4))),
          r"h0 of an lstm must be a pair \(h0, c0\)"),
         (lambda: bptt.loss_and_grads(params, y, y, cell="foo"), "unknown cell 'foo'"),
+        (lambda: bptt.loss_and_grads(params, y, y, h0=([[0.0] * 4, [0.0]], np.zeros((2, 4)))),
+         "h0 must be a rectangular array"),
+        (lambda: bptt.loss_and_grads({**params, "Why": params["Why"].tolist()}, y, y),
+         r"params\['Why'\] must be a 2-D numpy array \(V, H\), got a list"),
+        (lambda: bptt.loss_and_grads({**params, "Wxh": np.zeros((16, 0), np.float32)},
+                                     np.zeros((2, 2, 0)), y),
+         "the input size D and the output size V must be at least 1"),
     ]
     for call, message in cases:
         with pytest.raises(bptt.BpttError, match=message):
@@ -190,3 +197,18 @@ def test_a_layer_has_both_recurrent_biases_or_neither(cell):
         with pytest.raises(bptt.BpttError, match=rf"params has '{kept}' but not '{dropped}': "
                            "a layer has both biases or neither"):
             bptt.models.check_params(partial)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("D", [5, 300])  # 300: the scatter-add path of the W^xh gradient
+def test_token_ids_and_labels_of_any_integer_type_give_the_same_result(rng, cell, D):
+    """uint64 ids or labels used to be an IndexError (uint64 + int64 is float64 in numpy)."""
+    params = bptt.init_params(cell, D, 4, 3, rng=rng, dtype=np.float64)
+    ids, labels = rng.integers(0, D, (6, 2)), rng.integers(0, 3, (6, 2))
+    loss, grads, _ = bptt.loss_and_grads(params, ids, labels)
+    for dtype in (np.uint64, np.uint16, np.int32):
+        other_loss, other_grads, _ = bptt.loss_and_grads(params, ids.astype(dtype),
+                                                         labels.astype(dtype))
+        assert other_loss == loss, dtype
+        for key, g in grads.items():
+            np.testing.assert_array_equal(other_grads[key], g, err_msg=f"{dtype} {key}")

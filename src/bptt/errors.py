@@ -64,3 +64,12 @@ def check_positive(name: str, value: object) -> float:
     if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def as_array(name: str, value: object) -> np.ndarray:
+    """``value`` as an array; BpttError naming ``name`` for nested lists of unequal lengths
+    (numpy's "inhomogeneous shape")."""
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise BpttError(f"{name} must be a rectangular array, not rows of unequal lengths") from exc

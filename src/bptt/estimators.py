@@ -775,12 +775,18 @@ class SequenceClassifier(_SequenceEstimator):
     ) -> SequenceClassifier:
         """One more epoch over (X, y) (the first call initialises; give ``classes`` then, all
         labels that will ever occur, else those of this y).  Returns self."""
-        if not hasattr(self, "params_") and classes is not None:
+        first = not hasattr(self, "params_")
+        if first and classes is not None:
             classes = np.unique(np.asarray(classes))
             if len(classes) < 2:
                 raise BpttError("classes must hold at least two labels")
             self.classes_ = classes
-        return self._partial_fit(X, y, lengths)  # type: ignore[return-value]
+        try:
+            return self._partial_fit(X, y, lengths)  # type: ignore[return-value]
+        except BpttError:
+            if first and not hasattr(self, "params_"):
+                self.__dict__.pop("classes_", None)  # a refused first call leaves it unfitted
+            raise
 
     def predict_proba(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Class probabilities: (N, C), columns in the order of classes_ (per_step: a list of

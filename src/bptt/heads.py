@@ -46,7 +46,7 @@ import numpy as np
 
 from bptt import models, ops
 from bptt.cells import common, get_cell
-from bptt.errors import BpttError
+from bptt.errors import BpttError, as_array
 from bptt.models import Shapes, State
 
 HEADS = ("softmax_each", "softmax_last", "mse_each", "mse_last")
@@ -73,7 +73,7 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
     """None (every sequence has T steps) or integers (B,) in [1, T], returned as int64."""
     if lengths is None:
         return None
-    n = np.asarray(lengths)
+    n = as_array("lengths", lengths)
     if n.shape != (B,):
         raise BpttError(f"lengths has shape {n.shape}, expected (B,) = ({B},): one per sequence")
     if n.dtype.kind not in "iu":
@@ -105,7 +105,7 @@ def check_head_targets(
     a copy is made when anything is replaced.  Regression targets are cast to ``dtype``
     and get their V axis back when V = 1 dropped it.
     """
-    y = np.asarray(targets)
+    y = as_array("targets", targets)
     each = not is_last(head)
     shape = (T, B) if each else (B,)
     real = None
@@ -119,6 +119,7 @@ def check_head_targets(
         inside = y if real is None else y[real]
         if inside.size and (inside.min() < 0 or inside.max() >= V):
             raise BpttError(f"targets hold a label outside [0, {V}) (output_size V = {V})")
+        y = y.astype(np.intp, copy=False)  # numpy's index type (uint64 + int64 is float64)
         return y if real is None else np.where(real, y, 0)
     if V == 1 and y.shape == shape:
         y = y[..., None]

@@ -621,12 +621,13 @@ def torch_loss_and_grads(
     x = models.check_inputs(inputs, shapes, np.float64)
     T, B = x.shape[:2]
     labels = torch.from_numpy(models.check_targets(targets, T, B, shapes.V).astype(np.int64))
-    if h0 is None:
-        h0 = models.zero_state(params64, B)
-    paired = isinstance(h0, (tuple, list))
-    parts = [np.asarray(s, dtype=np.float64) for s in (h0 if paired else (h0,))]
-    flat = parts[0].ndim == 2
-    states = [torch.tensor(p.reshape(shapes.L, B, shapes.H), requires_grad=True) for p in parts]
+    # h0 read and checked as bptt reads it; per part of the state a leaf (L, B, H) to differentiate
+    layers, flat = models.state_to_layers(h0, shapes, B, np.float64)
+    states = [
+        torch.tensor(np.stack([layer[i] for layer in layers]), requires_grad=True)
+        for i in range(len(layers[0]))
+    ]
+    paired = len(states) > 1
     module = to_torch_module(params64)
     x_t = torch.from_numpy(np.ascontiguousarray(x if x.ndim == 2 else x.astype(np.float64)))
     logits, _ = module(x_t, tuple(states) if paired else states[0])
@@ -647,10 +648,9 @@ def torch_loss_and_grads(
         torch_name = (HEAD_WEIGHT if key == "Why" else HEAD_BIAS if key == "by"
                       else torch_key(models.TORCH_NAMES[layer_name], layer))
         grads[key] = torch_grads[torch_name].numpy().copy()
-    dstates = [st.grad.numpy().copy() for st in states]
-    if flat:
-        dstates = [d[0] for d in dstates]
-    return float(loss.item()), grads, (tuple(dstates) if paired else dstates[0])
+    dstates = [st.grad.numpy() for st in states]
+    dJ_dstate0 = [tuple(d[layer] for d in dstates) for layer in range(shapes.L)]
+    return float(loss.item()), grads, models.layers_to_state(dJ_dstate0, flat)
 
 
 # ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 
 from bptt import flat, ops
 from bptt.cells import CELLS, common, get_cell
-from bptt.errors import BpttError, check_int, is_int
+from bptt.errors import BpttError, as_array, check_int, is_int
 
 HEAD_NAMES = ("Why", "by")
 TORCH_NAMES = {
@@ -143,15 +143,6 @@ def infer_cell(params: dict[str, np.ndarray]) -> str:
     return kinds[rows // H]
 
 
-def _rectangular(name: str, value: Any) -> np.ndarray:
-    """``value`` as an array; BpttError for nested lists of unequal lengths (numpy's
-    "inhomogeneous shape")."""
-    try:
-        return np.asarray(value)
-    except ValueError as exc:
-        raise BpttError(f"{name} must be a rectangular array, not rows of unequal lengths") from exc
-
-
 def _describe(value: Any) -> str:
     """A value named for an error message: an array by its shape, anything else by its type."""
     if isinstance(value, np.ndarray):
@@ -188,10 +179,17 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
     for key, form in (("Wxh", "(G·H, D)"), ("Why", "(V, H)")):
         if key not in params:
             raise BpttError(f"params is missing {key!r}")
-        if np.ndim(params[key]) != 2:
-            raise BpttError(f"params[{key!r}] must be a 2-D array {form}")
+        if not isinstance(params[key], np.ndarray) or params[key].ndim != 2:
+            raise BpttError(
+                f"params[{key!r}] must be a 2-D numpy array {form}, got {_describe(params[key])}"
+            )
     D = params["Wxh"].shape[1]
     V = params["Why"].shape[0]
+    if D < 1 or V < 1:
+        raise BpttError(
+            f"params['Wxh'] has {D} columns and params['Why'] {V} rows: the input size D and "
+            "the output size V must be at least 1"
+        )
     expected: dict[str, tuple[int, ...]] = {"Why": (V, H), "by": (V,)}
     for layer in range(L):
         Din = D if layer == 0 else H
@@ -245,7 +243,7 @@ def _check_bias_pairs(params: dict[str, np.ndarray], names: tuple[str, ...], L: 
 
 def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
     """Token ids (T, B) in [0, D) or dense (T, B, D); dense inputs are cast to ``dtype``."""
-    x = _rectangular("inputs", inputs)
+    x = as_array("inputs", inputs)
     if x.ndim == 2:
         if x.dtype.kind not in "iu":
             raise BpttError(f"inputs of shape {x.shape} must be integer token ids, got {x.dtype}")
@@ -254,6 +252,8 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
             raise BpttError(
                 f"inputs holds token id {bad} outside [0, {shapes.D}) (input_size D = {shapes.D})"
             )
+        # index arithmetic in numpy's own index type (uint64 + int64 would give float64)
+        x = x.astype(np.intp, copy=False)
     elif x.ndim == 3:
         if x.shape[2] != shapes.D:
             raise BpttError(f"inputs has shape {x.shape}, expected (T, B, {shapes.D})")
@@ -271,14 +271,14 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
 
 def check_targets(targets: Any, T: int, B: int, V: int) -> np.ndarray:
     """Integer labels (T, B) in [0, V)."""
-    y = _rectangular("targets", targets)
+    y = as_array("targets", targets)
     if y.shape != (T, B):
         raise BpttError(f"targets has shape {y.shape}, expected (T, B) = {(T, B)}")
     if y.dtype.kind not in "iu":
         raise BpttError(f"targets must be integer labels, got dtype {y.dtype}")
     if ops.any_outside(y, V):
         raise BpttError(f"targets holds a label outside [0, {V}) (output_size V = {V})")
-    return y
+    return y.astype(np.intp, copy=False)  # as the ids: numpy's index type
 
 
 def check_truncate(truncate: Any, T: int | None = None) -> int | None:
@@ -318,7 +318,7 @@ def state_to_layers(
     arrays = []
     flat = False
     for name, part in zip(names, parts, strict=False):
-        a = np.asarray(part)
+        a = as_array(f"{name}0", part)
         if a.shape == (B, shapes.H) and shapes.L == 1:
             a, flat = a[None], True
         if a.shape != (shapes.L, B, shapes.H):

@@ -88,8 +88,12 @@ def init_layer(
     if forget_bias is not None:
         if not bias:
             raise BpttError("forget_bias needs bias=True (an LSTM without biases has no b_f)")
-        if not is_number(forget_bias):
-            raise BpttError(f"forget_bias must be a number, got {forget_bias!r}")
+        with np.errstate(over="ignore"):
+            fits = is_number(forget_bias) and np.isfinite(np.asarray(forget_bias, dtype))
+        if not fits:
+            raise BpttError(
+                f"forget_bias must be a finite number ({np.dtype(dtype).name}), got {forget_bias!r}"
+            )
         p["bxh"][H : 2 * H] = forget_bias
         p["bhh"][H : 2 * H] = 0
     return p
