@@ -289,7 +289,7 @@ def backprop(
     y = check_head_targets(head, targets, T, B, shapes.V, n, dtype)
     K = models.check_truncate(truncate, T)
     out = forward_checked(params, shapes, x, head, n, h0)
-    h_top = out.fwd.caches[-1].hs[1:]  # (T, B, H) = h^L_1 … h^L_T
+    h_top = out.fwd.caches[-1].hs[1:]  # (T, B, H): h_top[t] = h^L_t, t = 0 … T−1
     mask = None if is_last(head) else step_mask(n, T, B, dtype)
     # J and ∂J/∂y (every step, or each sequence's last)
     J, dJ_dy = head_loss(head, out.outputs, y, mask)

@@ -405,7 +405,7 @@ class Forward(NamedTuple):
     """The forward pass: per-layer caches, the logits y (T, B, V), and the final state.
 
     flat: the initial state came as (B, H) rather than (L, B, H); states go back that way.
-    top: the top layer's h_1 … h_T as (T·B, H) rows, what the head multiplied (a view of
+    top: the top layer's h_0 … h_{T−1} as (T·B, H) rows, what the head multiplied (a view of
     the cache, or one copy when the cell keeps columns).
     """
 

@@ -220,7 +220,8 @@ def sequence_forward(
     """Run the layer over T steps.
 
     inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
-    memory (None: fresh arrays).  Returns the Cache; the outputs h_1 … h_T are hs[1:].
+    memory (None: fresh arrays).  Returns the Cache; the outputs h_0 … h_{T−1}
+    (one per step; h0 is the state before step 0) are hs[1:].
     The input projection W^xh x_t + b^xh is done for all t before the loop; only the
     recurrent part W^hh h_{t−1} + b^hh and the gates are done step by step.
 
@@ -273,7 +274,8 @@ def sequence_forward(
     # e^{−a} = inf for a ≪ 0 gives σ = 1 / inf = 0, and e^{−a} = 0 for a ≫ 0 gives σ = 1: exact
     with np.errstate(over="ignore", under="ignore"):
         for t in range(T):
-            # a^hh_t = W^hh h_{t−1} + b^hh, plus the input part of r and z (negated)
+            # a = [−(a^ir + a^hr), −(a^iz + a^hz), a^hn]
+            #   = W^hh h_{t−1} (r, z rows negated) + x_in[t, :3H] (their input part and biases)
             dot(Whh_sweep, h_t[t], a_t[t])
             add(a_t[t], x_a[t], a_t[t])
             # r_t, z_t = σ(a^ir + a^hr), σ(a^iz + a^hz), σ(a) = 1 / (1 + e^{−a})
@@ -364,7 +366,7 @@ def sequence_backward(
     dJ_dh = common.empty(work, "dJ_dh", (A, T, H, B), dtype)
     dJ_da_ih = back[:, :, 0 : 3 * H]  # n r z
     dJ_da_hh = back[:, :, H : 4 * H]  # r z hn
-    direct = back[:, :, 4 * H :]
+    dJ_dh_prev_direct = back[:, :, 4 * H :]  # ∂J/∂h_{k−1} along the direct path
     # Σ_{t>k} ∂J_t/∂h_k by age: the error reaching h_k from the steps after it (through
     # a^hh_{k+1} and the direct path); the step after k writes it, step k reads it
     from_later_by_age = common.zeros(work, "dJ_dh_from_later", (A, H, B), dtype)
@@ -376,12 +378,16 @@ def sequence_backward(
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
     back_k = common.step_views(work, "back", back.reshape(A, T, 5, H, B), full, back)
     dh_da_k = common.step_views(work, "dh_da", dh_da)
-    # into step k − 1 every age grows by one (truncation drops the oldest)
-    hh_leaving, arriving = common.older_by_one(
+    # what step k passes to step k − 1, every age one older (truncation drops the oldest):
+    # ∂J/∂a^hh_k (dJ_da_hh_carried) and the direct path's (dJ_dh_prev_direct_carried) make
+    # ∂J/∂h_{k−1} through step k (dJ_dh_prev_via_step, which is the dJ_dh_from_later that
+    # step k − 1 reads)
+    dJ_da_hh_carried, dJ_dh_prev_via_step = common.older_by_one(
         common.step_views(work, "dJ_da_hh", dJ_da_hh, full, back), from_later_by_age, full
     )
-    direct_leaving, _ = common.older_by_one(
-        common.step_views(work, "direct", direct, full, back), from_later_by_age, full
+    dJ_dh_prev_direct_carried, _ = common.older_by_one(
+        common.step_views(work, "direct", dJ_dh_prev_direct, full, back), from_later_by_age,
+        full,
     )
     Whh_T = p["Whh"].T
     dot = np.dot if full else np.matmul
@@ -389,20 +395,23 @@ def sequence_backward(
     for k in range(T - 1, -1, -1):
         # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (from later, through step k + 1)
         add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
-        # [∂J/∂a^in_k, ∂J/∂a^r_k, ∂J/∂a^z_k, ∂J/∂a^hn_k, direct] = ∂J/∂h_k ⊙ dh_da_k
+        # [∂J/∂a^in_k, ∂J/∂a^r_k, ∂J/∂a^z_k, ∂J/∂a^hn_k, ∂J/∂h_{k−1} along the direct path]
+        #     = ∂J/∂h_k ⊙ dh_da_k
         multiply(dJ_dh_k[k][..., None, :, :], dh_da_k[k], back_k[k])
         if k:
             # ∂a^hh_k/∂h_{k−1} = W^hh, plus the direct path ∂h_k/∂h_{k−1} = z_k
-            dot(Whh_T, hh_leaving[k], arriving)
-            add(arriving, direct_leaving[k], arriving)
-    # h0 is read by step 0 as the weights are, so it keeps every age step 0 kept
-    dJ_dh0 = Whh_T @ common.sum_ages(dJ_da_hh[:, :1])[0] + common.sum_ages(direct[:, :1])[0]
+            dot(Whh_T, dJ_da_hh_carried[k], dJ_dh_prev_via_step)
+            add(dJ_dh_prev_via_step, dJ_dh_prev_direct_carried[k], dJ_dh_prev_via_step)
+    # h0 is read by step 0 as the weights are, so it keeps every age step 0 kept:
+    # ∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_0 + ∂J/∂h0 along the direct path (z_0 ⊙ ∂J/∂h_0), ages summed
+    dJ_dh0 = (Whh_T @ common.sum_ages(dJ_da_hh[:, :1])[0]
+              + common.sum_ages(dJ_dh_prev_direct[:, :1])[0])
     grads, dJ_dx = _weight_grads(p, cache, dJ_da_ih, dJ_da_hh, need_dx, work, grads_out)
     return Backward(grads, dJ_dx, (dJ_dh0.T.copy(),), dJ_dh.transpose(0, 1, 3, 2))
 
 
 def final_state(cache: Cache) -> tuple[np.ndarray, ...]:
-    """The state after the last step, (h_T,), to carry into the next chunk."""
+    """The state after the last step, (h_{T−1},) = hs[T], to carry into the next chunk."""
     return (cache.hs[-1],)
 
 

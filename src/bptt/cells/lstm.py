@@ -294,7 +294,8 @@ def sequence_forward(
     """Run the layer over T steps.
 
     inputs: (T, B) token ids or (T, B, D); state0: (h0, c0), each (B, H).  work: reusable
-    memory (None: fresh arrays).  Returns the Cache; the outputs h_1 … h_T are hs[1:].
+    memory (None: fresh arrays).  Returns the Cache; the outputs h_0 … h_{T−1}
+    (one per step; h0 is the state before step 0) are hs[1:].
     The input projection W^xh x_t + b^xh + b^hh is done for all t before the loop; only the
     recurrent part W^hh h_{t−1} and the gates are done step by step.
     """
@@ -442,13 +443,17 @@ def sequence_backward(
     c_ifg_k = common.step_views(work, "c_ifg", by_block[:, :, :4], full, back)
     dJ_dc_k = common.step_views(work, "dJ_dc", dJ_dc, full, back)
     dJ_da_k = common.step_views(work, "dJ_da", dJ_da, full, back)
-    c_leaving = common.step_views(work, "dJ_dc_prev", dJ_dc_prev_via_c, full, back)
+    dJ_dc_prev_k = common.step_views(work, "dJ_dc_prev", dJ_dc_prev_via_c, full, back)
     dh_da_o_c_k = common.step_views(work, "dh_da_o_c", dh_da_o_c)
     dc_dc_a_ifg_k = common.step_views(work, "dc_dc_a_ifg", dc_dc_a_ifg)
-    # into step k − 1 every age grows by one (truncation drops the oldest), on both paths
-    h_leaving, h_arriving = common.older_by_one(dJ_da_k, from_later_by_age, full)
-    c_leaving, _ = common.older_by_one(c_leaving, from_later_by_age, full)
-    dJ_dc_arriving = dJ_dc_k if full else [e[1:] for e in dJ_dc_k]
+    # what step k passes to step k − 1, every age one older (truncation drops the oldest),
+    # on both paths: ∂J/∂a_k (dJ_da_carried) makes ∂J/∂h_{k−1} through a_k (dJ_dh_prev_via_a,
+    # which is the dJ_dh_from_later that step k − 1 reads); ∂J/∂c_{k−1} through c_k
+    # (dJ_dc_prev_carried) is added to the ages of ∂J/∂c_{k−1} it reaches (dJ_dc_reached_via_c:
+    # every age, or 1 … K−1 when truncated)
+    dJ_da_carried, dJ_dh_prev_via_a = common.older_by_one(dJ_da_k, from_later_by_age, full)
+    dJ_dc_prev_carried, _ = common.older_by_one(dJ_dc_prev_k, from_later_by_age, full)
+    dJ_dc_reached_via_c = dJ_dc_k if full else [e[1:] for e in dJ_dc_k]
     Whh_T = p["Whh"].T
     dot = np.dot if full else np.matmul
     add, multiply = np.add, np.multiply
@@ -459,13 +464,13 @@ def sequence_backward(
         multiply(dJ_dh_k[k][..., None, :, :], dh_da_o_c_k[k], o_and_c_k[k])
         if k < T - 1:
             # ∂J/∂c_k += ∂J/∂c_{k+1} ⊙ f_{k+1}  (the path through c_{k+1})
-            add(dJ_dc_arriving[k], c_leaving[k + 1], dJ_dc_arriving[k])
+            add(dJ_dc_reached_via_c[k], dJ_dc_prev_carried[k + 1], dJ_dc_reached_via_c[k])
         # [∂J/∂c_{k−1} through c_k, ∂J/∂a^i_k, ∂J/∂a^f_k, ∂J/∂a^g_k]
         #     = ∂J/∂c_k ⊙ [∂c_k/∂c_{k−1}, ∂c_k/∂a^i_k, ∂c_k/∂a^f_k, ∂c_k/∂a^g_k]
         multiply(dJ_dc_k[k][..., None, :, :], dc_dc_a_ifg_k[k], c_ifg_k[k])
         if k:
             # ∂a_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂a_k
-            dot(Whh_T, h_leaving[k], h_arriving)
+            dot(Whh_T, dJ_da_carried[k], dJ_dh_prev_via_a)
     # (h0, c0) are read by step 0 as the weights are, so they keep every age step 0 kept:
     # ∂J/∂h0 = Σ_ages W^hhᵀ ∂J/∂a_0,  ∂J/∂c0 = Σ_ages ∂J/∂c_0 ⊙ f_0
     dJ_dh0 = (Whh_T @ common.sum_ages(dJ_da[:, :1])[0]).T.copy()
@@ -476,7 +481,8 @@ def sequence_backward(
 
 
 def final_state(cache: Cache) -> tuple[np.ndarray, ...]:
-    """The state after the last step, (h_T, c_T), to carry into the next chunk."""
+    """The state after the last step, (h_{T−1}, c_{T−1}) = (hs[T], cs[T]), to carry into the
+    next chunk."""
     return (cache.hs[-1], cache.cs[-1])
 
 

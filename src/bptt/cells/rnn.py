@@ -123,8 +123,9 @@ def sequence_forward(
 
     inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
     memory (the training loop's; None: fresh arrays).  Returns the Cache; the outputs
-    h_1 … h_T are hs[1:].  The input projection W^xh x_t + b_h is one matrix product (or
-    gather) for all t at once; only h_{t−1} → h_t is done step by step.
+    h_0 … h_{T−1} (one per step; h0 is the state before step 0) are hs[1:].  The input
+    projection W^xh x_t + b_h is one matrix product (or gather) for all t at once; only
+    h_{t−1} → h_t is done step by step.
     """
     Whh = p["Whh"]
     H, dtype = Whh.shape[0], Whh.dtype
@@ -180,8 +181,10 @@ def sequence_backward(
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
     dJ_dz_k = common.step_views(work, "dJ_dz", dJ_dz, full)
     dh_dz_k = common.step_views(work, "dh_dz", dh_dz)
-    # into step k − 1 every age grows by one (truncation drops the oldest)
-    leaving, arriving = common.older_by_one(dJ_dz_k, from_later_by_age, full)
+    # what step k passes to step k − 1, every age one older (truncation drops the oldest):
+    # ∂J/∂z_k (dJ_dz_carried) makes ∂J/∂h_{k−1} through z_k (dJ_dh_prev_via_z, which is
+    # the dJ_dh_from_later that step k − 1 reads)
+    dJ_dz_carried, dJ_dh_prev_via_z = common.older_by_one(dJ_dz_k, from_later_by_age, full)
     dot, add, multiply = np.dot if full else np.matmul, np.add, np.multiply
     for k in range(T - 1, -1, -1):
         # ∂J/∂h_k = ∂J_k/∂h_k (from outside) + ∂J_{t>k}/∂h_k (from later, through z_{k+1})
@@ -190,15 +193,16 @@ def sequence_backward(
         multiply(dJ_dh_k[k], dh_dz_k[k], dJ_dz_k[k])
         if k:
             # ∂z_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂z_k
-            dot(leaving[k], Whh, arriving)
-    # h0 is read by z_0 exactly as W^hh is, so it keeps every age that step 0 kept
+            dot(dJ_dz_carried[k], Whh, dJ_dh_prev_via_z)
+    # h0 is read by z_0 exactly as W^hh is, so it keeps every age that step 0 kept:
+    # ∂z_0/∂h0 = W^hh, so ∂J/∂h0 = W^hhᵀ ∂J/∂z_0, every age summed
     dJ_dh0 = common.sum_ages(dJ_dz[:, :1])[0] @ Whh
     grads, dJ_dx = _weight_grads(p, cache, dJ_dz, need_dx, work, grads_out)
     return Backward(grads, dJ_dx, (dJ_dh0,), dJ_dh)
 
 
 def final_state(cache: Cache) -> tuple[np.ndarray, ...]:
-    """The state after the last step, (h_T,), to carry into the next chunk."""
+    """The state after the last step, (h_{T−1},) = hs[T], to carry into the next chunk."""
     return (cache.hs[-1],)
 
 
