@@ -187,10 +187,12 @@ class Problem:
 
     @property
     def T(self) -> int:
+        """Time steps of the problem."""
         return int(self.inputs.shape[0])
 
     @property
     def B(self) -> int:
+        """Sequences in its batch."""
         return int(self.inputs.shape[1])
 
     def prefix(self, steps: int) -> Problem:
@@ -654,6 +656,7 @@ class StepVerdict:
 
     @property
     def ok(self) -> bool:
+        """True when J_t's terms are right in every parameter."""
         return not self.wrong
 
 

@@ -167,6 +167,7 @@ class FlowReport:
 
     @property
     def T(self) -> int:
+        """Time steps (the norms are T × T, losses by row, steps by column)."""
         return int(self.norms.shape[0])
 
     @property

@@ -425,7 +425,11 @@ def forward(params: dict[str, np.ndarray], inputs: Any, h0: State = None) -> For
 
 
 def forward_checked(
-    params, shapes: Shapes, x: np.ndarray, h0: State, work: common.Buffers | None = None
+    params: dict[str, np.ndarray],
+    shapes: Shapes,
+    x: np.ndarray,
+    h0: State,
+    work: common.Buffers | None = None,
 ) -> Forward:
     """:func:`forward` without validation: params passed :func:`check_params` (giving
     ``shapes``) and x passed :func:`check_inputs`.  For loops that step one token at a time.

@@ -70,6 +70,7 @@ def cross_entropy_backward(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     p: (..., V) probabilities from the forward, labels: (...).
     Returns dJ_dy: (..., V).  (Each J_t depends only on its own y_t.)
     """
+    # ∂J_t/∂y_t = p_t − onehot(label_t): p, with 1 taken from the label's entry
     dJ_dy = p.copy()
     np.put_along_axis(
         dJ_dy, labels[..., None], np.take_along_axis(p, labels[..., None], axis=-1) - 1, axis=-1
@@ -103,6 +104,7 @@ def cross_entropy_and_partial(
     np.exp(shifted, out=shifted)
     total = np.add.reduce(shifted, axis=1, keepdims=True)
     J = float(np.add.reduce(np.log(total[:, 0]) - picked))
+    # ∂J/∂y = p − onehot(label): p = e^s / Σ e^s, then 1 taken from each label's entry
     dJ_dy = np.divide(shifted, total, out=shifted)
     flat[at_label] -= 1
     return J, dJ_dy
@@ -266,10 +268,13 @@ def linear_backward(
     ∂out/∂b = 1 -> dJ_db = Σ_rows dJ_dout.
     """
     m, n = W.shape
-    g = dJ_dout.reshape(-1, m)
+    dJ_dout_rows = dJ_dout.reshape(-1, m)
+    # ∂out/∂x = W
     dJ_dx = dJ_dout @ W
-    dJ_dW = g.T @ x.reshape(-1, n)
-    dJ_db = g.sum(axis=0)
+    # ∂out/∂W = x, summed over the rows
+    dJ_dW = dJ_dout_rows.T @ x.reshape(-1, n)
+    # ∂out/∂b = 1, summed over the rows
+    dJ_db = dJ_dout_rows.sum(axis=0)
     return dJ_dx, dJ_dW, dJ_db
 
 

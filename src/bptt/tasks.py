@@ -222,6 +222,7 @@ class TaskConfig:
         return config
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (the metadata a task run stores)."""
         return dataclasses.asdict(self)
 
 
@@ -252,6 +253,7 @@ class TaskData:
 
     @property
     def features(self) -> int:
+        """D, the features of each step of the task's inputs."""
         return int(self.val.X.shape[2])
 
     def describe(self) -> str:

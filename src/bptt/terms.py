@@ -57,6 +57,7 @@ class WhhExpansion:
 
     @property
     def T(self) -> int:
+        """Time steps of the expanded problem."""
         return int(self.terms.shape[0])
 
     @property

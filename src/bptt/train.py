@@ -219,7 +219,9 @@ class Run:
     fast: FastPath | None = field(default=None, repr=False, compare=False)
 
 
-def prepare_text(text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | None = None):
+def prepare_text(
+    text: str | EncodedCorpus, config: TrainConfig, vocab: Vocab | None = None
+) -> tuple[Vocab, np.ndarray, np.ndarray]:
     """Vocabulary, and the train / validation ids of a text (validation: the last fraction).
 
     text: a str (kept in memory: the built-in corpus, tests) or an

@@ -1,0 +1,61 @@
+"""bptt.errors: the errors a user can cause, and the small checks that raise them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bptt import errors
+from bptt.errors import BpttError, CheckpointError, DataError, DivergedError
+
+
+def test_every_user_error_is_a_bptt_error_and_a_value_error():
+    for cls in (DataError, CheckpointError, DivergedError):
+        assert issubclass(cls, BpttError)
+    assert issubclass(BpttError, ValueError)
+
+
+def test_diverged_error_names_its_step_and_what_to_change():
+    error = DivergedError(41)
+    assert error.step == 41
+    assert str(error) == (
+        "training diverged at step 41: the loss, a gradient or a weight is NaN or inf; "
+        "lower the learning rate (lr) or clip the gradients (clip_norm)"
+    )
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (3, True), (np.int64(3), True), (True, False), (3.0, False), ("3", False),
+])
+def test_is_int_counts_numpy_integers_and_not_bools(value, expected):
+    assert errors.is_int(value) is expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (2.5, True), (np.float32(2.5), True), (7, True), (False, False), (1j, False), ("1", False),
+])
+def test_is_number_counts_reals_only(value, expected):
+    assert errors.is_number(value) is expected
+
+
+def test_check_int_returns_a_python_int_or_names_the_setting():
+    value = errors.check_int("--steps", np.int64(5), 1)
+    assert value == 5 and type(value) is int
+    for bad in (0, 2.0, True, "5"):
+        with pytest.raises(BpttError, match=rf"--steps must be an integer >= 1, got {bad!r}"):
+            errors.check_int("--steps", bad, 1)
+
+
+def test_check_positive_returns_a_python_float_or_names_the_setting():
+    value = errors.check_positive("lr", np.float32(0.5))
+    assert value == 0.5 and type(value) is float
+    for bad in (0, -1.0, float("nan"), float("inf"), "1", None):
+        with pytest.raises(BpttError, match=r"lr must be a finite number > 0"):
+            errors.check_positive("lr", bad)
+
+
+def test_as_array_names_a_ragged_value():
+    np.testing.assert_array_equal(errors.as_array("x", [[1, 2], [3, 4]]), [[1, 2], [3, 4]])
+    with pytest.raises(BpttError, match="lengths must be a rectangular array, not rows of "
+                                        "unequal lengths"):
+        errors.as_array("lengths", [[1, 2], [3]])
