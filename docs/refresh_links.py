@@ -2,7 +2,7 @@
 
 A link to code in docs/*.md and README.md looks like
 
-    [`sequence_backward`](../src/bptt/cells/rnn.py#L184-L191 "for k in range(T … dot(dJ_dz_carried[k]")
+    [`sequence_backward`](../src/bptt/cells/rnn.py#L187-L196 "for k in range(T … dot(dJ_dz")
 
 * the first name in backticks is the function (or ``Class.method``) the lines belong to;
 * the title is what those lines say: one snippet of code, or "start … end" for a range
