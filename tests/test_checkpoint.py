@@ -142,6 +142,46 @@ def test_checksums_are_stored_inside_the_bptt_metadata_and_not_handed_back(tmp_p
         write_safetensors_atomic(tmp_path / "x.safetensors", _tensors(), {**META, "crc32": 1})
 
 
+def test_checksums_that_miss_a_tensor_are_refused_as_damage(tmp_path: Path):
+    """The settings' CRC does not cover the list of sums: a list without a tensor (or with one
+    the file lacks) is damage, not a KeyError."""
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    stored = json.loads(_header(path)[1]["__metadata__"]["bptt"])
+    for change in ("drop", "rename"):
+        sums = json.loads(json.dumps(stored["crc32"]))
+        crc = sums["tensors"].pop("Whh")
+        if change == "rename":
+            sums["tensors"]["Whx"] = crc
+        meta = json.dumps({**stored, "crc32": sums})
+        path.write_bytes(safetensors.numpy.save(_tensors(), metadata={"bptt": meta}))
+        with pytest.raises(CheckpointError, match="is damaged: its checksums do not list its "
+                                                  "tensors"):
+            read_safetensors(path)
+
+
+def test_checksums_under_a_changed_key_are_refused_as_damage(tmp_path: Path):
+    """One flipped bit in the key "crc32" must not make the file read unchecked."""
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    blob = path.read_bytes()
+    at = blob.index(b"crc32") + 4
+    path.write_bytes(blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1:])  # "crc33"
+    with pytest.raises(CheckpointError, match="its checksums are under a key other than "
+                                              "'crc32'"):
+        read_safetensors(path)
+
+
+def test_big_endian_arrays_are_stored_little_endian_and_checked_as_stored(tmp_path: Path):
+    path = tmp_path / "model.safetensors"
+    tensors = {"W": np.arange(6, dtype=">f4").reshape(2, 3), "ids": np.arange(3, dtype=">i8")}
+    write_safetensors_atomic(path, tensors, META)
+    loaded, _ = read_safetensors(path)
+    for name, array in tensors.items():
+        np.testing.assert_array_equal(loaded[name], array)
+        assert loaded[name].dtype == array.dtype.newbyteorder("<")
+
+
 def test_a_file_without_checksums_is_read_unchecked(tmp_path: Path):
     """Files bptt wrote before it stored checksums, and exports (which other programs rewrite
     with new weights and the same metadata), load as they are."""

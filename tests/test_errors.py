@@ -38,6 +38,14 @@ def test_is_number_counts_reals_only(value, expected):
     assert errors.is_number(value) is expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    (2.5, True), (10**300, True), (float("nan"), False), (-np.inf, False), (10**400, False),
+    (True, False), ("1", False),
+])
+def test_is_finite_number_refuses_what_is_no_finite_float(value, expected):
+    assert errors.is_finite_number(value) is expected
+
+
 def test_check_int_returns_a_python_int_or_names_the_setting():
     value = errors.check_int("--steps", np.int64(5), 1)
     assert value == 5 and type(value) is int
@@ -49,7 +57,7 @@ def test_check_int_returns_a_python_int_or_names_the_setting():
 def test_check_positive_returns_a_python_float_or_names_the_setting():
     value = errors.check_positive("lr", np.float32(0.5))
     assert value == 0.5 and type(value) is float
-    for bad in (0, -1.0, float("nan"), float("inf"), "1", None):
+    for bad in (0, -1.0, float("nan"), float("inf"), 10**400, "1", None):
         with pytest.raises(BpttError, match=r"lr must be a finite number > 0"):
             errors.check_positive("lr", bad)
 

@@ -380,6 +380,7 @@ def test_padding_after_the_length_may_hold_nan():
     (dict(dtype="float16"), "dtype must be"),
     (dict(random_state=-1), "random_state must be"),
     (dict(forget_bias=1.0, cell="gru"), "lstm cell only"),
+    (dict(forget_bias=10**400, cell="lstm"), "forget_bias must be a finite number"),
     (dict(per_step="yes"), "per_step must be"),
 ])
 def test_bad_constructor_arguments_are_refused_by_fit(bad, message):

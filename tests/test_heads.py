@@ -409,9 +409,15 @@ def test_bad_arguments_are_one_clear_error(bad, message):
 
 @pytest.mark.parametrize("head", ["softmax_each", "softmax_last"])
 def test_labels_of_any_integer_type_give_the_same_result(head):
-    """uint64 labels are the labels they hold (in numpy uint64 + int64 is float64, no index:
-    the language model's loss used to raise IndexError on them)."""
+    """Labels come back from the check in numpy's index type (uint64 + int64 is float64 in
+    numpy: the language model's loss used to raise IndexError on uint64 labels), and uint64
+    labels give the loss and gradients of the same int64 labels."""
     p = make_problem("gru", head, 1, True, True, seed_of("uint64"))
+    T, B = p.inputs.shape[:2]
+    V = p.params["Why"].shape[0]
+    checked = heads.check_head_targets(head, p.targets.astype(np.uint64), T, B, V, p.lengths,
+                                       np.float64)
+    assert checked.dtype == np.intp
     args = dict(head=head, lengths=p.lengths, h0=p.h0)
     loss, grads, _ = bptt.task_loss_and_grads(p.params, p.inputs, p.targets, **args)
     other, other_grads, _ = bptt.task_loss_and_grads(

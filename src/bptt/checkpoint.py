@@ -171,7 +171,11 @@ def _serialize(
         raise TypeError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
     if CHECKSUM_KEY in meta:
         raise TypeError(f"checkpoint meta must not have the key {CHECKSUM_KEY!r} (bptt's own)")
-    contiguous = {name: np.require(a, requirements="C") for name, a in tensors.items()}
+    # little-endian, C order: the bytes as safetensors stores them, which the CRCs cover
+    contiguous = {
+        name: np.require(a.astype(a.dtype.newbyteorder("<"), copy=False), requirements="C")
+        for name, a in tensors.items()
+    }
     # the settings as they will be read back (json.loads), which is what their CRC covers
     settings = json.loads(json.dumps(dict(meta), default=_json_number))
     if checksums:
@@ -463,6 +467,9 @@ def _parse_meta(
     if not isinstance(meta, dict):
         raise _bad(file, "its bptt metadata is not a JSON object")
     if CHECKSUM_KEY not in meta:
+        if any(isinstance(v, dict) and set(v) == {"settings", "tensors"} for v in meta.values()):
+            # checksums under a changed name must not turn the checking off
+            raise _damaged(file, f"its checksums are under a key other than {CHECKSUM_KEY!r}")
         return meta, None  # written by another program, or before bptt wrote checksums
     sums = meta.pop(CHECKSUM_KEY)
     if not isinstance(sums, dict) or sums.get("settings") != _settings_crc(meta):

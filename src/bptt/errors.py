@@ -58,10 +58,19 @@ def is_number(value: object) -> bool:
     return is_int(value) or isinstance(value, (float, np.floating))
 
 
+def is_finite_number(value: object) -> bool:
+    """True for a real number (see :func:`is_number`) that is finite as a float: not NaN or
+    inf, and not an int beyond every float (10**400)."""
+    try:
+        return is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_positive(name: str, value: object) -> float:
-    """``value`` as a Python float when it is a finite real number > 0 (see :func:`is_number`),
-    else BpttError naming ``name``."""
-    if not is_number(value) or not math.isfinite(value) or value <= 0:
+    """``value`` as a Python float when it is a finite real number > 0 (see
+    :func:`is_finite_number`), else BpttError naming ``name``."""
+    if not is_finite_number(value) or value <= 0:
         raise BpttError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 

@@ -64,8 +64,8 @@ from bptt.errors import (
     DivergedError,
     check_int,
     check_positive,
+    is_finite_number,
     is_int,
-    is_number,
 )
 
 PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
@@ -328,7 +328,7 @@ class _SequenceEstimator:
         if self.forget_bias is not None:
             if self.cell != "lstm":
                 raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")
-            if not is_number(self.forget_bias) or not math.isfinite(self.forget_bias):
+            if not is_finite_number(self.forget_bias):
                 raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
         _float_dtype(self.dtype)
         rs = self.random_state

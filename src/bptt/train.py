@@ -53,6 +53,7 @@ from bptt.errors import (
     DivergedError,
     check_int,
     check_positive,
+    is_finite_number,
     is_int,
     is_number,
 )
@@ -713,7 +714,7 @@ def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
 def _read_interval(file: Path, losses: Any, since_eval: int) -> list[float]:
     """At most ``since_eval`` finite numbers (the steps after the last history row)."""
     if not isinstance(losses, list) or not all(
-            is_number(x) and math.isfinite(x) for x in losses):
+            is_finite_number(x) for x in losses):
         raise CheckpointError(f"{file} is damaged: its interval_losses must be a list of "
                               "finite numbers")
     if len(losses) > since_eval:

@@ -49,7 +49,7 @@ def test_forget_bias_sets_the_f_rows_of_bxh_and_clears_those_of_bhh(rng):
         bptt.init_params("lstm", 3, H, 2, bias=False, forget_bias=1.0)
     # a value the weights cannot hold is refused, not a NaN or inf bias (float32 overflows)
     for value, dtype in ((float("nan"), np.float64), (float("inf"), np.float64),
-                         (1e40, np.float32), ("1", np.float64)):
+                         (1e40, np.float32), (10**400, np.float64), ("1", np.float64)):
         with pytest.raises(ValueError, match=r"forget_bias must be a finite number \("
                                              f"{np.dtype(dtype).name}"):
             bptt.init_params("lstm", 3, H, 2, forget_bias=value, dtype=dtype)

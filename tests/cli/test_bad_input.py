@@ -105,6 +105,7 @@ def make_damaged_train_states(root: Path) -> None:
         "step_string": lambda t, m: m.update(step="2"),
         "hidden_9": lambda t, m: m["config"].update(hidden=9),
         "position_huge": lambda t, m: m["data"].update(position=10**30),
+        "interval_huge": lambda t, m: m.update(interval_losses=[10**400]),
     }.items():
         shutil.copytree(root / "run", root / name)
         t, m = dict(tensors), json.loads(json.dumps(meta))
@@ -187,6 +188,8 @@ CASES = [
      "its step must be an integer >= 0, got '2'"),
     ("train-resume-hidden-not-the-weights", "train --resume {w}/hidden_9 --steps 4",
      "its settings say hidden size 9 but its weights have 8"),
+    ("train-resume-interval-huge", "train --resume {w}/interval_huge --steps 4",
+     "its interval_losses must be a list of finite numbers"),
     ("train-resume-position-huge", "train --resume {w}/position_huge --steps 4",
      "the batch position is 1000000000000000000000000000000 but the run is at step 2"),
     # sample
