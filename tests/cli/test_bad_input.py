@@ -302,6 +302,14 @@ def test_a_full_standard_output_is_one_line_and_exit_2(world, tmp_path):
                            cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr == "bptt: error: cannot write the output: No space left on device\n"
+    # a new run that cannot write its first line leaves nothing (its encoded corpus included)
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "bptt", "train", str(world / "good.txt"),
+                            "--out", str(tmp_path / "new"), "--steps", "2"], stdout=full,
+                           stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.endswith("bptt: error: cannot write the output: No space left on device\n")
+    assert not (tmp_path / "new").exists()
 
 
 def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):

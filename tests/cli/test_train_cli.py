@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -225,3 +227,37 @@ def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bp
                  "0.01", "--steps", "2", "--eval-every", "2", "--seq-len", "10", "--batch", "2",
                  "--quiet")
     assert r.returncode == 0, r.stderr
+
+
+def _train_into_a_pipe_closed_after(lines: int, corpus_file, out, cwd) -> tuple[int, str]:
+    """``bptt train … | head -n LINES``: the reader of standard output takes ``lines`` lines
+    and goes away.  Returns (exit code, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bptt", "train", str(corpus_file), "--out", str(out), *TINY,
+         "--steps", "100000", "--eval-every", "3", "--sample-length", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    for _ in range(lines):
+        proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=120), err
+
+
+def test_a_run_whose_output_is_closed_saves_and_stops_as_sigpipe_would(corpus_file, tmp_path):
+    """It used to stop at its next print and exit 0, as if it had trained every step."""
+    out = tmp_path / "r"
+    code, err = _train_into_a_pipe_closed_after(2, corpus_file, out, tmp_path)
+    assert code == 128 + 13, err  # a shell's code for a command SIGPIPE ended
+    step = checkpoint.read_metadata(out / "train_state.safetensors")["step"]
+    assert step % 3 == 0 and 3 <= step < 100_000  # stopped at an evaluation's print
+    assert err.splitlines()[-1] == (f"stopped: its standard output was closed (broken pipe): "
+                                    f"checkpoint of step {step} saved in {out}")
+    assert checkpoint.load_model(out).step == step
+
+
+def test_a_new_run_whose_output_is_closed_before_training_leaves_nothing(corpus_file,
+                                                                         tmp_path):
+    code, err = _train_into_a_pipe_closed_after(0, corpus_file, tmp_path / "r", tmp_path)
+    assert code == 128 + 13, err
+    assert err.splitlines()[-1] == "bptt: stopped: its standard output was closed (broken pipe)"
+    assert not (tmp_path / "r").exists()  # its encoded corpus too

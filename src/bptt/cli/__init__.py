@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -81,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"bptt: {progress.stopped_how(signum)}\n")
         return 128 + signum
     except BrokenPipeError:  # the reader went away (bptt sample | head): not an error
-        _drop_stdout()
+        progress.drop_stdout()
         return 0
     except OSError as exc:  # the system refused a write: a full disk, or a full stdout
         _flush_or_drop_stdout()
@@ -93,15 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _flush_or_drop_stdout() -> None:
     """Flush what is buffered for standard output; if it cannot take it (/dev/full), drop it,
     so that Python's flush at exit does not fail again with a traceback."""
+    from bptt.cli import progress
+
     try:
         sys.stdout.flush()
     except OSError:
-        _drop_stdout()
-
-
-def _drop_stdout() -> None:
-    """Point standard output at the null device: nothing more is written to a closed or
-    full one (Python's own advice for SIGPIPE)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+        progress.drop_stdout()

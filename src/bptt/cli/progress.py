@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,11 @@ a closed terminal send: each asks a training run to save and stop, and ends any 
 command (or a run before its loop) as Ctrl-C does."""
 
 
+BROKEN_PIPE = getattr(signal, "SIGPIPE", 13)
+"""What a write to a pipe whose reader went away (``bptt train | head``) raises in C programs:
+a training run stops as it does for the other stop signals (saved, exit 128 + 13)."""
+
+
 class Stopped(KeyboardInterrupt):
     """A stop signal that ends the command at once (as Ctrl-C's KeyboardInterrupt does, so
     what undoes a half-made run on Ctrl-C undoes it for each of them); ``signum``: which."""
@@ -29,7 +35,19 @@ class Stopped(KeyboardInterrupt):
 
 def stopped_how(signum: int) -> str:
     """'interrupted' (Ctrl-C) or 'stopped by SIGTERM', …: what the messages say."""
-    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    if signum == signal.SIGINT:
+        return "interrupted"
+    if signum == BROKEN_PIPE:
+        return "stopped: its standard output was closed (broken pipe)"
+    return f"stopped by {signal.Signals(signum).name}"
+
+
+def drop_stdout() -> None:
+    """Point standard output at the null device: nothing more is written to a closed or
+    full one (Python's own advice for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _handle(signals: tuple[int, ...], handler: Callable[[int, object], None]) -> dict:
@@ -85,10 +103,17 @@ def run_with_progress(
             raise Stopped(signum)
         stop["signal"] = signum
 
+    def on_event(event: Any) -> None:
+        try:
+            show(event, bar, quiet)
+        except BrokenPipeError:  # the reader of standard output went away (bptt train | head)
+            drop_stdout()
+            if stop["signal"] is None:
+                stop["signal"] = BROKEN_PIPE
+
     previous = _handle(STOP_SIGNALS, on_signal)
     try:
-        finished = train_fn(lambda event: show(event, bar, quiet),
-                            lambda: stop["signal"] is not None)
+        finished = train_fn(on_event, lambda: stop["signal"] is not None)
         return None if finished else stop["signal"]
     finally:
         _restore(previous)
@@ -97,7 +122,8 @@ def run_with_progress(
 
 @contextlib.contextmanager
 def undo_on_failure(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
-    """A new run that fails (a BpttError, no memory, Ctrl-C) before its first checkpoint
+    """A new run that fails (a BpttError, no memory, Ctrl-C, a write the system refused)
+    before its first checkpoint
     leaves nothing behind and never touches what was there: the cache files it wrote (the
     EncodedCorpus objects appended to the yielded list) are removed, then the cache and
     run directories if they are empty and did not exist before.  Once the run has saved a
@@ -108,7 +134,7 @@ def undo_on_failure(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
     written: list = []
     try:
         yield written
-    except (BpttError, MemoryError, KeyboardInterrupt):
+    except (BpttError, MemoryError, KeyboardInterrupt, OSError):
         if not train.holds_checkpoint(out):
             for item in written:
                 if isinstance(item, corpus.EncodedCorpus) and not item.reused:

@@ -181,9 +181,11 @@ def _read_json(path: Path) -> dict:
 
 def read_corpus(files: list[Path], config: train.TrainConfig, cache_dir: Path,
                 vocab: data.Vocab | None = None, quiet: bool = False,
-                ) -> tuple[str | corpus.EncodedCorpus, str]:
+                written: list | None = None) -> tuple[str | corpus.EncodedCorpus, str]:
     """(text, description): the FILEs encoded into the cache (joined by FILE_SEPARATOR), or
-    the built-in corpus (in memory).  vocab: a fixed vocabulary (fine-tuning, resume)."""
+    the built-in corpus (in memory).  vocab: a fixed vocabulary (fine-tuning, resume).
+    written: where a new run lists what it wrote (to be undone if it fails, even while this
+    says what it encoded)."""
     if not files:
         return data.builtin_corpus(), data.BUILTIN_CORPUS_NAME
     description = " + ".join(str(f) for f in files)
@@ -194,6 +196,8 @@ def read_corpus(files: list[Path], config: train.TrainConfig, cache_dir: Path,
                                       progress=bar)
     finally:
         bar.close()
+    if written is not None:
+        written.append(encoded)
     if not quiet:
         verb = "reusing the encoded corpus" if encoded.reused else "encoded the corpus into"
         print(f"{verb} {encoded.ids_file} ({encoded.num_tokens:,} characters, vocabulary "
@@ -243,7 +247,15 @@ class _EncodingBar:
 def run(args: argparse.Namespace) -> int:
     """Train; exit 0 when done (or a resumed run is already at --steps: nothing to do),
     128 + the signal's number when Ctrl-C (130), SIGTERM or SIGHUP stopped it (after saving a
-    checkpoint)."""
+    checkpoint), or when its standard output was closed (141, as SIGPIPE: ``| head``)."""
+    try:
+        return _run(args)
+    except BrokenPipeError:  # a print outside the loop (which stops itself, after a save)
+        progress.drop_stdout()  # (a new run without a checkpoint is undone on the way here)
+        raise progress.Stopped(progress.BROKEN_PIPE) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     ensure_utf8_stdout()
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     saved = _saved_meta(args.resume) if args.resume is not None else None
@@ -272,8 +284,8 @@ def _start(args: argparse.Namespace) -> int:
     vocab = data.Vocab.from_list(init.vocab) if init is not None and init.vocab else None
     with progress.undo_on_failure(out, cache_dir) as written:
         train.make_out_dir(out)
-        text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet)
-        written.append(text)
+        text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet,
+                                        written)
         return _loop(train.new_run(config, text, description, out, init), args.quiet)
 
 
