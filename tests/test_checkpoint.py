@@ -386,7 +386,7 @@ def test_interrupted_write_keeps_old_file(tmp_path: Path, monkeypatch):
         write_safetensors_atomic(path, {"a": np.ones(4)}, {"step": 2})
     assert path.read_bytes() == old_bytes
     assert read_safetensors(path)[1] == {"step": 1}
-    assert clean_temp_files(tmp_path) == 0  # already removed by the writer
+    assert clean_temp_files(tmp_path, ["model.safetensors"]) == 0  # the writer removed it
 
 
 def test_a_write_is_fsynced_then_renamed_then_its_directory_fsynced(tmp_path: Path,
@@ -434,17 +434,23 @@ def test_a_derived_file_that_fails_to_be_written_keeps_the_old_one(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
-def test_clean_temp_files_removes_only_leftovers(tmp_path: Path):
-    for name in (".tmp-a.safetensors.1234", ".tmp-b.safetensors.abcd"):
+def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path: Path):
+    names = ["a.safetensors", "m.csv"]
+    for name in (".tmp-a.safetensors.0123456789ab", ".tmp-m.csv"):  # what the writers make
         (tmp_path / name).write_bytes(b"partial")
+    theirs = [".tmp-a.safetensors.draft", ".tmp-b.safetensors.0123456789ab", ".tmp-notes.txt",
+              ".tmp-m.csv.bak"]  # a user's, or another program's: never ours to remove
+    for name in theirs:
+        (tmp_path / name).write_bytes(b"keep")
     (tmp_path / "keep.safetensors").write_bytes(b"x")
-    (tmp_path / ".tmp-dir").mkdir()
-    (tmp_path / ".tmp-link").symlink_to(tmp_path / "keep.safetensors")  # a user's, not ours
-    assert clean_temp_files(tmp_path) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-dir", ".tmp-link",
-                                                          "keep.safetensors"]
-    assert clean_temp_files(tmp_path) == 0
-    assert clean_temp_files(tmp_path / "missing") == 0
+    (tmp_path / ".tmp-m.csv.0123456789ab").mkdir()
+    (tmp_path / ".tmp-a.safetensors.ba9876543210").symlink_to(tmp_path / "keep.safetensors")
+    assert clean_temp_files(tmp_path, names) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*theirs, ".tmp-m.csv.0123456789ab", ".tmp-a.safetensors.ba9876543210",
+         "keep.safetensors"])
+    assert clean_temp_files(tmp_path, names) == 0
+    assert clean_temp_files(tmp_path / "missing", names) == 0
 
 
 # ---------------------------------------------------------------- refusing bad files

@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import struct
 import uuid
@@ -241,8 +242,11 @@ def _remove_quietly(file: Path) -> None:
         pass
 
 
-def clean_temp_files(directory: str | os.PathLike[str]) -> int:
-    """Remove the ``.tmp-*`` files an interrupted write left in ``directory``; return how many.
+def clean_temp_files(directory: str | os.PathLike[str], names: Iterable[str]) -> int:
+    """Remove the temporaries an interrupted write of the files ``names`` left in
+    ``directory`` (``.tmp-NAME`` of :func:`replace_atomic`, ``.tmp-NAME.<12 hex digits>`` of
+    :func:`write_safetensors_atomic`); return how many.  Other ``.tmp-*`` files are not
+    bptt's and stay.
 
     A missing directory has none (returns 0).  Call it only while no other
     process is writing checkpoints into the same directory.
@@ -250,9 +254,12 @@ def clean_temp_files(directory: str | os.PathLike[str]) -> int:
     folder = Path(directory)
     if not folder.is_dir():
         return 0
+    ours = re.compile(
+        "|".join(re.escape(TEMP_PREFIX + name) + r"(\.[0-9a-f]{12})?" for name in names)
+    )
     removed = 0
     for entry in folder.glob(f"{TEMP_PREFIX}*"):
-        if entry.is_file() and not entry.is_symlink():
+        if ours.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
             entry.unlink()
             removed += 1
     return removed

@@ -466,7 +466,7 @@ def save(run: TaskRun) -> Path:
             "task_config": run.config.to_dict(), "history": run.history}
     path = run.estimator._write(run.out_dir / checkpoint.MODEL_FILE, info)
     write_metrics(run)
-    checkpoint.clean_temp_files(run.out_dir)
+    checkpoint.clean_temp_files(run.out_dir, train.RUN_FILES)
     return path
 
 

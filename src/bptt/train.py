@@ -62,6 +62,8 @@ from bptt.sample import sample_text
 STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "loss.png"
+RUN_FILES = (checkpoint.MODEL_FILE, STATE_FILE, METRICS_FILE, PLOT_FILE)
+"""The files a run writes into its directory (a new run refuses a directory holding any)."""
 # a history row of a run on text: the columns of metrics.csv
 HISTORY_COLUMNS = ("step", "train_bpc", "val_bpc", "chars_per_sec")
 LN2 = math.log(2)
@@ -269,24 +271,37 @@ def is_run_checkpoint(path: str | os.PathLike) -> bool:
     return file.name in (checkpoint.MODEL_FILE, STATE_FILE) and holds_train_state(file.parent)
 
 
+def run_files(out_dir: str | os.PathLike) -> list[str]:
+    """The files a run writes that ``out_dir`` already holds (a new run there would
+    replace them): its checkpoint, metrics.csv, loss.png."""
+    return [name for name in RUN_FILES if (Path(out_dir) / name).exists()]
+
+
 def free_out_dir(base: str | os.PathLike) -> Path:
-    """base, or base-2, base-3, …: the first that is no file and holds no checkpoint (a
-    missing or an empty directory, or one that holds other things)."""
+    """base, or base-2, base-3, …: the first that is no file and holds none of a run's files
+    (a missing or an empty directory, or one that holds other things)."""
     base = Path(base)
     candidate, n = base, 1
-    while holds_checkpoint(candidate) or (candidate.exists() and not candidate.is_dir()):
+    while run_files(candidate) or (candidate.exists() and not candidate.is_dir()):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
 
 
 def check_fresh_out(out_dir: str | os.PathLike) -> Path:
-    """Return ``out_dir`` as a Path if it holds no checkpoint; else BpttError (never overwrite)."""
+    """Return ``out_dir`` as a Path if it holds none of a run's files; else BpttError (never
+    overwrite: a checkpoint, or a metrics.csv or loss.png of an earlier run or of the user)."""
     out = Path(out_dir)
     if holds_checkpoint(out):
         raise BpttError(
             f"{out} already holds a checkpoint; continue it with --resume {out} "
             "or choose another --out"
+        )
+    present = run_files(out)
+    if present:
+        raise BpttError(
+            f"{out} already holds {present[0]}, which a run writes there; move it away or "
+            "choose another --out"
         )
     return out
 
@@ -593,7 +608,7 @@ def save(run: Run) -> None:
     checkpoint.save_model(run.out_dir, run.params, run.vocab.to_list(), run.config.to_dict(),
                           run.step)
     write_metrics(run)
-    checkpoint.clean_temp_files(run.out_dir)
+    checkpoint.clean_temp_files(run.out_dir, RUN_FILES)
 
 
 def write_metrics(run: Run) -> Path:
@@ -635,7 +650,7 @@ def read_train_state(
         raise CheckpointError(
             f"{out} holds no {STATE_FILE} to resume from; start a run there with --out {out}"
         )
-    checkpoint.clean_temp_files(out)
+    checkpoint.clean_temp_files(out, RUN_FILES)
     tensors, meta = checkpoint.read_safetensors(file)
     checkpoint.check_format(file, meta, kind)
     return file, tensors, meta

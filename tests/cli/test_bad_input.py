@@ -42,6 +42,8 @@ def world(tmp_path_factory) -> Path:
     make_bad_checkpoints(root)
     make_bad_exports(root)
     os.mkfifo(root / "fifo.safetensors")  # not a regular file: never to be replaced
+    (root / "user_dir").mkdir()  # a directory of the user's, with a log a run would replace
+    (root / "user_dir" / "metrics.csv").write_text("my own log\n")
     (root / "fifo_out").mkdir()
     os.mkfifo(root / "fifo_out" / "model.safetensors")
     make_damaged_train_states(root)
@@ -173,6 +175,8 @@ CASES = [
     ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
     ("train-out-is-a-file", "train {w}/good.txt --out {w}/blocker/run", "output directory"),
     ("train-out-has-checkpoint", "train {w}/good.txt --out {w}/run", "already holds a checkpoint"),
+    ("train-out-has-a-metrics-csv", "train {w}/good.txt --out {w}/user_dir",
+     "user_dir already holds metrics.csv, which a run writes there; move it away"),
     ("train-resume-nothing", "train --resume {w}/adir", "no train_state"),
     ("train-resume-change-hidden", "train --resume {w}/run --hidden 16", "cannot change on --resume"),
     ("train-out-empty", "train {w}/good.txt --out ", "--out: expected a path"),

@@ -261,3 +261,18 @@ def test_a_new_run_whose_output_is_closed_before_training_leaves_nothing(corpus_
     assert code == 128 + 13, err
     assert err.splitlines()[-1] == "bptt: stopped: its standard output was closed (broken pipe)"
     assert not (tmp_path / "r").exists()  # its encoded corpus too
+
+
+def test_a_run_in_a_directory_of_other_things_leaves_them_alone(run_bptt, corpus_file, tmp_path):
+    """Its clean-up of interrupted writes removes its own temporaries only (it used to remove
+    every .tmp-* file of the directory)."""
+    out = tmp_path / "project"
+    out.mkdir()
+    mine = {".tmp-draft.txt": "a draft", ".tmp-model.safetensors.old": "kept", "notes.md": "n"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    r = run_bptt("train", corpus_file, "--out", out, *TINY, "--steps", "4", "--eval-every", "2",
+                 "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert {name: (out / name).read_text() for name in mine} == mine
+    assert (out / "model.safetensors").exists()
