@@ -135,6 +135,36 @@ def test_cache_is_reused_rehashed_when_touched_and_reencoded_when_changed(tmp_pa
         [changed.ids_file.name, changed.manifest.name])
 
 
+def test_a_changed_file_with_its_size_and_mtime_set_back_is_encoded_again(tmp_path):
+    """cp -p, rsync -t, tar x or touch -r can give new bytes the old size and mtime; the
+    ctime, which every write sets, tells (the cache used to give the old text's ids)."""
+    path = write(tmp_path / "t.txt", MULTIBYTE * 20)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    cache = tmp_path / "cache"
+    first = encode_files([path], cache)
+    path.write_bytes(path.read_bytes().replace(b"fox", b"cat"))
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # the same size and mtime as before
+    changed = encode_files([path], cache)
+    assert not changed.reused and changed.ids_file != first.ids_file
+    assert decoded(changed) == (MULTIBYTE * 20).replace("fox", "cat")
+
+
+def test_a_run_that_builds_its_vocabulary_never_takes_an_entry_of_a_fixed_one(tmp_path):
+    """A fine-tuning run encodes the files with its model's vocabulary; a plain run on the
+    same files and cache used to get those ids, and that vocabulary, as its own."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    cache = tmp_path / "cache"
+    wide = Vocab.from_list(sorted(set("abc ") | set("xyz")))
+    tuned = encode_files([path], cache, vocab=wide)
+    assert tuned.vocab == wide
+    plain = encode_files([path], cache)
+    assert not plain.reused and plain.vocab.to_list() == sorted(set("abc "))
+    assert decoded(plain) == "abcab " * 50
+    # its own entry is reused; a run with that vocabulary given (a resume) takes it too
+    assert encode_files([path], cache).reused
+    assert encode_files([path], cache, vocab=plain.vocab).reused
+
+
 def test_a_damaged_manifest_or_id_file_is_reencoded(tmp_path):
     path = write(tmp_path / "t.txt", MULTIBYTE)
     first = encode_files([path], tmp_path / "c")

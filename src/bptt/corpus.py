@@ -45,6 +45,7 @@ called after each block.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import json
 import os
@@ -90,16 +91,21 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 @dataclass(frozen=True)
 class Source:
-    """One input file as recorded in the cache: absolute path, size, mtime, content hash."""
+    """One input file as recorded in the cache: absolute path, size, mtime, content hash,
+    and ctime (the inode's change time: every write sets it, and no tool sets it back, as
+    ``cp -p``, ``rsync -t``, ``touch -d`` can set back the mtime; −1: not recorded)."""
 
     path: str
     size: int
     mtime_ns: int
     blake2b: str = ""
+    ctime_ns: int = -1
 
     def same_stat(self, other: Source) -> bool:
-        """Same file, size and modification time (the content is then trusted unchanged)."""
-        return (self.path, self.size, self.mtime_ns) == (other.path, other.size, other.mtime_ns)
+        """Same file, size, modification and change times (the content is then trusted
+        unchanged; a content written since has a new ctime)."""
+        return (self.path, self.size, self.mtime_ns, self.ctime_ns) == (
+            other.path, other.size, other.mtime_ns, other.ctime_ns)
 
 
 @dataclass
@@ -179,7 +185,9 @@ def encode_files(
     old = _read_manifest(manifest_file, len(paths))
 
     def fits(entry: dict[str, Any]) -> bool:
-        return vocab is None or entry["vocab"] == vocab
+        # a run without a fixed vocabulary takes the text's own only (not a fine-tuning
+        # run's, encoded from the same files); a fixed one must be the entry's
+        return not entry["fixed_vocab"] if vocab is None else entry["vocab"] == vocab
 
     if old is not None and fits(old) and all(
         s.same_stat(o) for s, o in zip(stats, old["sources"], strict=True)
@@ -190,7 +198,7 @@ def encode_files(
 
     scan = _scan(paths, stats, errors, separator, vocab, unk, progress)
     sources = tuple(
-        Source(s.path, s.size, s.mtime_ns, h) for s, h in zip(stats, scan.hashes, strict=True)
+        dataclasses.replace(s, blake2b=h) for s, h in zip(stats, scan.hashes, strict=True)
     )
     final_vocab = vocab if vocab is not None else scan.vocab(unk)
     dtype = id_dtype(final_vocab.size)
@@ -201,6 +209,7 @@ def encode_files(
         "dtype": dtype,
         "num_tokens": scan.num_chars + len(separator) * (len(paths) - 1),
         "ids_file": f"corpus-{key}-{digest}.ids",
+        "fixed_vocab": vocab is not None,
     }
     if old is not None and old["ids_file"] == entry["ids_file"] \
             and old["num_tokens"] == entry["num_tokens"]:
@@ -235,7 +244,7 @@ def _stat(file: Path) -> Source:
         raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
     if st.st_size == 0:
         raise DataError(f"{file} is empty; pass a text file with some characters in it.")
-    return Source(str(file.resolve()), st.st_size, st.st_mtime_ns)
+    return Source(str(file.resolve()), st.st_size, st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def _decode_blocks(file: Path, errors: str, hasher: Any,
@@ -469,6 +478,7 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
         "num_tokens": entry["num_tokens"],
         "ids_file": entry["ids_file"],
         "vocab": entry["vocab"].to_list(),
+        "fixed_vocab": entry["fixed_vocab"],
     }
     temp = file.with_name(f"{TEMP_PREFIX}{file.name}.{uuid.uuid4().hex[:8]}")
     try:
@@ -490,7 +500,8 @@ def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:
         if doc.get("format") != CACHE_FORMAT or doc.get("version") != CACHE_VERSION:
             return None
         sources = tuple(
-            Source(str(s["path"]), int(s["size"]), int(s["mtime_ns"]), str(s["blake2b"]))
+            Source(str(s["path"]), int(s["size"]), int(s["mtime_ns"]), str(s["blake2b"]),
+                   int(s.get("ctime_ns", -1)))
             for s in doc["sources"]
         )
         dtype = np.dtype(doc["dtype"])
@@ -509,8 +520,9 @@ def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:
         return None
     if not ok:
         return None
+    # (a manifest that does not say whether its vocabulary was fixed is trusted as if it was)
     return {"sources": sources, "vocab": vocab, "dtype": dtype, "num_tokens": num_tokens,
-            "ids_file": ids_file}
+            "ids_file": ids_file, "fixed_vocab": doc.get("fixed_vocab", True) is not False}
 
 
 def _open_intact(entry: dict[str, Any], manifest: Path) -> EncodedCorpus | None:

@@ -43,7 +43,8 @@ def add_parser(sub, name: str) -> None:
             "Python). The FILEs are encoded once into token ids (uint8 for up to 256 "
             "distinct characters, else uint16/uint32) cached in --cache-dir and read back "
             "memory-mapped, so memory does not grow with the corpus; the cache is reused "
-            "while the files keep their size, mtime and content hash. Writes "
+            "while the files keep their size, mtime and ctime (a file whose times changed is "
+            "hashed again and re-encoded if its content changed). Writes "
             "model.safetensors, train_state.safetensors, metrics.csv and loss.png to --out. "
             "--steps is the run's total: a resumed run continues to it."
         ),
