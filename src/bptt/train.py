@@ -361,6 +361,33 @@ def _init_vocab(init: checkpoint.LoadedModel, config: TrainConfig) -> Vocab:
     return Vocab.from_list(init.vocab)
 
 
+class RunDirInUseError(BpttError):
+    """Another process trains in the run directory (it holds the directory's lock)."""
+
+
+@contextlib.contextmanager
+def run_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the run directory's lock while a run trains in it: a second run there (a resume,
+    or a new run with the same --out) would overwrite its checkpoints and remove its files
+    in the middle of their writes.  An advisory lock on the directory itself (flock: no lock
+    file to leave behind, and it is let go when the process ends, however it ends); another
+    holder makes this raise :class:`RunDirInUseError` at once."""
+    import fcntl
+
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirInUseError(
+                f"another bptt train is running in {out_dir}; wait for it to end (or stop "
+                "it), or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def make_out_dir(out: Path) -> None:
     """Create the run directory (and parents); BpttError if it cannot be created or written."""
     try:

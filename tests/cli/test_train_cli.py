@@ -276,3 +276,31 @@ def test_a_run_in_a_directory_of_other_things_leaves_them_alone(run_bptt, corpus
     assert r.returncode == 0, r.stderr
     assert {name: (out / name).read_text() for name in mine} == mine
     assert (out / "model.safetensors").exists()
+
+
+def test_a_second_run_in_a_directory_a_run_trains_in_is_refused(run_bptt, corpus_file,
+                                                                 tmp_path):
+    """It used to train beside the first, overwrite its checkpoints and remove its files in
+    the middle of their writes.  Here the test holds the lock a training run holds."""
+    from bptt import train
+
+    out = tmp_path / "r"
+    assert run_bptt("train", corpus_file, "--out", out, *TINY, "--steps", "2",
+                    "--quiet").returncode == 0
+    (out / ".tmp-model.safetensors.0123456789ab").write_bytes(b"a write in progress")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    busy = f"bptt: error: another bptt train is running in {out}; wait for it to end"
+    with train.run_dir_lock(out):
+        for argv in (["--resume", out, "--steps", "4"],
+                     ["--resume", out, "--steps", "4", "--task", "parity"]):
+            r = run_bptt("train", *argv, "--quiet")
+            assert r.returncode == 2 and r.stderr.startswith(busy), (argv, r.stderr)
+        new = tmp_path / "new"
+        new.mkdir()
+        with train.run_dir_lock(new):  # a new run's directory, locked before its checkpoint
+            for argv in (["--task", "parity"], [corpus_file, *TINY]):
+                r = run_bptt("train", *argv, "--out", new, "--steps", "2", "--quiet")
+                assert r.returncode == 2 and busy.replace(str(out), str(new)) in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert new.is_dir()  # another run's directory: not undone
+    assert run_bptt("train", "--resume", out, "--steps", "4", "--quiet").returncode == 0

@@ -123,17 +123,19 @@ def run_with_progress(
 @contextlib.contextmanager
 def undo_on_failure(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
     """A new run that fails (a BpttError, no memory, Ctrl-C, a write the system refused)
-    before its first checkpoint
-    leaves nothing behind and never touches what was there: the cache files it wrote (the
-    EncodedCorpus objects appended to the yielded list) are removed, then the cache and
-    run directories if they are empty and did not exist before.  Once the run has saved a
-    checkpoint, its directory and cache are the run's: they stay."""
+    before its first checkpoint leaves nothing behind and never touches what was there: the
+    cache files it wrote (the EncodedCorpus objects appended to the yielded list) are
+    removed, then the cache and run directories if they are empty and did not exist before.
+    Once the run has saved a checkpoint, its directory and cache are the run's: they stay;
+    so are they while another run trains there (train.RunDirInUseError)."""
     from bptt import corpus, train
 
     new_dirs = [d for d in (cache_dir, out) if d is not None and not d.exists()]
     written: list = []
     try:
         yield written
+    except train.RunDirInUseError:  # the directory is another run's, busy: nothing here to undo
+        raise
     except (BpttError, MemoryError, KeyboardInterrupt, OSError):
         if not train.holds_checkpoint(out):
             for item in written:

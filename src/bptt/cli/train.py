@@ -259,12 +259,20 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     ensure_utf8_stdout()
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
-    saved = _saved_meta(args.resume) if args.resume is not None else None
-    if (args.task is not None or args.task_length is not None
-            or (saved is not None and saved.get("kind") == STATE_KIND)):
-        return train_task.run(args, saved)
-    if saved is None:
+    if args.resume is None:
+        if args.task is not None or args.task_length is not None:
+            return train_task.run(args)
         return _start(args)
+    saved = _saved_meta(args.resume)
+    with train.run_dir_lock(args.resume):  # before anything of the run is read or removed
+        if args.task is not None or args.task_length is not None \
+                or saved.get("kind") == STATE_KIND:
+            return train_task.run(args, saved)
+        return _continue(args)
+
+
+def _continue(args: argparse.Namespace) -> int:
+    """Go on with the run on text saved in --resume DIR (its lock held)."""
     resumed = _read_resumed(args)
     if resumed.progress.step >= resumed.config.steps:  # before the text is read or encoded
         return progress.nothing_to_do(resumed.progress.step, args.resume)
@@ -285,9 +293,11 @@ def _start(args: argparse.Namespace) -> int:
     vocab = data.Vocab.from_list(init.vocab) if init is not None and init.vocab else None
     with progress.undo_on_failure(out, cache_dir) as written:
         train.make_out_dir(out)
-        text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet,
-                                        written)
-        return _loop(train.new_run(config, text, description, out, init), args.quiet)
+        with train.run_dir_lock(out):
+            train.check_fresh_out(out)  # again, locked: a run started beside this one
+            text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet,
+                                            written)
+            return _loop(train.new_run(config, text, description, out, init), args.quiet)
 
 
 def _fit_to_model(config: train.TrainConfig, init: checkpoint.LoadedModel,

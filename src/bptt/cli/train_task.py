@@ -38,7 +38,9 @@ def run(args: argparse.Namespace, saved: dict | None = None) -> int:
     out = args.out if args.out is not None else train.free_out_dir(
         DEFAULT_OUT / f"task-{config.task}-{config.cell}")
     with progress.undo_on_failure(out):  # (nothing left behind before the first checkpoint)
-        return _loop(tasks.new_task_run(config, out), args.quiet)
+        train.make_out_dir(out)
+        with train.run_dir_lock(out):  # (new_task_run checks, locked, that out is fresh)
+            return _loop(tasks.new_task_run(config, out), args.quiet)
 
 
 def _refuse_text_flags(args: argparse.Namespace) -> None:
