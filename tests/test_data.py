@@ -309,7 +309,11 @@ def test_load_state_dict_refuses_other_settings_or_text():
         StreamBatcher(ids, 2, 4).load_state_dict(state)
     other = ids.copy()
     other[50] = 3 - other[50]
-    with pytest.raises(DataError, match="tokens_crc32"):
+    # the same length, other ids: another text, or the same text's damaged cache
+    with pytest.raises(DataError, match=r"tokens_crc32=.*resume with the same text, --batch and "
+                                        r"--seq-len \(or, if it is the same text, its encoded "
+                                        r"ids in the cache are damaged: remove the cache's "
+                                        r"corpus-\*\.ids to encode it again\)\."):
         StreamBatcher(other, 2, 5).load_state_dict(state)
     with pytest.raises(DataError, match="position"):
         StreamBatcher(ids, 2, 5).load_state_dict({**state, "position": -1})

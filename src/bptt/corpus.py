@@ -49,6 +49,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -242,6 +243,9 @@ def _stat(file: Path) -> Source:
         st = file.stat()
     except OSError as exc:
         raise DataError(f"{file} cannot be read ({exc.strerror or exc}).") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{file} is not a regular file (a pipe or a device?); the text is read "
+                        "twice (its characters, then its ids): save it to a file first.")
     if st.st_size == 0:
         raise DataError(f"{file} is empty; pass a text file with some characters in it.")
     return Source(str(file.resolve()), st.st_size, st.st_mtime_ns, ctime_ns=st.st_ctime_ns)

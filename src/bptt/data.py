@@ -405,7 +405,7 @@ class StreamBatcher:
         n = (len(tokens) - 1) // B
         if n < T:
             raise DataError(
-                f"the text ({len(tokens)} characters) is shorter than one sequence for "
+                f"the text to train on ({len(tokens)} characters) is shorter than one sequence for "
                 f"{B} streams of {T} characters (needs at least {B * T + 1}); "
                 "use a smaller --seq-len or --batch, or a longer text (bptt train holds out "
                 "the last --val-fraction of it for validation)."
@@ -477,9 +477,13 @@ class StreamBatcher:
         expected = self.state_dict()
         for key in ("batch_size", "seq_len", "num_tokens", "tokens_crc32"):
             if state.get(key) != expected[key]:
+                damaged = (" (or, if it is the same text, its encoded ids in the cache are "
+                           "damaged: remove the cache's corpus-*.ids to encode it again)"
+                           if key == "tokens_crc32" else "")
                 raise DataError(
                     f"the saved batch state has {key}={state.get(key)!r} but this run has "
-                    f"{expected[key]!r}; resume with the same text, --batch and --seq-len."
+                    f"{expected[key]!r}; resume with the same text, --batch and --seq-len"
+                    f"{damaged}."
                 )
         self.position = position
 

@@ -35,6 +35,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,6 +399,14 @@ def make_out_dir(out: Path) -> None:
         raise BpttError(f"the output directory {out} is not writable; choose another --out")
 
 
+def check_writable(run_dir: Path) -> None:
+    """BpttError unless the directory of a run to resume can be written (checked before any
+    training, not at its first checkpoint)."""
+    if not os.access(run_dir, os.W_OK):
+        raise BpttError(f"the run directory {run_dir} is not writable; make it writable, or "
+                        "copy it somewhere writable and resume the copy")
+
+
 # ----------------------------------------------------------------------------
 # one step, evaluation
 # ----------------------------------------------------------------------------
@@ -659,10 +668,14 @@ def write_plot(run: Run) -> Path:
     ax.set_title(f"{run.config.cell}, H={run.config.hidden}, L={run.config.layers}: {run.corpus}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    return checkpoint.replace_atomic(
-        run.out_dir / PLOT_FILE, lambda temp: fig.savefig(temp, format="png")
-    )
+    with warnings.catch_warnings():
+        # a corpus named in characters the font lacks (CJK) is drawn as boxes, not reported
+        # on the terminal: the library never prints
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        fig.tight_layout()
+        return checkpoint.replace_atomic(
+            run.out_dir / PLOT_FILE, lambda temp: fig.savefig(temp, format="png")
+        )
 
 
 def read_train_state(

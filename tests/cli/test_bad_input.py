@@ -142,6 +142,7 @@ CASES = [
     ("train-binary-file", "train {w}/binary.bin", "binary"),
     ("train-not-utf8", "train {w}/latin1.txt", "UTF-8"),
     ("train-directory", "train {w}/adir", "directory"),
+    ("train-a-fifo", "train {w}/fifo.safetensors", "is not a regular file (a pipe or a device?)"),
     ("train-one-character", "train {w}/one_char.txt", "at least 2 distinct characters"),
     ("train-shorter-than-a-sequence", "train {w}/short.txt --seq-len 50", "shorter than one sequence"),
     # train: numbers

@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +305,32 @@ def test_a_second_run_in_a_directory_a_run_trains_in_is_refused(run_bptt, corpus
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert new.is_dir()  # another run's directory: not undone
     assert run_bptt("train", "--resume", out, "--steps", "4", "--quiet").returncode == 0
+
+
+def test_a_corpus_named_in_characters_the_plot_font_lacks_prints_nothing(run_bptt, corpus_file,
+                                                                          tmp_path):
+    """matplotlib's warnings of missing glyphs (the corpus name is the plot's title) used to
+    reach the terminal under --quiet."""
+    named = tmp_path / "日本語.txt"
+    named.write_bytes(corpus_file.read_bytes())
+    r = run_bptt("train", named, "--out", tmp_path / "r", *TINY, "--steps", "2", "--quiet")
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
+    assert (tmp_path / "r" / "loss.png").exists()
+
+
+def test_a_resume_in_a_directory_it_cannot_write_is_refused_before_training(
+        run_bptt, bptt_in_process, corpus_file, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    assert run_bptt("train", corpus_file, "--out", out, *TINY, "--steps", "2",
+                    "--quiet").returncode == 0
+    before = (out / "train_state.safetensors").read_bytes()
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == out and
+                        mode == os.W_OK else real_access(path, mode))  # a read-only mount
+    code, err = bptt_in_process(["train", "--resume", out, "--steps", "4", "--quiet"], tmp_path)
+    assert code == 2 and err == (f"bptt: error: the run directory {out} is not writable; make "
+                                 "it writable, or copy it somewhere writable and resume the "
+                                 "copy\n")
+    assert (out / "train_state.safetensors").read_bytes() == before

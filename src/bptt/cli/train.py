@@ -265,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         return _start(args)
     saved = _saved_meta(args.resume)
     with train.run_dir_lock(args.resume):  # before anything of the run is read or removed
+        train.check_writable(args.resume)
         if args.task is not None or args.task_length is not None \
                 or saved.get("kind") == STATE_KIND:
             return train_task.run(args, saved)
