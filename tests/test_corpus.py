@@ -149,7 +149,8 @@ def test_a_changed_file_with_its_size_and_mtime_set_back_is_encoded_again(tmp_pa
     assert decoded(changed) == (MULTIBYTE * 20).replace("fox", "cat")
 
 
-def test_a_run_that_builds_its_vocabulary_never_takes_an_entry_of_a_fixed_one(tmp_path):
+def test_a_run_that_builds_its_vocabulary_never_takes_an_entry_of_a_fixed_one(tmp_path,
+                                                                              monkeypatch):
     """A fine-tuning run encodes the files with its model's vocabulary; a plain run on the
     same files and cache used to get those ids, and that vocabulary, as its own."""
     path = write(tmp_path / "t.txt", "abcab " * 50)
@@ -163,6 +164,13 @@ def test_a_run_that_builds_its_vocabulary_never_takes_an_entry_of_a_fixed_one(tm
     # its own entry is reused; a run with that vocabulary given (a resume) takes it too
     assert encode_files([path], cache).reused
     assert encode_files([path], cache, vocab=plain.vocab).reused
+    # a resume (the text's own vocabulary, fixed) after a touch keeps the entry a plain
+    # run's: the next plain run does not read the whole text again
+    os.utime(path, ns=(3_000_000_000, 3_000_000_000))
+    assert encode_files([path], cache, vocab=plain.vocab).reused
+    scans = []
+    monkeypatch.setattr(corpus_module, "_scan", lambda *a, **k: scans.append(1) or None)
+    assert encode_files([path], cache).reused and not scans
 
 
 def test_a_damaged_manifest_or_id_file_is_reencoded(tmp_path):

@@ -210,7 +210,8 @@ def encode_files(
         "dtype": dtype,
         "num_tokens": scan.num_chars + len(separator) * (len(paths) - 1),
         "ids_file": f"corpus-{key}-{digest}.ids",
-        "fixed_vocab": vocab is not None,
+        # (a fixed vocabulary that is the text's own, as a resume's, takes nothing from it)
+        "fixed_vocab": vocab is not None and vocab != scan.vocab(unk),
     }
     if old is not None and old["ids_file"] == entry["ids_file"] \
             and old["num_tokens"] == entry["num_tokens"]:

@@ -372,10 +372,16 @@ def run_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
     or a new run with the same --out) would overwrite its checkpoints and remove its files
     in the middle of their writes.  An advisory lock on the directory itself (flock: no lock
     file to leave behind, and it is let go when the process ends, however it ends); another
-    holder makes this raise :class:`RunDirInUseError` at once."""
-    import fcntl
+    holder makes this raise :class:`RunDirInUseError` at once.  Where the system cannot lock
+    a directory (no fcntl: Windows; NFS, which needs a file open for writing), the run goes
+    on unlocked, as before there was a lock."""
+    try:
+        import fcntl
 
-    fd = os.open(out_dir, os.O_RDONLY)
+        fd = os.open(out_dir, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -384,6 +390,8 @@ def run_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
                 f"another bptt train is running in {out_dir}; wait for it to end (or stop "
                 "it), or choose another --out"
             ) from None
+        except OSError:
+            pass  # locks not supported here: unlocked
         yield
     finally:
         os.close(fd)

@@ -38,7 +38,9 @@ class Parser(argparse.ArgumentParser):
 
 def fail(message: str) -> None:
     """Print the one-line error and exit with code 2."""
-    sys.stderr.write(f"bptt: error: {message}\n")
+    from bptt.cli import progress
+
+    progress.say(f"bptt: error: {message}")
     raise SystemExit(2)
 
 
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "--layers, --batch or --seq-len")
     except KeyboardInterrupt as exc:  # Ctrl-C, or progress.Stopped (SIGTERM, SIGHUP)
         signum = getattr(exc, "signum", signal.SIGINT)
-        sys.stderr.write(f"bptt: {progress.stopped_how(signum)}\n")
+        progress.say(f"bptt: {progress.stopped_how(signum)}")
         return 128 + signum
     except BrokenPipeError:  # the reader went away (bptt sample | head): not an error
         progress.drop_stdout()

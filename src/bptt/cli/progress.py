@@ -45,9 +45,59 @@ def stopped_how(signum: int) -> str:
 def drop_stdout() -> None:
     """Point standard output at the null device: nothing more is written to a closed or
     full one (Python's own advice for SIGPIPE)."""
+    _to_devnull(sys.stdout.fileno())
+
+
+def _to_devnull(fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def say(line: str) -> None:
+    """Write one line to standard error; a stderr that cannot take it (its reader went
+    away: 2>&1 | head) is dropped, not a second error."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except OSError:
+        _to_devnull(sys.stderr.fileno())
+
+
+class _BarStream:
+    """Standard error for the progress bar: a stderr whose reader went away (2>&1 | head)
+    or that is full ends the bar, not the run (the bar then draws into the null device)."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text)
+        except OSError:
+            _to_devnull(sys.stderr.fileno())
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except OSError:
+            _to_devnull(sys.stderr.fileno())
+
+
+def write_line(bar: Any, text: str) -> None:
+    """One line of a run's output on standard output, above its progress bar, flushed: a
+    reader that went away (| head) is noticed at this line (run_with_progress then stops
+    the run), not when a buffer of thousands of lines fills."""
+    bar.write(text)
+    sys.stdout.flush()
+
+
+def finished(line: str) -> int:
+    """Print the last line of a run that trained every step; return its exit code, 0: a
+    reader of standard output that went away by now changes nothing."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        drop_stdout()
+    return 0
 
 
 def _handle(signals: tuple[int, ...], handler: Callable[[int, object], None]) -> dict:
@@ -95,7 +145,7 @@ def run_with_progress(
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True,
-               file=sys.stderr)
+               file=_BarStream())
     stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -106,7 +156,7 @@ def run_with_progress(
     def on_event(event: Any) -> None:
         try:
             show(event, bar, quiet)
-        except BrokenPipeError:  # the reader of standard output went away (bptt train | head)
+        except BrokenPipeError:  # standard output's reader went away (| head; stderr's cannot)
             drop_stdout()
             if stop["signal"] is None:
                 stop["signal"] = BROKEN_PIPE
@@ -120,33 +170,51 @@ def run_with_progress(
         bar.close()
 
 
+FAILURES = (BpttError, MemoryError, KeyboardInterrupt, OSError)
+"""What undoes a new run before its first checkpoint: a user's mistake, no memory, Ctrl-C or
+another stop signal, a write the system refused."""
+
+
 @contextlib.contextmanager
-def undo_on_failure(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
-    """A new run that fails (a BpttError, no memory, Ctrl-C, a write the system refused)
-    before its first checkpoint leaves nothing behind and never touches what was there: the
-    cache files it wrote (the EncodedCorpus objects appended to the yielded list) are
-    removed, then the cache and run directories if they are empty and did not exist before.
-    Once the run has saved a checkpoint, its directory and cache are the run's: they stay;
-    so are they while another run trains there (train.RunDirInUseError)."""
-    from bptt import corpus, train
+def new_run_dir(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
+    """Create a new run's directory and hold its lock (train.run_dir_lock) while the run
+    trains.  A run that fails (:data:`FAILURES`) before its first checkpoint leaves nothing
+    behind and never touches what was there: the cache files it wrote (the EncodedCorpus
+    objects appended to the yielded list) are removed, then the cache and run directories
+    if they are empty and did not exist before, all while the lock is held (a run that
+    takes the directory next finds it as it left it).  Once the run has saved a checkpoint,
+    its directory and cache are the run's: they stay; so does a directory another run
+    trains in (train.RunDirInUseError: not this run's to undo)."""
+    from bptt import train
 
     new_dirs = [d for d in (cache_dir, out) if d is not None and not d.exists()]
     written: list = []
     try:
-        yield written
-    except train.RunDirInUseError:  # the directory is another run's, busy: nothing here to undo
+        train.make_out_dir(out)
+    except FAILURES:
+        _undo(out, written, new_dirs)
         raise
-    except (BpttError, MemoryError, KeyboardInterrupt, OSError):
-        if not train.holds_checkpoint(out):
-            for item in written:
-                if isinstance(item, corpus.EncodedCorpus) and not item.reused:
-                    item.ids_file.unlink(missing_ok=True)
-                    item.manifest.unlink(missing_ok=True)
-            for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts),
-                                    reverse=True):
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-        raise
+    with train.run_dir_lock(out):
+        try:
+            yield written
+        except FAILURES:
+            _undo(out, written, new_dirs)
+            raise
+
+
+def _undo(out: Path, written: list, new_dirs: list[Path]) -> None:
+    """Remove what a new run wrote and the directories it made, unless it saved a checkpoint."""
+    from bptt import corpus, train
+
+    if train.holds_checkpoint(out):
+        return
+    for item in written:
+        if isinstance(item, corpus.EncodedCorpus) and not item.reused:
+            item.ids_file.unlink(missing_ok=True)
+            item.manifest.unlink(missing_ok=True)
+    for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 @contextlib.contextmanager
@@ -190,14 +258,13 @@ def interrupted(step: int, out_dir: Path, signum: int = signal.SIGINT) -> int:
 
     if not train.holds_train_state(out_dir):
         raise Stopped(signum)
-    print(f"{stopped_how(signum)}: checkpoint of step {step} saved in {out_dir}",
-          file=sys.stderr)
+    say(f"{stopped_how(signum)}: checkpoint of step {step} saved in {out_dir}")
     return 128 + signum
 
 
 def nothing_to_do(step: int, out_dir: Path) -> int:
     """Say that a resumed run is already at its --steps (nothing trained, nothing written);
     return the exit code 0."""
-    print(f"nothing to do: the run in {out_dir} is already at step {step}; --steps is the "
-          "run's total, give a larger one to go on", file=sys.stderr)
+    say(f"nothing to do: the run in {out_dir} is already at step {step}; --steps is the "
+        "run's total, give a larger one to go on")
     return 0

@@ -282,7 +282,7 @@ def _continue(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     """A new run (or a fine-tuning run, with --init-from) on the FILEs; one that fails before
-    its first checkpoint leaves nothing behind (see :func:`progress.undo_on_failure`)."""
+    its first checkpoint leaves nothing behind (see :func:`progress.new_run_dir`)."""
     config = load_config(args)
     init = None
     if config.init_from is not None:
@@ -292,13 +292,11 @@ def _start(args: argparse.Namespace) -> int:
     train.check_fresh_out(out)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / CACHE_SUBDIR
     vocab = data.Vocab.from_list(init.vocab) if init is not None and init.vocab else None
-    with progress.undo_on_failure(out, cache_dir) as written:
-        train.make_out_dir(out)
-        with train.run_dir_lock(out):
-            train.check_fresh_out(out)  # again, locked: a run started beside this one
-            text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet,
-                                            written)
-            return _loop(train.new_run(config, text, description, out, init), args.quiet)
+    with progress.new_run_dir(out, cache_dir) as written:
+        train.check_fresh_out(out)  # again, locked: a run started beside this one
+        text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet,
+                                        written)
+        return _loop(train.new_run(config, text, description, out, init), args.quiet)
 
 
 def _fit_to_model(config: train.TrainConfig, init: checkpoint.LoadedModel,
@@ -383,11 +381,12 @@ def _loop(run_: train.Run, quiet: bool) -> int:
         )
     if stopped_by is not None:
         return progress.interrupted(run_.step, run_.out_dir, stopped_by)
-    if not quiet:
-        last = run_.history[-1]
-        print(f"done: step {run_.step}, validation {last['val_bpc']:.3f} bits per character; "
-              f"checkpoint, metrics.csv and loss.png in {run_.out_dir}")
-    return 0
+    if quiet:
+        return 0
+    last = run_.history[-1]
+    return progress.finished(
+        f"done: step {run_.step}, validation {last['val_bpc']:.3f} bits per character; "
+        f"checkpoint, metrics.csv and loss.png in {run_.out_dir}")
 
 
 def _show(event: train.Event, bar, quiet: bool) -> None:
@@ -396,6 +395,7 @@ def _show(event: train.Event, bar, quiet: bool) -> None:
         bar.set_postfix(loss=f"{event.stats.loss:.3f}", bpc=f"{event.stats.bpc:.3f}",
                         chars_s=f"{event.chars_per_sec:,.0f}", refresh=False)
     elif event.kind == "eval" and not quiet:
-        bar.write(f"step {event.step}: validation {event.val_bpc:.3f} bits per character")
+        text = f"step {event.step}: validation {event.val_bpc:.3f} bits per character"
         if event.sample:
-            bar.write("  | " + event.sample.replace("\n", "\n  | "))
+            text += "\n  | " + event.sample.replace("\n", "\n  | ")
+        progress.write_line(bar, text)

@@ -37,10 +37,8 @@ def run(args: argparse.Namespace, saved: dict | None = None) -> int:
     config = _config(args)
     out = args.out if args.out is not None else train.free_out_dir(
         DEFAULT_OUT / f"task-{config.task}-{config.cell}")
-    with progress.undo_on_failure(out):  # (nothing left behind before the first checkpoint)
-        train.make_out_dir(out)
-        with train.run_dir_lock(out):  # (new_task_run checks, locked, that out is fresh)
-            return _loop(tasks.new_task_run(config, out), args.quiet)
+    with progress.new_run_dir(out):  # (new_task_run checks, locked, that out is fresh)
+        return _loop(tasks.new_task_run(config, out), args.quiet)
 
 
 def _refuse_text_flags(args: argparse.Namespace) -> None:
@@ -111,11 +109,11 @@ def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
         )
     if stopped_by is not None:
         return progress.interrupted(run_.step, run_.out_dir, stopped_by)
-    if not quiet:
-        summary = f", {_summary(run_.history[-1])}" if run_.history else ""
-        print(f"done: step {run_.step}{summary}; checkpoint, metrics.csv and loss.png in "
-              f"{run_.out_dir}")
-    return 0
+    if quiet:
+        return 0
+    summary = f", {_summary(run_.history[-1])}" if run_.history else ""
+    return progress.finished(f"done: step {run_.step}{summary}; checkpoint, metrics.csv and "
+                             f"loss.png in {run_.out_dir}")
 
 
 def _summary(row: dict[str, float]) -> str:
@@ -131,4 +129,4 @@ def _show(event: tasks.TaskEvent, bar: Any, quiet: bool) -> None:
         bar.set_postfix(loss=f"{event.loss:.4f}", seqs_s=f"{event.seqs_per_sec:,.0f}",
                         refresh=False)
     elif event.kind == "eval" and not quiet and event.metrics is not None:
-        bar.write(f"step {event.step}: {_summary(event.metrics)}")
+        progress.write_line(bar, f"step {event.step}: {_summary(event.metrics)}")
