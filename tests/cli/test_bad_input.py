@@ -207,6 +207,8 @@ CASES = [
      "--temperature and --seed do not apply"),
     ("sample-prime-file-not-utf8", "sample {w}/run --prime-file {w}/latin1.txt", "iconv"),
     ("sample-prime-outside-vocab", "sample {w}/run --prime \u2603", "not in the model's vocabulary"),
+    ("sample-prime-not-utf8-bytes", "sample {w}/run --prime a\udcff",
+     "argument --prime: not valid UTF-8 text: the bytes b'a\\xff'"),
     ("sample-truncated-checkpoint", "sample {w}/truncated", "not a bptt checkpoint"),
     ("sample-pickle-renamed", "sample {w}/pickled", "pickle"),
     ("sample-random-bytes", "sample {w}/random", "not a bptt checkpoint"),

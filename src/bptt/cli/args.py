@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
+
+
+def utf8_text(text: str) -> str:
+    """A text typed on the command line, as the user typed it.  Under a locale that is not
+    UTF-8 (LC_ALL=C) Python keeps each byte it cannot decode as a lone surrogate; the bytes
+    are read back as the UTF-8 they are (a terminal's), or refused."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8 text: the bytes {os.fsencode(text)!r}") from None
 
 
 def positive_int(text: str) -> int:

@@ -33,11 +33,12 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--temperature", type=types.positive_float,
                    help="> 0; lower is more conservative (1.0)")
     prime = p.add_mutually_exclusive_group()
-    prime.add_argument("--prime", default="", help="text to start from (printed first)")
+    prime.add_argument("--prime", default="", type=types.utf8_text,
+                       help="text to start from (printed first)")
     prime.add_argument("--prime-file", type=Path, metavar="PATH",
                        help="start from the text of this UTF-8 file (printed first, exactly "
                             "as in the file)")
-    p.add_argument("--stop", metavar="TEXT",
+    p.add_argument("--stop", metavar="TEXT", type=types.utf8_text,
                    help="stop as soon as the generated text ends with TEXT (TEXT is printed)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--seed", type=types.seed, default=None, help="random seed (default: fresh)")

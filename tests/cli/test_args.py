@@ -1,0 +1,20 @@
+"""bptt.cli.args: the argument types the subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bptt.cli import args
+
+
+def test_utf8_text_reads_a_command_line_decoded_under_a_locale_that_is_not_utf8():
+    """Under LC_ALL=C Python keeps each undecodable byte of argv as a lone surrogate: 'é'
+    typed in a UTF-8 terminal arrives as two; they are read back as the UTF-8 they are (a
+    prime used to reach the output as surrogates: a UnicodeEncodeError traceback)."""
+    assert args.utf8_text("caf\udcc3\udca9") == "café"
+    assert args.utf8_text("café ☃") == "café ☃"
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=r"not valid UTF-8 text: the bytes b'a\\xff'"):
+        args.utf8_text("a\udcff")
