@@ -74,6 +74,16 @@ def _flip(path: Path, at: int) -> None:
     path.write_bytes(blob)
 
 
+def _written_then_edited(path: Path, old: bytes, new: bytes) -> None:
+    """Write the checkpoint, then change its first ``old`` into ``new`` (the same length), as
+    one damaged stretch of the disk would."""
+    write_safetensors_atomic(path, _tensors(), META)
+    blob = path.read_bytes()
+    at = blob.index(old)
+    assert len(new) == len(old) and new != old
+    path.write_bytes(blob[:at] + new + blob[at + len(old):])
+
+
 def _readers() -> list:
     return [read_safetensors, checkpoint.read_any_safetensors]
 
@@ -96,11 +106,8 @@ def test_a_byte_changed_in_any_tensor_is_refused_as_damage_naming_it(tmp_path: P
 @pytest.mark.parametrize("read", [*_readers(), checkpoint.read_metadata])
 def test_a_setting_changed_in_the_metadata_is_refused_as_damage(tmp_path: Path, read):
     path = tmp_path / "model.safetensors"
-    write_safetensors_atomic(path, _tensors(), META)
-    blob = path.read_bytes()
     # "loss": 1.25 becomes 1.35: still valid JSON, the same length, a plausible value
-    at = blob.index(b'1.25')
-    path.write_bytes(blob[:at] + b"1.35" + blob[at + 4:])
+    _written_then_edited(path, b"1.25", b"1.35")
     assert json.loads(_header(path)[1]["__metadata__"]["bptt"])["loss"] == 1.35  # parses
     with pytest.raises(CheckpointError, match=r"is damaged: its settings \(bptt metadata\) do "
                                               "not match their checksum"):
@@ -110,12 +117,7 @@ def test_a_setting_changed_in_the_metadata_is_refused_as_damage(tmp_path: Path, 
 def test_a_dtype_changed_to_one_of_the_same_size_is_refused_as_damage(tmp_path: Path):
     """F64 and I64 span the same bytes, so the layout checks cannot see the change."""
     path = tmp_path / "model.safetensors"
-    write_safetensors_atomic(path, _tensors(), META)
-    blob = path.read_bytes()
-    start, _ = _header(path)
-    header = blob[:start].replace(b'"F64"', b'"I64"')
-    assert len(header) == start and header != blob[:start]
-    path.write_bytes(header + blob[start:])
+    _written_then_edited(path, b'"F64"', b'"I64"')  # (Whh, the only float64 tensor)
     with pytest.raises(CheckpointError, match="tensor 'Whh' does not match its checksum"):
         read_safetensors(path)
 
@@ -163,10 +165,7 @@ def test_checksums_that_miss_a_tensor_are_refused_as_damage(tmp_path: Path):
 def test_checksums_under_a_changed_key_are_refused_as_damage(tmp_path: Path):
     """One flipped bit in the key "crc32" must not make the file read unchecked."""
     path = tmp_path / "model.safetensors"
-    write_safetensors_atomic(path, _tensors(), META)
-    blob = path.read_bytes()
-    at = blob.index(b"crc32") + 4
-    path.write_bytes(blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1:])  # "crc33"
+    _written_then_edited(path, b"crc32", b"crc33")  # the last bit of the "2"
     with pytest.raises(CheckpointError, match="its checksums are under a key other than "
                                               "'crc32'"):
         read_safetensors(path)
