@@ -219,6 +219,8 @@ class Run:
     history: list[dict[str, float]] = field(default_factory=list)
     # the bits per character of the steps since the last evaluation (saved: see Progress)
     interval_losses: list[float] = field(default_factory=list)
+    # the text's FILEs as given (none: the built-in corpus), for a resume to read them again
+    files: tuple[str, ...] = ()
     # the training loop's memory (see FastPath): made by the first train_step, never saved
     fast: FastPath | None = field(default=None, repr=False, compare=False)
 
@@ -308,8 +310,10 @@ def check_fresh_out(out_dir: str | os.PathLike) -> Path:
 
 
 def new_run(config: TrainConfig, text: str | EncodedCorpus, corpus: str,
-            out_dir: str | os.PathLike, init: checkpoint.LoadedModel | None = None) -> Run:
-    """Start a run on ``text`` (described as ``corpus``), writing into ``out_dir``.
+            out_dir: str | os.PathLike, init: checkpoint.LoadedModel | None = None,
+            files: Sequence[str] = ()) -> Run:
+    """Start a run on ``text`` (described as ``corpus``; read from ``files``, saved for a
+    resume to read them again), writing into ``out_dir``.
 
     The directory is created if needed; one that already holds a checkpoint is refused
     (use :func:`resume_run`), so no earlier run is overwritten.
@@ -335,7 +339,7 @@ def new_run(config: TrainConfig, text: str | EncodedCorpus, corpus: str,
     optimizer = optim.make_optimizer(config.optimizer, config.lr)
     make_out_dir(out)
     return Run(config, vocab, params, optimizer, optimizer.init_state(params), batches, val_ids,
-               None, rng, out, corpus)
+               None, rng, out, corpus, files=tuple(files))
 
 
 def _init_vocab(init: checkpoint.LoadedModel, config: TrainConfig) -> Vocab:
@@ -626,6 +630,7 @@ def _train_meta(run: Run) -> dict[str, Any]:
         "config": run.config.to_dict(),
         "vocab": run.vocab.to_list(),
         "corpus": run.corpus,
+        "corpus_files": list(run.files),
         "step": run.step,
         "data": run.batches.state_dict(),
         "rng": run.rng.bit_generator.state,
@@ -810,6 +815,7 @@ class SavedRun:
     corpus: str
     data: dict[str, Any]
     progress: Progress
+    files: tuple[str, ...] | None  # None: a train state of before "corpus_files"
 
 
 def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
@@ -833,6 +839,10 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
     if not isinstance(data, dict) or not isinstance(corpus, str):
         raise CheckpointError(f"{file} is damaged: its 'data' must be an object and its "
                               "'corpus' a string")
+    files = meta.get("corpus_files")
+    if files is not None and not (isinstance(files, list)
+                                  and all(isinstance(f, str) for f in files)):
+        raise CheckpointError(f"{file} is damaged: its 'corpus_files' must be a list of paths")
     _check_weights(file, shapes, params["Whh"].dtype, config, vocab)
     progress = read_progress(file, meta, HISTORY_COLUMNS, config.eval_every)
     check_counter(file, "the optimizer's step counter", optim.step_count(opt_state),
@@ -843,7 +853,7 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
     changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
     config = dataclasses.replace(config, **changes).validate()
     return SavedRun(config, vocab, params, optimizer, opt_state, state, rng, corpus,
-                    data, progress)
+                    data, progress, None if files is None else tuple(files))
 
 
 def check_run_model(out_dir: str | os.PathLike, params: Mapping[str, np.ndarray],
@@ -931,7 +941,7 @@ def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.P
     step, history, interval, _ = saved.progress.to_continue(config.steps)
     return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
                val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
-               interval)
+               interval, files=saved.files or ())
 
 
 def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,

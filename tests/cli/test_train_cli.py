@@ -392,3 +392,18 @@ def test_a_resume_in_a_directory_it_cannot_write_is_refused_before_training(
                                  "it writable, or copy it somewhere writable and resume the "
                                  "copy\n")
     assert (out / "train_state.safetensors").read_bytes() == before
+
+
+def test_a_file_named_with_a_plus_resumes_without_being_named_again(run_bptt, corpus_file,
+                                                                    tmp_path):
+    """The train state lists the FILEs (resume used to split the description at ' + ')."""
+    named = tmp_path / "a + b.txt"
+    named.write_bytes(corpus_file.read_bytes())
+    first = run_bptt("train", named.name, "--out", "r", *TINY, "--steps", "2", "--quiet",
+                     cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    meta = checkpoint.read_metadata(tmp_path / "r" / "train_state.safetensors")
+    assert meta["corpus_files"] == ["a + b.txt"]
+    again = run_bptt("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.load_model(tmp_path / "r").step == 4

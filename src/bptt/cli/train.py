@@ -296,7 +296,8 @@ def _start(args: argparse.Namespace) -> int:
         train.check_fresh_out(out)  # again, locked: a run started beside this one
         text, description = read_corpus(args.files, config, cache_dir, vocab, args.quiet,
                                         written)
-        return _loop(train.new_run(config, text, description, out, init), args.quiet)
+        return _loop(train.new_run(config, text, description, out, init,
+                                   files=[str(f) for f in args.files]), args.quiet)
 
 
 def _fit_to_model(config: train.TrainConfig, init: checkpoint.LoadedModel,
@@ -342,8 +343,11 @@ def _read_resumed(args: argparse.Namespace) -> train.SavedRun:
 
 def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
     """Continue ``saved`` (the run in --resume DIR) on its text."""
-    files = args.files or ([] if saved.corpus == data.BUILTIN_CORPUS_NAME
-                           else [Path(p) for p in saved.corpus.split(" + ")])
+    if args.files or saved.files is not None:
+        files = args.files or [Path(p) for p in saved.files]
+    else:  # a train state of before "corpus_files": its description, " + " between the files
+        files = ([] if saved.corpus == data.BUILTIN_CORPUS_NAME
+                 else [Path(p) for p in saved.corpus.split(" + ")])
     missing = [f for f in files if not f.exists()]
     if missing and not args.files:
         raise BpttError(
