@@ -255,7 +255,9 @@ def test_a_run_whose_output_is_closed_saves_and_stops_as_sigpipe_would(corpus_fi
     code, err = _train_into_a_pipe_closed_after(2, corpus_file, out, tmp_path)
     assert code == 128 + 13, err  # a shell's code for a command SIGPIPE ended
     step = checkpoint.read_metadata(out / "train_state.safetensors")["step"]
-    assert step in (3, 6)  # at the first evaluation's line the pipe could not take
+    # at the first evaluation's line the pipe could not take (3, unless this machine kept the
+    # reader from closing for a while), not once a buffer of lines filled (thousands)
+    assert step % 3 == 0 and 3 <= step <= 30
     assert err.splitlines()[-1] == (f"stopped: its standard output was closed (broken pipe): "
                                     f"checkpoint of step {step} saved in {out}")
     assert checkpoint.load_model(out).step == step
