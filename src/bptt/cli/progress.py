@@ -54,19 +54,10 @@ def _to_devnull(fd: int) -> None:
     os.close(devnull)
 
 
-def say(line: str) -> None:
-    """Write one line to standard error; a stderr that cannot take it (its reader went
-    away: 2>&1 | head) is dropped, not a second error."""
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except OSError:
-        _to_devnull(sys.stderr.fileno())
-
-
-class _BarStream:
-    """Standard error for the progress bar: a stderr whose reader went away (2>&1 | head)
-    or that is full ends the bar, not the run (the bar then draws into the null device)."""
+class _Stderr:
+    """Standard error for the progress bar and the messages: a stderr whose reader went away
+    (2>&1 | head) or that is full is dropped (pointed at the null device), not an error that
+    ends the run or a second error."""
 
     def write(self, text: str) -> int:
         try:
@@ -80,6 +71,13 @@ class _BarStream:
             sys.stderr.flush()
         except OSError:
             _to_devnull(sys.stderr.fileno())
+
+
+def say(line: str) -> None:
+    """Write one line to standard error (see :class:`_Stderr`)."""
+    stderr = _Stderr()
+    stderr.write(line + "\n")
+    stderr.flush()
 
 
 def write_line(bar: Any, text: str) -> None:
@@ -145,7 +143,7 @@ def run_with_progress(
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True,
-               file=_BarStream())
+               file=_Stderr())
     stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, frame: object) -> None:

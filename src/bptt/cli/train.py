@@ -343,8 +343,10 @@ def _read_resumed(args: argparse.Namespace) -> train.SavedRun:
 
 def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
     """Continue ``saved`` (the run in --resume DIR) on its text."""
-    if args.files or saved.files is not None:
-        files = args.files or [Path(p) for p in saved.files]
+    if args.files:
+        files = args.files
+    elif saved.files is not None:
+        files = [Path(p) for p in saved.files]
     else:  # a train state of before "corpus_files": its description, " + " between the files
         files = ([] if saved.corpus == data.BUILTIN_CORPUS_NAME
                  else [Path(p) for p in saved.corpus.split(" + ")])
