@@ -225,8 +225,8 @@ class _Forward(NamedTuple):
 def _initial_states(
     h0: State, shapes: Shapes, B: int, dtype
 ) -> tuple[list[np.ndarray], bool]:
-    """Per layer the initial state s_0 = [h0; c0] (B, S), and whether h0 came as (B, H)
-    (read as the efficient path reads it: an (L, B, H) list is not a flat one)."""
+    """Per layer the initial state s_{−1} = [h0; c0] (B, S), read by step 0, and whether h0
+    came as (B, H) (read as the efficient path reads it: an (L, B, H) list is not a flat one)."""
     layers, flat = models.state_to_layers(h0, shapes, B, dtype)
     return [np.concatenate(parts, axis=-1) for parts in layers], flat
 
@@ -284,8 +284,10 @@ def loss_and_grads(
 
     Returns (loss, grads, terms): grads has exactly the keys of params; terms is a
     :class:`Terms` with every ∂J_t/∂s^l_k and (if keep_contributions) every (t, k)
-    term's contribution to every recurrent weight.  O(T² · L · B · S · G · H) time: every
-    step back is a product with a full Jacobian (O(B·H³) for the RNN).
+    term's contribution to every recurrent weight.  O(T² · L · B · S · G · H) time: T² from
+    walking every J_t back on its own (the sum not regrouped), and S · G · H because every
+    step back forms the full Jacobian ∂s_k/∂s_{k−1} = ∂s_k/∂a^hh_k W^hh + … anew, a matrix
+    product (O(B·H³) for the RNN), before multiplying the error by it (only O(B·S²)).
     """
     shapes = models.check_params(params, cell)
     dtype = params["Whh"].dtype
@@ -368,7 +370,8 @@ def _walk_back(params, shapes: Shapes, fwd: _Forward, t: int, K, dJt_dsL_t, grad
     ih_bias = IH_BIAS[shapes.cell]
     oldest = 0 if K is None else max(0, t - K + 1)
     layers = [models.layer_params(params, layer, _names(shapes.cell)) for layer in range(L)]
-    # ∂J_t/∂s^l_{k+1} carried from the later step, per layer (zero at k = t)
+    # per layer, the part of ∂J_t/∂s^l_k that comes through s^l_{k+1}:
+    # ∂J_t/∂s^l_{k+1} · ∂s_{k+1}/∂s_k, carried from the later step (zero at k = t)
     from_later = [np.zeros_like(dJt_dsL_t) for _ in range(L)]
     for k in range(t, oldest - 1, -1):
         from_above = dJt_dsL_t if k == t else np.zeros_like(dJt_dsL_t)
