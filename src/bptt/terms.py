@@ -12,8 +12,9 @@ beside the EFFICIENT backward (:func:`bptt.models.backprop`):
 
 * the sum of all terms is the efficient dW^hh;
 * grouped by k, Σ_{t≥k} ∂J_t/∂h_k (the reference's ``dJt_dh`` summed over t) is
-  exactly the efficient sweep's accumulated ``dJ_dh[k]`` — the O(T) "shortcut" is
-  nothing but the double sum regrouped.
+  exactly the efficient sweep's accumulated ∂J/∂h_k (its ``dJ_dh[0, k]``: without
+  truncation age row 0 holds every age) — the O(T) "shortcut" is nothing but the
+  double sum regrouped.
 
 Arrays are 0-based ([t, k] = step t, k counted from 0); the command line labels
 steps 1 … T as the derivation does.
@@ -40,7 +41,8 @@ class WhhExpansion:
     norms: (T, T): ‖terms[t, k]‖_F, NaN for k > t.
     dJt_dh: (T, T, B, H): [t, k] = ∂J_t/∂h_k (reference).
     dJ_dh_grouped: (T, B, H): [k] = Σ_{t≥k} ∂J_t/∂h_k (the terms regrouped by k).
-    dJ_dh_efficient: (T, B, H): [k] = the efficient sweep's accumulated dJ_dh[k].
+    dJ_dh_efficient: (T, B, H): [k] = the efficient sweep's accumulated ∂J/∂h_k (its
+        dJ_dh[0, k], age row 0).
     grad_sum: (G, H) Σ of all terms;  grad_efficient: (G, H) the efficient dW^hh.
     """
 
