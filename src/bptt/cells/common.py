@@ -13,12 +13,13 @@ added up at once: A = 1 and the single row holds Σ_t ∂J_t/∂h_k.  That is th
 whole of the "shortcut": the same sum, regrouped by k.
 
 Speed.  Only the recurrence itself is sequential: h_{t−1} → h_t forward and
-∂J/∂z_{k+1} → ∂J/∂h_k backward.  Everything else is done once for all T·B rows:
-the input projection (one gather or GEMM), every local partial of every step
-(they depend on the forward values only, not on the error), and the weight
-gradients (one GEMM each, summing over k inside the product).  The loops touch
-only per-step views made beforehand and call a handful of kernels, writing into
-preallocated arrays (``out=``).  :class:`Buffers` keeps those arrays, and their
+∂J/∂z_{k+1} → ∂J/∂h_k backward.  Everything else is done outside the loops, for all
+T·B rows at once: the input projection (one gather or GEMM; in columns,
+:func:`input_columns`, one batched product, or for token ids and B > 1 one gather per
+step), every local partial of every step (they depend on the forward values only, not on
+the error), and the weight gradients (one GEMM each, summing over k inside the product).
+The loops touch only per-step views made beforehand and call a handful of kernels, writing
+into preallocated arrays (``out=``).  :class:`Buffers` keeps those arrays, and their
 per-step views, from one training step to the next.
 
 Columns.  The LSTM and GRU sweeps keep each step's vectors as columns, (X, B) — the
