@@ -136,7 +136,8 @@ def rows_times(X: np.ndarray, W: np.ndarray, out: np.ndarray | None = None) -> n
 
 
 def num_ages(truncate: int | None) -> int:
-    """A: rows of age kept by the backward sweep (1 = all ages summed, full BPTT)."""
+    """A: rows of age kept by the backward sweep (1 = all ages summed, full BPTT; else K,
+    which callers have capped at T with :func:`bptt.models.check_truncate`: A = min(K, T))."""
     return 1 if truncate is None else truncate
 
 
@@ -157,7 +158,8 @@ def older_by_one(
     """Where a sweep reads, and writes, the error it carries from step k into step k − 1.
 
     per_step: the error leaving each step, by age (:func:`steps` views);
-    from_later: (A, B, X), the error arriving at the step below from the later ones, by age.
+    from_later: (A, B, X) rows, or (A, X, B) columns (LSTM, GRU), the error arriving at the
+    step below from the later ones, by age.
     Full BPTT: one row holds every age (A = 1), read and written whole.
     Truncated: ages 0 … K−2 of step k become ages 1 … K−1 of step k − 1, so the sweep
     writes them into from_later[1:]; age K − 1 would become K and is dropped (never computed),
