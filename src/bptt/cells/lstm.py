@@ -232,8 +232,9 @@ class Backward(NamedTuple):
     dJ_dstate0: (∂J/∂h0, ∂J/∂c0) each (B, H);
     dJ_dh, dJ_dc: (A, T, B, H) the accumulated ∂J/∂h_k, ∂J/∂c_k by age
     (A = 1: Σ_{t≥k} ∂J_t/∂h_k and Σ_{t≥k} ∂J_t/∂c_k).  dJ_dc is the total, through
-    h_k and c_{k+1}; the reference's Terms.dJt_dc is c_k's partial as half of the state
-    [h_k; c_k] (h_k held fixed), so dJ_dc = that + dJ_dh ⊙ o_k ⊙ (1 − tanh² c_k).
+    h_k and c_{k+1}; the reference's Terms.dJt_dc[l, t, k] = ∂J_t/∂c_k is c_k's partial as
+    half of the state [h_k; c_k] (h_k held fixed), so (A = 1)
+    dJ_dc[0, k] = Σ_{t≥k} Terms.dJt_dc[l, t, k] + dJ_dh[0, k] ⊙ o_k ⊙ (1 − tanh² c_k).
     dJ_dx, dJ_dh, dJ_dc are transposed views of columns, like the Cache's arrays.
     """
 
