@@ -169,6 +169,12 @@ def test_vocab_unknown_characters_listed_with_repr():
     assert "'q'" not in message  # only the first 5 distinct unknown characters
 
 
+def test_vocab_of_a_text_refuses_lone_surrogates():
+    text = b"caf\xe9 au lait".decode("utf-8", "surrogateescape")
+    with pytest.raises(DataError, match="not a Unicode character"):
+        Vocab.from_text(text)
+
+
 @pytest.mark.parametrize("text", ["", "aaaa"])
 def test_vocab_needs_two_distinct_characters(text: str):
     with pytest.raises(DataError, match="at least 2 distinct characters"):
@@ -183,6 +189,10 @@ def test_vocab_needs_two_distinct_characters(text: str):
         (["a", 1], "single character"),
         (["a", "b", "a"], "twice"),
         (["a"], "at least 2"),
+        # a lone surrogate (a byte kept by errors='surrogateescape') has no UTF-8 form: a
+        # model of it could not print what it samples (bptt sample: a traceback)
+        (["a", "\udce9"], r"'\\udce9' is not a Unicode character \(a lone surrogate"),
+        (["\ud800", "a"], "not a Unicode character"),
     ],
 )
 def test_vocab_from_list_validates(chars, match: str):

@@ -262,6 +262,12 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
                 f"a vocabulary entry must be a single character, got {item!r}; "
                 "the vocabulary list is damaged."
             )
+        if is_surrogate(item):
+            raise DataError(
+                f"{item!r} is not a Unicode character (a lone surrogate, which has no UTF-8 "
+                "form: a byte that was not UTF-8, kept by errors='surrogateescape'?); a "
+                "vocabulary holds the characters of UTF-8 text."
+            )
     seen: set[str] = set()
     for item in items:
         if item in seen:
@@ -275,6 +281,12 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
             "use a longer, more varied text."
         )
     return items
+
+
+def is_surrogate(char: str) -> bool:
+    """True for one of U+D800 … U+DFFF, which Python strings can hold but no UTF-8 text can:
+    such a character cannot be written out (printed, saved) as UTF-8."""
+    return "\ud800" <= char <= "\udfff"
 
 
 def check_unk(unk: str) -> str:

@@ -71,6 +71,8 @@ def make_bad_checkpoints(root: Path) -> None:
         "version99": {"format_version": 99},
         "vocab_not_list": {"vocab": "abc"},
         "vocab_thousands": {"vocab": [chr(0x4E00 + i) for i in range(3000)]},
+        # a lone surrogate: no UTF-8 form, a sample holding it was a traceback
+        "vocab_surrogate": {"vocab": [*meta["vocab"][:-1], "\udce9"]},
         "model_wrong_type": {"model": ["rnn"]},
         "foreign": {"format": "someone-else"},
     }.items():
@@ -217,6 +219,8 @@ CASES = [
     ("sample-foreign-metadata", "sample {w}/foreign", "not written by bptt"),
     ("sample-vocab-wrong-type", "sample {w}/vocab_not_list", "vocab"),
     ("sample-vocab-mismatch", "sample {w}/vocab_thousands", "vocabulary of 3000 characters"),
+    ("sample-vocab-surrogate", "sample {w}/vocab_surrogate",
+     "holding '\\udce9', which is not a Unicode character"),
     ("sample-model-wrong-type", "sample {w}/model_wrong_type", "'model'"),
     # a byte changed after bptt wrote the file (a failing disk, a bad copy): its checksums
     ("sample-flipped-weight", "sample {w}/flipped_weight",
