@@ -323,6 +323,17 @@ def test_a_full_standard_output_is_one_line_and_exit_2(world, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_closed_standard_output_is_one_line_and_exit_2(world, tmp_path):
+    """``bptt sample >&-``: Python has no sys.stdout at all (it was an AttributeError
+    traceback at the first write)."""
+    r = subprocess.run([sys.executable, "-m", "bptt", "sample", str(world / "run"),
+                        "--length", "5"], preexec_fn=lambda: os.close(1),
+                       stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("bptt: error: standard output is closed") and \
+        r.stderr.count("\n") == 1, r.stderr
+
+
 def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):
     def needs_too_much(args):
         raise MemoryError
