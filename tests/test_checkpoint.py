@@ -208,7 +208,9 @@ def test_save_model_refuses_a_vocabulary_load_model_would_refuse(tmp_path: Path)
     good = checkpoint.save_model(tmp_path / "good.safetensors", params, list("abcd"))
     before = good.read_bytes()
     for vocab, problem in ((list("abc"), "a vocabulary of 3 characters but weights for 4"),
-                           (list("abca"), "a 'vocab' that is not a list of distinct characters")):
+                           (list("abca"), "a 'vocab' that is not a list of distinct characters"),
+                           (list("abc\udce9"), r"a 'vocab' holding '\\udce9', which is not a "
+                                               r"Unicode character \(a lone surrogate")):
         with pytest.raises(CheckpointError, match=f"not saved: .*good.safetensors would be "
                            f"refused on loading: it has {problem}"):
             checkpoint.save_model(good, params, vocab)

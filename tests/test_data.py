@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -83,6 +84,33 @@ def test_read_text_binary_file(tmp_path: Path):
         read_text(path)
 
 
+def test_read_text_stops_at_the_first_block_holding_a_nul(tmp_path: Path):
+    """An endless device given as a text (--prime-file /dev/zero) is refused after one
+    block: it was read whole first, until the memory ran out.  Here a pipe offers 64 MiB
+    of NULs; the reader must stop long before."""
+    import threading
+
+    fifo = tmp_path / "zeros"
+    os.mkfifo(fifo)
+    written = [0]
+
+    def write_zeros() -> None:
+        block = b"\0" * (1 << 16)
+        with open(fifo, "wb", buffering=0) as pipe:
+            try:
+                while written[0] < 64 << 20:
+                    written[0] += pipe.write(block)
+            except BrokenPipeError:  # the reader stopped
+                pass
+
+    writer = threading.Thread(target=write_zeros, daemon=True)
+    writer.start()
+    with pytest.raises(DataError, match="binary"):
+        read_text(fifo)
+    writer.join(timeout=30)
+    assert written[0] < 8 << 20, written[0]
+
+
 def test_read_text_invalid_utf8_names_byte_offset(tmp_path: Path):
     path = tmp_path / "latin1.txt"
     data = b"a" * 1234 + "é".encode("latin-1") + b"rest"
@@ -117,10 +145,10 @@ def test_read_text_permission_denied(tmp_path: Path, monkeypatch):
     path = tmp_path / "secret.txt"
     path.write_text("abc")
 
-    def deny(self):
+    def deny(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(Path, "open", deny)
     with pytest.raises(DataError, match="permission denied"):
         read_text(path)
 
@@ -169,6 +197,12 @@ def test_vocab_unknown_characters_listed_with_repr():
     assert "'q'" not in message  # only the first 5 distinct unknown characters
 
 
+def test_vocab_of_a_text_refuses_lone_surrogates():
+    text = b"caf\xe9 au lait".decode("utf-8", "surrogateescape")
+    with pytest.raises(DataError, match="not a Unicode character"):
+        Vocab.from_text(text)
+
+
 @pytest.mark.parametrize("text", ["", "aaaa"])
 def test_vocab_needs_two_distinct_characters(text: str):
     with pytest.raises(DataError, match="at least 2 distinct characters"):
@@ -183,6 +217,10 @@ def test_vocab_needs_two_distinct_characters(text: str):
         (["a", 1], "single character"),
         (["a", "b", "a"], "twice"),
         (["a"], "at least 2"),
+        # a lone surrogate (a byte kept by errors='surrogateescape') has no UTF-8 form: a
+        # model of it could not print what it samples (bptt sample: a traceback)
+        (["a", "\udce9"], r"'\\udce9' is not a Unicode character \(a lone surrogate"),
+        (["\ud800", "a"], "not a Unicode character"),
     ],
 )
 def test_vocab_from_list_validates(chars, match: str):

@@ -49,6 +49,15 @@ def test_the_distribution_refuses_what_is_not_a_temperature_or_logits():
             next_token_distribution([1.0, 2.0, 3.0], temperature)
     with pytest.raises(bptt.BpttError, match=r"logits must be one vector \(V,\)"):
         next_token_distribution([], 1.0)
+    # NaN or +inf logits gave a distribution of NaN, silently (and draw() an index from it)
+    inf = float("inf")
+    for logits in ([float("nan"), 1.0], [inf, 1.0], [-inf, -inf]):
+        with pytest.raises(bptt.BpttError, match="logits must be finite numbers or −inf"):
+            next_token_distribution(logits, 1.0)
+    with pytest.raises(bptt.BpttError, match="logits must be real numbers"):
+        next_token_distribution(["a", "b"], 1.0)
+    # −inf masks a token out
+    np.testing.assert_allclose(next_token_distribution([-inf, 0.0, 0.0], 1.0), [0, 0.5, 0.5])
 
 
 def test_draw_follows_the_distribution():

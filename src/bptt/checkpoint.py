@@ -685,6 +685,10 @@ def _vocab_problem(vocab: Any, D: int, V: int) -> str | None:
     )
     if not ok:
         return "has a 'vocab' that is not a list of distinct characters"
+    surrogates = [c for c in vocab if "\ud800" <= c <= "\udfff"]
+    if surrogates:
+        return (f"has a 'vocab' holding {surrogates[0]!r}, which is not a Unicode character "
+                "(a lone surrogate: it has no UTF-8 form, so no text can hold it)")
     if len(vocab) != D or len(vocab) != V:
         return (f"has a vocabulary of {len(vocab)} characters but weights for {D} inputs "
                 f"and {V} outputs")

@@ -74,10 +74,6 @@ def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
     data = _read_bytes(file)
     if not data:
         raise DataError(f"{file} is empty; pass a text file with some characters in it.")
-    if b"\0" in data:
-        raise DataError(
-            f"{file} looks like a binary file (it contains NUL bytes); pass a UTF-8 text file."
-        )
     text = _decode_utf8(file, data, check_errors(errors))
     if not text:
         raise DataError(f"{file} is empty; pass a text file with some characters in it.")
@@ -92,13 +88,35 @@ def check_text_path(file: Path) -> None:
         raise DataError(f"{file} is a directory; pass the path of a UTF-8 text file inside it.")
 
 
+READ_BLOCK = 1 << 20
+"""Bytes :func:`read_text` reads at a time, each looked at for a NUL as it comes."""
+
+
 def _read_bytes(file: Path) -> bytes:
-    """Return the bytes of ``file``, turning each OS failure into a DataError."""
+    """Return the bytes of ``file``, turning each OS failure into a DataError.
+
+    A NUL byte ends the reading at once (a binary file): a device that never ends,
+    /dev/zero or /dev/urandom given for a text, is refused after one block instead of being
+    read until the memory runs out.  Pipes (``<(cmd)``, /dev/stdin) are read to their end.
+    """
     check_text_path(file)
+    blocks = []
     try:
-        return file.read_bytes()
+        with file.open("rb") as stream:
+            while block := stream.read(READ_BLOCK):
+                if b"\0" in block:
+                    raise _binary_file(file)
+                blocks.append(block)
     except OSError as exc:
         raise read_error(file, exc) from exc
+    return b"".join(blocks)
+
+
+def _binary_file(file: Path) -> DataError:
+    """The one-line DataError for a file holding NUL bytes."""
+    return DataError(
+        f"{file} looks like a binary file (it contains NUL bytes); pass a UTF-8 text file."
+    )
 
 
 def read_error(file: Path, exc: OSError) -> DataError:
@@ -262,6 +280,12 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
                 f"a vocabulary entry must be a single character, got {item!r}; "
                 "the vocabulary list is damaged."
             )
+        if is_surrogate(item):
+            raise DataError(
+                f"{item!r} is not a Unicode character (a lone surrogate, which has no UTF-8 "
+                "form: a byte that was not UTF-8, kept by errors='surrogateescape'?); a "
+                "vocabulary holds the characters of UTF-8 text."
+            )
     seen: set[str] = set()
     for item in items:
         if item in seen:
@@ -275,6 +299,12 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
             "use a longer, more varied text."
         )
     return items
+
+
+def is_surrogate(char: str) -> bool:
+    """True for one of U+D800 … U+DFFF, which Python strings can hold but no UTF-8 text can:
+    such a character cannot be written out (printed, saved) as UTF-8."""
+    return "\ud800" <= char <= "\udfff"
 
 
 def check_unk(unk: str) -> str:

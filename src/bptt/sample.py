@@ -46,10 +46,25 @@ def next_token_distribution(logits: np.ndarray, temperature: float) -> np.ndarra
     greedy choice) instead of overflowing them all to inf (p → NaN).
     """
     temperature = check_temperature(temperature)
+    return _distribution(_check_logits(logits), temperature)
+
+
+def _check_logits(logits: Any) -> np.ndarray:
+    """logits as a float64 vector (V,), V >= 1, of real numbers: −inf masks a token out, but
+    NaN or +inf (or nothing but −inf) leaves no distribution (p would be NaN)."""
     if np.ndim(logits) != 1 or not np.size(logits):
         raise BpttError(f"logits must be one vector (V,) with V >= 1, got shape "
                         f"{np.shape(logits)}")
-    return _distribution(logits, temperature)
+    try:
+        y = np.asarray(logits, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BpttError(f"logits must be real numbers, got {logits!r}") from None
+    nan, posinf, neginf = (int(test(y).sum()) for test in (np.isnan, np.isposinf, np.isneginf))
+    if nan or posinf or neginf == len(y):
+        raise BpttError("logits must be finite numbers or −inf (a token masked out), at least "
+                        f"one finite: NaN and +inf give no distribution; got {nan} NaN, "
+                        f"{posinf} +inf and {neginf} −inf of {len(y)}")
+    return y
 
 
 def _distribution(logits: np.ndarray, temperature: float) -> np.ndarray:

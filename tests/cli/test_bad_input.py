@@ -71,6 +71,8 @@ def make_bad_checkpoints(root: Path) -> None:
         "version99": {"format_version": 99},
         "vocab_not_list": {"vocab": "abc"},
         "vocab_thousands": {"vocab": [chr(0x4E00 + i) for i in range(3000)]},
+        # a lone surrogate: no UTF-8 form, a sample holding it was a traceback
+        "vocab_surrogate": {"vocab": [*meta["vocab"][:-1], "\udce9"]},
         "model_wrong_type": {"model": ["rnn"]},
         "foreign": {"format": "someone-else"},
     }.items():
@@ -217,6 +219,8 @@ CASES = [
     ("sample-foreign-metadata", "sample {w}/foreign", "not written by bptt"),
     ("sample-vocab-wrong-type", "sample {w}/vocab_not_list", "vocab"),
     ("sample-vocab-mismatch", "sample {w}/vocab_thousands", "vocabulary of 3000 characters"),
+    ("sample-vocab-surrogate", "sample {w}/vocab_surrogate",
+     "holding '\\udce9', which is not a Unicode character"),
     ("sample-model-wrong-type", "sample {w}/model_wrong_type", "'model'"),
     # a byte changed after bptt wrote the file (a failing disk, a bad copy): its checksums
     ("sample-flipped-weight", "sample {w}/flipped_weight",
@@ -317,6 +321,17 @@ def test_a_full_standard_output_is_one_line_and_exit_2(world, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.endswith("bptt: error: cannot write the output: No space left on device\n")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_closed_standard_output_is_one_line_and_exit_2(world, tmp_path):
+    """``bptt sample >&-``: Python has no sys.stdout at all (it was an AttributeError
+    traceback at the first write)."""
+    r = subprocess.run([sys.executable, "-m", "bptt", "sample", str(world / "run"),
+                        "--length", "5"], preexec_fn=lambda: os.close(1),
+                       stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("bptt: error: standard output is closed") and \
+        r.stderr.count("\n") == 1, r.stderr
 
 
 def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):

@@ -15,8 +15,12 @@ from bptt.sample import generate
 
 
 def ensure_utf8_stdout() -> None:
-    """Write stdout as UTF-8 whatever the locale says, so any sampled character can be shown."""
+    """Write stdout as UTF-8 whatever the locale says, so any sampled character can be shown.
+    A closed standard output (``bptt sample >&-``: Python then has none) is refused."""
     stream = sys.stdout
+    if stream is None:
+        raise BpttError("standard output is closed: there is nowhere to write the text "
+                        "(redirect it to a file instead, e.g. > sample.txt)")
     encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
     if encoding not in ("utf-8", "utf8") and hasattr(stream, "reconfigure"):
         stream.reconfigure(encoding="utf-8")
