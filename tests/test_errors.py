@@ -67,3 +67,12 @@ def test_as_array_names_a_ragged_value():
     with pytest.raises(BpttError, match="lengths must be a rectangular array, not rows of "
                                         "unequal lengths"):
         errors.as_array("lengths", [[1, 2], [3]])
+
+
+@pytest.mark.parametrize(
+    ("char", "expected"),
+    [("\ud7ff", False), ("\ud800", True), ("\udce9", True), ("\udfff", True), ("\ue000", False),
+     ("a", False), ("😀", False)],
+)
+def test_is_surrogate_is_true_for_u_d800_to_u_dfff_only(char, expected):
+    assert errors.is_surrogate(char) is expected

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from bptt.errors import BpttError, CheckpointError, check_int
+from bptt.errors import BpttError, CheckpointError, check_int, is_surrogate
 
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
@@ -685,7 +685,7 @@ def _vocab_problem(vocab: Any, D: int, V: int) -> str | None:
     )
     if not ok:
         return "has a 'vocab' that is not a list of distinct characters"
-    surrogates = [c for c in vocab if "\ud800" <= c <= "\udfff"]
+    surrogates = [c for c in vocab if is_surrogate(c)]
     if surrogates:
         return (f"has a 'vocab' holding {surrogates[0]!r}, which is not a Unicode character "
                 "(a lone surrogate: it has no UTF-8 form, so no text can hold it)")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt.errors import BpttError, DataError, check_int, is_int
+from bptt.errors import BpttError, DataError, check_int, is_int, is_surrogate
 
 BUILTIN_CORPUS_NAME = "pydoc_data.topics"
 
@@ -299,12 +299,6 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
             "use a longer, more varied text."
         )
     return items
-
-
-def is_surrogate(char: str) -> bool:
-    """True for one of U+D800 … U+DFFF, which Python strings can hold but no UTF-8 text can:
-    such a character cannot be written out (printed, saved) as UTF-8."""
-    return "\ud800" <= char <= "\udfff"
 
 
 def check_unk(unk: str) -> str:

@@ -82,3 +82,9 @@ def as_array(name: str, value: object) -> np.ndarray:
         return np.asarray(value)
     except ValueError as exc:
         raise BpttError(f"{name} must be a rectangular array, not rows of unequal lengths") from exc
+
+
+def is_surrogate(char: str) -> bool:
+    """True for one of U+D800 … U+DFFF, which Python strings can hold but no UTF-8 text can:
+    such a character cannot be written out (printed, saved) as UTF-8."""
+    return "\ud800" <= char <= "\udfff"
