@@ -41,7 +41,8 @@ def add_parser(sub, name: str) -> None:
                        help="text to start from (printed first)")
     prime.add_argument("--prime-file", type=Path, metavar="PATH",
                        help="start from the text of this UTF-8 file (printed first, exactly "
-                            "as in the file)")
+                            "as in the file but for a leading byte-order mark, which is not "
+                            "text)")
     p.add_argument("--stop", metavar="TEXT", type=types.utf8_text,
                    help="stop as soon as the generated text ends with TEXT (TEXT is printed)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
