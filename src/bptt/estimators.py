@@ -248,7 +248,7 @@ class _SequenceEstimator:
         truncate: int | None = None,
         per_step: bool = False,
         forget_bias: float | None = None,
-        dtype: str = "float32",
+        dtype: Any = "float32",
         random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.cell = cell
