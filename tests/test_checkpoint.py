@@ -582,3 +582,22 @@ def test_a_saved_generator_state_numpy_refuses_is_one_checkpoint_error(state):
         checkpoint.generator(state)
     saved = np.random.default_rng(4).bit_generator.state
     assert checkpoint.generator(saved).random() == np.random.default_rng(4).random()
+
+
+@pytest.mark.parametrize("step", [None, "3", -4, True, 2.5])
+def test_a_model_step_that_is_not_an_integer_from_0_is_refused(tmp_path: Path, step):
+    # it was int()-ed unchecked: None a TypeError (a traceback from bptt sample), the rest
+    # loaded as another step (and export then refused a negative one as a user's mistake)
+    import bptt
+
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    path = checkpoint.save_model(tmp_path / "model.safetensors", params, step=7)
+    assert checkpoint.load_model(path).step == 7
+    tensors, meta = read_safetensors(path)
+    meta["step"] = step
+    write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=r"metadata has step=.*not an integer >= 0"):
+        checkpoint.load_model(path)
+    del meta["step"]  # stated nowhere: step 0, as before
+    write_safetensors_atomic(path, tensors, meta)
+    assert checkpoint.load_model(path).step == 0

@@ -497,3 +497,19 @@ def test_import_never_replaces_the_file_it_reads(tmp_path):
     with pytest.raises(BpttError, match="is the file being imported"):
         interop.import_file(source, tmp_path / "d", overwrite=True)
     assert file_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("cell", [["lstm"], {"cell": "lstm"}])
+def test_a_cell_that_is_no_name_is_refused_not_a_type_error(tmp_path, cell):
+    # an export carries no checksums (other programs rewrite it): its metadata's cell, or the
+    # cell= given, as a list or dict was a TypeError (unhashable) and a traceback from import
+    with pytest.raises(BpttError, match="unknown cell"):
+        interop.from_torch_state_dict(good_sd(), cell=cell)
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", make_params("lstm", 1, True))
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["model"]["cell"] = cell
+    safetensors.numpy.save_file(tensors, str(path), metadata={"bptt": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="its bptt metadata has no valid 'model' entry"):
+        interop.params_from_file(path)
+    with pytest.raises(CheckpointError, match="no valid 'model' entry"):
+        interop.import_file(path, tmp_path / "run")

@@ -254,3 +254,11 @@ def test_a_damaged_task_state_is_refused_before_anything_is_trained(stopped_task
     assert message in str(caught.value)
     run = tasks.resume_task_run(stopped_task_run)  # the undamaged state resumes
     assert run.step == 3 and len(run.interval_losses) == 1
+
+
+@pytest.mark.parametrize("name", ["steps", "eval_every"])
+def test_a_resumed_task_run_refuses_a_new_steps_or_eval_every_of_0(stopped_task_run, name):
+    # 0 was taken for "not given" (None) and the saved value kept; -1 was refused
+    for bad in (0, -1):
+        with pytest.raises(BpttError, match=f"{name} must be an integer >= 1, got {bad}"):
+            tasks.resume_task_run(stopped_task_run, **{name: bad})

@@ -388,3 +388,12 @@ def test_a_resume_keeps_a_model_that_is_not_the_runs_own(tmp_path):
         train.resume_run(tmp_path / "run", TEXT)
     model.unlink()
     assert train.resume_run(tmp_path / "run", TEXT).step == 4
+
+
+@pytest.mark.parametrize("name", ["steps", "eval_every"])
+def test_a_resume_refuses_a_new_steps_or_eval_every_of_0(saved_run, tmp_path, name):
+    # 0 was taken for "not given" (None) and the saved value kept; -1 was refused
+    out = _damage(saved_run, tmp_path, lambda t, m: None)
+    for bad in (0, -1):
+        with pytest.raises(BpttError, match=f"{name} must be an integer >= 1, got {bad}"):
+            train.resume_run(out, TEXT, **{name: bad})

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from bptt.errors import BpttError, CheckpointError, check_int, is_surrogate
+from bptt.errors import BpttError, CheckpointError, check_int, is_int, is_surrogate
 
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
@@ -666,6 +666,9 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
         _check_vocab(file, vocab, shapes.D, shapes.V)
     if not isinstance(meta.get("config", {}), dict):
         raise CheckpointError(f"{file} metadata 'config' must be an object.")
+    step = meta.get("step", 0)
+    if not is_int(step) or step < 0:
+        raise CheckpointError(f"{file} metadata has step={step!r}, which is not an integer >= 0.")
     return LoadedModel(params, meta)
 
 

@@ -52,7 +52,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -69,6 +69,10 @@ from bptt.errors import (
 )
 
 PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
+
+# the estimator a method is called on: fit, set_params and load give back a
+# SequenceClassifier or a SequenceRegressor, not the shared base class
+_Estimator = TypeVar("_Estimator", bound="_SequenceEstimator")
 
 
 def _float_dtype(dtype: Any) -> type:
@@ -244,7 +248,7 @@ class _SequenceEstimator:
         truncate: int | None = None,
         per_step: bool = False,
         forget_bias: float | None = None,
-        dtype: str = "float32",
+        dtype: Any = "float32",
         random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.cell = cell
@@ -272,7 +276,7 @@ class _SequenceEstimator:
         """The constructor arguments as a dict (deep is accepted for sklearn; no sub-estimators)."""
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params: Any) -> _SequenceEstimator:
+    def set_params(self: _Estimator, **params: Any) -> _Estimator:
         """Set constructor arguments (checked at the next fit); an unknown name raises.
 
         Returns self."""
@@ -406,12 +410,12 @@ class _SequenceEstimator:
         self.n_steps_ = 0
 
     def fit(
-        self,
+        self: _Estimator,
         X: Any,
         y: Any,
         lengths: Any = None,
         callback: Callable[[int, float], bool | None] | None = None,
-    ) -> _SequenceEstimator:
+    ) -> _Estimator:
         """Fit from scratch: ``epochs`` passes over (X, y).  Returns self.
 
         X: list of (T_i, D) arrays, or padded (N, T, D) with ``lengths`` (N,).  y: see the
@@ -432,7 +436,7 @@ class _SequenceEstimator:
                 break
         return self
 
-    def _partial_fit(self, X: Any, y: Any, lengths: Any) -> _SequenceEstimator:
+    def _partial_fit(self: _Estimator, X: Any, y: Any, lengths: Any) -> _Estimator:
         first = not hasattr(self, "params_")
         if first:
             self._validate_params()
@@ -631,7 +635,7 @@ class _SequenceEstimator:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> _SequenceEstimator:
+    def load(cls: type[_Estimator], path: str | os.PathLike) -> _Estimator:
         """An estimator read from a file written by :meth:`save` (weights and settings)."""
         model = checkpoint.load_model(path)
         file = Path(path)
@@ -782,7 +786,7 @@ class SequenceClassifier(_SequenceEstimator):
                 raise BpttError("classes must hold at least two labels")
             self.classes_ = classes
         try:
-            return self._partial_fit(X, y, lengths)  # type: ignore[return-value]
+            return self._partial_fit(X, y, lengths)
         except BpttError:
             if first and not hasattr(self, "params_"):
                 self.__dict__.pop("classes_", None)  # a refused first call leaves it unfitted
@@ -877,7 +881,7 @@ class SequenceRegressor(_SequenceEstimator):
 
     def partial_fit(self, X: Any, y: Any, lengths: Any = None) -> SequenceRegressor:
         """One more epoch over (X, y) (the first call initialises).  Returns self."""
-        return self._partial_fit(X, y, lengths)  # type: ignore[return-value]
+        return self._partial_fit(X, y, lengths)
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Predictions: (N,) or (N, V) as y was (per_step: a list of (T_i,) or (T_i, V))."""

@@ -168,8 +168,8 @@ def from_torch_state_dict(
         non-float or non-finite tensor.
     """
     arrays = _as_arrays(sd)
-    if cell is not None and cell not in CELLS:
-        raise BpttError(f"unknown cell {cell!r}: choose one of {', '.join(sorted(CELLS))}")
+    if cell is not None:
+        get_cell(cell)  # BpttError for an unknown cell (a list or dict too, not a TypeError)
     layers = _check_keys(arrays)
     kind, H = _read_cell(arrays, cell)
     G = get_cell(kind).GATES * H
@@ -422,7 +422,8 @@ def params_from_file(
     tensors, meta = read_torch_safetensors(file)
     model = (meta or {}).get("model")
     if meta is not None:
-        if not isinstance(model, dict) or any(k not in model for k in _MODEL_FIELDS):
+        if not isinstance(model, dict) or any(k not in model for k in _MODEL_FIELDS) \
+                or not isinstance(model["cell"], str):
             raise CheckpointError(f"{file}: its bptt metadata has no valid 'model' entry.")
         if cell is not None and cell != model["cell"]:
             raise CheckpointError(

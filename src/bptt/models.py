@@ -241,7 +241,7 @@ def _check_bias_pairs(params: dict[str, np.ndarray], names: tuple[str, ...], L: 
             )
 
 
-def check_inputs(inputs: Any, shapes: Shapes, dtype: np.dtype) -> np.ndarray:
+def check_inputs(inputs: Any, shapes: Shapes, dtype: Any) -> np.ndarray:
     """Token ids (T, B) in [0, D) or dense (T, B, D); dense inputs are cast to ``dtype``."""
     x = as_array("inputs", inputs)
     if x.ndim == 2:
@@ -301,7 +301,7 @@ def check_truncate(truncate: Any, T: int | None = None) -> int | None:
 
 
 def state_to_layers(
-    state: State, shapes: Shapes, B: int, dtype: np.dtype
+    state: State, shapes: Shapes, B: int, dtype: Any
 ) -> tuple[list[tuple[np.ndarray, ...]], bool]:
     """Public state -> per layer a tuple of (B, H) arrays; also whether it came as (B, H).
 

@@ -346,7 +346,8 @@ def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
     train.check_counter(file, "the estimator's step count", estimator.n_steps_, step)
     train.check_counter(file, "the estimator's epoch count", estimator.n_iter_, step)
     train.check_run_model(out, estimator.params_, step)
-    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
+    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every))
+               if v is not None}
     config = dataclasses.replace(config, **changes).resolved()
     return TaskRun(config, data, estimator, out, rng, *progress.to_continue(config.steps)[:3])
 

@@ -850,7 +850,8 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
     check_counter(file, "the batch position", data.get("position"), progress.step)
     state = _read_carry(file, tensors, shapes, config, progress.step)
     check_run_model(out_dir, params, progress.step)
-    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v}
+    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every))
+               if v is not None}
     config = dataclasses.replace(config, **changes).validate()
     return SavedRun(config, vocab, params, optimizer, opt_state, state, rng, corpus,
                     data, progress, None if files is None else tuple(files))

@@ -158,3 +158,26 @@ def test_a_parameter_that_fails_makes_the_model_check_exit_1(monkeypatch, capsys
         assert out.count("| FAIL |") == 1 and out.rstrip().endswith("passed, 1 failed")
     monkeypatch.setattr(gradcheck, "check_model", real)
     assert cli.main(argv + (["--json"] if as_json else [])) == 0
+
+
+@pytest.mark.parametrize("loss", ["float('inf')", "float('nan')"])
+def test_json_report_of_a_loss_that_is_not_finite_is_strict_json(tmp_path, monkeypatch, capsys,
+                                                                  loss):
+    """A learner's −log of an underflowed p is an infinite loss: --json wrote it as Infinity
+    (NaN for a NaN loss), which JSON does not have; it is null, as a missing value."""
+    from bptt import cli
+
+    (tmp_path / "mine.py").write_text(
+        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    _, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
+        f"    return {loss}, grads, h_last\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["gradcheck", "--json", "--backward", "mine.py:rnn_backward"]) == 1
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert report["loss"]["yours"] is None and report["loss"]["passed"] is False
+    assert all(p["passed"] for p in report["params"])

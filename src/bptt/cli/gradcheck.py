@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import textwrap
 
 from bptt import diagnose, gradcheck
@@ -80,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(not r.passed for r in rows)
     torch_ran = any(r.vs_torch is not None for r in rows)
     if args.json:
-        print(json.dumps({
+        print(_json({
             "tolerances": _tolerances(torch_ran),
             "rows": [_row_json(row) for row in rows],
             "passed": failed == 0,
-        }, indent=1))
+        }))
         return 1 if failed else 0
     print(f"Relative errors, max |a - b| / max(|a| + |b|) over each tensor; tolerances: "
           f"reference {gradcheck.REFERENCE_TOL:g}, finite differences {gradcheck.FD_TOL:g}"
@@ -96,6 +97,23 @@ def run(args: argparse.Namespace) -> int:
     _print_table(rows, torch_ran)
     print(f"\n{len(rows) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _json(report: dict) -> str:
+    """The report as strict JSON: a number that is not finite (a learner's loss of inf or
+    NaN, an infinite error) is null, as JSON has no NaN or Infinity (json.dumps would write
+    them, and strict readers, jq or JavaScript's JSON.parse, refuse the document)."""
+
+    def strict(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        return value
+
+    return json.dumps(strict(report), indent=1, allow_nan=False)
 
 
 def _tolerances(torch_ran: bool) -> dict:
@@ -147,7 +165,7 @@ def _run_backward(args: argparse.Namespace) -> int:
                                     args.truncate)
     report = diagnose.check_backward(fn, problem, name=args.backward)
     if args.json:
-        print(json.dumps(_report_json(report), indent=1))
+        print(_json(_report_json(report)))
     else:
         _print_report(report)
     return 0 if report.passed else 1
