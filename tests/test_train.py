@@ -338,6 +338,20 @@ def test_going_on_past_an_end_off_the_eval_schedule_gives_the_metrics_of_one_run
         assert np.array_equal(straight.params[key], longer.params[key])
 
 
+def test_a_row_on_the_old_schedule_survives_a_stop_under_a_new_eval_every(tmp_path):
+    # a run ends at step 8 on its schedule (eval_every 4); resumed with --eval-every 3 and
+    # stopped before its first step, it saves eval_every 3 with the row of step 8 last: that
+    # row is no evaluation of an end off the schedule, and going on must keep it
+    out = tmp_path / "run"
+    assert train.train(train.new_run(small_config(steps=8, eval_every=4), TEXT, "t", out))
+    resumed = train.resume_run(out, TEXT, steps=12, eval_every=3)
+    assert not train.train(resumed, should_stop=lambda: True)
+    again = train.resume_run(out, TEXT)
+    assert [row["step"] for row in again.history] == [4, 8] and again.interval_losses == []
+    assert train.train(again)
+    assert [row["step"] for row in again.history] == [4, 8, 9, 12]
+
+
 def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,
                                                                              tmp_path):
     out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))

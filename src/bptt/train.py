@@ -743,16 +743,26 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
     task run: ``columns`` are the history's, ``eval_every`` the saved setting);
     CheckpointError naming the first bad value.
 
-    A file written before the interval losses were saved has none: the interval is empty."""
+    A file written before the interval losses were saved has none: the interval is empty.
+
+    Whether the last row is the evaluation of an end off the schedule is read off the
+    interval, not off ``eval_every``, which a resume may have changed since that row was
+    made: an evaluation on the schedule empties the interval, the one of an end off it keeps
+    at least that step's loss (a file without interval losses: by ``eval_every``)."""
     step = meta.get("step")
     if not is_int(step) or step < 0:
         raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
                               f"{step!r}")
     history = _read_history(file, meta.get("history"), columns, step)
-    off_schedule = bool(history) and history[-1]["step"] == step and step % eval_every != 0
+    losses = meta.get("interval_losses")
+    at_end = bool(history) and history[-1]["step"] == step
+    if losses is None:
+        off_schedule = at_end and step % eval_every != 0
+    else:
+        off_schedule = at_end and isinstance(losses, list) and len(losses) > 0
     scheduled = history[:-1] if off_schedule else history
     since_eval = step - (scheduled[-1]["step"] if scheduled else 0)
-    interval = _read_interval(file, meta.get("interval_losses", []), since_eval)
+    interval = _read_interval(file, [] if losses is None else losses, since_eval)
     return Progress(step, history, interval, off_schedule)
 
 
