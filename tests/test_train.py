@@ -352,6 +352,43 @@ def test_a_row_on_the_old_schedule_survives_a_stop_under_a_new_eval_every(tmp_pa
     assert [row["step"] for row in again.history] == [4, 8, 9, 12]
 
 
+def _cut_short_at_its_end(config, out, monkeypatch) -> train.Run:
+    """A run killed at its last checkpoint between the train state's write and the model's."""
+    run = train.new_run(config, TEXT, "t", out)
+    save_model = checkpoint.save_model
+
+    def killed_at_the_end(directory, params, vocab, settings, step):
+        if step == config.steps:
+            raise KeyboardInterrupt  # (a SIGKILL there: nothing after the train state)
+        return save_model(directory, params, vocab, settings, step)
+
+    monkeypatch.setattr(checkpoint, "save_model", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(run)
+    monkeypatch.setattr(checkpoint, "save_model", save_model)
+    return run
+
+
+def test_a_checkpoint_cut_short_at_the_end_is_completed_from_the_train_state(tmp_path,
+                                                                            monkeypatch):
+    # the train state is at the end, so a resume trains nothing and no later checkpoint comes:
+    # the model of step 3 and a metrics.csv without the row of step 6 would stay
+    config = small_config(steps=6, eval_every=3)
+    assert train.train(train.new_run(config, TEXT, "t", tmp_path / "straight"))
+    run = _cut_short_at_its_end(config, tmp_path / "cut", monkeypatch)
+    stale = [checkpoint.MODEL_FILE, train.METRICS_FILE]
+    assert train.stale_files(tmp_path / "cut", 6, run.history) == stale
+    assert train.complete_checkpoint(tmp_path / "cut") == stale
+    files = {d: [(tmp_path / d / name).read_bytes() for name in stale] for d in ("straight", "cut")}
+    assert files["cut"][0] == files["straight"][0]  # the model, byte for byte
+
+    def without_speed(lines: bytes) -> list[str]:
+        return [line.rsplit(",", 1)[0] for line in lines.decode().splitlines()]
+
+    assert without_speed(files["cut"][1]) == without_speed(files["straight"][1])
+    assert train.complete_checkpoint(tmp_path / "cut") == []
+
+
 def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,
                                                                              tmp_path):
     out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))

@@ -31,6 +31,7 @@ The library never prints: :func:`train` reports through a callback.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import math
 import os
@@ -662,9 +663,55 @@ def save(run: Run) -> None:
 
 def write_metrics(run: Run) -> Path:
     """metrics.csv from the history (rewritten whole, atomically)."""
+    return _write_history(run.out_dir, run.history)
+
+
+def _write_history(out_dir: Path, history: Sequence[Mapping[str, Any]]) -> Path:
     rows = ([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
-             f"{row['chars_per_sec']:.1f}"] for row in run.history)
-    return checkpoint.write_csv_atomic(run.out_dir / METRICS_FILE, HISTORY_COLUMNS, rows)
+             f"{row['chars_per_sec']:.1f}"] for row in history)
+    return checkpoint.write_csv_atomic(out_dir / METRICS_FILE, HISTORY_COLUMNS, rows)
+
+
+def stale_files(out_dir: str | os.PathLike, step: int,
+                history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The files of the checkpoint in ``out_dir`` that are behind its train state (at
+    ``step``, with ``history``): a model.safetensors of an earlier step (or none), a
+    metrics.csv whose steps are not the history's (or none).  A kill between the train
+    state's write and theirs leaves them so; the run's next checkpoint writes them again,
+    but a run that trains no more has none (see :func:`complete_checkpoint`)."""
+    out = Path(out_dir)
+    model = out / checkpoint.MODEL_FILE
+    stale = []
+    if not model.exists() or checkpoint.read_metadata(model).get("step") != step:
+        stale.append(checkpoint.MODEL_FILE)
+    if _csv_steps(out / METRICS_FILE) != [row["step"] for row in history]:
+        stale.append(METRICS_FILE)
+    return stale
+
+
+def _csv_steps(file: Path) -> list[int] | None:
+    """The step column of a metrics.csv; None when there is none or it cannot be read."""
+    try:
+        with file.open(encoding="utf-8", newline="") as lines:
+            return [int(row["step"]) for row in csv.DictReader(lines)]
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def complete_checkpoint(out_dir: str | os.PathLike) -> list[str]:
+    """Write again, from the train state in ``out_dir``, the files of its checkpoint that are
+    behind it (:func:`stale_files`), as the run's own save writes them; return their names.
+    For a resume that trains nothing (the run is at its --steps): no later checkpoint would
+    write them, and ``bptt sample`` would read an earlier model, metrics.csv lack rows."""
+    saved = read_saved_run(out_dir)  # the settings as saved: the model's metadata holds them
+    step, history = saved.progress.step, saved.progress.history
+    stale = stale_files(out_dir, step, history)
+    if checkpoint.MODEL_FILE in stale:
+        checkpoint.save_model(out_dir, saved.params, saved.vocab.to_list(),
+                              saved.config.to_dict(), step)
+    if METRICS_FILE in stale:
+        _write_history(Path(out_dir), history)
+    return stale
 
 
 def write_plot(run: Run) -> Path:
