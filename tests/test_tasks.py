@@ -241,6 +241,10 @@ def stopped_task_run(tmp_path_factory):
     return run.out_dir
 
 
+def test_a_stopped_task_run_draws_the_history_it_saved(stopped_task_run):
+    assert (stopped_task_run / tasks.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
+
+
 def _set(key, value):
     return lambda tensors, meta: meta.__setitem__(key, value)
 

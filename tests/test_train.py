@@ -389,6 +389,24 @@ def test_a_checkpoint_cut_short_at_the_end_is_completed_from_the_train_state(tmp
     assert train.complete_checkpoint(tmp_path / "cut") == []
 
 
+def test_a_stop_draws_loss_png_from_the_history_it_saves(tmp_path, monkeypatch):
+    # a run ends at step 6 (rows 4 and 6, off the schedule) and draws them; continued to 12
+    # and stopped at 9, its metrics.csv has rows 4 and 8: loss.png must not keep row 6
+    out = tmp_path / "run"
+    assert train.train(train.new_run(small_config(steps=6, eval_every=4), TEXT, "t", out))
+    drawn = []
+    write_plot = train.write_plot
+    monkeypatch.setattr(train, "write_plot",
+                        lambda run: drawn.append([r["step"] for r in run.history]) or
+                        write_plot(run))
+    longer = train.resume_run(out, TEXT, steps=12)
+    assert not train.train(longer, should_stop=lambda: longer.step >= 9)
+    assert drawn == [[4, 8]] and (out / train.PLOT_FILE).exists()
+    stopped = train.new_run(small_config(steps=6, eval_every=4), TEXT, "t", tmp_path / "new")
+    assert not train.train(stopped, should_stop=lambda: stopped.step >= 2)
+    assert drawn == [[4, 8]]  # nothing to draw before the first evaluation
+
+
 def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,
                                                                              tmp_path):
     out = _damage(saved_run, tmp_path, lambda t, m: m.pop("interval_losses"))

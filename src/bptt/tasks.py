@@ -414,6 +414,8 @@ def train_task(
             if run.step:
                 save(run)
                 on_event(TaskEvent("checkpoint", run.step))
+            if run.history:  # after the checkpoint (see bptt.train.train)
+                write_plot(run)
             return False
         batch = run.data.batch(config.batch, run.rng)
         if isinstance(est, SequenceClassifier):

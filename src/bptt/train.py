@@ -566,6 +566,8 @@ def train(
         if should_stop():
             save(run)
             on_event(Event("checkpoint", run.step))
+            if run.history:  # after the checkpoint: a second Ctrl-C here costs only the plot
+                write_plot(run)  # (an older loss.png would not match metrics.csv)
             return False
         stats = train_step(run)
         run.interval_losses.append(stats.bpc)
@@ -649,8 +651,9 @@ def check_finite_weights(params: dict[str, np.ndarray], step: int) -> None:
 
 
 def save(run: Run) -> None:
-    """Write the checkpoint (train state first, then the model), metrics.csv and loss.png;
-    DivergedError, before anything is written, if a weight is NaN or inf."""
+    """Write the checkpoint (train state first, then the model) and metrics.csv (loss.png:
+    :func:`train` draws it at a run's end and at a stop); DivergedError, before anything is
+    written, if a weight is NaN or inf."""
     check_finite_weights(run.params, run.step)
     tensors = optim.checkpoint_tensors(run.params, run.opt_state)
     tensors.update(_state_tensors(run.state))
