@@ -213,6 +213,9 @@ def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt, corpus_file,
     r = run_bptt("train", "--resume", tmp_path / "run", here / "notes.txt", "--steps", "3",
                  "--quiet", cwd=elsewhere)
     assert r.returncode == 0, r.stderr
+    # the FILE given again is where the text is now: the next resume reads it there unasked
+    r = run_bptt("train", "--resume", tmp_path / "run", "--steps", "4", "--quiet", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
 
 
 DIVERGING = ["--cell", "lstm", "--hidden", "8", "--seq-len", "10", "--batch", "2", "--steps", "20",

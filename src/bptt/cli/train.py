@@ -9,6 +9,7 @@ a run exactly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -362,7 +363,10 @@ def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
     config = saved.config
     cache_dir = args.cache_dir or (Path(config.cache_dir) if config.cache_dir
                                    else args.resume / CACHE_SUBDIR)
-    text, _ = read_corpus(files, config, cache_dir, saved.vocab, args.quiet)
+    text, description = read_corpus(files, config, cache_dir, saved.vocab, args.quiet)
+    if args.files:  # where the text is now (continue_run checks that it is the same text):
+        saved = dataclasses.replace(saved, corpus=description,  # the next resume reads it there
+                                    files=tuple(str(f) for f in args.files))
     return train.continue_run(saved, text, args.resume)
 
 
