@@ -182,6 +182,12 @@ def test_resume_refuses_another_text(tmp_path):
     train.train(run)
     with pytest.raises(ValueError, match="resume with the same text"):
         train.resume_run(tmp_path / "r", ("a" if TEXT[0] != "a" else "b") + TEXT[1:])
+    # the same length and training part, another validation part: its numbers would not be
+    # those of the run
+    other_tail = TEXT[:-5] + ("a" if TEXT[-5] != "a" else "b") + TEXT[-4:]
+    with pytest.raises(ValueError, match=r"resume with the same text: its validation part"):
+        train.resume_run(tmp_path / "r", other_tail, steps=7)
+    assert train.resume_run(tmp_path / "r", TEXT, steps=7).step == 6
 
 
 def test_lstm_state_is_carried_and_checkpointed(tmp_path):

@@ -47,7 +47,7 @@ import numpy as np
 from bptt import checkpoint, flat, models, ops, optim
 from bptt.cells import CELLS, get_cell
 from bptt.corpus import EncodedCorpus
-from bptt.data import StreamBatcher, Vocab, check_unk, split_train_val
+from bptt.data import StreamBatcher, Vocab, check_unk, fingerprint, split_train_val
 from bptt.errors import (
     BpttError,
     CheckpointError,
@@ -635,7 +635,7 @@ def _train_meta(run: Run) -> dict[str, Any]:
         "corpus": run.corpus,
         "corpus_files": list(run.files),
         "step": run.step,
-        "data": run.batches.state_dict(),
+        "data": {**run.batches.state_dict(), "val_crc32": validation_fingerprint(run.val_ids)},
         "rng": run.rng.bit_generator.state,
         "history": run.history,
         "interval_losses": run.interval_losses,
@@ -998,10 +998,30 @@ def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.P
     _, train_ids, val_ids = prepare_text(text, config, saved.vocab)
     batches = StreamBatcher(train_ids, config.batch, config.seq_len)
     batches.load_state_dict(saved.data)
+    _check_validation(saved.data.get("val_crc32"), val_ids)
     step, history, interval, _ = saved.progress.to_continue(config.steps)
     return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
                val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
                interval, files=saved.files or ())
+
+
+def validation_fingerprint(val_ids: np.ndarray) -> int:
+    """CRC-32 of the validation ids an evaluation scores (its first EVAL_MAX_CHARS), saved
+    beside the batch state's fingerprint of the training ids, which does not cover them."""
+    return fingerprint(val_ids[:EVAL_MAX_CHARS])
+
+
+def _check_validation(saved: Any, val_ids: np.ndarray) -> None:
+    """DataError unless ``val_ids`` are the saved run's (``saved``: its fingerprint; None in a
+    train state of before it was saved: not checked)."""
+    if saved is None:
+        return
+    have = validation_fingerprint(val_ids)
+    if saved != have:
+        raise DataError(
+            f"the saved batch state has val_crc32={saved!r} but this run has {have!r}; resume "
+            "with the same text: its validation part (the last --val-fraction) differs"
+        )
 
 
 def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,
