@@ -196,6 +196,39 @@ def test_resume_can_go_on_longer_and_refuses_what_is_not_a_task_run(tmp_path):
         tasks.resume_task_run(tmp_path / "run")
 
 
+def test_a_task_checkpoint_cut_short_at_the_end_is_completed_from_the_train_state(
+        tmp_path, monkeypatch):
+    # killed at its last checkpoint after the train state's write: a resume trains nothing,
+    # so nothing else would write the model and metrics.csv of its last step
+    from bptt import checkpoint
+
+    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=4, batch=4, seed=0,
+                              eval_every=2)
+    assert tasks.train_task(tasks.new_task_run(config, tmp_path / "straight"))
+    run = tasks.new_task_run(config, tmp_path / "cut")
+    write = type(run.estimator)._write
+
+    def killed_at_the_end(estimator, target, info):
+        if info["step"] == config.steps:
+            raise KeyboardInterrupt
+        return write(estimator, target, info)
+
+    monkeypatch.setattr(type(run.estimator), "_write", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        tasks.train_task(run)
+    monkeypatch.setattr(type(run.estimator), "_write", write)
+    stale = [checkpoint.MODEL_FILE, tasks.METRICS_FILE]
+    assert tasks.complete_checkpoint(tmp_path / "cut") == stale
+    for d in ("straight", "cut"):
+        assert checkpoint.read_metadata(tmp_path / d / checkpoint.MODEL_FILE)["step"] == 4
+        with (tmp_path / d / tasks.METRICS_FILE).open() as f:
+            assert [row["step"] for row in csv.DictReader(f)] == ["2", "4"]
+    weights = [checkpoint.read_safetensors(tmp_path / d / checkpoint.MODEL_FILE)[0]
+               for d in ("straight", "cut")]
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert tasks.complete_checkpoint(tmp_path / "cut") == []
+
+
 @pytest.fixture(scope="module")
 def stopped_task_run(tmp_path_factory):
     """A parity run stopped at step 3, in the middle of its second evaluation interval."""
@@ -206,6 +239,10 @@ def stopped_task_run(tmp_path_factory):
     assert not tasks.train_task(run, lambda e: steps.append(e.kind),
                                 lambda: steps.count("step") >= 3)
     return run.out_dir
+
+
+def test_a_stopped_task_run_draws_the_history_it_saved(stopped_task_run):
+    assert (stopped_task_run / tasks.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
 
 
 def _set(key, value):

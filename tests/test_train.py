@@ -182,6 +182,12 @@ def test_resume_refuses_another_text(tmp_path):
     train.train(run)
     with pytest.raises(ValueError, match="resume with the same text"):
         train.resume_run(tmp_path / "r", ("a" if TEXT[0] != "a" else "b") + TEXT[1:])
+    # the same length and training part, another validation part: its numbers would not be
+    # those of the run
+    other_tail = TEXT[:-5] + ("a" if TEXT[-5] != "a" else "b") + TEXT[-4:]
+    with pytest.raises(ValueError, match=r"resume with the same text: its validation part"):
+        train.resume_run(tmp_path / "r", other_tail, steps=7)
+    assert train.resume_run(tmp_path / "r", TEXT, steps=7).step == 6
 
 
 def test_lstm_state_is_carried_and_checkpointed(tmp_path):
@@ -336,6 +342,75 @@ def test_going_on_past_an_end_off_the_eval_schedule_gives_the_metrics_of_one_run
         [line.rsplit(",", 1)[0] for line in lines["a"]]
     for key in straight.params:
         assert np.array_equal(straight.params[key], longer.params[key])
+
+
+def test_a_row_on_the_old_schedule_survives_a_stop_under_a_new_eval_every(tmp_path):
+    # a run ends at step 8 on its schedule (eval_every 4); resumed with --eval-every 3 and
+    # stopped before its first step, it saves eval_every 3 with the row of step 8 last: that
+    # row is no evaluation of an end off the schedule, and going on must keep it
+    out = tmp_path / "run"
+    assert train.train(train.new_run(small_config(steps=8, eval_every=4), TEXT, "t", out))
+    resumed = train.resume_run(out, TEXT, steps=12, eval_every=3)
+    assert not train.train(resumed, should_stop=lambda: True)
+    again = train.resume_run(out, TEXT)
+    assert [row["step"] for row in again.history] == [4, 8] and again.interval_losses == []
+    assert train.train(again)
+    assert [row["step"] for row in again.history] == [4, 8, 9, 12]
+
+
+def _cut_short_at_its_end(config, out, monkeypatch) -> train.Run:
+    """A run killed at its last checkpoint between the train state's write and the model's."""
+    run = train.new_run(config, TEXT, "t", out)
+    save_model = checkpoint.save_model
+
+    def killed_at_the_end(directory, params, vocab, settings, step):
+        if step == config.steps:
+            raise KeyboardInterrupt  # (a SIGKILL there: nothing after the train state)
+        return save_model(directory, params, vocab, settings, step)
+
+    monkeypatch.setattr(checkpoint, "save_model", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(run)
+    monkeypatch.setattr(checkpoint, "save_model", save_model)
+    return run
+
+
+def test_a_checkpoint_cut_short_at_the_end_is_completed_from_the_train_state(tmp_path,
+                                                                            monkeypatch):
+    # the train state is at the end, so a resume trains nothing and no later checkpoint comes:
+    # the model of step 3 and a metrics.csv without the row of step 6 would stay
+    config = small_config(steps=6, eval_every=3)
+    assert train.train(train.new_run(config, TEXT, "t", tmp_path / "straight"))
+    run = _cut_short_at_its_end(config, tmp_path / "cut", monkeypatch)
+    stale = [checkpoint.MODEL_FILE, train.METRICS_FILE]
+    assert train.stale_files(tmp_path / "cut", 6, run.history) == stale
+    assert train.complete_checkpoint(tmp_path / "cut") == stale
+    files = {d: [(tmp_path / d / name).read_bytes() for name in stale] for d in ("straight", "cut")}
+    assert files["cut"][0] == files["straight"][0]  # the model, byte for byte
+
+    def without_speed(lines: bytes) -> list[str]:
+        return [line.rsplit(",", 1)[0] for line in lines.decode().splitlines()]
+
+    assert without_speed(files["cut"][1]) == without_speed(files["straight"][1])
+    assert train.complete_checkpoint(tmp_path / "cut") == []
+
+
+def test_a_stop_draws_loss_png_from_the_history_it_saves(tmp_path, monkeypatch):
+    # a run ends at step 6 (rows 4 and 6, off the schedule) and draws them; continued to 12
+    # and stopped at 9, its metrics.csv has rows 4 and 8: loss.png must not keep row 6
+    out = tmp_path / "run"
+    assert train.train(train.new_run(small_config(steps=6, eval_every=4), TEXT, "t", out))
+    drawn = []
+    write_plot = train.write_plot
+    monkeypatch.setattr(train, "write_plot",
+                        lambda run: drawn.append([r["step"] for r in run.history]) or
+                        write_plot(run))
+    longer = train.resume_run(out, TEXT, steps=12)
+    assert not train.train(longer, should_stop=lambda: longer.step >= 9)
+    assert drawn == [[4, 8]] and (out / train.PLOT_FILE).exists()
+    stopped = train.new_run(small_config(steps=6, eval_every=4), TEXT, "t", tmp_path / "new")
+    assert not train.train(stopped, should_stop=lambda: stopped.step >= 2)
+    assert drawn == [[4, 8]]  # nothing to draw before the first evaluation
 
 
 def test_a_train_state_without_interval_losses_resumes_with_an_empty_interval(saved_run,

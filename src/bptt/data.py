@@ -372,7 +372,7 @@ def split_train_val(ids: np.ndarray, val_fraction: float = 0.05) -> tuple[np.nda
 FINGERPRINT_CHUNK = 1 << 20  # ids converted at a time: 8 MB as int64
 
 
-def _fingerprint(ids: np.ndarray) -> int:
+def fingerprint(ids: np.ndarray) -> int:
     """A CRC-32 of the token ids as little-endian int64, to notice a resume on another text.
 
     Computed chunk by chunk, so a memory-mapped array of any length is never
@@ -444,9 +444,9 @@ class StreamBatcher:
 
     @property
     def _tokens_crc32(self) -> int:
-        """CRC-32 of the ids (see :func:`_fingerprint`), computed once, when first needed."""
+        """CRC-32 of the ids (see :func:`fingerprint`), computed once, when first needed."""
         if self._crc32 is None:
-            self._crc32 = _fingerprint(self._tokens)
+            self._crc32 = fingerprint(self._tokens)
         return self._crc32
 
     @property

@@ -415,6 +415,8 @@ def train_task(
             if run.step:
                 save(run)
                 on_event(TaskEvent("checkpoint", run.step))
+            if run.history:  # after the checkpoint (see bptt.train.train)
+                write_plot(run)
             return False
         batch = run.data.batch(config.batch, run.rng)
         if isinstance(est, SequenceClassifier):
@@ -463,12 +465,30 @@ def save(run: TaskRun) -> Path:
             "step": run.step, "history": run.history, "interval_losses": run.interval_losses,
             "rng": run.rng.bit_generator.state, "estimator": estimator_state}
     checkpoint.write_safetensors_atomic(run.out_dir / STATE_FILE, tensors, meta)
-    info = {"task": run.config.task, "length": run.config.length, "step": run.step,
-            "task_config": run.config.to_dict(), "history": run.history}
-    path = run.estimator._write(run.out_dir / checkpoint.MODEL_FILE, info)
+    path = _write_model(run)
     write_metrics(run)
     checkpoint.clean_temp_files(run.out_dir, train.RUN_FILES)
     return path
+
+
+def _write_model(run: TaskRun) -> Path:
+    """DIR/model.safetensors: the estimator, with the task, step and history."""
+    info = {"task": run.config.task, "length": run.config.length, "step": run.step,
+            "task_config": run.config.to_dict(), "history": run.history}
+    return run.estimator._write(run.out_dir / checkpoint.MODEL_FILE, info)
+
+
+def complete_checkpoint(out_dir: str | os.PathLike) -> list[str]:
+    """Write again, from the train state in ``out_dir``, the files of its checkpoint that are
+    behind it (:func:`bptt.train.stale_files`), as :func:`save` writes them; return their
+    names (see :func:`bptt.train.complete_checkpoint`)."""
+    run = resume_task_run(out_dir)  # the settings as saved: the model's metadata holds them
+    stale = train.stale_files(out_dir, run.step, run.history)
+    if checkpoint.MODEL_FILE in stale:
+        _write_model(run)
+    if METRICS_FILE in stale:
+        write_metrics(run)
+    return stale
 
 
 def write_metrics(run: TaskRun) -> Path:

@@ -31,6 +31,7 @@ The library never prints: :func:`train` reports through a callback.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import math
 import os
@@ -46,7 +47,7 @@ import numpy as np
 from bptt import checkpoint, flat, models, ops, optim
 from bptt.cells import CELLS, get_cell
 from bptt.corpus import EncodedCorpus
-from bptt.data import StreamBatcher, Vocab, check_unk, split_train_val
+from bptt.data import StreamBatcher, Vocab, check_unk, fingerprint, split_train_val
 from bptt.errors import (
     BpttError,
     CheckpointError,
@@ -565,6 +566,8 @@ def train(
         if should_stop():
             save(run)
             on_event(Event("checkpoint", run.step))
+            if run.history:  # after the checkpoint: a second Ctrl-C here costs only the plot
+                write_plot(run)  # (an older loss.png would not match metrics.csv)
             return False
         stats = train_step(run)
         run.interval_losses.append(stats.bpc)
@@ -632,7 +635,7 @@ def _train_meta(run: Run) -> dict[str, Any]:
         "corpus": run.corpus,
         "corpus_files": list(run.files),
         "step": run.step,
-        "data": run.batches.state_dict(),
+        "data": {**run.batches.state_dict(), "val_crc32": validation_fingerprint(run.val_ids)},
         "rng": run.rng.bit_generator.state,
         "history": run.history,
         "interval_losses": run.interval_losses,
@@ -648,8 +651,9 @@ def check_finite_weights(params: dict[str, np.ndarray], step: int) -> None:
 
 
 def save(run: Run) -> None:
-    """Write the checkpoint (train state first, then the model), metrics.csv and loss.png;
-    DivergedError, before anything is written, if a weight is NaN or inf."""
+    """Write the checkpoint (train state first, then the model) and metrics.csv (loss.png:
+    :func:`train` draws it at a run's end and at a stop); DivergedError, before anything is
+    written, if a weight is NaN or inf."""
     check_finite_weights(run.params, run.step)
     tensors = optim.checkpoint_tensors(run.params, run.opt_state)
     tensors.update(_state_tensors(run.state))
@@ -662,9 +666,55 @@ def save(run: Run) -> None:
 
 def write_metrics(run: Run) -> Path:
     """metrics.csv from the history (rewritten whole, atomically)."""
+    return _write_history(run.out_dir, run.history)
+
+
+def _write_history(out_dir: Path, history: Sequence[Mapping[str, Any]]) -> Path:
     rows = ([row["step"], f"{row['train_bpc']:.6f}", f"{row['val_bpc']:.6f}",
-             f"{row['chars_per_sec']:.1f}"] for row in run.history)
-    return checkpoint.write_csv_atomic(run.out_dir / METRICS_FILE, HISTORY_COLUMNS, rows)
+             f"{row['chars_per_sec']:.1f}"] for row in history)
+    return checkpoint.write_csv_atomic(out_dir / METRICS_FILE, HISTORY_COLUMNS, rows)
+
+
+def stale_files(out_dir: str | os.PathLike, step: int,
+                history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The files of the checkpoint in ``out_dir`` that are behind its train state (at
+    ``step``, with ``history``): a model.safetensors of an earlier step (or none), a
+    metrics.csv whose steps are not the history's (or none).  A kill between the train
+    state's write and theirs leaves them so; the run's next checkpoint writes them again,
+    but a run that trains no more has none (see :func:`complete_checkpoint`)."""
+    out = Path(out_dir)
+    model = out / checkpoint.MODEL_FILE
+    stale = []
+    if not model.exists() or checkpoint.read_metadata(model).get("step") != step:
+        stale.append(checkpoint.MODEL_FILE)
+    if _csv_steps(out / METRICS_FILE) != [row["step"] for row in history]:
+        stale.append(METRICS_FILE)
+    return stale
+
+
+def _csv_steps(file: Path) -> list[int] | None:
+    """The step column of a metrics.csv; None when there is none or it cannot be read."""
+    try:
+        with file.open(encoding="utf-8", newline="") as lines:
+            return [int(row["step"]) for row in csv.DictReader(lines)]
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def complete_checkpoint(out_dir: str | os.PathLike) -> list[str]:
+    """Write again, from the train state in ``out_dir``, the files of its checkpoint that are
+    behind it (:func:`stale_files`), as the run's own save writes them; return their names.
+    For a resume that trains nothing (the run is at its --steps): no later checkpoint would
+    write them, and ``bptt sample`` would read an earlier model, metrics.csv lack rows."""
+    saved = read_saved_run(out_dir)  # the settings as saved: the model's metadata holds them
+    step, history = saved.progress.step, saved.progress.history
+    stale = stale_files(out_dir, step, history)
+    if checkpoint.MODEL_FILE in stale:
+        checkpoint.save_model(out_dir, saved.params, saved.vocab.to_list(),
+                              saved.config.to_dict(), step)
+    if METRICS_FILE in stale:
+        _write_history(Path(out_dir), history)
+    return stale
 
 
 def write_plot(run: Run) -> Path:
@@ -743,16 +793,26 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
     task run: ``columns`` are the history's, ``eval_every`` the saved setting);
     CheckpointError naming the first bad value.
 
-    A file written before the interval losses were saved has none: the interval is empty."""
+    A file written before the interval losses were saved has none: the interval is empty.
+
+    Whether the last row is the evaluation of an end off the schedule is read off the
+    interval, not off ``eval_every``, which a resume may have changed since that row was
+    made: an evaluation on the schedule empties the interval, the one of an end off it keeps
+    at least that step's loss (a file without interval losses: by ``eval_every``)."""
     step = meta.get("step")
     if not is_int(step) or step < 0:
         raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
                               f"{step!r}")
     history = _read_history(file, meta.get("history"), columns, step)
-    off_schedule = bool(history) and history[-1]["step"] == step and step % eval_every != 0
+    losses = meta.get("interval_losses")
+    at_end = bool(history) and history[-1]["step"] == step
+    if losses is None:
+        off_schedule = at_end and step % eval_every != 0
+    else:
+        off_schedule = at_end and isinstance(losses, list) and len(losses) > 0
     scheduled = history[:-1] if off_schedule else history
     since_eval = step - (scheduled[-1]["step"] if scheduled else 0)
-    interval = _read_interval(file, meta.get("interval_losses", []), since_eval)
+    interval = _read_interval(file, [] if losses is None else losses, since_eval)
     return Progress(step, history, interval, off_schedule)
 
 
@@ -939,10 +999,30 @@ def continue_run(saved: SavedRun, text: str | EncodedCorpus, out_dir: str | os.P
     _, train_ids, val_ids = prepare_text(text, config, saved.vocab)
     batches = StreamBatcher(train_ids, config.batch, config.seq_len)
     batches.load_state_dict(saved.data)
+    _check_validation(saved.data.get("val_crc32"), val_ids)
     step, history, interval, _ = saved.progress.to_continue(config.steps)
     return Run(config, saved.vocab, saved.params, saved.optimizer, saved.opt_state, batches,
                val_ids, saved.state, saved.rng, Path(out_dir), saved.corpus, step, history,
                interval, files=saved.files or ())
+
+
+def validation_fingerprint(val_ids: np.ndarray) -> int:
+    """CRC-32 of the validation ids an evaluation scores (its first EVAL_MAX_CHARS), saved
+    beside the batch state's fingerprint of the training ids, which does not cover them."""
+    return fingerprint(val_ids[:EVAL_MAX_CHARS])
+
+
+def _check_validation(saved: Any, val_ids: np.ndarray) -> None:
+    """DataError unless ``val_ids`` are the saved run's (``saved``: its fingerprint; None in a
+    train state of before it was saved: not checked)."""
+    if saved is None:
+        return
+    have = validation_fingerprint(val_ids)
+    if saved != have:
+        raise DataError(
+            f"the saved batch state has val_crc32={saved!r} but this run has {have!r}; resume "
+            "with the same text: its validation part (the last --val-fraction) differs"
+        )
 
 
 def resume_run(out_dir: str | os.PathLike, text: str | EncodedCorpus, steps: int | None = None,

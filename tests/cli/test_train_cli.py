@@ -155,6 +155,37 @@ def test_a_resume_to_a_step_the_run_has_reached_says_so_and_changes_nothing(run_
         assert _files(out) == before
 
 
+def test_a_resume_at_the_end_completes_a_checkpoint_a_kill_cut_short(bptt_in_process,
+                                                                      tmp_path, monkeypatch):
+    # killed at its last checkpoint after the train state's write: the model and metrics.csv
+    # are one checkpoint behind, and a resume (nothing to train) must not leave them so
+    from bptt import train
+
+    config = train.TrainConfig(cell="rnn", hidden=4, seq_len=5, batch=2, steps=4,
+                               eval_every=2, sample_length=0)
+    run = train.new_run(config, "abcab" * 40, "t", tmp_path / "run")
+    save_model = checkpoint.save_model
+
+    def killed_at_step_4(*args):
+        if args[4] == 4:
+            raise KeyboardInterrupt
+        return save_model(*args)
+
+    monkeypatch.setattr(checkpoint, "save_model", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(run)
+    monkeypatch.setattr(checkpoint, "save_model", save_model)
+    code, err = bptt_in_process(["train", "--resume", "run"], tmp_path)
+    assert code == 0
+    assert err.splitlines() == [
+        "the checkpoint of step 4 in run was cut short by a stop: wrote model.safetensors and "
+        "metrics.csv again from its train state",
+        "nothing to do: the run in run is already at step 4; --steps is the run's total, give "
+        "a larger one to go on"]
+    assert checkpoint.read_metadata(tmp_path / "run" / "model.safetensors")["step"] == 4
+    assert (tmp_path / "run" / "metrics.csv").read_text().splitlines()[-1].startswith("4,")
+
+
 def test_quiet_makes_no_samples(run_bptt, corpus_file, tmp_path):
     # ten million characters would take many minutes to sample: under --quiet nothing shows
     # them (they are never saved), so none are made
@@ -181,6 +212,9 @@ def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt, corpus_file,
     assert _files(tmp_path / "run") == before
     r = run_bptt("train", "--resume", tmp_path / "run", here / "notes.txt", "--steps", "3",
                  "--quiet", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    # the FILE given again is where the text is now: the next resume reads it there unasked
+    r = run_bptt("train", "--resume", tmp_path / "run", "--steps", "4", "--quiet", cwd=elsewhere)
     assert r.returncode == 0, r.stderr
 
 

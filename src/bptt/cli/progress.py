@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,9 +260,13 @@ def interrupted(step: int, out_dir: Path, signum: int = signal.SIGINT) -> int:
     return 128 + signum
 
 
-def nothing_to_do(step: int, out_dir: Path) -> int:
-    """Say that a resumed run is already at its --steps (nothing trained, nothing written);
-    return the exit code 0."""
+def nothing_to_do(step: int, out_dir: Path, completed: Sequence[str] = ()) -> int:
+    """Say that a resumed run is already at its --steps (nothing trained; ``completed``: the
+    files of its last checkpoint written again, which a stop had left behind its train
+    state); return the exit code 0."""
+    if completed:
+        say(f"the checkpoint of step {step} in {out_dir} was cut short by a stop: wrote "
+            f"{' and '.join(completed)} again from its train state")
     say(f"nothing to do: the run in {out_dir} is already at step {step}; --steps is the "
         "run's total, give a larger one to go on")
     return 0

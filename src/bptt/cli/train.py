@@ -9,6 +9,7 @@ a run exactly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -107,7 +108,8 @@ def add_parser(sub, name: str) -> None:
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
     p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
                    help="continue the run saved in DIR up to --steps in all (a run already "
-                        "there is left untouched: one line says so, exit 0)")
+                        "there is left untouched: one line says so, exit 0; only the files "
+                        "of a last checkpoint a stop cut short are written again)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no samples (none are generated: the samples "
                         "are shown, never saved)")
@@ -276,7 +278,8 @@ def _continue(args: argparse.Namespace) -> int:
     """Go on with the run on text saved in --resume DIR (its lock held)."""
     resumed = _read_resumed(args)
     if resumed.progress.step >= resumed.config.steps:  # before the text is read or encoded
-        return progress.nothing_to_do(resumed.progress.step, args.resume)
+        return progress.nothing_to_do(resumed.progress.step, args.resume,
+                                      train.complete_checkpoint(args.resume))
     return _loop(_resume(args, resumed), args.quiet)
 
 
@@ -360,7 +363,10 @@ def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
     config = saved.config
     cache_dir = args.cache_dir or (Path(config.cache_dir) if config.cache_dir
                                    else args.resume / CACHE_SUBDIR)
-    text, _ = read_corpus(files, config, cache_dir, saved.vocab, args.quiet)
+    text, description = read_corpus(files, config, cache_dir, saved.vocab, args.quiet)
+    if args.files:  # where the text is now (continue_run checks that it is the same text):
+        saved = dataclasses.replace(saved, corpus=description,  # the next resume reads it there
+                                    files=tuple(str(f) for f in args.files))
     return train.continue_run(saved, text, args.resume)
 
 

@@ -96,8 +96,9 @@ def _config(args: argparse.Namespace) -> tasks.TaskConfig:
 
 def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
     c = run_.config
-    if run_.step >= c.steps:
-        return progress.nothing_to_do(run_.step, run_.out_dir)
+    if run_.step >= c.steps:  # (a resumed run: nothing to train)
+        return progress.nothing_to_do(run_.step, run_.out_dir,
+                                      tasks.complete_checkpoint(run_.out_dir))
     if not quiet:
         print(f"task: {run_.data.describe()}; model: {c.cell}, H={c.hidden}, L={c.layers}, "
               f"{tasks.num_parameters(run_):,} parameters, {c.dtype}; run dir: {run_.out_dir}",
