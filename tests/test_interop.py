@@ -408,6 +408,20 @@ def test_a_relu_rnn_is_refused(torch):
         interop.from_torch_module(module)
 
 
+def test_a_relu_rnn_of_any_class_is_refused(torch):
+    # torch runs an RNN by its mode: a subclass of nn.RNN, or nn.RNNBase("RNN_RELU"), is a
+    # ReLU RNN that the check by class name "RNN" let through, its logits silently wrong
+    class MyRNN(torch.nn.RNN):
+        pass
+
+    for rnn in (MyRNN(3, 2, nonlinearity="relu"), torch.nn.RNNBase("RNN_RELU", 3, 2)):
+        module = interop.torch_module({"cell": "rnn", "input_size": 3, "hidden_size": 2,
+                                       "output_size": 3})
+        module.rnn = rnn
+        with pytest.raises(BpttError, match=f"{type(rnn).__name__} has nonlinearity='relu'"):
+            interop.from_torch_module(module)
+
+
 def test_a_users_mistake_with_torch_is_a_bptt_error_not_torchs(torch):
     # each of these was a raw AttributeError, TypeError, RuntimeError or IndexError
     with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got dict"):

@@ -562,20 +562,35 @@ def to_torch_module(params: Mapping[str, np.ndarray]) -> Any:
 def from_torch_module(module: Any) -> dict[str, np.ndarray]:
     """The bptt parameters of a :class:`CharRNN` (or any module with the same state_dict).
 
-    A ReLU ``nn.RNN`` is refused: its state_dict is a tanh RNN's, but bptt's RNN is tanh.
+    A ReLU RNN is refused (``nn.RNN(nonlinearity="relu")``, a subclass of it, or
+    ``nn.RNNBase("RNN_RELU", ...)``): its state_dict is a tanh RNN's, but bptt's RNN is tanh.
     """
     if not (hasattr(module, "modules") and hasattr(module, "state_dict")):
         raise BpttError(
             f"module must be a torch.nn.Module, got {type(module).__name__} (for a state_dict, "
             "use from_torch_state_dict)"
         )
-    for part in module.modules():
-        nonlinearity = getattr(part, "nonlinearity", "tanh")
-        if type(part).__name__ == "RNN" and nonlinearity != "tanh":
-            raise BpttError(
-                f"the module's nn.RNN has nonlinearity={nonlinearity!r}; bptt's RNN is tanh only"
-            )
+    _check_tanh(module)
     return from_torch_state_dict(module.state_dict())
+
+
+def _check_tanh(module: Any) -> None:
+    """Refuse a module holding a ReLU RNN, whatever its class is called.
+
+    torch runs a recurrent module by its ``mode`` ("RNN_RELU" for ReLU); ``nonlinearity``
+    is what ``nn.RNN`` was built with.  Either saying ReLU refuses it.
+    """
+    rnn_base = _torch().nn.RNNBase
+    for part in module.modules():
+        if not isinstance(part, rnn_base):
+            continue
+        nonlinearity = getattr(part, "nonlinearity", "tanh")
+        if part.mode == "RNN_RELU" or nonlinearity != "tanh":
+            shown = "relu" if part.mode == "RNN_RELU" else nonlinearity
+            raise BpttError(
+                f"the module's {type(part).__name__} has nonlinearity={shown!r}; "
+                "bptt's RNN is tanh only"
+            )
 
 
 def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, Any]:
