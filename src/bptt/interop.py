@@ -160,7 +160,9 @@ def from_torch_state_dict(
     (G·H rows); when given, weights of another cell are refused.  dtype: the float type
     of the result; None keeps the state_dict's (float16 becomes float32).
     rnn: b_h = bias_ih + bias_hh.  Returns a dict of fresh arrays that passes
-    :func:`bptt.models.check_params`.
+    :func:`bptt.models.check_params`.  A state_dict does not say an ``nn.RNN``'s
+    nonlinearity: one of ``nonlinearity="relu"`` is read as tanh, bptt's only RNN (use
+    :func:`from_torch_module`, which refuses it).
 
     Raises:
         CheckpointError naming the offending key: a key missing or unexpected, a shape
@@ -407,6 +409,19 @@ def _foreign_meta(file: Path, metadata: Any) -> dict[str, Any] | None:
         )
     checkpoint.check_format(file, meta, KIND)
     return meta
+
+
+def has_bptt_metadata(path: str | os.PathLike[str]) -> bool:
+    """Whether a readable safetensors file carries bptt's metadata (reads the header only).
+
+    A file without it (``safetensors.torch.save_file(module.state_dict())``) does not say
+    which nonlinearity its ``nn.RNN`` used: a ReLU RNN's state_dict is a tanh RNN's.
+    """
+    try:
+        checkpoint.read_metadata(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def params_from_file(
