@@ -442,6 +442,40 @@ def test_a_users_mistake_with_torch_is_a_bptt_error_not_torchs(torch):
         interop.torch_loss_and_grads(params, ids, ids + V)
 
 
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: interop.to_torch_state_dict(None), "params must be a dict of arrays, got NoneType"),
+    (lambda: interop.to_torch_grads([("Whh", 1)]), "grads must be a dict of arrays, got list"),
+    (lambda: interop.model_config(None), "params must be a dict of arrays, got NoneType"),
+    (lambda: interop.export_meta(None), "params must be a dict of arrays, got NoneType"),
+    (lambda: interop.from_torch_state_dict({**good_sd(), "head.bias": [[1.0], [1.0, 2.0]]}),
+     "'head.bias' cannot become a NumPy array"),
+], ids=["to_torch_state_dict", "to_torch_grads", "model_config", "export_meta", "ragged"])
+def test_arguments_of_the_wrong_type_are_bptt_errors(call, message):
+    # each was a TypeError or ValueError from dict() or np.asarray, not one BpttError line
+    with pytest.raises(BpttError, match=re.escape(message)):
+        call()
+
+
+def test_a_vocab_that_is_no_list_is_a_bptt_error(tmp_path):
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", make_params("gru", 1, True))
+    with pytest.raises(BpttError, match="vocab must be a list of characters, got int"):
+        interop.import_file(path, tmp_path / "run", vocab=5)
+    assert not (tmp_path / "run").exists()
+
+
+def test_torch_arguments_of_the_wrong_type_are_bptt_errors(torch):
+    ids = np.zeros((T, B), np.int64)
+    with pytest.raises(BpttError, match="params must be a dict of arrays, got NoneType"):
+        interop.torch_loss_and_grads(None, ids, ids)
+    with pytest.raises(BpttError, match="params must be a dict of arrays, got NoneType"):
+        interop.to_torch_module(None)
+    with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got type"):
+        interop.from_torch_module(interop.CharRNN)  # the class, not a module
+    config = {**interop.model_config(make_params("gru", 1, True)), "dtype": ["float32"]}
+    with pytest.raises(BpttError, match="config dtype must be float32 or float64"):
+        interop.torch_module(config)
+
+
 def test_export_refuses_recurrent_biases_in_some_layers_only():
     # a torch module has one bias flag: the metadata would describe a module torch cannot build
     params = make_params("gru", 2, True)

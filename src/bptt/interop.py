@@ -79,6 +79,13 @@ def torch_key(name: str, layer: int) -> str:
 # ----------------------------------------------------------------------------
 
 
+def _params_dict(params: Any, name: str = "params") -> dict[str, Any]:
+    """A mapping of parameters as a dict; anything else is a BpttError (not a TypeError)."""
+    if not isinstance(params, Mapping):
+        raise BpttError(f"{name} must be a dict of arrays, got {type(params).__name__}")
+    return dict(params)
+
+
 def to_torch_state_dict(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The PyTorch state_dict (NumPy arrays, copies) of a bptt parameter dict.
 
@@ -88,7 +95,7 @@ def to_torch_state_dict(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarra
     keys.  The recurrent biases must be present in every layer or in none (PyTorch
     has one ``bias`` flag per module).
     """
-    params = dict(params)
+    params = _params_dict(params)
     shapes = models.check_params(params)
     rnn_bias = recurrent_bias(params, shapes)
     out: dict[str, np.ndarray] = {}
@@ -115,8 +122,9 @@ def to_torch_grads(grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     biases: b_h = bias_ih + bias_hh, so ∂J/∂bias_ih = ∂J/∂bias_hh = ∂J/∂b_h (the
     gradient torch autograd gives for an unfrozen bias_hh).
     """
+    grads = _params_dict(grads, "grads")
     out = to_torch_state_dict(grads)
-    if models.infer_cell(dict(grads)) == "rnn":
+    if models.infer_cell(grads) == "rnn":
         for key in out:
             match = _LAYER_KEY.match(key)
             if match and match.group(1) == "bias_hh":
@@ -143,7 +151,7 @@ def model_config(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
     Keys: cell, num_layers, input_size, hidden_size, output_size, bias (recurrent
     biases), head_bias, dtype.  This is what :func:`torch_module` builds from.
     """
-    params = dict(params)
+    params = _params_dict(params)
     shapes = models.check_params(params)
     recurrent_bias(params, shapes)  # a torch module has biases in every layer or in none
     return checkpoint.model_entry(params, shapes)
@@ -234,7 +242,11 @@ def _as_arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 value = value.detach().cpu().numpy()
             except (TypeError, RuntimeError) as exc:  # e.g. bfloat16, which NumPy lacks
                 raise CheckpointError(f"{key!r} cannot become a NumPy array: {exc}") from exc
-        arrays[key[len(DDP_PREFIX):] if strip else key] = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except ValueError as exc:  # e.g. ragged nested lists
+            raise CheckpointError(f"{key!r} cannot become a NumPy array: {exc}") from exc
+        arrays[key[len(DDP_PREFIX):] if strip else key] = array
     return arrays
 
 
@@ -331,9 +343,10 @@ def export_meta(
     """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings
     (a model file's metadata, :func:`bptt.checkpoint.model_meta`, whose "model" is
     :func:`model_config`, with this format's header)."""
+    params = _params_dict(params)
     meta = checkpoint.model_meta(params, vocab, config or {}, step)
     # a torch module has one bias flag: biases in some layers only are refused
-    recurrent_bias(params, models.check_params(dict(params)))
+    recurrent_bias(params, models.check_params(params))
     return {
         **meta,
         **checkpoint.header(KIND),
@@ -556,7 +569,7 @@ def torch_module(config: Mapping[str, Any], dtype: Any = None) -> Any:
     if dtype is None:
         names = {"float32": torch.float32, "float64": torch.float64}
         name = config.get("dtype", "float32")
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise BpttError(f"config dtype must be float32 or float64, got {name!r}")
         dtype = names[name]
     bias = bool(config.get("bias", True))
@@ -580,7 +593,7 @@ def from_torch_module(module: Any) -> dict[str, np.ndarray]:
     A ReLU RNN is refused (``nn.RNN(nonlinearity="relu")``, a subclass of it, or
     ``nn.RNNBase("RNN_RELU", ...)``): its state_dict is a tanh RNN's, but bptt's RNN is tanh.
     """
-    if not (hasattr(module, "modules") and hasattr(module, "state_dict")):
+    if not isinstance(module, _torch().nn.Module):
         raise BpttError(
             f"module must be a torch.nn.Module, got {type(module).__name__} (for a state_dict, "
             "use from_torch_state_dict)"
@@ -647,7 +660,7 @@ def torch_loss_and_grads(
     module, so ∂J/∂b_h is the gradient of bias_ih.
     """
     torch = _torch()
-    params64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    params64 = {k: np.asarray(v, dtype=np.float64) for k, v in _params_dict(params).items()}
     shapes = models.check_params(params64)
     x = models.check_inputs(inputs, shapes, np.float64)
     T, B = x.shape[:2]
@@ -733,9 +746,10 @@ def import_file(
     vocabulary as :class:`bptt.data.Vocab` checks it, the directory) before anything is
     created or written.  Returns the model as read back.
     """
+    given = _given_vocab(vocab)
     params, meta = params_from_file(path, cell)
     meta = meta or {}
-    chars = _import_vocab(Path(path), meta, vocab, models.check_params(params))
+    chars = _import_vocab(Path(path), meta, given, models.check_params(params))
     target = Path(out_dir)
     _check_import_target(Path(path), target, overwrite)
     try:
@@ -748,6 +762,16 @@ def import_file(
     return checkpoint.load_model(file)
 
 
+def _given_vocab(vocab: Any) -> list[str] | None:
+    """The ``vocab`` argument of :func:`import_file` as a list (checked later as a Vocab)."""
+    if vocab is None:
+        return None
+    try:
+        return list(vocab)
+    except TypeError as exc:
+        raise BpttError(f"vocab must be a list of characters, got {type(vocab).__name__}") from exc
+
+
 def _import_vocab(
     file: Path, meta: Mapping[str, Any], vocab: list[str] | None, shapes: models.Shapes
 ) -> list[str] | None:
@@ -757,14 +781,14 @@ def _import_vocab(
     saved = meta.get("vocab")
     if saved is not None:
         chars = _checked_vocab(f"{file}: its vocabulary", saved, shapes)
-        if vocab is not None and list(vocab) != chars:
+        if vocab is not None and vocab != chars:
             raise BpttError(
                 f"{file} carries its own vocabulary ({len(chars)} characters), which "
                 "differs from the --vocab given; drop --vocab (vocab=None)"
             )
         return chars
     if vocab is not None:
-        return _checked_vocab(f"{file}: the vocabulary given", list(vocab), shapes)
+        return _checked_vocab(f"{file}: the vocabulary given", vocab, shapes)
     return None
 
 
