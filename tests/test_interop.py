@@ -476,6 +476,27 @@ def test_torch_arguments_of_the_wrong_type_are_bptt_errors(torch):
         interop.torch_module(config)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_forward_from_ids_takes_bptts_numpy_state(torch, cell):
+    # a NumPy h0 (bptt's state, to carry across chunks) was an AttributeError from torch
+    params = make_params(cell, 2, True)
+    module = interop.to_torch_module(params)
+    ids, _ = make_batch()
+    h0 = make_state(cell, 2)
+    fwd = bptt.forward(params, ids, h0)
+    logits, h_n = interop.torch_forward_from_ids(module, ids, h0)
+    assert_close(logits.numpy(), fwd.logits)
+    assert_close(to_numpy(h_n), fwd.state)
+    h = h0[0] if cell == "lstm" else h0
+    wrong = (h[:1], h[:1]) if cell == "lstm" else h[:1]
+    with pytest.raises(BpttError, match=re.escape(f"h0 has shape (1, {B}, {H}), expected")):
+        interop.torch_forward_from_ids(module, ids, wrong)
+    with pytest.raises(BpttError, match="h0 of the module's"):
+        interop.torch_forward_from_ids(module, ids, h if cell == "lstm" else (h, h))
+    with pytest.raises(BpttError, match=re.escape("ids has shape (0, 3): need T >= 1")):
+        interop.torch_forward_from_ids(module, np.zeros((0, 3), np.int64))
+
+
 def test_export_refuses_recurrent_biases_in_some_layers_only():
     # a torch module has one bias flag: the metadata would describe a module torch cannot build
     params = make_params("gru", 2, True)

@@ -57,7 +57,7 @@ import numpy as np
 from bptt import checkpoint, models, ops
 from bptt.cells import CELLS, get_cell
 from bptt.data import Vocab
-from bptt.errors import BpttError, CheckpointError, DataError, check_int
+from bptt.errors import BpttError, CheckpointError, DataError, as_array, check_int
 
 KIND = "torch_state_dict"
 RNN_PREFIX = "rnn."
@@ -624,18 +624,53 @@ def _check_tanh(module: Any) -> None:
 def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, Any]:
     """Run ``module`` on token ids (T, B) given as NumPy or a tensor, without autograd.
 
-    Returns (logits (T, B, V), final state) as torch tensors.
+    h0: the initial state as PyTorch takes it, (L, B, H) or for an LSTM the pair (h, c),
+    as tensors or NumPy arrays (bptt's state form; made tensors of the module's dtype);
+    None means zeros.  Returns (logits (T, B, V), final state) as torch tensors.
     """
     torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        raise BpttError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     tensor = isinstance(ids, torch.Tensor)
     # a tensor off the CPU is left to torch's own checks (reading it here would copy it)
     given = None if tensor and ids.device.type != "cpu" else (
-        ids.detach().numpy() if tensor else np.asarray(ids))
+        ids.detach().numpy() if tensor else as_array("ids", ids))
     if given is not None:
         _check_ids(given, getattr(module, "input_size", None))
     x = ids if tensor else torch.from_numpy(given.astype(np.int64))
+    state = _torch_state(torch, module, h0, x.shape[1] if x.dim() == 2 else None)
     with torch.no_grad():
-        return module(x, h0)
+        return module(x, state)
+
+
+def _torch_state(torch: Any, module: Any, h0: Any, batch: int | None) -> Any:
+    """h0 for ``module``: NumPy parts become tensors of its dtype; for a module whose ``.rnn``
+    is a recurrent torch module, the form and shapes are checked (BpttError)."""
+    if h0 is None:
+        return None
+    rnn = getattr(module, "rnn", None)
+    rnn = rnn if isinstance(rnn, torch.nn.RNNBase) else None
+    lstm = rnn is not None and rnn.mode == "LSTM"
+    # a list is a pair for an LSTM, else nested rows of one array (as bptt reads h0)
+    pair = isinstance(h0, tuple) or (lstm and isinstance(h0, list))
+    if rnn is not None and (pair != lstm or (pair and len(h0) != 2)):
+        form = "the pair (h0, c0)" if lstm else "one array (L, B, H), not a pair"
+        raise BpttError(f"h0 of the module's {type(rnn).__name__} must be {form}")
+    parts = []
+    for name, part in zip(("h0", "c0"), h0 if pair else (h0,), strict=False):
+        if not isinstance(part, torch.Tensor):
+            array = as_array(name, part)
+            if array.dtype.kind not in "biuf":
+                raise BpttError(f"{name} must hold real numbers, got dtype {array.dtype}")
+            dtype = rnn.weight_hh_l0.dtype if rnn is not None else None
+            part = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+        if rnn is not None and batch is not None:
+            expected = (rnn.num_layers, batch, rnn.hidden_size)
+            if tuple(part.shape) != expected:
+                raise BpttError(f"{name} has shape {tuple(part.shape)}, expected (L, B, H) = "
+                                f"{expected}")
+        parts.append(part)
+    return tuple(parts) if pair else parts[0]
 
 
 def _check_ids(ids: np.ndarray, D: int | None) -> None:
@@ -643,6 +678,8 @@ def _check_ids(ids: np.ndarray, D: int | None) -> None:
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise BpttError(f"ids must be integer token ids of shape (T, B), got {ids.dtype} of "
                         f"shape {ids.shape}")
+    if ids.size == 0:
+        raise BpttError(f"ids has shape {ids.shape}: need T >= 1 and B >= 1")
     if D is not None and ops.any_outside(ids, D):
         bad = ids[(ids < 0) | (ids >= D)].flat[0]
         raise BpttError(f"ids holds token id {bad} outside [0, {D}) (the module's input_size)")
