@@ -408,6 +408,20 @@ def test_a_relu_rnn_is_refused(torch):
         interop.from_torch_module(module)
 
 
+def test_a_relu_rnn_of_any_class_is_refused(torch):
+    # torch runs an RNN by its mode: a subclass of nn.RNN, or nn.RNNBase("RNN_RELU"), is a
+    # ReLU RNN that the check by class name "RNN" let through, its logits silently wrong
+    class MyRNN(torch.nn.RNN):
+        pass
+
+    for rnn in (MyRNN(3, 2, nonlinearity="relu"), torch.nn.RNNBase("RNN_RELU", 3, 2)):
+        module = interop.torch_module({"cell": "rnn", "input_size": 3, "hidden_size": 2,
+                                       "output_size": 3})
+        module.rnn = rnn
+        with pytest.raises(BpttError, match=f"{type(rnn).__name__} has nonlinearity='relu'"):
+            interop.from_torch_module(module)
+
+
 def test_a_users_mistake_with_torch_is_a_bptt_error_not_torchs(torch):
     # each of these was a raw AttributeError, TypeError, RuntimeError or IndexError
     with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got dict"):
@@ -426,6 +440,61 @@ def test_a_users_mistake_with_torch_is_a_bptt_error_not_torchs(torch):
     ids = np.zeros((T, B), np.int64)
     with pytest.raises(BpttError, match=f"outside \\[0, {V}\\)"):
         interop.torch_loss_and_grads(params, ids, ids + V)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: interop.to_torch_state_dict(None), "params must be a dict of arrays, got NoneType"),
+    (lambda: interop.to_torch_grads([("Whh", 1)]), "grads must be a dict of arrays, got list"),
+    (lambda: interop.model_config(None), "params must be a dict of arrays, got NoneType"),
+    (lambda: interop.export_meta(None), "params must be a dict of arrays, got NoneType"),
+    (lambda: interop.from_torch_state_dict({**good_sd(), "head.bias": [[1.0], [1.0, 2.0]]}),
+     "'head.bias' cannot become a NumPy array"),
+], ids=["to_torch_state_dict", "to_torch_grads", "model_config", "export_meta", "ragged"])
+def test_arguments_of_the_wrong_type_are_bptt_errors(call, message):
+    # each was a TypeError or ValueError from dict() or np.asarray, not one BpttError line
+    with pytest.raises(BpttError, match=re.escape(message)):
+        call()
+
+
+def test_a_vocab_that_is_no_list_is_a_bptt_error(tmp_path):
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", make_params("gru", 1, True))
+    with pytest.raises(BpttError, match="vocab must be a list of characters, got int"):
+        interop.import_file(path, tmp_path / "run", vocab=5)
+    assert not (tmp_path / "run").exists()
+
+
+def test_torch_arguments_of_the_wrong_type_are_bptt_errors(torch):
+    ids = np.zeros((T, B), np.int64)
+    with pytest.raises(BpttError, match="params must be a dict of arrays, got NoneType"):
+        interop.torch_loss_and_grads(None, ids, ids)
+    with pytest.raises(BpttError, match="params must be a dict of arrays, got NoneType"):
+        interop.to_torch_module(None)
+    with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got type"):
+        interop.from_torch_module(interop.CharRNN)  # the class, not a module
+    config = {**interop.model_config(make_params("gru", 1, True)), "dtype": ["float32"]}
+    with pytest.raises(BpttError, match="config dtype must be float32 or float64"):
+        interop.torch_module(config)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_forward_from_ids_takes_bptts_numpy_state(torch, cell):
+    # a NumPy h0 (bptt's state, to carry across chunks) was an AttributeError from torch
+    params = make_params(cell, 2, True)
+    module = interop.to_torch_module(params)
+    ids, _ = make_batch()
+    h0 = make_state(cell, 2)
+    fwd = bptt.forward(params, ids, h0)
+    logits, h_n = interop.torch_forward_from_ids(module, ids, h0)
+    assert_close(logits.numpy(), fwd.logits)
+    assert_close(to_numpy(h_n), fwd.state)
+    h = h0[0] if cell == "lstm" else h0
+    wrong = (h[:1], h[:1]) if cell == "lstm" else h[:1]
+    with pytest.raises(BpttError, match=re.escape(f"h0 has shape (1, {B}, {H}), expected")):
+        interop.torch_forward_from_ids(module, ids, wrong)
+    with pytest.raises(BpttError, match="h0 of the module's"):
+        interop.torch_forward_from_ids(module, ids, h if cell == "lstm" else (h, h))
+    with pytest.raises(BpttError, match=re.escape("ids has shape (0, 3): need T >= 1")):
+        interop.torch_forward_from_ids(module, np.zeros((0, 3), np.int64))
 
 
 def test_export_refuses_recurrent_biases_in_some_layers_only():

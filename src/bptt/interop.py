@@ -57,7 +57,7 @@ import numpy as np
 from bptt import checkpoint, models, ops
 from bptt.cells import CELLS, get_cell
 from bptt.data import Vocab
-from bptt.errors import BpttError, CheckpointError, DataError, check_int
+from bptt.errors import BpttError, CheckpointError, DataError, as_array, check_int
 
 KIND = "torch_state_dict"
 RNN_PREFIX = "rnn."
@@ -79,6 +79,13 @@ def torch_key(name: str, layer: int) -> str:
 # ----------------------------------------------------------------------------
 
 
+def _params_dict(params: Any, name: str = "params") -> dict[str, Any]:
+    """A mapping of parameters as a dict; anything else is a BpttError (not a TypeError)."""
+    if not isinstance(params, Mapping):
+        raise BpttError(f"{name} must be a dict of arrays, got {type(params).__name__}")
+    return dict(params)
+
+
 def to_torch_state_dict(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The PyTorch state_dict (NumPy arrays, copies) of a bptt parameter dict.
 
@@ -88,7 +95,7 @@ def to_torch_state_dict(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarra
     keys.  The recurrent biases must be present in every layer or in none (PyTorch
     has one ``bias`` flag per module).
     """
-    params = dict(params)
+    params = _params_dict(params)
     shapes = models.check_params(params)
     rnn_bias = recurrent_bias(params, shapes)
     out: dict[str, np.ndarray] = {}
@@ -115,8 +122,9 @@ def to_torch_grads(grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     biases: b_h = bias_ih + bias_hh, so ∂J/∂bias_ih = ∂J/∂bias_hh = ∂J/∂b_h (the
     gradient torch autograd gives for an unfrozen bias_hh).
     """
+    grads = _params_dict(grads, "grads")
     out = to_torch_state_dict(grads)
-    if models.infer_cell(dict(grads)) == "rnn":
+    if models.infer_cell(grads) == "rnn":
         for key in out:
             match = _LAYER_KEY.match(key)
             if match and match.group(1) == "bias_hh":
@@ -143,7 +151,7 @@ def model_config(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
     Keys: cell, num_layers, input_size, hidden_size, output_size, bias (recurrent
     biases), head_bias, dtype.  This is what :func:`torch_module` builds from.
     """
-    params = dict(params)
+    params = _params_dict(params)
     shapes = models.check_params(params)
     recurrent_bias(params, shapes)  # a torch module has biases in every layer or in none
     return checkpoint.model_entry(params, shapes)
@@ -160,7 +168,9 @@ def from_torch_state_dict(
     (G·H rows); when given, weights of another cell are refused.  dtype: the float type
     of the result; None keeps the state_dict's (float16 becomes float32).
     rnn: b_h = bias_ih + bias_hh.  Returns a dict of fresh arrays that passes
-    :func:`bptt.models.check_params`.
+    :func:`bptt.models.check_params`.  A state_dict does not say an ``nn.RNN``'s
+    nonlinearity: one of ``nonlinearity="relu"`` is read as tanh, bptt's only RNN (use
+    :func:`from_torch_module`, which refuses it).
 
     Raises:
         CheckpointError naming the offending key: a key missing or unexpected, a shape
@@ -232,7 +242,11 @@ def _as_arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 value = value.detach().cpu().numpy()
             except (TypeError, RuntimeError) as exc:  # e.g. bfloat16, which NumPy lacks
                 raise CheckpointError(f"{key!r} cannot become a NumPy array: {exc}") from exc
-        arrays[key[len(DDP_PREFIX):] if strip else key] = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except ValueError as exc:  # e.g. ragged nested lists
+            raise CheckpointError(f"{key!r} cannot become a NumPy array: {exc}") from exc
+        arrays[key[len(DDP_PREFIX):] if strip else key] = array
     return arrays
 
 
@@ -329,9 +343,10 @@ def export_meta(
     """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings
     (a model file's metadata, :func:`bptt.checkpoint.model_meta`, whose "model" is
     :func:`model_config`, with this format's header)."""
+    params = _params_dict(params)
     meta = checkpoint.model_meta(params, vocab, config or {}, step)
     # a torch module has one bias flag: biases in some layers only are refused
-    recurrent_bias(params, models.check_params(dict(params)))
+    recurrent_bias(params, models.check_params(params))
     return {
         **meta,
         **checkpoint.header(KIND),
@@ -407,6 +422,19 @@ def _foreign_meta(file: Path, metadata: Any) -> dict[str, Any] | None:
         )
     checkpoint.check_format(file, meta, KIND)
     return meta
+
+
+def has_bptt_metadata(path: str | os.PathLike[str]) -> bool:
+    """Whether a readable safetensors file carries bptt's metadata (reads the header only).
+
+    A file without it (``safetensors.torch.save_file(module.state_dict())``) does not say
+    which nonlinearity its ``nn.RNN`` used: a ReLU RNN's state_dict is a tanh RNN's.
+    """
+    try:
+        checkpoint.read_metadata(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def params_from_file(
@@ -541,7 +569,7 @@ def torch_module(config: Mapping[str, Any], dtype: Any = None) -> Any:
     if dtype is None:
         names = {"float32": torch.float32, "float64": torch.float64}
         name = config.get("dtype", "float32")
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise BpttError(f"config dtype must be float32 or float64, got {name!r}")
         dtype = names[name]
     bias = bool(config.get("bias", True))
@@ -562,37 +590,87 @@ def to_torch_module(params: Mapping[str, np.ndarray]) -> Any:
 def from_torch_module(module: Any) -> dict[str, np.ndarray]:
     """The bptt parameters of a :class:`CharRNN` (or any module with the same state_dict).
 
-    A ReLU ``nn.RNN`` is refused: its state_dict is a tanh RNN's, but bptt's RNN is tanh.
+    A ReLU RNN is refused (``nn.RNN(nonlinearity="relu")``, a subclass of it, or
+    ``nn.RNNBase("RNN_RELU", ...)``): its state_dict is a tanh RNN's, but bptt's RNN is tanh.
     """
-    if not (hasattr(module, "modules") and hasattr(module, "state_dict")):
+    if not isinstance(module, _torch().nn.Module):
         raise BpttError(
             f"module must be a torch.nn.Module, got {type(module).__name__} (for a state_dict, "
             "use from_torch_state_dict)"
         )
-    for part in module.modules():
-        nonlinearity = getattr(part, "nonlinearity", "tanh")
-        if type(part).__name__ == "RNN" and nonlinearity != "tanh":
-            raise BpttError(
-                f"the module's nn.RNN has nonlinearity={nonlinearity!r}; bptt's RNN is tanh only"
-            )
+    _check_tanh(module)
     return from_torch_state_dict(module.state_dict())
+
+
+def _check_tanh(module: Any) -> None:
+    """Refuse a module holding a ReLU RNN, whatever its class is called.
+
+    torch runs a recurrent module by its ``mode`` ("RNN_RELU" for ReLU); ``nonlinearity``
+    is what ``nn.RNN`` was built with.  Either saying ReLU refuses it.
+    """
+    rnn_base = _torch().nn.RNNBase
+    for part in module.modules():
+        if not isinstance(part, rnn_base):
+            continue
+        nonlinearity = getattr(part, "nonlinearity", "tanh")
+        if part.mode == "RNN_RELU" or nonlinearity != "tanh":
+            shown = "relu" if part.mode == "RNN_RELU" else nonlinearity
+            raise BpttError(
+                f"the module's {type(part).__name__} has nonlinearity={shown!r}; "
+                "bptt's RNN is tanh only"
+            )
 
 
 def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, Any]:
     """Run ``module`` on token ids (T, B) given as NumPy or a tensor, without autograd.
 
-    Returns (logits (T, B, V), final state) as torch tensors.
+    h0: the initial state as PyTorch takes it, (L, B, H) or for an LSTM the pair (h, c),
+    as tensors or NumPy arrays (bptt's state form; made tensors of the module's dtype);
+    None means zeros.  Returns (logits (T, B, V), final state) as torch tensors.
     """
     torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        raise BpttError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     tensor = isinstance(ids, torch.Tensor)
     # a tensor off the CPU is left to torch's own checks (reading it here would copy it)
     given = None if tensor and ids.device.type != "cpu" else (
-        ids.detach().numpy() if tensor else np.asarray(ids))
+        ids.detach().numpy() if tensor else as_array("ids", ids))
     if given is not None:
         _check_ids(given, getattr(module, "input_size", None))
     x = ids if tensor else torch.from_numpy(given.astype(np.int64))
+    state = _torch_state(torch, module, h0, x.shape[1] if x.dim() == 2 else None)
     with torch.no_grad():
-        return module(x, h0)
+        return module(x, state)
+
+
+def _torch_state(torch: Any, module: Any, h0: Any, batch: int | None) -> Any:
+    """h0 for ``module``: NumPy parts become tensors of its dtype; for a module whose ``.rnn``
+    is a recurrent torch module, the form and shapes are checked (BpttError)."""
+    if h0 is None:
+        return None
+    rnn = getattr(module, "rnn", None)
+    rnn = rnn if isinstance(rnn, torch.nn.RNNBase) else None
+    lstm = rnn is not None and rnn.mode == "LSTM"
+    # a list is a pair for an LSTM, else nested rows of one array (as bptt reads h0)
+    pair = isinstance(h0, tuple) or (lstm and isinstance(h0, list))
+    if rnn is not None and (pair != lstm or (pair and len(h0) != 2)):
+        form = "the pair (h0, c0)" if lstm else "one array (L, B, H), not a pair"
+        raise BpttError(f"h0 of the module's {type(rnn).__name__} must be {form}")
+    parts = []
+    for name, part in zip(("h0", "c0"), h0 if pair else (h0,), strict=False):
+        if not isinstance(part, torch.Tensor):
+            array = as_array(name, part)
+            if array.dtype.kind not in "biuf":
+                raise BpttError(f"{name} must hold real numbers, got dtype {array.dtype}")
+            dtype = rnn.weight_hh_l0.dtype if rnn is not None else None
+            part = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+        if rnn is not None and batch is not None:
+            expected = (rnn.num_layers, batch, rnn.hidden_size)
+            if tuple(part.shape) != expected:
+                raise BpttError(f"{name} has shape {tuple(part.shape)}, expected (L, B, H) = "
+                                f"{expected}")
+        parts.append(part)
+    return tuple(parts) if pair else parts[0]
 
 
 def _check_ids(ids: np.ndarray, D: int | None) -> None:
@@ -600,6 +678,8 @@ def _check_ids(ids: np.ndarray, D: int | None) -> None:
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise BpttError(f"ids must be integer token ids of shape (T, B), got {ids.dtype} of "
                         f"shape {ids.shape}")
+    if ids.size == 0:
+        raise BpttError(f"ids has shape {ids.shape}: need T >= 1 and B >= 1")
     if D is not None and ops.any_outside(ids, D):
         bad = ids[(ids < 0) | (ids >= D)].flat[0]
         raise BpttError(f"ids holds token id {bad} outside [0, {D}) (the module's input_size)")
@@ -617,7 +697,7 @@ def torch_loss_and_grads(
     module, so ∂J/∂b_h is the gradient of bias_ih.
     """
     torch = _torch()
-    params64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    params64 = {k: np.asarray(v, dtype=np.float64) for k, v in _params_dict(params).items()}
     shapes = models.check_params(params64)
     x = models.check_inputs(inputs, shapes, np.float64)
     T, B = x.shape[:2]
@@ -703,9 +783,10 @@ def import_file(
     vocabulary as :class:`bptt.data.Vocab` checks it, the directory) before anything is
     created or written.  Returns the model as read back.
     """
+    given = _given_vocab(vocab)
     params, meta = params_from_file(path, cell)
     meta = meta or {}
-    chars = _import_vocab(Path(path), meta, vocab, models.check_params(params))
+    chars = _import_vocab(Path(path), meta, given, models.check_params(params))
     target = Path(out_dir)
     _check_import_target(Path(path), target, overwrite)
     try:
@@ -718,6 +799,16 @@ def import_file(
     return checkpoint.load_model(file)
 
 
+def _given_vocab(vocab: Any) -> list[str] | None:
+    """The ``vocab`` argument of :func:`import_file` as a list (checked later as a Vocab)."""
+    if vocab is None:
+        return None
+    try:
+        return list(vocab)
+    except TypeError as exc:
+        raise BpttError(f"vocab must be a list of characters, got {type(vocab).__name__}") from exc
+
+
 def _import_vocab(
     file: Path, meta: Mapping[str, Any], vocab: list[str] | None, shapes: models.Shapes
 ) -> list[str] | None:
@@ -727,14 +818,14 @@ def _import_vocab(
     saved = meta.get("vocab")
     if saved is not None:
         chars = _checked_vocab(f"{file}: its vocabulary", saved, shapes)
-        if vocab is not None and list(vocab) != chars:
+        if vocab is not None and vocab != chars:
             raise BpttError(
                 f"{file} carries its own vocabulary ({len(chars)} characters), which "
                 "differs from the --vocab given; drop --vocab (vocab=None)"
             )
         return chars
     if vocab is not None:
-        return _checked_vocab(f"{file}: the vocabulary given", list(vocab), shapes)
+        return _checked_vocab(f"{file}: the vocabulary given", vocab, shapes)
     return None
 
 

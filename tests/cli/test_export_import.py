@@ -329,3 +329,19 @@ def test_a_sequence_task_model_imports_without_the_character_vocabulary_note(tmp
     r = bptt_run("import", tmp_path / "t.safetensors", tmp_path / "imported")
     assert r.returncode == 0, r.stderr
     assert "no vocabulary" in r.stdout and "--vocab" not in r.stdout
+
+
+def test_import_of_a_vanilla_rnn_without_metadata_notes_it_is_read_as_tanh(tmp_path):
+    """An nn.RNN(nonlinearity='relu') has a tanh RNN's keys and shapes: a file without bptt's
+    metadata cannot say which it was, so import says it read tanh (it was silent)."""
+    import bptt
+
+    params = bptt.init_params("rnn", 4, 3, 4, True, np.random.default_rng(0), np.float64)
+    foreign = tmp_path / "foreign.safetensors"
+    safetensors.numpy.save_file(interop.to_torch_state_dict(params), foreign)
+    r = bptt_run("import", foreign, tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    assert "note: the file does not say its nn.RNN's nonlinearity; it was read as tanh" in r.stdout
+    exported = interop.write_torch_safetensors(tmp_path / "e.safetensors", params, list("abcd"))
+    r = bptt_run("import", exported, tmp_path / "b")
+    assert r.returncode == 0 and "nonlinearity" not in r.stdout, r.stdout + r.stderr

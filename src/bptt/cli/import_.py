@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out / 'model.safetensors'}: {config['cell']} model, "
           f"{config['num_layers']} layer(s), H={config['hidden_size']}, {config['dtype']}, "
           + (f"vocabulary {len(model.vocab)}" if model.vocab is not None else "no vocabulary"))
+    if config["cell"] == "rnn" and not interop.has_bptt_metadata(args.file):
+        print("note: the file does not say its nn.RNN's nonlinearity; it was read as tanh, "
+              "bptt's RNN: a model trained with nonlinearity='relu' gives other outputs here")
     if model.vocab is None and config["input_size"] == config["output_size"]:  # a character model
         print("note: without a vocabulary 'bptt sample' cannot use it; import again with "
               "--vocab FILE --force")
