@@ -51,6 +51,7 @@ from bptt.errors import BpttError, CheckpointError, check_int, is_int, is_surrog
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
 METADATA_KEY = "bptt"
+EXPORT_KIND = "torch_state_dict"  # the kind of bptt export's files (bptt.interop)
 CHECKSUM_KEY = "crc32"  # inside the bptt JSON: {"settings": CRC-32, "tensors": {name: CRC-32}}
 
 # safetensors dtype name -> bytes per element, for the dtypes NumPy can hold.
@@ -626,7 +627,11 @@ def check_format(file: Path, meta: Mapping[str, Any], kind: str) -> None:
             f"{FORMAT_VERSION}. Use the bptt version that wrote it."
         )
     if meta.get("kind") != kind:
-        raise CheckpointError(f"{file} holds {meta.get('kind')!r}, expected a {kind!r} file.")
+        hint = (" It is an export for PyTorch: bring it back as a model with bptt import "
+                "(bptt.interop.import_file).") if meta.get("kind") == EXPORT_KIND else ""
+        raise CheckpointError(
+            f"{file} holds {meta.get('kind')!r}, expected a {kind!r} file.{hint}"
+        )
 
 
 def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedModel:

@@ -59,7 +59,7 @@ from bptt.cells import CELLS, get_cell
 from bptt.data import Vocab
 from bptt.errors import BpttError, CheckpointError, DataError, as_array, check_int
 
-KIND = "torch_state_dict"
+KIND = checkpoint.EXPORT_KIND
 RNN_PREFIX = "rnn."
 HEAD_WEIGHT = "head.weight"
 HEAD_BIAS = "head.bias"

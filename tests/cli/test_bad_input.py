@@ -212,6 +212,8 @@ CASES = [
     ("sample-prime-not-utf8-bytes", "sample {w}/run --prime a\udcff",
      "argument --prime: not valid UTF-8 text: the bytes b'a\\xff'"),
     ("sample-truncated-checkpoint", "sample {w}/truncated", "not a bptt checkpoint"),
+    ("sample-an-export", "sample {w}/exported.safetensors",
+     "an export for PyTorch: bring it back as a model with bptt import"),
     ("sample-pickle-renamed", "sample {w}/pickled", "pickle"),
     ("sample-random-bytes", "sample {w}/random", "not a bptt checkpoint"),
     ("sample-huge-header", "sample {w}/huge", "not a bptt checkpoint"),
