@@ -207,21 +207,27 @@ def forward(
 
 
 def head_loss(
-    head: str, outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None
+    head: str,
+    outputs: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray | None,
+    work: common.Buffers | None = None,
 ) -> tuple[float, np.ndarray]:
     """J of the head and ∂J/∂(outputs), same shape as outputs (module docstring's table).
 
     outputs: (T, B, V) "each" or (B, V) "last"; targets from :func:`check_head_targets`;
-    mask: (T, B) or None ("each" heads only).
+    mask: (T, B) or None ("each" heads only).  work: memory for ∂J/∂y (or None: fresh).
     """
     if head == "softmax_each":
-        if mask is None:
-            loss, p = ops.cross_entropy_forward(outputs, targets)
-            # ∂J_t/∂y_t = p_t − onehot(c_t)
-            return loss, ops.cross_entropy_backward(p, targets)
-        loss, p = ops.cross_entropy_masked_forward(outputs, targets, mask)
-        # ∂J_t/∂y_t = m_t (p_t − onehot(c_t))
-        return loss, ops.cross_entropy_masked_backward(p, targets, mask)
+        # ∂J_t/∂y_t = m_t (p_t − onehot(c_t)), J_t = m_t (−log p_t[c_t]): forward and
+        # partial fused over every (t, b) row (m = 1 everywhere without lengths)
+        V = outputs.shape[-1]
+        dJ_dy = common.empty(work, "dJ_dy", outputs.shape, outputs.dtype)
+        loss, _ = ops.cross_entropy_and_partial(
+            outputs.reshape(-1, V), targets.reshape(-1), out=dJ_dy.reshape(-1, V),
+            mask=None if mask is None else mask.reshape(-1),
+        )
+        return loss, dJ_dy
     if head == "softmax_last":
         loss, p = ops.cross_entropy_forward(outputs, targets)
         # ∂J/∂y^last = p − onehot(c)
@@ -304,7 +310,7 @@ def backprop(
     h_top = out.fwd.caches[-1].hs[1:]  # (T, B, H): h_top[t] = h^L_t, t = 0 … T−1
     mask = None if is_last(head) else step_mask(n, T, B, dtype)
     # J and ∂J/∂y (every step, or each sequence's last)
-    J, dJ_dy = head_loss(head, out.outputs, y, mask)
+    J, dJ_dy = head_loss(head, out.outputs, y, mask, work)
     grads: dict[str, np.ndarray] = {}
     if is_last(head):
         # y^last = W^hy h^last + b_y with h^last_b = h^L_{n_b − 1, b}:
