@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import models, optim, train
+from bptt import heads, models, optim, train
 from bptt.data import builtin_corpus
 
 TEXT = builtin_corpus()[:6000]
@@ -41,6 +41,34 @@ def test_workspace_backprop_is_the_public_backprop_bit_for_bit(cell, layers):
         for key in copy:
             assert np.array_equal(fast.grads[key], slow.grads[key]), key
             assert np.shares_memory(fast.grads[key], ws.grads_flat)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("head", heads.HEADS)
+def test_a_head_on_a_workspace_is_the_public_head_bit_for_bit(cell, head):
+    """The estimators' fast path: heads.backprop on a Workspace (its memory reused, padded
+    batches of other lengths, truncated or not, one or two layers) computes exactly what it
+    computes without one."""
+    rng = np.random.default_rng(4)
+    V = 3
+    for layers in (1, 2):
+        params = bptt.init_params(cell, 2, 5, V, rng=rng, dtype=np.float32, num_layers=layers)
+        copy = {k: v.copy() for k, v in params.items()}
+        ws = models.Workspace(params)
+        for T, lengths, truncate in ((6, [6, 2, 4], None), (4, [1, 4, 3], 2), (6, None, 3),
+                                     (6, [5, 6, 1], None)):
+            x = rng.normal(size=(T, 3, 2))
+            last = heads.is_last(head)
+            shape = (3,) if last else (T, 3)
+            y = (rng.integers(0, V, shape) if heads.is_softmax(head)
+                 else rng.normal(size=(*shape, V)))
+            fast = heads.backprop(params, x, y, head, lengths, truncate=truncate, workspace=ws)
+            slow = heads.backprop(copy, x, y, head, lengths, truncate=truncate)
+            assert fast.loss == slow.loss
+            assert np.array_equal(fast.outputs, slow.outputs)
+            for key in copy:
+                assert np.array_equal(fast.grads[key], slow.grads[key]), (key, T, truncate)
+                assert np.shares_memory(fast.grads[key], ws.grads_flat)
 
 
 def test_a_workspace_refuses_another_parameter_dict():

@@ -123,6 +123,18 @@ def test_cross_entropy_and_partial_is_forward_then_backward_in_place(rng):
     np.testing.assert_allclose(dJ_dy, expected, rtol=1e-12, atol=1e-15)
 
 
+def test_cross_entropy_and_partial_with_a_mask_is_the_masked_forward_then_backward(rng):
+    y = rng.normal(size=(12, 7)) * 30
+    labels = rng.integers(0, 7, size=12)
+    mask = (rng.random(12) < 0.5).astype(float)
+    J, p = ops.cross_entropy_masked_forward(y, labels, mask)
+    expected = ops.cross_entropy_masked_backward(p, labels, mask)
+    J2, dJ_dy = ops.cross_entropy_and_partial(y.copy(), labels, mask=mask)
+    assert J2 == pytest.approx(J, rel=1e-13)
+    np.testing.assert_allclose(dJ_dy, expected, rtol=1e-12, atol=1e-15)
+    assert not dJ_dy[mask == 0].any()
+
+
 def test_sigmoid_is_the_logistic_function_without_masks(rng):
     a = np.concatenate([rng.normal(size=50) * 10, [-1e4, -88.8, 0.0, 88.8, 1e4]])
     # ½ (1 + tanh(a/2)) is exact to round-off relative to 1: in the far negative tail, where

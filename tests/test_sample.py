@@ -86,6 +86,26 @@ def test_generation_is_deterministic_under_a_seed_and_continues_the_state(cell):
     assert greedy == "".join(out)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_sampling_on_kept_memory_is_sampling_with_fresh_forwards(cell):
+    """The loop keeps its memory, and the cells' copies of the weights, from one character
+    to the next: what it draws is what a fresh forward per character gives (two layers)."""
+    from bptt import sample
+
+    params = bptt.init_params(cell, len(VOCAB), 6, len(VOCAB), rng=np.random.default_rng(5),
+                              num_layers=2)
+    got = sample_text(params, VOCAB, 30, 0.7, prime="abca", rng=np.random.default_rng(6))
+    rng = np.random.default_rng(6)
+    fwd = bptt.forward(params, np.array([VOCAB.index(c) for c in "abca"])[:, None])
+    out, state, logits = [], fwd.state, fwd.logits[-1, 0]
+    for _ in range(30):
+        token = draw(sample.next_token_distribution(logits, 0.7), rng)
+        out.append(VOCAB[token])
+        fwd = bptt.forward(params, np.array([[token]]), state)
+        state, logits = fwd.state, fwd.logits[0, 0]
+    assert got == "".join(out)
+
+
 def test_bad_prime_and_temperature_fail_before_any_output():
     params = model()
     with pytest.raises(ValueError, match=r"not in the model's vocabulary: 'z'"):

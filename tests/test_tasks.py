@@ -109,6 +109,20 @@ def test_the_loop_reports_evaluates_and_writes_its_files(tmp_path):
         tasks.new_task_run(config, tmp_path / "run")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_evaluation_scores_r2_as_the_estimator_does(tmp_path, dtype):
+    # (one forward pass over the validation set gives the MSE and R² both)
+    config = tasks.TaskConfig(task="adding", length=6, hidden=8, steps=3, batch=8, seed=2,
+                              dtype=dtype)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    tasks.train_task(run)
+    val = run.data.val
+    metrics = tasks.evaluate(run)
+    assert metrics["val_r2"] == run.estimator.score(val.X, val.y, lengths=val.lengths)
+    predicted = run.estimator.predict(val.X, lengths=val.lengths)
+    assert metrics["val_mse"] == float(np.mean((predicted - val.y) ** 2))
+
+
 def test_a_stopped_loop_keeps_a_checkpoint_of_its_last_step(tmp_path):
     config = tasks.TaskConfig(task="tweets", length=6, hidden=8, steps=50, batch=8, seed=1)
     run = tasks.new_task_run(config, tmp_path / "run")

@@ -222,11 +222,11 @@ def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.
 class _Flat(NamedTuple):
     """An estimator's training buffers (see :meth:`_SequenceEstimator._flat_buffers`)."""
 
-    params: dict[str, np.ndarray]  # {"flat": buffer}, of which params_ holds the views
-    views: dict[str, np.ndarray]  # the views put into params_
-    grads: dict[str, np.ndarray]  # {"flat": buffer} for the gradients
-    grad_views: dict[str, np.ndarray]  # its views, keyed like params_
+    workspace: models.Workspace  # params_ as views of its flat buffer; gradients; memory
+    params: dict[str, np.ndarray]  # {"flat": the parameters' buffer}
+    grads: dict[str, np.ndarray]  # {"flat": the gradients' buffer}
     state: dict[str, Any]  # the optimizer's state, one buffer per slot (optim.pack_state)
+    norm_scratch: np.ndarray  # float64, one per gradient element: optim.global_norm's squares
 
 
 class _SequenceEstimator:
@@ -463,18 +463,19 @@ class _SequenceEstimator:
     ) -> tuple[float, int]:
         """One optimizer step on the sequences ``rows``; returns (J, number of predictions)."""
         inputs, lengths, y = _batch(x, n, targets, rows, self.per_step)
+        # the fast path: params_, the gradients and the optimizer's state in one flat buffer
+        # each (bptt.flat), the memory of the sweeps kept from one step to the next
+        packed = self._flat_buffers()
         # a diverging fit's inf and NaN are caught just below, as one DivergedError
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             result = heads.backprop(self.params_, inputs, y, self._head, lengths,
-                                    truncate=self.truncate)
-        norm = optim.global_norm(result.grads)
+                                    truncate=self.truncate, workspace=packed.workspace)
+        # (per key, in sorted order: the bits of the norm do not depend on the layout)
+        norm = optim.global_norm(result.grads, packed.norm_scratch)
         if not (math.isfinite(result.loss) and math.isfinite(norm)):
             raise DivergedError(self.n_steps_ + 1)
-        # the update on one flat buffer each (bptt.flat): a few vector operations instead of
-        # a loop over the keys, the same arithmetic element by element
-        packed = self._flat_buffers()
-        for key, g in result.grads.items():
-            np.copyto(packed.grad_views[key], g)
+        # the update on the flat buffers: a few vector operations instead of a loop over the
+        # keys, the same arithmetic element by element
         if self.clip_norm is not None:
             optim.clip_by_global_norm(packed.grads, float(self.clip_norm), norm=norm)
         self._optimizer.update(packed.params, packed.grads, packed.state)
@@ -493,17 +494,18 @@ class _SequenceEstimator:
 
     def _flat_buffers(self) -> _Flat:
         """params_, its gradients and the optimizer's state, each laid out in one flat buffer
-        (params_ and the state's slots then hold views of them).  Made again whenever
-        params_ is no longer the dict of views it was packed into (a new fit, a load, a
-        restored state, a copy: copied views are views no more)."""
+        (params_ and the state's slots then hold views of them), in a
+        :class:`~bptt.models.Workspace`, which also keeps the sweeps' memory between steps.
+        Made again whenever params_ is no longer the dict of views it was packed into (a new
+        fit, a load, a restored state, a copy: copied views are views no more)."""
         packed = getattr(self, "_flat", None)
-        if packed is None or not flat.is_packed(self.params_, packed.views):
-            layout = flat.layout_of(self.params_, list(self.params_))
-            params_flat, views = flat.pack(self.params_, layout)
-            grads_flat = np.zeros(layout.size, dtype=layout.dtype)
+        if packed is None or not packed.workspace.owns(self.params_):
+            workspace = models.Workspace(self.params_)
             packed = self._flat = _Flat(
-                {flat.FLAT_KEY: params_flat}, views, {flat.FLAT_KEY: grads_flat},
-                flat.views(grads_flat, layout), optim.pack_state(self._opt_state, layout),
+                workspace, {flat.FLAT_KEY: workspace.params_flat},
+                {flat.FLAT_KEY: workspace.grads_flat},
+                optim.pack_state(self._opt_state, workspace.layout),
+                np.empty(workspace.grads_flat.size, np.float64),
             )
         return packed
 

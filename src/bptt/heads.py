@@ -176,9 +176,13 @@ def forward_checked(
     head: str,
     lengths: np.ndarray | None,
     h0: State,
+    work: common.Buffers | None = None,
 ) -> HeadForward:
-    """:func:`forward` without validation (params, x, head and lengths already checked)."""
-    fwd = models.forward_checked(params, shapes, x, h0)
+    """:func:`forward` without validation (params, x, head and lengths already checked).
+
+    work: reusable memory (a :class:`~bptt.models.Workspace`'s), as models.forward_checked.
+    """
+    fwd = models.forward_checked(params, shapes, x, h0, work)
     # "last": y^last_b = y_{n_b − 1, b}
     outputs = ops.last_step_forward(fwd.logits, lengths) if is_last(head) else fwd.logits
     return HeadForward(fwd, outputs, state_at_lengths(fwd, lengths), lengths)
@@ -203,21 +207,27 @@ def forward(
 
 
 def head_loss(
-    head: str, outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None
+    head: str,
+    outputs: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray | None,
+    work: common.Buffers | None = None,
 ) -> tuple[float, np.ndarray]:
     """J of the head and ∂J/∂(outputs), same shape as outputs (module docstring's table).
 
     outputs: (T, B, V) "each" or (B, V) "last"; targets from :func:`check_head_targets`;
-    mask: (T, B) or None ("each" heads only).
+    mask: (T, B) or None ("each" heads only).  work: memory for ∂J/∂y (or None: fresh).
     """
     if head == "softmax_each":
-        if mask is None:
-            loss, p = ops.cross_entropy_forward(outputs, targets)
-            # ∂J_t/∂y_t = p_t − onehot(c_t)
-            return loss, ops.cross_entropy_backward(p, targets)
-        loss, p = ops.cross_entropy_masked_forward(outputs, targets, mask)
-        # ∂J_t/∂y_t = m_t (p_t − onehot(c_t))
-        return loss, ops.cross_entropy_masked_backward(p, targets, mask)
+        # ∂J_t/∂y_t = m_t (p_t − onehot(c_t)), J_t = m_t (−log p_t[c_t]): forward and
+        # partial fused over every (t, b) row (m = 1 everywhere without lengths)
+        V = outputs.shape[-1]
+        dJ_dy = common.empty(work, "dJ_dy", outputs.shape, outputs.dtype)
+        loss, _ = ops.cross_entropy_and_partial(
+            outputs.reshape(-1, V), targets.reshape(-1), out=dJ_dy.reshape(-1, V),
+            mask=None if mask is None else mask.reshape(-1),
+        )
+        return loss, dJ_dy
     if head == "softmax_last":
         loss, p = ops.cross_entropy_forward(outputs, targets)
         # ∂J/∂y^last = p − onehot(c)
@@ -274,13 +284,21 @@ def backprop(
     h0: State = None,
     truncate: int | None = None,
     cell: str | None = None,
+    *,
+    workspace: models.Workspace | None = None,
 ) -> Result:
     """Forward, the head's loss, and efficient BPTT through every layer (models.backprop_layers).
 
     Same arguments as :func:`task_loss_and_grads`.  Reference: the literal double sum
     :func:`bptt.reference.loss_and_grads` with the same ``head`` and ``lengths``.
+
+    workspace: a training loop's fast path, as for :func:`bptt.models.backprop`: params must
+    be the dict the :class:`~bptt.models.Workspace` packed (they are not validated again),
+    the layers reuse its memory, and the gradients are views of ``workspace.grads_flat``,
+    valid until the next call.
     """
-    shapes = models.check_params(params, cell)
+    shapes = models.checked_shapes(params, cell, workspace)
+    work = None if workspace is None else workspace.buffers
     dtype = params["Whh"].dtype
     x = models.check_inputs(inputs, shapes, dtype)
     T, B = x.shape[:2]
@@ -288,11 +306,11 @@ def backprop(
     n = check_lengths(lengths, T, B)
     y = check_head_targets(head, targets, T, B, shapes.V, n, dtype)
     K = models.check_truncate(truncate, T)
-    out = forward_checked(params, shapes, x, head, n, h0)
+    out = forward_checked(params, shapes, x, head, n, h0, work)
     h_top = out.fwd.caches[-1].hs[1:]  # (T, B, H): h_top[t] = h^L_t, t = 0 … T−1
     mask = None if is_last(head) else step_mask(n, T, B, dtype)
     # J and ∂J/∂y (every step, or each sequence's last)
-    J, dJ_dy = head_loss(head, out.outputs, y, mask)
+    J, dJ_dy = head_loss(head, out.outputs, y, mask, work)
     grads: dict[str, np.ndarray] = {}
     if is_last(head):
         # y^last = W^hy h^last + b_y with h^last_b = h^L_{n_b − 1, b}:
@@ -308,9 +326,17 @@ def backprop(
         dJt_dh, grads["Why"], dJ_dby = ops.linear_backward(dJ_dy, h_top, params["Why"])
     if "by" in params:
         grads["by"] = dJ_dby
-    dJ_dh_local = np.zeros((common.num_ages(K), T, B, shapes.H), dtype=dJt_dh.dtype)
+    if workspace is not None:  # the head's gradients go into the flat buffer too
+        for key, g in grads.items():
+            np.copyto(workspace.grads[key], g)
+        grads = {key: workspace.grads[key] for key in grads}
+    # ∂J_t/∂h^L_t by age: all of it age 0 (with a window K, rows 1 … K−1 are zero)
+    A = common.num_ages(K)
+    make = common.empty if A == 1 else common.zeros
+    dJ_dh_local = make(work, "dJ_dh_local", (A, T, B, shapes.H), dJt_dh.dtype)
     dJ_dh_local[0] = dJt_dh
-    back = models.backprop_layers(params, out.fwd, dJ_dh_local, K)
+    grads_out = None if workspace is None else workspace.grads
+    back = models.backprop_layers(params, out.fwd, dJ_dh_local, K, work, grads_out)
     grads.update(back.grads)
     grads = {key: grads[key] for key in params}
     return Result(J, grads, out.state, back.dJ_dstate0, back.dJ_dh, out.outputs)

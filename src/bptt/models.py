@@ -493,6 +493,23 @@ class Result(NamedTuple):
     dJ_dh: list[np.ndarray]
 
 
+def checked_shapes(
+    params: dict[str, np.ndarray], cell: str | None, workspace: Workspace | None
+) -> Shapes:
+    """The sizes of ``params``: validated by :func:`check_params`, or, on the fast path, read
+    off the :class:`Workspace` that packed (and validated) them, which must own them."""
+    if workspace is None:
+        return check_params(params, cell)
+    if not workspace.owns(params):
+        raise BpttError(
+            "this workspace belongs to another parameter dict (or its arrays were replaced); "
+            "make a new Workspace(params)"
+        )
+    if cell is not None and cell != workspace.shapes.cell:
+        raise BpttError(f"cell={cell!r} but params are those of a {workspace.shapes.cell!r} cell")
+    return workspace.shapes
+
+
 def backprop(
     params: dict[str, np.ndarray],
     inputs: Any,
@@ -509,17 +526,7 @@ def backprop(
     dict the workspace packed; they are not validated again, and the result lives in the
     workspace (grads are views of ``workspace.grads_flat``), valid until the next call.
     """
-    if workspace is None:
-        shapes = check_params(params, cell)
-    elif not workspace.owns(params):
-        raise BpttError(
-            "this workspace belongs to another parameter dict (or its arrays were replaced); "
-            "make a new Workspace(params)"
-        )
-    else:
-        shapes = workspace.shapes
-        if cell is not None and cell != shapes.cell:
-            raise BpttError(f"cell={cell!r} but params are those of a {shapes.cell!r} cell")
+    shapes = checked_shapes(params, cell, workspace)
     x = check_inputs(inputs, shapes, params["Whh"].dtype)
     labels = check_targets(targets, x.shape[0], x.shape[1], shapes.V)
     truncate = check_truncate(truncate, x.shape[0])

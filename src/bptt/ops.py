@@ -79,7 +79,10 @@ def cross_entropy_backward(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def cross_entropy_and_partial(
-    y: np.ndarray, labels: np.ndarray, out: np.ndarray | None = None
+    y: np.ndarray,
+    labels: np.ndarray,
+    out: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """J and ∂J/∂y = p − onehot(labels) at once, in place: forward and backward fused.
 
@@ -91,6 +94,9 @@ def cross_entropy_and_partial(
         s = y − max y                  (stable: the largest exponent is e⁰)
         −log p[label] = log Σ e^s − s[label]
         ∂J/∂y = e^s / Σ e^s − onehot(label)
+
+    mask: (N,) of 0/1 or None: J = Σ_rows m · (−log p[label]) and ∂J/∂y = m ⊙ (p − onehot),
+    as :func:`cross_entropy_masked_forward` and :func:`cross_entropy_masked_backward`.
     """
     N, V = y.shape
     at_label = np.arange(0, N * V, V) + labels  # flat index of (row, label[row])
@@ -103,10 +109,16 @@ def cross_entropy_and_partial(
     picked = flat[at_label]
     np.exp(shifted, out=shifted)
     total = np.add.reduce(shifted, axis=1, keepdims=True)
-    J = float(np.add.reduce(np.log(total[:, 0]) - picked))
+    per_row = np.log(total[:, 0]) - picked
+    if mask is not None:
+        per_row *= mask
+    J = float(np.add.reduce(per_row))
     # ∂J/∂y = p − onehot(label): p = e^s / Σ e^s, then 1 taken from each label's entry
     dJ_dy = np.divide(shifted, total, out=shifted)
     flat[at_label] -= 1
+    if mask is not None:
+        # a masked row's loss is not in J: its ∂J/∂y is 0
+        dJ_dy *= mask[:, None]
     return J, dJ_dy
 
 

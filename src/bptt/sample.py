@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models, ops
+from bptt.cells import common
 from bptt.errors import BpttError, DataError, check_int, check_positive
 
 
@@ -100,7 +101,8 @@ def generate(
     from its first character, with a zero state.  greedy: take argmax instead of drawing.
     stop: end early, right after the generated characters end with this text (it is
     yielded).  unk: the model's unknown-character token (a vocabulary character).
-    Arguments are checked here, before the first character is asked for.
+    Arguments are checked here, before the first character is asked for.  The weights must
+    not change while the iterator is read (what the cells make of them is made once).
     """
     shapes = models.check_params(params)
     vocab = _check_vocab(vocab)
@@ -151,9 +153,13 @@ the activations and logits of one chunk are held at once, never those of the who
 def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy,
               stop: str | None = None) -> Iterator[str]:
     """Read ids (T, 1), then draw and feed back one character at a time (until ``stop``)."""
+    # memory kept from one character to the next, and the weights do not change while the
+    # characters are drawn: what the cells make of them (their sweeps' copies) is made once
+    work = common.Buffers(fixed_params=True)
     state = None
     for begin in range(0, len(ids), PRIME_CHUNK):
-        fwd = models.forward_checked(params, shapes, ids[begin : begin + PRIME_CHUNK], state)
+        fwd = models.forward_checked(params, shapes, ids[begin : begin + PRIME_CHUNK], state,
+                                     work)
         state = fwd.state
     logits = fwd.logits[-1, 0]
     tail = ""  # the last len(stop) generated characters
@@ -165,8 +171,8 @@ def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy,
             tail = (tail + vocab[token])[-len(stop):]
             if tail == stop:
                 return
-        fwd = models.forward_checked(params, shapes, np.array([[token]]), state)
-        logits, state = fwd.logits[0, 0], fwd.state
+        fwd = models.forward_checked(params, shapes, np.array([[token]]), state, work)
+        logits, state = fwd.logits[0, 0], fwd.state  # (logits: work's, read before the next)
 
 
 def sample_text(

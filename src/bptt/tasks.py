@@ -52,7 +52,7 @@ import numpy as np
 from bptt import checkpoint, models, optim, train
 from bptt.cells import CELLS
 from bptt.errors import BpttError, DivergedError, check_int, check_positive, is_int
-from bptt.estimators import SequenceClassifier, SequenceRegressor
+from bptt.estimators import SequenceClassifier, SequenceRegressor, r2_score
 
 TASKS = ("adding", "parity", "tweets", "digits")
 VALIDATION_SIZE = 1000  # sequences in the validation set of a generated task
@@ -394,8 +394,11 @@ def _metrics(run: TaskRun) -> dict[str, float]:
         return {"val_loss": float(-np.mean(np.log(np.maximum(picked, 1e-300)))),
                 "val_accuracy": float(np.mean(proba.argmax(axis=1) == index))}
     predicted = est.predict(val.X, lengths=val.lengths)
+    # R² of these predictions, as est.score computes it (the targets in the weights' dtype),
+    # without a second forward pass over the validation set
+    targets = val.y.astype(est.params_["Whh"].dtype)
     return {"val_mse": float(np.mean((predicted - val.y) ** 2)),
-            "val_r2": est.score(val.X, val.y, lengths=val.lengths)}
+            "val_r2": r2_score(targets, predicted)}
 
 
 def train_task(

@@ -31,11 +31,15 @@ h_{t−1} (H, B) faster than h_{t−1}ᵀ (B, H) by W^hhᵀ for a small batch.  
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
 from bptt import ops
 from bptt.errors import BpttError
+
+T_ = TypeVar("T_")
 
 # ----------------------------------------------------------------------------
 # memory reused across calls
@@ -50,10 +54,16 @@ class Buffers:
     OVERWRITTEN by the next call.  The public functions pass None and get fresh arrays.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fixed_params: bool = False) -> None:
+        """fixed_params: every call given this memory runs on the same parameters, unchanged
+        (generating text, scoring a validation set): what a cell makes of its weights alone
+        (its sweep's reordered, negated copies) is then made by the first call only
+        (:func:`of_params`).  A training loop's weights change at every step: False."""
+        self.fixed_params = fixed_params
         self._arrays: dict[str, np.ndarray] = {}
         self._steps: dict[tuple, tuple[np.ndarray, list[np.ndarray]]] = {}
         self._children: dict[str, Buffers] = {}
+        self._of_params: dict[str, Any] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """The array called ``name`` (uninitialised the first time)."""
@@ -75,8 +85,18 @@ class Buffers:
     def child(self, name: str) -> Buffers:
         """A separate namespace (one per layer)."""
         if name not in self._children:
-            self._children[name] = Buffers()
+            self._children[name] = Buffers(self.fixed_params)
         return self._children[name]
+
+
+def of_params(work: Buffers | None, name: str, make: Callable[[], T_]) -> T_:
+    """``make()``: what a cell makes of its parameters alone, made at every call, or only at
+    the first when ``work`` has fixed parameters (then kept under ``name``)."""
+    if work is None or not work.fixed_params:
+        return make()
+    if name not in work._of_params:
+        work._of_params[name] = make()
+    return work._of_params[name]
 
 
 def empty(work: Buffers | None, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

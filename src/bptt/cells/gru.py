@@ -211,6 +211,30 @@ COLUMNS = True
 ORDER = (2, 0, 1)
 
 
+def _sweep_weights(
+    p: dict[str, np.ndarray], H: int, work: common.Buffers | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The sweep's input table, its bias and its W^hh (the r and z rows negated).
+
+    Per step: a = [−(a^ir + a^hr), −(a^iz + a^hz), a^hn] = x_in[t, :3H] + W^hh h_{t−1}
+    (r z rows negated), and a^in = x_in[t, 3H:]: one (4H, D) table, its third block b^hn
+    alone (inside r ⊙ ·, so it is added here, before the product with r).
+    """
+    Wxh, Whh = p["Wxh"], p["Whh"]
+    dtype = Whh.dtype
+    table = np.zeros((4 * H, Wxh.shape[1]), dtype)
+    np.negative(Wxh[: 2 * H], out=table[: 2 * H])
+    table[3 * H :] = Wxh[2 * H :]
+    bias = None
+    if "bxh" in p:
+        bias = np.concatenate([-(p["bxh"][: 2 * H] + p["bhh"][: 2 * H]),
+                               p["bhh"][2 * H :], p["bxh"][2 * H :]])
+    Whh_sweep = common.empty(work, "Whh_sweep", Whh.shape, dtype)
+    np.negative(Whh[: 2 * H], out=Whh_sweep[: 2 * H])
+    Whh_sweep[2 * H :] = Whh[2 * H :]
+    return table, bias, Whh_sweep
+
+
 def sequence_forward(
     p: dict[str, np.ndarray],
     inputs: np.ndarray,
@@ -229,25 +253,15 @@ def sequence_forward(
     (exact in binary floating point), so e^{·}, + 1, 1/· over those 2H rows give both σ
     gates of a step (numpy's e^x costs about half its tanh).
     """
-    Wxh, Whh = p["Wxh"], p["Whh"]
+    Whh = p["Whh"]
     H, dtype = Whh.shape[1], Whh.dtype
     T, B = inputs.shape[:2]
-    # per step: a = [−(a^ir + a^hr), −(a^iz + a^hz), a^hn] = x_in[t, :3H] + W^hh h_{t−1}
-    # (r z rows negated), and a^in = x_in[t, 3H:]: one (4H, D) table, its third block b^hn
-    # alone (inside r ⊙ ·, so it is added here, before the product with r)
-    table = np.zeros((4 * H, Wxh.shape[1]), dtype)
-    np.negative(Wxh[: 2 * H], out=table[: 2 * H])
-    table[3 * H :] = Wxh[2 * H :]
-    bias = None
-    if "bxh" in p:
-        bias = np.concatenate([-(p["bxh"][: 2 * H] + p["bhh"][: 2 * H]),
-                               p["bhh"][2 * H :], p["bxh"][2 * H :]])
+    table, bias, Whh_sweep = common.of_params(
+        work, "sweep_weights", lambda: _sweep_weights(p, H, work)
+    )
     x_in = common.input_columns(
         table, inputs, bias, common.empty(work, "x_in", (T, 4 * H, B), dtype)
     )
-    Whh_sweep = common.empty(work, "Whh_sweep", Whh.shape, dtype)
-    np.negative(Whh[: 2 * H], out=Whh_sweep[: 2 * H])
-    Whh_sweep[2 * H :] = Whh[2 * H :]
     # every step's r, z and a^hn, then n and h: all columns
     gates = common.empty(work, "gates", (T, GATES * H, B), dtype)
     n = common.empty(work, "n", (T, H, B), dtype)

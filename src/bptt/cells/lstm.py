@@ -303,7 +303,7 @@ def sequence_forward(
     H = p["Whh"].shape[1]
     T, B = inputs.shape[:2]
     G = GATES * H
-    Wxh, Whh, bias = _sweep_weights(p, H, work)
+    Wxh, Whh, bias = common.of_params(work, "sweep_weights", lambda: _sweep_weights(p, H, work))
     dtype = Whh.dtype
     x_proj = common.input_columns(Wxh, inputs, bias, common.empty(work, "x_proj", (T, G, B), dtype))
     # the gates of every step in sweep order i f o g; then the state (h, c) and tanh c: columns
