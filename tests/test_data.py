@@ -279,19 +279,6 @@ def test_stream_batcher_small_example_by_hand():
     assert batcher.next_batch()[2] and batcher.epoch == 1
 
 
-def test_consecutive_chunks_at_once_are_the_chunks_one_after_the_other():
-    batcher = StreamBatcher(np.arange(40) % 7, batch_size=3, seq_len=2)
-    assert batcher.chunks_per_epoch == 6
-    x, y = batcher.chunk(1, 4)
-    assert x.shape == y.shape == (8, 3) and x.dtype == np.int64
-    pieces = [batcher.chunk(j) for j in range(1, 5)]
-    assert np.array_equal(x, np.concatenate([p[0] for p in pieces]))
-    assert np.array_equal(y, np.concatenate([p[1] for p in pieces]))
-    for j, count in ((5, 2), (-1, 1), (0, 0), (6, 1)):
-        with pytest.raises(BpttError, match="chunk index"):
-            batcher.chunk(j, count)
-
-
 batcher_cases = st.integers(1, 6).flatmap(
     lambda B: st.integers(1, 8).flatmap(
         lambda T: st.tuples(st.just(B), st.just(T), st.integers(B * T + 1, B * T * 5 + 20))

@@ -124,23 +124,6 @@ def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path
     assert bpc == pytest.approx(total / (B * n) / math.log(2), rel=1e-10)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_evaluate_reads_several_chunks_per_pass_as_one_chunk_per_pass(tmp_path, monkeypatch,
-                                                                        cell):
-    run = train.new_run(small_config(cell=cell, batch=1), TEXT, "test", tmp_path / "r")
-    T, widest = run.config.seq_len, run.params["Whh"].shape[0]
-    passes = []
-    real_forward = models.forward
-    monkeypatch.setattr(models, "forward", lambda *a: passes.append(1) or real_forward(*a))
-    many = train.evaluate(run.params, run.val_ids, run.config)
-    chunks = (len(run.val_ids) - 1) // T
-    assert len(passes) < chunks / 5
-    monkeypatch.setattr(train, "EVAL_PASS_SIZE", T * widest)  # one chunk per pass
-    passes.clear()
-    assert train.evaluate(run.params, run.val_ids, run.config) == pytest.approx(many, rel=1e-13)
-    assert len(passes) == chunks
-
-
 def test_evaluate_scores_the_validation_text_up_to_eval_max_chars(tmp_path, monkeypatch):
     """What --val-fraction's help and docs/corpora.md say: at most the first EVAL_MAX_CHARS."""
     run = train.new_run(small_config(), TEXT * 4, "test", tmp_path / "r")

@@ -459,13 +459,11 @@ class StreamBatcher:
         """Complete epochs served so far (also the 0-based epoch of the next chunk)."""
         return self.position // self.chunks_per_epoch
 
-    def chunk(self, j: int, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Return (inputs, targets) of chunk j of an epoch, each (T, B) int64, time-major;
-        count > 1: chunks j … j + count − 1 one after the other, (count·T, B)."""
-        if not (0 <= j and 1 <= count and j + count <= self.chunks_per_epoch):
-            raise BpttError(f"chunk index must be in [0, {self.chunks_per_epoch - 1}], got {j}"
-                            + (f" (and {count} chunks from it)." if count != 1 else "."))
-        cols = slice(j * self.seq_len, (j + count) * self.seq_len)
+    def chunk(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (inputs, targets) of chunk j of an epoch, each (T, B) int64, time-major."""
+        if not 0 <= j < self.chunks_per_epoch:
+            raise BpttError(f"chunk index must be in [0, {self.chunks_per_epoch - 1}], got {j}.")
+        cols = slice(j * self.seq_len, (j + 1) * self.seq_len)
         return (
             np.ascontiguousarray(self._inputs[:, cols].T, dtype=np.int64),
             np.ascontiguousarray(self._targets[:, cols].T, dtype=np.int64),

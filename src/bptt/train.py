@@ -501,33 +501,24 @@ def train_step(run: Run) -> StepStats:
 
 
 EVAL_MAX_CHARS = 250_000
-EVAL_PASS_SIZE = 1 << 20
-"""About how many numbers the largest array of one forward pass of an evaluation holds
-(logits, T·B × V, or a layer's gates, T·B × G·H): several chunks of the streams are read
-per pass, so that a small batch (B = 1) does not pay a pass's fixed cost for every T steps."""
 
 
 def evaluate(params: dict[str, np.ndarray], val_ids: np.ndarray, config: TrainConfig) -> float:
     """Validation bits per character over B streams, state carried across chunks.
 
     The whole validation text up to its first EVAL_MAX_CHARS characters (all of it for the
-    built-in corpus; a bounded cost per evaluation for a corpus of gigabytes).  Each forward
-    pass reads as many consecutive chunks of the streams as fit EVAL_PASS_SIZE: the state
-    is carried through them, so these are the same steps as one pass per chunk.
+    built-in corpus; a bounded cost per evaluation for a corpus of gigabytes).
     """
     val_ids = val_ids[:EVAL_MAX_CHARS]
     T = min(config.seq_len, len(val_ids) - 1)
     B = max(1, min(config.batch, (len(val_ids) - 1) // T))
     batches = StreamBatcher(val_ids, B, T)
-    widest = max(params["Why"].shape[0], params["Whh"].shape[0])  # V, or G·H
-    per_pass = max(1, EVAL_PASS_SIZE // (T * B * widest))
     total, chars, state = 0.0, 0, None
     # a diverged model's inf and NaN come out as an infinite or NaN result, which the loop
     # reports as one DivergedError: numpy's warnings on the way would only be noise
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for j in range(0, batches.chunks_per_epoch, per_pass):
-            count = min(per_pass, batches.chunks_per_epoch - j)
-            inputs, targets = batches.chunk(j, count)
+        for _ in range(batches.chunks_per_epoch):
+            inputs, targets, _ = batches.next_batch()
             fwd = models.forward(params, inputs, state)
             total += ops.cross_entropy_forward(fwd.logits, targets)[0]
             chars += targets.size
