@@ -239,17 +239,30 @@ def test_the_problem_separates_and_refuses_short_sequences():
     assert p.params["Wxh"].dtype == np.float64
 
 
+def _in_float32(params, inputs, targets, h0=None, truncate=None):
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    return bptt.loss_and_grads(p32, inputs, targets, h0=h0.astype(np.float32))
+
+
+def test_a_correct_float32_backward_passes_at_float32s_tolerance():
+    report = diagnose.check_backward(_in_float32)  # loss, grads, h_last all float32
+    assert report.passed and report.tolerance == diagnose.FLOAT32_PASS_TOL
+    assert report.loss.passed and report.h_last_ok
+    assert report.messages()[0].startswith("Your backward computes in float32: it agrees with")
+    assert diagnose.check_backward(lambda *a, **k: _in_float32(*a, **k)[1]).passed  # grads only
+
+    def no_recurrence_in_float32(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = load("no_recurrence")(params, inputs, targets, h0=h0)
+        return {k: v.astype(np.float32) for k, v in grads.items()}
+
+    assert not diagnose.check_backward(no_recurrence_in_float32).passed
+
+
 def test_float32_round_off_is_named_not_misdiagnosed():
-    def in_float32(params, inputs, targets, h0=None, truncate=None):
-        p32 = {k: v.astype(np.float32) for k, v in params.items()}
-        _, grads, _ = bptt.loss_and_grads(p32, inputs, targets, h0=h0.astype(np.float32))
-        return grads
-
     def cast_back(params, inputs, targets, h0=None, truncate=None):
-        return {k: v.astype(np.float64) for k, v in in_float32(params, inputs, targets, h0).items()}
+        _, grads, _ = _in_float32(params, inputs, targets, h0)
+        return {k: v.astype(np.float64) for k, v in grads.items()}
 
-    report = diagnose.check_backward(in_float32)
-    assert not report.passed and report.messages()[0].startswith("Your W^xh, W^hh, b_h, W^hy, b_y gradient came back as float32")
     report = diagnose.check_backward(cast_back)
     assert len(report.messages()) == 1 and "that is round-off, not a bug" in report.messages()[0]
 

@@ -64,7 +64,9 @@ from bptt.gradcheck import Comparison, compare_arrays, random_problem
 
 PASS_TOL = 1e-9  # a correct float64 backward agrees with the reference far closer than this
 NEAR_TOL = 1e-5  # failing by less than this everywhere: round-off (float32?), not a bug
-FLOAT32_TOL = 1e-4  # a float32 result further off than this has a mistake besides precision
+# a correct float32 backward agrees to about 1e-7 (float32's round-off); a bug is far beyond
+FLOAT32_PASS_TOL = 1e-5
+LOSS_TOL = 1e-10  # a float64 loss, relative to max(|J|, 1)
 MATCH_TOL = 1e-8  # a hypothesis fits when it reproduces the learner's gradient this closely
 MIN_SEQ_LEN = 4  # below this some hypotheses coincide (e.g. truncations)
 RECURRENT = ("Wxh", "Whh", "bh")
@@ -228,13 +230,16 @@ class UserResult:
     """What the learner's function returned, normalised.
 
     grads: key -> float64 array (whatever shape it came in); loss, h_last: None when not
-    returned; dtypes: key -> the dtype it came in.
+    returned; dtypes: key -> the dtype it came in.  float32: every float it returned (the
+    gradients, and the loss and h_last when they are numpy values) is float32 or float64,
+    and at least one is float32: it computes in float32.
     """
 
     grads: dict[str, np.ndarray]
     loss: float | None = None
     h_last: np.ndarray | None = None
     dtypes: dict[str, str] = field(default_factory=dict)
+    float32: bool = False
 
 
 def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your function"
@@ -326,6 +331,8 @@ def _normalise(out: Any, name: str) -> UserResult:
             raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array")
         arrays[key] = raw.astype(np.float64)
         dtypes[key] = str(raw.dtype)
+    float32 = _computes_in_float32([*dtypes.values(), *(
+        _dtype_of(v) for v in (loss, h_last) if v is not None)])
     if loss is not None:
         try:
             loss = float(np.asarray(loss, dtype=np.float64).reshape(()))
@@ -336,8 +343,20 @@ def _normalise(out: Any, name: str) -> UserResult:
             h_last = np.asarray(h_last, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned an h_last that is not a numeric array") from exc
-    return UserResult(arrays, loss, h_last, dtypes)
+    return UserResult(arrays, loss, h_last, dtypes, float32)
 
+
+def _dtype_of(value: Any) -> str:
+    """The dtype numpy gives value (a Python float is float64), or "object"."""
+    try:
+        return str(np.asarray(value).dtype)
+    except (TypeError, ValueError, RuntimeError):
+        return "object"
+
+
+def _computes_in_float32(dtypes: list[str]) -> bool:
+    """Some of what came back is float32 and the rest float64 (a Python float is float64)."""
+    return "float32" in dtypes and set(dtypes) <= {"float32", "float64"}
 
 # ----------------------------------------------------------------------------
 # the double sum, term by term, with room for one wrong factor
@@ -781,12 +800,15 @@ class BackwardReport:
 
     diagnosis: the one hypothesis that reproduces every gradient (None if none does, or
     if all pass).  findings: further sentences (per parameter, or by pattern).
-    localisation: prefix probing, run when no single hypothesis fits.
+    localisation: prefix probing, run when no single hypothesis fits.  tolerance: the
+    relative error a gradient passes within (PASS_TOL; FLOAT32_PASS_TOL for a backward that
+    computes in float32).
     """
 
     name: str
     problem: Problem
     params: list[ParamCheck]
+    tolerance: float = PASS_TOL
     loss: LossCheck | None = None
     h_last_ok: bool | None = None
     repeatable: bool = True
@@ -855,7 +877,9 @@ def check_backward(
     )
     ref = dict(ref_grads, h0=np.asarray(terms.dJ_dstate0))
     keys = [*PARAM_KEYS, *(["h0"] if "h0" in user.grads else [])]
-    report = BackwardReport(name, problem, [_param_check(key, user, ref) for key in keys])
+    tol = FLOAT32_PASS_TOL if user.float32 else PASS_TOL
+    report = BackwardReport(name, problem, [_param_check(key, user, ref, tol) for key in keys],
+                            tolerance=tol)
     if not _same_result(user, again):
         report.repeatable = False
         report.findings.append(
@@ -864,36 +888,24 @@ def check_backward(
             "input changed in place). Each call must start afresh: the error carried back "
             "from later steps is zero at the last step. The table checks the first call.")
     if user.loss is not None:
-        report.loss = _loss_check(user.loss, ref_loss, problem)
+        report.loss = _loss_check(user.loss, ref_loss, problem,
+                                  FLOAT32_PASS_TOL if user.float32 else LOSS_TOL)
     if user.h_last is not None:
-        report.h_last_ok = _rel(user.h_last, correct.h_last) <= PASS_TOL
+        report.h_last_ok = _rel(user.h_last, correct.h_last) <= tol
     failing = [p.name for p in report.params if not p.passed]
+    worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
+        if user.float32 and report.passed:
+            report.findings.append(
+                f"Your backward computes in float32: it agrees with the reference to "
+                f"{worst:.0e}, float32's round-off, so it passes at float32's tolerance "
+                f"{FLOAT32_PASS_TOL:g}. A float64 result is checked to {PASS_TOL:g}, and only "
+                "float64 can tell the known bugs apart.")
         return report
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
-    worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
-    if low and worst >= FLOAT32_TOL:
-        report.findings.append(
-            f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
-            f"{user.dtypes[low[0]]}, and the gradients differ from the reference by up to "
-            f"{worst:.1g}: far more than float32's round-off (about 1e-7), so there is a "
-            "mistake besides the precision. Compute in float64 and check again: naming it "
-            "needs float64.")
+    if low or worst < NEAR_TOL:  # round-off or precision: the hypotheses would only add noise
+        report.findings.append(_precision_finding(user, low, worst))
         return report
-    if low:
-        report.findings.append(
-            f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
-            f"{user.dtypes[low[0]]}: compute in float64 for a check (float32 is right only "
-            "to about 1e-7)."
-        )
-    elif worst < NEAR_TOL:
-        report.findings.append(
-            f"Your gradients agree with the reference to {worst:.0e} but not to {PASS_TOL:g}: "
-            "that is round-off, not a bug in the formulas — is something computed in float32? "
-            "Check in float64."
-        )
-    if low or worst < NEAR_TOL:
-        return report  # round-off: the hypotheses would only add noise
     candidates = hypotheses(problem, correct)
     fits = [h for h in candidates if _fits(h, user, keys)]
     if fits:
@@ -909,6 +921,25 @@ def check_backward(
     return report
 
 
+def _precision_finding(user: UserResult, low: list[str], worst: float) -> str:
+    """The sentence for gradients that came back in a low precision (low: their keys) or
+    that miss by round-off only (worst < NEAR_TOL)."""
+    if not low:
+        return (f"Your gradients agree with the reference to {worst:.0e} but not to "
+                f"{PASS_TOL:g}: that is round-off, not a bug in the formulas — is something "
+                "computed in float32? Check in float64.")
+    names, dtype = ", ".join(MATH[k] for k in low), user.dtypes[low[0]]
+    if dtype == "float32":
+        return (f"Your {names} gradient came back as float32, and the gradients differ from "
+                f"the reference by up to {worst:.1g}: far more than float32's round-off (about "
+                f"1e-7; a float32 backward passes within {FLOAT32_PASS_TOL:g}), so there is a "
+                "mistake besides the precision. Compute in float64 and check again: naming "
+                "it needs float64.")
+    return (f"Your {names} gradient came back as {dtype}, which cannot hold a gradient to "
+            "the precision of a check: compute and return float64 (naming a mistake needs "
+            "float64).")
+
+
 def _same_result(a: UserResult, b: UserResult) -> bool:
     """Two calls returned the same gradients, loss and h_last (to the last bit)."""
     if a.grads.keys() != b.grads.keys() or (a.loss is None) != (b.loss is None) \
@@ -922,7 +953,8 @@ def _same_result(a: UserResult, b: UserResult) -> bool:
     return all(same)
 
 
-def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray]) -> ParamCheck:
+def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray], tol: float = PASS_TOL
+                 ) -> ParamCheck:
     mine = user.grads.get(key)
     if mine is None:
         return ParamCheck(key, None, False, "missing",
@@ -933,11 +965,13 @@ def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray]) -> Para
         return ParamCheck(key, None, False, "NaN or inf",
                           f"Your ∂J/∂{MATH[key]} contains NaN or inf.")
     comparison = compare_arrays(key, mine, ref[key])
-    return ParamCheck(key, comparison, comparison.passed(PASS_TOL))
+    return ParamCheck(key, comparison, comparison.passed(tol))
 
 
-def _loss_check(loss: float, ref_loss: float, problem: Problem) -> LossCheck:
-    passed = abs(loss - ref_loss) <= 1e-10 * max(abs(ref_loss), 1.0)
+def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOSS_TOL
+                ) -> LossCheck:
+    """The learner's loss against the reference J, to relative tolerance tol."""
+    passed = abs(loss - ref_loss) <= tol * max(abs(ref_loss), 1.0)
     if passed:
         return LossCheck(loss, ref_loss, True)
     ratio = loss / ref_loss if ref_loss else float("nan")
@@ -945,7 +979,7 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem) -> LossCheck:
     if off < NEAR_TOL:
         return LossCheck(loss, ref_loss, False, (
             f"Your loss {loss:.10g} agrees with the reference J = {ref_loss:.10g} to {off:.0e} "
-            "but not to 1e-10: that is round-off, not another loss — is it computed in "
+            f"but not to {tol:g}: that is round-off, not another loss — is it computed in "
             "float32? Check in float64."))
     known = _fraction(ratio, problem.T, problem.B)
     if known:

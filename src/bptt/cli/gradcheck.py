@@ -176,7 +176,7 @@ def _report_json(report: diagnose.BackwardReport) -> dict:
     return {
         "backward": report.name,
         "problem": report.problem.describe(),
-        "tolerance": diagnose.PASS_TOL,
+        "tolerance": report.tolerance,
         "passed": report.passed,
         "loss": None if report.loss is None else {
             "yours": report.loss.yours, "reference": report.loss.reference,
@@ -230,7 +230,7 @@ def _print_report(report: diagnose.BackwardReport) -> None:
                                 subsequent_indent="    "))
     if report.passed:
         print(f"\nPASS: all {len(report.params)} gradients agree with the reference "
-              f"(tolerance {diagnose.PASS_TOL:g}, relative to each tensor's scale).")
+              f"(tolerance {report.tolerance:g}, relative to each tensor's scale).")
     else:
-        print(f"\nFAIL: {'; '.join(report.failures())} (tolerance {diagnose.PASS_TOL:g}, "
+        print(f"\nFAIL: {'; '.join(report.failures())} (tolerance {report.tolerance:g}, "
               "relative to each tensor's scale).")
