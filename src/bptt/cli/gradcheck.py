@@ -12,8 +12,10 @@ a --backward spec that cannot be loaded, a function that returns the wrong thing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import sys
 import textwrap
 
 from bptt import diagnose, gradcheck
@@ -160,10 +162,13 @@ def _run_backward(args: argparse.Namespace) -> int:
         raise BpttError("--backward checks a vanilla RNN backward: --cell does not apply")
     if args.layers and set(args.layers) != {1}:
         raise BpttError("--backward checks a one-layer RNN backward: --layers does not apply")
-    fn = diagnose.load_backward(args.backward)
     problem = diagnose.make_problem(args.hidden, args.seq_len, args.batch, args.seed,
                                     args.truncate)
-    report = diagnose.check_backward(fn, problem, name=args.backward)
+    # what the learner's code prints (debugging lines) goes to stderr: stdout is the report
+    # alone, so --json stays one JSON document
+    with contextlib.redirect_stdout(sys.stderr):
+        fn = diagnose.load_backward(args.backward)
+        report = diagnose.check_backward(fn, problem, name=args.backward)
     if args.json:
         print(_json(_report_json(report)))
     else:
