@@ -205,6 +205,18 @@ def test_a_function_that_raises_or_has_another_signature_is_an_error():
         diagnose.check_backward(lambda params: {})
 
 
+def test_an_error_raised_inside_numpy_points_at_the_learners_line(tmp_path):
+    """np.stack([]) raises in numpy's shape_base.py: the message named that file and line,
+    not the learner's line that called it."""
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\n\n\ndef rnn_backward(params, inputs, targets, h0=None, "
+        "truncate=None):\n    return np.stack([])\n")
+    fn = diagnose.load_backward(f"{tmp_path / 'mine.py'}:rnn_backward")
+    with pytest.raises(BpttError, match=r"raised ValueError: need at least one array to "
+                                        r"stack \(mine.py, line 5\)$"):
+        diagnose.check_backward(fn)
+
+
 def test_a_missing_gradient_is_a_failed_row_not_an_error():
     def partial(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)

@@ -50,6 +50,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,9 +163,20 @@ def _exception_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     frames = traceback.extract_tb(exc.__traceback__)
     if frames:
-        last = frames[-1]
+        # the learner's line, not the line inside numpy (or Python) that raised for it
+        own = [f for f in frames if not _is_library(f.filename)]
+        last = own[-1] if own else frames[-1]
         text += f" ({Path(last.filename).name}, line {last.lineno})"
     return text
+
+
+def _is_library(filename: str) -> bool:
+    """Is this file part of Python, an installed package or bptt (not the learner's)?"""
+    path = os.path.realpath(filename)
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(str(Path(__file__).parent))
+    return filename.startswith("<") or any(
+        path.startswith(os.path.realpath(root) + os.sep) for root in roots)
 
 
 # ----------------------------------------------------------------------------
