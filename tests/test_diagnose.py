@@ -229,6 +229,32 @@ def test_a_missing_gradient_is_a_failed_row_not_an_error():
     assert all(p.passed for p in report.params if p.name != "bh")
 
 
+def test_missing_gradients_are_not_blamed_on_the_maths():
+    """A learner who returns only dW^hh (right) was told, from probing prefixes, that the
+    mistake was "inside a single step — the head, ∂J_t/∂y_t, tanh', …" and that the head
+    gradients were wrong: nothing was wrong but the keys left out."""
+    def only_whh(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {"Whh": grads["Whh"]}
+
+    report = diagnose.check_backward(only_whh)
+    assert not report.passed and report.localisation is None
+    assert report.messages() == [
+        f"{name}: Your grads have no {key!r}: return ∂J/∂{name} under that key."
+        for key, name in (("Wxh", "W^xh"), ("bh", "b_h"), ("Why", "W^hy"), ("by", "b_y"))]
+
+    def wrong_whh_and_no_bh(params, inputs, targets, h0=None, truncate=None):
+        grads = load("clipped_carry")(params, inputs, targets, h0=h0)[1]
+        del grads["bh"]
+        return grads
+
+    report = diagnose.check_backward(wrong_whh_and_no_bh)
+    assert all("b_h" not in ", ".join(map(diagnose.MATH.get, s.wrong))
+               for s in report.localisation.steps)
+    assert report.localisation.first_wrong == 1
+    assert "while b_h is right" not in report.localisation.message
+
+
 def test_the_learners_arrays_are_copies():
     def vandal(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)

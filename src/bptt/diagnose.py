@@ -677,13 +677,15 @@ class StepVerdict:
     """The terms of one loss J_t (t 0-based) in the learner's gradient.
 
     max_rel: worst relative error over the parameters; wrong: the parameters that differ;
-    reach: when the recurrent part equals the terms k = t−reach+1 … t only, that reach.
+    reach: when the recurrent part equals the terms k = t−reach+1 … t only, that reach;
+    judged: the parameters the learner returned (the others are not judged).
     """
 
     t: int
     max_rel: float
     wrong: tuple[str, ...]
     reach: int | None = None
+    judged: tuple[str, ...] = PARAM_KEYS
 
     @property
     def ok(self) -> bool:
@@ -715,23 +717,25 @@ def localise(fn: Callable[..., Any], problem: Problem, correct: Expansion,
         expected = {key: correct.head[key][t] for key in HEAD}
         expected.update({key: correct.rec[key][t].sum(axis=0) for key in RECURRENT})
         rows: dict[str, np.ndarray | None] = {}
-        for key in PARAM_KEYS:
-            got = result.grads.get(key)
-            if got is None or got.shape != expected[key].shape:
+        returned = [key for key in PARAM_KEYS if key in result.grads]  # missing: not judged
+        for key in returned:
+            got = result.grads[key]
+            if got.shape != expected[key].shape:
                 rows[key] = None
                 continue
             rows[key] = got - previous[key] if key in previous else got
             previous[key] = got
-        rel = {key: _rel(rows[key], expected[key]) for key in PARAM_KEYS}
-        wrong = tuple(key for key in PARAM_KEYS if not rel[key] <= PASS_TOL)
+        rel = {key: _rel(rows[key], expected[key]) for key in returned}
+        wrong = tuple(key for key in returned if not rel[key] <= PASS_TOL)
         reach = None
         if any(key in RECURRENT for key in wrong):
             for m in range(1, t + 1):
                 kept = {key: correct.rec[key][t, t - m + 1:].sum(axis=0) for key in RECURRENT}
-                if all(_rel(rows[key], kept[key]) <= MATCH_TOL for key in RECURRENT):
+                if all(_rel(rows.get(key), kept[key]) <= MATCH_TOL for key in RECURRENT):
                     reach = m
                     break
-        steps.append(StepVerdict(t, max(rel.values()), wrong, reach))
+        steps.append(StepVerdict(t, max(rel.values(), default=0.0), wrong, reach,
+                                 tuple(returned)))
     first = next((s.t for s in steps if not s.ok), None)
     return Localisation(steps, first, _localisation_message(steps, first))
 
@@ -758,7 +762,7 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
                  f"not ({head}): the head reads h_t, and no error is carried back to it, so "
                  "the states your backward reads after the first step are not the forward's "
                  "(a buffer overwritten or shared between steps, an index off by one?).")
-    elif "bh" not in bad.wrong:
+    elif "bh" in bad.judged and "bh" not in bad.wrong:
         verb = "differs" if len(bad.wrong) == 1 else "differ"
         text += (f"The terms of {right} are right, and at J_{first + 1} only {keys} {verb} "
                  "while b_h is right: b_h's terms are ∂J/∂z_k themselves, so the error is "
@@ -924,8 +928,9 @@ def check_backward(
         report.diagnosis = fits[0]
         return report
     _explain_each(report, candidates, user, ref, failing)
-    report.findings += _patterns(report, failing)
-    if probe and set(failing) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
+    wrong = [k for k in failing if k in user.grads]  # a missing one is said in its row
+    report.findings += _patterns(report, wrong)
+    if probe and set(wrong) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
         try:
             report.localisation = localise(fn, problem, correct, name)
         except BpttError as exc:
