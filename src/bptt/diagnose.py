@@ -419,7 +419,9 @@ def walk(
     The defaults give the reference (held equal to :func:`bptt.reference.loss_and_grads`
     by the tests).  Variants, each the signature of one bug:
 
-    tanh_prime  "h_t": ∂h_k/∂z_k = 1 − h_k²;  "one": tanh' treated as 1;  "h_prev": 1 − h_{k−1}²
+    tanh_prime  "h_t": ∂h_k/∂z_k = 1 − h_k²;  "one": tanh' treated as 1;  "h_prev": 1 − h_{k−1}²;
+                "z": 1 − z_k² (at the pre-activation);  "tanh_h": 1 − tanh²(h_k) (tanh applied
+                twice);  "h": h_k (the activation in place of its derivative)
     whh_factor  "h_prev": ∂z_k/∂W^hh = h_{k−1};  "h_t": h_k;  "zero_first": h_{−1} = 0, not h0
     carry       "WhhT_dz": ∂J_t/∂h_{k−1} = W^hhᵀ ∂J_t/∂z_k;  "Whh_dz": W^hh ∂J_t/∂z_k;
                 "WhhT_dh": W^hhᵀ ∂J_t/∂h_k (tanh' skipped on the way back)
@@ -432,10 +434,12 @@ def walk(
     K = problem.truncate
     x = np.eye(D)[problem.inputs]  # (T, B, D) one-hot x_t
     hs = np.empty((T + 1, B, H))  # hs[0] = h0, hs[k + 1] = h_k
+    zs = np.empty((T, B, H))  # zs[k] = z_k
     hs[0] = problem.h0
     for k in range(T):
         # z_k = W^xh x_k + W^hh h_{k−1} + b_h,   h_k = tanh z_k
-        hs[k + 1] = np.tanh(x[k] @ Wxh.T + hs[k] @ Whh.T + bh)
+        zs[k] = x[k] @ Wxh.T + hs[k] @ Whh.T + bh
+        hs[k + 1] = np.tanh(zs[k])
     losses = np.zeros(T)
     head = {"Why": np.zeros((T, *Why.shape)), "by": np.zeros((T, *by.shape))}
     rec = {"Wxh": np.zeros((T, T, H, D)), "Whh": np.zeros((T, T, H, H)), "bh": np.zeros((T, T, H))}
@@ -454,8 +458,7 @@ def walk(
         for k in range(t, oldest - 1, -1):
             h_k, h_prev = hs[k + 1], hs[k]
             # ∂J_t/∂z_k = ∂J_t/∂h_k ⊙ ∂h_k/∂z_k
-            dh_dz = {"h_t": 1 - h_k**2, "one": np.ones_like(h_k), "h_prev": 1 - h_prev**2}
-            dJt_dz = dJt_dh * dh_dz[tanh_prime]
+            dJt_dz = dJt_dh * _dh_dz(tanh_prime, h_k, h_prev, zs[k])
             # the term (t, k): ∂z_k/∂W^xh = x_k, ∂z_k/∂W^hh = h_{k−1}, ∂z_k/∂b_h = 1
             rec["Wxh"][t, k] = dJt_dz.T @ x[k]
             whh_input = {
@@ -475,6 +478,23 @@ def walk(
             if k == 0:
                 dh0[t] = dJt_dh  # the initial state is read by z_0
     return Expansion(losses, head, rec, dh0, hs[-1].copy())
+
+
+def _dh_dz(variant: str, h_k: np.ndarray, h_prev: np.ndarray, z_k: np.ndarray) -> np.ndarray:
+    """∂h_k/∂z_k = 1 − h_k² ("h_t"), or what a bug takes for it (see :func:`walk`)."""
+    if variant == "h_t":
+        return 1 - h_k**2
+    if variant == "one":
+        return np.ones_like(h_k)
+    if variant == "h_prev":
+        return 1 - h_prev**2
+    if variant == "z":
+        return 1 - z_k**2
+    if variant == "tanh_h":
+        return 1 - np.tanh(h_k) ** 2
+    if variant == "h":
+        return h_k
+    raise ValueError(f"unknown tanh_prime variant {variant!r}")
 
 
 def expansion(problem: Problem) -> Expansion:
@@ -606,6 +626,16 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         ("tanh-derivative-off-by-one", {"tanh_prime": "h_prev"},
          "Off by one step: you take tanh' at the previous state, 1 − h_{t−1}², where it "
          "belongs at the output of the same step: h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − h_t²."),
+        ("tanh-derivative-at-pre-activation", {"tanh_prime": "z"},
+         "You take tanh' at the pre-activation, 1 − z_t², where it belongs at the output: "
+         "h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − tanh²(z_t) = 1 − h_t². Square h_t, not z_t: "
+         "dJ_dz = dJ_dh * (1 - h_t**2)."),
+        ("tanh-applied-twice", {"tanh_prime": "tanh_h"},
+         "Your tanh' applies tanh once too often: 1 − tanh²(h_t), where h_t is already "
+         "tanh(z_t). ∂h_t/∂z_t = 1 − tanh²(z_t) = 1 − h_t²: dJ_dz = dJ_dh * (1 - h_t**2)."),
+        ("activation-for-derivative", {"tanh_prime": "h"},
+         "You multiply by the activation h_t itself where its derivative belongs: h_t = "
+         "tanh(z_t), so ∂h_t/∂z_t = 1 − h_t², not h_t: dJ_dz = dJ_dh * (1 - h_t**2)."),
         ("h-instead-of-h-prev", {"whh_factor": "h_t"},
          "Your dW^hh uses h_t where h_{t−1} belongs: z_t = W^hh h_{t−1} + …, so "
          "∂J/∂W^hh = Σ_t ∂J/∂z_t h_{t−1}ᵀ. Take the state from BEFORE the step "
