@@ -144,6 +144,17 @@ def test_the_hypotheses_are_told_apart_on_the_problem():
             assert not same, (a.name, b.name)
 
 
+def test_messages_count_steps_from_1_and_never_mix_in_a_0_based_subscript():
+    """The messages count as the derivation does (h_0 = h0, the first step is z_1); one said
+    "hs[t + 1] = h_t", which with h_0 = h0 = hs[0] makes hs[1] = h0."""
+    problem = diagnose.make_problem()
+    messages = [h.message for h in diagnose.hypotheses(problem, diagnose.expansion(problem))]
+    assert any("∂J/∂z_1 h0ᵀ" in m for m in messages)
+    for m in messages:
+        assert not re.search(r"hs\[[^\]]*\] = h_|_\{−1\}|z_0|h_0(?! = h0)", m), m
+    assert "h_{−1}" not in diagnose.walk.__doc__
+
+
 # --- loading and calling: every way a spec or a return value can be wrong -----------------
 
 

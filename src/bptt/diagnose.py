@@ -39,8 +39,16 @@ the sequence (T' = 1 … T): the gradient of the first T' steps is
 Σ_{t<T'} Σ_{k≤t} terms, so successive differences are the terms of each J_t,
 and the first wrong J_t says where the mistake lives.
 
-Time steps in messages are 1-based (t, k = 1 … T), as in the derivation; arrays
-in the report are 0-based.
+Index conventions.  The messages a learner reads count steps as the derivation
+does: t, k = 1 … T, with h_0 = h0 the initial state (so the first step is z_1 and
+its term of ∂J/∂W^hh is ∂J/∂z_1 h0ᵀ); where they name an array, they say which
+loop they mean (hs[0] = h0 and hs[t + 1] the state after step t of a 0-based
+``for t in range(T)``).  Arrays in the report, and the code here, are 0-based, as
+everywhere in bptt: ``hs[k + 1]`` is h_k, the output of step k, and ``hs[0]`` is
+h0.  A subscript that means another step in the two conventions is never
+written: no h_{−1} or z_0 for the initial state or the first step — they are
+called h0 and "the first step".  (Subscripts relative to one step, h_t and
+h_{t−1}, z_k and h_{k−1}, read the same in both.)
 """
 
 from __future__ import annotations
@@ -422,7 +430,8 @@ def walk(
     tanh_prime  "h_t": ∂h_k/∂z_k = 1 − h_k²;  "one": tanh' treated as 1;  "h_prev": 1 − h_{k−1}²;
                 "z": 1 − z_k² (at the pre-activation);  "tanh_h": 1 − tanh²(h_k) (tanh applied
                 twice);  "h": h_k (the activation in place of its derivative)
-    whh_factor  "h_prev": ∂z_k/∂W^hh = h_{k−1};  "h_t": h_k;  "zero_first": h_{−1} = 0, not h0
+    whh_factor  "h_prev": ∂z_k/∂W^hh = h_{k−1};  "h_t": h_k;  "zero_first": h_{k−1}, but 0 at
+                the first step instead of h0
     carry       "WhhT_dz": ∂J_t/∂h_{k−1} = W^hhᵀ ∂J_t/∂z_k;  "Whh_dz": W^hh ∂J_t/∂z_k;
                 "WhhT_dh": W^hhᵀ ∂J_t/∂h_k (tanh' skipped on the way back)
     head_factor "h_t": ∂y_t/∂W^hy = h_t;  "h_prev": h_{t−1}
@@ -476,7 +485,7 @@ def walk(
             else:  # "WhhT_dh"
                 dJt_dh = dJt_dh @ Whh
             if k == 0:
-                dh0[t] = dJt_dh  # the initial state is read by z_0
+                dh0[t] = dJt_dh  # the initial state h0 is read by the first step
     return Expansion(losses, head, rec, dh0, hs[-1].copy())
 
 
@@ -638,8 +647,9 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
          "tanh(z_t), so ∂h_t/∂z_t = 1 − h_t², not h_t: dJ_dz = dJ_dh * (1 - h_t**2)."),
         ("h-instead-of-h-prev", {"whh_factor": "h_t"},
          "Your dW^hh uses h_t where h_{t−1} belongs: z_t = W^hh h_{t−1} + …, so "
-         "∂J/∂W^hh = Σ_t ∂J/∂z_t h_{t−1}ᵀ. Take the state from BEFORE the step "
-         "(hs[t] when hs[0] = h0 and hs[t + 1] = h_t)."),
+         "∂J/∂W^hh = Σ_t ∂J/∂z_t h_{t−1}ᵀ. Take the state from BEFORE the step: in a "
+         "0-based loop for t in range(T) whose forward keeps hs[0] = h0 and hs[t + 1] = "
+         "the state after step t, that is hs[t], not hs[t + 1]."),
         ("first-step-zero-state", {"whh_factor": "zero_first"},
          "Your dW^hh leaves out the first step's term ∂J/∂z_1 h0ᵀ: at the first step the "
          "previous state is the initial state h0, not zero. Use h0 there (it matters "
