@@ -310,6 +310,17 @@ def test_a_correct_float32_backward_passes_at_float32s_tolerance():
     assert not diagnose.check_backward(no_recurrence_in_float32).passed
 
 
+def test_a_pass_says_which_bugs_cannot_show_with_H_or_B_equal_to_1():
+    """transposed_whh and carry_untransposed PASSED with --hidden 1, a mean over the batch
+    with --batch 1, and nothing said so."""
+    problem = diagnose.make_problem(hidden=1, batch=1)
+    for example in ("transposed_whh", "carry_untransposed"):
+        report = diagnose.check_backward(load(example), problem)
+        assert report.passed and "With H = 1, W^hh is 1 × 1" in report.messages()[0]
+        assert "With B = 1, a mean over the batch" in report.messages()[1]
+    assert diagnose.check_backward(load("correct")).messages() == []
+
+
 def test_float32_round_off_is_named_not_misdiagnosed():
     def cast_back(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = _in_float32(params, inputs, targets, h0)

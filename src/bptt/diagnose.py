@@ -951,6 +951,8 @@ def check_backward(
     failing = [p.name for p in report.params if not p.passed]
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
+        if report.passed:
+            report.findings += _blind_spots(problem)
         if user.float32 and report.passed:
             report.findings.append(
                 f"Your backward computes in float32: it agrees with the reference to "
@@ -976,6 +978,21 @@ def check_backward(
         except BpttError as exc:
             report.findings.append(f"(Could not probe prefixes of the sequence: {exc}.)")
     return report
+
+
+def _blind_spots(problem: Problem) -> list[str]:
+    """What a pass cannot vouch for on this problem's sizes (as T < 4 is refused, for the
+    same reason, but a learner's code may only handle H = 1 or B = 1)."""
+    H = problem.params["Whh"].shape[0]
+    out = []
+    if H == 1:
+        out.append("With H = 1, W^hh is 1 × 1: a transposed dW^hh, or W^hh where W^hhᵀ "
+                   "carries the error back, gives the same numbers and cannot show here. "
+                   "Check again with --hidden 2 or more.")
+    if problem.B == 1:
+        out.append("With B = 1, a mean over the batch equals the total and cannot show here. "
+                   "Check again with --batch 2 or more if your backward takes a batch.")
+    return out
 
 
 def _precision_finding(user: UserResult, low: list[str], worst: float) -> str:
