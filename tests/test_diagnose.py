@@ -269,6 +269,22 @@ def test_missing_gradients_are_not_blamed_on_the_maths():
     assert "while b_h is right" not in report.localisation.message
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns", "torch", "column for B = 1"])
+def test_a_right_h_last_passes_in_rows_or_columns(layout):
+    """The derivation's column layout returns h_T as (H, B): it was reshaped, not transposed,
+    to (B, H), and a right forward was told "check the forward"."""
+    batch = 1 if layout == "column for B = 1" else 2
+    shape = {"rows": lambda h: h, "columns": lambda h: h.T, "torch": lambda h: h[None],
+             "column for B = 1": lambda h: h.T}[layout]
+
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = load("correct")(params, inputs, targets, h0=h0)
+        return loss, grads, shape(h_last)
+
+    report = diagnose.check_backward(fn, diagnose.make_problem(batch=batch))
+    assert report.h_last_ok and report.passed, report.messages()
+
+
 def test_the_learners_arrays_are_copies():
     def vandal(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)

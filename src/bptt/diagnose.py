@@ -297,7 +297,8 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
 def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
     """Each gradient has the shape of what it is the gradient of (or its transpose: that
     mistake is diagnosed), and h_last the size of h0: a mis-shaped one is a mistake in the
-    form, said as such, not diagnosed as maths.  An h_last of h0's size is reshaped to it."""
+    form, said as such, not diagnosed as maths.  An h_last of h0's size is brought to h0's
+    (B, H) rows (see :func:`_as_rows`)."""
     for key, array in user.grads.items():
         of = "h0" if key == "h0" else f"params[{key!r}]"
         want = problem.h0.shape if key == "h0" else problem.params[key].shape
@@ -305,10 +306,24 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
             raise BpttError(f"{name} returned grads[{key!r}] of shape {array.shape}; the "
                             f"gradient of {of} has its shape, {want}")
     if user.h_last is not None:
-        if user.h_last.size != problem.h0.size:
+        rows = _as_rows(user.h_last, problem.h0.shape)
+        if rows is None:
             raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
                             f"last state h_T has the shape of h0, {problem.h0.shape}")
-        user.h_last = user.h_last.reshape(problem.h0.shape)
+        user.h_last = rows
+
+
+def _as_rows(h: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
+    """h as (B, H) rows: as it is, without axes of size 1 (PyTorch's (1, B, H), min-char-rnn's
+    (H, 1) column for B = 1), or transposed from the derivation's (H, B) columns; None when
+    it is none of these.  (Reshaping (H, B) columns to (B, H) scrambled them.)"""
+    core = tuple(n for n in want if n != 1)
+    squeezed = h.reshape(tuple(n for n in h.shape if n != 1))
+    if squeezed.shape == core:
+        return squeezed.reshape(want)
+    if squeezed.shape == core[::-1]:
+        return squeezed.T.reshape(want)
+    return None
 
 
 def _normalise(out: Any, name: str) -> UserResult:
