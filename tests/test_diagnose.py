@@ -285,6 +285,14 @@ def test_a_right_h_last_passes_in_rows_or_columns(layout):
     assert report.h_last_ok and report.passed, report.messages()
 
 
+def test_a_right_dJ_dh0_in_columns_is_called_transposed_not_wrong():
+    """(H, B) columns were told "Your ∂J/∂h0 differs from the reference: … = W^hhᵀ ∂J/∂z_1"."""
+    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: g["h0"].T))
+    assert not report.passed
+    assert report.messages() == ["h0: Your ∂J/∂h0 has the right values, transposed: return it "
+                                 "in the shape of h0, (2, 4)."]
+
+
 def test_the_learners_arrays_are_copies():
     def vandal(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
@@ -393,8 +401,8 @@ def test_a_mean_over_the_batch_when_T_equals_B_names_both_factors():
 def _changed(key, change):
     """The reference backward with grads[key] replaced by ``change(grads, problem args)``."""
     def fn(params, inputs, targets, h0=None, truncate=None):
-        _, grads, dJ_dh0 = bptt.loss_and_grads(params, inputs, targets, h0=h0)
-        grads = dict(grads, h0=dJ_dh0)
+        result = bptt.backprop(params, inputs, targets, h0=h0)  # (loss_and_grads: h_last)
+        grads = dict(result.grads, h0=result.dJ_dstate0)
         grads[key] = change(grads, params, inputs, targets, h0)
         return grads
     return fn
@@ -426,7 +434,7 @@ def test_a_wrong_input_in_dWxh_is_not_blamed_on_the_carry():
 
 
 def test_only_dJ_dh0_wrong_is_said_without_probing_prefixes():
-    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: 2 * g["h0"]))
+    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: g["h0"] + 1))
     assert report.localisation is None and not report.passed
     assert any("∂J/∂h0 differs from the reference" in m for m in report.messages())
 

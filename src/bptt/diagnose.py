@@ -1049,7 +1049,12 @@ def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray], tol: fl
         return ParamCheck(key, None, False, "missing",
                           f"Your grads have no {key!r}: return ∂J/∂{MATH[key]} under that key.")
     if mine.shape != ref[key].shape:
-        return ParamCheck(key, None, False, f"shape {mine.shape}, expected {ref[key].shape}")
+        note = f"shape {mine.shape}, expected {ref[key].shape}"
+        if _rel(mine.T, ref[key]) <= tol:  # the right numbers, in columns
+            return ParamCheck(key, None, False, note, (
+                f"Your ∂J/∂{MATH[key]} has the right values, transposed: return it in the shape "
+                f"of {'h0' if key == 'h0' else MATH[key]}, {ref[key].shape}."))
+        return ParamCheck(key, None, False, note)
     if not np.isfinite(mine).all():
         return ParamCheck(key, None, False, "NaN or inf",
                           f"Your ∂J/∂{MATH[key]} contains NaN or inf.")
