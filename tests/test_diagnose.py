@@ -32,6 +32,9 @@ DIAGNOSES = {
     "carry_untransposed": ("carry-untransposed", "You carry the error back with W^hh where W^hhᵀ belongs"),
     "h_t_for_h_prev": ("h-instead-of-h-prev", "Your dW^hh uses h_t where h_{t−1} belongs"),
     "tanh_derivative_off_by_one": ("tanh-derivative-off-by-one", "Off by one step: you take tanh' at the previous state"),
+    "tanh_derivative_at_pre_activation": ("tanh-derivative-at-pre-activation", "You take tanh' at the pre-activation, 1 − z_t²"),
+    "tanh_applied_twice": ("tanh-applied-twice", "Your tanh' applies tanh once too often: 1 − tanh²(h_t)"),
+    "activation_for_derivative": ("activation-for-derivative", "You multiply by the activation h_t itself where its derivative belongs"),
     "first_step_zero_state": ("first-step-zero-state", "the previous state is the initial state h0, not zero"),
     "head_off_by_one": ("head-h-prev", "your dW^hy uses h_{t−1} where h_t belongs"),
     "loop_skips_first_step": ("first-step-skipped", "Your loop over time skips the first step"),
@@ -141,6 +144,17 @@ def test_the_hypotheses_are_told_apart_on_the_problem():
             assert not same, (a.name, b.name)
 
 
+def test_messages_count_steps_from_1_and_never_mix_in_a_0_based_subscript():
+    """The messages count as the derivation does (h_0 = h0, the first step is z_1); one said
+    "hs[t + 1] = h_t", which with h_0 = h0 = hs[0] makes hs[1] = h0."""
+    problem = diagnose.make_problem()
+    messages = [h.message for h in diagnose.hypotheses(problem, diagnose.expansion(problem))]
+    assert any("∂J/∂z_1 h0ᵀ" in m for m in messages)
+    for m in messages:
+        assert not re.search(r"hs\[[^\]]*\] = h_|_\{−1\}|z_0|h_0(?! = h0)", m), m
+    assert "h_{−1}" not in diagnose.walk.__doc__
+
+
 # --- loading and calling: every way a spec or a return value can be wrong -----------------
 
 
@@ -205,6 +219,18 @@ def test_a_function_that_raises_or_has_another_signature_is_an_error():
         diagnose.check_backward(lambda params: {})
 
 
+def test_an_error_raised_inside_numpy_points_at_the_learners_line(tmp_path):
+    """np.stack([]) raises in numpy's shape_base.py: the message named that file and line,
+    not the learner's line that called it."""
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\n\n\ndef rnn_backward(params, inputs, targets, h0=None, "
+        "truncate=None):\n    return np.stack([])\n")
+    fn = diagnose.load_backward(f"{tmp_path / 'mine.py'}:rnn_backward")
+    with pytest.raises(BpttError, match=r"raised ValueError: need at least one array to "
+                                        r"stack \(mine.py, line 5\)$"):
+        diagnose.check_backward(fn)
+
+
 def test_a_missing_gradient_is_a_failed_row_not_an_error():
     def partial(params, inputs, targets, h0=None, truncate=None):
         _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
@@ -215,6 +241,56 @@ def test_a_missing_gradient_is_a_failed_row_not_an_error():
     bh = next(p for p in report.params if p.name == "bh")
     assert not report.passed and bh.note == "missing"
     assert all(p.passed for p in report.params if p.name != "bh")
+
+
+def test_missing_gradients_are_not_blamed_on_the_maths():
+    """A learner who returns only dW^hh (right) was told, from probing prefixes, that the
+    mistake was "inside a single step — the head, ∂J_t/∂y_t, tanh', …" and that the head
+    gradients were wrong: nothing was wrong but the keys left out."""
+    def only_whh(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {"Whh": grads["Whh"]}
+
+    report = diagnose.check_backward(only_whh)
+    assert not report.passed and report.localisation is None
+    assert report.messages() == [
+        f"{name}: Your grads have no {key!r}: return ∂J/∂{name} under that key."
+        for key, name in (("Wxh", "W^xh"), ("bh", "b_h"), ("Why", "W^hy"), ("by", "b_y"))]
+
+    def wrong_whh_and_no_bh(params, inputs, targets, h0=None, truncate=None):
+        grads = load("clipped_carry")(params, inputs, targets, h0=h0)[1]
+        del grads["bh"]
+        return grads
+
+    report = diagnose.check_backward(wrong_whh_and_no_bh)
+    assert all("b_h" not in ", ".join(map(diagnose.MATH.get, s.wrong))
+               for s in report.localisation.steps)
+    assert report.localisation.first_wrong == 1
+    assert "while b_h is right" not in report.localisation.message
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns", "torch", "column for B = 1"])
+def test_a_right_h_last_passes_in_rows_or_columns(layout):
+    """The derivation's column layout returns h_T as (H, B): it was reshaped, not transposed,
+    to (B, H), and a right forward was told "check the forward"."""
+    batch = 1 if layout == "column for B = 1" else 2
+    shape = {"rows": lambda h: h, "columns": lambda h: h.T, "torch": lambda h: h[None],
+             "column for B = 1": lambda h: h.T}[layout]
+
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = load("correct")(params, inputs, targets, h0=h0)
+        return loss, grads, shape(h_last)
+
+    report = diagnose.check_backward(fn, diagnose.make_problem(batch=batch))
+    assert report.h_last_ok and report.passed, report.messages()
+
+
+def test_a_right_dJ_dh0_in_columns_is_called_transposed_not_wrong():
+    """(H, B) columns were told "Your ∂J/∂h0 differs from the reference: … = W^hhᵀ ∂J/∂z_1"."""
+    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: g["h0"].T))
+    assert not report.passed
+    assert report.messages() == ["h0: Your ∂J/∂h0 has the right values, transposed: return it "
+                                 "in the shape of h0, (2, 4)."]
 
 
 def test_the_learners_arrays_are_copies():
@@ -239,17 +315,41 @@ def test_the_problem_separates_and_refuses_short_sequences():
     assert p.params["Wxh"].dtype == np.float64
 
 
+def _in_float32(params, inputs, targets, h0=None, truncate=None):
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    return bptt.loss_and_grads(p32, inputs, targets, h0=h0.astype(np.float32))
+
+
+def test_a_correct_float32_backward_passes_at_float32s_tolerance():
+    report = diagnose.check_backward(_in_float32)  # loss, grads, h_last all float32
+    assert report.passed and report.tolerance == diagnose.FLOAT32_PASS_TOL
+    assert report.loss.passed and report.h_last_ok
+    assert report.messages()[0].startswith("Your backward computes in float32: it agrees with")
+    assert diagnose.check_backward(lambda *a, **k: _in_float32(*a, **k)[1]).passed  # grads only
+
+    def no_recurrence_in_float32(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = load("no_recurrence")(params, inputs, targets, h0=h0)
+        return {k: v.astype(np.float32) for k, v in grads.items()}
+
+    assert not diagnose.check_backward(no_recurrence_in_float32).passed
+
+
+def test_a_pass_says_which_bugs_cannot_show_with_H_or_B_equal_to_1():
+    """transposed_whh and carry_untransposed PASSED with --hidden 1, a mean over the batch
+    with --batch 1, and nothing said so."""
+    problem = diagnose.make_problem(hidden=1, batch=1)
+    for example in ("transposed_whh", "carry_untransposed"):
+        report = diagnose.check_backward(load(example), problem)
+        assert report.passed and "With H = 1, W^hh is 1 × 1" in report.messages()[0]
+        assert "With B = 1, a mean over the batch" in report.messages()[1]
+    assert diagnose.check_backward(load("correct")).messages() == []
+
+
 def test_float32_round_off_is_named_not_misdiagnosed():
-    def in_float32(params, inputs, targets, h0=None, truncate=None):
-        p32 = {k: v.astype(np.float32) for k, v in params.items()}
-        _, grads, _ = bptt.loss_and_grads(p32, inputs, targets, h0=h0.astype(np.float32))
-        return grads
-
     def cast_back(params, inputs, targets, h0=None, truncate=None):
-        return {k: v.astype(np.float64) for k, v in in_float32(params, inputs, targets, h0).items()}
+        _, grads, _ = _in_float32(params, inputs, targets, h0)
+        return {k: v.astype(np.float64) for k, v in grads.items()}
 
-    report = diagnose.check_backward(in_float32)
-    assert not report.passed and report.messages()[0].startswith("Your W^xh, W^hh, b_h, W^hy, b_y gradient came back as float32")
     report = diagnose.check_backward(cast_back)
     assert len(report.messages()) == 1 and "that is round-off, not a bug" in report.messages()[0]
 
@@ -301,8 +401,8 @@ def test_a_mean_over_the_batch_when_T_equals_B_names_both_factors():
 def _changed(key, change):
     """The reference backward with grads[key] replaced by ``change(grads, problem args)``."""
     def fn(params, inputs, targets, h0=None, truncate=None):
-        _, grads, dJ_dh0 = bptt.loss_and_grads(params, inputs, targets, h0=h0)
-        grads = dict(grads, h0=dJ_dh0)
+        result = bptt.backprop(params, inputs, targets, h0=h0)  # (loss_and_grads: h_last)
+        grads = dict(result.grads, h0=result.dJ_dstate0)
         grads[key] = change(grads, params, inputs, targets, h0)
         return grads
     return fn
@@ -334,7 +434,7 @@ def test_a_wrong_input_in_dWxh_is_not_blamed_on_the_carry():
 
 
 def test_only_dJ_dh0_wrong_is_said_without_probing_prefixes():
-    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: 2 * g["h0"]))
+    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: g["h0"] + 1))
     assert report.localisation is None and not report.passed
     assert any("∂J/∂h0 differs from the reference" in m for m in report.messages())
 

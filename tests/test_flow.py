@@ -76,6 +76,35 @@ def test_plots_are_figures_with_the_stated_pixel_size():
     assert len(flow.plot_distance([report, report]).axes[0].lines) == 2
 
 
+@pytest.mark.parametrize("T", [1, 2])
+def test_short_sequences_are_labelled_in_whole_steps_inside_the_figure(T):
+    """T = 1 or 2 drew steps 0.5, 0.75, 1.25 … on both heatmap axes and the distance axis,
+    and labels of a log axis spanning less than a decade (5.75×10⁻¹) ran off the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    reports = flow.compare_cells("abcab", hidden=4, seq_len=T)
+    figures = [flow.plot_flow(reports[0]), flow.plot_compare(reports), flow.plot_distance(reports)]
+    for fig in figures:
+        FigureCanvasAgg(fig).draw()
+        width, height = fig.bbox.width, fig.bbox.height
+        heatmaps = fig.axes[:-1] if fig is not figures[2] else []
+        for ax in heatmaps:
+            assert set(ax.get_xticks()) & set(range(1, T + 1)) == set(range(1, T + 1))
+            assert all(float(v).is_integer() for v in [*ax.get_xticks(), *ax.get_yticks()])
+        for ax in fig.axes:
+            low, high = sorted(ax.get_ylim())
+            shown = [label for locs, labels in (
+                (ax.yaxis.get_majorticklocs(), ax.yaxis.get_majorticklabels()),
+                (ax.yaxis.get_minorticklocs(), ax.yaxis.get_minorticklabels()))
+                for loc, label in zip(locs, labels, strict=True)
+                if low <= loc <= high and label.get_text()]
+            for label in [ax.yaxis.label, *shown]:
+                box = label.get_window_extent()
+                assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, \
+                    label.get_text()
+    assert all(float(v).is_integer() for v in figures[2].axes[0].get_xticks())
+
+
 def test_the_figure_api_only_never_pyplot():
     import bptt.cli.flow
 

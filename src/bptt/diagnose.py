@@ -39,8 +39,16 @@ the sequence (T' = 1 … T): the gradient of the first T' steps is
 Σ_{t<T'} Σ_{k≤t} terms, so successive differences are the terms of each J_t,
 and the first wrong J_t says where the mistake lives.
 
-Time steps in messages are 1-based (t, k = 1 … T), as in the derivation; arrays
-in the report are 0-based.
+Index conventions.  The messages a learner reads count steps as the derivation
+does: t, k = 1 … T, with h_0 = h0 the initial state (so the first step is z_1 and
+its term of ∂J/∂W^hh is ∂J/∂z_1 h0ᵀ); where they name an array, they say which
+loop they mean (hs[0] = h0 and hs[t + 1] the state after step t of a 0-based
+``for t in range(T)``).  Arrays in the report, and the code here, are 0-based, as
+everywhere in bptt: ``hs[k + 1]`` is h_k, the output of step k, and ``hs[0]`` is
+h0.  A subscript that means another step in the two conventions is never
+written: no h_{−1} or z_0 for the initial state or the first step — they are
+called h0 and "the first step".  (Subscripts relative to one step, h_t and
+h_{t−1}, z_k and h_{k−1}, read the same in both.)
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +73,9 @@ from bptt.gradcheck import Comparison, compare_arrays, random_problem
 
 PASS_TOL = 1e-9  # a correct float64 backward agrees with the reference far closer than this
 NEAR_TOL = 1e-5  # failing by less than this everywhere: round-off (float32?), not a bug
-FLOAT32_TOL = 1e-4  # a float32 result further off than this has a mistake besides precision
+# a correct float32 backward agrees to about 1e-7 (float32's round-off); a bug is far beyond
+FLOAT32_PASS_TOL = 1e-5
+LOSS_TOL = 1e-10  # a float64 loss, relative to max(|J|, 1)
 MATCH_TOL = 1e-8  # a hypothesis fits when it reproduces the learner's gradient this closely
 MIN_SEQ_LEN = 4  # below this some hypotheses coincide (e.g. truncations)
 RECURRENT = ("Wxh", "Whh", "bh")
@@ -160,9 +171,20 @@ def _exception_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     frames = traceback.extract_tb(exc.__traceback__)
     if frames:
-        last = frames[-1]
+        # the learner's line, not the line inside numpy (or Python) that raised for it
+        own = [f for f in frames if not _is_library(f.filename)]
+        last = own[-1] if own else frames[-1]
         text += f" ({Path(last.filename).name}, line {last.lineno})"
     return text
+
+
+def _is_library(filename: str) -> bool:
+    """Is this file part of Python, an installed package or bptt (not the learner's)?"""
+    path = os.path.realpath(filename)
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(str(Path(__file__).parent))
+    return filename.startswith("<") or any(
+        path.startswith(os.path.realpath(root) + os.sep) for root in roots)
 
 
 # ----------------------------------------------------------------------------
@@ -228,13 +250,16 @@ class UserResult:
     """What the learner's function returned, normalised.
 
     grads: key -> float64 array (whatever shape it came in); loss, h_last: None when not
-    returned; dtypes: key -> the dtype it came in.
+    returned; dtypes: key -> the dtype it came in.  float32: every float it returned (the
+    gradients, and the loss and h_last when they are numpy values) is float32 or float64,
+    and at least one is float32: it computes in float32.
     """
 
     grads: dict[str, np.ndarray]
     loss: float | None = None
     h_last: np.ndarray | None = None
     dtypes: dict[str, str] = field(default_factory=dict)
+    float32: bool = False
 
 
 def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your function"
@@ -272,7 +297,8 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
 def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
     """Each gradient has the shape of what it is the gradient of (or its transpose: that
     mistake is diagnosed), and h_last the size of h0: a mis-shaped one is a mistake in the
-    form, said as such, not diagnosed as maths.  An h_last of h0's size is reshaped to it."""
+    form, said as such, not diagnosed as maths.  An h_last of h0's size is brought to h0's
+    (B, H) rows (see :func:`_as_rows`)."""
     for key, array in user.grads.items():
         of = "h0" if key == "h0" else f"params[{key!r}]"
         want = problem.h0.shape if key == "h0" else problem.params[key].shape
@@ -280,10 +306,24 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
             raise BpttError(f"{name} returned grads[{key!r}] of shape {array.shape}; the "
                             f"gradient of {of} has its shape, {want}")
     if user.h_last is not None:
-        if user.h_last.size != problem.h0.size:
+        rows = _as_rows(user.h_last, problem.h0.shape)
+        if rows is None:
             raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
                             f"last state h_T has the shape of h0, {problem.h0.shape}")
-        user.h_last = user.h_last.reshape(problem.h0.shape)
+        user.h_last = rows
+
+
+def _as_rows(h: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
+    """h as (B, H) rows: as it is, without axes of size 1 (PyTorch's (1, B, H), min-char-rnn's
+    (H, 1) column for B = 1), or transposed from the derivation's (H, B) columns; None when
+    it is none of these.  (Reshaping (H, B) columns to (B, H) scrambled them.)"""
+    core = tuple(n for n in want if n != 1)
+    squeezed = h.reshape(tuple(n for n in h.shape if n != 1))
+    if squeezed.shape == core:
+        return squeezed.reshape(want)
+    if squeezed.shape == core[::-1]:
+        return squeezed.T.reshape(want)
+    return None
 
 
 def _normalise(out: Any, name: str) -> UserResult:
@@ -326,6 +366,8 @@ def _normalise(out: Any, name: str) -> UserResult:
             raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array")
         arrays[key] = raw.astype(np.float64)
         dtypes[key] = str(raw.dtype)
+    float32 = _computes_in_float32([*dtypes.values(), *(
+        _dtype_of(v) for v in (loss, h_last) if v is not None)])
     if loss is not None:
         try:
             loss = float(np.asarray(loss, dtype=np.float64).reshape(()))
@@ -336,8 +378,20 @@ def _normalise(out: Any, name: str) -> UserResult:
             h_last = np.asarray(h_last, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned an h_last that is not a numeric array") from exc
-    return UserResult(arrays, loss, h_last, dtypes)
+    return UserResult(arrays, loss, h_last, dtypes, float32)
 
+
+def _dtype_of(value: Any) -> str:
+    """The dtype numpy gives value (a Python float is float64), or "object"."""
+    try:
+        return str(np.asarray(value).dtype)
+    except (TypeError, ValueError, RuntimeError):
+        return "object"
+
+
+def _computes_in_float32(dtypes: list[str]) -> bool:
+    """Some of what came back is float32 and the rest float64 (a Python float is float64)."""
+    return "float32" in dtypes and set(dtypes) <= {"float32", "float64"}
 
 # ----------------------------------------------------------------------------
 # the double sum, term by term, with room for one wrong factor
@@ -388,8 +442,11 @@ def walk(
     The defaults give the reference (held equal to :func:`bptt.reference.loss_and_grads`
     by the tests).  Variants, each the signature of one bug:
 
-    tanh_prime  "h_t": ∂h_k/∂z_k = 1 − h_k²;  "one": tanh' treated as 1;  "h_prev": 1 − h_{k−1}²
-    whh_factor  "h_prev": ∂z_k/∂W^hh = h_{k−1};  "h_t": h_k;  "zero_first": h_{−1} = 0, not h0
+    tanh_prime  "h_t": ∂h_k/∂z_k = 1 − h_k²;  "one": tanh' treated as 1;  "h_prev": 1 − h_{k−1}²;
+                "z": 1 − z_k² (at the pre-activation);  "tanh_h": 1 − tanh²(h_k) (tanh applied
+                twice);  "h": h_k (the activation in place of its derivative)
+    whh_factor  "h_prev": ∂z_k/∂W^hh = h_{k−1};  "h_t": h_k;  "zero_first": h_{k−1}, but 0 at
+                the first step instead of h0
     carry       "WhhT_dz": ∂J_t/∂h_{k−1} = W^hhᵀ ∂J_t/∂z_k;  "Whh_dz": W^hh ∂J_t/∂z_k;
                 "WhhT_dh": W^hhᵀ ∂J_t/∂h_k (tanh' skipped on the way back)
     head_factor "h_t": ∂y_t/∂W^hy = h_t;  "h_prev": h_{t−1}
@@ -401,10 +458,12 @@ def walk(
     K = problem.truncate
     x = np.eye(D)[problem.inputs]  # (T, B, D) one-hot x_t
     hs = np.empty((T + 1, B, H))  # hs[0] = h0, hs[k + 1] = h_k
+    zs = np.empty((T, B, H))  # zs[k] = z_k
     hs[0] = problem.h0
     for k in range(T):
         # z_k = W^xh x_k + W^hh h_{k−1} + b_h,   h_k = tanh z_k
-        hs[k + 1] = np.tanh(x[k] @ Wxh.T + hs[k] @ Whh.T + bh)
+        zs[k] = x[k] @ Wxh.T + hs[k] @ Whh.T + bh
+        hs[k + 1] = np.tanh(zs[k])
     losses = np.zeros(T)
     head = {"Why": np.zeros((T, *Why.shape)), "by": np.zeros((T, *by.shape))}
     rec = {"Wxh": np.zeros((T, T, H, D)), "Whh": np.zeros((T, T, H, H)), "bh": np.zeros((T, T, H))}
@@ -423,8 +482,7 @@ def walk(
         for k in range(t, oldest - 1, -1):
             h_k, h_prev = hs[k + 1], hs[k]
             # ∂J_t/∂z_k = ∂J_t/∂h_k ⊙ ∂h_k/∂z_k
-            dh_dz = {"h_t": 1 - h_k**2, "one": np.ones_like(h_k), "h_prev": 1 - h_prev**2}
-            dJt_dz = dJt_dh * dh_dz[tanh_prime]
+            dJt_dz = dJt_dh * _dh_dz(tanh_prime, h_k, h_prev, zs[k])
             # the term (t, k): ∂z_k/∂W^xh = x_k, ∂z_k/∂W^hh = h_{k−1}, ∂z_k/∂b_h = 1
             rec["Wxh"][t, k] = dJt_dz.T @ x[k]
             whh_input = {
@@ -442,8 +500,25 @@ def walk(
             else:  # "WhhT_dh"
                 dJt_dh = dJt_dh @ Whh
             if k == 0:
-                dh0[t] = dJt_dh  # the initial state is read by z_0
+                dh0[t] = dJt_dh  # the initial state h0 is read by the first step
     return Expansion(losses, head, rec, dh0, hs[-1].copy())
+
+
+def _dh_dz(variant: str, h_k: np.ndarray, h_prev: np.ndarray, z_k: np.ndarray) -> np.ndarray:
+    """∂h_k/∂z_k = 1 − h_k² ("h_t"), or what a bug takes for it (see :func:`walk`)."""
+    if variant == "h_t":
+        return 1 - h_k**2
+    if variant == "one":
+        return np.ones_like(h_k)
+    if variant == "h_prev":
+        return 1 - h_prev**2
+    if variant == "z":
+        return 1 - z_k**2
+    if variant == "tanh_h":
+        return 1 - np.tanh(h_k) ** 2
+    if variant == "h":
+        return h_k
+    raise ValueError(f"unknown tanh_prime variant {variant!r}")
 
 
 def expansion(problem: Problem) -> Expansion:
@@ -575,10 +650,21 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         ("tanh-derivative-off-by-one", {"tanh_prime": "h_prev"},
          "Off by one step: you take tanh' at the previous state, 1 − h_{t−1}², where it "
          "belongs at the output of the same step: h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − h_t²."),
+        ("tanh-derivative-at-pre-activation", {"tanh_prime": "z"},
+         "You take tanh' at the pre-activation, 1 − z_t², where it belongs at the output: "
+         "h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − tanh²(z_t) = 1 − h_t². Square h_t, not z_t: "
+         "dJ_dz = dJ_dh * (1 - h_t**2)."),
+        ("tanh-applied-twice", {"tanh_prime": "tanh_h"},
+         "Your tanh' applies tanh once too often: 1 − tanh²(h_t), where h_t is already "
+         "tanh(z_t). ∂h_t/∂z_t = 1 − tanh²(z_t) = 1 − h_t²: dJ_dz = dJ_dh * (1 - h_t**2)."),
+        ("activation-for-derivative", {"tanh_prime": "h"},
+         "You multiply by the activation h_t itself where its derivative belongs: h_t = "
+         "tanh(z_t), so ∂h_t/∂z_t = 1 − h_t², not h_t: dJ_dz = dJ_dh * (1 - h_t**2)."),
         ("h-instead-of-h-prev", {"whh_factor": "h_t"},
          "Your dW^hh uses h_t where h_{t−1} belongs: z_t = W^hh h_{t−1} + …, so "
-         "∂J/∂W^hh = Σ_t ∂J/∂z_t h_{t−1}ᵀ. Take the state from BEFORE the step "
-         "(hs[t] when hs[0] = h0 and hs[t + 1] = h_t)."),
+         "∂J/∂W^hh = Σ_t ∂J/∂z_t h_{t−1}ᵀ. Take the state from BEFORE the step: in a "
+         "0-based loop for t in range(T) whose forward keeps hs[0] = h0 and hs[t + 1] = "
+         "the state after step t, that is hs[t], not hs[t + 1]."),
         ("first-step-zero-state", {"whh_factor": "zero_first"},
          "Your dW^hh leaves out the first step's term ∂J/∂z_1 h0ᵀ: at the first step the "
          "previous state is the initial state h0, not zero. Use h0 there (it matters "
@@ -646,13 +732,15 @@ class StepVerdict:
     """The terms of one loss J_t (t 0-based) in the learner's gradient.
 
     max_rel: worst relative error over the parameters; wrong: the parameters that differ;
-    reach: when the recurrent part equals the terms k = t−reach+1 … t only, that reach.
+    reach: when the recurrent part equals the terms k = t−reach+1 … t only, that reach;
+    judged: the parameters the learner returned (the others are not judged).
     """
 
     t: int
     max_rel: float
     wrong: tuple[str, ...]
     reach: int | None = None
+    judged: tuple[str, ...] = PARAM_KEYS
 
     @property
     def ok(self) -> bool:
@@ -684,23 +772,25 @@ def localise(fn: Callable[..., Any], problem: Problem, correct: Expansion,
         expected = {key: correct.head[key][t] for key in HEAD}
         expected.update({key: correct.rec[key][t].sum(axis=0) for key in RECURRENT})
         rows: dict[str, np.ndarray | None] = {}
-        for key in PARAM_KEYS:
-            got = result.grads.get(key)
-            if got is None or got.shape != expected[key].shape:
+        returned = [key for key in PARAM_KEYS if key in result.grads]  # missing: not judged
+        for key in returned:
+            got = result.grads[key]
+            if got.shape != expected[key].shape:
                 rows[key] = None
                 continue
             rows[key] = got - previous[key] if key in previous else got
             previous[key] = got
-        rel = {key: _rel(rows[key], expected[key]) for key in PARAM_KEYS}
-        wrong = tuple(key for key in PARAM_KEYS if not rel[key] <= PASS_TOL)
+        rel = {key: _rel(rows[key], expected[key]) for key in returned}
+        wrong = tuple(key for key in returned if not rel[key] <= PASS_TOL)
         reach = None
         if any(key in RECURRENT for key in wrong):
             for m in range(1, t + 1):
                 kept = {key: correct.rec[key][t, t - m + 1:].sum(axis=0) for key in RECURRENT}
-                if all(_rel(rows[key], kept[key]) <= MATCH_TOL for key in RECURRENT):
+                if all(_rel(rows.get(key), kept[key]) <= MATCH_TOL for key in RECURRENT):
                     reach = m
                     break
-        steps.append(StepVerdict(t, max(rel.values()), wrong, reach))
+        steps.append(StepVerdict(t, max(rel.values(), default=0.0), wrong, reach,
+                                 tuple(returned)))
     first = next((s.t for s in steps if not s.ok), None)
     return Localisation(steps, first, _localisation_message(steps, first))
 
@@ -727,7 +817,7 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
                  f"not ({head}): the head reads h_t, and no error is carried back to it, so "
                  "the states your backward reads after the first step are not the forward's "
                  "(a buffer overwritten or shared between steps, an index off by one?).")
-    elif "bh" not in bad.wrong:
+    elif "bh" in bad.judged and "bh" not in bad.wrong:
         verb = "differs" if len(bad.wrong) == 1 else "differ"
         text += (f"The terms of {right} are right, and at J_{first + 1} only {keys} {verb} "
                  "while b_h is right: b_h's terms are ∂J/∂z_k themselves, so the error is "
@@ -781,12 +871,15 @@ class BackwardReport:
 
     diagnosis: the one hypothesis that reproduces every gradient (None if none does, or
     if all pass).  findings: further sentences (per parameter, or by pattern).
-    localisation: prefix probing, run when no single hypothesis fits.
+    localisation: prefix probing, run when no single hypothesis fits.  tolerance: the
+    relative error a gradient passes within (PASS_TOL; FLOAT32_PASS_TOL for a backward that
+    computes in float32).
     """
 
     name: str
     problem: Problem
     params: list[ParamCheck]
+    tolerance: float = PASS_TOL
     loss: LossCheck | None = None
     h_last_ok: bool | None = None
     repeatable: bool = True
@@ -855,7 +948,9 @@ def check_backward(
     )
     ref = dict(ref_grads, h0=np.asarray(terms.dJ_dstate0))
     keys = [*PARAM_KEYS, *(["h0"] if "h0" in user.grads else [])]
-    report = BackwardReport(name, problem, [_param_check(key, user, ref) for key in keys])
+    tol = FLOAT32_PASS_TOL if user.float32 else PASS_TOL
+    report = BackwardReport(name, problem, [_param_check(key, user, ref, tol) for key in keys],
+                            tolerance=tol)
     if not _same_result(user, again):
         report.repeatable = False
         report.findings.append(
@@ -864,49 +959,74 @@ def check_backward(
             "input changed in place). Each call must start afresh: the error carried back "
             "from later steps is zero at the last step. The table checks the first call.")
     if user.loss is not None:
-        report.loss = _loss_check(user.loss, ref_loss, problem)
+        report.loss = _loss_check(user.loss, ref_loss, problem,
+                                  FLOAT32_PASS_TOL if user.float32 else LOSS_TOL)
     if user.h_last is not None:
-        report.h_last_ok = _rel(user.h_last, correct.h_last) <= PASS_TOL
+        report.h_last_ok = _rel(user.h_last, correct.h_last) <= tol
     failing = [p.name for p in report.params if not p.passed]
+    worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
+        if report.passed:
+            report.findings += _blind_spots(problem)
+        if user.float32 and report.passed:
+            report.findings.append(
+                f"Your backward computes in float32: it agrees with the reference to "
+                f"{worst:.0e}, float32's round-off, so it passes at float32's tolerance "
+                f"{FLOAT32_PASS_TOL:g}. A float64 result is checked to {PASS_TOL:g}, and only "
+                "float64 can tell the known bugs apart.")
         return report
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
-    worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
-    if low and worst >= FLOAT32_TOL:
-        report.findings.append(
-            f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
-            f"{user.dtypes[low[0]]}, and the gradients differ from the reference by up to "
-            f"{worst:.1g}: far more than float32's round-off (about 1e-7), so there is a "
-            "mistake besides the precision. Compute in float64 and check again: naming it "
-            "needs float64.")
+    if low or worst < NEAR_TOL:  # round-off or precision: the hypotheses would only add noise
+        report.findings.append(_precision_finding(user, low, worst))
         return report
-    if low:
-        report.findings.append(
-            f"Your {', '.join(MATH[k] for k in low)} gradient came back as "
-            f"{user.dtypes[low[0]]}: compute in float64 for a check (float32 is right only "
-            "to about 1e-7)."
-        )
-    elif worst < NEAR_TOL:
-        report.findings.append(
-            f"Your gradients agree with the reference to {worst:.0e} but not to {PASS_TOL:g}: "
-            "that is round-off, not a bug in the formulas — is something computed in float32? "
-            "Check in float64."
-        )
-    if low or worst < NEAR_TOL:
-        return report  # round-off: the hypotheses would only add noise
     candidates = hypotheses(problem, correct)
     fits = [h for h in candidates if _fits(h, user, keys)]
     if fits:
         report.diagnosis = fits[0]
         return report
     _explain_each(report, candidates, user, ref, failing)
-    report.findings += _patterns(report, failing)
-    if probe and set(failing) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
+    wrong = [k for k in failing if k in user.grads]  # a missing one is said in its row
+    report.findings += _patterns(report, wrong)
+    if probe and set(wrong) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
         try:
             report.localisation = localise(fn, problem, correct, name)
         except BpttError as exc:
             report.findings.append(f"(Could not probe prefixes of the sequence: {exc}.)")
     return report
+
+
+def _blind_spots(problem: Problem) -> list[str]:
+    """What a pass cannot vouch for on this problem's sizes (as T < 4 is refused, for the
+    same reason, but a learner's code may only handle H = 1 or B = 1)."""
+    H = problem.params["Whh"].shape[0]
+    out = []
+    if H == 1:
+        out.append("With H = 1, W^hh is 1 × 1: a transposed dW^hh, or W^hh where W^hhᵀ "
+                   "carries the error back, gives the same numbers and cannot show here. "
+                   "Check again with --hidden 2 or more.")
+    if problem.B == 1:
+        out.append("With B = 1, a mean over the batch equals the total and cannot show here. "
+                   "Check again with --batch 2 or more if your backward takes a batch.")
+    return out
+
+
+def _precision_finding(user: UserResult, low: list[str], worst: float) -> str:
+    """The sentence for gradients that came back in a low precision (low: their keys) or
+    that miss by round-off only (worst < NEAR_TOL)."""
+    if not low:
+        return (f"Your gradients agree with the reference to {worst:.0e} but not to "
+                f"{PASS_TOL:g}: that is round-off, not a bug in the formulas — is something "
+                "computed in float32? Check in float64.")
+    names, dtype = ", ".join(MATH[k] for k in low), user.dtypes[low[0]]
+    if dtype == "float32":
+        return (f"Your {names} gradient came back as float32, and the gradients differ from "
+                f"the reference by up to {worst:.1g}: far more than float32's round-off (about "
+                f"1e-7; a float32 backward passes within {FLOAT32_PASS_TOL:g}), so there is a "
+                "mistake besides the precision. Compute in float64 and check again: naming "
+                "it needs float64.")
+    return (f"Your {names} gradient came back as {dtype}, which cannot hold a gradient to "
+            "the precision of a check: compute and return float64 (naming a mistake needs "
+            "float64).")
 
 
 def _same_result(a: UserResult, b: UserResult) -> bool:
@@ -922,22 +1042,30 @@ def _same_result(a: UserResult, b: UserResult) -> bool:
     return all(same)
 
 
-def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray]) -> ParamCheck:
+def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray], tol: float = PASS_TOL
+                 ) -> ParamCheck:
     mine = user.grads.get(key)
     if mine is None:
         return ParamCheck(key, None, False, "missing",
                           f"Your grads have no {key!r}: return ∂J/∂{MATH[key]} under that key.")
     if mine.shape != ref[key].shape:
-        return ParamCheck(key, None, False, f"shape {mine.shape}, expected {ref[key].shape}")
+        note = f"shape {mine.shape}, expected {ref[key].shape}"
+        if _rel(mine.T, ref[key]) <= tol:  # the right numbers, in columns
+            return ParamCheck(key, None, False, note, (
+                f"Your ∂J/∂{MATH[key]} has the right values, transposed: return it in the shape "
+                f"of {'h0' if key == 'h0' else MATH[key]}, {ref[key].shape}."))
+        return ParamCheck(key, None, False, note)
     if not np.isfinite(mine).all():
         return ParamCheck(key, None, False, "NaN or inf",
                           f"Your ∂J/∂{MATH[key]} contains NaN or inf.")
     comparison = compare_arrays(key, mine, ref[key])
-    return ParamCheck(key, comparison, comparison.passed(PASS_TOL))
+    return ParamCheck(key, comparison, comparison.passed(tol))
 
 
-def _loss_check(loss: float, ref_loss: float, problem: Problem) -> LossCheck:
-    passed = abs(loss - ref_loss) <= 1e-10 * max(abs(ref_loss), 1.0)
+def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOSS_TOL
+                ) -> LossCheck:
+    """The learner's loss against the reference J, to relative tolerance tol."""
+    passed = abs(loss - ref_loss) <= tol * max(abs(ref_loss), 1.0)
     if passed:
         return LossCheck(loss, ref_loss, True)
     ratio = loss / ref_loss if ref_loss else float("nan")
@@ -945,7 +1073,7 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem) -> LossCheck:
     if off < NEAR_TOL:
         return LossCheck(loss, ref_loss, False, (
             f"Your loss {loss:.10g} agrees with the reference J = {ref_loss:.10g} to {off:.0e} "
-            "but not to 1e-10: that is round-off, not another loss — is it computed in "
+            f"but not to {tol:g}: that is round-off, not another loss — is it computed in "
             "float32? Check in float64."))
     known = _fraction(ratio, problem.T, problem.B)
     if known:

@@ -353,9 +353,27 @@ def _heatmap(ax, report: FlowReport, norm) -> Any:
                       extent=(0.5, T + 0.5, T + 0.5, 0.5), aspect="auto")
     ax.set_xlabel("k  (hidden state h_k reached)")
     ax.set_ylabel("t  (loss J_t the error comes from)")
+    _integer_ticks(ax.xaxis, ax.yaxis)
     ax.set_title(f"{report.cell}, H = {report.hidden}, L = {report.layers}", fontsize=10)
     ax.set_facecolor("white")
     return image
+
+
+def _integer_ticks(*axes: Any) -> None:
+    """Ticks at whole steps only: t, k and t − k count steps (a short sequence drew 0.5, 1.25)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in axes:
+        axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+
+
+def _short_minor_labels(axis: Any, low: float, high: float) -> None:
+    """A log axis spanning less than a decade labels its minor ticks, as 5.75×10⁻¹ by
+    default: too wide for the fixed layout (the labels ran off the figure).  Say 0.57."""
+    from matplotlib.ticker import FuncFormatter
+
+    if low > 0 and high / low < 10:
+        axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:.2g}"))
 
 
 def plot_flow(report: FlowReport, fig: Any | None = None) -> Any:
@@ -370,8 +388,10 @@ def plot_flow(report: FlowReport, fig: Any | None = None) -> Any:
     fig = _figure(fig, PANEL_INCHES)
     ax = fig.add_axes((_LEFT, _BOTTOM, _WIDTH, _HEIGHT))
     cax = fig.add_axes((_LEFT + _WIDTH + 0.03, _BOTTOM, 0.03, _HEIGHT))
-    image = _heatmap(ax, report, LogNorm(*_color_range([report])))
+    norm = LogNorm(*_color_range([report]))
+    image = _heatmap(ax, report, norm)
     fig.colorbar(image, cax=cax, label="‖∂J_t/∂h_k‖ (log scale)")
+    _short_minor_labels(cax.yaxis, norm.vmin, norm.vmax)
     fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {report.T} — {report.source}", fontsize=9)
     return fig
 
@@ -394,9 +414,12 @@ def plot_compare(reports: Sequence[FlowReport], fig: Any | None = None) -> Any:
     for i, report in enumerate(reports):
         ax = fig.add_axes((panel * (i + _LEFT), _BOTTOM, panel * (_WIDTH + 0.18), _HEIGHT))
         image = _heatmap(ax, report, norm)
-    cax = fig.add_axes((panel * n + 0.15 * COLORBAR_INCHES / width, _BOTTOM,
-                        0.15 * COLORBAR_INCHES / width, _HEIGHT))
+    # the colour bar starts in the margin right of the last panel, leaving the strip of
+    # COLORBAR_INCHES to its tick labels and its label (which ran off the figure's edge)
+    bar = 0.15 / width  # its width, 0.15 inch
+    cax = fig.add_axes((panel * n - bar, _BOTTOM, bar, _HEIGHT))
     fig.colorbar(image, cax=cax, label="‖∂J_t/∂h_k‖ (log scale, shared)")
+    _short_minor_labels(cax.yaxis, norm.vmin, norm.vmax)
     fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {reports[0].T}, same sequence — "
                  f"{reports[0].source}", fontsize=10)
     return fig
@@ -408,13 +431,15 @@ def plot_distance(reports: Sequence[FlowReport], fig: Any | None = None) -> Any:
     Returns the Figure (a new one, 500×440 pixels at DPI, unless ``fig`` is given).
     """
     fig = _figure(fig, PANEL_INCHES)
-    ax = fig.add_axes((0.17, _BOTTOM, 0.78, _HEIGHT + 0.02))
+    ax = fig.add_axes((0.19, _BOTTOM, 0.76, _HEIGHT + 0.02))
     for report in _reports(reports):
         mean = report.by_distance
         keep = mean > 0
         ax.plot(np.arange(report.T)[keep], mean[keep], marker=".", markersize=3,
                 label=f"{report.cell} (H = {report.hidden})")
     ax.set_yscale("log")
+    _integer_ticks(ax.xaxis)
+    _short_minor_labels(ax.yaxis, *ax.get_ylim())
     ax.set_xlabel("distance t − k (steps the error is carried back)")
     ax.set_ylabel("mean over t of ‖∂J_t/∂h_k‖ (log)")
     ax.set_title("How far back the error of a loss reaches", fontsize=10)

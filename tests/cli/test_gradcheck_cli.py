@@ -72,6 +72,18 @@ def test_json_report_of_a_localised_bug(tmp_path):
         "Wxh": False, "Whh": False, "bh": False, "Why": True, "by": True, "h0": False}
 
 
+def test_what_your_backward_prints_goes_to_stderr_and_json_stays_json(tmp_path):
+    """A learner's debugging print (at import, in each call) went to stdout, before the
+    report: --json printed a document no JSON reader could read."""
+    (tmp_path / "mine.py").write_text(
+        "print('importing mine')\n" + (EXAMPLES / "correct.py").read_text()
+        .replace("    return loss, grads, hs[-1]", "    print('loss', loss)\n    return loss, grads, hs[-1]"))
+    run = bptt("gradcheck", "--json", "--backward", "mine.py:rnn_backward", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["passed"] is True
+    assert run.stderr.startswith("importing mine\nloss ")
+
+
 def test_truncate_flag_checks_against_the_truncated_reference(tmp_path):
     spec = f"{EXAMPLES / 'truncated_two_steps.py'}:rnn_backward"
     assert bptt("gradcheck", "--backward", spec, "--truncate", "2", cwd=tmp_path).returncode == 0
