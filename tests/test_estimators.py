@@ -413,3 +413,23 @@ def test_bad_input_after_fit():
     per_step = small(bptt.SequenceRegressor, per_step=True, epochs=1)
     with pytest.raises(BpttError, match="y\\[1\\] has 4 steps but X\\[1\\] has 5"):
         per_step.fit(GOOD_X, [np.ones(3), np.ones(4), np.ones(2)])
+
+
+def test_numbers_beyond_float32_are_refused_before_the_fitted_model_is_touched():
+    """A finite float64 beyond float32's range is inf once cast: it used to pass the NaN
+    check, reach the first training step (numpy's overflow warnings on the way) and be
+    refused there, after fit had put fresh untrained weights in place of the fitted ones."""
+    reg = small(bptt.SequenceRegressor, epochs=1, dtype="float32").fit(GOOD_X, [0.5, 1.0, 2.0])
+    before = reg.predict(GOOD_X)
+    big_X = [x + 1e39 for x in GOOD_X]
+    for X, y in ((big_X, [0.5, 1.0, 2.0]), (np.stack([np.ones((3, 2)), np.full((3, 2), 1e39)]),
+                                             [0.5, 1.0]), (GOOD_X, [0.5, 1e39, 2.0])):
+        name = "y" if X is GOOD_X else "X"
+        with pytest.raises(BpttError, match=f"{name} holds numbers too large for float32"):
+            with np.errstate(all="raise"):  # no RuntimeWarning on the way
+                reg.fit(X, y)
+        np.testing.assert_array_equal(reg.predict(GOOD_X), before)
+    assert reg.n_steps_ == 1
+    with pytest.raises(BpttError, match="X holds numbers too large for float32"):
+        reg.predict(big_X)
+    small(bptt.SequenceRegressor, epochs=1).fit(big_X, [0.5, 1e39, 2.0])  # float64: fine

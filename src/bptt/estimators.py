@@ -123,11 +123,12 @@ def as_padded(
             raise BpttError(f"X has shape {X.shape}: need at least one sequence and one step")
         n = heads.check_lengths(lengths, T, N)
         n = np.full(N, T, dtype=np.int64) if n is None else n
-        x = X.astype(dtype)  # a copy: padding is zeroed below
+        x = _cast(X, dtype)  # a copy: padding is zeroed below
         real = np.arange(T)[None, :] < n[:, None]  # (N, T)
         if not np.isfinite(x[real]).all():
             bad = int(np.flatnonzero(~np.isfinite(x).all(axis=2) & real)[0] // T)
-            raise BpttError(f"X contains NaN or inf (sequence {bad}, on a real step)")
+            raise BpttError(_not_finite("X", X[bad][real[bad]], x.dtype, f"sequence {bad}, "
+                                        "on a real step"))
         x[~real] = 0
         return x, n
     if not isinstance(X, (list, tuple)):
@@ -152,8 +153,8 @@ def as_padded(
             a = a[:, None]
         if a.ndim != 2 or a.shape[0] < 1:
             raise BpttError(f"X[{i}] has shape {a.shape}: expected (T_i, D) with T_i >= 1")
-        if not np.isfinite(a).all():
-            raise BpttError(f"X contains NaN or inf (sequence {i})")
+        if not np.isfinite(_cast(a, dtype)).all():
+            raise BpttError(_not_finite("X", a, np.dtype(dtype), f"sequence {i}"))
         arrays.append(a)
     D = arrays[0].shape[1]
     for i, a in enumerate(arrays):
@@ -164,6 +165,23 @@ def as_padded(
     for i, a in enumerate(arrays):
         x[i, : len(a)] = a
     return x, n
+
+
+def _cast(values: np.ndarray, dtype: Any) -> np.ndarray:
+    """``values`` as a new array of ``dtype``; a number beyond its range becomes ±inf
+    (numpy's answer, without its RuntimeWarning: the caller refuses it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values).astype(dtype)
+
+
+def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") -> str:
+    """The message for ``given`` (the caller's values) that are not finite as ``dtype``:
+    NaN or inf in them, or finite numbers too large for ``dtype``."""
+    place = f" ({where})" if where else ""
+    if np.isfinite(given).all():
+        return (f"{name} holds numbers too large for {np.dtype(dtype).name}{place}: scale them, "
+                "or use dtype='float64'")
+    return f"{name} contains NaN or inf{place}"
 
 
 def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
@@ -865,14 +883,16 @@ class SequenceRegressor(_SequenceEstimator):
         one_column = values.ndim == (2 if self.per_step else 1)
         values = values[..., None] if one_column else values
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
-        if not np.isfinite(values[real]).all():
-            raise BpttError("y contains NaN or inf")
+        # checked as the head will see them: a float64 beyond float32's range is inf there
+        cast = _cast(values, self._data_dtype(fitting))
+        if not np.isfinite(cast[real]).all():
+            raise BpttError(_not_finite("y", values[real], cast.dtype))
+        if not fitting and values.shape[-1] != self.n_outputs_:
+            raise BpttError(f"y has {values.shape[-1]} outputs but the model has {self.n_outputs_}")
         if fitting:
             self.n_outputs_ = int(values.shape[-1])
             self._y_one_column = one_column
-        elif values.shape[-1] != self.n_outputs_:
-            raise BpttError(f"y has {values.shape[-1]} outputs but the model has {self.n_outputs_}")
-        return values.astype(self._data_dtype(fitting))
+        return cast
 
     def _num_outputs(self) -> int:
         return self.n_outputs_
