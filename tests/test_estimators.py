@@ -433,3 +433,17 @@ def test_numbers_beyond_float32_are_refused_before_the_fitted_model_is_touched()
     with pytest.raises(BpttError, match="X holds numbers too large for float32"):
         reg.predict(big_X)
     small(bptt.SequenceRegressor, epochs=1).fit(big_X, [0.5, 1e39, 2.0])  # float64: fine
+
+
+def test_a_forget_bias_beyond_the_dtype_is_refused_before_the_fitted_model_is_set_aside():
+    """init_params refused forget_bias=1e39 in float32, but only after fit had taken the
+    fitted weights away: the estimator was left unfitted (inf was refused in time)."""
+    clf = small(bptt.SequenceClassifier, cell="lstm", epochs=1, dtype="float32")
+    clf.fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    clf.set_params(forget_bias=1e39)
+    with pytest.raises(BpttError, match=re.escape("forget_bias must be a finite number (float32)")):
+        clf.fit(GOOD_X, GOOD_Y)
+    np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+    clf.set_params(dtype="float64").fit(GOOD_X, GOOD_Y)  # 1e39 is a float64
+    assert np.all(clf.params_["bxh"][8:16] == 1e39)

@@ -174,6 +174,12 @@ def _cast(values: np.ndarray, dtype: Any) -> np.ndarray:
         return np.asarray(values).astype(dtype)
 
 
+def _fits(value: float, dtype: Any) -> bool:
+    """True when the finite number ``value`` stays finite as ``dtype`` (1e39: not float32)."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(value, dtype)))
+
+
 def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") -> str:
     """The message for ``given`` (the caller's values) that are not finite as ``dtype``:
     NaN or inf in them, or finite numbers too large for ``dtype``."""
@@ -352,7 +358,11 @@ class _SequenceEstimator:
                 raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")
             if not is_finite_number(self.forget_bias):
                 raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        _float_dtype(self.dtype)
+        dtype = _float_dtype(self.dtype)
+        if self.forget_bias is not None and not _fits(self.forget_bias, dtype):
+            # (here, not in init_params: fit has not yet put the fitted model aside)
+            raise BpttError(f"forget_bias must be a finite number ({np.dtype(dtype).name}), "
+                            f"got {self.forget_bias!r}")
         rs = self.random_state
         if not (rs is None or isinstance(rs, np.random.Generator)
                 or (is_int(rs) and rs >= 0)):
