@@ -447,3 +447,23 @@ def test_a_forget_bias_beyond_the_dtype_is_refused_before_the_fitted_model_is_se
     np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
     clf.set_params(dtype="float64").fit(GOOD_X, GOOD_Y)  # 1e39 is a float64
     assert np.all(clf.params_["bxh"][8:16] == 1e39)
+
+
+def test_a_fitted_estimator_does_not_keep_the_memory_of_its_training_steps():
+    """The Workspace keeps the sweeps' arrays from one step to the next; once fit is done the
+    estimator lets them go (an LSTM H=64 fitted at T=400 kept 116 MB for 72 kB of weights)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 120, 2))
+    tracemalloc.start()
+    try:
+        reg = small(bptt.SequenceRegressor, cell="lstm", hidden_size=16, epochs=1, batch_size=16)
+        reg.fit(X, np.ones(16))
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak > 4_000_000 and held < 500_000, (held, peak)
+    before = {k: v.copy() for k, v in reg.params_.items()}
+    reg.partial_fit(X, np.ones(16))  # the memory is made again
+    assert not np.array_equal(before["Whh"], reg.params_["Whh"])

@@ -458,11 +458,22 @@ class _SequenceEstimator:
             self.__dict__.update(fitted)
             raise
         self._initialise(x.shape[2])
-        for epoch in range(1, int(self.epochs) + 1):
-            self._epoch(x, n, targets)
-            if callback is not None and callback(epoch, self.loss_curve_[-1]):
-                break
+        try:
+            for epoch in range(1, int(self.epochs) + 1):
+                self._epoch(x, n, targets)
+                if callback is not None and callback(epoch, self.loss_curve_[-1]):
+                    break
+        finally:
+            self._release_memory()
         return self
+
+    def _release_memory(self) -> None:
+        """Let go of the sweeps' memory kept between the steps of a fit (for a long T, many
+        times the weights): the fitted model does not carry it.  (partial_fit keeps it: in a
+        stream each call is a step or a few.)"""
+        packed = getattr(self, "_flat", None)
+        if packed is not None:
+            packed.workspace.release()
 
     def _partial_fit(self: _Estimator, X: Any, y: Any, lengths: Any) -> _Estimator:
         first = not hasattr(self, "params_")
