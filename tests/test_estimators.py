@@ -192,6 +192,28 @@ def test_load_refuses_settings_that_are_not_the_weights(tmp_path, setting, state
         bptt.SequenceClassifier.load(path)
 
 
+def test_settings_changed_after_fit_do_not_make_a_file_that_load_refuses(tmp_path):
+    """set_params changes the network of the next fit; save wrote the changed settings beside
+    the fitted weights, a file load refused ("its settings say cell 'rnn' … but the weights
+    are those of a lstm").  It states the weights' own cell, sizes and dtype."""
+    clf = small(bptt.SequenceClassifier, cell="lstm", epochs=1, forget_bias=1.0)
+    clf.fit(GOOD_X, GOOD_Y)
+    clf.set_params(cell="rnn", hidden_size=3, num_layers=2, dtype="float32", lr=0.5)
+    loaded = bptt.SequenceClassifier.load(clf.save(tmp_path / "c.st"))
+    np.testing.assert_array_equal(loaded.predict_proba(GOOD_X), clf.predict_proba(GOOD_X))
+    assert (loaded.cell, loaded.hidden_size, loaded.num_layers, loaded.dtype, loaded.lr,
+            loaded.forget_bias) == ("lstm", 8, 1, "float64", 0.5, 1.0)
+    clf.set_params(cell="gru")  # forget_bias=1.0 with a gru: refused; the weights' lstm takes it
+    assert bptt.SequenceClassifier.load(clf.save(tmp_path / "c.st")).forget_bias == 1.0
+    gru = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    gru.set_params(cell="lstm", forget_bias=2.0)  # what an lstm of the next fit would take
+    assert bptt.SequenceClassifier.load(gru.save(tmp_path / "g.st")).forget_bias is None
+    gru.set_params(lr=-1.0)
+    with pytest.raises(BpttError, match="lr must be a finite number > 0"):
+        gru.save(tmp_path / "bad.st")  # refused, not written for load to refuse
+    assert not (tmp_path / "bad.st").exists()
+
+
 def test_numpy_settings_are_taken_as_the_values_they_are(tmp_path):
     # np.float64 is how bptt.init_params and numpy spell a dtype; np.float32(1) a number
     clf = small(bptt.SequenceClassifier, cell="lstm", dtype=np.float32, epochs=1,

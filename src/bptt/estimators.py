@@ -638,8 +638,9 @@ class _SequenceEstimator:
         train_state.safetensors) is refused: the run's state would no longer match it, so
         ``clf.save(run_dir)`` raises a BpttError and changes nothing.  One safetensors
         file, written atomically: the weights, and JSON metadata with the constructor
-        arguments, the sizes and (classifier) the classes.  info: any JSON-able dict stored
-        beside them.
+        arguments (the cell, sizes and dtype of the weights saved, whatever set_params said
+        since the fit), the sizes and (classifier) the classes.  info: any JSON-able dict
+        stored beside them.
         """
         from bptt.train import STATE_FILE, is_run_checkpoint
 
@@ -657,11 +658,7 @@ class _SequenceEstimator:
     def _write(self, target: Path, info: dict[str, Any] | None) -> Path:
         """Write the model file :meth:`save` describes to ``target``, whatever directory it is
         in (bptt train --task writes its own run's model with it, the task in ``info``)."""
-        config = self.get_params()
-        if not isinstance(config["random_state"], (int, np.integer, type(None))):
-            config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
-        config["dtype"] = np.dtype(_float_dtype(config["dtype"])).name  # (np.float32: not JSON)
-        meta = checkpoint.model_meta(self.params_, None, _jsonable(config), self.n_steps_)
+        meta = checkpoint.model_meta(self.params_, None, self._saved_settings(), self.n_steps_)
         meta["estimator"] = {
             "class": type(self).__name__,
             "head": self._head,
@@ -674,6 +671,22 @@ class _SequenceEstimator:
             meta["info"] = info
         checkpoint.write_safetensors_atomic(target, self.params_, meta)
         return target
+
+    def _saved_settings(self) -> dict[str, Any]:
+        """The constructor arguments a saved file states, as :meth:`load` will check them:
+        get_params(), but the cell, sizes and dtype of the weights themselves (set_params
+        changes those for the next fit, not the fitted network).  BpttError for a setting
+        load would refuse."""
+        config = self.get_params()
+        shapes = models.check_params(self.params_)
+        config.update(cell=shapes.cell, hidden_size=shapes.H, num_layers=shapes.L,
+                      dtype=self.params_["Whh"].dtype.name)  # (np.float32: not JSON)
+        if shapes.cell != "lstm":
+            config["forget_bias"] = None  # (an LSTM's initial b_f; set for another cell)
+        if not isinstance(config["random_state"], (int, np.integer, type(None))):
+            config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
+        type(self)(**config)._validate_params()
+        return _jsonable(config)
 
     @classmethod
     def load(cls: type[_Estimator], path: str | os.PathLike) -> _Estimator:
