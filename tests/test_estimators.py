@@ -489,3 +489,24 @@ def test_a_fitted_estimator_does_not_keep_the_memory_of_its_training_steps():
     before = {k: v.copy() for k, v in reg.params_.items()}
     reg.partial_fit(X, np.ones(16))  # the memory is made again
     assert not np.array_equal(before["Whh"], reg.params_["Whh"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),  # was range()'s ValueError
+    (dict(batch_size=2.5), "batch_size must be an integer >= 1"),  # was taken as 2
+    (dict(clip_norm=-1.0), "clip_norm must be a finite number > 0"),  # refused mid-step
+    (dict(truncate=0), "truncate must be None"),  # refused mid-step
+    (dict(per_step="yes"), "per_step must be True or False"),
+])
+def test_partial_fit_checks_the_settings_set_since_the_fit(bad, message):
+    """partial_fit checked the settings at its first call only, but every step reads
+    batch_size, truncate, clip_norm and per_step: a bad one set since was used, or refused
+    by a step after the epoch's order had been drawn (the refused call changed the state)."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    rng_state = clf._rng.bit_generator.state
+    weights = {k: v.copy() for k, v in clf.params_.items()}
+    clf.set_params(**bad)
+    with pytest.raises(BpttError, match=re.escape(message)):
+        clf.partial_fit(GOOD_X, GOOD_Y)
+    assert clf._rng.bit_generator.state == rng_state and clf.n_steps_ == 1
+    assert all(np.array_equal(clf.params_[k], v) for k, v in weights.items())

@@ -477,8 +477,9 @@ class _SequenceEstimator:
 
     def _partial_fit(self: _Estimator, X: Any, y: Any, lengths: Any) -> _Estimator:
         first = not hasattr(self, "params_")
-        if first:
-            self._validate_params()
+        # at every call, not only the first: batch_size, truncate, clip_norm and per_step are
+        # read by every step, and set_params may have changed them since
+        self._validate_params()
         x, n, targets = self._prepare(X, y, lengths, fitting=first)
         if first:
             self._initialise(x.shape[2])
