@@ -192,6 +192,28 @@ def test_load_refuses_settings_that_are_not_the_weights(tmp_path, setting, state
         bptt.SequenceClassifier.load(path)
 
 
+def test_settings_changed_after_fit_do_not_make_a_file_that_load_refuses(tmp_path):
+    """set_params changes the network of the next fit; save wrote the changed settings beside
+    the fitted weights, a file load refused ("its settings say cell 'rnn' … but the weights
+    are those of a lstm").  It states the weights' own cell, sizes and dtype."""
+    clf = small(bptt.SequenceClassifier, cell="lstm", epochs=1, forget_bias=1.0)
+    clf.fit(GOOD_X, GOOD_Y)
+    clf.set_params(cell="rnn", hidden_size=3, num_layers=2, dtype="float32", lr=0.5)
+    loaded = bptt.SequenceClassifier.load(clf.save(tmp_path / "c.st"))
+    np.testing.assert_array_equal(loaded.predict_proba(GOOD_X), clf.predict_proba(GOOD_X))
+    assert (loaded.cell, loaded.hidden_size, loaded.num_layers, loaded.dtype, loaded.lr,
+            loaded.forget_bias) == ("lstm", 8, 1, "float64", 0.5, 1.0)
+    clf.set_params(cell="gru")  # forget_bias=1.0 with a gru: refused; the weights' lstm takes it
+    assert bptt.SequenceClassifier.load(clf.save(tmp_path / "c.st")).forget_bias == 1.0
+    gru = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    gru.set_params(cell="lstm", forget_bias=2.0)  # what an lstm of the next fit would take
+    assert bptt.SequenceClassifier.load(gru.save(tmp_path / "g.st")).forget_bias is None
+    gru.set_params(lr=-1.0)
+    with pytest.raises(BpttError, match="lr must be a finite number > 0"):
+        gru.save(tmp_path / "bad.st")  # refused, not written for load to refuse
+    assert not (tmp_path / "bad.st").exists()
+
+
 def test_numpy_settings_are_taken_as_the_values_they_are(tmp_path):
     # np.float64 is how bptt.init_params and numpy spell a dtype; np.float32(1) a number
     clf = small(bptt.SequenceClassifier, cell="lstm", dtype=np.float32, epochs=1,
@@ -413,3 +435,78 @@ def test_bad_input_after_fit():
     per_step = small(bptt.SequenceRegressor, per_step=True, epochs=1)
     with pytest.raises(BpttError, match="y\\[1\\] has 4 steps but X\\[1\\] has 5"):
         per_step.fit(GOOD_X, [np.ones(3), np.ones(4), np.ones(2)])
+
+
+def test_numbers_beyond_float32_are_refused_before_the_fitted_model_is_touched():
+    """A finite float64 beyond float32's range is inf once cast: it used to pass the NaN
+    check, reach the first training step (numpy's overflow warnings on the way) and be
+    refused there, after fit had put fresh untrained weights in place of the fitted ones."""
+    reg = small(bptt.SequenceRegressor, epochs=1, dtype="float32").fit(GOOD_X, [0.5, 1.0, 2.0])
+    before = reg.predict(GOOD_X)
+    big_X = [x + 1e39 for x in GOOD_X]
+    for X, y in ((big_X, [0.5, 1.0, 2.0]), (np.stack([np.ones((3, 2)), np.full((3, 2), 1e39)]),
+                                             [0.5, 1.0]), (GOOD_X, [0.5, 1e39, 2.0])):
+        name = "y" if X is GOOD_X else "X"
+        with pytest.raises(BpttError, match=f"{name} holds numbers too large for float32"):
+            with np.errstate(all="raise"):  # no RuntimeWarning on the way
+                reg.fit(X, y)
+        np.testing.assert_array_equal(reg.predict(GOOD_X), before)
+    assert reg.n_steps_ == 1
+    with pytest.raises(BpttError, match="X holds numbers too large for float32"):
+        reg.predict(big_X)
+    small(bptt.SequenceRegressor, epochs=1).fit(big_X, [0.5, 1e39, 2.0])  # float64: fine
+
+
+def test_a_forget_bias_beyond_the_dtype_is_refused_before_the_fitted_model_is_set_aside():
+    """init_params refused forget_bias=1e39 in float32, but only after fit had taken the
+    fitted weights away: the estimator was left unfitted (inf was refused in time)."""
+    clf = small(bptt.SequenceClassifier, cell="lstm", epochs=1, dtype="float32")
+    clf.fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    clf.set_params(forget_bias=1e39)
+    with pytest.raises(BpttError, match=re.escape("forget_bias must be a finite number (float32)")):
+        clf.fit(GOOD_X, GOOD_Y)
+    np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+    clf.set_params(dtype="float64").fit(GOOD_X, GOOD_Y)  # 1e39 is a float64
+    assert np.all(clf.params_["bxh"][8:16] == 1e39)
+
+
+def test_a_fitted_estimator_does_not_keep_the_memory_of_its_training_steps():
+    """The Workspace keeps the sweeps' arrays from one step to the next; once fit is done the
+    estimator lets them go (an LSTM H=64 fitted at T=400 kept 116 MB for 72 kB of weights)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 120, 2))
+    tracemalloc.start()
+    try:
+        reg = small(bptt.SequenceRegressor, cell="lstm", hidden_size=16, epochs=1, batch_size=16)
+        reg.fit(X, np.ones(16))
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak > 4_000_000 and held < 500_000, (held, peak)
+    before = {k: v.copy() for k, v in reg.params_.items()}
+    reg.partial_fit(X, np.ones(16))  # the memory is made again
+    assert not np.array_equal(before["Whh"], reg.params_["Whh"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),  # was range()'s ValueError
+    (dict(batch_size=2.5), "batch_size must be an integer >= 1"),  # was taken as 2
+    (dict(clip_norm=-1.0), "clip_norm must be a finite number > 0"),  # refused mid-step
+    (dict(truncate=0), "truncate must be None"),  # refused mid-step
+    (dict(per_step="yes"), "per_step must be True or False"),
+])
+def test_partial_fit_checks_the_settings_set_since_the_fit(bad, message):
+    """partial_fit checked the settings at its first call only, but every step reads
+    batch_size, truncate, clip_norm and per_step: a bad one set since was used, or refused
+    by a step after the epoch's order had been drawn (the refused call changed the state)."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    rng_state = clf._rng.bit_generator.state
+    weights = {k: v.copy() for k, v in clf.params_.items()}
+    clf.set_params(**bad)
+    with pytest.raises(BpttError, match=re.escape(message)):
+        clf.partial_fit(GOOD_X, GOOD_Y)
+    assert clf._rng.bit_generator.state == rng_state and clf.n_steps_ == 1
+    assert all(np.array_equal(clf.params_[k], v) for k, v in weights.items())

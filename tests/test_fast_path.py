@@ -158,3 +158,17 @@ def test_a_copied_workspace_owns_its_params_no_more():
         copied_workspace, copied_params = clone
         assert copied_params["Whh"] is copied_workspace._param_views["Whh"]
         assert not copied_workspace.owns(copied_params)
+
+
+def test_a_released_workspace_makes_its_memory_again_and_computes_the_same_bits():
+    params = bptt.init_params("lstm", 4, 5, 3, rng=np.random.default_rng(1), dtype=np.float32)
+    copy = {k: v.copy() for k, v in params.items()}
+    ws = models.Workspace(params)
+    x, y = np.random.default_rng(2).integers(0, 3, (2, 6, 3))
+    models.backprop(params, x, y, workspace=ws)
+    ws.release()
+    assert ws.owns(params) and not ws.buffers._arrays and not ws.buffers._children
+    fast = models.backprop(params, x, y, workspace=ws)
+    slow = models.backprop(copy, x, y)
+    assert fast.loss == slow.loss
+    assert all(np.array_equal(fast.grads[k], slow.grads[k]) for k in copy)

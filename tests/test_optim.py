@@ -193,6 +193,31 @@ def test_single_flat_key_matches_per_key_update(name):
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_pickled_optimizer_carries_no_scratch_and_goes_on_bit_for_bit(name):
+    """The scratch arrays (one or two the size of the parameters: memory, not state) used to
+    be pickled and deep-copied with the optimizer, e.g. inside a fitted estimator."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(9)
+    params = {"flat": rng.standard_normal(20_000)}
+    grads = [{"flat": rng.standard_normal(20_000)} for _ in range(2)]
+    opt = make_optimizer(name, 0.1)
+    state = _run(opt, params, grads[:1])
+    assert opt._scratch  # the update made its scratch
+    data = pickle.dumps(opt)
+    assert len(data) < 2_000  # 20,000 float64 of scratch are 160 kB
+    for other in (pickle.loads(data), copy.deepcopy(opt)):
+        assert other._scratch == {} and other.config() == opt.config()
+        again, again_state = _copy(params), copy.deepcopy(state)
+        other.update(again, _copy(grads[1]), again_state)
+        opt_params, opt_state = _copy(params), copy.deepcopy(state)
+        opt.update(opt_params, _copy(grads[1]), opt_state)
+        np.testing.assert_array_equal(again["flat"], opt_params["flat"])
+    assert opt._scratch  # the original keeps its memory
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_float32_params_and_state_stay_float32(name):
     rng = np.random.default_rng(7)
     params = _random_params(rng, np.float32)

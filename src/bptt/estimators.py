@@ -123,11 +123,12 @@ def as_padded(
             raise BpttError(f"X has shape {X.shape}: need at least one sequence and one step")
         n = heads.check_lengths(lengths, T, N)
         n = np.full(N, T, dtype=np.int64) if n is None else n
-        x = X.astype(dtype)  # a copy: padding is zeroed below
+        x = _cast(X, dtype)  # a copy: padding is zeroed below
         real = np.arange(T)[None, :] < n[:, None]  # (N, T)
         if not np.isfinite(x[real]).all():
             bad = int(np.flatnonzero(~np.isfinite(x).all(axis=2) & real)[0] // T)
-            raise BpttError(f"X contains NaN or inf (sequence {bad}, on a real step)")
+            raise BpttError(_not_finite("X", X[bad][real[bad]], x.dtype, f"sequence {bad}, "
+                                        "on a real step"))
         x[~real] = 0
         return x, n
     if not isinstance(X, (list, tuple)):
@@ -152,8 +153,8 @@ def as_padded(
             a = a[:, None]
         if a.ndim != 2 or a.shape[0] < 1:
             raise BpttError(f"X[{i}] has shape {a.shape}: expected (T_i, D) with T_i >= 1")
-        if not np.isfinite(a).all():
-            raise BpttError(f"X contains NaN or inf (sequence {i})")
+        if not np.isfinite(_cast(a, dtype)).all():
+            raise BpttError(_not_finite("X", a, np.dtype(dtype), f"sequence {i}"))
         arrays.append(a)
     D = arrays[0].shape[1]
     for i, a in enumerate(arrays):
@@ -164,6 +165,29 @@ def as_padded(
     for i, a in enumerate(arrays):
         x[i, : len(a)] = a
     return x, n
+
+
+def _cast(values: np.ndarray, dtype: Any) -> np.ndarray:
+    """``values`` as a new array of ``dtype``; a number beyond its range becomes ±inf
+    (numpy's answer, without its RuntimeWarning: the caller refuses it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values).astype(dtype)
+
+
+def _fits(value: float, dtype: Any) -> bool:
+    """True when the finite number ``value`` stays finite as ``dtype`` (1e39: not float32)."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(value, dtype)))
+
+
+def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") -> str:
+    """The message for ``given`` (the caller's values) that are not finite as ``dtype``:
+    NaN or inf in them, or finite numbers too large for ``dtype``."""
+    place = f" ({where})" if where else ""
+    if np.isfinite(given).all():
+        return (f"{name} holds numbers too large for {np.dtype(dtype).name}{place}: scale them, "
+                "or use dtype='float64'")
+    return f"{name} contains NaN or inf{place}"
 
 
 def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
@@ -334,7 +358,11 @@ class _SequenceEstimator:
                 raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")
             if not is_finite_number(self.forget_bias):
                 raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        _float_dtype(self.dtype)
+        dtype = _float_dtype(self.dtype)
+        if self.forget_bias is not None and not _fits(self.forget_bias, dtype):
+            # (here, not in init_params: fit has not yet put the fitted model aside)
+            raise BpttError(f"forget_bias must be a finite number ({np.dtype(dtype).name}), "
+                            f"got {self.forget_bias!r}")
         rs = self.random_state
         if not (rs is None or isinstance(rs, np.random.Generator)
                 or (is_int(rs) and rs >= 0)):
@@ -430,16 +458,28 @@ class _SequenceEstimator:
             self.__dict__.update(fitted)
             raise
         self._initialise(x.shape[2])
-        for epoch in range(1, int(self.epochs) + 1):
-            self._epoch(x, n, targets)
-            if callback is not None and callback(epoch, self.loss_curve_[-1]):
-                break
+        try:
+            for epoch in range(1, int(self.epochs) + 1):
+                self._epoch(x, n, targets)
+                if callback is not None and callback(epoch, self.loss_curve_[-1]):
+                    break
+        finally:
+            self._release_memory()
         return self
+
+    def _release_memory(self) -> None:
+        """Let go of the sweeps' memory kept between the steps of a fit (for a long T, many
+        times the weights): the fitted model does not carry it.  (partial_fit keeps it: in a
+        stream each call is a step or a few.)"""
+        packed = getattr(self, "_flat", None)
+        if packed is not None:
+            packed.workspace.release()
 
     def _partial_fit(self: _Estimator, X: Any, y: Any, lengths: Any) -> _Estimator:
         first = not hasattr(self, "params_")
-        if first:
-            self._validate_params()
+        # at every call, not only the first: batch_size, truncate, clip_norm and per_step are
+        # read by every step, and set_params may have changed them since
+        self._validate_params()
         x, n, targets = self._prepare(X, y, lengths, fitting=first)
         if first:
             self._initialise(x.shape[2])
@@ -599,8 +639,9 @@ class _SequenceEstimator:
         train_state.safetensors) is refused: the run's state would no longer match it, so
         ``clf.save(run_dir)`` raises a BpttError and changes nothing.  One safetensors
         file, written atomically: the weights, and JSON metadata with the constructor
-        arguments, the sizes and (classifier) the classes.  info: any JSON-able dict stored
-        beside them.
+        arguments (the cell, sizes and dtype of the weights saved, whatever set_params said
+        since the fit), the sizes and (classifier) the classes.  info: any JSON-able dict
+        stored beside them.
         """
         from bptt.train import STATE_FILE, is_run_checkpoint
 
@@ -618,11 +659,7 @@ class _SequenceEstimator:
     def _write(self, target: Path, info: dict[str, Any] | None) -> Path:
         """Write the model file :meth:`save` describes to ``target``, whatever directory it is
         in (bptt train --task writes its own run's model with it, the task in ``info``)."""
-        config = self.get_params()
-        if not isinstance(config["random_state"], (int, np.integer, type(None))):
-            config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
-        config["dtype"] = np.dtype(_float_dtype(config["dtype"])).name  # (np.float32: not JSON)
-        meta = checkpoint.model_meta(self.params_, None, _jsonable(config), self.n_steps_)
+        meta = checkpoint.model_meta(self.params_, None, self._saved_settings(), self.n_steps_)
         meta["estimator"] = {
             "class": type(self).__name__,
             "head": self._head,
@@ -635,6 +672,22 @@ class _SequenceEstimator:
             meta["info"] = info
         checkpoint.write_safetensors_atomic(target, self.params_, meta)
         return target
+
+    def _saved_settings(self) -> dict[str, Any]:
+        """The constructor arguments a saved file states, as :meth:`load` will check them:
+        get_params(), but the cell, sizes and dtype of the weights themselves (set_params
+        changes those for the next fit, not the fitted network).  BpttError for a setting
+        load would refuse."""
+        config = self.get_params()
+        shapes = models.check_params(self.params_)
+        config.update(cell=shapes.cell, hidden_size=shapes.H, num_layers=shapes.L,
+                      dtype=self.params_["Whh"].dtype.name)  # (np.float32: not JSON)
+        if shapes.cell != "lstm":
+            config["forget_bias"] = None  # (an LSTM's initial b_f; set for another cell)
+        if not isinstance(config["random_state"], (int, np.integer, type(None))):
+            config["random_state"] = None  # a Generator is not JSON; its seed is gone anyway
+        type(self)(**config)._validate_params()
+        return _jsonable(config)
 
     @classmethod
     def load(cls: type[_Estimator], path: str | os.PathLike) -> _Estimator:
@@ -865,14 +918,16 @@ class SequenceRegressor(_SequenceEstimator):
         one_column = values.ndim == (2 if self.per_step else 1)
         values = values[..., None] if one_column else values
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
-        if not np.isfinite(values[real]).all():
-            raise BpttError("y contains NaN or inf")
+        # checked as the head will see them: a float64 beyond float32's range is inf there
+        cast = _cast(values, self._data_dtype(fitting))
+        if not np.isfinite(cast[real]).all():
+            raise BpttError(_not_finite("y", values[real], cast.dtype))
+        if not fitting and values.shape[-1] != self.n_outputs_:
+            raise BpttError(f"y has {values.shape[-1]} outputs but the model has {self.n_outputs_}")
         if fitting:
             self.n_outputs_ = int(values.shape[-1])
             self._y_one_column = one_column
-        elif values.shape[-1] != self.n_outputs_:
-            raise BpttError(f"y has {values.shape[-1]} outputs but the model has {self.n_outputs_}")
-        return values.astype(self._data_dtype(fitting))
+        return cast
 
     def _num_outputs(self) -> int:
         return self.n_outputs_

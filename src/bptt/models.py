@@ -395,6 +395,11 @@ class Workspace:
         """True when ``params`` is still the dict this workspace packed (same views)."""
         return flat.is_packed(params, self._param_views)
 
+    def release(self) -> None:
+        """Let go of the cells' arrays kept between calls (the next call makes them again);
+        the flat parameter and gradient buffers stay."""
+        self.buffers = common.Buffers(self.buffers.fixed_params)
+
 
 # ----------------------------------------------------------------------------
 # forward and backward of the whole network

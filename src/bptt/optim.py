@@ -121,6 +121,13 @@ class Optimizer:
             temp = self._scratch[key] = np.empty_like(like)
         return temp
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle (and deepcopy) without the scratch arrays: memory only, as large as the
+        parameters each, made again by the next update."""
+        state = self.__dict__.copy()
+        state["_scratch"] = {}
+        return state
+
     def config(self) -> dict[str, object]:
         """Return the JSON-able settings: ``make_optimizer(**opt.config())`` rebuilds it."""
         return {"name": self.name, "lr": self.lr}
