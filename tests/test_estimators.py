@@ -360,6 +360,21 @@ def test_a_refused_first_partial_fit_leaves_the_classifier_unfitted():
     assert clf.classes_.tolist() == ["a", "b"]
 
 
+def test_a_later_partial_fit_refuses_other_classes_and_takes_the_same():
+    """The output layer has a row per class of the first call (scikit-learn's rule): other
+    classes later are refused, not silently ignored; the same ones, or none, are taken."""
+    clf = small(bptt.SequenceClassifier)
+    clf.partial_fit(GOOD_X, GOOD_Y, classes=[0, 1])
+    steps = clf.n_steps_
+    with pytest.raises(bptt.BpttError, match=re.escape("classes=[0, 1, 2] is not the classes_ "
+                                                       "of the first call, [0, 1]")):
+        clf.partial_fit(GOOD_X, GOOD_Y, classes=[0, 1, 2])
+    assert clf.classes_.tolist() == [0, 1] and clf.n_steps_ == steps
+    clf.partial_fit(GOOD_X, GOOD_Y, classes=[1, 0])
+    clf.partial_fit(GOOD_X, GOOD_Y)
+    assert clf.classes_.tolist() == [0, 1] and clf.n_steps_ > steps
+
+
 @pytest.mark.parametrize("X, y, kw, message", [
     (np.array([np.ones((3, 2)), np.ones((5, 2))], dtype=object), [0, 1], {}, "ragged array"),
     (np.ones((3, 4)), GOOD_Y, {}, "a padded X must be (N, T, D)"),

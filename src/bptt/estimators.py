@@ -835,10 +835,14 @@ class SequenceClassifier(_SequenceEstimator):
         """One more epoch over (X, y) (the first call initialises; give ``classes`` then, all
         labels that will ever occur, else those of this y).  Returns self."""
         first = not hasattr(self, "params_")
-        if first and classes is not None:
+        if classes is not None:
             classes = np.unique(np.asarray(classes))
             if len(classes) < 2:
                 raise BpttError("classes must hold at least two labels")
+            if not first and not np.array_equal(classes, self.classes_):
+                # (scikit-learn's rule: the output layer has one row per class of the first call)
+                raise BpttError(f"classes={classes.tolist()!r} is not the classes_ of the first "
+                                f"call, {self.classes_.tolist()!r}: give the same, or none")
             self.classes_ = classes
         try:
             return self._partial_fit(X, y, lengths)
