@@ -29,9 +29,10 @@ known bug transforms it (see /work/shared/BPTT-BUGS.md):
 * constant factors (the mean over T, B or T·B instead of the total; a flipped sign);
 * a transposed weight gradient;
 * VARIANT WALKS: the double sum again, with one factor of its terms changed
-  (tanh' taken as 1, tanh' at the wrong step, h_t where h_{t−1} belongs,
-  W^hh where W^hhᵀ belongs, the carried error skipping tanh', the first
-  step's h0 taken as zero, the head using h_{t−1}).
+  (tanh' taken as 1, tanh' at the wrong step, at the pre-activation (1 − z_t²),
+  with tanh applied twice (1 − tanh²(h_t)) or the activation h_t in its place,
+  h_t where h_{t−1} belongs, W^hh where W^hhᵀ belongs, the carried error
+  skipping tanh', the first step's h0 taken as zero, the head using h_{t−1}).
 
 The hypothesis that reproduces the learner's gradient to ~1e-8 is the diagnosis.
 When none does, :func:`localise` calls the learner's function on the prefixes of
