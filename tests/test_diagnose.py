@@ -269,13 +269,15 @@ def test_missing_gradients_are_not_blamed_on_the_maths():
     assert "while b_h is right" not in report.localisation.message
 
 
-@pytest.mark.parametrize("layout", ["rows", "columns", "torch", "column for B = 1"])
+@pytest.mark.parametrize("layout", ["rows", "columns", "torch", "column for B = 1",
+                                    "columns for B = H"])
 def test_a_right_h_last_passes_in_rows_or_columns(layout):
     """The derivation's column layout returns h_T as (H, B): it was reshaped, not transposed,
-    to (B, H), and a right forward was told "check the forward"."""
-    batch = 1 if layout == "column for B = 1" else 2
+    to (B, H), and a right forward was told "check the forward" (with B = H, where the shape
+    cannot tell the layouts apart, still after that fix)."""
+    batch = {"column for B = 1": 1, "columns for B = H": 4}.get(layout, 2)
     shape = {"rows": lambda h: h, "columns": lambda h: h.T, "torch": lambda h: h[None],
-             "column for B = 1": lambda h: h.T}[layout]
+             "column for B = 1": lambda h: h.T, "columns for B = H": lambda h: h.T}[layout]
 
     def fn(params, inputs, targets, h0=None, truncate=None):
         loss, grads, h_last = load("correct")(params, inputs, targets, h0=h0)
@@ -285,12 +287,15 @@ def test_a_right_h_last_passes_in_rows_or_columns(layout):
     assert report.h_last_ok and report.passed, report.messages()
 
 
-def test_a_right_dJ_dh0_in_columns_is_called_transposed_not_wrong():
-    """(H, B) columns were told "Your ∂J/∂h0 differs from the reference: … = W^hhᵀ ∂J/∂z_1"."""
-    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: g["h0"].T))
+@pytest.mark.parametrize("batch", [2, 4])
+def test_a_right_dJ_dh0_in_columns_is_called_transposed_not_wrong(batch):
+    """(H, B) columns were told "Your ∂J/∂h0 differs from the reference: … = W^hhᵀ ∂J/∂z_1"
+    (with B = H = 4, where they have h0's shape, still after that fix)."""
+    report = diagnose.check_backward(_changed("h0", lambda g, p, i, y, h0: g["h0"].T),
+                                     diagnose.make_problem(batch=batch))
     assert not report.passed
     assert report.messages() == ["h0: Your ∂J/∂h0 has the right values, transposed: return it "
-                                 "in the shape of h0, (2, 4)."]
+                                 f"in the shape of h0, ({batch}, 4)."]
 
 
 def test_the_learners_arrays_are_copies():

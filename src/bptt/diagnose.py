@@ -29,9 +29,10 @@ known bug transforms it (see /work/shared/BPTT-BUGS.md):
 * constant factors (the mean over T, B or T·B instead of the total; a flipped sign);
 * a transposed weight gradient;
 * VARIANT WALKS: the double sum again, with one factor of its terms changed
-  (tanh' taken as 1, tanh' at the wrong step, h_t where h_{t−1} belongs,
-  W^hh where W^hhᵀ belongs, the carried error skipping tanh', the first
-  step's h0 taken as zero, the head using h_{t−1}).
+  (tanh' taken as 1, tanh' at the wrong step, at the pre-activation (1 − z_t²),
+  with tanh applied twice (1 − tanh²(h_t)) or the activation h_t in its place,
+  h_t where h_{t−1} belongs, W^hh where W^hhᵀ belongs, the carried error
+  skipping tanh', the first step's h0 taken as zero, the head using h_{t−1}).
 
 The hypothesis that reproduces the learner's gradient to ~1e-8 is the diagnosis.
 When none does, :func:`localise` calls the learner's function on the prefixes of
@@ -316,7 +317,8 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
 def _as_rows(h: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
     """h as (B, H) rows: as it is, without axes of size 1 (PyTorch's (1, B, H), min-char-rnn's
     (H, 1) column for B = 1), or transposed from the derivation's (H, B) columns; None when
-    it is none of these.  (Reshaping (H, B) columns to (B, H) scrambled them.)"""
+    it is none of these.  (Reshaping (H, B) columns to (B, H) scrambled them.)  When B = H
+    the shape cannot tell the layouts apart: h is kept as it is (see :func:`_h_last_ok`)."""
     core = tuple(n for n in want if n != 1)
     squeezed = h.reshape(tuple(n for n in h.shape if n != 1))
     if squeezed.shape == core:
@@ -962,7 +964,7 @@ def check_backward(
         report.loss = _loss_check(user.loss, ref_loss, problem,
                                   FLOAT32_PASS_TOL if user.float32 else LOSS_TOL)
     if user.h_last is not None:
-        report.h_last_ok = _rel(user.h_last, correct.h_last) <= tol
+        report.h_last_ok = _h_last_ok(user.h_last, correct.h_last, tol)
     failing = [p.name for p in report.params if not p.passed]
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
@@ -993,6 +995,14 @@ def check_backward(
         except BpttError as exc:
             report.findings.append(f"(Could not probe prefixes of the sequence: {exc}.)")
     return report
+
+
+def _h_last_ok(h_last: np.ndarray, h_T: np.ndarray, tol: float) -> bool:
+    """The learner's h_last is the forward's h_T (B, H): in rows, or, when B = H (where
+    :func:`_as_rows` cannot tell the layouts apart by their shape), in (H, B) columns."""
+    if _rel(h_last, h_T) <= tol:
+        return True
+    return h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
 
 
 def _blind_spots(problem: Problem) -> list[str]:
@@ -1051,15 +1061,24 @@ def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray], tol: fl
     if mine.shape != ref[key].shape:
         note = f"shape {mine.shape}, expected {ref[key].shape}"
         if _rel(mine.T, ref[key]) <= tol:  # the right numbers, in columns
-            return ParamCheck(key, None, False, note, (
-                f"Your ∂J/∂{MATH[key]} has the right values, transposed: return it in the shape "
-                f"of {'h0' if key == 'h0' else MATH[key]}, {ref[key].shape}."))
+            return ParamCheck(key, None, False, note, _transposed(key, ref[key].shape))
         return ParamCheck(key, None, False, note)
     if not np.isfinite(mine).all():
         return ParamCheck(key, None, False, "NaN or inf",
                           f"Your ∂J/∂{MATH[key]} contains NaN or inf.")
     comparison = compare_arrays(key, mine, ref[key])
-    return ParamCheck(key, comparison, comparison.passed(tol))
+    passed = comparison.passed(tol)
+    if not passed and key == "h0" and _rel(mine.T, ref[key]) <= tol:
+        # B = H: (H, B) columns have the shape of h0's (B, H) rows, which cannot tell them
+        # apart (a transposed dW^hh, square too, is one of the hypotheses)
+        return ParamCheck(key, comparison, False, "transposed", _transposed(key, mine.shape))
+    return ParamCheck(key, comparison, passed)
+
+
+def _transposed(key: str, shape: tuple[int, ...]) -> str:
+    """The sentence for a gradient with the right values, transposed."""
+    return (f"Your ∂J/∂{MATH[key]} has the right values, transposed: return it in the shape "
+            f"of {'h0' if key == 'h0' else MATH[key]}, {shape}.")
 
 
 def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOSS_TOL

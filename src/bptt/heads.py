@@ -18,7 +18,8 @@ J, the TOTAL over steps and batch (never the mean), is one of
 ``0.5 * mse_loss(y, r, reduction="sum")``.  For V = 1 the regression targets may drop the
 last axis: (T, B) or (B,).  Targets on padded steps are ignored, whatever they hold.)
 
-Analytic partials (each its own function in ops.py), with m_{t,b} = [t < n_b]:
+Analytic partials (each its own function in ops.py; "softmax_each" takes its loss and partial
+fused, :func:`bptt.ops.cross_entropy_and_partial` with a mask), with m_{t,b} = [t < n_b]:
 
     each:  ∂J/∂y_{t,b} = m_{t,b} (p_{t,b} − onehot(c_{t,b}))    or   m_{t,b} (y_{t,b} − r_{t,b})
     last:  y^last_b = y_{n_b−1,b}  (a gather; its partial is a scatter to step n_b − 1)
