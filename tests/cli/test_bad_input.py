@@ -204,6 +204,9 @@ CASES = [
     ("sample-temperature-zero", "sample {w}/run --temperature 0", "--temperature"),
     ("sample-temperature-nan", "sample {w}/run --temperature nan", "--temperature"),
     ("sample-length-negative", "sample {w}/run --length -1", "--length"),
+    # (the bound, not "an integer >= 0", which the value is)
+    ("sample-length-huge", "sample {w}/run --length 10000000000000",
+     "--length: expected an integer from 0 to 10^12, got 10000000000000"),
     ("sample-greedy-with-seed", "sample {w}/run --greedy --seed 1", "--greedy always takes"),
     ("sample-greedy-with-temperature", "sample {w}/run --greedy --temperature 2",
      "--temperature and --seed do not apply"),

@@ -36,13 +36,13 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
+    """An integer >= 0 (refuses negatives, non-numbers, and absurd counts over 10^12)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if value < 0 or value > 10**12:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 10^12, got {value}")
     return value
 
 
