@@ -18,3 +18,16 @@ def test_utf8_text_reads_a_command_line_decoded_under_a_locale_that_is_not_utf8(
     with pytest.raises(argparse.ArgumentTypeError,
                        match=r"not valid UTF-8 text: the bytes b'a\\xff'"):
         args.utf8_text("a\udcff")
+
+
+def test_every_text_flag_reads_utf8_under_a_locale_that_is_not():
+    """--unk and flow --text are read as --prime and --stop are: 'é' typed under LC_ALL=C
+    (two surrogates) was 'expected exactly one character' for --unk, and for flow --text a
+    refusal of its characters as not Unicode."""
+    from bptt.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--unk", "\udcc3\udca9"]).unk == "é"
+    assert parser.parse_args(["flow", "--text", "caf\udcc3\udca9"]).text == "café"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--unk", "\udcff"])

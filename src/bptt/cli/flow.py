@@ -36,8 +36,8 @@ def add_parser(sub, name: str) -> None:
         ),
     )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--text", metavar="STRING", help="the sequence to read (default: a "
-                        "built-in sentence)")
+    source.add_argument("--text", metavar="STRING", type=types.utf8_text,
+                        help="the sequence to read (default: a built-in sentence)")
     source.add_argument("--file", metavar="PATH", help="read the sequence from a UTF-8 file")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="a trained model (checkpoint directory or .safetensors file) instead "

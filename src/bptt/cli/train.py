@@ -133,7 +133,8 @@ def _fraction(text: str) -> float:
 
 
 def _one_char(text: str) -> str:
-    """Exactly one Unicode character."""
+    """Exactly one Unicode character (read as UTF-8 under any locale, as types.utf8_text)."""
+    text = types.utf8_text(text)
     if len(text) != 1:
         raise argparse.ArgumentTypeError(f"expected exactly one character, got {text!r}")
     return text
