@@ -93,6 +93,25 @@ def test_sample_prime_prime_file_and_stop_with_multibyte_text(world, tmp_path):
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+@pytest.mark.parametrize("argv", [["terms"], ["--help"]])
+def test_every_command_writes_utf8_whatever_the_locale(monkeypatch, argv):
+    """Not only sample and train: terms (∂, ×), flow and gradcheck --backward (∂, ‖) and the
+    help (‖∂J_t/∂h_k‖) were a UnicodeEncodeError traceback on a latin-1 or ASCII stdout."""
+    import io
+
+    from bptt import cli
+
+    buffer = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer, encoding="latin-1"))
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # --help
+        code = exc.code
+    sys.stdout.flush()
+    assert code == 0
+    assert "∂" in buffer.getvalue().decode("utf-8")
+
+
 def test_the_encoded_corpus_is_reused_and_a_changed_file_is_encoded_again(world, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes((world / "corpus.txt").read_bytes())

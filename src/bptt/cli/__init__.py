@@ -60,6 +60,7 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bptt`` console script; returns the exit code."""
+    _utf8_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -89,6 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         fail(f"{reason}: {exc.filename}" if exc.filename else f"cannot write the output: {reason}")
     return 0
+
+
+def _utf8_stdout() -> None:
+    """Standard output writes UTF-8 whatever the locale says, for every command and --help:
+    they print ∂, ‖, × and sampled characters, which an ASCII or latin-1 stdout refused with
+    a UnicodeEncodeError traceback.  (A closed one, None, is refused by the commands that
+    need it.)"""
+    if sys.stdout is not None:
+        from bptt.cli.sample import ensure_utf8_stdout
+
+        ensure_utf8_stdout()
 
 
 def _flush_or_drop_stdout() -> None:
