@@ -178,6 +178,8 @@ CASES = [
     ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json", "not valid JSON"),
     ("train-config-not-object", "train {w}/good.txt --config {w}/list.json", "JSON object"),
     ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
+    # an empty path is refused as the flag's (it was the current directory: '. is a directory')
+    ("train-config-empty", "train {w}/good.txt --config ", "--config: expected a path"),
     ("train-out-is-a-file", "train {w}/good.txt --out {w}/blocker/run", "output directory"),
     ("train-out-has-checkpoint", "train {w}/good.txt --out {w}/run", "already holds a checkpoint"),
     ("train-out-has-a-metrics-csv", "train {w}/good.txt --out {w}/user_dir",
@@ -213,6 +215,7 @@ CASES = [
     ("sample-greedy-with-temperature", "sample {w}/run --greedy --temperature 2",
      "--temperature and --seed do not apply"),
     ("sample-prime-file-not-utf8", "sample {w}/run --prime-file {w}/latin1.txt", "iconv"),
+    ("sample-prime-file-empty", "sample {w}/run --prime-file ", "--prime-file: expected a path"),
     ("sample-prime-outside-vocab", "sample {w}/run --prime \u2603", "not in the model's vocabulary"),
     ("sample-prime-not-utf8-bytes", "sample {w}/run --prime a\udcff",
      "argument --prime: not valid UTF-8 text: the bytes b'a\\xff'"),
@@ -248,6 +251,8 @@ CASES = [
     ("flow-pickle-checkpoint", "flow --checkpoint {w}/pickled --out {w}/flowout", "pickle"),
     ("flow-hidden-zero", "flow --hidden 0", "--hidden"),
     ("flow-seq-len-negative", "flow --seq-len -3", "--seq-len"),
+    # (it wrote into the current directory)
+    ("flow-out-empty", "flow --out ", "--out: expected a path"),
     # export, import
     ("export-missing-checkpoint", "export {w}/nowhere {w}/out.safetensors", "no checkpoint"),
     ("export-would-overwrite", "export {w}/run {w}/good.txt", "already exists"),

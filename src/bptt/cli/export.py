@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bptt import interop
+from bptt.cli import args as types
 
 
 def add_parser(sub, name: str) -> None:
@@ -21,9 +22,10 @@ def add_parser(sub, name: str) -> None:
             "safetensors.torch.load_file(OUT)). See docs/scaling.md."
         ),
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=types.nonempty_path,
                    help="run directory (or its model.safetensors)")
-    p.add_argument("out", metavar="OUT.safetensors", help="the file to write")
+    p.add_argument("out", metavar="OUT.safetensors", type=types.nonempty_path,
+                   help="the file to write")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(run=run)
 

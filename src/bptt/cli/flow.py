@@ -38,8 +38,9 @@ def add_parser(sub, name: str) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--text", metavar="STRING", type=types.utf8_text,
                         help="the sequence to read (default: a built-in sentence)")
-    source.add_argument("--file", metavar="PATH", help="read the sequence from a UTF-8 file")
-    p.add_argument("--checkpoint", metavar="PATH",
+    source.add_argument("--file", metavar="PATH", type=types.nonempty_path,
+                        help="read the sequence from a UTF-8 file")
+    p.add_argument("--checkpoint", metavar="PATH", type=types.nonempty_path,
                    help="a trained model (checkpoint directory or .safetensors file) instead "
                         "of a fresh one")
     p.add_argument("--compare", action="store_true",
@@ -55,7 +56,7 @@ def add_parser(sub, name: str) -> None:
                         f"({flow.DEFAULT_FORGET_BIAS:g}, the common choice)")
     p.add_argument("--torch-init", action="store_true",
                    help="fresh LSTM with PyTorch's random forget bias instead of --forget-bias")
-    p.add_argument("--out", metavar="DIR", default=".",
+    p.add_argument("--out", metavar="DIR", type=types.nonempty_path, default=Path("."),
                    help="directory for flow.png, flow.csv, flow_distance.png (current)")
     p.set_defaults(run=run)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bptt import interop
 from bptt.cells import CELLS
@@ -24,12 +23,13 @@ def add_parser(sub, name: str) -> None:
             "--cell and, for a character model, --vocab. Sizes are read off the shapes."
         ),
     )
-    p.add_argument("file", metavar="TORCH.safetensors", type=Path, help="the file to read")
+    p.add_argument("file", metavar="TORCH.safetensors", type=types.nonempty_path,
+                   help="the file to read")
     p.add_argument("out", metavar="OUT_DIR", type=types.nonempty_path,
                    help="run directory to write")
     p.add_argument("--cell", choices=sorted(CELLS),
                    help="the cell, for files without bptt metadata (default: from the shapes)")
-    p.add_argument("--vocab", type=Path, metavar="FILE",
+    p.add_argument("--vocab", type=types.nonempty_path, metavar="FILE",
                    help="a text file whose sorted distinct characters are the vocabulary")
     p.add_argument("--force", action="store_true", help="overwrite OUT_DIR/model.safetensors")
     p.set_defaults(run=run)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +29,7 @@ def add_parser(sub, name: str) -> None:
     """Register the subcommand."""
     p = sub.add_parser(name, help="generate text from a trained model",
                        description="Sample characters from a checkpoint written by bptt train.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=types.nonempty_path,
                    help="run directory (or its model.safetensors)")
     p.add_argument("--length", type=types.nonnegative_int, default=500,
                    help="characters to generate (500); with --stop, the most to generate")
@@ -39,7 +38,7 @@ def add_parser(sub, name: str) -> None:
     prime = p.add_mutually_exclusive_group()
     prime.add_argument("--prime", default="", type=types.utf8_text,
                        help="text to start from (printed first)")
-    prime.add_argument("--prime-file", type=Path, metavar="PATH",
+    prime.add_argument("--prime-file", type=types.nonempty_path, metavar="PATH",
                        help="start from the text of this UTF-8 file (printed first, exactly "
                             "as in the file but for a leading byte-order mark, which is not "
                             "text)")

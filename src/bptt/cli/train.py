@@ -50,7 +50,7 @@ def add_parser(sub, name: str) -> None:
             "--steps is the run's total: a resumed run continues to it."
         ),
     )
-    p.add_argument("files", nargs="*", metavar="FILE", type=Path,
+    p.add_argument("files", nargs="*", metavar="FILE", type=types.nonempty_path,
                    help="UTF-8 text file(s) to train on")
     p.add_argument("--cell", choices=sorted(CELLS), help=f"recurrent cell ({d.cell})")
     p.add_argument("--hidden", type=types.positive_int, help=f"hidden size H ({d.hidden})")
@@ -103,7 +103,8 @@ def add_parser(sub, name: str) -> None:
                    help=f"where the encoded FILEs (token ids and a JSON manifest with the "
                         f"vocabulary) are cached (default: {CACHE_SUBDIR}/ inside the run "
                         f"directory); share one between runs to encode a corpus once")
-    p.add_argument("--config", type=Path, help="JSON file of settings (flags override it)")
+    p.add_argument("--config", type=types.nonempty_path,
+                   help="JSON file of settings (flags override it)")
     p.add_argument("--out", type=types.nonempty_path,
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
     p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
