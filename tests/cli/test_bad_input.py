@@ -44,6 +44,7 @@ def world(tmp_path_factory) -> Path:
     os.mkfifo(root / "fifo.safetensors")  # not a regular file: never to be replaced
     (root / "user_dir").mkdir()  # a directory of the user's, with a log a run would replace
     (root / "user_dir" / "metrics.csv").write_text("my own log\n")
+    (root / "flow_blocked" / "flow_distance.png").mkdir(parents=True)  # (not a file)
     (root / "fifo_out").mkdir()
     os.mkfifo(root / "fifo_out" / "model.safetensors")
     make_damaged_train_states(root)
@@ -253,6 +254,10 @@ CASES = [
     ("flow-seq-len-negative", "flow --seq-len -3", "--seq-len"),
     # (it wrote into the current directory)
     ("flow-out-empty", "flow --out ", "--out: expected a path"),
+    # refused before anything is computed or written (flow.png was written, then a traceless
+    # 'Is a directory'; a FIFO there blocked the command forever)
+    ("flow-out-holds-a-directory", "flow --out {w}/flow_blocked",
+     "holds flow_distance.png, which is not a regular file"),
     # export, import
     ("export-missing-checkpoint", "export {w}/nowhere {w}/out.safetensors", "no checkpoint"),
     ("export-would-overwrite", "export {w}/run {w}/good.txt", "already exists"),

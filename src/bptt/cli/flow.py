@@ -15,7 +15,7 @@ import argparse
 import math
 from pathlib import Path
 
-from bptt import flow
+from bptt import checkpoint, flow
 from bptt.cells import CELLS
 from bptt.cli import args as types
 from bptt.errors import BpttError
@@ -76,8 +76,37 @@ def _forget_bias(args: argparse.Namespace) -> float | None:
     return None if args.torch_init else args.forget_bias
 
 
+OUTPUTS = ("flow.png", "flow_distance.png", "flow.csv")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse, before anything is computed or written, an --out that is not a directory or
+    that holds one of OUTPUTS as something a file cannot replace (a directory; a FIFO, which
+    would block the write until a reader comes)."""
+    if out.exists() and not out.is_dir():
+        raise BpttError(f"--out {out} is a file, not a directory")
+    for name in OUTPUTS:
+        if (out / name).exists() and not (out / name).is_file():
+            raise BpttError(f"--out {out} holds {name}, which is not a regular file (a "
+                            "directory or a named pipe?); move it away or choose another --out")
+
+
+def _write(out: Path, files: dict, csv_text: str) -> None:
+    """Each output written whole to a temporary file, then renamed over the old one: a stop
+    or a failed write never leaves half a picture or half a table."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fig in files.items():
+        checkpoint.replace_atomic(out / name,
+                                  lambda temp, fig=fig: fig.savefig(temp, format="png",
+                                                                    dpi=flow.DPI))
+    checkpoint.replace_atomic(out / "flow.csv",
+                              lambda temp: temp.write_text(csv_text, encoding="utf-8"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Compute, write the three files, print a short summary."""
+    out = Path(args.out)
+    _check_out(out)
     text = args.text
     if args.file is not None:
         from bptt.data import read_text
@@ -106,16 +135,10 @@ def run(args: argparse.Namespace) -> int:
         reports = [flow.flow_on_text(text or flow.DEFAULT_TEXT, args.cell or "rnn",
                                      args.hidden or 32, args.seq_len, seed, 1,
                                      forget_bias)]
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BpttError(f"--out {out} is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     heatmap = flow.plot_compare(reports) if args.compare else flow.plot_flow(reports[0])
     distance = flow.plot_distance(reports)
     files = {"flow.png": heatmap, "flow_distance.png": distance}
-    for name, fig in files.items():
-        fig.savefig(out / name, dpi=flow.DPI)
-    (out / "flow.csv").write_text(flow.to_csv(reports), encoding="utf-8")
+    _write(out, files, flow.to_csv(reports))
     _summary(reports, out, files)
     return 0
 
