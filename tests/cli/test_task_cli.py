@@ -34,6 +34,22 @@ def test_parity_is_learned_from_the_command_line(run_bptt, tmp_path):
     assert not list(out.glob(".tmp-*"))
 
 
+def test_the_help_gives_the_defaults_of_a_task_run(monkeypatch, capsys):
+    """`bptt train --help` states the defaults of a run on text (--hidden 128, --steps 3000,
+    --lr 0.003, --clip-norm 5, --eval-every 250); a task run has others, which it did not say."""
+    from bptt.cli import main
+    from bptt.tasks import TASK_DEFAULTS, TaskConfig
+
+    monkeypatch.setenv("COLUMNS", "1000")  # (argparse wraps lines at hyphens)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for name, d in TASK_DEFAULTS.items():
+        assert f"{name} --hidden {d['hidden']} --steps {d['steps']} --lr {d['lr']:g}" in text
+    config = TaskConfig()
+    assert f"--clip-norm {config.clip_norm:g} --eval-every {config.eval_every}" in text
+
+
 def test_adding_and_tweets_write_a_checkpoint_with_metadata(run_bptt, tmp_path):
     from bptt.checkpoint import read_safetensors
 

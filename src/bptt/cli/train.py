@@ -21,7 +21,7 @@ from bptt.cli import progress, train_task
 from bptt.cli.sample import ensure_utf8_stdout
 from bptt.errors import BpttError
 from bptt.optim import OPTIMIZERS
-from bptt.tasks import STATE_KIND, TASKS
+from bptt.tasks import STATE_KIND, TASK_DEFAULTS, TASKS, TaskConfig
 
 DEFAULT_OUT = Path("runs") / "train"
 FILE_SEPARATOR = corpus.SEPARATOR  # "\n" between the texts of several FILEs
@@ -104,7 +104,9 @@ def add_parser(sub, name: str) -> None:
                         f"vocabulary) are cached (default: {CACHE_SUBDIR}/ inside the run "
                         f"directory); share one between runs to encode a corpus once")
     p.add_argument("--config", type=types.nonempty_path,
-                   help="JSON file of settings (flags override it)")
+                   help="JSON file of settings: an object keyed by the flags' names with _ "
+                        "for - (e.g. {\"hidden\": 256, \"seq_len\": 100, \"clip_norm\": "
+                        "null}); a flag given on the command line overrides it")
     p.add_argument("--out", type=types.nonempty_path,
                    help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}-2, … if taken)")
     p.add_argument("--resume", type=types.nonempty_path, metavar="DIR",
@@ -112,13 +114,27 @@ def add_parser(sub, name: str) -> None:
                         "there is left untouched: one line says so, exit 0; only the files "
                         "of a last checkpoint a stop cut short are written again)")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress bar and no samples (none are generated: the samples "
-                        "are shown, never saved)")
-    p.add_argument("--task", choices=TASKS,
-                   help="train on a built-in sequence task instead of text (see bptt.tasks)")
+                   help="no progress bar and nothing on standard output: no evaluations, "
+                        "no samples (none are generated: the samples are shown, never "
+                        "saved), no summary; errors and the line of a stop still go to "
+                        "standard error")
+    p.add_argument("--task", choices=TASKS, help=_task_help())
     p.add_argument("--task-length", type=types.positive_int, metavar="N",
-                   help="sequence length of --task adding/parity (max length for tweets)")
+                   help="sequence length of --task adding/parity (max length for tweets; "
+                        + ", ".join(f"{name} {d['length']}" for name, d in TASK_DEFAULTS.items()
+                                    if d["length"] is not None) + ")")
     p.set_defaults(run=run)
+
+
+def _task_help() -> str:
+    """--task's help, with the defaults a task run has in place of the ones above."""
+    c = TaskConfig()
+    each = "; ".join(f"{name} --hidden {d['hidden']} --steps {d['steps']} --lr {d['lr']:g}"
+                     for name, d in TASK_DEFAULTS.items())
+    return ("train on a built-in sequence task instead of text (docs/tasks.md), whose "
+            f"defaults differ from those above: {each}; every task --clip-norm {c.clip_norm:g} "
+            f"--eval-every {c.eval_every} (--cell {c.cell}, --layers {c.layers}, --batch "
+            f"{c.batch} as above); the text-only flags are refused")
 
 
 def _fraction(text: str) -> float:
