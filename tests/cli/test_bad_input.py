@@ -245,6 +245,9 @@ CASES = [
     ("gradcheck-hidden-zero", "gradcheck --hidden 0", "--hidden"),
     ("gradcheck-seq-len-nan", "gradcheck --seq-len nan", "--seq-len"),
     ("gradcheck-unknown-cell", "gradcheck --cell tcn", "--cell"),
+    # the sizes train refuses (--layers 100000 ran for hours; this was "not enough memory")
+    ("gradcheck-hidden-huge", "gradcheck --hidden 100000", "unreasonably large"),
+    ("gradcheck-layers-huge", "gradcheck --layers 1 --layers 100000", "unreasonably large"),
     # terms, flow
     ("terms-seq-len-zero", "terms --seq-len 0", "--seq-len"),
     ("terms-unknown-cell", "terms --cell tcn", "--cell"),

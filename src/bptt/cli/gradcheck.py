@@ -18,7 +18,7 @@ import math
 import sys
 import textwrap
 
-from bptt import diagnose, gradcheck
+from bptt import diagnose, gradcheck, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
 from bptt.errors import BpttError
@@ -68,6 +68,8 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks, print the table (or JSON), return 1 if anything failed."""
+    # sizes bptt train refuses: --layers 100000 ran for hours, --seq-len 10^9 took all memory
+    train.check_sizes(args.hidden, max(args.layers or [1]), args.seq_len)
     if args.backward is not None:
         return _run_backward(args)
     if args.truncate is not None:
