@@ -38,6 +38,7 @@ def world(tmp_path_factory) -> Path:
     (root / "wrong_types.json").write_text('{"hidden": "eight"}')
     (root / "not_json.json").write_text("hidden = 8")
     (root / "list.json").write_text("[1, 2]")
+    (root / "bom.json").write_bytes(b'\xef\xbb\xbf{"hidden": 8, "colour": "red"}')
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
     make_bad_exports(root)
@@ -179,6 +180,8 @@ CASES = [
     ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json", "not valid JSON"),
     ("train-config-not-object", "train {w}/good.txt --config {w}/list.json", "JSON object"),
     ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
+    # a byte-order mark (Notepad's) is dropped, as from a FILE: the mistake is the key
+    ("train-config-bom", "train {w}/good.txt --config {w}/bom.json", "'colour'"),
     # an empty path is refused as the flag's (it was the current directory: '. is a directory')
     ("train-config-empty", "train {w}/good.txt --config ", "--config: expected a path"),
     ("train-out-is-a-file", "train {w}/good.txt --out {w}/blocker/run", "output directory"),

@@ -188,8 +188,9 @@ def load_config(args: argparse.Namespace) -> train.TrainConfig:
 
 
 def _read_json(path: Path) -> dict:
+    """The --config file: UTF-8 JSON, a byte-order mark at its start dropped (as of a FILE)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise BpttError(f"config file {path} does not exist") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
