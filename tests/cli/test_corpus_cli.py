@@ -185,7 +185,8 @@ def test_help_documents_the_new_flags(capsys):
 
     train_help = help_of("train")
     for text in ("--errors {strict,replace}", "U+FFFD", "--unk CHAR", "--init-from CHECKPOINT",
-                 "--cache-dir DIR", "--val-fraction", "joined with a newline"):
+                 "--cache-dir DIR", "--val-fraction", "joined with a newline",
+                 "--dtype defaults to the model's"):  # (with --init-from, not float32)
         assert text in train_help, text
     sample_help = help_of("sample")
     assert "--prime-file PATH" in sample_help and "--stop TEXT" in sample_help

@@ -97,8 +97,9 @@ def add_parser(sub, name: str) -> None:
                    help="fine-tune: start from this model's weights and vocabulary (a run "
                         "directory or model.safetensors), with a fresh optimizer at step 0; "
                         "--cell/--hidden/--layers (and --unk) come from the model and may "
-                        "not be changed; characters of FILE outside its vocabulary are an "
-                        "error unless it was trained with --unk")
+                        "not be changed, and --dtype defaults to the model's; characters of "
+                        "FILE outside its vocabulary are an error unless it was trained "
+                        "with --unk")
     p.add_argument("--cache-dir", type=types.nonempty_path, metavar="DIR",
                    help=f"where the encoded FILEs (token ids and a JSON manifest with the "
                         f"vocabulary) are cached (default: {CACHE_SUBDIR}/ inside the run "
