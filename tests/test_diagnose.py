@@ -243,6 +243,40 @@ def test_a_missing_gradient_is_a_failed_row_not_an_error():
     assert all(p.passed for p in report.params if p.name != "bh")
 
 
+@pytest.mark.parametrize(("kind", "line"), [("numpy", 9), ("bptt", 11), ("generated", 12)])
+def test_an_error_is_placed_at_the_learners_innermost_own_line(tmp_path, kind, line):
+    """The learner's line nearest the error: in their helper, not the call of it; past
+    numpy's, bptt's and generated code's (<...>) frames, which are not theirs."""
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\n"
+        "import bptt\n"
+        "\n"
+        "generated = eval(compile('lambda: [][0]', '<generated>', 'eval'))\n"
+        "\n"
+        "\n"
+        "def helper(kind):\n"
+        "    if kind == 'numpy':\n"
+        "        return np.stack([])\n"
+        "    if kind == 'bptt':\n"
+        "        return bptt.forward({}, np.zeros((2, 1), int))\n"
+        "    return generated()\n"
+        "\n"
+        "\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        f"    return helper({kind!r})\n")
+    fn = diagnose.load_backward(f"{tmp_path / 'mine.py'}:rnn_backward")
+    with pytest.raises(BpttError, match=rf"\(mine\.py, line {line}\)$"):
+        diagnose.check_backward(fn)
+
+
+def test_only_files_inside_a_library_directory_are_the_librarys():
+    import os
+
+    package = Path(diagnose.__file__).parent
+    assert diagnose._is_library(diagnose.__file__) and diagnose._is_library("<stdin>")
+    assert not diagnose._is_library(f"{package}_exercises{os.sep}mine.py")
+
+
 def test_missing_gradients_are_not_blamed_on_the_maths():
     """A learner who returns only dW^hh (right) was told, from probing prefixes, that the
     mistake was "inside a single step — the head, ∂J_t/∂y_t, tanh', …" and that the head
