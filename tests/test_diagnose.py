@@ -373,6 +373,48 @@ def test_a_correct_float32_backward_passes_at_float32s_tolerance():
     assert not diagnose.check_backward(no_recurrence_in_float32).passed
 
 
+def _scaled_float32(factor, loss_dtype=None, grads_dtype=np.float32):
+    """The float32 backward with every gradient times ``factor``, returned as grads_dtype;
+    the loss, when loss_dtype is given, as that dtype."""
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, _ = _in_float32(params, inputs, targets, h0)
+        grads = {k: (v * np.float32(factor)).astype(grads_dtype) for k, v in grads.items()}
+        return grads if loss_dtype is None else (loss_dtype(loss), grads)
+    return fn
+
+
+def test_float32s_tolerance_passes_its_round_off_and_no_more():
+    # relative errors are max|a − b| / max(|a| + |b|): a factor 1 + e is an error of e / 2
+    assert diagnose.check_backward(_scaled_float32(1 + 4e-6)).passed  # 2e-6, beyond 1e-7
+    assert not diagnose.check_backward(_scaled_float32(1 + 1e-4)).passed  # 5e-5
+    assert diagnose.check_backward(_scaled_float32(1 + 4e-6)).tolerance == 1e-5
+
+
+def test_a_backward_computes_in_float32_when_all_it_returns_is_float32_or_float64():
+    # a float32 loss beside float64 gradients: float32 arithmetic, float32's tolerance
+    report = diagnose.check_backward(_scaled_float32(1, np.float32, np.float64))
+    assert report.tolerance == diagnose.FLOAT32_PASS_TOL and report.passed, report.messages()
+    # float16 beside float32 is no float32 backward: the float64 tolerance, and it fails
+    def with_float16(params, inputs, targets, h0=None, truncate=None):
+        grads = _scaled_float32(1)(params, inputs, targets, h0)
+        return dict(grads, by=grads["by"].astype(np.float16))
+
+    report = diagnose.check_backward(with_float16)
+    assert report.tolerance == diagnose.PASS_TOL and not report.passed
+
+
+def test_a_report_that_fails_says_nothing_a_pass_would():
+    # right float32 gradients with a wrong loss, H = B = 1: it fails on the loss, so neither
+    # "it passes at float32's tolerance" nor what "a pass cannot vouch for" is said
+    report = diagnose.check_backward(_scaled_float32(1, lambda J: np.float32(2 * J)),
+                                     diagnose.make_problem(hidden=1, batch=1))
+    assert not report.passed and all(p.passed for p in report.params)
+    assert not any("With H = 1" in m or "With B = 1" in m or "computes in float32" in m
+                   for m in report.messages()), report.messages()
+    assert diagnose.check_backward(load("correct"), diagnose.make_problem(hidden=2)
+                                   ).messages() == []
+
+
 def test_a_pass_says_which_bugs_cannot_show_with_H_or_B_equal_to_1():
     """transposed_whh and carry_untransposed PASSED with --hidden 1, a mean over the batch
     with --batch 1, and nothing said so."""
