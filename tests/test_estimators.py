@@ -506,6 +506,20 @@ def test_a_fitted_estimator_does_not_keep_the_memory_of_its_training_steps():
     assert not np.array_equal(before["Whh"], reg.params_["Whh"])
 
 
+def test_a_fit_ended_by_an_exception_lets_go_of_its_memory_too():
+    """A fit stopped by its callback raising (Ctrl-C in it), or by a DivergedError, ends
+    there: the sweeps' memory goes as at a normal end."""
+    reg = small(bptt.SequenceRegressor, cell="lstm", epochs=3)
+
+    def interrupted(epoch, loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reg.fit(GOOD_X, [0.5, 1.0, 2.0], callback=interrupted)
+    buffers = reg._flat.workspace.buffers
+    assert reg.n_iter_ == 1 and not buffers._arrays and not buffers._children
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(batch_size=0), "batch_size must be an integer >= 1"),  # was range()'s ValueError
     (dict(batch_size=2.5), "batch_size must be an integer >= 1"),  # was taken as 2
