@@ -584,7 +584,7 @@ def test_a_saved_generator_state_numpy_refuses_is_one_checkpoint_error(state):
     assert checkpoint.generator(saved).random() == np.random.default_rng(4).random()
 
 
-@pytest.mark.parametrize("step", [None, "3", -4, True, 2.5])
+@pytest.mark.parametrize("step", [None, "3", -1, -4, True, 2.5])
 def test_a_model_step_that_is_not_an_integer_from_0_is_refused(tmp_path: Path, step):
     # it was int()-ed unchecked: None a TypeError (a traceback from bptt sample), the rest
     # loaded as another step (and export then refused a negative one as a user's mistake)

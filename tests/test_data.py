@@ -111,6 +111,20 @@ def test_read_text_stops_at_the_first_block_holding_a_nul(tmp_path: Path):
     assert written[0] < 8 << 20, written[0]
 
 
+def test_read_text_reads_a_text_of_many_blocks_whole(tmp_path: Path, monkeypatch):
+    """Read block by block (to stop at a NUL), a text longer than one block is still read
+    to its end, in order; a NUL in a later block is found there too."""
+    from bptt import data
+
+    monkeypatch.setattr(data, "READ_BLOCK", 4)
+    path = tmp_path / "long.txt"
+    path.write_text("héllo, wörld\n" * 3, encoding="utf-8")  # é and ö split across blocks
+    assert read_text(path) == "héllo, wörld\n" * 3
+    path.write_bytes(b"abcdefghij\0")
+    with pytest.raises(DataError, match="binary"):
+        read_text(path)
+
+
 def test_read_text_invalid_utf8_names_byte_offset(tmp_path: Path):
     path = tmp_path / "latin1.txt"
     data = b"a" * 1234 + "é".encode("latin-1") + b"rest"

@@ -243,6 +243,40 @@ def test_a_missing_gradient_is_a_failed_row_not_an_error():
     assert all(p.passed for p in report.params if p.name != "bh")
 
 
+@pytest.mark.parametrize(("kind", "line"), [("numpy", 9), ("bptt", 11), ("generated", 12)])
+def test_an_error_is_placed_at_the_learners_innermost_own_line(tmp_path, kind, line):
+    """The learner's line nearest the error: in their helper, not the call of it; past
+    numpy's, bptt's and generated code's (<...>) frames, which are not theirs."""
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\n"
+        "import bptt\n"
+        "\n"
+        "generated = eval(compile('lambda: [][0]', '<generated>', 'eval'))\n"
+        "\n"
+        "\n"
+        "def helper(kind):\n"
+        "    if kind == 'numpy':\n"
+        "        return np.stack([])\n"
+        "    if kind == 'bptt':\n"
+        "        return bptt.forward({}, np.zeros((2, 1), int))\n"
+        "    return generated()\n"
+        "\n"
+        "\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        f"    return helper({kind!r})\n")
+    fn = diagnose.load_backward(f"{tmp_path / 'mine.py'}:rnn_backward")
+    with pytest.raises(BpttError, match=rf"\(mine\.py, line {line}\)$"):
+        diagnose.check_backward(fn)
+
+
+def test_only_files_inside_a_library_directory_are_the_librarys():
+    import os
+
+    package = Path(diagnose.__file__).parent
+    assert diagnose._is_library(diagnose.__file__) and diagnose._is_library("<stdin>")
+    assert not diagnose._is_library(f"{package}_exercises{os.sep}mine.py")
+
+
 def test_missing_gradients_are_not_blamed_on_the_maths():
     """A learner who returns only dW^hh (right) was told, from probing prefixes, that the
     mistake was "inside a single step — the head, ∂J_t/∂y_t, tanh', …" and that the head
@@ -337,6 +371,48 @@ def test_a_correct_float32_backward_passes_at_float32s_tolerance():
         return {k: v.astype(np.float32) for k, v in grads.items()}
 
     assert not diagnose.check_backward(no_recurrence_in_float32).passed
+
+
+def _scaled_float32(factor, loss_dtype=None, grads_dtype=np.float32):
+    """The float32 backward with every gradient times ``factor``, returned as grads_dtype;
+    the loss, when loss_dtype is given, as that dtype."""
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, _ = _in_float32(params, inputs, targets, h0)
+        grads = {k: (v * np.float32(factor)).astype(grads_dtype) for k, v in grads.items()}
+        return grads if loss_dtype is None else (loss_dtype(loss), grads)
+    return fn
+
+
+def test_float32s_tolerance_passes_its_round_off_and_no_more():
+    # relative errors are max|a − b| / max(|a| + |b|): a factor 1 + e is an error of e / 2
+    assert diagnose.check_backward(_scaled_float32(1 + 4e-6)).passed  # 2e-6, beyond 1e-7
+    assert not diagnose.check_backward(_scaled_float32(1 + 1e-4)).passed  # 5e-5
+    assert diagnose.check_backward(_scaled_float32(1 + 4e-6)).tolerance == 1e-5
+
+
+def test_a_backward_computes_in_float32_when_all_it_returns_is_float32_or_float64():
+    # a float32 loss beside float64 gradients: float32 arithmetic, float32's tolerance
+    report = diagnose.check_backward(_scaled_float32(1, np.float32, np.float64))
+    assert report.tolerance == diagnose.FLOAT32_PASS_TOL and report.passed, report.messages()
+    # float16 beside float32 is no float32 backward: the float64 tolerance, and it fails
+    def with_float16(params, inputs, targets, h0=None, truncate=None):
+        grads = _scaled_float32(1)(params, inputs, targets, h0)
+        return dict(grads, by=grads["by"].astype(np.float16))
+
+    report = diagnose.check_backward(with_float16)
+    assert report.tolerance == diagnose.PASS_TOL and not report.passed
+
+
+def test_a_report_that_fails_says_nothing_a_pass_would():
+    # right float32 gradients with a wrong loss, H = B = 1: it fails on the loss, so neither
+    # "it passes at float32's tolerance" nor what "a pass cannot vouch for" is said
+    report = diagnose.check_backward(_scaled_float32(1, lambda J: np.float32(2 * J)),
+                                     diagnose.make_problem(hidden=1, batch=1))
+    assert not report.passed and all(p.passed for p in report.params)
+    assert not any("With H = 1" in m or "With B = 1" in m or "computes in float32" in m
+                   for m in report.messages()), report.messages()
+    assert diagnose.check_backward(load("correct"), diagnose.make_problem(hidden=2)
+                                   ).messages() == []
 
 
 def test_a_pass_says_which_bugs_cannot_show_with_H_or_B_equal_to_1():

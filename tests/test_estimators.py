@@ -472,6 +472,16 @@ def test_numbers_beyond_float32_are_refused_before_the_fitted_model_is_touched()
     small(bptt.SequenceRegressor, epochs=1).fit(big_X, [0.5, 1e39, 2.0])  # float64: fine
 
 
+def test_a_fit_refused_for_its_y_leaves_the_outputs_of_the_fitted_model():
+    """y of two columns holding NaN is refused before anything of the fitted model changes:
+    the number of outputs and whether y was one column stay those of its weights."""
+    reg = small(bptt.SequenceRegressor, epochs=1).fit(GOOD_X, [0.5, 1.0, 2.0])
+    with pytest.raises(BpttError, match="y contains NaN or inf"):
+        reg.fit(GOOD_X, [[0.5, np.nan], [1.0, 1.0], [2.0, 2.0]])
+    assert reg.n_outputs_ == 1 and reg.predict(GOOD_X).shape == (3,)
+    reg.partial_fit(GOOD_X, [0.5, 1.0, 2.0])
+
+
 def test_a_forget_bias_beyond_the_dtype_is_refused_before_the_fitted_model_is_set_aside():
     """init_params refused forget_bias=1e39 in float32, but only after fit had taken the
     fitted weights away: the estimator was left unfitted (inf was refused in time)."""
@@ -504,6 +514,20 @@ def test_a_fitted_estimator_does_not_keep_the_memory_of_its_training_steps():
     before = {k: v.copy() for k, v in reg.params_.items()}
     reg.partial_fit(X, np.ones(16))  # the memory is made again
     assert not np.array_equal(before["Whh"], reg.params_["Whh"])
+
+
+def test_a_fit_ended_by_an_exception_lets_go_of_its_memory_too():
+    """A fit stopped by its callback raising (Ctrl-C in it), or by a DivergedError, ends
+    there: the sweeps' memory goes as at a normal end."""
+    reg = small(bptt.SequenceRegressor, cell="lstm", epochs=3)
+
+    def interrupted(epoch, loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reg.fit(GOOD_X, [0.5, 1.0, 2.0], callback=interrupted)
+    buffers = reg._flat.workspace.buffers
+    assert reg.n_iter_ == 1 and not buffers._arrays and not buffers._children
 
 
 @pytest.mark.parametrize("bad, message", [

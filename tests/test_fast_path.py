@@ -71,12 +71,19 @@ def test_a_head_on_a_workspace_is_the_public_head_bit_for_bit(cell, head):
                 assert np.shares_memory(fast.grads[key], ws.grads_flat)
 
 
-def test_a_workspace_refuses_another_parameter_dict():
+@pytest.mark.parametrize("backprop, targets", [(models.backprop, np.zeros((2, 1), int)),
+                                              (heads.backprop, np.zeros(1, int))],
+                         ids=["models", "heads"])
+def test_a_workspace_refuses_another_parameter_dict_or_another_cell(backprop, targets):
     params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
     ws = models.Workspace(params)
     other = {k: v.copy() for k, v in params.items()}
+    ids = np.zeros((2, 1), int)
     with pytest.raises(ValueError, match="another parameter dict"):
-        models.backprop(other, np.zeros((2, 1), int), np.zeros((2, 1), int), workspace=ws)
+        backprop(other, ids, targets, workspace=ws)
+    with pytest.raises(ValueError, match="cell='lstm' but params are those of a 'rnn' cell"):
+        backprop(params, ids, targets, cell="lstm", workspace=ws)
+    backprop(params, ids, targets, cell="rnn", workspace=ws)
 
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)

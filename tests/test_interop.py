@@ -497,6 +497,40 @@ def test_torch_forward_from_ids_takes_bptts_numpy_state(torch, cell):
         interop.torch_forward_from_ids(module, np.zeros((0, 3), np.int64))
 
 
+def test_torch_forward_from_ids_checks_the_form_and_kind_of_h0(torch):
+    # an LSTM's pair may come as a list (bptt reads h0 so); three parts, text, or no module
+    # at all are one BpttError line; NumPy parts take the module's dtype, whatever theirs
+    ids, _ = make_batch()
+    lstm = interop.to_torch_module(make_params("lstm", 2, True))
+    h, c = make_state("lstm", 2)
+    expected, _ = interop.torch_forward_from_ids(lstm, ids, (h, c))
+    assert torch.equal(interop.torch_forward_from_ids(lstm, ids, [h, c])[0], expected)
+    with pytest.raises(BpttError, match=re.escape("h0 of the module's LSTM must be the pair")):
+        interop.torch_forward_from_ids(lstm, ids, (h, c, c))
+    with pytest.raises(BpttError, match="h0 must hold real numbers, got dtype <U1"):
+        interop.torch_forward_from_ids(lstm, ids, (np.full(h.shape, "a"), c))
+    gru32 = interop.to_torch_module(make_params("gru", 2, True, dtype=np.float32))
+    h64 = make_state("gru", 2)  # float64 NumPy for a float32 module
+    logits, h_n = interop.torch_forward_from_ids(gru32, ids, h64)
+    assert logits.dtype == h_n.dtype == torch.float32
+    zeros = interop.torch_forward_from_ids(gru32, ids, np.zeros((2, B, H), np.int64))[0]
+    assert torch.equal(zeros, interop.torch_forward_from_ids(gru32, ids)[0])
+    with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got NoneType"):
+        interop.torch_forward_from_ids(None, ids)
+
+
+def test_an_unknown_cell_is_named_before_the_state_dict_is_read():
+    with pytest.raises(BpttError, match="unknown cell 'lstmm'"):
+        interop.from_torch_state_dict({}, cell="lstmm")
+
+
+def test_import_takes_a_vocab_that_is_the_files_own(tmp_path):
+    # (the vocab given, any sequence of its characters, is compared as a list)
+    params = bptt.init_params("gru", 6, H, 6, rng=np.random.default_rng(0))
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", params, list("abcdef"))
+    assert interop.import_file(path, tmp_path / "run", vocab="abcdef").vocab == list("abcdef")
+
+
 def test_export_refuses_recurrent_biases_in_some_layers_only():
     # a torch module has one bias flag: the metadata would describe a module torch cannot build
     params = make_params("gru", 2, True)

@@ -259,6 +259,17 @@ def test_a_stopped_task_run_draws_the_history_it_saved(stopped_task_run):
     assert (stopped_task_run / tasks.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_task_run_stopped_before_its_first_evaluation_draws_no_plot(tmp_path):
+    # nothing to draw: an empty loss.png would stand for a run that has no row yet
+    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=8, batch=4, seed=0,
+                              eval_every=4)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    assert not tasks.train_task(run, should_stop=lambda: run.step >= 1)
+    assert run.step == 1 and run.history == []
+    assert (run.out_dir / tasks.STATE_FILE).exists()
+    assert not (run.out_dir / tasks.PLOT_FILE).exists()
+
+
 def _set(key, value):
     return lambda tensors, meta: meta.__setitem__(key, value)
 

@@ -395,6 +395,64 @@ def test_a_checkpoint_cut_short_at_the_end_is_completed_from_the_train_state(tmp
     assert train.complete_checkpoint(tmp_path / "cut") == []
 
 
+def test_complete_checkpoint_writes_a_model_and_a_metrics_csv_that_are_not_there(tmp_path):
+    # a kill at the run's first checkpoint, after the train state: no model.safetensors yet,
+    # and (stopped before the first evaluation) an empty history whose metrics.csv is missing
+    out = tmp_path / "run"
+    run = train.new_run(small_config(steps=6, eval_every=4), TEXT, "t", out)
+    assert not train.train(run, should_stop=lambda: run.step >= 2)
+    assert run.history == []
+    (out / checkpoint.MODEL_FILE).unlink()
+    (out / train.METRICS_FILE).unlink()
+    stale = [checkpoint.MODEL_FILE, train.METRICS_FILE]
+    assert train.stale_files(out, 2, []) == stale
+    assert train.complete_checkpoint(out) == stale
+    assert checkpoint.load_model(out / checkpoint.MODEL_FILE).step == 2
+    assert (out / train.METRICS_FILE).read_text().splitlines() == [",".join(train.HISTORY_COLUMNS)]
+    assert train.complete_checkpoint(out) == []
+
+
+@pytest.fixture(scope="module")
+def ended_off_schedule(tmp_path_factory):
+    """A run that ended at step 6 with eval_every 4: rows 4 and 6, the loss of step 6 kept."""
+    out = tmp_path_factory.mktemp("ended") / "run"
+    assert train.train(train.new_run(small_config(steps=6, eval_every=4), TEXT, "t", out))
+    return out
+
+
+def test_an_older_train_state_without_interval_losses_goes_on_without_its_off_schedule_row(
+        ended_off_schedule, tmp_path):
+    # (a train state of before the interval losses were saved: the row of an end off the
+    # schedule is told by eval_every)
+    out = _damage(ended_off_schedule, tmp_path, lambda t, m: m.pop("interval_losses"))
+    assert [row["step"] for row in train.resume_run(out, TEXT).history] == [4, 6]
+    longer = train.resume_run(out, TEXT, steps=8)
+    assert [row["step"] for row in longer.history] == [4] and longer.interval_losses == []
+
+
+@pytest.mark.parametrize("losses", [0, {}, ""])
+def test_interval_losses_that_are_no_list_are_refused_after_an_end_off_the_schedule(
+        ended_off_schedule, tmp_path, losses):
+    out = _damage(ended_off_schedule, tmp_path, _set("interval_losses", losses))
+    with pytest.raises(CheckpointError, match="its interval_losses must be a list of finite"):
+        train.resume_run(out, TEXT)
+
+
+def test_a_resume_checks_the_validation_text_an_evaluation_scores_not_past_it(tmp_path,
+                                                                             monkeypatch):
+    # the fingerprint covers the first EVAL_MAX_CHARS validation ids, what is scored: a text
+    # differing only past them gives the run's numbers (and a huge one is not read whole)
+    monkeypatch.setattr(train, "EVAL_MAX_CHARS", 20)
+    run = train.new_run(small_config(steps=2, eval_every=2), TEXT, "t", tmp_path / "r")
+    assert train.train(run)
+    assert len(run.val_ids) > 25
+    changed = "a" if TEXT[-2] != "a" else "b"
+    assert train.resume_run(tmp_path / "r", TEXT[:-2] + changed + TEXT[-1]).step == 2
+    scored = len(TEXT) - len(run.val_ids) + 5  # a character the evaluation reads
+    with pytest.raises(ValueError, match="its validation part"):
+        train.resume_run(tmp_path / "r", TEXT[:scored] + changed + TEXT[scored + 1:])
+
+
 def test_a_stop_draws_loss_png_from_the_history_it_saves(tmp_path, monkeypatch):
     # a run ends at step 6 (rows 4 and 6, off the schedule) and draws them; continued to 12
     # and stopped at 9, its metrics.csv has rows 4 and 8: loss.png must not keep row 6

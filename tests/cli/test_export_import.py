@@ -345,3 +345,19 @@ def test_import_of_a_vanilla_rnn_without_metadata_notes_it_is_read_as_tanh(tmp_p
     exported = interop.write_torch_safetensors(tmp_path / "e.safetensors", params, list("abcd"))
     r = bptt_run("import", exported, tmp_path / "b")
     assert r.returncode == 0 and "nonlinearity" not in r.stdout, r.stdout + r.stderr
+
+
+def test_import_of_a_gated_cell_without_metadata_has_no_nonlinearity_note(tmp_path, capsys):
+    """Only nn.RNN has a nonlinearity to choose: an LSTM's or GRU's file without bptt's
+    metadata is read as it is, with no note about tanh (in-process: cli.main)."""
+    import bptt
+    from bptt import cli
+
+    for cell in ("lstm", "gru"):
+        params = bptt.init_params(cell, 4, 3, 4, True, np.random.default_rng(0), np.float64)
+        foreign = tmp_path / f"{cell}.safetensors"
+        safetensors.numpy.save_file(interop.to_torch_state_dict(params), foreign)
+        assert cli.main(["import", str(foreign), str(tmp_path / cell)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"wrote {tmp_path / cell / 'model.safetensors'}: {cell} model")
+        assert "nonlinearity" not in out, out

@@ -193,3 +193,26 @@ def test_json_report_of_a_loss_that_is_not_finite_is_strict_json(tmp_path, monke
     report = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert report["loss"]["yours"] is None and report["loss"]["passed"] is False
     assert all(p["passed"] for p in report["params"])
+
+
+@pytest.mark.parametrize(("scale", "verdict", "code"), [("1", "PASS: all 5 gradients agree", 0),
+                                                         ("1.001", "FAIL: ", 1)])
+def test_a_float32_backward_is_reported_at_float32s_tolerance(tmp_path, monkeypatch, capsys,
+                                                              scale, verdict, code):
+    """The text and --json say the tolerance the gradients were held to: float32's 1e-5 for
+    a backward that computes in float32, not float64's 1e-9 (in-process: cli.main)."""
+    from bptt import cli
+
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\n\nimport bptt\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    p32 = {k: v.astype(np.float32) for k, v in params.items()}\n"
+        "    loss, grads, h_last = bptt.loss_and_grads(p32, inputs, targets, "
+        "h0=h0.astype(np.float32))\n"
+        f"    return loss, {{k: v * np.float32({scale}) for k, v in grads.items()}}, h_last\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["gradcheck", "--backward", "mine.py:rnn_backward"]) == code
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(verdict) and "(tolerance 1e-05, relative to each" in last, last
+    assert cli.main(["gradcheck", "--json", "--backward", "mine.py:rnn_backward"]) == code
+    assert json.loads(capsys.readouterr().out)["tolerance"] == 1e-5

@@ -218,6 +218,24 @@ def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt, corpus_file,
     assert r.returncode == 0, r.stderr
 
 
+def test_a_resume_given_its_text_where_it_is_now_saves_that_as_the_runs_corpus(
+        bptt_in_process, corpus_file, tmp_path, monkeypatch):
+    # the description (the corpus line, the plot's title, the message of a resume that cannot
+    # find the text) names the FILE given, as corpus_files does, not the old place
+    from bptt import train
+
+    monkeypatch.setattr(train, "write_plot", lambda run: None)  # (time: not what is tested)
+    (tmp_path / "notes.txt").write_text(corpus_file.read_text()[:3000])
+    args = [*TINY, "--eval-every", "2", "--quiet"]
+    assert bptt_in_process(["train", "notes.txt", *args, "--steps", "2", "--out", "run"],
+                           tmp_path) == (0, "")
+    (tmp_path / "notes.txt").rename(tmp_path / "moved.txt")
+    assert bptt_in_process(["train", "--resume", "run", "moved.txt", "--steps", "3", "--quiet"],
+                           tmp_path) == (0, "")
+    meta = checkpoint.read_metadata(tmp_path / "run" / "train_state.safetensors")
+    assert (meta["corpus"], meta["corpus_files"]) == ("moved.txt", ["moved.txt"])
+
+
 DIVERGING = ["--cell", "lstm", "--hidden", "8", "--seq-len", "10", "--batch", "2", "--steps", "20",
              "--eval-every", "1", "--optimizer", "sgd", "--no-clip-norm", "--quiet"]
 
