@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests_support import task_run_cut_short_at_its_end
 
 from bptt import tasks
 from bptt.errors import BpttError
@@ -216,21 +217,8 @@ def test_a_task_checkpoint_cut_short_at_the_end_is_completed_from_the_train_stat
     # so nothing else would write the model and metrics.csv of its last step
     from bptt import checkpoint
 
-    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=4, batch=4, seed=0,
-                              eval_every=2)
+    config = task_run_cut_short_at_its_end(tmp_path / "cut", monkeypatch)
     assert tasks.train_task(tasks.new_task_run(config, tmp_path / "straight"))
-    run = tasks.new_task_run(config, tmp_path / "cut")
-    write = type(run.estimator)._write
-
-    def killed_at_the_end(estimator, target, info):
-        if info["step"] == config.steps:
-            raise KeyboardInterrupt
-        return write(estimator, target, info)
-
-    monkeypatch.setattr(type(run.estimator), "_write", killed_at_the_end)
-    with pytest.raises(KeyboardInterrupt):
-        tasks.train_task(run)
-    monkeypatch.setattr(type(run.estimator), "_write", write)
     stale = [checkpoint.MODEL_FILE, tasks.METRICS_FILE]
     assert tasks.complete_checkpoint(tmp_path / "cut") == stale
     for d in ("straight", "cut"):

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests_support import assert_completed_at_step_4, task_run_cut_short_at_its_end
 
 import bptt
 
@@ -258,28 +259,6 @@ def test_a_task_resume_at_the_end_completes_a_checkpoint_a_kill_cut_short(bptt_i
                                                                            tmp_path, monkeypatch):
     # killed at its last checkpoint after the train state's write: the model and metrics.csv
     # are one checkpoint behind, and a resume (nothing to train) must write them again
-    from bptt import checkpoint, tasks
-
-    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=4, batch=4, seed=0,
-                              eval_every=2)
-    run = tasks.new_task_run(config, tmp_path / "run")
-    write = type(run.estimator)._write
-
-    def killed_at_the_end(estimator, target, info):
-        if info["step"] == config.steps:
-            raise KeyboardInterrupt
-        return write(estimator, target, info)
-
-    monkeypatch.setattr(type(run.estimator), "_write", killed_at_the_end)
-    with pytest.raises(KeyboardInterrupt):
-        tasks.train_task(run)
-    monkeypatch.setattr(type(run.estimator), "_write", write)
+    task_run_cut_short_at_its_end(tmp_path / "run", monkeypatch)
     code, err = bptt_in_process(["train", "--resume", "run"], tmp_path)
-    assert code == 0
-    assert err.splitlines() == [
-        "the checkpoint of step 4 in run was cut short by a stop: wrote model.safetensors and "
-        "metrics.csv again from its train state",
-        "nothing to do: the run in run is already at step 4; --steps is the run's total, give "
-        "a larger one to go on"]
-    assert checkpoint.read_metadata(tmp_path / "run" / "model.safetensors")["step"] == 4
-    assert (tmp_path / "run" / "metrics.csv").read_text().splitlines()[-1].startswith("4,")
+    assert_completed_at_step_4(code, err, tmp_path / "run")

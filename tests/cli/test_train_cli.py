@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from tests_support import assert_completed_at_step_4
 
 from bptt import checkpoint
 
@@ -176,14 +177,7 @@ def test_a_resume_at_the_end_completes_a_checkpoint_a_kill_cut_short(bptt_in_pro
         train.train(run)
     monkeypatch.setattr(checkpoint, "save_model", save_model)
     code, err = bptt_in_process(["train", "--resume", "run"], tmp_path)
-    assert code == 0
-    assert err.splitlines() == [
-        "the checkpoint of step 4 in run was cut short by a stop: wrote model.safetensors and "
-        "metrics.csv again from its train state",
-        "nothing to do: the run in run is already at step 4; --steps is the run's total, give "
-        "a larger one to go on"]
-    assert checkpoint.read_metadata(tmp_path / "run" / "model.safetensors")["step"] == 4
-    assert (tmp_path / "run" / "metrics.csv").read_text().splitlines()[-1].startswith("4,")
+    assert_completed_at_step_4(code, err, tmp_path / "run")
 
 
 def test_quiet_makes_no_samples(run_bptt, corpus_file, tmp_path):
