@@ -76,3 +76,12 @@ def test_as_array_names_a_ragged_value():
 )
 def test_is_surrogate_is_true_for_u_d800_to_u_dfff_only(char, expected):
     assert errors.is_surrogate(char) is expected
+
+
+@pytest.mark.parametrize(("value", "dtype", "expected"), [
+    (1.5, np.float32, True), (1e39, np.float64, True), (1e39, np.float32, False),
+    (-1e39, np.float32, False), (float("nan"), np.float64, False), (10**400, np.float64, False),
+    ("1", np.float64, False), (True, np.float64, False),
+])
+def test_is_finite_as_is_a_finite_number_that_stays_finite_in_the_dtype(value, dtype, expected):
+    assert errors.is_finite_as(value, dtype) is expected

@@ -67,6 +67,15 @@ def is_finite_number(value: object) -> bool:
         return False
 
 
+def is_finite_as(value: object, dtype: object) -> bool:
+    """True for a finite real number (see :func:`is_finite_number`) that stays finite in
+    ``dtype`` (1e39 is no float32: it would become inf)."""
+    if not is_finite_number(value):
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(value, dtype)))
+
+
 def check_positive(name: str, value: object) -> float:
     """``value`` as a Python float when it is a finite real number > 0 (see
     :func:`is_finite_number`), else BpttError naming ``name``."""

@@ -64,6 +64,7 @@ from bptt.errors import (
     DivergedError,
     check_int,
     check_positive,
+    is_finite_as,
     is_finite_number,
     is_int,
 )
@@ -172,12 +173,6 @@ def _cast(values: np.ndarray, dtype: Any) -> np.ndarray:
     (numpy's answer, without its RuntimeWarning: the caller refuses it)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.asarray(values).astype(dtype)
-
-
-def _fits(value: float, dtype: Any) -> bool:
-    """True when the finite number ``value`` stays finite as ``dtype`` (1e39: not float32)."""
-    with np.errstate(over="ignore"):
-        return bool(np.isfinite(np.asarray(value, dtype)))
 
 
 def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") -> str:
@@ -359,7 +354,7 @@ class _SequenceEstimator:
             if not is_finite_number(self.forget_bias):
                 raise BpttError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
         dtype = _float_dtype(self.dtype)
-        if self.forget_bias is not None and not _fits(self.forget_bias, dtype):
+        if self.forget_bias is not None and not is_finite_as(self.forget_bias, dtype):
             # (here, not in init_params: fit has not yet put the fitted model aside)
             raise BpttError(f"forget_bias must be a finite number ({np.dtype(dtype).name}), "
                             f"got {self.forget_bias!r}")

@@ -53,7 +53,7 @@ import numpy as np
 
 from bptt import ops
 from bptt.cells import common
-from bptt.errors import BpttError, is_finite_number
+from bptt.errors import BpttError, is_finite_as
 
 GATES = 4  # rows of Wxh per hidden unit: i, f, g, o
 PARAM_NAMES = ("Wxh", "Whh", "bxh", "bhh")
@@ -88,9 +88,7 @@ def init_layer(
     if forget_bias is not None:
         if not bias:
             raise BpttError("forget_bias needs bias=True (an LSTM without biases has no b_f)")
-        with np.errstate(over="ignore"):  # a float32 that overflows is refused just below
-            fits = is_finite_number(forget_bias) and np.isfinite(np.asarray(forget_bias, dtype))
-        if not fits:
+        if not is_finite_as(forget_bias, dtype):
             raise BpttError(
                 f"forget_bias must be a finite number ({np.dtype(dtype).name}), got {forget_bias!r}"
             )
