@@ -60,14 +60,14 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bptt`` console script; returns the exit code."""
-    _utf8_stdout()
+    from bptt.cli import progress
+
+    progress.utf8_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    from bptt.cli import progress
-
     try:
         with progress.stop_signals_end_the_command():
             return int(args.run(args) or 0)
@@ -90,17 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         fail(f"{reason}: {exc.filename}" if exc.filename else f"cannot write the output: {reason}")
     return 0
-
-
-def _utf8_stdout() -> None:
-    """Standard output writes UTF-8 whatever the locale says, for every command and --help:
-    they print ∂, ‖, × and sampled characters, which an ASCII or latin-1 stdout refused with
-    a UnicodeEncodeError traceback.  (A closed one, None, is refused by the commands that
-    need it.)"""
-    if sys.stdout is not None:
-        from bptt.cli.sample import ensure_utf8_stdout
-
-        ensure_utf8_stdout()
 
 
 def _flush_or_drop_stdout() -> None:

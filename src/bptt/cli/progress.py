@@ -42,6 +42,24 @@ def stopped_how(signum: int) -> str:
     return f"stopped by {signal.Signals(signum).name}"
 
 
+def utf8_stdout() -> None:
+    """Standard output writes UTF-8 whatever the locale says, for every command and --help:
+    they print ∂, ‖, × and sampled characters, which an ASCII or latin-1 stdout refused with
+    a UnicodeEncodeError traceback.  (A closed one, None: see :func:`require_stdout`.)"""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
+    if encoding not in ("utf-8", "utf8") and hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8")
+
+
+def require_stdout() -> None:
+    """BpttError for a closed standard output (``>&-``: Python then has none), for a command
+    that writes its product there."""
+    if sys.stdout is None:
+        raise BpttError("standard output is closed: there is nowhere to write the text "
+                        "(redirect it to a file instead, e.g. > sample.txt)")
+
+
 def drop_stdout() -> None:
     """Point standard output at the null device: nothing more is written to a closed or
     full one (Python's own advice for SIGPIPE)."""

@@ -9,20 +9,9 @@ import numpy as np
 
 from bptt import checkpoint, data
 from bptt.cli import args as types
+from bptt.cli import progress
 from bptt.errors import BpttError
 from bptt.sample import generate
-
-
-def ensure_utf8_stdout() -> None:
-    """Write stdout as UTF-8 whatever the locale says, so any sampled character can be shown.
-    A closed standard output (``bptt sample >&-``: Python then has none) is refused."""
-    stream = sys.stdout
-    if stream is None:
-        raise BpttError("standard output is closed: there is nowhere to write the text "
-                        "(redirect it to a file instead, e.g. > sample.txt)")
-    encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
-    if encoding not in ("utf-8", "utf8") and hasattr(stream, "reconfigure"):
-        stream.reconfigure(encoding="utf-8")
 
 
 def add_parser(sub, name: str) -> None:
@@ -51,7 +40,7 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the prime, then the sampled characters as they come."""
-    ensure_utf8_stdout()
+    progress.require_stdout()
     model = checkpoint.load_model(args.checkpoint)
     if model.vocab is None:
         raise BpttError(f"{args.checkpoint} is not a character model (it has no vocabulary)")

@@ -18,7 +18,6 @@ from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
 from bptt.cli import progress, train_task
-from bptt.cli.sample import ensure_utf8_stdout
 from bptt.errors import BpttError
 from bptt.optim import OPTIMIZERS
 from bptt.tasks import STATE_KIND, TASK_DEFAULTS, TASKS, TaskConfig
@@ -279,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    ensure_utf8_stdout()
+    progress.require_stdout()
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     if args.resume is None:
         if args.task is not None or args.task_length is not None:
