@@ -357,6 +357,25 @@ def test_a_closed_standard_output_is_one_line_and_exit_2(world, tmp_path):
         r.stderr.count("\n") == 1, r.stderr
 
 
+def test_train_with_a_closed_standard_output_needs_quiet(world, tmp_path):
+    """``bptt train >&-``: a run that prints its progress is refused in train's words; a
+    --quiet run writes nothing to standard output, so it trains."""
+    def train(out: str, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bptt", "train", str(world / "good.txt"),
+                               "--out", str(tmp_path / out), "--steps", "2", "--hidden", "8",
+                               *flags], preexec_fn=lambda: os.close(1),
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+
+    loud = train("loud")
+    assert loud.returncode == 2 and loud.stderr == (
+        "bptt: error: standard output is closed: there is nowhere to write the run's progress "
+        "lines (give --quiet, or redirect it to a file, e.g. > train.log)\n")
+    assert not (tmp_path / "loud").exists()
+    quiet = train("quiet", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert (tmp_path / "quiet" / "model.safetensors").is_file()
+
+
 def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):
     def needs_too_much(args):
         raise MemoryError

@@ -94,9 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _flush_or_drop_stdout() -> None:
     """Flush what is buffered for standard output; if it cannot take it (/dev/full), drop it,
-    so that Python's flush at exit does not fail again with a traceback."""
+    so that Python's flush at exit does not fail again with a traceback.  (A closed one,
+    None, holds nothing.)"""
     from bptt.cli import progress
 
+    if sys.stdout is None:
+        return
     try:
         sys.stdout.flush()
     except OSError:

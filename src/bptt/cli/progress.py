@@ -52,12 +52,12 @@ def utf8_stdout() -> None:
         stream.reconfigure(encoding="utf-8")
 
 
-def require_stdout() -> None:
+def require_stdout(what: str, instead: str) -> None:
     """BpttError for a closed standard output (``>&-``: Python then has none), for a command
-    that writes its product there."""
+    that writes ``what`` there; ``instead`` says what the user can do."""
     if sys.stdout is None:
-        raise BpttError("standard output is closed: there is nowhere to write the text "
-                        "(redirect it to a file instead, e.g. > sample.txt)")
+        raise BpttError(f"standard output is closed: there is nowhere to write {what} "
+                        f"({instead})")
 
 
 def drop_stdout() -> None:

@@ -40,7 +40,7 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the prime, then the sampled characters as they come."""
-    progress.require_stdout()
+    progress.require_stdout("the text", "redirect it to a file instead, e.g. > sample.txt")
     model = checkpoint.load_model(args.checkpoint)
     if model.vocab is None:
         raise BpttError(f"{args.checkpoint} is not a character model (it has no vocabulary)")

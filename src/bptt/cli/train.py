@@ -278,7 +278,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    progress.require_stdout()
+    if not args.quiet:  # a quiet run writes nothing there
+        progress.require_stdout("the run's progress lines",
+                                "give --quiet, or redirect it to a file, e.g. > train.log")
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     if args.resume is None:
         if args.task is not None or args.task_length is not None:
