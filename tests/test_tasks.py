@@ -78,6 +78,8 @@ def test_digits_without_scikit_learn_is_one_clear_error(monkeypatch):
     (dict(task="parity", cell="tcn"), "unknown cell"),
     (dict(task="parity", lr="0.1"), "lr must be a finite number > 0, got '0.1'"),
     (dict(task="parity", clip_norm=[5]), "clip_norm must be a finite number > 0"),
+    # what --seed takes, as a setting of a --config file too
+    (dict(task="parity", seed=2**63), r"seed must be an integer from 0 to 2\^63-1, got 9223"),
 ])
 def test_bad_task_settings(bad, message):
     with pytest.raises(BpttError, match=message):

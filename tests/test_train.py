@@ -53,7 +53,9 @@ def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(t
     (dict(val_fraction="0.1"), "val_fraction must be between 0 and 1, got '0.1'"),
     (dict(lr="0.1"), "lr must be a finite number > 0, got '0.1'"),
     (dict(hidden=8.0), "hidden must be an integer >= 1, got 8.0"),
-    (dict(seed=np.bool_(True)), "seed must be an integer >= 0"),
+    (dict(seed=np.bool_(True)), "seed must be an integer from 0 to 2^63-1"),
+    # what --seed takes, as a setting of a --config file too (numpy takes any size)
+    (dict(seed=2**64), "seed must be an integer from 0 to 2^63-1, got 18446744073709551616"),
 ])
 def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
     with pytest.raises(BpttError, match=re.escape(message)):

@@ -53,6 +53,16 @@ def check_int(name: str, value: object, low: int) -> int:
     return int(value)
 
 
+SEED_LIMIT = 2**63  # a seed is an integer from 0 to 2^63 − 1, given as a flag or a setting
+
+
+def check_seed(value: object) -> int:
+    """``value`` as a Python int when it is a seed (0 … 2^63 − 1), else BpttError."""
+    if not is_int(value) or not 0 <= value < SEED_LIMIT:
+        raise BpttError(f"seed must be an integer from 0 to 2^63-1, got {value!r}")
+    return int(value)
+
+
 def is_number(value: object) -> bool:
     """True for a real number, Python's or numpy's; False for a bool, a string, a complex."""
     return is_int(value) or isinstance(value, (float, np.floating))

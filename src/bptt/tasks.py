@@ -51,7 +51,14 @@ import numpy as np
 
 from bptt import checkpoint, models, optim, train
 from bptt.cells import CELLS
-from bptt.errors import BpttError, DivergedError, check_int, check_positive, is_int
+from bptt.errors import (
+    BpttError,
+    DivergedError,
+    check_int,
+    check_positive,
+    check_seed,
+    is_int,
+)
 from bptt.estimators import SequenceClassifier, SequenceRegressor, r2_score
 
 TASKS = ("adding", "parity", "tweets", "digits")
@@ -210,8 +217,9 @@ class TaskConfig:
             raise BpttError(f"unknown dtype {config.dtype!r}: choose float32 or float64")
         # numbers are kept as Python's (numpy's taken as the numbers they are): they go to JSON
         for name, low in (("hidden", 1), ("layers", 1), ("steps", 1), ("batch", 1),
-                          ("eval_every", 1), ("seed", 0)):
+                          ("eval_every", 1)):
             setattr(config, name, check_int(name, getattr(config, name), low))
+        config.seed = check_seed(config.seed)
         train.check_sizes(config.hidden, config.layers)
         for name in ("lr", "clip_norm"):
             if getattr(config, name) is not None:

@@ -55,6 +55,7 @@ from bptt.errors import (
     DivergedError,
     check_int,
     check_positive,
+    check_seed,
     is_finite_number,
     is_int,
     is_number,
@@ -118,8 +119,9 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise BpttError(f"unknown dtype {self.dtype!r}: choose float32 or float64")
         for name, low in (("hidden", 1), ("layers", 1), ("seq_len", 1), ("batch", 1),
-                          ("steps", 1), ("eval_every", 1), ("sample_length", 0), ("seed", 0)):
+                          ("steps", 1), ("eval_every", 1), ("sample_length", 0)):
             setattr(self, name, check_int(name, getattr(self, name), low))
+        self.seed = check_seed(self.seed)
         if self.checkpoint_every is not None:
             self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, 1)
         for name in ("lr", "temperature"):

@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+from bptt.errors import SEED_LIMIT
+
 
 def utf8_text(text: str) -> str:
     """A text typed on the command line, as the user typed it.  Under a locale that is not
@@ -63,7 +65,7 @@ def seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2**63:
+    if not 0 <= value < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2^63-1, got {value}")
     return value
 
