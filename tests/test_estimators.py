@@ -14,7 +14,7 @@ import pytest
 
 import bptt
 from bptt import checkpoint, tasks
-from bptt.errors import BpttError, CheckpointError
+from bptt.errors import BpttError, CheckpointError, DivergedError
 from bptt.estimators import NotFittedError, as_padded, r2_score
 
 
@@ -528,6 +528,21 @@ def test_a_fit_ended_by_an_exception_lets_go_of_its_memory_too():
         reg.fit(GOOD_X, [0.5, 1.0, 2.0], callback=interrupted)
     buffers = reg._flat.workspace.buffers
     assert reg.n_iter_ == 1 and not buffers._arrays and not buffers._children
+
+
+def test_a_divergence_on_huge_regression_targets_names_their_scale():
+    """Squared errors of targets near 1e20 overflow float32 whatever the step size: the
+    error says to scale y; a divergence of unit targets (a step far too large) does not."""
+    X = np.random.default_rng(0).normal(size=(8, 4, 2))
+    huge = small(bptt.SequenceRegressor, dtype="float32")
+    with pytest.raises(DivergedError, match=re.escape(
+            "clip the gradients (clip_norm); the targets reach |y| = 3e+20: scale them to about "
+            "unit size (e.g. subtract their mean and divide by their standard deviation)")):
+        huge.fit(X, np.full(8, 3e20))
+    too_fast = small(bptt.SequenceRegressor, dtype="float32", lr=1e30, clip_norm=None)
+    with pytest.raises(DivergedError) as diverged:
+        too_fast.fit(X, np.linspace(-1, 1, 8))
+    assert str(diverged.value).endswith("clip the gradients (clip_norm)")
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -29,10 +29,12 @@ class DivergedError(BpttError):
     """Training diverged: the loss, a gradient or a weight became NaN or inf (a learning
     rate too large for the problem, or no clipping).  ``step``: the step that diverged."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, cause: str = "") -> None:
+        """cause: a likelier cause than the step size, said after the usual advice."""
         super().__init__(
             f"training diverged at step {step}: the loss, a gradient or a weight is NaN or inf; "
             "lower the learning rate (lr) or clip the gradients (clip_norm)"
+            + (f"; {cause}" if cause else "")
         )
         self.step = step
 

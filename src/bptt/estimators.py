@@ -70,6 +70,8 @@ from bptt.errors import (
 )
 
 PREDICT_CHUNK = 1024  # sequences per forward pass when predicting
+# a regression target this far from unit size is named as a likely cause of a divergence
+LARGE_TARGET = 1e3
 
 # the estimator a method is called on: fit, set_params and load give back a
 # SequenceClassifier or a SequenceRegressor, not the shared base class
@@ -508,17 +510,21 @@ class _SequenceEstimator:
         # (per key, in sorted order: the bits of the norm do not depend on the layout)
         norm = optim.global_norm(result.grads, packed.norm_scratch)
         if not (math.isfinite(result.loss) and math.isfinite(norm)):
-            raise DivergedError(self.n_steps_ + 1)
+            raise DivergedError(self.n_steps_ + 1, self._divergence_cause(y))
         # the update on the flat buffers: a few vector operations instead of a loop over the
         # keys, the same arithmetic element by element
         if self.clip_norm is not None:
             optim.clip_by_global_norm(packed.grads, float(self.clip_norm), norm=norm)
         self._optimizer.update(packed.params, packed.grads, packed.state)
         if not np.isfinite(packed.params[flat.FLAT_KEY]).all():  # an update that overflowed
-            raise DivergedError(self.n_steps_ + 1)
+            raise DivergedError(self.n_steps_ + 1, self._divergence_cause(y))
         self.n_steps_ += 1
         predictions = int(n[rows].sum()) if self.per_step else len(rows)
         return result.loss, predictions
+
+    def _divergence_cause(self, y: np.ndarray) -> str:
+        """What may have made a step on the targets ``y`` diverge, besides its size."""
+        return ""
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the training buffers: they only hold what params_ and the
@@ -898,6 +904,10 @@ class SequenceRegressor(_SequenceEstimator):
 
     Fitted attributes: params_, n_features_in_, n_outputs_ (V), loss_curve_ (mean squared
     error per epoch), n_iter_, n_steps_.
+
+    Scale y to about unit size (standardize it), as for any network trained by steps of a
+    fixed size: an output far from the initial weights' scale is reached slowly, if at
+    all, and squared errors of very large targets overflow (a DivergedError that says so).
     """
 
     _heads = ("mse_last", "mse_each")
@@ -930,6 +940,14 @@ class SequenceRegressor(_SequenceEstimator):
 
     def _num_outputs(self) -> int:
         return self.n_outputs_
+
+    def _divergence_cause(self, y: np.ndarray) -> str:
+        # far from unit size, the squared errors overflow whatever the step size
+        largest = float(np.abs(y).max()) if y.size else 0.0
+        if largest < LARGE_TARGET:
+            return ""
+        return (f"the targets reach |y| = {largest:.3g}: scale them to about unit size "
+                "(e.g. subtract their mean and divide by their standard deviation)")
 
     def _mean_loss(self, J: float, count: int) -> float:
         # J = Σ ½ ‖y − r‖²: the mean squared error per value is 2J / (count · V)
