@@ -13,6 +13,12 @@ diag(1 − h_k²) W^hh, whose norm is usually below 1: F falls off geometrically
 with the distance t − k (the vanishing gradient).  The LSTM's cell path
 multiplies by diag(f_k) instead and keeps more of it.
 
+What F holds.  ∂J_t/∂h_k is the partial with the rest of the state at step k held
+fixed: for the LSTM, the error that step k's cell state c_k carries (∂J_t/∂c_k) is
+not in F, though it reaches h_k's past through c (it enters F again at the steps
+before k, through h_{k−1}).  With several layers F is of one layer's h, the top one
+(the one the head reads) unless asked.
+
 :func:`dJt_dh_norms` computes F with a dedicated walk: the same explicit local
 Jacobians as :mod:`bptt.reference` (``reference.STEPS``), but every J_t walked
 back at once (a stack of T error vectors), one step k at a time: O(T² B S²)
@@ -60,6 +66,8 @@ def dJt_dh_norms(
     layer: int | None = None,
 ) -> np.ndarray:
     """F[t, k] = ‖∂J_t/∂h^l_k‖_F (over batch and units) for every k ≤ t; NaN for k > t.
+
+    The partial with c^l_k held fixed for the LSTM (see the module's "What F holds").
 
     params: any bptt model (rnn, lstm, gru; any number of layers; computed in float64).
     inputs (T, B) ids or (T, B, D); targets (T, B); h0 public state (None = zeros).

@@ -32,7 +32,9 @@ def add_parser(sub, name: str) -> None:
             "inputs are the text, targets the next characters) or for a trained checkpoint. "
             "Writes flow.png (t vs k, log colour scale), flow.csv (cell,t,k,distance,norm; "
             "t and k count from 1) and flow_distance.png (mean norm against the distance "
-            "t − k). --compare draws rnn, lstm and gru side by side on one colour scale."
+            "t − k). --compare draws rnn, lstm and gru side by side on one colour scale. "
+            "h_k is the top layer's; for the LSTM the error carried by the cell state c_k "
+            "(∂J_t/∂c_k) is not shown."
         ),
     )
     source = p.add_mutually_exclusive_group()
