@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +110,20 @@ def test_read_text_stops_at_the_first_block_holding_a_nul(tmp_path: Path):
         read_text(fifo)
     writer.join(timeout=30)
     assert written[0] < 8 << 20, written[0]
+
+
+def test_read_text_refuses_a_text_longer_than_its_limit(tmp_path: Path, monkeypatch):
+    """max_bytes (a prime, flow's text: a pipe of text that never ends) is checked block by
+    block; a text of exactly max_bytes is read."""
+    from bptt import data
+
+    monkeypatch.setattr(data, "READ_BLOCK", 4)
+    path = tmp_path / "long.txt"
+    path.write_text("abcdefghij")
+    assert read_text(path, max_bytes=10) == "abcdefghij"
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))} is longer than 9 bytes, "
+                                         "the most this reads; pass a shorter text.$"):
+        read_text(path, max_bytes=9)
 
 
 def test_read_text_reads_a_text_of_many_blocks_whole(tmp_path: Path, monkeypatch):

@@ -57,21 +57,24 @@ def builtin_corpus() -> str:
     return "\n".join(topics[key] for key in sorted(topics))
 
 
-def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
+def read_text(
+    path: str | os.PathLike[str], errors: str = "strict", max_bytes: int | None = None
+) -> str:
     """Read a UTF-8 text file (a leading BOM is dropped) and return its text.
 
     Newlines are kept exactly as in the file (no ``\\r\\n`` translation).
     ``errors="replace"`` decodes bytes that are not valid UTF-8 as U+FFFD
-    instead of raising.  Large files: see :mod:`bptt.corpus`, which encodes
-    a file in blocks without holding its text.
+    instead of raising.  ``max_bytes``: the most a text for this use may hold (a pipe
+    that never ends is refused once it is past it; None: no limit).  Large files: see
+    :mod:`bptt.corpus`, which encodes a file in blocks without holding its text.
 
     Raises:
-        DataError: the file is missing, a directory, unreadable, empty,
-            binary (contains NUL bytes) or not valid UTF-8 (the message
+        DataError: the file is missing, a directory, unreadable, empty, longer than
+            ``max_bytes``, binary (contains NUL bytes) or not valid UTF-8 (the message
             names the byte offset of the first bad byte).
     """
     file = Path(path)
-    data = _read_bytes(file)
+    data = _read_bytes(file, max_bytes)
     if not data:
         raise DataError(f"{file} is empty; pass a text file with some characters in it.")
     text = _decode_utf8(file, data, check_errors(errors))
@@ -89,24 +92,32 @@ def check_text_path(file: Path) -> None:
 
 
 READ_BLOCK = 1 << 20
+# the most a text that is not a corpus (a prime, flow's sequence) may hold: a pipe of text
+# that never ends is refused there, not read until the memory runs out
+SHORT_TEXT_BYTES = 16 << 20
 """Bytes :func:`read_text` reads at a time, each looked at for a NUL as it comes."""
 
 
-def _read_bytes(file: Path) -> bytes:
+def _read_bytes(file: Path, max_bytes: int | None = None) -> bytes:
     """Return the bytes of ``file``, turning each OS failure into a DataError.
 
     A NUL byte ends the reading at once (a binary file): a device that never ends,
     /dev/zero or /dev/urandom given for a text, is refused after one block instead of being
-    read until the memory runs out.  Pipes (``<(cmd)``, /dev/stdin) are read to their end.
+    read until the memory runs out.  Pipes (``<(cmd)``, /dev/stdin) are read to their end,
+    or to ``max_bytes`` (then refused).
     """
     check_text_path(file)
-    blocks = []
+    blocks, size = [], 0
     try:
         with file.open("rb") as stream:
             while block := stream.read(READ_BLOCK):
                 if b"\0" in block:
                     raise _binary_file(file)
                 blocks.append(block)
+                size += len(block)
+                if max_bytes is not None and size > max_bytes:
+                    raise DataError(f"{file} is longer than {max_bytes:,} bytes, the most "
+                                    "this reads; pass a shorter text.")
     except OSError as exc:
         raise read_error(file, exc) from exc
     return b"".join(blocks)

@@ -376,6 +376,25 @@ def test_train_with_a_closed_standard_output_needs_quiet(world, tmp_path):
     assert (tmp_path / "quiet" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("command", ["sample {w}/run --prime-file {text}",
+                                     "flow --file {text} --out {tmp}"])
+def test_a_prime_or_flow_text_longer_than_its_limit_is_one_line(world, tmp_path, monkeypatch,
+                                                               capsys, command):
+    """``yes | bptt sample --prime-file /dev/stdin`` was read until the memory ran out."""
+    from bptt import data
+
+    monkeypatch.setattr(data, "SHORT_TEXT_BYTES", 10)
+    text = tmp_path / "long.txt"
+    text.write_text("the text is eleven bytes long"[:11])
+    argv = command.format(w=world, text=text, tmp=tmp_path / "out").split()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"bptt: error: {text} is longer than 10 bytes, the most "
+                                       "this reads; pass a shorter text.\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):
     def needs_too_much(args):
         raise MemoryError

@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
     _check_out(out)
     text = args.text
     if args.file is not None:
-        from bptt.data import read_text
+        from bptt.data import SHORT_TEXT_BYTES, read_text
 
-        text = read_text(args.file)
+        text = read_text(args.file, max_bytes=SHORT_TEXT_BYTES)
     if text is not None and text == "":
         raise BpttError("--text is empty: give at least 2 characters")
     forget_bias = _forget_bias(args)

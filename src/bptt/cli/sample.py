@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise BpttError(f"{args.checkpoint} is not a character model (it has no vocabulary)")
     if args.stop is not None and not args.stop:
         raise BpttError("--stop needs at least one character")
-    prime = data.read_text(args.prime_file) if args.prime_file is not None else args.prime
+    prime = args.prime
+    if args.prime_file is not None:
+        prime = data.read_text(args.prime_file, max_bytes=data.SHORT_TEXT_BYTES)
     if args.greedy and (args.temperature is not None or args.seed is not None):
         raise BpttError("--greedy always takes the most likely character: --temperature and "
                         "--seed do not apply to it")
