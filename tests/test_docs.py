@@ -74,7 +74,8 @@ SHORT_SHAPE = {"--hidden": "16", "--batch": "4", "--seq-len": "16"}
 def shorten(argv: list[str]) -> list[str]:
     """Short settings: a few training steps, a short sample, a small model."""
     if argv[:2] == ["bptt", "train"] and "--task" in argv:
-        return _set(argv, {"--steps": "3", "--eval-every": "3"}, override=True)
+        argv = _set(argv, {"--steps": "3", "--eval-every": "3"}, override=True)
+        return _set(argv, {"--hidden": "16"}, override=False)
     if argv[:2] == ["bptt", "train"]:
         fixed = "--resume" in argv or "--init-from" in argv
         argv = _set(argv, SHORT_TRAIN, override=True)
