@@ -106,7 +106,7 @@ def _set(argv: list[str], values: dict[str, str], override: bool) -> list[str]:
                          ids=[d.name for d in DOCS if console_commands(d)])
 def test_every_console_command_runs(doc, tmp_path, monkeypatch, capsys):
     """`bptt …` commands run in this process (the suite's time: numpy and matplotlib are
-    imported once, not once per command; tests/cli runs the command as a subprocess);
+    imported once, not once per command, as tests/cli runs most commands);
     `python …` and `torchrun …` as subprocesses."""
     from bptt import cli
     from bptt.data import builtin_corpus
