@@ -74,7 +74,8 @@ SHORT_SHAPE = {"--hidden": "16", "--batch": "4", "--seq-len": "16"}
 def shorten(argv: list[str]) -> list[str]:
     """Short settings: a few training steps, a short sample, a small model."""
     if argv[:2] == ["bptt", "train"] and "--task" in argv:
-        return _set(argv, {"--steps": "3", "--eval-every": "3"}, override=True)
+        argv = _set(argv, {"--steps": "3", "--eval-every": "3"}, override=True)
+        return _set(argv, {"--hidden": "16"}, override=False)
     if argv[:2] == ["bptt", "train"]:
         fixed = "--resume" in argv or "--init-from" in argv
         argv = _set(argv, SHORT_TRAIN, override=True)
@@ -105,7 +106,7 @@ def _set(argv: list[str], values: dict[str, str], override: bool) -> list[str]:
                          ids=[d.name for d in DOCS if console_commands(d)])
 def test_every_console_command_runs(doc, tmp_path, monkeypatch, capsys):
     """`bptt …` commands run in this process (the suite's time: numpy and matplotlib are
-    imported once, not once per command; tests/cli runs the command as a subprocess);
+    imported once, not once per command, as tests/cli runs most commands);
     `python …` and `torchrun …` as subprocesses."""
     from bptt import cli
     from bptt.data import builtin_corpus

@@ -5,19 +5,18 @@ from __future__ import annotations
 import csv
 import inspect
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from tests_support import bptt_here
 
 import bptt
 from bptt import checkpoint, flow, gradcheck, reference
 
 
 def bptt_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    """``bptt ARGS`` from ``cwd``, by its entry point in this process (bptt_here)."""
+    return bptt_here(*args, cwd=cwd)
 
 
 def reference_norms(params, inputs, targets, h0=None, layer=-1) -> np.ndarray:

@@ -2,18 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
-import sys
+import traceback
+import warnings
 from pathlib import Path
 
 
 def train_tiny(out: Path, corpus: Path, *extra: str) -> None:
-    """Train a tiny model into ``out`` with ``python -m bptt train`` (a few steps)."""
-    subprocess.run(
-        [sys.executable, "-m", "bptt", "train", str(corpus), "--out", str(out), "--hidden", "8",
-         "--seq-len", "10", "--batch", "2", "--steps", "2", "--quiet", "--cell", "rnn", *extra],
-        check=True, capture_output=True, timeout=120,
-    )
+    """Train a tiny model into ``out`` with ``bptt train`` (a few steps; in this process)."""
+    r = bptt_here("train", corpus, "--out", out, "--hidden", "8", "--seq-len", "10", "--batch",
+                  "2", "--steps", "2", "--quiet", "--cell", "rnn", *extra)
+    assert r.returncode == 0, r.stderr
+
+
+def bptt_here(*args, cwd: Path | None = None,
+              timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``bptt ARGS`` run by its entry point, bptt.cli.main (what ``python -m bptt`` and the
+    console script run), in this process from ``cwd``: what :func:`bptt_cmd` returns (the
+    exit code, standard output and error as text) without a new interpreter's start-up
+    (numpy and matplotlib imported once, not once per command: about a second a command).
+
+    As a fresh interpreter would show them, the warnings the command raises are written to
+    its standard error (not recorded by pytest), an uncaught exception is a traceback there
+    and exit code 1, and the text is read with universal newlines (a progress bar's
+    carriage returns become newlines, as ``subprocess.run(..., text=True)`` reads them).
+    For what needs a process of its own (signals, a closed or full standard output, the
+    locale, the environment) use a subprocess.  ``timeout`` is accepted and ignored."""
+    from bptt import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    with contextlib.ExitStack() as stack:
+        if cwd is not None:
+            os.chdir(cwd)
+            stack.callback(os.chdir, before)
+        shown = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.resetwarnings()  # a fresh interpreter's filters: show each warning once
+        warnings.simplefilter("default")  # a place, but for these categories
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                         ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # what the interpreter would print, and exit 1
+            err.write(traceback.format_exc())
+            code = 1
+        for w in shown:
+            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno,
+                                             w.line))
+
+    def text(stream: io.StringIO) -> str:
+        return stream.getvalue().replace("\r\n", "\n").replace("\r", "\n")
+
+    return subprocess.CompletedProcess(["bptt", *map(str, args)], code, text(out), text(err))
 
 
 def write_export_with_vocab(path: Path, params: dict, vocab: object) -> Path:

@@ -1,4 +1,5 @@
-"""Helpers for running the ``bptt`` command as a user would: a subprocess."""
+"""Helpers for running the ``bptt`` command as a user would: a subprocess, or its entry point
+in this process where the test needs no process of its own (:func:`tests_support.bptt_here`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def bptt_cmd(*args: str, cwd: Path | None = None, timeout: float = 300,
 def run_bptt():
     """The :func:`bptt_cmd` function."""
     return bptt_cmd
+
+
+@pytest.fixture
+def run_bptt_here():
+    """The :func:`tests_support.bptt_here` function: :func:`bptt_cmd`'s result, in-process."""
+    from tests_support import bptt_here
+
+    return bptt_here
 
 
 @pytest.fixture

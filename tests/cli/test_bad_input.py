@@ -321,11 +321,13 @@ def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, bptt_in_process, wo
     assert not (tmp_path / "out").exists(), "a failed run left an output directory"
 
 
-def test_only_train_offers_errors_replace_for_bytes_that_are_not_utf8(run_bptt, world, tmp_path):
+def test_only_train_offers_errors_replace_for_bytes_that_are_not_utf8(run_bptt_here, world,
+                                                                      tmp_path):
     """The way round a file that is not UTF-8, --errors replace, is a flag of train alone."""
-    sample = run_bptt("sample", world / "run", "--prime-file", world / "latin1.txt", cwd=tmp_path)
+    sample = run_bptt_here("sample", world / "run", "--prime-file", world / "latin1.txt",
+                           cwd=tmp_path)
     assert sample.returncode == 2 and "--errors" not in sample.stderr, sample.stderr
-    train = run_bptt("train", world / "latin1.txt", "--out", tmp_path / "out", cwd=tmp_path)
+    train = run_bptt_here("train", world / "latin1.txt", "--out", tmp_path / "out", cwd=tmp_path)
     assert train.returncode == 2 and "--errors replace" in train.stderr, train.stderr
 
 

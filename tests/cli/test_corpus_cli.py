@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import safetensors.numpy
+from tests_support import bptt_here
 
 from bptt import checkpoint
 
@@ -24,7 +25,11 @@ WORDS = ["café", "naïve", "straße", "Ünïcödé", "日本語", "中文", "�
 
 
 def bptt(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m bptt ARGS`` with its output decoded as UTF-8 (what bptt writes)."""
+    """``bptt ARGS`` run by its entry point in this process (:func:`tests_support.bptt_here`);
+    given an environment, ``python -m bptt ARGS`` in it, its output decoded as UTF-8 (what
+    bptt writes whatever the locale)."""
+    if env is None:
+        return bptt_here(*args)
     return subprocess.run([sys.executable, "-m", "bptt", *map(str, args)], capture_output=True,
                           encoding="utf-8", timeout=300, env=env)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from tests_support import bptt_here
 
 from bptt import checkpoint, train
 
@@ -47,9 +48,9 @@ def assert_bit_identical(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact(corpus_file, tmp_path):
+    # (the runs around the kills need no process of their own: bptt_here, in this process)
     killed = tmp_path / "killed"
-    r = subprocess.run([sys.executable, "-m", "bptt", "train", corpus_file, *ARGS, "--steps", "2",
-                        "--out", killed], capture_output=True, text=True)
+    r = bptt_here("train", corpus_file, *ARGS, "--steps", "2", "--out", killed)
     assert r.returncode == 0, r.stderr
     rng = np.random.default_rng(0)
     kills, deadline = 0, time.monotonic() + 150
@@ -68,13 +69,11 @@ def test_sigkill_at_random_moments_never_corrupts_and_resume_is_exact(corpus_fil
     assert run.step > 2, "every kill landed before training went on: nothing was tested"
     # finish a little past the last checkpoint, then compare with a run never interrupted
     total = str(run.step + 7)
-    done = subprocess.run([sys.executable, "-m", "bptt", "train", "--resume", killed, "--steps",
-                           total, "--quiet"], capture_output=True, text=True)
+    done = bptt_here("train", "--resume", killed, "--steps", total, "--quiet")
     assert done.returncode == 0, done.stderr
     assert not list(killed.glob(".tmp-*")), "temp files of killed writes were not cleaned up"
     straight = tmp_path / "straight"
-    r = subprocess.run([sys.executable, "-m", "bptt", "train", corpus_file, *ARGS, "--steps",
-                        total, "--out", straight], capture_output=True, text=True)
+    r = bptt_here("train", corpus_file, *ARGS, "--steps", total, "--out", straight)
     assert r.returncode == 0, r.stderr
     assert_bit_identical(straight, killed)
 

@@ -1,4 +1,5 @@
-"""``bptt export`` and ``bptt import`` run as a user runs them (subprocess), and the DDP example.
+"""``bptt export`` and ``bptt import`` run as a user runs them (by their entry point, in this
+process; with torch blocked, in a fresh interpreter), and the DDP example (processes).
 
 A model trained with ``bptt train`` is exported, loaded into PyTorch with
 ``safetensors.torch.load_file`` + ``load_state_dict(strict=True)``, and decodes the same
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from tests_support import bptt_here
 
 from bptt import checkpoint, interop
 from bptt.sample import draw, next_token_distribution, sample_text
@@ -27,9 +29,9 @@ EXAMPLE = REPO / "examples" / "ddp_train.py"
 TRAINED = {"rnn": 1, "lstm": 2, "gru": 2}  # cell -> layers of the trained checkpoints
 
 
-def bptt_run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bptt", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+def bptt_run(*args) -> subprocess.CompletedProcess:
+    """``bptt ARGS`` by its entry point, in this process (:func:`tests_support.bptt_here`)."""
+    return bptt_here(*args)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:

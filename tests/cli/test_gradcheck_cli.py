@@ -1,4 +1,5 @@
-"""`bptt gradcheck` run as a user runs it: every cell against every witness, and YOUR backward."""
+"""`bptt gradcheck` run as a user runs it: every cell against every witness (by its entry point,
+in this process), and YOUR backward (a fresh interpreter imports it, as a user's does)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests_support import bptt_here
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "broken_backwards"
 
 
 def bptt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m bptt ARGS`` from ``cwd``: a fresh interpreter imports YOUR backward."""
     return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120)
 
 
+def bptt_model_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``bptt ARGS`` by its entry point in this process (:func:`tests_support.bptt_here`), for
+    the checks of bptt's own cells (torch imported once, not once per command)."""
+    return bptt_here(*args, cwd=cwd)
+
+
 def test_default_checks_every_cell_with_one_and_two_layers_against_all_witnesses(tmp_path, torch):
-    run = bptt("gradcheck", "--json", "--hidden", "3", "--seq-len", "4", cwd=tmp_path)
+    run = bptt_model_check("gradcheck", "--json", "--hidden", "3", "--seq-len", "4", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["passed"] is True
@@ -32,8 +41,8 @@ def test_default_checks_every_cell_with_one_and_two_layers_against_all_witnesses
 
 
 def test_the_table_has_a_row_per_parameter_and_states_its_tolerances(tmp_path):
-    run = bptt("gradcheck", "--cell", "rnn", "--layers", "1", "--no-torch", "--hidden", "3",
-               cwd=tmp_path)
+    run = bptt_model_check("gradcheck", "--cell", "rnn", "--layers", "1", "--no-torch", "--hidden",
+                           "3", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "tolerances: reference 1e-12, finite differences 1e-07" in out
@@ -128,13 +137,13 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
         (["--backward", spec, "--seq-len", "3"], "at least 4"),
         (["--truncate", "2"], "--truncate applies only with --backward"),
     ]:
-        run = bptt("gradcheck", *args, cwd=tmp_path)
+        run = bptt_model_check("gradcheck", *args, cwd=tmp_path)
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
 
 
 def test_a_cell_or_layer_count_given_twice_is_checked_once(tmp_path):
-    run = bptt("gradcheck", "--json", "--cell", "rnn", "--cell", "rnn", "--layers", "1",
-               "--layers", "1", "--hidden", "3", "--seq-len", "3", cwd=tmp_path)
+    run = bptt_model_check("gradcheck", "--json", "--cell", "rnn", "--cell", "rnn", "--layers",
+                           "1", "--layers", "1", "--hidden", "3", "--seq-len", "3", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     rows = json.loads(run.stdout)["rows"]
     assert [r["param"] for r in rows] == ["Wxh", "Whh", "bh", "Why", "by", "h0"]

@@ -1,4 +1,6 @@
-"""``bptt train --task NAME`` run the way a user runs it (subprocess, tmp dirs)."""
+"""``bptt train --task NAME`` run the way a user runs it (tmp dirs): by its entry point in this
+process (:func:`tests_support.bptt_here`), and as a subprocess where the environment
+matters."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from tests_support import assert_completed_at_step_4, task_run_cut_short_at_its_
 import bptt
 
 
-def test_parity_is_learned_from_the_command_line(run_bptt, tmp_path):
+def test_parity_is_learned_from_the_command_line(run_bptt_here, tmp_path):
     out = tmp_path / "parity"
-    r = run_bptt("train", "--task", "parity", "--task-length", "8", "--steps", "300",
+    r = run_bptt_here("train", "--task", "parity", "--task-length", "8", "--steps", "300",
                  "--eval-every", "100", "--seed", "0", "--out", out)
     assert r.returncode == 0, r.stderr
     for name in ("model.safetensors", "metrics.csv", "loss.png"):
@@ -51,11 +53,11 @@ def test_the_help_gives_the_defaults_of_a_task_run(monkeypatch, capsys):
     assert f"--clip-norm {config.clip_norm:g} --eval-every {config.eval_every}" in text
 
 
-def test_adding_and_tweets_write_a_checkpoint_with_metadata(run_bptt, tmp_path):
+def test_adding_and_tweets_write_a_checkpoint_with_metadata(run_bptt_here, tmp_path):
     from bptt.checkpoint import read_safetensors
 
     out = tmp_path / "adding"
-    r = run_bptt("train", "--task", "adding", "--task-length", "12", "--steps", "20",
+    r = run_bptt_here("train", "--task", "adding", "--task-length", "12", "--steps", "20",
                  "--eval-every", "10", "--hidden", "8", "--cell", "gru", "--quiet", "--out", out)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
@@ -65,7 +67,7 @@ def test_adding_and_tweets_write_a_checkpoint_with_metadata(run_bptt, tmp_path):
     assert meta["estimator"]["class"] == "SequenceRegressor"
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert set(rows[0]) == {"step", "train_mse", "val_mse", "val_r2", "seqs_per_sec"}
-    r = run_bptt("train", "--task", "tweets", "--steps", "5", "--eval-every", "5", "--hidden",
+    r = run_bptt_here("train", "--task", "tweets", "--steps", "5", "--eval-every", "5", "--hidden",
                  "8", "--out", tmp_path / "tweets")
     assert r.returncode == 0, r.stderr
     assert "tweets (classification, 2 classes, T = 12, D = 3; 2,000 training" in r.stdout
@@ -79,8 +81,8 @@ def test_adding_and_tweets_write_a_checkpoint_with_metadata(run_bptt, tmp_path):
     (["--task", "adding", "--task-length", "1"], "needs a length >= 2"),
     (["--task", "mnist"], "invalid choice: 'mnist'"),
 ])
-def test_bad_task_flags_are_one_line(run_bptt, tmp_path, argv, message):
-    r = run_bptt("train", *argv, "--out", tmp_path / "x", "--steps", "1")
+def test_bad_task_flags_are_one_line(run_bptt_here, tmp_path, argv, message):
+    r = run_bptt_here("train", *argv, "--out", tmp_path / "x", "--steps", "1")
     assert r.returncode == 2, r.stdout
     assert r.stderr.startswith("bptt: error:") and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -107,16 +109,16 @@ def _state(directory):
     return read_safetensors(directory / "train_state.safetensors")
 
 
-def test_a_task_run_resumes_exactly_from_the_command_line(run_bptt, tmp_path):
+def test_a_task_run_resumes_exactly_from_the_command_line(run_bptt_here, tmp_path):
     common = ("--task", "tweets", "--hidden", "8", "--batch", "16", "--eval-every", "10",
               "--seed", "2", "--quiet")
-    r = run_bptt("train", *common, "--steps", "30", "--out", tmp_path / "straight")
+    r = run_bptt_here("train", *common, "--steps", "30", "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
-    r = run_bptt("train", *common, "--steps", "10", "--out", tmp_path / "resumed")
+    r = run_bptt_here("train", *common, "--steps", "10", "--out", tmp_path / "resumed")
     assert r.returncode == 0, r.stderr
     # no --task needed: the run directory says it holds a task run; --steps is the total.
     # Settings given again with their saved values change nothing and are accepted.
-    r = run_bptt("train", "--resume", tmp_path / "resumed", "--steps", "30", "--hidden", "8",
+    r = run_bptt_here("train", "--resume", tmp_path / "resumed", "--steps", "30", "--hidden", "8",
                  "--seed", "2")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("task: tweets") and "done: step 30" in r.stdout
@@ -150,12 +152,12 @@ def tweets_run(tmp_path_factory):
     (["notes.txt"], "a task run trains on generated data: give no FILE"),
     (["--out", "{tmp}/elsewhere"], "--out cannot change on --resume"),
 ])
-def test_bad_flags_on_a_task_resume_are_one_line_and_change_nothing(run_bptt, tmp_path, argv,
+def test_bad_flags_on_a_task_resume_are_one_line_and_change_nothing(run_bptt_here, tmp_path, argv,
                                                                      message, tweets_run):
     run = tweets_run
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     argv = [a.format(tmp=tmp_path) for a in argv]
-    r = run_bptt("train", "--resume", run, *argv, "--steps", "4")
+    r = run_bptt_here("train", "--resume", run, *argv, "--steps", "4")
     assert r.returncode == 2, r.stdout
     assert r.stderr.startswith("bptt: error:") and message.format(run=run) in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -163,12 +165,12 @@ def test_bad_flags_on_a_task_resume_are_one_line_and_change_nothing(run_bptt, tm
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_a_run_on_text_is_not_resumed_as_a_task(run_bptt, tmp_path, corpus_file):
+def test_a_run_on_text_is_not_resumed_as_a_task(run_bptt_here, tmp_path, corpus_file):
     run = tmp_path / "text"
-    r = run_bptt("train", corpus_file, "--hidden", "4", "--seq-len", "5", "--batch", "2",
+    r = run_bptt_here("train", corpus_file, "--hidden", "4", "--seq-len", "5", "--batch", "2",
                  "--steps", "1", "--eval-every", "1", "--quiet", "--out", run)
     assert r.returncode == 0, r.stderr
-    r = run_bptt("train", "--task", "parity", "--resume", run)
+    r = run_bptt_here("train", "--task", "parity", "--resume", run)
     assert r.returncode == 2
     assert "holds a run on text, not a task run: resume it without --task" in r.stderr
 
@@ -177,7 +179,7 @@ def _files(directory):
     return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
 
-def test_a_task_resume_keeps_a_model_that_is_not_the_runs_own(run_bptt, tweets_run, tmp_path,
+def test_a_task_resume_keeps_a_model_that_is_not_the_runs_own(run_bptt_here, tweets_run, tmp_path,
                                                                corpus_file):
     """A task run's train state beside a text model (copied in by hand): the resume would
     overwrite that model at its first checkpoint; it is refused and nothing changes."""
@@ -185,13 +187,13 @@ def test_a_task_resume_keeps_a_model_that_is_not_the_runs_own(run_bptt, tweets_r
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    r = run_bptt("train", corpus_file, "--hidden", "4", "--seq-len", "5", "--batch", "2",
+    r = run_bptt_here("train", corpus_file, "--hidden", "4", "--seq-len", "5", "--batch", "2",
                  "--steps", "1", "--quiet", "--out", tmp_path / "text")
     assert r.returncode == 0, r.stderr
     shutil.copy(tmp_path / "text" / "model.safetensors", mixed)
     shutil.copy(tweets_run / "train_state.safetensors", mixed)
     before = _files(mixed)
-    r = run_bptt("train", "--resume", mixed, "--steps", "4")
+    r = run_bptt_here("train", "--resume", mixed, "--steps", "4")
     assert r.returncode == 2
     assert r.stderr == (f"bptt: error: {mixed}/model.safetensors is not the model of the run "
                         "whose train state is beside it (step 2); the run would overwrite it at "
@@ -200,26 +202,26 @@ def test_a_task_resume_keeps_a_model_that_is_not_the_runs_own(run_bptt, tweets_r
     assert _files(mixed) == before
 
 
-def test_the_default_task_directory_passes_over_a_file_of_its_name(run_bptt, tmp_path):
+def test_the_default_task_directory_passes_over_a_file_of_its_name(run_bptt_here, tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "task-parity-rnn").write_text("notes, not a run")
-    r = run_bptt("train", "--task", "parity", "--cell", "rnn", "--hidden", "4", "--steps", "1",
+    r = run_bptt_here("train", "--task", "parity", "--cell", "rnn", "--hidden", "4", "--steps", "1",
                  "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "runs" / "task-parity-rnn").read_text() == "notes, not a run"
     assert (tmp_path / "runs" / "task-parity-rnn-2" / "model.safetensors").is_file()
 
 
-def test_a_task_resume_to_a_step_the_run_has_reached_changes_nothing(run_bptt, tweets_run):
+def test_a_task_resume_to_a_step_the_run_has_reached_changes_nothing(run_bptt_here, tweets_run):
     before = _files(tweets_run)
-    r = run_bptt("train", "--resume", tweets_run, "--steps", "1")
+    r = run_bptt_here("train", "--resume", tweets_run, "--steps", "1")
     assert r.returncode == 0, r.stderr
     assert r.stderr == (f"nothing to do: the run in {tweets_run} is already at step 2; "
                         "--steps is the run's total, give a larger one to go on\n")
     assert _files(tweets_run) == before
 
 
-def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_run, tmp_path):
+def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt_here, tweets_run, tmp_path):
     import shutil
 
     from bptt.checkpoint import write_safetensors_atomic
@@ -230,7 +232,7 @@ def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_r
     meta["history"] = [{"step": "a"}]
     write_safetensors_atomic(damaged / "train_state.safetensors", tensors, meta)
     before = _files(damaged)
-    r = run_bptt("train", "--resume", damaged, "--steps", "4")
+    r = run_bptt_here("train", "--resume", damaged, "--steps", "4")
     assert r.returncode == 2, r.stdout
     assert r.stderr == (f"bptt: error: {damaged}/train_state.safetensors is damaged: history "
                         "row 0 must have exactly the columns step, train_loss, val_loss, "
@@ -241,10 +243,10 @@ def test_a_damaged_task_state_is_one_line_and_changes_nothing(run_bptt, tweets_r
 @pytest.mark.parametrize("task, cell, lr", [("parity", "lstm", "1e38"),
                                            ("adding", "rnn", "1e300")],  # (weights overflow)
                          ids=["loss", "weights"])
-def test_a_diverged_task_run_is_one_line_in_flags(run_bptt, tmp_path, task, cell, lr):
+def test_a_diverged_task_run_is_one_line_in_flags(run_bptt_here, tmp_path, task, cell, lr):
     """The estimator's DivergedError reaches a user in flags (--lr, --clip-norm, not lr and
     clip_norm), without --init-from, which task runs do not take."""
-    r = run_bptt("train", "--task", task, "--out", tmp_path / "r", "--hidden", "8", "--batch",
+    r = run_bptt_here("train", "--task", task, "--out", tmp_path / "r", "--hidden", "8", "--batch",
                  "4", "--steps", "20", "--eval-every", "1", "--quiet", "--cell", cell,
                  "--optimizer", "sgd", "--lr", lr, "--no-clip-norm")
     assert r.returncode == 2

@@ -1,4 +1,6 @@
-"""``bptt train`` and ``bptt sample`` run the way a user runs them (subprocess, tmp dirs)."""
+"""``bptt train`` and ``bptt sample`` run the way a user runs them (tmp dirs): by their entry
+point in this process, and as a subprocess where the test is about the process (its standard
+streams closed, a pipe, a lock held by another process)."""
 
 from __future__ import annotations
 
@@ -40,9 +42,9 @@ def test_the_commands_tests_run_import_the_bptt_under_test(tmp_path):
     assert r.stdout.strip() == bptt.__file__, r.stderr
 
 
-def test_train_writes_a_checkpoint_and_beats_the_unigram_entropy(run_bptt, corpus_file, tmp_path):
+def test_train_writes_a_checkpoint_and_beats_the_unigram_entropy(run_bptt_here, corpus_file, tmp_path):
     out = tmp_path / "run"
-    r = run_bptt("train", corpus_file, "--out", out, "--steps", "150", "--eval-every", "75",
+    r = run_bptt_here("train", corpus_file, "--out", out, "--steps", "150", "--eval-every", "75",
                  "--cell", "rnn", "--hidden", "64", "--seq-len", "25", "--batch", "16",
                  "--lr", "0.005")
     assert r.returncode == 0, r.stderr
@@ -57,14 +59,14 @@ def test_train_writes_a_checkpoint_and_beats_the_unigram_entropy(run_bptt, corpu
     assert not list(out.glob(".tmp-*"))
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(run_bptt, corpus_file, tmp_path):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(run_bptt_here, corpus_file, tmp_path):
     common = [corpus_file, *SMALL, "--dtype", "float64", "--eval-every", "3", "--quiet",
               "--cell", "gru", "--seed", "5"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run_bptt("train", *common, "--steps", "8", "--out", straight).returncode == 0
-    assert run_bptt("train", *common, "--steps", "4", "--out", split).returncode == 0
+    assert run_bptt_here("train", *common, "--steps", "8", "--out", straight).returncode == 0
+    assert run_bptt_here("train", *common, "--steps", "4", "--out", split).returncode == 0
     # settings given again with their saved values change nothing and are accepted
-    r = run_bptt("train", "--resume", split, "--steps", "8", "--quiet", "--cell", "gru",
+    r = run_bptt_here("train", "--resume", split, "--steps", "8", "--quiet", "--cell", "gru",
                  "--seed", "5")
     assert r.returncode == 0, r.stderr
     for name in ("model.safetensors", "train_state.safetensors"):
@@ -82,42 +84,42 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_bptt, corpus_file, 
     assert rows["straight"] == rows["split"]
 
 
-def test_sample_length_prime_and_seed_determinism(run_bptt, corpus_file, tmp_path):
+def test_sample_length_prime_and_seed_determinism(run_bptt_here, corpus_file, tmp_path):
     out = tmp_path / "run"
-    assert run_bptt("train", corpus_file, *SMALL, "--steps", "3", "--out", out,
+    assert run_bptt_here("train", corpus_file, *SMALL, "--steps", "3", "--out", out,
                     "--quiet").returncode == 0
-    a = run_bptt("sample", out, "--length", "120", "--seed", "7", "--prime", "The ")
-    b = run_bptt("sample", out, "--length", "120", "--seed", "7", "--prime", "The ")
-    c = run_bptt("sample", out, "--length", "120", "--seed", "8", "--prime", "The ")
+    a = run_bptt_here("sample", out, "--length", "120", "--seed", "7", "--prime", "The ")
+    b = run_bptt_here("sample", out, "--length", "120", "--seed", "7", "--prime", "The ")
+    c = run_bptt_here("sample", out, "--length", "120", "--seed", "8", "--prime", "The ")
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout != c.stdout
     assert a.stdout.startswith("The ") and len(a.stdout) == len("The ") + 120 + 1
-    bad = run_bptt("sample", out, "--prime", "\u2603")
+    bad = run_bptt_here("sample", out, "--prime", "\u2603")
     assert bad.returncode == 2 and bad.stderr.startswith("bptt: error:")
     assert "not in the model's vocabulary" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_a_run_directory_with_a_checkpoint_is_never_overwritten(run_bptt, corpus_file, tmp_path):
+def test_a_run_directory_with_a_checkpoint_is_never_overwritten(run_bptt_here, corpus_file, tmp_path):
     out = tmp_path / "run"
-    assert run_bptt("train", corpus_file, *SMALL, "--steps", "2", "--out", out,
+    assert run_bptt_here("train", corpus_file, *SMALL, "--steps", "2", "--out", out,
                     "--quiet").returncode == 0
     before = (out / "model.safetensors").read_bytes()
-    r = run_bptt("train", corpus_file, *SMALL, "--steps", "2", "--out", out, "--quiet")
+    r = run_bptt_here("train", corpus_file, *SMALL, "--steps", "2", "--out", out, "--quiet")
     assert r.returncode == 2 and "already holds a checkpoint" in r.stderr
     assert (out / "model.safetensors").read_bytes() == before
 
 
-def test_config_file_is_read_and_flags_override_it(run_bptt, corpus_file, tmp_path):
+def test_config_file_is_read_and_flags_override_it(run_bptt_here, corpus_file, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text('{"cell": "rnn", "hidden": 24, "steps": 2, "seq_len": 10, "batch": 4}')
     out = tmp_path / "run"
-    r = run_bptt("train", corpus_file, "--config", cfg, "--hidden", "12", "--out", out, "--quiet")
+    r = run_bptt_here("train", corpus_file, "--config", cfg, "--hidden", "12", "--out", out, "--quiet")
     assert r.returncode == 0, r.stderr
     w = safetensors.numpy.load_file(out / "model.safetensors")
     assert w["Whh"].shape == (12, 12)
     bad = tmp_path / "bad.json"
     bad.write_text('{"hiden": 3}')
-    r = run_bptt("train", corpus_file, "--config", bad, "--out", tmp_path / "x")
+    r = run_bptt_here("train", corpus_file, "--config", bad, "--out", tmp_path / "x")
     assert r.returncode == 2 and "unknown config key(s) 'hiden'" in r.stderr
     assert not (tmp_path / "x").exists()
 
@@ -128,27 +130,27 @@ def _files(directory):
             for p in directory.rglob("*") if p.is_file()}
 
 
-def test_the_default_run_directory_passes_over_a_file_of_its_name(run_bptt, corpus_file,
+def test_the_default_run_directory_passes_over_a_file_of_its_name(run_bptt_here, corpus_file,
                                                                   tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "train").write_text("notes, not a run")
-    r = run_bptt("train", corpus_file, *TINY, "--steps", "1", "--eval-every", "1", "--quiet",
+    r = run_bptt_here("train", corpus_file, *TINY, "--steps", "1", "--eval-every", "1", "--quiet",
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "runs" / "train").read_text() == "notes, not a run"
     assert (tmp_path / "runs" / "train-2" / "model.safetensors").is_file()
 
 
-def test_a_resume_to_a_step_the_run_has_reached_says_so_and_changes_nothing(run_bptt,
+def test_a_resume_to_a_step_the_run_has_reached_says_so_and_changes_nothing(run_bptt_here,
                                                                             corpus_file,
                                                                             tmp_path):
     out = tmp_path / "run"
-    r = run_bptt("train", corpus_file, *TINY, "--steps", "4", "--eval-every", "2", "--quiet",
+    r = run_bptt_here("train", corpus_file, *TINY, "--steps", "4", "--eval-every", "2", "--quiet",
                  "--out", out)
     assert r.returncode == 0, r.stderr
     before = _files(out)
     for steps in (["--steps", "3"], ["--steps", "4"], []):
-        r = run_bptt("train", "--resume", out, *steps)
+        r = run_bptt_here("train", "--resume", out, *steps)
         assert r.returncode == 0, r.stderr
         assert r.stdout == ""
         assert r.stderr == (f"nothing to do: the run in {out} is already at step 4; --steps "
@@ -180,35 +182,35 @@ def test_a_resume_at_the_end_completes_a_checkpoint_a_kill_cut_short(bptt_in_pro
     assert_completed_at_step_4(code, err, tmp_path / "run")
 
 
-def test_quiet_makes_no_samples(run_bptt, corpus_file, tmp_path):
+def test_quiet_makes_no_samples(run_bptt_here, corpus_file, tmp_path):
     # ten million characters would take many minutes to sample: under --quiet nothing shows
     # them (they are never saved), so none are made
-    r = run_bptt("train", corpus_file, *TINY, "--steps", "2", "--eval-every", "1", "--quiet",
+    r = run_bptt_here("train", corpus_file, *TINY, "--steps", "2", "--eval-every", "1", "--quiet",
                  "--sample-length", "10000000", "--out", tmp_path / "run", timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
 
 
-def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt, corpus_file, tmp_path):
+def test_a_resume_from_elsewhere_asks_for_the_files_again(run_bptt_here, corpus_file, tmp_path):
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir()
     elsewhere.mkdir()
     (here / "notes.txt").write_bytes(corpus_file.read_bytes())
-    r = run_bptt("train", "notes.txt", *TINY, "--steps", "2", "--eval-every", "2", "--quiet",
+    r = run_bptt_here("train", "notes.txt", *TINY, "--steps", "2", "--eval-every", "2", "--quiet",
                  "--out", tmp_path / "run", cwd=here)
     assert r.returncode == 0, r.stderr
     before = _files(tmp_path / "run")
-    r = run_bptt("train", "--resume", tmp_path / "run", "--steps", "3", cwd=elsewhere)
+    r = run_bptt_here("train", "--resume", tmp_path / "run", "--steps", "3", cwd=elsewhere)
     assert r.returncode == 2
     assert r.stderr == (f"bptt: error: the run in {tmp_path / 'run'} trained on notes.txt, and "
                         "notes.txt is not there from the current directory; give the FILE(s) "
                         f"again: bptt train --resume {tmp_path / 'run'} FILE ...\n")
     assert _files(tmp_path / "run") == before
-    r = run_bptt("train", "--resume", tmp_path / "run", here / "notes.txt", "--steps", "3",
+    r = run_bptt_here("train", "--resume", tmp_path / "run", here / "notes.txt", "--steps", "3",
                  "--quiet", cwd=elsewhere)
     assert r.returncode == 0, r.stderr
     # the FILE given again is where the text is now: the next resume reads it there unasked
-    r = run_bptt("train", "--resume", tmp_path / "run", "--steps", "4", "--quiet", cwd=elsewhere)
+    r = run_bptt_here("train", "--resume", tmp_path / "run", "--steps", "4", "--quiet", cwd=elsewhere)
     assert r.returncode == 0, r.stderr
 
 
@@ -242,8 +244,8 @@ DIVERGING = ["--cell", "lstm", "--hidden", "8", "--seq-len", "10", "--batch", "2
      "--checkpoint-every", "1"],
 ], ids=["loss", "weights"])
 def test_a_run_that_diverges_before_its_first_checkpoint_says_nothing_was_saved(
-        run_bptt, corpus_file, tmp_path, argv):
-    r = run_bptt("train", corpus_file, *argv, "--out", tmp_path / "r")
+        run_bptt_here, corpus_file, tmp_path, argv):
+    r = run_bptt_here("train", corpus_file, *argv, "--out", tmp_path / "r")
     assert r.returncode == 2
     assert r.stderr == ("bptt: error: training diverged at step 1: the loss, a gradient or a weight "
                         "is NaN "
@@ -252,12 +254,12 @@ def test_a_run_that_diverges_before_its_first_checkpoint_says_nothing_was_saved(
     assert not (tmp_path / "r").exists()  # a run that saved nothing leaves nothing
 
 
-def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bptt, corpus_file,
+def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bptt_here, corpus_file,
                                                                           tmp_path):
     """The kept checkpoint is the last one before the step that diverged (an infinite
     validation loss counts: its checkpoint is not written); --resume cannot change --lr, so
     the way on is --init-from, which the message gives and which then trains."""
-    r = run_bptt("train", corpus_file, *DIVERGING, "--lr", "1e36", "--out", tmp_path / "r")
+    r = run_bptt_here("train", corpus_file, *DIVERGING, "--lr", "1e36", "--out", tmp_path / "r")
     assert r.returncode == 2
     run_dir = tmp_path / "r"
     step = checkpoint.read_metadata(run_dir / "train_state.safetensors")["step"]
@@ -271,7 +273,7 @@ def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bp
         rows = list(csv.DictReader(f))
     assert [int(row["step"]) for row in rows] == list(range(1, step + 1))
     assert all(math.isfinite(float(row["val_bpc"])) for row in rows)
-    r = run_bptt("train", corpus_file, "--init-from", run_dir, "--out", tmp_path / "r2", "--lr",
+    r = run_bptt_here("train", corpus_file, "--init-from", run_dir, "--out", tmp_path / "r2", "--lr",
                  "0.01", "--steps", "2", "--eval-every", "2", "--seq-len", "10", "--batch", "2",
                  "--quiet")
     assert r.returncode == 0, r.stderr
@@ -342,7 +344,7 @@ def test_a_run_whose_standard_error_is_closed_trains_on(corpus_file, tmp_path):
     assert (tmp_path / "out.txt").read_text().splitlines()[-1].startswith("done: step 30")
 
 
-def test_a_run_in_a_directory_of_other_things_leaves_them_alone(run_bptt, corpus_file, tmp_path):
+def test_a_run_in_a_directory_of_other_things_leaves_them_alone(run_bptt_here, corpus_file, tmp_path):
     """Its clean-up of interrupted writes removes its own temporaries only (it used to remove
     every .tmp-* file of the directory)."""
     out = tmp_path / "project"
@@ -350,21 +352,22 @@ def test_a_run_in_a_directory_of_other_things_leaves_them_alone(run_bptt, corpus
     mine = {".tmp-draft.txt": "a draft", ".tmp-model.safetensors.old": "kept", "notes.md": "n"}
     for name, text in mine.items():
         (out / name).write_text(text)
-    r = run_bptt("train", corpus_file, "--out", out, *TINY, "--steps", "4", "--eval-every", "2",
+    r = run_bptt_here("train", corpus_file, "--out", out, *TINY, "--steps", "4", "--eval-every", "2",
                  "--quiet")
     assert r.returncode == 0, r.stderr
     assert {name: (out / name).read_text() for name in mine} == mine
     assert (out / "model.safetensors").exists()
 
 
-def test_a_second_run_in_a_directory_a_run_trains_in_is_refused(run_bptt, corpus_file,
-                                                                 tmp_path):
+def test_a_second_run_in_a_directory_a_run_trains_in_is_refused(run_bptt, run_bptt_here,
+                                                                 corpus_file, tmp_path):
     """It used to train beside the first, overwrite its checkpoints and remove its files in
-    the middle of their writes.  Here the test holds the lock a training run holds."""
+    the middle of their writes.  Here the test holds the lock a training run holds, and the
+    runs it refuses are processes of their own (the lock is between processes)."""
     from bptt import train
 
     out = tmp_path / "r"
-    assert run_bptt("train", corpus_file, "--out", out, *TINY, "--steps", "2",
+    assert run_bptt_here("train", corpus_file, "--out", out, *TINY, "--steps", "2",
                     "--quiet").returncode == 0
     (out / ".tmp-model.safetensors.0123456789ab").write_bytes(b"a write in progress")
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -375,7 +378,7 @@ def test_a_second_run_in_a_directory_a_run_trains_in_is_refused(run_bptt, corpus
             r = run_bptt("train", *argv, "--quiet")
             assert r.returncode == 2 and r.stderr.startswith(busy), (argv, r.stderr)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    assert run_bptt("train", "--resume", out, "--steps", "4", "--quiet").returncode == 0
+    assert run_bptt_here("train", "--resume", out, "--steps", "4", "--quiet").returncode == 0
 
 
 @pytest.mark.parametrize("argv", [["--task", "parity"], ["{corpus}", *TINY]])
@@ -413,21 +416,21 @@ def test_where_directories_cannot_be_locked_a_run_goes_on_unlocked(tmp_path, mon
             pass
 
 
-def test_a_corpus_named_in_characters_the_plot_font_lacks_prints_nothing(run_bptt, corpus_file,
+def test_a_corpus_named_in_characters_the_plot_font_lacks_prints_nothing(run_bptt_here, corpus_file,
                                                                           tmp_path):
     """matplotlib's warnings of missing glyphs (the corpus name is the plot's title) used to
     reach the terminal under --quiet."""
     named = tmp_path / "日本語.txt"
     named.write_bytes(corpus_file.read_bytes())
-    r = run_bptt("train", named, "--out", tmp_path / "r", *TINY, "--steps", "2", "--quiet")
+    r = run_bptt_here("train", named, "--out", tmp_path / "r", *TINY, "--steps", "2", "--quiet")
     assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
     assert (tmp_path / "r" / "loss.png").exists()
 
 
 def test_a_resume_in_a_directory_it_cannot_write_is_refused_before_training(
-        run_bptt, bptt_in_process, corpus_file, tmp_path, monkeypatch):
+        run_bptt_here, bptt_in_process, corpus_file, tmp_path, monkeypatch):
     out = tmp_path / "r"
-    assert run_bptt("train", corpus_file, "--out", out, *TINY, "--steps", "2",
+    assert run_bptt_here("train", corpus_file, "--out", out, *TINY, "--steps", "2",
                     "--quiet").returncode == 0
     before = (out / "train_state.safetensors").read_bytes()
     import os
@@ -442,16 +445,16 @@ def test_a_resume_in_a_directory_it_cannot_write_is_refused_before_training(
     assert (out / "train_state.safetensors").read_bytes() == before
 
 
-def test_a_file_named_with_a_plus_resumes_without_being_named_again(run_bptt, corpus_file,
+def test_a_file_named_with_a_plus_resumes_without_being_named_again(run_bptt_here, corpus_file,
                                                                     tmp_path):
     """The train state lists the FILEs (resume used to split the description at ' + ')."""
     named = tmp_path / "a + b.txt"
     named.write_bytes(corpus_file.read_bytes())
-    first = run_bptt("train", named.name, "--out", "r", *TINY, "--steps", "2", "--quiet",
+    first = run_bptt_here("train", named.name, "--out", "r", *TINY, "--steps", "2", "--quiet",
                      cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     meta = checkpoint.read_metadata(tmp_path / "r" / "train_state.safetensors")
     assert meta["corpus_files"] == ["a + b.txt"]
-    again = run_bptt("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
+    again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert checkpoint.load_model(tmp_path / "r").step == 4
