@@ -441,6 +441,10 @@ def sequence_backward(
     o_and_c_k = common.step_views(work, "o_and_c", by_block[:, :, 4:], full, back)
     c_ifg_k = common.step_views(work, "c_ifg", by_block[:, :, :4], full, back)
     dJ_dc_k = common.step_views(work, "dJ_dc", dJ_dc, full, back)
+    # the same ∂J/∂h_k and ∂J/∂c_k as one block (…, 1, H, B), each to multiply a stack of
+    # partials (a view made here once, not at every step)
+    dJ_dh_block_k = common.step_views(work, "dJ_dh_block", dJ_dh[:, :, None], full, dJ_dh)
+    dJ_dc_block_k = common.step_views(work, "dJ_dc_block", dJ_dc[:, :, None], full, back)
     dJ_da_k = common.step_views(work, "dJ_da", dJ_da, full, back)
     dJ_dc_prev_k = common.step_views(work, "dJ_dc_prev", dJ_dc_prev_via_c, full, back)
     dh_da_o_c_k = common.step_views(work, "dh_da_o_c", dh_da_o_c)
@@ -460,13 +464,13 @@ def sequence_backward(
         # ∂J/∂h_k = ∂J_k/∂h_k (outside) + W^hhᵀ ∂J/∂a_{k+1} (from later, through a_{k+1})
         add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
         # [∂J/∂a^o_k, ∂J/∂c_k through h_k] = ∂J/∂h_k ⊙ [∂h_k/∂a^o_k, ∂h_k/∂c_k]
-        multiply(dJ_dh_k[k][..., None, :, :], dh_da_o_c_k[k], o_and_c_k[k])
+        multiply(dJ_dh_block_k[k], dh_da_o_c_k[k], o_and_c_k[k])
         if k < T - 1:
             # ∂J/∂c_k += ∂J/∂c_{k+1} ⊙ f_{k+1}  (the path through c_{k+1})
             add(dJ_dc_reached_via_c[k], dJ_dc_prev_carried[k + 1], dJ_dc_reached_via_c[k])
         # [∂J/∂c_{k−1} through c_k, ∂J/∂a^i_k, ∂J/∂a^f_k, ∂J/∂a^g_k]
         #     = ∂J/∂c_k ⊙ [∂c_k/∂c_{k−1}, ∂c_k/∂a^i_k, ∂c_k/∂a^f_k, ∂c_k/∂a^g_k]
-        multiply(dJ_dc_k[k][..., None, :, :], dc_dc_a_ifg_k[k], c_ifg_k[k])
+        multiply(dJ_dc_block_k[k], dc_dc_a_ifg_k[k], c_ifg_k[k])
         if k:
             # ∂a_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂a_k
             dot(Whh_T, dJ_da_carried[k], dJ_dh_prev_via_a)
