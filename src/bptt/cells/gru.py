@@ -390,6 +390,9 @@ def sequence_backward(
         work, "local", common.as_columns(dJ_dh_local, work, "local"), full
     )
     dJ_dh_k = common.step_views(work, "dJ_dh", dJ_dh, full)
+    # the same ∂J/∂h_k as one block (…, 1, H, B), to multiply the stack dh_da_k (a view made
+    # here once, not at every step)
+    dJ_dh_block_k = common.step_views(work, "dJ_dh_block", dJ_dh[:, :, None], full, dJ_dh)
     back_k = common.step_views(work, "back", back.reshape(A, T, 5, H, B), full, back)
     dh_da_k = common.step_views(work, "dh_da", dh_da)
     # what step k passes to step k − 1, every age one older (truncation drops the oldest):
@@ -411,7 +414,7 @@ def sequence_backward(
         add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
         # [∂J/∂a^in_k, ∂J/∂a^r_k, ∂J/∂a^z_k, ∂J/∂a^hn_k, ∂J/∂h_{k−1} along the direct path]
         #     = ∂J/∂h_k ⊙ dh_da_k
-        multiply(dJ_dh_k[k][..., None, :, :], dh_da_k[k], back_k[k])
+        multiply(dJ_dh_block_k[k], dh_da_k[k], back_k[k])
         if k:
             # ∂a^hh_k/∂h_{k−1} = W^hh, plus the direct path ∂h_k/∂h_{k−1} = z_k
             dot(Whh_T, dJ_da_hh_carried[k], dJ_dh_prev_via_step)

@@ -304,24 +304,29 @@ def sequence_forward(
     Wxh, Whh, bias = common.of_params(work, "sweep_weights", lambda: _sweep_weights(p, H, work))
     dtype = Whh.dtype
     x_proj = common.input_columns(Wxh, inputs, bias, common.empty(work, "x_proj", (T, G, B), dtype))
-    # the gates of every step in sweep order i f o g; then the state (h, c) and tanh c: columns
-    gates = common.empty(work, "gates", (T, G, B), dtype)
+    # step t's block of rows: its gates in sweep order i f o g, then the c_{t−1} it reads
+    # (block T holds c_{T−1} alone), so that [g_t; c_{t−1}] is one block of rows, as [i_t; f_t]
+    # is; then h and tanh c: all columns
+    gates_and_c = common.empty(work, "gates_and_c", (T + 1, G + H, B), dtype)
+    gates, cs = gates_and_c[:T, :G], gates_and_c[:, G:]
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
-    cs = common.empty(work, "cs", (T + 1, H, B), dtype)
     tanh_c = common.empty(work, "tanh_c", (T, H, B), dtype)
-    i_times_g = common.empty(work, "i_times_g", (H, B), dtype)
+    # [i_t ⊙ g_t; f_t ⊙ c_{t−1}]
+    products = common.empty(work, "products", (2 * H, B), dtype)
+    i_times_g, f_times_c = products[:H], products[H:]
     # a constant as an array: for the small arrays of a loop numpy takes it faster than a scalar
     one = np.ones((3 * H, B), dtype)
     hs[0], cs[0] = state0[0].T, state0[1].T
     i, f, o, g = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
-    ifo = gates[:, : 3 * H]
+    ifo, i_and_f, g_and_c_prev = gates[:, : 3 * H], gates[:, : 2 * H], gates_and_c[:T, 3 * H :]
     # per-step views, made once; the loop only calls kernels that write in place
-    h_t, c_t, tanh_c_t, xp, a_t, ifo_t, i_t, f_t, o_t, g_t = (
+    h_t, c_t, tanh_c_t, xp, a_t, ifo_t, i_and_f_t, g_and_c_prev_t, o_t, g_t = (
         common.step_views(work, name, array, base=base)
         for name, array, base in [
-            ("hs", hs, hs), ("cs", cs, cs), ("tanh_c", tanh_c, tanh_c), ("x_proj", x_proj, x_proj),
-            ("gates", gates, gates), ("ifo", ifo, gates), ("i", i, gates), ("f", f, gates),
-            ("o", o, gates), ("g", g, gates),
+            ("hs", hs, hs), ("cs", cs, gates_and_c), ("tanh_c", tanh_c, tanh_c),
+            ("x_proj", x_proj, x_proj), ("gates", gates, gates_and_c), ("ifo", ifo, gates_and_c),
+            ("i_and_f", i_and_f, gates_and_c), ("g_and_c_prev", g_and_c_prev, gates_and_c),
+            ("o", o, gates_and_c), ("g", g, gates_and_c),
         ]
     )
     dot, add, multiply = np.dot, np.add, np.multiply
@@ -338,10 +343,9 @@ def sequence_forward(
             reciprocal(ifo_t[t], ifo_t[t])
             # g_t = tanh a^g_t
             tanh(g_t[t], g_t[t])
-            # c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t
-            multiply(f_t[t], c_t[t], c_t[t + 1])
-            multiply(i_t[t], g_t[t], i_times_g)
-            add(c_t[t + 1], i_times_g, c_t[t + 1])
+            # c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t, both products at once: [i_t; f_t] ⊙ [g_t; c_{t−1}]
+            multiply(i_and_f_t[t], g_and_c_prev_t[t], products)
+            add(f_times_c, i_times_g, c_t[t + 1])
             # h_t = o_t ⊙ tanh c_t
             tanh(c_t[t + 1], tanh_c_t[t])
             multiply(o_t[t], tanh_c_t[t], h_t[t + 1])
@@ -441,6 +445,10 @@ def sequence_backward(
     o_and_c_k = common.step_views(work, "o_and_c", by_block[:, :, 4:], full, back)
     c_ifg_k = common.step_views(work, "c_ifg", by_block[:, :, :4], full, back)
     dJ_dc_k = common.step_views(work, "dJ_dc", dJ_dc, full, back)
+    # the same ∂J/∂h_k and ∂J/∂c_k as one block (…, 1, H, B), each to multiply a stack of
+    # partials (a view made here once, not at every step)
+    dJ_dh_block_k = common.step_views(work, "dJ_dh_block", dJ_dh[:, :, None], full, dJ_dh)
+    dJ_dc_block_k = common.step_views(work, "dJ_dc_block", dJ_dc[:, :, None], full, back)
     dJ_da_k = common.step_views(work, "dJ_da", dJ_da, full, back)
     dJ_dc_prev_k = common.step_views(work, "dJ_dc_prev", dJ_dc_prev_via_c, full, back)
     dh_da_o_c_k = common.step_views(work, "dh_da_o_c", dh_da_o_c)
@@ -460,13 +468,13 @@ def sequence_backward(
         # ∂J/∂h_k = ∂J_k/∂h_k (outside) + W^hhᵀ ∂J/∂a_{k+1} (from later, through a_{k+1})
         add(dJ_dh_local_k[k], dJ_dh_from_later, dJ_dh_k[k])
         # [∂J/∂a^o_k, ∂J/∂c_k through h_k] = ∂J/∂h_k ⊙ [∂h_k/∂a^o_k, ∂h_k/∂c_k]
-        multiply(dJ_dh_k[k][..., None, :, :], dh_da_o_c_k[k], o_and_c_k[k])
+        multiply(dJ_dh_block_k[k], dh_da_o_c_k[k], o_and_c_k[k])
         if k < T - 1:
             # ∂J/∂c_k += ∂J/∂c_{k+1} ⊙ f_{k+1}  (the path through c_{k+1})
             add(dJ_dc_reached_via_c[k], dJ_dc_prev_carried[k + 1], dJ_dc_reached_via_c[k])
         # [∂J/∂c_{k−1} through c_k, ∂J/∂a^i_k, ∂J/∂a^f_k, ∂J/∂a^g_k]
         #     = ∂J/∂c_k ⊙ [∂c_k/∂c_{k−1}, ∂c_k/∂a^i_k, ∂c_k/∂a^f_k, ∂c_k/∂a^g_k]
-        multiply(dJ_dc_k[k][..., None, :, :], dc_dc_a_ifg_k[k], c_ifg_k[k])
+        multiply(dJ_dc_block_k[k], dc_dc_a_ifg_k[k], c_ifg_k[k])
         if k:
             # ∂a_k/∂h_{k−1} = W^hh:  ∂J/∂h_{k−1} along this step = W^hhᵀ ∂J/∂a_k
             dot(Whh_T, dJ_da_carried[k], dJ_dh_prev_via_a)
