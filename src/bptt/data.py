@@ -92,10 +92,10 @@ def check_text_path(file: Path) -> None:
 
 
 READ_BLOCK = 1 << 20
-# the most a text that is not a corpus (a prime, flow's sequence) may hold: a pipe of text
-# that never ends is refused there, not read until the memory runs out
-SHORT_TEXT_BYTES = 16 << 20
 """Bytes :func:`read_text` reads at a time, each looked at for a NUL as it comes."""
+SHORT_TEXT_BYTES = 16 << 20
+"""The most a text that is not a corpus (a prime, flow's sequence) may hold: a pipe of text
+that never ends is refused there, not read until the memory runs out."""
 
 
 def _read_bytes(file: Path, max_bytes: int | None = None) -> bytes:
