@@ -34,19 +34,14 @@ def run_bptt_here():
 
 
 @pytest.fixture
-def bptt_in_process(monkeypatch, capsys):
-    """``run(args, cwd) -> (exit code, stderr)``: ``bptt ARGS`` run by its entry point,
-    bptt.cli.main (what the console script calls), in this process from ``cwd``: a tenth
-    of a subprocess's start-up time."""
-    from bptt import cli
+def bptt_in_process():
+    """``run(args, cwd) -> (exit code, stderr)``: :func:`tests_support.bptt_here`'s, for the
+    tests that read only those two."""
+    from tests_support import bptt_here
 
     def run(args, cwd: Path) -> tuple[int, str]:
-        monkeypatch.chdir(cwd)
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-        return code, capsys.readouterr().err
+        result = bptt_here(*args, cwd=cwd)
+        return result.returncode, result.stderr
 
     return run
 
