@@ -538,3 +538,19 @@ def test_an_ignored_initial_state_is_named():
     assert report.diagnosis.name == "h0-ignored"
     assert "ignores the initial state h0" in report.diagnosis.message
     assert not report.loss.passed and report.h_last_ok is False
+
+
+@pytest.mark.parametrize("kept, words", [(2, "one step fewer than asked"),
+                                         (4, "one step more than asked")])
+def test_a_truncation_window_off_by_one_is_named_as_such(kept, words):
+    """Asked for truncate=3, a walk back of 2 steps was told to "carry it all the way back to
+    the first step" (and to check against --truncate 2), and one of 4 steps was blamed on
+    the carry itself: both only miscount the window."""
+    def window(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=kept)
+
+    report = diagnose.check_backward(window, diagnose.make_problem(truncate=3))
+    assert report.diagnosis is not None and report.diagnosis.name == "truncate-window"
+    message = report.diagnosis.message
+    assert f"keep {kept} steps (the terms with t − k < {kept})" in message and words in message
+    assert "all the way back" not in message and "Walk each J_t back exactly 3 steps" in message

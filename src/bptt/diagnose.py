@@ -573,13 +573,32 @@ def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
     return None
 
 
+def _window_message(m: int, K: int) -> str:
+    """The sentence for a learner asked for truncate=K whose window keeps m steps."""
+    if m == 1:
+        why = ("the error is never carried back through ∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh "
+               "at all")
+    elif abs(m - K) == 1:
+        why = (f"one step {'fewer' if m < K else 'more'} than asked, an off-by-one in the "
+               f"bound of your walk back (J_t reaches k = t … t − {K - 1}: t − k < {K}, not "
+               f"t − k {'<' if m < K else '≤'} {K - 1 if m < K else K})")
+    else:
+        why = "another window than the one asked for"
+    return (f"You were asked for truncated BPTT with truncate = {K} (only the terms with "
+            f"t − k < {K}), but your W^xh, W^hh and b_h gradients keep {_steps(m)} (the terms "
+            f"with t − k < {m}): {why}. Walk each J_t back exactly {_steps(K)}.")
+
+
 def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     """Every named bug, each as the gradient it would produce on ``problem``."""
     T, B = problem.T, problem.B
     ref = correct.grads()
     out: list[Hypothesis] = []
     t_idx, k_idx = np.indices((T, T))
-    K = problem.truncate or T + 1
+    K = problem.truncate
+    # the same sum without truncation: asked for truncate=K, a learner may keep more than K steps
+    full = correct if K is None else walk(
+        Problem(problem.params, problem.inputs, problem.targets, problem.h0))
 
     # constant factors
     for ratio in sorted({1 / (T * B), 1 / T, 1 / B}):
@@ -600,7 +619,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         {k: -v for k, v in ref.items()},
     ))
     # recurrence cut short: the terms with t − k < m only
-    for m in range(1, min(K, T)):
+    for m in range(1, T if K is None else 0):
         out.append(Hypothesis(
             "truncated",
             f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term ∂h_t/∂h_{{t−1}} = "
@@ -612,8 +631,12 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
             f"reference: --truncate {m}.)",
             correct.grads(rec_mask=(t_idx - k_idx < m)),
         ))
+    # asked for truncate=K: a window of m ≠ K steps (m ≥ T keeps every term: the full gradient)
+    for m in range(1, T if K is not None else 0):
+        if m != K:
+            kept = full.grads(rec_mask=(t_idx - k_idx < m))
+            out.append(Hypothesis("truncate-window", _window_message(m, K), kept))
     if problem.truncate is not None and problem.truncate < T:
-        full = walk(Problem(problem.params, problem.inputs, problem.targets, problem.h0))
         out.append(Hypothesis(
             "truncate-ignored",
             f"You were asked for truncated BPTT (truncate = {problem.truncate}: only the "
