@@ -554,3 +554,18 @@ def test_a_truncation_window_off_by_one_is_named_as_such(kept, words):
     message = report.diagnosis.message
     assert f"keep {kept} steps (the terms with t − k < {kept})" in message and words in message
     assert "all the way back" not in message and "Walk each J_t back exactly 3 steps" in message
+
+
+def test_a_zero_dJ_dh0_is_not_explained_by_a_bug_of_every_recurrent_gradient():
+    """Truncated to 3 of 5 steps, the last loss cannot reach h0, so "only the last loss J_T is
+    sent back" also gives ∂J/∂h0 = 0: a learner whose ∂J/∂h0 was zero (and whose other
+    recurrent gradients were wrong in another way) was told that their W^xh, W^hh and b_h
+    "hold the terms of J_T alone"."""
+    def h0_zero_and_wrong_window(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=1)
+        return loss, dict(grads, Whh=2 * grads["Whh"], h0=np.zeros_like(h0))
+
+    report = diagnose.check_backward(h0_zero_and_wrong_window, diagnose.make_problem(truncate=3))
+    text = " ".join(report.messages())
+    assert "Only the last loss J_T is sent back" not in text
+    assert "h0: Your ∂J/∂h0 is zero" in text

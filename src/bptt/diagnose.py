@@ -1145,6 +1145,10 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
     T, B = report.problem.T, report.problem.B
     right = {c.name for c in report.params if c.passed}
     explained: dict[str, list[str]] = {}
+    # the narrowest bug first: one that changes this gradient alone speaks of it alone, while
+    # a wider one that happens to give the same numbers here speaks of gradients it does not fit
+    # (truncated to K, ∂J/∂h0 = 0 is also what "only the last loss is sent back" gives)
+    candidates = sorted(candidates, key=lambda h: len(_altered(h, ref)))
     for check in report.params:
         if check.passed:
             continue
@@ -1172,6 +1176,11 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
             explained.setdefault(check.explanation, []).append(MATH[key])
     for message, names in explained.items():
         report.findings.append(f"{', '.join(names)}: {message}")
+
+
+def _altered(h: Hypothesis, ref: dict[str, np.ndarray]) -> list[str]:
+    """The gradients the bug ``h`` changes."""
+    return [k for k, v in h.grads.items() if v is not None and _rel(v, ref[k]) > MATCH_TOL]
 
 
 def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
