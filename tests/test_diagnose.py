@@ -569,3 +569,22 @@ def test_a_zero_dJ_dh0_is_not_explained_by_a_bug_of_every_recurrent_gradient():
     text = " ".join(report.messages())
     assert "Only the last loss J_T is sent back" not in text
     assert "h0: Your ∂J/∂h0 is zero" in text
+
+
+def test_a_bug_at_T_equal_1_is_not_placed_where_the_right_gradients_rule_it_out():
+    """A db_h left at zero (every other gradient right) was told, from probing prefixes, that
+    the mistake was in "the head, ∂J_t/∂y_t = p_t − onehot, tanh' = 1 − h_t², the input x_t,
+    or h0": the right W^hy, b_y, W^xh and W^hh rule out every one of them."""
+    report = diagnose.check_backward(_changed("bh", lambda g, *_: np.zeros_like(g["bh"])))
+    loc = report.localisation
+    assert loc.first_wrong == 0 and "wrong already at T = 1 (in b_h)" in loc.message
+    assert "p_t − onehot" not in loc.message and "only b_h's term" in loc.message
+
+    def h_t_in_dWhh_at_the_last_step(grads, params, inputs, targets, h0):
+        hs = bptt.forward(params, inputs, h0).caches[0].hs
+        dJ_dz = bptt.backprop(params, inputs, targets, h0=h0).dJ_dh[0][0] * (1 - hs[1:] ** 2)
+        return grads["Whh"] + dJ_dz[-1].T @ (hs[-1] - hs[-2])
+
+    loc = diagnose.check_backward(_changed("Whh", h_t_in_dWhh_at_the_last_step)).localisation
+    assert "p_t − onehot" not in loc.message
+    assert "wrong, the previous state h0 for W^hh" in loc.message

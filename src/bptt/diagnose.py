@@ -820,6 +820,26 @@ def localise(fn: Callable[..., Any], problem: Problem, correct: Expansion,
     return Localisation(steps, first, _localisation_message(steps, first))
 
 
+def _one_step_suspects(bad: StepVerdict) -> str:
+    """Where a mistake already wrong at T = 1 can be, given which of J_1's terms are right
+    (the end of the sentence "the mistake is inside a single step…")."""
+    wrong, judged = set(bad.wrong), set(bad.judged)
+    if wrong & set(HEAD) or not set(HEAD) <= judged:
+        return (" — the head, ∂J_t/∂y_t = p_t − onehot, tanh' = 1 − h_t², the input x_t, or "
+                "h0 as the previous state")
+    if "bh" in judged and "bh" not in wrong:
+        factors = [f for key, f in (("Wxh", "the input x_t for W^xh"),
+                                    ("Whh", "the previous state h0 for W^hh")) if key in wrong]
+        return (". b_h's term is ∂J/∂z_t itself and is right, so ∂J/∂z_t is right: what it is "
+                f"multiplied by is wrong, {' and '.join(factors)}")
+    if wrong == {"bh"} and {"Wxh", "Whh"} <= judged:
+        return (". W^xh's and W^hh's terms are right, so ∂J/∂z_t is right: only b_h's term, "
+                "Σ_b ∂J/∂z_t (summed over the batch rows), is assembled wrongly")
+    return (". The head's terms are right, so ∂J_t/∂y_t is right: the mistake lies between it "
+            "and the weights, in ∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t, tanh' = 1 − h_t², the input x_t, "
+            "or h0 as the previous state")
+
+
 def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
     if first is None:
         return ("Run on the first T' = 1 … T steps, your function gives the right terms for "
@@ -834,8 +854,7 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
     right = "J_1" if first == 1 else f"J_1 … J_{first}"  # the terms found right (first > 0)
     if first == 0:
         text += (f"It is wrong already at T = 1 (in {keys}), where nothing is carried through "
-                 "time: the mistake is inside a single step — the head, ∂J_t/∂y_t = p_t − "
-                 "onehot, tanh' = 1 − h_t², the input x_t, or h0 as the previous state.")
+                 f"time: the mistake is inside a single step{_one_step_suspects(bad)}.")
     elif any(k in HEAD for k in bad.wrong):
         head = ", ".join(MATH[k] for k in bad.wrong if k in HEAD)
         text += (f"The terms of {right} are right, but the head's terms of J_{first + 1} are "
