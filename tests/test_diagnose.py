@@ -588,3 +588,22 @@ def test_a_bug_at_T_equal_1_is_not_placed_where_the_right_gradients_rule_it_out(
     loc = diagnose.check_backward(_changed("Whh", h_t_in_dWhh_at_the_last_step)).localisation
     assert "p_t − onehot" not in loc.message
     assert "wrong, the previous state h0 for W^hh" in loc.message
+
+
+def test_a_wrong_head_term_after_the_first_step_does_not_blame_the_states_alone():
+    """dW^hy built from the previous step's probabilities, p_{t−1} − onehot(label_t), was
+    told "the states your backward reads after the first step are not the forward's": the
+    states were right, the probabilities were not step t's."""
+    def previous_p(grads, params, inputs, targets, h0):
+        fwd = bptt.forward(params, inputs, h0)
+        p = np.exp(fwd.logits - fwd.logits.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        dJ_dy = np.roll(p, 1, axis=0)  # p_{t−1} at step t (p_{T−1} at the first step)
+        np.put_along_axis(dJ_dy, targets[..., None], np.take_along_axis(
+            dJ_dy, targets[..., None], axis=-1) - 1, axis=-1)
+        return np.einsum("tbv,tbh->vh", dJ_dy, fwd.caches[0].hs[1:])
+
+    loc = diagnose.check_backward(_changed("Why", previous_p)).localisation
+    assert loc.first_wrong == 1 and "head's terms of J_2 are not (W^hy)" in loc.message
+    assert "the states your backward reads after the first step are not" not in loc.message
+    assert "or p_t in ∂J_t/∂y_t = p_t − onehot(label_t)" in loc.message
