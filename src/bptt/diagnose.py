@@ -858,9 +858,11 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
     elif any(k in HEAD for k in bad.wrong):
         head = ", ".join(MATH[k] for k in bad.wrong if k in HEAD)
         text += (f"The terms of {right} are right, but the head's terms of J_{first + 1} are "
-                 f"not ({head}): the head reads h_t, and no error is carried back to it, so "
-                 "the states your backward reads after the first step are not the forward's "
-                 "(a buffer overwritten or shared between steps, an index off by one?).")
+                 f"not ({head}): they are ∂J_t/∂y_t h_tᵀ and ∂J_t/∂y_t, which no error "
+                 "carried back through time enters, so what your backward pairs there after "
+                 "the first step is not step t's: the state h_t, or p_t in ∂J_t/∂y_t = p_t − "
+                 "onehot(label_t) (a buffer overwritten or shared between steps, an index off "
+                 "by one?).")
     elif "bh" in bad.judged and "bh" not in bad.wrong:
         verb = "differs" if len(bad.wrong) == 1 else "differ"
         text += (f"The terms of {right} are right, and at J_{first + 1} only {keys} {verb} "
