@@ -607,3 +607,11 @@ def test_a_wrong_head_term_after_the_first_step_does_not_blame_the_states_alone(
     assert loc.first_wrong == 1 and "head's terms of J_2 are not (W^hy)" in loc.message
     assert "the states your backward reads after the first step are not" not in loc.message
     assert "or p_t in ∂J_t/∂y_t = p_t − onehot(label_t)" in loc.message
+
+
+def test_a_wrong_head_gradient_alone_is_not_said_to_be_wrong_too():
+    """db_y summed over every axis (zero: each row of p_t − onehot sums to 0), all else right,
+    was told "Your head gradients are wrong too": nothing else was wrong."""
+    report = diagnose.check_backward(_changed("by", lambda g, *_: np.zeros_like(g["by"])))
+    text = " ".join(report.messages())
+    assert "wrong too" not in text and "Only your head gradients are wrong (b_y)" in text
