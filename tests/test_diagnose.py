@@ -538,3 +538,80 @@ def test_an_ignored_initial_state_is_named():
     assert report.diagnosis.name == "h0-ignored"
     assert "ignores the initial state h0" in report.diagnosis.message
     assert not report.loss.passed and report.h_last_ok is False
+
+
+@pytest.mark.parametrize("kept, words", [(2, "one step fewer than asked"),
+                                         (4, "one step more than asked")])
+def test_a_truncation_window_off_by_one_is_named_as_such(kept, words):
+    """Asked for truncate=3, a walk back of 2 steps was told to "carry it all the way back to
+    the first step" (and to check against --truncate 2), and one of 4 steps was blamed on
+    the carry itself: both only miscount the window."""
+    def window(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=kept)
+
+    report = diagnose.check_backward(window, diagnose.make_problem(truncate=3))
+    assert report.diagnosis is not None and report.diagnosis.name == "truncate-window"
+    message = report.diagnosis.message
+    assert f"keep {kept} steps (the terms with t − k < {kept})" in message and words in message
+    assert "all the way back" not in message and "Walk each J_t back exactly 3 steps" in message
+
+
+def test_a_zero_dJ_dh0_is_not_explained_by_a_bug_of_every_recurrent_gradient():
+    """Truncated to 3 of 5 steps, the last loss cannot reach h0, so "only the last loss J_T is
+    sent back" also gives ∂J/∂h0 = 0: a learner whose ∂J/∂h0 was zero (and whose other
+    recurrent gradients were wrong in another way) was told that their W^xh, W^hh and b_h
+    "hold the terms of J_T alone"."""
+    def h0_zero_and_wrong_window(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=1)
+        return loss, dict(grads, Whh=2 * grads["Whh"], h0=np.zeros_like(h0))
+
+    report = diagnose.check_backward(h0_zero_and_wrong_window, diagnose.make_problem(truncate=3))
+    text = " ".join(report.messages())
+    assert "Only the last loss J_T is sent back" not in text
+    assert "h0: Your ∂J/∂h0 is zero" in text
+
+
+def test_a_bug_at_T_equal_1_is_not_placed_where_the_right_gradients_rule_it_out():
+    """A db_h left at zero (every other gradient right) was told, from probing prefixes, that
+    the mistake was in "the head, ∂J_t/∂y_t = p_t − onehot, tanh' = 1 − h_t², the input x_t,
+    or h0": the right W^hy, b_y, W^xh and W^hh rule out every one of them."""
+    report = diagnose.check_backward(_changed("bh", lambda g, *_: np.zeros_like(g["bh"])))
+    loc = report.localisation
+    assert loc.first_wrong == 0 and "wrong already at T = 1 (in b_h)" in loc.message
+    assert "p_t − onehot" not in loc.message and "only b_h's term" in loc.message
+
+    def h_t_in_dWhh_at_the_last_step(grads, params, inputs, targets, h0):
+        hs = bptt.forward(params, inputs, h0).caches[0].hs
+        dJ_dz = bptt.backprop(params, inputs, targets, h0=h0).dJ_dh[0][0] * (1 - hs[1:] ** 2)
+        return grads["Whh"] + dJ_dz[-1].T @ (hs[-1] - hs[-2])
+
+    loc = diagnose.check_backward(_changed("Whh", h_t_in_dWhh_at_the_last_step)).localisation
+    assert "p_t − onehot" not in loc.message
+    assert "wrong, the previous state h0 for W^hh" in loc.message
+
+
+def test_a_wrong_head_term_after_the_first_step_does_not_blame_the_states_alone():
+    """dW^hy built from the previous step's probabilities, p_{t−1} − onehot(label_t), was
+    told "the states your backward reads after the first step are not the forward's": the
+    states were right, the probabilities were not step t's."""
+    def previous_p(grads, params, inputs, targets, h0):
+        fwd = bptt.forward(params, inputs, h0)
+        p = np.exp(fwd.logits - fwd.logits.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        dJ_dy = np.roll(p, 1, axis=0)  # p_{t−1} at step t (p_{T−1} at the first step)
+        np.put_along_axis(dJ_dy, targets[..., None], np.take_along_axis(
+            dJ_dy, targets[..., None], axis=-1) - 1, axis=-1)
+        return np.einsum("tbv,tbh->vh", dJ_dy, fwd.caches[0].hs[1:])
+
+    loc = diagnose.check_backward(_changed("Why", previous_p)).localisation
+    assert loc.first_wrong == 1 and "head's terms of J_2 are not (W^hy)" in loc.message
+    assert "the states your backward reads after the first step are not" not in loc.message
+    assert "or p_t in ∂J_t/∂y_t = p_t − onehot(label_t)" in loc.message
+
+
+def test_a_wrong_head_gradient_alone_is_not_said_to_be_wrong_too():
+    """db_y summed over every axis (zero: each row of p_t − onehot sums to 0), all else right,
+    was told "Your head gradients are wrong too": nothing else was wrong."""
+    report = diagnose.check_backward(_changed("by", lambda g, *_: np.zeros_like(g["by"])))
+    text = " ".join(report.messages())
+    assert "wrong too" not in text and "Only your head gradients are wrong (b_y)" in text

@@ -85,3 +85,13 @@ def test_a_step_outside_the_sequence_is_refused():
             terms.expand_whh(**kwargs)
         with pytest.raises(bptt.BpttError, match=message):
             bptt.gradcheck.check_model(**kwargs)
+
+
+@pytest.mark.parametrize("cell, words", [
+    ("gru", "∂h_k/∂a^hh_k · ∂a^hh_k/∂W^hh"), ("lstm", "∂s_k/∂a_k · ∂a_k/∂W^hh")])
+def test_the_double_sum_is_written_in_the_cells_own_variables(tmp_path, cell, words):
+    """The header wrote the RNN's ∂h_k/∂z_k · ∂z_k/∂W^hh for every cell: for the GRU z_k is the
+    update gate, so it read as the path through z alone; the LSTM's state is [h_k; c_k]."""
+    out = bptt_cli("terms", "--cell", cell, cwd=tmp_path).stdout
+    header = out.split("Problem:")[0]
+    assert words in header and "∂z_k" not in header

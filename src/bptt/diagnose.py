@@ -573,13 +573,32 @@ def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
     return None
 
 
+def _window_message(m: int, K: int) -> str:
+    """The sentence for a learner asked for truncate=K whose window keeps m steps."""
+    if m == 1:
+        why = ("the error is never carried back through ∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh "
+               "at all")
+    elif abs(m - K) == 1:
+        why = (f"one step {'fewer' if m < K else 'more'} than asked, an off-by-one in the "
+               f"bound of your walk back (J_t reaches k = t … t − {K - 1}: t − k < {K}, not "
+               f"t − k {'<' if m < K else '≤'} {K - 1 if m < K else K})")
+    else:
+        why = "another window than the one asked for"
+    return (f"You were asked for truncated BPTT with truncate = {K} (only the terms with "
+            f"t − k < {K}), but your W^xh, W^hh and b_h gradients keep {_steps(m)} (the terms "
+            f"with t − k < {m}): {why}. Walk each J_t back exactly {_steps(K)}.")
+
+
 def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     """Every named bug, each as the gradient it would produce on ``problem``."""
     T, B = problem.T, problem.B
     ref = correct.grads()
     out: list[Hypothesis] = []
     t_idx, k_idx = np.indices((T, T))
-    K = problem.truncate or T + 1
+    K = problem.truncate
+    # the same sum without truncation: asked for truncate=K, a learner may keep more than K steps
+    full = correct if K is None else walk(
+        Problem(problem.params, problem.inputs, problem.targets, problem.h0))
 
     # constant factors
     for ratio in sorted({1 / (T * B), 1 / T, 1 / B}):
@@ -600,7 +619,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         {k: -v for k, v in ref.items()},
     ))
     # recurrence cut short: the terms with t − k < m only
-    for m in range(1, min(K, T)):
+    for m in range(1, T if K is None else 0):
         out.append(Hypothesis(
             "truncated",
             f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term ∂h_t/∂h_{{t−1}} = "
@@ -612,8 +631,12 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
             f"reference: --truncate {m}.)",
             correct.grads(rec_mask=(t_idx - k_idx < m)),
         ))
+    # asked for truncate=K: a window of m ≠ K steps (m ≥ T keeps every term: the full gradient)
+    for m in range(1, T if K is not None else 0):
+        if m != K:
+            kept = full.grads(rec_mask=(t_idx - k_idx < m))
+            out.append(Hypothesis("truncate-window", _window_message(m, K), kept))
     if problem.truncate is not None and problem.truncate < T:
-        full = walk(Problem(problem.params, problem.inputs, problem.targets, problem.h0))
         out.append(Hypothesis(
             "truncate-ignored",
             f"You were asked for truncated BPTT (truncate = {problem.truncate}: only the "
@@ -797,6 +820,26 @@ def localise(fn: Callable[..., Any], problem: Problem, correct: Expansion,
     return Localisation(steps, first, _localisation_message(steps, first))
 
 
+def _one_step_suspects(bad: StepVerdict) -> str:
+    """Where a mistake already wrong at T = 1 can be, given which of J_1's terms are right
+    (the end of the sentence "the mistake is inside a single step…")."""
+    wrong, judged = set(bad.wrong), set(bad.judged)
+    if wrong & set(HEAD) or not set(HEAD) <= judged:
+        return (" — the head, ∂J_t/∂y_t = p_t − onehot, tanh' = 1 − h_t², the input x_t, or "
+                "h0 as the previous state")
+    if "bh" in judged and "bh" not in wrong:
+        factors = [f for key, f in (("Wxh", "the input x_t for W^xh"),
+                                    ("Whh", "the previous state h0 for W^hh")) if key in wrong]
+        return (". b_h's term is ∂J/∂z_t itself and is right, so ∂J/∂z_t is right: what it is "
+                f"multiplied by is wrong, {' and '.join(factors)}")
+    if wrong == {"bh"} and {"Wxh", "Whh"} <= judged:
+        return (". W^xh's and W^hh's terms are right, so ∂J/∂z_t is right: only b_h's term, "
+                "Σ_b ∂J/∂z_t (summed over the batch rows), is assembled wrongly")
+    return (". The head's terms are right, so ∂J_t/∂y_t is right: the mistake lies between it "
+            "and the weights, in ∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t, tanh' = 1 − h_t², the input x_t, "
+            "or h0 as the previous state")
+
+
 def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
     if first is None:
         return ("Run on the first T' = 1 … T steps, your function gives the right terms for "
@@ -811,14 +854,15 @@ def _localisation_message(steps: list[StepVerdict], first: int | None) -> str:
     right = "J_1" if first == 1 else f"J_1 … J_{first}"  # the terms found right (first > 0)
     if first == 0:
         text += (f"It is wrong already at T = 1 (in {keys}), where nothing is carried through "
-                 "time: the mistake is inside a single step — the head, ∂J_t/∂y_t = p_t − "
-                 "onehot, tanh' = 1 − h_t², the input x_t, or h0 as the previous state.")
+                 f"time: the mistake is inside a single step{_one_step_suspects(bad)}.")
     elif any(k in HEAD for k in bad.wrong):
         head = ", ".join(MATH[k] for k in bad.wrong if k in HEAD)
         text += (f"The terms of {right} are right, but the head's terms of J_{first + 1} are "
-                 f"not ({head}): the head reads h_t, and no error is carried back to it, so "
-                 "the states your backward reads after the first step are not the forward's "
-                 "(a buffer overwritten or shared between steps, an index off by one?).")
+                 f"not ({head}): they are ∂J_t/∂y_t h_tᵀ and ∂J_t/∂y_t, which no error "
+                 "carried back through time enters, so what your backward pairs there after "
+                 "the first step is not step t's: the state h_t, or p_t in ∂J_t/∂y_t = p_t − "
+                 "onehot(label_t) (a buffer overwritten or shared between steps, an index off "
+                 "by one?).")
     elif "bh" in bad.judged and "bh" not in bad.wrong:
         verb = "differs" if len(bad.wrong) == 1 else "differ"
         text += (f"The terms of {right} are right, and at J_{first + 1} only {keys} {verb} "
@@ -1122,6 +1166,10 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
     T, B = report.problem.T, report.problem.B
     right = {c.name for c in report.params if c.passed}
     explained: dict[str, list[str]] = {}
+    # the narrowest bug first: one that changes this gradient alone speaks of it alone, while
+    # a wider one that happens to give the same numbers here speaks of gradients it does not fit
+    # (truncated to K, ∂J/∂h0 = 0 is also what "only the last loss is sent back" gives)
+    candidates = sorted(candidates, key=lambda h: len(_altered(h, ref)))
     for check in report.params:
         if check.passed:
             continue
@@ -1149,6 +1197,11 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
             explained.setdefault(check.explanation, []).append(MATH[key])
     for message, names in explained.items():
         report.findings.append(f"{', '.join(names)}: {message}")
+
+
+def _altered(h: Hypothesis, ref: dict[str, np.ndarray]) -> list[str]:
+    """The gradients the bug ``h`` changes."""
+    return [k for k, v in h.grads.items() if v is not None and _rel(v, ref[k]) > MATCH_TOL]
 
 
 def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
@@ -1181,6 +1234,11 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         elif bad == {"bh"}:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
+    elif bad <= set(HEAD):
+        out.append("Only your head gradients are wrong (" + ", ".join(
+                       MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
+                   "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t Σ_b "
+                   "∂J_t/∂y_t (summed over steps and batch rows, one entry per output).")
     elif bad & set(HEAD):
         out.append("Your head gradients are wrong too, so start there: ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t ∂J_t/∂y_t.")

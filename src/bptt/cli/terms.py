@@ -102,11 +102,23 @@ def _vector(v: np.ndarray) -> str:
     return f"[{shown}{', …' if flat.size > SHOWN else ''}]"
 
 
+# the double sum in each cell's own variables (the GRU's z_k is its update gate, not the
+# pre-activation of the RNN's z_k = W^xh x_k + W^hh h_{k−1} + b_h)
+DOUBLE_SUM = {
+    "rnn": ["∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂h_k · ∂h_k/∂z_k · ∂z_k/∂W^hh"],
+    "gru": ["∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂h_k · ∂h_k/∂a^hh_k · ∂a^hh_k/∂W^hh",
+            "(a^hh_k = W^hh h_{k−1} + b^hh, rows r z n; z_k is the update gate)"],
+    "lstm": ["∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂s_k · ∂s_k/∂a_k · ∂a_k/∂W^hh",
+             "(the state s_k = [h_k; c_k]; a_k = W^hh h_{k−1} + W^xh x_k + b, rows i f g o)"],
+}
+
+
 def _print(e: terms.WhhExpansion) -> None:
     T = e.T
     G, H = e.grad_sum.shape
     print(f"dJ/dW^hh of one {e.cell} layer ({G}×{H}) as the double sum of the derivation:")
-    print("    ∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂h_k · ∂h_k/∂z_k · ∂z_k/∂W^hh")
+    for line in DOUBLE_SUM[e.cell]:
+        print(f"    {line}")
     print(f"Problem: T = {T}, H = {H}, B = 1, float64, random non-zero biases and initial "
           f"state (seed {e.seed}).")
     print(f"Steps are numbered t, k = 1 … {T} as in the derivation (the code's arrays count "
@@ -121,6 +133,9 @@ def _print(e: terms.WhhExpansion) -> None:
     print(f"max |Σ terms − efficient dW^hh| = {e.max_diff_grad:.1e}\n")
     print("Grouped by k: the terms ∂J_t/∂h_k of each k, their sum Σ_{t≥k} ∂J_t/∂h_k, and what")
     print("the efficient sweep accumulates as dJ_dh[k]:")
+    if e.cell == "lstm":
+        print("(∂J_t/∂h_k holds c_k fixed: the error c_k carries, ∂J_t/∂c_k, is the other half "
+              "of ∂J_t/∂s_k, not shown)")
     for k in range(T):
         rows = [(f"∂J_{t + 1}/∂h_{k + 1}", e.dJt_dh[t, k]) for t in range(k, T)]
         rows.append((f"Σ_t ∂J_t/∂h_{k + 1}", e.dJ_dh_grouped[k]))
