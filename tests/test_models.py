@@ -166,6 +166,18 @@ def test_numbers_too_large_for_float32_weights_are_refused_not_run_as_inf():
         bptt.loss_and_grads(params, ids, ids, h0=(np.full((1, 1, 4), np.nan), zeros))
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_an_lstm_pair_given_as_the_state_of_another_cell_is_named(cell):
+    # was only "h0 has shape (2, 1, 2, 4)": numpy had stacked the pair into one array
+    params = bptt.init_params(cell, 3, 4, 3, rng=np.random.default_rng(0))
+    ids = np.zeros((5, 2), np.int64)
+    pair = (np.zeros((1, 2, 4)), np.zeros((1, 2, 4)))
+    with pytest.raises(bptt.BpttError, match=rf"h0 has shape \(2, 1, 2, 4\), expected \(L, B, H\) "
+                       rf"= \(1, 2, 4\): the state of a {cell} cell is h0 alone, not a tuple "
+                       r"like the lstm's \(h0, c0\)$"):
+        bptt.loss_and_grads(params, ids, ids, h0=pair)
+
+
 def test_check_params_names_what_is_wrong_with_the_weights():
     params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
     missing = {k: v for k, v in params.items() if k != "Why"}

@@ -320,8 +320,11 @@ def state_to_layers(
         if a.shape == (B, shapes.H) and shapes.L == 1:
             a, flat = a[None], True
         if a.shape != (shapes.L, B, shapes.H):
+            pair = isinstance(state, tuple) and len(names) == 1  # an lstm's (h0, c0), likely
             raise BpttError(
                 f"{name}0 has shape {a.shape}, expected (L, B, H) = {(shapes.L, B, shapes.H)}"
+                + (f": the state of a {shapes.cell} cell is h0 alone, not a tuple like the "
+                   "lstm's (h0, c0)" if pair else "")
             )
         if a.dtype.kind not in "biuf":
             raise BpttError(f"{name}0 must hold real numbers, got dtype {a.dtype}")
