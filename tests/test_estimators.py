@@ -545,6 +545,23 @@ def test_a_divergence_on_huge_regression_targets_names_their_scale():
     assert str(diverged.value).endswith("clip the gradients (clip_norm)")
 
 
+def test_partial_fit_takes_a_learning_rate_set_since_the_fit_and_refuses_another_optimizer():
+    """set_params(lr=…) between partial_fit calls (a decay by hand, as torch's param_groups)
+    was validated and then ignored: the optimizer kept the lr of the first call."""
+    X = [np.linspace(-1, 1, 4)[:, None] * (i + 1) for i in range(3)]
+    y = np.array([0.5, -0.5, 1.0])
+    reg = small(bptt.SequenceRegressor, optimizer="sgd", lr=0.1, epochs=1).fit(X, y)
+    weights = {k: v.copy() for k, v in reg.params_.items()}
+    reg.set_params(lr=1e-300).partial_fit(X, y)  # SGD: p − lr·g, no step at this size
+    assert all(np.array_equal(reg.params_[k], v) for k, v in weights.items())
+    reg.set_params(optimizer="adam")
+    with pytest.raises(BpttError, match=re.escape(
+            "optimizer='adam' but this fit's steps were taken by 'sgd', whose state "
+            "partial_fit goes on with: call fit to start afresh with 'adam'")):
+        reg.partial_fit(X, y)
+    assert reg.n_steps_ == 2 and isinstance(reg.fit(X, y)._optimizer, bptt.optim.Adam)
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(batch_size=0), "batch_size must be an integer >= 1"),  # was range()'s ValueError
     (dict(batch_size=2.5), "batch_size must be an integer >= 1"),  # was taken as 2

@@ -146,6 +146,38 @@ def test_bad_arguments_raise_a_value_error_naming_them(argument, change, message
             fn(**kwargs)
 
 
+@pytest.mark.filterwarnings("error")  # (numpy's overflow warning of the cast, before)
+def test_numbers_too_large_for_float32_weights_are_refused_not_run_as_inf():
+    # h0 was checked before its cast to the weights' float32: 1e39 became inf and the loss
+    # and gradients came back NaN; inputs were refused as "NaN or inf", which they were not
+    params = bptt.init_params("lstm", 3, 4, 3, rng=np.random.default_rng(0), dtype=np.float32)
+    ids = np.zeros((2, 1), np.int64)
+    zeros, huge = np.zeros((1, 1, 4)), np.full((1, 1, 4), -1e39)
+    cases = [
+        (dict(inputs=np.full((2, 1, 3), 1e39)), "inputs"),
+        (dict(inputs=ids, h0=(huge, zeros)), "h0"),
+        (dict(inputs=ids, h0=(zeros, huge)), "c0"),
+    ]
+    for kwargs, name in cases:
+        with pytest.raises(bptt.BpttError, match=f"^{name} holds numbers too large for float32, "
+                           "the weights' dtype: scale them, or use float64 weights$"):
+            bptt.loss_and_grads(params, targets=ids, **kwargs)
+    with pytest.raises(bptt.BpttError, match=r"^h0 contains NaN or inf$"):
+        bptt.loss_and_grads(params, ids, ids, h0=(np.full((1, 1, 4), np.nan), zeros))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_an_lstm_pair_given_as_the_state_of_another_cell_is_named(cell):
+    # was only "h0 has shape (2, 1, 2, 4)": numpy had stacked the pair into one array
+    params = bptt.init_params(cell, 3, 4, 3, rng=np.random.default_rng(0))
+    ids = np.zeros((5, 2), np.int64)
+    pair = (np.zeros((1, 2, 4)), np.zeros((1, 2, 4)))
+    with pytest.raises(bptt.BpttError, match=rf"h0 has shape \(2, 1, 2, 4\), expected \(L, B, H\) "
+                       rf"= \(1, 2, 4\): the state of a {cell} cell is h0 alone, not a tuple "
+                       r"like the lstm's \(h0, c0\)$"):
+        bptt.loss_and_grads(params, ids, ids, h0=pair)
+
+
 def test_check_params_names_what_is_wrong_with_the_weights():
     params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
     missing = {k: v for k, v in params.items() if k != "Why"}

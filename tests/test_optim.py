@@ -275,6 +275,27 @@ def test_mismatched_grads_raise():
         Adam(0.1).update(params, {"W": np.zeros((2, 2))}, state)
 
 
+@pytest.mark.parametrize("name", ["momentum", "adagrad", "adam"])
+def test_update_with_a_state_of_other_parameters_raises_before_changing_anything(name):
+    params = {"W": np.zeros((2, 2)), "b": np.zeros(3)}
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state({"W": np.zeros((2, 2))})  # made before "b" was added
+    grads = {"W": np.ones((2, 2)), "b": np.ones(3)}
+    with pytest.raises(BpttError, match=r"holds nothing for parameter 'b'"):
+        opt.update(params, grads, state)
+    assert state["step"]["t"] == 0 and not params["W"].any()  # nothing half done
+    other = opt.init_state({"W": np.zeros(2), "b": np.zeros(3)})  # broadcastable, not equal
+    with pytest.raises(BpttError, match=r"holds shape \(2,\) for parameter 'W' of shape"):
+        opt.update(params, grads, other)
+
+
+def test_a_gradient_that_is_not_an_array_raises():
+    params = {"W": np.zeros((2, 2))}
+    opt = SGD(0.1)
+    with pytest.raises(BpttError, match="gradient 'W' must be a numpy array, got list"):
+        opt.update(params, {"W": [[1.0, 1.0], [1.0, 1.0]]}, opt.init_state(params))
+
+
 # ---------------------------------------------------------------- factory
 
 

@@ -9,6 +9,7 @@ one line on stderr (``bptt: error: ...``) and exit code 2.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +104,22 @@ def as_array(name: str, value: object) -> np.ndarray:
         return np.asarray(value)
     except ValueError as exc:
         raise BpttError(f"{name} must be a rectangular array, not rows of unequal lengths") from exc
+
+
+def as_finite(name: str, values: np.ndarray, dtype: Any) -> np.ndarray:
+    """``values`` (real numbers) cast to ``dtype`` (no copy when they are of it); BpttError
+    naming ``name`` when they hold NaN or inf, or numbers the cast makes inf (1e39 in float32),
+    which would otherwise run on as inf and NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):  # refused just below, without a warning
+        cast = values.astype(dtype, copy=False)
+    if np.isfinite(cast).all():
+        return cast
+    if np.isfinite(values).all():
+        raise BpttError(
+            f"{name} holds numbers too large for {np.dtype(dtype).name}, the weights' dtype: "
+            "scale them, or use float64 weights"
+        )
+    raise BpttError(f"{name} contains NaN or inf")
 
 
 def is_surrogate(char: str) -> bool:

@@ -477,11 +477,25 @@ class _SequenceEstimator:
         # at every call, not only the first: batch_size, truncate, clip_norm and per_step are
         # read by every step, and set_params may have changed them since
         self._validate_params()
+        if not first:
+            self._follow_optimizer_settings()
         x, n, targets = self._prepare(X, y, lengths, fitting=first)
         if first:
             self._initialise(x.shape[2])
         self._epoch(x, n, targets)
         return self
+
+    def _follow_optimizer_settings(self) -> None:
+        """The optimizer settings set_params may have changed since the fit began: the learning
+        rate is taken (the optimizer's state does not depend on it, as torch's param_groups'
+        "lr"); another optimizer is refused, its state not being the one kept."""
+        if self.optimizer != self._optimizer.name:
+            raise BpttError(
+                f"optimizer={self.optimizer!r} but this fit's steps were taken by "
+                f"{self._optimizer.name!r}, whose state partial_fit goes on with: call fit to "
+                f"start afresh with {self.optimizer!r}, or set optimizer back"
+            )
+        self._optimizer.lr = float(self.lr)
 
     def _epoch(self, x: np.ndarray, n: np.ndarray, targets: np.ndarray) -> None:
         """One pass over the data in a random order, one optimizer step per minibatch."""
@@ -834,7 +848,8 @@ class SequenceClassifier(_SequenceEstimator):
         self, X: Any, y: Any, lengths: Any = None, classes: Any = None
     ) -> SequenceClassifier:
         """One more epoch over (X, y) (the first call initialises; give ``classes`` then, all
-        labels that will ever occur, else those of this y).  Returns self."""
+        labels that will ever occur, else those of this y).  A learning rate changed by
+        set_params since the last call is used from this call on.  Returns self."""
         first = not hasattr(self, "params_")
         if classes is not None:
             classes = np.unique(np.asarray(classes))
@@ -954,7 +969,8 @@ class SequenceRegressor(_SequenceEstimator):
         return 2 * J / max(count * self.n_outputs_, 1)
 
     def partial_fit(self, X: Any, y: Any, lengths: Any = None) -> SequenceRegressor:
-        """One more epoch over (X, y) (the first call initialises).  Returns self."""
+        """One more epoch over (X, y) (the first call initialises).  A learning rate changed by
+        set_params since the last call is used from this call on.  Returns self."""
         return self._partial_fit(X, y, lengths)
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:

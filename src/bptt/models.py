@@ -27,7 +27,7 @@ import numpy as np
 
 from bptt import flat, ops
 from bptt.cells import CELLS, common, get_cell
-from bptt.errors import BpttError, as_array, check_int, is_int
+from bptt.errors import BpttError, as_array, as_finite, check_int, is_int
 
 HEAD_NAMES = ("Why", "by")
 TORCH_NAMES = {
@@ -259,9 +259,7 @@ def check_inputs(inputs: Any, shapes: Shapes, dtype: Any) -> np.ndarray:
             raise BpttError(f"inputs has shape {x.shape}, expected (T, B, {shapes.D})")
         if x.dtype.kind not in "biuf":
             raise BpttError(f"dense inputs must hold real numbers, got dtype {x.dtype}")
-        x = x.astype(dtype, copy=False)
-        if not np.isfinite(x).all():
-            raise BpttError("inputs contains NaN or inf")
+        x = as_finite("inputs", x, dtype)
     else:
         raise BpttError(f"inputs has shape {x.shape}: expected ids (T, B) or dense (T, B, D)")
     if x.shape[0] < 1 or x.shape[1] < 1:
@@ -322,14 +320,15 @@ def state_to_layers(
         if a.shape == (B, shapes.H) and shapes.L == 1:
             a, flat = a[None], True
         if a.shape != (shapes.L, B, shapes.H):
+            pair = isinstance(state, tuple) and len(names) == 1  # an lstm's (h0, c0), likely
             raise BpttError(
                 f"{name}0 has shape {a.shape}, expected (L, B, H) = {(shapes.L, B, shapes.H)}"
+                + (f": the state of a {shapes.cell} cell is h0 alone, not a tuple like the "
+                   "lstm's (h0, c0)" if pair else "")
             )
         if a.dtype.kind not in "biuf":
             raise BpttError(f"{name}0 must hold real numbers, got dtype {a.dtype}")
-        if not np.isfinite(a).all():
-            raise BpttError(f"{name}0 contains NaN or inf")
-        arrays.append(a.astype(dtype, copy=False))
+        arrays.append(as_finite(f"{name}0", a, dtype))
     return [tuple(a[layer] for a in arrays) for layer in range(shapes.L)], flat
 
 

@@ -74,6 +74,10 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
             "compute one gradient per parameter key."
         )
     for key, p in params.items():
+        if not isinstance(grads[key], np.ndarray):
+            raise BpttError(
+                f"gradient {key!r} must be a numpy array, got {type(grads[key]).__name__}."
+            )
         if grads[key].shape != p.shape:
             raise BpttError(
                 f"gradient {key!r} has shape {grads[key].shape} but the parameter has "
@@ -158,11 +162,7 @@ class Optimizer:
     def update(self, params: Params, grads: Mapping[str, np.ndarray], state: State) -> None:
         """Apply one step: change ``params`` and ``state`` in place from ``grads``."""
         _check_grads(params, grads)
-        if state.keys() != {*self.slots, STEP_SLOT}:
-            raise BpttError(
-                f"optimizer state has slots {sorted(state)} but {self.name!r} needs "
-                f"{sorted({*self.slots, STEP_SLOT})}: make it with this optimizer's init_state"
-            )
+        self._check_update_state(params, state)
         t = _advance(state)
         # g² of a float32 gradient above ~1e19 is inf, as in torch: IEEE's answer, no warning
         # (and an lr so large that a step is inf or NaN: the next forward reports that)
@@ -170,6 +170,26 @@ class Optimizer:
             for key, p in params.items():
                 slot_arrays = [state[slot][key] for slot in self.slots]
                 self._update_one(p, grads[key], slot_arrays, t)
+
+    def _check_update_state(self, params: Params, state: State) -> None:
+        """Raise BpttError unless ``state`` is this optimizer's state for exactly ``params``
+        (its slots, and in each slot the keys and shapes of the parameters), before anything
+        is changed: a state made for other parameters would fail halfway through an update."""
+        if state.keys() != {*self.slots, STEP_SLOT}:
+            raise BpttError(
+                f"optimizer state has slots {sorted(state)} but {self.name!r} needs "
+                f"{sorted({*self.slots, STEP_SLOT})}: make it with this optimizer's init_state"
+            )
+        for slot in self.slots:
+            arrays = state[slot]
+            for key, p in params.items():
+                if key not in arrays or np.shape(arrays[key]) != p.shape:
+                    found = "nothing" if key not in arrays else f"shape {np.shape(arrays[key])}"
+                    raise BpttError(
+                        f"optimizer state slot {slot!r} holds {found} for parameter {key!r} "
+                        f"of shape {p.shape}: the state was made for other parameters; make it "
+                        "with init_state(params) after the parameters are made"
+                    )
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
         raise NotImplementedError
