@@ -556,10 +556,29 @@ def test_partial_fit_takes_a_learning_rate_set_since_the_fit_and_refuses_another
     assert all(np.array_equal(reg.params_[k], v) for k, v in weights.items())
     reg.set_params(optimizer="adam")
     with pytest.raises(BpttError, match=re.escape(
-            "optimizer='adam' but this fit's steps were taken by 'sgd', whose state "
-            "partial_fit goes on with: call fit to start afresh with 'adam'")):
+            "optimizer='adam' but the fitted network's is 'sgd', and partial_fit goes on with "
+            "it: call fit to start afresh with optimizer='adam', or set optimizer back")):
         reg.partial_fit(X, y)
     assert reg.n_steps_ == 2 and isinstance(reg.fit(X, y)._optimizer, bptt.optim.Adam)
+
+
+@pytest.mark.parametrize("changed, message", [
+    (dict(cell="lstm"), "cell='lstm' but the fitted network's is 'gru'"),
+    (dict(hidden_size=16), "hidden_size=16 but the fitted network's is 8"),
+    (dict(num_layers=2), "num_layers=2 but the fitted network's is 1"),
+    (dict(dtype="float32"), "dtype='float32' but the fitted network's is 'float64'"),
+])
+def test_partial_fit_refuses_a_network_changed_by_set_params_since_the_fit(changed, message):
+    """partial_fit went on with the fitted network whatever set_params had changed since:
+    the settings said one network, the weights were another's (save stated the weights')."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    weights = {k: v.copy() for k, v in clf.params_.items()}
+    clf.set_params(**changed)
+    with pytest.raises(BpttError, match=re.escape(message)):
+        clf.partial_fit(GOOD_X, GOOD_Y)
+    assert clf.n_steps_ == 1 and all(np.array_equal(clf.params_[k], v) for k, v in weights.items())
+    clf.set_params(**{k: small(bptt.SequenceClassifier).get_params()[k] for k in changed})
+    assert clf.partial_fit(GOOD_X, GOOD_Y).n_steps_ == 2
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -478,23 +478,30 @@ class _SequenceEstimator:
         # read by every step, and set_params may have changed them since
         self._validate_params()
         if not first:
-            self._follow_optimizer_settings()
+            self._follow_settings()
         x, n, targets = self._prepare(X, y, lengths, fitting=first)
         if first:
             self._initialise(x.shape[2])
         self._epoch(x, n, targets)
         return self
 
-    def _follow_optimizer_settings(self) -> None:
-        """The optimizer settings set_params may have changed since the fit began: the learning
-        rate is taken (the optimizer's state does not depend on it, as torch's param_groups'
-        "lr"); another optimizer is refused, its state not being the one kept."""
-        if self.optimizer != self._optimizer.name:
-            raise BpttError(
-                f"optimizer={self.optimizer!r} but this fit's steps were taken by "
-                f"{self._optimizer.name!r}, whose state partial_fit goes on with: call fit to "
-                f"start afresh with {self.optimizer!r}, or set optimizer back"
-            )
+    def _follow_settings(self) -> None:
+        """What set_params may have changed since the fit began, for partial_fit, which goes
+        on with the fitted network and its optimizer: the learning rate is taken (the
+        optimizer's state does not depend on it, as torch's param_groups' "lr"); another
+        optimizer, cell, size or dtype is refused (the weights and state kept are not of
+        it): fit starts afresh with those."""
+        shapes = models.check_params(self.params_)
+        fitted = {"optimizer": self._optimizer.name, "cell": shapes.cell, "hidden_size": shapes.H,
+                  "num_layers": shapes.L, "dtype": self.params_["Whh"].dtype.name}
+        for name, value in fitted.items():
+            given = np.dtype(self._dtype()).name if name == "dtype" else getattr(self, name)
+            if given != value:
+                raise BpttError(
+                    f"{name}={given!r} but the fitted network's is {value!r}, and partial_fit "
+                    f"goes on with it: call fit to start afresh with {name}={given!r}, or set "
+                    f"{name} back"
+                )
         self._optimizer.lr = float(self.lr)
 
     def _epoch(self, x: np.ndarray, n: np.ndarray, targets: np.ndarray) -> None:
@@ -849,7 +856,8 @@ class SequenceClassifier(_SequenceEstimator):
     ) -> SequenceClassifier:
         """One more epoch over (X, y) (the first call initialises; give ``classes`` then, all
         labels that will ever occur, else those of this y).  A learning rate changed by
-        set_params since the last call is used from this call on.  Returns self."""
+        set_params since the last call is used from this call on
+        (another optimizer, cell, size or dtype: refused).  Returns self."""
         first = not hasattr(self, "params_")
         if classes is not None:
             classes = np.unique(np.asarray(classes))
@@ -970,7 +978,8 @@ class SequenceRegressor(_SequenceEstimator):
 
     def partial_fit(self, X: Any, y: Any, lengths: Any = None) -> SequenceRegressor:
         """One more epoch over (X, y) (the first call initialises).  A learning rate changed by
-        set_params since the last call is used from this call on.  Returns self."""
+        set_params since the last call is used from this call on
+        (another optimizer, cell, size or dtype: refused).  Returns self."""
         return self._partial_fit(X, y, lengths)
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
