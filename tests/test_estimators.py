@@ -389,7 +389,8 @@ def test_a_later_partial_fit_refuses_other_classes_and_takes_the_same():
     ([np.ones((0, 2))], [0], {}, "T_i >= 1"),
     ([], [], {}, "X is empty"),
     ("abc", [0], {}, "X must be a list"),
-    (GOOD_X, np.array([1, 1, 1]), {}, "one class only"),
+    (GOOD_X, np.array([1, 1, 1]), {}, "one class only (1): need"),  # not np.int64(1)
+    (GOOD_X, np.array([0.5, 0.5, 0.5]), {}, "one class only (0.5): need"),
     (GOOD_X, [None, None, 1], {}, "labels must be numbers, booleans or strings"),
     (GOOD_X, [1, "a", 1], {}, "y mixes strings with other labels"),
     ([["a", "b"]], [0], {}, "numeric"),

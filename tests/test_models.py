@@ -206,7 +206,10 @@ def test_a_users_mistake_in_a_call_is_a_bptt_error_that_says_it():
          r"params\['by'\] must be a numpy array, got a list"),
         (lambda: bptt.loss_and_grads(params, y, y, h0=np.zeros((2, 4))),
          r"h0 of an lstm must be a pair \(h0, c0\)"),
-        (lambda: bptt.loss_and_grads(params, y, y, cell="foo"), "unknown cell 'foo'"),
+        (lambda: bptt.loss_and_grads(params, y, y, cell="foo"),
+         "unknown cell 'foo': choose one of rnn, lstm, gru"),  # as every message lists them
+        (lambda: bptt.init_params("rnn", 3, 4, 3, bias="no"),  # ("no" is a true value)
+         "bias must be True or False, got 'no'"),
         (lambda: bptt.loss_and_grads(params, y, y, h0=([[0.0] * 4, [0.0]], np.zeros((2, 4)))),
          "h0 must be a rectangular array"),
         (lambda: bptt.loss_and_grads({**params, "Why": params["Why"].tolist()}, y, y),

@@ -821,7 +821,8 @@ class SequenceClassifier(_SequenceEstimator):
         if fitting and not hasattr(self, "classes_"):
             classes = np.unique(values)
             if len(classes) < 2:
-                raise BpttError(f"y holds one class only ({classes[0]!r}): need at least two")
+                only = classes[:1].tolist()[0]  # (Python's value: 0.0, not np.float64(0.0))
+                raise BpttError(f"y holds one class only ({only!r}): need at least two")
             self.classes_ = classes
         return self._label_indices(labels, real)
 

@@ -73,6 +73,8 @@ def init_params(
         ("num_layers", num_layers),
     ):
         check_int(name, value, 1)
+    if not isinstance(bias, (bool, np.bool_)):  # ("no" is a true value)
+        raise BpttError(f"bias must be True or False, got {bias!r}")
     if forget_bias is not None and cell != "lstm":
         raise BpttError(f"forget_bias applies to the lstm cell only, not {cell!r}")
     rng = check_rng(rng)

@@ -30,5 +30,5 @@ def get_cell(name: str) -> ModuleType:
         from bptt.errors import BpttError  # (imported here, only on the error path)
 
         raise BpttError(
-            f"unknown cell {name!r}: choose one of {', '.join(sorted(CELLS))}"
+            f"unknown cell {name!r}: choose one of {', '.join(CELLS)}"
         ) from None
