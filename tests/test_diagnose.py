@@ -615,3 +615,18 @@ def test_a_wrong_head_gradient_alone_is_not_said_to_be_wrong_too():
     report = diagnose.check_backward(_changed("by", lambda g, *_: np.zeros_like(g["by"])))
     text = " ".join(report.messages())
     assert "wrong too" not in text and "Only your head gradients are wrong (b_y)" in text
+
+
+def test_a_wrong_dJ_dh0_alone_is_not_said_to_be_a_wrong_head():
+    """Every gradient right but ∂J/∂h0 (off in one entry) was told "Only your head gradients
+    are wrong ()", an empty list, before the sentence about ∂J/∂h0."""
+    def h0_off(grads, *_):
+        dh0 = grads["h0"].copy()
+        dh0[0, 0] += 0.37
+        return dh0
+
+    report = diagnose.check_backward(_changed("h0", h0_off))
+    assert not report.passed and report.localisation is None
+    assert report.messages() == [
+        "Your ∂J/∂h0 differs from the reference: the initial state feeds z_1, so ∂J/∂h0 = "
+        "W^hhᵀ ∂J/∂z_1, the error carried one step past the first."]
