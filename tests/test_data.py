@@ -396,3 +396,11 @@ def test_text_shorter_than_one_sequence():
 def test_batch_size_and_seq_len_validated(B, T):
     with pytest.raises(BpttError, match="must be an integer >= 1"):
         StreamBatcher(np.arange(100), B, T)
+
+
+def test_the_limit_of_a_text_is_written_with_its_thousands_separated(tmp_path: Path):
+    """The real limit is 16,777,216 bytes: written as one run of digits it is hard to read."""
+    path = tmp_path / "long.txt"
+    path.write_text("a" * 1001)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))} is longer than 1,000 bytes, "):
+        read_text(path, max_bytes=1000)

@@ -540,19 +540,25 @@ def test_an_ignored_initial_state_is_named():
     assert not report.loss.passed and report.h_last_ok is False
 
 
-@pytest.mark.parametrize("kept, words", [(2, "one step fewer than asked"),
-                                         (4, "one step more than asked")])
-def test_a_truncation_window_off_by_one_is_named_as_such(kept, words):
+@pytest.mark.parametrize("kept, words", [
+    (2, "one step fewer than asked, an off-by-one in the bound of your walk back (J_t reaches "
+        "k = t … t − 2: t − k < 3, not t − k < 2)"),
+    (4, "one step more than asked, an off-by-one in the bound of your walk back (J_t reaches "
+        "k = t … t − 2: t − k < 3, not t − k ≤ 3)"),
+    (1, "the error is never carried back through ∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh at all"),
+])
+def test_a_miscounted_truncation_window_is_named_as_such(kept, words):
     """Asked for truncate=3, a walk back of 2 steps was told to "carry it all the way back to
     the first step" (and to check against --truncate 2), and one of 4 steps was blamed on
-    the carry itself: both only miscount the window."""
+    the carry itself: both only miscount the window (each sentence says which bound); one of
+    1 step carries nothing back at all."""
     def window(params, inputs, targets, h0=None, truncate=None):
         return bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=kept)
 
     report = diagnose.check_backward(window, diagnose.make_problem(truncate=3))
     assert report.diagnosis is not None and report.diagnosis.name == "truncate-window"
     message = report.diagnosis.message
-    assert f"keep {kept} steps (the terms with t − k < {kept})" in message and words in message
+    assert f"keep {diagnose._steps(kept)} (the terms with t − k < {kept}): {words}." in message
     assert "all the way back" not in message and "Walk each J_t back exactly 3 steps" in message
 
 
@@ -571,6 +577,13 @@ def test_a_zero_dJ_dh0_is_not_explained_by_a_bug_of_every_recurrent_gradient():
     assert "h0: Your ∂J/∂h0 is zero" in text
 
 
+def _h_t_in_dWhh_at_the_last_step(grads, params, inputs, targets, h0):
+    """dW^hh with h_T where h_{T−1} belongs in the last step's term (wrong already at T = 1)."""
+    hs = bptt.forward(params, inputs, h0).caches[0].hs
+    dJ_dz = bptt.backprop(params, inputs, targets, h0=h0).dJ_dh[0][0] * (1 - hs[1:] ** 2)
+    return grads["Whh"] + dJ_dz[-1].T @ (hs[-1] - hs[-2])
+
+
 def test_a_bug_at_T_equal_1_is_not_placed_where_the_right_gradients_rule_it_out():
     """A db_h left at zero (every other gradient right) was told, from probing prefixes, that
     the mistake was in "the head, ∂J_t/∂y_t = p_t − onehot, tanh' = 1 − h_t², the input x_t,
@@ -580,12 +593,7 @@ def test_a_bug_at_T_equal_1_is_not_placed_where_the_right_gradients_rule_it_out(
     assert loc.first_wrong == 0 and "wrong already at T = 1 (in b_h)" in loc.message
     assert "p_t − onehot" not in loc.message and "only b_h's term" in loc.message
 
-    def h_t_in_dWhh_at_the_last_step(grads, params, inputs, targets, h0):
-        hs = bptt.forward(params, inputs, h0).caches[0].hs
-        dJ_dz = bptt.backprop(params, inputs, targets, h0=h0).dJ_dh[0][0] * (1 - hs[1:] ** 2)
-        return grads["Whh"] + dJ_dz[-1].T @ (hs[-1] - hs[-2])
-
-    loc = diagnose.check_backward(_changed("Whh", h_t_in_dWhh_at_the_last_step)).localisation
+    loc = diagnose.check_backward(_changed("Whh", _h_t_in_dWhh_at_the_last_step)).localisation
     assert "p_t − onehot" not in loc.message
     assert "wrong, the previous state h0 for W^hh" in loc.message
 
@@ -615,3 +623,53 @@ def test_a_wrong_head_gradient_alone_is_not_said_to_be_wrong_too():
     report = diagnose.check_backward(_changed("by", lambda g, *_: np.zeros_like(g["by"])))
     text = " ".join(report.messages())
     assert "wrong too" not in text and "Only your head gradients are wrong (b_y)" in text
+
+
+def test_a_wrong_dJ_dh0_alone_is_not_said_to_be_a_wrong_head():
+    """Every gradient right but ∂J/∂h0 (off in one entry) was told "Only your head gradients
+    are wrong ()", an empty list, before the sentence about ∂J/∂h0."""
+    def h0_off(grads, *_):
+        dh0 = grads["h0"].copy()
+        dh0[0, 0] += 0.37
+        return dh0
+
+    report = diagnose.check_backward(_changed("h0", h0_off))
+    assert not report.passed and report.localisation is None
+    assert report.messages() == [
+        "Your ∂J/∂h0 differs from the reference: the initial state feeds z_1, so ∂J/∂h0 = "
+        "W^hhᵀ ∂J/∂z_1, the error carried one step past the first."]
+
+
+def test_no_hypothesis_is_the_right_gradient_of_a_truncated_problem():
+    """Asked for truncate=K, the windows of m ≠ K steps are bugs; the window of K steps is the
+    right gradient, which no named bug may be (it would name a bug where there is none)."""
+    problem = diagnose.make_problem(truncate=3)
+    correct = diagnose.expansion(problem)
+    ref = correct.grads()
+    for h in diagnose.hypotheses(problem, correct):
+        assert diagnose._altered(h, ref), (h.name, h.message)
+
+
+@pytest.mark.parametrize("fn, left_out, said, not_said", [
+    # W^hy and b_y not given: the head cannot be ruled out
+    (lambda: load("missing_tanh_derivative"), ("Why", "by"),
+     "single step — the head, ∂J_t/∂y_t = p_t − onehot", "The head's terms are right"),
+    # b_h not given: nothing says ∂J/∂z_t is right
+    (lambda: _changed("Whh", _h_t_in_dWhh_at_the_last_step), ("bh",),
+     "The head's terms are right, so ∂J_t/∂y_t is right", "b_h's term"),
+    # W^xh not given: nothing says the terms of W^xh are right
+    (lambda: _changed("bh", lambda g, *_: np.zeros_like(g["bh"])), ("Wxh",),
+     "The head's terms are right, so ∂J_t/∂y_t is right", "W^xh's and W^hh's terms are right"),
+], ids=["head left out", "b_h left out", "W^xh left out"])
+def test_a_bug_at_T_equal_1_is_placed_only_from_the_gradients_given(fn, left_out, said, not_said):
+    """Where a mistake wrong at T = 1 can be is ruled out only by gradients the learner
+    returned and got right: one left out rules out nothing."""
+    backward = fn()
+
+    def without(*args, **kwargs):
+        grads = backward(*args, **kwargs)
+        grads = dict(grads[1] if isinstance(grads, tuple) else grads)
+        return {k: v for k, v in grads.items() if k not in left_out}
+
+    loc = diagnose.check_backward(without).localisation
+    assert loc.first_wrong == 0 and said in loc.message and not_said not in loc.message

@@ -85,3 +85,19 @@ def test_is_surrogate_is_true_for_u_d800_to_u_dfff_only(char, expected):
 ])
 def test_is_finite_as_is_a_finite_number_that_stays_finite_in_the_dtype(value, dtype, expected):
     assert errors.is_finite_as(value, dtype) is expected
+
+
+def test_check_seed_gives_back_a_python_int():
+    """A seed goes to JSON (a run's config, a task's): a numpy integer is taken as the number
+    it is and given back as Python's, which json can write."""
+    for value in (0, np.int64(7), np.uint64(2**63 - 1)):
+        seed = errors.check_seed(value)
+        assert seed == value and type(seed) is int
+
+
+def test_as_finite_casts_to_the_dtype_and_copies_only_to_cast():
+    ids = np.array([[1, 2]], np.int64)
+    cast = errors.as_finite("inputs", ids, np.float32)
+    assert cast.dtype == np.float32 and np.array_equal(cast, ids)
+    already = np.ones(3, np.float32)
+    assert errors.as_finite("inputs", already, np.float32) is already

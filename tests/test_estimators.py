@@ -546,6 +546,23 @@ def test_a_divergence_on_huge_regression_targets_names_their_scale():
     assert str(diverged.value).endswith("clip the gradients (clip_norm)")
 
 
+def test_a_large_target_is_named_whatever_its_sign():
+    """|y| from LARGE_TARGET = 1e3 on is named: targets near −3e20 overflow as those near 3e20."""
+    cause = small(bptt.SequenceRegressor)._divergence_cause
+    assert cause(np.array([0.5, -999.0])) == ""
+    assert cause(np.array([0.5, -1e3])) == (
+        "the targets reach |y| = 1e+03: scale them to about unit size (e.g. subtract their mean "
+        "and divide by their standard deviation)")
+
+
+def test_a_divergence_of_the_update_names_large_targets_too():
+    """A step whose loss and gradients are finite but whose update overflows (lr = 1e34)."""
+    X = np.random.default_rng(0).normal(size=(8, 4, 2))
+    reg = small(bptt.SequenceRegressor, dtype="float32", optimizer="sgd", lr=1e34, clip_norm=None)
+    with pytest.raises(DivergedError, match=re.escape("(clip_norm); the targets reach |y| = 5e+03:")):
+        reg.fit(X, np.full(8, 5e3))
+
+
 def test_partial_fit_takes_a_learning_rate_set_since_the_fit_and_refuses_another_optimizer():
     """set_params(lr=…) between partial_fit calls (a decay by hand, as torch's param_groups)
     was validated and then ignored: the optimizer kept the lr of the first call."""
@@ -580,6 +597,18 @@ def test_partial_fit_refuses_a_network_changed_by_set_params_since_the_fit(chang
     assert clf.n_steps_ == 1 and all(np.array_equal(clf.params_[k], v) for k, v in weights.items())
     clf.set_params(**{k: small(bptt.SequenceClassifier).get_params()[k] for k in changed})
     assert clf.partial_fit(GOOD_X, GOOD_Y).n_steps_ == 2
+
+
+def test_partial_fit_compares_the_dtype_not_its_spelling():
+    """dtype=np.float32 is the fitted float32, whichever way numpy spells it; another is named
+    as numpy names it."""
+    clf = small(bptt.SequenceClassifier, epochs=1, dtype=np.float32).fit(GOOD_X, GOOD_Y)
+    clf.set_params(dtype=np.dtype("float32")).partial_fit(GOOD_X, GOOD_Y)
+    assert clf.n_steps_ == 2
+    clf.set_params(dtype=np.float64)
+    with pytest.raises(BpttError, match=re.escape(
+            "dtype='float64' but the fitted network's is 'float32'")):
+        clf.partial_fit(GOOD_X, GOOD_Y)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -178,6 +178,20 @@ def test_an_lstm_pair_given_as_the_state_of_another_cell_is_named(cell):
         bptt.loss_and_grads(params, ids, ids, h0=pair)
 
 
+def test_a_state_of_the_wrong_shape_is_said_to_be_a_pair_only_when_it_is_one():
+    """The pair sentence is for an lstm's (h0, c0) given to a cell whose state is h0 alone: not
+    for an lstm's own pair, nor for one array of the wrong shape."""
+    ids = np.zeros((5, 2), np.int64)
+    lstm = bptt.init_params("lstm", 3, 4, 3, rng=np.random.default_rng(0))
+    with pytest.raises(bptt.BpttError, match=r"^h0 has shape \(1, 2, 5\), expected \(L, B, H\) "
+                       r"= \(1, 2, 4\)$"):
+        bptt.loss_and_grads(lstm, ids, ids, h0=(np.zeros((1, 2, 5)), np.zeros((1, 2, 4))))
+    rnn = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    with pytest.raises(bptt.BpttError, match=r"^h0 has shape \(2, 1, 2, 4\), expected \(L, B, H\) "
+                       r"= \(1, 2, 4\)$"):
+        bptt.loss_and_grads(rnn, ids, ids, h0=np.zeros((2, 1, 2, 4)))
+
+
 def test_check_params_names_what_is_wrong_with_the_weights():
     params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
     missing = {k: v for k, v in params.items() if k != "Why"}

@@ -505,3 +505,17 @@ def test_check_state_refuses_a_step_counter_that_is_not_a_count(counter, shown):
     state["step"]["t"] = counter
     with pytest.raises(CheckpointError, match=re.escape(f"must be an integer >= 0, got {shown}")):
         adam.check_state(params, state)
+
+
+@pytest.mark.parametrize("slot", ["m", "v"])
+def test_update_checks_every_slot_of_the_state_before_changing_anything(slot):
+    """Adam keeps two slots: one made for other parameters failed halfway through an update
+    when it was the second."""
+    params = {"W": np.zeros((2, 2))}
+    opt = make_optimizer("adam", 0.1)
+    state = opt.init_state(params)
+    state[slot]["W"] = np.zeros(2)
+    with pytest.raises(BpttError, match=rf"^optimizer state slot '{slot}' holds shape \(2,\) "
+                                        r"for parameter 'W' of shape \(2, 2\)"):
+        opt.update(params, {"W": np.ones((2, 2))}, state)
+    assert state["step"]["t"] == 0 and not params["W"].any() and not state["m"]["W"].any()

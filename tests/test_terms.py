@@ -95,3 +95,25 @@ def test_the_double_sum_is_written_in_the_cells_own_variables(tmp_path, cell, wo
     out = bptt_cli("terms", "--cell", cell, cwd=tmp_path).stdout
     header = out.split("Problem:")[0]
     assert words in header and "∂z_k" not in header
+
+
+@pytest.mark.parametrize("cell, lines", [
+    ("rnn", ["∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂h_k · ∂h_k/∂z_k · ∂z_k/∂W^hh"]),
+    ("gru", ["∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂h_k · ∂h_k/∂a^hh_k · ∂a^hh_k/∂W^hh",
+             "(a^hh_k = W^hh h_{k−1} + b^hh, rows r z n; z_k is the update gate)"]),
+    ("lstm", ["∂J/∂W^hh = Σ_t Σ_{k≤t} ∂J_t/∂h_t · ∂h_t/∂s_k · ∂s_k/∂a_k · ∂a_k/∂W^hh",
+              "(the state s_k = [h_k; c_k]; a_k = W^hh h_{k−1} + W^xh x_k + b, rows i f g o)"]),
+])
+def test_the_header_defines_the_cells_variables_and_the_lstm_says_what_is_not_shown(
+        capsys, cell, lines):
+    """The GRU's and LSTM's double sum comes with what its variables are; the LSTM's terms
+    ∂J_t/∂h_k hold c_k fixed, which only its output says."""
+    from bptt import cli
+
+    assert cli.main(["terms", "--cell", cell]) == 0
+    out = capsys.readouterr().out
+    header = out.split("Problem:")[0].splitlines()
+    assert header[1:] == [f"    {line}" for line in lines]
+    note = ("(∂J_t/∂h_k holds c_k fixed: the error c_k carries, ∂J_t/∂c_k, is the other half of "
+            "∂J_t/∂s_k, not shown)\n")
+    assert (note in out) == (cell == "lstm")

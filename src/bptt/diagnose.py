@@ -1234,7 +1234,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         elif bad == {"bh"}:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
-    elif bad <= set(HEAD):
+    elif bad and bad <= set(HEAD):
         out.append("Only your head gradients are wrong (" + ", ".join(
                        MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t Σ_b "

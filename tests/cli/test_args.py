@@ -31,3 +31,11 @@ def test_every_text_flag_reads_utf8_under_a_locale_that_is_not():
     assert parser.parse_args(["flow", "--text", "caf\udcc3\udca9"]).text == "café"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--unk", "\udcff"])
+
+
+def test_a_seed_is_an_integer_from_0_to_2_63_minus_1():
+    assert args.seed("0") == 0 and args.seed(str(2**63 - 1)) == 2**63 - 1
+    for bad in (str(2**63), "-1"):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=rf"^expected a seed from 0 to 2\^63-1, got {bad}$"):
+            args.seed(bad)

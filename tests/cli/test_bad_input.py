@@ -378,6 +378,22 @@ def test_train_with_a_closed_standard_output_needs_quiet(world, tmp_path):
     assert (tmp_path / "quiet" / "model.safetensors").is_file()
 
 
+def test_a_failed_write_with_a_closed_standard_output_is_one_line(monkeypatch, capsys):
+    """``bptt train --quiet >&-`` on a full disk: the error path flushed sys.stdout first, and
+    a closed one is None (an AttributeError traceback instead of the line)."""
+    from bptt.cli import train
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "_run", full_disk)
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--quiet"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "bptt: error: cannot write the output: No space left on device\n"
+
+
 @pytest.mark.parametrize("command", ["sample {w}/run --prime-file {text}",
                                      "flow --file {text} --out {tmp}"])
 def test_a_prime_or_flow_text_longer_than_its_limit_is_one_line(world, tmp_path, monkeypatch,
