@@ -640,6 +640,30 @@ def test_a_wrong_dJ_dh0_alone_is_not_said_to_be_a_wrong_head():
         "W^hhᵀ ∂J/∂z_1, the error carried one step past the first."]
 
 
+@pytest.mark.parametrize("change, left_out, not_said", [
+    # dW^hh wrong, b_h not given: "Your W^xh and b_h gradients are right" was said
+    (("Whh", _h_t_in_dWhh_at_the_last_step), ("bh",), "W^xh and b_h gradients are right"),
+    # db_h wrong, W^xh not given: "Only db_h is wrong" was said
+    (("bh", lambda g, *_: np.zeros_like(g["bh"])), ("Wxh",), "Only db_h is wrong"),
+    # db_h wrong, b_y not given: "Your head gradients (W^hy, b_y) are right" was said
+    (("bh", lambda g, *_: np.zeros_like(g["bh"])), ("by",), "head gradients (W^hy, b_y) are"),
+    # db_y wrong, W^hh not given: "Only your head gradients are wrong" was said
+    (("by", lambda g, *_: np.zeros_like(g["by"])), ("Whh",), "Only your head gradients"),
+], ids=["W^hh wrong, b_h left out", "b_h wrong, W^xh left out", "b_h wrong, b_y left out",
+        "b_y wrong, W^hh left out"])
+def test_a_gradient_left_out_is_not_called_right(change, left_out, not_said):
+    """The sentences on which gradients agree took a gradient the learner did not return
+    for a right one (it is said missing in its own row)."""
+    backward = _changed(*change)
+
+    def without(*args, **kwargs):
+        return {k: v for k, v in backward(*args, **kwargs).items() if k not in left_out}
+
+    report = diagnose.check_backward(without)
+    assert not report.passed and report.diagnosis is None
+    assert not any(not_said in m for m in report.messages()), report.messages()
+
+
 def test_no_hypothesis_is_the_right_gradient_of_a_truncated_problem():
     """Asked for truncate=K, the windows of m ≠ K steps are bugs; the window of K steps is the
     right gradient, which no named bug may be (it would name a bug where there is none)."""

@@ -1217,24 +1217,26 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     unexplained = {c.name for c in report.params if not c.passed and not c.explanation}
     if not unexplained:
         return []
+    # what a sentence calls right must be right, not missing (a missing one is not in bad)
+    right = {c.name for c in report.params if c.passed}
     out = []
-    if bad and not bad & set(HEAD):
+    if bad and not bad & set(HEAD) and set(HEAD) <= right:
         out.append("Your head gradients (W^hy, b_y) are right, so your forward pass and "
                    "∂J_t/∂y_t = p_t − onehot(label_t) are right: the mistake is in the "
                    "backward through the recurrence (" + ", ".join(
                        MATH[k] for k in RECURRENT if k in bad)
                    + (" differs)." if len(bad) == 1 else " differ)."))
-        if bad == {"Whh"}:
+        if bad == {"Whh"} and {"Wxh", "bh"} <= right:
             out.append("Your W^xh and b_h gradients are right, so ∂J/∂z_t is right at every "
                        "step: only dW^hh is assembled wrongly. It is Σ_t ∂J/∂z_t h_{t−1}ᵀ.")
-        elif bad == {"Wxh"}:
+        elif bad == {"Wxh"} and {"Whh", "bh"} <= right:
             out.append("Your W^hh and b_h gradients are right, so ∂J/∂z_t is right: only "
                        "dW^xh is assembled wrongly. It is Σ_t ∂J/∂z_t x_tᵀ with x_t the "
                        "one-hot input of step t.")
-        elif bad == {"bh"}:
+        elif bad == {"bh"} and {"Wxh", "Whh"} <= right:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
-    elif bad and bad <= set(HEAD):
+    elif bad and bad <= set(HEAD) and set(RECURRENT) <= right:
         out.append("Only your head gradients are wrong (" + ", ".join(
                        MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t Σ_b "
