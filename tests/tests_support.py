@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import subprocess
 import traceback
@@ -26,8 +27,10 @@ def bptt_here(*args, cwd: Path | None = None,
     (numpy and matplotlib imported once, not once per command: about a second a command).
 
     As a fresh interpreter would show them, the warnings the command raises are written to
-    its standard error (not recorded by pytest), an uncaught exception is a traceback there
-    and exit code 1, and the text is read with universal newlines (a progress bar's
+    its standard error when they are raised, between its other lines (not recorded by
+    pytest), and so are the log records a fresh interpreter's last-resort handler would
+    print (pytest's log capture does not take them); an uncaught exception is a traceback
+    there and exit code 1, and the text is read with universal newlines (a progress bar's
     carriage returns become newlines, as ``subprocess.run(..., text=True)`` reads them).
     For what needs a process of its own (signals, a closed or full standard output, the
     locale, the environment) use a subprocess.  ``timeout`` is accepted and ignored."""
@@ -35,16 +38,24 @@ def bptt_here(*args, cwd: Path | None = None,
 
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        err.write(warnings.formatwarning(message, category, filename, lineno, line))
+
     with contextlib.ExitStack() as stack:
         if cwd is not None:
             os.chdir(cwd)
             stack.callback(os.chdir, before)
-        shown = stack.enter_context(warnings.catch_warnings(record=True))
+        stack.enter_context(warnings.catch_warnings())
         warnings.resetwarnings()  # a fresh interpreter's filters: show each warning once
         warnings.simplefilter("default")  # a place, but for these categories
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
                          ResourceWarning):
             warnings.simplefilter("ignore", category)
+        warnings.showwarning = show  # (catch_warnings puts pytest's back)
+        root = logging.getLogger()  # no handler: logging.lastResort writes to sys.stderr
+        stack.callback(setattr, root, "handlers", root.handlers)
+        root.handlers = []
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
         try:
@@ -54,9 +65,6 @@ def bptt_here(*args, cwd: Path | None = None,
         except Exception:  # what the interpreter would print, and exit 1
             err.write(traceback.format_exc())
             code = 1
-        for w in shown:
-            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno,
-                                             w.line))
 
     def text(stream: io.StringIO) -> str:
         return stream.getvalue().replace("\r\n", "\n").replace("\r", "\n")
