@@ -6,7 +6,9 @@ import contextlib
 import io
 import logging
 import os
+import signal
 import subprocess
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -19,8 +21,12 @@ def train_tiny(out: Path, corpus: Path, *extra: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
+class _TimedOut(BaseException):
+    """Raised by bptt_here's alarm: no ``except Exception`` of the command takes it."""
+
+
 def bptt_here(*args, cwd: Path | None = None,
-              timeout: float | None = None) -> subprocess.CompletedProcess:
+              timeout: float | None = 300) -> subprocess.CompletedProcess:
     """``bptt ARGS`` run by its entry point, bptt.cli.main (what ``python -m bptt`` and the
     console script run), in this process from ``cwd``: what :func:`bptt_cmd` returns (the
     exit code, standard output and error as text) without a new interpreter's start-up
@@ -33,7 +39,10 @@ def bptt_here(*args, cwd: Path | None = None,
     there and exit code 1, and the text is read with universal newlines (a progress bar's
     carriage returns become newlines, as ``subprocess.run(..., text=True)`` reads them).
     For what needs a process of its own (signals, a closed or full standard output, the
-    locale, the environment) use a subprocess.  ``timeout`` is accepted and ignored."""
+    locale, the environment) use a subprocess.  A command still running after ``timeout``
+    seconds (None: no limit) is ended, and subprocess.TimeoutExpired raised, as
+    :func:`bptt_cmd` does (an alarm, SIGALRM: there is no process to kill, and pytest has
+    no timeout of its own here; a hang would otherwise stop the suite)."""
     from bptt import cli
 
     out, err = io.StringIO(), io.StringIO()
@@ -58,8 +67,13 @@ def bptt_here(*args, cwd: Path | None = None,
         root.handlers = []
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
+        if timeout is not None:
+            stack.enter_context(_alarm(timeout))
         try:
             code = cli.main([str(a) for a in args])
+        except _TimedOut:
+            raise subprocess.TimeoutExpired(["bptt", *map(str, args)], timeout, out.getvalue(),
+                                            err.getvalue()) from None
         except SystemExit as exc:
             code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except Exception:  # what the interpreter would print, and exit 1
@@ -70,6 +84,26 @@ def bptt_here(*args, cwd: Path | None = None,
         return stream.getvalue().replace("\r\n", "\n").replace("\r", "\n")
 
     return subprocess.CompletedProcess(["bptt", *map(str, args)], code, text(out), text(err))
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float):
+    """:class:`_TimedOut` in the main thread once ``seconds`` have passed (where there are no
+    interval timers, or off the main thread: no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def write_export_with_vocab(path: Path, params: dict, vocab: object) -> Path:
