@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import traceback
 import warnings
@@ -42,11 +43,14 @@ def bptt_here(*args, cwd: Path | None = None,
     locale, the environment) use a subprocess.  A command still running after ``timeout``
     seconds (None: no limit) is ended, and subprocess.TimeoutExpired raised, as
     :func:`bptt_cmd` does (an alarm, SIGALRM: there is no process to kill, and pytest has
-    no timeout of its own here; a hang would otherwise stop the suite)."""
+    no timeout of its own here; a hang would otherwise stop the suite).  What the command
+    must leave as it found it for the tests after it (:func:`_process_state`: its signal
+    handlers, pytest's fds 1 and 2, ...) is asserted unchanged."""
     from bptt import cli
 
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
+    state = _process_state()
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         err.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -80,10 +84,42 @@ def bptt_here(*args, cwd: Path | None = None,
             err.write(traceback.format_exc())
             code = 1
 
+    changed = {key: (value, state[key]) for key, value in _process_state().items()
+               if state[key] != value}
+    assert not changed, f"bptt {' '.join(map(str, args))} changed this process: {changed}"
+
     def text(stream: io.StringIO) -> str:
         return stream.getvalue().replace("\r\n", "\n").replace("\r", "\n")
 
     return subprocess.CompletedProcess(["bptt", *map(str, args)], code, text(out), text(err))
+
+
+def _process_state() -> dict:
+    """What a command run in this process must leave as it found it, for the tests after it:
+    the signal handlers (train installs its own), numpy's error handling, the current
+    directory, the environment, the files behind fds 0-2 (a dropped stdout or stderr is
+    pointed at the null device with dup2: in-process, pytest's) and the real streams'
+    encoding (utf8_stdout reconfigures a stdout that is not UTF-8)."""
+    import numpy as np
+
+    def fd(n: int) -> tuple[int, int] | None:
+        try:
+            st = os.fstat(n)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    return {
+        "signals": {name: signal.getsignal(getattr(signal, name))
+                    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE", "SIGALRM")
+                    if hasattr(signal, name)},
+        "numpy errors": np.geterr(),
+        "cwd": os.getcwd(),
+        "environ": dict(os.environ),
+        "fds 0-2": [fd(n) for n in range(3)],
+        "sys.__stdout__, sys.__stderr__": [(getattr(s, "encoding", None), getattr(s, "errors", None))
+                                           for s in (sys.__stdout__, sys.__stderr__)],
+    }
 
 
 @contextlib.contextmanager
