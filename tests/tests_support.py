@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import signal
 import subprocess
+import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -18,50 +22,124 @@ def train_tiny(out: Path, corpus: Path, *extra: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
+class _TimedOut(BaseException):
+    """Raised by bptt_here's alarm: no ``except Exception`` of the command takes it."""
+
+
 def bptt_here(*args, cwd: Path | None = None,
-              timeout: float | None = None) -> subprocess.CompletedProcess:
+              timeout: float | None = 300) -> subprocess.CompletedProcess:
     """``bptt ARGS`` run by its entry point, bptt.cli.main (what ``python -m bptt`` and the
     console script run), in this process from ``cwd``: what :func:`bptt_cmd` returns (the
     exit code, standard output and error as text) without a new interpreter's start-up
     (numpy and matplotlib imported once, not once per command: about a second a command).
 
     As a fresh interpreter would show them, the warnings the command raises are written to
-    its standard error (not recorded by pytest), an uncaught exception is a traceback there
-    and exit code 1, and the text is read with universal newlines (a progress bar's
+    its standard error when they are raised, between its other lines (not recorded by
+    pytest), and so are the log records a fresh interpreter's last-resort handler would
+    print (pytest's log capture does not take them); an uncaught exception is a traceback
+    there and exit code 1, and the text is read with universal newlines (a progress bar's
     carriage returns become newlines, as ``subprocess.run(..., text=True)`` reads them).
     For what needs a process of its own (signals, a closed or full standard output, the
-    locale, the environment) use a subprocess.  ``timeout`` is accepted and ignored."""
+    locale, the environment) use a subprocess.  A command still running after ``timeout``
+    seconds (None: no limit) is ended, and subprocess.TimeoutExpired raised, as
+    :func:`bptt_cmd` does (an alarm, SIGALRM: there is no process to kill, and pytest has
+    no timeout of its own here; a hang would otherwise stop the suite).  What the command
+    must leave as it found it for the tests after it (:func:`_process_state`: its signal
+    handlers, pytest's fds 1 and 2, ...) is asserted unchanged."""
     from bptt import cli
 
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
+    state = _process_state()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        err.write(warnings.formatwarning(message, category, filename, lineno, line))
+
     with contextlib.ExitStack() as stack:
         if cwd is not None:
             os.chdir(cwd)
             stack.callback(os.chdir, before)
-        shown = stack.enter_context(warnings.catch_warnings(record=True))
+        stack.enter_context(warnings.catch_warnings())
         warnings.resetwarnings()  # a fresh interpreter's filters: show each warning once
         warnings.simplefilter("default")  # a place, but for these categories
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
                          ResourceWarning):
             warnings.simplefilter("ignore", category)
+        warnings.showwarning = show  # (catch_warnings puts pytest's back)
+        root = logging.getLogger()  # no handler: logging.lastResort writes to sys.stderr
+        stack.callback(setattr, root, "handlers", root.handlers)
+        root.handlers = []
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
+        if timeout is not None:
+            stack.enter_context(_alarm(timeout))
         try:
             code = cli.main([str(a) for a in args])
+        except _TimedOut:
+            raise subprocess.TimeoutExpired(["bptt", *map(str, args)], timeout, out.getvalue(),
+                                            err.getvalue()) from None
         except SystemExit as exc:
             code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except Exception:  # what the interpreter would print, and exit 1
             err.write(traceback.format_exc())
             code = 1
-        for w in shown:
-            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno,
-                                             w.line))
+
+    changed = {key: (value, state[key]) for key, value in _process_state().items()
+               if state[key] != value}
+    assert not changed, f"bptt {' '.join(map(str, args))} changed this process: {changed}"
 
     def text(stream: io.StringIO) -> str:
         return stream.getvalue().replace("\r\n", "\n").replace("\r", "\n")
 
     return subprocess.CompletedProcess(["bptt", *map(str, args)], code, text(out), text(err))
+
+
+def _process_state() -> dict:
+    """What a command run in this process must leave as it found it, for the tests after it:
+    the signal handlers (train installs its own), numpy's error handling, the current
+    directory, the environment, the files behind fds 0-2 (a dropped stdout or stderr is
+    pointed at the null device with dup2: in-process, pytest's) and the real streams'
+    encoding (utf8_stdout reconfigures a stdout that is not UTF-8)."""
+    import numpy as np
+
+    def fd(n: int) -> tuple[int, int] | None:
+        try:
+            st = os.fstat(n)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    return {
+        "signals": {name: signal.getsignal(getattr(signal, name))
+                    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE", "SIGALRM")
+                    if hasattr(signal, name)},
+        "numpy errors": np.geterr(),
+        "cwd": os.getcwd(),
+        "environ": dict(os.environ),
+        "fds 0-2": [fd(n) for n in range(3)],
+        "sys.__stdout__, sys.__stderr__": [(getattr(s, "encoding", None), getattr(s, "errors", None))
+                                           for s in (sys.__stdout__, sys.__stderr__)],
+    }
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float):
+    """:class:`_TimedOut` in the main thread once ``seconds`` have passed (where there are no
+    interval timers, or off the main thread: no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def write_export_with_vocab(path: Path, params: dict, vocab: object) -> Path:
