@@ -104,11 +104,12 @@ def _set(argv: list[str], values: dict[str, str], override: bool) -> list[str]:
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if console_commands(d)],
                          ids=[d.name for d in DOCS if console_commands(d)])
-def test_every_console_command_runs(doc, tmp_path, monkeypatch, capsys):
-    """`bptt …` commands run in this process (the suite's time: numpy and matplotlib are
-    imported once, not once per command, as tests/cli runs most commands);
+def test_every_console_command_runs(doc, tmp_path, monkeypatch):
+    """`bptt …` commands run in this process (tests_support.bptt_here: numpy and matplotlib
+    are imported once, not once per command, as tests/cli runs most commands);
     `python …` and `torchrun …` as subprocesses."""
-    from bptt import cli
+    from tests_support import bptt_here
+
     from bptt.data import builtin_corpus
 
     (tmp_path / "corpus.txt").write_text(builtin_corpus()[:20000], encoding="utf-8")
@@ -118,12 +119,9 @@ def test_every_console_command_runs(doc, tmp_path, monkeypatch, capsys):
     for command in console_commands(doc):
         argv = shorten(shlex.split(command))
         if argv[0] == "bptt":
-            try:
-                code = cli.main(argv[1:])
-            except SystemExit as exc:
-                code = exc.code
-            out, err = capsys.readouterr()
-            assert code == 0, f"{doc.name}: `{command}` failed:\n{out[-2000:]}\n{err[-2000:]}"
+            r = bptt_here(*argv[1:], cwd=tmp_path)
+            assert r.returncode == 0, \
+                f"{doc.name}: `{command}` failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
             continue
         if argv[0] == "python":
             argv = [sys.executable, *argv[1:]]
