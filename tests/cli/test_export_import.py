@@ -172,6 +172,23 @@ def test_import_refuses_to_overwrite_a_model_or_a_training_run(trained, exported
                           "bptt checkpoint already")
 
 
+def test_import_and_export_refuse_a_directory_a_run_trains_in(trained, exported, tmp_path):
+    """A new run writes its first checkpoint only at its first evaluation: an import (or an
+    export) into its directory before then used to be written, and then replaced by the
+    run's own model without a word.  Here the test holds the lock a training run holds."""
+    from bptt import train
+
+    out = tmp_path / "training"
+    out.mkdir()
+    with train.run_dir_lock(out):
+        assert_one_line_error(bptt_run("import", exported["gru"], out),
+                              f"a bptt train is running in {out}")
+        assert_one_line_error(bptt_run("export", trained["gru"], out / "model.safetensors"),
+                              f"a bptt train is running in {out}")
+    assert list(out.iterdir()) == []
+    assert bptt_run("import", exported["gru"], out).returncode == 0  # the run over: it may
+
+
 # ----------------------------------------------------------------------------
 # files written by PyTorch
 # ----------------------------------------------------------------------------
