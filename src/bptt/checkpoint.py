@@ -575,15 +575,17 @@ def model_entry(params: Mapping[str, np.ndarray], shapes: Any) -> dict[str, Any]
 
 def save_model(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
                vocab: list[str] | None = None, config: Mapping[str, Any] | None = None,
-               step: int = 0) -> Path:
+               step: int = 0, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``params`` (+ metadata) atomically to ``path`` (a directory: DIR/model.safetensors).
 
-    Returns the file written.
+    extra: more metadata entries, beside (never instead of) the model's own (e.g. a saved
+    estimator's, carried through an export).  Returns the file written.
     """
     target = Path(path)
     if target.is_dir() or not target.suffix:
         target = target / MODEL_FILE
     meta = model_meta(params, vocab, config or {}, step)
+    meta = {**(extra or {}), **meta}
     check_vocab_to_save(target, meta)
     write_safetensors_atomic(target, params, meta)
     return target

@@ -68,6 +68,9 @@ DDP_PREFIX = "module."
 TORCH_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 _LAYER_KEY = re.compile(r"^rnn\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 _MODEL_FIELDS = ("cell", "num_layers", "input_size", "hidden_size", "output_size")
+# a saved estimator's entries (bptt train --task's run too), carried through an export and
+# back by an import, so that SequenceClassifier.load / SequenceRegressor.load read it again
+CARRIED = ("estimator", "info")
 
 
 def torch_key(name: str, layer: int) -> str:
@@ -340,22 +343,28 @@ def export_meta(
     vocab: list[str] | None = None,
     config: Mapping[str, Any] | None = None,
     step: int = 0,
+    carried: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON metadata of an exported state_dict: format, kind, model config, vocab, settings
     (a model file's metadata, :func:`bptt.checkpoint.model_meta`, whose "model" is
-    :func:`model_config`, with this format's header)."""
+    :func:`model_config`, with this format's header).  carried: the model file's entries of
+    :data:`CARRIED` (a saved estimator: its inputs are dense features, not token ids)."""
     params = _params_dict(params)
     meta = checkpoint.model_meta(params, vocab, config or {}, step)
     # a torch module has one bias flag: biases in some layers only are refused
     recurrent_bias(params, models.check_params(params))
+    carried = {k: v for k, v in (carried or {}).items() if k in CARRIED}
+    dense = "estimator" in carried
     return {
         **meta,
+        **carried,
         **checkpoint.header(KIND),
         "torch": {
             "module": "bptt.interop.CharRNN",
             "rnn": f"torch.nn.{TORCH_CLASSES[meta['model']['cell']]}",
             "batch_first": False,
-            "input": "one-hot: token j is column j of rnn.weight_ih_l0",
+            "input": "dense features (T, B, D)" if dense
+            else "one-hot: token j is column j of rnn.weight_ih_l0",
         },
     }
 
@@ -366,6 +375,7 @@ def write_torch_safetensors(
     vocab: list[str] | None = None,
     config: Mapping[str, Any] | None = None,
     step: int = 0,
+    carried: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the torch state_dict of ``params`` and :func:`export_meta` to ``path`` atomically.
 
@@ -373,7 +383,7 @@ def write_torch_safetensors(
     ``torch_module(meta["model"]).load_state_dict(..., strict=True)``.  Returns the path.
     """
     target = Path(path)
-    meta = export_meta(params, vocab, config, step)
+    meta = export_meta(params, vocab, config, step, carried)
     checkpoint.check_vocab_to_save(target, meta)
     # no checksums: an export is meant to be trained elsewhere and written back with its
     # metadata (examples/ddp_train.py), which must not then read as damage
@@ -763,9 +773,11 @@ def export_checkpoint(
                         "choose another file name")
     if target.exists() and not overwrite:
         raise BpttError(f"{target} already exists; overwrite it with --force (overwrite=True)")
+    carried = {k: model.meta[k] for k in CARRIED if k in model.meta}
     with _not_while_training(target, "choose another file name"):
-        write_torch_safetensors(target, model.params, model.vocab, model.config, model.step)
-    return target, export_meta(model.params, model.vocab, model.config, model.step)
+        write_torch_safetensors(target, model.params, model.vocab, model.config, model.step,
+                                carried)
+    return target, export_meta(model.params, model.vocab, model.config, model.step, carried)
 
 
 @contextlib.contextmanager
@@ -820,7 +832,8 @@ def import_file(
     step = meta.get("step") if isinstance(meta.get("step"), int) else 0
     with _not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
         _check_import_target(Path(path), target, overwrite)  # again, locked: a run started
-        file = checkpoint.save_model(target, params, chars, config, step)
+        file = checkpoint.save_model(target, params, chars, config, step,
+                                     {k: meta[k] for k in CARRIED if k in meta})
     return checkpoint.load_model(file)
 
 

@@ -350,6 +350,28 @@ def test_a_sequence_task_model_imports_without_the_character_vocabulary_note(tmp
     assert "no vocabulary" in r.stdout and "--vocab" not in r.stdout
 
 
+def test_a_task_model_exported_and_imported_is_still_its_estimator(tmp_path):
+    """The estimator entry (its class, head, classes) and the task used to be dropped by the
+    export: the model imported back could no longer be loaded as the estimator it was."""
+    from bptt import SequenceClassifier
+
+    r = bptt_run("train", "--task", "parity", "--task-length", "4", "--hidden", "4",
+                 "--steps", "2", "--eval-every", "2", "--quiet", "--out", tmp_path / "task")
+    assert r.returncode == 0, r.stderr
+    assert bptt_run("export", tmp_path / "task", tmp_path / "t.safetensors").returncode == 0
+    meta = interop.read_torch_safetensors(tmp_path / "t.safetensors")[1]
+    assert meta["torch"]["input"].startswith("dense")  # features, not one-hot token ids
+    r = bptt_run("import", tmp_path / "t.safetensors", tmp_path / "imported")
+    assert r.returncode == 0, r.stderr
+    before = SequenceClassifier.load(tmp_path / "task")
+    after = SequenceClassifier.load(tmp_path / "imported")
+    X = [np.array([[1.0], [0.0], [1.0], [1.0]]), np.array([[0.0], [1.0], [0.0], [0.0]])]
+    assert list(after.classes_) == list(before.classes_)
+    assert np.array_equal(after.predict_proba(X), before.predict_proba(X))
+    saved = checkpoint.load_model(tmp_path / "task").meta
+    assert checkpoint.load_model(tmp_path / "imported").meta["info"] == saved["info"]
+
+
 def test_import_of_a_vanilla_rnn_without_metadata_notes_it_is_read_as_tanh(tmp_path):
     """An nn.RNN(nonlinearity='relu') has a tanh RNN's keys and shapes: a file without bptt's
     metadata cannot say which it was, so import says it read tanh (it was silent)."""
