@@ -296,6 +296,24 @@ def test_a_gradient_that_is_not_an_array_raises():
         opt.update(params, {"W": [[1.0, 1.0], [1.0, 1.0]]}, opt.init_state(params))
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("b, gb, message", [
+    (np.zeros(3, dtype=np.int64), np.ones(3), r"parameter 'b' has dtype int64"),
+    (np.zeros(3), np.ones(3, dtype=np.complex128), r"gradient 'b' has dtype complex128"),
+])
+def test_parameters_or_gradients_of_a_wrong_dtype_raise_before_changing_anything(
+        name, b, gb, message):
+    """An integer parameter or a complex gradient was numpy's UFuncTypeError (not a BpttError)
+    raised in the middle of the update: the step counter and the parameters before it had
+    already moved."""
+    params = {"W": np.zeros((2, 2)), "b": b}
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state(params)
+    with pytest.raises(BpttError, match=message):
+        opt.update(params, {"W": np.ones((2, 2)), "b": gb}, state)
+    assert state["step"]["t"] == 0 and not params["W"].any()
+
+
 # ---------------------------------------------------------------- factory
 
 

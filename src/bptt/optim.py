@@ -65,7 +65,8 @@ def _check_unit_interval(name: str, value: float) -> float:
 
 
 def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
-    """Raise BpttError unless ``grads`` has exactly the keys and shapes of ``params``."""
+    """Raise BpttError unless ``grads`` has exactly the keys and shapes of ``params``, the
+    parameters are float arrays and the gradients real ones."""
     if params.keys() != grads.keys():
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
@@ -82,6 +83,16 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
             raise BpttError(
                 f"gradient {key!r} has shape {grads[key].shape} but the parameter has "
                 f"shape {p.shape}; they must match."
+            )
+        # checked before any update: p ← p − lr·g must stay in p's float type
+        if p.dtype.kind != "f":
+            raise BpttError(
+                f"parameter {key!r} has dtype {p.dtype}; parameters must be float arrays "
+                "(float32 or float64)."
+            )
+        if grads[key].dtype.kind not in "biuf":
+            raise BpttError(
+                f"gradient {key!r} has dtype {grads[key].dtype}; gradients must hold real numbers."
             )
 
 
