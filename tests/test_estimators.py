@@ -243,6 +243,27 @@ def test_save_refuses_a_training_runs_model_and_changes_nothing(tmp_path, tweets
     assert clf.save(run / "clf.safetensors") == run / "clf.safetensors"  # another name: fine
 
 
+
+def test_save_refuses_the_model_file_of_a_directory_a_run_trains_in(tmp_path, tweets):
+    """A new run writes its first checkpoint (and train state) only at its first evaluation:
+    a save into its directory before then would be replaced by the run's model without a
+    word.  Here the test holds the lock a training run holds."""
+    from bptt import train
+
+    run = tmp_path / "training"
+    run.mkdir()
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(as_list(tweets)[:40], tweets.y[:40])
+    with train.run_dir_lock(run):
+        for target in (run, run / "model.safetensors"):
+            with pytest.raises(BpttError, match=re.escape(
+                f"a bptt train is running in {run}, which would replace model.safetensors; "
+                "wait for it to end, or save the estimator in another directory"
+            )):
+                clf.save(target)
+        assert list(run.iterdir()) == []
+        assert clf.save(run / "clf.safetensors") == run / "clf.safetensors"  # not a run's file
+    assert clf.save(run) == run / "model.safetensors"  # the run over: it may
+
 def test_save_never_replaces_what_is_not_a_regular_file(tmp_path, tweets):
     import os
     import stat

@@ -659,24 +659,24 @@ class _SequenceEstimator:
         is replaced; anything else there (a directory, a FIFO, a device) is refused.
         The model or train state of a ``bptt train`` run's directory (one holding
         train_state.safetensors) is refused: the run's state would no longer match it, so
-        ``clf.save(run_dir)`` raises a BpttError and changes nothing.  One safetensors
+        ``clf.save(run_dir)`` raises a BpttError and changes nothing; so is its model file
+        while a run trains there (it would replace it at its next checkpoint).  One safetensors
         file, written atomically: the weights, and JSON metadata with the constructor
         arguments (the cell, sizes and dtype of the weights saved, whatever set_params said
         since the fit), the sizes and (classifier) the classes.  info: any JSON-able dict
         stored beside them.
         """
-        from bptt.train import STATE_FILE, is_run_checkpoint
+        from bptt.train import STATE_FILE, is_run_checkpoint, not_while_training
 
         self._check_fitted()
         target = Path(path)
         if target.is_dir() or not target.suffix:
             target = target / checkpoint.MODEL_FILE
-        if is_run_checkpoint(target):
-            raise BpttError(
-                f"{target.parent} holds a training run ({STATE_FILE}); save the "
-                "estimator in another directory or under another file name"
-            )
-        return self._write(target, info)
+        instead = "save the estimator in another directory or under another file name"
+        with not_while_training(target, instead):
+            if is_run_checkpoint(target):
+                raise BpttError(f"{target.parent} holds a training run ({STATE_FILE}); {instead}")
+            return self._write(target, info)
 
     def _write(self, target: Path, info: dict[str, Any] | None) -> Path:
         """Write the model file :meth:`save` describes to ``target``, whatever directory it is

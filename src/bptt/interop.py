@@ -44,12 +44,11 @@ missing.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -773,32 +772,13 @@ def export_checkpoint(
                         "choose another file name")
     if target.exists() and not overwrite:
         raise BpttError(f"{target} already exists; overwrite it with --force (overwrite=True)")
+    from bptt.train import not_while_training
+
     carried = {k: model.meta[k] for k in CARRIED if k in model.meta}
-    with _not_while_training(target, "choose another file name"):
+    with not_while_training(target, "choose another file name"):
         write_torch_safetensors(target, model.params, model.vocab, model.config, model.step,
                                 carried)
     return target, export_meta(model.params, model.vocab, model.config, model.step, carried)
-
-
-@contextlib.contextmanager
-def _not_while_training(target: Path, instead: str) -> Iterator[None]:
-    """Hold the run lock of the directory of ``target``, a file a training run writes
-    there, while it is written: a run that trains in it (before its first checkpoint there
-    is no train state to see) would replace it at its next checkpoint.  BpttError if a run
-    holds it, saying ``instead`` what to do."""
-    from bptt.train import RUN_FILES, RunDirInUseError, run_dir_lock
-
-    if target.name not in RUN_FILES:
-        yield
-        return
-    try:
-        with run_dir_lock(target.parent):
-            yield
-    except RunDirInUseError:
-        raise BpttError(
-            f"a bptt train is running in {target.parent}, which would replace {target.name}; "
-            f"wait for it to end, or {instead}"
-        ) from None
 
 
 def import_file(
@@ -818,6 +798,8 @@ def import_file(
     vocabulary as :class:`bptt.data.Vocab` checks it, the directory) before anything is
     created or written.  Returns the model as read back.
     """
+    from bptt.train import not_while_training
+
     given = _given_vocab(vocab)
     params, meta = params_from_file(path, cell)
     meta = meta or {}
@@ -830,8 +812,8 @@ def import_file(
         raise BpttError(f"cannot create the directory {target}: {exc.strerror}") from exc
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     step = meta.get("step") if isinstance(meta.get("step"), int) else 0
-    with _not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
-        _check_import_target(Path(path), target, overwrite)  # again, locked: a run started
+    with not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
+        _check_import_target(Path(path), target, overwrite)  # again, locked: a run may have started
         file = checkpoint.save_model(target, params, chars, config, step,
                                      {k: meta[k] for k in CARRIED if k in meta})
     return checkpoint.load_model(file)

@@ -404,6 +404,24 @@ def run_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def not_while_training(target: Path, instead: str) -> Iterator[None]:
+    """Hold the run lock of the directory of ``target`` while it is written, when it is named
+    like a file a training run writes there (model.safetensors, …): a run training in it
+    (before its first checkpoint there is no train state to see) would replace it at its next
+    checkpoint.  BpttError if a run holds the lock, saying ``instead`` what to do."""
+    if target.name not in RUN_FILES:
+        yield
+        return
+    try:
+        with run_dir_lock(target.parent):
+            yield
+    except RunDirInUseError:
+        raise BpttError(
+            f"a bptt train is running in {target.parent}, which would replace {target.name}; "
+            f"wait for it to end, or {instead}"
+        ) from None
+
 def make_out_dir(out: Path) -> None:
     """Create the run directory (and parents); BpttError if it cannot be created or written."""
     try:
