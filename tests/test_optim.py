@@ -314,6 +314,24 @@ def test_parameters_or_gradients_of_a_wrong_dtype_raise_before_changing_anything
     assert state["step"]["t"] == 0 and not params["W"].any()
 
 
+
+@pytest.mark.parametrize("clip", [
+    lambda grads: clip_by_value(grads, 0.5),
+    lambda grads: clip_by_global_norm(grads, 0.5),
+])
+def test_clipping_refuses_gradients_that_are_not_float_arrays_before_changing_any(clip):
+    """Clipping works in place: an integer gradient was numpy's UFuncTypeError after the
+    gradients before it had been clipped."""
+    grads = {"W": np.full((2, 2), 3.0), "b": np.array([4, 5])}
+    with pytest.raises(BpttError, match=re.escape(
+        "gradient 'b' is dtype int64; clipping changes gradients in place, so they must be "
+        "float arrays (float32 or float64)."
+    )):
+        clip(grads)
+    assert (grads["W"] == 3.0).all()
+    with pytest.raises(BpttError, match="gradient 'b' is list; clipping"):
+        clip({"W": np.ones(2), "b": [1.0]})
+
 # ---------------------------------------------------------------- factory
 
 

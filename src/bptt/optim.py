@@ -408,9 +408,22 @@ def _scaled_norm(grads: Mapping[str, np.ndarray]) -> float:
     return m * math.sqrt(total)
 
 
+def _check_clippable(grads: Params) -> None:
+    """Raise BpttError unless every gradient is a float array (clipping changes it in place:
+    an integer one would fail halfway, the gradients before it already changed)."""
+    for key, g in grads.items():
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            what = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
+            raise BpttError(
+                f"gradient {key!r} is {what}; clipping changes gradients in place, so they "
+                "must be float arrays (float32 or float64)."
+            )
+
+
 def clip_by_value(grads: Params, clip: float) -> None:
     """Clip every gradient element into [−clip, clip] in place (min-char-rnn's np.clip ±5)."""
     limit = check_positive("clip value", clip)
+    _check_clippable(grads)
     for g in grads.values():
         np.clip(g, -limit, limit, out=g)  # one pass; NaN stays NaN
 
@@ -427,6 +440,7 @@ def clip_by_global_norm(grads: Params, max_norm: float, norm: float | None = Non
         The global norm before clipping.
     """
     limit = check_positive("max_norm", max_norm)
+    _check_clippable(grads)
     norm = global_norm(grads) if norm is None else norm
     if not math.isfinite(norm):
         return norm
