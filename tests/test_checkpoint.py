@@ -601,3 +601,42 @@ def test_a_model_step_that_is_not_an_integer_from_0_is_refused(tmp_path: Path, s
     del meta["step"]  # stated nowhere: step 0, as before
     write_safetensors_atomic(path, tensors, meta)
     assert checkpoint.load_model(path).step == 0
+
+
+def test_bytes_after_the_last_tensor_are_refused(tmp_path: Path):
+    path = tmp_path / "long.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    path.write_bytes(path.read_bytes() + b"\0" * 8)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} is not a bptt checkpoint file (it has 8 bytes after the last tensor; "
+            "truncated?).")):
+        read_safetensors(path)
+
+
+def test_save_model_to_a_path_without_suffix_writes_into_that_directory(tmp_path: Path):
+    """A path without a suffix is a run directory: DIR/model.safetensors, never a file DIR
+    (a missing directory is refused, nothing written)."""
+    import bptt
+
+    params = bptt.init_params("rnn", 4, 3, 4, rng=np.random.default_rng(0))
+    missing = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"the directory {missing} does not exist; create it first.")):
+        checkpoint.save_model(missing, params, list("abcd"))
+    assert not missing.exists()
+    missing.mkdir()
+    assert checkpoint.save_model(missing, params) == missing / checkpoint.MODEL_FILE
+    assert sorted(p.name for p in missing.iterdir()) == [checkpoint.MODEL_FILE]
+
+
+def test_load_model_refuses_a_file_of_another_kind(tmp_path: Path):
+    import bptt
+
+    params = bptt.init_params("rnn", 4, 3, 4, rng=np.random.default_rng(0))
+    model = checkpoint.save_model(tmp_path / "m.safetensors", params, list("abcd"))
+    tensors, meta = read_safetensors(model)
+    other = tmp_path / "state.safetensors"
+    write_safetensors_atomic(other, tensors, {**meta, "kind": "train_state"})
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{other} holds 'train_state', expected a 'model' file.")):
+        checkpoint.load_model(other)

@@ -308,6 +308,16 @@ def test_stream_batcher_small_example_by_hand():
     assert batcher.next_batch()[2] and batcher.epoch == 1
 
 
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_chunks_of_narrow_ids_are_int64(dtype):
+    # an encoded corpus keeps its ids in the narrowest type (a memory map of uint8/uint16)
+    ids = np.arange(21, dtype=dtype) % 7
+    x, y, _ = StreamBatcher(ids, batch_size=2, seq_len=3).next_batch()
+    assert x.dtype == y.dtype == np.int64
+    assert x[:, 0].tolist() == [0, 1, 2] and y[:, 1].tolist() == [4, 5, 6]
+
+
 batcher_cases = st.integers(1, 6).flatmap(
     lambda B: st.integers(1, 8).flatmap(
         lambda T: st.tuples(st.just(B), st.just(T), st.integers(B * T + 1, B * T * 5 + 20))

@@ -388,11 +388,15 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
 @pytest.mark.parametrize("bad, message", [
     (dict(head="softmax_middle"), "unknown head"),
     (dict(lengths=[1, 2]), "lengths has shape"),
-    (dict(lengths=[0, 2, 2]), "between 1 and T"),
-    (dict(lengths=[1, 2, 9]), "between 1 and T"),
+    (dict(lengths=[0, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 0"),
+    (dict(lengths=[1, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 9"),
+    (dict(lengths=[1, 2, 5]), "lengths must be between 1 and T = 4 (the padded length), got 5"),
     (dict(lengths=[1.5, 2, 2]), "integers"),
     (dict(targets=np.zeros((3,))), "integer labels"),
     (dict(targets=np.array([0, 1, 7])), "outside [0, 2)"),
+    (dict(targets=np.array([0, 1, 2])), "targets hold a label outside [0, 2) (output_size V = 2)"),
+    (dict(head="mse_last", targets=np.array([[0.0, 1.0], [np.nan, 0.0], [1.0, 1.0]])),
+     "targets contain NaN or inf on a real step"),
     (dict(targets=np.zeros((4, 3), dtype=int)), "expected (3,)"),
     (dict(lengths=[[1, 2], [3]]), "lengths must be a rectangular array"),
     (dict(targets=[[0, 1], [1]]), "targets must be a rectangular array"),
@@ -424,3 +428,37 @@ def test_labels_of_any_integer_type_give_the_same_result(head):
         p.params, p.inputs, p.targets.astype(np.uint64), **args)
     assert other == loss
     assert all(np.array_equal(other_grads[k], g) for k, g in grads.items())
+
+
+@pytest.mark.parametrize("head", ["mse_each", "mse_last"])
+def test_one_regression_output_may_drop_its_axis(head):
+    """V = 1: targets (T, B) or (B,) are the targets (T, B, 1) or (B, 1)."""
+    rng = np.random.default_rng(3)
+    params = bptt.init_params("gru", 2, 3, 1, rng=rng, dtype=np.float64)
+    x = rng.normal(size=(4, 3, 2))
+    r = rng.normal(size=(4, 3) if head == "mse_each" else (3,))
+    loss, grads, _ = bptt.task_loss_and_grads(params, x, r, head=head)
+    with_axis, with_axis_grads, _ = bptt.task_loss_and_grads(params, x, r[..., None], head=head)
+    assert loss == with_axis
+    assert all(np.array_equal(grads[k], with_axis_grads[k]) for k in params)
+
+
+@pytest.mark.parametrize("head", ["mse_each", "mse_last"])
+def test_regression_targets_are_taken_in_the_models_dtype(head):
+    """float64 targets of a float32 model: the loss and float32 gradients of the targets cast
+    to float32 (a float64 residual would make float64 gradients for float32 weights)."""
+    rng = np.random.default_rng(4)
+    params = bptt.init_params("rnn", 2, 3, 2, rng=rng, dtype=np.float32)
+    x = rng.normal(size=(4, 3, 2)).astype(np.float32)
+    r = rng.normal(size=(4, 3, 2) if head == "mse_each" else (3, 2))
+    loss, grads, _ = bptt.task_loss_and_grads(params, x, r, head=head)
+    cast, cast_grads, _ = bptt.task_loss_and_grads(params, x, r.astype(np.float32), head=head)
+    assert loss == cast
+    for key, g in grads.items():
+        assert g.dtype == np.float32 and np.array_equal(g, cast_grads[key]), key
+
+
+def test_pad_sequences_refuses_sequences_of_different_feature_sizes():
+    with pytest.raises(bptt.BpttError, match="every sequence must have the same number of "
+                                             "features D"):
+        heads.pad_sequences([np.zeros((2, 3)), np.ones((4, 1))])

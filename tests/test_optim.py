@@ -456,6 +456,26 @@ def test_clip_by_global_norm_scales_by_torch_factor_and_returns_old_norm():
     assert global_norm(grads) == pytest.approx(5.0 * scale, rel=1e-15)
 
 
+@pytest.mark.parametrize("over", [1.01, 1.5, 1.99])
+def test_clip_by_global_norm_clips_a_norm_just_over_the_limit(over):
+    # norm = over · max_norm: scaled by max_norm / (norm + 1e-6), to a norm of about max_norm
+    grads = {"a": np.array([3.0, 0.0]) * over, "b": np.array([[0.0, 4.0]]) * over}
+    before = {k: g.copy() for k, g in grads.items()}
+    norm = clip_by_global_norm(grads, 5.0)
+    assert norm == pytest.approx(5.0 * over, rel=1e-15)
+    for key, g in grads.items():
+        np.testing.assert_allclose(g, before[key] * 5.0 / (norm + 1e-6), rtol=1e-15)
+    assert global_norm(grads) == pytest.approx(5.0, rel=1e-6)
+
+
+def test_clip_by_global_norm_leaves_gradients_of_an_infinite_norm_untouched():
+    grads = {"a": np.array([np.inf, 2.0]), "b": np.array([[1.0, -3.0]])}
+    before = {k: g.copy() for k, g in grads.items()}
+    assert clip_by_global_norm(grads, 1.0) == np.inf
+    for key, g in grads.items():
+        np.testing.assert_array_equal(g, before[key])
+
+
 def test_clip_by_global_norm_is_noop_under_limit():
     grads = {"a": np.array([0.3, -0.4])}
     before = grads["a"].copy()

@@ -161,3 +161,79 @@ def test_a_long_prime_is_read_in_chunks_with_the_state_carried(monkeypatch):
     monkeypatch.setattr(sample, "PRIME_CHUNK", 1000)
     short, long = (_peak_bytes_reading(params, prime * n) for n in (12, 48))  # 1.2k and 4.8k
     assert long < 2 * short, (short, long)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_the_distribution_is_the_softmax_of_the_logits_over_the_temperature(temperature):
+    y = np.array([1.0, 3.0, 2.0, -0.5])
+    expected = np.exp(y / temperature) / np.exp(y / temperature).sum()
+    np.testing.assert_allclose(next_token_distribution(y, temperature), expected,
+                               rtol=1e-14, atol=0)
+
+
+class _Uniform:
+    """A stand-in generator whose uniform numbers are given."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = iter(values)
+
+    def random(self) -> float:
+        return next(self.values)
+
+
+def test_draw_never_takes_a_token_of_probability_0():
+    # inverse CDF: u in [0, 1) falls in the first bin whose cumulative sum exceeds it; a
+    # masked token (p = 0) has an empty bin, even at u = 0 and at the largest u below 1
+    p = np.array([0.0, 0.25, 0.0, 0.75, 0.0])
+    largest = 1 - 2.0**-53
+    draws = [draw(p, _Uniform(u)) for u in (0.0, 0.2, 0.25, 0.5, largest)]
+    assert draws == [1, 1, 3, 3, 3]
+
+
+def sharp_model(cell="rnn"):
+    """A model whose next character depends strongly on the last (its weights times 5)."""
+    return {k: 5 * v for k, v in model(cell).items()}
+
+
+def _samples(params, vocab, primes, **kwargs):
+    return [sample_text(params, vocab, 30, prime=prime, rng=np.random.default_rng(4), **kwargs)
+            for prime in primes]
+
+
+def test_without_a_prime_generation_starts_from_a_newline_else_the_first_character():
+    params = sharp_model()
+    none, newline, first = _samples(params, VOCAB, ["", "\n", "a"])
+    assert none == newline != first
+    none, first, second = _samples(params, list("abcdef"), ["", "a", "b"])
+    assert none == first != second
+    assert sample_text(params, VOCAB, 0, prime="ab") == ""
+
+
+def test_a_prime_reads_characters_outside_the_vocabulary_as_the_unknown_token():
+    params = sharp_model()
+    [got] = _samples(params, VOCAB, ["ab☃"], unk="e")
+    unk_read, first_read = _samples(params, VOCAB, ["abe", "aba"])
+    assert got == unk_read != first_read
+    with pytest.raises(bptt.DataError, match="the unknown-character token '~' is not in the "
+                                             "model's vocabulary"):
+        sample_text(params, VOCAB, 3, prime="a", unk="~")
+
+
+def test_stop_cuts_the_sample_right_after_its_first_occurrence():
+    params = model()
+    whole = sample_text(params, VOCAB, 200, prime="ab", rng=np.random.default_rng(8))
+    for stop in ("a", "\n", "cd"):
+        end = whole.index(stop) + len(stop)
+        assert end < len(whole), stop
+        assert sample_text(params, VOCAB, 200, prime="ab", rng=np.random.default_rng(8),
+                           stop=stop) == whole[:end]
+    with pytest.raises(bptt.DataError, match=r"the stop text has character\(s\) the model "
+                                             r"cannot generate: 'z'"):
+        sample_text(params, VOCAB, 3, stop="az")
+
+
+def test_a_model_of_another_input_size_than_the_vocabulary_is_refused():
+    wider_inputs = bptt.init_params("rnn", 7, 8, 6, rng=np.random.default_rng(0))
+    with pytest.raises(bptt.BpttError,
+                       match="vocab has 6 characters, the model 7 inputs and 6 outputs"):
+        generate(wider_inputs, VOCAB, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import shutil
@@ -13,6 +14,7 @@ import pytest
 from bptt import checkpoint, models, optim, train
 from bptt.data import StreamBatcher, builtin_corpus
 from bptt.errors import BpttError, CheckpointError
+from bptt.sample import sample_text
 
 TEXT = builtin_corpus()[:8000]
 
@@ -56,6 +58,7 @@ def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(t
     (dict(seed=np.bool_(True)), "seed must be an integer from 0 to 2^63-1"),
     # what --seed takes, as a setting of a --config file too (numpy takes any size)
     (dict(seed=2**64), "seed must be an integer from 0 to 2^63-1, got 18446744073709551616"),
+    (dict(seq_len=train.MAX_SEQ_LEN + 1), "hidden, layers or seq_len is unreasonably large"),
 ])
 def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
     with pytest.raises(BpttError, match=re.escape(message)):
@@ -73,7 +76,9 @@ def test_a_step_carries_the_state_and_lowers_the_loss(tmp_path):
 
 
 @pytest.mark.parametrize("cell, clips", [("rnn", dict(clip_norm=0.5)),
-                                         ("lstm", dict(clip=0.01, clip_norm=None))])
+                                         ("lstm", dict(clip=0.01, clip_norm=None)),
+                                         # both: the global norm first, then each element
+                                         ("gru", dict(clip=0.01, clip_norm=0.5))])
 def test_train_step_is_backprop_the_clips_and_the_update_with_the_state_carried(tmp_path,
                                                                                cell, clips):
     """train_step, written out per key from the public pieces: the next chunk, BPTT from
@@ -280,6 +285,9 @@ DAMAGED_TEXT_STATES = {
                             "is at step 5"),
     "carry-of-another-shape": (lambda t, m: t.__setitem__("carry.1", t["carry.1"][:, :2]),
                                "its carried hidden state must be 2 finite float64 array(s)"),
+    "carry-of-another-dtype": (
+        lambda t, m: t.__setitem__("carry.1", t["carry.1"].astype(np.float32)),
+        "its carried hidden state must be 2 finite float64 array(s)"),
     "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("state", -1),
                          "the saved random generator state is invalid"),
     "interval-not-numbers": (_set("interval_losses", ["x"]),
@@ -532,3 +540,80 @@ def test_a_resume_refuses_a_new_steps_or_eval_every_of_0(saved_run, tmp_path, na
     for bad in (0, -1):
         with pytest.raises(BpttError, match=f"{name} must be an integer >= 1, got {bad}"):
             train.resume_run(out, TEXT, **{name: bad})
+
+
+def test_chars_per_sec_counts_every_stream_and_metrics_csv_holds_the_history(tmp_path,
+                                                                             monkeypatch):
+    """A step reads seq_len characters of each of the batch's streams: under a clock that
+    moves 2 s per step, T·B / 2 characters per second; metrics.csv holds the history's
+    numbers to the precision it is written with (bpc: 6 decimals, speed: 1)."""
+    ticks = iter(range(0, 1000, 2))
+    monkeypatch.setattr(train, "time", type("Clock", (), {"perf_counter": lambda: next(ticks)}))
+    config = small_config(steps=6, eval_every=3)
+    run = train.new_run(config, TEXT, "t", tmp_path / "r")
+    events = []
+    assert train.train(run, events.append)
+    speeds = [e.chars_per_sec for e in events if e.kind == "step"]
+    assert speeds == [config.seq_len * config.batch / 2] * 6
+    with (tmp_path / "r" / train.METRICS_FILE).open(encoding="utf-8", newline="") as lines:
+        rows = list(csv.DictReader(lines))
+    assert [int(row["step"]) for row in rows] == [3, 6]
+    for row, saved in zip(rows, run.history, strict=True):
+        assert float(row["chars_per_sec"]) == saved["chars_per_sec"] == 20.0
+        for key in ("train_bpc", "val_bpc"):
+            assert float(row[key]) == pytest.approx(saved[key], abs=5e-7)
+
+
+def test_an_evaluation_samples_at_the_runs_temperature_from_a_generator_of_its_step(tmp_path):
+    """The sample shown at step s is sample_text at config.temperature with the generator
+    seeded [seed, s] (the same, whenever the run was resumed)."""
+    config = small_config(steps=4, eval_every=2, sample_length=60, temperature=0.3, seed=7)
+    run = train.new_run(config, TEXT, "t", tmp_path / "r")
+    samples = {}
+
+    def on_event(event):
+        if event.kind == "eval":
+            samples[event.step] = (event.sample, {k: v.copy() for k, v in run.params.items()})
+
+    assert train.train(run, on_event)
+    assert sorted(samples) == [2, 4]
+    for step, (shown, params) in samples.items():
+        expected = sample_text(params, run.vocab.chars, 60, 0.3,
+                               rng=np.random.default_rng([7, step]))
+        assert shown == expected and len(shown) == 60
+
+
+@pytest.fixture(scope="module")
+def float32_model(tmp_path_factory):
+    """The directory of a finished 2-step run (float32, unk '~'), a model to fine-tune."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    config = small_config(steps=2, eval_every=2, dtype="float32", unk="~")
+    assert train.train(train.new_run(config, TEXT, "t", out))
+    return out
+
+
+def test_fine_tuning_casts_the_weights_to_the_runs_dtype_and_resumes(float32_model, tmp_path):
+    init = checkpoint.load_model(float32_model)
+    config = small_config(steps=2, eval_every=2, unk="~")  # float64
+    run = train.new_run(config, TEXT, "t", tmp_path / "tuned", init=init)
+    assert all(p.dtype == np.float64 for p in run.params.values())
+    for key, value in init.params.items():
+        np.testing.assert_array_equal(run.params[key], value.astype(np.float64))
+    assert train.train(run)
+    assert train.resume_run(tmp_path / "tuned", TEXT, steps=3).step == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(hidden=8), "the model to fine-tune has hidden=16 but the settings say hidden=8; "
+                     "the model's shape comes from --init-from, so leave out --hidden."),
+    (dict(cell="gru"), "the model to fine-tune has cell=rnn but the settings say cell=gru"),
+    (dict(unk=None), "the model to fine-tune has the unknown-character token '~' but the "
+                     "settings say unk=None"),
+])
+def test_fine_tuning_refuses_settings_that_are_not_the_models(float32_model, tmp_path, change,
+                                                              message):
+    init = checkpoint.load_model(float32_model)
+    config = small_config(**({"unk": "~"} | change))
+    with pytest.raises(BpttError, match=re.escape(message)):
+        train.new_run(config, TEXT, "t", tmp_path / "tuned", init=init)
+    assert not (tmp_path / "tuned").exists()
