@@ -281,9 +281,10 @@ def input_columns(
     the columns of x_t, one product per step.
     """
     T, B = inputs.shape[:2]
-    G, D = W.shape
+    D = W.shape[1]
     if B == 1 and is_token_ids(inputs):
-        input_projection(W, inputs, bias, out.reshape(T, 1, G))
+        # (T, G, 1) -> (T, 1, G): a transpose is always a view, also of a strided ``out``
+        input_projection(W, inputs, bias, out.transpose(0, 2, 1))
         return out
     if is_token_ids(inputs):
         check_ids(inputs, D)

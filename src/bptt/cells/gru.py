@@ -259,11 +259,15 @@ def sequence_forward(
     table, bias, Whh_sweep = common.of_params(
         work, "sweep_weights", lambda: _sweep_weights(p, H, work)
     )
+    # step t's block of rows: a^ir + a^hr, a^iz + a^hz, a^hn (the gates), then a^in.  The
+    # block starts as the input part x_in (their input parts and biases, table's rows); step
+    # t adds W^hh h_{t−1} to its first 3H rows in place, and they become r_t, z_t, a^hn_t
     x_in = common.input_columns(
         table, inputs, bias, common.empty(work, "x_in", (T, 4 * H, B), dtype)
     )
-    # every step's r, z and a^hn, then n and h: all columns
-    gates = common.empty(work, "gates", (T, GATES * H, B), dtype)
+    gates = x_in[:, : GATES * H]
+    # W^hh h_{t−1} of the current step (r, z rows negated)
+    recurrent = common.empty(work, "recurrent", (GATES * H, B), dtype)
     n = common.empty(work, "n", (T, H, B), dtype)
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
     h_prev_minus_n = common.empty(work, "h_prev_minus_n", (H, B), dtype)
@@ -275,13 +279,13 @@ def sequence_forward(
     v = {
         name: common.step_views(work, name, array, base=base)
         for name, array, base in [
-            ("hs", hs, hs), ("gates", gates, gates), ("rz", gates[:, : 2 * H], gates),
-            ("r", r, gates), ("z", z, gates), ("a_hn", a_hn, gates), ("n", n, n),
-            ("x_rz_hn", x_in[:, : 3 * H], x_in), ("x_n", x_in[:, 3 * H :], x_in),
+            ("hs", hs, hs), ("gates", gates, x_in), ("rz", gates[:, : 2 * H], x_in),
+            ("r", r, x_in), ("z", z, x_in), ("a_hn", a_hn, x_in), ("n", n, n),
+            ("x_n", x_in[:, 3 * H :], x_in),
         ]
     }
-    h_t, a_t, rz_t, r_t, z_t, a_hn_t, n_t, x_a, x_n = (
-        v[m] for m in ("hs", "gates", "rz", "r", "z", "a_hn", "n", "x_rz_hn", "x_n")
+    h_t, a_t, rz_t, r_t, z_t, a_hn_t, n_t, x_n = (
+        v[m] for m in ("hs", "gates", "rz", "r", "z", "a_hn", "n", "x_n")
     )
     dot, add, subtract, multiply = np.dot, np.add, np.subtract, np.multiply
     exp, reciprocal, tanh = np.exp, np.reciprocal, np.tanh
@@ -290,8 +294,8 @@ def sequence_forward(
         for t in range(T):
             # a = [−(a^ir + a^hr), −(a^iz + a^hz), a^hn]
             #   = W^hh h_{t−1} (r, z rows negated) + x_in[t, :3H] (their input part and biases)
-            dot(Whh_sweep, h_t[t], a_t[t])
-            add(a_t[t], x_a[t], a_t[t])
+            dot(Whh_sweep, h_t[t], recurrent)
+            add(a_t[t], recurrent, a_t[t])
             # r_t, z_t = σ(a^ir + a^hr), σ(a^iz + a^hz), σ(a) = 1 / (1 + e^{−a})
             exp(rz_t[t], rz_t[t])
             add(rz_t[t], one, rz_t[t])

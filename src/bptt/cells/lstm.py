@@ -303,12 +303,16 @@ def sequence_forward(
     G = GATES * H
     Wxh, Whh, bias = common.of_params(work, "sweep_weights", lambda: _sweep_weights(p, H, work))
     dtype = Whh.dtype
-    x_proj = common.input_columns(Wxh, inputs, bias, common.empty(work, "x_proj", (T, G, B), dtype))
     # step t's block of rows: its gates in sweep order i f o g, then the c_{t−1} it reads
     # (block T holds c_{T−1} alone), so that [g_t; c_{t−1}] is one block of rows, as [i_t; f_t]
     # is; then h and tanh c: all columns
     gates_and_c = common.empty(work, "gates_and_c", (T + 1, G + H, B), dtype)
     gates, cs = gates_and_c[:T, :G], gates_and_c[:, G:]
+    # the gate rows start as the input part W^xh x_t + b^xh + b^hh; step t adds W^hh h_{t−1}
+    # to its block in place (a block the sweep reads once, not a second array of that size)
+    common.input_columns(Wxh, inputs, bias, gates)
+    # W^hh h_{t−1} of the current step
+    recurrent = common.empty(work, "recurrent", (G, B), dtype)
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
     tanh_c = common.empty(work, "tanh_c", (T, H, B), dtype)
     # [i_t ⊙ g_t; f_t ⊙ c_{t−1}]
@@ -320,11 +324,11 @@ def sequence_forward(
     i, f, o, g = (gates[:, n * H : (n + 1) * H] for n in range(GATES))
     ifo, i_and_f, g_and_c_prev = gates[:, : 3 * H], gates[:, : 2 * H], gates_and_c[:T, 3 * H :]
     # per-step views, made once; the loop only calls kernels that write in place
-    h_t, c_t, tanh_c_t, xp, a_t, ifo_t, i_and_f_t, g_and_c_prev_t, o_t, g_t = (
+    h_t, c_t, tanh_c_t, a_t, ifo_t, i_and_f_t, g_and_c_prev_t, o_t, g_t = (
         common.step_views(work, name, array, base=base)
         for name, array, base in [
             ("hs", hs, hs), ("cs", cs, gates_and_c), ("tanh_c", tanh_c, tanh_c),
-            ("x_proj", x_proj, x_proj), ("gates", gates, gates_and_c), ("ifo", ifo, gates_and_c),
+            ("gates", gates, gates_and_c), ("ifo", ifo, gates_and_c),
             ("i_and_f", i_and_f, gates_and_c), ("g_and_c_prev", g_and_c_prev, gates_and_c),
             ("o", o, gates_and_c), ("g", g, gates_and_c),
         ]
@@ -335,8 +339,8 @@ def sequence_forward(
     with np.errstate(over="ignore", under="ignore"):
         for t in range(T):
             # a_t = W^hh h_{t−1} + W^xh x_t + b^xh + b^hh, negated in the rows i, f, o
-            dot(Whh, h_t[t], a_t[t])
-            add(a_t[t], xp[t], a_t[t])
+            dot(Whh, h_t[t], recurrent)
+            add(a_t[t], recurrent, a_t[t])
             # i, f, o = σ(a) = 1 / (1 + e^{−a})
             exp(ifo_t[t], ifo_t[t])
             add(ifo_t[t], one, ifo_t[t])
