@@ -11,6 +11,7 @@ most a few steps and characters.  Blocks marked ``text`` or ``sh`` are illustrat
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import shlex
@@ -147,14 +148,26 @@ def test_the_readme_python_example_runs():
         exec(compile(body, "README.md", "exec"), {})
 
 
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
 def test_the_readme_gradcheck_rows_are_what_the_command_prints(torch, capsys):
-    """The README shows the first rows of `bptt gradcheck --cell lstm --layers 1` verbatim."""
+    """The README shows the first rows of `bptt gradcheck --cell lstm --layers 1`: the same
+    parameters and results, and relative errors of the same size.  Their digits are round-off
+    (1e-16 against the reference and torch), which the machine's BLAS kernel decides (an
+    AVX-512 OpenBLAS sums in another order than an AVX2 one), and with them which entry is
+    the worst; so those are compared by their order of magnitude only."""
     from bptt import cli
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = re.findall(r"^\| lstm \| 1 \| .*$", text, flags=re.MULTILINE)
+    shown = [_cells(row) for row in re.findall(r"^\| lstm \| 1 \| .*$", text, flags=re.MULTILINE)]
     assert len(shown) >= 2, "the README shows gradcheck rows"
     assert cli.main(["gradcheck", "--cell", "lstm", "--layers", "1"]) == 0
-    printed = capsys.readouterr().out.splitlines()
+    printed = {tuple(cells[:3]): cells for cells in map(_cells, capsys.readouterr().out.splitlines())
+               if cells[:2] == ["lstm", "1"]}
     for row in shown:
-        assert row in printed, row
+        got = printed[tuple(row[:3])]
+        assert got[7] == row[7] == "PASS", (row, got)
+        for column in (3, 4, 5):  # rel vs reference, vs finite differences, vs torch
+            assert abs(math.log10(float(got[column]) / float(row[column]))) < 1, (row, got)
