@@ -581,14 +581,19 @@ def _head_error(
     """∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t for every t, (A, T, B, H) by age (all of it age 0).
 
     dJ_dy: (T, B, V).  A cell that sweeps in columns (COLUMNS) gets a view of (A, T, H, B)
-    columns, made by one product per step; the others get rows, one GEMM over all T·B rows.
+    columns, made by one product per step (B = 1: one GEMM over all T rows, which are the
+    columns); the others get rows, one GEMM over all T·B rows.
     """
     T, B, V = dJ_dy.shape
     H = Why.shape[1]
     make = common.empty if A == 1 else common.zeros
     if getattr(get_cell(cell), "COLUMNS", False):
         columns = make(work, "dJ_dh_local_columns", (A, T, H, B), dJ_dy.dtype)
-        np.matmul(Why.T, dJ_dy.transpose(0, 2, 1), out=columns[0])
+        if B == 1:
+            # one sequence: its columns (T, H, 1) are the same memory as rows (T, 1, H)
+            np.matmul(dJ_dy.reshape(T, V), Why, out=columns[0].reshape(T, H))
+        else:
+            np.matmul(Why.T, dJ_dy.transpose(0, 2, 1), out=columns[0])
         return columns.transpose(0, 1, 3, 2)
     rows = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
     np.matmul(dJ_dy.reshape(-1, V), Why, out=rows[0].reshape(-1, H))

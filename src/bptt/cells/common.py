@@ -22,7 +22,7 @@ The loops touch only per-step views made beforehand and call a handful of kernel
 into preallocated arrays (``out=``).  :class:`Buffers` keeps those arrays, and their
 per-step views, from one training step to the next.
 
-Columns.  The LSTM and GRU sweeps keep each step's vectors as columns, (X, B) — the
+Columns.  The sweeps of every cell keep each step's vectors as columns, (X, B) — the
 derivation's column vectors side by side — because BLAS multiplies W^hh (X, H) by
 h_{t−1} (H, B) faster than h_{t−1}ᵀ (B, H) by W^hhᵀ for a small batch.  The helpers
 :func:`input_columns`, :func:`as_columns` and :func:`by_row` convert at the edges.
@@ -178,8 +178,8 @@ def older_by_one(
     """Where a sweep reads, and writes, the error it carries from step k into step k − 1.
 
     per_step: the error leaving each step, by age (:func:`steps` views);
-    from_later: (A, B, X) rows, or (A, X, B) columns (LSTM, GRU), the error arriving at the
-    step below from the later ones, by age.
+    from_later: (A, X, B) columns (or (A, B, X) rows), the error arriving at the step below
+    from the later ones, by age.
     Full BPTT: one row holds every age (A = 1), read and written whole.
     Truncated: ages 0 … K−2 of step k become ages 1 … K−1 of step k − 1, so the sweep
     writes them into from_later[1:]; age K − 1 would become K and is dropped (never computed),
