@@ -107,3 +107,21 @@ def test_a_sweep_refuses_rows_of_age_its_window_does_not_have(rng, A, truncate, 
                        f"truncate={truncate} over T = {T} steps needs {expected}"):
         rnn.sequence_backward(p, cache, np.zeros((A, T, 2, 4)), truncate)
     common.check_ages(expected, truncate, T)  # and the right count passes
+
+
+def test_as_columns_gives_the_array_of_columns_itself_a_view_of_part_of_it_or_a_copy():
+    """The rows view of a whole array of columns comes back as that array (the same object
+    at every call, whose per-step views a sweep keeps); a view of part of one stays that
+    view; rows that are no view of columns are copied into the work buffer."""
+    columns = np.empty((2, 3, 4, 5))  # an array of its own, as the work buffers are
+    columns[...] = np.arange(columns.size).reshape(columns.shape)
+    rows = columns.transpose(0, 1, 3, 2)
+    assert common.as_columns(rows, None, "c") is columns
+    part = common.as_columns(rows[1:], None, "c")
+    assert part is not columns and np.shares_memory(part, columns)
+    np.testing.assert_array_equal(part, columns[1:])
+    work = common.Buffers()
+    copied = common.as_columns(np.ascontiguousarray(rows), work, "c")
+    assert not np.shares_memory(copied, columns)
+    np.testing.assert_array_equal(copied, columns)
+    assert common.as_columns(np.ascontiguousarray(rows), work, "c") is copied  # kept in work
