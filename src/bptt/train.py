@@ -422,6 +422,7 @@ def not_while_training(target: Path, instead: str) -> Iterator[None]:
             f"wait for it to end, or {instead}"
         ) from None
 
+
 def make_out_dir(out: Path) -> None:
     """Create the run directory (and parents); BpttError if it cannot be created or written."""
     try:
