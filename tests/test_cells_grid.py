@@ -334,3 +334,24 @@ def _saturated_fraction(cache) -> float:
         return float(np.mean(np.concatenate([(sig * (1 - sig)).ravel(),
                                              (1 - cache.n**2).ravel()]) < 0.05))
     return float(np.mean(1 - cache.hs[1:] ** 2 < 0.05))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_sweep_given_the_last_sweeps_final_state_in_the_same_memory_continues_it(cell, B):
+    """A chunk's final state is a view of the forward's memory (final_state); the next
+    chunk's forward, given it as its initial state with the same reusable memory, must read
+    it before writing over that memory."""
+    from bptt.cells import common
+
+    rng = np.random.default_rng(3)
+    T, D, H = 4, 5, 6
+    module = get_cell(cell)
+    p = module.init_layer(rng, D, H, True, np.float64)
+    first, second = rng.integers(0, D, size=(2, T, B))
+    state0 = tuple(rng.normal(size=(B, H)) for _ in module.STATE_NAMES)
+    work = common.Buffers()
+    carried = module.final_state(module.sequence_forward(p, first, state0, work))
+    copied = tuple(s.copy() for s in carried)
+    expected = module.sequence_forward(p, second, copied, None).hs.copy()
+    np.testing.assert_array_equal(module.sequence_forward(p, second, carried, work).hs, expected)

@@ -144,10 +144,11 @@ def sequence_forward(
     H, dtype = Whh.shape[0], Whh.dtype
     T, B = inputs.shape[:2]
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
+    # h0 first: it may be the last call's final state, hs[T] of this very buffer
+    hs[0] = state0[0].T
     # z_t starts as its input part W^xh x_t + b_h, written straight into hs[t + 1]; step t
     # adds W^hh h_{t−1} to it in place and takes its tanh there
     common.input_columns(p["Wxh"], inputs, p.get("bh"), hs[1:])
-    hs[0] = state0[0].T
     # W^hh h_{t−1} of the current step
     recurrent = common.empty(work, "recurrent", (H, B), dtype)
     # per-step views, made once; the loop only calls kernels that write in place
