@@ -6,25 +6,26 @@ Ages.  Truncated BPTT with window K keeps, of the double sum
 Σ_t Σ_{k≤t} ∂J_t/∂h_t ∂h_t/∂h_k ∂h_k/∂z_k ∂z_k/∂W, only the terms with
 t − k < K.  The age of a gradient at step k is a = t − k, the distance back
 to the loss J_t it came from.  The efficient backward therefore carries its
-error vectors by age: an array (A, B, H) with A = min(K, T), where moving from step k
-to k − 1 makes every age one older and drops the age that reaches K.  Without
+error vectors by age: an array (A, H, B) (columns, below) with A = min(K, T), where
+moving from step k to k − 1 makes every age one older and drops the age that reaches K.  Without
 truncation every age is kept, and since the sum is linear they can all be
 added up at once: A = 1 and the single row holds Σ_t ∂J_t/∂h_k.  That is the
 whole of the "shortcut": the same sum, regrouped by k.
 
 Speed.  Only the recurrence itself is sequential: h_{t−1} → h_t forward and
 ∂J/∂z_{k+1} → ∂J/∂h_k backward.  Everything else is done outside the loops, for all
-T·B rows at once: the input projection (one gather or GEMM; in columns,
-:func:`input_columns`, one batched product, or for token ids and B > 1 one gather per
-step), every local partial of every step (they depend on the forward values only, not on
-the error), and the weight gradients (one GEMM each, summing over k inside the product).
+T·B columns at once: the input projection (:func:`input_columns`: one batched product,
+or for token ids one gather per step, all steps in one for B = 1), every local partial of
+every step (they depend on the forward values only, not on the error), and the weight
+gradients (one GEMM each, summing over k inside the product).
 The loops touch only per-step views made beforehand and call a handful of kernels, writing
 into preallocated arrays (``out=``).  :class:`Buffers` keeps those arrays, and their
 per-step views, from one training step to the next.
 
 Columns.  The sweeps of every cell keep each step's vectors as columns, (X, B) — the
-derivation's column vectors side by side — because BLAS multiplies W^hh (X, H) by
-h_{t−1} (H, B) faster than h_{t−1}ᵀ (B, H) by W^hhᵀ for a small batch.  The helpers
+derivation's column vectors side by side — because, on the machine they were written on,
+BLAS multiplied W^hh (X, H) by h_{t−1} (H, B) faster than h_{t−1}ᵀ (B, H) by W^hhᵀ at
+B = 32, and no slower at B = 1 (measured; see "Layout" in rnn.py and lstm.py).  The helpers
 :func:`input_columns`, :func:`as_columns` and :func:`by_row` convert at the edges.
 """
 
@@ -262,7 +263,8 @@ def weight_gradient(
 
 
 def sum_ages(by_age: np.ndarray) -> np.ndarray:
-    """(A, T, B, X) -> (T, B, X): the error of every age added up (A = 1: a view, no work)."""
+    """(A, T, X, B) -> (T, X, B), or rows (A, T, B, X) -> (T, B, X): the error of every age
+    added up (A = 1: a view, no work)."""
     return by_age[0] if by_age.shape[0] == 1 else by_age.sum(axis=0)
 
 

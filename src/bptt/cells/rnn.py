@@ -58,6 +58,8 @@ def init_layer(
 # ----------------------------------------------------------------------------
 # one step
 # ----------------------------------------------------------------------------
+# A batch as rows (B, H), so W^hh h_{t−1} is written h_prev @ Whh.T.  The sweeps below do
+# not call these: they keep each step's vectors as columns (H, B) (see Layout).
 
 
 def step_forward(p: dict[str, np.ndarray], x_proj: np.ndarray, h_prev: np.ndarray) -> np.ndarray:
@@ -92,8 +94,8 @@ class Cache(NamedTuple):
     """What the forward saved for the backward (nothing is recomputed there).
 
     inputs: (T, B) ids or (T, B, D) dense; hs: (T + 1, B, H) with hs[0] = h0, hs[t + 1] = h_t,
-    a transposed view of the sweep's columns (see COLUMNS): index it freely, but a reshape
-    of it copies.
+    a transposed view of the sweep's (T + 1, H, B) columns (see COLUMNS): index it freely,
+    but for B > 1 a reshape of it copies.
     """
 
     inputs: np.ndarray
@@ -117,12 +119,16 @@ class Backward(NamedTuple):
 
 
 # Layout.  Inside the sweep a step's vectors are COLUMNS, one per sequence of the batch, as
-# the derivation writes them: z_t = W^hh h_{t−1} + … is (H, B), and arrays over time are
-# (T + 1, H, B).  Then W^hh h_{t−1} and W^hhᵀ ∂J/∂z_k are products in the orientation BLAS
-# runs fastest for a small batch (measured here at B = 32: W^hh h_{t−1} in 0.5–0.6 of the
-# time of the rows' h_{t−1}ᵀ W^hhᵀ, W^hhᵀ ∂J/∂z_k in 0.85; the same at B = 1, where both
-# layouts are one vector).  The Cache and Backward hold the (…, B, H) arrays of the
-# docstrings, as transposed views of these columns (no copy).  The LSTM and GRU do the same.
+# the derivation writes them: z_t = W^hh h_{t−1} + … and h_t are (H, B), the states over
+# time hs (T + 1, H, B), the errors by age dJ_dh, dJ_dz (A, T, H, B).  Why: when this layout
+# was adopted, BLAS on the machine it was written on ran W^hh h_{t−1} and W^hhᵀ ∂J/∂z_k
+# faster this way than in rows (one measurement at B = 32: W^hh h_{t−1} in 0.5–0.6 of the
+# time of the rows' h_{t−1}ᵀ W^hhᵀ, W^hhᵀ ∂J/∂z_k in 0.85; at B = 1, where both layouts are
+# one vector, no difference); a whole training step came out 8% faster at H = 256 and 18%
+# at H = 512 (B = 32), 5% at H = 256, B = 1, but 2–3% slower at H = 100.  Measurements, not
+# a promise: another BLAS, machine or size may differ.  The Cache's hs and the Backward's
+# dJ_dh and dJ_dx are the (…, B, H) arrays of the docstrings, as transposed views of these
+# columns (no copy).  The LSTM and GRU do the same.
 COLUMNS = True
 
 
@@ -137,8 +143,9 @@ def sequence_forward(
     inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
     memory (the training loop's; None: fresh arrays).  Returns the Cache; the outputs
     h_0 … h_{T−1} (one per step; h0 is the state before step 0) are hs[1:].  The input
-    projection W^xh x_t + b_h is one matrix product (or gather) for all t at once; only
-    h_{t−1} → h_t is done step by step.
+    projection W^xh x_t + b_h is done before the loop, for every t (dense: one batched
+    product; token ids: a gather of columns, one per step, or all at once for B = 1); the
+    loop does only h_{t−1} → h_t.
     """
     Whh = p["Whh"]
     H, dtype = Whh.shape[0], Whh.dtype
@@ -177,7 +184,7 @@ def sequence_backward(
     (the head, or the layer above) by age; A = 1 for full BPTT, A = min(truncate, T)
     otherwise.  work: reusable memory (None: fresh arrays); grads_out: arrays to write the
     gradients into (same keys as the layer; None: fresh).  Returns a :class:`Backward`.
-    Everything is in columns (see COLUMNS above).
+    Inside, every array is in columns, (…, H, B) (see COLUMNS above).
     Reference: :func:`bptt.reference.loss_and_grads`.
     """
     Whh = p["Whh"]
@@ -238,7 +245,8 @@ def _weight_grads(
     """The weights are shared by every step, so their gradients sum over k: one GEMM each.
 
     dJ_dz: (A, T, H, B) by age, columns.  For the GEMMs over all T·B columns at once, ∂J/∂z
-    and h_{k−1} are laid out row by row first, (H, T·B) (one copy each; none for B = 1).
+    and h_{k−1} are first put side by side as (H, T·B) by :func:`common.by_row` (one copy
+    each; none for B = 1).
     Returns (grads, dJ_dx (A, T, B, D) or None).
     """
     Wxh = p["Wxh"]
