@@ -179,8 +179,8 @@ def older_by_one(
     """Where a sweep reads, and writes, the error it carries from step k into step k − 1.
 
     per_step: the error leaving each step, by age (:func:`steps` views);
-    from_later: (A, X, B) columns (or (A, B, X) rows), the error arriving at the step below
-    from the later ones, by age.
+    from_later: (A, X, B) columns, the error arriving at the step below from the later
+    ones, by age.
     Full BPTT: one row holds every age (A = 1), read and written whole.
     Truncated: ages 0 … K−2 of step k become ages 1 … K−1 of step k − 1, so the sweep
     writes them into from_later[1:]; age K − 1 would become K and is dropped (never computed),
