@@ -373,13 +373,21 @@ def _normalise(out: Any, name: str) -> UserResult:
     if loss is not None:
         try:
             loss = float(np.asarray(loss, dtype=np.float64).reshape(()))
+        except OverflowError as exc:  # a Python int past float64's range (10**400)
+            raise BpttError(f"{name} returned a loss too large for a float64 number (an "
+                            "integer over 1.8e308)") from exc
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned a loss that is not one number: {loss!r}") from exc
     if h_last is not None:
         try:
-            h_last = np.asarray(h_last, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
+            raw = np.asarray(h_last)
+            # (a cast to float64 would drop the imaginary part, with a ComplexWarning)
+            h_last = None if raw.dtype.kind == "c" else np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise BpttError(f"{name} returned an h_last that is not a numeric array") from exc
+        if h_last is None:
+            raise BpttError(f"{name} returned an h_last of dtype {raw.dtype}; the last state "
+                            "h_T is an array of real numbers")
     return UserResult(arrays, loss, h_last, dtypes, float32)
 
 

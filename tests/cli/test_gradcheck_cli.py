@@ -225,3 +225,26 @@ def test_a_float32_backward_is_reported_at_float32s_tolerance(tmp_path, monkeypa
     assert last.startswith(verdict) and "(tolerance 1e-05, relative to each" in last, last
     assert cli.main(["gradcheck", "--json", "--backward", "mine.py:rnn_backward"]) == code
     assert json.loads(capsys.readouterr().out)["tolerance"] == 1e-5
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    ("10**400, grads, h_last", "returned a loss too large for a float64 number"),
+    ("loss, grads, [[10**400] * 4] * 2", "returned an h_last that is not a numeric array"),
+    ("loss, grads, h_last + 0j", "returned an h_last of dtype complex128; the last state h_T "
+                                 "is an array of real numbers"),
+])
+def test_a_loss_or_h_last_that_is_no_float64_is_one_line_and_exit_2(tmp_path, run_bptt_here,
+                                                                     returned, message):
+    """A Python int past float64's range as the loss (or in h_last) was a traceback
+    (OverflowError); a complex h_last was cast to float64 with a ComplexWarning, its
+    imaginary part dropped, and passed."""
+    (tmp_path / "mine.py").write_text(
+        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
+        f"    return {returned}\n")
+    run = run_bptt_here("gradcheck", "--backward", "mine.py:rnn_backward", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("bptt: error: ")
+    assert message in run.stderr
