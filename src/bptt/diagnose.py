@@ -811,7 +811,8 @@ def localise(fn: Callable[..., Any], problem: Problem, correct: Expansion,
             if got.shape != expected[key].shape:
                 rows[key] = None
                 continue
-            rows[key] = got - previous[key] if key in previous else got
+            with np.errstate(invalid="ignore", over="ignore"):  # inf − inf: NaN, said by _rel
+                rows[key] = got - previous[key] if key in previous else got
             previous[key] = got
         rel = {key: _rel(rows[key], expected[key]) for key in returned}
         wrong = tuple(key for key in returned if not rel[key] <= PASS_TOL)

@@ -248,3 +248,21 @@ def test_a_loss_or_h_last_that_is_no_float64_is_one_line_and_exit_2(tmp_path, ru
     assert run.stdout == ""
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("bptt: error: ")
     assert message in run.stderr
+
+
+@pytest.mark.parametrize("value", ["np.nan", "np.inf"])
+def test_a_gradient_with_nan_or_inf_is_reported_without_numpy_warnings(tmp_path, run_bptt_here,
+                                                                       value):
+    """Probing prefixes subtracted the learner's gradients of T' − 1 steps from those of T'
+    steps: inf − inf printed numpy's "RuntimeWarning: invalid value encountered in
+    subtract" (and the line of bptt's source) between the report's lines on stderr."""
+    (tmp_path / "mine.py").write_text(
+        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
+        f"    grads['Whh'][0, 0] = {value}\n"
+        "    return loss, grads, h_last\n")
+    run = run_bptt_here("gradcheck", "--backward", "mine.py:rnn_backward", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in run.stdout
+    assert run.stderr == ""
