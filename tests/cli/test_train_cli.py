@@ -158,6 +158,22 @@ def test_a_resume_to_a_step_the_run_has_reached_says_so_and_changes_nothing(run_
         assert _files(out) == before
 
 
+def test_a_resume_with_nothing_to_do_refuses_a_file_that_is_not_there(run_bptt_here,
+                                                                       corpus_file, tmp_path):
+    """A FILE mistyped on a resume of a finished run was passed over: "nothing to do", exit
+    0, as if it were the run's text.  It is refused as every other command refuses it (its
+    path is looked at, nothing is read)."""
+    out = tmp_path / "run"
+    r = run_bptt_here("train", corpus_file, *TINY, "--steps", "2", "--quiet", "--out", out)
+    assert r.returncode == 0, r.stderr
+    before = _files(out)
+    for missing in (tmp_path / "typo.txt", tmp_path):
+        r = run_bptt_here("train", "--resume", out, missing, "--steps", "2")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"bptt: error: {missing} ")
+        assert _files(out) == before
+
+
 def test_a_resume_at_the_end_completes_a_checkpoint_a_kill_cut_short(bptt_in_process,
                                                                       tmp_path, monkeypatch):
     # killed at its last checkpoint after the train state's write: the model and metrics.csv

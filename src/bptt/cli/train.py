@@ -298,6 +298,8 @@ def _run(args: argparse.Namespace) -> int:
 def _continue(args: argparse.Namespace) -> int:
     """Go on with the run on text saved in --resume DIR (its lock held)."""
     resumed = _read_resumed(args)
+    for file in args.files:  # a FILE mistyped is a mistake, with or without steps to train
+        data.check_text_path(file)
     if resumed.progress.step >= resumed.config.steps:  # before the text is read or encoded
         return progress.nothing_to_do(resumed.progress.step, args.resume,
                                       train.complete_checkpoint(args.resume))
