@@ -258,6 +258,9 @@ CASES = [
     ("flow-pickle-checkpoint", "flow --checkpoint {w}/pickled --out {w}/flowout", "pickle"),
     ("flow-hidden-zero", "flow --hidden 0", "--hidden"),
     ("flow-seq-len-negative", "flow --seq-len -3", "--seq-len"),
+    # (it named the library's parameter: "seq_len must be from 1 to 500")
+    ("flow-seq-len-huge", "flow --seq-len 501 --out {w}/flowout",
+     "--seq-len must be from 1 to 500, got 501"),
     # (it wrote into the current directory)
     ("flow-out-empty", "flow --out ", "--out: expected a path"),
     # refused before anything is computed or written (flow.png was written, then a traceless

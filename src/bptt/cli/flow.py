@@ -50,12 +50,13 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--cell", choices=sorted(CELLS), help="cell of the fresh model (rnn)")
     p.add_argument("--hidden", type=types.positive_int, help="hidden size H (32)")
     p.add_argument("--seq-len", type=types.positive_int,
-                   help=f"time steps T (default: the text's length − 1, at most "
-                        f"{flow.DEFAULT_SEQ_LEN})")
+                   help=f"time steps T, at most {flow.MAX_SEQ_LEN} (default: the text's "
+                        f"length − 1, at most {flow.DEFAULT_SEQ_LEN})")
     p.add_argument("--seed", type=types.seed, help="seed of the fresh model (0)")
     p.add_argument("--forget-bias", type=float,
                    help="initial forget-gate bias of a fresh LSTM "
-                        f"({flow.DEFAULT_FORGET_BIAS:g}, the common choice)")
+                        f"({flow.DEFAULT_FORGET_BIAS:g}, the common choice; a negative one in "
+                        "e-notation with '=', e.g. --forget-bias=-1e3)")
     p.add_argument("--torch-init", action="store_true",
                    help="fresh LSTM with PyTorch's random forget bias instead of --forget-bias")
     p.add_argument("--out", metavar="DIR", type=types.nonempty_path, default=Path("."),
@@ -107,6 +108,8 @@ def _write(out: Path, files: dict, csv_text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute, write the three files, print a short summary."""
+    if args.seq_len is not None and args.seq_len > flow.MAX_SEQ_LEN:
+        raise BpttError(f"--seq-len must be from 1 to {flow.MAX_SEQ_LEN}, got {args.seq_len}")
     out = Path(args.out)
     _check_out(out)
     text = args.text
