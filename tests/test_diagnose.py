@@ -291,6 +291,16 @@ def test_missing_gradients_are_not_blamed_on_the_maths():
         f"{name}: Your grads have no {key!r}: return ∂J/∂{name} under that key."
         for key, name in (("Wxh", "W^xh"), ("bh", "b_h"), ("Why", "W^hy"), ("by", "b_y"))]
 
+    def misnamed(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        grads["W_xh"], grads["bogus"] = grads.pop("Wxh"), 0
+        return grads
+
+    # the keys it has instead are named (they were dropped without a word)
+    assert diagnose.check_backward(misnamed).messages() == [
+        "W^xh: Your grads have no 'Wxh' (they have 'W_xh', 'bogus', which name no "
+        "parameter): return ∂J/∂W^xh under that key."]
+
     def wrong_whh_and_no_bh(params, inputs, targets, h0=None, truncate=None):
         grads = load("clipped_carry")(params, inputs, targets, h0=h0)[1]
         del grads["bh"]

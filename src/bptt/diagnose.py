@@ -253,7 +253,8 @@ class UserResult:
     grads: key -> float64 array (whatever shape it came in); loss, h_last: None when not
     returned; dtypes: key -> the dtype it came in.  float32: every float it returned (the
     gradients, and the loss and h_last when they are numpy values) is float32 or float64,
-    and at least one is float32: it computes in float32.
+    and at least one is float32: it computes in float32.  unknown: the keys of its grads
+    that name no parameter (W_xh for Wxh, say), as text, sorted.
     """
 
     grads: dict[str, np.ndarray]
@@ -261,6 +262,7 @@ class UserResult:
     h_last: np.ndarray | None = None
     dtypes: dict[str, str] = field(default_factory=dict)
     float32: bool = False
+    unknown: tuple[str, ...] = ()
 
 
 def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your function"
@@ -388,7 +390,8 @@ def _normalise(out: Any, name: str) -> UserResult:
         if h_last is None:
             raise BpttError(f"{name} returned an h_last of dtype {raw.dtype}; the last state "
                             "h_T is an array of real numbers")
-    return UserResult(arrays, loss, h_last, dtypes, float32)
+    unknown = tuple(sorted(repr(k) for k in grads if k not in (*PARAM_KEYS, "h0")))[:6]
+    return UserResult(arrays, loss, h_last, dtypes, float32, unknown)
 
 
 def _dtype_of(value: Any) -> str:
@@ -1109,8 +1112,10 @@ def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray], tol: fl
                  ) -> ParamCheck:
     mine = user.grads.get(key)
     if mine is None:
-        return ParamCheck(key, None, False, "missing",
-                          f"Your grads have no {key!r}: return ∂J/∂{MATH[key]} under that key.")
+        others = f" (they have {', '.join(user.unknown)}, which name no parameter)" \
+            if user.unknown else ""
+        return ParamCheck(key, None, False, "missing", f"Your grads have no {key!r}{others}: "
+                          f"return ∂J/∂{MATH[key]} under that key.")
     if mine.shape != ref[key].shape:
         note = f"shape {mine.shape}, expected {ref[key].shape}"
         if _rel(mine.T, ref[key]) <= tol:  # the right numbers, in columns
