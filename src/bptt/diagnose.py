@@ -1112,7 +1112,8 @@ def _param_check(key: str, user: UserResult, ref: dict[str, np.ndarray], tol: fl
                  ) -> ParamCheck:
     mine = user.grads.get(key)
     if mine is None:
-        others = f" (they have {', '.join(user.unknown)}, which name no parameter)" \
+        verb = "names" if len(user.unknown) == 1 else "name"
+        others = f" (they have {', '.join(user.unknown)}, which {verb} no parameter)" \
             if user.unknown else ""
         return ParamCheck(key, None, False, "missing", f"Your grads have no {key!r}{others}: "
                           f"return ∂J/∂{MATH[key]} under that key.")
