@@ -314,3 +314,72 @@ def test_a_resumed_task_run_refuses_a_new_steps_or_eval_every_of_0(stopped_task_
     for bad in (0, -1):
         with pytest.raises(BpttError, match=f"{name} must be an integer >= 1, got {bad}"):
             tasks.resume_task_run(stopped_task_run, **{name: bad})
+
+
+@pytest.mark.parametrize(("task", "length", "hidden", "steps"), [
+    ("adding", 50, 64, 1500), ("parity", 8, 16, 300), ("tweets", 12, 16, 500),
+])
+def test_each_tasks_defaults_are_the_documented_ones(task, length, hidden, steps):
+    # docs/tasks.md: hidden 64 / 16 / 16 / 64, steps 1500 / 300 / 500 / 600, lr 1e-2, batch 32,
+    # clip-norm 1, eval-every 100; the module docstring: adding T = 50, parity 8, tweets 12
+    config = tasks.TaskConfig(task=task).resolved()
+    assert (config.length, config.hidden, config.steps, config.lr, config.batch,
+            config.clip_norm, config.eval_every, config.cell, config.layers, config.optimizer,
+            config.dtype) == (length, hidden, steps, 1e-2, 32, 1.0, 100, "lstm", 1, "adam",
+                              "float32")
+
+
+def test_an_unreasonable_length_is_refused():
+    with pytest.raises(BpttError, match="a parity length of 100001 is unreasonably long"):
+        tasks.parity(1, 100_001, np.random.default_rng(0))
+
+
+def test_the_runs_estimator_takes_every_setting_of_the_task(tmp_path):
+    config = tasks.TaskConfig(task="tweets", length=5, cell="gru", hidden=6, layers=2, steps=1,
+                              batch=4, lr=0.2, optimizer="momentum", clip_norm=0.5,
+                              dtype="float64", seed=3)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    assert {k: v for k, v in run.estimator.get_params().items() if k != "per_step"} == {
+        "cell": "gru", "hidden_size": 6, "num_layers": 2, "optimizer": "momentum", "lr": 0.2,
+        "epochs": 1, "batch_size": 4, "clip_norm": 0.5, "truncate": None,
+        "forget_bias": None, "dtype": "float64", "random_state": 3}
+    tasks.train_task(run)
+    # the number the command line states is the number of the weights trained
+    assert tasks.num_parameters(run) == sum(v.size for v in run.estimator.params_.values())
+
+
+def test_the_validation_set_is_not_drawn_from_the_training_batches_stream(tmp_path):
+    run = tasks.new_task_run(tasks.TaskConfig(task="adding", length=5, steps=1, batch=8),
+                             tmp_path / "run")
+    batch = run.data.batch(8, run.rng)
+    assert not np.isin(batch.X[:, :, 0], run.data.val.X[:, :, 0]).any()
+
+
+def test_a_tweets_batch_draws_training_tweets_without_replacement(tmp_path):
+    run = tasks.new_task_run(tasks.TaskConfig(task="tweets", steps=1), tmp_path / "run")
+    train = run.data.train
+    batch = run.data.batch(len(train.y), run.rng)  # the whole set: each tweet once
+    assert sorted(map(bytes, batch.X)) == sorted(map(bytes, train.X))
+
+
+def test_the_history_its_files_hold_is_the_mean_of_each_intervals_losses(tmp_path):
+    config = tasks.TaskConfig(task="parity", length=4, hidden=6, steps=6, batch=8,
+                              eval_every=3, seed=5)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    events = []
+    tasks.train_task(run, events.append)
+    losses = [e.loss for e in events if e.kind == "step"]
+    assert [row["train_loss"] for row in run.history] == [
+        float(np.mean(losses[:3])), float(np.mean(losses[3:]))]
+    for row in run.history:  # validation cross-entropy in nats, accuracy as a fraction
+        assert 0 < row["val_loss"] < 2 and 0 <= row["val_accuracy"] <= 1
+    val = run.data.val
+    proba = run.estimator.predict_proba(val.X, lengths=val.lengths)
+    assert run.history[-1]["val_loss"] == pytest.approx(
+        -np.mean(np.log(proba[np.arange(len(val.y)), val.y])), rel=1e-6)
+    from bptt import checkpoint
+
+    assert checkpoint.load_model(tmp_path / "run").meta["info"]["history"] == run.history
+    rows = list(csv.reader((tmp_path / "run" / "metrics.csv").open()))
+    assert rows[1:] == [[str(row["step"])] + [f"{row[c]:.6g}" for c in rows[0][1:]]
+                        for row in run.history]
