@@ -822,3 +822,14 @@ def test_each_epoch_steps_through_the_sequences_in_a_new_random_order():
         params = {k: v - 0.3 * grads[k] for k, v in params.items()}
     for key, value in params.items():
         np.testing.assert_allclose(est.params_[key], value, rtol=1e-10, atol=1e-13, err_msg=key)
+
+
+def test_per_step_predictions_are_the_class_labels():
+    rng = np.random.default_rng(12)
+    X = ragged(rng, 12, 2)
+    names = np.array(["cold", "hot", "warm"])
+    y = [names[rng.integers(0, 3, len(x))] for x in X]
+    clf = small(bptt.SequenceClassifier, per_step=True).fit(X, y)
+    for seq, predicted in zip(X, clf.predict(X), strict=True):
+        expected = clf.classes_[bptt.forward(clf.params_, seq[:, None, :]).logits[:, 0].argmax(-1)]
+        assert predicted.tolist() == expected.tolist() and set(predicted) <= set(names)

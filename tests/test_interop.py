@@ -666,3 +666,11 @@ def test_import_refuses_a_vocab_that_fits_the_inputs_but_not_the_outputs(tmp_pat
             "6 outputs")):
         interop.import_file(path, tmp_path / "run", vocab=list("abcdefg"))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_state_dict_holds_copies_not_views_of_the_parameters():
+    params = make_params("lstm", 2, True)
+    before = {k: v.copy() for k, v in params.items()}
+    for value in interop.to_torch_state_dict(params).values():
+        value += 1.0
+    assert all(np.array_equal(params[k], before[k]) for k in params)

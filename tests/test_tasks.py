@@ -383,3 +383,39 @@ def test_the_history_its_files_hold_is_the_mean_of_each_intervals_losses(tmp_pat
     rows = list(csv.reader((tmp_path / "run" / "metrics.csv").open()))
     assert rows[1:] == [[str(row["step"])] + [f"{row[c]:.6g}" for c in rows[0][1:]]
                         for row in run.history]
+
+
+def test_resume_refuses_a_model_file_that_is_not_the_runs_own(stopped_task_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_task_run, run_dir)
+    other = tasks.TaskConfig(task="parity", length=4, hidden=5, steps=1, batch=4, seed=9)
+    other_run = tasks.new_task_run(other, tmp_path / "other")
+    tasks.train_task(other_run)
+    shutil.copy(other_run.out_dir / "model.safetensors", run_dir / "model.safetensors")
+    before = (run_dir / "model.safetensors").read_bytes()
+    with pytest.raises(BpttError, match=r"model\.safetensors is not the model of the run whose "
+                       r"train state is beside it \(step 3\)"):
+        tasks.resume_task_run(run_dir)
+    assert (run_dir / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(("config", "line"), [
+    (tasks.TaskConfig(task="adding"),
+     "adding (regression, T = 50, D = 2; fresh batches, 1,000 validation sequences)"),
+    (tasks.TaskConfig(task="tweets"),
+     "tweets (classification, 2 classes, T = 12, D = 3; 2,000 training, 500 validation "
+     "sequences)"),
+])
+def test_a_task_describes_its_data_in_one_line(config, line):
+    assert tasks.TaskData(config.resolved()).describe() == line
+
+
+def test_a_tweets_steps_are_its_words_bag_of_words_plus_noise_of_deviation_0_1():
+    data = tasks.tweets(2000, 12, np.random.default_rng(4))
+    real = np.arange(12)[None, :] < data.lengths[:, None]
+    steps = data.X[real]  # (steps, 3): one-hot of the word + N(0, 0.1²)
+    noise = steps - np.eye(3)[steps.argmax(axis=1)]
+    assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
+    assert not data.X[~real].any()
