@@ -674,3 +674,20 @@ def test_the_state_dict_holds_copies_not_views_of_the_parameters():
     for value in interop.to_torch_state_dict(params).values():
         value += 1.0
     assert all(np.array_equal(params[k], before[k]) for k in params)
+
+
+@pytest.mark.parametrize("step", [-1, True])
+def test_an_export_whose_step_is_no_count_is_refused_naming_it_before_anything_is_made(
+        tmp_path, step):
+    # (an export carries no checksums: its metadata may have been written by another program)
+    params = bptt.init_params("gru", 4, H, 4, True, np.random.default_rng(0), np.float64)
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", params, list("abcd"),
+                                           {}, 5)
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["step"] = step
+    checkpoint.write_safetensors_atomic(path, tensors, meta, checksums=False)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path}: its bptt metadata cannot be imported: step must be an integer >= 0, "
+            f"got {step!r}")):
+        interop.import_file(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
