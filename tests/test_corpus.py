@@ -344,3 +344,71 @@ def test_generate_stops_after_the_stop_text_and_reads_unknown_prime_characters_a
     assert a == b
     with pytest.raises(DataError, match="not in the model's vocabulary"):
         generate(params, vocab, 5, prime="a☃b")
+
+
+# ---------------------------------------------------------------- from a mutation audit
+
+
+def test_ids_take_the_smallest_dtype_at_each_boundary():
+    assert [id_dtype(v).str for v in (1, 256, 257, 65536, 65537)] == [
+        "|u1", "|u1", "<u2", "<u2", "<u4"]
+
+
+def test_an_unk_outside_a_fixed_vocabulary_is_named(tmp_path):
+    path = write(tmp_path / "t.txt", "abc")
+    with pytest.raises(DataError, match=r"^the unknown-character token '#' is not in the "
+                       r"vocabulary; use the --unk character the model was trained with\.$"):
+        encode_files([path], tmp_path / "c", vocab=Vocab.from_text("abc"), unk="#")
+
+
+def test_a_device_is_refused_as_not_a_regular_file(tmp_path):
+    with pytest.raises(DataError, match=r"/dev/null is not a regular file \(a pipe or a device"):
+        encode_files([Path("/dev/null")], tmp_path / "c")
+
+
+def test_the_separator_is_a_character_of_the_vocabulary_even_if_no_file_holds_it(tmp_path):
+    a, b = write(tmp_path / "a.txt", "ab"), write(tmp_path / "b.txt", "cd")
+    enc = encode_files([a, b], tmp_path / "c")
+    assert list(enc.vocab.chars) == list("\nabcd")
+    assert decoded(enc) == "ab\ncd"
+
+
+def test_a_cache_entry_is_never_shared_by_another_separator_or_unk(tmp_path):
+    a, b = write(tmp_path / "a.txt", "ab\n"), write(tmp_path / "b.txt", "cd\n")
+    cache = tmp_path / "c"
+    assert decoded(encode_files([a, b], cache)) == "ab\n\ncd\n"
+    assert decoded(encode_files([a, b], cache, separator="|")) == "ab\n|cd\n"
+    with_unk = encode_files([a, b], cache, unk="~")
+    assert "~" in with_unk.vocab.chars and not with_unk.reused
+    without = encode_files([a, b], cache)
+    assert "~" not in without.vocab.chars and without.reused
+
+
+def test_a_file_written_to_between_the_two_passes_is_refused(tmp_path, tiny_blocks):
+    path = write(tmp_path / "t.txt", "hello world, hello again")
+
+    def progress(phase, done, total):
+        if phase == "scan" and done == total:  # the first pass is over: a write, same size
+            path.write_bytes(b"hello world, hello AGAIN")
+
+    with pytest.raises(DataError, match=r"t\.txt changed while it was being encoded; run the "
+                       r"command again once nothing writes to it"):
+        encode_files([path], tmp_path / "c", progress=progress)
+    assert not [p for p in (tmp_path / "c").iterdir() if p.suffix == ".ids"]
+
+
+def test_a_manifest_of_another_cache_version_is_encoded_again(tmp_path):
+    path = write(tmp_path / "t.txt", "abc")
+    enc = encode_files([path], tmp_path / "c")
+    doc = json.loads(enc.manifest.read_text(encoding="utf-8"))
+    doc["version"] += 1
+    enc.manifest.write_text(json.dumps(doc), encoding="utf-8")
+    again = encode_files([path], tmp_path / "c")
+    assert not again.reused and json.loads(again.manifest.read_text())["version"] == doc["version"] - 1
+
+
+def test_the_cached_ids_are_mapped_read_only(tmp_path):
+    enc = encode_files([write(tmp_path / "t.txt", "abc")], tmp_path / "c")
+    assert not enc.ids.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        enc.ids[0] = 1

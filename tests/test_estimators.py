@@ -651,3 +651,185 @@ def test_partial_fit_checks_the_settings_set_since_the_fit(bad, message):
         clf.partial_fit(GOOD_X, GOOD_Y)
     assert clf._rng.bit_generator.state == rng_state and clf.n_steps_ == 1
     assert all(np.array_equal(clf.params_[k], v) for k, v in weights.items())
+
+
+# ----------------------------------------------------------------------------
+# the numbers a fit reports and takes, against computations of their own
+# ----------------------------------------------------------------------------
+
+
+def initial_params(cls, D: int, outputs: int, **kw) -> dict[str, np.ndarray]:
+    """The network ``small(cls, **kw)`` starts from: init_params on default_rng(random_state)."""
+    est = small(cls, **kw)
+    return bptt.init_params(est.cell, D, est.hidden_size, outputs, True,
+                            np.random.default_rng(est.random_state), np.float64, est.num_layers)
+
+
+def logits_of(params: dict[str, np.ndarray], seq: np.ndarray) -> np.ndarray:
+    """y_t = W^hy h_t + b_y at every step of one sequence (T_i, D), by bptt.forward."""
+    return bptt.forward(params, seq[:, None, :]).logits[:, 0]
+
+
+def cross_entropy(logits: np.ndarray, label: int) -> float:
+    return float(np.logaddexp.reduce(logits) - logits[label])
+
+
+@pytest.mark.parametrize(("cls", "per_step"), [
+    (bptt.SequenceClassifier, False), (bptt.SequenceClassifier, True),
+    (bptt.SequenceRegressor, False), (bptt.SequenceRegressor, True),
+], ids=["classifier", "classifier-per-step", "regressor", "regressor-per-step"])
+def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_data(cls, per_step):
+    # one minibatch holding every sequence: its J, at the initial weights, over all of them
+    rng = np.random.default_rng(5)
+    X = ragged(rng, 11, 3)
+    classify = cls is bptt.SequenceClassifier
+    if per_step:
+        y = [rng.integers(0, 3, len(x)) if classify else rng.normal(size=(len(x), 2)) for x in X]
+    else:
+        y = rng.integers(0, 3, len(X)) if classify else rng.normal(size=(len(X), 2))
+    est = small(cls, epochs=1, batch_size=len(X), per_step=per_step).fit(X, y)
+    params = initial_params(cls, 3, 3 if classify else 2)
+    losses = []
+    for seq, target in zip(X, y, strict=True):
+        logits = logits_of(params, seq)
+        steps = range(len(seq)) if per_step else [len(seq) - 1]
+        target = target if per_step else [target] * len(seq)
+        for t in steps:  # classifier: nats; regressor: the squared error per value
+            losses.append(cross_entropy(logits[t], target[t]) if classify
+                          else float(np.mean((logits[t] - target[t]) ** 2)))
+    assert est.n_steps_ == 1
+    np.testing.assert_allclose(est.loss_curve_, [np.mean(losses)], rtol=1e-12)
+
+
+@pytest.mark.parametrize(("truncate", "clip_norm"), [(None, None), (2, None), (None, 0.05)])
+def test_one_sgd_step_is_the_step_on_the_gradient_of_the_total_loss(truncate, clip_norm):
+    """θ − lr · ∇J (truncated to t − k < K; clipped to a global norm c as torch's
+    clip_grad_norm_: ∇J · c / (‖∇J‖ + 1e-6))."""
+    from bptt import heads
+
+    rng = np.random.default_rng(6)
+    X = ragged(rng, 9, 2, low=4, high=8)
+    y = rng.integers(0, 2, len(X))
+    est = small(bptt.SequenceClassifier, epochs=1, batch_size=len(X), optimizer="sgd", lr=0.5,
+                truncate=truncate, clip_norm=clip_norm).fit(X, y)
+    params = initial_params(bptt.SequenceClassifier, 2, 2)
+    x, n = as_padded(X)
+    inputs = x.transpose(1, 0, 2)
+    grads = heads.backprop(params, inputs, y, "softmax_last", n, truncate=truncate).grads
+    full = heads.backprop(params, inputs, y, "softmax_last", n).grads
+    if truncate is not None:  # (else the test would not see truncate dropped)
+        assert not np.allclose(grads["Whh"], full["Whh"])
+    norm = np.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
+    scale = 1.0 if clip_norm is None else min(1.0, clip_norm / (norm + 1e-6))
+    assert scale < 1 or clip_norm is None
+    for key, value in params.items():
+        np.testing.assert_allclose(est.params_[key], value - 0.5 * scale * grads[key],
+                                   rtol=1e-10, atol=1e-13, err_msg=key)
+
+
+def test_a_callback_returning_true_stops_the_fit_after_that_epoch():
+    rng = np.random.default_rng(7)
+    X = ragged(rng, 20, 2)
+    calls = []
+    est = small(bptt.SequenceClassifier, epochs=5).fit(
+        X, rng.integers(0, 2, 20), callback=lambda epoch, loss: calls.append((epoch, loss))
+        or epoch == 2)
+    assert est.n_iter_ == 2 and calls == [(1, est.loss_curve_[0]), (2, est.loss_curve_[1])]
+
+
+def test_forget_bias_on_a_cell_without_a_forget_gate_is_refused():
+    with pytest.raises(BpttError, match=re.escape(
+            "forget_bias applies to the lstm cell only, not 'gru'")):
+        small(bptt.SequenceClassifier, forget_bias=1.0).fit([np.ones((3, 1))] * 2, [0, 1])
+
+
+def test_one_dimensional_sequences_are_one_feature_per_step_of_the_dtype_asked():
+    x, n = as_padded([np.arange(3.0), np.arange(1.0, 3.0)], dtype=np.float32)
+    assert x.dtype == np.float32 and x.shape == (2, 3, 1) and n.tolist() == [3, 2]
+    assert x[:, :, 0].tolist() == [[0, 1, 2], [1, 2, 0]]
+
+
+def test_save_into_a_path_without_suffix_keeps_info_steps_and_the_classes_dtype(tmp_path):
+    rng = np.random.default_rng(8)
+    X = ragged(rng, 10, 2)
+    clf = small(bptt.SequenceClassifier).fit(X, np.array([3, 5] * 5, dtype=np.int32))
+    # a path without a suffix is a directory, never the file itself
+    with pytest.raises(CheckpointError, match="run does not exist; create it first"):
+        clf.save(tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "run").mkdir()
+    file = clf.save(tmp_path / "run", info={"task": "mine"})
+    assert file == tmp_path / "run" / "model.safetensors" and file.is_file()
+    assert checkpoint.load_model(file).meta["info"] == {"task": "mine"}
+    back = bptt.SequenceClassifier.load(file)
+    assert back.n_steps_ == clf.n_steps_ == 4
+    assert back.classes_.dtype == np.int32 and back.classes_.tolist() == [3, 5]
+
+
+def test_partial_fit_refuses_classes_of_one_label():
+    with pytest.raises(BpttError, match="classes must hold at least two labels"):
+        small(bptt.SequenceClassifier).partial_fit([np.ones((2, 1))] * 2, [1, 1], classes=[1])
+
+
+def test_score_refuses_y_with_another_number_of_outputs():
+    rng = np.random.default_rng(9)
+    X = ragged(rng, 6, 2)
+    reg = small(bptt.SequenceRegressor).fit(X, rng.normal(size=6))
+    with pytest.raises(BpttError, match=re.escape("y has 2 outputs but the model has 1")):
+        reg.score(X, rng.normal(size=(6, 2)))
+
+
+def test_r2_of_a_constant_target_is_one_if_predicted_exactly_else_zero():
+    assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 3.0])) == 1.0
+    assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 4.0])) == 0.0
+    # columns averaged: 1 − 2/2 = 0 for the first, 1 (constant, exact) for the second
+    assert r2_score(np.array([[1.0, 2.0], [3.0, 2.0]]), np.array([[2.0, 2.0], [2.0, 2.0]])) == 0.5
+
+
+def test_per_step_probabilities_and_r2_are_those_of_each_real_step():
+    from bptt import ops
+
+    rng = np.random.default_rng(10)
+    X = ragged(rng, 8, 2)
+    clf = small(bptt.SequenceClassifier, per_step=True).fit(
+        X, [rng.integers(0, 3, len(x)) for x in X])
+    for seq, proba in zip(X, clf.predict_proba(X), strict=True):
+        np.testing.assert_allclose(proba, ops.softmax(logits_of(clf.params_, seq)), rtol=1e-12)
+    y = [rng.normal(size=len(x)) for x in X]
+    reg = small(bptt.SequenceRegressor, per_step=True).fit(X, y)
+    truth = np.concatenate(y)
+    predicted = np.concatenate([logits_of(reg.params_, seq)[:, 0] for seq in X])
+    r2 = 1 - ((truth - predicted) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
+    assert reg.score(X, y) == pytest.approx(r2, rel=1e-12)
+
+
+def test_each_epoch_steps_through_the_sequences_in_a_new_random_order():
+    """batch_size 1, sgd: epoch e's steps take the sequences in the order of the e-th
+    permutation drawn from the generator that drew the initial weights."""
+    from bptt import heads
+
+    rng = np.random.default_rng(11)
+    X = ragged(rng, 5, 2)
+    y = np.array([0, 1, 1, 0, 1])
+    est = small(bptt.SequenceClassifier, epochs=2, batch_size=1, optimizer="sgd", lr=0.3,
+                clip_norm=None).fit(X, y)
+    draw = np.random.default_rng(0)
+    params = bptt.init_params("gru", 2, 8, 2, True, draw, np.float64, 1)
+    orders = [draw.permutation(5) for _ in range(2)]
+    assert orders[0].tolist() != list(range(5)) and orders[0].tolist() != orders[1].tolist()
+    for i in np.concatenate(orders):
+        grads = heads.backprop(params, X[i][:, None, :], y[i:i + 1], "softmax_last").grads
+        params = {k: v - 0.3 * grads[k] for k, v in params.items()}
+    for key, value in params.items():
+        np.testing.assert_allclose(est.params_[key], value, rtol=1e-10, atol=1e-13, err_msg=key)
+
+
+def test_per_step_predictions_are_the_class_labels():
+    rng = np.random.default_rng(12)
+    X = ragged(rng, 12, 2)
+    names = np.array(["cold", "hot", "warm"])
+    y = [names[rng.integers(0, 3, len(x))] for x in X]
+    clf = small(bptt.SequenceClassifier, per_step=True).fit(X, y)
+    for seq, predicted in zip(X, clf.predict(X), strict=True):
+        expected = clf.classes_[bptt.forward(clf.params_, seq[:, None, :]).logits[:, 0].argmax(-1)]
+        assert predicted.tolist() == expected.tolist() and set(predicted) <= set(names)

@@ -616,3 +616,78 @@ def test_a_cell_that_is_no_name_is_refused_not_a_type_error(tmp_path, cell):
         interop.params_from_file(path)
     with pytest.raises(CheckpointError, match="no valid 'model' entry"):
         interop.import_file(path, tmp_path / "run")
+
+
+def test_a_float16_state_dict_becomes_float32_with_the_same_values():
+    # from_torch_state_dict's documented default: float16 becomes float32 (bptt's least dtype)
+    sd = {k: v.astype(np.float16) for k, v in good_sd("lstm", 1).items()}
+    params = interop.from_torch_state_dict(sd)
+    assert {v.dtype for v in params.values()} == {np.dtype(np.float32)}
+    assert np.array_equal(params["Whh"], sd["rnn.weight_hh_l0"].astype(np.float32))
+    assert np.array_equal(params["by"], sd["head.bias"].astype(np.float32))
+
+
+def test_the_export_metadata_describes_the_torch_module():
+    meta = interop.export_meta(make_params("gru", 2, True))
+    assert meta["torch"] == {"module": "bptt.interop.CharRNN", "rnn": "torch.nn.GRU",
+                             "batch_first": False,
+                             "input": "one-hot: token j is column j of rnn.weight_ih_l0"}
+
+
+def test_torch_module_defaults_are_one_layer_float32_with_biases(torch):
+    module = interop.torch_module({"cell": "lstm", "input_size": 3, "hidden_size": 4,
+                                   "output_size": 5})
+    assert module.rnn.num_layers == 1 and module.rnn.bias and module.head.bias is not None
+    assert {p.dtype for p in module.parameters()} == {torch.float32}
+    no_bias = interop.torch_module({"cell": "gru", "input_size": 3, "hidden_size": 4,
+                                    "output_size": 5, "bias": False})
+    assert not no_bias.rnn.bias and no_bias.head.bias is None  # head_bias defaults to bias
+
+
+@pytest.mark.parametrize("key", ["input_size", "hidden_size", "output_size", "num_layers"])
+def test_a_file_whose_metadata_misstates_a_size_is_refused(tmp_path, key):
+    params = make_params("gru", 2, True)
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", params, None, {}, 0)
+    tensors, meta = checkpoint.read_safetensors(path)
+    stated = meta["model"][key] + 1
+    meta["model"][key] = stated
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    found = {"input_size": D, "hidden_size": H, "output_size": V, "num_layers": 2}[key]
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"metadata says {key}={stated} but the weights have {found}.")):
+        interop.params_from_file(path)
+
+
+def test_import_refuses_a_vocab_that_fits_the_inputs_but_not_the_outputs(tmp_path):
+    # D = 7 inputs, V = 6 outputs: 7 characters name the inputs, but output 6 has none
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", make_params("rnn", 1, True))
+    with pytest.raises(CheckpointError, match=re.escape(
+            "the vocabulary given has 7 characters but the weights take 7 inputs and give "
+            "6 outputs")):
+        interop.import_file(path, tmp_path / "run", vocab=list("abcdefg"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_state_dict_holds_copies_not_views_of_the_parameters():
+    params = make_params("lstm", 2, True)
+    before = {k: v.copy() for k, v in params.items()}
+    for value in interop.to_torch_state_dict(params).values():
+        value += 1.0
+    assert all(np.array_equal(params[k], before[k]) for k in params)
+
+
+@pytest.mark.parametrize("step", [-1, True])
+def test_an_export_whose_step_is_no_count_is_refused_naming_it_before_anything_is_made(
+        tmp_path, step):
+    # (an export carries no checksums: its metadata may have been written by another program)
+    params = bptt.init_params("gru", 4, H, 4, True, np.random.default_rng(0), np.float64)
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", params, list("abcd"),
+                                           {}, 5)
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["step"] = step
+    checkpoint.write_safetensors_atomic(path, tensors, meta, checksums=False)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path}: its bptt metadata cannot be imported: step must be an integer >= 0, "
+            f"got {step!r}")):
+        interop.import_file(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

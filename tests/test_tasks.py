@@ -314,3 +314,108 @@ def test_a_resumed_task_run_refuses_a_new_steps_or_eval_every_of_0(stopped_task_
     for bad in (0, -1):
         with pytest.raises(BpttError, match=f"{name} must be an integer >= 1, got {bad}"):
             tasks.resume_task_run(stopped_task_run, **{name: bad})
+
+
+@pytest.mark.parametrize(("task", "length", "hidden", "steps"), [
+    ("adding", 50, 64, 1500), ("parity", 8, 16, 300), ("tweets", 12, 16, 500),
+])
+def test_each_tasks_defaults_are_the_documented_ones(task, length, hidden, steps):
+    # docs/tasks.md: hidden 64 / 16 / 16 / 64, steps 1500 / 300 / 500 / 600, lr 1e-2, batch 32,
+    # clip-norm 1, eval-every 100; the module docstring: adding T = 50, parity 8, tweets 12
+    config = tasks.TaskConfig(task=task).resolved()
+    assert (config.length, config.hidden, config.steps, config.lr, config.batch,
+            config.clip_norm, config.eval_every, config.cell, config.layers, config.optimizer,
+            config.dtype) == (length, hidden, steps, 1e-2, 32, 1.0, 100, "lstm", 1, "adam",
+                              "float32")
+
+
+def test_an_unreasonable_length_is_refused():
+    with pytest.raises(BpttError, match="a parity length of 100001 is unreasonably long"):
+        tasks.parity(1, 100_001, np.random.default_rng(0))
+
+
+def test_the_runs_estimator_takes_every_setting_of_the_task(tmp_path):
+    config = tasks.TaskConfig(task="tweets", length=5, cell="gru", hidden=6, layers=2, steps=1,
+                              batch=4, lr=0.2, optimizer="momentum", clip_norm=0.5,
+                              dtype="float64", seed=3)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    assert {k: v for k, v in run.estimator.get_params().items() if k != "per_step"} == {
+        "cell": "gru", "hidden_size": 6, "num_layers": 2, "optimizer": "momentum", "lr": 0.2,
+        "epochs": 1, "batch_size": 4, "clip_norm": 0.5, "truncate": None,
+        "forget_bias": None, "dtype": "float64", "random_state": 3}
+    tasks.train_task(run)
+    # the number the command line states is the number of the weights trained
+    assert tasks.num_parameters(run) == sum(v.size for v in run.estimator.params_.values())
+
+
+def test_the_validation_set_is_not_drawn_from_the_training_batches_stream(tmp_path):
+    run = tasks.new_task_run(tasks.TaskConfig(task="adding", length=5, steps=1, batch=8),
+                             tmp_path / "run")
+    batch = run.data.batch(8, run.rng)
+    assert not np.isin(batch.X[:, :, 0], run.data.val.X[:, :, 0]).any()
+
+
+def test_a_tweets_batch_draws_training_tweets_without_replacement(tmp_path):
+    run = tasks.new_task_run(tasks.TaskConfig(task="tweets", steps=1), tmp_path / "run")
+    train = run.data.train
+    batch = run.data.batch(len(train.y), run.rng)  # the whole set: each tweet once
+    assert sorted(map(bytes, batch.X)) == sorted(map(bytes, train.X))
+
+
+def test_the_history_its_files_hold_is_the_mean_of_each_intervals_losses(tmp_path):
+    config = tasks.TaskConfig(task="parity", length=4, hidden=6, steps=6, batch=8,
+                              eval_every=3, seed=5)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    events = []
+    tasks.train_task(run, events.append)
+    losses = [e.loss for e in events if e.kind == "step"]
+    assert [row["train_loss"] for row in run.history] == [
+        float(np.mean(losses[:3])), float(np.mean(losses[3:]))]
+    for row in run.history:  # validation cross-entropy in nats, accuracy as a fraction
+        assert 0 < row["val_loss"] < 2 and 0 <= row["val_accuracy"] <= 1
+    val = run.data.val
+    proba = run.estimator.predict_proba(val.X, lengths=val.lengths)
+    assert run.history[-1]["val_loss"] == pytest.approx(
+        -np.mean(np.log(proba[np.arange(len(val.y)), val.y])), rel=1e-6)
+    from bptt import checkpoint
+
+    assert checkpoint.load_model(tmp_path / "run").meta["info"]["history"] == run.history
+    rows = list(csv.reader((tmp_path / "run" / "metrics.csv").open()))
+    assert rows[1:] == [[str(row["step"])] + [f"{row[c]:.6g}" for c in rows[0][1:]]
+                        for row in run.history]
+
+
+def test_resume_refuses_a_model_file_that_is_not_the_runs_own(stopped_task_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_task_run, run_dir)
+    other = tasks.TaskConfig(task="parity", length=4, hidden=5, steps=1, batch=4, seed=9)
+    other_run = tasks.new_task_run(other, tmp_path / "other")
+    tasks.train_task(other_run)
+    shutil.copy(other_run.out_dir / "model.safetensors", run_dir / "model.safetensors")
+    before = (run_dir / "model.safetensors").read_bytes()
+    with pytest.raises(BpttError, match=r"model\.safetensors is not the model of the run whose "
+                       r"train state is beside it \(step 3\)"):
+        tasks.resume_task_run(run_dir)
+    assert (run_dir / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(("config", "line"), [
+    (tasks.TaskConfig(task="adding"),
+     "adding (regression, T = 50, D = 2; fresh batches, 1,000 validation sequences)"),
+    (tasks.TaskConfig(task="tweets"),
+     "tweets (classification, 2 classes, T = 12, D = 3; 2,000 training, 500 validation "
+     "sequences)"),
+])
+def test_a_task_describes_its_data_in_one_line(config, line):
+    assert tasks.TaskData(config.resolved()).describe() == line
+
+
+def test_a_tweets_steps_are_its_words_bag_of_words_plus_noise_of_deviation_0_1():
+    data = tasks.tweets(2000, 12, np.random.default_rng(4))
+    real = np.arange(12)[None, :] < data.lengths[:, None]
+    steps = data.X[real]  # (steps, 3): one-hot of the word + N(0, 0.1²)
+    noise = steps - np.eye(3)[steps.argmax(axis=1)]
+    assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
+    assert not data.X[~real].any()

@@ -804,14 +804,18 @@ def import_file(
     params, meta = params_from_file(path, cell)
     meta = meta or {}
     chars = _import_vocab(Path(path), meta, given, models.check_params(params))
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    step = meta.get("step") if isinstance(meta.get("step"), int) else 0
+    try:  # the metadata save_model would refuse (a step < 0), refused before anything is made
+        checkpoint.model_meta(params, chars, config, step)
+    except BpttError as exc:
+        raise CheckpointError(f"{path}: its bptt metadata cannot be imported: {exc}") from exc
     target = Path(out_dir)
     _check_import_target(Path(path), target, overwrite)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BpttError(f"cannot create the directory {target}: {exc.strerror}") from exc
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    step = meta.get("step") if isinstance(meta.get("step"), int) else 0
     with not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
         _check_import_target(Path(path), target, overwrite)  # again, locked: a run may have started
         file = checkpoint.save_model(target, params, chars, config, step,

@@ -160,6 +160,16 @@ def test_export_refuses_to_overwrite_unless_forced(trained, tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "train_state.safetensors"])
+def test_export_never_replaces_a_training_runs_checkpoint_even_forced(trained, name):
+    # another run's model or train state: --force would leave that run unable to resume
+    victim = trained["gru"] / name
+    before = victim.read_bytes()
+    assert_one_line_error(bptt_run("export", trained["rnn"], victim, "--force"),
+                          f"{victim} belongs to the training run in {trained['gru']}")
+    assert victim.read_bytes() == before
+
+
 def test_import_refuses_to_overwrite_a_model_or_a_training_run(trained, exported, tmp_path):
     assert_one_line_error(bptt_run("import", exported["gru"], trained["gru"]), "training run")
     out = tmp_path / "imported"
