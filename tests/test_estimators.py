@@ -264,6 +264,14 @@ def test_save_refuses_the_model_file_of_a_directory_a_run_trains_in(tmp_path, tw
         assert clf.save(run / "clf.safetensors") == run / "clf.safetensors"  # not a run's file
     assert clf.save(run) == run / "model.safetensors"  # the run over: it may
 
+
+def test_save_refuses_info_that_is_not_a_dict(tmp_path, tweets):
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(as_list(tweets)[:40], tweets.y[:40])
+    with pytest.raises(BpttError, match=re.escape("info must be a dict (of JSON-able values), "
+                                                  "got str")):
+        clf.save(tmp_path / "clf.safetensors", info="notadict")
+    assert list(tmp_path.iterdir()) == []
+
 def test_save_never_replaces_what_is_not_a_regular_file(tmp_path, tweets):
     import os
     import stat

@@ -669,6 +669,8 @@ class _SequenceEstimator:
         from bptt.train import STATE_FILE, is_run_checkpoint, not_while_training
 
         self._check_fitted()
+        if info is not None and not isinstance(info, dict):
+            raise BpttError(f"info must be a dict (of JSON-able values), got {type(info).__name__}")
         target = Path(path)
         if target.is_dir() or not target.suffix:
             target = target / checkpoint.MODEL_FILE
