@@ -3,6 +3,7 @@ and every file that existed before is untouched (byte for byte)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -416,16 +417,23 @@ def test_a_prime_or_flow_text_longer_than_its_limit_is_one_line(world, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-def test_running_out_of_memory_is_one_line_and_exit_2(monkeypatch, capsys):
+@pytest.mark.parametrize("command, flags", [
+    ("gradcheck", "--hidden, --layers, --batch or --seq-len"),
+    # (it named --layers and --batch, which flow does not have)
+    ("flow", "--hidden or --seq-len"),
+])
+def test_running_out_of_memory_is_one_line_and_exit_2_naming_the_commands_size_flags(
+        monkeypatch, capsys, command, flags):
     def needs_too_much(args):
         raise MemoryError
 
-    monkeypatch.setattr(cli_gradcheck, "run", needs_too_much)
+    module = importlib.import_module(f"bptt.cli.{command}")
+    monkeypatch.setattr(module, "run", needs_too_much)
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["gradcheck"])
+        cli.main([command])
     assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("bptt: error: not enough memory") and err.count("\n") == 1, err
+    assert capsys.readouterr().err == (
+        f"bptt: error: not enough memory for a model and data of these sizes; lower {flags}\n")
 
 
 def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch, capsys):

@@ -44,6 +44,18 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+SIZE_FLAGS = ("hidden", "layers", "batch", "seq_len")
+
+
+def _out_of_memory(args: argparse.Namespace) -> str:
+    """The one line for a MemoryError, naming the size flags this command has."""
+    flags = [f"--{name.replace('_', '-')}" for name in SIZE_FLAGS if hasattr(args, name)]
+    if not flags:
+        return "not enough memory for a model of this size"
+    listed = " or ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
+    return f"not enough memory for a model and data of these sizes; lower {listed}"
+
+
 def build_parser() -> Parser:
     """The top-level parser with every subcommand registered."""
     parser = Parser(
@@ -76,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except MemoryError:
-        fail("not enough memory for a model and data of these sizes; lower --hidden, "
-             "--layers, --batch or --seq-len")
+        fail(_out_of_memory(args))
     except KeyboardInterrupt as exc:  # Ctrl-C, or progress.Stopped (SIGTERM, SIGHUP)
         signum = getattr(exc, "signum", signal.SIGINT)
         progress.say(f"bptt: {progress.stopped_how(signum)}")
