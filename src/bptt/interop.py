@@ -72,6 +72,11 @@ _MODEL_FIELDS = ("cell", "num_layers", "input_size", "hidden_size", "output_size
 CARRIED = ("estimator", "info")
 
 
+def carried_entries(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The entries of :data:`CARRIED` that the metadata ``meta`` holds."""
+    return {key: meta[key] for key in CARRIED if key in (meta or {})}
+
+
 def torch_key(name: str, layer: int) -> str:
     """The state_dict key of one recurrent tensor: ("weight_hh", 1) -> "rnn.weight_hh_l1"."""
     return f"{RNN_PREFIX}{name}_l{layer}"
@@ -352,7 +357,7 @@ def export_meta(
     meta = checkpoint.model_meta(params, vocab, config or {}, step)
     # a torch module has one bias flag: biases in some layers only are refused
     recurrent_bias(params, models.check_params(params))
-    carried = {k: v for k, v in (carried or {}).items() if k in CARRIED}
+    carried = carried_entries(carried)
     dense = "estimator" in carried
     return {
         **meta,
@@ -774,7 +779,7 @@ def export_checkpoint(
         raise BpttError(f"{target} already exists; overwrite it with --force (overwrite=True)")
     from bptt.train import not_while_training
 
-    carried = {k: model.meta[k] for k in CARRIED if k in model.meta}
+    carried = carried_entries(model.meta)
     with not_while_training(target, "choose another file name"):
         write_torch_safetensors(target, model.params, model.vocab, model.config, model.step,
                                 carried)
@@ -819,7 +824,7 @@ def import_file(
     with not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
         _check_import_target(Path(path), target, overwrite)  # again, locked: a run may have started
         file = checkpoint.save_model(target, params, chars, config, step,
-                                     {k: meta[k] for k in CARRIED if k in meta})
+                                     carried_entries(meta))
     return checkpoint.load_model(file)
 
 
