@@ -228,6 +228,31 @@ def test_ddp_prefix_and_torch_tensors_are_accepted(torch):
     assert all(np.array_equal(back[k], params[k]) for k in params)
 
 
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_compiled_and_doubly_wrapped_state_dicts_are_accepted(prefix):
+    # torch.compile(module).state_dict() puts _orig_mod. before every key; a compiled module
+    # inside DDP, or DDP inside compile, has both
+    params = make_params("gru", 2, True)
+    sd = {prefix + k: v for k, v in interop.to_torch_state_dict(params).items()}
+    back = interop.from_torch_state_dict(sd)
+    assert all(np.array_equal(back[k], params[k]) for k in params)
+
+
+def test_a_prefix_on_some_keys_only_is_an_unexpected_key():
+    sd = interop.to_torch_state_dict(make_params("rnn", 1, True))
+    sd["_orig_mod.head.bias"] = sd.pop("head.bias")
+    with pytest.raises(CheckpointError, match=re.escape("unexpected key '_orig_mod.head.bias'")):
+        interop.from_torch_state_dict(sd)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, importing its compiler
+def test_torch_compile_state_dict_imports(torch):
+    module = interop.to_torch_module(make_params("lstm", 1, True))
+    compiled = torch.compile(module)  # wrapping only: nothing is compiled before a call
+    back = interop.from_torch_state_dict(compiled.state_dict())
+    assert all(np.array_equal(back[k], v) for k, v in interop.from_torch_module(module).items())
+
+
 # ----------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------

@@ -63,7 +63,9 @@ KIND = checkpoint.EXPORT_KIND
 RNN_PREFIX = "rnn."
 HEAD_WEIGHT = "head.weight"
 HEAD_BIAS = "head.bias"
-DDP_PREFIX = "module."
+# what a wrapper adds in front of every key of the module it wraps: DistributedDataParallel
+# (and DataParallel) ``module.``, torch.compile ``_orig_mod.``; either may wrap the other
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 TORCH_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 _LAYER_KEY = re.compile(r"^rnn\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 _MODEL_FIELDS = ("cell", "num_layers", "input_size", "hidden_size", "output_size")
@@ -170,8 +172,9 @@ def from_torch_state_dict(
 ) -> dict[str, np.ndarray]:
     """The bptt parameter dict of a PyTorch state_dict (the reverse of to_torch_state_dict).
 
-    sd: key -> array or CPU tensor, with the keys of the module docstring (a state_dict
-    of a DDP-wrapped module, every key starting with ``module.``, is accepted too).
+    sd: key -> array or CPU tensor, with the keys of the module docstring (the state_dict
+    of a wrapped module is accepted too: every key starting with DDP's ``module.`` or
+    torch.compile's ``_orig_mod.``, or both).
     cell: "rnn", "lstm" or "gru"; None reads it off the shape of rnn.weight_hh_l0
     (G·H rows); when given, weights of another cell are refused.  dtype: the float type
     of the result; None keeps the state_dict's (float16 becomes float32).
@@ -236,11 +239,11 @@ def from_torch_state_dict(
 
 
 def _as_arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """key -> NumPy array (tensors are detached and copied to the CPU); ``module.`` dropped."""
+    """key -> NumPy array (tensors are detached and copied to the CPU); the prefixes of
+    wrappers (:data:`WRAPPER_PREFIXES`) that every key has are dropped."""
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"a state_dict must be a dict of arrays, got {type(sd).__name__}")
-    keys = list(sd)
-    strip = bool(keys) and all(isinstance(k, str) and k.startswith(DDP_PREFIX) for k in keys)
+    strip = _wrapper_prefix(list(sd))
     arrays = {}
     for key, value in sd.items():
         if not isinstance(key, str):
@@ -254,8 +257,21 @@ def _as_arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
             array = np.asarray(value)
         except ValueError as exc:  # e.g. ragged nested lists
             raise CheckpointError(f"{key!r} cannot become a NumPy array: {exc}") from exc
-        arrays[key[len(DDP_PREFIX):] if strip else key] = array
+        arrays[key[len(strip):]] = array
     return arrays
+
+
+def _wrapper_prefix(keys: list[Any]) -> str:
+    """The wrappers' prefixes that every key starts with, outermost first (e.g.
+    ``_orig_mod.module.``); "" when there are none, or when a key is not a string."""
+    prefix = ""
+    while keys and all(isinstance(k, str) for k in keys):
+        added = next((p for p in WRAPPER_PREFIXES
+                      if all(k.startswith(prefix + p) for k in keys)), None)
+        if added is None:
+            break
+        prefix += added
+    return prefix
 
 
 def _check_keys(arrays: dict[str, np.ndarray]) -> int:
