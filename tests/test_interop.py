@@ -701,7 +701,7 @@ def test_the_state_dict_holds_copies_not_views_of_the_parameters():
     assert all(np.array_equal(params[k], before[k]) for k in params)
 
 
-@pytest.mark.parametrize("step", [-1, True])
+@pytest.mark.parametrize("step", [-1, True, "12", 2.5, None])
 def test_an_export_whose_step_is_no_count_is_refused_naming_it_before_anything_is_made(
         tmp_path, step):
     # (an export carries no checksums: its metadata may have been written by another program)

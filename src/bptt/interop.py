@@ -826,8 +826,9 @@ def import_file(
     meta = meta or {}
     chars = _import_vocab(Path(path), meta, given, models.check_params(params))
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    step = meta.get("step") if isinstance(meta.get("step"), int) else 0
-    try:  # the metadata save_model would refuse (a step < 0), refused before anything is made
+    step = meta.get("step", 0)
+    try:  # what save_model would refuse (a step < 0, or not an integer), refused before
+        # anything is made
         checkpoint.model_meta(params, chars, config, step)
     except BpttError as exc:
         raise CheckpointError(f"{path}: its bptt metadata cannot be imported: {exc}") from exc
