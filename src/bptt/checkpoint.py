@@ -304,8 +304,11 @@ def read_any_safetensors(
     metadata, if there, is checked against its checksums and given without them.
     """
     file = Path(path)
-    data, header = _read_checked(file)
-    tensors = _load_tensors(file, data)
+    try:
+        data, header = _read_checked(file, noun="file")
+        tensors = _load_tensors(file, data)
+    except _UnusableFileError as exc:  # (it need not be bptt's: name it for what it should be)
+        raise CheckpointError(f"{file} is not a usable safetensors file ({exc.why}).") from exc
     metadata = header.get("__metadata__")
     if isinstance(metadata, dict) and isinstance(metadata.get(METADATA_KEY), str):
         meta, sums = _parse_meta(file, header)
@@ -346,19 +349,30 @@ def _load_tensors(file: Path, data: bytes) -> dict[str, np.ndarray]:
     return {name: a if a.flags.writeable else a.copy() for name, a in tensors.items()}
 
 
+class _UnusableFileError(CheckpointError):
+    """A checkpoint file that exists but cannot be used; ``why`` says what is wrong with it."""
+
+    def __init__(self, file: Path, why: str) -> None:
+        super().__init__(f"{file} is not a bptt checkpoint file ({why}).")
+        self.why = why
+
+
 def _bad(file: Path, what: str) -> CheckpointError:
     """The CheckpointError for a file that exists but cannot be used."""
-    return CheckpointError(f"{file} is not a bptt checkpoint file ({what}).")
+    return _UnusableFileError(file, what)
 
 
-def _read_checked(file: Path, with_data: bool = True) -> tuple[bytes, dict[str, Any]]:
+def _read_checked(
+    file: Path, with_data: bool = True, noun: str = "checkpoint"
+) -> tuple[bytes, dict[str, Any]]:
     """Return (all bytes, parsed header) of ``file``, validating the header before the data.
 
-    with_data=False: only the header is read (the bytes returned are empty)."""
+    with_data=False: only the header is read (the bytes returned are empty).  noun: what
+    the messages call the file when it is missing or cannot be read."""
     if not file.exists():
-        raise CheckpointError(f"checkpoint {file} does not exist; check the path.")
+        raise CheckpointError(f"{noun} {file} does not exist; check the path.")
     if file.is_dir():
-        raise CheckpointError(f"checkpoint {file} is a directory; pass the .safetensors file.")
+        raise CheckpointError(f"{noun} {file} is a directory; pass the .safetensors file.")
     try:
         with file.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -371,7 +385,7 @@ def _read_checked(file: Path, with_data: bool = True) -> tuple[bytes, dict[str, 
             handle.seek(0)
             data = handle.read()
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {file}: {exc.strerror or exc}.") from exc
+        raise CheckpointError(f"cannot read {noun} {file}: {exc.strerror or exc}.") from exc
     if len(data) != size:
         raise _bad(file, "it changed while being read")
     return data, header

@@ -279,7 +279,13 @@ def test_bad_import_arguments(exported, tmp_path, corpus_file):
     pickled.write_bytes(pickle.dumps({"rnn.weight_hh_l0": [[0.0]]}))
     assert_one_line_error(bptt_run("import", pickled, tmp_path / "a"), "pickle")
     assert_one_line_error(bptt_run("import", tmp_path / "none.safetensors", tmp_path / "a"),
-                          "does not exist")
+                          f"file {tmp_path / 'none.safetensors'} does not exist")
+    # a torch file cut short is named for what it should be (it need not be bptt's checkpoint)
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(Path(exported["gru"]).read_bytes()[:-4])
+    r = bptt_run("import", truncated, tmp_path / "a")
+    assert_one_line_error(r, f"{truncated} is not a usable safetensors file (", "truncated")
+    assert "checkpoint" not in r.stderr
     assert_one_line_error(bptt_run("import", exported["gru"], tmp_path / "a", "--cell", "lstm"),
                           "'gru' model", "not 'lstm'")
     (tmp_path / "small.txt").write_text("abc")
