@@ -841,3 +841,20 @@ def test_per_step_predictions_are_the_class_labels():
     for seq, predicted in zip(X, clf.predict(X), strict=True):
         expected = clf.classes_[bptt.forward(clf.params_, seq[:, None, :]).logits[:, 0].argmax(-1)]
         assert predicted.tolist() == expected.tolist() and set(predicted) <= set(names)
+
+
+def test_sequences_without_features_or_targets_without_values_are_refused_before_the_fit():
+    """X with 0 features per step (or y of 0 columns) reached init_params, whose error named
+    its input_size (output_size), after fit had set the fitted model aside: it was lost."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    for X in ([np.ones((3, 0))] * 3, np.ones((3, 4, 0))):
+        with pytest.raises(BpttError, match=re.escape("X has 0 features per step")):
+            clf.fit(X, GOOD_Y)
+        np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+    reg = small(bptt.SequenceRegressor, epochs=1).fit(GOOD_X, [0.5, 1.0, 2.0])
+    per_step = small(bptt.SequenceRegressor, epochs=1, per_step=True)
+    for est, y in ((reg, np.ones((3, 0))), (per_step, [np.ones((len(x), 0)) for x in GOOD_X])):
+        with pytest.raises(BpttError, match=re.escape("y has 0 values per target")):
+            est.fit(GOOD_X, y)
+    assert reg.n_outputs_ == 1 and reg.predict(GOOD_X).shape == (3,)

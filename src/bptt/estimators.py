@@ -121,9 +121,10 @@ def as_padded(
             )
         if X.dtype.kind not in "biuf":
             raise BpttError(f"X must hold numbers, got dtype {X.dtype}")
-        N, T, _ = X.shape
+        N, T, D = X.shape
         if N < 1 or T < 1:
             raise BpttError(f"X has shape {X.shape}: need at least one sequence and one step")
+        _check_features(D)
         n = heads.check_lengths(lengths, T, N)
         n = np.full(N, T, dtype=np.int64) if n is None else n
         x = _cast(X, dtype)  # a copy: padding is zeroed below
@@ -163,11 +164,19 @@ def as_padded(
     for i, a in enumerate(arrays):
         if a.shape[1] != D:
             raise BpttError(f"X[{i}] has {a.shape[1]} features per step but X[0] has {D}")
+    _check_features(D)
     n = np.array([len(a) for a in arrays], dtype=np.int64)
     x = np.zeros((len(arrays), int(n.max()), D), dtype=dtype)
     for i, a in enumerate(arrays):
         x[i, : len(a)] = a
     return x, n
+
+
+def _check_features(D: int) -> None:
+    """Refuse steps of no features (there is nothing to read; checked before fit sets the
+    fitted model aside, as the network's input_size would be refused after)."""
+    if D < 1:
+        raise BpttError("X has 0 features per step: each step needs at least one")
 
 
 def _cast(values: np.ndarray, dtype: Any) -> np.ndarray:
@@ -952,6 +961,9 @@ class SequenceRegressor(_SequenceEstimator):
             raise BpttError(f"y must hold numbers, got dtype {values.dtype}")
         one_column = values.ndim == (2 if self.per_step else 1)
         values = values[..., None] if one_column else values
+        if values.shape[-1] < 1:  # (before fit sets the fitted model aside, as above)
+            raise BpttError(f"y has 0 values per target (shape {values.shape}): each target "
+                            "needs at least one")
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
         # checked as the head will see them: a float64 beyond float32's range is inf there
         cast = _cast(values, self._data_dtype(fitting))
