@@ -858,3 +858,19 @@ def test_sequences_without_features_or_targets_without_values_are_refused_before
         with pytest.raises(BpttError, match=re.escape("y has 0 values per target")):
             est.fit(GOOD_X, y)
     assert reg.n_outputs_ == 1 and reg.predict(GOOD_X).shape == (3,)
+
+
+@pytest.mark.parametrize("cls, per_step, y, message", [
+    (bptt.SequenceClassifier, False, np.array(1), "y has no entries but X has 3 sequences"),
+    (bptt.SequenceRegressor, False, np.array(1.0), "y has no entries but X has 3 sequences"),
+    (bptt.SequenceClassifier, False, [[0, 1], [1], [0]], "y is ragged: expected one label per"),
+    (bptt.SequenceRegressor, False, [[0.5, 1.0], [1.0], [2.0]], "y is ragged: expected (N,)"),
+    (bptt.SequenceClassifier, True, [[0, 1, 0], [[1], [0, 1], 0, 1, 0], [0, 1]],
+     "y[1] is ragged"),
+    (bptt.SequenceRegressor, True, [np.ones(3), [[1.0], [0.5, 1.0], 0, 1, 0], np.ones(2)],
+     "y[1] is ragged"),
+])
+def test_y_numpy_cannot_make_an_array_of_is_one_clear_error(cls, per_step, y, message):
+    """A 0-d array y raised len()'s TypeError, a ragged y numpy's own ValueError."""
+    with pytest.raises(BpttError, match=re.escape(message)):
+        small(cls, per_step=per_step).fit(GOOD_X, y)

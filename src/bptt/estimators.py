@@ -196,6 +196,15 @@ def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") 
     return f"{name} contains NaN or inf{place}"
 
 
+def _as_array(values: Any, name: str, expected: str) -> np.ndarray:
+    """``values`` as an array; BpttError naming ``name`` when numpy cannot make one of them
+    (rows of different lengths: numpy's own ValueError would name none)."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        raise BpttError(f"{name} is ragged: expected {expected}") from None
+
+
 def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
     """Class labels are numbers, booleans or strings, and one kind of them.
 
@@ -226,7 +235,7 @@ def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.
     elif isinstance(y, (list, tuple)):
         if len(y) != N:
             raise BpttError(f"y has {len(y)} sequences but X has {N}")
-        arrays = [np.asarray(a) for a in y]
+        arrays = [_as_array(a, f"y[{i}]", "one target per step") for i, a in enumerate(y)]
         for i, a in enumerate(arrays):
             if a.ndim < 1 or a.shape[0] != lengths[i]:
                 raise BpttError(
@@ -420,7 +429,8 @@ class _SequenceEstimator:
                 f"{self.n_features_in_}"
             )
         if not self.per_step:
-            size = len(y) if hasattr(y, "__len__") else None
+            # (a 0-d array has __len__, but len() of it raises TypeError)
+            size = len(y) if hasattr(y, "__len__") and getattr(y, "ndim", 1) > 0 else None
             if size != len(n):
                 raise BpttError(
                     f"y has {size if size is not None else 'no'} entries but X has {len(n)} "
@@ -821,7 +831,7 @@ class SequenceClassifier(_SequenceEstimator):
         self, y: Any, lengths: np.ndarray, T: int, fitting: bool
     ) -> np.ndarray:
         labels = (_per_step_targets(y, lengths, T, numeric=False) if self.per_step
-                  else np.asarray(y))
+                  else _as_array(y, "y", "one label per sequence, (N,)"))
         if not self.per_step and labels.ndim != 1:
             raise BpttError(f"y has shape {labels.shape}: one label per sequence, (N,)")
         _check_label_kinds(y if not self.per_step else None, labels)
@@ -954,7 +964,7 @@ class SequenceRegressor(_SequenceEstimator):
         if self.per_step:
             values = _per_step_targets(y, lengths, T, numeric=True)
         else:
-            values = np.asarray(y)
+            values = _as_array(y, "y", "(N,) or (N, V) numbers")
             if values.ndim not in (1, 2):
                 raise BpttError(f"y has shape {values.shape}: expected (N,) or (N, V)")
         if values.dtype.kind not in "biuf":
