@@ -874,3 +874,13 @@ def test_y_numpy_cannot_make_an_array_of_is_one_clear_error(cls, per_step, y, me
     """A 0-d array y raised len()'s TypeError, a ragged y numpy's own ValueError."""
     with pytest.raises(BpttError, match=re.escape(message)):
         small(cls, per_step=per_step).fit(GOOD_X, y)
+
+
+@pytest.mark.parametrize("y", [
+    [["a", "b", "a"], ["b", 1, "a", "a", "b"], ["a", "b"]],  # mixed inside one sequence
+    [np.array(["a", "b", "a"]), np.ones(5, dtype=int), np.array(["a", "b"])],  # across them
+])
+def test_per_step_labels_mixing_strings_with_numbers_are_refused_as_per_sequence_ones(y):
+    """numpy made the number 1 the string '1', a class of its own, without a word."""
+    with pytest.raises(BpttError, match="y mixes strings with other labels"):
+        small(bptt.SequenceClassifier, per_step=True).fit(GOOD_X, y)

@@ -208,8 +208,8 @@ def _as_array(values: Any, name: str, expected: str) -> np.ndarray:
 def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
     """Class labels are numbers, booleans or strings, and one kind of them.
 
-    given: the y of one label per sequence as the caller gave it (None: not checked for
-    mixing), labels: it as an array.  numpy turns [1, "a"] into the strings '1', 'a'.
+    given: the labels as the caller gave them, one after another (None: not checked for
+    mixing), labels: them as an array.  numpy turns [1, "a"] into the strings '1', 'a'.
     """
     if labels.dtype.kind not in "biufU":
         raise BpttError(
@@ -834,7 +834,11 @@ class SequenceClassifier(_SequenceEstimator):
                   else _as_array(y, "y", "one label per sequence, (N,)"))
         if not self.per_step and labels.ndim != 1:
             raise BpttError(f"y has shape {labels.shape}: one label per sequence, (N,)")
-        _check_label_kinds(y if not self.per_step else None, labels)
+        given = y
+        if self.per_step:  # the labels of every step (a padded array: numpy's, one dtype)
+            given = ([label for seq in y for label in seq] if isinstance(y, (list, tuple))
+                     else None)
+        _check_label_kinds(given, labels)
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
         values = labels[real]
         if values.dtype.kind == "f" and not np.isfinite(values).all():
