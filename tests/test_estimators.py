@@ -884,3 +884,16 @@ def test_per_step_labels_mixing_strings_with_numbers_are_refused_as_per_sequence
     """numpy made the number 1 the string '1', a class of its own, without a word."""
     with pytest.raises(BpttError, match="y mixes strings with other labels"):
         small(bptt.SequenceClassifier, per_step=True).fit(GOOD_X, y)
+
+
+@pytest.mark.parametrize("classes, message", [
+    ([0, 1, None], "classes holds labels of dtype object"),  # was np.unique's TypeError
+    ([0.0, 1.0, np.nan], "classes contains NaN or inf"),  # was a class no label can be
+    ([0, "1"], "classes mixes strings with other labels"),  # was the classes '0', '1'
+    ([[0, 1], [1, 0]], "classes has shape (2, 2): one label per class"),
+])
+def test_partial_fit_checks_classes_as_fit_checks_labels(classes, message):
+    clf = small(bptt.SequenceClassifier)
+    with pytest.raises(BpttError, match=re.escape(message)):
+        clf.partial_fit(GOOD_X, GOOD_Y, classes=classes)
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "params_")

@@ -205,20 +205,33 @@ def _as_array(values: Any, name: str, expected: str) -> np.ndarray:
         raise BpttError(f"{name} is ragged: expected {expected}") from None
 
 
-def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
+def _check_label_kinds(given: Any, labels: np.ndarray, name: str = "y") -> None:
     """Class labels are numbers, booleans or strings, and one kind of them.
 
     given: the labels as the caller gave them, one after another (None: not checked for
-    mixing), labels: them as an array.  numpy turns [1, "a"] into the strings '1', 'a'.
+    mixing), labels: them as an array, name: the argument they came in.  numpy turns
+    [1, "a"] into the strings '1', 'a'.
     """
     if labels.dtype.kind not in "biufU":
-        raise BpttError(
-            f"y holds labels of dtype {labels.dtype}: labels must be numbers, booleans or strings"
-        )
+        raise BpttError(f"{name} holds labels of dtype {labels.dtype}: labels must be numbers, "
+                        "booleans or strings")
     if labels.dtype.kind == "U" and isinstance(given, (list, tuple)) \
             and not all(isinstance(label, str) for label in given):
-        raise BpttError("y mixes strings with other labels: give every label as a string, "
-                        "or every label as a number")
+        raise BpttError(f"{name} mixes strings with other labels: give every label as a "
+                        "string, or every label as a number")
+
+
+def _check_classes(classes: Any) -> np.ndarray:
+    """partial_fit's ``classes`` as its distinct labels, sorted, checked as fit checks y's
+    (np.unique alone took NaN as a class, made [0, "1"] strings, and raised its TypeError
+    on None)."""
+    labels = _as_array(classes, "classes", "one label per class, (C,)")
+    if labels.ndim != 1:
+        raise BpttError(f"classes has shape {labels.shape}: one label per class, (C,)")
+    _check_label_kinds(classes, labels, "classes")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise BpttError("classes contains NaN or inf")
+    return np.unique(labels)
 
 
 def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.ndarray:
@@ -886,7 +899,7 @@ class SequenceClassifier(_SequenceEstimator):
         (another optimizer, cell, size or dtype: refused).  Returns self."""
         first = not hasattr(self, "params_")
         if classes is not None:
-            classes = np.unique(np.asarray(classes))
+            classes = _check_classes(classes)
             if len(classes) < 2:
                 raise BpttError("classes must hold at least two labels")
             if not first and not np.array_equal(classes, self.classes_):
