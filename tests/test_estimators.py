@@ -863,12 +863,12 @@ def test_sequences_without_features_or_targets_without_values_are_refused_before
 @pytest.mark.parametrize("cls, per_step, y, message", [
     (bptt.SequenceClassifier, False, np.array(1), "y has no entries but X has 3 sequences"),
     (bptt.SequenceRegressor, False, np.array(1.0), "y has no entries but X has 3 sequences"),
-    (bptt.SequenceClassifier, False, [[0, 1], [1], [0]], "y is ragged: expected one label per"),
-    (bptt.SequenceRegressor, False, [[0.5, 1.0], [1.0], [2.0]], "y is ragged: expected (N,)"),
+    (bptt.SequenceClassifier, False, [[0, 1], [1], [0]], "y must be a rectangular array"),
+    (bptt.SequenceRegressor, False, [[0.5, 1.0], [1.0], [2.0]], "y must be a rectangular array"),
     (bptt.SequenceClassifier, True, [[0, 1, 0], [[1], [0, 1], 0, 1, 0], [0, 1]],
-     "y[1] is ragged"),
+     "y[1] must be a rectangular array"),
     (bptt.SequenceRegressor, True, [np.ones(3), [[1.0], [0.5, 1.0], 0, 1, 0], np.ones(2)],
-     "y[1] is ragged"),
+     "y[1] must be a rectangular array"),
 ])
 def test_y_numpy_cannot_make_an_array_of_is_one_clear_error(cls, per_step, y, message):
     """A 0-d array y raised len()'s TypeError, a ragged y numpy's own ValueError."""

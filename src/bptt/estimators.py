@@ -62,6 +62,7 @@ from bptt.errors import (
     BpttError,
     CheckpointError,
     DivergedError,
+    as_array,
     check_int,
     check_positive,
     is_finite_as,
@@ -196,15 +197,6 @@ def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") 
     return f"{name} contains NaN or inf{place}"
 
 
-def _as_array(values: Any, name: str, expected: str) -> np.ndarray:
-    """``values`` as an array; BpttError naming ``name`` when numpy cannot make one of them
-    (rows of different lengths: numpy's own ValueError would name none)."""
-    try:
-        return np.asarray(values)
-    except ValueError:
-        raise BpttError(f"{name} is ragged: expected {expected}") from None
-
-
 def _check_label_kinds(given: Any, labels: np.ndarray, name: str = "y") -> None:
     """Class labels are numbers, booleans or strings, and one kind of them.
 
@@ -225,7 +217,7 @@ def _check_classes(classes: Any) -> np.ndarray:
     """partial_fit's ``classes`` as its distinct labels, sorted, checked as fit checks y's
     (np.unique alone took NaN as a class, made [0, "1"] strings, and raised its TypeError
     on None)."""
-    labels = _as_array(classes, "classes", "one label per class, (C,)")
+    labels = as_array("classes", classes)
     if labels.ndim != 1:
         raise BpttError(f"classes has shape {labels.shape}: one label per class, (C,)")
     _check_label_kinds(classes, labels, "classes")
@@ -248,7 +240,7 @@ def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.
     elif isinstance(y, (list, tuple)):
         if len(y) != N:
             raise BpttError(f"y has {len(y)} sequences but X has {N}")
-        arrays = [_as_array(a, f"y[{i}]", "one target per step") for i, a in enumerate(y)]
+        arrays = [as_array(f"y[{i}]", a) for i, a in enumerate(y)]
         for i, a in enumerate(arrays):
             if a.ndim < 1 or a.shape[0] != lengths[i]:
                 raise BpttError(
@@ -844,7 +836,7 @@ class SequenceClassifier(_SequenceEstimator):
         self, y: Any, lengths: np.ndarray, T: int, fitting: bool
     ) -> np.ndarray:
         labels = (_per_step_targets(y, lengths, T, numeric=False) if self.per_step
-                  else _as_array(y, "y", "one label per sequence, (N,)"))
+                  else as_array("y", y))
         if not self.per_step and labels.ndim != 1:
             raise BpttError(f"y has shape {labels.shape}: one label per sequence, (N,)")
         given = y
@@ -981,7 +973,7 @@ class SequenceRegressor(_SequenceEstimator):
         if self.per_step:
             values = _per_step_targets(y, lengths, T, numeric=True)
         else:
-            values = _as_array(y, "y", "(N,) or (N, V) numbers")
+            values = as_array("y", y)
             if values.ndim not in (1, 2):
                 raise BpttError(f"y has shape {values.shape}: expected (N,) or (N, V)")
         if values.dtype.kind not in "biuf":
