@@ -745,6 +745,18 @@ def test_a_callback_returning_true_stops_the_fit_after_that_epoch():
     assert est.n_iter_ == 2 and calls == [(1, est.loss_curve_[0]), (2, est.loss_curve_[1])]
 
 
+def test_a_callback_that_is_not_callable_is_refused_before_the_fitted_model_is_touched():
+    """It was called only after the first epoch: Python's TypeError, the fitted model
+    replaced by one trained for an epoch."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    with pytest.raises(BpttError, match=re.escape("callback must be a function of (epoch, "
+                                                  "mean_loss) or None, got 3")):
+        clf.fit(GOOD_X, GOOD_Y, callback=3)
+    np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+    assert clf.n_steps_ == 1
+
+
 def test_forget_bias_on_a_cell_without_a_forget_gate_is_refused():
     with pytest.raises(BpttError, match=re.escape(
             "forget_bias applies to the lstm cell only, not 'gru'")):

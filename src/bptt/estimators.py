@@ -471,6 +471,9 @@ class _SequenceEstimator:
         class.  callback(epoch, mean_loss) is called after every epoch; returning True stops.
         """
         self._validate_params()
+        if callback is not None and not callable(callback):  # (it is first called after an epoch)
+            raise BpttError(f"callback must be a function of (epoch, mean_loss) or None, got "
+                            f"{callback!r}")
         # a fit starts afresh (new classes too); one refused by its X or y keeps the old model
         fitted = {a: self.__dict__.pop(a) for a in ("params_", "classes_") if a in self.__dict__}
         try:
