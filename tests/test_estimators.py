@@ -745,6 +745,18 @@ def test_a_callback_returning_true_stops_the_fit_after_that_epoch():
     assert est.n_iter_ == 2 and calls == [(1, est.loss_curve_[0]), (2, est.loss_curve_[1])]
 
 
+def test_a_callback_that_is_not_callable_is_refused_before_the_fitted_model_is_touched():
+    """It was called only after the first epoch: Python's TypeError, the fitted model
+    replaced by one trained for an epoch."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    with pytest.raises(BpttError, match=re.escape("callback must be a function of (epoch, "
+                                                  "mean_loss) or None, got 3")):
+        clf.fit(GOOD_X, GOOD_Y, callback=3)
+    np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+    assert clf.n_steps_ == 1
+
+
 def test_forget_bias_on_a_cell_without_a_forget_gate_is_refused():
     with pytest.raises(BpttError, match=re.escape(
             "forget_bias applies to the lstm cell only, not 'gru'")):
@@ -841,3 +853,59 @@ def test_per_step_predictions_are_the_class_labels():
     for seq, predicted in zip(X, clf.predict(X), strict=True):
         expected = clf.classes_[bptt.forward(clf.params_, seq[:, None, :]).logits[:, 0].argmax(-1)]
         assert predicted.tolist() == expected.tolist() and set(predicted) <= set(names)
+
+
+def test_sequences_without_features_or_targets_without_values_are_refused_before_the_fit():
+    """X with 0 features per step (or y of 0 columns) reached init_params, whose error named
+    its input_size (output_size), after fit had set the fitted model aside: it was lost."""
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    for X in ([np.ones((3, 0))] * 3, np.ones((3, 4, 0))):
+        with pytest.raises(BpttError, match=re.escape("X has 0 features per step")):
+            clf.fit(X, GOOD_Y)
+        np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+    reg = small(bptt.SequenceRegressor, epochs=1).fit(GOOD_X, [0.5, 1.0, 2.0])
+    per_step = small(bptt.SequenceRegressor, epochs=1, per_step=True)
+    for est, y in ((reg, np.ones((3, 0))), (per_step, [np.ones((len(x), 0)) for x in GOOD_X])):
+        with pytest.raises(BpttError, match=re.escape("y has 0 values per target")):
+            est.fit(GOOD_X, y)
+    assert reg.n_outputs_ == 1 and reg.predict(GOOD_X).shape == (3,)
+
+
+@pytest.mark.parametrize("cls, per_step, y, message", [
+    (bptt.SequenceClassifier, False, np.array(1), "y has no entries but X has 3 sequences"),
+    (bptt.SequenceRegressor, False, np.array(1.0), "y has no entries but X has 3 sequences"),
+    (bptt.SequenceClassifier, False, [[0, 1], [1], [0]], "y must be a rectangular array"),
+    (bptt.SequenceRegressor, False, [[0.5, 1.0], [1.0], [2.0]], "y must be a rectangular array"),
+    (bptt.SequenceClassifier, True, [[0, 1, 0], [[1], [0, 1], 0, 1, 0], [0, 1]],
+     "y[1] must be a rectangular array"),
+    (bptt.SequenceRegressor, True, [np.ones(3), [[1.0], [0.5, 1.0], 0, 1, 0], np.ones(2)],
+     "y[1] must be a rectangular array"),
+])
+def test_y_numpy_cannot_make_an_array_of_is_one_clear_error(cls, per_step, y, message):
+    """A 0-d array y raised len()'s TypeError, a ragged y numpy's own ValueError."""
+    with pytest.raises(BpttError, match=re.escape(message)):
+        small(cls, per_step=per_step).fit(GOOD_X, y)
+
+
+@pytest.mark.parametrize("y", [
+    [["a", "b", "a"], ["b", 1, "a", "a", "b"], ["a", "b"]],  # mixed inside one sequence
+    [np.array(["a", "b", "a"]), np.ones(5, dtype=int), np.array(["a", "b"])],  # across them
+])
+def test_per_step_labels_mixing_strings_with_numbers_are_refused_as_per_sequence_ones(y):
+    """numpy made the number 1 the string '1', a class of its own, without a word."""
+    with pytest.raises(BpttError, match="y mixes strings with other labels"):
+        small(bptt.SequenceClassifier, per_step=True).fit(GOOD_X, y)
+
+
+@pytest.mark.parametrize("classes, message", [
+    ([0, 1, None], "classes holds labels of dtype object"),  # was np.unique's TypeError
+    ([0.0, 1.0, np.nan], "classes contains NaN or inf"),  # was a class no label can be
+    ([0, "1"], "classes mixes strings with other labels"),  # was the classes '0', '1'
+    ([[0, 1], [1, 0]], "classes has shape (2, 2): one label per class"),
+])
+def test_partial_fit_checks_classes_as_fit_checks_labels(classes, message):
+    clf = small(bptt.SequenceClassifier)
+    with pytest.raises(BpttError, match=re.escape(message)):
+        clf.partial_fit(GOOD_X, GOOD_Y, classes=classes)
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "params_")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 import sys
 
 import numpy as np
@@ -419,3 +420,18 @@ def test_a_tweets_steps_are_its_words_bag_of_words_plus_noise_of_deviation_0_1()
     noise = steps - np.eye(3)[steps.argmax(axis=1)]
     assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
     assert not data.X[~real].any()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda rng: tasks.adding(-1, 5, rng), "n must be an integer >= 1, got -1"),
+    (lambda rng: tasks.parity(2.5, 5, rng), "n must be an integer >= 1, got 2.5"),
+    (lambda rng: tasks.tweets(0, 5, rng), "n must be an integer >= 1, got 0"),
+    (lambda rng: tasks.tweets(3, 5, rng, noise=float("nan")), "noise must be a finite number >= 0"),
+    (lambda rng: tasks.tweets(3, 5, rng, noise=-0.1), "noise must be a finite number >= 0"),
+])
+def test_a_generator_refuses_a_count_or_noise_that_is_no_data_set(make, message):
+    """numpy's "negative dimensions" ValueError or its TypeError for a float count came out,
+    n = 0 gave an empty set the estimators refuse, and noise=nan made every step NaN."""
+    with pytest.raises(BpttError, match=re.escape(message)):
+        make(np.random.default_rng(0))
+    assert tasks.tweets(2, 5, np.random.default_rng(0), noise=0).X.shape == (2, 5, 3)

@@ -62,6 +62,7 @@ from bptt.errors import (
     BpttError,
     CheckpointError,
     DivergedError,
+    as_array,
     check_int,
     check_positive,
     is_finite_as,
@@ -121,9 +122,10 @@ def as_padded(
             )
         if X.dtype.kind not in "biuf":
             raise BpttError(f"X must hold numbers, got dtype {X.dtype}")
-        N, T, _ = X.shape
+        N, T, D = X.shape
         if N < 1 or T < 1:
             raise BpttError(f"X has shape {X.shape}: need at least one sequence and one step")
+        _check_features(D)
         n = heads.check_lengths(lengths, T, N)
         n = np.full(N, T, dtype=np.int64) if n is None else n
         x = _cast(X, dtype)  # a copy: padding is zeroed below
@@ -163,11 +165,19 @@ def as_padded(
     for i, a in enumerate(arrays):
         if a.shape[1] != D:
             raise BpttError(f"X[{i}] has {a.shape[1]} features per step but X[0] has {D}")
+    _check_features(D)
     n = np.array([len(a) for a in arrays], dtype=np.int64)
     x = np.zeros((len(arrays), int(n.max()), D), dtype=dtype)
     for i, a in enumerate(arrays):
         x[i, : len(a)] = a
     return x, n
+
+
+def _check_features(D: int) -> None:
+    """Refuse steps of no features (there is nothing to read; checked before fit sets the
+    fitted model aside, as the network's input_size would be refused after)."""
+    if D < 1:
+        raise BpttError("X has 0 features per step: each step needs at least one")
 
 
 def _cast(values: np.ndarray, dtype: Any) -> np.ndarray:
@@ -187,20 +197,33 @@ def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") 
     return f"{name} contains NaN or inf{place}"
 
 
-def _check_label_kinds(given: Any, labels: np.ndarray) -> None:
+def _check_label_kinds(given: Any, labels: np.ndarray, name: str = "y") -> None:
     """Class labels are numbers, booleans or strings, and one kind of them.
 
-    given: the y of one label per sequence as the caller gave it (None: not checked for
-    mixing), labels: it as an array.  numpy turns [1, "a"] into the strings '1', 'a'.
+    given: the labels as the caller gave them, one after another (None: not checked for
+    mixing), labels: them as an array, name: the argument they came in.  numpy turns
+    [1, "a"] into the strings '1', 'a'.
     """
     if labels.dtype.kind not in "biufU":
-        raise BpttError(
-            f"y holds labels of dtype {labels.dtype}: labels must be numbers, booleans or strings"
-        )
+        raise BpttError(f"{name} holds labels of dtype {labels.dtype}: labels must be numbers, "
+                        "booleans or strings")
     if labels.dtype.kind == "U" and isinstance(given, (list, tuple)) \
             and not all(isinstance(label, str) for label in given):
-        raise BpttError("y mixes strings with other labels: give every label as a string, "
-                        "or every label as a number")
+        raise BpttError(f"{name} mixes strings with other labels: give every label as a "
+                        "string, or every label as a number")
+
+
+def _check_classes(classes: Any) -> np.ndarray:
+    """partial_fit's ``classes`` as its distinct labels, sorted, checked as fit checks y's
+    (np.unique alone took NaN as a class, made [0, "1"] strings, and raised its TypeError
+    on None)."""
+    labels = as_array("classes", classes)
+    if labels.ndim != 1:
+        raise BpttError(f"classes has shape {labels.shape}: one label per class, (C,)")
+    _check_label_kinds(classes, labels, "classes")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise BpttError("classes contains NaN or inf")
+    return np.unique(labels)
 
 
 def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.ndarray:
@@ -217,7 +240,7 @@ def _per_step_targets(y: Any, lengths: np.ndarray, T: int, numeric: bool) -> np.
     elif isinstance(y, (list, tuple)):
         if len(y) != N:
             raise BpttError(f"y has {len(y)} sequences but X has {N}")
-        arrays = [np.asarray(a) for a in y]
+        arrays = [as_array(f"y[{i}]", a) for i, a in enumerate(y)]
         for i, a in enumerate(arrays):
             if a.ndim < 1 or a.shape[0] != lengths[i]:
                 raise BpttError(
@@ -411,7 +434,8 @@ class _SequenceEstimator:
                 f"{self.n_features_in_}"
             )
         if not self.per_step:
-            size = len(y) if hasattr(y, "__len__") else None
+            # (a 0-d array has __len__, but len() of it raises TypeError)
+            size = len(y) if hasattr(y, "__len__") and getattr(y, "ndim", 1) > 0 else None
             if size != len(n):
                 raise BpttError(
                     f"y has {size if size is not None else 'no'} entries but X has {len(n)} "
@@ -447,6 +471,9 @@ class _SequenceEstimator:
         class.  callback(epoch, mean_loss) is called after every epoch; returning True stops.
         """
         self._validate_params()
+        if callback is not None and not callable(callback):  # (it is first called after an epoch)
+            raise BpttError(f"callback must be a function of (epoch, mean_loss) or None, got "
+                            f"{callback!r}")
         # a fit starts afresh (new classes too); one refused by its X or y keeps the old model
         fitted = {a: self.__dict__.pop(a) for a in ("params_", "classes_") if a in self.__dict__}
         try:
@@ -812,10 +839,14 @@ class SequenceClassifier(_SequenceEstimator):
         self, y: Any, lengths: np.ndarray, T: int, fitting: bool
     ) -> np.ndarray:
         labels = (_per_step_targets(y, lengths, T, numeric=False) if self.per_step
-                  else np.asarray(y))
+                  else as_array("y", y))
         if not self.per_step and labels.ndim != 1:
             raise BpttError(f"y has shape {labels.shape}: one label per sequence, (N,)")
-        _check_label_kinds(y if not self.per_step else None, labels)
+        given = y
+        if self.per_step:  # the labels of every step (a padded array: numpy's, one dtype)
+            given = ([label for seq in y for label in seq] if isinstance(y, (list, tuple))
+                     else None)
+        _check_label_kinds(given, labels)
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
         values = labels[real]
         if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -863,7 +894,7 @@ class SequenceClassifier(_SequenceEstimator):
         (another optimizer, cell, size or dtype: refused).  Returns self."""
         first = not hasattr(self, "params_")
         if classes is not None:
-            classes = np.unique(np.asarray(classes))
+            classes = _check_classes(classes)
             if len(classes) < 2:
                 raise BpttError("classes must hold at least two labels")
             if not first and not np.array_equal(classes, self.classes_):
@@ -945,13 +976,16 @@ class SequenceRegressor(_SequenceEstimator):
         if self.per_step:
             values = _per_step_targets(y, lengths, T, numeric=True)
         else:
-            values = np.asarray(y)
+            values = as_array("y", y)
             if values.ndim not in (1, 2):
                 raise BpttError(f"y has shape {values.shape}: expected (N,) or (N, V)")
         if values.dtype.kind not in "biuf":
             raise BpttError(f"y must hold numbers, got dtype {values.dtype}")
         one_column = values.ndim == (2 if self.per_step else 1)
         values = values[..., None] if one_column else values
+        if values.shape[-1] < 1:  # (before fit sets the fitted model aside, as above)
+            raise BpttError(f"y has 0 values per target (shape {values.shape}): each target "
+                            "needs at least one")
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
         # checked as the head will see them: a float64 beyond float32's range is inf there
         cast = _cast(values, self._data_dtype(fitting))

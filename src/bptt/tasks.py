@@ -57,6 +57,7 @@ from bptt.errors import (
     check_int,
     check_positive,
     check_seed,
+    is_finite_number,
     is_int,
 )
 from bptt.estimators import SequenceClassifier, SequenceRegressor, r2_score
@@ -95,7 +96,7 @@ def _check_length(name: str, length: Any, low: int) -> int:
 
 def adding(n: int, length: int, rng: np.random.Generator) -> Dataset:
     """n adding-problem sequences of T = length steps: X (n, T, 2) = (value, marker), y (n,)."""
-    T = _check_length("adding", length, 2)
+    n, T = check_int("n", n, 1), _check_length("adding", length, 2)
     values = rng.random((n, T))
     half = (T + 1) // 2
     first = rng.integers(0, half, size=n)
@@ -110,7 +111,7 @@ def adding(n: int, length: int, rng: np.random.Generator) -> Dataset:
 
 def parity(n: int, length: int, rng: np.random.Generator, variable: bool = False) -> Dataset:
     """n bit sequences, y (n,) = parity of each.  variable: lengths uniform in [1, length]."""
-    T = _check_length("parity", length, 1)
+    n, T = check_int("n", n, 1), _check_length("parity", length, 1)
     bits = rng.integers(0, 2, size=(n, T))
     lengths = rng.integers(1, T + 1, size=n) if variable else np.full(n, T)
     real = np.arange(T)[None, :] < lengths[:, None]
@@ -121,7 +122,9 @@ def parity(n: int, length: int, rng: np.random.Generator, variable: bool = False
 
 def tweets(n: int, length: int, rng: np.random.Generator, noise: float = 0.1) -> Dataset:
     """n synthetic tweets of 3 … length words: X (n, T, 3), y (n,) "negative"/"positive"."""
-    T = _check_length("tweets", length, 3)
+    n, T = check_int("n", n, 1), _check_length("tweets", length, 3)
+    if not is_finite_number(noise) or noise < 0:  # (NaN would make every step NaN)
+        raise BpttError(f"noise must be a finite number >= 0, got {noise!r}")
     words = np.empty((n, T), dtype=np.int64)
     lengths = np.empty(n, dtype=np.int64)
     scores = np.zeros(n)
