@@ -773,13 +773,21 @@ def test_save_into_a_path_without_suffix_keeps_info_steps_and_the_classes_dtype(
     rng = np.random.default_rng(8)
     X = ragged(rng, 10, 2)
     clf = small(bptt.SequenceClassifier).fit(X, np.array([3, 5] * 5, dtype=np.int32))
-    # a path without a suffix is a directory, never the file itself
-    with pytest.raises(CheckpointError, match="run does not exist; create it first"):
-        clf.save(tmp_path / "run")
+    # a path without a suffix is a directory, never the file itself: made (with its
+    # parents) when missing, as `bptt import` and `bptt train --out` make theirs, but not
+    # before what would refuse the save has been checked
+    with pytest.raises(BpttError, match="checkpoint metadata must be JSON"):
+        clf.save(tmp_path / "runs" / "run", info={"task": object()})
     assert list(tmp_path.iterdir()) == []
-    (tmp_path / "run").mkdir()
-    file = clf.save(tmp_path / "run", info={"task": "mine"})
-    assert file == tmp_path / "run" / "model.safetensors" and file.is_file()
+    file = clf.save(tmp_path / "runs" / "run", info={"task": "mine"})
+    assert file == tmp_path / "runs" / "run" / "model.safetensors" and file.is_file()
+    # a file's own name: its directory must exist
+    with pytest.raises(CheckpointError, match="other does not exist; create it first"):
+        clf.save(tmp_path / "other" / "clf.safetensors")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(BpttError, match=re.escape(
+            f"cannot create the directory {tmp_path / 'a_file' / 'run'}: ")):
+        clf.save(tmp_path / "a_file" / "run")
     assert checkpoint.load_model(file).meta["info"] == {"task": "mine"}
     back = bptt.SequenceClassifier.load(file)
     assert back.n_steps_ == clf.n_steps_ == 4

@@ -179,7 +179,7 @@ def _serialize(
         for name, a in tensors.items()
     }
     # the settings as they will be read back (json.loads), which is what their CRC covers
-    settings = json.loads(json.dumps(dict(meta), default=_json_number))
+    settings = as_json(meta)
     if checksums:
         settings[CHECKSUM_KEY] = {
             "settings": _settings_crc(settings),
@@ -198,6 +198,12 @@ def _tensor_crc(name: str, a: np.ndarray) -> int:
     byte in any of them changes it."""
     label = json.dumps([name, a.dtype.name, list(a.shape)]).encode("utf-8")
     return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8), zlib.crc32(label))
+
+
+def as_json(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` as a file's metadata will read back (json.loads of its json.dumps; numpy
+    numbers become Python's); BpttError naming what JSON cannot hold."""
+    return json.loads(json.dumps(dict(meta), default=_json_number))
 
 
 def _json_number(value: Any) -> Any:

@@ -173,6 +173,14 @@ def as_padded(
     return x, n
 
 
+def _make_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) if it is missing; BpttError if it cannot be."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BpttError(f"cannot create the directory {directory}: {exc.strerror}") from exc
+
+
 def _check_features(D: int) -> None:
     """Refuse steps of no features (there is nothing to read; checked before fit sets the
     fitted model aside, as the network's input_size would be refused after)."""
@@ -681,8 +689,9 @@ class _SequenceEstimator:
     def save(self, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
         """Write the fitted model to ``path``; returns the file written.
 
-        path: a directory (one that exists, or any path without a suffix) gets
-        DIR/model.safetensors; any other path is the file itself.  An existing regular file
+        path: a directory (one that exists, or any path without a suffix, then created with
+        its parents) gets DIR/model.safetensors; any other path is the file itself, in a
+        directory that must exist.  An existing regular file
         is replaced; anything else there (a directory, a FIFO, a device) is refused.
         The model or train state of a ``bptt train`` run's directory (one holding
         train_state.safetensors) is refused: the run's state would no longer match it, so
@@ -699,17 +708,28 @@ class _SequenceEstimator:
         if info is not None and not isinstance(info, dict):
             raise BpttError(f"info must be a dict (of JSON-able values), got {type(info).__name__}")
         target = Path(path)
-        if target.is_dir() or not target.suffix:
+        in_directory = target.is_dir() or not target.suffix
+        if in_directory:
             target = target / checkpoint.MODEL_FILE
+        # (what they refuse, refused before a directory is made)
+        meta = checkpoint.as_json(self._meta(info))
+        if in_directory:
+            _make_dir(target.parent)
         instead = "save the estimator in another directory or under another file name"
         with not_while_training(target, instead):
             if is_run_checkpoint(target):
                 raise BpttError(f"{target.parent} holds a training run ({STATE_FILE}); {instead}")
-            return self._write(target, info)
+            checkpoint.write_safetensors_atomic(target, self.params_, meta)
+            return target
 
     def _write(self, target: Path, info: dict[str, Any] | None) -> Path:
         """Write the model file :meth:`save` describes to ``target``, whatever directory it is
         in (bptt train --task writes its own run's model with it, the task in ``info``)."""
+        checkpoint.write_safetensors_atomic(target, self.params_, self._meta(info))
+        return target
+
+    def _meta(self, info: dict[str, Any] | None) -> dict[str, Any]:
+        """The JSON metadata of the model file :meth:`save` describes."""
         meta = checkpoint.model_meta(self.params_, None, self._saved_settings(), self.n_steps_)
         meta["estimator"] = {
             "class": type(self).__name__,
@@ -721,8 +741,7 @@ class _SequenceEstimator:
         }
         if info is not None:
             meta["info"] = info
-        checkpoint.write_safetensors_atomic(target, self.params_, meta)
-        return target
+        return meta
 
     def _saved_settings(self) -> dict[str, Any]:
         """The constructor arguments a saved file states, as :meth:`load` will check them:
