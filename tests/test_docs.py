@@ -171,3 +171,20 @@ def test_the_readme_gradcheck_rows_are_what_the_command_prints(torch, capsys):
         assert got[7] == row[7] == "PASS", (row, got)
         for column in (3, 4, 5):  # rel vs reference, vs finite differences, vs torch
             assert abs(math.log10(float(got[column]) / float(row[column]))) < 1, (row, got)
+
+
+def test_the_tasks_python_blocks_run_and_score_what_the_text_says(tmp_path, monkeypatch):
+    """docs/tasks.md's two Python blocks (the tweets, then the five lines) run as written, in
+    order, and the fitted classifier scores on the test tweets what the sentence after them
+    says (seed 0, float32: to the shown digits, within 0.005 for another BLAS's round-off)."""
+    text = (ROOT / "docs/tasks.md").read_text(encoding="utf-8")
+    blocks = [body for lang, body in FENCE.findall(text) if lang == "python"]
+    assert len(blocks) == 2, "tasks.md shows the data, then the five lines"
+    claimed = re.search(r"test tweets it scores (0\.\d+)", text)
+    assert claimed, "tasks.md says what the five lines score"
+    monkeypatch.chdir(tmp_path)  # the five lines save clf.safetensors
+    namespace: dict = {}
+    for body in blocks:
+        exec(compile(body, "docs/tasks.md", "exec"), namespace)
+    score = namespace["clf"].score(namespace["X_test"], namespace["y_test"])
+    assert abs(score - float(claimed[1])) <= 0.005, (score, claimed[1])
