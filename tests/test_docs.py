@@ -188,3 +188,22 @@ def test_the_tasks_python_blocks_run_and_score_what_the_text_says(tmp_path, monk
         exec(compile(body, "docs/tasks.md", "exec"), namespace)
     score = namespace["clf"].score(namespace["X_test"], namespace["y_test"])
     assert abs(score - float(claimed[1])) <= 0.005, (score, claimed[1])
+
+
+def test_the_tasks_example_run_prints_what_tasks_md_shows(tmp_path):
+    """tasks.md shows `bptt train --task parity --cell lstm` line by line (about 1 s): the same
+    header and accuracies; the cross-entropies to two significant digits (their last digits are
+    float32 round-off, which another BLAS build may decide otherwise)."""
+    from tests_support import bptt_here
+
+    text = (ROOT / "docs/tasks.md").read_text(encoding="utf-8")
+    shown = text.split("$ bptt train --task parity --cell lstm\n", 1)[1].split("```", 1)[0]
+    r = bptt_here("train", "--task", "parity", "--cell", "lstm", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    number = re.compile(r"cross-entropy (\d+\.\d+)")
+    got, want = r.stdout.splitlines(), shown.strip().splitlines()
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want, strict=True):
+        assert number.sub("", g) == number.sub("", w), (g, w)
+        for a, b in zip(number.findall(g), number.findall(w), strict=True):
+            assert f"{float(a):.2g}" == f"{float(b):.2g}", (g, w)
