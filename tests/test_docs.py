@@ -171,3 +171,39 @@ def test_the_readme_gradcheck_rows_are_what_the_command_prints(torch, capsys):
         assert got[7] == row[7] == "PASS", (row, got)
         for column in (3, 4, 5):  # rel vs reference, vs finite differences, vs torch
             assert abs(math.log10(float(got[column]) / float(row[column]))) < 1, (row, got)
+
+
+def test_the_tasks_python_blocks_run_and_score_what_the_text_says(tmp_path, monkeypatch):
+    """docs/tasks.md's two Python blocks (the tweets, then the five lines) run as written, in
+    order, and the fitted classifier scores on the test tweets what the sentence after them
+    says (seed 0, float32: to the shown digits, within 0.005 for another BLAS's round-off)."""
+    text = (ROOT / "docs/tasks.md").read_text(encoding="utf-8")
+    blocks = [body for lang, body in FENCE.findall(text) if lang == "python"]
+    assert len(blocks) == 2, "tasks.md shows the data, then the five lines"
+    claimed = re.search(r"test tweets it scores (0\.\d+)", text)
+    assert claimed, "tasks.md says what the five lines score"
+    monkeypatch.chdir(tmp_path)  # the five lines save clf.safetensors
+    namespace: dict = {}
+    for body in blocks:
+        exec(compile(body, "docs/tasks.md", "exec"), namespace)
+    score = namespace["clf"].score(namespace["X_test"], namespace["y_test"])
+    assert abs(score - float(claimed[1])) <= 0.005, (score, claimed[1])
+
+
+def test_the_tasks_example_run_prints_what_tasks_md_shows(tmp_path):
+    """tasks.md shows `bptt train --task parity --cell lstm` line by line (about 1 s): the same
+    header and accuracies; the cross-entropies to two significant digits (their last digits are
+    float32 round-off, which another BLAS build may decide otherwise)."""
+    from tests_support import bptt_here
+
+    text = (ROOT / "docs/tasks.md").read_text(encoding="utf-8")
+    shown = text.split("$ bptt train --task parity --cell lstm\n", 1)[1].split("```", 1)[0]
+    r = bptt_here("train", "--task", "parity", "--cell", "lstm", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    number = re.compile(r"cross-entropy (\d+\.\d+)")
+    got, want = r.stdout.splitlines(), shown.strip().splitlines()
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want, strict=True):
+        assert number.sub("", g) == number.sub("", w), (g, w)
+        for a, b in zip(number.findall(g), number.findall(w), strict=True):
+            assert f"{float(a):.2g}" == f"{float(b):.2g}", (g, w)

@@ -26,7 +26,7 @@ is a character of the vocabulary); ``"strict"`` stops with the byte offset.
 The cache (in ``cache_dir``) holds, per list of files, one JSON manifest and
 one id file::
 
-    corpus-<key>.json          format, the files (absolute path, size, mtime,
+    corpus-<key>.json          format, the files (absolute path, size, mtime, ctime,
                                BLAKE2b of the bytes), separator, errors, unk,
                                the vocabulary (list of characters), dtype, N
     corpus-<key>-<digest>.ids  N ids, little-endian uint8 (V <= 256), uint16
@@ -34,7 +34,7 @@ one id file::
 
 ``<key>`` hashes the absolute paths and the decoding options; ``<digest>``
 the contents and the vocabulary.  The cache is reused while every file has
-the recorded size and mtime; when they differ the file is re-hashed, and
+the recorded size, mtime and ctime; when they differ the file is re-hashed, and
 re-encoded only if its content changed.  The manifest is written last (and
 atomically), so it always names a complete id file.
 
