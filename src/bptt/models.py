@@ -581,8 +581,8 @@ def _head_error(
     """∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t for every t, (A, T, B, H) by age (all of it age 0).
 
     dJ_dy: (T, B, V).  A cell that sweeps in columns (COLUMNS) gets a view of (A, T, H, B)
-    columns, made by one product per step (B = 1: one GEMM over all T rows, which are the
-    columns); the others get rows, one GEMM over all T·B rows.
+    columns (B = 1: one GEMM over all T rows, which are the columns; else one GEMM over all
+    T·B columns, then those put step by step); the others get rows, one GEMM over all T·B rows.
     """
     T, B, V = dJ_dy.shape
     H = Why.shape[1]
@@ -593,7 +593,12 @@ def _head_error(
             # one sequence: its columns (T, H, 1) are the same memory as rows (T, 1, H)
             np.matmul(dJ_dy.reshape(T, V), Why, out=columns[0].reshape(T, H))
         else:
-            np.matmul(Why.T, dJ_dy.transpose(0, 2, 1), out=columns[0])
+            # W^hyᵀ times every ∂J_t/∂y_t at once, (H, T·B); then each step's (H, B) block
+            # into place (measured: 0.75 of the time of T products of (H, V) by (V, B) at
+            # H = 100 and 256, B = 32; the same at H = 512)
+            by_row = common.empty(work, "dJ_dh_local_by_row", (H, T * B), dJ_dy.dtype)
+            np.matmul(Why.T, dJ_dy.reshape(T * B, V).T, out=by_row)
+            np.copyto(columns[0], by_row.reshape(H, T, B).transpose(1, 0, 2))
         return columns.transpose(0, 1, 3, 2)
     rows = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
     np.matmul(dJ_dy.reshape(-1, V), Why, out=rows[0].reshape(-1, H))
