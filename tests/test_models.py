@@ -261,3 +261,18 @@ def test_token_ids_and_labels_of_any_integer_type_give_the_same_result(rng, cell
         assert other_loss == loss, dtype
         for key, g in grads.items():
             np.testing.assert_array_equal(other_grads[key], g, err_msg=f"{dtype} {key}")
+
+
+@pytest.mark.parametrize("cell", [["rnn"], {"rnn": 1}])
+def test_a_cell_that_is_no_string_is_named_not_a_type_error(rng, cell):
+    """cell=['rnn'] was TypeError: unhashable type: 'list' from 'cell not in CELLS'."""
+    params = bptt.init_params("rnn", 3, 4, 3, rng=rng)
+    ids = rng.integers(0, 3, (4, 2))
+    for call in (
+        lambda: bptt.loss_and_grads(params, ids, ids, cell=cell),
+        lambda: bptt.reference.loss_and_grads(params, ids, ids, cell=cell),
+        lambda: bptt.task_loss_and_grads(params, ids, ids[-1], cell=cell),
+    ):
+        with pytest.raises(bptt.BpttError, match=r"unknown cell .*choose one of rnn, lstm, gru"):
+            call()
+

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bptt import flat, ops
-from bptt.cells import CELLS, common, get_cell
+from bptt.cells import common, get_cell
 from bptt.errors import BpttError, as_array, as_finite, check_int, is_int
 
 HEAD_NAMES = ("Why", "by")
@@ -170,8 +170,8 @@ class Shapes(NamedTuple):
 def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shapes:
     """Validate a parameter dict (keys, shapes, dtypes, finiteness); return its sizes."""
     kind = infer_cell(params)
-    if cell is not None and cell not in CELLS:
-        raise BpttError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
+    if cell is not None:
+        get_cell(cell)  # BpttError for a name that is no cell's (a list, an unknown string)
     if cell is not None and cell != kind:
         raise BpttError(f"cell={cell!r} but params are those of a {kind!r} cell")
     module = get_cell(kind)
@@ -511,7 +511,7 @@ def checked_shapes(
             "this workspace belongs to another parameter dict (or its arrays were replaced); "
             "make a new Workspace(params)"
         )
-    if cell is not None and cell != workspace.shapes.cell:
+    if cell is not None and get_cell(cell) is not get_cell(workspace.shapes.cell):
         raise BpttError(f"cell={cell!r} but params are those of a {workspace.shapes.cell!r} cell")
     return workspace.shapes
 
