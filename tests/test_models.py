@@ -276,3 +276,12 @@ def test_a_cell_that_is_no_string_is_named_not_a_type_error(rng, cell):
         with pytest.raises(bptt.BpttError, match=r"unknown cell .*choose one of rnn, lstm, gru"):
             call()
 
+
+@pytest.mark.parametrize("workspace", ["ws", object()])
+def test_a_workspace_that_is_no_workspace_is_named(rng, workspace):
+    """workspace='ws' was AttributeError: 'str' object has no attribute 'owns'."""
+    params = bptt.init_params("rnn", 3, 4, 3, rng=rng)
+    ids = rng.integers(0, 3, (4, 2))
+    for backprop, targets in ((bptt.backprop, ids), (bptt.heads.backprop, ids[-1])):
+        with pytest.raises(bptt.BpttError, match=r"workspace must be a bptt\.models\.Workspace"):
+            backprop(params, ids, targets, workspace=workspace)

@@ -506,6 +506,11 @@ def checked_shapes(
     off the :class:`Workspace` that packed (and validated) them, which must own them."""
     if workspace is None:
         return check_params(params, cell)
+    if not isinstance(workspace, Workspace):
+        raise BpttError(
+            f"workspace must be a bptt.models.Workspace (made by Workspace(params)) or None, "
+            f"got {type(workspace).__name__}"
+        )
     if not workspace.owns(params):
         raise BpttError(
             "this workspace belongs to another parameter dict (or its arrays were replaced); "
