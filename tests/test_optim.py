@@ -575,3 +575,57 @@ def test_update_checks_every_slot_of_the_state_before_changing_anything(slot):
                                         r"for parameter 'W' of shape \(2, 2\)"):
         opt.update(params, {"W": np.ones((2, 2))}, state)
     assert state["step"]["t"] == 0 and not params["W"].any() and not state["m"]["W"].any()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p, g, s: (None, g, s), r"^params must be a dict of arrays, got NoneType"),
+        (lambda p, g, s: ((p["W"],), g, s), r"^params must be a dict of arrays, got tuple"),
+        (lambda p, g, s: (p, None, s), r"^grads must be a dict of arrays, got NoneType"),
+        (lambda p, g, s: (p, g, None), r"^the optimizer state must be a dict, got NoneType"),
+        (lambda p, g, s: ({"W": [[0.0, 0.0]]}, g, s),
+         r"^parameter 'W' must be a numpy array, got list"),
+    ],
+)
+def test_update_names_arguments_that_are_not_dicts_of_arrays(name, change, message):
+    """They were AttributeError ('NoneType' object has no attribute 'keys', 'list' object
+    has no attribute 'shape') from inside the checks."""
+    params, grads = {"W": np.zeros((1, 2))}, {"W": np.ones((1, 2))}
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state(params)
+    with pytest.raises(BpttError, match=message):
+        opt.update(*change(params, grads, state))
+    assert state["step"]["t"] == 0 and not params["W"].any()
+
+
+@pytest.mark.parametrize("name", ["momentum", "adagrad", "adam"])
+@pytest.mark.parametrize("entry, shown", [([[0.0, 0.0]], "a list"),
+                                          (np.zeros((1, 2), np.int64), "dtype int64")])
+def test_update_refuses_a_state_slot_that_is_not_a_float_array(name, entry, shown):
+    """A list in Adam's m or Adagrad's sum was silently left as it was (m never
+    accumulated: every step was as if it were the first), Momentum's was a TypeError
+    midway; an integer slot was numpy's UFuncTypeError after the counter had moved."""
+    params, grads = {"W": np.zeros((1, 2))}, {"W": np.ones((1, 2))}
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state(params)
+    slot = opt.slots[0]
+    state[slot]["W"] = entry
+    with pytest.raises(BpttError, match=rf"^optimizer state slot '{slot}' holds {shown} "
+                                        r"for parameter 'W'"):
+        opt.update(params, grads, state)
+    assert state["step"]["t"] == 0 and not params["W"].any()
+
+
+@pytest.mark.parametrize("counter", [5, None, np.zeros(2, np.int64), np.array(1.5)])
+def test_update_refuses_a_step_counter_that_is_not_a_0d_integer_array(counter):
+    """t = 5 (an int) was AttributeError: 'int' object has no attribute 'item'."""
+    params, grads = {"W": np.zeros((1, 2))}, {"W": np.ones((1, 2))}
+    opt = make_optimizer("adam", 0.1)
+    state = opt.init_state(params)
+    state["step"]["t"] = counter
+    with pytest.raises(BpttError, match=r"^the optimizer state's step counter state\['step'\]"
+                                        r"\['t'\] must be a 0-d integer numpy array"):
+        opt.update(params, grads, state)
+    assert not params["W"].any()

@@ -75,6 +75,8 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
             "compute one gradient per parameter key."
         )
     for key, p in params.items():
+        if not isinstance(p, np.ndarray):
+            raise BpttError(f"parameter {key!r} must be a numpy array, got {type(p).__name__}.")
         if not isinstance(grads[key], np.ndarray):
             raise BpttError(
                 f"gradient {key!r} must be a numpy array, got {type(grads[key]).__name__}."
@@ -172,6 +174,14 @@ class Optimizer:
 
     def update(self, params: Params, grads: Mapping[str, np.ndarray], state: State) -> None:
         """Apply one step: change ``params`` and ``state`` in place from ``grads``."""
+        for name, value in (("params", params), ("grads", grads)):
+            if not isinstance(value, Mapping):
+                raise BpttError(f"{name} must be a dict of arrays, got {type(value).__name__}")
+        if not isinstance(state, Mapping):
+            raise BpttError(
+                f"the optimizer state must be a dict, got {type(state).__name__}: make it with "
+                "this optimizer's init_state(params)"
+            )
         _check_grads(params, grads)
         self._check_update_state(params, state)
         t = _advance(state)
@@ -191,15 +201,35 @@ class Optimizer:
                 f"optimizer state has slots {sorted(state)} but {self.name!r} needs "
                 f"{sorted({*self.slots, STEP_SLOT})}: make it with this optimizer's init_state"
             )
+        counter = state[STEP_SLOT].get("t") if isinstance(state[STEP_SLOT], Mapping) else None
+        if not (isinstance(counter, np.ndarray) and counter.shape == ()
+                and counter.dtype.kind in "iu"):
+            raise BpttError(
+                "the optimizer state's step counter state['step']['t'] must be a 0-d integer "
+                f"numpy array, got {counter!r}: make the state with init_state(params)"
+            )
         for slot in self.slots:
             arrays = state[slot]
             for key, p in params.items():
-                if key not in arrays or np.shape(arrays[key]) != p.shape:
-                    found = "nothing" if key not in arrays else f"shape {np.shape(arrays[key])}"
+                entry = arrays.get(key) if isinstance(arrays, Mapping) else None
+                if entry is not None and not isinstance(entry, np.ndarray):
+                    raise BpttError(
+                        f"optimizer state slot {slot!r} holds a {type(entry).__name__} for "
+                        f"parameter {key!r}: the state must be numpy arrays like the "
+                        "parameters; make it with init_state(params)"
+                    )
+                if entry is None or entry.shape != p.shape:
+                    found = "nothing" if entry is None else f"shape {entry.shape}"
                     raise BpttError(
                         f"optimizer state slot {slot!r} holds {found} for parameter {key!r} "
                         f"of shape {p.shape}: the state was made for other parameters; make it "
                         "with init_state(params) after the parameters are made"
+                    )
+                if entry.dtype.kind != "f":
+                    raise BpttError(
+                        f"optimizer state slot {slot!r} holds dtype {entry.dtype} for parameter "
+                        f"{key!r}: the state must be float arrays like the parameters; make it "
+                        "with init_state(params)"
                     )
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
