@@ -629,3 +629,28 @@ def test_update_refuses_a_step_counter_that_is_not_a_0d_integer_array(counter):
                                         r"\['t'\] must be a 0-d integer numpy array"):
         opt.update(params, grads, state)
     assert not params["W"].any()
+
+
+@pytest.mark.parametrize(
+    "grads, message, clip_message",
+    [
+        (None, r"^grads must be a dict of arrays, got NoneType", None),
+        ([np.ones(2)], r"^grads must be a dict of arrays, got list", None),
+        ({"W": [3.0, 4.0]}, r"^gradient 'W' must be a numpy array, got list",
+         r"^gradient 'W' is list; clipping changes gradients in place"),
+        ({"W": np.array([3j, 4])}, r"^gradient 'W' has dtype complex128; gradients must hold "
+                                   "real numbers",
+         r"^gradient 'W' is dtype complex128; clipping changes gradients in place"),
+    ],
+)
+def test_global_norm_and_clipping_name_grads_that_are_not_a_dict_of_real_arrays(
+    grads, message, clip_message
+):
+    """global_norm of a list was a TypeError ('only integer scalar arrays can be converted'),
+    of a complex gradient numpy's UFuncTypeError; clip_by_value(None) an AttributeError."""
+    with pytest.raises(BpttError, match=message):
+        global_norm(grads)
+    for clip in (clip_by_global_norm, clip_by_value):
+        with pytest.raises(BpttError, match=clip_message or message):
+            clip(grads, 1.0)
+

@@ -416,6 +416,14 @@ def global_norm(grads: Mapping[str, np.ndarray], scratch: np.ndarray | None = No
     by a training loop, for the squares (the same bits; without it each call takes fresh
     memory of 8 bytes a gradient element, whose pages fault in anew at every step).
     """
+    _check_grad_dict(grads)
+    for key, g in grads.items():
+        if not isinstance(g, np.ndarray):
+            raise BpttError(f"gradient {key!r} must be a numpy array, got {type(g).__name__}.")
+        if g.dtype.kind not in "biuf":
+            raise BpttError(
+                f"gradient {key!r} has dtype {g.dtype}; gradients must hold real numbers."
+            )
     total = 0.0
     with np.errstate(over="ignore"):
         for key in sorted(grads):
@@ -438,9 +446,16 @@ def _scaled_norm(grads: Mapping[str, np.ndarray]) -> float:
     return m * math.sqrt(total)
 
 
+def _check_grad_dict(grads: object) -> None:
+    """Raise BpttError unless ``grads`` is a dict (a Mapping) of gradients."""
+    if not isinstance(grads, Mapping):
+        raise BpttError(f"grads must be a dict of arrays, got {type(grads).__name__}")
+
+
 def _check_clippable(grads: Params) -> None:
     """Raise BpttError unless every gradient is a float array (clipping changes it in place:
     an integer one would fail halfway, the gradients before it already changed)."""
+    _check_grad_dict(grads)
     for key, g in grads.items():
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             what = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
