@@ -654,3 +654,16 @@ def test_global_norm_and_clipping_name_grads_that_are_not_a_dict_of_real_arrays(
         with pytest.raises(BpttError, match=clip_message or message):
             clip(grads, 1.0)
 
+
+@pytest.mark.parametrize("norm", ["1", -1.0, None])
+def test_clip_by_global_norm_refuses_a_given_norm_that_is_no_norm(norm):
+    """norm='1' was TypeError: must be real number; norm=-1.0 was returned as the norm and
+    nothing clipped."""
+    grads = {"W": np.full(4, 10.0)}
+    if norm is None:
+        assert clip_by_global_norm(grads, 1.0, norm) == 20.0
+        return
+    with pytest.raises(BpttError, match=r"^norm must be None or a number >= 0"):
+        clip_by_global_norm(grads, 1.0, norm)
+    assert (grads["W"] == 10.0).all()
+

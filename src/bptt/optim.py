@@ -486,6 +486,8 @@ def clip_by_global_norm(grads: Params, max_norm: float, norm: float | None = Non
     """
     limit = check_positive("max_norm", max_norm)
     _check_clippable(grads)
+    if norm is not None and (not is_number(norm) or norm < 0):  # (NaN, inf: as computed)
+        raise BpttError(f"norm must be None or a number >= 0 (global_norm(grads)), got {norm!r}")
     norm = global_norm(grads) if norm is None else norm
     if not math.isfinite(norm):
         return norm
