@@ -667,3 +667,9 @@ def test_clip_by_global_norm_refuses_a_given_norm_that_is_no_norm(norm):
         clip_by_global_norm(grads, 1.0, norm)
     assert (grads["W"] == 10.0).all()
 
+
+@pytest.mark.parametrize("name", [["adam"], {"adam": 1}])
+def test_make_optimizer_names_a_name_that_is_no_string(name):
+    """make_optimizer(['adam'], …) was TypeError: unhashable type: 'list'."""
+    with pytest.raises(BpttError, match=r"^unknown optimizer .*choose one of: sgd, momentum"):
+        make_optimizer(name, 0.1)

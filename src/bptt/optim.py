@@ -387,7 +387,7 @@ def make_optimizer(name: str, lr: float, **kw: object) -> Optimizer:
     Extra keyword options are the class's (``momentum``; ``eps``; ``betas``,
     ``eps``).  An unknown name, a bad ``lr`` or an unknown option raises BpttError.
     """
-    if name not in _CLASSES:
+    if not isinstance(name, str) or name not in _CLASSES:
         raise BpttError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     check_positive("learning rate (lr)", lr)
     unknown = sorted(set(kw) - set(_OPTIONS[name]))
