@@ -237,3 +237,12 @@ def test_a_model_of_another_input_size_than_the_vocabulary_is_refused():
     with pytest.raises(bptt.BpttError,
                        match="vocab has 6 characters, the model 7 inputs and 6 outputs"):
         generate(wider_inputs, VOCAB, 5)
+
+
+@pytest.mark.parametrize("greedy", ["no", 1, None])
+def test_greedy_that_is_not_true_or_false_is_refused(greedy):
+    """greedy='no' (a true string) sampled greedily, silently (init_params's bias= is checked
+    the same way)."""
+    with pytest.raises(bptt.BpttError, match=r"^greedy must be True or False, got"):
+        sample_text(model(), VOCAB, 5, greedy=greedy, rng=np.random.default_rng(0))
+

@@ -118,6 +118,8 @@ def generate(
     length = check_int("length", length, 0)
     temperature = check_temperature(temperature)
     rng = models.check_rng(rng)
+    if not isinstance(greedy, (bool, np.bool_)):  # ("no" is a true value)
+        raise BpttError(f"greedy must be True or False, got {greedy!r}")
     index = {c: i for i, c in enumerate(vocab)}
     if unk is not None and unk not in index:
         raise DataError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
