@@ -246,3 +246,10 @@ def test_greedy_that_is_not_true_or_false_is_refused(greedy):
     with pytest.raises(bptt.BpttError, match=r"^greedy must be True or False, got"):
         sample_text(model(), VOCAB, 5, greedy=greedy, rng=np.random.default_rng(0))
 
+
+@pytest.mark.parametrize("unk", [["a"], {"a": 1}])
+def test_an_unknown_token_that_is_no_string_is_named(unk):
+    """unk=['a'] was TypeError: unhashable type: 'list'."""
+    with pytest.raises(bptt.BpttError, match=r"unknown-character token .* is not in the model"):
+        sample_text(model(), VOCAB, 5, prime="xa", unk=unk, rng=np.random.default_rng(0))
+

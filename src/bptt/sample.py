@@ -121,7 +121,7 @@ def generate(
     if not isinstance(greedy, (bool, np.bool_)):  # ("no" is a true value)
         raise BpttError(f"greedy must be True or False, got {greedy!r}")
     index = {c: i for i, c in enumerate(vocab)}
-    if unk is not None and unk not in index:
+    if unk is not None and (not isinstance(unk, str) or unk not in index):
         raise DataError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
     unknown = sorted({c for c in prime if c not in index})
     if unknown and unk is None:
