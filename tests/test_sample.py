@@ -253,3 +253,8 @@ def test_an_unknown_token_that_is_no_string_is_named(unk):
     with pytest.raises(bptt.BpttError, match=r"unknown-character token .* is not in the model"):
         sample_text(model(), VOCAB, 5, prime="xa", unk=unk, rng=np.random.default_rng(0))
 
+
+def test_complex_logits_are_refused_not_cut_to_their_real_part():
+    """Complex logits lost their imaginary part with only numpy's ComplexWarning."""
+    with pytest.raises(bptt.BpttError, match="logits must be real numbers"):
+        next_token_distribution(np.array([1j, 2.0]), 1.0)

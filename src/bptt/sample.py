@@ -56,6 +56,8 @@ def _check_logits(logits: Any) -> np.ndarray:
     if np.ndim(logits) != 1 or not np.size(logits):
         raise BpttError(f"logits must be one vector (V,) with V >= 1, got shape "
                         f"{np.shape(logits)}")
+    if np.iscomplexobj(logits):  # (np.asarray would drop the imaginary part, with a warning)
+        raise BpttError(f"logits must be real numbers, got dtype {np.asarray(logits).dtype}")
     try:
         y = np.asarray(logits, dtype=np.float64)
     except (TypeError, ValueError):
