@@ -93,3 +93,23 @@ def test_a_wrong_gradient_is_caught(rng):
     report = compare(grads, numeric)
     assert report["Whh"].max_rel > 1e-3
     assert all(report[k].max_rel < 1e-7 for k in params if k != "Whh")
+
+
+@pytest.mark.parametrize("rng", [0, np.random.RandomState(0)])
+def test_numerical_grads_names_an_rng_that_is_no_generator(rng):
+    """rng=0 was AttributeError: 'int' object has no attribute 'choice', once sampling began."""
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, 3, (4, 2))
+    with pytest.raises(bptt.BpttError, match=r"^rng must be a numpy Generator"):
+        numerical_grads(params, ids, ids, sample=2, rng=rng)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, np.random.default_rng(0)])
+def test_fourth_order_differences_take_a_seed_that_is_a_seed(seed):
+    """seed=-1 was numpy's 'expected non-negative integer'; a Generator was taken and drew
+    different entries for ε and 2ε, so the entries not drawn by both came back NaN."""
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, 3, (4, 2))
+    with pytest.raises(bptt.BpttError, match=r"^seed must be an integer from 0 to 2\^63-1"):
+        bptt.gradcheck.numerical_grads_fourth_order(params, ids, ids, sample=2, seed=seed)
+

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models
-from bptt.errors import BpttError, check_int, check_positive
+from bptt.errors import BpttError, check_int, check_positive, check_seed
 
 EPS = 1e-6
 TINY = 1e-300
@@ -94,7 +94,7 @@ def numerical_grads(
     def loss() -> float:
         return models.forward_loss(params, inputs, targets, state)
 
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = np.random.default_rng(0) if rng is None else models.check_rng(rng)
 
     def pick(a: np.ndarray) -> np.ndarray | None:
         if sample is None or a.size <= sample:
@@ -128,6 +128,7 @@ def numerical_grads_fourth_order(
     Same arguments and return as :func:`numerical_grads` (sample: the same random entries
     for both ε, drawn from ``seed``).
     """
+    seed = check_seed(seed)  # (a seed, not a Generator: both ε draw the same entries)
     near, near_h0 = numerical_grads(params, inputs, targets, h0, eps, sample,
                                     np.random.default_rng(seed))
     far, far_h0 = numerical_grads(params, inputs, targets, h0, 2 * eps, sample,
