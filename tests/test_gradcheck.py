@@ -113,3 +113,20 @@ def test_fourth_order_differences_take_a_seed_that_is_a_seed(seed):
     with pytest.raises(bptt.BpttError, match=r"^seed must be an integer from 0 to 2\^63-1"):
         bptt.gradcheck.numerical_grads_fourth_order(params, ids, ids, sample=2, seed=seed)
 
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": 0}, r"^eps must be a finite number > 0"),
+        ({"eps": "1e-6"}, r"^eps must be a finite number > 0"),
+        ({"indices": np.array([3])}, r"^indices must be flat indices of x in \[0, 3\)"),
+        ({"indices": [-4]}, r"^indices must be flat indices of x in \[0, 3\)"),
+        ({"indices": [0.5]}, r"^indices must be flat indices of x in \[0, 3\)"),
+    ],
+)
+def test_numerical_gradient_names_a_bad_eps_or_index(kwargs, message):
+    """eps=0 was ZeroDivisionError, an index past the end numpy's IndexError."""
+    x = np.ones(3)
+    with pytest.raises(bptt.BpttError, match=message):
+        numerical_gradient(lambda: float(x.sum()), x, **kwargs)
+    assert (x == 1).all()

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from bptt import models
-from bptt.errors import BpttError, check_int, check_positive, check_seed
+from bptt import models, ops
+from bptt.errors import BpttError, as_array, check_int, check_positive, check_seed
 
 EPS = 1e-6
 TINY = 1e-300
@@ -47,10 +47,21 @@ def numerical_gradient(
         raise BpttError(f"x must be the numpy array f reads, got {type(x).__name__}")
     if x.dtype != np.float64:
         raise BpttError(f"finite differences need float64, got {x.dtype}")
+    eps = check_positive("eps", eps)
     grad = np.full(x.shape, np.nan)
     flat = x.reshape(-1)  # a view: x must be contiguous
     if not np.shares_memory(flat, x):
         raise BpttError("numerical_gradient needs a contiguous array")
+    if indices is not None:
+        picked = as_array("indices", indices)
+        if picked.ndim != 1 or (picked.size and (
+            picked.dtype.kind not in "iu" or ops.any_outside(picked, flat.size)
+        )):
+            raise BpttError(
+                f"indices must be flat indices of x in [0, {flat.size}) (one integer per entry "
+                f"to check), got {indices!r}"
+            )
+        indices = picked.astype(np.intp, copy=False)
     for i in range(flat.size) if indices is None else indices:
         original = flat[i]
         flat[i] = original + eps
