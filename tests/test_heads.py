@@ -462,3 +462,30 @@ def test_pad_sequences_refuses_sequences_of_different_feature_sizes():
     with pytest.raises(bptt.BpttError, match="every sequence must have the same number of "
                                              "features D"):
         heads.pad_sequences([np.zeros((2, 3)), np.ones((4, 1))])
+
+
+@pytest.mark.parametrize(
+    "sequences, dtype, message",
+    [
+        (None, np.float64, r"^sequences must be a list of \(T_b, D\) arrays, got NoneType"),
+        ("abc", np.float64, r"^sequences must be a list of \(T_b, D\) arrays, got str"),
+        ([[[1.0, 2.0], [3.0]]], np.float64, r"^sequence 0 must be a rectangular array"),
+        ([np.array([["a", "b"]])], np.float64, r"^sequence 0 must hold real numbers, got <U1"),
+        ([np.ones((2, 2), complex)], np.float64, r"^sequence 0 must hold real numbers, got "
+                                                 "complex128"),
+        ([np.ones((2, 2))], "floot", r"^dtype must be float32 or float64, got 'floot'"),
+        ([np.full((2, 2), 1.5)], np.int64, r"^dtype must be float32 or float64"),
+    ],
+)
+def test_pad_sequences_names_what_cannot_be_padded(sequences, dtype, message):
+    """A ragged sequence or strings were numpy's ValueError, None a TypeError (no len()),
+    complex values lost their imaginary part with a ComplexWarning, and dtype=int truncated
+    1.5 to 1 silently."""
+    with pytest.raises(bptt.BpttError, match=message):
+        heads.pad_sequences(sequences, dtype=dtype)
+
+
+def test_pad_sequences_takes_any_iterable_of_sequences():
+    """A generator was TypeError: object of type 'generator' has no len()."""
+    x, lengths = heads.pad_sequences(np.ones((n, 2)) for n in (2, 3))
+    assert x.shape == (3, 2, 2) and lengths.tolist() == [2, 3]

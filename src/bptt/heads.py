@@ -41,6 +41,7 @@ alone (tests/test_heads.py, to 1e-12).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -369,13 +370,23 @@ def task_loss_and_grads(
 
 
 def pad_sequences(
-    sequences: list[Any], dtype: Any = np.float64
+    sequences: Iterable[Any], dtype: Any = np.float64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Time-major padding: a list of (T_b, D) arrays -> inputs (T, B, D) with zeros after each
     sequence's end, and lengths (B,).  T = max T_b."""
-    if len(sequences) == 0:
+    if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Iterable):
+        raise BpttError(
+            f"sequences must be a list of (T_b, D) arrays, got {type(sequences).__name__}"
+        )
+    dtype = models.check_float_dtype(dtype)
+    arrays = []
+    for b, sequence in enumerate(sequences):
+        a = as_array(f"sequence {b}", sequence)
+        if a.dtype.kind not in "biuf":
+            raise BpttError(f"sequence {b} must hold real numbers, got {a.dtype}")
+        arrays.append(a.astype(dtype, copy=False))
+    if len(arrays) == 0:
         raise BpttError("no sequences to pad")
-    arrays = [np.asarray(s, dtype=dtype) for s in sequences]
     if any(a.ndim != 2 or a.shape[0] < 1 for a in arrays):
         raise BpttError("every sequence must be a 2-D array (T_b, D) with T_b >= 1")
     D = arrays[0].shape[1]
