@@ -412,3 +412,15 @@ def test_the_cached_ids_are_mapped_read_only(tmp_path):
     assert not enc.ids.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         enc.ids[0] = 1
+
+
+def test_one_path_not_in_a_list_is_named_not_read_character_by_character(tmp_path):
+    """encode_files('corpus.txt', cache) read each character of the path as a file:
+    '/ is a directory' or 'no such file: c'; None was a TypeError (not iterable)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("hello world\n", encoding="utf-8")
+    from bptt.errors import BpttError
+
+    for files in (str(text), text, None):
+        with pytest.raises(BpttError, match=r"^files must be a list of paths"):
+            encode_files(files, tmp_path / "cache")

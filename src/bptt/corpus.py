@@ -51,7 +51,7 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,11 @@ def encode_files(
             or changed while being encoded.
         BpttError: the cache directory cannot be written.
     """
+    if isinstance(files, (str, bytes, os.PathLike)) or not isinstance(files, Iterable):
+        raise BpttError(
+            f"files must be a list of paths, got {type(files).__name__} {files!r}; "
+            "for one file: [path]"
+        )
     paths = [Path(f) for f in files]
     if not paths:
         raise BpttError("encode_files needs at least one file.")
