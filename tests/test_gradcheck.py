@@ -130,3 +130,16 @@ def test_numerical_gradient_names_a_bad_eps_or_index(kwargs, message):
     with pytest.raises(bptt.BpttError, match=message):
         numerical_gradient(lambda: float(x.sum()), x, **kwargs)
     assert (x == 1).all()
+
+
+@pytest.mark.parametrize("value", ["no", 0, "False"])
+def test_switches_are_booleans_not_truthy_values(value):
+    # "no" is a true value in Python: taken as one, it ran torch (or kept every term) silently
+    from bptt import gradcheck, reference
+
+    params = bptt.init_params("rnn", 3, 2, 3, True, np.random.default_rng(0), np.float64)
+    ids = np.zeros((2, 1), dtype=np.int64)
+    with pytest.raises(bptt.BpttError, match=r"^use_torch \(or None\) must be True or False"):
+        gradcheck.check_model("rnn", use_torch=value)
+    with pytest.raises(bptt.BpttError, match=r"^keep_contributions must be True or False"):
+        reference.loss_and_grads(params, ids, ids, keep_contributions=value)

@@ -56,6 +56,14 @@ def check_int(name: str, value: object, low: int) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``value`` as a Python bool when it is True or False (numpy's too), else BpttError
+    naming ``name``: the string "no" is a true value, which would silently mean yes."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise BpttError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 SEED_LIMIT = 2**63  # a seed is an integer from 0 to 2^63 − 1, given as a flag or a setting
 
 

@@ -63,6 +63,7 @@ from bptt.errors import (
     CheckpointError,
     DivergedError,
     as_array,
+    check_bool,
     check_int,
     check_positive,
     is_finite_as,
@@ -379,8 +380,7 @@ class _SequenceEstimator:
             if name == "lr" or self.clip_norm is not None:
                 check_positive(name, getattr(self, name))
         models.check_truncate(self.truncate)
-        if not isinstance(self.per_step, (bool, np.bool_)):
-            raise BpttError(f"per_step must be True or False, got {self.per_step!r}")
+        check_bool("per_step", self.per_step)
         if self.forget_bias is not None:
             if self.cell != "lstm":
                 raise BpttError(f"forget_bias applies to the lstm cell only, not {self.cell!r}")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models, ops
-from bptt.errors import BpttError, as_array, check_int, check_positive, check_seed
+from bptt.errors import BpttError, as_array, check_bool, check_int, check_positive, check_seed
 
 EPS = 1e-6
 TINY = 1e-300
@@ -292,6 +292,8 @@ def check_model(
     missing), None runs it when torch is importable, False never.
     Returns one :class:`Row` per parameter plus one for the initial state ("h0").
     """
+    if use_torch is not None:
+        check_bool("use_torch (or None)", use_torch)
     params, inputs, targets, h0 = random_problem(cell, hidden, seq_len, batch, layers, seed)
     # deferred import: reference imports models, which this module also imports
     from bptt import interop, reference

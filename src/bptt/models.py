@@ -27,7 +27,7 @@ import numpy as np
 
 from bptt import flat, ops
 from bptt.cells import common, get_cell
-from bptt.errors import BpttError, as_array, as_finite, check_int, is_int
+from bptt.errors import BpttError, as_array, as_finite, check_bool, check_int, is_int
 
 HEAD_NAMES = ("Why", "by")
 TORCH_NAMES = {
@@ -73,8 +73,7 @@ def init_params(
         ("num_layers", num_layers),
     ):
         check_int(name, value, 1)
-    if not isinstance(bias, (bool, np.bool_)):  # ("no" is a true value)
-        raise BpttError(f"bias must be True or False, got {bias!r}")
+    check_bool("bias", bias)
     if forget_bias is not None and cell != "lstm":
         raise BpttError(f"forget_bias applies to the lstm cell only, not {cell!r}")
     rng = check_rng(rng)

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bptt import heads, models, ops
+from bptt.errors import check_bool
 from bptt.models import Shapes, State, layer_key
 
 
@@ -290,6 +291,7 @@ def loss_and_grads(
     product (O(B·H³) for the RNN), before multiplying the error by it (only O(B·S²)).
     """
     shapes = models.check_params(params, cell)
+    keep_contributions = check_bool("keep_contributions", keep_contributions)
     dtype = params["Whh"].dtype
     x = models.check_inputs(inputs, shapes, dtype)
     T, B = x.shape[:2]

@@ -20,7 +20,7 @@ import numpy as np
 
 from bptt import models, ops
 from bptt.cells import common
-from bptt.errors import BpttError, DataError, check_int, check_positive
+from bptt.errors import BpttError, DataError, check_bool, check_int, check_positive
 
 
 def check_temperature(temperature: float) -> float:
@@ -120,8 +120,7 @@ def generate(
     length = check_int("length", length, 0)
     temperature = check_temperature(temperature)
     rng = models.check_rng(rng)
-    if not isinstance(greedy, (bool, np.bool_)):  # ("no" is a true value)
-        raise BpttError(f"greedy must be True or False, got {greedy!r}")
+    greedy = check_bool("greedy", greedy)
     index = {c: i for i, c in enumerate(vocab)}
     if unk is not None and (not isinstance(unk, str) or unk not in index):
         raise DataError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
