@@ -392,6 +392,9 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
     (dict(lengths=[1, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 9"),
     (dict(lengths=[1, 2, 5]), "lengths must be between 1 and T = 4 (the padded length), got 5"),
     (dict(lengths=[1.5, 2, 2]), "integers"),
+    # a float too large for int64, named as given (cast first, it was −2^63 with a warning)
+    (dict(lengths=[1, 2, 1e30]), "lengths must be between 1 and T = 4 (the padded length), "
+                                 "got 1e+30"),
     (dict(targets=np.zeros((3,))), "integer labels"),
     (dict(targets=np.array([0, 1, 7])), "outside [0, 2)"),
     (dict(targets=np.array([0, 1, 2])), "targets hold a label outside [0, 2) (output_size V = 2)"),

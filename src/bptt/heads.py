@@ -78,15 +78,17 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
     n = as_array("lengths", lengths)
     if n.shape != (B,):
         raise BpttError(f"lengths has shape {n.shape}, expected (B,) = ({B},): one per sequence")
-    if n.dtype.kind not in "iu":
-        if n.dtype.kind == "f" and np.all(np.isfinite(n)) and np.all(n == np.round(n)):
-            n = n.astype(np.int64)
-        else:
-            raise BpttError(f"lengths must be integers, got dtype {n.dtype}")
+    integers = n.dtype.kind in "iu"
+    if not integers and not (
+        n.dtype.kind == "f" and np.all(np.isfinite(n)) and np.all(n == np.round(n))
+    ):
+        raise BpttError(f"lengths must be integers, got dtype {n.dtype}")
+    # (the range before any cast: a float 1e30 cast to int64 first is −2^63, with a warning)
     if n.size and (n.min() < 1 or n.max() > T):
+        bad = n.min() if n.min() < 1 else n.max()
         raise BpttError(
             f"lengths must be between 1 and T = {T} (the padded length), got "
-            f"{int(n.min()) if n.min() < 1 else int(n.max())}"
+            f"{int(bad) if integers else f'{bad:g}'}"
         )
     return n.astype(np.int64)
 
