@@ -382,8 +382,8 @@ class Workspace:
     * keeps the cells' arrays (caches, errors, per-step views) between calls.
 
     ``backprop(params, …, workspace=ws)`` then skips :func:`check_params` (token ids and
-    labels are still checked: a cheap min and max) and returns views into the workspace,
-    valid until the next call.
+    labels are still checked: one cheap max each, ops.any_outside) and returns views into the
+    workspace, valid until the next call.
     """
 
     def __init__(self, params: dict[str, np.ndarray]) -> None:
