@@ -100,6 +100,9 @@ def init_layer(
 # ----------------------------------------------------------------------------
 # one step
 # ----------------------------------------------------------------------------
+# A batch as rows (B, H), so W^hh h_{t−1} is written h_prev @ Whh.T.  The sweeps below do
+# not call these: they keep each step's vectors as columns (H, B) (see Layout).  Tests hold
+# step_forward to the sweep's saved step and step_backward to finite differences.
 
 
 class Step(NamedTuple):
