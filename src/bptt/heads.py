@@ -299,8 +299,8 @@ def backprop(
     workspace: a training loop's fast path, as for :func:`bptt.models.backprop`: params must
     be the dict the :class:`~bptt.models.Workspace` packed (they are not validated again),
     the layers reuse its memory, and the result lives in the workspace (the gradients are
-    views of ``workspace.grads_flat``; the outputs of a per-step head, the state, dJ_dh and
-    dJ_dstate0 are its arrays too), valid until the next call.
+    views of ``workspace.grads_flat``; the outputs of a per-step head and dJ_dh are its
+    arrays too), valid until the next call.  The state and dJ_dstate0 are fresh copies.
     """
     shapes = models.checked_shapes(params, cell, workspace)
     work = None if workspace is None else workspace.buffers

@@ -60,9 +60,11 @@ def init_params(
     """Fresh parameters, U(−1/√H, 1/√H) as PyTorch initialises its RNNs and (here) the head.
 
     cell: "rnn", "lstm" or "gru".  input_size D (for token ids: the input vocabulary),
-    hidden_size H, output_size V.  bias=False gives the seed's network with no biases
-    (for the RNN exactly ``Wxh (H, D), Whh (H, H), Why (V, H)``).  forget_bias (LSTM only):
-    the initial b_f in bias_ih (None keeps PyTorch's random init).
+    hidden_size H, output_size V, num_layers L.  bias=False gives the seed's network with no
+    biases (for the RNN exactly ``Wxh (H, D), Whh (H, H), Why (V, H)``).  rng: the Generator
+    all draws come from (None: a fresh one, not reproducible).  dtype: float32 or float64.
+    forget_bias (LSTM only): the initial b_f, set in bias_ih's f rows with bias_hh's f rows 0
+    (None keeps PyTorch's random init).
     Returns the parameter dict (see the module docstring for the keys).
     """
     module = get_cell(cell)
@@ -152,7 +154,7 @@ def _describe(value: Any) -> str:
 
 
 def layer_params(params: dict[str, np.ndarray], layer: int, names: tuple[str, ...]) -> dict:
-    """The parameters of one layer under their bare names (a view, no copy)."""
+    """The parameters of one layer under their bare names (the same arrays, no copy)."""
     return {n: params[layer_key(n, layer)] for n in names if layer_key(n, layer) in params}
 
 
@@ -379,8 +381,8 @@ class Workspace:
     * keeps the cells' arrays (caches, errors, per-step views) between calls.
 
     ``backprop(params, …, workspace=ws)`` then skips :func:`check_params` (token ids and
-    labels are still checked: a cheap min and max) and returns views into the workspace,
-    valid until the next call.
+    labels are still checked: one cheap max each, ops.any_outside) and returns views into the
+    workspace, valid until the next call.
     """
 
     def __init__(self, params: dict[str, np.ndarray]) -> None:
@@ -410,8 +412,8 @@ class Forward(NamedTuple):
     """The forward pass: per-layer caches, the logits y (T, B, V), and the final state.
 
     flat: the initial state came as (B, H) rather than (L, B, H); states go back that way.
-    top: the top layer's h_0 … h_{T−1} as (T·B, H) rows, what the head multiplied (a view of
-    the cache, or one copy when the cell keeps columns).
+    top: the top layer's h_0 … h_{T−1} as (T·B, H) rows, what the head multiplied (every cell
+    keeps columns: a view of the cache for B = 1, else one copy).
     """
 
     shapes: Shapes
@@ -586,27 +588,27 @@ def _head_error(
 
     dJ_dy: (T, B, V).  A cell that sweeps in columns (COLUMNS) gets a view of (A, T, H, B)
     columns (B = 1: one GEMM over all T rows, which are the columns; else one GEMM over all
-    T·B columns, then those put step by step); the others get rows, one GEMM over all T·B rows.
+    T·B columns, then one copy of each step's block into place); others get rows, one GEMM.
     """
     T, B, V = dJ_dy.shape
     H = Why.shape[1]
     make = common.empty if A == 1 else common.zeros
     if getattr(get_cell(cell), "COLUMNS", False):
-        columns = make(work, "dJ_dh_local_columns", (A, T, H, B), dJ_dy.dtype)
+        dJ_dh_columns = make(work, "dJ_dh_local_columns", (A, T, H, B), dJ_dy.dtype)
         if B == 1:
             # one sequence: its columns (T, H, 1) are the same memory as rows (T, 1, H)
-            np.matmul(dJ_dy.reshape(T, V), Why, out=columns[0].reshape(T, H))
+            np.matmul(dJ_dy.reshape(T, V), Why, out=dJ_dh_columns[0].reshape(T, H))
         else:
             # W^hyᵀ times every ∂J_t/∂y_t at once, (H, T·B); then each step's (H, B) block
             # into place (measured: 0.75 of the time of T products of (H, V) by (V, B) at
             # H = 100 and 256, B = 32; the same at H = 512)
-            by_row = common.empty(work, "dJ_dh_local_by_row", (H, T * B), dJ_dy.dtype)
-            np.matmul(Why.T, dJ_dy.reshape(T * B, V).T, out=by_row)
-            np.copyto(columns[0], by_row.reshape(H, T, B).transpose(1, 0, 2))
-        return columns.transpose(0, 1, 3, 2)
-    rows = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
-    np.matmul(dJ_dy.reshape(-1, V), Why, out=rows[0].reshape(-1, H))
-    return rows
+            dJ_dh_by_row = common.empty(work, "dJ_dh_local_by_row", (H, T * B), dJ_dy.dtype)
+            np.matmul(Why.T, dJ_dy.reshape(T * B, V).T, out=dJ_dh_by_row)
+            np.copyto(dJ_dh_columns[0], dJ_dh_by_row.reshape(H, T, B).transpose(1, 0, 2))
+        return dJ_dh_columns.transpose(0, 1, 3, 2)
+    dJ_dh_rows = make(work, "dJ_dh_local", (A, T, B, H), dJ_dy.dtype)
+    np.matmul(dJ_dy.reshape(-1, V), Why, out=dJ_dh_rows[0].reshape(-1, H))
+    return dJ_dh_rows
 
 
 class LayersBackward(NamedTuple):

@@ -204,25 +204,25 @@ def embedding_backward(
     * wide rows: one add per row.
     """
     H = dJ_dout.shape[-1]
-    rows = dJ_dout.reshape(-1, H)
+    dJ_dout_rows = dJ_dout.reshape(-1, H)
     flat_ids = ids.reshape(-1)
     if uses_one_hot(dJ_dout, D):
         # onehot(ids): rows ``ids`` of the identity
-        identity = _identity(D, rows.dtype.str)
+        identity = _identity(D, dJ_dout_rows.dtype.str)
         if one_hot is None or any_outside(flat_ids, D):
             one_hot = identity.take(flat_ids, axis=0)
         else:  # every id in [0, D): mode 'clip' changes none, and lets take write unbuffered
             identity.take(flat_ids, axis=0, out=one_hot, mode="clip")
-        return np.matmul(rows.T, one_hot, out=out)
+        return np.matmul(dJ_dout_rows.T, one_hot, out=out)
     # the scatters add whole rows of dJ_dout into rows of dJ_dWᵀ (D, H)
     dJ_dWT = np.zeros((D, H), dtype=dJ_dout.dtype)
     if H >= WIDE_ROWS:
-        rows = np.ascontiguousarray(rows)
+        dJ_dout_rows = np.ascontiguousarray(dJ_dout_rows)
         for row, d in enumerate(flat_ids.tolist()):
-            dJ_dWT[d] += rows[row]
+            dJ_dWT[d] += dJ_dout_rows[row]
     else:
         index = (flat_ids[:, None] * H + np.arange(H)).reshape(-1)
-        np.add.at(dJ_dWT.reshape(-1), index, np.ascontiguousarray(rows).reshape(-1))
+        np.add.at(dJ_dWT.reshape(-1), index, np.ascontiguousarray(dJ_dout_rows).reshape(-1))
     if out is None:
         return dJ_dWT.T
     np.copyto(out, dJ_dWT.T)

@@ -12,8 +12,9 @@ This module computes exactly that: for EACH loss J_t it starts from
 ∂J_t/∂h_t (through the head) and walks back, one explicit Jacobian matrix
 ∂s_k/∂s_{k−1} at a time, to every k ≤ t, adding the term of (t, k) to every
 weight.  It runs its own forward, builds one-hot x_t for token ids, and uses
-explicit (per batch row) Jacobian matrices: nothing is shared with the
-efficient backward but the problem statement.  O(T²), slow, obviously right.
+explicit (per batch row) Jacobian matrices: nothing of the recurrence is shared
+with the efficient backward (what is: the argument checks, and ops.py's
+cross-entropy with its partial p − onehot).  O(T²), slow, obviously right.
 
 The efficient O(T) sweep that regroups this sum by k is
 :func:`bptt.models.loss_and_grads` (``bptt.loss_and_grads``); the tests hold
@@ -30,10 +31,11 @@ Heads (``head=``, see :mod:`bptt.heads`) and lengths.  J_t is the loss read at s
 for "softmax_each"/"mse_each" the sum over the sequences b with t < n_b (real steps), for
 "softmax_last"/"mse_last" the sum over the sequences whose LAST real step is t
 (n_b − 1 = t), so a batch of full-length sequences has one loss, J_{T−1}, walked back to
-every k.  Rows without a loss at t start their walk from zero.  The per-row losses are
-written out here from their definitions (−log softmax, ½ ‖y − r‖²), not with the masked
-partials of ops.py that the efficient path, :func:`bptt.heads.backprop`
-(``bptt.task_loss_and_grads``), uses; the tests hold the two equal (tests/test_heads.py).
+every k.  Rows without a loss at t start their walk from zero.  The losses are taken on
+the rows that have one at t only (−log softmax with ops.py's unmasked cross_entropy_forward
+and cross_entropy_backward, ½ ‖y − r‖² written out here), not with the masks that the
+efficient path, :func:`bptt.heads.backprop` (``bptt.task_loss_and_grads``), uses for the
+"each" heads; the tests hold the two equal (tests/test_heads.py).
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def input_projection(
 
     W: (G, D), bias: (G,) or None, out: (T, B, G) to write into.
     Token ids: x_t = onehot(id), so W x_t + b is column id of W + b 1ᵀ (1ᵀ x_t = 1):
-    one (D, G) table, then one gather of its rows for all T·B ids; or, when there are
+    one (D, G) table, then one gather of its rows for all T·B ids; or, with a bias and
     fewer ids than columns, the gather first and b added to the rows taken (the same sums).
     Dense: one GEMM over all T·B rows.
     """
@@ -249,7 +249,9 @@ def weight_gradient(
     """∂J/∂W for proj = W x_t summed over all rows: Σ_rows ∂J/∂proj ⊗ x (∂proj/∂W = x).
 
     dJ_dproj: (T, B, G) (ages already summed), inputs: (T, B) ids or (T, B, D).
-    out: (G, D).  Token ids: a scatter-add of rows into columns of W; dense: one GEMM.
+    out: (G, D).  Token ids: a scatter-add of rows into columns of W (or, for a small
+    vocabulary, the GEMM with the one-hot rows: :func:`bptt.ops.embedding_backward`);
+    dense: one GEMM.
     work: reusable memory (for a small vocabulary, the one-hot rows of the ids).
     """
     G = dJ_dproj.shape[-1]

@@ -82,6 +82,9 @@ def init_layer(
 # ----------------------------------------------------------------------------
 # one step
 # ----------------------------------------------------------------------------
+# A batch as rows (B, H), so W^hh h_{t−1} is written h_prev @ Whh.T.  The sweeps below do
+# not call these: they keep each step's vectors as columns (H, B) (see Layout).  Tests hold
+# step_forward to the sweep's saved step and step_backward to finite differences.
 
 
 class Step(NamedTuple):
@@ -170,7 +173,7 @@ class Cache(NamedTuple):
 
     inputs: (T, B) ids or (T, B, D) dense;  hs: (T + 1, B, H) with hs[0] = h0,
     hs[t + 1] = h_t;  r, z, n, a_hn: (T, B, H) per step.  Every array but inputs is a
-    transposed view of the sweep's columns (see COLUMNS): index it freely, a reshape copies.
+    transposed view of the sweep's columns (see COLUMNS): index it freely, a reshape may copy.
     """
 
     inputs: np.ndarray
@@ -203,8 +206,9 @@ class Backward(NamedTuple):
 
 # Layout.  As in the LSTM (cells/lstm.py), inside the sweep a step's vectors are columns,
 # one per sequence of the batch: a^hh_t is (3H, B), h_t is (H, B), arrays over time are
-# (T, 3H, B), (T + 1, H, B); W^hh h_{t−1} and W^hhᵀ ∂J/∂a^hh_k then run in BLAS's fast
-# orientation for a small batch.  The Cache and Backward hold transposed views of them.
+# (T, 4H, B) (a step's gate rows, then a^in), (T + 1, H, B); W^hh h_{t−1} and W^hhᵀ ∂J/∂a^hh_k
+# then run in BLAS's fast orientation for a small batch.  The Cache and Backward hold
+# transposed views of them.
 COLUMNS = True
 
 # The input side's gate blocks inside the backward sweep, as PyTorch's block numbers.
@@ -246,8 +250,8 @@ def sequence_forward(
     inputs: (T, B) token ids or (T, B, D); state0: (h0,) with h0 (B, H).  work: reusable
     memory (None: fresh arrays).  Returns the Cache; the outputs h_0 … h_{T−1}
     (one per step; h0 is the state before step 0) are hs[1:].
-    The input projection W^xh x_t + b^xh is done for all t before the loop; only the
-    recurrent part W^hh h_{t−1} + b^hh and the gates are done step by step.
+    The input projection W^xh x_t + b^xh, with b^hh too, is done for all t before the loop;
+    only the recurrent product W^hh h_{t−1} and the gates are done step by step.
 
     σ(a) = 1 / (1 + e^{−a}): the r and z rows of W^xh, W^hh and their biases are negated
     (exact in binary floating point), so e^{·}, + 1, 1/· over those 2H rows give both σ
@@ -259,9 +263,9 @@ def sequence_forward(
     table, bias, Whh_sweep = common.of_params(
         work, "sweep_weights", lambda: _sweep_weights(p, H, work)
     )
-    # step t's block of rows: a^ir + a^hr, a^iz + a^hz, a^hn (the gates), then a^in.  The
-    # block starts as the input part x_in (their input parts and biases, table's rows); step
-    # t adds W^hh h_{t−1} to its first 3H rows in place, and they become r_t, z_t, a^hn_t
+    # step t's block of rows: −(a^ir + a^hr), −(a^iz + a^hz), a^hn (the gates), then a^in:
+    # it starts as x_in (their input parts and biases, table's rows); step t adds the sweep's
+    # W^hh h_{t−1} to its first 3H rows in place, and they become r_t, z_t, a^hn_t
     x_in = common.input_columns(
         table, inputs, bias, common.empty(work, "x_in", (T, 4 * H, B), dtype)
     )
@@ -449,7 +453,8 @@ def _weight_grads(
 
     dJ_da_ih: (A, T, 3H, B) by age, columns, regrouped n r z; dJ_da_hh: (A, T, 3H, B) in
     PyTorch's r z n.  For the GEMMs over all T·B columns at once both are laid out row
-    by row, (3H, T·B), the input side back in r z n (one copy each).
+    by row, (3H, T·B), the input side back in r z n (one copy each; none of ∂J/∂a^hh for
+    B = 1).
     Returns (grads, dJ_dx (A, T, B, D) or None).
     """
     Wxh = p["Wxh"]
@@ -458,34 +463,34 @@ def _weight_grads(
     T, B = dJ_da_ih.shape[1], dJ_da_ih.shape[3]
     out = grads_out or {}
     # every age added up, then row by row: ∂J/∂a^ih in r z n (blocks 1, 2 then 0), ∂J/∂a^hh
-    ih_nrz = common.sum_ages(dJ_da_ih)
-    ih = common.empty(work, "dJ_da_ih_by_row", (G, T, B), Wxh.dtype)
-    np.copyto(ih[: 2 * H], ih_nrz[:, H:].transpose(1, 0, 2))
-    np.copyto(ih[2 * H :], ih_nrz[:, :H].transpose(1, 0, 2))
-    ih = ih.reshape(G, T * B)
-    hh = common.by_row(common.sum_ages(dJ_da_hh), work, "dJ_da_hh_by_row")
+    dJ_da_ih_nrz = common.sum_ages(dJ_da_ih)
+    dJ_da_ih_all = common.empty(work, "dJ_da_ih_by_row", (G, T, B), Wxh.dtype)
+    np.copyto(dJ_da_ih_all[: 2 * H], dJ_da_ih_nrz[:, H:].transpose(1, 0, 2))
+    np.copyto(dJ_da_ih_all[2 * H :], dJ_da_ih_nrz[:, :H].transpose(1, 0, 2))
+    dJ_da_ih_all = dJ_da_ih_all.reshape(G, T * B)
+    dJ_da_hh_all = common.by_row(common.sum_ages(dJ_da_hh), work, "dJ_da_hh_by_row")
     h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")
     grads: dict[str, np.ndarray] = {}
     # ∂a^ih_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(
-        ih.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh"), work
+        dJ_da_ih_all.T.reshape(T, B, G), cache.inputs, D, out.get("Wxh"), work
     )
     # ∂a^hh_k/∂W^hh = h_{k−1}:  Σ_k ∂J/∂a^hh_k h_{k−1}ᵀ, one GEMM over all T·B columns
-    grads["Whh"] = np.matmul(hh, h_prev.T, out=out.get("Whh"))
+    grads["Whh"] = np.matmul(dJ_da_hh_all, h_prev.T, out=out.get("Whh"))
     if "bxh" in p:
         # ∂a^ih_k/∂b^xh = 1
-        grads["bxh"] = np.add.reduce(ih, axis=1, out=out.get("bxh"))
+        grads["bxh"] = np.add.reduce(dJ_da_ih_all, axis=1, out=out.get("bxh"))
     if "bhh" in p:
         # ∂a^hh_k/∂b^hh = 1
-        grads["bhh"] = np.add.reduce(hh, axis=1, out=out.get("bhh"))
+        grads["bhh"] = np.add.reduce(dJ_da_hh_all, axis=1, out=out.get("bhh"))
     dJ_dx = None
     if need_dx:
         # ∂a^ih_k/∂x_k = W^xh (the layer below gets its error at the same step and age),
         # W^xh's rows regrouped n r z like the error's
         Wxh_nrz = common.regroup(Wxh, common.gate_rows(ORDER, H))
-        columns = np.matmul(
+        dJ_dx_columns = np.matmul(
             Wxh_nrz.T, dJ_da_ih,
             out=common.empty(work, "dJ_dx", (*dJ_da_ih.shape[:2], D, B), Wxh.dtype),
         )
-        dJ_dx = np.swapaxes(columns, -1, -2)
+        dJ_dx = np.swapaxes(dJ_dx_columns, -1, -2)
     return grads, dJ_dx

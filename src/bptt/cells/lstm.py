@@ -100,6 +100,9 @@ def init_layer(
 # ----------------------------------------------------------------------------
 # one step
 # ----------------------------------------------------------------------------
+# A batch as rows (B, H), so W^hh h_{t−1} is written h_prev @ Whh.T.  The sweeps below do
+# not call these: they keep each step's vectors as columns (H, B) (see Layout).  Tests hold
+# step_forward to the sweep's saved step and step_backward to finite differences.
 
 
 class Step(NamedTuple):
@@ -201,7 +204,7 @@ class Cache(NamedTuple):
     cs[0] = c0, hs[t + 1] = h_t, cs[t + 1] = c_t;  i, f, g, o, tanh_c: (T, B, H) per step.
     gates: (T, B, 4H) in the sweep's order i f o g (SWEEP_BLOCKS), of which i, f, g, o are
     views.  Every array but inputs is a transposed view of the sweep's columns (see COLUMNS):
-    index it freely, but a reshape of it copies.
+    index it freely, but a reshape of it may copy.
     """
 
     inputs: np.ndarray
@@ -245,11 +248,12 @@ class Backward(NamedTuple):
 
 # Layout.  Inside the sweep a step's vectors are COLUMNS, one per sequence of the batch, as
 # the derivation writes them: a_t = W^hh h_{t−1} + … is (4H, B), h_t is (H, B), and arrays
-# over time are (T, 4H, B), (T + 1, H, B).  Then W^hh h_{t−1} and W^hhᵀ ∂J/∂a_k are products
-# in the orientation BLAS runs fastest for a small batch (measured here: 25–35% faster than
-# h_{t−1}ᵀ W^hhᵀ at B = 32; the same at B = 1, where both layouts are one vector), and each
-# gate of a step is one contiguous block.  The Cache and Backward hold the (…, B, H) arrays
-# the other cells hold, as transposed views of these columns (no copy).
+# over time are (T + 1, 5H, B) (a step's gates, then the c_{t−1} it reads), (T + 1, H, B).
+# Then W^hh h_{t−1} and W^hhᵀ ∂J/∂a_k are products in the orientation BLAS runs fastest for
+# a small batch (measured here: 25–35% faster than h_{t−1}ᵀ W^hhᵀ at B = 32; the same at
+# B = 1, where both layouts are one vector), and each gate of a step is one contiguous block.
+# The Cache and Backward hold (…, B, H) arrays, as the RNN's and GRU's do: transposed views
+# of these columns (no copy).
 COLUMNS = True
 
 # Gates.  Inside a sweep a step's gate rows are stored i, f, o, g (SWEEP_BLOCKS: blocks 0, 1,
@@ -272,16 +276,16 @@ def _sweep_weights(
     the time of one product by a broadcast column of signs, measured).
     """
     dtype = p["Whh"].dtype
-    Wxh = common.empty(work, "Wxh_sweep", p["Wxh"].shape, dtype)
-    Whh = common.empty(work, "Whh_sweep", p["Whh"].shape, dtype)
-    bias = np.empty(GATES * H, dtype) if "bxh" in p else None
+    Wxh_sweep = common.empty(work, "Wxh_sweep", p["Wxh"].shape, dtype)
+    Whh_sweep = common.empty(work, "Whh_sweep", p["Whh"].shape, dtype)
+    bias_sweep = np.empty(GATES * H, dtype) if "bxh" in p else None
     for n, (block, sign) in enumerate(zip(SWEEP_BLOCKS, SWEEP_SIGNS, strict=True)):
         sweep_rows, rows = slice(n * H, (n + 1) * H), slice(block * H, (block + 1) * H)
-        np.multiply(p["Wxh"][rows], sign, out=Wxh[sweep_rows])
-        np.multiply(p["Whh"][rows], sign, out=Whh[sweep_rows])
-        if bias is not None:
-            np.multiply(p["bxh"][rows] + p["bhh"][rows], sign, out=bias[sweep_rows])
-    return Wxh, Whh, bias
+        np.multiply(p["Wxh"][rows], sign, out=Wxh_sweep[sweep_rows])
+        np.multiply(p["Whh"][rows], sign, out=Whh_sweep[sweep_rows])
+        if bias_sweep is not None:
+            np.multiply(p["bxh"][rows] + p["bhh"][rows], sign, out=bias_sweep[sweep_rows])
+    return Wxh_sweep, Whh_sweep, bias_sweep
 
 
 def sequence_forward(
@@ -301,8 +305,10 @@ def sequence_forward(
     H = p["Whh"].shape[1]
     T, B = inputs.shape[:2]
     G = GATES * H
-    Wxh, Whh, bias = common.of_params(work, "sweep_weights", lambda: _sweep_weights(p, H, work))
-    dtype = Whh.dtype
+    Wxh_sweep, Whh_sweep, bias_sweep = common.of_params(
+        work, "sweep_weights", lambda: _sweep_weights(p, H, work)
+    )
+    dtype = Whh_sweep.dtype
     # step t's block of rows: its gates in sweep order i f o g, then the c_{t−1} it reads
     # (block T holds c_{T−1} alone), so that [g_t; c_{t−1}] is one block of rows, as [i_t; f_t]
     # is; then h and tanh c: all columns
@@ -310,8 +316,8 @@ def sequence_forward(
     gates, cs = gates_and_c[:T, :G], gates_and_c[:, G:]
     # the gate rows start as the input part W^xh x_t + b^xh + b^hh; step t adds W^hh h_{t−1}
     # to its block in place (a block the sweep reads once, not a second array of that size)
-    common.input_columns(Wxh, inputs, bias, gates)
-    # W^hh h_{t−1} of the current step
+    common.input_columns(Wxh_sweep, inputs, bias_sweep, gates)
+    # W^hh h_{t−1} of the current step, in the sweep's order and signs
     recurrent = common.empty(work, "recurrent", (G, B), dtype)
     hs = common.empty(work, "hs", (T + 1, H, B), dtype)
     tanh_c = common.empty(work, "tanh_c", (T, H, B), dtype)
@@ -339,7 +345,7 @@ def sequence_forward(
     with np.errstate(over="ignore", under="ignore"):
         for t in range(T):
             # a_t = W^hh h_{t−1} + W^xh x_t + b^xh + b^hh, negated in the rows i, f, o
-            dot(Whh, h_t[t], recurrent)
+            dot(Whh_sweep, h_t[t], recurrent)
             add(a_t[t], recurrent, a_t[t])
             # i, f, o = σ(a) = 1 / (1 + e^{−a})
             exp(ifo_t[t], ifo_t[t])
@@ -509,13 +515,13 @@ def _weight_grads(
 
     dJ_da: (A, T, 4H, B) by age, columns, gates i f g o.  For the GEMMs over all T·B
     columns at once, ∂J/∂a and h_{k−1} are laid out gate row by gate row first, (4H, T·B)
-    and (H, T·B) (one copy each).  Returns (grads, dJ_dx (A, T, B, D) or None).
+    and (H, T·B) (one copy each; none for B = 1).  Returns (grads, dJ_dx (A, T, B, D) or None).
     """
     Wxh = p["Wxh"]
     G, D = Wxh.shape
     T, B = dJ_da.shape[1], dJ_da.shape[3]
     out = grads_out or {}
-    # every age added up, then (4H, T·B): row g holds ∂J/∂a[g] of every step and sequence
+    # every age added up, then (4H, T·B): row j holds ∂J/∂a[j] of every step and sequence
     dJ_da_all = common.by_row(common.sum_ages(dJ_da), work, "dJ_da_by_row")
     h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")  # (H, T·B)
     grads: dict[str, np.ndarray] = {}
@@ -533,9 +539,9 @@ def _weight_grads(
     dJ_dx = None
     if need_dx:
         # ∂a_k/∂x_k = W^xh (the layer below gets its error at the same step and age), columns
-        columns = np.matmul(
+        dJ_dx_columns = np.matmul(
             Wxh.T, dJ_da, out=common.empty(work, "dJ_dx", (*dJ_da.shape[:2], D, B), Wxh.dtype)
         )
-        dJ_dx = np.swapaxes(columns, -1, -2)
+        dJ_dx = np.swapaxes(dJ_dx_columns, -1, -2)
     return grads, dJ_dx
 

@@ -44,7 +44,10 @@ def init_layer(
     dtype: type,
     **_: object,
 ) -> dict[str, np.ndarray]:
-    """One layer's parameters, U(−1/√H, 1/√H) as PyTorch.  Returns Wxh (H,D), Whh (H,H), bh (H,)."""
+    """One layer's parameters, U(−1/√H, 1/√H) as PyTorch.
+
+    Returns Wxh (H, D), Whh (H, H) and, with bias, bh (H,).
+    """
     bound = 1.0 / np.sqrt(hidden_size)
     p = {
         "Wxh": rng.uniform(-bound, bound, (hidden_size, input_size)).astype(dtype),
@@ -75,8 +78,8 @@ def step_backward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Invert one step: forward was z = W^xh x + W^hh h_prev + b_h, h = tanh z.
 
-    dJ_dh: (..., B, H) total error at h_t, h: (B, H) = h_t.
-    Returns (dJ_dz (..., B, H), dJ_dh_prev (..., B, H)).
+    dJ_dh: (..., B, H) total error at h_t, h: (B, H) = h_t.  Returns (dJ_dz (..., B, H),
+    dJ_dh_prev (..., B, H) the error reaching h_{t−1} through this step).
     """
     # ∂h_t/∂z_t = 1 − h_t²
     dJ_dz = dJ_dh * (1 - h * h)
@@ -124,8 +127,9 @@ class Backward(NamedTuple):
 # B = 32, W^hh h_{t−1} took 0.5–0.6 of the time of the rows' h_{t−1}ᵀ W^hhᵀ and W^hhᵀ ∂J/∂z_k
 # 0.85 (at B = 1 both layouts are one vector: no difference); a whole training step came out
 # 8% faster at H = 256 and 18% at H = 512 (B = 32), 5% at H = 256, B = 1, and 2–3% slower at
-# H = 100.  The Cache's hs and the Backward's dJ_dh and dJ_dx are the (…, B, H) arrays of
-# the docstrings, as transposed views of these columns (no copy).  The LSTM and GRU do the same.
+# H = 100.  The Cache's hs and the Backward's dJ_dh and dJ_dx are the (…, B, H) and (…, B, D)
+# arrays of the docstrings, as transposed views of these columns (no copy).  The LSTM and GRU
+# do the same.
 COLUMNS = True
 
 
@@ -266,8 +270,8 @@ def _weight_grads(
     dJ_dx = None
     if need_dx:
         # ∂z_k/∂x_k = W^xh (the layer below gets its error at the same step and age), columns
-        columns = np.matmul(
+        dJ_dx_columns = np.matmul(
             Wxh.T, dJ_dz, out=common.empty(work, "dJ_dx", (*dJ_dz.shape[:2], D, B), Wxh.dtype)
         )
-        dJ_dx = np.swapaxes(columns, -1, -2)
+        dJ_dx = np.swapaxes(dJ_dx_columns, -1, -2)
     return grads, dJ_dx
