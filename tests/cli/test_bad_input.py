@@ -278,7 +278,7 @@ CASES = [
     ("export-force-over-a-fifo", "export {w}/run {w}/fifo.safetensors --force",
      "is a FIFO (named pipe), not a regular file"),
     ("export-corrupt-checkpoint", "export {w}/truncated {w}/out.safetensors", "not a bptt checkpoint"),
-    ("import-text-file", "import {w}/good.txt {w}/imported", "not a bptt checkpoint"),
+    ("import-text-file", "import {w}/good.txt {w}/imported", "not a usable safetensors file"),
     ("import-pickle", "import {w}/pickled/model.safetensors {w}/imported", "pickle"),
     ("import-into-an-empty-path", "import {w}/exported.safetensors ", "expected a path"),
     ("import-a-bptt-model", "import {w}/run/model.safetensors {w}/imported", "already"),
