@@ -284,9 +284,10 @@ def test_split_train_val_too_short(n: int):
         split_train_val(np.arange(n))
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, float("nan"), "0.1", True, None])
 def test_split_train_val_rejects_bad_fraction(fraction: float):
-    with pytest.raises(BpttError, match="val_fraction"):
+    # ("0.1" passed float() and was multiplied by the length: TypeError; None: TypeError)
+    with pytest.raises(BpttError, match=r"^val_fraction must be a number between 0 and 1"):
         split_train_val(np.arange(100), fraction)
 
 

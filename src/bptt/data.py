@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt.errors import BpttError, DataError, check_int, is_int, is_surrogate
+from bptt.errors import BpttError, DataError, check_int, is_int, is_number, is_surrogate
 
 BUILTIN_CORPUS_NAME = "pydoc_data.topics"
 
@@ -362,8 +362,10 @@ def split_train_val(ids: np.ndarray, val_fraction: float = 0.05) -> tuple[np.nda
     the training part the rest, which must be at least 2.  The two parts are
     views of ``ids``.
     """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise BpttError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
+    if not is_number(val_fraction) or not 0.0 < val_fraction < 1.0:
+        raise BpttError(
+            f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}."
+        )
     n = len(ids)
     n_val = max(2, round(n * val_fraction))
     if n - n_val < 2:
