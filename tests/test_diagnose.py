@@ -863,3 +863,43 @@ def test_an_ignored_truncate_argument_is_named_for_every_window_shorter_than_T(t
     report = diagnose.check_backward(load("correct"), diagnose.make_problem(seq_len=5,
                                                                             truncate=truncate))
     assert report.diagnosis is not None and report.diagnosis.name == "truncate-ignored"
+
+
+def test_a_window_two_steps_off_is_not_called_an_off_by_one():
+    def window(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=4)
+
+    report = diagnose.check_backward(window, diagnose.make_problem(seq_len=5, truncate=2))
+    assert report.diagnosis is not None and report.diagnosis.name == "truncate-window"
+    assert "keep 4 steps (the terms with t − k < 4): another window than the one asked for." \
+        in report.diagnosis.message
+    assert "off-by-one" not in report.diagnosis.message
+
+
+def test_a_loss_that_changes_between_calls_fails():
+    calls = []
+
+    def accumulates(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        calls.append(loss)
+        return sum(calls), grads, h_last  # a module-level running total, never reset
+
+    report = diagnose.check_backward(accumulates)
+    assert report.loss.passed and not report.repeatable and not report.passed
+    assert report.failures() == ["a second call returns other results"]
+
+
+def test_each_step_of_the_localisation_has_its_worst_error_and_its_reach():
+    def cut_and_head_off(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=2)
+        return dict(grads, Why=2 * grads["Why"])
+
+    problem = diagnose.make_problem()
+    loc = diagnose.localise(cut_and_head_off, problem, diagnose.expansion(problem))
+    assert [s.ok for s in loc.steps] == [False] * 5
+    assert all("Why" in s.wrong for s in loc.steps)
+    # the recurrent part still holds only k = t − 1 … t, head wrong or not
+    assert [s.reach for s in loc.steps] == [None, None, 2, 2, 2]
+    # a step is wrong by its worst parameter (W^hy, 2 × the reference: 1/3)
+    for s in loc.steps:
+        assert s.max_rel == pytest.approx(1 / 3, rel=1e-9)
