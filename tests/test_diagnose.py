@@ -903,3 +903,14 @@ def test_each_step_of_the_localisation_has_its_worst_error_and_its_reach():
     # a step is wrong by its worst parameter (W^hy, 2 × the reference: 1/3)
     for s in loc.steps:
         assert s.max_rel == pytest.approx(1 / 3, rel=1e-9)
+
+
+def test_a_wrong_gradient_in_the_transposed_shape_is_not_called_right_but_transposed():
+    report = diagnose.check_backward(_changed("Wxh", lambda g, *_: 2 * g["Wxh"].T))
+    row = next(p for p in report.params if p.name == "Wxh")
+    assert row.note == "shape (5, 4), expected (4, 5)" and not row.explanation
+    assert not any("has the right values" in m for m in report.messages()), report.messages()
+    row = next(p for p in diagnose.check_backward(_changed("Wxh", lambda g, *_: g["Wxh"].T))
+               .params if p.name == "Wxh")
+    assert row.explanation == ("Your ∂J/∂W^xh has the right values, transposed: return it in "
+                               "the shape of W^xh, (4, 5).")
