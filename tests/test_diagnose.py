@@ -707,3 +707,210 @@ def test_a_bug_at_T_equal_1_is_placed_only_from_the_gradients_given(fn, left_out
 
     loc = diagnose.check_backward(without).localisation
     assert loc.first_wrong == 0 and said in loc.message and not_said not in loc.message
+
+
+# --- found by a mutation audit: each test kills a mutant that survived the tests above ------
+
+
+@pytest.mark.parametrize("kept", [1, 2, 3, 4])
+def test_every_cut_of_the_recurrence_is_named_with_its_length(kept):
+    """A walk back of m < T steps is "truncated" for every m, the longest (T − 1) too."""
+    def cut(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=kept)[1]
+
+    report = diagnose.check_backward(cut, diagnose.make_problem(seq_len=5))
+    assert report.diagnosis is not None and report.diagnosis.name == "truncated"
+    assert f"Your dW^hh keeps only {diagnose._steps(kept)} of the recurrence" in \
+        report.diagnosis.message
+
+
+def test_a_mean_over_the_batch_is_named_when_T_differs_from_B():
+    def mean_over_batch(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {k: v / inputs.shape[1] for k, v in grads.items()}
+
+    report = diagnose.check_backward(mean_over_batch, diagnose.make_problem(seq_len=5, batch=2))
+    assert report.diagnosis is not None and report.diagnosis.name == "mean"
+    assert report.diagnosis.message.startswith(
+        "You differentiate the MEAN over the batch: every gradient is 1/B = 1/2 of the reference")
+
+
+def test_a_loop_that_skips_the_last_step_is_named():
+    """for t in reversed(range(T − 1)): the gradient of J_1 … J_{T−1} alone, which is the
+    efficient backward run on the first T − 1 steps."""
+    def skips_last(params, inputs, targets, h0=None, truncate=None):
+        result = bptt.backprop(params, inputs[:-1], targets[:-1], h0=h0)
+        return dict(result.grads, h0=result.dJ_dstate0)
+
+    report = diagnose.check_backward(skips_last)
+    assert report.diagnosis is not None and report.diagnosis.name == "last-step-skipped"
+    assert report.diagnosis.message.startswith(
+        "Your loop over time skips the last step (t = T): the terms of J_T are missing.")
+
+
+def test_a_transposed_dWhy_is_named():
+    report = diagnose.check_backward(_changed("Why", lambda g, *_: g["Why"].T))
+    assert report.diagnosis is not None and report.diagnosis.name == "transposed"
+    assert report.diagnosis.message.startswith("Your dW^hy is the transpose of the right gradient")
+
+
+def test_a_constant_factor_in_one_gradient_is_named_with_its_value():
+    """Per parameter, a gradient that is c × the reference says c (1/T by name); a factor
+    as close to 1 as 1.001 is a factor, not round-off."""
+    def scaled(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return dict(grads, Whh=2 * grads["Whh"], bh=grads["bh"] / inputs.shape[0])
+
+    messages = diagnose.check_backward(scaled).messages()
+    assert "W^hh: Your gradient is 2 × the reference: a constant factor slipped in here." \
+        in messages
+    assert "b_h: Your gradient is 1/T = 1/5 × the reference: a constant factor slipped in " \
+           "here." in messages
+
+    report = diagnose.check_backward(_changed("Whh", lambda g, *_: 1.001 * g["Whh"]))
+    assert "W^hh: Your gradient is 1.001 × the reference: a constant factor slipped in here." \
+        in report.messages()
+    assert not any("round-off" in m for m in report.messages())
+
+
+def test_a_gradient_that_is_almost_a_constant_factor_is_not_called_one():
+    def nearly_twice(grads, *_):
+        whh = 2 * grads["Whh"]
+        whh[0, 0] += 1e-6 * np.abs(whh).max()
+        return whh
+
+    messages = diagnose.check_backward(_changed("Whh", nearly_twice)).messages()
+    assert not any("constant factor" in m for m in messages), messages
+
+
+def test_only_dWxh_wrong_is_said_to_be_assembled_wrongly():
+    messages = diagnose.check_backward(
+        _changed("Wxh", lambda g, *_: g["Wxh"][:, ::-1].copy())).messages()
+    assert ("Your W^hh and b_h gradients are right, so ∂J/∂z_t is right: only dW^xh is "
+            "assembled wrongly. It is Σ_t ∂J/∂z_t x_tᵀ with x_t the one-hot input of step t."
+            ) in messages
+
+
+def test_a_wrong_head_beside_a_wrong_recurrence_is_said_first_to_fix():
+    def both_off(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        grads["Why"][0, 0] += 0.37
+        grads["Whh"][0, 0] += 0.37
+        return grads
+
+    messages = diagnose.check_backward(both_off).messages()
+    assert any(m.startswith("Your head gradients are wrong too, so start there: ∂J_t/∂y_t = "
+                            "p_t − onehot(label_t)") for m in messages), messages
+
+
+def test_localisation_of_a_recurrence_cut_to_one_step_names_J_1_and_the_reach():
+    problem = diagnose.make_problem()
+    loc = diagnose.localise(load("no_recurrence"), problem, diagnose.expansion(problem))
+    assert loc.first_wrong == 1 and loc.steps[1].reach == 1
+    assert "The terms of J_1 are right, so a single step is right" in loc.message
+    assert "For J_2 your gradient holds only the terms k = 2 … 2: the error stops after " \
+           "1 step." in loc.message
+
+
+def test_the_shortest_sequence_allowed_is_checked():
+    problem = diagnose.make_problem(seq_len=diagnose.MIN_SEQ_LEN)
+    assert problem.T == 4
+    assert diagnose.check_backward(load("correct"), problem).passed
+
+
+def test_the_last_line_names_the_loss_and_h_last_that_differ():
+    def from_zeros(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets)
+
+    assert diagnose.check_backward(from_zeros).failures() == [
+        "5 of 5 gradients differ from the reference", "the loss differs", "h_last differs"]
+
+    def off(loss_by, h_by):
+        def fn(params, inputs, targets, h0=None, truncate=None):
+            loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+            return loss + loss_by, grads, h_last + h_by
+        return fn
+
+    assert diagnose.check_backward(off(1.0, 0)).failures() == ["the loss differs"]
+    report = diagnose.check_backward(off(0, 1e-6))  # far beyond round-off of a float64 state
+    assert report.h_last_ok is False and report.failures() == ["h_last differs"]
+
+
+def test_a_wrong_loss_is_told_the_reference_formula():
+    def loss_plus_one(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return loss + 1, grads, h_last
+
+    report = diagnose.check_backward(loss_plus_one)
+    J = report.loss.reference
+    assert report.messages() == [
+        f"Your loss {J + 1:.10g} differs from the reference J = {J:.10g}: the forward pass or "
+        "the loss itself is different. The reference is J = Σ_t Σ_b −log softmax(W^hy h_t + "
+        "b_y)[label_t] with z_t = W^xh x_t + W^hh h_{t−1} + b_h, h_t = tanh z_t, h_0 = h0; if "
+        "the gradients are wrong too, fix the forward first."]
+
+
+def test_an_ignored_initial_state_is_named_under_truncation_too():
+    def from_zeros(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, truncate=truncate)
+
+    report = diagnose.check_backward(from_zeros, diagnose.make_problem(truncate=2))
+    assert report.diagnosis is not None and report.diagnosis.name == "h0-ignored"
+
+
+@pytest.mark.parametrize("truncate", [2, 4])
+def test_an_ignored_truncate_argument_is_named_for_every_window_shorter_than_T(truncate):
+    report = diagnose.check_backward(load("correct"), diagnose.make_problem(seq_len=5,
+                                                                            truncate=truncate))
+    assert report.diagnosis is not None and report.diagnosis.name == "truncate-ignored"
+
+
+def test_a_window_two_steps_off_is_not_called_an_off_by_one():
+    def window(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=4)
+
+    report = diagnose.check_backward(window, diagnose.make_problem(seq_len=5, truncate=2))
+    assert report.diagnosis is not None and report.diagnosis.name == "truncate-window"
+    assert "keep 4 steps (the terms with t − k < 4): another window than the one asked for." \
+        in report.diagnosis.message
+    assert "off-by-one" not in report.diagnosis.message
+
+
+def test_a_loss_that_changes_between_calls_fails():
+    calls = []
+
+    def accumulates(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        calls.append(loss)
+        return sum(calls), grads, h_last  # a module-level running total, never reset
+
+    report = diagnose.check_backward(accumulates)
+    assert report.loss.passed and not report.repeatable and not report.passed
+    assert report.failures() == ["a second call returns other results"]
+
+
+def test_each_step_of_the_localisation_has_its_worst_error_and_its_reach():
+    def cut_and_head_off(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0, truncate=2)
+        return dict(grads, Why=2 * grads["Why"])
+
+    problem = diagnose.make_problem()
+    loc = diagnose.localise(cut_and_head_off, problem, diagnose.expansion(problem))
+    assert [s.ok for s in loc.steps] == [False] * 5
+    assert all("Why" in s.wrong for s in loc.steps)
+    # the recurrent part still holds only k = t − 1 … t, head wrong or not
+    assert [s.reach for s in loc.steps] == [None, None, 2, 2, 2]
+    # a step is wrong by its worst parameter (W^hy, 2 × the reference: 1/3)
+    for s in loc.steps:
+        assert s.max_rel == pytest.approx(1 / 3, rel=1e-9)
+
+
+def test_a_wrong_gradient_in_the_transposed_shape_is_not_called_right_but_transposed():
+    report = diagnose.check_backward(_changed("Wxh", lambda g, *_: 2 * g["Wxh"].T))
+    row = next(p for p in report.params if p.name == "Wxh")
+    assert row.note == "shape (5, 4), expected (4, 5)" and not row.explanation
+    assert not any("has the right values" in m for m in report.messages()), report.messages()
+    row = next(p for p in diagnose.check_backward(_changed("Wxh", lambda g, *_: g["Wxh"].T))
+               .params if p.name == "Wxh")
+    assert row.explanation == ("Your ∂J/∂W^xh has the right values, transposed: return it in "
+                               "the shape of W^xh, (4, 5).")

@@ -205,3 +205,139 @@ def test_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
     run = bptt_cli("flow", *args, cwd=tmp_path)
     assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1
     assert not (tmp_path / "flow.png").exists()
+
+
+# --- found by a mutation audit: each test kills a mutant that survived the tests above ------
+
+
+def test_the_csv_lists_each_loss_t_then_each_step_k_in_full_precision():
+    """Rows in the order of the heatmap's rows: t = 1 … T, and within t, k = 1 … t."""
+    norms = np.array([[0.1, np.nan, np.nan], [0.2, 1 / 3, np.nan], [0.4, 0.5, 0.6]])
+    report = flow.FlowReport("gru", 4, 1, "abcd", norms, "test")
+    assert flow.to_csv([report]) == (
+        "cell,t,k,distance,norm\n"
+        "gru,1,1,0,0.1\n"
+        "gru,2,1,1,0.2\n"
+        "gru,2,2,0,0.3333333333333333\n"
+        "gru,3,1,2,0.4\n"
+        "gru,3,2,1,0.5\n"
+        "gru,3,3,0,0.6\n")
+
+
+def test_a_layer_past_the_top_is_refused():
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0))
+    ids = np.zeros((2, 1), np.int64)
+    with pytest.raises(bptt.BpttError, match=r"layer must be in \[0, 1\), got 1"):
+        flow.dJt_dh_norms(params, ids, ids, layer=1)
+
+
+def test_the_default_sequence_is_the_whole_text_and_the_report_keeps_what_was_read():
+    text = "abcabcabcabd"
+    report = flow.flow_on_text(text, hidden=4)
+    assert report.T == len(text) - 1 and report.text == text
+    # the decay is the last loss's error at h_1 over its size at h_T
+    F = reference_norms(*_fresh_problem(text, hidden=4))
+    assert report.decay() == pytest.approx(F[-1, 0] / F[-1, -1], rel=1e-12)
+    with pytest.raises(bptt.BpttError, match="at most 3 steps"):
+        flow.flow_on_text("abcd", seq_len=4)
+    with pytest.raises(bptt.BpttError, match="seq_len must be from 1 to 500, got 501"):
+        flow.flow_on_text("ab" * 300, seq_len=501)
+
+
+def _fresh_problem(text, hidden, cell="rnn", seed=0):
+    """flow_on_text's documented fresh model and sequence: (params, inputs, targets)."""
+    vocab = sorted(set(text))
+    params = bptt.init_params(cell, len(vocab), hidden, len(vocab),
+                              rng=np.random.default_rng(seed), dtype=np.float64,
+                              forget_bias=flow.DEFAULT_FORGET_BIAS if cell == "lstm" else None)
+    ids = np.array([vocab.index(c) for c in text])
+    return params, ids[:-1, None], ids[1:, None]
+
+
+def test_compare_uses_the_seed_it_is_given_and_says_the_forget_bias_only_for_an_lstm():
+    text = "abcabcabcabd"
+    for report in flow.compare_cells(text, hidden=4, seed=3):
+        expected = reference_norms(*_fresh_problem(text, 4, report.cell, seed=3))
+        np.testing.assert_allclose(report.norms, expected, rtol=1e-12)
+        assert report.source == "fresh models, seed 3, LSTM forget bias 1"
+    assert [r.source for r in flow.compare_cells(text, ("rnn", "gru"), hidden=4)] == [
+        "fresh models, seed 0"] * 2
+
+
+def test_the_pictures_show_every_point_on_one_scale_with_t_downwards():
+    reports = flow.compare_cells("abcabcabcabcabcabcabcabcabcab", hidden=4)
+    T = reports[0].T
+    positive = np.concatenate([r.norms[np.isfinite(r.norms)] for r in reports])
+    compare = flow.plot_compare(reports)
+    for ax in compare.axes[:-1]:
+        assert (ax.images[0].norm.vmin, ax.images[0].norm.vmax) == (positive.min(),
+                                                                     positive.max())
+        assert ax.get_ylim() == (T + 0.5, 0.5)  # t = 1 at the top, as the rows of F
+    single = flow.plot_flow(reports[0])
+    assert single.axes[0].get_ylim() == (T + 0.5, 0.5)
+    assert f"T = {T} — fresh models" in single.get_suptitle()
+    ax = flow.plot_distance(reports).axes[0]
+    for line, report in zip(ax.lines, reports, strict=True):
+        np.testing.assert_array_equal(line.get_ydata(), flow.mean_by_distance(report.norms))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "rnn (H = 4)", "lstm (H = 4)", "gru (H = 4)"]
+
+
+def test_flow_of_a_checkpoint_reads_the_default_text_it_knows(tmp_path):
+    vocab = sorted(set("the cat"))
+    params = bptt.init_params("rnn", len(vocab), 3, len(vocab), rng=np.random.default_rng(0),
+                              dtype=np.float64)
+    (tmp_path / "run").mkdir()
+    checkpoint.save_model(tmp_path / "run", params, vocab)
+    report = flow.flow_for_checkpoint(tmp_path / "run")
+    known = "".join(c for c in flow.DEFAULT_TEXT if c in vocab)
+    assert report.text == known[:flow.DEFAULT_SEQ_LEN + 1]
+
+
+def test_the_command_draws_a_fresh_rnn_of_32_units_and_summarises_it(tmp_path, capsys):
+    """Its defaults (rnn, H = 32, seed 0), and the summary: the text (cut at 40 characters),
+    the mean norm at each distance shown, J_T's decay, the number of CSV rows."""
+    from bptt import cli
+
+    text = "abcdefghij" * 4 + "abcde"  # 45 characters: T = 44
+    assert cli.main(["flow", "--text", text, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = reference_norms(*_fresh_problem(text, hidden=32))
+    numbers = read_csv(tmp_path / "flow.csv")
+    assert {cell for cell, _, _ in numbers} == {"rnn"} and len(numbers) == 44 * 45 // 2
+    for (_, t, k), value in numbers.items():
+        assert value == pytest.approx(expected[t - 1, k - 1], rel=1e-12)
+    assert out[0] == (f"Gradient flow ‖∂J_t/∂h_k‖ on {text[:39] + '…'!r} (T = 44; t, k = 1 … 44), "
+                      "fresh model, seed 0")
+    assert out[2].split()[:6] == ["d", "=", "0", "d", "=", "1"]
+    assert out[2].count("d = ") == 6  # 0, 1, 5, 10, 20, 40
+    row = out[3].split()
+    assert row[:7] == ["rnn", "H", "=", "32", "L", "=", "1"]
+    means = [np.mean(np.diagonal(expected, offset=-d)) for d in (0, 1, 5, 10, 20, 40)]
+    shown = [float(v) for v in row[7:]]
+    assert shown == pytest.approx([*means, expected[-1, 0] / expected[-1, -1]], rel=0.06)
+    assert out[4].endswith(f"{tmp_path / 'flow.csv'} (990 rows)")
+
+
+def test_compare_draws_the_cells_in_the_order_rnn_lstm_gru(tmp_path):
+    run = bptt_cli("flow", "--compare", "--hidden", "4", "--text", "abcabcab", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with open(tmp_path / "flow.csv", newline="") as f:
+        cells = [row["cell"] for row in csv.DictReader(f)]
+    assert list(dict.fromkeys(cells)) == ["rnn", "lstm", "gru"]
+    assert [line.split()[0] for line in run.stdout.splitlines()[3:6]] == ["rnn", "lstm", "gru"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--text", ""], "--text is empty: give at least 2 characters"),
+    (["--out", "a_file"], "--out a_file is a file, not a directory"),
+    (["--checkpoint", "run", "--hidden", "8"], "--hidden does not apply with --checkpoint"),
+    (["--checkpoint", "run", "--compare"], "--compare draws fresh rnn, lstm and gru models: "
+                                           "not with --checkpoint"),
+])
+def test_more_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "a_file").write_text("not a directory\n")
+    run = bptt_cli("flow", *args, cwd=tmp_path)
+    assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1, \
+        run.stderr
+    assert not (tmp_path / "flow.png").exists()

@@ -117,3 +117,85 @@ def test_the_header_defines_the_cells_variables_and_the_lstm_says_what_is_not_sh
     note = ("(∂J_t/∂h_k holds c_k fixed: the error c_k carries, ∂J_t/∂c_k, is the other half of "
             "∂J_t/∂s_k, not shown)\n")
     assert (note in out) == (cell == "lstm")
+
+
+# --- found by a mutation audit: each test kills a mutant that survived the tests above ------
+
+
+def test_json_sums_are_the_terms_re_added_not_the_efficient_numbers(tmp_path):
+    """The sums the command shows are computed from the terms (they differ from the efficient
+    backward's by round-off, not by nothing), with the largest differences between them."""
+    from bptt import reference
+
+    run = bptt_cli("terms", "--seq-len", "4", "--seed", "5", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    params, inputs, targets, h0 = _problem_from_json("rnn", doc["problem"])
+    assert doc["seed"] == 5 and inputs.shape == (4, 1)  # B = 1, as the text says
+    expected = bptt.gradcheck.random_problem("rnn", 3, 4, 1, 1, 5)
+    assert all(np.array_equal(params[k], expected[0][k]) for k in params)
+    _, _, ref = reference.loss_and_grads(params, inputs, targets, h0=h0)
+    efficient = bptt.backprop(params, inputs, targets, h0=h0)
+    total = ref.contributions["Whh"].sum(axis=(0, 1))
+    assert doc["dWhh_sum_of_terms"] == total.tolist()
+    assert doc["dWhh_efficient"] == efficient.grads["Whh"].tolist()
+    assert doc["max_abs_diff"] == np.max(np.abs(total - efficient.grads["Whh"]))
+    grouped = ref.dJt_dh[0].sum(axis=0)
+    for k, row in enumerate(doc["by_k"]):
+        assert row["sum_t_dJt_dh"] == grouped[k].tolist()
+        assert row["max_abs_diff"] == np.max(np.abs(grouped[k] - efficient.dJ_dh[0][0, k]))
+    for d in doc["dJt_dh"]:
+        assert d["value"] == ref.dJt_dh[0][d["t"] - 1, d["k"] - 1].tolist()
+
+
+def test_the_largest_differences_are_of_absolute_values():
+    import dataclasses
+
+    e = terms.expand_whh()
+    lower = dataclasses.replace(e, grad_sum=e.grad_efficient - 0.5,
+                                dJ_dh_grouped=e.dJ_dh_efficient - 0.25)
+    assert lower.max_diff_grad == 0.5 and lower.max_diff_dJ_dh(1) == 0.25
+
+
+def test_text_output_gives_each_terms_distance_and_norm_and_each_group(capsys):
+    from bptt import cli
+
+    assert cli.main(["terms"]) == 0
+    out = capsys.readouterr().out
+    e = terms.expand_whh()
+    assert "B = 1, float64, random non-zero biases and initial state (seed 0)" in out
+    lines = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
+    for t, k, distance, norm in lines:
+        t, k = int(t), int(k)
+        assert int(distance) == t - k
+        assert float(norm) == pytest.approx(e.norms[t - 1, k - 1], rel=1e-6)
+    assert f"max |Σ terms − efficient dW^hh| = {e.max_diff_grad:.1e}\n" in out
+    groups = out.split("  k = ")[1:]
+    assert len(groups) == 3
+    for k, group in enumerate(groups, start=1):
+        labels = [line.split(" = ")[0].strip() for line in group.splitlines()[1:-1]
+                  if " = [" in line]
+        assert labels == [f"∂J_{t}/∂h_{k}" for t in range(k, 4)] + [
+            f"Σ_t ∂J_t/∂h_{k}", f"efficient dJ_dh[{k}]"]
+        assert f"max |Σ − efficient| = {e.max_diff_dJ_dh(k - 1):.1e}" in group
+
+
+def test_the_header_gives_the_shape_of_dWhh_and_a_long_vector_is_cut(capsys):
+    from bptt import cli
+
+    assert cli.main(["terms", "--cell", "lstm", "--hidden", "9", "--seq-len", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dJ/dW^hh of one lstm layer (36×9) as the double sum")
+    assert "∂J_1/∂h_1 = [" in out
+    vectors = [line for line in out.split("Grouped by k")[1].splitlines() if " = [" in line]
+    assert len(vectors) == 2 * (2 + 2) - 1 and all(line.endswith(", …]") and line.count(",") == 8 for line in vectors)
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("--seq-len", "50"), 0), (("--hidden", "64", "--seq-len", "2"), 0),
+    (("--hidden", "65"), 2)])
+def test_terms_takes_sizes_up_to_its_limits(tmp_path, args, code):
+    run = bptt_cli("terms", *args, cwd=tmp_path)
+    assert run.returncode == code, run.stderr
+    if code:
+        assert "keep --seq-len <= 50 and --hidden <= 64" in run.stderr

@@ -266,3 +266,94 @@ def test_a_gradient_with_nan_or_inf_is_reported_without_numpy_warnings(tmp_path,
     assert run.returncode == 1, run.stderr
     assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in run.stdout
     assert run.stderr == ""
+
+
+# --- found by a mutation audit: each test kills a mutant that survived the tests above ------
+
+
+def _gradcheck(capsys, *args: str) -> tuple[int, str]:
+    """``bptt gradcheck ARGS`` in this process: (exit code, standard output)."""
+    from bptt import cli
+
+    code = cli.main(["gradcheck", *args])
+    return code, capsys.readouterr().out
+
+
+def _table_row(out: str, name: str) -> list[str]:
+    """The cells of the report table's row for ``name`` (the gradient or "loss J")."""
+    row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_layers_do_not_apply_to_your_backward(tmp_path):
+    spec = f"{EXAMPLES / 'correct.py'}:rnn_backward"
+    run = bptt_model_check("gradcheck", "--backward", spec, "--layers", "2", cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert "--backward checks a one-layer RNN backward: --layers does not apply" in run.stderr
+
+
+def test_the_report_table_sets_yours_beside_the_reference(capsys):
+    """mean_loss.py divides the loss and every gradient by T·B = 10: in each row "yours" is
+    a tenth of "reference", in the text and in --json."""
+    spec = f"{EXAMPLES / 'mean_loss.py'}:rnn_backward"
+    code, out = _gradcheck(capsys, "--backward", spec)
+    assert code == 1
+    assert _table_row(out, "loss J") == ["loss J", "9.0e-01", "", "2.21005", "22.1005", "FAIL"]
+    for name in ("Wxh", "Whh", "bh", "Why", "by", "h0"):
+        _, _, _, yours, reference, verdict = _table_row(out, name)
+        assert float(yours) == pytest.approx(float(reference) / 10, rel=1e-5) and \
+            verdict == "FAIL", name
+    assert "\nDiagnosis:\n" in out and "What the checks say:" not in out
+
+    code, out = _gradcheck(capsys, "--json", "--backward", spec)
+    report = json.loads(out)
+    assert code == 1 and report["diagnosis"]["name"] == "mean"
+    assert report["loss"]["yours"] == pytest.approx(report["loss"]["reference"] / 10, rel=1e-12)
+    for row in report["params"]:
+        assert row["yours"] == pytest.approx(row["reference"] / 10, rel=1e-12), row["param"]
+
+
+def test_the_problem_checked_is_described_with_its_seed(capsys):
+    spec = f"{EXAMPLES / 'correct.py'}:rnn_backward"
+    code, out = _gradcheck(capsys, "--json", "--seed", "3", "--backward", spec)
+    assert code == 0
+    assert json.loads(out)["problem"] == (
+        "vanilla RNN, T = 5, B = 2, H = 4, D = 5, V = 4, float64, random non-zero biases and "
+        "h0 (seed 3), full BPTT")
+
+
+def test_a_missing_gradient_and_a_wrong_h_last_have_their_own_rows(tmp_path, monkeypatch,
+                                                                     capsys):
+    (tmp_path / "mine.py").write_text(
+        "import bptt\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets)  # h0 left out\n"
+        "    del grads['bh']\n"
+        "    return loss, grads, h_last\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = _gradcheck(capsys, "--backward", "mine.py:rnn_backward")
+    assert code == 1
+    assert _table_row(out, "bh") == ["bh", "missing", "", "", "", "FAIL"]
+    assert _table_row(out, "h_last") == ["h_last", "differs", "", "", "", "FAIL"]
+    assert "\nWhat the checks say:\n" in out and "Diagnosis:" not in out
+
+
+def test_json_localisation_counts_steps_from_1_with_each_steps_reach(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A walk back cut to 2 steps AND a doubled dW^hy: no named bug fits, so prefixes are
+    probed; J_1 is wrong already (the head), and J_3 … J_5 hold 2 steps of the recurrence."""
+    (tmp_path / "mine.py").write_text(
+        "import bptt\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0, "
+        "truncate=2)\n"
+        "    grads['Why'] = 2 * grads['Why']\n"
+        "    return loss, grads, h_last\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = _gradcheck(capsys, "--json", "--backward", "mine.py:rnn_backward")
+    loc = json.loads(out)["localisation"]
+    assert code == 1 and loc["first_wrong_t"] == 1
+    assert [s["t"] for s in loc["steps"]] == [1, 2, 3, 4, 5]
+    assert [s["reach"] for s in loc["steps"]] == [None, None, 2, 2, 2]
+    assert [s["wrong"] for s in loc["steps"]] == [["Why"], ["Why"]] + [
+        ["Wxh", "Whh", "bh", "Why"]] * 3
