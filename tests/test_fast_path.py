@@ -179,3 +179,13 @@ def test_a_released_workspace_makes_its_memory_again_and_computes_the_same_bits(
     slow = models.backprop(copy, x, y)
     assert fast.loss == slow.loss
     assert all(np.array_equal(fast.grads[k], slow.grads[k]) for k in copy)
+
+
+def test_the_flat_buffers_are_laid_out_layer_by_layer_then_the_head():
+    """Mutation audit (4): the layout is the canonical order, whatever the dict's order."""
+    params = bptt.init_params("lstm", 3, 4, 2, num_layers=2, rng=np.random.default_rng(0))
+    shuffled = {k: params[k].copy() for k in reversed(list(params))}
+    ws = models.Workspace(shuffled)
+    assert list(ws.layout.keys) == list(models.canonical_order(params))
+    np.testing.assert_array_equal(
+        ws.params_flat, np.concatenate([params[k].reshape(-1) for k in ws.layout.keys]))

@@ -285,3 +285,82 @@ def test_a_workspace_that_is_no_workspace_is_named(rng, workspace):
     for backprop, targets in ((bptt.backprop, ids), (bptt.heads.backprop, ids[-1])):
         with pytest.raises(bptt.BpttError, match=r"workspace must be a bptt\.models\.Workspace"):
             backprop(params, ids, targets, workspace=workspace)
+
+
+# ---- mutation audit (4): checks and forms no test pinned ----
+
+
+@pytest.mark.parametrize("name", ["input_size", "hidden_size", "output_size", "num_layers"])
+def test_init_params_refuses_a_size_below_one(name):
+    sizes = dict(input_size=3, hidden_size=4, output_size=3, num_layers=1) | {name: 0}
+    with pytest.raises(bptt.BpttError, match=rf"^{name} must be an integer >= 1, got 0$"):
+        bptt.init_params("rnn", rng=np.random.default_rng(0), **sizes)
+
+
+def test_init_params_without_a_generator_draws_afresh_each_call():
+    first, second = bptt.init_params("rnn", 3, 4, 3), bptt.init_params("rnn", 3, 4, 3)
+    assert not np.array_equal(first["Whh"], second["Whh"])
+
+
+def test_check_params_names_sizes_dtypes_and_keys_it_cannot_use():
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    with pytest.raises(bptt.BpttError, match=r"^params\['Whh'\] has shape \(0, 0\): expected "
+                       r"\(H, H\), \(3H, H\) or \(4H, H\)$"):
+        bptt.models.check_params(dict(params, Whh=np.zeros((0, 0))))
+    no_output = dict(params, Why=np.zeros((0, 4)), by=np.zeros(0))
+    with pytest.raises(bptt.BpttError, match=r"^params\['Wxh'\] has 3 columns and params\['Why'\] "
+                       "0 rows: the input size D and the output size V must be at least 1$"):
+        bptt.models.check_params(no_output)
+    with pytest.raises(bptt.BpttError, match=r"^params\['Wxh'\] has dtype float32, expected "
+                       "float64 like Whh$"):
+        bptt.models.check_params(dict(params, Wxh=params["Wxh"].astype(np.float32)))
+    two = bptt.init_params("gru", 3, 4, 3, num_layers=2, rng=np.random.default_rng(0))
+    for key in ("Wxh_l1", "Wxh"):
+        with pytest.raises(bptt.BpttError, match=rf"^params is missing '{key}'$"):
+            bptt.models.check_params({k: v for k, v in two.items() if k != key})
+
+
+def test_bad_ids_and_an_empty_batch_are_named():
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0))
+    ids = np.zeros((4, 2), np.int64)
+    with pytest.raises(bptt.BpttError, match=r"^inputs holds token id -1 outside \[0, 3\) "
+                       r"\(input_size D = 3\)$"):
+        bptt.loss_and_grads(params, np.array([[0, 2]] * 3 + [[-1, 1]]), ids)
+    for shape in ((4, 0), (0, 2)):
+        with pytest.raises(bptt.BpttError, match=rf"^inputs has shape \({shape[0]}, {shape[1]}\): "
+                           r"need T >= 1 and B >= 1$"):
+            bptt.loss_and_grads(params, np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+
+
+def test_a_state_without_its_layer_axis_is_only_for_one_layer():
+    params = bptt.init_params("rnn", 3, 5, 3, num_layers=2, rng=np.random.default_rng(0))
+    ids = np.zeros((4, 2), np.int64)
+    with pytest.raises(bptt.BpttError, match=r"^h0 has shape \(2, 5\), expected \(L, B, H\) "
+                       r"= \(2, 2, 5\)$"):
+        bptt.loss_and_grads(params, ids, ids, h0=np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_state_is_the_public_form_in_the_weights_dtype(cell, dtype):
+    params = bptt.init_params(cell, 3, 5, 3, num_layers=2, rng=np.random.default_rng(0),
+                              dtype=dtype)
+    state = bptt.models.zero_state(params, 4)
+    parts = state if cell == "lstm" else (state,)
+    assert isinstance(state, tuple if cell == "lstm" else np.ndarray)
+    assert len(parts) == (2 if cell == "lstm" else 1)
+    for part in parts:
+        assert part.shape == (2, 4, 5) and part.dtype == dtype and not part.any()
+
+
+def test_grads_come_in_the_order_of_params_and_the_loss_is_forward_loss(rng):
+    params = bptt.init_params("gru", 3, 4, 3, num_layers=2, rng=rng)
+    ids, labels = rng.integers(0, 3, (5, 2)), rng.integers(0, 3, (5, 2))
+    result = bptt.backprop(params, ids, labels)
+    assert list(result.grads) == list(params)
+    logits = bptt.forward(params, ids).logits
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    expected = -np.take_along_axis(log_p, labels[..., None], axis=-1).sum()
+    assert bptt.models.forward_loss(params, ids, labels) == result.loss
+    np.testing.assert_allclose(result.loss, expected, rtol=1e-13)
