@@ -24,7 +24,7 @@ def test_layout_follows_the_order_of_the_keys_given():
     assert layout.dtype == np.float64
 
 
-@pytest.mark.parametrize("keys", [["W", "b"], ["W", "b", "s", "x"], ["W", "W", "b"]])
+@pytest.mark.parametrize("keys", [["W", "b"], ["W", "b", "s", "x"], ["W", "W", "b"], ["W", "W", "b", "s"]])
 def test_layout_refuses_keys_that_are_not_exactly_those_of_the_arrays(keys):
     with pytest.raises(ValueError, match="are not the keys of the arrays"):
         flat.layout_of(arrays(), keys)
@@ -62,3 +62,15 @@ def test_a_dict_stops_being_packed_when_an_entry_is_replaced_or_copied():
     # then an array of its own: no longer one buffer
     for clone in (copy.deepcopy((packed, named)), pickle.loads(pickle.dumps((packed, named)))):
         assert not flat.is_packed(*clone)
+
+
+def test_a_dict_with_an_extra_entry_or_views_of_two_buffers_is_not_packed():
+    """Mutation audit (4): every entry the very view, no more entries, and one buffer."""
+    packed = arrays()
+    _, named = flat.pack(packed, flat.layout_of(packed, list(packed)))
+    assert flat.is_packed(packed, named)
+    assert not flat.is_packed({**packed, "x": np.zeros(2)}, named)
+    other = arrays()
+    _, other_named = flat.pack(other, flat.layout_of(other, list(other)))
+    mixed = {**named, "b": other_named["b"]}  # each entry a view, of two buffers
+    assert not flat.is_packed(dict(mixed), mixed)
