@@ -143,3 +143,96 @@ def test_switches_are_booleans_not_truthy_values(value):
         gradcheck.check_model("rnn", use_torch=value)
     with pytest.raises(bptt.BpttError, match=r"^keep_contributions must be True or False"):
         reference.loss_and_grads(params, ids, ids, keep_contributions=value)
+
+
+# ---- mutation audit (4): what no test pinned ----
+
+
+def test_numerical_gradient_refuses_a_view_it_could_not_perturb_and_2d_indices():
+    x = np.ones((3, 4))[:, :2]  # reshape(-1) of it is a copy: f would never see a change
+    with pytest.raises(bptt.BpttError, match=r"^numerical_gradient needs a contiguous array$"):
+        numerical_gradient(lambda: float(x.sum()), x)
+    y = np.ones(3)
+    with pytest.raises(bptt.BpttError, match=r"^indices must be flat indices of x in \[0, 3\)"):
+        numerical_gradient(lambda: float(y.sum()), y, indices=np.array([[0, 1]]))
+
+
+def test_sampled_differences_check_exactly_sample_entries_and_sample_is_at_least_one(rng):
+    params = bptt.init_params("rnn", 3, 4, 3, rng=rng)
+    ids = rng.integers(0, 3, (3, 2))
+    grads, dh0 = numerical_grads(params, ids, ids, sample=3)
+    for key, g in [*grads.items(), ("h0", dh0)]:
+        assert np.count_nonzero(~np.isnan(g)) == min(3, g.size), key
+    with pytest.raises(bptt.BpttError, match=r"^sample must be an integer >= 1, got 0$"):
+        numerical_grads(params, ids, ids, sample=0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_the_fourth_order_stencil_is_four_thirds_of_d_eps_less_a_third_of_d_2eps(cell):
+    from bptt.gradcheck import numerical_grads_fourth_order
+
+    params, ids, labels, h0 = bptt.gradcheck.random_problem(cell, 2, 2, 1, 1, seed=3)
+    eps = 1e-3
+    near, near_h0 = numerical_grads(params, ids, labels, h0, eps, 4, np.random.default_rng(7))
+    far, far_h0 = numerical_grads(params, ids, labels, h0, 2 * eps, 4, np.random.default_rng(7))
+    grads, dh0 = numerical_grads_fourth_order(params, ids, labels, h0, eps, sample=4, seed=7)
+    for key in params:
+        np.testing.assert_array_equal(grads[key], (4 * near[key] - far[key]) / 3, err_msg=key)
+    pairs = zip(near_h0, far_h0, strict=True) if cell == "lstm" else [(near_h0, far_h0)]
+    expected_h0 = [(4 * a - b) / 3 for a, b in pairs]
+    assert isinstance(dh0, tuple) == (cell == "lstm")
+    for got, want in zip(dh0 if cell == "lstm" else [dh0], expected_h0, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_comparison_passes_at_its_tolerance_and_a_witness_that_computed_nothing_is_no_error():
+    at = bptt.gradcheck.Comparison("W", 1e-7, 1e-7, (0,), 1.0, 1.0)
+    assert at.passed(1e-7) and not at.passed(0.99e-7)
+    c = compare_arrays("W", np.ones(3), np.full(3, np.nan))
+    assert (c.max_rel, c.max_abs, c.worst) == (0.0, 0.0, ())
+
+
+def test_compare_names_the_keys_only_one_side_has():
+    with pytest.raises(bptt.BpttError, match=r"^gradient keys differ: \['b'\]$"):
+        compare({"a": np.zeros(1), "b": np.zeros(1)}, {"a": np.zeros(1)})
+
+
+def test_a_row_is_judged_by_each_witness_tolerance_and_worst_relative_to_it():
+    from bptt.gradcheck import Comparison, Row
+
+    ref = Comparison("W", 1e-11, 1e-11, (0,), 1.0, 1.0)  # 10 times its tolerance 1e-12
+    fd = Comparison("W", 5e-8, 5e-8, (0,), 1.0, 1.0)  # within its 1e-7, though larger
+    row = Row("rnn", 1, "W", ref, fd)
+    assert [(name, tol) for name, _, tol in row.witnesses()] == [
+        ("reference", 1e-12), ("finite differences", 1e-7)]
+    assert row.worst is ref and not row.passed
+    assert Row("rnn", 1, "W", Comparison("W", 0.0, 0.0, (), 0.0, 0.0), fd).passed
+
+
+def test_random_problem_follows_its_seed():
+    from bptt.gradcheck import random_problem
+
+    first, again, other = (random_problem("rnn", 2, 3, 2, 1, s) for s in (0, 0, 1))
+    assert all(np.array_equal(first[0][k], again[0][k]) for k in first[0])
+    assert not np.array_equal(first[0]["Whh"], other[0]["Whh"])
+
+
+def test_check_model_uses_the_fourth_order_stencil_and_compares_the_whole_lstm_state():
+    from bptt.gradcheck import check_model, numerical_grads_fourth_order, random_problem
+
+    rows = {r.name: r for r in check_model("lstm", hidden=2, seq_len=2, batch=1, seed=4)}
+    params, ids, labels, h0 = random_problem("lstm", 2, 2, 1, 1, seed=4)
+    eff = bptt.backprop(params, ids, labels, h0=h0)
+    stencil, stencil_h0 = numerical_grads_fourth_order(params, ids, labels, h0)
+    for key in params:
+        assert rows[key].vs_numeric == compare_arrays(key, eff.grads[key], stencil[key]), key
+    assert rows["h0"].vs_numeric == compare_arrays("h0", np.stack(eff.dJ_dstate0),
+                                                   np.stack(stencil_h0))
+
+
+def test_check_model_names_a_missing_torch(monkeypatch):
+    monkeypatch.setattr(bptt.gradcheck, "_torch_available", lambda: False)
+    with pytest.raises(bptt.BpttError, match=r"^torch is not installed: pip install torch, or "
+                       "leave the torch witness off$"):
+        bptt.gradcheck.check_model("rnn", 2, 2, 1, use_torch=True)
+    assert bptt.gradcheck.check_model("rnn", 2, 2, 1, use_torch=None)[0].vs_torch is None

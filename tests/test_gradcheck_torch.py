@@ -88,3 +88,9 @@ def test_the_fourth_order_stencil_resolves_small_gradients_of_a_deep_lstm():
     stencil, _ = gradcheck.numerical_grads_fourth_order(params, inputs, targets, h0)
     assert gradcheck.relative_error(mine["Wxh"], plain["Wxh"]) > 1e-7
     assert max(gradcheck.relative_error(mine[k], stencil[k]) for k in params) < 1e-7
+
+
+def test_check_model_runs_torch_when_it_is_importable_and_not_told(torch):
+    """Mutation audit (4): use_torch=None means "when torch is importable"."""
+    rows = gradcheck.check_model("rnn", 2, 2, 1, 1, use_torch=None)
+    assert all(r.vs_torch is not None and r.passed for r in rows)
