@@ -236,3 +236,18 @@ def test_check_model_names_a_missing_torch(monkeypatch):
                        "leave the torch witness off$"):
         bptt.gradcheck.check_model("rnn", 2, 2, 1, use_torch=True)
     assert bptt.gradcheck.check_model("rnn", 2, 2, 1, use_torch=None)[0].vs_torch is None
+
+
+def test_numerical_grads_reads_weights_and_a_state_of_any_memory_order(rng):
+    """Transposed (Fortran-order) weights and state pass loss_and_grads; numerical_grads copied
+    them in their own order and refused its copies: "needs a contiguous array"."""
+    params = bptt.init_params("rnn", 2, 3, 2, rng=rng)
+    ids, labels = rng.integers(0, 2, (3, 2)), rng.integers(0, 2, (3, 2))
+    h0 = rng.normal(size=(1, 2, 3))
+    fortran = {k: np.asfortranarray(v) for k, v in params.items()}
+    h0_transposed = np.ascontiguousarray(h0.transpose(2, 1, 0)).transpose(2, 1, 0)
+    grads, dh0 = numerical_grads(fortran, ids, labels, h0_transposed)
+    expected, expected_dh0 = numerical_grads(params, ids, labels, h0)
+    for key in params:
+        np.testing.assert_array_equal(grads[key], expected[key])
+    np.testing.assert_array_equal(dh0, expected_dh0)

@@ -91,7 +91,9 @@ def numerical_grads(
     """
     if not isinstance(params, dict):
         raise BpttError(f"params must be a dict of arrays, got {type(params).__name__}")
-    params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    # C order: numerical_gradient perturbs each copy through its flat view (a transposed
+    # weight passes check_params, and np.array would keep its Fortran order)
+    params = {k: np.array(v, dtype=np.float64, order="C") for k, v in params.items()}
     inputs = models.check_inputs(inputs, models.check_params(params), np.float64)
     eps = check_positive("eps", eps)
     if sample is not None:
@@ -99,7 +101,7 @@ def numerical_grads(
     if h0 is None:
         h0 = models.zero_state(params, inputs.shape[1])
     paired = isinstance(h0, (tuple, list))
-    states = [np.array(s, dtype=np.float64) for s in (h0 if paired else [h0])]
+    states = [np.array(s, dtype=np.float64, order="C") for s in (h0 if paired else [h0])]
     state = tuple(states) if paired else states[0]
 
     def loss() -> float:
