@@ -39,3 +39,17 @@ def test_a_seed_is_an_integer_from_0_to_2_63_minus_1():
         with pytest.raises(argparse.ArgumentTypeError,
                            match=rf"^expected a seed from 0 to 2\^63-1, got {bad}$"):
             args.seed(bad)
+
+
+def test_sizes_and_counts_have_their_bounds_in_the_message():
+    """Mutation audit (4): 1 … 10^9 for a size, 0 … 10^12 for a count (sample --length 0)."""
+    assert args.positive_int("1") == 1 and args.positive_int(str(10**9)) == 10**9
+    assert args.nonnegative_int("0") == 0 and args.nonnegative_int(str(10**12)) == 10**12
+    for parse, bad, message in (
+        (args.positive_int, 10**9 + 1, r"an integer from 1 to 10\^9"),
+        (args.positive_int, 0, r"an integer from 1 to 10\^9"),
+        (args.nonnegative_int, 10**12 + 1, r"an integer from 0 to 10\^12"),
+        (args.nonnegative_int, -1, r"an integer from 0 to 10\^12"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected {message}, got {bad}$"):
+            parse(str(bad))

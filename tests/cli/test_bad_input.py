@@ -449,3 +449,54 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch, capsys):
 
 def test_there_are_at_least_25_distinct_mistakes():
     assert len({c[0] for c in CASES}) == len(CASES) >= 25
+
+
+# ---- mutation audit (4): the entry point's lines and exit codes, in this process ----
+
+
+def test_a_bad_flag_points_at_the_subcommands_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["gradcheck", "--hidden", "1000000001"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "bptt: error: argument --hidden: expected an integer from 1 to 10^9, got 1000000001 "
+        "(see 'bptt gradcheck --help')\n")
+
+
+def test_bptt_alone_prints_its_help_and_exits_0(capsys):
+    assert cli.main([]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: bptt ") and "COMMAND" in out and err == ""
+
+
+def _raising(monkeypatch, command: str, exc: BaseException) -> None:
+    def run(args):
+        raise exc
+
+    monkeypatch.setattr(importlib.import_module(f"bptt.cli.{command}"), "run", run)
+
+
+@pytest.mark.parametrize("exc, line", [
+    (FileNotFoundError(2, "No such file or directory", "run/model.safetensors"),
+     "No such file or directory: run/model.safetensors"),
+    (OSError(28, "No space left on device", "out/model.safetensors"),
+     "No space left on device: out/model.safetensors"),
+    (MemoryError(), "not enough memory for a model of this size"),  # export has no size flags
+])
+def test_a_system_error_is_one_line_naming_its_file(monkeypatch, capsys, exc, line):
+    _raising(monkeypatch, "export", exc)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", "run", "out.safetensors"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"bptt: error: {line}\n"
+
+
+def test_a_reader_that_went_away_is_no_error(monkeypatch, capsys):
+    """``bptt sample | head``: exit 0, nothing on stderr; standard output is dropped."""
+    from bptt.cli import progress
+
+    dropped = []
+    monkeypatch.setattr(progress, "drop_stdout", lambda: dropped.append(True))
+    _raising(monkeypatch, "gradcheck", BrokenPipeError(32, "Broken pipe"))
+    assert cli.main(["gradcheck"]) == 0
+    assert dropped == [True] and capsys.readouterr().err == ""
