@@ -97,3 +97,44 @@ def test_a_second_sigterm_during_the_save_exits_143(bptt_in_process, corpus_file
     code, err = bptt_in_process(["train", corpus_file, *TINY, "--out", tmp_path / "r"], tmp_path)
     assert (code, err) == (143, "bptt: stopped by SIGTERM\n")
     assert not (tmp_path / "r").exists()  # nothing was saved: the new run is undone
+
+
+# ---------------------------------------------------------------- mutation audit (4)
+
+
+def test_a_failed_new_run_leaves_a_directory_that_was_there_before(tmp_path):
+    from bptt.errors import BpttError
+
+    out = tmp_path / "existing"
+    out.mkdir()
+    with pytest.raises(BpttError, match=r"^no$"), progress.new_run_dir(out):
+        raise BpttError("no")
+    assert out.is_dir() and not any(out.iterdir())
+    new = tmp_path / "new"
+    with pytest.raises(BpttError, match=r"^no$"), progress.new_run_dir(new):
+        raise BpttError("no")
+    assert not new.exists()
+
+
+def test_the_last_line_to_a_reader_that_went_away_is_still_exit_0(monkeypatch):
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    dropped = []
+    monkeypatch.setattr(progress, "drop_stdout", lambda: dropped.append(True))
+    monkeypatch.setattr("sys.stdout", Gone())
+    assert progress.finished("done") == 0 and dropped == [True]
+
+
+def test_a_divergence_next_to_a_state_file_it_cannot_read_says_step_question_mark(tmp_path):
+    from bptt import train
+
+    (tmp_path / train.STATE_FILE).write_bytes(b"not a checkpoint")
+    assert progress._diverged(7, tmp_path, False) == (
+        "training diverged at step 7: the loss, a gradient or a weight is NaN or inf; the "
+        f"checkpoint of step ? in {tmp_path} is kept. Train again with a lower --lr or with "
+        "--clip-norm")
