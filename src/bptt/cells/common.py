@@ -143,14 +143,6 @@ def step_views(
     return work.steps(name, array, full, array if base is None else base)
 
 
-def rows_times(X: np.ndarray, W: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """X W for every row of X (…, n) at once, W (n, m): one GEMM over all rows -> (…, m)."""
-    lead, n = X.shape[:-1], X.shape[-1]
-    flat_out = None if out is None else out.reshape(-1, W.shape[1])
-    result = np.matmul(X.reshape(-1, n), W, out=flat_out)
-    return result.reshape(*lead, W.shape[1]) if out is None else out
-
-
 # ----------------------------------------------------------------------------
 # ages
 # ----------------------------------------------------------------------------
