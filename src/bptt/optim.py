@@ -77,10 +77,7 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
     for key, p in params.items():
         if not isinstance(p, np.ndarray):
             raise BpttError(f"parameter {key!r} must be a numpy array, got {type(p).__name__}.")
-        if not isinstance(grads[key], np.ndarray):
-            raise BpttError(
-                f"gradient {key!r} must be a numpy array, got {type(grads[key]).__name__}."
-            )
+        _check_gradient(key, grads[key])
         if grads[key].shape != p.shape:
             raise BpttError(
                 f"gradient {key!r} has shape {grads[key].shape} but the parameter has "
@@ -92,10 +89,14 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
                 f"parameter {key!r} has dtype {p.dtype}; parameters must be float arrays "
                 "(float32 or float64)."
             )
-        if grads[key].dtype.kind not in "biuf":
-            raise BpttError(
-                f"gradient {key!r} has dtype {grads[key].dtype}; gradients must hold real numbers."
-            )
+
+
+def _check_gradient(key: str, g: object) -> None:
+    """Raise BpttError unless the gradient ``g`` is a numpy array of real numbers."""
+    if not isinstance(g, np.ndarray):
+        raise BpttError(f"gradient {key!r} must be a numpy array, got {type(g).__name__}.")
+    if g.dtype.kind not in "biuf":
+        raise BpttError(f"gradient {key!r} has dtype {g.dtype}; gradients must hold real numbers.")
 
 
 def _step_counter() -> dict[str, np.ndarray]:
@@ -174,9 +175,8 @@ class Optimizer:
 
     def update(self, params: Params, grads: Mapping[str, np.ndarray], state: State) -> None:
         """Apply one step: change ``params`` and ``state`` in place from ``grads``."""
-        for name, value in (("params", params), ("grads", grads)):
-            if not isinstance(value, Mapping):
-                raise BpttError(f"{name} must be a dict of arrays, got {type(value).__name__}")
+        _check_dict("params", params)
+        _check_dict("grads", grads)
         if not isinstance(state, Mapping):
             raise BpttError(
                 f"the optimizer state must be a dict, got {type(state).__name__}: make it with "
@@ -416,14 +416,9 @@ def global_norm(grads: Mapping[str, np.ndarray], scratch: np.ndarray | None = No
     by a training loop, for the squares (the same bits; without it each call takes fresh
     memory of 8 bytes a gradient element, whose pages fault in anew at every step).
     """
-    _check_grad_dict(grads)
+    _check_dict("grads", grads)
     for key, g in grads.items():
-        if not isinstance(g, np.ndarray):
-            raise BpttError(f"gradient {key!r} must be a numpy array, got {type(g).__name__}.")
-        if g.dtype.kind not in "biuf":
-            raise BpttError(
-                f"gradient {key!r} has dtype {g.dtype}; gradients must hold real numbers."
-            )
+        _check_gradient(key, g)
     total = 0.0
     with np.errstate(over="ignore"):
         for key in sorted(grads):
@@ -446,16 +441,16 @@ def _scaled_norm(grads: Mapping[str, np.ndarray]) -> float:
     return m * math.sqrt(total)
 
 
-def _check_grad_dict(grads: object) -> None:
-    """Raise BpttError unless ``grads`` is a dict (a Mapping) of gradients."""
-    if not isinstance(grads, Mapping):
-        raise BpttError(f"grads must be a dict of arrays, got {type(grads).__name__}")
+def _check_dict(name: str, value: object) -> None:
+    """Raise BpttError unless ``value`` (params or grads) is a dict (a Mapping) of arrays."""
+    if not isinstance(value, Mapping):
+        raise BpttError(f"{name} must be a dict of arrays, got {type(value).__name__}")
 
 
 def _check_clippable(grads: Params) -> None:
     """Raise BpttError unless every gradient is a float array (clipping changes it in place:
     an integer one would fail halfway, the gradients before it already changed)."""
-    _check_grad_dict(grads)
+    _check_dict("grads", grads)
     for key, g in grads.items():
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             what = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
