@@ -76,6 +76,14 @@ _DTYPE_SIZES = {
 # --------------------------------------------------------------------------
 
 
+def make_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) if it is missing; BpttError if it cannot be."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BpttError(f"cannot create the directory {directory}: {exc.strerror}") from exc
+
+
 def write_safetensors_atomic(
     path: str | os.PathLike[str],
     tensors: Mapping[str, np.ndarray],

@@ -174,14 +174,6 @@ def as_padded(
     return x, n
 
 
-def _make_dir(directory: Path) -> None:
-    """Create ``directory`` (and its parents) if it is missing; BpttError if it cannot be."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BpttError(f"cannot create the directory {directory}: {exc.strerror}") from exc
-
-
 def _check_features(D: int) -> None:
     """Refuse steps of no features (there is nothing to read; checked before fit sets the
     fitted model aside, as the network's input_size would be refused after)."""
@@ -714,7 +706,7 @@ class _SequenceEstimator:
         # (what they refuse, refused before a directory is made)
         meta = checkpoint.as_json(self._meta(info))
         if in_directory:
-            _make_dir(target.parent)
+            checkpoint.make_dir(target.parent)
         instead = "save the estimator in another directory or under another file name"
         with not_while_training(target, instead):
             if is_run_checkpoint(target):

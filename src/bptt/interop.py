@@ -834,10 +834,7 @@ def import_file(
         raise CheckpointError(f"{path}: its bptt metadata cannot be imported: {exc}") from exc
     target = Path(out_dir)
     _check_import_target(Path(path), target, overwrite)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BpttError(f"cannot create the directory {target}: {exc.strerror}") from exc
+    checkpoint.make_dir(target)
     with not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
         _check_import_target(Path(path), target, overwrite)  # again, locked: a run may have started
         file = checkpoint.save_model(target, params, chars, config, step,
