@@ -412,8 +412,8 @@ class Forward(NamedTuple):
     """The forward pass: per-layer caches, the logits y (T, B, V), and the final state.
 
     flat: the initial state came as (B, H) rather than (L, B, H); states go back that way.
-    top: the top layer's h_0 … h_{T−1} as (T·B, H) rows, what the head multiplied (every cell
-    keeps columns: a view of the cache for B = 1, else one copy).
+    top: the top layer's h_0 … h_{T−1} as (T·B, H) rows, what the head multiplied: a view of
+    its cache's hs_by_row (no copy; for B > 1 a transposed view, F-ordered).
     """
 
     shapes: Shapes
@@ -455,23 +455,16 @@ def forward_checked(
         cache = module.sequence_forward(p, layer_input, states[layer], layer_work)
         caches.append(cache)
         layer_input = cache.hs[1:]
-    # y_t = W^hy h_t + b_y for every t at once: one GEMM over all T·B rows
+    # y_t = W^hy h_t + b_y for every t at once: one GEMM over all T·B rows, each h_t of the
+    # top layer's cache as laid out for the GEMMs over all steps (rows of top: (T·B, H))
     Why = params["Why"]
-    top = layer_input.reshape(-1, shapes.H) if layer_input.flags.c_contiguous else (
-        _copy(layer_input, common.empty(work, "top", (T * B, shapes.H), Why.dtype))
-    )
+    top = caches[-1].hs_by_row[:, B:].T
     logits = common.empty(work, "logits", (T, B, shapes.V), Why.dtype)
     np.matmul(top, Why.T, out=logits.reshape(-1, shapes.V))
     if "by" in params:
         logits += params["by"]
     final = layers_to_state([module.final_state(c) for c in caches], flat_state)
     return Forward(shapes, caches, logits, final, flat_state, top)
-
-
-def _copy(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``array`` (T, B, H), whatever its strides, copied into ``rows`` (T·B, H)."""
-    np.copyto(rows.reshape(array.shape), array)
-    return rows
 
 
 def forward_loss(
@@ -570,7 +563,7 @@ def _backprop(
     )
     grads: dict[str, np.ndarray] = {}
     # y_t = W^hy h_t + b_y:  ∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ,  ∂J/∂b_y = Σ_t dJ_dy_t (one GEMM, one sum)
-    grads["Why"] = np.matmul(dJ_dy.T, fwd.top, out=out.get("Why"))
+    grads["Why"] = _head_weight_gradient(dJ_dy, fwd.top, work, out.get("Why"))
     if "by" in params:
         grads["by"] = np.add.reduce(dJ_dy, axis=0, out=out.get("by"))
     # ∂J_t/∂h_t = W^hyᵀ dJ_dy_t: the head reaches h_t only from J_t, so all of it is age 0
@@ -579,6 +572,25 @@ def _backprop(
     grads.update(back.grads)
     grads = {key: grads[key] for key in params}
     return Result(loss, grads, fwd.state, back.dJ_dstate0, back.dJ_dh)
+
+
+def _head_weight_gradient(
+    dJ_dy: np.ndarray, top: np.ndarray, work: common.Buffers | None, out: np.ndarray | None
+) -> np.ndarray:
+    """∂J/∂W^hy = Σ_t dJ_dy_t h_tᵀ over all T·B rows at once: dJ_dy (T·B, V), top (T·B, H).
+
+    For B > 1, top is the transposed view of the cache's hs_by_row (Forward.top); then the
+    product is made transposed, Σ_t h_t dJ_dy_tᵀ = (H, T·B) (T·B, V), and copied into place
+    (measured: 0.8–0.9 of the time of dJ_dyᵀ top with that top, at H = 100 … 512, B = 32).
+    """
+    if top.flags.c_contiguous:
+        return np.matmul(dJ_dy.T, top, out=out)
+    H, V = top.shape[1], dJ_dy.shape[1]
+    transposed = np.matmul(top.T, dJ_dy, out=common.empty(work, "dJ_dWhy_T", (H, V), top.dtype))
+    if out is None:
+        return np.ascontiguousarray(transposed.T)
+    np.copyto(out, transposed.T)
+    return out
 
 
 def _head_error(

@@ -174,6 +174,11 @@ class Cache(NamedTuple):
     inputs: (T, B) ids or (T, B, D) dense;  hs: (T + 1, B, H) with hs[0] = h0,
     hs[t + 1] = h_t;  r, z, n, a_hn: (T, B, H) per step.  Every array but inputs is a
     transposed view of the sweep's columns (see COLUMNS): index it freely, a reshape may copy.
+    hs_by_row: (H, (T + 1)·B), hs once more with one row per hidden unit, as
+    :func:`bptt.cells.common.by_row` lays it out: column t·B + b holds sequence b's hs[t].
+    Its columns [B, (T + 1)·B) are the outputs h_t and its columns [0, T·B) the states
+    h_{t−1} the steps read, each an (H, T·B) view.  B = 1: a view of hs; else one copy made
+    after the sweep, which the head's W^hy h_t and ∂J/∂W^hh's h_{k−1} both use.
     """
 
     inputs: np.ndarray
@@ -182,6 +187,7 @@ class Cache(NamedTuple):
     z: np.ndarray
     n: np.ndarray
     a_hn: np.ndarray
+    hs_by_row: np.ndarray
 
     def step(self, t: int) -> Step:
         """The saved forward values of step t (0-based) as a :class:`Step`."""
@@ -312,7 +318,8 @@ def sequence_forward(
             subtract(h_t[t], n_t[t], h_prev_minus_n)
             multiply(z_t[t], h_prev_minus_n, h_prev_minus_n)
             add(n_t[t], h_prev_minus_n, h_t[t + 1])
-    return Cache(inputs, *(a.transpose(0, 2, 1) for a in (hs, r, z, n, a_hn)))
+    rows = (a.transpose(0, 2, 1) for a in (hs, r, z, n, a_hn))
+    return Cache(inputs, *rows, common.by_row(hs, work, "hs_by_row"))
 
 
 def _local_partials(
@@ -469,7 +476,7 @@ def _weight_grads(
     np.copyto(dJ_da_ih_all[2 * H :], dJ_da_ih_nrz[:, :H].transpose(1, 0, 2))
     dJ_da_ih_all = dJ_da_ih_all.reshape(G, T * B)
     dJ_da_hh_all = common.by_row(common.sum_ages(dJ_da_hh), work, "dJ_da_hh_by_row")
-    h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")
+    h_prev = cache.hs_by_row[:, : T * B]  # (H, T·B)
     grads: dict[str, np.ndarray] = {}
     # ∂a^ih_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(

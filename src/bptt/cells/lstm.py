@@ -205,6 +205,11 @@ class Cache(NamedTuple):
     gates: (T, B, 4H) in the sweep's order i f o g (SWEEP_BLOCKS), of which i, f, g, o are
     views.  Every array but inputs is a transposed view of the sweep's columns (see COLUMNS):
     index it freely, but a reshape of it may copy.
+    hs_by_row: (H, (T + 1)·B), hs once more with one row per hidden unit, as
+    :func:`bptt.cells.common.by_row` lays it out: column t·B + b holds sequence b's hs[t].
+    Its columns [B, (T + 1)·B) are the outputs h_t and its columns [0, T·B) the states
+    h_{t−1} the steps read, each an (H, T·B) view.  B = 1: a view of hs; else one copy made
+    after the sweep, which the head's W^hy h_t and ∂J/∂W^hh's h_{k−1} both use.
     """
 
     inputs: np.ndarray
@@ -216,6 +221,7 @@ class Cache(NamedTuple):
     o: np.ndarray
     tanh_c: np.ndarray
     gates: np.ndarray
+    hs_by_row: np.ndarray
 
     def step(self, t: int) -> Step:
         """The saved forward values of step t (0-based) as a :class:`Step`."""
@@ -360,7 +366,7 @@ def sequence_forward(
             tanh(c_t[t + 1], tanh_c_t[t])
             multiply(o_t[t], tanh_c_t[t], h_t[t + 1])
     rows = (a.transpose(0, 2, 1) for a in (hs, cs, i, f, g, o, tanh_c, gates))
-    return Cache(inputs, *rows)
+    return Cache(inputs, *rows, common.by_row(hs, work, "hs_by_row"))
 
 
 def _local_partials(
@@ -523,7 +529,7 @@ def _weight_grads(
     out = grads_out or {}
     # every age added up, then (4H, T·B): row j holds ∂J/∂a[j] of every step and sequence
     dJ_da_all = common.by_row(common.sum_ages(dJ_da), work, "dJ_da_by_row")
-    h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")  # (H, T·B)
+    h_prev = cache.hs_by_row[:, : T * B]  # (H, T·B)
     grads: dict[str, np.ndarray] = {}
     # ∂a_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(

@@ -99,10 +99,16 @@ class Cache(NamedTuple):
     inputs: (T, B) ids or (T, B, D) dense; hs: (T + 1, B, H) with hs[0] = h0, hs[t + 1] = h_t,
     a transposed view of the sweep's (T + 1, H, B) columns (see COLUMNS): index it freely,
     but for B > 1 a reshape of it copies.
+    hs_by_row: (H, (T + 1)·B), hs once more with one row per hidden unit, as
+    :func:`bptt.cells.common.by_row` lays it out: column t·B + b holds sequence b's hs[t].
+    Its columns [B, (T + 1)·B) are the outputs h_t and its columns [0, T·B) the states
+    h_{t−1} the steps read, each an (H, T·B) view.  B = 1: a view of hs; else one copy made
+    after the sweep, which the head's W^hy h_t and ∂J/∂W^hh's h_{k−1} both use.
     """
 
     inputs: np.ndarray
     hs: np.ndarray
+    hs_by_row: np.ndarray
 
 
 class Backward(NamedTuple):
@@ -167,7 +173,7 @@ def sequence_forward(
         dot(Whh, h[t], recurrent)
         add(h[t + 1], recurrent, h[t + 1])
         tanh(h[t + 1], h[t + 1])
-    return Cache(inputs, hs.transpose(0, 2, 1))
+    return Cache(inputs, hs.transpose(0, 2, 1), common.by_row(hs, work, "hs_by_row"))
 
 
 def sequence_backward(
@@ -256,7 +262,7 @@ def _weight_grads(
     out = grads_out or {}
     # every age added up, then (H, T·B): row j holds ∂J/∂z[j] of every step and sequence
     dJ_dz_all = common.by_row(common.sum_ages(dJ_dz), work, "dJ_dz_by_row")
-    h_prev = common.by_row(cache.hs[:-1].transpose(0, 2, 1), work, "h_prev_by_row")  # (H, T·B)
+    h_prev = cache.hs_by_row[:, : T * B]  # (H, T·B)
     grads: dict[str, np.ndarray] = {}
     # ∂z_k/∂W^xh = x_k
     grads["Wxh"] = common.weight_gradient(
