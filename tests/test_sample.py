@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bptt
+from bptt import sample
 from bptt.sample import draw, generate, next_token_distribution, sample_text
 
 VOCAB = list("abcde\n")
@@ -90,8 +91,6 @@ def test_generation_is_deterministic_under_a_seed_and_continues_the_state(cell):
 def test_sampling_on_kept_memory_is_sampling_with_fresh_forwards(cell):
     """The loop keeps its memory, and the cells' copies of the weights, from one character
     to the next: what it draws is what a fresh forward per character gives (two layers)."""
-    from bptt import sample
-
     params = bptt.init_params(cell, len(VOCAB), 6, len(VOCAB), rng=np.random.default_rng(5),
                               num_layers=2)
     got = sample_text(params, VOCAB, 30, 0.7, prime="abca", rng=np.random.default_rng(6))
@@ -151,8 +150,6 @@ def test_a_long_prime_is_read_in_chunks_with_the_state_carried(monkeypatch):
     """Reading the prime chunk by chunk, the state carried, is reading it whole (float64:
     the same draws), and the memory it takes does not grow with the prime's length (a
     prime four times as long: about the same peak; read whole, four times the peak)."""
-    from bptt import sample
-
     params = bptt.init_params("lstm", 6, 8, 6, rng=np.random.default_rng(0), dtype=np.float64)
     prime = "".join(np.random.default_rng(1).choice(VOCAB, 100))
     whole = sample_text(params, VOCAB, 40, prime=prime, rng=np.random.default_rng(2))
@@ -186,8 +183,26 @@ def test_draw_never_takes_a_token_of_probability_0():
     # masked token (p = 0) has an empty bin, even at u = 0 and at the largest u below 1
     p = np.array([0.0, 0.25, 0.0, 0.75, 0.0])
     largest = 1 - 2.0**-53
-    draws = [draw(p, _Uniform(u)) for u in (0.0, 0.2, 0.25, 0.5, largest)]
+    draws = [sample._draw(p, _Uniform(u)) for u in (0.0, 0.2, 0.25, 0.5, largest)]
     assert draws == [1, 1, 3, 3, 3]
+
+
+def test_draw_refuses_what_is_not_a_distribution_or_a_generator():
+    # NaN weights drew the last index and negative ones bent the cumulative sum, silently;
+    # a seed in place of the Generator failed as an AttributeError
+    for p in ([0.5, float("nan")], [0.5, float("inf")], [1.0, -0.5, 0.5], [0.0, 0.0]):
+        with pytest.raises(bptt.BpttError, match="p must be finite weights >= 0 with a sum"):
+            draw(np.array(p), np.random.default_rng(0))
+    for p in ([], [[0.5, 0.5]]):
+        with pytest.raises(bptt.BpttError, match=r"p must be one vector \(V,\) with V >= 1"):
+            draw(p, np.random.default_rng(0))
+    for p in (["a", "b"], [True, False], [1j, 1.0]):
+        with pytest.raises(bptt.BpttError, match="p must hold real numbers"):
+            draw(p, np.random.default_rng(0))
+    with pytest.raises(bptt.BpttError, match="rng must be a numpy Generator"):
+        draw([0.5, 0.5], 3)
+    # weights need not be normalised; integers are weights too
+    assert draw([0, 3, 0], np.random.default_rng(0)) == 1
 
 
 def sharp_model(cell="rnn"):

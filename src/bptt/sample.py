@@ -78,8 +78,34 @@ def _distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
         return ops.softmax((y - y.max()) / temperature)
 
 
-def draw(p: np.ndarray, rng: np.random.Generator) -> int:
-    """One index drawn from the distribution p (inverse CDF with one uniform number)."""
+def draw(p: Any, rng: np.random.Generator | None = None) -> int:
+    """One index drawn from the distribution p (inverse CDF with one uniform number).
+
+    p: (V,) weights, finite and >= 0 with a sum above 0 (a distribution, or one not yet
+    normalised): index i comes with probability p[i] / Σ p, an index of weight 0 never.
+    rng: the numpy Generator to draw with (None: a fresh one).
+    """
+    return _draw(_check_weights(p), models.check_rng(rng))
+
+
+def _check_weights(p: Any) -> np.ndarray:
+    """p as a float64 vector (V,), V >= 1, of finite weights >= 0 with a sum above 0."""
+    if np.ndim(p) != 1 or not np.size(p):
+        raise BpttError(f"p must be one vector (V,) with V >= 1, got shape {np.shape(p)}")
+    if np.iscomplexobj(p) or np.asarray(p).dtype.kind not in "iuf":
+        raise BpttError(f"p must hold real numbers, got dtype {np.asarray(p).dtype}")
+    weights = np.asarray(p, dtype=np.float64)
+    total = weights.sum()
+    if not (np.isfinite(weights).all() and weights.min() >= 0 and total > 0):
+        raise BpttError(
+            "p must be finite weights >= 0 with a sum above 0 (a distribution), got min "
+            f"{weights.min()}, max {weights.max()}, sum {total}"
+        )
+    return weights
+
+
+def _draw(p: np.ndarray, rng: np.random.Generator) -> int:
+    """:func:`draw` of weights and a Generator already checked (the sampling loop's)."""
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
 
@@ -168,7 +194,7 @@ def _continue(params, shapes, vocab, ids, length, temperature, rng, greedy,
     tail = ""  # the last len(stop) generated characters
     for _ in range(length):
         p = _distribution(logits, temperature)  # (temperature checked by generate)
-        token = int(np.argmax(p)) if greedy else draw(p, rng)
+        token = int(np.argmax(p)) if greedy else _draw(p, rng)
         yield vocab[token]
         if stop:
             tail = (tail + vocab[token])[-len(stop):]
