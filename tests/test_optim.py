@@ -21,6 +21,7 @@ from bptt.optim import (
     flatten_state,
     global_norm,
     make_optimizer,
+    step_count,
     unflatten_state,
 )
 
@@ -308,11 +309,30 @@ def test_parameters_or_gradients_of_a_wrong_dtype_raise_before_changing_anything
     already moved."""
     params = {"W": np.zeros((2, 2)), "b": b}
     opt = make_optimizer(name, 0.1)
-    state = opt.init_state(params)
+    state = opt.init_state({"W": np.zeros((2, 2)), "b": np.zeros(3)})
     with pytest.raises(BpttError, match=message):
         opt.update(params, {"W": np.ones((2, 2)), "b": gb}, state)
     assert state["step"]["t"] == 0 and not params["W"].any()
 
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_init_state_and_step_count_refuse_what_is_not_theirs(name):
+    """init_state(None) was a raw AttributeError, a list parameter made a state of integers
+    that the first update refused, and step_count({}) was a KeyError."""
+    opt = make_optimizer(name, 0.1)
+    with pytest.raises(BpttError, match="params must be a dict of arrays, got NoneType"):
+        opt.init_state(None)
+    with pytest.raises(BpttError, match="parameter 'W' must be a numpy array, got list"):
+        opt.init_state({"W": [1, 2]})
+    with pytest.raises(BpttError, match="parameter 'W' has dtype int64; parameters must be float"):
+        opt.init_state({"W": np.zeros(2, dtype=np.int64)})
+    for state in ({}, None, {"step": 3}):
+        with pytest.raises(BpttError, match=r"has no step counter state\['step'\]"):
+            step_count(state)
+    with pytest.raises(BpttError, match=r"no valid step counter 'step\.t'"):
+        step_count({"step": {"t": 3}})
+    assert step_count(opt.init_state({"W": np.zeros(2)})) == 0
 
 
 @pytest.mark.parametrize("clip", [

@@ -75,20 +75,25 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
             "compute one gradient per parameter key."
         )
     for key, p in params.items():
-        if not isinstance(p, np.ndarray):
-            raise BpttError(f"parameter {key!r} must be a numpy array, got {type(p).__name__}.")
+        _check_parameter(key, p)
         _check_gradient(key, grads[key])
         if grads[key].shape != p.shape:
             raise BpttError(
                 f"gradient {key!r} has shape {grads[key].shape} but the parameter has "
                 f"shape {p.shape}; they must match."
             )
-        # checked before any update: p ← p − lr·g must stay in p's float type
-        if p.dtype.kind != "f":
-            raise BpttError(
-                f"parameter {key!r} has dtype {p.dtype}; parameters must be float arrays "
-                "(float32 or float64)."
-            )
+
+
+def _check_parameter(key: str, p: object) -> None:
+    """Raise BpttError unless the parameter ``p`` is a float numpy array (p ← p − lr·g must
+    stay in p's float type, and the state is made like it)."""
+    if not isinstance(p, np.ndarray):
+        raise BpttError(f"parameter {key!r} must be a numpy array, got {type(p).__name__}.")
+    if p.dtype.kind != "f":
+        raise BpttError(
+            f"parameter {key!r} has dtype {p.dtype}; parameters must be float arrays "
+            "(float32 or float64)."
+        )
 
 
 def _check_gradient(key: str, g: object) -> None:
@@ -152,6 +157,9 @@ class Optimizer:
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> State:
         """Return a fresh state: zeros like each parameter for every slot, and step t = 0."""
+        _check_dict("params", params)
+        for key, p in params.items():
+            _check_parameter(key, p)
         state: State = {
             slot: {key: np.zeros_like(p) for key, p in params.items()} for slot in self.slots
         }
@@ -250,7 +258,14 @@ def _check_counter(slot: Mapping) -> None:
 
 def step_count(state: State) -> int:
     """How many updates the optimizer state has seen (its step counter t)."""
-    return int(state[STEP_SLOT]["t"].item())
+    slot = state.get(STEP_SLOT) if isinstance(state, Mapping) else None
+    if not isinstance(slot, Mapping):
+        raise BpttError(
+            f"the optimizer state has no step counter state[{STEP_SLOT!r}]: make the state "
+            "with init_state(params)"
+        )
+    _check_counter(slot)
+    return int(slot["t"].item())
 
 
 def _check_slot(slot: str, params: Mapping[str, np.ndarray], arrays: Mapping) -> None:
