@@ -212,6 +212,11 @@ def test_unknown_characters_map_to_the_unk_token(tmp_path):
         encode_files([path], tmp_path / "c", vocab=vocab, unk="#")
     built = encode_files([path], tmp_path / "c2", unk="#")  # a built vocabulary gets the token
     assert "#" in built.vocab.chars and decoded(built) == "abc 日本 abc"
+    # the vocabulary given as its characters (was an AttributeError: a list has no .chars)
+    listed = encode_files([path], tmp_path / "c3", vocab=vocab.to_list(), unk="\ufffd")
+    assert listed.vocab == vocab and decoded(listed) == decoded(enc)
+    with pytest.raises(DataError, match="lists 'a' twice"):
+        encode_files([path], tmp_path / "c4", vocab=["a", "a", "b"])
 
 
 def test_read_text_can_replace_undecodable_bytes(tmp_path):

@@ -209,6 +209,11 @@ def test_vocab_keeps_given_order():
     assert vocab.encode("amz").tolist() == [1, 2, 0]
     assert vocab.decode(np.array([[0, 1], [2, 2]])) == "zamm"
 
+    # anything but characters is named (None was a TypeError of tuple())
+    for chars in (None, 3):
+        with pytest.raises(DataError, match="a vocabulary is a list of characters, got"):
+            Vocab(chars)
+
 
 def test_vocab_list_round_trip_through_json():
     vocab = Vocab.from_text("the quick brown fox\n")

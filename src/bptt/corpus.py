@@ -153,11 +153,11 @@ def encode_files(
 ) -> EncodedCorpus:
     """Encode ``files`` (joined by ``separator``) into cached token ids, or reuse the cache.
 
-    vocab: a fixed vocabulary (fine-tuning, resuming); None builds it from the
-    characters of the text (sorted by code point).  unk: the unknown-character
-    token: added to a built vocabulary; with a fixed one it must be in it, and
-    characters outside the vocabulary are read as it (without ``unk`` they are
-    a DataError listing the first few).  errors: "strict" or "replace" (see
+    vocab: a fixed vocabulary (fine-tuning, resuming), a Vocab or its characters in id
+    order; None builds it from the characters of the text (sorted by code point).
+    unk: the unknown-character token: added to a built vocabulary; with a fixed one it
+    must be in it, and characters outside the vocabulary are read as it (without
+    ``unk`` they are a DataError listing the first few).  errors: "strict" or "replace" (see
     the module docstring).
 
     Raises:
@@ -175,6 +175,8 @@ def encode_files(
     if not paths:
         raise BpttError("encode_files needs at least one file.")
     errors = check_errors(errors)
+    if vocab is not None and not isinstance(vocab, Vocab):
+        vocab = Vocab(vocab)  # (checked there: distinct characters, at least 2)
     if unk is not None:
         check_unk(unk)
         if vocab is not None and unk not in vocab.chars:

@@ -284,6 +284,10 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
     """Return ``chars`` as a tuple if they are at least 2 distinct 1-character strings."""
     if isinstance(chars, str):
         chars = list(chars)
+    if not isinstance(chars, Iterable):
+        raise DataError(
+            f"a vocabulary is a list of characters, got {type(chars).__name__} {chars!r}."
+        )
     items = tuple(chars)
     for item in items:
         if not isinstance(item, str) or len(item) != 1:
