@@ -3,7 +3,8 @@
 Every cell module offers the same functions (see cells/rnn.py for the pattern):
 ``init_layer``, ``step_forward``, ``step_backward``, ``sequence_forward``,
 ``sequence_backward``, ``final_state``, the NamedTuples ``Cache`` (with
-``hs`` (T + 1, B, H), hs[0] = h0) and ``Backward`` (``grads, dJ_dx,
+``hs`` (T + 1, B, H), hs[0] = h0, and ``hs_by_row``, the same states as (H, (T + 1)·B),
+which the head multiplies) and ``Backward`` (``grads, dJ_dx,
 dJ_dstate0, dJ_dh``), and the constants ``GATES``, ``PARAM_NAMES``,
 ``BIAS_NAMES``, ``STATE_NAMES``; optionally ``COLUMNS = True`` when the sweep keeps
 each step's vectors as columns (H, B) — the head then hands it ∂J/∂h in that layout.
