@@ -386,9 +386,12 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(head="softmax_middle"), "unknown head"),
+    (dict(head="softmax_middle"), "unknown head 'softmax_middle': choose one of softmax_each, "
+                                  "softmax_last, mse_each, mse_last"),
     (dict(lengths=[1, 2]), "lengths has shape"),
     (dict(lengths=[0, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 0"),
+    # a sequence of no step: its "last step" would be step −1, the padded end (silently)
+    (dict(lengths=[0, 2, 2]), "lengths must be between 1 and T = 4 (the padded length), got 0"),
     (dict(lengths=[1, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 9"),
     (dict(lengths=[1, 2, 5]), "lengths must be between 1 and T = 4 (the padded length), got 5"),
     (dict(lengths=[1.5, 2, 2]), "integers"),
