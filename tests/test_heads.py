@@ -401,6 +401,10 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
     (dict(targets=np.zeros((3,))), "integer labels"),
     (dict(targets=np.array([0, 1, 7])), "outside [0, 2)"),
     (dict(targets=np.array([0, 1, 2])), "targets hold a label outside [0, 2) (output_size V = 2)"),
+    # a negative label would pick a class from the end (softmax_each: the previous row's)
+    (dict(targets=np.array([0, -1, 1])), "targets hold a label outside [0, 2) (output_size V = 2)"),
+    (dict(head="softmax_each", targets=np.array([[0, 1, 1]] * 3 + [[1, -1, 0]])),
+     "targets hold a label outside [0, 2) (output_size V = 2)"),
     (dict(head="mse_last", targets=np.array([[0.0, 1.0], [np.nan, 0.0], [1.0, 1.0]])),
      "targets contain NaN or inf on a real step"),
     (dict(targets=np.zeros((4, 3), dtype=int)), "expected (3,)"),
@@ -447,6 +451,21 @@ def test_one_regression_output_may_drop_its_axis(head):
     with_axis, with_axis_grads, _ = bptt.task_loss_and_grads(params, x, r[..., None], head=head)
     assert loss == with_axis
     assert all(np.array_equal(grads[k], with_axis_grads[k]) for k in params)
+
+
+@pytest.mark.parametrize("head", ["mse_each", "mse_last"])
+def test_integer_regression_targets_are_the_numbers_they_hold(head):
+    """Integer targets (counts, say) are numbers like any other: the loss and gradients of the
+    same values as floats."""
+    rng = np.random.default_rng(5)
+    params = bptt.init_params("lstm", 2, 3, 2, rng=rng, dtype=np.float64)
+    x = rng.normal(size=(4, 3, 2))
+    r = rng.integers(-3, 4, size=(4, 3, 2) if head == "mse_each" else (3, 2))
+    loss, grads, _ = bptt.task_loss_and_grads(params, x, r, head=head, lengths=[4, 2, 3])
+    as_float, float_grads, _ = bptt.task_loss_and_grads(params, x, r.astype(float), head=head,
+                                                        lengths=[4, 2, 3])
+    assert loss == as_float
+    assert all(np.array_equal(grads[k], float_grads[k]) for k in params)
 
 
 @pytest.mark.parametrize("head", ["mse_each", "mse_last"])
