@@ -500,6 +500,15 @@ def test_pad_sequences_refuses_sequences_of_different_feature_sizes():
                                                  "complex128"),
         ([np.ones((2, 2))], "floot", r"^dtype must be float32 or float64, got 'floot'"),
         ([np.full((2, 2), 1.5)], np.int64, r"^dtype must be float32 or float64"),
+        # nothing to pad was a ValueError of max() over no lengths
+        ([], np.float64, r"^no sequences to pad$"),
+        # 1-D was an IndexError (no D); a sequence of no step a length 0, refused only later
+        ([np.ones((2, 2)), np.ones(3)], np.float64,
+         r"^every sequence must be a 2-D array \(T_b, D\) with T_b >= 1$"),
+        ([np.ones((2, 2, 1))], np.float64,
+         r"^every sequence must be a 2-D array \(T_b, D\) with T_b >= 1$"),
+        ([np.ones((2, 2)), np.ones((0, 2))], np.float64,
+         r"^every sequence must be a 2-D array \(T_b, D\) with T_b >= 1$"),
     ],
 )
 def test_pad_sequences_names_what_cannot_be_padded(sequences, dtype, message):
@@ -508,6 +517,14 @@ def test_pad_sequences_names_what_cannot_be_padded(sequences, dtype, message):
     1.5 to 1 silently."""
     with pytest.raises(bptt.BpttError, match=message):
         heads.pad_sequences(sequences, dtype=dtype)
+
+
+def test_pad_sequences_takes_boolean_features_as_0_and_1():
+    """Binary features (a bool array) are real numbers: True is 1, False 0."""
+    x, lengths = heads.pad_sequences([np.array([[True, False]]),
+                                      np.array([[False, False], [True, True]])])
+    assert x.dtype == np.float64 and lengths.tolist() == [1, 2]
+    np.testing.assert_array_equal(x, [[[1, 0], [0, 0]], [[0, 0], [1, 1]]])
 
 
 def test_pad_sequences_takes_any_iterable_of_sequences():
