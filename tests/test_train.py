@@ -59,6 +59,17 @@ def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(t
     # what --seed takes, as a setting of a --config file too (numpy takes any size)
     (dict(seed=2**64), "seed must be an integer from 0 to 2^63-1, got 18446744073709551616"),
     (dict(seq_len=train.MAX_SEQ_LEN + 1), "hidden, layers or seq_len is unreasonably large"),
+    (dict(layers=train.MAX_LAYERS + 1), "hidden, layers or seq_len is unreasonably large"),
+    # the bounds: no validation text, or no training text; not split_train_val's later error
+    (dict(val_fraction=0), "val_fraction must be between 0 and 1, got 0"),
+    (dict(val_fraction=1.0), "val_fraction must be between 0 and 1, got 1.0"),
+    # 0 would be taken for "not given" (every eval_every steps), silently
+    (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1, got 0"),
+    (dict(clip=-1), "clip must be a finite number > 0, got -1"),
+    (dict(clip_norm=0), "clip_norm must be a finite number > 0, got 0"),
+    (dict(sample_length=-1), "sample_length must be an integer >= 0, got -1"),
+    (dict(errors="ignore"), "unknown errors policy 'ignore': choose strict or replace"),
+    (dict(init_from=""), "init_from must be a path, got an empty string"),
 ])
 def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
     with pytest.raises(BpttError, match=re.escape(message)):
