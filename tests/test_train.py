@@ -142,6 +142,18 @@ def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path
     assert bpc == pytest.approx(total / (B * n) / math.log(2), rel=1e-10)
 
 
+def test_evaluate_scores_a_validation_text_shorter_than_a_sequence_whole(tmp_path):
+    """8 validation characters and seq_len 10: one stream of 7 steps predicts characters 1 … 7
+    from 0 … 6 (the whole text; not a DataError at the first evaluation, after training)."""
+    run = train.new_run(small_config(val_fraction=0.001), TEXT, "test", tmp_path / "r")
+    ids = run.val_ids
+    assert len(ids) == 8 < run.config.seq_len
+    fwd = models.forward(run.params, ids[:-1, None])
+    nats = models.ops.cross_entropy_forward(fwd.logits, ids[1:, None])[0]
+    assert train.evaluate(run.params, ids, run.config) == pytest.approx(nats / 7 / math.log(2),
+                                                                       rel=1e-12)
+
+
 def test_evaluate_scores_the_validation_text_up_to_eval_max_chars(tmp_path, monkeypatch):
     """What --val-fraction's help and docs/corpora.md say: at most the first EVAL_MAX_CHARS."""
     run = train.new_run(small_config(), TEXT * 4, "test", tmp_path / "r")
@@ -573,6 +585,48 @@ def test_chars_per_sec_counts_every_stream_and_metrics_csv_holds_the_history(tmp
         assert float(row["chars_per_sec"]) == saved["chars_per_sec"] == 20.0
         for key in ("train_bpc", "val_bpc"):
             assert float(row[key]) == pytest.approx(saved[key], abs=5e-7)
+
+
+def test_a_history_row_is_the_mean_training_bpc_of_its_interval_and_the_evaluation_of_its_step(
+        tmp_path):
+    """Row s: train_bpc the mean of the bits per character of the steps since the last row on
+    the schedule (an end off it, 7, is the mean of its own interval: step 7 alone), val_bpc
+    the evaluation of the weights after step s; metrics.csv holds the rows."""
+    run = train.new_run(small_config(steps=7, eval_every=3), TEXT, "t", tmp_path / "r")
+    step_bpc, evaluated = {}, {}
+
+    def on_event(event):
+        if event.kind == "step":
+            step_bpc[event.step] = event.stats.bpc
+        elif event.kind == "eval":
+            evaluated[event.step] = (event.val_bpc,
+                                     train.evaluate(run.params, run.val_ids, run.config))
+
+    assert train.train(run, on_event)
+    assert [row["step"] for row in run.history] == [3, 6, 7]
+    for row, steps in zip(run.history, ([1, 2, 3], [4, 5, 6], [7]), strict=True):
+        assert row["train_bpc"] == float(np.mean([step_bpc[s] for s in steps]))
+        assert row["val_bpc"] == evaluated[row["step"]][0] == evaluated[row["step"]][1]
+    assert step_bpc[7] != step_bpc[6]
+
+
+def test_checkpoints_are_written_every_checkpoint_every_steps_and_at_the_end(tmp_path,
+                                                                            monkeypatch):
+    """checkpoint_every: a checkpoint each multiple of it (not of eval_every) and at the last
+    step; without it, each multiple of eval_every and the last step."""
+    saved = []
+    save = train.save
+    monkeypatch.setattr(train, "save", lambda run: saved.append(run.step) or save(run))
+    for every, expected in ((2, [2, 4, 5]), (None, [4, 5])):
+        saved.clear()
+        out = tmp_path / f"every-{every}"
+        run = train.new_run(small_config(steps=5, eval_every=4, checkpoint_every=every), TEXT,
+                            "t", out)
+        events = []
+        assert train.train(run, events.append)
+        assert saved == [e.step for e in events if e.kind == "checkpoint"] == expected
+        assert [e.step for e in events if e.kind == "eval"] == [4, 5]
+        assert checkpoint.read_safetensors(out / train.STATE_FILE)[1]["step"] == 5
 
 
 def test_an_evaluation_samples_at_the_runs_temperature_from_a_generator_of_its_step(tmp_path):
