@@ -287,6 +287,12 @@ DAMAGED_TEXT_STATES = {
         "history row 0 has a val_bpc that is not a number: 'low'"),
     "history-after-the-step": (lambda t, m: m["history"][0].__setitem__("step", 6),
                                "history row 0 is at step 6"),
+    "history-steps-repeated": (lambda t, m: m["history"].append(dict(m["history"][0])),
+                               "history row 1 is at step 3; the rows' steps must be integers "
+                               "that increase, from 1 to the run's step 5"),
+    "history-row-with-another-column": (
+        lambda t, m: m["history"][0].__setitem__("loss", 1.0),
+        "history row 0 must have exactly the columns step, train_bpc, val_bpc, chars_per_sec"),
     "step-negative": (_set("step", -5), "its step must be an integer >= 0, got -5"),
     "step-a-string": (_set("step", "5"), "its step must be an integer >= 0, got '5'"),
     "step-not-the-optimizer's": (_set("step", 6),
@@ -311,10 +317,18 @@ DAMAGED_TEXT_STATES = {
     "carry-of-another-dtype": (
         lambda t, m: t.__setitem__("carry.1", t["carry.1"].astype(np.float32)),
         "its carried hidden state must be 2 finite float64 array(s)"),
+    # a run past its first step carries a state: none would restart it from zeros, silently
+    "carry-missing": (lambda t, m: [t.pop("carry.0"), t.pop("carry.1")],
+                      "its carried hidden state must be 2 finite float64 array(s) of shape "
+                      "(L, B, H) = (1, 4, 16)"),
+    "carry-not-finite": (lambda t, m: t["carry.0"].__setitem__((0, 0, 0), np.nan),
+                         "its carried hidden state must be 2 finite float64 array(s)"),
     "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("state", -1),
                          "the saved random generator state is invalid"),
     "interval-not-numbers": (_set("interval_losses", ["x"]),
                              "its interval_losses must be a list of finite numbers"),
+    "interval-not-finite": (_set("interval_losses", [1.0, float("inf")]),
+                            "its interval_losses must be a list of finite numbers"),
     "interval-longer-than-the-steps": (
         _set("interval_losses", [1.0] * 3),
         "it holds 3 interval losses but only 2 steps were trained since the last evaluation"),
