@@ -32,6 +32,11 @@ def test_config_refuses_unknown_keys_and_wrong_types():
         train.TrainConfig.from_dict({"hidden": "big"})
     with pytest.raises(ValueError, match="config key 'lr' has the wrong type"):
         train.TrainConfig.from_dict({"lr": [1]})
+    # JSON true is no number of steps (Python's bool is an int): named as the wrong type
+    for key, expected in (("steps", "int"), ("lr", "float"), ("clip", "float | None")):
+        with pytest.raises(BpttError, match=re.escape(
+                f"config key '{key}' has the wrong type: got bool True, expected {expected}")):
+            train.TrainConfig.from_dict({key: True})
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         train.TrainConfig.from_dict({"lr": -1})
     with pytest.raises(ValueError, match="unknown cell 'tcn'"):
@@ -49,6 +54,24 @@ def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(t
     run = train.new_run(config, TEXT, "test", tmp_path / "r")
     assert train.train(run)
     assert checkpoint.read_safetensors(tmp_path / "r" / train.STATE_FILE)[1]["step"] == 2
+
+
+def test_the_defaults_are_the_ones_the_readme_gives():
+    """README: LSTM, H = 128, T = 50, B = 32, Adam 3e-3, global-norm clip 5, float32, 3000
+    steps, evaluated on the last 5% every 250 steps."""
+    d = train.TrainConfig().validate()
+    assert (d.cell, d.hidden, d.layers, d.seq_len, d.batch, d.optimizer, d.lr) == \
+        ("lstm", 128, 1, 50, 32, "adam", 3e-3)
+    assert (d.clip_norm, d.clip, d.dtype, d.steps, d.eval_every, d.checkpoint_every,
+            d.val_fraction) == (5.0, None, "float32", 3000, 250, None, 0.05)
+
+
+def test_from_dict_changes_only_the_given_settings_of_its_base():
+    """What `bptt train --config FILE --hidden 8` does: the flags over the file's settings."""
+    base = train.TrainConfig.from_dict({"steps": 7, "lr": 0.5})
+    config = train.TrainConfig.from_dict({"hidden": 8}, base=base)
+    assert (config.steps, config.lr, config.hidden) == (7, 0.5, 8)
+    assert base.hidden == 128
 
 
 @pytest.mark.parametrize(("bad", "message"), [
