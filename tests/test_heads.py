@@ -483,6 +483,28 @@ def test_regression_targets_are_taken_in_the_models_dtype(head):
         assert g.dtype == np.float32 and np.array_equal(g, cast_grads[key]), key
 
 
+def test_regression_targets_too_large_for_the_models_dtype(recwarn):
+    """float64 targets of a float32 model: a number beyond float32's range on a padded step is
+    ignored like any padding (it was a RuntimeWarning, "overflow encountered in cast"), and on
+    a real step named as too large (it was "NaN or inf", after that warning)."""
+    rng = np.random.default_rng(6)
+    params = bptt.init_params("rnn", 2, 3, 2, rng=rng, dtype=np.float32)
+    x = rng.normal(size=(4, 3, 2)).astype(np.float32)
+    r = rng.normal(size=(4, 3, 2))
+    lengths = [4, 3, 4]
+    loss, _, _ = bptt.task_loss_and_grads(params, x, r, head="mse_each", lengths=lengths)
+    r[3, 1] = 1e300  # a padded step
+    assert bptt.task_loss_and_grads(params, x, r, head="mse_each", lengths=lengths)[0] == loss
+    r[0, 0, 1] = -1e300  # a real step
+    with pytest.raises(bptt.BpttError, match=re.escape(
+            "targets hold numbers too large for float32, the weights' dtype, on a real step: "
+            "scale them, or use float64 weights")):
+        bptt.task_loss_and_grads(params, x, r, head="mse_each", lengths=lengths)
+    with pytest.raises(bptt.BpttError, match="targets contain NaN or inf on a real step"):
+        bptt.task_loss_and_grads(params, x, np.full((3, 2), np.inf), head="mse_last")
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_pad_sequences_refuses_sequences_of_different_feature_sizes():
     with pytest.raises(bptt.BpttError, match="every sequence must have the same number of "
                                              "features D"):
