@@ -207,6 +207,30 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_never_saves_nan(tmp
     assert all(np.isfinite(v).all() for v in saved.params.values())
 
 
+@pytest.mark.parametrize("every", [None, 1])
+def test_an_update_that_overflows_a_weight_at_an_evaluation_is_divergence(tmp_path, monkeypatch,
+                                                                          every):
+    """The step's loss and gradients were finite, its update made a weight inf: at the step's
+    evaluation (and its checkpoint), DivergedError of that step (not the forward's error about
+    a user's bad parameters), and the checkpoint before it is kept."""
+    out = tmp_path / "r"
+    run = train.new_run(small_config(steps=6, eval_every=2, checkpoint_every=every), TEXT, "t",
+                        out)
+    real_step = train.train_step
+
+    def overflowing(run):
+        stats = real_step(run)
+        if run.step == 4:
+            run.params["Why"][0, 0] = np.inf
+        return stats
+
+    monkeypatch.setattr(train, "train_step", overflowing)
+    with pytest.raises(train.DivergedError, match="diverged at step 4"):
+        train.train(run)
+    assert checkpoint.load_model(out).step == (3 if every else 2)
+    assert checkpoint.read_safetensors(out / train.STATE_FILE)[1]["step"] == (3 if every else 2)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_learning_rate_that_blows_up_ends_in_one_diverged_error_without_warnings(tmp_path,
                                                                                     optimizer):
