@@ -524,6 +524,17 @@ def test_an_older_train_state_without_interval_losses_goes_on_without_its_off_sc
     assert [row["step"] for row in longer.history] == [4] and longer.interval_losses == []
 
 
+def test_an_older_train_state_without_interval_losses_that_ended_on_its_schedule_keeps_its_row(
+        tmp_path):
+    # (its last row, step 8 with eval_every 4, is an evaluation on the schedule: going on
+    # keeps it, and the next interval starts after it)
+    out = tmp_path / "run"
+    assert train.train(train.new_run(small_config(steps=8, eval_every=4), TEXT, "t", out))
+    old = _damage(out, tmp_path, lambda t, m: m.pop("interval_losses"))
+    longer = train.resume_run(old, TEXT, steps=10)
+    assert [row["step"] for row in longer.history] == [4, 8] and longer.interval_losses == []
+
+
 @pytest.mark.parametrize("losses", [0, {}, ""])
 def test_interval_losses_that_are_no_list_are_refused_after_an_end_off_the_schedule(
         ended_off_schedule, tmp_path, losses):
