@@ -386,9 +386,12 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(head="softmax_middle"), "unknown head"),
+    (dict(head="softmax_middle"), "unknown head 'softmax_middle': choose one of softmax_each, "
+                                  "softmax_last, mse_each, mse_last"),
     (dict(lengths=[1, 2]), "lengths has shape"),
     (dict(lengths=[0, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 0"),
+    # a sequence of no step: its "last step" would be step −1, the padded end (silently)
+    (dict(lengths=[0, 2, 2]), "lengths must be between 1 and T = 4 (the padded length), got 0"),
     (dict(lengths=[1, 2, 9]), "lengths must be between 1 and T = 4 (the padded length), got 9"),
     (dict(lengths=[1, 2, 5]), "lengths must be between 1 and T = 4 (the padded length), got 5"),
     (dict(lengths=[1.5, 2, 2]), "integers"),
@@ -398,6 +401,10 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
     (dict(targets=np.zeros((3,))), "integer labels"),
     (dict(targets=np.array([0, 1, 7])), "outside [0, 2)"),
     (dict(targets=np.array([0, 1, 2])), "targets hold a label outside [0, 2) (output_size V = 2)"),
+    # a negative label would pick a class from the end (softmax_each: the previous row's)
+    (dict(targets=np.array([0, -1, 1])), "targets hold a label outside [0, 2) (output_size V = 2)"),
+    (dict(head="softmax_each", targets=np.array([[0, 1, 1]] * 3 + [[1, -1, 0]])),
+     "targets hold a label outside [0, 2) (output_size V = 2)"),
     (dict(head="mse_last", targets=np.array([[0.0, 1.0], [np.nan, 0.0], [1.0, 1.0]])),
      "targets contain NaN or inf on a real step"),
     (dict(targets=np.zeros((4, 3), dtype=int)), "expected (3,)"),
@@ -447,6 +454,21 @@ def test_one_regression_output_may_drop_its_axis(head):
 
 
 @pytest.mark.parametrize("head", ["mse_each", "mse_last"])
+def test_integer_regression_targets_are_the_numbers_they_hold(head):
+    """Integer targets (counts, say) are numbers like any other: the loss and gradients of the
+    same values as floats."""
+    rng = np.random.default_rng(5)
+    params = bptt.init_params("lstm", 2, 3, 2, rng=rng, dtype=np.float64)
+    x = rng.normal(size=(4, 3, 2))
+    r = rng.integers(-3, 4, size=(4, 3, 2) if head == "mse_each" else (3, 2))
+    loss, grads, _ = bptt.task_loss_and_grads(params, x, r, head=head, lengths=[4, 2, 3])
+    as_float, float_grads, _ = bptt.task_loss_and_grads(params, x, r.astype(float), head=head,
+                                                        lengths=[4, 2, 3])
+    assert loss == as_float
+    assert all(np.array_equal(grads[k], float_grads[k]) for k in params)
+
+
+@pytest.mark.parametrize("head", ["mse_each", "mse_last"])
 def test_regression_targets_are_taken_in_the_models_dtype(head):
     """float64 targets of a float32 model: the loss and float32 gradients of the targets cast
     to float32 (a float64 residual would make float64 gradients for float32 weights)."""
@@ -459,6 +481,28 @@ def test_regression_targets_are_taken_in_the_models_dtype(head):
     assert loss == cast
     for key, g in grads.items():
         assert g.dtype == np.float32 and np.array_equal(g, cast_grads[key]), key
+
+
+def test_regression_targets_too_large_for_the_models_dtype(recwarn):
+    """float64 targets of a float32 model: a number beyond float32's range on a padded step is
+    ignored like any padding (it was a RuntimeWarning, "overflow encountered in cast"), and on
+    a real step named as too large (it was "NaN or inf", after that warning)."""
+    rng = np.random.default_rng(6)
+    params = bptt.init_params("rnn", 2, 3, 2, rng=rng, dtype=np.float32)
+    x = rng.normal(size=(4, 3, 2)).astype(np.float32)
+    r = rng.normal(size=(4, 3, 2))
+    lengths = [4, 3, 4]
+    loss, _, _ = bptt.task_loss_and_grads(params, x, r, head="mse_each", lengths=lengths)
+    r[3, 1] = 1e300  # a padded step
+    assert bptt.task_loss_and_grads(params, x, r, head="mse_each", lengths=lengths)[0] == loss
+    r[0, 0, 1] = -1e300  # a real step
+    with pytest.raises(bptt.BpttError, match=re.escape(
+            "targets hold numbers too large for float32, the weights' dtype, on a real step: "
+            "scale them, or use float64 weights")):
+        bptt.task_loss_and_grads(params, x, r, head="mse_each", lengths=lengths)
+    with pytest.raises(bptt.BpttError, match="targets contain NaN or inf on a real step"):
+        bptt.task_loss_and_grads(params, x, np.full((3, 2), np.inf), head="mse_last")
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_pad_sequences_refuses_sequences_of_different_feature_sizes():
@@ -478,6 +522,15 @@ def test_pad_sequences_refuses_sequences_of_different_feature_sizes():
                                                  "complex128"),
         ([np.ones((2, 2))], "floot", r"^dtype must be float32 or float64, got 'floot'"),
         ([np.full((2, 2), 1.5)], np.int64, r"^dtype must be float32 or float64"),
+        # nothing to pad was a ValueError of max() over no lengths
+        ([], np.float64, r"^no sequences to pad$"),
+        # 1-D was an IndexError (no D); a sequence of no step a length 0, refused only later
+        ([np.ones((2, 2)), np.ones(3)], np.float64,
+         r"^every sequence must be a 2-D array \(T_b, D\) with T_b >= 1$"),
+        ([np.ones((2, 2, 1))], np.float64,
+         r"^every sequence must be a 2-D array \(T_b, D\) with T_b >= 1$"),
+        ([np.ones((2, 2)), np.ones((0, 2))], np.float64,
+         r"^every sequence must be a 2-D array \(T_b, D\) with T_b >= 1$"),
     ],
 )
 def test_pad_sequences_names_what_cannot_be_padded(sequences, dtype, message):
@@ -486,6 +539,14 @@ def test_pad_sequences_names_what_cannot_be_padded(sequences, dtype, message):
     1.5 to 1 silently."""
     with pytest.raises(bptt.BpttError, match=message):
         heads.pad_sequences(sequences, dtype=dtype)
+
+
+def test_pad_sequences_takes_boolean_features_as_0_and_1():
+    """Binary features (a bool array) are real numbers: True is 1, False 0."""
+    x, lengths = heads.pad_sequences([np.array([[True, False]]),
+                                      np.array([[False, False], [True, True]])])
+    assert x.dtype == np.float64 and lengths.tolist() == [1, 2]
+    np.testing.assert_array_equal(x, [[[1, 0], [0, 0]], [[0, 0], [1, 1]]])
 
 
 def test_pad_sequences_takes_any_iterable_of_sequences():

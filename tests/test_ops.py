@@ -225,3 +225,26 @@ def test_sigmoid_slope_is_the_derivative_of_sigma_from_its_output(rng):
     numeric = fd(lambda: float(ops.sigmoid_forward(a).sum()), a)
     assert relative_error(got, numeric) < 1e-8
     np.testing.assert_array_equal(got, ops.sigmoid_backward(np.ones_like(a), ops.sigmoid_forward(a)))
+
+
+def test_cross_entropy_and_partial_refuses_an_out_it_cannot_write_in_place(rng):
+    """An ``out`` whose rows cannot be read as one flat array (columns of a wider array, or
+    Fortran order) would make the flat view a copy: the 1 taken from each label's entry would
+    be lost (∂J/∂y = p, silently).  It is refused instead."""
+    y = rng.normal(size=(4, 3))
+    labels = np.array([0, 2, 1, 1])
+    for out in (np.empty((4, 5))[:, :3], np.empty((3, 4)).T):
+        with pytest.raises(ValueError, match=r"out must be a C-contiguous \(N, V\) array"):
+            ops.cross_entropy_and_partial(y, labels, out=out)
+
+
+@pytest.mark.parametrize("lengths", [None, np.array([3, 3])])
+def test_last_step_forward_returns_an_array_of_its_own(rng, lengths):
+    """Both branches gather into new memory: what a "last" head returns as its outputs must
+    not be a view of the logits (which a workspace overwrites at its next call)."""
+    x = rng.normal(size=(3, 2, 4))
+    before = x.copy()
+    last = ops.last_step_forward(x, lengths)
+    np.testing.assert_array_equal(last, x[-1])
+    last += 1
+    np.testing.assert_array_equal(x, before)

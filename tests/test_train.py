@@ -32,6 +32,11 @@ def test_config_refuses_unknown_keys_and_wrong_types():
         train.TrainConfig.from_dict({"hidden": "big"})
     with pytest.raises(ValueError, match="config key 'lr' has the wrong type"):
         train.TrainConfig.from_dict({"lr": [1]})
+    # JSON true is no number of steps (Python's bool is an int): named as the wrong type
+    for key, expected in (("steps", "int"), ("lr", "float"), ("clip", "float | None")):
+        with pytest.raises(BpttError, match=re.escape(
+                f"config key '{key}' has the wrong type: got bool True, expected {expected}")):
+            train.TrainConfig.from_dict({key: True})
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         train.TrainConfig.from_dict({"lr": -1})
     with pytest.raises(ValueError, match="unknown cell 'tcn'"):
@@ -51,6 +56,24 @@ def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(t
     assert checkpoint.read_safetensors(tmp_path / "r" / train.STATE_FILE)[1]["step"] == 2
 
 
+def test_the_defaults_are_the_ones_the_readme_gives():
+    """README: LSTM, H = 128, T = 50, B = 32, Adam 3e-3, global-norm clip 5, float32, 3000
+    steps, evaluated on the last 5% every 250 steps."""
+    d = train.TrainConfig().validate()
+    assert (d.cell, d.hidden, d.layers, d.seq_len, d.batch, d.optimizer, d.lr) == \
+        ("lstm", 128, 1, 50, 32, "adam", 3e-3)
+    assert (d.clip_norm, d.clip, d.dtype, d.steps, d.eval_every, d.checkpoint_every,
+            d.val_fraction) == (5.0, None, "float32", 3000, 250, None, 0.05)
+
+
+def test_from_dict_changes_only_the_given_settings_of_its_base():
+    """What `bptt train --config FILE --hidden 8` does: the flags over the file's settings."""
+    base = train.TrainConfig.from_dict({"steps": 7, "lr": 0.5})
+    config = train.TrainConfig.from_dict({"hidden": 8}, base=base)
+    assert (config.steps, config.lr, config.hidden) == (7, 0.5, 8)
+    assert base.hidden == 128
+
+
 @pytest.mark.parametrize(("bad", "message"), [
     (dict(val_fraction="0.1"), "val_fraction must be between 0 and 1, got '0.1'"),
     (dict(lr="0.1"), "lr must be a finite number > 0, got '0.1'"),
@@ -59,6 +82,17 @@ def test_numpy_numbers_are_settings_like_python_ones_and_their_run_checkpoints(t
     # what --seed takes, as a setting of a --config file too (numpy takes any size)
     (dict(seed=2**64), "seed must be an integer from 0 to 2^63-1, got 18446744073709551616"),
     (dict(seq_len=train.MAX_SEQ_LEN + 1), "hidden, layers or seq_len is unreasonably large"),
+    (dict(layers=train.MAX_LAYERS + 1), "hidden, layers or seq_len is unreasonably large"),
+    # the bounds: no validation text, or no training text; not split_train_val's later error
+    (dict(val_fraction=0), "val_fraction must be between 0 and 1, got 0"),
+    (dict(val_fraction=1.0), "val_fraction must be between 0 and 1, got 1.0"),
+    # 0 would be taken for "not given" (every eval_every steps), silently
+    (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1, got 0"),
+    (dict(clip=-1), "clip must be a finite number > 0, got -1"),
+    (dict(clip_norm=0), "clip_norm must be a finite number > 0, got 0"),
+    (dict(sample_length=-1), "sample_length must be an integer >= 0, got -1"),
+    (dict(errors="ignore"), "unknown errors policy 'ignore': choose strict or replace"),
+    (dict(init_from=""), "init_from must be a path, got an empty string"),
 ])
 def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
     with pytest.raises(BpttError, match=re.escape(message)):
@@ -131,6 +165,18 @@ def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path
     assert bpc == pytest.approx(total / (B * n) / math.log(2), rel=1e-10)
 
 
+def test_evaluate_scores_a_validation_text_shorter_than_a_sequence_whole(tmp_path):
+    """8 validation characters and seq_len 10: one stream of 7 steps predicts characters 1 … 7
+    from 0 … 6 (the whole text; not a DataError at the first evaluation, after training)."""
+    run = train.new_run(small_config(val_fraction=0.001), TEXT, "test", tmp_path / "r")
+    ids = run.val_ids
+    assert len(ids) == 8 < run.config.seq_len
+    fwd = models.forward(run.params, ids[:-1, None])
+    nats = models.ops.cross_entropy_forward(fwd.logits, ids[1:, None])[0]
+    assert train.evaluate(run.params, ids, run.config) == pytest.approx(nats / 7 / math.log(2),
+                                                                       rel=1e-12)
+
+
 def test_evaluate_scores_the_validation_text_up_to_eval_max_chars(tmp_path, monkeypatch):
     """What --val-fraction's help and docs/corpora.md say: at most the first EVAL_MAX_CHARS."""
     run = train.new_run(small_config(), TEXT * 4, "test", tmp_path / "r")
@@ -159,6 +205,30 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_never_saves_nan(tmp
     saved = checkpoint.load_model(tmp_path / "r")
     assert saved.step == 4
     assert all(np.isfinite(v).all() for v in saved.params.values())
+
+
+@pytest.mark.parametrize("every", [None, 1])
+def test_an_update_that_overflows_a_weight_at_an_evaluation_is_divergence(tmp_path, monkeypatch,
+                                                                          every):
+    """The step's loss and gradients were finite, its update made a weight inf: at the step's
+    evaluation (and its checkpoint), DivergedError of that step (not the forward's error about
+    a user's bad parameters), and the checkpoint before it is kept."""
+    out = tmp_path / "r"
+    run = train.new_run(small_config(steps=6, eval_every=2, checkpoint_every=every), TEXT, "t",
+                        out)
+    real_step = train.train_step
+
+    def overflowing(run):
+        stats = real_step(run)
+        if run.step == 4:
+            run.params["Why"][0, 0] = np.inf
+        return stats
+
+    monkeypatch.setattr(train, "train_step", overflowing)
+    with pytest.raises(train.DivergedError, match="diverged at step 4"):
+        train.train(run)
+    assert checkpoint.load_model(out).step == (3 if every else 2)
+    assert checkpoint.read_safetensors(out / train.STATE_FILE)[1]["step"] == (3 if every else 2)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -264,6 +334,12 @@ DAMAGED_TEXT_STATES = {
         "history row 0 has a val_bpc that is not a number: 'low'"),
     "history-after-the-step": (lambda t, m: m["history"][0].__setitem__("step", 6),
                                "history row 0 is at step 6"),
+    "history-steps-repeated": (lambda t, m: m["history"].append(dict(m["history"][0])),
+                               "history row 1 is at step 3; the rows' steps must be integers "
+                               "that increase, from 1 to the run's step 5"),
+    "history-row-with-another-column": (
+        lambda t, m: m["history"][0].__setitem__("loss", 1.0),
+        "history row 0 must have exactly the columns step, train_bpc, val_bpc, chars_per_sec"),
     "step-negative": (_set("step", -5), "its step must be an integer >= 0, got -5"),
     "step-a-string": (_set("step", "5"), "its step must be an integer >= 0, got '5'"),
     "step-not-the-optimizer's": (_set("step", 6),
@@ -288,10 +364,18 @@ DAMAGED_TEXT_STATES = {
     "carry-of-another-dtype": (
         lambda t, m: t.__setitem__("carry.1", t["carry.1"].astype(np.float32)),
         "its carried hidden state must be 2 finite float64 array(s)"),
+    # a run past its first step carries a state: none would restart it from zeros, silently
+    "carry-missing": (lambda t, m: [t.pop("carry.0"), t.pop("carry.1")],
+                      "its carried hidden state must be 2 finite float64 array(s) of shape "
+                      "(L, B, H) = (1, 4, 16)"),
+    "carry-not-finite": (lambda t, m: t["carry.0"].__setitem__((0, 0, 0), np.nan),
+                         "its carried hidden state must be 2 finite float64 array(s)"),
     "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("state", -1),
                          "the saved random generator state is invalid"),
     "interval-not-numbers": (_set("interval_losses", ["x"]),
                              "its interval_losses must be a list of finite numbers"),
+    "interval-not-finite": (_set("interval_losses", [1.0, float("inf")]),
+                            "its interval_losses must be a list of finite numbers"),
     "interval-longer-than-the-steps": (
         _set("interval_losses", [1.0] * 3),
         "it holds 3 interval losses but only 2 steps were trained since the last evaluation"),
@@ -440,6 +524,17 @@ def test_an_older_train_state_without_interval_losses_goes_on_without_its_off_sc
     assert [row["step"] for row in longer.history] == [4] and longer.interval_losses == []
 
 
+def test_an_older_train_state_without_interval_losses_that_ended_on_its_schedule_keeps_its_row(
+        tmp_path):
+    # (its last row, step 8 with eval_every 4, is an evaluation on the schedule: going on
+    # keeps it, and the next interval starts after it)
+    out = tmp_path / "run"
+    assert train.train(train.new_run(small_config(steps=8, eval_every=4), TEXT, "t", out))
+    old = _damage(out, tmp_path, lambda t, m: m.pop("interval_losses"))
+    longer = train.resume_run(old, TEXT, steps=10)
+    assert [row["step"] for row in longer.history] == [4, 8] and longer.interval_losses == []
+
+
 @pytest.mark.parametrize("losses", [0, {}, ""])
 def test_interval_losses_that_are_no_list_are_refused_after_an_end_off_the_schedule(
         ended_off_schedule, tmp_path, losses):
@@ -562,6 +657,48 @@ def test_chars_per_sec_counts_every_stream_and_metrics_csv_holds_the_history(tmp
         assert float(row["chars_per_sec"]) == saved["chars_per_sec"] == 20.0
         for key in ("train_bpc", "val_bpc"):
             assert float(row[key]) == pytest.approx(saved[key], abs=5e-7)
+
+
+def test_a_history_row_is_the_mean_training_bpc_of_its_interval_and_the_evaluation_of_its_step(
+        tmp_path):
+    """Row s: train_bpc the mean of the bits per character of the steps since the last row on
+    the schedule (an end off it, 7, is the mean of its own interval: step 7 alone), val_bpc
+    the evaluation of the weights after step s; metrics.csv holds the rows."""
+    run = train.new_run(small_config(steps=7, eval_every=3), TEXT, "t", tmp_path / "r")
+    step_bpc, evaluated = {}, {}
+
+    def on_event(event):
+        if event.kind == "step":
+            step_bpc[event.step] = event.stats.bpc
+        elif event.kind == "eval":
+            evaluated[event.step] = (event.val_bpc,
+                                     train.evaluate(run.params, run.val_ids, run.config))
+
+    assert train.train(run, on_event)
+    assert [row["step"] for row in run.history] == [3, 6, 7]
+    for row, steps in zip(run.history, ([1, 2, 3], [4, 5, 6], [7]), strict=True):
+        assert row["train_bpc"] == float(np.mean([step_bpc[s] for s in steps]))
+        assert row["val_bpc"] == evaluated[row["step"]][0] == evaluated[row["step"]][1]
+    assert step_bpc[7] != step_bpc[6]
+
+
+def test_checkpoints_are_written_every_checkpoint_every_steps_and_at_the_end(tmp_path,
+                                                                            monkeypatch):
+    """checkpoint_every: a checkpoint each multiple of it (not of eval_every) and at the last
+    step; without it, each multiple of eval_every and the last step."""
+    saved = []
+    save = train.save
+    monkeypatch.setattr(train, "save", lambda run: saved.append(run.step) or save(run))
+    for every, expected in ((2, [2, 4, 5]), (None, [4, 5])):
+        saved.clear()
+        out = tmp_path / f"every-{every}"
+        run = train.new_run(small_config(steps=5, eval_every=4, checkpoint_every=every), TEXT,
+                            "t", out)
+        events = []
+        assert train.train(run, events.append)
+        assert saved == [e.step for e in events if e.kind == "checkpoint"] == expected
+        assert [e.step for e in events if e.kind == "eval"] == [4, 5]
+        assert checkpoint.read_safetensors(out / train.STATE_FILE)[1]["step"] == 5
 
 
 def test_an_evaluation_samples_at_the_runs_temperature_from_a_generator_of_its_step(tmp_path):

@@ -133,11 +133,18 @@ def check_head_targets(
         )
     if y.dtype.kind not in "iuf":
         raise BpttError(f"targets of head {head!r} must be numbers, got dtype {y.dtype}")
-    y = y.astype(dtype, copy=False)
-    inside = y if real is None else y[real]
+    # a number beyond dtype's range casts to inf: refused below on a real step, without
+    # numpy's warning (a padded step may hold anything, 1e300 in float32 too)
+    with np.errstate(over="ignore"):
+        cast = y.astype(dtype, copy=False)
+    inside = cast if real is None else cast[real]
     if not np.isfinite(inside).all():
+        if np.isfinite(y if real is None else y[real]).all():
+            raise BpttError(
+                f"targets hold numbers too large for {np.dtype(dtype).name}, the weights' "
+                "dtype, on a real step: scale them, or use float64 weights")
         raise BpttError("targets contain NaN or inf on a real step")
-    return y if real is None else np.where(real[..., None], y, 0).astype(dtype, copy=False)
+    return cast if real is None else np.where(real[..., None], cast, 0).astype(dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------
