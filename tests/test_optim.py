@@ -693,3 +693,175 @@ def test_make_optimizer_names_a_name_that_is_no_string(name):
     """make_optimizer(['adam'], …) was TypeError: unhashable type: 'list'."""
     with pytest.raises(BpttError, match=r"^unknown optimizer .*choose one of: sgd, momentum"):
         make_optimizer(name, 0.1)
+
+
+# ---------------------------------------------------------------- from a mutation audit (5)
+
+
+@pytest.mark.parametrize("name, kw, value", [
+    ("momentum", {"momentum": 0.0}, ("momentum", 0.0)),
+    ("adam", {"betas": (0.0, 0.0)}, ("betas", (0.0, 0.0))),
+])
+def test_a_zero_momentum_or_beta_is_allowed_as_in_torch(name, kw, value):
+    """[0, 1) includes 0: SGD(momentum=0) and Adam(betas=(0, 0)) are torch's too."""
+    opt = make_optimizer(name, 0.1, **kw)
+    assert getattr(opt, value[0]) == value[1]
+    params = {"W": np.ones(2)}
+    opt.update(params, {"W": np.array([1.0, -2.0])}, opt.init_state(params))
+    assert np.isfinite(params["W"]).all() and (params["W"] != 1.0).all()
+
+
+def test_mismatched_grads_name_the_missing_and_the_extra_keys():
+    params = {"W": np.zeros((2, 2)), "b": np.zeros(2)}
+    opt = SGD(0.1)
+    with pytest.raises(BpttError, match=re.escape("(missing ['W'], extra ['V'])")):
+        opt.update(params, {"V": np.zeros((2, 2)), "b": np.zeros(2)}, opt.init_state(params))
+
+
+def test_a_transposed_gradient_is_refused_by_its_shape_not_only_its_size():
+    params = {"W": np.zeros((3, 4))}
+    opt = SGD(0.1)
+    with pytest.raises(BpttError, match=re.escape(
+            "gradient 'W' has shape (4, 3) but the parameter has shape (3, 4); they must match.")):
+        opt.update(params, {"W": np.ones((4, 3))}, opt.init_state(params))
+    assert not params["W"].any()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_complex_parameter_is_refused(name):
+    """Parameters must be float arrays: a complex one is named, not updated."""
+    params = {"W": np.zeros(2, dtype=np.complex128)}
+    with pytest.raises(BpttError, match=r"^parameter 'W' has dtype complex128; parameters must "
+                                        r"be float arrays"):
+        make_optimizer(name, 0.1).init_state(params)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_])
+def test_integer_and_boolean_gradients_are_real_numbers_and_update(name, dtype):
+    """A gradient holds real numbers: an integer (or bool) one updates as its float value."""
+    params, as_float = {"W": np.zeros(3)}, {"W": np.zeros(3)}
+    opt, ref = make_optimizer(name, 0.1), make_optimizer(name, 0.1)
+    grad = np.array([1, 0, 1], dtype=dtype)
+    opt.update(params, {"W": grad}, opt.init_state(params))
+    ref.update(as_float, {"W": grad.astype(np.float64)}, ref.init_state(as_float))
+    np.testing.assert_array_equal(params["W"], as_float["W"])
+    assert params["W"][0] < 0
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_float32_and_float64_parameters_of_one_shape_each_update_in_their_own_precision(name):
+    """The scratch arrays are kept per shape AND dtype: a float64 parameter's step made in a
+    float32 scratch of the same shape would lose its low bits."""
+    rng = np.random.default_rng(12)
+    p32, p64 = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5)
+    g32, g64 = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5)
+    mixed = {"a": p32.copy(), "b": p64.copy()}
+    opt = make_optimizer(name, 0.1)
+    opt.update(mixed, {"a": g32, "b": g64}, opt.init_state(mixed))
+    for key, p, g in (("a", p32, g32), ("b", p64, g64)):
+        alone = {key: p.copy()}
+        other = make_optimizer(name, 0.1)
+        other.update(alone, {key: g}, other.init_state(alone))
+        assert mixed[key].dtype == p.dtype
+        np.testing.assert_array_equal(mixed[key], alone[key])
+
+
+def test_config_keeps_the_exact_hyperparameters_and_survives_json():
+    """config() is JSON-able as it is: a JSON round trip (a checkpoint's metadata) gives the
+    same settings, each number exactly."""
+    import json
+
+    for opt in (SGD(0.0012345678), Momentum(0.0012345678, momentum=0.123456789),
+                Adagrad(0.5, eps=1.2345e-9), Adam(3.3333e-4, betas=(0.85, 0.9876), eps=1e-7)):
+        config = opt.config()
+        assert json.loads(json.dumps(config)) == config
+        assert make_optimizer(**config).config() == config
+    assert Adam(3.3333e-4, betas=(0.85, 0.9876), eps=1e-7).config() == {
+        "name": "adam", "lr": 3.3333e-4, "betas": [0.85, 0.9876], "eps": 1e-7}
+
+
+def test_betas_must_be_exactly_two():
+    with pytest.raises(BpttError, match=r"^betas must be two numbers \(beta1, beta2\), got "
+                                        r"\(0\.9, 0\.999, 0\.5\)"):
+        Adam(0.1, betas=(0.9, 0.999, 0.5))
+
+
+def test_an_option_of_an_optimizer_without_options_says_it_has_none():
+    with pytest.raises(BpttError, match=r"^optimizer 'sgd' has no option 'eps'; its options "
+                                        r"are: none\.$"):
+        make_optimizer("sgd", 0.1, eps=1e-8)
+
+
+def test_check_state_refuses_extra_slots_keys_and_a_transposed_entry():
+    """A resume with another optimizer (an Adam state given to SGD holds more than SGD's
+    slots), a state of a model with more parameters, or a transposed entry is refused."""
+    params = {"W": np.zeros((3, 4))}
+    with pytest.raises(CheckpointError, match=r"^optimizer state has slots \['m', 'step', "
+                                              r"'v'\] but 'sgd' needs \['step'\]"):
+        SGD(0.1).check_state(params, Adam(0.1).init_state(params))
+    bigger = Momentum(0.1).init_state({"W": np.zeros((3, 4)), "b": np.zeros(4)})
+    with pytest.raises(CheckpointError, match=r"^optimizer slot 'buf' has keys \['W', 'b'\] "
+                                              r"but the model has \['W'\]"):
+        Momentum(0.1).check_state(params, bigger)
+    transposed = Momentum(0.1).init_state({"W": np.zeros((4, 3))})
+    with pytest.raises(CheckpointError, match=r"entry 'W' has shape \(4, 3\) but the parameter "
+                                              r"has shape \(3, 4\)"):
+        Momentum(0.1).check_state(params, transposed)
+    state = SGD(0.1).init_state(params)
+    state["step"]["u"] = np.zeros((), np.int64)
+    with pytest.raises(CheckpointError, match=r"no valid step counter 'step\.t'"):
+        SGD(0.1).check_state(params, state)
+
+
+def test_global_norm_does_not_depend_on_the_order_of_the_keys():
+    """Summed in sorted key order: a checkpoint loads its keys sorted, and a resumed run must
+    repeat every bit of the norm (and so of the clipping) of an uninterrupted one."""
+    # g² of "a" is 1 and of each other key 2⁻⁵⁴: added after the 1 each is lost, added
+    # first they make 2⁻⁵¹, and the norm 1 + 2⁻⁵²
+    grads = {"a": np.array([1.0]), **{k: np.array([2.0**-27]) for k in "bcdefghi"}}
+    huge = {k: g * 2.0**600 for k, g in grads.items()}  # Σ g² overflows: the scaled sum
+    for values in (grads, huge):
+        scale = values["a"][0]
+        reversed_keys = {k: values[k] for k in reversed(values)}
+        assert global_norm(values) == global_norm(reversed_keys) == scale
+
+
+def test_clip_by_global_norm_takes_a_given_norm_of_zero_and_does_not_recompute_it(
+        monkeypatch):
+    """norm=0.0 (all-zero gradients) is a norm; a given norm is used as it is, the gradients
+    not read again for theirs."""
+    from bptt import optim
+
+    zeros = {"W": np.zeros(3)}
+    assert clip_by_global_norm(zeros, 1.0, 0.0) == 0.0
+    monkeypatch.setattr(optim, "global_norm", lambda *a, **k: pytest.fail("norm recomputed"))
+    grads = {"W": np.array([3.0, 4.0])}
+    assert clip_by_global_norm(grads, 1.0, norm=10.0) == 10.0
+    np.testing.assert_array_equal(grads["W"], np.array([3.0, 4.0]) * (1.0 / (10.0 + 1e-6)))
+
+
+@pytest.mark.parametrize("flat, message", [
+    ({".t": np.zeros(())}, "'.t'"), ({"step.": np.zeros(())}, "'step.'"),
+    ({"step": np.zeros(())}, "'step'"),
+])
+def test_unflatten_state_refuses_an_empty_slot_or_key(flat, message):
+    with pytest.raises(CheckpointError, match=rf"^optimizer state entry {re.escape(message)} is "
+                                              r"not of the form 'slot\.key'"):
+        unflatten_state(flat)
+
+
+def test_flatten_state_refuses_a_slot_name_with_a_dot():
+    """'a.b' + '.W' would read back as slot 'a', key 'b.W'."""
+    with pytest.raises(BpttError, match=r"^optimizer slot name 'a\.b' must not contain '\.'"):
+        flatten_state({"a.b": {"W": np.zeros(2)}})
+
+
+def test_checkpoint_tensors_are_the_arrays_themselves():
+    from bptt import optim
+
+    params = {"W": np.ones(2)}
+    state = Adam(0.1).init_state(params)
+    tensors = optim.checkpoint_tensors(params, state)
+    assert tensors["param.W"] is params["W"] and tensors["opt.m.W"] is state["m"]["W"]
+    assert tensors["opt.step.t"] is state["step"]["t"]
