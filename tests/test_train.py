@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from bptt import checkpoint, models, optim, train
-from bptt.data import StreamBatcher, builtin_corpus
-from bptt.errors import BpttError, CheckpointError
+from bptt.data import StreamBatcher, Vocab, builtin_corpus
+from bptt.errors import BpttError, CheckpointError, DataError
 from bptt.sample import sample_text
 
 TEXT = builtin_corpus()[:8000]
@@ -294,6 +294,17 @@ def test_free_out_dir_skips_a_file_of_the_same_name(tmp_path):
     base.parent.mkdir()
     base.write_text("not a run")
     assert train.free_out_dir(base) == tmp_path / "runs" / "train-2"
+
+
+def test_a_fixed_vocabulary_without_the_unknown_character_token_is_refused():
+    """--unk names a character of the vocabulary: a fixed one (a model's) without it is one
+    clear DataError, even for a text it covers whole (the token would never be read)."""
+    vocab = Vocab.from_list(sorted(set(TEXT)))
+    assert "~" not in vocab.chars
+    with pytest.raises(DataError, match=re.escape(
+            "the unknown-character token '~' is not in the vocabulary; use the --unk character "
+            "the model was trained with (or none).")):
+        train.prepare_text(TEXT, small_config(unk="~"), vocab)
 
 
 def test_an_empty_cache_dir_is_refused():
