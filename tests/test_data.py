@@ -600,3 +600,13 @@ def test_the_fingerprint_is_computed_once(monkeypatch):
     batcher.state_dict()
     assert len(calls) == 1
 
+
+def test_a_numpy_integer_position_is_loaded_as_an_int_and_saved_as_json():
+    """A numpy integer passes the position check; kept as it was, the next state_dict
+    (a checkpoint's JSON metadata) was a TypeError: int64 is not JSON serializable."""
+    ids = np.arange(100) % 7
+    batcher = StreamBatcher(ids, 2, 5)
+    batcher.load_state_dict({**batcher.state_dict(), "position": np.int64(3)})
+    batcher.next_batch()
+    assert type(batcher.position) is int and batcher.position == 4
+    assert json.loads(json.dumps(batcher.state_dict()))["position"] == 4
