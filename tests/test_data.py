@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -420,3 +421,192 @@ def test_the_limit_of_a_text_is_written_with_its_thousands_separated(tmp_path: P
     path.write_text("a" * 1001)
     with pytest.raises(DataError, match=f"^{re.escape(str(path))} is longer than 1,000 bytes, "):
         read_text(path, max_bytes=1000)
+
+
+# ---------------------------------------------------------------- from a mutation audit (5)
+
+
+def test_builtin_corpus_takes_the_topics_in_sorted_key_order_whatever_the_dict_order(
+        monkeypatch):
+    """The text must not depend on the order pydoc_data.topics lists its keys in."""
+    import types
+
+    fake = types.ModuleType("pydoc_data.topics")
+    fake.topics = {"b": "second", "a": "first"}
+    monkeypatch.setitem(sys.modules, "pydoc_data.topics", fake)
+    assert builtin_corpus.__wrapped__() == "first\nsecond"
+
+
+def test_read_text_names_a_missing_file_and_an_os_failure_in_one_sentence(tmp_path: Path,
+                                                                          monkeypatch):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DataError, match=f"^{re.escape(str(missing))} does not exist; pass the "
+                                        "path of a UTF-8 text file.$"):
+        read_text(missing)
+    path = tmp_path / "t.txt"
+    path.write_text("abc")
+
+    def fail(self, *args, **kwargs):
+        raise OSError(5, "Input/output error", str(self))
+
+    monkeypatch.setattr(Path, "open", fail)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))} cannot be read "
+                                        r"\(Input/output error\)\.$"):
+        read_text(path)
+
+
+def test_only_strict_and_replace_are_error_policies(tmp_path: Path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"caf\xe9")
+    for errors in ("ignore", "surrogateescape", None):
+        with pytest.raises(BpttError, match=rf"^errors must be 'strict' or 'replace', got "
+                                            rf"{re.escape(repr(errors))}\.$"):
+            read_text(path, errors=errors)
+
+
+def test_undecodable_message_with_a_hint_names_the_flag_and_what_it_does():
+    from bptt.data import undecodable_message
+
+    assert undecodable_message(Path("t.txt"), 7, 0xE9, "--errors replace") == (
+        "t.txt is not valid UTF-8 at byte 7 (byte 0xe9); convert it to UTF-8 first "
+        "(e.g. iconv -t UTF-8), or pass --errors replace to read such bytes as U+FFFD.")
+
+
+def test_a_vocabulary_is_its_order_not_only_its_characters():
+    """Ids are positions: the same characters in another order are another vocabulary (a
+    resume must not take it)."""
+    assert Vocab(["a", "b"]) != Vocab(["b", "a"])
+    assert Vocab(["a", "b"]) == Vocab(("a", "b")) and hash(Vocab("ab")) == hash(Vocab(["a", "b"]))
+    assert Vocab("ab") != ("a", "b")
+
+
+def test_from_text_checks_unk_as_the_unknown_character_token():
+    with pytest.raises(BpttError, match=r"^the unknown-character token must be one character, "
+                                        r"got 'xy'\.$"):
+        Vocab.from_text("abc", unk="xy")
+    for unk in ("", "xy", None, 3):
+        with pytest.raises(BpttError, match="must be one character"):
+            check_unk(unk)
+
+
+@pytest.mark.parametrize(("ids", "match"), [
+    ([-1, 0], r"^character ids must be in \[0, 2\] for this vocabulary, got values from -1 to 0"),
+    (np.array([0.0, 1.0]), r"^character ids must be integers, got dtype float64\.$"),
+])
+def test_vocab_decode_refuses_negative_or_non_integer_ids(ids, match):
+    """A negative id indexed from the end (the wrong character, silently); a float id was
+    numpy's IndexError."""
+    with pytest.raises(DataError, match=match):
+        Vocab.from_text("abc").decode(ids)
+
+
+def test_vocab_decode_of_no_ids_is_the_empty_text():
+    vocab = Vocab.from_text("abc")
+    assert vocab.decode([]) == "" and vocab.decode(np.zeros((0, 3), dtype=np.int64)) == ""
+
+
+def test_an_empty_string_is_not_a_vocabulary_entry():
+    with pytest.raises(DataError, match=r"^a vocabulary entry must be a single character, "
+                                        r"got ''"):
+        Vocab(["a", ""])
+
+
+def test_five_unknown_characters_are_all_shown_and_six_are_counted():
+    from bptt.data import unknown_characters_message
+
+    five = unknown_characters_message(list("vwxyz"), 5)
+    assert "5 characters that are not in the vocabulary: 'v', 'w', 'x', 'y', 'z';" in five
+    assert "shown" not in five
+    six = unknown_characters_message(list("vwxyz"), 6)
+    assert "6 characters that are not in the vocabulary: 'v', 'w', 'x', 'y', 'z' " \
+           "(first 5 shown);" in six
+
+
+def test_split_train_val_rounds_to_the_nearest_token_and_returns_views():
+    """max(2, round(N·f)): 99 · 0.05 = 4.95 holds out 5, not 4; the parts are views (a
+    memory-mapped corpus is not copied)."""
+    ids = np.arange(99)
+    train, val = split_train_val(ids, 0.05)
+    assert len(val) == 5 and len(train) == 94 and val[0] == 94
+    assert np.shares_memory(train, ids) and np.shares_memory(val, ids)
+
+
+def test_fingerprint_is_the_crc32_of_the_ids_as_little_endian_int64(monkeypatch):
+    """Documented as such (a checkpoint stores it): chunk by chunk, the last one too."""
+    from bptt import data
+
+    ids = np.arange(9, dtype=np.uint8) * 7
+    expected = zlib.crc32(ids.astype("<i8").tobytes())
+    assert data.fingerprint(ids) == expected
+    monkeypatch.setattr(data, "FINGERPRINT_CHUNK", 4)  # 9 = 2 chunks of 4 and one of 1
+    assert data.fingerprint(ids) == expected
+
+
+def test_stream_batcher_names_the_length_it_needs():
+    with pytest.raises(DataError, match=r"^the text to train on \(20 characters\) is shorter "
+                                        r"than one sequence for 4 streams of 5 characters "
+                                        r"\(needs at least 21\); "):
+        StreamBatcher(np.arange(20), batch_size=4, seq_len=5)
+
+
+@pytest.mark.parametrize("ids", [np.arange(100.0), np.arange(100).reshape(50, 2)])
+def test_stream_batcher_needs_a_1d_integer_array(ids):
+    with pytest.raises(BpttError, match=r"^ids must be a 1-D integer array, got shape"):
+        StreamBatcher(ids, 2, 5)
+
+
+def test_chunk_index_outside_an_epoch_is_refused():
+    batcher = StreamBatcher(np.arange(21), batch_size=2, seq_len=5)  # n = 10: 2 chunks
+    assert batcher.chunks_per_epoch == 2
+    for j in (-1, 2):
+        with pytest.raises(BpttError, match=rf"^chunk index must be in \[0, 1\], got {j}\.$"):
+            batcher.chunk(j)
+
+
+@pytest.mark.parametrize("state", [None, [], {"position": 1.5}, {"position": "3"},
+                                   {"position": True}])
+def test_load_state_dict_refuses_a_position_that_is_not_a_count(state):
+    batcher = StreamBatcher(np.arange(100) % 7, 2, 5)
+    with pytest.raises(DataError, match=r"^the saved batch position must be an integer >= 0"):
+        batcher.load_state_dict(state)
+    assert batcher.position == 0
+
+
+def test_load_state_dict_refuses_another_batch_size_or_length_naming_it():
+    ids = np.arange(100) % 7
+    state = StreamBatcher(ids, 2, 5).state_dict()
+    assert state == {"position": 0, "batch_size": 2, "seq_len": 5, "num_tokens": 100,
+                     "tokens_crc32": zlib.crc32(ids.astype("<i8").tobytes())}
+    with pytest.raises(DataError, match=r"^the saved batch state has batch_size=2 but this "
+                                        r"run has 3;"):
+        StreamBatcher(ids, 3, 5).load_state_dict(state)
+    with pytest.raises(DataError, match=r"^the saved batch state has num_tokens=100 but this "
+                                        r"run has 99;"):
+        StreamBatcher(ids[:99], 2, 5).load_state_dict(state)
+
+
+def test_the_fingerprint_is_computed_once(monkeypatch):
+    """A corpus of any size is read for its CRC once, not at every checkpoint."""
+    from bptt import data
+
+    calls = []
+    real = data.fingerprint
+    monkeypatch.setattr(data, "fingerprint", lambda ids: calls.append(1) or real(ids))
+    batcher = StreamBatcher(np.arange(100) % 7, 2, 5)
+    assert not calls  # lazily
+    state = batcher.state_dict()
+    batcher.next_batch()
+    batcher.load_state_dict(state)
+    batcher.state_dict()
+    assert len(calls) == 1
+
+
+def test_a_numpy_integer_position_is_loaded_as_an_int_and_saved_as_json():
+    """A numpy integer passes the position check; kept as it was, the next state_dict
+    (a checkpoint's JSON metadata) was a TypeError: int64 is not JSON serializable."""
+    ids = np.arange(100) % 7
+    batcher = StreamBatcher(ids, 2, 5)
+    batcher.load_state_dict({**batcher.state_dict(), "position": np.int64(3)})
+    batcher.next_batch()
+    assert type(batcher.position) is int and batcher.position == 4
+    assert json.loads(json.dumps(batcher.state_dict()))["position"] == 4

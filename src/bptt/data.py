@@ -526,6 +526,6 @@ class StreamBatcher:
                     f"{expected[key]!r}; resume with the same text, --batch and --seq-len"
                     f"{damaged}."
                 )
-        self.position = position
+        self.position = int(position)  # (a numpy integer is no JSON)
 
 
