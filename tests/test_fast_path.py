@@ -189,3 +189,18 @@ def test_the_flat_buffers_are_laid_out_layer_by_layer_then_the_head():
     assert list(ws.layout.keys) == list(models.canonical_order(params))
     np.testing.assert_array_equal(
         ws.params_flat, np.concatenate([params[k].reshape(-1) for k in ws.layout.keys]))
+
+
+def test_a_run_whose_params_are_replaced_between_steps_trains_the_new_ones(tmp_path):
+    """run.params given new arrays (weights loaded into a run between steps): the next step
+    packs and updates them, not the arrays of the earlier fast path (save would write the
+    new ones, never trained), as a run made with those weights would."""
+    run = train.new_run(small_config(steps=4), TEXT, "t", tmp_path / "r")
+    twin = train.new_run(small_config(steps=4), TEXT, "t", tmp_path / "twin")
+    for r in (run, twin):
+        train.train_step(r)
+    run.params = {k: v.copy() for k, v in run.params.items()}
+    train.train_step(run)
+    train.train_step(twin)
+    for key, value in twin.params.items():
+        assert np.array_equal(run.params[key], value), key

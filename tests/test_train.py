@@ -252,6 +252,14 @@ def test_should_stop_saves_the_last_completed_step(tmp_path):
     assert resumed.step == 3
     for key in run.params:
         assert np.array_equal(run.params[key], resumed.params[key])
+    # and everything else a resume goes on from: the optimizer's moments and counter, the
+    # carried state, the batch position, the random generator
+    for slot, values in run.opt_state.items():
+        for key, value in values.items():
+            assert np.array_equal(resumed.opt_state[slot][key], value), (slot, key)
+    assert np.array_equal(resumed.state, run.state)
+    assert resumed.batches.state_dict() == run.batches.state_dict()
+    assert resumed.rng.bit_generator.state == run.rng.bit_generator.state
 
 
 def test_resume_refuses_another_text(tmp_path):
@@ -305,6 +313,22 @@ def test_a_fixed_vocabulary_without_the_unknown_character_token_is_refused():
             "the unknown-character token '~' is not in the vocabulary; use the --unk character "
             "the model was trained with (or none).")):
         train.prepare_text(TEXT, small_config(unk="~"), vocab)
+
+
+def test_an_encoded_corpus_of_another_vocabulary_is_refused(tmp_path):
+    """The ids of a cached corpus index its own vocabulary: with a model's other one they
+    would be read as other characters, silently."""
+    from bptt.corpus import encode_files
+
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    encoded = encode_files([path], tmp_path / "cache")
+    other = Vocab.from_list([*sorted(set(TEXT)), "~"])
+    with pytest.raises(DataError, match="the encoded corpus has another vocabulary than the "
+                                        "model; encode it with the model's vocabulary"):
+        train.prepare_text(encoded, small_config(), other)
+    vocab, train_ids, val_ids = train.prepare_text(encoded, small_config(), encoded.vocab)
+    assert vocab == encoded.vocab and len(train_ids) + len(val_ids) == len(TEXT)
 
 
 def test_an_empty_cache_dir_is_refused():
