@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -429,3 +430,211 @@ def test_one_path_not_in_a_list_is_named_not_read_character_by_character(tmp_pat
     for files in (str(text), text, None):
         with pytest.raises(BpttError, match=r"^files must be a list of paths"):
             encode_files(files, tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- from a mutation audit (5)
+
+
+def scans_of(monkeypatch) -> list:
+    """Record each call of pass 1 (the whole text read and hashed again)."""
+    calls: list = []
+    real = corpus_module._scan
+    monkeypatch.setattr(corpus_module, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("field", ["size", "mtime_ns", "ctime_ns", "path"])
+def test_a_file_whose_recorded_stat_differs_is_hashed_again(tmp_path, monkeypatch, field):
+    """The cache is trusted only while the file has the recorded path, size, mtime AND ctime
+    (a write in the same clock tick keeps the times: then only the size tells)."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    enc = encode_files([path], tmp_path / "c")
+    doc = json.loads(enc.manifest.read_text(encoding="utf-8"))
+    source = doc["sources"][0]
+    source[field] = source[field] + "x" if field == "path" else source[field] + 1
+    enc.manifest.write_text(json.dumps(doc), encoding="utf-8")
+    scans = scans_of(monkeypatch)
+    again = encode_files([path], tmp_path / "c")
+    assert scans == [1] and again.reused and decoded(again) == "abcab " * 50
+    assert encode_files([path], tmp_path / "c").reused and scans == [1]  # recorded anew
+
+
+def test_a_change_that_keeps_the_size_and_the_vocabulary_is_encoded_again(tmp_path):
+    """The content hash covers every byte (the last one too), and the id file's name hashes
+    the contents: a text changed only in its last character, into one it already has, is
+    not given the old ids."""
+    path = write(tmp_path / "t.txt", "abcab " * 50 + "a")
+    cache = tmp_path / "c"
+    first = encode_files([path], cache)
+    path.write_text("abcab " * 50 + "b", encoding="utf-8")
+    changed = encode_files([path], cache)
+    assert changed.vocab == first.vocab and changed.ids_file != first.ids_file
+    assert not changed.reused and decoded(changed) == "abcab " * 50 + "b"
+    swapped = "bacab " + "abcab " * 49 + "b"  # two characters swapped: same bytes counted
+    path.write_text(swapped, encoding="utf-8")
+    assert decoded(encode_files([path], cache)) == swapped
+
+
+def test_a_fixed_vocabulary_never_takes_an_entry_of_another_vocabulary(tmp_path):
+    """Fine-tuning after a plain run on the same files: the ids must index the model's
+    vocabulary, not the text's own."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    cache = tmp_path / "c"
+    plain = encode_files([path], cache)
+    wide = Vocab.from_list(sorted(set("abc ") | set("xyz")))
+    tuned = encode_files([path], cache, vocab=wide)
+    assert not tuned.reused and tuned.vocab == wide and plain.vocab != wide
+    assert decoded(tuned) == "abcab " * 50
+    assert int(np.asarray(tuned.ids).max()) == wide.index("c")
+
+
+def test_the_bytes_of_a_wide_vocabulary_are_two_an_id(tmp_path):
+    chars = "".join(chr(0x4E00 + i) for i in range(300))
+    enc = encode_files([write(tmp_path / "t.txt", chars)], tmp_path / "c")
+    assert enc.ids.dtype == np.dtype("<u2") and enc.num_tokens == 300 and enc.nbytes == 600
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"files": []}, r"^encode_files needs at least one file\.$"),
+    ({"files": b"t.txt"}, r"^files must be a list of paths, got bytes"),
+    ({"separator": None}, r"^separator must be a string, got None\.$"),
+    ({"errors": "ignore"}, r"^errors must be 'strict' or 'replace', got 'ignore'\.$"),
+    ({"unk": "ab"}, r"^the unknown-character token must be one character, got 'ab'\.$"),
+])
+def test_bad_arguments_are_one_bptt_error(tmp_path, kwargs, match):
+    path = write(tmp_path / "t.txt", "abc")
+    arguments = {"files": [path], "cache_dir": tmp_path / "c"} | kwargs
+    with pytest.raises(BpttError, match=match):
+        encode_files(**arguments)
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_relative_path_is_recorded_absolute_and_shares_the_entry(tmp_path, monkeypatch):
+    path = write(tmp_path / "t.txt", "abcab ")
+    monkeypatch.chdir(tmp_path)
+    enc = encode_files(["t.txt"], tmp_path / "c")
+    assert enc.sources[0].path == str(path.resolve())
+    assert encode_files([path], tmp_path / "c").reused
+
+
+def test_a_byte_order_mark_inside_the_text_is_a_character(tmp_path, tiny_blocks):
+    """Only the file's first BOM is dropped; U+FEFF later (here at a block boundary) is text."""
+    path = write(tmp_path / "t.txt", "abcde\ufeffxyz", bom=True)
+    assert decoded(encode_files([path], tmp_path / "c")) == "abcde\ufeffxyz"
+
+
+def test_a_separator_outside_a_fixed_vocabulary_is_named(tmp_path):
+    """Two files joined by a newline the model's vocabulary lacks: the separator was read as
+    id 0, silently."""
+    a, b = write(tmp_path / "a.txt", "abab"), write(tmp_path / "b.txt", "baba")
+    with pytest.raises(DataError, match=r"^the text has 1 characters that are not in the "
+                                        r"vocabulary: '\\n';"):
+        encode_files([a, b], tmp_path / "c", vocab=Vocab("ab"))
+
+
+def test_a_failed_encoding_leaves_no_temporary_file(tmp_path, tiny_blocks):
+    path = write(tmp_path / "t.txt", "hello world, hello again")
+
+    def progress(phase, done, total):
+        if phase == "scan" and done == total:
+            path.write_bytes(b"hello world, hello AGAIN")
+
+    with pytest.raises(DataError, match="changed while it was being encoded"):
+        encode_files([path], tmp_path / "c", progress=progress)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_the_cache_directory_is_made_with_its_parents_or_named(tmp_path):
+    path = write(tmp_path / "t.txt", "abc")
+    assert encode_files([path], tmp_path / "a" / "b" / "c").manifest.parent == (
+        tmp_path / "a" / "b" / "c")
+    blocker = write(tmp_path / "file", "x")
+    with pytest.raises(BpttError, match=rf"^cannot create the cache directory "
+                                        rf"{re.escape(str(blocker))}: File exists; choose "
+                                        r"another --cache-dir\.$"):
+        encode_files([path], blocker)
+
+
+def test_a_manifest_that_cannot_be_written_whole_leaves_the_previous_one(tmp_path,
+                                                                         monkeypatch):
+    """The manifest is written to a temporary file and renamed: a disk that fills up halfway
+    does not leave a truncated manifest in place of the good one."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    enc = encode_files([path], tmp_path / "c")
+    before = enc.manifest.read_text(encoding="utf-8")
+    path.write_text("abcab " * 40, encoding="utf-8")
+
+    def half(self, text, *args, **kwargs):
+        with open(self, "w", encoding="utf-8") as out:
+            out.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half)
+    with pytest.raises(BpttError, match="No space left on device; choose another --cache-dir"):
+        encode_files([path], tmp_path / "c")
+    monkeypatch.undo()
+    assert enc.manifest.read_text(encoding="utf-8") == before
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def _damage(doc: dict, cache: Path, how: str) -> None:
+    if how == "format":
+        doc["format"] = "another-cache"
+    elif how == "a source missing":
+        doc["sources"] = []
+    elif how == "signed dtype":
+        doc["dtype"] = "|i1"
+    elif how == "float count":
+        doc["num_tokens"] = float(doc["num_tokens"])
+    elif how == "ids outside the cache":
+        (cache / "corpus-sub").mkdir()
+        (cache / "corpus-sub" / doc["ids_file"]).write_bytes((cache / doc["ids_file"]).read_bytes())
+        doc["ids_file"] = f"corpus-sub/{doc['ids_file']}"
+    elif how == "not an id file":
+        (cache / "other.bin").write_bytes((cache / doc["ids_file"]).read_bytes())
+        doc["ids_file"] = "other.bin"
+    elif how == "sources not records":
+        doc["sources"] = [3]
+
+
+@pytest.mark.parametrize("how", ["format", "a source missing", "signed dtype", "float count",
+                                 "ids outside the cache", "not an id file",
+                                 "sources not records"])
+def test_a_manifest_damaged_in_any_field_is_encoded_again(tmp_path, how):
+    """Each field is checked: the manifest names the entry's own complete id file, in the
+    cache, of the vocabulary's dtype, for as many files as given; otherwise the text is
+    encoded again (never a traceback, never other ids)."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    cache = tmp_path / "c"
+    enc = encode_files([path], cache)
+    doc = json.loads(enc.manifest.read_text(encoding="utf-8"))
+    _damage(doc, cache, how)
+    enc.manifest.write_text(json.dumps(doc), encoding="utf-8")
+    again = encode_files([path], cache)
+    assert not again.reused and again.ids.dtype == np.uint8
+    assert again.ids_file.parent == cache and decoded(again) == "abcab " * 50
+    assert again.ids_file.name.startswith("corpus-") and again.ids_file.suffix == ".ids"
+
+
+def test_a_manifest_that_does_not_say_whether_its_vocabulary_was_fixed_is_checked(
+        tmp_path, monkeypatch):
+    """Such an entry is trusted as a fixed vocabulary's: a run that builds its own reads the
+    text again (and, the ids being its own, keeps them and records the flag)."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    enc = encode_files([path], tmp_path / "c")
+    doc = json.loads(enc.manifest.read_text(encoding="utf-8"))
+    del doc["fixed_vocab"]
+    enc.manifest.write_text(json.dumps(doc), encoding="utf-8")
+    scans = scans_of(monkeypatch)
+    assert encode_files([path], tmp_path / "c").reused and scans == [1]
+    assert json.loads(enc.manifest.read_text(encoding="utf-8"))["fixed_vocab"] is False
+
+
+def test_a_strict_run_never_takes_the_entry_of_a_replacing_one(tmp_path):
+    """The cache entry is keyed by --errors too: after a run that read undecodable bytes as
+    U+FFFD, a strict run on the unchanged file still names the bad byte."""
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"abc\xffabc")
+    assert decoded(encode_files([path], tmp_path / "c", errors="replace")) == "abc\ufffdabc"
+    with pytest.raises(DataError, match=r"not valid UTF-8 at byte 3 \(byte 0xff\)"):
+        encode_files([path], tmp_path / "c")

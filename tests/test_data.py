@@ -610,3 +610,17 @@ def test_a_numpy_integer_position_is_loaded_as_an_int_and_saved_as_json():
     batcher.next_batch()
     assert type(batcher.position) is int and batcher.position == 4
     assert json.loads(json.dumps(batcher.state_dict()))["position"] == 4
+
+
+def test_a_path_the_system_refuses_to_look_up_is_one_data_error(tmp_path: Path):
+    """A file name too long for the file system (or a parent directory that cannot be
+    searched) made Path.exists raise a raw OSError from read_text and encode_files, whose
+    documented error is DataError."""
+    from bptt.corpus import encode_files
+
+    path = tmp_path / ("x" * 5000)
+    message = rf"^{re.escape(str(path))} cannot be read \(File name too long\)\.$"
+    with pytest.raises(DataError, match=message):
+        read_text(path)
+    with pytest.raises(DataError, match=message):
+        encode_files([path], tmp_path / "cache")

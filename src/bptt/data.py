@@ -85,9 +85,13 @@ def read_text(
 
 def check_text_path(file: Path) -> None:
     """Refuse a path that is missing or a directory, in the words every text reader uses."""
-    if not file.exists():
+    try:
+        exists, is_dir = file.exists(), file.is_dir()
+    except OSError as exc:  # a name too long, a parent that cannot be searched
+        raise read_error(file, exc) from exc
+    if not exists:
         raise DataError(f"{file} does not exist; pass the path of a UTF-8 text file.")
-    if file.is_dir():
+    if is_dir:
         raise DataError(f"{file} is a directory; pass the path of a UTF-8 text file inside it.")
 
 
