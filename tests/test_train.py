@@ -177,6 +177,19 @@ def test_evaluate_scores_a_validation_text_shorter_than_a_sequence_whole(tmp_pat
                                                                        rel=1e-12)
 
 
+def test_evaluate_reads_as_many_streams_as_a_short_validation_text_holds(tmp_path):
+    """35 validation characters, seq_len 10, batch 4: three streams of 11 positions (34 // 3),
+    each scoring one chunk of 10 (all the streams of 10 the text holds; not fewer)."""
+    run = train.new_run(small_config(), TEXT, "test", tmp_path / "r")
+    ids = run.val_ids[:35]
+    total = 0.0
+    for b in range(3):
+        fwd = models.forward(run.params, ids[11 * b:11 * b + 10, None])
+        total += models.ops.cross_entropy_forward(fwd.logits, ids[11 * b + 1:11 * b + 11, None])[0]
+    assert train.evaluate(run.params, ids, run.config) == pytest.approx(
+        total / 30 / math.log(2), rel=1e-12)
+
+
 def test_evaluate_scores_the_validation_text_up_to_eval_max_chars(tmp_path, monkeypatch):
     """What --val-fraction's help and docs/corpora.md say: at most the first EVAL_MAX_CHARS."""
     run = train.new_run(small_config(), TEXT * 4, "test", tmp_path / "r")
