@@ -310,6 +310,23 @@ def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
         train.check_fresh_out(second)
 
 
+def test_a_checkpoint_removes_the_temporaries_a_killed_write_left(tmp_path):
+    """A run SIGKILLed in its first checkpoint's write leaves only a temporary (no run file:
+    the directory is free); the next run there removes it at its checkpoint, and only the
+    temporaries of a run's files."""
+    out = tmp_path / "r"
+    out.mkdir()
+    left = [out / f"{checkpoint.TEMP_PREFIX}{train.STATE_FILE}.0123456789ab",
+            out / f"{checkpoint.TEMP_PREFIX}{train.METRICS_FILE}"]
+    theirs = out / f"{checkpoint.TEMP_PREFIX}notes.txt"
+    for file in [*left, theirs]:
+        file.write_bytes(b"partial")
+    assert train.free_out_dir(out) == out
+    run = train.new_run(small_config(steps=2, eval_every=2), TEXT, "t", out)
+    assert train.train(run)
+    assert not any(file.exists() for file in left) and theirs.exists()
+
+
 def test_free_out_dir_skips_a_file_of_the_same_name(tmp_path):
     base = tmp_path / "runs" / "train"
     base.parent.mkdir()
