@@ -805,6 +805,17 @@ def test_fine_tuning_casts_the_weights_to_the_runs_dtype_and_resumes(float32_mod
     assert train.resume_run(tmp_path / "tuned", TEXT, steps=3).step == 2
 
 
+def test_fine_tuning_refuses_a_model_without_a_vocabulary(float32_model, tmp_path):
+    """A model of a task (or an import without vocab) reads no characters: one clear error."""
+    init = checkpoint.load_model(float32_model)
+    init.vocab = None
+    with pytest.raises(CheckpointError, match=re.escape(
+            "the model to fine-tune has no vocabulary; it is not a character model, so it "
+            "cannot be fine-tuned on text.")):
+        train.new_run(small_config(unk="~"), TEXT, "t", tmp_path / "tuned", init=init)
+    assert not (tmp_path / "tuned").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(hidden=8), "the model to fine-tune has hidden=16 but the settings say hidden=8; "
                      "the model's shape comes from --init-from, so leave out --hidden."),
