@@ -421,6 +421,17 @@ def test_bad_arguments_are_one_clear_error(bad, message):
         bptt.task_loss_and_grads(params, **args)
 
 
+@pytest.mark.parametrize("head", heads.HEADS)
+def test_whole_float_lengths_are_the_lengths_they_hold(head):
+    """lengths as floats (3.0: a column of a float table) are the integers they hold."""
+    p = make_problem("rnn", head, 1, True, False, seed_of("float lengths"))
+    ints = efficient(p)
+    floats = efficient(p._replace(lengths=p.lengths.astype(np.float64)))
+    assert floats.loss == ints.loss
+    assert all(np.array_equal(floats.grads[k], g) for k, g in ints.grads.items())
+    assert np.array_equal(floats.state, ints.state)
+
+
 @pytest.mark.parametrize("head", ["softmax_each", "softmax_last"])
 def test_labels_of_any_integer_type_give_the_same_result(head):
     """Labels come back from the check in numpy's index type (uint64 + int64 is float64 in

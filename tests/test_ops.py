@@ -238,6 +238,22 @@ def test_cross_entropy_and_partial_refuses_an_out_it_cannot_write_in_place(rng):
             ops.cross_entropy_and_partial(y, labels, out=out)
 
 
+def test_cross_entropy_and_partial_of_logits_in_any_layout(rng):
+    """Without ``out``, logits in Fortran order or a transposed view are logits like any
+    other (they were refused as an ``out`` "must be a C-contiguous (N, V) array", which the
+    caller never gave); y is left as it was."""
+    y = rng.normal(size=(6, 4))
+    labels = rng.integers(0, 4, size=6)
+    J, p = ops.cross_entropy_forward(y, labels)
+    expected = ops.cross_entropy_backward(p, labels)
+    for logits in (np.asfortranarray(y), np.ascontiguousarray(y.T).T):
+        before = logits.copy()
+        J2, dJ_dy = ops.cross_entropy_and_partial(logits, labels)
+        assert J2 == pytest.approx(J, rel=1e-13)
+        np.testing.assert_allclose(dJ_dy, expected, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(logits, before)
+
+
 @pytest.mark.parametrize("lengths", [None, np.array([3, 3])])
 def test_last_step_forward_returns_an_array_of_its_own(rng, lengths):
     """Both branches gather into new memory: what a "last" head returns as its outputs must

@@ -177,6 +177,19 @@ def test_evaluate_scores_a_validation_text_shorter_than_a_sequence_whole(tmp_pat
                                                                        rel=1e-12)
 
 
+def test_evaluate_reads_as_many_streams_as_a_short_validation_text_holds(tmp_path):
+    """35 validation characters, seq_len 10, batch 4: three streams of 11 positions (34 // 3),
+    each scoring one chunk of 10 (all the streams of 10 the text holds; not fewer)."""
+    run = train.new_run(small_config(), TEXT, "test", tmp_path / "r")
+    ids = run.val_ids[:35]
+    total = 0.0
+    for b in range(3):
+        fwd = models.forward(run.params, ids[11 * b:11 * b + 10, None])
+        total += models.ops.cross_entropy_forward(fwd.logits, ids[11 * b + 1:11 * b + 11, None])[0]
+    assert train.evaluate(run.params, ids, run.config) == pytest.approx(
+        total / 30 / math.log(2), rel=1e-12)
+
+
 def test_evaluate_scores_the_validation_text_up_to_eval_max_chars(tmp_path, monkeypatch):
     """What --val-fraction's help and docs/corpora.md say: at most the first EVAL_MAX_CHARS."""
     run = train.new_run(small_config(), TEXT * 4, "test", tmp_path / "r")
@@ -295,6 +308,23 @@ def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
     assert train.free_out_dir(base) == tmp_path / "runs" / "train-3"
     with pytest.raises(BpttError, match="already holds a checkpoint"):
         train.check_fresh_out(second)
+
+
+def test_a_checkpoint_removes_the_temporaries_a_killed_write_left(tmp_path):
+    """A run SIGKILLed in its first checkpoint's write leaves only a temporary (no run file:
+    the directory is free); the next run there removes it at its checkpoint, and only the
+    temporaries of a run's files."""
+    out = tmp_path / "r"
+    out.mkdir()
+    left = [out / f"{checkpoint.TEMP_PREFIX}{train.STATE_FILE}.0123456789ab",
+            out / f"{checkpoint.TEMP_PREFIX}{train.METRICS_FILE}"]
+    theirs = out / f"{checkpoint.TEMP_PREFIX}notes.txt"
+    for file in [*left, theirs]:
+        file.write_bytes(b"partial")
+    assert train.free_out_dir(out) == out
+    run = train.new_run(small_config(steps=2, eval_every=2), TEXT, "t", out)
+    assert train.train(run)
+    assert not any(file.exists() for file in left) and theirs.exists()
 
 
 def test_free_out_dir_skips_a_file_of_the_same_name(tmp_path):
@@ -773,6 +803,17 @@ def test_fine_tuning_casts_the_weights_to_the_runs_dtype_and_resumes(float32_mod
         np.testing.assert_array_equal(run.params[key], value.astype(np.float64))
     assert train.train(run)
     assert train.resume_run(tmp_path / "tuned", TEXT, steps=3).step == 2
+
+
+def test_fine_tuning_refuses_a_model_without_a_vocabulary(float32_model, tmp_path):
+    """A model of a task (or an import without vocab) reads no characters: one clear error."""
+    init = checkpoint.load_model(float32_model)
+    init.vocab = None
+    with pytest.raises(CheckpointError, match=re.escape(
+            "the model to fine-tune has no vocabulary; it is not a character model, so it "
+            "cannot be fine-tuned on text.")):
+        train.new_run(small_config(unk="~"), TEXT, "t", tmp_path / "tuned", init=init)
+    assert not (tmp_path / "tuned").exists()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -99,6 +99,8 @@ def cross_entropy_and_partial(
     as :func:`cross_entropy_masked_forward` and :func:`cross_entropy_masked_backward`.
     """
     N, V = y.shape
+    if out is None:  # rows laid out one after another, whatever y's layout (a transpose)
+        out = np.empty_like(y, order="C")
     at_label = np.arange(0, N * V, V) + labels  # flat index of (row, label[row])
     # (the ufuncs' own reductions: np.sum / y.max add a Python layer a tiny problem feels)
     with np.errstate(over="ignore"):  # logits more than the float range apart: −inf, p = 0
