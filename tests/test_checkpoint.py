@@ -460,8 +460,33 @@ def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path
 def test_missing_file_and_directory_refused(tmp_path: Path):
     with pytest.raises(CheckpointError, match="does not exist"):
         read_safetensors(tmp_path / "nope.safetensors")
-    with pytest.raises(CheckpointError, match="directory"):
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"checkpoint {tmp_path} is a directory; pass the .safetensors file.")):
         read_safetensors(tmp_path)
+
+
+@pytest.mark.parametrize("read", [*_readers(), checkpoint.read_metadata])
+def test_a_fifo_or_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path, read):
+    """Opening a FIFO no one writes to waited forever (bptt sample or import on one hung); a
+    pipe (bash's <(cat model.safetensors)) has no size to check the header against and was
+    called "not safetensors". Both are refused before they are opened."""
+    from tests_support import _alarm
+
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.safetensors"
+    write_safetensors_atomic(good, _tensors(), META)
+    r, w = os.pipe()
+    try:
+        os.write(w, good.read_bytes())  # (a few hundred bytes: within the pipe's buffer)
+        os.close(w)
+        for path in (fifo, Path(f"/dev/fd/{r}")):
+            with _alarm(20), pytest.raises(CheckpointError, match=re.escape(
+                    f"{path} is not a regular file (a pipe or a device?); save it to a file "
+                    "first.")):
+                read(path)
+    finally:
+        os.close(r)
 
 
 def test_pickle_renamed_safetensors_is_refused(tmp_path: Path):

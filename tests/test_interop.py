@@ -716,3 +716,18 @@ def test_an_export_whose_step_is_no_count_is_refused_naming_it_before_anything_i
             f"got {step!r}")):
         interop.import_file(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_rnn_biases_whose_sum_overflows_are_refused_without_a_warning():
+    """b_h = bias_ih + bias_hh overflows float32: one CheckpointError, and no numpy
+    RuntimeWarning before it (a second and third line on bptt import's stderr)."""
+    import warnings
+
+    sd = interop.to_torch_state_dict(make_params("rnn", 1, True, dtype=np.float32))
+    sd["rnn.bias_ih_l0"][:] = sd["rnn.bias_hh_l0"][:] = 3e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointError, match=re.escape(
+                "the state_dict does not make a valid rnn model: params['bh'] contains NaN or "
+                "inf")):
+            interop.from_torch_state_dict(sd)

@@ -388,6 +388,11 @@ def _read_checked(
     if file.is_dir():
         raise CheckpointError(f"{noun} {file} is a directory; pass the .safetensors file.")
     try:
+        # (before opening: opening a FIFO no one writes to waits forever, and a pipe's
+        # size, which the header is checked against, is 0)
+        if not stat.S_ISREG(file.stat().st_mode):
+            raise CheckpointError(f"{noun} {file} is not a regular file (a pipe or a device?); "
+                                  "save it to a file first.")
         with file.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             prefix = handle.read(8)

@@ -224,7 +224,8 @@ def from_torch_state_dict(
         params[key("Wxh")] = tensor("weight_ih", layer)
         params[key("Whh")] = tensor("weight_hh", layer)
         if bias and kind == "rnn":  # b_h = bias_ih + bias_hh
-            params[key("bh")] = tensor("bias_ih", layer) + tensor("bias_hh", layer)
+            with np.errstate(over="ignore"):  # an overflow (inf) is refused below, unwarned
+                params[key("bh")] = tensor("bias_ih", layer) + tensor("bias_hh", layer)
         elif bias:
             params[key("bxh")] = tensor("bias_ih", layer)
             params[key("bhh")] = tensor("bias_hh", layer)

@@ -286,6 +286,11 @@ CASES = [
      "dup_vocab.safetensors: its vocabulary cannot be used"),
     ("import-force-over-a-fifo", "import {w}/exported.safetensors {w}/fifo_out --force",
      "is a FIFO (named pipe), not a regular file"),
+    # reading a FIFO (no one writing to it) waited forever
+    ("sample-a-fifo", "sample {w}/fifo.safetensors",
+     "fifo.safetensors is not a regular file (a pipe or a device?); save it to a file first"),
+    ("import-a-fifo", "import {w}/fifo.safetensors {w}/from_fifo",
+     "fifo.safetensors is not a regular file (a pipe or a device?); save it to a file first"),
     ("unknown-command", "fly", "invalid choice"),
 ]
 

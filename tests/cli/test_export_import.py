@@ -418,3 +418,22 @@ def test_import_of_a_gated_cell_without_metadata_has_no_nonlinearity_note(tmp_pa
         out = capsys.readouterr().out
         assert out.startswith(f"wrote {tmp_path / cell / 'model.safetensors'}: {cell} model")
         assert "nonlinearity" not in out, out
+
+
+# ---- mutation audit (5): one line, and what export prints ----
+
+
+def test_an_rnn_file_whose_biases_overflow_when_added_is_one_line(tmp_path):
+    """b_h = bias_ih + bias_hh overflows float32: the error line came after two lines of
+    numpy's 'RuntimeWarning: overflow encountered in add'."""
+    import bptt
+
+    params = bptt.init_params("rnn", 3, 4, 3, True, np.random.default_rng(0), np.float32)
+    sd = interop.to_torch_state_dict(params)
+    sd["rnn.bias_ih_l0"][:] = sd["rnn.bias_hh_l0"][:] = 3e38
+    path = tmp_path / "big.safetensors"
+    safetensors.numpy.save_file(sd, path)
+    assert_one_line_error(bptt_run("import", path, tmp_path / "out"),
+                          f"{path}: the state_dict does not make a valid rnn model: "
+                          "params['bh'] contains NaN or inf")
+    assert not (tmp_path / "out").exists()
