@@ -387,7 +387,7 @@ def test_interrupted_write_keeps_old_file(tmp_path: Path, monkeypatch):
         write_safetensors_atomic(path, {"a": np.ones(4)}, {"step": 2})
     assert path.read_bytes() == old_bytes
     assert read_safetensors(path)[1] == {"step": 1}
-    assert clean_temp_files(tmp_path, ["model.safetensors"]) == 0  # the writer removed it
+    assert clean_temp_files(tmp_path, ["ckpt.safetensors"]) == 0  # the writer removed it
 
 
 def test_a_write_is_fsynced_then_renamed_then_its_directory_fsynced(tmp_path: Path,
@@ -439,8 +439,9 @@ def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path
     names = ["a.safetensors", "m.csv"]
     for name in (".tmp-a.safetensors.0123456789ab", ".tmp-m.csv"):  # what the writers make
         (tmp_path / name).write_bytes(b"partial")
+    # a user's, or another program's: never ours to remove (ours end in 12 hex digits)
     theirs = [".tmp-a.safetensors.draft", ".tmp-b.safetensors.0123456789ab", ".tmp-notes.txt",
-              ".tmp-m.csv.bak"]  # a user's, or another program's: never ours to remove
+              ".tmp-m.csv.bak", ".tmp-a.safetensors.beef"]
     for name in theirs:
         (tmp_path / name).write_bytes(b"keep")
     (tmp_path / "keep.safetensors").write_bytes(b"x")
@@ -504,7 +505,7 @@ def test_zip_archive_is_refused(tmp_path: Path):
         read_safetensors(path)
 
 
-@pytest.mark.parametrize("keep", [0, 5, 8, 20, -1, -8])
+@pytest.mark.parametrize("keep", [0, 5, 7, 8, 20, -1, -8])
 def test_truncated_file_is_refused(tmp_path: Path, keep: int):
     path = tmp_path / "cut.safetensors"
     write_safetensors_atomic(path, _tensors(), META)
@@ -570,7 +571,7 @@ def test_bad_bptt_metadata_is_refused(tmp_path: Path, value: str, match: str):
     ("entry", "match"),
     [
         ({"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}, "dtype"),
-        ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, "shape"),
+        ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, "invalid shape"),
         ({"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}, "data_offsets"),
         ({"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}, "gaps"),
         ("not an object", "not an object"),
@@ -586,6 +587,7 @@ def test_malformed_header_entries_are_refused(tmp_path: Path, entry, match: str)
 @pytest.mark.parametrize(("stated", "match"), [
     ("16", r"hidden_size='16', which is not an integer \(the weights have 4\)"),
     (5, r"metadata says hidden_size=5 but the weights have 4"),
+    (True, r"hidden_size=True, which is not an integer \(the weights have 4\)"),
 ])
 def test_model_sizes_in_the_metadata_must_be_the_weights_integers(tmp_path: Path, stated, match):
     import bptt
@@ -665,3 +667,208 @@ def test_load_model_refuses_a_file_of_another_kind(tmp_path: Path):
     with pytest.raises(CheckpointError, match=re.escape(
             f"{other} holds 'train_state', expected a 'model' file.")):
         checkpoint.load_model(other)
+
+
+# ---------------------------------------------------------------- mutation audit (5)
+
+
+def test_a_shape_changed_to_one_of_the_same_size_is_refused_as_damage(tmp_path: Path):
+    """(4, 3) and (3, 4) span the same bytes: only the shape in the CRC can tell."""
+    path = tmp_path / "model.safetensors"
+    _written_then_edited(path, b"[4,3]", b"[3,4]")  # (Wxh, the only (4, 3) tensor)
+    with pytest.raises(CheckpointError, match="tensor 'Wxh' does not match its checksum"):
+        read_safetensors(path)
+
+
+def test_a_file_without_tensors_round_trips(tmp_path: Path):
+    """A header that fills the file (no tensor data at all) is a valid safetensors file."""
+    path = tmp_path / "empty.safetensors"
+    write_safetensors_atomic(path, {}, META)
+    assert read_safetensors(path) == ({}, META)
+
+
+def test_a_checkpoint_is_created_with_the_permissions_of_any_new_file(tmp_path: Path):
+    """0o666 less the umask, as open() makes a file: not private to its owner (a run's
+    checkpoint is shared like its metrics.csv)."""
+    umask = os.umask(0o022)
+    try:
+        write_safetensors_atomic(tmp_path / "m.safetensors", {"a": np.zeros(1)}, {})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
+
+
+def test_writes_leave_no_file_descriptor_open(tmp_path: Path):
+    """Each write opens the temp file and the directory (to fsync the rename): both are
+    closed again, or a long run saving every few steps would run out of descriptors."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    before = len(list(fds.iterdir()))
+    for step in range(20):
+        write_safetensors_atomic(tmp_path / "m.safetensors", {"a": np.zeros(1)}, {"step": step})
+    assert len(list(fds.iterdir())) == before
+
+
+def test_a_target_that_cannot_be_looked_at_is_one_checkpoint_error(tmp_path: Path):
+    """A link that loops (stat fails with ELOOP) is refused in bptt's words, not an OSError."""
+    path = tmp_path / "loop.safetensors"
+    path.symlink_to(path)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"cannot write {path}: Too many levels of symbolic links.")):
+        write_safetensors_atomic(path, {"a": np.zeros(1)}, {})
+    assert path.is_symlink() and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize(("kind", "name"), [
+    (stat.S_IFDIR, "a directory"), (stat.S_IFIFO, "a FIFO (named pipe)"),
+    (stat.S_IFCHR, "a character device"), (stat.S_IFBLK, "a block device"),
+    (stat.S_IFSOCK, "a socket"),
+])
+def test_what_is_not_a_regular_file_is_named(kind, name):
+    """(devices and sockets cannot be made here without privileges: their modes are named)"""
+    assert checkpoint._kind_of(kind | 0o644) == name
+
+
+def test_metrics_csv_has_unix_line_ends(tmp_path: Path):
+    path = checkpoint.write_csv_atomic(tmp_path / "metrics.csv", ["step", "loss"],
+                                       [[1, 2.5], [2, "x,y"]])
+    assert path.read_bytes() == b'step,loss\n1,2.5\n2,"x,y"\n'
+
+
+def test_meta_that_is_not_a_dict_is_refused_before_anything_is_written(tmp_path: Path):
+    # (dict() would make a list of pairs a dict)
+    with pytest.raises(TypeError, match="checkpoint meta must be a dict, got list"):
+        write_safetensors_atomic(tmp_path / "m.safetensors", {}, [("step", 1)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_bools_and_unsigned_integers_in_the_metadata_keep_their_types(tmp_path: Path):
+    path = tmp_path / "m.safetensors"
+    write_safetensors_atomic(path, {}, {"flag": np.bool_(True), "n": np.uint8(7)})
+    meta = read_safetensors(path)[1]
+    assert meta == {"flag": True, "n": 7}
+    assert (type(meta["flag"]), type(meta["n"])) == (bool, int)  # (1 == True: not enough)
+    with pytest.raises(ValueError, match=r"must be JSON .*got a complex128"):
+        write_safetensors_atomic(path, {}, {"z": np.complex128(1j)})
+
+
+@pytest.mark.parametrize(("blob", "what"), [
+    (pickle.dumps({"Wxh": [0.0]}, protocol=2), "it looks like a pickle, which bptt never loads"),
+    (b"\x93NUMPY\x01\x00" + b" " * 100, "it looks like a NumPy .npy file"),
+], ids=["pickle-protocol-2", "npy"])
+def test_what_a_foreign_file_looks_like_is_said(tmp_path: Path, blob: bytes, what: str):
+    """A pickle of protocol 2 is what torch.save wrote before its zip format."""
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError, match=re.escape(f"(not safetensors: {what})")):
+        read_safetensors(path)
+
+
+@pytest.mark.parametrize(("header", "data", "what"), [
+    (b"[" * 100_000 + b"]" * 100_000, b"", "not safetensors: its header is not JSON"),
+    (b"[1, 2]", b"", "not safetensors: its header is not a JSON object"),
+    # two tensors on the same bytes
+    (json.dumps({"__metadata__": {"bptt": "{}"},
+                 "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                 "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode(),
+     b"\0" * 8, "its tensors overlap or leave gaps in the data"),
+    (json.dumps({"__metadata__": {"bptt": "{}", "n": 1}}).encode(), b"",
+     "its __metadata__ values must be strings"),
+    (json.dumps({"__metadata__": {"bptt": "[" * 100_000 + "]" * 100_000}}).encode(), b"",
+     "its bptt metadata is not valid JSON"),
+], ids=["deep-header", "header-list", "overlap", "metadata-number", "deep-metadata"])
+def test_a_malformed_header_is_one_checkpoint_error(tmp_path: Path, header, data, what):
+    """(a header nested too deep for the JSON parser was a RecursionError, not refused)"""
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    for read in (read_safetensors, checkpoint.read_metadata):
+        with pytest.raises(CheckpointError, match=re.escape(
+                f"{path} is not a bptt checkpoint file ({what}).")):
+            read(path)
+
+
+def test_a_header_longer_than_the_limit_is_refused_unread(tmp_path: Path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    monkeypatch.setattr(checkpoint, "MAX_HEADER_BYTES", 64)
+    with pytest.raises(CheckpointError, match="header length is impossible"):
+        read_safetensors(path)
+
+
+def test_checksums_of_a_tensor_the_file_lacks_are_refused_as_damage(tmp_path: Path):
+    """A tensor removed from the file (its metadata kept, with its checksum) is damage."""
+    path = tmp_path / "model.safetensors"
+    write_safetensors_atomic(path, _tensors(), META)
+    stored = _header(path)[1]["__metadata__"]["bptt"]
+    fewer = {k: v for k, v in _tensors().items() if k != "ids"}
+    path.write_bytes(safetensors.numpy.save(fewer, metadata={"bptt": stored}))
+    with pytest.raises(CheckpointError, match="is damaged: its checksums do not list its tensors"):
+        read_safetensors(path)
+
+
+def _gru(layers: int = 2, D: int = 4, V: int = 4) -> dict[str, np.ndarray]:
+    import bptt
+
+    return bptt.init_params("gru", D, 3, V, True, np.random.default_rng(0), np.float64, layers)
+
+
+def test_a_loaded_model_has_its_parameters_in_init_params_order(tmp_path: Path):
+    """The file stores them sorted by name; code that walks the keys (a flat buffer, a norm)
+    sees the order it had before the save."""
+    params = _gru()
+    loaded = checkpoint.load_model(checkpoint.save_model(tmp_path / "m.safetensors", params))
+    assert list(loaded.params) == list(params)
+
+
+def test_load_model_refuses_a_model_of_another_cell_when_one_is_asked_for(tmp_path: Path):
+    path = checkpoint.save_model(tmp_path / "m.safetensors", _gru())
+    assert checkpoint.load_model(path, cell="gru").cell == "gru"
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} holds a gru model, not a lstm model.")):
+        checkpoint.load_model(path, cell="lstm")
+
+
+def test_extra_metadata_never_replaces_the_models_own(tmp_path: Path):
+    params = _gru()
+    extra = {"kind": "other", "model": {"cell": "rnn"}, "step": 9, "estimator": {"x": 1}}
+    path = checkpoint.save_model(tmp_path / "m.safetensors", params, step=2, extra=extra)
+    loaded = checkpoint.load_model(path)
+    assert loaded.meta["kind"] == "model" and loaded.cell == "gru" and loaded.step == 2
+    assert loaded.meta["estimator"] == {"x": 1}
+
+
+def test_the_metadata_says_bias_false_for_biases_in_some_layers_only(tmp_path: Path):
+    # "bias" is what torch_module builds: a module has biases in every layer or in none
+    params = _gru()
+    del params["bxh_l1"], params["bhh_l1"]
+    path = checkpoint.save_model(tmp_path / "m.safetensors", params)
+    assert checkpoint.read_metadata(path)["model"]["bias"] is False
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t, m: m.update(config=["lr", 0.1]), "metadata 'config' must be an object."),
+    (lambda t, m: m["model"].update(cell=["gru"]), "metadata has no valid 'model' entry."),
+    (lambda t, m: t.pop("Why"), "does not hold a consistent model: "),
+], ids=["config-list", "cell-list", "no-Why"])
+def test_a_model_file_edited_into_no_model_is_one_checkpoint_error(tmp_path: Path, change,
+                                                                   message):
+    path = checkpoint.save_model(tmp_path / "m.safetensors", _gru())
+    tensors, meta = read_safetensors(path)
+    change(tensors, meta)
+    write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape(f"{path} {message}")):
+        checkpoint.load_model(path)
+
+
+def test_a_vocabulary_must_name_the_outputs_too(tmp_path: Path):
+    params = _gru(1, D=4, V=3)  # 4 inputs, 3 outputs: 4 characters leave output 3 unnamed
+    with pytest.raises(CheckpointError, match=re.escape(
+            "it has a vocabulary of 4 characters but weights for 4 inputs and 3 outputs.")):
+        checkpoint.save_model(tmp_path / "m.safetensors", params, list("abcd"))
+    path = checkpoint.save_model(tmp_path / "m.safetensors", params)
+    tensors, meta = read_safetensors(path)
+    write_safetensors_atomic(path, tensors, {**meta, "vocab": list("abcd")})
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} has a vocabulary of 4 characters but weights for 4 inputs and 3 outputs.")):
+        checkpoint.load_model(path)

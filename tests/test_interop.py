@@ -731,3 +731,75 @@ def test_rnn_biases_whose_sum_overflows_are_refused_without_a_warning():
                 "the state_dict does not make a valid rnn model: params['bh'] contains NaN or "
                 "inf")):
             interop.from_torch_state_dict(sd)
+
+
+# ---- mutation audit (5): what the earlier tests let through ----
+
+
+def test_model_config_refuses_recurrent_biases_in_some_layers_only():
+    # what torch_module builds from: a module with bias=False would drop layer 0's biases
+    params = make_params("lstm", 2, True)
+    del params["bxh_l1"], params["bhh_l1"]
+    with pytest.raises(BpttError, match="biases in some layers but not bxh_l1, bhh_l1"):
+        interop.model_config(params)
+
+
+@pytest.mark.parametrize(("sd", "message"), [
+    # one bias of layer 0 without the other: the missing one is named (not "unexpected")
+    (lambda: without(good_sd(), "rnn.bias_hh_l0"),
+     "the state_dict is missing the key 'rnn.bias_hh_l0' (gru, H=5)"),
+    # a bias in layer 1 but none in layer 0: refused, never dropped silently
+    (lambda: without(without(good_sd(), "rnn.bias_ih_l0"), "rnn.bias_hh_l0"),
+     "unexpected key 'rnn.bias_ih_l1' in the state_dict of a gru model"),
+    (lambda: {**good_sd(), "rnn.weight_hh_l0": np.zeros(15)},
+     "'rnn.weight_hh_l0' has shape (15,), expected (G·H, H)"),
+    (lambda: {**good_sd(), "rnn.weight_hh_l0": np.zeros((0, 0))},
+     "'rnn.weight_hh_l0' has shape (0, 0): expected (H, H) rnn, (3H, H) gru or (4H, H) lstm"),
+    (lambda: {**good_sd(), "rnn.weight_hh_l0": np.zeros((7, 5))},
+     "'rnn.weight_hh_l0' has shape (7, 5): expected (H, H) rnn, (3H, H) gru or (4H, H) lstm"),
+    (lambda: {0: np.zeros((15, 5))}, "state_dict key 0 is not a string"),
+], ids=["one-bias-missing", "biases-of-layer-1-only", "weight_hh-1d", "weight_hh-empty",
+        "weight_hh-no-gate-count", "key-not-a-string"])
+def test_a_state_dict_that_is_no_models_is_one_checkpoint_error(sd, message):
+    with pytest.raises(CheckpointError) as info:
+        interop.from_torch_state_dict(sd())
+    assert str(info.value) == message
+
+
+def test_import_into_a_file_says_so(tmp_path):
+    # (not "cannot create the directory ...: File exists", said once it is being made)
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", make_params("gru", 1, True))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(BpttError, match=re.escape(
+            f"{tmp_path / 'notes.txt'} is a file; give a directory to import into")):
+        interop.import_file(path, tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_import_checks_the_directory_again_once_it_holds_the_lock(tmp_path, monkeypatch):
+    """A model written into the directory between the first check and the lock (a run that
+    started meanwhile) is not replaced without overwrite."""
+    path = interop.write_torch_safetensors(tmp_path / "t.safetensors", make_params("gru", 1, True))
+    out = tmp_path / "out"
+    make_dir = checkpoint.make_dir
+
+    def make_dir_then_a_model_appears(directory):
+        make_dir(directory)
+        (directory / checkpoint.MODEL_FILE).write_bytes(b"someone else's")
+
+    monkeypatch.setattr(checkpoint, "make_dir", make_dir_then_a_model_appears)
+    with pytest.raises(BpttError, match=re.escape(f"{out} already holds model.safetensors")):
+        interop.import_file(path, out)
+    assert (out / checkpoint.MODEL_FILE).read_bytes() == b"someone else's"
+
+
+def test_export_to_a_directory_says_so(tmp_path):
+    """Not "already exists; overwrite it with --force" (which --force would not fix)."""
+    source = checkpoint.save_model(tmp_path / "m.safetensors", make_params("gru", 1, True))
+    (tmp_path / "out").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(BpttError, match=re.escape(
+                f"{tmp_path / 'out'} is a directory; give the name of the .safetensors file "
+                "to write")):
+            interop.export_checkpoint(source, tmp_path / "out", overwrite=overwrite)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -437,3 +437,36 @@ def test_an_rnn_file_whose_biases_overflow_when_added_is_one_line(tmp_path):
                           f"{path}: the state_dict does not make a valid rnn model: "
                           "params['bh'] contains NaN or inf")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_says_what_it_wrote(tmp_path):
+    """The model's line (its vocabulary or none), then every key and shape as read back."""
+    import bptt
+
+    run = tmp_path / "run"
+    run.mkdir()
+    params = bptt.init_params("gru", 4, 3, 4, True, np.random.default_rng(0), np.float32, 2)
+    checkpoint.save_model(run, params, list("abcd"))
+    out = tmp_path / "gru.safetensors"
+    r = bptt_run("export", run, out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"wrote {out}: gru model, 2 layer(s), H=3, float32, vocabulary 4",
+        "  rnn.weight_ih_l0       (9, 4)",
+        "  rnn.weight_hh_l0       (9, 3)",
+        "  rnn.bias_ih_l0         (9,)",
+        "  rnn.bias_hh_l0         (9,)",
+        "  rnn.weight_ih_l1       (9, 3)",
+        "  rnn.weight_hh_l1       (9, 3)",
+        "  rnn.bias_ih_l1         (9,)",
+        "  rnn.bias_hh_l1         (9,)",
+        "  head.weight            (4, 3)",
+        "  head.bias              (4,)",
+    ]
+    params = bptt.init_params("rnn", 2, 3, 5, False, np.random.default_rng(0), np.float64)
+    model = checkpoint.save_model(tmp_path / "dense.safetensors", params)
+    r = bptt_run("export", model, tmp_path / "rnn.safetensors")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == (
+        f"wrote {tmp_path / 'rnn.safetensors'}: rnn model, 1 layer(s), H=3, float64, "
+        "no vocabulary")
