@@ -260,7 +260,10 @@ def test_a_learning_rate_that_blows_up_ends_in_one_diverged_error_without_warnin
 def test_should_stop_saves_the_last_completed_step(tmp_path):
     run = train.new_run(small_config(steps=50, eval_every=100), TEXT, "test", tmp_path / "r")
     asked = iter([False, False, False, True])
-    assert train.train(run, should_stop=lambda: next(asked)) is False
+    events = []
+    assert train.train(run, events.append, should_stop=lambda: next(asked)) is False
+    assert [(e.kind, e.step) for e in events] == [("step", 1), ("step", 2), ("step", 3),
+                                                  ("checkpoint", 3)]
     resumed = train.resume_run(tmp_path / "r", TEXT)
     assert resumed.step == 3
     for key in run.params:
@@ -306,7 +309,9 @@ def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
     second.mkdir()
     (second / train.STATE_FILE).write_bytes(b"")  # a kill after the first train state
     assert train.free_out_dir(base) == tmp_path / "runs" / "train-3"
-    with pytest.raises(BpttError, match="already holds a checkpoint"):
+    with pytest.raises(BpttError, match=re.escape(
+            f"{second} already holds a checkpoint; continue it with --resume {second} or "
+            "choose another --out")):
         train.check_fresh_out(second)
 
 
@@ -707,7 +712,7 @@ def test_chars_per_sec_counts_every_stream_and_metrics_csv_holds_the_history(tmp
     """A step reads seq_len characters of each of the batch's streams: under a clock that
     moves 2 s per step, T·B / 2 characters per second; metrics.csv holds the history's
     numbers to the precision it is written with (bpc: 6 decimals, speed: 1)."""
-    ticks = iter(range(0, 1000, 2))
+    ticks = iter(range(1000, 2000, 2))  # (a clock's time is since some moment, not the run's start)
     monkeypatch.setattr(train, "time", type("Clock", (), {"perf_counter": lambda: next(ticks)}))
     config = small_config(steps=6, eval_every=3)
     run = train.new_run(config, TEXT, "t", tmp_path / "r")
@@ -764,6 +769,7 @@ def test_checkpoints_are_written_every_checkpoint_every_steps_and_at_the_end(tmp
         assert saved == [e.step for e in events if e.kind == "checkpoint"] == expected
         assert [e.step for e in events if e.kind == "eval"] == [4, 5]
         assert checkpoint.read_safetensors(out / train.STATE_FILE)[1]["step"] == 5
+        assert (events[-1].kind, events[-1].step) == ("done", 5)
 
 
 def test_an_evaluation_samples_at_the_runs_temperature_from_a_generator_of_its_step(tmp_path):
