@@ -408,6 +408,8 @@ def test_pad_sequences_is_time_major_with_lengths(rng):
     (dict(head="mse_last", targets=np.array([[0.0, 1.0], [np.nan, 0.0], [1.0, 1.0]])),
      "targets contain NaN or inf on a real step"),
     (dict(targets=np.zeros((4, 3), dtype=int)), "expected (3,)"),
+    (dict(targets=np.array([0, 1])),
+     "targets of head 'softmax_last' have shape (2,), expected (3,)"),
     (dict(lengths=[[1, 2], [3]]), "lengths must be a rectangular array"),
     (dict(targets=[[0, 1], [1]]), "targets must be a rectangular array"),
 ])
@@ -430,6 +432,19 @@ def test_whole_float_lengths_are_the_lengths_they_hold(head):
     assert floats.loss == ints.loss
     assert all(np.array_equal(floats.grads[k], g) for k, g in ints.grads.items())
     assert np.array_equal(floats.state, ints.state)
+
+
+def test_forward_and_loss_refuse_an_unknown_head():
+    """Not only backprop: the forward alone (predictions) names the heads too."""
+    rng = np.random.default_rng(0)
+    params = bptt.init_params("rnn", 2, 3, 2, rng=rng)
+    x = rng.normal(size=(4, 3, 2))
+    message = re.escape("unknown head 'softmax_first': choose one of softmax_each, "
+                        "softmax_last, mse_each, mse_last")
+    with pytest.raises(bptt.BpttError, match=message):
+        heads.forward(params, x, "softmax_first")
+    with pytest.raises(bptt.BpttError, match=message):
+        heads.loss(params, x, np.zeros(3, int), "softmax_first")
 
 
 @pytest.mark.parametrize("head", ["softmax_each", "softmax_last"])

@@ -410,6 +410,12 @@ DAMAGED_TEXT_STATES = {
     "history-row-with-another-column": (
         lambda t, m: m["history"][0].__setitem__("loss", 1.0),
         "history row 0 must have exactly the columns step, train_bpc, val_bpc, chars_per_sec"),
+    "data-not-an-object": (_set("data", [1]),
+                           "its 'data' must be an object and its 'corpus' a string"),
+    "corpus-not-a-string": (_set("corpus", 5),
+                            "its 'data' must be an object and its 'corpus' a string"),
+    "corpus-files-not-paths": (_set("corpus_files", [1]),
+                               "its 'corpus_files' must be a list of paths"),
     "step-negative": (_set("step", -5), "its step must be an integer >= 0, got -5"),
     "step-a-string": (_set("step", "5"), "its step must be an integer >= 0, got '5'"),
     "step-not-the-optimizer's": (_set("step", 6),
