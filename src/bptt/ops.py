@@ -6,9 +6,9 @@ Dimension letters used throughout bptt:
     H  hidden size         V  output size (vocabulary of the targets)
     L  stacked layers
 
-Every backward here is a local derivative (a partial of one operation), derived
-in docs/derivation.md and tested in tests/test_ops.py against central finite
-differences in float64.  Arrays are rows: a batch of column vectors of the math
+Every backward here is a local derivative (a partial of one operation), derived in
+docs/derivation.md (the heads': docs/tasks.md) and tested in tests/test_ops.py against
+central finite differences in float64.  Arrays are rows: a batch of column vectors of the math
 is a (…, n) array, so ``W x`` is written ``x @ W.T``.
 """
 
@@ -324,7 +324,7 @@ def cross_entropy_masked_backward(
 def squared_error_forward(
     y: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[float, np.ndarray]:
-    """J = Σ_rows m · ½ ‖y − target‖²  (the TOTAL, with the ½ of the derivation), and y − target.
+    """J = Σ_rows m · ½ ‖y − target‖²  (the TOTAL, with the ½ of docs/tasks.md), and y − target.
 
     y, target: (..., V); mask: (...) of 0/1 or None (every row counts).
     Returns (J, residual) with residual = y − target (..., V), what the backward needs.
