@@ -289,7 +289,7 @@ def loss_and_grads(
     :class:`Terms` with every ∂J_t/∂s^l_k and (if keep_contributions) every (t, k)
     term's contribution to every recurrent weight.  O(T² · L · B · S · G · H) time: T² from
     walking every J_t back on its own (the sum not regrouped), and S · G · H because every
-    step back forms the full Jacobian ∂s_k/∂s_{k−1} = ∂s_k/∂a^hh_k W^hh + … anew, a matrix
+    step back forms the full Jacobian ∂s_k/∂s_{k−1} = ∂s_k/∂a^hh_k [W^hh 0] + … anew, a matrix
     product (O(B·H³) for the RNN), before multiplying the error by it (only O(B·S²)).
     """
     shapes = models.check_params(params, cell)
