@@ -468,6 +468,20 @@ def test_a_bad_flag_points_at_the_subcommands_help(capsys):
         "(see 'bptt gradcheck --help')\n")
 
 
+@pytest.mark.parametrize("argv, unknown, help_of", [
+    (["train", "--hiddne"], "--hiddne", "bptt train"),
+    (["sample", "run", "extra"], "extra", "bptt sample"),
+    (["--bogus"], "--bogus", "bptt"),
+])
+def test_an_unknown_flag_points_at_the_help_that_lists_the_flags(capsys, argv, unknown, help_of):
+    """It pointed at 'bptt --help' for every command, which lists no command's flags."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"bptt: error: unrecognized arguments: {unknown} (see '{help_of} --help')\n")
+
+
 def test_bptt_alone_prints_its_help_and_exits_0(capsys):
     assert cli.main([]) == 0
     out, err = capsys.readouterr()

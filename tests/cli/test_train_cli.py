@@ -174,6 +174,28 @@ def test_a_resume_with_nothing_to_do_refuses_a_file_that_is_not_there(run_bptt_h
         assert _files(out) == before
 
 
+def test_a_resume_of_a_file_or_of_nothing_says_that_it_takes_the_runs_directory(
+        run_bptt_here, corpus_file, tmp_path):
+    """--resume of the train state's own file was "run/train_state.safetensors holds no
+    train_state.safetensors to resume from", and of a mistyped path "... holds no ...": the
+    line says what --resume takes (and, for a run's file, which directory to give)."""
+    out = tmp_path / "run"
+    r = run_bptt_here("train", corpus_file, *TINY, "--steps", "2", "--quiet", "--out", out)
+    assert r.returncode == 0, r.stderr
+    before = _files(out)
+    takes = "--resume takes the directory of a run (the --out it wrote to)"
+    for path, line in [
+        (out / "train_state.safetensors", f"is a file; {takes}: --resume {out}"),
+        (out / "model.safetensors", f"is a file; {takes}: --resume {out}"),
+        (corpus_file, f"is a file; {takes}"),
+        (tmp_path / "rn", f"does not exist; {takes}"),
+    ]:
+        r = run_bptt_here("train", "--resume", path, "--steps", "4")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == f"bptt: error: {path} {line}\n"
+        assert _files(out) == before
+
+
 def test_a_resume_at_the_end_completes_a_checkpoint_a_kill_cut_short(bptt_in_process,
                                                                       tmp_path, monkeypatch):
     # killed at its last checkpoint after the train state's write: the model and metrics.csv

@@ -67,7 +67,19 @@ def build_parser() -> Parser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"bptt.cli.{module_name}")
         module.add_parser(sub, name)
+    parser.set_defaults(command_parsers=sub.choices)
     return parser
+
+
+def _parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but a flag the subcommand does not know is refused by the
+    subcommand's parser, so that the line points at its help ('bptt train --help', which
+    lists its flags), not at 'bptt --help'."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = args.command_parsers.get(args.command, parser) if args.command else parser
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     progress.utf8_stdout()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse_args(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0

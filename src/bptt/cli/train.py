@@ -394,6 +394,14 @@ def _resume(args: argparse.Namespace, saved: train.SavedRun) -> train.Run:
 
 
 def _saved_meta(directory: Path) -> dict:
+    if not directory.exists():
+        raise BpttError(f"{directory} does not exist; --resume takes the directory of a run "
+                        "(the --out it wrote to)")
+    if not directory.is_dir():
+        parent = (f": --resume {directory.parent}"
+                  if directory.name in (train.STATE_FILE, checkpoint.MODEL_FILE) else "")
+        raise BpttError(f"{directory} is a file; --resume takes the directory of a run (the "
+                        f"--out it wrote to){parent}")
     file = directory / train.STATE_FILE
     if not file.exists():
         raise BpttError(f"{directory} holds no {train.STATE_FILE} to resume from")
