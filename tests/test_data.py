@@ -389,15 +389,26 @@ def test_resume_from_state_dict_continues_identically(case, before: int, after: 
 def test_load_state_dict_refuses_other_settings_or_text():
     ids = np.arange(100) % 7
     state = StreamBatcher(ids, 2, 5).state_dict()
-    with pytest.raises(DataError, match="seq_len"):
+    # each difference named for what it is, in words for the library and the CLI alike (it
+    # named the flags --batch and --seq-len, which a resumed run takes from its checkpoint)
+    with pytest.raises(DataError, match=r"^the saved batch state has seq_len=5 but this run has "
+                                        r"4; resume with the sequence length it was saved "
+                                        r"with\.$"):
         StreamBatcher(ids, 2, 4).load_state_dict(state)
+    with pytest.raises(DataError, match=r"^the saved batch state has batch_size=2 but this run "
+                                        r"has 3; resume with the batch size it was saved "
+                                        r"with\.$"):
+        StreamBatcher(ids, 3, 5).load_state_dict(state)
+    with pytest.raises(DataError, match=r"^the saved batch state has num_tokens=100 but this "
+                                        r"run has 99; resume with the same text\.$"):
+        StreamBatcher(ids[:99], 2, 5).load_state_dict(state)
     other = ids.copy()
     other[50] = 3 - other[50]
     # the same length, other ids: another text, or the same text's damaged cache
-    with pytest.raises(DataError, match=r"tokens_crc32=.*resume with the same text, --batch and "
-                                        r"--seq-len \(or, if it is the same text, its encoded "
-                                        r"ids in the cache are damaged: remove the cache's "
-                                        r"corpus-\*\.ids to encode it again\)\."):
+    with pytest.raises(DataError, match=r"tokens_crc32=.*resume with the same text \(or, if it "
+                                        r"is the same text, its encoded ids in the cache are "
+                                        r"damaged: remove the cache's corpus-\*\.ids to "
+                                        r"encode it again\)\.$"):
         StreamBatcher(other, 2, 5).load_state_dict(state)
     with pytest.raises(DataError, match="position"):
         StreamBatcher(ids, 2, 5).load_state_dict({**state, "position": -1})

@@ -406,6 +406,18 @@ def fingerprint(ids: np.ndarray) -> int:
     return crc
 
 
+# what a batcher's saved state needs that this one lacks, by the key that differs (the same
+# words for the library and for `bptt train --resume`, whose batch and length are the run's)
+_RESUME_WITH = {
+    "batch_size": "resume with the batch size it was saved with",
+    "seq_len": "resume with the sequence length it was saved with",
+    "num_tokens": "resume with the same text",
+    "tokens_crc32": ("resume with the same text (or, if it is the same text, its encoded ids "
+                     "in the cache are damaged: remove the cache's corpus-*.ids to encode it "
+                     "again)"),
+}
+
+
 class StreamBatcher:
     """char-rnn style batches: B parallel streams, read T characters at a time.
 
@@ -522,13 +534,9 @@ class StreamBatcher:
         expected = self.state_dict()
         for key in ("batch_size", "seq_len", "num_tokens", "tokens_crc32"):
             if state.get(key) != expected[key]:
-                damaged = (" (or, if it is the same text, its encoded ids in the cache are "
-                           "damaged: remove the cache's corpus-*.ids to encode it again)"
-                           if key == "tokens_crc32" else "")
                 raise DataError(
                     f"the saved batch state has {key}={state.get(key)!r} but this run has "
-                    f"{expected[key]!r}; resume with the same text, --batch and --seq-len"
-                    f"{damaged}."
+                    f"{expected[key]!r}; {_RESUME_WITH[key]}."
                 )
         self.position = int(position)  # (a numpy integer is no JSON)
 
