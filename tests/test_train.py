@@ -315,6 +315,25 @@ def test_free_out_dir_skips_every_directory_that_holds_a_checkpoint(tmp_path):
         train.check_fresh_out(second)
 
 
+def test_an_out_that_is_a_file_or_under_one_is_named_as_such(tmp_path):
+    """--out at a file said "cannot create the output directory X: File exists"."""
+    blocker = tmp_path / "one.txt"
+    blocker.write_text("keep")
+    with pytest.raises(BpttError, match=re.escape(
+            f"the output directory {blocker} is a file; choose another --out")):
+        train.make_out_dir(blocker)
+    with pytest.raises(BpttError, match=re.escape(
+            f"cannot create the output directory {blocker / 'run'}: Not a directory; choose "
+            "another --out")):
+        train.make_out_dir(blocker / "run")
+    assert blocker.read_text() == "keep"
+    too_long = tmp_path / ("a" * 300)
+    with pytest.raises(BpttError, match=re.escape(
+            f"cannot create the output directory {too_long}: File name too long; choose "
+            "another --out")):
+        train.make_out_dir(too_long)
+
+
 def test_a_checkpoint_removes_the_temporaries_a_killed_write_left(tmp_path):
     """A run SIGKILLed in its first checkpoint's write leaves only a temporary (no run file:
     the directory is free); the next run there removes it at its checkpoint, and only the

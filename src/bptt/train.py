@@ -427,8 +427,12 @@ def make_out_dir(out: Path) -> None:
     """Create the run directory (and parents); BpttError if it cannot be created or written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # (with exist_ok: there, and not a directory)
+        raise BpttError(f"the output directory {out} is a file; choose another --out") from None
     except OSError as exc:
-        raise BpttError(f"cannot create the output directory {out}: {exc.strerror}") from exc
+        raise BpttError(
+            f"cannot create the output directory {out}: {exc.strerror}; choose another --out"
+        ) from exc
     if not os.access(out, os.W_OK):
         raise BpttError(f"the output directory {out} is not writable; choose another --out")
 
