@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+from bptt import optim
 from bptt.errors import BpttError, CheckpointError
 from bptt.optim import (
     OPTIMIZERS,
@@ -191,6 +192,47 @@ def test_single_flat_key_matches_per_key_update(name):
     _run(make_optimizer(name, 0.1), flat_params, flat_grads)
     joined = np.concatenate([p.ravel() for p in params.values()])
     np.testing.assert_array_equal(flat_params["flat"], joined)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_large_parameter_updated_in_blocks_gets_the_same_bits(name, dtype, monkeypatch):
+    """A parameter larger than BLOCK_BYTES is updated block by block (views of the flattened
+    arrays): the same bits as in one piece, every element, the last short block too, in
+    place; arrays that are not C-contiguous are updated in one piece."""
+    rng = np.random.default_rng(12)
+    shapes = {"W": (3, 683), "b": (11,)}  # W: 2049 values, 32 blocks of 64 and one of 1
+    params = {k: rng.standard_normal(shape).astype(dtype) for k, shape in shapes.items()}
+    grads = [{k: rng.standard_normal(shape).astype(dtype) for k, shape in shapes.items()}
+             for _ in range(3)]
+    whole = _copy(params)
+    whole_state = _run(make_optimizer(name, 0.1), whole, grads)
+
+    monkeypatch.setattr(optim, "BLOCK_BYTES", 64 * np.dtype(dtype).itemsize)
+    opt = make_optimizer(name, 0.1)
+    calls, update_one = [], opt._update_one
+
+    def counted(p, g, slots, t):
+        calls.append(p.size)
+        update_one(p, g, slots, t)
+
+    monkeypatch.setattr(opt, "_update_one", counted)
+    blocked = _copy(params)
+    ids = {k: id(v) for k, v in blocked.items()}
+    blocked_state = _run(opt, blocked, grads)
+    assert calls == [*[64] * 32, 1, 11] * 3
+    assert {k: id(v) for k, v in blocked.items()} == ids
+    for k in shapes:
+        np.testing.assert_array_equal(blocked[k], whole[k])
+        for slot in opt.slots:
+            np.testing.assert_array_equal(blocked_state[slot][k], whole_state[slot][k])
+
+    # W as a transposed view (not C-contiguous): one piece, the same bits
+    calls.clear()
+    transposed = {"W": np.ascontiguousarray(params["W"].T).T, "b": params["b"].copy()}
+    _run(opt, transposed, grads)
+    assert calls == [2049, 11] * 3
+    np.testing.assert_array_equal(transposed["W"], whole["W"])
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

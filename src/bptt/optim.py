@@ -31,7 +31,7 @@ Clipping follows min-char-rnn (:func:`clip_by_value`, elementwise to
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -102,6 +102,35 @@ def _check_gradient(key: str, g: object) -> None:
         raise BpttError(f"gradient {key!r} must be a numpy array, got {type(g).__name__}.")
     if g.dtype.kind not in "biuf":
         raise BpttError(f"gradient {key!r} has dtype {g.dtype}; gradients must hold real numbers.")
+
+
+BLOCK_BYTES = 1 << 21
+"""A parameter larger than this is updated block by block, each block this many bytes of it
+and of its gradient and state: every pass of an update (Adam makes 13) then goes over one
+block of each array, and the scratch arrays are one block, not the size of the whole.  The
+same operations on every element, so the same bits.  Measured on a 2-core machine (1 MiB
+of L2 a core, 32 MiB of L3), Adam over a flat buffer of 1.0M float32 values (GRU, H = 512)
+took 0.91–0.95 of the time, 1.4M (LSTM, H = 512) 0.87–0.92, 0.39M float64 (LSTM, H = 256)
+0.91–0.94, and 0.3M float64 (GRU, H = 256: blocks of 2 MiB and 0.3 MiB) 1.04; a whole
+training step at B = 1 came out 5–7% faster for the GRU at H = 512.  Smaller buffers are
+updated whole (float32 at H <= 256), where blocks of 1 MiB measured slower."""
+
+
+def _blocks(
+    p: np.ndarray, g: np.ndarray, slots: list[np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]:
+    """The arrays of one parameter as they are, or, when it is larger than a block and
+    every array is C-contiguous, as consecutive blocks of the flattened arrays (views, so
+    the update writes through).  Every update is elementwise: blocks change nothing else."""
+    size = max(1, BLOCK_BYTES // p.itemsize)
+    arrays = [p, g, *slots]
+    if p.size <= size or not all(a.flags.c_contiguous for a in arrays):
+        yield p, g, slots
+        return
+    p_flat, g_flat, *slots_flat = (a.reshape(-1) for a in arrays)
+    for start in range(0, p.size, size):
+        block = slice(start, start + size)
+        yield p_flat[block], g_flat[block], [s[block] for s in slots_flat]
 
 
 def _step_counter() -> dict[str, np.ndarray]:
@@ -198,7 +227,8 @@ class Optimizer:
         with np.errstate(over="ignore", invalid="ignore"):
             for key, p in params.items():
                 slot_arrays = [state[slot][key] for slot in self.slots]
-                self._update_one(p, grads[key], slot_arrays, t)
+                for p_block, g_block, slot_blocks in _blocks(p, grads[key], slot_arrays):
+                    self._update_one(p_block, g_block, slot_blocks, t)
 
     def _check_update_state(self, params: Params, state: State) -> None:
         """Raise BpttError unless ``state`` is this optimizer's state for exactly ``params``
