@@ -38,6 +38,7 @@ import re
 import stat
 import struct
 import uuid
+import warnings
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -645,8 +646,12 @@ def generator(state: Mapping[str, Any]) -> np.random.Generator:
     CheckpointError when the saved state is not one numpy accepts."""
     rng = np.random.default_rng()
     try:
-        rng.bit_generator.state = state
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        with warnings.catch_warnings():
+            # numpy < 2 takes an integer out of its range with a DeprecationWarning (wrapped
+            # around: another generator); numpy 2 raises OverflowError
+            warnings.simplefilter("error", DeprecationWarning)
+            rng.bit_generator.state = state
+    except (KeyError, TypeError, ValueError, OverflowError, DeprecationWarning) as exc:
         raise CheckpointError(f"the saved random generator state is invalid ({exc!r}).") from None
     return rng
 

@@ -879,7 +879,12 @@ class SequenceClassifier(_SequenceEstimator):
             raise BpttError("y holds labels of another type than the classes seen in fit") \
                 from None
         index = np.clip(index, 0, len(self.classes_) - 1)
-        unknown = self.classes_[index] != values
+        if (self.classes_.dtype.kind == "U") != (values.dtype.kind == "U"):
+            # strings against numbers (labels are one or the other): no label is a class
+            # (numpy < 2 compares them as a whole, one bool with a FutureWarning)
+            unknown = np.ones(values.shape, dtype=bool)
+        else:
+            unknown = self.classes_[index] != values
         if np.any(unknown):
             seen = sorted(set(np.asarray(values)[unknown].tolist()))[:5]
             raise BpttError(
