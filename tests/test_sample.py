@@ -185,6 +185,19 @@ def test_draw_never_takes_a_token_of_probability_0():
     largest = 1 - 2.0**-53
     draws = [sample._draw(p, _Uniform(u)) for u in (0.0, 0.2, 0.25, 0.5, largest)]
     assert draws == [1, 1, 3, 3, 3]
+    # should u·Σp round up to Σp (u = 1 stands for it), the last token of weight above 0;
+    # a cap at the last index took the masked token after it
+    assert sample._draw(p, _Uniform(1.0)) == 3
+
+
+@pytest.mark.parametrize("weight", [1e308, 3e-324])
+def test_draw_splits_weights_whose_sum_overflows_or_is_subnormal(weight):
+    # 2e308 is inf (every u·inf was past the last bin: the masked token, every time), and
+    # a subnormal sum has a bit or two to split by (the masked token a quarter of the time)
+    rng = np.random.default_rng(0)
+    counts = np.bincount([draw([weight, weight, 0.0], rng) for _ in range(2000)], minlength=3)
+    assert counts[2] == 0
+    np.testing.assert_allclose(counts[:2] / 2000, [0.5, 0.5], atol=0.05)
 
 
 def test_draw_refuses_what_is_not_a_distribution_or_a_generator():

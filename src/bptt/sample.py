@@ -89,25 +89,41 @@ def draw(p: Any, rng: np.random.Generator | None = None) -> int:
 
 
 def _check_weights(p: Any) -> np.ndarray:
-    """p as a float64 vector (V,), V >= 1, of finite weights >= 0 with a sum above 0."""
+    """p as a float64 vector (V,), V >= 1, of finite weights >= 0 with a sum above 0.
+
+    Weights whose sum overflows to inf, or is so small that it is subnormal (a few bits
+    of precision left to split it by), come back scaled so that the largest is 1: the same
+    distribution, in numbers the inverse CDF can use.
+    """
     if np.ndim(p) != 1 or not np.size(p):
         raise BpttError(f"p must be one vector (V,) with V >= 1, got shape {np.shape(p)}")
     if np.iscomplexobj(p) or np.asarray(p).dtype.kind not in "iuf":
         raise BpttError(f"p must hold real numbers, got dtype {np.asarray(p).dtype}")
     weights = np.asarray(p, dtype=np.float64)
-    total = weights.sum()
-    if not (np.isfinite(weights).all() and weights.min() >= 0 and total > 0):
+    if not (np.isfinite(weights).all() and weights.min() >= 0 and weights.max() > 0):
         raise BpttError(
             "p must be finite weights >= 0 with a sum above 0 (a distribution), got min "
-            f"{weights.min()}, max {weights.max()}, sum {total}"
+            f"{weights.min()}, max {weights.max()}, sum {weights.sum()}"
         )
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if not np.finfo(np.float64).tiny <= total < np.inf:
+        weights = weights / weights.max()
     return weights
 
 
 def _draw(p: np.ndarray, rng: np.random.Generator) -> int:
-    """:func:`draw` of weights and a Generator already checked (the sampling loop's)."""
+    """:func:`draw` of weights and a Generator already checked (the sampling loop's).
+
+    Index i is drawn when u·Σp falls in [cdf[i − 1], cdf[i]), which is empty for a weight
+    of 0.  Should u·Σp round up to Σp itself, the index is the last of weight above 0 (the
+    first whose cdf is the whole sum), never a trailing index of weight 0.
+    """
     cdf = np.cumsum(p)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+    index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    if index == len(p):
+        index = int(np.searchsorted(cdf, cdf[-1], side="left"))
+    return index
 
 
 def generate(
