@@ -386,6 +386,12 @@ def test_torch_module_config_is_checked(torch):
     with pytest.raises(BpttError, match="dtype must be a torch floating-point dtype"):
         interop.torch_module(gru, dtype=np.float64)
     assert next(interop.torch_module(gru, dtype=torch.float16).parameters()).dtype == torch.float16
+    # the bias flags are True or False: the string "false" was a true value, biases and all
+    for key in ("bias", "head_bias"):
+        with pytest.raises(BpttError, match=f"config {key} must be True or False, got 'false'"):
+            interop.torch_module({**gru, key: "false"})
+    no_bias = interop.torch_module({**gru, "bias": np.False_})
+    assert not no_bias.rnn.bias and no_bias.head.bias is None
 
 
 def test_interop_imports_and_converts_without_torch(tmp_path):
@@ -540,8 +546,25 @@ def test_torch_forward_from_ids_checks_the_form_and_kind_of_h0(torch):
     assert logits.dtype == h_n.dtype == torch.float32
     zeros = interop.torch_forward_from_ids(gru32, ids, np.zeros((2, B, H), np.int64))[0]
     assert torch.equal(zeros, interop.torch_forward_from_ids(gru32, ids)[0])
+    # tensors of another dtype too (they failed inside torch: "mat1 and mat2 must have the
+    # same dtype", and for the LSTM "get_mkldnn_dtype: unsupported data type")
+    lstm32 = interop.to_torch_module(make_params("lstm", 2, True, dtype=np.float32))
+    for module, state in ((gru32, torch.from_numpy(h64)),
+                          (lstm32, (torch.from_numpy(h), torch.from_numpy(c)))):
+        as_given = interop.torch_forward_from_ids(module, ids, state)[0]
+        numpy_state = tuple(s.numpy() for s in state) if isinstance(state, tuple) else h64
+        assert torch.equal(as_given, interop.torch_forward_from_ids(module, ids, numpy_state)[0])
     with pytest.raises(BpttError, match=r"module must be a torch\.nn\.Module, got NoneType"):
         interop.torch_forward_from_ids(None, ids)
+
+
+def test_torch_forward_from_ids_refuses_a_batch_first_rnn(torch):
+    # the (T, B) ids were read as (B, T): logits 0.26 off bptt's, and no error
+    module = interop.to_torch_module(make_params("gru", 2, True))
+    module.rnn.batch_first = True
+    ids, _ = make_batch()
+    with pytest.raises(BpttError, match=re.escape("the module's GRU has batch_first=True")):
+        interop.torch_forward_from_ids(module, ids)
 
 
 def test_an_unknown_cell_is_named_before_the_state_dict_is_read():

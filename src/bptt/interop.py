@@ -57,7 +57,7 @@ import numpy as np
 from bptt import checkpoint, models, ops
 from bptt.cells import CELLS, get_cell
 from bptt.data import Vocab
-from bptt.errors import BpttError, CheckpointError, DataError, as_array, check_int
+from bptt.errors import BpttError, CheckpointError, DataError, as_array, check_bool, check_int
 
 KIND = checkpoint.EXPORT_KIND
 RNN_PREFIX = "rnn."
@@ -604,8 +604,8 @@ def torch_module(config: Mapping[str, Any], dtype: Any = None) -> Any:
         if not isinstance(name, str) or name not in names:
             raise BpttError(f"config dtype must be float32 or float64, got {name!r}")
         dtype = names[name]
-    bias = bool(config.get("bias", True))
-    head_bias = bool(config.get("head_bias", bias))
+    bias = check_bool("config bias", config.get("bias", True))
+    head_bias = check_bool("config head_bias", config.get("head_bias", bias))
     return char_rnn_class()(config["cell"], sizes["input_size"], sizes["hidden_size"],
                             sizes["output_size"], sizes["num_layers"], bias, head_bias, dtype)
 
@@ -670,6 +670,13 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
     if given is not None:
         _check_ids(given, getattr(module, "input_size", None))
     x = ids if tensor else torch.from_numpy(given.astype(np.int64))
+    rnn = getattr(module, "rnn", None)
+    if isinstance(rnn, torch.nn.RNNBase) and rnn.batch_first:
+        # ids (T, B) would be read as (B, T): a wrong answer, not an error
+        raise BpttError(
+            f"the module's {type(rnn).__name__} has batch_first=True; the ids here are "
+            "time-major (T, B), as CharRNN's rnn takes them (batch_first=False)"
+        )
     state = _torch_state(torch, module, h0, x.shape[1] if x.dim() == 2 else None)
     with torch.no_grad():
         return module(x, state)
@@ -677,7 +684,8 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
 
 def _torch_state(torch: Any, module: Any, h0: Any, batch: int | None) -> Any:
     """h0 for ``module``: NumPy parts become tensors of its dtype; for a module whose ``.rnn``
-    is a recurrent torch module, the form and shapes are checked (BpttError)."""
+    is a recurrent torch module, the form and shapes are checked (BpttError) and tensors of
+    another dtype are cast to its dtype."""
     if h0 is None:
         return None
     rnn = getattr(module, "rnn", None)
@@ -694,8 +702,9 @@ def _torch_state(torch: Any, module: Any, h0: Any, batch: int | None) -> Any:
             array = as_array(name, part)
             if array.dtype.kind not in "biuf":
                 raise BpttError(f"{name} must hold real numbers, got dtype {array.dtype}")
-            dtype = rnn.weight_hh_l0.dtype if rnn is not None else None
-            part = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+            part = torch.from_numpy(np.ascontiguousarray(array))
+        if rnn is not None:
+            part = part.to(rnn.weight_hh_l0.dtype)
         if rnn is not None and batch is not None:
             expected = (rnn.num_layers, batch, rnn.hidden_size)
             if tuple(part.shape) != expected:
