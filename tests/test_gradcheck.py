@@ -84,6 +84,25 @@ def test_numerical_grads_does_not_touch_the_callers_arrays(rng):
     assert dh0.shape == h0.shape and set(grads) == set(params)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_numerical_grads_gives_dJ_dh0_in_the_form_backprop_gives_it(cell, rng):
+    # an RNN's or GRU's h0 as nested lists is one (L, B, H) array to the forward; its
+    # ∂J/∂h0 came back as a tuple of the list's rows, (B, H) each (or (H,) for (B, H))
+    params = bptt.init_params(cell, 3, 4, 3, rng=rng, dtype=np.float64, num_layers=2)
+    ids = rng.integers(0, 3, (3, 2))
+    h = rng.normal(size=(2, 2, 4))
+    h0 = [h.tolist(), (h / 2).tolist()] if cell == "lstm" else h.tolist()
+    expected = bptt.backprop(params, ids, ids, h0=h0).dJ_dstate0
+    _, dh0 = numerical_grads(params, ids, ids, h0)
+    assert type(dh0) is type(expected)
+    for numeric, exact in zip(*((dh0, expected) if cell == "lstm" else ((dh0,), (expected,))),
+                              strict=True):
+        assert numeric.shape == exact.shape == (2, 2, 4)
+        np.testing.assert_allclose(numeric, exact, rtol=1e-6, atol=1e-8)
+    with pytest.raises(bptt.BpttError, match="must be a pair" if cell == "lstm" else "shape"):
+        numerical_grads(params, ids, ids, h[:1] if cell != "lstm" else h)
+
+
 def test_a_wrong_gradient_is_caught(rng):
     params = bptt.init_params("rnn", 3, 4, 3, rng=rng)
     inputs, targets = rng.integers(0, 3, (4, 2)), rng.integers(0, 3, (4, 2))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models, ops
+from bptt.cells import get_cell
 from bptt.errors import BpttError, as_array, check_bool, check_int, check_positive, check_seed
 
 EPS = 1e-6
@@ -94,13 +95,17 @@ def numerical_grads(
     # C order: numerical_gradient perturbs each copy through its flat view (a transposed
     # weight passes check_params, and np.array would keep its Fortran order)
     params = {k: np.array(v, dtype=np.float64, order="C") for k, v in params.items()}
-    inputs = models.check_inputs(inputs, models.check_params(params), np.float64)
+    shapes = models.check_params(params)
+    inputs = models.check_inputs(inputs, shapes, np.float64)
     eps = check_positive("eps", eps)
     if sample is not None:
         sample = check_int("sample", sample, 1)
     if h0 is None:
         h0 = models.zero_state(params, inputs.shape[1])
-    paired = isinstance(h0, (tuple, list))
+    # checked as the forward reads it (an LSTM's pair may be a list; an RNN's or GRU's list
+    # is rows of its one array, and its ∂J/∂h0 comes back as that one array)
+    models.state_to_layers(h0, shapes, inputs.shape[1], np.float64)
+    paired = len(get_cell(shapes.cell).STATE_NAMES) > 1
     states = [np.array(s, dtype=np.float64, order="C") for s in (h0 if paired else [h0])]
     state = tuple(states) if paired else states[0]
 
