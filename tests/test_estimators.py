@@ -419,7 +419,7 @@ def test_a_later_partial_fit_refuses_other_classes_and_takes_the_same():
     ([], [], {}, "X is empty"),
     ("abc", [0], {}, "X must be a list"),
     (GOOD_X, np.array([1, 1, 1]), {}, "one class only (1): need"),  # not np.int64(1)
-    (GOOD_X, np.array([0.5, 0.5, 0.5]), {}, "one class only (0.5): need"),
+    (GOOD_X, np.array([2.0, 2.0, 2.0]), {}, "one class only (2.0): need"),
     (GOOD_X, [None, None, 1], {}, "labels must be numbers, booleans or strings"),
     (GOOD_X, [1, "a", 1], {}, "y mixes strings with other labels"),
     ([["a", "b"]], [0], {}, "numeric"),
@@ -906,8 +906,50 @@ def test_per_step_labels_mixing_strings_with_numbers_are_refused_as_per_sequence
         small(bptt.SequenceClassifier, per_step=True).fit(GOOD_X, y)
 
 
+def test_a_continuous_target_is_refused_by_the_classifier():
+    # every distinct float was a class of its own: 40 samples, 40 classes, and no word
+    y = np.random.default_rng(0).normal(size=len(GOOD_X))
+    with pytest.raises(BpttError, match=r"y holds numbers that are not whole \(-?0\.\d+\), a "
+                                        "continuous target: a classifier takes class labels"):
+        small(bptt.SequenceClassifier).fit(GOOD_X, y)
+    # whole numbers in floats are classes (as scikit-learn's "multiclass" reads them)
+    clf = small(bptt.SequenceClassifier).fit(GOOD_X, np.array(GOOD_Y, dtype=float))
+    np.testing.assert_array_equal(clf.classes_, np.unique(GOOD_Y).astype(float))
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_labels_in_an_object_array_are_read_as_the_strings_or_numbers_they_are(per_step):
+    # pandas gives a column of text as an object array: it was refused, "labels of dtype
+    # object: labels must be numbers, booleans or strings", though every label was a string
+    words = np.array(["neg", "pos"])
+    ids = np.arange(len(GOOD_X)) % 2
+    if per_step:
+        seq_ids = [np.arange(len(x)) % 2 for x in GOOD_X]
+        as_text = [words[i] for i in seq_ids]
+        y = [np.array(list(t), dtype=object) for t in as_text]
+    else:
+        as_text, y = words[ids], np.array(list(words[ids]), dtype=object)
+    text = small(bptt.SequenceClassifier, per_step=per_step).fit(GOOD_X, as_text)
+    objects = small(bptt.SequenceClassifier, per_step=per_step).fit(GOOD_X, y)
+    assert objects.classes_.dtype.kind == "U"
+    np.testing.assert_array_equal(objects.classes_, text.classes_)
+    for a, b in zip(objects.predict_proba(GOOD_X), text.predict_proba(GOOD_X), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert objects.score(GOOD_X, y) == text.score(GOOD_X, as_text)
+    numbers = np.array([1, 2] * len(GOOD_X), dtype=object)[: len(GOOD_X)]
+    assert small(bptt.SequenceClassifier).fit(GOOD_X, numbers).classes_.tolist() == [1, 2]
+    for odd, message in (([1, "a"], "y mixes strings with other labels"),
+                         ([None, "a"], "y mixes strings with other labels"),
+                         ([None, 1], "y holds labels of type NoneType, int: labels must")):
+        y_odd = np.array(odd * len(GOOD_X), dtype=object)[: len(GOOD_X)]
+        with pytest.raises(BpttError, match=re.escape(message)):
+            small(bptt.SequenceClassifier).fit(GOOD_X, y_odd)
+
+
 @pytest.mark.parametrize("classes, message", [
-    ([0, 1, None], "classes holds labels of dtype object"),  # was np.unique's TypeError
+    ([0, 1, None], "classes holds labels of type NoneType, int: labels must be"),  # was
+    # np.unique's TypeError
+    ([0.0, 0.5, 1.0], "classes holds numbers that are not whole (0.5), a continuous target"),
     ([0.0, 1.0, np.nan], "classes contains NaN or inf"),  # was a class no label can be
     ([0, "1"], "classes mixes strings with other labels"),  # was the classes '0', '1'
     ([[0, 1], [1, 0]], "classes has shape (2, 2): one label per class"),

@@ -214,6 +214,45 @@ def _check_label_kinds(given: Any, labels: np.ndarray, name: str = "y") -> None:
                         "string, or every label as a number")
 
 
+def _read_object_labels(labels: np.ndarray, real: Any, name: str = "y") -> np.ndarray:
+    """An object array of labels (what pandas gives for a column of text) as strings when
+    every label is one, as numbers when none is; any other array as it is.
+
+    real: the entries that are labels (per-step targets: not the padding, which comes back
+    unspecified).  Strings mixed with other labels, or labels that are neither numbers nor
+    strings (None, a date), are a BpttError naming their types.
+    """
+    if labels.dtype != object:
+        return labels
+    items = labels[real].ravel().tolist()
+    strings = [isinstance(label, str) for label in items]
+    if any(strings) and not all(strings):
+        raise BpttError(f"{name} mixes strings with other labels: give every label as a "
+                        "string, or every label as a number")
+    values = np.array(items, dtype=str if any(strings) else None)
+    if values.dtype.kind not in "biufU":
+        kinds = ", ".join(sorted({type(label).__name__ for label in items}))
+        raise BpttError(f"{name} holds labels of type {kinds}: labels must be numbers, "
+                        "booleans or strings")
+    out = np.empty(labels.shape, dtype=values.dtype)
+    out[real] = values.reshape(labels[real].shape)
+    return out
+
+
+def _check_not_continuous(values: np.ndarray, name: str = "y") -> None:
+    """Class labels that are floats must be whole numbers (1.0, 2.0): a fraction means a
+    real-valued target, which a classifier would split into one class per distinct value
+    (scikit-learn's "Unknown label type: continuous")."""
+    if values.dtype.kind == "f" and values.size:
+        fractions = values[values != np.floor(values)]
+        if fractions.size:
+            raise BpttError(
+                f"{name} holds numbers that are not whole ({fractions[0].item()!r}), a "
+                "continuous target: a classifier takes class labels (SequenceRegressor "
+                "fits real values)"
+            )
+
+
 def _check_classes(classes: Any) -> np.ndarray:
     """partial_fit's ``classes`` as its distinct labels, sorted, checked as fit checks y's
     (np.unique alone took NaN as a class, made [0, "1"] strings, and raised its TypeError
@@ -221,9 +260,11 @@ def _check_classes(classes: Any) -> np.ndarray:
     labels = as_array("classes", classes)
     if labels.ndim != 1:
         raise BpttError(f"classes has shape {labels.shape}: one label per class, (C,)")
+    labels = _read_object_labels(labels, slice(None), "classes")
     _check_label_kinds(classes, labels, "classes")
     if labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise BpttError("classes contains NaN or inf")
+    _check_not_continuous(labels, "classes")
     return np.unique(labels)
 
 
@@ -857,12 +898,14 @@ class SequenceClassifier(_SequenceEstimator):
         if self.per_step:  # the labels of every step (a padded array: numpy's, one dtype)
             given = ([label for seq in y for label in seq] if isinstance(y, (list, tuple))
                      else None)
-        _check_label_kinds(given, labels)
         real = (np.arange(T)[None, :] < lengths[:, None]) if self.per_step else slice(None)
+        labels = _read_object_labels(labels, real)
+        _check_label_kinds(given, labels)
         values = labels[real]
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise BpttError("y contains NaN or inf")
         if fitting and not hasattr(self, "classes_"):
+            _check_not_continuous(values)
             classes = np.unique(values)
             if len(classes) < 2:
                 only = classes[:1].tolist()[0]  # (Python's value: 0.0, not np.float64(0.0))
