@@ -330,6 +330,22 @@ def test_user_mistake_is_one_clear_line_and_exit_2(run_bptt, bptt_in_process, wo
     assert not (tmp_path / "out").exists(), "a failed run left an output directory"
 
 
+@pytest.mark.parametrize("argv", [
+    ["sample", "{name}"],
+    ["train", "{name}"],
+    ["export", "{run}", "x/{name}/z.safetensors"],
+])
+def test_a_name_with_a_newline_or_an_escape_is_still_one_line(bptt_in_process, world, tmp_path,
+                                                             argv):
+    # the name was printed as it is: "no checkpoint at no" and "pe: expected …" on two lines,
+    # and an ESC reached the terminal
+    name = "no\npe\x1b[2J"
+    args = [a.replace("{name}", name).replace("{run}", str(world / "run")) for a in argv]
+    code, err = bptt_in_process(args, tmp_path)
+    assert code == 2 and len(err.splitlines()) == 1 and "\x1b" not in err, err
+    assert "no\\npe\\x1b[2J" in err, err
+
+
 def test_only_train_offers_errors_replace_for_bytes_that_are_not_utf8(run_bptt_here, world,
                                                                       tmp_path):
     """The way round a file that is not UTF-8, --errors replace, is a flag of train alone."""

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,21 @@ class _Stderr:
 
 
 def say(line: str) -> None:
-    """Write one line to standard error (see :class:`_Stderr`)."""
+    """Write one line to standard error (see :class:`_Stderr`), as :func:`one_line`."""
     stderr = _Stderr()
-    stderr.write(line + "\n")
+    stderr.write(one_line(line) + "\n")
     stderr.flush()
+
+
+def one_line(text: str) -> str:
+    """``text`` with each control character written as its escape (a newline as \\n, a
+    terminal's ESC as \\x1b): a file name may hold them, and a message that names it must
+    stay one line, and must not drive the terminal."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) == "Cc"
+        else char
+        for char in text
+    )
 
 
 def write_line(bar: Any, text: str) -> None:
