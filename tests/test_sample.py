@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -203,9 +205,12 @@ def test_draw_splits_weights_whose_sum_overflows_or_is_subnormal(weight):
 def test_draw_refuses_what_is_not_a_distribution_or_a_generator():
     # NaN weights drew the last index and negative ones bent the cumulative sum, silently;
     # a seed in place of the Generator failed as an AttributeError
-    for p in ([0.5, float("nan")], [0.5, float("inf")], [1.0, -0.5, 0.5], [0.0, 0.0]):
-        with pytest.raises(bptt.BpttError, match="p must be finite weights >= 0 with a sum"):
-            draw(np.array(p), np.random.default_rng(0))
+    for p in ([0.5, float("nan")], [0.5, float("inf")], [1.0, -0.5, 0.5], [0.0, 0.0],
+              [1e308, 1e308, -1.0]):  # (its sum overflows: no numpy warning on the way)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(bptt.BpttError, match="p must be finite weights >= 0 with a sum"):
+                draw(np.array(p), np.random.default_rng(0))
     for p in ([], [[0.5, 0.5]]):
         with pytest.raises(bptt.BpttError, match=r"p must be one vector \(V,\) with V >= 1"):
             draw(p, np.random.default_rng(0))

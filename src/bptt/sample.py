@@ -100,13 +100,13 @@ def _check_weights(p: Any) -> np.ndarray:
     if np.iscomplexobj(p) or np.asarray(p).dtype.kind not in "iuf":
         raise BpttError(f"p must hold real numbers, got dtype {np.asarray(p).dtype}")
     weights = np.asarray(p, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf is the sum of 2e308
+        total = weights.sum()
     if not (np.isfinite(weights).all() and weights.min() >= 0 and weights.max() > 0):
         raise BpttError(
             "p must be finite weights >= 0 with a sum above 0 (a distribution), got min "
-            f"{weights.min()}, max {weights.max()}, sum {weights.sum()}"
+            f"{weights.min()}, max {weights.max()}, sum {total}"
         )
-    with np.errstate(over="ignore"):
-        total = weights.sum()
     if not np.finfo(np.float64).tiny <= total < np.inf:
         weights = weights / weights.max()
     return weights
