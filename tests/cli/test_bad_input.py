@@ -40,6 +40,9 @@ def world(tmp_path_factory) -> Path:
     (root / "not_json.json").write_text("hidden = 8")
     (root / "list.json").write_text("[1, 2]")
     (root / "bom.json").write_bytes(b'\xef\xbb\xbf{"hidden": 8, "colour": "red"}')
+    # JSON that json.loads cannot read (a RecursionError, the integer digit limit's ValueError)
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "many_digits.json").write_text('{"hidden": 1' + "0" * 5000 + "}")
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
     make_bad_exports(root)
@@ -181,6 +184,10 @@ CASES = [
     ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json", "not valid JSON"),
     ("train-config-not-object", "train {w}/good.txt --config {w}/list.json", "JSON object"),
     ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
+    ("train-config-too-deep", "train {w}/good.txt --config {w}/deep.json",
+     "deep.json is not valid JSON: its arrays or objects are nested too deeply"),
+    ("train-config-too-many-digits", "train {w}/good.txt --config {w}/many_digits.json",
+     "many_digits.json is not valid JSON: it holds an integer of more digits than Python reads"),
     # a byte-order mark (Notepad's) is dropped, as from a FILE: the mistake is the key
     ("train-config-bom", "train {w}/good.txt --config {w}/bom.json", "'colour'"),
     # an empty path is refused as the flag's (it was the current directory: '. is a directory')

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
 from bptt.cli import progress, train_task
-from bptt.errors import BpttError
+from bptt.errors import BpttError, parse_json
 from bptt.optim import OPTIMIZERS
 from bptt.tasks import STATE_KIND, TASK_DEFAULTS, TASKS, TaskConfig
 
@@ -196,8 +195,8 @@ def _read_json(path: Path) -> dict:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise BpttError(f"cannot read config file {path}: {exc}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return parse_json(text)
+    except ValueError as exc:
         raise BpttError(f"config file {path} is not valid JSON: {exc}") from None
 
 
