@@ -99,6 +99,13 @@ def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
         small_config(**bad)
 
 
+def test_a_config_number_beyond_every_float_is_refused_as_not_finite():
+    """A --config file's "lr": 10**400 (an int, as JSON reads it) was an OverflowError
+    traceback where the int became a float."""
+    with pytest.raises(BpttError, match=re.escape(f"lr must be a finite number > 0, got {10**400}")):
+        train.TrainConfig.from_dict({"lr": 10**400})
+
+
 def test_a_step_carries_the_state_and_lowers_the_loss(tmp_path):
     run = train.new_run(small_config(lr=0.01), TEXT, "test", tmp_path / "r")
     first = train.train_step(run)

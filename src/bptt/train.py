@@ -185,7 +185,9 @@ def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif "float" in str(annotation):
         ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
+        # an int beyond every float (10**400: float() raises OverflowError) is kept, for
+        # validate to refuse as not finite
+        value = float(value) if ok and is_finite_number(value) else value
     elif "int" in str(annotation):
         ok = isinstance(value, int)
     else:

@@ -43,6 +43,7 @@ def world(tmp_path_factory) -> Path:
     # JSON that json.loads cannot read (a RecursionError, the integer digit limit's ValueError)
     (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (root / "many_digits.json").write_text('{"hidden": 1' + "0" * 5000 + "}")
+    (root / "lr_beyond_floats.json").write_text('{"lr": 1' + "0" * 400 + "}")
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
     make_bad_exports(root)
@@ -188,6 +189,8 @@ CASES = [
      "deep.json is not valid JSON: its arrays or objects are nested too deeply"),
     ("train-config-too-many-digits", "train {w}/good.txt --config {w}/many_digits.json",
      "many_digits.json is not valid JSON: it holds an integer of more digits than Python reads"),
+    ("train-config-lr-beyond-floats", "train {w}/good.txt --config {w}/lr_beyond_floats.json",
+     "lr must be a finite number > 0, got 1000"),
     # a byte-order mark (Notepad's) is dropped, as from a FILE: the mistake is the key
     ("train-config-bom", "train {w}/good.txt --config {w}/bom.json", "'colour'"),
     # an empty path is refused as the flag's (it was the current directory: '. is a directory')
