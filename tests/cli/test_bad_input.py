@@ -159,6 +159,12 @@ CASES = [
     ("train-hidden-negative", "train {w}/good.txt --hidden -5", "--hidden"),
     ("train-hidden-huge", "train {w}/good.txt --hidden 100000", "unreasonably large"),
     ("train-task-layers-huge", "train --task parity --layers 100000", "unreasonably large"),
+    # (a task run's batch of 10^8 grew for minutes past 15 GB; a run on text encoded its
+    # corpus before it found the text too short for it)
+    ("train-task-batch-huge", "train --task parity --batch 100000000",
+     "batch is unreasonably large for this machine (at most 65,536)"),
+    ("train-batch-huge", "train {w}/good.txt --batch 100000000",
+     "batch is unreasonably large for this machine (at most 65,536)"),
     # (numpy refuses tens of GB of weights at once: a failed run before its first
     # checkpoint leaves nothing behind, the encoded corpus of a run on text included)
     ("train-no-memory", "train {w}/good.txt --hidden 65536 --layers 64", "not enough memory"),
@@ -262,6 +268,8 @@ CASES = [
     # the sizes train refuses (--layers 100000 ran for hours; this was "not enough memory")
     ("gradcheck-hidden-huge", "gradcheck --hidden 100000", "unreasonably large"),
     ("gradcheck-layers-huge", "gradcheck --layers 1 --layers 100000", "unreasonably large"),
+    ("gradcheck-batch-huge", "gradcheck --batch 100000000",
+     "batch is unreasonably large for this machine (at most 65,536)"),
     # terms, flow
     ("terms-seq-len-zero", "terms --seq-len 0", "--seq-len"),
     ("terms-unknown-cell", "terms --cell tcn", "--cell"),

@@ -69,7 +69,7 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the checks, print the table (or JSON), return 1 if anything failed."""
     # sizes bptt train refuses: --layers 100000 ran for hours, --seq-len 10^9 took all memory
-    train.check_sizes(args.hidden, max(args.layers or [1]), args.seq_len)
+    train.check_sizes(args.hidden, max(args.layers or [1]), args.seq_len, args.batch)
     if args.backward is not None:
         return _run_backward(args)
     if args.truncate is not None:
