@@ -168,8 +168,10 @@ CASES = [
     # (numpy refuses tens of GB of weights at once: a failed run before its first
     # checkpoint leaves nothing behind, the encoded corpus of a run on text included)
     ("train-no-memory", "train {w}/good.txt --hidden 65536 --layers 64", "not enough memory"),
+    # (it named --seq-len, which a task run refuses)
     ("train-task-no-memory", "train --task parity --hidden 65536 --layers 64",
-     "not enough memory"),
+     "not enough memory for a model and data of these sizes; lower --hidden, --layers, --batch "
+     "or --task-length"),
     # (a byte that is not UTF-8, kept by Python as a lone surrogate: refused as --prime's)
     ("train-unk-not-a-character", "train {w}/good.txt --unk \udcff",
      "argument --unk: not valid UTF-8 text: the bytes b'\\xff'"),

@@ -50,6 +50,9 @@ SIZE_FLAGS = ("hidden", "layers", "batch", "seq_len")
 def _out_of_memory(args: argparse.Namespace) -> str:
     """The one line for a MemoryError, naming the size flags this command has."""
     flags = [f"--{name.replace('_', '-')}" for name in SIZE_FLAGS if hasattr(args, name)]
+    if getattr(args, "task", None) is not None or getattr(args, "task_length", None) is not None:
+        # a task run refuses --seq-len: its sequences are --task-length long
+        flags = ["--task-length" if flag == "--seq-len" else flag for flag in flags]
     if not flags:
         return "not enough memory for a model of this size"
     listed = " or ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
