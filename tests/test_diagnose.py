@@ -570,6 +570,17 @@ def test_a_gradient_that_is_the_reference_times_1e308_is_named_as_that_factor():
            "here." in report.messages()
 
 
+def test_a_gradient_under_the_comparisons_floor_is_not_called_a_constant_factor():
+    """A gradient of 1e-310s (subnormal, under gradcheck.TINY, where any two tensors compare
+    equal) was "Your gradient is -8.17444e-311 × the reference: a constant factor"."""
+    def tiny(params, inputs, targets, h0=None, truncate=None):
+        return {k: np.full_like(v, 1e-310) for k, v in params.items()}
+
+    report = diagnose.check_backward(tiny)
+    assert all(not c.passed for c in report.params)
+    assert not any("× the reference" in m for m in report.messages())
+
+
 def test_an_ignored_initial_state_is_named():
     def from_zeros(params, inputs, targets, h0=None, truncate=None):
         return bptt.loss_and_grads(params, inputs, targets)  # h0 never passed on
