@@ -388,6 +388,53 @@ def test_a_closed_standard_output_is_one_line_and_exit_2(world, tmp_path):
         r.stderr.count("\n") == 1, r.stderr
 
 
+@pytest.mark.parametrize(("argv", "what", "instead"), [
+    (["terms"], "the terms", "> terms.txt"),
+    (["gradcheck", "--cell", "rnn", "--layers", "1", "--no-torch"], "the report",
+     "> gradcheck.txt"),
+])
+def test_a_command_whose_result_is_its_output_refuses_a_closed_standard_output(tmp_path, argv,
+                                                                            what, instead):
+    """``bptt terms >&-``, ``bptt gradcheck >&-``: exit 0 having shown nothing (gradcheck's
+    exit code saying PASS of a report no one could read)."""
+    r = subprocess.run([sys.executable, "-m", "bptt", *argv], preexec_fn=lambda: os.close(1),
+                       stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr == (
+        f"bptt: error: standard output is closed: there is nowhere to write {what} "
+        f"(redirect it to a file, e.g. {instead})\n"), r.stderr
+
+
+@pytest.mark.parametrize(("command", "written"), [
+    ("export {w}/run {tmp}/out.safetensors", "out.safetensors"),
+    ("import {w}/exported.safetensors {tmp}/imported", "imported"),
+    ("flow --out {tmp}/flow", "flow"),
+])
+def test_a_command_that_writes_files_refuses_a_closed_standard_output_before_writing(
+        world, tmp_path, monkeypatch, capsys, command, written):
+    """export, import and flow print what they wrote (import its notes on using it too): with
+    a closed standard output they wrote their files and said nothing, exit 0.  Refused
+    before anything is written, as a run of train that is not --quiet is."""
+    argv = command.format(w=world, tmp=tmp_path).split()
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bptt: error: standard output is closed: there is nowhere to write ")
+    assert err.count("\n") == 1, err
+    assert not (tmp_path / written).exists()
+
+
+def test_every_command_says_what_it_prints():
+    """The closed-output check of cli.main reads each command's ``prints``: a command added
+    without one would fail with an AttributeError instead of being checked."""
+    commands = cli.build_parser().get_default("command_parsers")
+    assert set(commands) == set(cli.COMMANDS)
+    for name, parser in commands.items():
+        what, instead = parser.get_default("prints")
+        assert what and instead, name
+
+
 def test_train_with_a_closed_standard_output_needs_quiet(world, tmp_path):
     """``bptt train >&-``: a run that prints its progress is refused in train's words; a
     --quiet run writes nothing to standard output, so it trains."""

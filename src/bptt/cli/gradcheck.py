@@ -63,7 +63,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--truncate", type=types.positive_int, metavar="K",
                    help="with --backward: check truncated BPTT (terms with t - k < K); "
                         "your function is called with truncate=K")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("the report", "redirect it to a file, e.g. > gradcheck.txt"))
 
 
 def run(args: argparse.Namespace) -> int:

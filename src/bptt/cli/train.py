@@ -122,7 +122,9 @@ def add_parser(sub, name: str) -> None:
                    help="sequence length of --task adding/parity (max length for tweets; "
                         + ", ".join(f"{name} {d['length']}" for name, d in TASK_DEFAULTS.items()
                                     if d["length"] is not None) + ")")
-    p.set_defaults(run=run)
+    # (--quiet writes nothing there: see cli._require_stdout)
+    p.set_defaults(run=run, prints=("the run's progress lines",
+                                    "give --quiet, or redirect it to a file, e.g. > train.log"))
 
 
 def _task_help() -> str:
@@ -277,9 +279,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.quiet:  # a quiet run writes nothing there
-        progress.require_stdout("the run's progress lines",
-                                "give --quiet, or redirect it to a file, e.g. > train.log")
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     if args.resume is None:
         if args.task is not None or args.task_length is not None:
