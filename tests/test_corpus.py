@@ -182,6 +182,12 @@ def test_a_damaged_manifest_or_id_file_is_reencoded(tmp_path):
     first.manifest.write_text("{not json")
     redone = encode_files([path], tmp_path / "c")
     assert not redone.reused and decoded(redone) == MULTIBYTE
+    # JSON that json.loads cannot take without a RecursionError or the integer digit limit's
+    # ValueError (it was a traceback): damaged too
+    for damage in ("[" * 100_000 + "]" * 100_000, '{"num_tokens": 1' + "0" * 5000 + "}"):
+        redone.manifest.write_text(damage)
+        again = encode_files([path], tmp_path / "c")
+        assert not again.reused and decoded(again) == MULTIBYTE
     # the right size but ids outside the vocabulary: re-encoded too, also when only touched
     for touch in (False, True):
         redone.ids_file.write_bytes(b"\xff" * redone.ids_file.stat().st_size)

@@ -7,6 +7,7 @@ RNN backward); correct.py is the same code without the bug.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -538,6 +539,46 @@ def test_nan_is_reported_for_its_parameter():
 
     report = diagnose.check_backward(with_nan)
     assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in report.messages()
+
+
+def test_gradients_near_float64s_largest_fail_without_warnings_or_a_made_up_factor():
+    """1e308 everywhere overflowed the relative errors and the constant-factor fit (numpy
+    RuntimeWarnings), and the overflowed fit was reported: "Your gradient is nan × the
+    reference", "-1.21474e+308 × the reference"."""
+    def huge(params, inputs, targets, h0=None, truncate=None):
+        return {k: np.full_like(v, 1e308) for k, v in params.items()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = diagnose.check_backward(huge)
+    assert not report.passed and all(not c.passed for c in report.params)
+    assert all(c.comparison.max_rel == pytest.approx(1.0) for c in report.params)
+    assert not any("× the reference" in m for m in report.messages())
+
+
+def test_a_gradient_that_is_the_reference_times_1e308_is_named_as_that_factor():
+    """The factor is fitted on the learner's gradient scaled down first: its dot product
+    with the reference would overflow."""
+    def scaled(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return dict(grads, bh=grads["bh"] * 1e308)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = diagnose.check_backward(scaled)
+    assert "b_h: Your gradient is 1e+308 × the reference: a constant factor slipped in " \
+           "here." in report.messages()
+
+
+def test_a_gradient_under_the_comparisons_floor_is_not_called_a_constant_factor():
+    """A gradient of 1e-310s (subnormal, under gradcheck.TINY, where any two tensors compare
+    equal) was "Your gradient is -8.17444e-311 × the reference: a constant factor"."""
+    def tiny(params, inputs, targets, h0=None, truncate=None):
+        return {k: np.full_like(v, 1e-310) for k, v in params.items()}
+
+    report = diagnose.check_backward(tiny)
+    assert all(not c.passed for c in report.params)
+    assert not any("× the reference" in m for m in report.messages())
 
 
 def test_an_ignored_initial_state_is_named():

@@ -101,3 +101,19 @@ def test_as_finite_casts_to_the_dtype_and_copies_only_to_cast():
     assert cast.dtype == np.float32 and np.array_equal(cast, ids)
     already = np.ones(3, np.float32)
     assert errors.as_finite("inputs", already, np.float32) is already
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("{not json", "Expecting property name"),
+    ("[" * 100_000 + "]" * 100_000, "its arrays or objects are nested too deeply"),
+    ('{"hidden": 1' + "0" * 5000 + "}", "it holds an integer of more digits than Python reads"),
+], ids=["syntax", "nested-too-deeply", "too-many-digits"])
+def test_parse_json_says_why_a_text_is_no_json_as_a_value_error(text, reason):
+    """A nesting deeper than the stack (RecursionError) or an integer over Python's digit
+    limit is a bad file like bad syntax: a ValueError with the reason, no other exception."""
+    with pytest.raises(ValueError, match=reason):
+        errors.parse_json(text)
+
+
+def test_parse_json_reads_json():
+    assert errors.parse_json('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}

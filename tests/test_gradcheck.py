@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,20 @@ def test_a_nan_under_test_fails_and_a_nan_of_the_witness_is_not_checked():
     assert (c.max_rel, c.worst, c.a_worst) == (np.inf, (1,), np.inf) and not c.passed(1e-3)
     # sampled finite differences leave NaN where they did not look: those entries are skipped
     assert compare_arrays("W", np.array([1.0, 7.0]), np.array([1.0, np.nan])).max_rel == 0.0
+
+
+def test_gradients_near_float64s_largest_are_compared_without_overflow():
+    """a − b and |a| + |b| overflowed (RuntimeWarnings): 1e308 against a small witness had
+    a relative error of 0 or NaN where the scale became inf."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opposite = compare_arrays("W", np.array([1.5e308, -1.5e308]),
+                                  np.array([-1.5e308, 1.5e308]))
+        far = compare_arrays("W", np.full(3, 1e308), np.array([0.5, -1e307, 1e308]))
+    assert (opposite.max_rel, opposite.max_abs, opposite.worst) == (1.0, np.inf, (0,))
+    # the scale is |a| + |b| = 2e308 at the last entry: past float64's largest, yet counted
+    assert far.max_rel == pytest.approx(0.55) and far.max_abs == pytest.approx(1.1e308)
+    assert far.worst == (1,) and not far.passed(1e-3)
 
 
 def test_numerical_grads_checks_its_arguments_as_loss_and_grads_does():

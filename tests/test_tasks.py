@@ -81,6 +81,11 @@ def test_digits_without_scikit_learn_is_one_clear_error(monkeypatch):
     (dict(task="parity", clip_norm=[5]), "clip_norm must be a finite number > 0"),
     # what --seed takes, as a setting of a --config file too
     (dict(task="parity", seed=2**63), r"seed must be an integer from 0 to 2\^63-1, got 9223"),
+    # (a batch of 10^8 was made a piece at a time: it grew for minutes past 15 GB)
+    (dict(task="parity", batch=10**8), "batch is unreasonably large for this machine "
+                                       r"\(at most 65,536\)"),
+    (dict(task="parity", layers=65), r"layers is unreasonably large for this machine "
+                                     r"\(at most 64\)"),
 ])
 def test_bad_task_settings(bad, message):
     with pytest.raises(BpttError, match=message):

@@ -81,8 +81,12 @@ def test_from_dict_changes_only_the_given_settings_of_its_base():
     (dict(seed=np.bool_(True)), "seed must be an integer from 0 to 2^63-1"),
     # what --seed takes, as a setting of a --config file too (numpy takes any size)
     (dict(seed=2**64), "seed must be an integer from 0 to 2^63-1, got 18446744073709551616"),
-    (dict(seq_len=train.MAX_SEQ_LEN + 1), "hidden, layers or seq_len is unreasonably large"),
-    (dict(layers=train.MAX_LAYERS + 1), "hidden, layers or seq_len is unreasonably large"),
+    # each named: it was "hidden, layers or seq_len is …", and a batch was not refused
+    (dict(seq_len=train.MAX_SEQ_LEN + 1),
+     "seq_len is unreasonably large for this machine (at most 1,000,000)"),
+    (dict(layers=train.MAX_LAYERS + 1), "layers is unreasonably large for this machine (at most 64)"),
+    (dict(batch=10**8),
+     "batch is unreasonably large for this machine (at most 65,536)"),
     # the bounds: no validation text, or no training text; not split_train_val's later error
     (dict(val_fraction=0), "val_fraction must be between 0 and 1, got 0"),
     (dict(val_fraction=1.0), "val_fraction must be between 0 and 1, got 1.0"),
@@ -97,6 +101,13 @@ def test_from_dict_changes_only_the_given_settings_of_its_base():
 def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
     with pytest.raises(BpttError, match=re.escape(message)):
         small_config(**bad)
+
+
+def test_a_config_number_beyond_every_float_is_refused_as_not_finite():
+    """A --config file's "lr": 10**400 (an int, as JSON reads it) was an OverflowError
+    traceback where the int became a float."""
+    with pytest.raises(BpttError, match=re.escape(f"lr must be a finite number > 0, got {10**400}")):
+        train.TrainConfig.from_dict({"lr": 10**400})
 
 
 def test_a_step_carries_the_state_and_lowers_the_loss(tmp_path):

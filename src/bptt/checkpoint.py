@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from bptt.errors import BpttError, CheckpointError, check_int, is_int, is_surrogate
+from bptt.errors import BpttError, CheckpointError, check_int, is_int, is_surrogate, parse_json
 
 TEMP_PREFIX = ".tmp-"
 MAX_HEADER_BYTES = 100_000_000
@@ -435,8 +435,8 @@ def _sniff(prefix: bytes) -> str:
 def _parse_header(file: Path, raw: bytes) -> dict[str, Any]:
     """The JSON header as a dict; anything else raises."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        header = parse_json(raw.decode("utf-8"))
+    except ValueError as exc:  # (a UnicodeDecodeError is one)
         raise _bad(file, "not safetensors: its header is not JSON") from exc
     if not isinstance(header, dict):
         raise _bad(file, "not safetensors: its header is not a JSON object")
@@ -503,8 +503,8 @@ def _parse_meta(
     if not all(isinstance(v, str) for v in metadata.values()):
         raise _bad(file, "its __metadata__ values must be strings")
     try:
-        meta = json.loads(metadata[METADATA_KEY])
-    except (ValueError, RecursionError) as exc:
+        meta = parse_json(metadata[METADATA_KEY])
+    except ValueError as exc:
         raise _bad(file, "its bptt metadata is not valid JSON") from exc
     if not isinstance(meta, dict):
         raise _bad(file, "its bptt metadata is not a JSON object")

@@ -68,7 +68,7 @@ from bptt.data import (
     undecodable_message,
     unknown_characters_message,
 )
-from bptt.errors import BpttError, DataError
+from bptt.errors import BpttError, DataError, parse_json
 
 SEPARATOR = "\n"  # between the texts of several files
 BLOCK_BYTES = 4 << 20  # bytes read and decoded at a time
@@ -508,7 +508,7 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
 def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:
     """The manifest as an entry dict, or None when absent, damaged or inconsistent."""
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = parse_json(file.read_text(encoding="utf-8"))
         if doc.get("format") != CACHE_FORMAT or doc.get("version") != CACHE_VERSION:
             return None
         sources = tuple(

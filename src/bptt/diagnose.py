@@ -57,6 +57,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import os
 import sys
 import sysconfig
@@ -70,7 +71,7 @@ import numpy as np
 
 from bptt import models, ops, reference
 from bptt.errors import BpttError
-from bptt.gradcheck import Comparison, compare_arrays, random_problem
+from bptt.gradcheck import TINY, Comparison, compare_arrays, random_problem
 
 PASS_TOL = 1e-9  # a correct float64 backward agrees with the reference far closer than this
 NEAR_TOL = 1e-5  # failing by less than this everywhere: round-off (float32?), not a bug
@@ -1201,8 +1202,7 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
                 break
         else:
             if mine is not None and mine.shape == ref[key].shape and np.isfinite(mine).all():
-                r = ref[key].reshape(-1)
-                c = float(mine.reshape(-1) @ r / (r @ r)) if r @ r > 0 else 0.0
+                c = _factor(mine, ref[key])
                 if c != 0 and _rel(mine, c * ref[key]) <= MATCH_TOL:
                     known = _fraction(c, T, B)
                     factor = known[0] if known else f"{c:.6g}"
@@ -1212,6 +1212,22 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
             explained.setdefault(check.explanation, []).append(MATH[key])
     for message, names in explained.items():
         report.findings.append(f"{', '.join(names)}: {message}")
+
+
+def _factor(mine: np.ndarray, ref: np.ndarray) -> float:
+    """The c that brings c × ref closest to the learner's finite gradient (least squares),
+    to be tested as a constant factor; 0 when there is none: ref is 0, or c × ref would
+    pass float64's largest, or stay under TINY (compare_arrays holds any two tensors that
+    small equal: a gradient of 1e-310s was "-8.17e-311 × the reference")."""
+    r, m = ref.reshape(-1), mine.reshape(-1)
+    top = float(np.max(np.abs(m), initial=0.0))
+    if not r @ r > 0 or top == 0:
+        return 0.0
+    # mine scaled to at most 1 first: the dot product of a learner's 1e308s overflowed; the
+    # rest in Python floats, which become inf past float64's largest without a warning
+    c = float((m / top) @ r) / float(r @ r) * top
+    largest = abs(c) * float(np.max(np.abs(r)))
+    return c if TINY < largest < math.inf else 0.0
 
 
 def _altered(h: Hypothesis, ref: dict[str, np.ndarray]) -> list[str]:

@@ -8,6 +8,7 @@ one line on stderr (``bptt: error: ...``) and exit code 2.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -134,3 +135,22 @@ def is_surrogate(char: str) -> bool:
     """True for one of U+D800 … U+DFFF, which Python strings can hold but no UTF-8 text can:
     such a character cannot be written out (printed, saved) as UTF-8."""
     return "\ud800" <= char <= "\udfff"
+
+
+def parse_json(text: str) -> Any:
+    """The value of a JSON text a user gave (a --config file, a safetensors header, bptt's
+    metadata in one), or ValueError saying in words why it is not one.
+
+    Every reader of such a text goes through here: besides bad syntax, ``json.loads`` raises
+    a ValueError that is no JSONDecodeError for an integer longer than Python's digit limit
+    (4300 by default), and RecursionError for arrays or objects nested deeper than the
+    stack; both are a bad file, not a crash."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError as exc:
+        raise ValueError("its arrays or objects are nested too deeply") from exc
+    except ValueError as exc:  # the digit limit; its advice (sys.set_int_max_str_digits) is
+        # for programmers, and the only other ValueErrors of a str are JSONDecodeErrors
+        raise ValueError("it holds an integer of more digits than Python reads") from exc

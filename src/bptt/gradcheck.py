@@ -198,13 +198,19 @@ def compare_arrays(name: str, a: Any, b: Any) -> Comparison:
         return Comparison(name, math.inf, math.inf, worst, float(a[worst]), float(b[worst]))
     if a.size == 0 or not known.any():
         return Comparison(name, 0.0, 0.0, (), 0.0, 0.0)
-    diff = np.where(known, np.abs(a - b), -np.inf)
-    worst_flat = int(np.argmax(diff))
+    # in halves: a − b and |a| + |b| of two finite floats can pass float64's largest (a
+    # learner's 1e308s overflowed, with RuntimeWarnings, to a relative error of 0 or NaN);
+    # halved they cannot, and halving is exact (but for subnormals, far under TINY's floor),
+    # so the ratio is the one of the whole
+    half_a, half_b = a / 2, b / 2
+    half_diff = np.where(known, np.abs(half_a - half_b), -np.inf)
+    worst_flat = int(np.argmax(half_diff))
     worst = tuple(int(i) for i in np.unravel_index(worst_flat, a.shape))
-    max_abs = float(diff.reshape(-1)[worst_flat])
-    scale = float(np.max(np.where(known, np.abs(a) + np.abs(b), 0.0)))
-    return Comparison(
-        name, max_abs / max(scale, TINY), max_abs, worst, float(a[worst]), float(b[worst])
+    half_max = float(half_diff.reshape(-1)[worst_flat])
+    half_scale = float(np.max(np.where(known, np.abs(half_a) + np.abs(half_b), 0.0)))
+    return Comparison(  # (2 × half_max: a Python float, inf past float64's largest)
+        name, half_max / max(half_scale, TINY / 2), 2 * half_max, worst, float(a[worst]),
+        float(b[worst]),
     )
 
 

@@ -45,7 +45,6 @@ missing.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -57,7 +56,15 @@ import numpy as np
 from bptt import checkpoint, models, ops
 from bptt.cells import CELLS, get_cell
 from bptt.data import Vocab
-from bptt.errors import BpttError, CheckpointError, DataError, as_array, check_bool, check_int
+from bptt.errors import (
+    BpttError,
+    CheckpointError,
+    DataError,
+    as_array,
+    check_bool,
+    check_int,
+    parse_json,
+)
 
 KIND = checkpoint.EXPORT_KIND
 RNN_PREFIX = "rnn."
@@ -442,8 +449,8 @@ def _foreign_meta(file: Path, metadata: Any) -> dict[str, Any] | None:
     if not isinstance(metadata, dict) or checkpoint.METADATA_KEY not in metadata:
         return None
     try:
-        meta = json.loads(metadata[checkpoint.METADATA_KEY])
-    except (TypeError, ValueError, RecursionError) as exc:
+        meta = parse_json(metadata[checkpoint.METADATA_KEY])
+    except (TypeError, ValueError) as exc:  # TypeError: a value that is no string
         raise CheckpointError(f"{file}: its bptt metadata is not valid JSON.") from exc
     if not isinstance(meta, dict):
         raise CheckpointError(f"{file}: its bptt metadata is not a JSON object.")

@@ -223,7 +223,7 @@ class TaskConfig:
                           ("eval_every", 1)):
             setattr(config, name, check_int(name, getattr(config, name), low))
         config.seed = check_seed(config.seed)
-        train.check_sizes(config.hidden, config.layers)
+        train.check_sizes(config.hidden, config.layers, batch=config.batch)
         for name in ("lr", "clip_norm"):
             if getattr(config, name) is not None:
                 setattr(config, name, check_positive(name, getattr(config, name)))

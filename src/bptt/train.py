@@ -139,7 +139,7 @@ class TrainConfig:
         for name in ("cache_dir", "init_from"):
             if getattr(self, name) == "":
                 raise BpttError(f"{name} must be a path, got an empty string")
-        check_sizes(self.hidden, self.layers, self.seq_len)
+        check_sizes(self.hidden, self.layers, self.seq_len, self.batch)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,17 +164,19 @@ class TrainConfig:
         return cls(**merged).validate()
 
 
-MAX_HIDDEN, MAX_LAYERS, MAX_SEQ_LEN = 65536, 64, 1_000_000
+MAX_HIDDEN, MAX_LAYERS, MAX_SEQ_LEN, MAX_BATCH = 65536, 64, 1_000_000, 65536
 
 
-def check_sizes(hidden: int, layers: int, seq_len: int = 1) -> None:
-    """Refuse a network no machine this runs on could hold (BpttError), before any memory
-    is taken for it; sizes below these bounds that do not fit end in a MemoryError."""
-    if hidden > MAX_HIDDEN or layers > MAX_LAYERS or seq_len > MAX_SEQ_LEN:
-        raise BpttError(
-            f"hidden, layers or seq_len is unreasonably large for this machine (at most "
-            f"{MAX_HIDDEN}, {MAX_LAYERS} and {MAX_SEQ_LEN:,})"
-        )
+def check_sizes(hidden: int, layers: int, seq_len: int = 1, batch: int = 1) -> None:
+    """Refuse a network, or a batch, no machine this runs on could hold (BpttError naming
+    the size), before any memory is taken for it; sizes below these bounds that do not fit
+    end in a MemoryError.  (A batch is refused here, not by its first allocation: a task
+    run's batches are made a piece at a time, each small enough to be granted, so a batch
+    of 10^8 grew for minutes past 15 GB.)"""
+    for name, value, limit in (("hidden", hidden, MAX_HIDDEN), ("layers", layers, MAX_LAYERS),
+                               ("seq_len", seq_len, MAX_SEQ_LEN), ("batch", batch, MAX_BATCH)):
+        if value > limit:
+            raise BpttError(f"{name} is unreasonably large for this machine (at most {limit:,})")
 
 
 def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
@@ -185,7 +187,9 @@ def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif "float" in str(annotation):
         ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
+        # an int beyond every float (10**400: float() raises OverflowError) is kept, for
+        # validate to refuse as not finite
+        value = float(value) if ok and is_finite_number(value) else value
     elif "int" in str(annotation):
         ok = isinstance(value, int)
     else:

@@ -40,6 +40,10 @@ def world(tmp_path_factory) -> Path:
     (root / "not_json.json").write_text("hidden = 8")
     (root / "list.json").write_text("[1, 2]")
     (root / "bom.json").write_bytes(b'\xef\xbb\xbf{"hidden": 8, "colour": "red"}')
+    # JSON that json.loads cannot read (a RecursionError, the integer digit limit's ValueError)
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "many_digits.json").write_text('{"hidden": 1' + "0" * 5000 + "}")
+    (root / "lr_beyond_floats.json").write_text('{"lr": 1' + "0" * 400 + "}")
     train_tiny(root / "run", root / "good.txt")
     make_bad_checkpoints(root)
     make_bad_exports(root)
@@ -155,11 +159,19 @@ CASES = [
     ("train-hidden-negative", "train {w}/good.txt --hidden -5", "--hidden"),
     ("train-hidden-huge", "train {w}/good.txt --hidden 100000", "unreasonably large"),
     ("train-task-layers-huge", "train --task parity --layers 100000", "unreasonably large"),
+    # (a task run's batch of 10^8 grew for minutes past 15 GB; a run on text encoded its
+    # corpus before it found the text too short for it)
+    ("train-task-batch-huge", "train --task parity --batch 100000000",
+     "batch is unreasonably large for this machine (at most 65,536)"),
+    ("train-batch-huge", "train {w}/good.txt --batch 100000000",
+     "batch is unreasonably large for this machine (at most 65,536)"),
     # (numpy refuses tens of GB of weights at once: a failed run before its first
     # checkpoint leaves nothing behind, the encoded corpus of a run on text included)
     ("train-no-memory", "train {w}/good.txt --hidden 65536 --layers 64", "not enough memory"),
+    # (it named --seq-len, which a task run refuses)
     ("train-task-no-memory", "train --task parity --hidden 65536 --layers 64",
-     "not enough memory"),
+     "not enough memory for a model and data of these sizes; lower --hidden, --layers, --batch "
+     "or --task-length"),
     # (a byte that is not UTF-8, kept by Python as a lone surrogate: refused as --prime's)
     ("train-unk-not-a-character", "train {w}/good.txt --unk \udcff",
      "argument --unk: not valid UTF-8 text: the bytes b'\\xff'"),
@@ -181,6 +193,12 @@ CASES = [
     ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json", "not valid JSON"),
     ("train-config-not-object", "train {w}/good.txt --config {w}/list.json", "JSON object"),
     ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
+    ("train-config-too-deep", "train {w}/good.txt --config {w}/deep.json",
+     "deep.json is not valid JSON: its arrays or objects are nested too deeply"),
+    ("train-config-too-many-digits", "train {w}/good.txt --config {w}/many_digits.json",
+     "many_digits.json is not valid JSON: it holds an integer of more digits than Python reads"),
+    ("train-config-lr-beyond-floats", "train {w}/good.txt --config {w}/lr_beyond_floats.json",
+     "lr must be a finite number > 0, got 1000"),
     # a byte-order mark (Notepad's) is dropped, as from a FILE: the mistake is the key
     ("train-config-bom", "train {w}/good.txt --config {w}/bom.json", "'colour'"),
     # an empty path is refused as the flag's (it was the current directory: '. is a directory')
@@ -252,6 +270,8 @@ CASES = [
     # the sizes train refuses (--layers 100000 ran for hours; this was "not enough memory")
     ("gradcheck-hidden-huge", "gradcheck --hidden 100000", "unreasonably large"),
     ("gradcheck-layers-huge", "gradcheck --layers 1 --layers 100000", "unreasonably large"),
+    ("gradcheck-batch-huge", "gradcheck --batch 100000000",
+     "batch is unreasonably large for this machine (at most 65,536)"),
     # terms, flow
     ("terms-seq-len-zero", "terms --seq-len 0", "--seq-len"),
     ("terms-unknown-cell", "terms --cell tcn", "--cell"),
@@ -382,6 +402,53 @@ def test_a_closed_standard_output_is_one_line_and_exit_2(world, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("bptt: error: standard output is closed") and \
         r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.parametrize(("argv", "what", "instead"), [
+    (["terms"], "the terms", "> terms.txt"),
+    (["gradcheck", "--cell", "rnn", "--layers", "1", "--no-torch"], "the report",
+     "> gradcheck.txt"),
+])
+def test_a_command_whose_result_is_its_output_refuses_a_closed_standard_output(tmp_path, argv,
+                                                                            what, instead):
+    """``bptt terms >&-``, ``bptt gradcheck >&-``: exit 0 having shown nothing (gradcheck's
+    exit code saying PASS of a report no one could read)."""
+    r = subprocess.run([sys.executable, "-m", "bptt", *argv], preexec_fn=lambda: os.close(1),
+                       stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr == (
+        f"bptt: error: standard output is closed: there is nowhere to write {what} "
+        f"(redirect it to a file, e.g. {instead})\n"), r.stderr
+
+
+@pytest.mark.parametrize(("command", "written"), [
+    ("export {w}/run {tmp}/out.safetensors", "out.safetensors"),
+    ("import {w}/exported.safetensors {tmp}/imported", "imported"),
+    ("flow --out {tmp}/flow", "flow"),
+])
+def test_a_command_that_writes_files_refuses_a_closed_standard_output_before_writing(
+        world, tmp_path, monkeypatch, capsys, command, written):
+    """export, import and flow print what they wrote (import its notes on using it too): with
+    a closed standard output they wrote their files and said nothing, exit 0.  Refused
+    before anything is written, as a run of train that is not --quiet is."""
+    argv = command.format(w=world, tmp=tmp_path).split()
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bptt: error: standard output is closed: there is nowhere to write ")
+    assert err.count("\n") == 1, err
+    assert not (tmp_path / written).exists()
+
+
+def test_every_command_says_what_it_prints():
+    """The closed-output check of cli.main reads each command's ``prints``: a command added
+    without one would fail with an AttributeError instead of being checked."""
+    commands = cli.build_parser().get_default("command_parsers")
+    assert set(commands) == set(cli.COMMANDS)
+    for name, parser in commands.items():
+        what, instead = parser.get_default("prints")
+        assert what and instead, name
 
 
 def test_train_with_a_closed_standard_output_needs_quiet(world, tmp_path):

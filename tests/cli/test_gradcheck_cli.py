@@ -268,6 +268,20 @@ def test_a_gradient_with_nan_or_inf_is_reported_without_numpy_warnings(tmp_path,
     assert run.stderr == ""
 
 
+def test_a_gradient_near_float64s_largest_fails_without_numpy_warnings(tmp_path, run_bptt_here):
+    """A backward of 1e308s printed six lines of "RuntimeWarning: overflow encountered" (from
+    the relative errors and the constant-factor fit) around the FAIL report."""
+    (tmp_path / "huge.py").write_text(
+        "import numpy as np\n\n\n"
+        "def f(params, inputs, targets, h0=None, truncate=None):\n"
+        "    return {k: np.full_like(v, 1e308) for k, v in params.items()}\n")
+    run = run_bptt_here("gradcheck", "--backward", "huge.py:f", cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr == "", run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.endswith("| FAIL |")]
+    assert len(rows) == 5 and all("| 1.0e+00 |" in row for row in rows), run.stdout
+    assert "FAIL: 5 of 5 gradients differ" in run.stdout and "× the reference" not in run.stdout
+
+
 # --- found by a mutation audit: each test kills a mutant that survived the tests above ------
 
 

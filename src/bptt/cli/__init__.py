@@ -1,9 +1,11 @@
 """The ``bptt`` command: the only part of bptt that talks to the terminal.
 
 Each subcommand lives in its own module of this package with two functions,
-``add_parser(subparsers)`` and ``run(args) -> int``.  A mistake a user can make
-(a :class:`bptt.errors.BpttError`, a bad flag, a missing file) becomes ONE line
-on stderr, ``bptt: error: …``, and exit code 2, never a traceback.
+``add_parser(subparsers)`` and ``run(args) -> int``; its parser's defaults give ``run``
+and ``prints`` (what it writes to standard output, what to do instead when that is
+closed).  A mistake a user can make (a :class:`bptt.errors.BpttError`, a bad flag, a
+missing file) becomes ONE line on stderr, ``bptt: error: …``, and exit code 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ SIZE_FLAGS = ("hidden", "layers", "batch", "seq_len")
 def _out_of_memory(args: argparse.Namespace) -> str:
     """The one line for a MemoryError, naming the size flags this command has."""
     flags = [f"--{name.replace('_', '-')}" for name in SIZE_FLAGS if hasattr(args, name)]
+    if getattr(args, "task", None) is not None or getattr(args, "task_length", None) is not None:
+        # a task run refuses --seq-len: its sequences are --task-length long
+        flags = ["--task-length" if flag == "--seq-len" else flag for flag in flags]
     if not flags:
         return "not enough memory for a model of this size"
     listed = " or ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
@@ -94,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         with progress.stop_signals_end_the_command():
+            _require_stdout(args)
             return int(args.run(args) or 0)
     except BpttError as exc:
         fail(str(exc))
@@ -113,6 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         fail(f"{reason}: {exc.filename}" if exc.filename else f"cannot write the output: {reason}")
     return 0
+
+
+def _require_stdout(args: argparse.Namespace) -> None:
+    """Refuse a closed standard output (``>&-``) before the command does anything, for every
+    command that prints (all but ``train --quiet``): print() writes nothing to one, so terms
+    and gradcheck exited 0 having shown nothing, and gradcheck's exit code said PASS."""
+    from bptt.cli import progress
+
+    if not getattr(args, "quiet", False):
+        progress.require_stdout(*args.prints)
 
 
 def _flush_or_drop_stdout() -> None:

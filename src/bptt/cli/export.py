@@ -27,7 +27,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("out", metavar="OUT.safetensors", type=types.nonempty_path,
                    help="the file to write")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("the list of what it wrote",
+                                    "redirect it to a file, e.g. > export.log"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,7 +61,8 @@ def add_parser(sub, name: str) -> None:
                    help="fresh LSTM with PyTorch's random forget bias instead of --forget-bias")
     p.add_argument("--out", metavar="DIR", type=types.nonempty_path, default=Path("."),
                    help="directory for flow.png, flow.csv, flow_distance.png (current)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("its summary of the flow",
+                                    "redirect it to a file, e.g. > flow.log"))
 
 
 def _forget_bias(args: argparse.Namespace) -> float | None:

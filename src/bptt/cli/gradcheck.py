@@ -63,13 +63,13 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--truncate", type=types.positive_int, metavar="K",
                    help="with --backward: check truncated BPTT (terms with t - k < K); "
                         "your function is called with truncate=K")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("the report", "redirect it to a file, e.g. > gradcheck.txt"))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks, print the table (or JSON), return 1 if anything failed."""
     # sizes bptt train refuses: --layers 100000 ran for hours, --seq-len 10^9 took all memory
-    train.check_sizes(args.hidden, max(args.layers or [1]), args.seq_len)
+    train.check_sizes(args.hidden, max(args.layers or [1]), args.seq_len, args.batch)
     if args.backward is not None:
         return _run_backward(args)
     if args.truncate is not None:

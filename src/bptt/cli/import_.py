@@ -32,7 +32,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--vocab", type=types.nonempty_path, metavar="FILE",
                    help="a text file whose sorted distinct characters are the vocabulary")
     p.add_argument("--force", action="store_true", help="overwrite OUT_DIR/model.safetensors")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("what it read, and its notes on using it",
+                                    "redirect it to a file, e.g. > import.log"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def utf8_stdout() -> None:
 
 def require_stdout(what: str, instead: str) -> None:
     """BpttError for a closed standard output (``>&-``: Python then has none), for a command
-    that writes ``what`` there; ``instead`` says what the user can do."""
+    that writes ``what`` there; ``instead`` says what the user can do.  (Called for every
+    command by :func:`bptt.cli.main`, from its parser's ``prints``.)"""
     if sys.stdout is None:
         raise BpttError(f"standard output is closed: there is nowhere to write {what} "
                         f"({instead})")

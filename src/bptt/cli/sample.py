@@ -9,7 +9,6 @@ import numpy as np
 
 from bptt import checkpoint, data
 from bptt.cli import args as types
-from bptt.cli import progress
 from bptt.errors import BpttError
 from bptt.sample import generate
 
@@ -35,12 +34,11 @@ def add_parser(sub, name: str) -> None:
                    help="stop as soon as the generated text ends with TEXT (TEXT is printed)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--seed", type=types.seed, default=None, help="random seed (default: fresh)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("the text", "redirect it to a file instead, e.g. > sample.txt"))
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the prime, then the sampled characters as they come."""
-    progress.require_stdout("the text", "redirect it to a file instead, e.g. > sample.txt")
     model = checkpoint.load_model(args.checkpoint)
     if model.vocab is None:
         raise BpttError(f"{args.checkpoint} is not a character model (it has no vocabulary)")

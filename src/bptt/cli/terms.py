@@ -40,7 +40,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--seed", type=types.seed, default=0, help="random seed (0)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document with every term and the problem itself")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, prints=("the terms", "redirect it to a file, e.g. > terms.txt"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
 from bptt.cli import args as types
 from bptt.cli import progress, train_task
-from bptt.errors import BpttError
+from bptt.errors import BpttError, parse_json
 from bptt.optim import OPTIMIZERS
 from bptt.tasks import STATE_KIND, TASK_DEFAULTS, TASKS, TaskConfig
 
@@ -123,7 +122,9 @@ def add_parser(sub, name: str) -> None:
                    help="sequence length of --task adding/parity (max length for tweets; "
                         + ", ".join(f"{name} {d['length']}" for name, d in TASK_DEFAULTS.items()
                                     if d["length"] is not None) + ")")
-    p.set_defaults(run=run)
+    # (--quiet writes nothing there: see cli._require_stdout)
+    p.set_defaults(run=run, prints=("the run's progress lines",
+                                    "give --quiet, or redirect it to a file, e.g. > train.log"))
 
 
 def _task_help() -> str:
@@ -196,8 +197,8 @@ def _read_json(path: Path) -> dict:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise BpttError(f"cannot read config file {path}: {exc}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return parse_json(text)
+    except ValueError as exc:
         raise BpttError(f"config file {path} is not valid JSON: {exc}") from None
 
 
@@ -278,9 +279,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.quiet:  # a quiet run writes nothing there
-        progress.require_stdout("the run's progress lines",
-                                "give --quiet, or redirect it to a file, e.g. > train.log")
     # a run directory says what it holds: a run on text or a task run (STATE_KIND)
     if args.resume is None:
         if args.task is not None or args.task_length is not None:
