@@ -49,6 +49,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -76,6 +77,7 @@ CACHE_FORMAT = "bptt-corpus"
 CACHE_VERSION = 1
 NUM_CODE_POINTS = 0x110000
 TEMP_PREFIX = ".tmp-"
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate: a byte of a path not UTF-8
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, bytes_done, bytes_total)``; phase is "scan" or "encode"."""
@@ -494,7 +496,7 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
     }
     temp = file.with_name(f"{TEMP_PREFIX}{file.name}.{uuid.uuid4().hex[:8]}")
     try:
-        temp.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+        temp.write_text(_json_text(doc), encoding="utf-8")
         os.replace(temp, file)
     except OSError as exc:
         raise BpttError(
@@ -503,6 +505,16 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
         ) from exc
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _json_text(doc: dict[str, Any]) -> str:
+    """``doc`` as JSON text that UTF-8 can hold: characters as themselves (the vocabulary stays
+    readable), but lone surrogates as \\uXXXX escapes.  A path with a byte that is not UTF-8
+    (Python keeps it as U+DC80 … U+DCFF) has no UTF-8 form; the escape does, and json.loads
+    reads it back as the same string, so the path in the manifest still equals the file's."""
+    text = json.dumps(doc, ensure_ascii=False, indent=1)
+    # json.dumps leaves characters unescaped only inside strings: each escape stays in one
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:
