@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,10 @@ def test_as_finite_casts_to_the_dtype_and_copies_only_to_cast():
     assert cast.dtype == np.float32 and np.array_equal(cast, ids)
     already = np.ones(3, np.float32)
     assert errors.as_finite("inputs", already, np.float32) is already
+
+
+def test_printable_shows_a_byte_that_was_not_utf8_as_the_byte_and_leaves_the_rest():
+    assert errors.printable(os.fsdecode(b"runs/caf\xe9 \xff")) == "runs/caf\\xe9 \\xff"
+    assert errors.printable("\ud800 \udc7f") == "\\ud800 \\udc7f"  # not of a byte: as code
+    assert errors.printable("café 日本語 😀") == "café 日本語 😀"
+    errors.printable(os.fsdecode(b"\xff\xfe")).encode("utf-8")  # (strict: no surrogate left)

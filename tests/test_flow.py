@@ -342,3 +342,25 @@ def test_more_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
     assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1, \
         run.stderr
     assert not (tmp_path / "flow.png").exists()
+
+
+def test_a_checkpoint_in_a_directory_named_with_a_byte_that_is_not_utf8_is_drawn(tmp_path):
+    """The path is the pictures' title: with the byte's lone surrogate in it (U+DCFF for
+    b'\\xff') matplotlib refused the title with a TypeError, a traceback, and left an empty
+    --out behind.  The title shows the byte as \\xff."""
+    import io
+    import os
+
+    vocab = sorted(set("the cat sat"))
+    params = bptt.init_params("rnn", len(vocab), 3, len(vocab), rng=np.random.default_rng(0),
+                              dtype=np.float64)
+    run_dir = tmp_path / os.fsdecode(b"run\xff")
+    run_dir.mkdir()
+    checkpoint.save_model(run_dir, params, vocab)
+    report = flow.flow_for_checkpoint(run_dir, "the cat sat")
+    for fig in (flow.plot_flow(report), flow.plot_compare([report])):
+        assert fig._suptitle.get_text().endswith("run\\xff")
+        fig.savefig(io.BytesIO(), format="png")
+    run = bptt_cli("flow", "--checkpoint", run_dir.name, "--out", "pictures", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert png_size(tmp_path / "pictures" / "flow.png") == (500, 440)

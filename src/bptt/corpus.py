@@ -49,7 +49,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,7 +68,7 @@ from bptt.data import (
     undecodable_message,
     unknown_characters_message,
 )
-from bptt.errors import BpttError, DataError
+from bptt.errors import SURROGATES, BpttError, DataError
 
 SEPARATOR = "\n"  # between the texts of several files
 BLOCK_BYTES = 4 << 20  # bytes read and decoded at a time
@@ -77,7 +76,6 @@ CACHE_FORMAT = "bptt-corpus"
 CACHE_VERSION = 1
 NUM_CODE_POINTS = 0x110000
 TEMP_PREFIX = ".tmp-"
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate: a byte of a path not UTF-8
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, bytes_done, bytes_total)``; phase is "scan" or "encode"."""
@@ -514,7 +512,7 @@ def _json_text(doc: dict[str, Any]) -> str:
     reads it back as the same string, so the path in the manifest still equals the file's."""
     text = json.dumps(doc, ensure_ascii=False, indent=1)
     # json.dumps leaves characters unescaped only inside strings: each escape stays in one
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:

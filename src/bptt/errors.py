@@ -9,6 +9,7 @@ one line on stderr (``bptt: error: ...``) and exit code 2.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -134,3 +135,22 @@ def is_surrogate(char: str) -> bool:
     """True for one of U+D800 … U+DFFF, which Python strings can hold but no UTF-8 text can:
     such a character cannot be written out (printed, saved) as UTF-8."""
     return "\ud800" <= char <= "\udfff"
+
+
+SURROGATES = re.compile("[\ud800-\udfff]")
+"""Matches one lone surrogate (see :func:`is_surrogate`)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with each lone surrogate (see :func:`is_surrogate`) written as a backslash
+    escape, for text that must be UTF-8 (a figure's title: matplotlib refuses a lone
+    surrogate with a TypeError).  A byte of a path that is not UTF-8, which Python keeps as
+    U+DC80 … U+DCFF, is shown as that byte (\\xff, as ``ls -b`` shows it), any other
+    surrogate as \\uXXXX; the rest of ``text`` is unchanged."""
+    return SURROGATES.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    """The backslash escape of one lone surrogate (see :func:`printable`)."""
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"

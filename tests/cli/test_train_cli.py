@@ -496,3 +496,22 @@ def test_a_file_named_with_a_plus_resumes_without_being_named_again(run_bptt_her
     again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert checkpoint.load_model(tmp_path / "r").step == 4
+
+
+def test_a_file_named_with_a_byte_that_is_not_utf8_is_trained_on_and_resumed(
+        run_bptt_here, corpus_file, tmp_path):
+    """Python reads such a name with a lone surrogate (U+DCFF for b'\\xff'), which no UTF-8
+    text holds: the corpus cache's manifest and then loss.png's title (the corpus is named
+    there) were a traceback, exit 1."""
+    named = tmp_path / os.fsdecode(b"caf\xe9 \xff.txt")
+    named.write_bytes(corpus_file.read_bytes())
+    first = run_bptt_here("train", named.name, "--out", "r", *TINY, "--steps", "2", "--quiet",
+                          cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "r" / "loss.png").exists()
+    again = run_bptt_here("train", "--resume", "r", named.name, "--steps", "4", "--quiet",
+                          cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.load_model(tmp_path / "r").step == 4
+    meta = checkpoint.read_metadata(tmp_path / "r" / "train_state.safetensors")
+    assert meta["corpus_files"] == [named.name]
