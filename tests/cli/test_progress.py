@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -138,3 +139,29 @@ def test_a_divergence_next_to_a_state_file_it_cannot_read_says_step_question_mar
         "training diverged at step 7: the loss, a gradient or a weight is NaN or inf; the "
         f"checkpoint of step ? in {tmp_path} is kept. Train again with a lower --lr or with "
         "--clip-norm")
+
+
+def test_a_path_that_is_not_utf8_is_printed_escaped_where_stdout_is_strict(tmp_path,
+                                                                          monkeypatch):
+    """Under a UTF-8 locale (en_US.UTF-8) Python's stdout is 'strict': a path whose byte is no
+    UTF-8 (a lone surrogate in Python, U+DCFF for b'\\xff') in a summary line was a
+    UnicodeEncodeError traceback after the files were written.  It is escaped, as on stderr."""
+    import io
+
+    import numpy as np
+
+    from bptt import checkpoint, cli, models
+
+    vocab = sorted(set("the cat sat"))
+    params = models.init_params("rnn", len(vocab), 3, len(vocab), True,
+                                np.random.default_rng(0), np.float64)
+    run_dir = tmp_path / os.fsdecode(b"r\xff")
+    run_dir.mkdir()
+    checkpoint.save_model(run_dir, params, vocab)
+    buffer = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(buffer, encoding="utf-8"))  # strict
+    assert cli.main(["flow", "--checkpoint", str(run_dir), "--text", "the cat sat",
+                     "--out", str(tmp_path / "pictures")]) == 0
+    sys.stdout.flush()
+    first = buffer.getvalue().decode("utf-8").splitlines()[0]
+    assert first.endswith(f"{tmp_path}/r\\udcff")

@@ -45,11 +45,19 @@ def stopped_how(signum: int) -> str:
 def utf8_stdout() -> None:
     """Standard output writes UTF-8 whatever the locale says, for every command and --help:
     they print ∂, ‖, × and sampled characters, which an ASCII or latin-1 stdout refused with
-    a UnicodeEncodeError traceback.  (A closed one, None: see :func:`require_stdout`.)"""
+    a UnicodeEncodeError traceback.  A path with a byte that is not UTF-8 (a lone surrogate
+    in Python) is written as a backslash escape, as standard error writes it, where the
+    stream would refuse it ('strict', a UTF-8 locale such as en_US.UTF-8; the C locale's
+    'surrogateescape' writes the byte itself).  (A closed one, None: see
+    :func:`require_stdout`.)"""
     stream = sys.stdout
+    if not hasattr(stream, "reconfigure"):
+        return
     encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
-    if encoding not in ("utf-8", "utf8") and hasattr(stream, "reconfigure"):
+    if encoding not in ("utf-8", "utf8"):
         stream.reconfigure(encoding="utf-8")
+    if getattr(stream, "errors", None) == "strict":
+        stream.reconfigure(errors="backslashreplace")
 
 
 def require_stdout(what: str, instead: str) -> None:
