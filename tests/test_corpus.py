@@ -655,3 +655,16 @@ def test_a_file_named_with_a_byte_that_is_not_utf8_is_cached_and_reused(tmp_path
     scans = scans_of(monkeypatch)
     again = encode_files([path], tmp_path / "c")
     assert again.reused and scans == [] and again.ids_file == enc.ids_file
+
+
+def test_an_id_file_whose_manifest_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    """No manifest names it: no run would reuse it, and nothing would ever remove it."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+
+    def refuse(*args):
+        raise BpttError("cannot write the corpus cache: No space left on device")
+
+    monkeypatch.setattr(corpus_module, "_write_manifest", refuse)
+    with pytest.raises(BpttError, match="No space left on device"):
+        encode_files([path], tmp_path / "c")
+    assert list((tmp_path / "c").iterdir()) == []

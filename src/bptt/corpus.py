@@ -232,7 +232,11 @@ def encode_files(
     ids_file = cache / entry["ids_file"]
     _write_ids(paths, sources, ids_file, final_vocab, dtype, unk, errors, separator, progress,
                entry["num_tokens"])
-    _write_manifest(manifest_file, entry, separator, errors, unk)
+    try:
+        _write_manifest(manifest_file, entry, separator, errors, unk)
+    except BaseException:
+        ids_file.unlink(missing_ok=True)  # no manifest names it: nothing would read or remove it
+        raise
     for stale in cache.glob(f"corpus-{key}-*.ids"):
         if stale.name != ids_file.name:
             stale.unlink(missing_ok=True)

@@ -117,6 +117,26 @@ def test_a_failed_new_run_leaves_a_directory_that_was_there_before(tmp_path):
     assert not new.exists()
 
 
+def test_a_new_run_that_fails_in_a_way_no_one_foresaw_is_undone_too(bptt_in_process,
+                                                                    corpus_file, tmp_path,
+                                                                    monkeypatch):
+    """Only a user's mistake, no memory, a stop or an OSError undid a new run: an error
+    nobody expected (a UnicodeEncodeError while the corpus cache was written) left the run
+    directory and its cache's id file behind.  The traceback stays; the half-made run goes."""
+    from bptt import corpus
+
+    def unforeseen(*args):
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(corpus, "_write_manifest", unforeseen)
+    code, err = bptt_in_process(["train", corpus_file, *TINY, "--out", tmp_path / "r"], tmp_path)
+    assert code == 1 and err.rstrip().endswith("surrogates not allowed")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(RuntimeError), progress.new_run_dir(tmp_path / "new"):
+        raise RuntimeError("a bug")
+    assert not (tmp_path / "new").exists()
+
+
 def test_the_last_line_to_a_reader_that_went_away_is_still_exit_0(monkeypatch):
     class Gone:
         def write(self, text):

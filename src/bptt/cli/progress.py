@@ -194,15 +194,11 @@ def run_with_progress(
         bar.close()
 
 
-FAILURES = (BpttError, MemoryError, KeyboardInterrupt, OSError)
-"""What undoes a new run before its first checkpoint: a user's mistake, no memory, Ctrl-C or
-another stop signal, a write the system refused."""
-
-
 @contextlib.contextmanager
 def new_run_dir(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
     """Create a new run's directory and hold its lock (train.run_dir_lock) while the run
-    trains.  A run that fails (:data:`FAILURES`) before its first checkpoint leaves nothing
+    trains.  A run that fails before its first checkpoint (a user's mistake, no memory,
+    Ctrl-C or another stop signal, a write the system refused, or a bug) leaves nothing
     behind and never touches what was there: the cache files it wrote (the EncodedCorpus
     objects appended to the yielded list) are removed, then the cache and run directories
     if they are empty and did not exist before, all while the lock is held (a run that
@@ -215,13 +211,13 @@ def new_run_dir(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
     written: list = []
     try:
         train.make_out_dir(out)
-    except FAILURES:
+    except BaseException:  # whatever ends it: a half-made run is no run
         _undo(out, written, new_dirs)
         raise
     with train.run_dir_lock(out):
         try:
             yield written
-        except FAILURES:
+        except BaseException:  # whatever ends it: a half-made run is no run
             _undo(out, written, new_dirs)
             raise
 
