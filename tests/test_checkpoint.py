@@ -872,3 +872,23 @@ def test_a_vocabulary_must_name_the_outputs_too(tmp_path: Path):
     with pytest.raises(CheckpointError, match=re.escape(
             f"{path} has a vocabulary of 4 characters but weights for 4 inputs and 3 outputs.")):
         checkpoint.load_model(path)
+
+
+def test_made_dir_removes_the_directories_it_made_when_the_block_fails(tmp_path: Path):
+    """What flow --out, bptt import and an estimator's save create for their files: a write
+    that fails leaves no empty directories, nested ones included; what was there stays."""
+    (tmp_path / "there").mkdir()
+    target = tmp_path / "there" / "a" / "b"
+    assert checkpoint.missing_dirs(target) == [target, target.parent]
+    with pytest.raises(OSError, match="No space left"), checkpoint.made_dir(target):
+        assert target.is_dir()
+        raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["there"]
+    assert list((tmp_path / "there").iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), checkpoint.made_dir(target):
+        (target.parent / "kept.txt").write_text("not empty")
+        raise KeyboardInterrupt
+    assert not target.exists() and (target.parent / "kept.txt").exists()  # (not empty: kept)
+    with checkpoint.made_dir(target):
+        pass
+    assert target.is_dir()

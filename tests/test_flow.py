@@ -364,3 +364,16 @@ def test_a_checkpoint_in_a_directory_named_with_a_byte_that_is_not_utf8_is_drawn
     run = bptt_cli("flow", "--checkpoint", run_dir.name, "--out", "pictures", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert png_size(tmp_path / "pictures" / "flow.png") == (500, 440)
+
+
+def test_a_write_that_fails_leaves_no_out_directory_it_made(tmp_path, monkeypatch):
+    """flow made --out (with its parents) before writing: a full disk left them empty."""
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    run = bptt_cli("flow", "--text", "abcabcab", "--out", "a/b/c", cwd=tmp_path)
+    assert run.returncode == 2 and "No space left on device" in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []

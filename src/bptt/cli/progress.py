@@ -201,13 +201,15 @@ def new_run_dir(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
     Ctrl-C or another stop signal, a write the system refused, or a bug) leaves nothing
     behind and never touches what was there: the cache files it wrote (the EncodedCorpus
     objects appended to the yielded list) are removed, then the cache and run directories
-    if they are empty and did not exist before, all while the lock is held (a run that
-    takes the directory next finds it as it left it).  Once the run has saved a checkpoint,
-    its directory and cache are the run's: they stay; so does a directory another run
-    trains in (train.RunDirInUseError: not this run's to undo)."""
-    from bptt import train
+    and the parents they lacked, if they are empty and did not exist before, all while the
+    lock is held (a run that takes the directory next finds it as it left it).  Once the
+    run has saved a checkpoint, its directory and cache are the run's: they stay; so does a
+    directory another run trains in (train.RunDirInUseError: not this run's to undo)."""
+    from bptt import checkpoint, train
 
-    new_dirs = [d for d in (cache_dir, out) if d is not None and not d.exists()]
+    # (with the parents they lack: a failed run in runs/train left an empty runs/)
+    new_dirs = [new for made in (cache_dir, out) if made is not None
+                for new in checkpoint.missing_dirs(made)]
     written: list = []
     try:
         train.make_out_dir(out)
@@ -224,7 +226,7 @@ def new_run_dir(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
 
 def _undo(out: Path, written: list, new_dirs: list[Path]) -> None:
     """Remove what a new run wrote and the directories it made, unless it saved a checkpoint."""
-    from bptt import corpus, train
+    from bptt import checkpoint, corpus, train
 
     if train.holds_checkpoint(out):
         return
@@ -232,9 +234,7 @@ def _undo(out: Path, written: list, new_dirs: list[Path]) -> None:
         if isinstance(item, corpus.EncodedCorpus) and not item.reused:
             item.ids_file.unlink(missing_ok=True)
             item.manifest.unlink(missing_ok=True)
-    for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts), reverse=True):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+    checkpoint.remove_empty_dirs(new_dirs)
 
 
 @contextlib.contextmanager
