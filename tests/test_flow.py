@@ -377,3 +377,24 @@ def test_a_write_that_fails_leaves_no_out_directory_it_made(tmp_path, monkeypatc
     run = bptt_cli("flow", "--text", "abcabcab", "--out", "a/b/c", cwd=tmp_path)
     assert run.returncode == 2 and "No space left on device" in run.stderr, run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (lambda temp: PermissionError(13, "Permission denied", str(temp)), "Permission denied"),
+    (lambda temp: OSError(28, "No space left on device"), "No space left on device"),
+], ids=["not writable", "full disk"])
+def test_a_write_the_system_refuses_names_the_output_not_its_temporary_file(
+        tmp_path, monkeypatch, error, reason):
+    """'Permission denied: pictures/.tmp-flow.png' named a file the user never asked for,
+    and a full disk none ('cannot write the output')."""
+    from matplotlib.figure import Figure
+
+    def refused(self, fname, *args, **kwargs):
+        raise error(fname)
+
+    (tmp_path / "pictures").mkdir()
+    monkeypatch.setattr(Figure, "savefig", refused)
+    run = bptt_cli("flow", "--text", "abcabcab", "--out", "pictures", cwd=tmp_path)
+    assert (run.returncode, run.stderr) == (
+        2, f"bptt: error: cannot write pictures/flow.png: {reason}.\n")
+    assert list((tmp_path / "pictures").iterdir()) == []

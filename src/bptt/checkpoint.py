@@ -196,13 +196,18 @@ def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:
     """Write a small derived file (metrics.csv, loss.png) atomically.
 
     ``write(temp_path)`` writes the new content to a temporary file beside ``target``,
-    which then replaces it, so a reader never sees half a file.  Returns the target.
+    which then replaces it, so a reader never sees half a file.  Returns the target.  A
+    write or rename the system refuses is a BpttError naming ``target`` (the OSError named
+    the temporary file, or no file at all: a full disk), the old file left as it was.
     """
     target = Path(target)
     temp = target.parent / f"{TEMP_PREFIX}{target.name}"
     try:
         write(temp)
         os.replace(temp, target)
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise BpttError(f"cannot write {target}: {exc.strerror or exc}.") from exc
     except BaseException:
         _remove_quietly(temp)
         raise

@@ -545,3 +545,18 @@ def test_a_failed_new_run_leaves_no_directory_it_made_not_even_a_parent(
     r = run_bptt_here("train", *argv, "--quiet", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["a"] and list((tmp_path / "a").iterdir()) == []
+
+
+def test_a_resume_whose_metrics_csv_cannot_be_replaced_names_it(run_bptt_here, corpus_file,
+                                                                tmp_path):
+    """A directory where metrics.csv goes: the error named the temporary file,
+    'Is a directory: r/.tmp-metrics.csv'."""
+    first = run_bptt_here("train", corpus_file, "--out", "r", *TINY, "--steps", "2", "--quiet",
+                          cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "r" / "metrics.csv").unlink()
+    (tmp_path / "r" / "metrics.csv").mkdir()
+    again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
+    assert (again.returncode, again.stderr) == (
+        2, "bptt: error: cannot write r/metrics.csv: Is a directory.\n")
+    assert (tmp_path / "r" / "metrics.csv").is_dir()
