@@ -18,7 +18,7 @@ import safetensors.numpy
 
 from bptt import checkpoint
 from bptt.checkpoint import clean_temp_files, read_safetensors, write_safetensors_atomic
-from bptt.errors import CheckpointError
+from bptt.errors import BpttError, CheckpointError
 
 META = {"model": "rnn", "hidden": 8, "vocab": ["a", "b", "\n"], "loss": 1.25, "nested": {"x": [1]}}
 
@@ -415,7 +415,8 @@ def test_a_write_is_fsynced_then_renamed_then_its_directory_fsynced(tmp_path: Pa
 def test_a_derived_file_that_fails_to_be_written_keeps_the_old_one(tmp_path: Path, monkeypatch,
                                                                     fail_at):
     """metrics.csv and loss.png (replace_atomic): a write or rename that fails midway leaves
-    the previous file byte for byte, and no temp file."""
+    the previous file byte for byte, and no temp file; the error names the file, not the
+    temporary one the OSError named (or no file, on a full disk)."""
     path = checkpoint.write_csv_atomic(tmp_path / "metrics.csv", ["step"], [[1], [2]])
     before = path.read_bytes()
 
@@ -425,11 +426,12 @@ def test_a_derived_file_that_fails_to_be_written_keeps_the_old_one(tmp_path: Pat
             raise OSError(28, "No space left on device")
 
     def failed_replace(src, dst):
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", str(src), None, str(dst))
 
     if fail_at == "replace":
         monkeypatch.setattr(checkpoint.os, "replace", failed_replace)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(BpttError, match=rf"^cannot write {re.escape(str(path))}: No space left "
+                                        r"on device\.$"):
         checkpoint.replace_atomic(path, half_write)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
@@ -872,3 +874,23 @@ def test_a_vocabulary_must_name_the_outputs_too(tmp_path: Path):
     with pytest.raises(CheckpointError, match=re.escape(
             f"{path} has a vocabulary of 4 characters but weights for 4 inputs and 3 outputs.")):
         checkpoint.load_model(path)
+
+
+def test_made_dir_removes_the_directories_it_made_when_the_block_fails(tmp_path: Path):
+    """What flow --out, bptt import and an estimator's save create for their files: a write
+    that fails leaves no empty directories, nested ones included; what was there stays."""
+    (tmp_path / "there").mkdir()
+    target = tmp_path / "there" / "a" / "b"
+    assert checkpoint.missing_dirs(target) == [target, target.parent]
+    with pytest.raises(OSError, match="No space left"), checkpoint.made_dir(target):
+        assert target.is_dir()
+        raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["there"]
+    assert list((tmp_path / "there").iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), checkpoint.made_dir(target):
+        (target.parent / "kept.txt").write_text("not empty")
+        raise KeyboardInterrupt
+    assert not target.exists() and (target.parent / "kept.txt").exists()  # (not empty: kept)
+    with checkpoint.made_dir(target):
+        pass
+    assert target.is_dir()

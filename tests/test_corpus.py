@@ -644,3 +644,33 @@ def test_a_strict_run_never_takes_the_entry_of_a_replacing_one(tmp_path):
     assert decoded(encode_files([path], tmp_path / "c", errors="replace")) == "abc\ufffdabc"
     with pytest.raises(DataError, match=r"not valid UTF-8 at byte 3 \(byte 0xff\)"):
         encode_files([path], tmp_path / "c")
+
+
+# ---------------------------------------------------------------- paths that are not UTF-8
+
+
+def test_a_file_named_with_a_byte_that_is_not_utf8_is_cached_and_reused(tmp_path, monkeypatch):
+    """Python reads such a name with a lone surrogate (b'\\xff' as U+DCFF), which has no UTF-8
+    form: writing the manifest was a UnicodeEncodeError.  It is escaped in the JSON, and read
+    back as the same path, so the next run reuses the entry."""
+    path = write(tmp_path / os.fsdecode(b"caf\xe9 \xff.txt"), "caf\u00e9 abcab " * 50)
+    enc = encode_files([path], tmp_path / "c")
+    text = enc.manifest.read_bytes().decode("utf-8")  # (strict: UTF-8 throughout)
+    assert "\\udce9" in text and "\u00e9" in text  # the byte escaped, the vocabulary's é not
+    assert json.loads(text)["sources"][0]["path"] == str(path.resolve())
+    scans = scans_of(monkeypatch)
+    again = encode_files([path], tmp_path / "c")
+    assert again.reused and scans == [] and again.ids_file == enc.ids_file
+
+
+def test_an_id_file_whose_manifest_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    """No manifest names it: no run would reuse it, and nothing would ever remove it."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+
+    def refuse(*args):
+        raise BpttError("cannot write the corpus cache: No space left on device")
+
+    monkeypatch.setattr(corpus_module, "_write_manifest", refuse)
+    with pytest.raises(BpttError, match="No space left on device"):
+        encode_files([path], tmp_path / "c")
+    assert list((tmp_path / "c").iterdir()) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,10 @@ def test_parse_json_says_why_a_text_is_no_json_as_a_value_error(text, reason):
 
 def test_parse_json_reads_json():
     assert errors.parse_json('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+
+
+def test_printable_shows_a_byte_that_was_not_utf8_as_the_byte_and_leaves_the_rest():
+    assert errors.printable(os.fsdecode(b"runs/caf\xe9 \xff")) == "runs/caf\\xe9 \\xff"
+    assert errors.printable("\ud800 \udc7f") == "\\ud800 \\udc7f"  # not of a byte: as code
+    assert errors.printable("café 日本語 😀") == "café 日本語 😀"
+    errors.printable(os.fsdecode(b"\xff\xfe")).encode("utf-8")  # (strict: no surrogate left)

@@ -959,3 +959,15 @@ def test_partial_fit_checks_classes_as_fit_checks_labels(classes, message):
     with pytest.raises(BpttError, match=re.escape(message)):
         clf.partial_fit(GOOD_X, GOOD_Y, classes=classes)
     assert not hasattr(clf, "classes_") and not hasattr(clf, "params_")
+
+
+def test_a_save_that_fails_leaves_no_directory_it_made(tmp_path, tweets, monkeypatch):
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(as_list(tweets)[:40], tweets.y[:40])
+
+    def full(*args, **kwargs):
+        raise CheckpointError("cannot write it: No space left on device.")
+
+    monkeypatch.setattr(checkpoint, "write_safetensors_atomic", full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        clf.save(tmp_path / "models" / "clf")
+    assert list(tmp_path.iterdir()) == []

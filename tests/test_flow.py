@@ -342,3 +342,59 @@ def test_more_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
     assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1, \
         run.stderr
     assert not (tmp_path / "flow.png").exists()
+
+
+def test_a_checkpoint_in_a_directory_named_with_a_byte_that_is_not_utf8_is_drawn(tmp_path):
+    """The path is the pictures' title: with the byte's lone surrogate in it (U+DCFF for
+    b'\\xff') matplotlib refused the title with a TypeError, a traceback, and left an empty
+    --out behind.  The title shows the byte as \\xff."""
+    import io
+    import os
+
+    vocab = sorted(set("the cat sat"))
+    params = bptt.init_params("rnn", len(vocab), 3, len(vocab), rng=np.random.default_rng(0),
+                              dtype=np.float64)
+    run_dir = tmp_path / os.fsdecode(b"run\xff")
+    run_dir.mkdir()
+    checkpoint.save_model(run_dir, params, vocab)
+    report = flow.flow_for_checkpoint(run_dir, "the cat sat")
+    for fig in (flow.plot_flow(report), flow.plot_compare([report])):
+        assert fig._suptitle.get_text().endswith("run\\xff")
+        fig.savefig(io.BytesIO(), format="png")
+    run = bptt_cli("flow", "--checkpoint", run_dir.name, "--out", "pictures", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert png_size(tmp_path / "pictures" / "flow.png") == (500, 440)
+
+
+def test_a_write_that_fails_leaves_no_out_directory_it_made(tmp_path, monkeypatch):
+    """flow made --out (with its parents) before writing: a full disk left them empty."""
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    run = bptt_cli("flow", "--text", "abcabcab", "--out", "a/b/c", cwd=tmp_path)
+    assert run.returncode == 2 and "No space left on device" in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (lambda temp: PermissionError(13, "Permission denied", str(temp)), "Permission denied"),
+    (lambda temp: OSError(28, "No space left on device"), "No space left on device"),
+], ids=["not writable", "full disk"])
+def test_a_write_the_system_refuses_names_the_output_not_its_temporary_file(
+        tmp_path, monkeypatch, error, reason):
+    """'Permission denied: pictures/.tmp-flow.png' named a file the user never asked for,
+    and a full disk none ('cannot write the output')."""
+    from matplotlib.figure import Figure
+
+    def refused(self, fname, *args, **kwargs):
+        raise error(fname)
+
+    (tmp_path / "pictures").mkdir()
+    monkeypatch.setattr(Figure, "savefig", refused)
+    run = bptt_cli("flow", "--text", "abcabcab", "--out", "pictures", cwd=tmp_path)
+    assert (run.returncode, run.stderr) == (
+        2, f"bptt: error: cannot write pictures/flow.png: {reason}.\n")
+    assert list((tmp_path / "pictures").iterdir()) == []

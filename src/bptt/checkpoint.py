@@ -29,6 +29,7 @@ or by bptt before it wrote checksums) is read as before, unchecked.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -40,7 +41,7 @@ import struct
 import uuid
 import warnings
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,41 @@ def make_dir(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BpttError(f"cannot create the directory {directory}: {exc.strerror}") from exc
+
+
+@contextlib.contextmanager
+def made_dir(directory: Path) -> Iterator[Path]:
+    """:func:`make_dir` for what the block writes into ``directory``: should the block fail
+    (however), the directories this made, ``directory`` and the parents it lacked, are
+    removed again if they are empty, so a failed command leaves no empty directories
+    behind; a directory that was there before is never removed."""
+    created = missing_dirs(directory)
+    try:
+        make_dir(directory)
+        yield directory
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+
+
+def missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and each of its parents that does not exist yet, deepest first: the
+    directories that creating it makes (and that undoing that would remove)."""
+    missing = []
+    for path in (directory, *directory.parents):
+        if os.path.lexists(path):  # (a link, even a dangling one, is not this command's)
+            break
+        missing.append(path)
+    return missing
+
+
+def remove_empty_dirs(directories: Iterable[Path]) -> None:
+    """Remove each of ``directories`` that is empty, deepest first (a parent is empty once
+    its new children are gone); one that holds anything, or cannot be removed, stays."""
+    for directory in sorted(set(directories), key=lambda d: len(d.absolute().parts),
+                            reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def write_safetensors_atomic(
@@ -160,13 +196,18 @@ def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:
     """Write a small derived file (metrics.csv, loss.png) atomically.
 
     ``write(temp_path)`` writes the new content to a temporary file beside ``target``,
-    which then replaces it, so a reader never sees half a file.  Returns the target.
+    which then replaces it, so a reader never sees half a file.  Returns the target.  A
+    write or rename the system refuses is a BpttError naming ``target`` (the OSError named
+    the temporary file, or no file at all: a full disk), the old file left as it was.
     """
     target = Path(target)
     temp = target.parent / f"{TEMP_PREFIX}{target.name}"
     try:
         write(temp)
         os.replace(temp, target)
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise BpttError(f"cannot write {target}: {exc.strerror or exc}.") from exc
     except BaseException:
         _remove_quietly(temp)
         raise

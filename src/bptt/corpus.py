@@ -68,7 +68,7 @@ from bptt.data import (
     undecodable_message,
     unknown_characters_message,
 )
-from bptt.errors import BpttError, DataError, parse_json
+from bptt.errors import SURROGATES, BpttError, DataError, parse_json
 
 SEPARATOR = "\n"  # between the texts of several files
 BLOCK_BYTES = 4 << 20  # bytes read and decoded at a time
@@ -232,7 +232,11 @@ def encode_files(
     ids_file = cache / entry["ids_file"]
     _write_ids(paths, sources, ids_file, final_vocab, dtype, unk, errors, separator, progress,
                entry["num_tokens"])
-    _write_manifest(manifest_file, entry, separator, errors, unk)
+    try:
+        _write_manifest(manifest_file, entry, separator, errors, unk)
+    except BaseException:
+        ids_file.unlink(missing_ok=True)  # no manifest names it: nothing would read or remove it
+        raise
     for stale in cache.glob(f"corpus-{key}-*.ids"):
         if stale.name != ids_file.name:
             stale.unlink(missing_ok=True)
@@ -494,7 +498,7 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
     }
     temp = file.with_name(f"{TEMP_PREFIX}{file.name}.{uuid.uuid4().hex[:8]}")
     try:
-        temp.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+        temp.write_text(_json_text(doc), encoding="utf-8")
         os.replace(temp, file)
     except OSError as exc:
         raise BpttError(
@@ -503,6 +507,16 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
         ) from exc
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _json_text(doc: dict[str, Any]) -> str:
+    """``doc`` as JSON text that UTF-8 can hold: characters as themselves (the vocabulary stays
+    readable), but lone surrogates as \\uXXXX escapes.  A path with a byte that is not UTF-8
+    (Python keeps it as U+DC80 … U+DCFF) has no UTF-8 form; the escape does, and json.loads
+    reads it back as the same string, so the path in the manifest still equals the file's."""
+    text = json.dumps(doc, ensure_ascii=False, indent=1)
+    # json.dumps leaves characters unescaped only inside strings: each escape stays in one
+    return SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _read_manifest(file: Path, num_files: int) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -154,3 +155,22 @@ def parse_json(text: str) -> Any:
     except ValueError as exc:  # the digit limit; its advice (sys.set_int_max_str_digits) is
         # for programmers, and the only other ValueErrors of a str are JSONDecodeErrors
         raise ValueError("it holds an integer of more digits than Python reads") from exc
+
+
+SURROGATES = re.compile("[\ud800-\udfff]")
+"""Matches one lone surrogate (see :func:`is_surrogate`)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with each lone surrogate (see :func:`is_surrogate`) written as a backslash
+    escape, for text that must be UTF-8 (a figure's title: matplotlib refuses a lone
+    surrogate with a TypeError).  A byte of a path that is not UTF-8, which Python keeps as
+    U+DC80 … U+DCFF, is shown as that byte (\\xff, as ``ls -b`` shows it), any other
+    surrogate as \\uXXXX; the rest of ``text`` is unchanged."""
+    return SURROGATES.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    """The backslash escape of one lone surrogate (see :func:`printable`)."""
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"

@@ -47,6 +47,7 @@ a loaded estimator predicts, scores and can be fitted again.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -746,10 +747,9 @@ class _SequenceEstimator:
             target = target / checkpoint.MODEL_FILE
         # (what they refuse, refused before a directory is made)
         meta = checkpoint.as_json(self._meta(info))
-        if in_directory:
-            checkpoint.make_dir(target.parent)
         instead = "save the estimator in another directory or under another file name"
-        with not_while_training(target, instead):
+        with (checkpoint.made_dir(target.parent) if in_directory else contextlib.nullcontext(),
+              not_while_training(target, instead)):
             if is_run_checkpoint(target):
                 raise BpttError(f"{target.parent} holds a training run ({STATE_FILE}); {instead}")
             checkpoint.write_safetensors_atomic(target, self.params_, meta)

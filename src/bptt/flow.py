@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bptt import models, ops, reference
-from bptt.errors import BpttError, check_int, is_int
+from bptt.errors import BpttError, check_int, is_int, printable
 
 DEFAULT_TEXT = (
     "the quick brown fox jumps over the lazy dog while the cat sleeps "
@@ -400,7 +400,9 @@ def plot_flow(report: FlowReport, fig: Any | None = None) -> Any:
     image = _heatmap(ax, report, norm)
     fig.colorbar(image, cax=cax, label="‖∂J_t/∂h_k‖ (log scale)")
     _short_minor_labels(cax.yaxis, norm.vmin, norm.vmax)
-    fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {report.T} — {report.source}", fontsize=9)
+    # (the source may be a path: printable, as a byte of it that is not UTF-8 is no text)
+    fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {report.T} — {printable(report.source)}",
+                 fontsize=9)
     return fig
 
 
@@ -429,7 +431,7 @@ def plot_compare(reports: Sequence[FlowReport], fig: Any | None = None) -> Any:
     fig.colorbar(image, cax=cax, label="‖∂J_t/∂h_k‖ (log scale, shared)")
     _short_minor_labels(cax.yaxis, norm.vmin, norm.vmax)
     fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {reports[0].T}, same sequence — "
-                 f"{reports[0].source}", fontsize=10)
+                 f"{printable(reports[0].source)}", fontsize=10)
     return fig
 
 

@@ -851,8 +851,8 @@ def import_file(
         raise CheckpointError(f"{path}: its bptt metadata cannot be imported: {exc}") from exc
     target = Path(out_dir)
     _check_import_target(Path(path), target, overwrite)
-    checkpoint.make_dir(target)
-    with not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
+    with checkpoint.made_dir(target), \
+            not_while_training(target / checkpoint.MODEL_FILE, "import into another directory"):
         _check_import_target(Path(path), target, overwrite)  # again, locked: a run may have started
         file = checkpoint.save_model(target, params, chars, config, step,
                                      carried_entries(meta))

@@ -59,6 +59,7 @@ from bptt.errors import (
     is_finite_number,
     is_int,
     is_number,
+    printable,
 )
 from bptt.sample import sample_text
 
@@ -757,7 +758,8 @@ def write_plot(run: Run) -> Path:
     ax.plot(steps, [row["val_bpc"] for row in run.history], "s-", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("bits per character")
-    ax.set_title(f"{run.config.cell}, H={run.config.hidden}, L={run.config.layers}: {run.corpus}")
+    c = run.config  # (the corpus is named by its paths: printable, see bptt.errors.printable)
+    ax.set_title(f"{c.cell}, H={c.hidden}, L={c.layers}: {printable(run.corpus)}")
     ax.grid(alpha=0.3)
     ax.legend()
     with warnings.catch_warnings():

@@ -470,3 +470,13 @@ def test_export_says_what_it_wrote(tmp_path):
     assert r.stdout.splitlines()[0] == (
         f"wrote {tmp_path / 'rnn.safetensors'}: rnn model, 1 layer(s), H=3, float64, "
         "no vocabulary")
+
+
+def test_an_import_whose_write_fails_leaves_no_directory_it_made(exported, tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise checkpoint.CheckpointError("cannot write it: No space left on device.")
+
+    monkeypatch.setattr(checkpoint, "write_safetensors_atomic", full)
+    r = bptt_run("import", exported["rnn"], tmp_path / "a" / "b" / "c")
+    assert_one_line_error(r, "No space left on device")
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -116,6 +117,26 @@ def test_a_failed_new_run_leaves_a_directory_that_was_there_before(tmp_path):
     assert not new.exists()
 
 
+def test_a_new_run_that_fails_in_a_way_no_one_foresaw_is_undone_too(bptt_in_process,
+                                                                    corpus_file, tmp_path,
+                                                                    monkeypatch):
+    """Only a user's mistake, no memory, a stop or an OSError undid a new run: an error
+    nobody expected (a UnicodeEncodeError while the corpus cache was written) left the run
+    directory and its cache's id file behind.  The traceback stays; the half-made run goes."""
+    from bptt import corpus
+
+    def unforeseen(*args):
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(corpus, "_write_manifest", unforeseen)
+    code, err = bptt_in_process(["train", corpus_file, *TINY, "--out", tmp_path / "r"], tmp_path)
+    assert code == 1 and err.rstrip().endswith("surrogates not allowed")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(RuntimeError), progress.new_run_dir(tmp_path / "new"):
+        raise RuntimeError("a bug")
+    assert not (tmp_path / "new").exists()
+
+
 def test_the_last_line_to_a_reader_that_went_away_is_still_exit_0(monkeypatch):
     class Gone:
         def write(self, text):
@@ -138,3 +159,29 @@ def test_a_divergence_next_to_a_state_file_it_cannot_read_says_step_question_mar
         "training diverged at step 7: the loss, a gradient or a weight is NaN or inf; the "
         f"checkpoint of step ? in {tmp_path} is kept. Train again with a lower --lr or with "
         "--clip-norm")
+
+
+def test_a_path_that_is_not_utf8_is_printed_escaped_where_stdout_is_strict(tmp_path,
+                                                                          monkeypatch):
+    """Under a UTF-8 locale (en_US.UTF-8) Python's stdout is 'strict': a path whose byte is no
+    UTF-8 (a lone surrogate in Python, U+DCFF for b'\\xff') in a summary line was a
+    UnicodeEncodeError traceback after the files were written.  It is escaped, as on stderr."""
+    import io
+
+    import numpy as np
+
+    from bptt import checkpoint, cli, models
+
+    vocab = sorted(set("the cat sat"))
+    params = models.init_params("rnn", len(vocab), 3, len(vocab), True,
+                                np.random.default_rng(0), np.float64)
+    run_dir = tmp_path / os.fsdecode(b"r\xff")
+    run_dir.mkdir()
+    checkpoint.save_model(run_dir, params, vocab)
+    buffer = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(buffer, encoding="utf-8"))  # strict
+    assert cli.main(["flow", "--checkpoint", str(run_dir), "--text", "the cat sat",
+                     "--out", str(tmp_path / "pictures")]) == 0
+    sys.stdout.flush()
+    first = buffer.getvalue().decode("utf-8").splitlines()[0]
+    assert first.endswith(f"{tmp_path}/r\\udcff")

@@ -496,3 +496,67 @@ def test_a_file_named_with_a_plus_resumes_without_being_named_again(run_bptt_her
     again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert checkpoint.load_model(tmp_path / "r").step == 4
+
+
+def test_a_file_named_with_a_byte_that_is_not_utf8_is_trained_on_and_resumed(
+        run_bptt_here, corpus_file, tmp_path):
+    """Python reads such a name with a lone surrogate (U+DCFF for b'\\xff'), which no UTF-8
+    text holds: the corpus cache's manifest and then loss.png's title (the corpus is named
+    there) were a traceback, exit 1."""
+    named = tmp_path / os.fsdecode(b"caf\xe9 \xff.txt")
+    named.write_bytes(corpus_file.read_bytes())
+    first = run_bptt_here("train", named.name, "--out", "r", *TINY, "--steps", "2", "--quiet",
+                          cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "r" / "loss.png").exists()
+    again = run_bptt_here("train", "--resume", "r", named.name, "--steps", "4", "--quiet",
+                          cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.load_model(tmp_path / "r").step == 4
+    meta = checkpoint.read_metadata(tmp_path / "r" / "train_state.safetensors")
+    assert meta["corpus_files"] == [named.name]
+
+
+@pytest.mark.parametrize("argv", [
+    ["missing.txt"],  # (its default --out: runs/train)
+    ["missing.txt", "--out", "a/b/c"],
+    ["{corpus}", *TINY, "--seq-len", "100000", "--out", "a/b/c"],  # the text is too short
+    ["{corpus}", *TINY, "--seq-len", "100000", "--out", "a/b/c", "--cache-dir", "k/l/m"],
+    ["{corpus}", *DIVERGING, "--lr", "1e38", "--out", "a/b/c"],
+    ["--task", "adding"],  # (runs/task-adding-rnn; with its data too large, below)
+    ["--task", "adding", "--out", "a/b/c"],
+], ids=["missing", "missing-nested", "too-short", "cache-dir", "diverged", "task", "task-nested"])
+def test_a_failed_new_run_leaves_no_directory_it_made_not_even_a_parent(
+        run_bptt_here, corpus_file, tmp_path, monkeypatch, argv):
+    """The run directory and its cache were removed, but not the parents made for them: a
+    failed run left an empty runs/ (or a/b/ of --out a/b/c) behind.  A parent that was there
+    before stays."""
+    from bptt import tasks
+
+    def too_large(config, out):  # as a --batch no memory holds (no such allocation here)
+        raise MemoryError
+
+    monkeypatch.setattr(tasks, "new_task_run", too_large)
+    argv = [str(corpus_file) if a == "{corpus}" else a for a in argv]
+    r = run_bptt_here("train", *argv, "--quiet", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("bptt: error: "), r.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a").mkdir()
+    r = run_bptt_here("train", *argv, "--quiet", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["a"] and list((tmp_path / "a").iterdir()) == []
+
+
+def test_a_resume_whose_metrics_csv_cannot_be_replaced_names_it(run_bptt_here, corpus_file,
+                                                                tmp_path):
+    """A directory where metrics.csv goes: the error named the temporary file,
+    'Is a directory: r/.tmp-metrics.csv'."""
+    first = run_bptt_here("train", corpus_file, "--out", "r", *TINY, "--steps", "2", "--quiet",
+                          cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "r" / "metrics.csv").unlink()
+    (tmp_path / "r" / "metrics.csv").mkdir()
+    again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
+    assert (again.returncode, again.stderr) == (
+        2, "bptt: error: cannot write r/metrics.csv: Is a directory.\n")
+    assert (tmp_path / "r" / "metrics.csv").is_dir()

@@ -97,14 +97,15 @@ def _check_out(out: Path) -> None:
 
 def _write(out: Path, files: dict, csv_text: str) -> None:
     """Each output written whole to a temporary file, then renamed over the old one: a stop
-    or a failed write never leaves half a picture or half a table."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, fig in files.items():
-        checkpoint.replace_atomic(out / name,
-                                  lambda temp, fig=fig: fig.savefig(temp, format="png",
-                                                                    dpi=flow.DPI))
-    checkpoint.replace_atomic(out / "flow.csv",
-                              lambda temp: temp.write_text(csv_text, encoding="utf-8"))
+    or a failed write never leaves half a picture or half a table, nor an --out it made
+    empty (checkpoint.made_dir)."""
+    with checkpoint.made_dir(out):
+        for name, fig in files.items():
+            checkpoint.replace_atomic(out / name,
+                                      lambda temp, fig=fig: fig.savefig(temp, format="png",
+                                                                        dpi=flow.DPI))
+        checkpoint.replace_atomic(out / "flow.csv",
+                                  lambda temp: temp.write_text(csv_text, encoding="utf-8"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,11 +46,19 @@ def stopped_how(signum: int) -> str:
 def utf8_stdout() -> None:
     """Standard output writes UTF-8 whatever the locale says, for every command and --help:
     they print ∂, ‖, × and sampled characters, which an ASCII or latin-1 stdout refused with
-    a UnicodeEncodeError traceback.  (A closed one, None: see :func:`require_stdout`.)"""
+    a UnicodeEncodeError traceback.  A path with a byte that is not UTF-8 (a lone surrogate
+    in Python) is written as a backslash escape, as standard error writes it, where the
+    stream would refuse it ('strict', a UTF-8 locale such as en_US.UTF-8; the C locale's
+    'surrogateescape' writes the byte itself).  (A closed one, None: see
+    :func:`require_stdout`.)"""
     stream = sys.stdout
+    if not hasattr(stream, "reconfigure"):
+        return
     encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
-    if encoding not in ("utf-8", "utf8") and hasattr(stream, "reconfigure"):
+    if encoding not in ("utf-8", "utf8"):
         stream.reconfigure(encoding="utf-8")
+    if getattr(stream, "errors", None) == "strict":
+        stream.reconfigure(errors="backslashreplace")
 
 
 def require_stdout(what: str, instead: str) -> None:
@@ -199,41 +207,39 @@ def run_with_progress(
         bar.close()
 
 
-FAILURES = (BpttError, MemoryError, KeyboardInterrupt, OSError)
-"""What undoes a new run before its first checkpoint: a user's mistake, no memory, Ctrl-C or
-another stop signal, a write the system refused."""
-
-
 @contextlib.contextmanager
 def new_run_dir(out: Path, cache_dir: Path | None = None) -> Iterator[list]:
     """Create a new run's directory and hold its lock (train.run_dir_lock) while the run
-    trains.  A run that fails (:data:`FAILURES`) before its first checkpoint leaves nothing
+    trains.  A run that fails before its first checkpoint (a user's mistake, no memory,
+    Ctrl-C or another stop signal, a write the system refused, or a bug) leaves nothing
     behind and never touches what was there: the cache files it wrote (the EncodedCorpus
     objects appended to the yielded list) are removed, then the cache and run directories
-    if they are empty and did not exist before, all while the lock is held (a run that
-    takes the directory next finds it as it left it).  Once the run has saved a checkpoint,
-    its directory and cache are the run's: they stay; so does a directory another run
-    trains in (train.RunDirInUseError: not this run's to undo)."""
-    from bptt import train
+    and the parents they lacked, if they are empty and did not exist before, all while the
+    lock is held (a run that takes the directory next finds it as it left it).  Once the
+    run has saved a checkpoint, its directory and cache are the run's: they stay; so does a
+    directory another run trains in (train.RunDirInUseError: not this run's to undo)."""
+    from bptt import checkpoint, train
 
-    new_dirs = [d for d in (cache_dir, out) if d is not None and not d.exists()]
+    # (with the parents they lack: a failed run in runs/train left an empty runs/)
+    new_dirs = [new for made in (cache_dir, out) if made is not None
+                for new in checkpoint.missing_dirs(made)]
     written: list = []
     try:
         train.make_out_dir(out)
-    except FAILURES:
+    except BaseException:  # whatever ends it: a half-made run is no run
         _undo(out, written, new_dirs)
         raise
     with train.run_dir_lock(out):
         try:
             yield written
-        except FAILURES:
+        except BaseException:  # whatever ends it: a half-made run is no run
             _undo(out, written, new_dirs)
             raise
 
 
 def _undo(out: Path, written: list, new_dirs: list[Path]) -> None:
     """Remove what a new run wrote and the directories it made, unless it saved a checkpoint."""
-    from bptt import corpus, train
+    from bptt import checkpoint, corpus, train
 
     if train.holds_checkpoint(out):
         return
@@ -241,9 +247,7 @@ def _undo(out: Path, written: list, new_dirs: list[Path]) -> None:
         if isinstance(item, corpus.EncodedCorpus) and not item.reused:
             item.ids_file.unlink(missing_ok=True)
             item.manifest.unlink(missing_ok=True)
-    for directory in sorted(new_dirs, key=lambda d: len(d.absolute().parts), reverse=True):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+    checkpoint.remove_empty_dirs(new_dirs)
 
 
 @contextlib.contextmanager
