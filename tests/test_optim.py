@@ -530,6 +530,15 @@ def test_clip_by_global_norm_clips_a_norm_just_over_the_limit(over):
     assert global_norm(grads) == pytest.approx(5.0, rel=1e-6)
 
 
+def test_clip_by_global_norm_at_the_limit_scales_as_torch_does():
+    # torch's test is the factor max_norm / (norm + 1e-6) < 1, not norm > max_norm: a norm
+    # of exactly the limit is scaled (torch gives [2.99999940000012, 3.99999920000016])
+    grads = {"a": np.array([3.0, 4.0])}
+    assert clip_by_global_norm(grads, 5.0) == 5.0
+    np.testing.assert_array_equal(grads["a"], np.array([3.0, 4.0]) * (5.0 / (5.0 + 1e-6)))
+    np.testing.assert_allclose(grads["a"], [2.99999940000012, 3.99999920000016], rtol=1e-14)
+
+
 def test_clip_by_global_norm_leaves_gradients_of_an_infinite_norm_untouched():
     grads = {"a": np.array([np.inf, 2.0]), "b": np.array([[1.0, -3.0]])}
     before = {k: g.copy() for k, g in grads.items()}

@@ -94,6 +94,16 @@ def test_weight_gradient_of_ids_keeps_its_one_hot_rows_in_work(W_b, rng):
     assert "one_hot" not in wide._arrays
 
 
+def test_buffers_keep_an_array_while_its_shape_and_dtype_stay_the_same():
+    work = common.Buffers()
+    first = work.get("x", (2, 3), np.dtype(np.float32))
+    assert work.get("x", (2, 3), np.dtype(np.float32)) is first
+    # another dtype (or shape) is another array: float64 work must not land in float32 memory
+    wider = work.get("x", (2, 3), np.dtype(np.float64))
+    assert wider.dtype == np.float64 and wider is not first
+    assert work.get("x", (3, 2), np.dtype(np.float64)).shape == (3, 2)
+
+
 @pytest.mark.parametrize(("A", "truncate", "T"), [(2, None, 5), (1, 2, 5), (4, 2, 5), (5, 9, 4)])
 def test_a_sweep_refuses_rows_of_age_its_window_does_not_have(rng, A, truncate, T):
     # the rows of dJ_dh_local set the window: A = 4 with truncate=2 used to run as K = 4
