@@ -179,7 +179,9 @@ def json_lines(points: list[Point], peak_gflops: float, machine: dict, series: l
                 "chars_per_sec": m.chars_per_sec, "rounds": m.rounds,
                 "steps_per_round": m.steps_per_round, "gflops": gflops,
                 "disturbed_rounds_retimed": m.disturbed,
-                "fraction_of_peak": None if gflops is None else gflops / peak_gflops,
+                # (the peak is float32's: a float64 point, min-char's, has none to compare)
+                "fraction_of_peak": None if gflops is None or p.config.dtype != "float32"
+                else gflops / peak_gflops,
                 "ratio_bptt_over": None if name == "bptt" else p.ratio(name),
                 "ratio_quartiles": None if name == "bptt" else p.ratio_quartiles(name),
             })

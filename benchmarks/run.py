@@ -121,9 +121,18 @@ def main(argv: list[str], unset: str = "") -> None:
     parser.add_argument("--contenders", default="bptt,torch,jax,naive",
                         help="comma-separated subset of bptt,torch,jax,naive")
     args = parser.parse_args(argv)
-    names = [n for n in args.contenders.split(",") if n]
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contender {unknown[0]!r}: choose from {','.join(CONTENDERS)}")
     if "bptt" not in names:
         parser.error("bptt must be among the contenders (ratios are against it)")
+    if not args.no_write:
+        # before the minutes of measuring: a --out that cannot take the files fails now
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--out {args.out}: {exc.strerror or exc}")
     started = time.perf_counter()
     blas = machine.blas_info()
     threads = int(blas.get("threads") or 1)

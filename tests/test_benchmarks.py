@@ -198,6 +198,26 @@ def test_fit_exponent_recovers_a_power_law():
     assert scaling.fit_exponent(T, [5e-4 * t for t in T]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    # (a KeyError traceback after the machine was measured; a space after a comma too)
+    (["--contenders", "bptt,foo"], "unknown contender 'foo': choose from bptt,torch,jax,naive"),
+    (["--contenders", "bptt,Torch"], "unknown contender 'Torch'"),
+    # (a FileExistsError traceback once every point had been measured, nothing saved)
+    (["--out", "{file}"], "--out {file}: File exists"),
+])
+def test_a_bad_flag_is_one_line_before_anything_is_measured(tmp_path, monkeypatch, capsys, argv,
+                                                            message):
+    (tmp_path / "a_file").write_text("x")
+    argv = [a.replace("{file}", str(tmp_path / "a_file")) for a in argv]
+    monkeypatch.setattr(run.machine, "blas_info", lambda: pytest.fail("measured first"))
+    with pytest.raises(SystemExit) as exit_:
+        run.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message.replace("{file}", str(tmp_path / "a_file")) in err, err
+    assert "Traceback" not in err
+
+
 def test_the_command_runs_at_a_tiny_size_and_writes_its_files(tmp_path, monkeypatch):
     needs("torch")  # a contender here (without it the run reports it skipped)
     monkeypatch.setattr(run, "grid", lambda quick: [TINY["rnn"].replace(dtype="float32"),
@@ -214,7 +234,8 @@ def test_the_command_runs_at_a_tiny_size_and_writes_its_files(tmp_path, monkeypa
     monkeypatch.setattr(run, "wait_for_quiet", lambda seconds: 0.0)
     monkeypatch.setattr(scaling, "wait_for_quiet", lambda seconds: 0.0)
     monkeypatch.setattr(timing, "ATTEMPTS", 1)
-    run.main(["--quick", "--out", str(tmp_path), "--contenders", "bptt,torch,naive"])
+    # (a space after a comma is no part of a name)
+    run.main(["--quick", "--out", str(tmp_path), "--contenders", "bptt, torch,naive"])
     text = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "| cell | H | B | bptt chars/s |" in text and "bptt ÷ naive" in text
     assert "time ∝ T^" in text and "peak memory ∝ T^" in text
@@ -222,6 +243,10 @@ def test_the_command_runs_at_a_tiny_size_and_writes_its_files(tmp_path, monkeypa
     kinds = {r["kind"] for r in rows}
     assert kinds == {"machine", "throughput", "scaling"}
     by = {(r["cell"], r["B"], r["contender"]): r for r in rows if r["kind"] == "throughput"}
+    # % of the float32 GEMM peak for float32 points only (min-char's float64 had one)
+    assert by[("rnn", 3, "bptt")]["fraction_of_peak"] is not None
+    assert all(r["fraction_of_peak"] is None for r in rows
+               if r["kind"] == "throughput" and r["dtype"] == "float64")
     bptt_rate = by[("rnn", 3, "bptt")]["chars_per_sec"]
     torch_row = by[("rnn", 3, "torch")]
     assert torch_row["ratio_bptt_over"] == pytest.approx(bptt_rate / torch_row["chars_per_sec"])
