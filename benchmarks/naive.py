@@ -42,8 +42,9 @@ class NaiveLoop:
             xs[t] = np.zeros((V, 1), dtype=Wxh.dtype)
             xs[t][i] = 1
             hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
-            y = np.dot(Why, hs[t]) + by
-            e = np.exp(y - np.max(y))
+            # softmax as min-char-rnn writes it, with no shift by the max (its logits stay
+            # small: the first-loss check would see an overflow's NaN), and e^y made once
+            e = np.exp(np.dot(Why, hs[t]) + by)
             ps[t] = e / np.sum(e)
             loss += -np.log(ps[t][label, 0])
         grads = {k: np.zeros_like(v) for k, v in self.p.items()}
