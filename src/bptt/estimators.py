@@ -199,6 +199,16 @@ def _not_finite(name: str, given: np.ndarray, dtype: np.dtype, where: str = "") 
     return f"{name} contains NaN or inf{place}"
 
 
+LABEL_KINDS = "labels must be numbers, booleans or strings"
+
+
+def _mixed_labels(name: str) -> BpttError:
+    """The error for labels that mix strings with others (numpy would make them all strings,
+    the number 1 a class '1' of its own)."""
+    return BpttError(f"{name} mixes strings with other labels: give every label as a "
+                     "string, or every label as a number")
+
+
 def _check_label_kinds(given: Any, labels: np.ndarray, name: str = "y") -> None:
     """Class labels are numbers, booleans or strings, and one kind of them.
 
@@ -207,12 +217,10 @@ def _check_label_kinds(given: Any, labels: np.ndarray, name: str = "y") -> None:
     [1, "a"] into the strings '1', 'a'.
     """
     if labels.dtype.kind not in "biufU":
-        raise BpttError(f"{name} holds labels of dtype {labels.dtype}: labels must be numbers, "
-                        "booleans or strings")
+        raise BpttError(f"{name} holds labels of dtype {labels.dtype}: {LABEL_KINDS}")
     if labels.dtype.kind == "U" and isinstance(given, (list, tuple)) \
             and not all(isinstance(label, str) for label in given):
-        raise BpttError(f"{name} mixes strings with other labels: give every label as a "
-                        "string, or every label as a number")
+        raise _mixed_labels(name)
 
 
 def _read_object_labels(labels: np.ndarray, real: Any, name: str = "y") -> np.ndarray:
@@ -225,18 +233,17 @@ def _read_object_labels(labels: np.ndarray, real: Any, name: str = "y") -> np.nd
     """
     if labels.dtype != object:
         return labels
-    items = labels[real].ravel().tolist()
+    given = labels[real]
+    items = given.ravel().tolist()
     strings = [isinstance(label, str) for label in items]
     if any(strings) and not all(strings):
-        raise BpttError(f"{name} mixes strings with other labels: give every label as a "
-                        "string, or every label as a number")
+        raise _mixed_labels(name)
     values = np.array(items, dtype=str if any(strings) else None)
     if values.dtype.kind not in "biufU":
         kinds = ", ".join(sorted({type(label).__name__ for label in items}))
-        raise BpttError(f"{name} holds labels of type {kinds}: labels must be numbers, "
-                        "booleans or strings")
+        raise BpttError(f"{name} holds labels of type {kinds}: {LABEL_KINDS}")
     out = np.empty(labels.shape, dtype=values.dtype)
-    out[real] = values.reshape(labels[real].shape)
+    out[real] = values.reshape(given.shape)
     return out
 
 
@@ -996,10 +1003,7 @@ class SequenceClassifier(_SequenceEstimator):
     def _extra_meta(self) -> dict[str, Any]:
         classes = self.classes_
         if classes.dtype.kind not in "biufU":
-            raise BpttError(
-                f"cannot save classes of dtype {classes.dtype}: labels must be numbers, "
-                "booleans or strings"
-            )
+            raise BpttError(f"cannot save classes of dtype {classes.dtype}: {LABEL_KINDS}")
         return {"classes": classes.tolist(), "classes_dtype": classes.dtype.str}
 
     def _restore_extra(self, meta: dict[str, Any]) -> None:
