@@ -677,8 +677,8 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
     if given is not None:
         _check_ids(given, getattr(module, "input_size", None))
     x = ids if tensor else torch.from_numpy(given.astype(np.int64))
-    rnn = getattr(module, "rnn", None)
-    if isinstance(rnn, torch.nn.RNNBase) and rnn.batch_first:
+    rnn = _module_rnn(torch, module)
+    if rnn is not None and rnn.batch_first:
         # ids (T, B) would be read as (B, T): a wrong answer, not an error
         raise BpttError(
             f"the module's {type(rnn).__name__} has batch_first=True; the ids here are "
@@ -689,14 +689,20 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
         return module(x, state)
 
 
+def _module_rnn(torch: Any, module: Any) -> Any:
+    """The module's ``.rnn`` when it is a recurrent torch module (CharRNN's is), else None:
+    what the ids and h0 it takes can be checked against."""
+    rnn = getattr(module, "rnn", None)
+    return rnn if isinstance(rnn, torch.nn.RNNBase) else None
+
+
 def _torch_state(torch: Any, module: Any, h0: Any, batch: int | None) -> Any:
     """h0 for ``module``: NumPy parts become tensors of its dtype; for a module whose ``.rnn``
     is a recurrent torch module, the form and shapes are checked (BpttError) and tensors of
     another dtype are cast to its dtype."""
     if h0 is None:
         return None
-    rnn = getattr(module, "rnn", None)
-    rnn = rnn if isinstance(rnn, torch.nn.RNNBase) else None
+    rnn = _module_rnn(torch, module)
     lstm = rnn is not None and rnn.mode == "LSTM"
     # a list is a pair for an LSTM, else nested rows of one array (as bptt reads h0)
     pair = isinstance(h0, tuple) or (lstm and isinstance(h0, list))
