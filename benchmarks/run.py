@@ -175,7 +175,6 @@ def main(argv: list[str], unset: str = "") -> None:
     ])
     print(text)
     if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
         lines = report.json_lines([*points, min_char], peak["gflops"], info, series)
         (args.out / "results.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
