@@ -263,6 +263,19 @@ def test_token_ids_and_labels_of_any_integer_type_give_the_same_result(rng, cell
             np.testing.assert_array_equal(other_grads[key], g, err_msg=f"{dtype} {key}")
 
 
+def test_negative_narrow_ids_and_labels_of_a_large_vocabulary_are_refused(rng):
+    """int8 −100 with D = V = 300 passed the range check (read unsigned, 156 < 300): an id
+    gathered W^xh's column −100, a label took its loss from the row before (no error)."""
+    params = bptt.init_params("rnn", 300, 4, 300, rng=rng, dtype=np.float64)
+    good, bad = np.full((3, 2), 5, np.int8), np.full((3, 2), 5, np.int8)
+    bad[2, 1] = -100
+    for loss_and_grads in (bptt.loss_and_grads, bptt.reference.loss_and_grads):
+        with pytest.raises(bptt.BpttError, match=r"^inputs holds token id -100 outside"):
+            loss_and_grads(params, bad, good)
+        with pytest.raises(bptt.BpttError, match=r"^targets holds a label outside \[0, 300\)"):
+            loss_and_grads(params, good, bad)
+
+
 @pytest.mark.parametrize("cell", [["rnn"], {"rnn": 1}])
 def test_a_cell_that_is_no_string_is_named_not_a_type_error(rng, cell):
     """cell=['rnn'] was TypeError: unhashable type: 'list' from 'cell not in CELLS'."""
