@@ -276,6 +276,28 @@ def test_negative_narrow_ids_and_labels_of_a_large_vocabulary_are_refused(rng):
             loss_and_grads(params, good, bad)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_matrix_or_masked_parameter_is_refused_and_a_memmap_is_used(rng, tmp_path, cell):
+    """np.matrix and masked parameters were tracebacks from deep inside numpy (shapes not
+    aligned), or — a matrix of H = 1 in the reference — a crash of the process (malloc);
+    a masked array's mask would be ignored.  A memmap (np.load(mmap_mode=...)) is an array."""
+    params = bptt.init_params(cell, 4, 4, 4, rng=rng, dtype=np.float64)
+    ids = rng.integers(0, 4, (3, 4))
+    for key, kind in (("Whh", "matrix"), ("Why", "matrix"), ("Wxh", "MaskedArray")):
+        value = np.matrix(params[key]) if kind == "matrix" else np.ma.masked_array(params[key])
+        with pytest.raises(bptt.BpttError, match=rf"^params\['{key}'\] must be a plain numpy "
+                           rf"array, got a {kind} \(np.asarray gives its data as one\)$"):
+            bptt.loss_and_grads(dict(params, **{key: value}), ids, ids)
+    loss, grads, _ = bptt.loss_and_grads(params, ids, ids)
+    mapped = np.memmap(tmp_path / "Whh", params["Whh"].dtype, "w+", shape=params["Whh"].shape)
+    mapped[...] = params["Whh"]
+    other_loss, other_grads, _ = bptt.loss_and_grads(dict(params, Whh=mapped), ids, ids)
+    assert other_loss == loss
+    for key, g in grads.items():
+        np.testing.assert_array_equal(other_grads[key], g, err_msg=key)
+
+
 @pytest.mark.parametrize("cell", [["rnn"], {"rnn": 1}])
 def test_a_cell_that_is_no_string_is_named_not_a_type_error(rng, cell):
     """cell=['rnn'] was TypeError: unhashable type: 'list' from 'cell not in CELLS'."""
