@@ -367,6 +367,21 @@ def test_bad_ids_and_an_empty_batch_are_named():
             bptt.loss_and_grads(params, np.zeros(shape, np.int64), np.zeros(shape, np.int64))
 
 
+def test_an_lstm_state_given_as_a_pair_per_layer_is_refused_not_misread(rng):
+    """[(h, c) of layer 0, (h, c) of layer 1] has the shapes of (h0, c0) for two layers, and
+    was read as h0 = [h, c of layer 0], c0 = [h, c of layer 1]: a wrong loss, no error."""
+    params = bptt.init_params("lstm", 3, 4, 3, num_layers=2, rng=rng, dtype=np.float64)
+    ids = rng.integers(0, 3, (4, 2))
+    h, c = rng.normal(size=(2, 2, 4)), rng.normal(size=(2, 2, 4))
+    for per_layer in ([(h[0], c[0]), (h[1], c[1])], ((h[0], c[0]), (h[1], c[1]))):
+        for loss_and_grads in (bptt.loss_and_grads, bptt.reference.loss_and_grads):
+            with pytest.raises(bptt.BpttError, match=r"^h0 of an lstm is the pair \(h0, c0\), "
+                               r"each an array \(L, B, H\), not a pair per layer"):
+                loss_and_grads(params, ids, ids, h0=per_layer)
+    loss = bptt.loss_and_grads(params, ids, ids, h0=(h, c))[0]
+    assert bptt.loss_and_grads(params, ids, ids, h0=[list(h), list(c)])[0] == loss
+
+
 def test_a_state_without_its_layer_axis_is_only_for_one_layer():
     params = bptt.init_params("rnn", 3, 5, 3, num_layers=2, rng=np.random.default_rng(0))
     ids = np.zeros((4, 2), np.int64)

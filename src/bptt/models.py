@@ -329,6 +329,14 @@ def state_to_layers(
     if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
         pair = ", ".join(name + "0" for name in names)
         raise BpttError(f"h0 of an {shapes.cell} must be a pair ({pair})")
+    if len(names) > 1 and any(isinstance(part, tuple) for part in parts):
+        # [(h, c) of layer 0, (h, c) of layer 1] has the shapes of (h0, c0) for L = 2, and
+        # would be read as h0 = [h, c of layer 0]: a pair of pairs is refused, not guessed
+        pair = ", ".join(name + "0" for name in names)
+        raise BpttError(
+            f"h0 of an {shapes.cell} is the pair ({pair}), each an array (L, B, H), not a "
+            "pair per layer: np.stack each layer's h, and each layer's c"
+        )
     arrays = []
     flat = False
     for name, part in zip(names, parts, strict=False):
