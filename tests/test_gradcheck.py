@@ -185,11 +185,26 @@ def test_switches_are_booleans_not_truthy_values(value):
 
 def test_numerical_gradient_refuses_a_view_it_could_not_perturb_and_2d_indices():
     x = np.ones((3, 4))[:, :2]  # reshape(-1) of it is a copy: f would never see a change
-    with pytest.raises(bptt.BpttError, match=r"^numerical_gradient needs a contiguous array$"):
+    with pytest.raises(bptt.BpttError, match=r"^numerical_gradient needs x C-contiguous, not "
+                       "in Fortran order nor a strided view"):
         numerical_gradient(lambda: float(x.sum()), x)
     y = np.ones(3)
     with pytest.raises(bptt.BpttError, match=r"^indices must be flat indices of x in \[0, 3\)"):
         numerical_gradient(lambda: float(y.sum()), y, indices=np.array([[0, 1]]))
+
+
+def test_numerical_gradient_names_a_read_only_or_fortran_ordered_x():
+    """A read-only x was numpy's "assignment destination is read-only" from the middle of
+    the loop; a Fortran-ordered one, contiguous, was told it is not contiguous."""
+    x = np.arange(6.0).reshape(2, 3)
+    x.flags.writeable = False
+    with pytest.raises(bptt.BpttError, match=r"^x is a read-only array: numerical_gradient "
+                       "perturbs it in place"):
+        numerical_gradient(lambda: float((x**2).sum()), x)
+    y = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(bptt.BpttError, match=r"^numerical_gradient needs x C-contiguous, not "
+                       r"in Fortran order .*np\.ascontiguousarray\(x\)"):
+        numerical_gradient(lambda: float((y**2).sum()), y)
 
 
 def test_sampled_differences_check_exactly_sample_entries_and_sample_is_at_least_one(rng):

@@ -538,6 +538,10 @@ def test_torch_forward_from_ids_checks_the_form_and_kind_of_h0(torch):
     assert torch.equal(interop.torch_forward_from_ids(lstm, ids, [h, c])[0], expected)
     with pytest.raises(BpttError, match=re.escape("h0 of the module's LSTM must be the pair")):
         interop.torch_forward_from_ids(lstm, ids, (h, c, c))
+    # one (h, c) pair per layer has the shapes of (h0, c0) for two layers; it ran, misread
+    with pytest.raises(BpttError, match=re.escape("h0 of the module's LSTM is the pair (h0, c0), "
+                                                  "each (L, B, H), not a pair per layer")):
+        interop.torch_forward_from_ids(lstm, ids, [(h[0], c[0]), (h[1], c[1])])
     with pytest.raises(BpttError, match="h0 must hold real numbers, got dtype <U1"):
         interop.torch_forward_from_ids(lstm, ids, (np.full(h.shape, "a"), c))
     gru32 = interop.to_torch_module(make_params("gru", 2, True, dtype=np.float32))

@@ -263,6 +263,41 @@ def test_token_ids_and_labels_of_any_integer_type_give_the_same_result(rng, cell
             np.testing.assert_array_equal(other_grads[key], g, err_msg=f"{dtype} {key}")
 
 
+def test_negative_narrow_ids_and_labels_of_a_large_vocabulary_are_refused(rng):
+    """int8 −100 with D = V = 300 passed the range check (read unsigned, 156 < 300): an id
+    gathered W^xh's column −100, a label took its loss from the row before (no error)."""
+    params = bptt.init_params("rnn", 300, 4, 300, rng=rng, dtype=np.float64)
+    good, bad = np.full((3, 2), 5, np.int8), np.full((3, 2), 5, np.int8)
+    bad[2, 1] = -100
+    for loss_and_grads in (bptt.loss_and_grads, bptt.reference.loss_and_grads):
+        with pytest.raises(bptt.BpttError, match=r"^inputs holds token id -100 outside"):
+            loss_and_grads(params, bad, good)
+        with pytest.raises(bptt.BpttError, match=r"^targets holds a label outside \[0, 300\)"):
+            loss_and_grads(params, good, bad)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_matrix_or_masked_parameter_is_refused_and_a_memmap_is_used(rng, tmp_path, cell):
+    """np.matrix and masked parameters were tracebacks from deep inside numpy (shapes not
+    aligned), or — a matrix of H = 1 in the reference — a crash of the process (malloc);
+    a masked array's mask would be ignored.  A memmap (np.load(mmap_mode=...)) is an array."""
+    params = bptt.init_params(cell, 4, 4, 4, rng=rng, dtype=np.float64)
+    ids = rng.integers(0, 4, (3, 4))
+    for key, kind in (("Whh", "matrix"), ("Why", "matrix"), ("Wxh", "MaskedArray")):
+        value = np.matrix(params[key]) if kind == "matrix" else np.ma.masked_array(params[key])
+        with pytest.raises(bptt.BpttError, match=rf"^params\['{key}'\] must be a plain numpy "
+                           rf"array, got a {kind} \(np.asarray gives its data as one\)$"):
+            bptt.loss_and_grads(dict(params, **{key: value}), ids, ids)
+    loss, grads, _ = bptt.loss_and_grads(params, ids, ids)
+    mapped = np.memmap(tmp_path / "Whh", params["Whh"].dtype, "w+", shape=params["Whh"].shape)
+    mapped[...] = params["Whh"]
+    other_loss, other_grads, _ = bptt.loss_and_grads(dict(params, Whh=mapped), ids, ids)
+    assert other_loss == loss
+    for key, g in grads.items():
+        np.testing.assert_array_equal(other_grads[key], g, err_msg=key)
+
+
 @pytest.mark.parametrize("cell", [["rnn"], {"rnn": 1}])
 def test_a_cell_that_is_no_string_is_named_not_a_type_error(rng, cell):
     """cell=['rnn'] was TypeError: unhashable type: 'list' from 'cell not in CELLS'."""
@@ -330,6 +365,21 @@ def test_bad_ids_and_an_empty_batch_are_named():
         with pytest.raises(bptt.BpttError, match=rf"^inputs has shape \({shape[0]}, {shape[1]}\): "
                            r"need T >= 1 and B >= 1$"):
             bptt.loss_and_grads(params, np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+
+
+def test_an_lstm_state_given_as_a_pair_per_layer_is_refused_not_misread(rng):
+    """[(h, c) of layer 0, (h, c) of layer 1] has the shapes of (h0, c0) for two layers, and
+    was read as h0 = [h, c of layer 0], c0 = [h, c of layer 1]: a wrong loss, no error."""
+    params = bptt.init_params("lstm", 3, 4, 3, num_layers=2, rng=rng, dtype=np.float64)
+    ids = rng.integers(0, 3, (4, 2))
+    h, c = rng.normal(size=(2, 2, 4)), rng.normal(size=(2, 2, 4))
+    for per_layer in ([(h[0], c[0]), (h[1], c[1])], ((h[0], c[0]), (h[1], c[1]))):
+        for loss_and_grads in (bptt.loss_and_grads, bptt.reference.loss_and_grads):
+            with pytest.raises(bptt.BpttError, match=r"^h0 of an lstm is the pair \(h0, c0\), "
+                               r"each an array \(L, B, H\), not a pair per layer"):
+                loss_and_grads(params, ids, ids, h0=per_layer)
+    loss = bptt.loss_and_grads(params, ids, ids, h0=(h, c))[0]
+    assert bptt.loss_and_grads(params, ids, ids, h0=[list(h), list(c)])[0] == loss
 
 
 def test_a_state_without_its_layer_axis_is_only_for_one_layer():

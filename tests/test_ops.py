@@ -160,6 +160,16 @@ def test_any_outside_finds_an_integer_below_0_or_at_n_and_above(dtype):
         assert ops.any_outside(below, 7) and ops.any_outside(below.T, 100)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_any_outside_finds_a_negative_integer_when_n_exceeds_its_type(dtype):
+    """int8 ids of a vocabulary of 300: −100 read as uint8 is 156 < 300, and passed."""
+    top = int(np.iinfo(dtype).max)
+    for n in (top, top + 1, 2 * top, 10**6):
+        assert not ops.any_outside(np.array([0, top - 1], dtype), n)
+        for negative in (-1, -top // 2, -top - 1):
+            assert ops.any_outside(np.array([0, negative], dtype), n), (n, negative)
+
+
 def _rows_in_order(upstream, ids, D):
     """Σ of the rows of each id, added one row after another in order (float32 like them)."""
     H = upstream.shape[-1]

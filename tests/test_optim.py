@@ -359,6 +359,25 @@ def test_parameters_or_gradients_of_a_wrong_dtype_raise_before_changing_anything
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("where", ["parameter", "slot"])
+def test_a_read_only_parameter_or_state_raises_before_changing_anything(name, where):
+    """A read-only parameter (np.load(mmap_mode="r"), a.flags.writeable = False) was numpy's
+    ValueError "output array is read-only" in the middle of the update: the step counter
+    and the parameters before it had already moved."""
+    if where == "slot" and name == "sgd":
+        pytest.skip("SGD keeps no state arrays")
+    params = {"W": np.zeros((2, 2)), "b": np.zeros(3)}
+    opt = make_optimizer(name, 0.1)
+    state = opt.init_state(params)
+    frozen = params["b"] if where == "parameter" else state[opt.slots[-1]]["b"]
+    frozen.flags.writeable = False
+    with pytest.raises(BpttError, match=r"^(parameter|optimizer state slot '\w+' of parameter) "
+                       r"'b' is a read-only array; it is changed in place"):
+        opt.update(params, {"W": np.ones((2, 2)), "b": np.ones(3)}, state)
+    assert state["step"]["t"] == 0 and not params["W"].any()
+    assert all(not a.any() for slot in opt.slots for a in state[slot].values())
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_init_state_and_step_count_refuse_what_is_not_theirs(name):
     """init_state(None) was a raw AttributeError, a list parameter made a state of integers
     that the first update refused, and step_count({}) was a KeyError."""
@@ -393,6 +412,12 @@ def test_clipping_refuses_gradients_that_are_not_float_arrays_before_changing_an
     assert (grads["W"] == 3.0).all()
     with pytest.raises(BpttError, match="gradient 'b' is list; clipping"):
         clip({"W": np.ones(2), "b": [1.0]})
+    frozen = np.array([4.0, 5.0])
+    frozen.flags.writeable = False
+    with pytest.raises(BpttError, match=r"^gradient 'b' is a read-only array; it is changed in "
+                       "place"):
+        clip({"W": grads["W"], "b": frozen})
+    assert (grads["W"] == 3.0).all()
 
 # ---------------------------------------------------------------- factory
 

@@ -49,10 +49,14 @@ def numerical_gradient(
     if x.dtype != np.float64:
         raise BpttError(f"finite differences need float64, got {x.dtype}")
     eps = check_positive("eps", eps)
+    if not x.flags.writeable:
+        raise BpttError("x is a read-only array: numerical_gradient perturbs it in place (give "
+                        "f a writeable copy to read, and that copy as x)")
     grad = np.full(x.shape, np.nan)
     flat = x.reshape(-1)  # a view: x must be contiguous
     if not np.shares_memory(flat, x):
-        raise BpttError("numerical_gradient needs a contiguous array")
+        raise BpttError("numerical_gradient needs x C-contiguous, not in Fortran order nor "
+                        "a strided view: give f np.ascontiguousarray(x) to read, and it as x")
     if indices is not None:
         picked = as_array("indices", indices)
         if picked.ndim != 1 or (picked.size and (

@@ -709,6 +709,11 @@ def _torch_state(torch: Any, module: Any, h0: Any, batch: int | None) -> Any:
     if rnn is not None and (pair != lstm or (pair and len(h0) != 2)):
         form = "the pair (h0, c0)" if lstm else "one array (L, B, H), not a pair"
         raise BpttError(f"h0 of the module's {type(rnn).__name__} must be {form}")
+    if rnn is not None and lstm and any(isinstance(part, tuple) for part in h0):
+        # one (h, c) pair per layer has the shapes of (h0, c0) for two layers: refused, as
+        # models.state_to_layers refuses it
+        raise BpttError(f"h0 of the module's {type(rnn).__name__} is the pair (h0, c0), each "
+                        "(L, B, H), not a pair per layer: stack each layer's h, and each c")
     parts = []
     for name, part in zip(("h0", "c0"), h0 if pair else (h0,), strict=False):
         if not isinstance(part, torch.Tensor):

@@ -135,6 +135,7 @@ def infer_cell(params: dict[str, np.ndarray]) -> str:
         raise BpttError(f"params must be a dict of arrays, got {type(params).__name__}")
     if "Whh" not in params:
         raise BpttError("params has no 'Whh': not a bptt parameter dict")
+    _check_plain("Whh", params["Whh"])
     if not isinstance(params["Whh"], np.ndarray) or params["Whh"].ndim != 2:
         raise BpttError(
             f"params['Whh'] must be a 2-D numpy array (G·H, H), got {_describe(params['Whh'])}"
@@ -144,6 +145,17 @@ def infer_cell(params: dict[str, np.ndarray]) -> str:
     if H == 0 or rows % H or rows // H not in kinds:
         raise BpttError(f"params['Whh'] has shape {(rows, H)}: expected (H, H), (3H, H) or (4H, H)")
     return kinds[rows // H]
+
+
+def _check_plain(key: str, value: Any) -> None:
+    """BpttError for an array of a numpy subclass whose arithmetic is not ndarray's: a
+    np.matrix (``*`` multiplies matrices, a row stays 2-D) or a masked array (its mask would
+    be ignored); a memmap (a file's bytes, ndarray's arithmetic) is a plain array."""
+    if isinstance(value, np.ndarray) and type(value) not in (np.ndarray, np.memmap):
+        raise BpttError(
+            f"params[{key!r}] must be a plain numpy array, got a {type(value).__name__} "
+            "(np.asarray gives its data as one)"
+        )
 
 
 def _describe(value: Any) -> str:
@@ -205,6 +217,7 @@ def check_params(params: dict[str, np.ndarray], cell: str | None = None) -> Shap
     for key, value in params.items():
         if key not in expected:
             raise BpttError(f"params has an unexpected key {key!r} for a {L}-layer {kind} model")
+        _check_plain(key, value)
         if not isinstance(value, np.ndarray):
             raise BpttError(f"params[{key!r}] must be a numpy array, got {_describe(value)}")
         if value.shape != expected[key]:
@@ -316,6 +329,14 @@ def state_to_layers(
     if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
         pair = ", ".join(name + "0" for name in names)
         raise BpttError(f"h0 of an {shapes.cell} must be a pair ({pair})")
+    if len(names) > 1 and any(isinstance(part, tuple) for part in parts):
+        # [(h, c) of layer 0, (h, c) of layer 1] has the shapes of (h0, c0) for L = 2, and
+        # would be read as h0 = [h, c of layer 0]: a pair of pairs is refused, not guessed
+        pair = ", ".join(name + "0" for name in names)
+        raise BpttError(
+            f"h0 of an {shapes.cell} is the pair ({pair}), each an array (L, B, H), not a "
+            "pair per layer: np.stack each layer's h, and each layer's c"
+        )
     arrays = []
     flat = False
     for name, part in zip(names, parts, strict=False):

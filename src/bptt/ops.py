@@ -25,11 +25,16 @@ import numpy as np
 
 def any_outside(x: np.ndarray, n: int) -> bool:
     """True when some integer of ``x`` lies outside [0, n): ONE max over x read as unsigned
-    (a negative integer, so read, is larger than any n), by the ufunc's own reduction
-    (x.max() adds a Python layer that a training step on a tiny problem feels)."""
+    (a negative integer, so read, is at least 2^(bits−1), larger than any n its type can
+    reach), by the ufunc's own reduction (x.max() adds a Python layer that a training step
+    on a tiny problem feels).  When n exceeds every value of x's signed type (int8 ids of
+    a vocabulary of 300), read unsigned a negative one could fall below n: then only a
+    negative integer lies outside, ONE min."""
     if not x.size:
         return False
     if x.dtype.kind == "i":
+        if n > np.iinfo(x.dtype).max:
+            return bool(np.minimum.reduce(x, axis=None) < 0)
         x = x.view(x.dtype.str.replace("i", "u"))
     return bool(np.maximum.reduce(x, axis=None) >= n)
 

@@ -66,7 +66,7 @@ def _check_unit_interval(name: str, value: float) -> float:
 
 def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
     """Raise BpttError unless ``grads`` has exactly the keys and shapes of ``params``, the
-    parameters are float arrays and the gradients real ones."""
+    parameters are writeable float arrays and the gradients real ones."""
     if params.keys() != grads.keys():
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
@@ -76,6 +76,7 @@ def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
         )
     for key, p in params.items():
         _check_parameter(key, p)
+        _check_writeable(f"parameter {key!r}", p)
         _check_gradient(key, grads[key])
         if grads[key].shape != p.shape:
             raise BpttError(
@@ -93,6 +94,17 @@ def _check_parameter(key: str, p: object) -> None:
         raise BpttError(
             f"parameter {key!r} has dtype {p.dtype}; parameters must be float arrays "
             "(float32 or float64)."
+        )
+
+
+def _check_writeable(what: str, array: np.ndarray) -> None:
+    """Raise BpttError unless ``array`` can be written: updates and clipping change arrays in
+    place, and a read-only one (a memmap opened "r", np.broadcast_to) would fail halfway
+    through, the arrays before it already changed."""
+    if not array.flags.writeable:
+        raise BpttError(
+            f"{what} is a read-only array; it is changed in place, so it must be writeable "
+            "(give a copy, np.array(value))."
         )
 
 
@@ -269,6 +281,7 @@ class Optimizer:
                         f"{key!r}: the state must be float arrays like the parameters; make it "
                         "with init_state(params)"
                     )
+                _check_writeable(f"optimizer state slot {slot!r} of parameter {key!r}", entry)
 
     def _update_one(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], t: int) -> None:
         raise NotImplementedError
@@ -503,6 +516,7 @@ def _check_clippable(grads: Params) -> None:
                 f"gradient {key!r} is {what}; clipping changes gradients in place, so they "
                 "must be float arrays (float32 or float64)."
             )
+        _check_writeable(f"gradient {key!r}", g)
 
 
 def clip_by_value(grads: Params, clip: float) -> None:
