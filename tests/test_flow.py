@@ -295,6 +295,29 @@ def test_flow_of_a_checkpoint_reads_the_default_text_it_knows(tmp_path):
     assert report.text == known[:flow.DEFAULT_SEQ_LEN + 1]
 
 
+def test_a_checkpoint_with_an_unknown_token_reads_characters_outside_its_vocabulary_as_it(
+        tmp_path):
+    """A model trained with --unk reads unseen characters as its token, in flow as in sample
+    (the refusal said 'a model trained with --unk CHAR reads unknown characters as CHAR' of
+    such a model); without the token they stay an error."""
+    vocab = sorted(set("the cat sat?"))
+    params = bptt.init_params("gru", len(vocab), 4, len(vocab), rng=np.random.default_rng(1),
+                              dtype=np.float64)
+    for name, config in (("unk", {"unk": "?"}), ("plain", {})):
+        (tmp_path / name).mkdir()
+        checkpoint.save_model(tmp_path / name, params, vocab, config)
+    run = bptt_cli("flow", "--checkpoint", "unk", "--text", "the caté sät", "--out", "pictures",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    ids = np.array([vocab.index(c) for c in "the cat? s?t"])
+    expected = reference_norms(params, ids[:-1, None], ids[1:, None])
+    for (_, t, k), value in read_csv(tmp_path / "pictures" / "flow.csv").items():
+        assert value == pytest.approx(expected[t - 1, k - 1], rel=1e-12)
+    refused = bptt_cli("flow", "--checkpoint", "plain", "--text", "the caté", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "not in the vocabulary: 'é'" in refused.stderr
+
+
 def test_the_command_draws_a_fresh_rnn_of_32_units_and_summarises_it(tmp_path, capsys):
     """Its defaults (rnn, H = 32, seed 0), and the summary: the text (cut at 40 characters),
     the mean norm at each distance shown, J_T's decay, the number of CSV rows."""

@@ -220,6 +220,21 @@ def test_dense_inputs_and_float32(torch):
     np.testing.assert_allclose(logits.numpy(), bptt.forward(params, x).logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("D_in", [1, 3])
+def test_dense_integer_and_boolean_inputs_are_read_as_bptt_reads_them(torch, D_in):
+    """Dense (T, B, D) inputs of integers (a task's bits) are numbers, cast to the weights'
+    dtype, as bptt.forward takes them: not token ids to one-hot encode (a torch error, or
+    for D = 1 a 'Class values must be smaller than num_classes')."""
+    params = bptt.init_params("gru", D_in, 4, 2, rng=np.random.default_rng(0), dtype=np.float64)
+    module = interop.to_torch_module(params)
+    bits = np.random.default_rng(1).integers(0, 2, (T, B, D_in))
+    expected = bptt.forward(params, bits).logits
+    with torch.no_grad():
+        for x in (torch.from_numpy(bits), torch.from_numpy(bits.astype(bool))):
+            logits, _ = module(x)
+            np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_ddp_prefix_and_torch_tensors_are_accepted(torch):
     params = make_params("lstm", 2, True)
     module = interop.to_torch_module(params)

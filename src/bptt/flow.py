@@ -188,11 +188,14 @@ class FlowReport:
         return float(self.norms[-1, 0] / self.norms[-1, -1])
 
 
-def _ids(text: str, vocab: Sequence[str], seq_len: int | None) -> tuple[np.ndarray, int]:
-    """Encode text with vocab; return (ids, T) with T = seq_len or as much as fits (≤ default)."""
+def _ids(text: str, vocab: Sequence[str], seq_len: int | None, unk: str | None = None
+         ) -> tuple[np.ndarray, int]:
+    """Encode text with vocab (characters outside it read as ``unk``, the model's
+    unknown-character token, if it has one); return (ids, T) with T = seq_len or as much as
+    fits (≤ default)."""
     from bptt.data import Vocab
 
-    ids = Vocab(list(vocab)).encode(text)
+    ids = Vocab(list(vocab)).encode(text, unk)
     if ids.size < 2:
         raise BpttError("the text needs at least 2 characters (an input and its next-character "
                         "target)")
@@ -215,14 +218,19 @@ def flow_for_model(
     text: str,
     seq_len: int | None = None,
     source: str = "model",
+    unk: str | None = None,
 ) -> FlowReport:
     """F for a character model on ``text``: inputs text[:T], targets text[1:T+1], h0 = 0.
 
     vocab: the model's characters in id order (V = len(vocab), input and output).
-    seq_len: T (default: min(len(text) − 1, DEFAULT_SEQ_LEN)).
+    seq_len: T (default: min(len(text) − 1, DEFAULT_SEQ_LEN)).  unk: the model's
+    unknown-character token (a character of vocab), which characters of ``text`` outside
+    the vocabulary are read as (as ``bptt sample`` reads a prime); None: they are an error.
     """
     shapes = models.check_params(params)
-    ids, T = _ids(text, vocab, seq_len)
+    if unk is not None and (not isinstance(unk, str) or unk not in vocab):
+        raise BpttError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
+    ids, T = _ids(text, vocab, seq_len, unk)
     if shapes.D != len(vocab) or shapes.V != len(vocab):
         raise BpttError(f"the model reads {shapes.D} and predicts {shapes.V} symbols, but its "
                         f"vocabulary has {len(vocab)}")
@@ -267,6 +275,8 @@ def flow_for_checkpoint(
     """F for a trained checkpoint (:func:`bptt.checkpoint.load_model`).
 
     text: None uses DEFAULT_TEXT with the characters the model does not know dropped.
+    A model trained with an unknown-character token (``bptt train --unk``) reads the
+    characters of ``text`` outside its vocabulary as it, as ``bptt sample`` reads a prime.
     """
     from bptt import checkpoint
 
@@ -278,7 +288,9 @@ def flow_for_checkpoint(
     if text is None:
         known = set(model.vocab)
         text = "".join(c for c in DEFAULT_TEXT if c in known)
-    return flow_for_model(model.params, model.vocab, text, seq_len, source=str(path))
+    unk = model.config.get("unk")
+    return flow_for_model(model.params, model.vocab, text, seq_len, source=str(path),
+                          unk=unk if isinstance(unk, str) else None)
 
 
 def compare_cells(

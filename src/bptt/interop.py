@@ -542,8 +542,9 @@ def char_rnn_class() -> type:
 
         forward(x, h0=None) -> (logits (T, B, V), h_n).  x: token ids (T, B), an integer
         tensor (one-hot encoded here: column j of weight_ih_l0 is token j's embedding),
-        or dense inputs (T, B, D).  h0 / h_n: (L, B, H), or the pair (h, c) for the LSTM;
-        None means zeros.  Time-major (batch_first=False), as bptt.
+        or dense inputs (T, B, D) of any real dtype (integers and booleans too, cast to the
+        weights' dtype, as bptt reads dense inputs).  h0 / h_n: (L, B, H), or the pair
+        (h, c) for the LSTM; None means zeros.  Time-major (batch_first=False), as bptt.
         """
 
         def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int,
@@ -564,9 +565,11 @@ def char_rnn_class() -> type:
 
         def forward(self, x: Any, h0: Any = None) -> tuple[Any, Any]:
             """x (T, B) ids or (T, B, D) -> (logits (T, B, V), final state)."""
-            if not torch.is_floating_point(x):
-                dtype = self.rnn.weight_hh_l0.dtype
+            dtype = self.rnn.weight_hh_l0.dtype
+            if x.dim() == 2 and not torch.is_floating_point(x):  # token ids (T, B)
                 x = nn.functional.one_hot(x.long(), self.input_size).to(dtype)
+            elif not torch.is_floating_point(x):  # dense (T, B, D) integers or booleans
+                x = x.to(dtype)
             out, h_n = self.rnn(x, h0)
             return self.head(out), h_n
 
