@@ -894,3 +894,25 @@ def test_made_dir_removes_the_directories_it_made_when_the_block_fails(tmp_path:
     with checkpoint.made_dir(target):
         pass
     assert target.is_dir()
+
+
+def test_load_model_of_a_run_holding_its_train_state_alone_says_how_to_complete_it(
+    tmp_path: Path,
+):
+    """A stop between a checkpoint's two files leaves train_state.safetensors without
+    model.safetensors: 'no checkpoint' alone did not say that --resume writes the model."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*run: expected .* model "
+                       r"file\.$"):
+        checkpoint.load_model(run)
+    (run / "train_state.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError) as caught:
+        checkpoint.load_model(run)
+    assert str(caught.value).endswith(
+        f"; {run} holds train_state.safetensors alone (a stop cut its last checkpoint "
+        f"short): 'bptt train --resume {run}' writes model.safetensors from it."
+    )
+    assert "\n" not in str(caught.value)
+    with pytest.raises(CheckpointError, match=r"model file\.$"):  # a file path: no hint
+        checkpoint.load_model(run / "model.safetensors")

@@ -715,6 +715,18 @@ def check_format(file: Path, meta: Mapping[str, Any], kind: str) -> None:
         )
 
 
+def _cut_short(directory: Path) -> str:
+    """The end of load_model's message for a run directory without its model: "." or, when
+    it holds the train state alone (a stop between the two files of a checkpoint), how to
+    complete it."""
+    from bptt.train import STATE_FILE
+
+    if not (directory.is_dir() and (directory / STATE_FILE).is_file()):
+        return "."
+    return (f"; {directory} holds {STATE_FILE} alone (a stop cut its last checkpoint short): "
+            f"'bptt train --resume {directory}' writes {MODEL_FILE} from it.")
+
+
 def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedModel:
     """Read a model from a checkpoint directory (its model.safetensors) or a model file.
 
@@ -730,7 +742,8 @@ def load_model(path: str | os.PathLike[str], cell: str | None = None) -> LoadedM
     if not file.exists():
         raise CheckpointError(
             f"no checkpoint at {path}: expected a run directory holding {MODEL_FILE} "
-            "(written by 'bptt train --out DIR') or a .safetensors model file."
+            "(written by 'bptt train --out DIR') or a .safetensors model file"
+            + _cut_short(Path(path))
         )
     params, meta = read_safetensors(file)
     check_format(file, meta, "model")
