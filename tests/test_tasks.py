@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tests_support import task_run_cut_short_at_its_end
 
-from bptt import tasks
+from bptt import heads, tasks
 from bptt.errors import BpttError
 from bptt.estimators import SequenceClassifier, SequenceRegressor
 
@@ -390,6 +390,25 @@ def test_the_history_its_files_hold_is_the_mean_of_each_intervals_losses(tmp_pat
     assert rows[1:] == [[str(row["step"])] + [f"{row[c]:.6g}" for c in rows[0][1:]]
                         for row in run.history]
 
+
+
+def test_a_confident_float32_classifier_has_a_finite_validation_loss(tmp_path):
+    # a wrong class's float32 probability under 1e-45 is 0: the loss comes from the logits
+    # (log-softmax), finite, not from −log 0 (an inf that stopped the run as diverged)
+    config = tasks.TaskConfig(task="parity", length=4, hidden=6, steps=1, batch=8, seed=5)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    tasks.train_task(run)
+    est = run.estimator
+    est.params_["Why"] *= 20000  # logits hundreds of nats apart
+    val = run.data.val
+    x = np.ascontiguousarray(val.X.transpose(1, 0, 2)).astype(np.float32)
+    logits = heads.forward(est.params_, x, "softmax_last", val.lengths).outputs.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    nll = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(val.y)), val.y]
+    assert nll.max() > 110  # some validation label's float32 probability is 0
+    metrics = tasks.evaluate(run)
+    assert metrics["val_loss"] == pytest.approx(nll.mean(), rel=1e-5)
+    assert metrics["val_accuracy"] == np.mean(logits.argmax(axis=1) == val.y)
 
 def test_resume_refuses_a_model_file_that_is_not_the_runs_own(stopped_task_run, tmp_path):
     import shutil

@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bptt import checkpoint, models, optim, train
+from bptt import checkpoint, models, ops, optim, train
 from bptt.cells import CELLS
 from bptt.errors import (
     BpttError,
@@ -399,11 +399,14 @@ def evaluate(run: TaskRun) -> dict[str, float]:
 def _metrics(run: TaskRun) -> dict[str, float]:
     val, est = run.data.val, run.estimator
     if isinstance(est, SequenceClassifier):
-        proba = est.predict_proba(val.X, lengths=val.lengths)
+        # the cross-entropy from the logits (log-softmax), not from the probabilities: a
+        # float32 probability under 1e-45 is 0, and its −log an infinite loss (a DivergedError
+        # of a model whose weights are finite) where the loss is a finite number of nats
+        logits, _ = est._outputs(val.X, val.lengths)
         index = np.searchsorted(est.classes_, val.y)
-        picked = proba[np.arange(len(index)), index]
-        return {"val_loss": float(-np.mean(np.log(np.maximum(picked, 1e-300)))),
-                "val_accuracy": float(np.mean(proba.argmax(axis=1) == index))}
+        J, _ = ops.cross_entropy_forward(logits, index)
+        return {"val_loss": J / len(index),
+                "val_accuracy": float(np.mean(logits.argmax(axis=1) == index))}
     predicted = est.predict(val.X, lengths=val.lengths)
     # R² of these predictions, as est.score computes it (the targets in the weights' dtype),
     # without a second forward pass over the validation set
