@@ -20,11 +20,12 @@ before k, through h_{k−1}).  With several layers F is of one layer's h, the to
 (the one the head reads) unless asked.
 
 :func:`dJt_dh_norms` computes F with a dedicated walk: the same explicit local
-Jacobians as :mod:`bptt.reference` (``reference.STEPS``), but every J_t walked
-back at once (a stack of T error vectors), one step k at a time: O(T² B S²)
-arithmetic in O(T·L) Python steps, so T = 100, H = 64 takes a fraction of a
-second.  Without the weight terms it is exactly the reference's ``dJt_dh``
-(the tests hold the two equal).
+Jacobians as :mod:`bptt.reference` (``reference.STEPS``), but each formed once, in
+the forward (O(T·L·B·S·G·H), where the reference forms ∂s_k/∂s_{k−1} anew for every
+(t, k)), and every J_t walked back at once (a stack of T error vectors), one step k
+at a time: O(T²·L·B·S²) arithmetic in O(T·L) Python steps, so T = 100, H = 64 takes
+a fraction of a second.  Without the weight terms it is exactly the reference's
+``dJt_dh`` (the tests hold the two equal).
 
 Plotting uses matplotlib's object API only (``matplotlib.figure.Figure``), so
 the functions work in notebooks and scripts alike and never touch pyplot state.

@@ -35,8 +35,8 @@ Why padding is exact.  The forward runs every row for T steps (one array), so pa
 compute something.  But a padded step t ≥ n_b feeds only later steps of its own row, all
 padding, whose losses carry m = 0 (or are not the last step): the error reaching h_t there is
 exactly zero, and so is everything it adds to the gradients.  The final state of sequence b is
-read at its own step n_b (hs[n_b]), not at T.  So a padded batch equals running each sequence
-alone (tests/test_heads.py, to 1e-12).
+read after its own last real step n_b − 1 (hs[n_b]), not after step T − 1 (hs[T]).  So a padded
+batch equals running each sequence alone (tests/test_heads.py, to 1e-12).
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ class HeadForward(NamedTuple):
 
     fwd: the stack's :class:`bptt.models.Forward` (logits (T, B, V) at every step);
     outputs: y (T, B, V) for the "each" heads, y at each sequence's last step (B, V) for the
-    "last" heads; state: the final state of every sequence, read at its own last step n_b,
-    in the form h0 had; lengths: the checked lengths (None = all T).
+    "last" heads; state: the final state of every sequence, read after its own last step
+    n_b − 1 (hs[n_b]), in the form h0 had; lengths: the checked lengths (None = all T).
     """
 
     fwd: models.Forward
@@ -168,7 +168,8 @@ class HeadForward(NamedTuple):
 
 
 def state_at_lengths(fwd: models.Forward, lengths: np.ndarray | None) -> State:
-    """The state after step n_b of each sequence b (hs[n_b], and cs[n_b] for the LSTM)."""
+    """The state of each sequence b after its last real step n_b − 1 (steps count from 0): hs[n_b],
+    and cs[n_b] for the LSTM."""
     if lengths is None:
         return fwd.state
     rows = np.arange(len(lengths))
