@@ -111,6 +111,21 @@ def test_unusable_files(tmp_path, content, match):
         encode_files([tmp_path], tmp_path / "c")
 
 
+@pytest.mark.parametrize(("encoding", "name"), [
+    ("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")])
+def test_a_utf16_or_utf32_file_is_named_so_even_under_errors_replace(tmp_path, monkeypatch,
+                                                                     encoding, name):
+    # its NULs called it binary, and without NULs (CJK) --errors replace trained on garbage
+    path = tmp_path / "notepad.txt"
+    text = "日本語の文" if encoding.endswith("be") else "hello 日本"
+    path.write_bytes(("\ufeff" + text).encode(encoding))
+    monkeypatch.setattr(corpus_module, "BLOCK_BYTES", 1)  # the mark is seen whole all the same
+    for errors in ("strict", "replace"):
+        with pytest.raises(DataError, match=f"is {name} text, not UTF-8.*iconv -f {name}"):
+            encode_files([path], tmp_path / "c", errors=errors)
+    assert not (tmp_path / "c").exists()
+
+
 # ---------------------------------------------------------------- the cache
 
 

@@ -86,6 +86,15 @@ def test_read_text_binary_file(tmp_path: Path):
         read_text(path)
 
 
+def test_read_text_names_a_utf16_file(tmp_path: Path):
+    # (a prime file saved as "Unicode" by Notepad: not a binary file)
+    path = tmp_path / "prime.txt"
+    path.write_bytes("\ufeffhello".encode("utf-16-le"))
+    for errors in ("strict", "replace"):
+        with pytest.raises(DataError, match="is UTF-16 text, not UTF-8"):
+            read_text(path, errors)
+
+
 def test_read_text_stops_at_the_first_block_holding_a_nul(tmp_path: Path):
     """An endless device given as a text (--prime-file /dev/zero) is refused after one
     block: it was read whole first, until the memory ran out.  Here a pipe offers 64 MiB

@@ -872,3 +872,23 @@ def test_fine_tuning_refuses_settings_that_are_not_the_models(float32_model, tmp
     with pytest.raises(BpttError, match=re.escape(message)):
         train.new_run(config, TEXT, "t", tmp_path / "tuned", init=init)
     assert not (tmp_path / "tuned").exists()
+
+
+def test_loss_png_names_a_corpus_of_thousands_of_files_in_one_short_title(tmp_path, monkeypatch):
+    # the title held every path: 3,000 files took matplotlib ~5 s to lay out at each checkpoint
+    from matplotlib.axes import Axes
+
+    titles = []
+    set_title = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title",
+                        lambda ax, label, *a, **k: titles.append(label) or set_title(ax, label))
+    files = [f"data/part-{i:05d}.txt" for i in range(3000)]
+    run = train.new_run(small_config(steps=2, eval_every=2), TEXT, " + ".join(files),
+                        tmp_path / "r", files=files)
+    assert train.train(run)
+    assert titles == ["rnn, H=16, L=1: data/part-00000.txt + 2,999 more files"]
+    run.corpus, run.files = "d/" + "x" * 200 + ".txt", ("d/" + "x" * 200 + ".txt",)
+    one = train.plot_corpus_name(run)
+    assert len(one) == train.PLOT_CORPUS_CHARS and one.startswith("d/xx") and one[-1] == "…"
+    run.corpus, run.files = "a.txt + b.txt", ("a.txt", "b.txt")
+    assert train.plot_corpus_name(run) == "a.txt + b.txt"

@@ -62,6 +62,7 @@ from bptt import ops
 from bptt.data import (
     Vocab,
     check_errors,
+    check_not_utf16,
     check_text_path,
     check_unk,
     read_error,
@@ -268,8 +269,8 @@ def _decode_blocks(file: Path, errors: str, hasher: Any,
     """Yield the text of ``file`` in pieces of at most BLOCK_BYTES bytes each.
 
     Every byte read is fed to ``hasher`` (before decoding) and counted with
-    ``on_bytes``.  The BOM is dropped; NUL bytes or (strict) bad UTF-8 raise
-    DataError, the latter naming the byte offset in the file.  The bytes of a
+    ``on_bytes``.  The BOM is dropped; a UTF-16 or UTF-32 one, NUL bytes or (strict)
+    bad UTF-8 raise DataError, the last naming the byte offset in the file.  The bytes of a
     character split between two blocks are carried over to the next block
     (``codecs.utf_8_decode`` with ``final=False`` is the incremental decoder's
     own step, without its extra copy).
@@ -279,6 +280,7 @@ def _decode_blocks(file: Path, errors: str, hasher: Any,
     except OSError as exc:
         raise read_error(file, exc) from exc
     with handle:
+        check_not_utf16(file, handle.peek(4))  # (the buffer's first bytes, nothing consumed)
         start = 0  # file offset of buffer[0]
         buffer = b""
         while True:

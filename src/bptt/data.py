@@ -70,7 +70,8 @@ def read_text(
 
     Raises:
         DataError: the file is missing, a directory, unreadable, empty, longer than
-            ``max_bytes``, binary (contains NUL bytes) or not valid UTF-8 (the message
+            ``max_bytes``, UTF-16 or UTF-32 (starts with their byte-order mark), binary
+            (contains NUL bytes) or not valid UTF-8 (the message
             names the byte offset of the first bad byte).
     """
     file = Path(path)
@@ -115,6 +116,8 @@ def _read_bytes(file: Path, max_bytes: int | None = None) -> bytes:
     try:
         with file.open("rb") as stream:
             while block := stream.read(READ_BLOCK):
+                if not blocks:
+                    check_not_utf16(file, block)
                 if b"\0" in block:
                     raise _binary_file(file)
                 blocks.append(block)
@@ -125,6 +128,24 @@ def _read_bytes(file: Path, max_bytes: int | None = None) -> bytes:
     except OSError as exc:
         raise read_error(file, exc) from exc
     return b"".join(blocks)
+
+
+_FOREIGN_BOMS = (  # (UTF-32 LE's starts with UTF-16 LE's: looked for first)
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def check_not_utf16(file: Path, head: bytes) -> None:
+    """DataError when ``head``, the first bytes of ``file``, start with the byte-order mark of
+    UTF-16 or UTF-32 (a text saved as "Unicode" by Notepad, or by Windows PowerShell's >):
+    its NUL bytes would call it binary, and --errors replace would read it as garbage."""
+    for bom, encoding in _FOREIGN_BOMS:
+        if head.startswith(bom):
+            raise DataError(
+                f"{file} is {encoding} text, not UTF-8 (it starts with the {encoding} byte-order "
+                f"mark); convert it to UTF-8 first (e.g. iconv -f {encoding} -t UTF-8)."
+            )
 
 
 def _binary_file(file: Path) -> DataError:

@@ -747,6 +747,25 @@ def complete_checkpoint(out_dir: str | os.PathLike) -> list[str]:
     return stale
 
 
+PLOT_CORPUS_CHARS = 80
+"""The most characters loss.png's title gives the corpus's name."""
+
+
+def plot_corpus_name(run: Run) -> str:
+    """The corpus as loss.png's title names it: its name (its paths, printable: see
+    bptt.errors.printable), or, when that is longer than PLOT_CORPUS_CHARS, the first FILE
+    and how many more (a long path cut to fit): a title of thousands of paths takes
+    matplotlib seconds to lay out at every checkpoint (about 2 s per thousand files) and
+    shows nothing readable."""
+    name = printable(run.corpus)
+    if len(name) <= PLOT_CORPUS_CHARS:
+        return name
+    more = f" + {len(run.files) - 1:,} more files" if len(run.files) > 1 else ""
+    first = printable(run.files[0]) if more else name
+    room = PLOT_CORPUS_CHARS - len(more)
+    return (first if len(first) <= room else first[: room - 1] + "…") + more
+
+
 def write_plot(run: Run) -> Path:
     """loss.png: train and validation bits per character against step (Figure API, no screen)."""
     from matplotlib.figure import Figure
@@ -758,8 +777,8 @@ def write_plot(run: Run) -> Path:
     ax.plot(steps, [row["val_bpc"] for row in run.history], "s-", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("bits per character")
-    c = run.config  # (the corpus is named by its paths: printable, see bptt.errors.printable)
-    ax.set_title(f"{c.cell}, H={c.hidden}, L={c.layers}: {printable(run.corpus)}")
+    c = run.config
+    ax.set_title(f"{c.cell}, H={c.hidden}, L={c.layers}: {plot_corpus_name(run)}")
     ax.grid(alpha=0.3)
     ax.legend()
     with warnings.catch_warnings():
