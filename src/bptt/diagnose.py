@@ -83,7 +83,13 @@ MIN_SEQ_LEN = 4  # below this some hypotheses coincide (e.g. truncations)
 RECURRENT = ("Wxh", "Whh", "bh")
 HEAD = ("Why", "by")
 PARAM_KEYS = RECURRENT + HEAD
-MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0"}
+MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0",
+        "bxh": "b^xh", "bhh": "b^hh", "c0": "c0"}
+CELLS = ("rnn", "lstm")  # the cells whose backward a learner can have checked
+# per cell: the recurrent parameters, and the initial state's parts (passed as h0)
+RECURRENT_OF = {"rnn": RECURRENT, "lstm": ("Wxh", "Whh", "bxh", "bhh")}
+STATE_OF = {"rnn": ("h0",), "lstm": ("h0", "c0")}
+GATES = ("i", "f", "g", "o")  # the LSTM's blocks of H rows of Wxh, Whh, bxh, bhh, in order
 SIGNATURE = "fn(params, inputs, targets, h0=None, truncate=None)"
 
 
@@ -208,6 +214,28 @@ class Problem:
     h0: np.ndarray
     truncate: int | None = None
     seed: int = 0
+    cell: str = "rnn"
+    c0: np.ndarray | None = None  # the LSTM's initial cell state (B, H)
+
+    @property
+    def recurrent(self) -> tuple[str, ...]:
+        """The keys of the recurrent parameters of its cell."""
+        return RECURRENT_OF[self.cell]
+
+    @property
+    def param_keys(self) -> tuple[str, ...]:
+        """The keys of params: the recurrent ones, then the head's."""
+        return self.recurrent + HEAD
+
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The parts of the initial state, as the learner's grads name them: h0 (and c0)."""
+        return STATE_OF[self.cell]
+
+    @property
+    def state(self) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The initial state as the learner's function is passed it: h0, or (h0, c0)."""
+        return self.h0 if self.c0 is None else (self.h0, self.c0)
 
     @property
     def T(self) -> int:
@@ -222,28 +250,38 @@ class Problem:
     def prefix(self, steps: int) -> Problem:
         """The same problem on its first ``steps`` time steps."""
         return Problem(self.params, self.inputs[:steps], self.targets[:steps], self.h0,
-                       self.truncate, self.seed)
+                       self.truncate, self.seed, self.cell, self.c0)
 
     def describe(self) -> str:
         """One line: the sizes and how the problem was made."""
-        H, D = self.params["Wxh"].shape
+        D = self.params["Wxh"].shape[1]
         V = self.params["Why"].shape[0]
+        H = self.params["Whh"].shape[1]
         window = "full BPTT" if self.truncate is None else f"truncated to {self.truncate} steps"
-        return (f"vanilla RNN, T = {self.T}, B = {self.B}, H = {H}, D = {D}, V = {V}, float64, "
-                f"random non-zero biases and h0 (seed {self.seed}), {window}")
+        cell, state = ("vanilla RNN", "h0") if self.cell == "rnn" else \
+            ("LSTM (gates i, f, g, o)", "h0 and c0")
+        return (f"{cell}, T = {self.T}, B = {self.B}, H = {H}, D = {D}, V = {V}, float64, "
+                f"random non-zero biases and {state} (seed {self.seed}), {window}")
 
 
 def make_problem(
-    hidden: int = 4, seq_len: int = 5, batch: int = 2, seed: int = 0, truncate: int | None = None
+    hidden: int = 4, seq_len: int = 5, batch: int = 2, seed: int = 0, truncate: int | None = None,
+    cell: str = "rnn",
 ) -> Problem:
-    """The random problem a learner's backward is checked on (T = seq_len ≥ 4)."""
+    """The random problem a learner's backward is checked on (T = seq_len ≥ 4), for a
+    vanilla RNN (cell "rnn") or an LSTM ("lstm": h0 and c0 both random)."""
+    if cell not in CELLS:
+        raise BpttError(f"a backward can be checked for the cells {', '.join(CELLS)}, not "
+                        f"{cell!r}")
     if seq_len < MIN_SEQ_LEN:
         raise BpttError(
             f"checking a backward needs --seq-len of at least {MIN_SEQ_LEN} (got {seq_len}): "
             "with fewer steps some bugs give the same gradient"
         )
     truncate = models.check_truncate(truncate)
-    params, inputs, targets, h0 = random_problem("rnn", hidden, seq_len, batch, 1, seed)
+    params, inputs, targets, h0 = random_problem(cell, hidden, seq_len, batch, 1, seed)
+    if cell == "lstm":
+        return Problem(params, inputs, targets, h0[0][0], truncate, seed, cell, h0[1][0])
     return Problem(params, inputs, targets, np.asarray(h0)[0], truncate, seed)
 
 
@@ -278,7 +316,9 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
         problem.inputs.copy(),
         problem.targets.copy(),
     )
-    kwargs: dict[str, Any] = {"h0": problem.h0.copy()}
+    state = problem.state
+    kwargs: dict[str, Any] = {
+        "h0": state.copy() if isinstance(state, np.ndarray) else tuple(s.copy() for s in state)}
     if problem.truncate is not None:
         kwargs["truncate"] = problem.truncate
     try:
@@ -293,7 +333,7 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
         out = fn(*args, **kwargs)
     except (Exception, SystemExit) as exc:
         raise BpttError(f"{name} raised {_exception_line(exc)}") from exc
-    user = _normalise(out, name)
+    user = _normalise(out, name, problem.param_keys, problem.state_keys)
     _check_shapes(user, problem, name)
     return user
 
@@ -304,11 +344,14 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
     form, said as such, not diagnosed as maths.  An h_last of h0's size is brought to h0's
     (B, H) rows (see :func:`_as_rows`)."""
     for key, array in user.grads.items():
-        of = "h0" if key == "h0" else f"params[{key!r}]"
-        want = problem.h0.shape if key == "h0" else problem.params[key].shape
+        of = key if key in problem.state_keys else f"params[{key!r}]"
+        want = problem.h0.shape if key in problem.state_keys else problem.params[key].shape
         if array.shape != want and array.shape[::-1] != want:
             raise BpttError(f"{name} returned grads[{key!r}] of shape {array.shape}; the "
                             f"gradient of {of} has its shape, {want}")
+    if user.h_last is not None and problem.cell == "lstm" \
+            and user.h_last.shape == (2, *problem.h0.shape):
+        return  # the LSTM's final state as the pair (h_T, c_T)
     if user.h_last is not None:
         rows = _as_rows(user.h_last, problem.h0.shape)
         if rows is None:
@@ -331,7 +374,8 @@ def _as_rows(h: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
-def _normalise(out: Any, name: str) -> UserResult:
+def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
+               state_keys: tuple[str, ...] = ("h0",)) -> UserResult:
     loss: Any = None
     h_last: Any = None
     if isinstance(out, dict):
@@ -347,14 +391,14 @@ def _normalise(out: Any, name: str) -> UserResult:
             f"{name} returned a {shown}; expected a dict of gradients, (loss, grads) "
             "or (loss, grads, h_last)"
         )
-    if not any(k in grads for k in PARAM_KEYS):
+    if not any(k in grads for k in param_keys):
         raise BpttError(
             f"{name} returned gradients with keys {sorted(map(str, grads))[:6]}; expected the "
-            f"keys of params: {', '.join(PARAM_KEYS)} (and optionally h0)"
+            f"keys of params: {', '.join(param_keys)} (and optionally {', '.join(state_keys)})"
         )
     arrays: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
-    for key in (*PARAM_KEYS, "h0"):
+    for key in (*param_keys, *state_keys):
         if key not in grads:
             continue
         if grads[key] is None:
@@ -391,7 +435,7 @@ def _normalise(out: Any, name: str) -> UserResult:
         if h_last is None:
             raise BpttError(f"{name} returned an h_last of dtype {raw.dtype}; the last state "
                             "h_T is an array of real numbers")
-    unknown = tuple(sorted(repr(k) for k in grads if k not in (*PARAM_KEYS, "h0")))[:6]
+    unknown = tuple(sorted(repr(k) for k in grads if k not in (*param_keys, *state_keys)))[:6]
     return UserResult(arrays, loss, h_last, dtypes, float32, unknown)
 
 
@@ -420,6 +464,8 @@ class Expansion:
     rec: "Wxh" (T, T, H, D), "Whh" (T, T, H, H), "bh" (T, T, H): [t, k] the term of (t, k).
     h0: (T, B, H): the term of J_t in ∂J/∂h0 (zero when J_t does not reach h0).
     h_last: (B, H) the final state of the forward.
+    The LSTM's (:func:`lstm_walk`): rec keyed Wxh (T, T, 4H, D), Whh (T, T, 4H, H), bxh,
+    bhh (T, T, 4H); c0 (T, B, H) the term of J_t in ∂J/∂c0; c_last (B, H) the final cell state.
     """
 
     losses: np.ndarray
@@ -427,12 +473,15 @@ class Expansion:
     rec: dict[str, np.ndarray]
     h0: np.ndarray
     h_last: np.ndarray
+    c0: np.ndarray | None = None
+    c_last: np.ndarray | None = None
 
     def grads(self, rec_mask: np.ndarray | None = None, head_mask: np.ndarray | None = None
               ) -> dict[str, np.ndarray]:
         """Σ of the kept terms: rec_mask (T, T) over (t, k), head_mask (T,) over t.
 
-        h0's term of J_t is kept when (t, 0) is.  Returns the keys of params and "h0".
+        h0's (and c0's) term of J_t is kept when (t, 0) is.  Returns the keys of params and
+        "h0" (and "c0").
         """
         T = self.losses.shape[0]
         rm = np.ones((T, T), bool) if rec_mask is None else rec_mask
@@ -441,6 +490,8 @@ class Expansion:
                for key, value in self.rec.items()}
         out.update({key: np.tensordot(hm, value, axes=(0, 0)) for key, value in self.head.items()})
         out["h0"] = np.tensordot(rm[:, 0], self.h0, axes=(0, 0))
+        if self.c0 is not None:
+            out["c0"] = np.tensordot(rm[:, 0], self.c0, axes=(0, 0))
         return out
 
 
@@ -538,7 +589,11 @@ def _dh_dz(variant: str, h_k: np.ndarray, h_prev: np.ndarray, z_k: np.ndarray) -
 def expansion(problem: Problem) -> Expansion:
     """The correct expansion: the (t, k) terms of the recurrent weights are those of
     :func:`bptt.reference.loss_and_grads` (its ``contributions``), the head's and h0's
-    terms per J_t come from :func:`walk` (which the reference does not keep)."""
+    terms per J_t come from :func:`walk` (which the reference does not keep).  For the
+    LSTM, :func:`lstm_walk` with the reference's own step (held equal to the reference by
+    the tests)."""
+    if problem.cell == "lstm":
+        return lstm_walk(problem)
     _, _, terms = reference.loss_and_grads(
         problem.params, problem.inputs, problem.targets, h0=problem.h0,
         truncate=problem.truncate,
@@ -546,6 +601,113 @@ def expansion(problem: Problem) -> Expansion:
     mine = walk(problem)
     mine.rec = {key: terms.contributions[key] for key in RECURRENT}
     return mine
+
+
+# ----------------------------------------------------------------------------
+# the LSTM's double sum: the reference's step Jacobians, or a bug's
+# ----------------------------------------------------------------------------
+
+Step = Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], reference.LocalStep]
+
+
+def lstm_walk(problem: Problem, step: Step = reference.lstm_step) -> Expansion:
+    """The literal double sum for the LSTM of one layer, every (t, k) term kept.
+
+    With the default ``step`` (:func:`bptt.reference.lstm_step`: the state s_k = [h_k; c_k]
+    and its local Jacobians) it is the reference; a variant step from
+    :func:`lstm_step_variant` gives the gradient of one bug.  For each J_t the walk goes
+    back k = t, t − 1, … (to t − K + 1 when truncated) carrying ∂J_t/∂s_k.
+    """
+    p = problem.params
+    Wxh, Whh, Why, by = p["Wxh"], p["Whh"], p["Why"], p["by"]
+    H, D = Whh.shape[1], Wxh.shape[1]
+    T, B = problem.inputs.shape
+    K = problem.truncate
+    x = np.eye(D)[problem.inputs]  # (T, B, D) one-hot x_k
+    c0 = np.zeros_like(problem.h0) if problem.c0 is None else problem.c0
+    s_prev, steps = [], []  # s_prev[k] = s_{k−1} (s_prev[0] = [h0; c0]); steps[k] = step k
+    s = np.concatenate([problem.h0, c0], axis=1)
+    for k in range(T):
+        s_prev.append(s)
+        steps.append(step(p, x[k], s))
+        s = steps[k].s
+    losses = np.zeros(T)
+    head = {"Why": np.zeros((T, *Why.shape)), "by": np.zeros((T, *by.shape))}
+    rec = {key: np.zeros((T, T, *p[key].shape)) for key in RECURRENT_OF["lstm"]}
+    ds0 = np.zeros((T, B, 2 * H))
+    for t in range(T):
+        h_t = steps[t].s[:, :H]
+        # J_t = Σ_b −log softmax(W^hy h_t + b_y)[label_t];  ∂J_t/∂y_t = p_t − onehot
+        losses[t], p_t = ops.cross_entropy_forward(h_t @ Why.T + by, problem.targets[t])
+        dJt_dy = ops.cross_entropy_backward(p_t, problem.targets[t])
+        head["Why"][t] = dJt_dy.T @ h_t
+        head["by"][t] = dJt_dy.sum(axis=0)
+        # ∂J_t/∂s_t = [W^hyᵀ ∂J_t/∂y_t; 0]: the head reads h_t only
+        dJt_ds = np.concatenate([dJt_dy @ Why, np.zeros((B, H))], axis=1)
+        oldest = 0 if K is None else max(0, t - K + 1)
+        for k in range(t, oldest - 1, -1):
+            local = steps[k]
+            # ∂J_t/∂a_k = ∂J_t/∂s_k · ∂s_k/∂a_k  (a = a^ih + a^hh: one error for both)
+            dJt_da = np.einsum("bm,bmn->bn", dJt_ds, local.ds_da_hh)
+            # the term (t, k): ∂a_k/∂W^xh = x_k, ∂a_k/∂W^hh = h_{k−1}, ∂a_k/∂b = 1
+            rec["Wxh"][t, k] = dJt_da.T @ x[k]
+            rec["Whh"][t, k] = dJt_da.T @ s_prev[k][:, :H]
+            rec["bxh"][t, k] = rec["bhh"][t, k] = dJt_da.sum(axis=0)
+            # ∂s_k/∂s_{k−1} = ∂s_k/∂a_k [W^hh 0] + (the direct path through c_{k−1})
+            ds_ds_prev = local.ds_ds_direct.copy()
+            ds_ds_prev[:, :, :H] += local.ds_da_hh @ Whh
+            # ∂J_t/∂s_{k−1} = ∂J_t/∂s_k · ∂s_k/∂s_{k−1}
+            dJt_ds = np.einsum("bm,bmn->bn", dJt_ds, ds_ds_prev)
+            if k == 0:
+                ds0[t] = dJt_ds  # the initial state (h0, c0) is read by the first step
+    return Expansion(losses, head, rec, ds0[..., :H], s[:, :H].copy(), ds0[..., H:],
+                     s[:, H:].copy())
+
+
+def lstm_gates(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray) -> np.ndarray:
+    """(4, B, H): the activations i, f, g, o of one step (the forward of reference.lstm_step)."""
+    H = s_prev.shape[1] // 2
+    a = x @ p["Wxh"].T + p["bxh"] + s_prev[:, :H] @ p["Whh"].T + p["bhh"]
+    gates = [ops.sigmoid_forward(a[:, q * H:(q + 1) * H]) for q in range(4)]
+    gates[2] = np.tanh(a[:, 2 * H:3 * H])  # g = tanh(a^g)
+    return np.stack(gates)
+
+
+def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
+    """The derivative of gate ``gate``'s activation written in terms of ``value``: σ(1 − σ)
+    for i, f, o and 1 − tanh² for g (at a gate's own value it is ∂gate/∂a^gate)."""
+    return 1 - value**2 if gate == "g" else value * (1 - value)
+
+
+def lstm_step_variant(cut_c: bool = False, gate: str | None = None,
+                      taken_at: str | None = None) -> Step:
+    """:func:`bptt.reference.lstm_step` with one factor changed, the way a bug changes it.
+
+    cut_c: ∂c_k/∂c_{k−1} = 0 (the error through the cell state never carried back: every
+    path from c_{k−1}, ∂s_k/∂s_{k−1}'s direct part, dropped).
+    gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
+    (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1).  The
+    columns of gate ``gate`` in ∂s_k/∂a_k are rescaled by (wrong / right derivative).
+    """
+
+    def step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray
+             ) -> reference.LocalStep:
+        local = reference.lstm_step(p, x, s_prev)
+        if cut_c:
+            local = local._replace(ds_ds_direct=np.zeros_like(local.ds_ds_direct))
+        if gate is not None:
+            H = s_prev.shape[1] // 2
+            values = dict(zip(GATES, lstm_gates(p, x, s_prev), strict=True))
+            right = _gate_derivative(gate, values[gate])
+            wrong = np.ones_like(right) if taken_at is None else \
+                _gate_derivative(gate, values[taken_at])
+            q = GATES.index(gate)
+            ds_da = local.ds_da_hh.copy()
+            ds_da[:, :, q * H:(q + 1) * H] *= (wrong / right)[:, None, :]
+            local = local._replace(ds_da_ih=ds_da, ds_da_hh=ds_da)
+        return local
+
+    return step
 
 
 # ----------------------------------------------------------------------------
@@ -585,11 +747,36 @@ def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
     return None
 
 
-def _window_message(m: int, K: int) -> str:
+# the words of the hypotheses that differ between the cells
+TEXT = {
+    "rnn": {
+        "rec": "W^xh, W^hh and b_h",
+        "step": "∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh",
+        "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂z_{t+1}",
+        "z1": "z_1",
+        "Wxh": "Σ_t ∂J/∂z_t x_tᵀ, shaped like W^xh (H × D): in batch rows dJ_dz.T @ x",
+        "Whh": "Σ_t ∂J/∂z_t h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows "
+               "dJ_dz.T @ h_prev, not h_prev.T @ dJ_dz",
+    },
+    "lstm": {
+        "rec": "W^xh, W^hh, b^xh and b^hh",
+        "step": "∂(h_t, c_t)/∂(h_{t−1}, c_{t−1}) (through W^hh and through c_t = f_t ⊙ "
+                "c_{t−1} + i_t ⊙ g_t)",
+        "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂a_{t+1} and ∂J/∂c_t = ∂J/∂h_t ⊙ "
+                 "o_t ⊙ (1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}",
+        "z1": "a_1",
+        "Wxh": "Σ_t ∂J/∂a_t x_tᵀ, shaped like W^xh (4H × D): in batch rows dJ_da.T @ x",
+        "Whh": "Σ_t ∂J/∂a_t h_{t−1}ᵀ, shaped like W^hh (4H × H): in batch rows "
+               "dJ_da.T @ h_prev, not h_prev.T @ dJ_da",
+    },
+}
+
+
+def _window_message(m: int, K: int, cell: str = "rnn") -> str:
     """The sentence for a learner asked for truncate=K whose window keeps m steps."""
+    text = TEXT[cell]
     if m == 1:
-        why = ("the error is never carried back through ∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh "
-               "at all")
+        why = f"the error is never carried back through {text['step']} at all"
     elif abs(m - K) == 1:
         why = (f"one step {'fewer' if m < K else 'more'} than asked, an off-by-one in the "
                f"bound of your walk back (J_t reaches k = t … t − {K - 1}: t − k < {K}, not "
@@ -597,7 +784,7 @@ def _window_message(m: int, K: int) -> str:
     else:
         why = "another window than the one asked for"
     return (f"You were asked for truncated BPTT with truncate = {K} (only the terms with "
-            f"t − k < {K}), but your W^xh, W^hh and b_h gradients keep {_steps(m)} (the terms "
+            f"t − k < {K}), but your {text['rec']} gradients keep {_steps(m)} (the terms "
             f"with t − k < {m}): {why}. Walk each J_t back exactly {_steps(K)}.")
 
 
@@ -608,9 +795,11 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     out: list[Hypothesis] = []
     t_idx, k_idx = np.indices((T, T))
     K = problem.truncate
+    text = TEXT[problem.cell]
     # the same sum without truncation: asked for truncate=K, a learner may keep more than K steps
-    full = correct if K is None else walk(
-        Problem(problem.params, problem.inputs, problem.targets, problem.h0))
+    full = correct if K is None else expansion(
+        Problem(problem.params, problem.inputs, problem.targets, problem.h0, None,
+                problem.seed, problem.cell, problem.c0))
 
     # constant factors
     for ratio in sorted({1 / (T * B), 1 / T, 1 / B}):
@@ -634,11 +823,11 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     for m in range(1, T if K is None else 0):
         out.append(Hypothesis(
             "truncated",
-            f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term ∂h_t/∂h_{{t−1}} = "
-            "diag(1 − h_t²) W^hh is missing or not accumulated. Your W^xh, W^hh and b_h "
+            f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term {text['step']} "
+            f"is missing or not accumulated. Your {text['rec']} "
             f"gradients equal the reference truncated to {_steps(m)} (only the terms with "
             f"t − k < {m}). At every step add the error coming back from the later steps, "
-            "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂z_{t+1}, and carry it all the way back "
+            f"{text['carry']}, and carry it all the way back "
             "to the first step. (If you meant truncated BPTT, check against the truncated "
             f"reference: --truncate {m}.)",
             correct.grads(rec_mask=(t_idx - k_idx < m)),
@@ -647,7 +836,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     for m in range(1, T if K is not None else 0):
         if m != K:
             kept = full.grads(rec_mask=(t_idx - k_idx < m))
-            out.append(Hypothesis("truncate-window", _window_message(m, K), kept))
+            out.append(Hypothesis("truncate-window", _window_message(m, K, problem.cell), kept))
     if problem.truncate is not None and problem.truncate < T:
         out.append(Hypothesis(
             "truncate-ignored",
@@ -659,17 +848,19 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         ))
     out.append(Hypothesis(
         "last-loss-only",
-        "Only the last loss J_T is sent back through time: your W^xh, W^hh and b_h "
+        f"Only the last loss J_T is sent back through time: your {text['rec']} "
         "gradients hold the terms of J_T alone. Add ∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t into the "
         "error at EVERY step t, not only at the last one.",
         correct.grads(rec_mask=(t_idx == T - 1)),
     ))
     skipped_first = correct.grads(rec_mask=(k_idx >= 1), head_mask=np.arange(T) >= 1)
-    skipped_first["h0"] = None  # such a loop hands back ∂J/∂h_1 as "∂J/∂h0": not compared
+    for key in problem.state_keys:  # such a loop hands back ∂J/∂h_1 as "∂J/∂h0": not compared
+        skipped_first[key] = None
     out.append(Hypothesis(
         "first-step-skipped",
         "Your loop over time skips the first step (t = 1): its head term and every term "
-        "through z_1 are missing. Loop over all T steps, e.g. for t in reversed(range(T)).",
+        f"through {text['z1']} are missing. Loop over all T steps, e.g. for t in "
+        "reversed(range(T)).",
         skipped_first,
     ))
     out.append(Hypothesis(
@@ -678,6 +869,8 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "Loop over all T steps, e.g. for t in reversed(range(T)).",
         correct.grads(rec_mask=(t_idx <= T - 2), head_mask=np.arange(T) <= T - 2),
     ))
+    if problem.cell == "lstm":
+        return out + _lstm_hypotheses(problem, ref)
     # one factor of every term changed: the reference walk with that factor swapped
     variants = [
         ("no-tanh-derivative", {"tanh_prime": "one"},
@@ -721,19 +914,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     for name, options, message in variants:
         out.append(Hypothesis(name, message, walk(problem, **options).grads()))
     # a transposed weight gradient, one weight at a time
-    formulas = {
-        "Wxh": "Σ_t ∂J/∂z_t x_tᵀ, shaped like W^xh (H × D): in batch rows dJ_dz.T @ x",
-        "Whh": "Σ_t ∂J/∂z_t h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows "
-               "dJ_dz.T @ h_prev, not h_prev.T @ dJ_dz",
-        "Why": "Σ_t ∂J_t/∂y_t h_tᵀ, shaped like W^hy (V × H): in batch rows dJ_dy.T @ h",
-    }
-    for key, formula in formulas.items():
-        out.append(Hypothesis(
-            "transposed",
-            f"Your d{MATH[key]} is the transpose of the right gradient: ∂J/∂{MATH[key]} = "
-            f"{formula}.",
-            dict(ref, **{key: ref[key].T}),
-        ))
+    out += _transposed_hypotheses(problem, ref)
     zero_start = Problem(problem.params, problem.inputs, problem.targets,
                          np.zeros_like(problem.h0), problem.truncate)
     out.append(Hypothesis(
@@ -748,6 +929,101 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = "
         "W^hhᵀ ∂J/∂z_1, the error carried one step past the first.",
         dict(ref, h0=np.zeros_like(ref["h0"])),
+    ))
+    return out
+
+
+def _transposed_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
+    """A transposed weight gradient, one weight at a time."""
+    text = TEXT[problem.cell]
+    formulas = {
+        "Wxh": text["Wxh"],
+        "Whh": text["Whh"],
+        "Why": "Σ_t ∂J_t/∂y_t h_tᵀ, shaped like W^hy (V × H): in batch rows dJ_dy.T @ h",
+    }
+    return [Hypothesis(
+        "transposed",
+        f"Your d{MATH[key]} is the transpose of the right gradient: ∂J/∂{MATH[key]} = "
+        f"{formula}.",
+        dict(ref, **{key: ref[key].T}),
+    ) for key, formula in formulas.items()]
+
+
+SIGMOID_GATE = {"i": "input gate", "f": "forget gate", "g": "candidate cell", "o": "output gate"}
+
+
+def _derivative_text(gate: str, of: str) -> str:
+    """Gate ``gate``'s activation derivative written at gate ``of``'s value, in math."""
+    return f"1 − {of}_t²" if gate == "g" else f"{of}_t ⊙ (1 − {of}_t)"
+
+
+def _derivative_code(gate: str) -> str:
+    """The line that computes ∂J/∂a^gate from ∂J/∂gate, in batch rows."""
+    factor = f"(1 - {gate}**2)" if gate == "g" else f"{gate} * (1 - {gate})"
+    return f"dJ_da_{gate} = dJ_d{gate} * {factor}"
+
+
+def _lstm_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
+    """The LSTM's own bugs, each the double sum walked with a changed step
+    (:func:`lstm_step_variant`), then its transposed gradients and missing initial state."""
+    out = [Hypothesis(
+        "lstm-c-path-cut",
+        "The error through the cell state is not carried back: your gradients equal the "
+        "reference with the path c_{t−1} → c_t cut (∂c_t/∂c_{t−1} = diag(f_t) taken as 0). "
+        "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t, so at every step ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ "
+        "(1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: carry dJ_dc_prev = dJ_dc * f back and ADD it "
+        "(+=, not =) to the next step's dJ_dc. A carried dJ/dc that is never updated does "
+        "this.",
+        lstm_walk(problem, lstm_step_variant(cut_c=True)).grads(),
+    )]
+    for gate in GATES:
+        activation = "tanh" if gate == "g" else "σ"
+        out.append(Hypothesis(
+            "lstm-gate-derivative-missing",
+            f"The derivative of gate {gate}'s activation ({SIGMOID_GATE[gate]}) is missing: "
+            f"your gradients equal those of an LSTM whose ∂{gate}_t/∂a^{gate}_t is 1. "
+            f"{gate}_t = {activation}(a^{gate}_t), so multiply by ∂{gate}_t/∂a^{gate}_t = "
+            f"{_derivative_text(gate, gate)}: {_derivative_code(gate)}.",
+            lstm_walk(problem, lstm_step_variant(gate=gate)).grads(),
+        ))
+    for gate in GATES:
+        for other in GATES:
+            if other == gate:
+                continue
+            out.append(Hypothesis(
+                "lstm-gate-mixup",
+                f"Gate mix-up: the derivative of gate {gate} ({SIGMOID_GATE[gate]}) is taken "
+                f"at gate {other}'s activation, {_derivative_text(gate, other)}, where "
+                f"∂{gate}_t/∂a^{gate}_t = {_derivative_text(gate, gate)} belongs (a line "
+                f"copied from gate {other}'s and not fully changed?): "
+                f"{_derivative_code(gate)}. Gate {gate}'s rows (block "
+                f"{GATES.index(gate) + 1} of 4) go wrong first; through W^hhᵀ the error "
+                "carried back then spoils every gate's rows at the earlier steps.",
+                lstm_walk(problem, lstm_step_variant(gate=gate, taken_at=other)).grads(),
+            ))
+    out += _transposed_hypotheses(problem, ref)
+    zero_start = Problem(problem.params, problem.inputs, problem.targets,
+                         np.zeros_like(problem.h0), problem.truncate, problem.seed, "lstm",
+                         np.zeros_like(problem.h0))
+    out.append(Hypothesis(
+        "h0-ignored",
+        "Your function ignores the initial state (h0, c0) it is given and starts from zeros: "
+        "its gradients are exactly those of the same network with h0 = c0 = 0. Start the "
+        "forward from them (h = h0, c = c0); it matters whenever the state is carried "
+        "between chunks.",
+        lstm_walk(zero_start).grads(),
+    ))
+    out.append(Hypothesis(
+        "h0-missing",
+        "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = "
+        "W^hhᵀ ∂J/∂a_1, the error carried one step past the first.",
+        dict(ref, h0=np.zeros_like(ref["h0"])),
+    ))
+    out.append(Hypothesis(
+        "c0-missing",
+        "Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: c_1 = f_1 ⊙ c0 "
+        "+ i_1 ⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.",
+        dict(ref, c0=np.zeros_like(ref["c0"])),
     ))
     return out
 
@@ -945,6 +1221,7 @@ class BackwardReport:
     diagnosis: Hypothesis | None = None
     findings: list[str] = field(default_factory=list)
     localisation: Localisation | None = None
+    gates: dict[str, dict[str, bool]] | None = None  # LSTM: per parameter, gate -> right?
 
     @property
     def passed(self) -> bool:
@@ -974,8 +1251,8 @@ class BackwardReport:
             out.append(self.loss.message)
         if self.h_last_ok is False:
             out.append("Your h_last differs from the final state of the forward pass h_T: "
-                       "check the forward (z_t = W^xh x_t + W^hh h_{t−1} + b_h, h_t = tanh z_t, "
-                       "starting from h0).")
+                       f"check the forward ({FORWARD[self.problem.cell]}, starting from "
+                       f"{' and '.join(self.problem.state_keys)}).")
         if self.diagnosis is not None:
             out.append(self.diagnosis.message)
         out += self.findings
@@ -1002,11 +1279,14 @@ def check_backward(
     again = call_backward(fn, problem, name)  # a backward keeps no state between calls
     correct = expansion(problem)
     ref_loss, ref_grads, terms = reference.loss_and_grads(
-        problem.params, problem.inputs, problem.targets, h0=problem.h0,
-        truncate=problem.truncate, keep_contributions=False,
+        problem.params, problem.inputs, problem.targets, h0=problem.state,
+        truncate=problem.truncate, keep_contributions=False, cell=problem.cell,
     )
-    ref = dict(ref_grads, h0=np.asarray(terms.dJ_dstate0))
-    keys = [*PARAM_KEYS, *(["h0"] if "h0" in user.grads else [])]
+    dJ_dstate0 = terms.dJ_dstate0 if isinstance(terms.dJ_dstate0, tuple) \
+        else (terms.dJ_dstate0,)
+    ref = dict(ref_grads, **dict(zip(problem.state_keys, map(np.asarray, dJ_dstate0),
+                                     strict=True)))
+    keys = [*problem.param_keys, *(k for k in problem.state_keys if k in user.grads)]
     tol = FLOAT32_PASS_TOL if user.float32 else PASS_TOL
     report = BackwardReport(name, problem, [_param_check(key, user, ref, tol) for key in keys],
                             tolerance=tol)
@@ -1021,7 +1301,9 @@ def check_backward(
         report.loss = _loss_check(user.loss, ref_loss, problem,
                                   FLOAT32_PASS_TOL if user.float32 else LOSS_TOL)
     if user.h_last is not None:
-        report.h_last_ok = _h_last_ok(user.h_last, correct.h_last, tol)
+        final = correct.h_last if user.h_last.ndim == 2 else np.stack([correct.h_last,
+                                                                         correct.c_last])
+        report.h_last_ok = _h_last_ok(user.h_last, final, tol)
     failing = [p.name for p in report.params if not p.passed]
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
@@ -1034,6 +1316,12 @@ def check_backward(
                 f"{FLOAT32_PASS_TOL:g}. A float64 result is checked to {PASS_TOL:g}, and only "
                 "float64 can tell the known bugs apart.")
         return report
+    if problem.cell == "lstm" and set(failing) & set(problem.recurrent):
+        report.gates = gate_blocks(user, ref, problem.recurrent, tol)
+        report.findings.append(_gates_message(report.gates))
+        first_step = _first_step_gates(fn, problem, correct, name, tol)
+        if first_step is not None:
+            report.findings.append(first_step)
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
     if low or worst < NEAR_TOL:  # round-off or precision: the hypotheses would only add noise
         report.findings.append(_precision_finding(user, low, worst))
@@ -1046,7 +1334,9 @@ def check_backward(
     _explain_each(report, candidates, user, ref, failing)
     wrong = [k for k in failing if k in user.grads]  # a missing one is said in its row
     report.findings += _patterns(report, wrong)
-    if probe and set(wrong) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
+    # (prefixes tell nothing about ∂J/∂h0 alone; their sentences speak the RNN's math: the
+    # LSTM is localised by gate instead)
+    if probe and set(wrong) - {"h0"} and problem.cell == "rnn":
         try:
             report.localisation = localise(fn, problem, correct, name)
         except BpttError as exc:
@@ -1059,15 +1349,15 @@ def _h_last_ok(h_last: np.ndarray, h_T: np.ndarray, tol: float) -> bool:
     :func:`_as_rows` cannot tell the layouts apart by their shape), in (H, B) columns."""
     if _rel(h_last, h_T) <= tol:
         return True
-    return h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
+    return h_T.ndim == 2 and h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
 
 
 def _blind_spots(problem: Problem) -> list[str]:
     """What a pass cannot vouch for on this problem's sizes (as T < 4 is refused, for the
     same reason, but a learner's code may only handle H = 1 or B = 1)."""
-    H = problem.params["Whh"].shape[0]
+    H = problem.params["Whh"].shape[1]
     out = []
-    if H == 1:
+    if H == 1 and problem.cell == "rnn":
         out.append("With H = 1, W^hh is 1 × 1: a transposed dW^hh, or W^hh where W^hhᵀ "
                    "carries the error back, gives the same numbers and cannot show here. "
                    "Check again with --hidden 2 or more.")
@@ -1162,8 +1452,18 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOS
     return LossCheck(loss, ref_loss, False, (
         f"Your loss {loss:.10g} differs from the reference J = {ref_loss:.10g}: the forward "
         "pass or the loss itself is different. The reference is J = Σ_t Σ_b −log "
-        "softmax(W^hy h_t + b_y)[label_t] with z_t = W^xh x_t + W^hh h_{t−1} + b_h, "
-        "h_t = tanh z_t, h_0 = h0; if the gradients are wrong too, fix the forward first."))
+        f"softmax(W^hy h_t + b_y)[label_t] with {FORWARD[problem.cell]}, "
+        f"{STARTS[problem.cell]}; if the gradients are wrong too, fix the forward first."))
+
+
+# the forward a learner's must match, in words
+FORWARD = {
+    "rnn": "z_t = W^xh x_t + W^hh h_{t−1} + b_h, h_t = tanh z_t",
+    "lstm": "a_t = W^xh x_t + b^xh + W^hh h_{t−1} + b^hh split into the gates i, f, g, o "
+            "(rows of H each), i_t, f_t, o_t = σ(·), g_t = tanh(·), c_t = f_t ⊙ c_{t−1} + "
+            "i_t ⊙ g_t, h_t = o_t ⊙ tanh c_t",
+}
+STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0"}
 
 
 def _fits(h: Hypothesis, user: UserResult, keys: list[str]) -> bool:
@@ -1244,7 +1544,8 @@ def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
 
 def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     """Sentences from which parameters agree, when no single hypothesis fits."""
-    bad = set(failing) - {"h0"}
+    recurrent = report.problem.recurrent
+    bad = set(failing) - set(report.problem.state_keys)
     unexplained = {c.name for c in report.params if not c.passed and not c.explanation}
     if not unexplained:
         return []
@@ -1255,7 +1556,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         out.append("Your head gradients (W^hy, b_y) are right, so your forward pass and "
                    "∂J_t/∂y_t = p_t − onehot(label_t) are right: the mistake is in the "
                    "backward through the recurrence (" + ", ".join(
-                       MATH[k] for k in RECURRENT if k in bad)
+                       MATH[k] for k in recurrent if k in bad)
                    + (" differs)." if len(bad) == 1 else " differ)."))
         if bad == {"Whh"} and {"Wxh", "bh"} <= right:
             out.append("Your W^xh and b_h gradients are right, so ∂J/∂z_t is right at every "
@@ -1267,7 +1568,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         elif bad == {"bh"} and {"Wxh", "Whh"} <= right:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
-    elif bad and bad <= set(HEAD) and set(RECURRENT) <= right:
+    elif bad and bad <= set(HEAD) and set(recurrent) <= right:
         out.append("Only your head gradients are wrong (" + ", ".join(
                        MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t Σ_b "
@@ -1276,6 +1577,85 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         out.append("Your head gradients are wrong too, so start there: ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t ∂J_t/∂y_t.")
     if "h0" in unexplained:
-        out.append("Your ∂J/∂h0 differs from the reference: the initial state feeds z_1, so "
-                   "∂J/∂h0 = W^hhᵀ ∂J/∂z_1, the error carried one step past the first.")
+        z1 = TEXT[report.problem.cell]["z1"]
+        out.append(f"Your ∂J/∂h0 differs from the reference: the initial state feeds {z1}, so "
+                   f"∂J/∂h0 = W^hhᵀ ∂J/∂{z1}, the error carried one step past the first.")
+    if "c0" in unexplained:
+        out.append("Your ∂J/∂c0 differs from the reference: c_1 = f_1 ⊙ c0 + i_1 ⊙ g_1, so "
+                   "∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.")
     return out
+
+
+# ----------------------------------------------------------------------------
+# the LSTM: localised by gate (the row blocks i, f, g, o)
+# ----------------------------------------------------------------------------
+
+
+def gate_blocks(user: UserResult, ref: dict[str, np.ndarray], keys: tuple[str, ...],
+                tol: float = PASS_TOL) -> dict[str, dict[str, bool]]:
+    """Per recurrent parameter the learner returned in its shape: gate -> does that gate's
+    block of H rows agree with the reference's (relative to the whole tensor's scale)?"""
+    out: dict[str, dict[str, bool]] = {}
+    for key in keys:
+        mine = user.grads.get(key)
+        if mine is None or mine.shape != ref[key].shape or not np.isfinite(mine).all():
+            continue
+        H = ref[key].shape[0] // len(GATES)
+        scale = max(float(np.max(np.abs(mine) + np.abs(ref[key]))), TINY)
+        out[key] = {gate: float(np.max(np.abs(mine[q * H:(q + 1) * H]
+                                              - ref[key][q * H:(q + 1) * H]))) / scale <= tol
+                    for q, gate in enumerate(GATES)}
+    return out
+
+
+def _gate_list(gates: list[str]) -> str:
+    return ", ".join(gates[:-1]) + " and " + gates[-1] if len(gates) > 1 else gates[0]
+
+
+def _gates_message(blocks: dict[str, dict[str, bool]]) -> str:
+    """The sentence saying which gates' rows of which parameters are wrong."""
+    parts = []
+    for key, right in blocks.items():
+        wrong = [g for g in GATES if not right[g]]
+        good = [g for g in GATES if right[g]]
+        if not wrong:
+            parts.append(f"{MATH[key]}: every gate right")
+        elif not good:
+            parts.append(f"{MATH[key]}: every gate wrong")
+        else:
+            parts.append(f"{MATH[key]}: {_gate_list(wrong)} wrong, {_gate_list(good)} right")
+    text = ("By gate (the blocks of H rows i, f, g, o, in PyTorch's order) — "
+            + "; ".join(parts) + ".")
+    wrong_gates = {g for right in blocks.values() for g in GATES if not right[g]}
+    if len(wrong_gates) == 1:
+        gate = wrong_gates.pop()
+        text += (f" Exactly one gate's rows fail, gate {gate}'s: the signature of a gate "
+                 f"mix-up — in {gate}'s part of your backward a line copied from another gate "
+                 "(its bias, its weights, its activation or derivative) and not fully changed.")
+    return text
+
+
+def _first_step_gates(fn: Callable[..., Any], problem: Problem, correct: Expansion, name: str,
+                      tol: float) -> str | None:
+    """Which gates are wrong on the first step alone (T = 1: nothing carried back through time,
+    so a mistake in one gate's part of a step shows in that gate's rows only); None when the
+    call fails or says nothing more."""
+    try:
+        result = call_backward(fn, problem.prefix(1), name)
+    except BpttError:
+        return None
+    expected = {key: correct.rec[key][0, 0] for key in problem.recurrent}
+    blocks = gate_blocks(result, expected, problem.recurrent, tol)
+    wrong = [g for g in GATES if any(not right[g] for right in blocks.values())]
+    if not blocks or len(wrong) == len(GATES):
+        return None
+    if not wrong:
+        return ("On the first step alone (T = 1, nothing carried back through time) every "
+                "gate's rows are right: a single step is right, so the mistake is in how the "
+                "errors ∂J/∂h and ∂J/∂c are carried back from step t to step t − 1.")
+    return (f"On the first step alone (T = 1, nothing carried back through time) only gate "
+            f"{_gate_list(wrong)}'s rows are wrong: the mistake lives in "
+            f"{'that gate’s' if len(wrong) == 1 else 'those gates’'} part of a single step (its "
+            "activation's derivative, its bias or weights, its factor in c_t = f_t ⊙ c_{t−1} + "
+            "i_t ⊙ g_t or h_t = o_t ⊙ tanh c_t); later steps spoil the other gates through the "
+            "error carried back.")
