@@ -1319,9 +1319,6 @@ def check_backward(
     if problem.cell == "lstm" and set(failing) & set(problem.recurrent):
         report.gates = gate_blocks(user, ref, problem.recurrent, tol)
         report.findings.append(_gates_message(report.gates))
-        first_step = _first_step_gates(fn, problem, correct, name, tol)
-        if first_step is not None:
-            report.findings.append(first_step)
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
     if low or worst < NEAR_TOL:  # round-off or precision: the hypotheses would only add noise
         report.findings.append(_precision_finding(user, low, worst))
@@ -1336,6 +1333,10 @@ def check_backward(
     report.findings += _patterns(report, wrong)
     # (prefixes tell nothing about ∂J/∂h0 alone; their sentences speak the RNN's math: the
     # LSTM is localised by gate instead)
+    if probe and problem.cell == "lstm" and set(wrong) & set(problem.recurrent):
+        first_step = _first_step_gates(fn, problem, correct, name, tol)
+        if first_step is not None:
+            report.findings.append(first_step)
     if probe and set(wrong) - {"h0"} and problem.cell == "rnn":
         try:
             report.localisation = localise(fn, problem, correct, name)
