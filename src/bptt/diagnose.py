@@ -1,4 +1,4 @@
-"""Check a learner's own RNN backward against the reference, and say in words what is wrong.
+"""Check a learner's own RNN or LSTM backward against the reference, and say in words what is wrong.
 
 Legend: T time, B batch, D input size, H hidden size, V output size.
 
@@ -18,6 +18,13 @@ the vanilla RNN of one layer::
              the keys of params (it may add "h0": ∂J/∂h0 of shape (B, H)); loss is
              J = Σ_t Σ_b −log softmax(W^hy h_t + b_y)[label], the TOTAL.
 
+For the LSTM of one layer (``make_problem(cell="lstm")``, gates in PyTorch's order i, f, g,
+o, each a block of H rows) the signature is the same with
+
+    params   Wxh (4H, D), Whh (4H, H), bxh (4H,), bhh (4H,), Why (V, H), by (V,)
+    h0       the pair (h0, c0), each (B, H)
+    returns  as above; grads may add "h0" and "c0"; the state (h_T, c_T) or h_T alone.
+
 :func:`check_backward` runs it on a small random float64 problem (non-zero biases,
 a random h0, T ≥ 4) and compares it, parameter by parameter, with the literal
 double sum of :mod:`bptt.reference`.  When they disagree it tests named
@@ -34,8 +41,15 @@ known bug transforms it (see /work/shared/BPTT-BUGS.md):
   h_t where h_{t−1} belongs, W^hh where W^hhᵀ belongs, the carried error
   skipping tanh', the first step's h0 taken as zero, the head using h_{t−1}).
 
+For the LSTM (:func:`lstm_walk`, the double sum with the reference's step Jacobians, or a
+bug's from :func:`lstm_step_variant`): the cell-state path cut (∂c_k/∂c_{k−1} = 0), one gate's
+activation derivative left out or taken at another gate's activation (a copy-paste mix-up),
+besides the generic masks, factors, transposes and missing initial-state gradients.  Its
+failing gradients are localised by gate (:func:`gate_blocks`: which blocks of rows i, f, g, o
+agree), and, when no hypothesis fits, on the first step alone, where nothing is carried back.
+
 The hypothesis that reproduces the learner's gradient to ~1e-8 is the diagnosis.
-When none does, :func:`localise` calls the learner's function on the prefixes of
+When none does, for the RNN :func:`localise` calls the learner's function on the prefixes of
 the sequence (T' = 1 … T): the gradient of the first T' steps is
 Σ_{t<T'} Σ_{k≤t} terms, so successive differences are the terms of each J_t,
 and the first wrong J_t says where the mistake lives.
@@ -1267,11 +1281,12 @@ def check_backward(
     name: str = "your function",
     probe: bool = True,
 ) -> BackwardReport:
-    """Compare a learner's RNN backward with the reference and diagnose any difference.
+    """Compare a learner's RNN or LSTM backward with the reference and diagnose any difference.
 
     fn: see the module docstring for its signature.  problem: from :func:`make_problem`
-    (default: its defaults).  probe: when no hypothesis fits, call fn on prefixes to
-    localise the wrong terms.  Returns a :class:`BackwardReport`; raises BpttError when fn
+    (default: its defaults, the RNN; its cell says which backward fn is).  probe: when no
+    hypothesis fits, call fn on prefixes (RNN) or on the first step alone (LSTM, gate by
+    gate) to localise the wrong terms.  Returns a :class:`BackwardReport`; raises BpttError when fn
     cannot be called or returns the wrong kind of thing.
     """
     problem = make_problem() if problem is None else problem
