@@ -1018,7 +1018,7 @@ def test_the_lstm_walk_is_the_reference_double_sum(truncate):
 def test_the_c_path_cut_is_the_walk_with_dc_dc_prev_zero_and_differs_from_a_truncation():
     problem = lstm_problem()
     correct = diagnose.expansion(problem)
-    cut = diagnose.lstm_walk(problem, diagnose.lstm_step_variant(cut_c=True)).grads()
+    cut = diagnose.gated_walk(problem, diagnose.gated_step_variant("lstm", cut_direct=True)).grads()
     ref = correct.grads()
     assert np.abs(cut["c0"]).max() == 0  # nothing reaches c0 without the c path
     np.testing.assert_allclose(cut["Why"], ref["Why"])  # the head is untouched
@@ -1125,5 +1125,5 @@ def test_an_lstm_final_state_is_checked_as_the_pair_or_h_alone():
 def test_the_rnns_backward_checked_as_an_lstm_is_an_error_naming_the_key():
     with pytest.raises(BpttError, match="KeyError"):
         diagnose.check_backward(load("correct"), lstm_problem())
-    with pytest.raises(BpttError, match="cells rnn, lstm, not 'gru'"):
-        diagnose.make_problem(cell="gru")
+    with pytest.raises(BpttError, match="cells rnn, lstm, gru, not 'transformer'"):
+        diagnose.make_problem(cell="transformer")

@@ -99,11 +99,13 @@ HEAD = ("Why", "by")
 PARAM_KEYS = RECURRENT + HEAD
 MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0",
         "bxh": "b^xh", "bhh": "b^hh", "c0": "c0"}
-CELLS = ("rnn", "lstm")  # the cells whose backward a learner can have checked
+CELLS = ("rnn", "lstm", "gru")  # the cells whose backward a learner can have checked
 # per cell: the recurrent parameters, and the initial state's parts (passed as h0)
-RECURRENT_OF = {"rnn": RECURRENT, "lstm": ("Wxh", "Whh", "bxh", "bhh")}
-STATE_OF = {"rnn": ("h0",), "lstm": ("h0", "c0")}
+RECURRENT_OF = {"rnn": RECURRENT, "lstm": ("Wxh", "Whh", "bxh", "bhh"),
+                "gru": ("Wxh", "Whh", "bxh", "bhh")}
+STATE_OF = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",)}
 GATES = ("i", "f", "g", "o")  # the LSTM's blocks of H rows of Wxh, Whh, bxh, bhh, in order
+GATES_OF = {"lstm": GATES, "gru": ("r", "z", "n")}  # PyTorch's order
 SIGNATURE = "fn(params, inputs, targets, h0=None, truncate=None)"
 
 
@@ -237,6 +239,11 @@ class Problem:
         return RECURRENT_OF[self.cell]
 
     @property
+    def gates(self) -> tuple[str, ...]:
+        """The gates of its cell, one block of H rows each (none for the vanilla RNN)."""
+        return GATES_OF.get(self.cell, ())
+
+    @property
     def param_keys(self) -> tuple[str, ...]:
         """The keys of params: the recurrent ones, then the head's."""
         return self.recurrent + HEAD
@@ -272,8 +279,9 @@ class Problem:
         V = self.params["Why"].shape[0]
         H = self.params["Whh"].shape[1]
         window = "full BPTT" if self.truncate is None else f"truncated to {self.truncate} steps"
-        cell, state = ("vanilla RNN", "h0") if self.cell == "rnn" else \
-            ("LSTM (gates i, f, g, o)", "h0 and c0")
+        cell, state = {"rnn": ("vanilla RNN", "h0"), "lstm": ("LSTM (gates i, f, g, o)",
+                                                              "h0 and c0"),
+                       "gru": ("GRU (gates r, z, n)", "h0")}[self.cell]
         return (f"{cell}, T = {self.T}, B = {self.B}, H = {H}, D = {D}, V = {V}, float64, "
                 f"random non-zero biases and {state} (seed {self.seed}), {window}")
 
@@ -283,7 +291,7 @@ def make_problem(
     cell: str = "rnn",
 ) -> Problem:
     """The random problem a learner's backward is checked on (T = seq_len ≥ 4), for a
-    vanilla RNN (cell "rnn") or an LSTM ("lstm": h0 and c0 both random)."""
+    vanilla RNN (cell "rnn"), an LSTM ("lstm": h0 and c0 both random) or a GRU ("gru")."""
     if cell not in CELLS:
         raise BpttError(f"a backward can be checked for the cells {', '.join(CELLS)}, not "
                         f"{cell!r}")
@@ -296,7 +304,7 @@ def make_problem(
     params, inputs, targets, h0 = random_problem(cell, hidden, seq_len, batch, 1, seed)
     if cell == "lstm":
         return Problem(params, inputs, targets, h0[0][0], truncate, seed, cell, h0[1][0])
-    return Problem(params, inputs, targets, np.asarray(h0)[0], truncate, seed)
+    return Problem(params, inputs, targets, np.asarray(h0)[0], truncate, seed, cell)
 
 
 @dataclass
@@ -478,8 +486,9 @@ class Expansion:
     rec: "Wxh" (T, T, H, D), "Whh" (T, T, H, H), "bh" (T, T, H): [t, k] the term of (t, k).
     h0: (T, B, H): the term of J_t in ∂J/∂h0 (zero when J_t does not reach h0).
     h_last: (B, H) the final state of the forward.
-    The LSTM's (:func:`lstm_walk`): rec keyed Wxh (T, T, 4H, D), Whh (T, T, 4H, H), bxh,
-    bhh (T, T, 4H); c0 (T, B, H) the term of J_t in ∂J/∂c0; c_last (B, H) the final cell state.
+    The LSTM's and GRU's (:func:`gated_walk`): rec keyed Wxh (T, T, G, D), Whh (T, T, G, H),
+    bxh, bhh (T, T, G) with G = 4H or 3H; the LSTM's c0 (T, B, H) the term of J_t in ∂J/∂c0,
+    c_last (B, H) its final cell state.
     """
 
     losses: np.ndarray
@@ -604,10 +613,10 @@ def expansion(problem: Problem) -> Expansion:
     """The correct expansion: the (t, k) terms of the recurrent weights are those of
     :func:`bptt.reference.loss_and_grads` (its ``contributions``), the head's and h0's
     terms per J_t come from :func:`walk` (which the reference does not keep).  For the
-    LSTM, :func:`lstm_walk` with the reference's own step (held equal to the reference by
+    LSTM and GRU, :func:`gated_walk` with the reference's own step (held equal to the reference by
     the tests)."""
-    if problem.cell == "lstm":
-        return lstm_walk(problem)
+    if problem.gates:
+        return gated_walk(problem)
     _, _, terms = reference.loss_and_grads(
         problem.params, problem.inputs, problem.targets, h0=problem.h0,
         truncate=problem.truncate,
@@ -618,37 +627,39 @@ def expansion(problem: Problem) -> Expansion:
 
 
 # ----------------------------------------------------------------------------
-# the LSTM's double sum: the reference's step Jacobians, or a bug's
+# the gated cells' double sum (LSTM, GRU): the reference's step Jacobians, or a bug's
 # ----------------------------------------------------------------------------
 
 Step = Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], reference.LocalStep]
 
 
-def lstm_walk(problem: Problem, step: Step = reference.lstm_step) -> Expansion:
-    """The literal double sum for the LSTM of one layer, every (t, k) term kept.
+def gated_walk(problem: Problem, step: Step | None = None) -> Expansion:
+    """The literal double sum for the LSTM or GRU of one layer, every (t, k) term kept.
 
-    With the default ``step`` (:func:`bptt.reference.lstm_step`: the state s_k = [h_k; c_k]
-    and its local Jacobians) it is the reference; a variant step from
-    :func:`lstm_step_variant` gives the gradient of one bug.  For each J_t the walk goes
-    back k = t, t − 1, … (to t − K + 1 when truncated) carrying ∂J_t/∂s_k.
+    With the default ``step`` (:func:`bptt.reference.lstm_step`: the state s_k = [h_k; c_k],
+    or :func:`bptt.reference.gru_step`: s_k = h_k, and their local Jacobians) it is the
+    reference; a variant step from :func:`gated_step_variant` gives the gradient of one bug.
+    For each J_t the walk goes back k = t, t − 1, … (to t − K + 1 when truncated) carrying
+    ∂J_t/∂s_k.
     """
+    step = reference.STEPS[problem.cell] if step is None else step
     p = problem.params
     Wxh, Whh, Why, by = p["Wxh"], p["Whh"], p["Why"], p["by"]
     H, D = Whh.shape[1], Wxh.shape[1]
     T, B = problem.inputs.shape
     K = problem.truncate
     x = np.eye(D)[problem.inputs]  # (T, B, D) one-hot x_k
-    c0 = np.zeros_like(problem.h0) if problem.c0 is None else problem.c0
-    s_prev, steps = [], []  # s_prev[k] = s_{k−1} (s_prev[0] = [h0; c0]); steps[k] = step k
-    s = np.concatenate([problem.h0, c0], axis=1)
+    s_prev, steps = [], []  # s_prev[k] = s_{k−1} (s_prev[0] = [h0; c0] or h0); steps[k] = step k
+    s = problem.h0 if problem.c0 is None else np.concatenate([problem.h0, problem.c0], axis=1)
     for k in range(T):
         s_prev.append(s)
         steps.append(step(p, x[k], s))
         s = steps[k].s
+    S = s.shape[1]
     losses = np.zeros(T)
     head = {"Why": np.zeros((T, *Why.shape)), "by": np.zeros((T, *by.shape))}
-    rec = {key: np.zeros((T, T, *p[key].shape)) for key in RECURRENT_OF["lstm"]}
-    ds0 = np.zeros((T, B, 2 * H))
+    rec = {key: np.zeros((T, T, *p[key].shape)) for key in problem.recurrent}
+    ds0 = np.zeros((T, B, S))
     for t in range(T):
         h_t = steps[t].s[:, :H]
         # J_t = Σ_b −log softmax(W^hy h_t + b_y)[label_t];  ∂J_t/∂y_t = p_t − onehot
@@ -657,68 +668,89 @@ def lstm_walk(problem: Problem, step: Step = reference.lstm_step) -> Expansion:
         head["Why"][t] = dJt_dy.T @ h_t
         head["by"][t] = dJt_dy.sum(axis=0)
         # ∂J_t/∂s_t = [W^hyᵀ ∂J_t/∂y_t; 0]: the head reads h_t only
-        dJt_ds = np.concatenate([dJt_dy @ Why, np.zeros((B, H))], axis=1)
+        dJt_ds = np.zeros((B, S))
+        dJt_ds[:, :H] = dJt_dy @ Why
         oldest = 0 if K is None else max(0, t - K + 1)
         for k in range(t, oldest - 1, -1):
             local = steps[k]
-            # ∂J_t/∂a_k = ∂J_t/∂s_k · ∂s_k/∂a_k  (a = a^ih + a^hh: one error for both)
-            dJt_da = np.einsum("bm,bmn->bn", dJt_ds, local.ds_da_hh)
-            # the term (t, k): ∂a_k/∂W^xh = x_k, ∂a_k/∂W^hh = h_{k−1}, ∂a_k/∂b = 1
-            rec["Wxh"][t, k] = dJt_da.T @ x[k]
-            rec["Whh"][t, k] = dJt_da.T @ s_prev[k][:, :H]
-            rec["bxh"][t, k] = rec["bhh"][t, k] = dJt_da.sum(axis=0)
-            # ∂s_k/∂s_{k−1} = ∂s_k/∂a_k [W^hh 0] + (the direct path through c_{k−1})
+            # ∂J_t/∂a^ih_k = ∂J_t/∂s_k · ∂s_k/∂a^ih_k;  likewise a^hh (the LSTM's are one)
+            dJt_da_ih = np.einsum("bm,bmn->bn", dJt_ds, local.ds_da_ih)
+            dJt_da_hh = np.einsum("bm,bmn->bn", dJt_ds, local.ds_da_hh)
+            # the term (t, k): ∂a^ih_k/∂W^xh = x_k, ∂a^hh_k/∂W^hh = h_{k−1}, ∂a/∂b = 1
+            rec["Wxh"][t, k] = dJt_da_ih.T @ x[k]
+            rec["Whh"][t, k] = dJt_da_hh.T @ s_prev[k][:, :H]
+            rec["bxh"][t, k] = dJt_da_ih.sum(axis=0)
+            rec["bhh"][t, k] = dJt_da_hh.sum(axis=0)
+            # ∂s_k/∂s_{k−1} = ∂s_k/∂a^hh_k [W^hh 0] + (the direct paths: c_{k−1}, z ⊙ h_{k−1})
             ds_ds_prev = local.ds_ds_direct.copy()
             ds_ds_prev[:, :, :H] += local.ds_da_hh @ Whh
             # ∂J_t/∂s_{k−1} = ∂J_t/∂s_k · ∂s_k/∂s_{k−1}
             dJt_ds = np.einsum("bm,bmn->bn", dJt_ds, ds_ds_prev)
             if k == 0:
-                ds0[t] = dJt_ds  # the initial state (h0, c0) is read by the first step
+                ds0[t] = dJt_ds  # the initial state is read by the first step
+    if problem.c0 is None:
+        return Expansion(losses, head, rec, ds0, s.copy())
     return Expansion(losses, head, rec, ds0[..., :H], s[:, :H].copy(), ds0[..., H:],
                      s[:, H:].copy())
 
 
-def lstm_gates(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray) -> np.ndarray:
-    """(4, B, H): the activations i, f, g, o of one step (the forward of reference.lstm_step)."""
-    H = s_prev.shape[1] // 2
-    a = x @ p["Wxh"].T + p["bxh"] + s_prev[:, :H] @ p["Whh"].T + p["bhh"]
-    gates = [ops.sigmoid_forward(a[:, q * H:(q + 1) * H]) for q in range(4)]
-    gates[2] = np.tanh(a[:, 2 * H:3 * H])  # g = tanh(a^g)
-    return np.stack(gates)
+def gate_values(cell: str, p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray
+                ) -> np.ndarray:
+    """(gates, B, H): the gate activations of one step, in the cell's order (LSTM i, f, g, o;
+    GRU r, z, n), as :mod:`bptt.reference`'s step computes them."""
+    H = p["Whh"].shape[1]
+    h_prev = s_prev[:, :H]
+    a_ih = x @ p["Wxh"].T + p["bxh"]
+    a_hh = h_prev @ p["Whh"].T + p["bhh"]
+    block = [slice(q * H, (q + 1) * H) for q in range(len(GATES_OF[cell]))]
+    if cell == "lstm":
+        a = a_ih + a_hh
+        i, f, o = (ops.sigmoid_forward(a[:, block[q]]) for q in (0, 1, 3))
+        return np.stack([i, f, np.tanh(a[:, block[2]]), o])
+    # GRU: r, z = σ(a^i + a^h),  n = tanh(a^in + r ⊙ a^hn)
+    r, z = (ops.sigmoid_forward(a_ih[:, block[q]] + a_hh[:, block[q]]) for q in (0, 1))
+    return np.stack([r, z, np.tanh(a_ih[:, block[2]] + r * a_hh[:, block[2]])])
+
+
+TANH_GATES = ("g", "n")  # the gates with tanh as their activation (the others: σ)
 
 
 def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
     """The derivative of gate ``gate``'s activation written in terms of ``value``: σ(1 − σ)
-    for i, f, o and 1 − tanh² for g (at a gate's own value it is ∂gate/∂a^gate)."""
-    return 1 - value**2 if gate == "g" else value * (1 - value)
+    for i, f, o, r, z and 1 − tanh² for g, n (at a gate's own value: ∂gate/∂a^gate)."""
+    return 1 - value**2 if gate in TANH_GATES else value * (1 - value)
 
 
-def lstm_step_variant(cut_c: bool = False, gate: str | None = None,
-                      taken_at: str | None = None) -> Step:
-    """:func:`bptt.reference.lstm_step` with one factor changed, the way a bug changes it.
+def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = None,
+                       taken_at: str | None = None) -> Step:
+    """The reference's step of ``cell`` (lstm or gru) with one factor changed, as a bug does.
 
-    cut_c: ∂c_k/∂c_{k−1} = 0 (the error through the cell state never carried back: every
-    path from c_{k−1}, ∂s_k/∂s_{k−1}'s direct part, dropped).
+    cut_direct: every path from s_{k−1} that skips W^hh dropped (∂s_k/∂s_{k−1}'s direct part:
+    the LSTM's ∂c_k/∂c_{k−1} = diag(f_k), the GRU's ∂h_k/∂h_{k−1} = diag(z_k) through
+    z ⊙ h_{k−1}) — that error never carried back.
     gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
     (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1).  The
-    columns of gate ``gate`` in ∂s_k/∂a_k are rescaled by (wrong / right derivative).
+    columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
+    (wrong / right derivative): each holds that derivative once.
     """
+    gates = GATES_OF[cell]
 
     def step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray
              ) -> reference.LocalStep:
-        local = reference.lstm_step(p, x, s_prev)
-        if cut_c:
+        local = reference.STEPS[cell](p, x, s_prev)
+        if cut_direct:
             local = local._replace(ds_ds_direct=np.zeros_like(local.ds_ds_direct))
         if gate is not None:
-            H = s_prev.shape[1] // 2
-            values = dict(zip(GATES, lstm_gates(p, x, s_prev), strict=True))
+            H = p["Whh"].shape[1]
+            values = dict(zip(gates, gate_values(cell, p, x, s_prev), strict=True))
             right = _gate_derivative(gate, values[gate])
             wrong = np.ones_like(right) if taken_at is None else \
                 _gate_derivative(gate, values[taken_at])
-            q = GATES.index(gate)
-            ds_da = local.ds_da_hh.copy()
-            ds_da[:, :, q * H:(q + 1) * H] *= (wrong / right)[:, None, :]
-            local = local._replace(ds_da_ih=ds_da, ds_da_hh=ds_da)
+            rows = slice(gates.index(gate) * H, (gates.index(gate) + 1) * H)
+            ds_da_ih, ds_da_hh = local.ds_da_ih.copy(), local.ds_da_hh.copy()
+            ds_da_ih[:, :, rows] *= (wrong / right)[:, None, :]
+            ds_da_hh[:, :, rows] *= (wrong / right)[:, None, :]
+            local = local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh)
         return local
 
     return step
@@ -771,6 +803,15 @@ TEXT = {
         "Wxh": "Σ_t ∂J/∂z_t x_tᵀ, shaped like W^xh (H × D): in batch rows dJ_dz.T @ x",
         "Whh": "Σ_t ∂J/∂z_t h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows "
                "dJ_dz.T @ h_prev, not h_prev.T @ dJ_dz",
+    },
+    "gru": {
+        "rec": "W^xh, W^hh, b^xh and b^hh",
+        "step": "∂h_t/∂h_{t−1} (through W^hh and through the direct path z_t ⊙ h_{t−1})",
+        "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂a^hh_{t+1} + ∂J/∂h_{t+1} ⊙ z_{t+1}",
+        "z1": "a_1",
+        "Wxh": "Σ_t ∂J/∂a^ih_t x_tᵀ, shaped like W^xh (3H × D): in batch rows dJ_da_ih.T @ x",
+        "Whh": "Σ_t ∂J/∂a^hh_t h_{t−1}ᵀ, shaped like W^hh (3H × H): in batch rows "
+               "dJ_da_hh.T @ h_prev, not h_prev.T @ dJ_da_hh",
     },
     "lstm": {
         "rec": "W^xh, W^hh, b^xh and b^hh",
@@ -883,8 +924,8 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "Loop over all T steps, e.g. for t in reversed(range(T)).",
         correct.grads(rec_mask=(t_idx <= T - 2), head_mask=np.arange(T) <= T - 2),
     ))
-    if problem.cell == "lstm":
-        return out + _lstm_hypotheses(problem, ref)
+    if problem.gates:
+        return out + _gated_hypotheses(problem, ref)
     # one factor of every term changed: the reference walk with that factor swapped
     variants = [
         ("no-tanh-derivative", {"tanh_prime": "one"},
@@ -963,82 +1004,100 @@ def _transposed_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list
     ) for key, formula in formulas.items()]
 
 
-SIGMOID_GATE = {"i": "input gate", "f": "forget gate", "g": "candidate cell", "o": "output gate"}
+GATE_NAMES = {"i": "input gate", "f": "forget gate", "g": "candidate cell", "o": "output gate",
+              "r": "reset gate", "z": "update gate", "n": "candidate state"}
 
 
 def _derivative_text(gate: str, of: str) -> str:
     """Gate ``gate``'s activation derivative written at gate ``of``'s value, in math."""
-    return f"1 − {of}_t²" if gate == "g" else f"{of}_t ⊙ (1 − {of}_t)"
+    return f"1 − {of}_t²" if gate in TANH_GATES else f"{of}_t ⊙ (1 − {of}_t)"
 
 
 def _derivative_code(gate: str) -> str:
     """The line that computes ∂J/∂a^gate from ∂J/∂gate, in batch rows."""
-    factor = f"(1 - {gate}**2)" if gate == "g" else f"{gate} * (1 - {gate})"
+    factor = f"(1 - {gate}**2)" if gate in TANH_GATES else f"{gate} * (1 - {gate})"
     return f"dJ_da_{gate} = dJ_d{gate} * {factor}"
 
 
-def _lstm_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
-    """The LSTM's own bugs, each the double sum walked with a changed step
-    (:func:`lstm_step_variant`), then its transposed gradients and missing initial state."""
-    out = [Hypothesis(
-        "lstm-c-path-cut",
-        "The error through the cell state is not carried back: your gradients equal the "
-        "reference with the path c_{t−1} → c_t cut (∂c_t/∂c_{t−1} = diag(f_t) taken as 0). "
-        "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t, so at every step ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ "
-        "(1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: carry dJ_dc_prev = dJ_dc * f back and ADD it "
-        "(+=, not =) to the next step's dJ_dc. A carried dJ/dc that is never updated does "
-        "this.",
-        lstm_walk(problem, lstm_step_variant(cut_c=True)).grads(),
-    )]
-    for gate in GATES:
-        activation = "tanh" if gate == "g" else "σ"
+CUT_DIRECT = {
+    "lstm": ("lstm-c-path-cut",
+             "The error through the cell state is not carried back: your gradients equal the "
+             "reference with the path c_{t−1} → c_t cut (∂c_t/∂c_{t−1} = diag(f_t) taken as "
+             "0). c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t, so at every step ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ "
+             "(1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: carry dJ_dc_prev = dJ_dc * f back and "
+             "ADD it (+=, not =) to the next step's dJ_dc. A carried dJ/dc that is never "
+             "updated does this."),
+    "gru": ("gru-direct-path-cut",
+            "The error through the direct path z_t ⊙ h_{t−1} is not carried back: your "
+            "gradients equal the reference with ∂h_t/∂h_{t−1} through it (diag(z_t)) taken as "
+            "0. h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, so the error reaching h_{t−1} is "
+            "W^hhᵀ ∂J/∂a^hh_t PLUS ∂J/∂h_t ⊙ z_t: dJ_dh_prev = dJ_da_hh @ Whh + dJ_dh * z."),
+}
+H0_MISSING = {
+    "lstm": "∂J/∂h0 = W^hhᵀ ∂J/∂a_1, the error carried one step past the first",
+    "gru": "∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + ∂J/∂h_1 ⊙ z_1, the error carried one step past the "
+           "first",
+}
+
+
+def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
+    """The LSTM's or GRU's own bugs, each the double sum walked with a changed step
+    (:func:`gated_step_variant`), then its transposed gradients and missing initial state."""
+    cell, gates = problem.cell, problem.gates
+    kind = {"lstm": "an LSTM", "gru": "a GRU"}[cell]
+    name, message = CUT_DIRECT[cell]
+    out = [Hypothesis(name, message,
+                      gated_walk(problem, gated_step_variant(cell, cut_direct=True)).grads())]
+    for gate in gates:
+        activation = "tanh" if gate in TANH_GATES else "σ"
         out.append(Hypothesis(
-            "lstm-gate-derivative-missing",
-            f"The derivative of gate {gate}'s activation ({SIGMOID_GATE[gate]}) is missing: "
-            f"your gradients equal those of an LSTM whose ∂{gate}_t/∂a^{gate}_t is 1. "
+            f"{cell}-gate-derivative-missing",
+            f"The derivative of gate {gate}'s activation ({GATE_NAMES[gate]}) is missing: "
+            f"your gradients equal those of {kind} whose ∂{gate}_t/∂a^{gate}_t is 1. "
             f"{gate}_t = {activation}(a^{gate}_t), so multiply by ∂{gate}_t/∂a^{gate}_t = "
             f"{_derivative_text(gate, gate)}: {_derivative_code(gate)}.",
-            lstm_walk(problem, lstm_step_variant(gate=gate)).grads(),
+            gated_walk(problem, gated_step_variant(cell, gate=gate)).grads(),
         ))
-    for gate in GATES:
-        for other in GATES:
+    for gate in gates:
+        for other in gates:
             if other == gate:
                 continue
             out.append(Hypothesis(
-                "lstm-gate-mixup",
-                f"Gate mix-up: the derivative of gate {gate} ({SIGMOID_GATE[gate]}) is taken "
+                f"{cell}-gate-mixup",
+                f"Gate mix-up: the derivative of gate {gate} ({GATE_NAMES[gate]}) is taken "
                 f"at gate {other}'s activation, {_derivative_text(gate, other)}, where "
                 f"∂{gate}_t/∂a^{gate}_t = {_derivative_text(gate, gate)} belongs (a line "
                 f"copied from gate {other}'s and not fully changed?): "
                 f"{_derivative_code(gate)}. Gate {gate}'s rows (block "
-                f"{GATES.index(gate) + 1} of 4) go wrong first; through W^hhᵀ the error "
-                "carried back then spoils every gate's rows at the earlier steps.",
-                lstm_walk(problem, lstm_step_variant(gate=gate, taken_at=other)).grads(),
+                f"{gates.index(gate) + 1} of {len(gates)}) go wrong first; through W^hhᵀ the "
+                "error carried back then spoils every gate's rows at the earlier steps.",
+                gated_walk(problem, gated_step_variant(cell, gate=gate, taken_at=other)).grads(),
             ))
     out += _transposed_hypotheses(problem, ref)
-    zero_start = Problem(problem.params, problem.inputs, problem.targets,
-                         np.zeros_like(problem.h0), problem.truncate, problem.seed, "lstm",
-                         np.zeros_like(problem.h0))
+    zero = np.zeros_like(problem.h0)
+    zero_start = Problem(problem.params, problem.inputs, problem.targets, zero,
+                         problem.truncate, problem.seed, cell,
+                         None if problem.c0 is None else zero)
+    state, start = ("(h0, c0)", "h0 = c0 = 0") if cell == "lstm" else ("h0", "h0 = 0")
     out.append(Hypothesis(
         "h0-ignored",
-        "Your function ignores the initial state (h0, c0) it is given and starts from zeros: "
-        "its gradients are exactly those of the same network with h0 = c0 = 0. Start the "
-        "forward from them (h = h0, c = c0); it matters whenever the state is carried "
-        "between chunks.",
-        lstm_walk(zero_start).grads(),
+        f"Your function ignores the initial state {state} it is given and starts from zeros: "
+        f"its gradients are exactly those of the same network with {start}. Start the "
+        "forward from it; it matters whenever the state is carried between chunks.",
+        gated_walk(zero_start).grads(),
     ))
     out.append(Hypothesis(
         "h0-missing",
-        "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = "
-        "W^hhᵀ ∂J/∂a_1, the error carried one step past the first.",
+        f"Your ∂J/∂h0 is zero, but the initial state feeds the first step: {H0_MISSING[cell]}.",
         dict(ref, h0=np.zeros_like(ref["h0"])),
     ))
-    out.append(Hypothesis(
-        "c0-missing",
-        "Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: c_1 = f_1 ⊙ c0 "
-        "+ i_1 ⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.",
-        dict(ref, c0=np.zeros_like(ref["c0"])),
-    ))
+    if cell == "lstm":
+        out.append(Hypothesis(
+            "c0-missing",
+            "Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: c_1 = f_1 ⊙ "
+            "c0 + i_1 ⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.",
+            dict(ref, c0=np.zeros_like(ref["c0"])),
+        ))
     return out
 
 
@@ -1331,9 +1390,9 @@ def check_backward(
                 f"{FLOAT32_PASS_TOL:g}. A float64 result is checked to {PASS_TOL:g}, and only "
                 "float64 can tell the known bugs apart.")
         return report
-    if problem.cell == "lstm" and set(failing) & set(problem.recurrent):
-        report.gates = gate_blocks(user, ref, problem.recurrent, tol)
-        report.findings.append(_gates_message(report.gates))
+    if problem.gates and set(failing) & set(problem.recurrent):
+        report.gates = gate_blocks(user, ref, problem.recurrent, problem.gates, tol)
+        report.findings.append(_gates_message(report.gates, problem.gates))
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
     if low or worst < NEAR_TOL:  # round-off or precision: the hypotheses would only add noise
         report.findings.append(_precision_finding(user, low, worst))
@@ -1347,8 +1406,8 @@ def check_backward(
     wrong = [k for k in failing if k in user.grads]  # a missing one is said in its row
     report.findings += _patterns(report, wrong)
     # (prefixes tell nothing about ∂J/∂h0 alone; their sentences speak the RNN's math: the
-    # LSTM is localised by gate instead)
-    if probe and problem.cell == "lstm" and set(wrong) & set(problem.recurrent):
+    # LSTM and GRU are localised by gate instead)
+    if probe and problem.gates and set(wrong) & set(problem.recurrent):
         first_step = _first_step_gates(fn, problem, correct, name, tol)
         if first_step is not None:
             report.findings.append(first_step)
@@ -1479,7 +1538,10 @@ FORWARD = {
             "(rows of H each), i_t, f_t, o_t = σ(·), g_t = tanh(·), c_t = f_t ⊙ c_{t−1} + "
             "i_t ⊙ g_t, h_t = o_t ⊙ tanh c_t",
 }
-STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0"}
+FORWARD["gru"] = ("a^ih_t = W^xh x_t + b^xh and a^hh_t = W^hh h_{t−1} + b^hh split into the "
+                  "gates r, z, n (rows of H each), r_t, z_t = σ(a^ih + a^hh), n_t = "
+                  "tanh(a^in_t + r_t ⊙ a^hn_t), h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}")
+STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0", "gru": "h_0 = h0"}
 
 
 def _fits(h: Hypothesis, user: UserResult, keys: list[str]) -> bool:
@@ -1608,7 +1670,8 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
 
 
 def gate_blocks(user: UserResult, ref: dict[str, np.ndarray], keys: tuple[str, ...],
-                tol: float = PASS_TOL) -> dict[str, dict[str, bool]]:
+                gates: tuple[str, ...] = GATES, tol: float = PASS_TOL
+                ) -> dict[str, dict[str, bool]]:
     """Per recurrent parameter the learner returned in its shape: gate -> does that gate's
     block of H rows agree with the reference's (relative to the whole tensor's scale)?"""
     out: dict[str, dict[str, bool]] = {}
@@ -1616,11 +1679,11 @@ def gate_blocks(user: UserResult, ref: dict[str, np.ndarray], keys: tuple[str, .
         mine = user.grads.get(key)
         if mine is None or mine.shape != ref[key].shape or not np.isfinite(mine).all():
             continue
-        H = ref[key].shape[0] // len(GATES)
+        H = ref[key].shape[0] // len(gates)
         scale = max(float(np.max(np.abs(mine) + np.abs(ref[key]))), TINY)
         out[key] = {gate: float(np.max(np.abs(mine[q * H:(q + 1) * H]
                                               - ref[key][q * H:(q + 1) * H]))) / scale <= tol
-                    for q, gate in enumerate(GATES)}
+                    for q, gate in enumerate(gates)}
     return out
 
 
@@ -1628,21 +1691,21 @@ def _gate_list(gates: list[str]) -> str:
     return ", ".join(gates[:-1]) + " and " + gates[-1] if len(gates) > 1 else gates[0]
 
 
-def _gates_message(blocks: dict[str, dict[str, bool]]) -> str:
+def _gates_message(blocks: dict[str, dict[str, bool]], gates: tuple[str, ...] = GATES) -> str:
     """The sentence saying which gates' rows of which parameters are wrong."""
     parts = []
     for key, right in blocks.items():
-        wrong = [g for g in GATES if not right[g]]
-        good = [g for g in GATES if right[g]]
+        wrong = [g for g in gates if not right[g]]
+        good = [g for g in gates if right[g]]
         if not wrong:
             parts.append(f"{MATH[key]}: every gate right")
         elif not good:
             parts.append(f"{MATH[key]}: every gate wrong")
         else:
             parts.append(f"{MATH[key]}: {_gate_list(wrong)} wrong, {_gate_list(good)} right")
-    text = ("By gate (the blocks of H rows i, f, g, o, in PyTorch's order) — "
+    text = (f"By gate (the blocks of H rows {', '.join(gates)}, in PyTorch's order) — "
             + "; ".join(parts) + ".")
-    wrong_gates = {g for right in blocks.values() for g in GATES if not right[g]}
+    wrong_gates = {g for right in blocks.values() for g in gates if not right[g]}
     if len(wrong_gates) == 1:
         gate = wrong_gates.pop()
         text += (f" Exactly one gate's rows fail, gate {gate}'s: the signature of a gate "
@@ -1661,17 +1724,20 @@ def _first_step_gates(fn: Callable[..., Any], problem: Problem, correct: Expansi
     except BpttError:
         return None
     expected = {key: correct.rec[key][0, 0] for key in problem.recurrent}
-    blocks = gate_blocks(result, expected, problem.recurrent, tol)
-    wrong = [g for g in GATES if any(not right[g] for right in blocks.values())]
-    if not blocks or len(wrong) == len(GATES):
+    blocks = gate_blocks(result, expected, problem.recurrent, problem.gates, tol)
+    wrong = [g for g in problem.gates if any(not right[g] for right in blocks.values())]
+    if not blocks or len(wrong) == len(problem.gates):
         return None
     if not wrong:
+        errors = "errors ∂J/∂h and ∂J/∂c are" if problem.cell == "lstm" else "error ∂J/∂h is"
         return ("On the first step alone (T = 1, nothing carried back through time) every "
                 "gate's rows are right: a single step is right, so the mistake is in how the "
-                "errors ∂J/∂h and ∂J/∂c are carried back from step t to step t − 1.")
+                f"{errors} carried back from step t to step t − 1.")
+    factors = {"lstm": "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t or h_t = o_t ⊙ tanh c_t",
+               "gru": "n_t = tanh(a^in_t + r_t ⊙ a^hn_t) or h_t = (1 − z_t) ⊙ n_t + z_t ⊙ "
+                      "h_{t−1}"}[problem.cell]
     return (f"On the first step alone (T = 1, nothing carried back through time) only gate "
             f"{_gate_list(wrong)}'s rows are wrong: the mistake lives in "
             f"{'that gate’s' if len(wrong) == 1 else 'those gates’'} part of a single step (its "
-            "activation's derivative, its bias or weights, its factor in c_t = f_t ⊙ c_{t−1} + "
-            "i_t ⊙ g_t or h_t = o_t ⊙ tanh c_t); later steps spoil the other gates through the "
-            "error carried back.")
+            f"activation's derivative, its bias or weights, its factor in {factors}); later "
+            "steps spoil the other gates through the error carried back.")

@@ -133,7 +133,6 @@ def test_a_bad_backward_spec_is_one_line_and_exit_2(tmp_path, spec, source, mess
 def test_flags_that_do_not_apply_are_refused(tmp_path):
     spec = f"{EXAMPLES / 'correct.py'}:rnn_backward"
     for args, message in [
-        (["--backward", spec, "--cell", "gru"], "--cell does not apply"),
         (["--backward", spec, "--seq-len", "3"], "at least 4"),
         (["--truncate", "2"], "--truncate applies only with --backward"),
     ]:
