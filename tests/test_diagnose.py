@@ -55,8 +55,8 @@ def load(name: str):
 
 def test_every_example_file_is_covered():
     files = {p.stem for p in EXAMPLES.glob("*.py")}
-    assert files == set(DIAGNOSES) | set(LSTM_DIAGNOSES) | {"correct", "clipped_carry",
-                                                           "lstm_correct"}
+    assert files == set(DIAGNOSES) | set(LSTM_DIAGNOSES) | set(GRU_DIAGNOSES) | {
+        "correct", "clipped_carry", "lstm_correct", "gru_correct"}
 
 
 @pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
@@ -1127,3 +1127,61 @@ def test_the_rnns_backward_checked_as_an_lstm_is_an_error_naming_the_key():
         diagnose.check_backward(load("correct"), lstm_problem())
     with pytest.raises(BpttError, match="cells rnn, lstm, gru, not 'transformer'"):
         diagnose.make_problem(cell="transformer")
+
+
+# --- the GRU (--cell gru): the same machinery, gates r, z, n ---------------------------------
+
+GRU_DIAGNOSES = {
+    "gru_direct_path_cut": ("gru-direct-path-cut", "The error through the direct path "
+                            "z_t ⊙ h_{t−1} is not carried back"),
+    "gru_gate_mixup": ("gru-gate-mixup", "Gate mix-up: the derivative of gate z (update gate) "
+                       "is taken at gate r's activation"),
+    "gru_missing_tanh_derivative": ("gru-gate-derivative-missing", "The derivative of gate "
+                                    "n's activation (candidate state) is missing"),
+}
+
+
+def load_gru(name: str):
+    return diagnose.load_backward(f"{EXAMPLES / name}.py:gru_backward")
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_the_correct_gru_backward_passes(sizes):
+    report = diagnose.check_backward(load_gru("gru_correct"),
+                                     diagnose.make_problem(**sizes, cell="gru"))
+    assert report.passed, report.messages()
+    assert [p.name for p in report.params] == ["Wxh", "Whh", "bxh", "bhh", "Why", "by", "h0"]
+    assert report.loss.passed and report.h_last_ok and report.messages() == []
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+@pytest.mark.parametrize("example", sorted(GRU_DIAGNOSES))
+def test_each_broken_gru_backward_gets_its_own_diagnosis(example, sizes):
+    name, words = GRU_DIAGNOSES[example]
+    report = diagnose.check_backward(load_gru(example), diagnose.make_problem(**sizes, cell="gru"))
+    assert not report.passed
+    assert report.diagnosis is not None, f"{example}: no hypothesis fits; {report.messages()}"
+    assert report.diagnosis.name == name and words in report.diagnosis.message
+    assert "By gate (the blocks of H rows r, z, n, in PyTorch's order)" in report.messages()[1]
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_the_gru_walk_is_the_reference_double_sum(truncate):
+    problem = diagnose.make_problem(truncate=truncate, cell="gru")
+    mine = diagnose.expansion(problem).grads()
+    _, grads, terms = reference.loss_and_grads(problem.params, problem.inputs, problem.targets,
+                                               h0=problem.h0, truncate=truncate, cell="gru")
+    for key, value in grads.items():
+        np.testing.assert_allclose(mine[key], value, rtol=0, atol=1e-13, err_msg=key)
+    np.testing.assert_allclose(mine["h0"], terms.dJ_dstate0, rtol=0, atol=1e-13)
+
+
+def test_the_gru_hypotheses_are_told_apart_on_the_problem():
+    problem = diagnose.make_problem(cell="gru")
+    candidates = diagnose.hypotheses(problem, diagnose.expansion(problem))
+    keys = [*problem.param_keys, *problem.state_keys]
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1:]:
+            assert not all(a.grads[k] is None or b.grads[k] is None
+                           or diagnose._rel(a.grads[k], b.grads[k]) <= diagnose.MATCH_TOL
+                           for k in keys), (a.name, b.name)

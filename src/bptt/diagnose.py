@@ -731,7 +731,9 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
     gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
     (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1).  The
     columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
-    (wrong / right derivative): each holds that derivative once.
+    (wrong / right derivative): each holds that derivative once.  The GRU's r columns hold
+    n's derivative too (∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r), as a learner's dJ_dr =
+    dJ_da_n * a_hn does: a changed n derivative rescales them as well.
     """
     gates = GATES_OF[cell]
 
@@ -746,10 +748,11 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
             right = _gate_derivative(gate, values[gate])
             wrong = np.ones_like(right) if taken_at is None else \
                 _gate_derivative(gate, values[taken_at])
-            rows = slice(gates.index(gate) * H, (gates.index(gate) + 1) * H)
             ds_da_ih, ds_da_hh = local.ds_da_ih.copy(), local.ds_da_hh.copy()
-            ds_da_ih[:, :, rows] *= (wrong / right)[:, None, :]
-            ds_da_hh[:, :, rows] *= (wrong / right)[:, None, :]
+            for changed in (gate, "r") if (cell, gate) == ("gru", "n") else (gate,):
+                rows = slice(gates.index(changed) * H, (gates.index(changed) + 1) * H)
+                ds_da_ih[:, :, rows] *= (wrong / right)[:, None, :]
+                ds_da_hh[:, :, rows] *= (wrong / right)[:, None, :]
             local = local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh)
         return local
 
@@ -1046,6 +1049,10 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
     cell, gates = problem.cell, problem.gates
     kind = {"lstm": "an LSTM", "gru": "a GRU"}[cell]
     name, message = CUT_DIRECT[cell]
+
+    def also(gate: str) -> str:  # the GRU's r error passes through n's derivative
+        return " and r's, whose error passes through it," if (cell, gate) == ("gru", "n") else ""
+
     out = [Hypothesis(name, message,
                       gated_walk(problem, gated_step_variant(cell, cut_direct=True)).grads())]
     for gate in gates:
@@ -1069,8 +1076,9 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
                 f"∂{gate}_t/∂a^{gate}_t = {_derivative_text(gate, gate)} belongs (a line "
                 f"copied from gate {other}'s and not fully changed?): "
                 f"{_derivative_code(gate)}. Gate {gate}'s rows (block "
-                f"{gates.index(gate) + 1} of {len(gates)}) go wrong first; through W^hhᵀ the "
-                "error carried back then spoils every gate's rows at the earlier steps.",
+                f"{gates.index(gate) + 1} of {len(gates)}){also(gate)} go wrong first; through "
+                "W^hhᵀ the error carried back then spoils every gate's rows at the earlier "
+                "steps.",
                 gated_walk(problem, gated_step_variant(cell, gate=gate, taken_at=other)).grads(),
             ))
     out += _transposed_hypotheses(problem, ref)

@@ -416,3 +416,15 @@ def test_more_than_one_cell_with_your_backward_is_a_usage_error(tmp_path):
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.strip().splitlines() == [
         "bptt: error: --backward checks one backward of one cell: give one --cell, not lstm, rnn"]
+
+
+def test_your_gru_backward_is_checked_with_cell_gru(tmp_path):
+    spec = f"{EXAMPLES / 'gru_correct.py'}:gru_backward"
+    run = bptt("gradcheck", "--backward", spec, "--cell", "gru", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "(GRU (gates r, z, n), T = 5" in run.stdout
+    assert "PASS: all 7 gradients agree with the reference" in run.stdout
+    spec = f"{EXAMPLES / 'gru_direct_path_cut.py'}:gru_backward"
+    run = bptt("gradcheck", "--backward", spec, "--cell", "gru", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "The error through the direct path z_t ⊙ h_{t−1} is not carried back" in run.stdout
