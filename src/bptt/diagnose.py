@@ -1,4 +1,4 @@
-"""Check a learner's own RNN or LSTM backward against the reference, and say in words what is wrong.
+"""Check a learner's own RNN, LSTM or GRU backward against the reference; say what is wrong.
 
 Legend: T time, B batch, D input size, H hidden size, V output size.
 
@@ -25,6 +25,9 @@ o, each a block of H rows) the signature is the same with
     h0       the pair (h0, c0), each (B, H)
     returns  as above; grads may add "h0" and "c0"; the state (h_T, c_T) or h_T alone.
 
+For the GRU (cell "gru", gates r, z, n): Wxh (3H, D), Whh (3H, H), bxh (3H,), bhh (3H,),
+h0 (B, H), as PyTorch's nn.GRU; grads may add "h0".
+
 :func:`check_backward` runs it on a small random float64 problem (non-zero biases,
 a random h0, T ≥ 4) and compares it, parameter by parameter, with the literal
 double sum of :mod:`bptt.reference`.  When they disagree it tests named
@@ -41,9 +44,10 @@ known bug transforms it (see /work/shared/BPTT-BUGS.md):
   h_t where h_{t−1} belongs, W^hh where W^hhᵀ belongs, the carried error
   skipping tanh', the first step's h0 taken as zero, the head using h_{t−1}).
 
-For the LSTM (:func:`lstm_walk`, the double sum with the reference's step Jacobians, or a
-bug's from :func:`lstm_step_variant`): the cell-state path cut (∂c_k/∂c_{k−1} = 0), one gate's
-activation derivative left out or taken at another gate's activation (a copy-paste mix-up),
+For the LSTM and GRU (:func:`gated_walk`, the double sum with the reference's step
+Jacobians, or a bug's from :func:`gated_step_variant`): the direct path cut (the LSTM's
+∂c_k/∂c_{k−1} = 0, the GRU's z ⊙ h_{k−1} term dropped), one gate's activation derivative
+left out or taken at another gate's activation (a copy-paste mix-up),
 besides the generic masks, factors, transposes and missing initial-state gradients.  Its
 failing gradients are localised by gate (:func:`gate_blocks`: which blocks of rows i, f, g, o
 agree), and, when no hypothesis fits, on the first step alone, where nothing is carried back.
@@ -1348,13 +1352,13 @@ def check_backward(
     name: str = "your function",
     probe: bool = True,
 ) -> BackwardReport:
-    """Compare a learner's RNN or LSTM backward with the reference and diagnose any difference.
+    """Compare a learner's RNN, LSTM or GRU backward with the reference and diagnose any difference.
 
     fn: see the module docstring for its signature.  problem: from :func:`make_problem`
     (default: its defaults, the RNN; its cell says which backward fn is).  probe: when no
-    hypothesis fits, call fn on prefixes (RNN) or on the first step alone (LSTM, gate by
-    gate) to localise the wrong terms.  Returns a :class:`BackwardReport`; raises BpttError when fn
-    cannot be called or returns the wrong kind of thing.
+    hypothesis fits, call fn on prefixes (RNN) or on the first step alone (LSTM, GRU: gate
+    by gate) to localise the wrong terms.  Returns a :class:`BackwardReport`; raises
+    BpttError when fn cannot be called or returns the wrong kind of thing.
     """
     problem = make_problem() if problem is None else problem
     user = call_backward(fn, problem, name)

@@ -4,7 +4,7 @@
     bptt gradcheck --cell lstm --layers 2 --json
     bptt gradcheck --backward my_rnn.py:rnn_backward        check (and diagnose) your own BPTT
     bptt gradcheck --backward mypkg.rnn:backward --truncate 3
-    bptt gradcheck --backward my_lstm.py:lstm_backward --cell lstm   your LSTM's BPTT
+    bptt gradcheck --backward my_lstm.py:lstm_backward --cell lstm   your LSTM's (or GRU's)
 
 Exit code 0 when everything passes, 1 on any FAIL, 2 for a usage error (a bad flag,
 a --backward spec that cannot be loaded, a function that returns the wrong thing).
@@ -43,17 +43,18 @@ def add_parser(sub, name: str) -> None:
             "(T, B) integer token ids standing for one-hot x_t; targets (T, B) labels; h0 "
             "(B, H) — or of an LSTM (--cell lstm) — params Wxh (4H, D), Whh (4H, H), bxh "
             "(4H,), bhh (4H,), Why (V, H), by (V,), gate rows in PyTorch's order i, f, g, o; "
-            "h0 the pair (h0, c0), each (B, H) — returning grads, (loss, grads) or (loss, "
+            "h0 the pair (h0, c0), each (B, H) — or of a GRU (--cell gru: the LSTM's params "
+            "with 3H rows, gates r, z, n; h0 (B, H)) — returning grads, (loss, grads) or (loss, "
             "grads, state) with grads keyed like params (optionally also h0: dJ/dh0, and for "
             "the LSTM c0: dJ/dc0), with the loss the TOTAL over time and batch. It compares "
-            "it with the reference parameter by parameter (for the LSTM also gate by gate) "
+            "it with the reference parameter by parameter (LSTM and GRU also gate by gate) "
             "and, if it is wrong, says which known bug it matches. Exit code 1 on any FAIL, "
             "2 on a usage error."
         ),
     )
     p.add_argument("--cell", choices=sorted(CELLS), action="append",
                    help="cell to check (repeatable; default: all); with --backward, the cell "
-                        "of your backward: rnn (default) or lstm, one only")
+                        "of your backward: rnn (default), lstm or gru, one only")
     p.add_argument("--hidden", type=types.positive_int, default=4, help="hidden size H (4)")
     p.add_argument("--seq-len", type=types.positive_int, default=5,
                    help="time steps T (5; at least 4 with --backward)")
@@ -174,7 +175,7 @@ def _run_backward(args: argparse.Namespace) -> int:
     if args.layers and set(args.layers) != {1}:
         raise BpttError("--backward checks a one-layer RNN backward: --layers does not apply")
     problem = diagnose.make_problem(args.hidden, args.seq_len, args.batch, args.seed,
-                                    args.truncate, cell)  # (every --cell choice)
+                                    args.truncate, cell)
     # what the learner's code prints (debugging lines) goes to stderr: stdout is the report
     # alone, so --json stays one JSON document
     with contextlib.redirect_stdout(sys.stderr):
