@@ -55,7 +55,8 @@ def load(name: str):
 
 def test_every_example_file_is_covered():
     files = {p.stem for p in EXAMPLES.glob("*.py")}
-    assert files == set(DIAGNOSES) | {"correct", "clipped_carry"}
+    assert files == set(DIAGNOSES) | set(LSTM_DIAGNOSES) | set(GRU_DIAGNOSES) | {
+        "correct", "clipped_carry", "lstm_correct", "gru_correct"}
 
 
 @pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
@@ -955,3 +956,232 @@ def test_a_wrong_gradient_in_the_transposed_shape_is_not_called_right_but_transp
                .params if p.name == "Wxh")
     assert row.explanation == ("Your ∂J/∂W^xh has the right values, transposed: return it in "
                                "the shape of W^xh, (4, 5).")
+
+
+# --- the LSTM (--cell lstm): the same check, its own bugs, localised by gate ---------------
+
+# example file -> (hypothesis name, words the learner must be told)
+LSTM_DIAGNOSES = {
+    "lstm_c_path_cut": ("lstm-c-path-cut", "The error through the cell state is not carried "
+                        "back: your gradients equal the reference with the path c_{t−1} → c_t cut"),
+    "lstm_gate_mixup": ("lstm-gate-mixup", "Gate mix-up: the derivative of gate o (output gate) "
+                        "is taken at gate f's activation"),
+    "lstm_missing_sigmoid_derivative": ("lstm-gate-derivative-missing", "The derivative of gate "
+                                        "f's activation (forget gate) is missing"),
+    "lstm_mean_over_time": ("mean", "the MEAN over time: every gradient is 1/T"),
+}
+
+
+def load_lstm(name: str):
+    return diagnose.load_backward(f"{EXAMPLES / name}.py:lstm_backward")
+
+
+def lstm_problem(**sizes):
+    return diagnose.make_problem(**sizes, cell="lstm")
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_the_correct_lstm_backward_passes(sizes):
+    report = diagnose.check_backward(load_lstm("lstm_correct"), lstm_problem(**sizes))
+    assert report.passed, report.messages()
+    assert [p.name for p in report.params] == ["Wxh", "Whh", "bxh", "bhh", "Why", "by", "h0",
+                                               "c0"]
+    assert report.loss is not None and report.loss.passed and report.h_last_ok
+    assert report.messages() == [] and report.gates is None
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+@pytest.mark.parametrize("example", sorted(LSTM_DIAGNOSES))
+def test_each_broken_lstm_backward_gets_its_own_diagnosis(example, sizes):
+    name, words = LSTM_DIAGNOSES[example]
+    report = diagnose.check_backward(load_lstm(example), lstm_problem(**sizes))
+    assert not report.passed
+    assert report.diagnosis is not None, f"{example}: no hypothesis fits; {report.messages()}"
+    assert report.diagnosis.name == name
+    assert words in report.diagnosis.message
+    assert report.gates is not None and set(report.gates) == {"Wxh", "Whh", "bxh", "bhh"}
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_the_lstm_walk_is_the_reference_double_sum(truncate):
+    problem = lstm_problem(truncate=truncate)
+    mine = diagnose.expansion(problem).grads()
+    loss, grads, terms = reference.loss_and_grads(problem.params, problem.inputs,
+                                                  problem.targets, h0=problem.state,
+                                                  truncate=truncate, cell="lstm")
+    for key, value in grads.items():
+        np.testing.assert_allclose(mine[key], value, rtol=0, atol=1e-13, err_msg=key)
+    np.testing.assert_allclose(mine["h0"], terms.dJ_dstate0[0], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(mine["c0"], terms.dJ_dstate0[1], rtol=0, atol=1e-13)
+
+
+def test_the_c_path_cut_is_the_walk_with_dc_dc_prev_zero_and_differs_from_a_truncation():
+    problem = lstm_problem()
+    correct = diagnose.expansion(problem)
+    cut = diagnose.gated_walk(problem, diagnose.gated_step_variant("lstm", cut_direct=True)).grads()
+    ref = correct.grads()
+    assert np.abs(cut["c0"]).max() == 0  # nothing reaches c0 without the c path
+    np.testing.assert_allclose(cut["Why"], ref["Why"])  # the head is untouched
+    t, k = np.indices((problem.T, problem.T))
+    one_step = correct.grads(rec_mask=(t == k))
+    assert diagnose._rel(cut["Whh"], one_step["Whh"]) > 1e-3
+    assert diagnose._rel(cut["Whh"], ref["Whh"]) > 1e-3
+
+
+def test_the_lstm_hypotheses_are_told_apart_on_the_problem():
+    problem = lstm_problem()
+    candidates = diagnose.hypotheses(problem, diagnose.expansion(problem))
+    keys = [*problem.param_keys, *problem.state_keys]
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1:]:
+            same = all(a.grads[k] is None or b.grads[k] is None
+                       or diagnose._rel(a.grads[k], b.grads[k]) <= diagnose.MATCH_TOL
+                       for k in keys)
+            assert not same, (a.name, b.name)
+
+
+def _lstm_changed(change):
+    """The correct LSTM backward with its grads changed by ``change(grads)``."""
+    correct = load_lstm("lstm_correct")
+
+    def fn(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        change(grads, params, inputs, targets, h0)
+        return loss, grads, state
+
+    return fn
+
+
+def test_exactly_one_gates_rows_failing_is_named_the_gate_mixup_signature():
+    def bias_of_f_for_o(grads, *_):  # one gate's bias gradient copied from another's
+        H = grads["bhh"].shape[0] // 4
+        grads["bhh"][3 * H:] = grads["bhh"][H:2 * H]
+
+    report = diagnose.check_backward(_lstm_changed(bias_of_f_for_o), lstm_problem())
+    assert not report.passed and report.diagnosis is None
+    assert report.gates["bhh"] == {"i": True, "f": True, "g": True, "o": False}
+    assert report.gates["Wxh"] == dict.fromkeys("ifgo", True)
+    text = " ".join(report.messages())
+    assert "b^hh: o wrong, i, f and g right" in text
+    assert "Exactly one gate's rows fail, gate o's: the signature of a gate mix-up" in text
+
+
+def test_an_unnamed_lstm_bug_inside_one_gate_is_placed_on_the_first_step():
+    def c_t_in_dJ_df(params, inputs, targets, h0=None, truncate=None):
+        # dJ/df_t taken with c_t where c_{t−1} belongs: only f's rows are wrong at T = 1
+        source = (EXAMPLES / "lstm_correct.py").read_text()
+        assert "dJ_df = dJ_dc * cs[t]  # cs[t] is c_{t-1}" in source
+        namespace: dict = {}
+        exec(compile(source.replace("dJ_df = dJ_dc * cs[t]", "dJ_df = dJ_dc * cs[t + 1]"),
+                     "c_t_in_dJ_df.py", "exec"), namespace)
+        return namespace["lstm_backward"](params, inputs, targets, h0, truncate)
+
+    report = diagnose.check_backward(c_t_in_dJ_df, lstm_problem())
+    assert not report.passed and report.diagnosis is None
+    text = " ".join(report.messages())
+    assert "only gate f's rows are wrong: the mistake lives in that gate’s part" in text
+    assert report.localisation is None  # the RNN's prefix probing speaks the RNN's math
+
+
+def test_a_missing_dJ_dc0_is_named():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(c0=np.zeros_like(grads["c0"]))),
+        lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "c0-missing"
+    assert "∂J/∂c0 = ∂J/∂c_1 ⊙ f_1" in report.diagnosis.message
+
+
+def test_an_lstm_truncated_to_one_step_is_named_with_the_lstms_step():
+    def one_step(grads, params, inputs, targets, h0):
+        problem = diagnose.Problem(params, inputs, targets, h0[0], None, 0, "lstm", h0[1])
+        correct = diagnose.expansion(problem)
+        t, k = np.indices((problem.T, problem.T))
+        grads.update({key: value for key, value in correct.grads(rec_mask=(t == k)).items()
+                      if key in grads})
+
+    report = diagnose.check_backward(_lstm_changed(one_step), lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "truncated"
+    assert "∂(h_t, c_t)/∂(h_{t−1}, c_{t−1})" in report.diagnosis.message
+    assert "W^xh, W^hh, b^xh and b^hh" in report.diagnosis.message
+
+
+def test_an_lstm_final_state_is_checked_as_the_pair_or_h_alone():
+    correct = load_lstm("lstm_correct")
+
+    def h_only(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, h
+
+    def swapped(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (c, h)
+
+    assert diagnose.check_backward(h_only, lstm_problem()).h_last_ok
+    report = diagnose.check_backward(swapped, lstm_problem())
+    assert report.h_last_ok is False and not report.passed
+    assert "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t" in " ".join(report.messages())
+
+
+def test_the_rnns_backward_checked_as_an_lstm_is_an_error_naming_the_key():
+    with pytest.raises(BpttError, match="KeyError"):
+        diagnose.check_backward(load("correct"), lstm_problem())
+    with pytest.raises(BpttError, match="cells rnn, lstm, gru, not 'transformer'"):
+        diagnose.make_problem(cell="transformer")
+
+
+# --- the GRU (--cell gru): the same machinery, gates r, z, n ---------------------------------
+
+GRU_DIAGNOSES = {
+    "gru_direct_path_cut": ("gru-direct-path-cut", "The error through the direct path "
+                            "z_t ⊙ h_{t−1} is not carried back"),
+    "gru_gate_mixup": ("gru-gate-mixup", "Gate mix-up: the derivative of gate z (update gate) "
+                       "is taken at gate r's activation"),
+    "gru_missing_tanh_derivative": ("gru-gate-derivative-missing", "The derivative of gate "
+                                    "n's activation (candidate state) is missing"),
+}
+
+
+def load_gru(name: str):
+    return diagnose.load_backward(f"{EXAMPLES / name}.py:gru_backward")
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_the_correct_gru_backward_passes(sizes):
+    report = diagnose.check_backward(load_gru("gru_correct"),
+                                     diagnose.make_problem(**sizes, cell="gru"))
+    assert report.passed, report.messages()
+    assert [p.name for p in report.params] == ["Wxh", "Whh", "bxh", "bhh", "Why", "by", "h0"]
+    assert report.loss.passed and report.h_last_ok and report.messages() == []
+
+
+@pytest.mark.parametrize("sizes", PROBLEMS.values(), ids=PROBLEMS.keys())
+@pytest.mark.parametrize("example", sorted(GRU_DIAGNOSES))
+def test_each_broken_gru_backward_gets_its_own_diagnosis(example, sizes):
+    name, words = GRU_DIAGNOSES[example]
+    report = diagnose.check_backward(load_gru(example), diagnose.make_problem(**sizes, cell="gru"))
+    assert not report.passed
+    assert report.diagnosis is not None, f"{example}: no hypothesis fits; {report.messages()}"
+    assert report.diagnosis.name == name and words in report.diagnosis.message
+    assert "By gate (the blocks of H rows r, z, n, in PyTorch's order)" in report.messages()[1]
+
+
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_the_gru_walk_is_the_reference_double_sum(truncate):
+    problem = diagnose.make_problem(truncate=truncate, cell="gru")
+    mine = diagnose.expansion(problem).grads()
+    _, grads, terms = reference.loss_and_grads(problem.params, problem.inputs, problem.targets,
+                                               h0=problem.h0, truncate=truncate, cell="gru")
+    for key, value in grads.items():
+        np.testing.assert_allclose(mine[key], value, rtol=0, atol=1e-13, err_msg=key)
+    np.testing.assert_allclose(mine["h0"], terms.dJ_dstate0, rtol=0, atol=1e-13)
+
+
+def test_the_gru_hypotheses_are_told_apart_on_the_problem():
+    problem = diagnose.make_problem(cell="gru")
+    candidates = diagnose.hypotheses(problem, diagnose.expansion(problem))
+    keys = [*problem.param_keys, *problem.state_keys]
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1:]:
+            assert not all(a.grads[k] is None or b.grads[k] is None
+                           or diagnose._rel(a.grads[k], b.grads[k]) <= diagnose.MATCH_TOL
+                           for k in keys), (a.name, b.name)

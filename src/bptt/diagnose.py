@@ -1,4 +1,4 @@
-"""Check a learner's own RNN backward against the reference, and say in words what is wrong.
+"""Check a learner's own RNN, LSTM or GRU backward against the reference; say what is wrong.
 
 Legend: T time, B batch, D input size, H hidden size, V output size.
 
@@ -18,6 +18,16 @@ the vanilla RNN of one layer::
              the keys of params (it may add "h0": ∂J/∂h0 of shape (B, H)); loss is
              J = Σ_t Σ_b −log softmax(W^hy h_t + b_y)[label], the TOTAL.
 
+For the LSTM of one layer (``make_problem(cell="lstm")``, gates in PyTorch's order i, f, g,
+o, each a block of H rows) the signature is the same with
+
+    params   Wxh (4H, D), Whh (4H, H), bxh (4H,), bhh (4H,), Why (V, H), by (V,)
+    h0       the pair (h0, c0), each (B, H)
+    returns  as above; grads may add "h0" and "c0"; the state (h_T, c_T) or h_T alone.
+
+For the GRU (cell "gru", gates r, z, n): Wxh (3H, D), Whh (3H, H), bxh (3H,), bhh (3H,),
+h0 (B, H), as PyTorch's nn.GRU; grads may add "h0".
+
 :func:`check_backward` runs it on a small random float64 problem (non-zero biases,
 a random h0, T ≥ 4) and compares it, parameter by parameter, with the literal
 double sum of :mod:`bptt.reference`.  When they disagree it tests named
@@ -34,8 +44,16 @@ known bug transforms it (see /work/shared/BPTT-BUGS.md):
   h_t where h_{t−1} belongs, W^hh where W^hhᵀ belongs, the carried error
   skipping tanh', the first step's h0 taken as zero, the head using h_{t−1}).
 
+For the LSTM and GRU (:func:`gated_walk`, the double sum with the reference's step
+Jacobians, or a bug's from :func:`gated_step_variant`): the direct path cut (the LSTM's
+∂c_k/∂c_{k−1} = 0, the GRU's z ⊙ h_{k−1} term dropped), one gate's activation derivative
+left out or taken at another gate's activation (a copy-paste mix-up),
+besides the generic masks, factors, transposes and missing initial-state gradients.  Its
+failing gradients are localised by gate (:func:`gate_blocks`: which blocks of rows i, f, g, o
+agree), and, when no hypothesis fits, on the first step alone, where nothing is carried back.
+
 The hypothesis that reproduces the learner's gradient to ~1e-8 is the diagnosis.
-When none does, :func:`localise` calls the learner's function on the prefixes of
+When none does, for the RNN :func:`localise` calls the learner's function on the prefixes of
 the sequence (T' = 1 … T): the gradient of the first T' steps is
 Σ_{t<T'} Σ_{k≤t} terms, so successive differences are the terms of each J_t,
 and the first wrong J_t says where the mistake lives.
@@ -83,7 +101,15 @@ MIN_SEQ_LEN = 4  # below this some hypotheses coincide (e.g. truncations)
 RECURRENT = ("Wxh", "Whh", "bh")
 HEAD = ("Why", "by")
 PARAM_KEYS = RECURRENT + HEAD
-MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0"}
+MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0",
+        "bxh": "b^xh", "bhh": "b^hh", "c0": "c0"}
+CELLS = ("rnn", "lstm", "gru")  # the cells whose backward a learner can have checked
+# per cell: the recurrent parameters, and the initial state's parts (passed as h0)
+RECURRENT_OF = {"rnn": RECURRENT, "lstm": ("Wxh", "Whh", "bxh", "bhh"),
+                "gru": ("Wxh", "Whh", "bxh", "bhh")}
+STATE_OF = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",)}
+GATES = ("i", "f", "g", "o")  # the LSTM's blocks of H rows of Wxh, Whh, bxh, bhh, in order
+GATES_OF = {"lstm": GATES, "gru": ("r", "z", "n")}  # PyTorch's order
 SIGNATURE = "fn(params, inputs, targets, h0=None, truncate=None)"
 
 
@@ -208,6 +234,33 @@ class Problem:
     h0: np.ndarray
     truncate: int | None = None
     seed: int = 0
+    cell: str = "rnn"
+    c0: np.ndarray | None = None  # the LSTM's initial cell state (B, H)
+
+    @property
+    def recurrent(self) -> tuple[str, ...]:
+        """The keys of the recurrent parameters of its cell."""
+        return RECURRENT_OF[self.cell]
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The gates of its cell, one block of H rows each (none for the vanilla RNN)."""
+        return GATES_OF.get(self.cell, ())
+
+    @property
+    def param_keys(self) -> tuple[str, ...]:
+        """The keys of params: the recurrent ones, then the head's."""
+        return self.recurrent + HEAD
+
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The parts of the initial state, as the learner's grads name them: h0 (and c0)."""
+        return STATE_OF[self.cell]
+
+    @property
+    def state(self) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The initial state as the learner's function is passed it: h0, or (h0, c0)."""
+        return self.h0 if self.c0 is None else (self.h0, self.c0)
 
     @property
     def T(self) -> int:
@@ -222,29 +275,40 @@ class Problem:
     def prefix(self, steps: int) -> Problem:
         """The same problem on its first ``steps`` time steps."""
         return Problem(self.params, self.inputs[:steps], self.targets[:steps], self.h0,
-                       self.truncate, self.seed)
+                       self.truncate, self.seed, self.cell, self.c0)
 
     def describe(self) -> str:
         """One line: the sizes and how the problem was made."""
-        H, D = self.params["Wxh"].shape
+        D = self.params["Wxh"].shape[1]
         V = self.params["Why"].shape[0]
+        H = self.params["Whh"].shape[1]
         window = "full BPTT" if self.truncate is None else f"truncated to {self.truncate} steps"
-        return (f"vanilla RNN, T = {self.T}, B = {self.B}, H = {H}, D = {D}, V = {V}, float64, "
-                f"random non-zero biases and h0 (seed {self.seed}), {window}")
+        cell, state = {"rnn": ("vanilla RNN", "h0"), "lstm": ("LSTM (gates i, f, g, o)",
+                                                              "h0 and c0"),
+                       "gru": ("GRU (gates r, z, n)", "h0")}[self.cell]
+        return (f"{cell}, T = {self.T}, B = {self.B}, H = {H}, D = {D}, V = {V}, float64, "
+                f"random non-zero biases and {state} (seed {self.seed}), {window}")
 
 
 def make_problem(
-    hidden: int = 4, seq_len: int = 5, batch: int = 2, seed: int = 0, truncate: int | None = None
+    hidden: int = 4, seq_len: int = 5, batch: int = 2, seed: int = 0, truncate: int | None = None,
+    cell: str = "rnn",
 ) -> Problem:
-    """The random problem a learner's backward is checked on (T = seq_len ≥ 4)."""
+    """The random problem a learner's backward is checked on (T = seq_len ≥ 4), for a
+    vanilla RNN (cell "rnn"), an LSTM ("lstm": h0 and c0 both random) or a GRU ("gru")."""
+    if cell not in CELLS:
+        raise BpttError(f"a backward can be checked for the cells {', '.join(CELLS)}, not "
+                        f"{cell!r}")
     if seq_len < MIN_SEQ_LEN:
         raise BpttError(
             f"checking a backward needs --seq-len of at least {MIN_SEQ_LEN} (got {seq_len}): "
             "with fewer steps some bugs give the same gradient"
         )
     truncate = models.check_truncate(truncate)
-    params, inputs, targets, h0 = random_problem("rnn", hidden, seq_len, batch, 1, seed)
-    return Problem(params, inputs, targets, np.asarray(h0)[0], truncate, seed)
+    params, inputs, targets, h0 = random_problem(cell, hidden, seq_len, batch, 1, seed)
+    if cell == "lstm":
+        return Problem(params, inputs, targets, h0[0][0], truncate, seed, cell, h0[1][0])
+    return Problem(params, inputs, targets, np.asarray(h0)[0], truncate, seed, cell)
 
 
 @dataclass
@@ -278,7 +342,9 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
         problem.inputs.copy(),
         problem.targets.copy(),
     )
-    kwargs: dict[str, Any] = {"h0": problem.h0.copy()}
+    state = problem.state
+    kwargs: dict[str, Any] = {
+        "h0": state.copy() if isinstance(state, np.ndarray) else tuple(s.copy() for s in state)}
     if problem.truncate is not None:
         kwargs["truncate"] = problem.truncate
     try:
@@ -293,7 +359,7 @@ def call_backward(fn: Callable[..., Any], problem: Problem, name: str = "your fu
         out = fn(*args, **kwargs)
     except (Exception, SystemExit) as exc:
         raise BpttError(f"{name} raised {_exception_line(exc)}") from exc
-    user = _normalise(out, name)
+    user = _normalise(out, name, problem.param_keys, problem.state_keys)
     _check_shapes(user, problem, name)
     return user
 
@@ -304,11 +370,14 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
     form, said as such, not diagnosed as maths.  An h_last of h0's size is brought to h0's
     (B, H) rows (see :func:`_as_rows`)."""
     for key, array in user.grads.items():
-        of = "h0" if key == "h0" else f"params[{key!r}]"
-        want = problem.h0.shape if key == "h0" else problem.params[key].shape
+        of = key if key in problem.state_keys else f"params[{key!r}]"
+        want = problem.h0.shape if key in problem.state_keys else problem.params[key].shape
         if array.shape != want and array.shape[::-1] != want:
             raise BpttError(f"{name} returned grads[{key!r}] of shape {array.shape}; the "
                             f"gradient of {of} has its shape, {want}")
+    if user.h_last is not None and problem.cell == "lstm" \
+            and user.h_last.shape == (2, *problem.h0.shape):
+        return  # the LSTM's final state as the pair (h_T, c_T)
     if user.h_last is not None:
         rows = _as_rows(user.h_last, problem.h0.shape)
         if rows is None:
@@ -331,7 +400,8 @@ def _as_rows(h: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
-def _normalise(out: Any, name: str) -> UserResult:
+def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
+               state_keys: tuple[str, ...] = ("h0",)) -> UserResult:
     loss: Any = None
     h_last: Any = None
     if isinstance(out, dict):
@@ -347,14 +417,14 @@ def _normalise(out: Any, name: str) -> UserResult:
             f"{name} returned a {shown}; expected a dict of gradients, (loss, grads) "
             "or (loss, grads, h_last)"
         )
-    if not any(k in grads for k in PARAM_KEYS):
+    if not any(k in grads for k in param_keys):
         raise BpttError(
             f"{name} returned gradients with keys {sorted(map(str, grads))[:6]}; expected the "
-            f"keys of params: {', '.join(PARAM_KEYS)} (and optionally h0)"
+            f"keys of params: {', '.join(param_keys)} (and optionally {', '.join(state_keys)})"
         )
     arrays: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
-    for key in (*PARAM_KEYS, "h0"):
+    for key in (*param_keys, *state_keys):
         if key not in grads:
             continue
         if grads[key] is None:
@@ -391,7 +461,7 @@ def _normalise(out: Any, name: str) -> UserResult:
         if h_last is None:
             raise BpttError(f"{name} returned an h_last of dtype {raw.dtype}; the last state "
                             "h_T is an array of real numbers")
-    unknown = tuple(sorted(repr(k) for k in grads if k not in (*PARAM_KEYS, "h0")))[:6]
+    unknown = tuple(sorted(repr(k) for k in grads if k not in (*param_keys, *state_keys)))[:6]
     return UserResult(arrays, loss, h_last, dtypes, float32, unknown)
 
 
@@ -420,6 +490,9 @@ class Expansion:
     rec: "Wxh" (T, T, H, D), "Whh" (T, T, H, H), "bh" (T, T, H): [t, k] the term of (t, k).
     h0: (T, B, H): the term of J_t in ∂J/∂h0 (zero when J_t does not reach h0).
     h_last: (B, H) the final state of the forward.
+    The LSTM's and GRU's (:func:`gated_walk`): rec keyed Wxh (T, T, G, D), Whh (T, T, G, H),
+    bxh, bhh (T, T, G) with G = 4H or 3H; the LSTM's c0 (T, B, H) the term of J_t in ∂J/∂c0,
+    c_last (B, H) its final cell state.
     """
 
     losses: np.ndarray
@@ -427,12 +500,15 @@ class Expansion:
     rec: dict[str, np.ndarray]
     h0: np.ndarray
     h_last: np.ndarray
+    c0: np.ndarray | None = None
+    c_last: np.ndarray | None = None
 
     def grads(self, rec_mask: np.ndarray | None = None, head_mask: np.ndarray | None = None
               ) -> dict[str, np.ndarray]:
         """Σ of the kept terms: rec_mask (T, T) over (t, k), head_mask (T,) over t.
 
-        h0's term of J_t is kept when (t, 0) is.  Returns the keys of params and "h0".
+        h0's (and c0's) term of J_t is kept when (t, 0) is.  Returns the keys of params and
+        "h0" (and "c0").
         """
         T = self.losses.shape[0]
         rm = np.ones((T, T), bool) if rec_mask is None else rec_mask
@@ -441,6 +517,8 @@ class Expansion:
                for key, value in self.rec.items()}
         out.update({key: np.tensordot(hm, value, axes=(0, 0)) for key, value in self.head.items()})
         out["h0"] = np.tensordot(rm[:, 0], self.h0, axes=(0, 0))
+        if self.c0 is not None:
+            out["c0"] = np.tensordot(rm[:, 0], self.c0, axes=(0, 0))
         return out
 
 
@@ -538,7 +616,11 @@ def _dh_dz(variant: str, h_k: np.ndarray, h_prev: np.ndarray, z_k: np.ndarray) -
 def expansion(problem: Problem) -> Expansion:
     """The correct expansion: the (t, k) terms of the recurrent weights are those of
     :func:`bptt.reference.loss_and_grads` (its ``contributions``), the head's and h0's
-    terms per J_t come from :func:`walk` (which the reference does not keep)."""
+    terms per J_t come from :func:`walk` (which the reference does not keep).  For the
+    LSTM and GRU, :func:`gated_walk` with the reference's own step (held equal to the reference by
+    the tests)."""
+    if problem.gates:
+        return gated_walk(problem)
     _, _, terms = reference.loss_and_grads(
         problem.params, problem.inputs, problem.targets, h0=problem.h0,
         truncate=problem.truncate,
@@ -546,6 +628,139 @@ def expansion(problem: Problem) -> Expansion:
     mine = walk(problem)
     mine.rec = {key: terms.contributions[key] for key in RECURRENT}
     return mine
+
+
+# ----------------------------------------------------------------------------
+# the gated cells' double sum (LSTM, GRU): the reference's step Jacobians, or a bug's
+# ----------------------------------------------------------------------------
+
+Step = Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], reference.LocalStep]
+
+
+def gated_walk(problem: Problem, step: Step | None = None) -> Expansion:
+    """The literal double sum for the LSTM or GRU of one layer, every (t, k) term kept.
+
+    With the default ``step`` (:func:`bptt.reference.lstm_step`: the state s_k = [h_k; c_k],
+    or :func:`bptt.reference.gru_step`: s_k = h_k, and their local Jacobians) it is the
+    reference; a variant step from :func:`gated_step_variant` gives the gradient of one bug.
+    For each J_t the walk goes back k = t, t − 1, … (to t − K + 1 when truncated) carrying
+    ∂J_t/∂s_k.
+    """
+    step = reference.STEPS[problem.cell] if step is None else step
+    p = problem.params
+    Wxh, Whh, Why, by = p["Wxh"], p["Whh"], p["Why"], p["by"]
+    H, D = Whh.shape[1], Wxh.shape[1]
+    T, B = problem.inputs.shape
+    K = problem.truncate
+    x = np.eye(D)[problem.inputs]  # (T, B, D) one-hot x_k
+    s_prev, steps = [], []  # s_prev[k] = s_{k−1} (s_prev[0] = [h0; c0] or h0); steps[k] = step k
+    s = problem.h0 if problem.c0 is None else np.concatenate([problem.h0, problem.c0], axis=1)
+    for k in range(T):
+        s_prev.append(s)
+        steps.append(step(p, x[k], s))
+        s = steps[k].s
+    S = s.shape[1]
+    losses = np.zeros(T)
+    head = {"Why": np.zeros((T, *Why.shape)), "by": np.zeros((T, *by.shape))}
+    rec = {key: np.zeros((T, T, *p[key].shape)) for key in problem.recurrent}
+    ds0 = np.zeros((T, B, S))
+    for t in range(T):
+        h_t = steps[t].s[:, :H]
+        # J_t = Σ_b −log softmax(W^hy h_t + b_y)[label_t];  ∂J_t/∂y_t = p_t − onehot
+        losses[t], p_t = ops.cross_entropy_forward(h_t @ Why.T + by, problem.targets[t])
+        dJt_dy = ops.cross_entropy_backward(p_t, problem.targets[t])
+        head["Why"][t] = dJt_dy.T @ h_t
+        head["by"][t] = dJt_dy.sum(axis=0)
+        # ∂J_t/∂s_t = [W^hyᵀ ∂J_t/∂y_t; 0]: the head reads h_t only
+        dJt_ds = np.zeros((B, S))
+        dJt_ds[:, :H] = dJt_dy @ Why
+        oldest = 0 if K is None else max(0, t - K + 1)
+        for k in range(t, oldest - 1, -1):
+            local = steps[k]
+            # ∂J_t/∂a^ih_k = ∂J_t/∂s_k · ∂s_k/∂a^ih_k;  likewise a^hh (the LSTM's are one)
+            dJt_da_ih = np.einsum("bm,bmn->bn", dJt_ds, local.ds_da_ih)
+            dJt_da_hh = np.einsum("bm,bmn->bn", dJt_ds, local.ds_da_hh)
+            # the term (t, k): ∂a^ih_k/∂W^xh = x_k, ∂a^hh_k/∂W^hh = h_{k−1}, ∂a/∂b = 1
+            rec["Wxh"][t, k] = dJt_da_ih.T @ x[k]
+            rec["Whh"][t, k] = dJt_da_hh.T @ s_prev[k][:, :H]
+            rec["bxh"][t, k] = dJt_da_ih.sum(axis=0)
+            rec["bhh"][t, k] = dJt_da_hh.sum(axis=0)
+            # ∂s_k/∂s_{k−1} = ∂s_k/∂a^hh_k [W^hh 0] + (the direct paths: c_{k−1}, z ⊙ h_{k−1})
+            ds_ds_prev = local.ds_ds_direct.copy()
+            ds_ds_prev[:, :, :H] += local.ds_da_hh @ Whh
+            # ∂J_t/∂s_{k−1} = ∂J_t/∂s_k · ∂s_k/∂s_{k−1}
+            dJt_ds = np.einsum("bm,bmn->bn", dJt_ds, ds_ds_prev)
+            if k == 0:
+                ds0[t] = dJt_ds  # the initial state is read by the first step
+    if problem.c0 is None:
+        return Expansion(losses, head, rec, ds0, s.copy())
+    return Expansion(losses, head, rec, ds0[..., :H], s[:, :H].copy(), ds0[..., H:],
+                     s[:, H:].copy())
+
+
+def gate_values(cell: str, p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray
+                ) -> np.ndarray:
+    """(gates, B, H): the gate activations of one step, in the cell's order (LSTM i, f, g, o;
+    GRU r, z, n), as :mod:`bptt.reference`'s step computes them."""
+    H = p["Whh"].shape[1]
+    h_prev = s_prev[:, :H]
+    a_ih = x @ p["Wxh"].T + p["bxh"]
+    a_hh = h_prev @ p["Whh"].T + p["bhh"]
+    block = [slice(q * H, (q + 1) * H) for q in range(len(GATES_OF[cell]))]
+    if cell == "lstm":
+        a = a_ih + a_hh
+        i, f, o = (ops.sigmoid_forward(a[:, block[q]]) for q in (0, 1, 3))
+        return np.stack([i, f, np.tanh(a[:, block[2]]), o])
+    # GRU: r, z = σ(a^i + a^h),  n = tanh(a^in + r ⊙ a^hn)
+    r, z = (ops.sigmoid_forward(a_ih[:, block[q]] + a_hh[:, block[q]]) for q in (0, 1))
+    return np.stack([r, z, np.tanh(a_ih[:, block[2]] + r * a_hh[:, block[2]])])
+
+
+TANH_GATES = ("g", "n")  # the gates with tanh as their activation (the others: σ)
+
+
+def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
+    """The derivative of gate ``gate``'s activation written in terms of ``value``: σ(1 − σ)
+    for i, f, o, r, z and 1 − tanh² for g, n (at a gate's own value: ∂gate/∂a^gate)."""
+    return 1 - value**2 if gate in TANH_GATES else value * (1 - value)
+
+
+def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = None,
+                       taken_at: str | None = None) -> Step:
+    """The reference's step of ``cell`` (lstm or gru) with one factor changed, as a bug does.
+
+    cut_direct: every path from s_{k−1} that skips W^hh dropped (∂s_k/∂s_{k−1}'s direct part:
+    the LSTM's ∂c_k/∂c_{k−1} = diag(f_k), the GRU's ∂h_k/∂h_{k−1} = diag(z_k) through
+    z ⊙ h_{k−1}) — that error never carried back.
+    gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
+    (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1).  The
+    columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
+    (wrong / right derivative): each holds that derivative once.  The GRU's r columns hold
+    n's derivative too (∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r), as a learner's dJ_dr =
+    dJ_da_n * a_hn does: a changed n derivative rescales them as well.
+    """
+    gates = GATES_OF[cell]
+
+    def step(p: dict[str, np.ndarray], x: np.ndarray, s_prev: np.ndarray
+             ) -> reference.LocalStep:
+        local = reference.STEPS[cell](p, x, s_prev)
+        if cut_direct:
+            local = local._replace(ds_ds_direct=np.zeros_like(local.ds_ds_direct))
+        if gate is not None:
+            H = p["Whh"].shape[1]
+            values = dict(zip(gates, gate_values(cell, p, x, s_prev), strict=True))
+            right = _gate_derivative(gate, values[gate])
+            wrong = np.ones_like(right) if taken_at is None else \
+                _gate_derivative(gate, values[taken_at])
+            ds_da_ih, ds_da_hh = local.ds_da_ih.copy(), local.ds_da_hh.copy()
+            for changed in (gate, "r") if (cell, gate) == ("gru", "n") else (gate,):
+                rows = slice(gates.index(changed) * H, (gates.index(changed) + 1) * H)
+                ds_da_ih[:, :, rows] *= (wrong / right)[:, None, :]
+                ds_da_hh[:, :, rows] *= (wrong / right)[:, None, :]
+            local = local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh)
+        return local
+
+    return step
 
 
 # ----------------------------------------------------------------------------
@@ -585,11 +800,45 @@ def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
     return None
 
 
-def _window_message(m: int, K: int) -> str:
+# the words of the hypotheses that differ between the cells
+TEXT = {
+    "rnn": {
+        "rec": "W^xh, W^hh and b_h",
+        "step": "∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh",
+        "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂z_{t+1}",
+        "z1": "z_1",
+        "Wxh": "Σ_t ∂J/∂z_t x_tᵀ, shaped like W^xh (H × D): in batch rows dJ_dz.T @ x",
+        "Whh": "Σ_t ∂J/∂z_t h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows "
+               "dJ_dz.T @ h_prev, not h_prev.T @ dJ_dz",
+    },
+    "gru": {
+        "rec": "W^xh, W^hh, b^xh and b^hh",
+        "step": "∂h_t/∂h_{t−1} (through W^hh and through the direct path z_t ⊙ h_{t−1})",
+        "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂a^hh_{t+1} + ∂J/∂h_{t+1} ⊙ z_{t+1}",
+        "z1": "a_1",
+        "Wxh": "Σ_t ∂J/∂a^ih_t x_tᵀ, shaped like W^xh (3H × D): in batch rows dJ_da_ih.T @ x",
+        "Whh": "Σ_t ∂J/∂a^hh_t h_{t−1}ᵀ, shaped like W^hh (3H × H): in batch rows "
+               "dJ_da_hh.T @ h_prev, not h_prev.T @ dJ_da_hh",
+    },
+    "lstm": {
+        "rec": "W^xh, W^hh, b^xh and b^hh",
+        "step": "∂(h_t, c_t)/∂(h_{t−1}, c_{t−1}) (through W^hh and through c_t = f_t ⊙ "
+                "c_{t−1} + i_t ⊙ g_t)",
+        "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂a_{t+1} and ∂J/∂c_t = ∂J/∂h_t ⊙ "
+                 "o_t ⊙ (1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}",
+        "z1": "a_1",
+        "Wxh": "Σ_t ∂J/∂a_t x_tᵀ, shaped like W^xh (4H × D): in batch rows dJ_da.T @ x",
+        "Whh": "Σ_t ∂J/∂a_t h_{t−1}ᵀ, shaped like W^hh (4H × H): in batch rows "
+               "dJ_da.T @ h_prev, not h_prev.T @ dJ_da",
+    },
+}
+
+
+def _window_message(m: int, K: int, cell: str = "rnn") -> str:
     """The sentence for a learner asked for truncate=K whose window keeps m steps."""
+    text = TEXT[cell]
     if m == 1:
-        why = ("the error is never carried back through ∂h_t/∂h_{t−1} = diag(1 − h_t²) W^hh "
-               "at all")
+        why = f"the error is never carried back through {text['step']} at all"
     elif abs(m - K) == 1:
         why = (f"one step {'fewer' if m < K else 'more'} than asked, an off-by-one in the "
                f"bound of your walk back (J_t reaches k = t … t − {K - 1}: t − k < {K}, not "
@@ -597,7 +846,7 @@ def _window_message(m: int, K: int) -> str:
     else:
         why = "another window than the one asked for"
     return (f"You were asked for truncated BPTT with truncate = {K} (only the terms with "
-            f"t − k < {K}), but your W^xh, W^hh and b_h gradients keep {_steps(m)} (the terms "
+            f"t − k < {K}), but your {text['rec']} gradients keep {_steps(m)} (the terms "
             f"with t − k < {m}): {why}. Walk each J_t back exactly {_steps(K)}.")
 
 
@@ -608,9 +857,11 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     out: list[Hypothesis] = []
     t_idx, k_idx = np.indices((T, T))
     K = problem.truncate
+    text = TEXT[problem.cell]
     # the same sum without truncation: asked for truncate=K, a learner may keep more than K steps
-    full = correct if K is None else walk(
-        Problem(problem.params, problem.inputs, problem.targets, problem.h0))
+    full = correct if K is None else expansion(
+        Problem(problem.params, problem.inputs, problem.targets, problem.h0, None,
+                problem.seed, problem.cell, problem.c0))
 
     # constant factors
     for ratio in sorted({1 / (T * B), 1 / T, 1 / B}):
@@ -634,11 +885,11 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     for m in range(1, T if K is None else 0):
         out.append(Hypothesis(
             "truncated",
-            f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term ∂h_t/∂h_{{t−1}} = "
-            "diag(1 − h_t²) W^hh is missing or not accumulated. Your W^xh, W^hh and b_h "
+            f"Your dW^hh keeps only {_steps(m)} of the recurrence: the term {text['step']} "
+            f"is missing or not accumulated. Your {text['rec']} "
             f"gradients equal the reference truncated to {_steps(m)} (only the terms with "
             f"t − k < {m}). At every step add the error coming back from the later steps, "
-            "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂z_{t+1}, and carry it all the way back "
+            f"{text['carry']}, and carry it all the way back "
             "to the first step. (If you meant truncated BPTT, check against the truncated "
             f"reference: --truncate {m}.)",
             correct.grads(rec_mask=(t_idx - k_idx < m)),
@@ -647,7 +898,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     for m in range(1, T if K is not None else 0):
         if m != K:
             kept = full.grads(rec_mask=(t_idx - k_idx < m))
-            out.append(Hypothesis("truncate-window", _window_message(m, K), kept))
+            out.append(Hypothesis("truncate-window", _window_message(m, K, problem.cell), kept))
     if problem.truncate is not None and problem.truncate < T:
         out.append(Hypothesis(
             "truncate-ignored",
@@ -659,17 +910,19 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         ))
     out.append(Hypothesis(
         "last-loss-only",
-        "Only the last loss J_T is sent back through time: your W^xh, W^hh and b_h "
+        f"Only the last loss J_T is sent back through time: your {text['rec']} "
         "gradients hold the terms of J_T alone. Add ∂J_t/∂h_t = W^hyᵀ ∂J_t/∂y_t into the "
         "error at EVERY step t, not only at the last one.",
         correct.grads(rec_mask=(t_idx == T - 1)),
     ))
     skipped_first = correct.grads(rec_mask=(k_idx >= 1), head_mask=np.arange(T) >= 1)
-    skipped_first["h0"] = None  # such a loop hands back ∂J/∂h_1 as "∂J/∂h0": not compared
+    for key in problem.state_keys:  # such a loop hands back ∂J/∂h_1 as "∂J/∂h0": not compared
+        skipped_first[key] = None
     out.append(Hypothesis(
         "first-step-skipped",
         "Your loop over time skips the first step (t = 1): its head term and every term "
-        "through z_1 are missing. Loop over all T steps, e.g. for t in reversed(range(T)).",
+        f"through {text['z1']} are missing. Loop over all T steps, e.g. for t in "
+        "reversed(range(T)).",
         skipped_first,
     ))
     out.append(Hypothesis(
@@ -678,6 +931,8 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "Loop over all T steps, e.g. for t in reversed(range(T)).",
         correct.grads(rec_mask=(t_idx <= T - 2), head_mask=np.arange(T) <= T - 2),
     ))
+    if problem.gates:
+        return out + _gated_hypotheses(problem, ref)
     # one factor of every term changed: the reference walk with that factor swapped
     variants = [
         ("no-tanh-derivative", {"tanh_prime": "one"},
@@ -721,19 +976,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
     for name, options, message in variants:
         out.append(Hypothesis(name, message, walk(problem, **options).grads()))
     # a transposed weight gradient, one weight at a time
-    formulas = {
-        "Wxh": "Σ_t ∂J/∂z_t x_tᵀ, shaped like W^xh (H × D): in batch rows dJ_dz.T @ x",
-        "Whh": "Σ_t ∂J/∂z_t h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows "
-               "dJ_dz.T @ h_prev, not h_prev.T @ dJ_dz",
-        "Why": "Σ_t ∂J_t/∂y_t h_tᵀ, shaped like W^hy (V × H): in batch rows dJ_dy.T @ h",
-    }
-    for key, formula in formulas.items():
-        out.append(Hypothesis(
-            "transposed",
-            f"Your d{MATH[key]} is the transpose of the right gradient: ∂J/∂{MATH[key]} = "
-            f"{formula}.",
-            dict(ref, **{key: ref[key].T}),
-        ))
+    out += _transposed_hypotheses(problem, ref)
     zero_start = Problem(problem.params, problem.inputs, problem.targets,
                          np.zeros_like(problem.h0), problem.truncate)
     out.append(Hypothesis(
@@ -749,6 +992,124 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "W^hhᵀ ∂J/∂z_1, the error carried one step past the first.",
         dict(ref, h0=np.zeros_like(ref["h0"])),
     ))
+    return out
+
+
+def _transposed_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
+    """A transposed weight gradient, one weight at a time."""
+    text = TEXT[problem.cell]
+    formulas = {
+        "Wxh": text["Wxh"],
+        "Whh": text["Whh"],
+        "Why": "Σ_t ∂J_t/∂y_t h_tᵀ, shaped like W^hy (V × H): in batch rows dJ_dy.T @ h",
+    }
+    return [Hypothesis(
+        "transposed",
+        f"Your d{MATH[key]} is the transpose of the right gradient: ∂J/∂{MATH[key]} = "
+        f"{formula}.",
+        dict(ref, **{key: ref[key].T}),
+    ) for key, formula in formulas.items()]
+
+
+GATE_NAMES = {"i": "input gate", "f": "forget gate", "g": "candidate cell", "o": "output gate",
+              "r": "reset gate", "z": "update gate", "n": "candidate state"}
+
+
+def _derivative_text(gate: str, of: str) -> str:
+    """Gate ``gate``'s activation derivative written at gate ``of``'s value, in math."""
+    return f"1 − {of}_t²" if gate in TANH_GATES else f"{of}_t ⊙ (1 − {of}_t)"
+
+
+def _derivative_code(gate: str) -> str:
+    """The line that computes ∂J/∂a^gate from ∂J/∂gate, in batch rows."""
+    factor = f"(1 - {gate}**2)" if gate in TANH_GATES else f"{gate} * (1 - {gate})"
+    return f"dJ_da_{gate} = dJ_d{gate} * {factor}"
+
+
+CUT_DIRECT = {
+    "lstm": ("lstm-c-path-cut",
+             "The error through the cell state is not carried back: your gradients equal the "
+             "reference with the path c_{t−1} → c_t cut (∂c_t/∂c_{t−1} = diag(f_t) taken as "
+             "0). c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t, so at every step ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ "
+             "(1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: carry dJ_dc_prev = dJ_dc * f back and "
+             "ADD it (+=, not =) to the next step's dJ_dc. A carried dJ/dc that is never "
+             "updated does this."),
+    "gru": ("gru-direct-path-cut",
+            "The error through the direct path z_t ⊙ h_{t−1} is not carried back: your "
+            "gradients equal the reference with ∂h_t/∂h_{t−1} through it (diag(z_t)) taken as "
+            "0. h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, so the error reaching h_{t−1} is "
+            "W^hhᵀ ∂J/∂a^hh_t PLUS ∂J/∂h_t ⊙ z_t: dJ_dh_prev = dJ_da_hh @ Whh + dJ_dh * z."),
+}
+H0_MISSING = {
+    "lstm": "∂J/∂h0 = W^hhᵀ ∂J/∂a_1, the error carried one step past the first",
+    "gru": "∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + ∂J/∂h_1 ⊙ z_1, the error carried one step past the "
+           "first",
+}
+
+
+def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
+    """The LSTM's or GRU's own bugs, each the double sum walked with a changed step
+    (:func:`gated_step_variant`), then its transposed gradients and missing initial state."""
+    cell, gates = problem.cell, problem.gates
+    kind = {"lstm": "an LSTM", "gru": "a GRU"}[cell]
+    name, message = CUT_DIRECT[cell]
+
+    def also(gate: str) -> str:  # the GRU's r error passes through n's derivative
+        return " and r's, whose error passes through it," if (cell, gate) == ("gru", "n") else ""
+
+    out = [Hypothesis(name, message,
+                      gated_walk(problem, gated_step_variant(cell, cut_direct=True)).grads())]
+    for gate in gates:
+        activation = "tanh" if gate in TANH_GATES else "σ"
+        out.append(Hypothesis(
+            f"{cell}-gate-derivative-missing",
+            f"The derivative of gate {gate}'s activation ({GATE_NAMES[gate]}) is missing: "
+            f"your gradients equal those of {kind} whose ∂{gate}_t/∂a^{gate}_t is 1. "
+            f"{gate}_t = {activation}(a^{gate}_t), so multiply by ∂{gate}_t/∂a^{gate}_t = "
+            f"{_derivative_text(gate, gate)}: {_derivative_code(gate)}.",
+            gated_walk(problem, gated_step_variant(cell, gate=gate)).grads(),
+        ))
+    for gate in gates:
+        for other in gates:
+            if other == gate:
+                continue
+            out.append(Hypothesis(
+                f"{cell}-gate-mixup",
+                f"Gate mix-up: the derivative of gate {gate} ({GATE_NAMES[gate]}) is taken "
+                f"at gate {other}'s activation, {_derivative_text(gate, other)}, where "
+                f"∂{gate}_t/∂a^{gate}_t = {_derivative_text(gate, gate)} belongs (a line "
+                f"copied from gate {other}'s and not fully changed?): "
+                f"{_derivative_code(gate)}. Gate {gate}'s rows (block "
+                f"{gates.index(gate) + 1} of {len(gates)}){also(gate)} go wrong first; through "
+                "W^hhᵀ the error carried back then spoils every gate's rows at the earlier "
+                "steps.",
+                gated_walk(problem, gated_step_variant(cell, gate=gate, taken_at=other)).grads(),
+            ))
+    out += _transposed_hypotheses(problem, ref)
+    zero = np.zeros_like(problem.h0)
+    zero_start = Problem(problem.params, problem.inputs, problem.targets, zero,
+                         problem.truncate, problem.seed, cell,
+                         None if problem.c0 is None else zero)
+    state, start = ("(h0, c0)", "h0 = c0 = 0") if cell == "lstm" else ("h0", "h0 = 0")
+    out.append(Hypothesis(
+        "h0-ignored",
+        f"Your function ignores the initial state {state} it is given and starts from zeros: "
+        f"its gradients are exactly those of the same network with {start}. Start the "
+        "forward from it; it matters whenever the state is carried between chunks.",
+        gated_walk(zero_start).grads(),
+    ))
+    out.append(Hypothesis(
+        "h0-missing",
+        f"Your ∂J/∂h0 is zero, but the initial state feeds the first step: {H0_MISSING[cell]}.",
+        dict(ref, h0=np.zeros_like(ref["h0"])),
+    ))
+    if cell == "lstm":
+        out.append(Hypothesis(
+            "c0-missing",
+            "Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: c_1 = f_1 ⊙ "
+            "c0 + i_1 ⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.",
+            dict(ref, c0=np.zeros_like(ref["c0"])),
+        ))
     return out
 
 
@@ -945,6 +1306,7 @@ class BackwardReport:
     diagnosis: Hypothesis | None = None
     findings: list[str] = field(default_factory=list)
     localisation: Localisation | None = None
+    gates: dict[str, dict[str, bool]] | None = None  # LSTM: per parameter, gate -> right?
 
     @property
     def passed(self) -> bool:
@@ -974,8 +1336,8 @@ class BackwardReport:
             out.append(self.loss.message)
         if self.h_last_ok is False:
             out.append("Your h_last differs from the final state of the forward pass h_T: "
-                       "check the forward (z_t = W^xh x_t + W^hh h_{t−1} + b_h, h_t = tanh z_t, "
-                       "starting from h0).")
+                       f"check the forward ({FORWARD[self.problem.cell]}, starting from "
+                       f"{' and '.join(self.problem.state_keys)}).")
         if self.diagnosis is not None:
             out.append(self.diagnosis.message)
         out += self.findings
@@ -990,23 +1352,27 @@ def check_backward(
     name: str = "your function",
     probe: bool = True,
 ) -> BackwardReport:
-    """Compare a learner's RNN backward with the reference and diagnose any difference.
+    """Compare a learner's RNN, LSTM or GRU backward with the reference and diagnose any difference.
 
     fn: see the module docstring for its signature.  problem: from :func:`make_problem`
-    (default: its defaults).  probe: when no hypothesis fits, call fn on prefixes to
-    localise the wrong terms.  Returns a :class:`BackwardReport`; raises BpttError when fn
-    cannot be called or returns the wrong kind of thing.
+    (default: its defaults, the RNN; its cell says which backward fn is).  probe: when no
+    hypothesis fits, call fn on prefixes (RNN) or on the first step alone (LSTM, GRU: gate
+    by gate) to localise the wrong terms.  Returns a :class:`BackwardReport`; raises
+    BpttError when fn cannot be called or returns the wrong kind of thing.
     """
     problem = make_problem() if problem is None else problem
     user = call_backward(fn, problem, name)
     again = call_backward(fn, problem, name)  # a backward keeps no state between calls
     correct = expansion(problem)
     ref_loss, ref_grads, terms = reference.loss_and_grads(
-        problem.params, problem.inputs, problem.targets, h0=problem.h0,
-        truncate=problem.truncate, keep_contributions=False,
+        problem.params, problem.inputs, problem.targets, h0=problem.state,
+        truncate=problem.truncate, keep_contributions=False, cell=problem.cell,
     )
-    ref = dict(ref_grads, h0=np.asarray(terms.dJ_dstate0))
-    keys = [*PARAM_KEYS, *(["h0"] if "h0" in user.grads else [])]
+    dJ_dstate0 = terms.dJ_dstate0 if isinstance(terms.dJ_dstate0, tuple) \
+        else (terms.dJ_dstate0,)
+    ref = dict(ref_grads, **dict(zip(problem.state_keys, map(np.asarray, dJ_dstate0),
+                                     strict=True)))
+    keys = [*problem.param_keys, *(k for k in problem.state_keys if k in user.grads)]
     tol = FLOAT32_PASS_TOL if user.float32 else PASS_TOL
     report = BackwardReport(name, problem, [_param_check(key, user, ref, tol) for key in keys],
                             tolerance=tol)
@@ -1021,7 +1387,9 @@ def check_backward(
         report.loss = _loss_check(user.loss, ref_loss, problem,
                                   FLOAT32_PASS_TOL if user.float32 else LOSS_TOL)
     if user.h_last is not None:
-        report.h_last_ok = _h_last_ok(user.h_last, correct.h_last, tol)
+        final = correct.h_last if user.h_last.ndim == 2 else np.stack([correct.h_last,
+                                                                         correct.c_last])
+        report.h_last_ok = _h_last_ok(user.h_last, final, tol)
     failing = [p.name for p in report.params if not p.passed]
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
@@ -1034,6 +1402,9 @@ def check_backward(
                 f"{FLOAT32_PASS_TOL:g}. A float64 result is checked to {PASS_TOL:g}, and only "
                 "float64 can tell the known bugs apart.")
         return report
+    if problem.gates and set(failing) & set(problem.recurrent):
+        report.gates = gate_blocks(user, ref, problem.recurrent, problem.gates, tol)
+        report.findings.append(_gates_message(report.gates, problem.gates))
     low = [k for k in failing if user.dtypes.get(k, "float64") not in ("float64", "object")]
     if low or worst < NEAR_TOL:  # round-off or precision: the hypotheses would only add noise
         report.findings.append(_precision_finding(user, low, worst))
@@ -1046,7 +1417,13 @@ def check_backward(
     _explain_each(report, candidates, user, ref, failing)
     wrong = [k for k in failing if k in user.grads]  # a missing one is said in its row
     report.findings += _patterns(report, wrong)
-    if probe and set(wrong) - {"h0"}:  # (prefixes tell nothing about ∂J/∂h0 alone)
+    # (prefixes tell nothing about ∂J/∂h0 alone; their sentences speak the RNN's math: the
+    # LSTM and GRU are localised by gate instead)
+    if probe and problem.gates and set(wrong) & set(problem.recurrent):
+        first_step = _first_step_gates(fn, problem, correct, name, tol)
+        if first_step is not None:
+            report.findings.append(first_step)
+    if probe and set(wrong) - {"h0"} and problem.cell == "rnn":
         try:
             report.localisation = localise(fn, problem, correct, name)
         except BpttError as exc:
@@ -1059,15 +1436,15 @@ def _h_last_ok(h_last: np.ndarray, h_T: np.ndarray, tol: float) -> bool:
     :func:`_as_rows` cannot tell the layouts apart by their shape), in (H, B) columns."""
     if _rel(h_last, h_T) <= tol:
         return True
-    return h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
+    return h_T.ndim == 2 and h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
 
 
 def _blind_spots(problem: Problem) -> list[str]:
     """What a pass cannot vouch for on this problem's sizes (as T < 4 is refused, for the
     same reason, but a learner's code may only handle H = 1 or B = 1)."""
-    H = problem.params["Whh"].shape[0]
+    H = problem.params["Whh"].shape[1]
     out = []
-    if H == 1:
+    if H == 1 and problem.cell == "rnn":
         out.append("With H = 1, W^hh is 1 × 1: a transposed dW^hh, or W^hh where W^hhᵀ "
                    "carries the error back, gives the same numbers and cannot show here. "
                    "Check again with --hidden 2 or more.")
@@ -1162,8 +1539,21 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOS
     return LossCheck(loss, ref_loss, False, (
         f"Your loss {loss:.10g} differs from the reference J = {ref_loss:.10g}: the forward "
         "pass or the loss itself is different. The reference is J = Σ_t Σ_b −log "
-        "softmax(W^hy h_t + b_y)[label_t] with z_t = W^xh x_t + W^hh h_{t−1} + b_h, "
-        "h_t = tanh z_t, h_0 = h0; if the gradients are wrong too, fix the forward first."))
+        f"softmax(W^hy h_t + b_y)[label_t] with {FORWARD[problem.cell]}, "
+        f"{STARTS[problem.cell]}; if the gradients are wrong too, fix the forward first."))
+
+
+# the forward a learner's must match, in words
+FORWARD = {
+    "rnn": "z_t = W^xh x_t + W^hh h_{t−1} + b_h, h_t = tanh z_t",
+    "lstm": "a_t = W^xh x_t + b^xh + W^hh h_{t−1} + b^hh split into the gates i, f, g, o "
+            "(rows of H each), i_t, f_t, o_t = σ(·), g_t = tanh(·), c_t = f_t ⊙ c_{t−1} + "
+            "i_t ⊙ g_t, h_t = o_t ⊙ tanh c_t",
+}
+FORWARD["gru"] = ("a^ih_t = W^xh x_t + b^xh and a^hh_t = W^hh h_{t−1} + b^hh split into the "
+                  "gates r, z, n (rows of H each), r_t, z_t = σ(a^ih + a^hh), n_t = "
+                  "tanh(a^in_t + r_t ⊙ a^hn_t), h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}")
+STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0", "gru": "h_0 = h0"}
 
 
 def _fits(h: Hypothesis, user: UserResult, keys: list[str]) -> bool:
@@ -1244,7 +1634,8 @@ def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
 
 def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     """Sentences from which parameters agree, when no single hypothesis fits."""
-    bad = set(failing) - {"h0"}
+    recurrent = report.problem.recurrent
+    bad = set(failing) - set(report.problem.state_keys)
     unexplained = {c.name for c in report.params if not c.passed and not c.explanation}
     if not unexplained:
         return []
@@ -1255,7 +1646,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         out.append("Your head gradients (W^hy, b_y) are right, so your forward pass and "
                    "∂J_t/∂y_t = p_t − onehot(label_t) are right: the mistake is in the "
                    "backward through the recurrence (" + ", ".join(
-                       MATH[k] for k in RECURRENT if k in bad)
+                       MATH[k] for k in recurrent if k in bad)
                    + (" differs)." if len(bad) == 1 else " differ)."))
         if bad == {"Whh"} and {"Wxh", "bh"} <= right:
             out.append("Your W^xh and b_h gradients are right, so ∂J/∂z_t is right at every "
@@ -1267,7 +1658,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         elif bad == {"bh"} and {"Wxh", "Whh"} <= right:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
-    elif bad and bad <= set(HEAD) and set(RECURRENT) <= right:
+    elif bad and bad <= set(HEAD) and set(recurrent) <= right:
         out.append("Only your head gradients are wrong (" + ", ".join(
                        MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t Σ_b "
@@ -1276,6 +1667,89 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         out.append("Your head gradients are wrong too, so start there: ∂J_t/∂y_t = p_t − "
                    "onehot(label_t), ∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t ∂J_t/∂y_t.")
     if "h0" in unexplained:
-        out.append("Your ∂J/∂h0 differs from the reference: the initial state feeds z_1, so "
-                   "∂J/∂h0 = W^hhᵀ ∂J/∂z_1, the error carried one step past the first.")
+        z1 = TEXT[report.problem.cell]["z1"]
+        out.append(f"Your ∂J/∂h0 differs from the reference: the initial state feeds {z1}, so "
+                   f"∂J/∂h0 = W^hhᵀ ∂J/∂{z1}, the error carried one step past the first.")
+    if "c0" in unexplained:
+        out.append("Your ∂J/∂c0 differs from the reference: c_1 = f_1 ⊙ c0 + i_1 ⊙ g_1, so "
+                   "∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.")
     return out
+
+
+# ----------------------------------------------------------------------------
+# the LSTM: localised by gate (the row blocks i, f, g, o)
+# ----------------------------------------------------------------------------
+
+
+def gate_blocks(user: UserResult, ref: dict[str, np.ndarray], keys: tuple[str, ...],
+                gates: tuple[str, ...] = GATES, tol: float = PASS_TOL
+                ) -> dict[str, dict[str, bool]]:
+    """Per recurrent parameter the learner returned in its shape: gate -> does that gate's
+    block of H rows agree with the reference's (relative to the whole tensor's scale)?"""
+    out: dict[str, dict[str, bool]] = {}
+    for key in keys:
+        mine = user.grads.get(key)
+        if mine is None or mine.shape != ref[key].shape or not np.isfinite(mine).all():
+            continue
+        H = ref[key].shape[0] // len(gates)
+        scale = max(float(np.max(np.abs(mine) + np.abs(ref[key]))), TINY)
+        out[key] = {gate: float(np.max(np.abs(mine[q * H:(q + 1) * H]
+                                              - ref[key][q * H:(q + 1) * H]))) / scale <= tol
+                    for q, gate in enumerate(gates)}
+    return out
+
+
+def _gate_list(gates: list[str]) -> str:
+    return ", ".join(gates[:-1]) + " and " + gates[-1] if len(gates) > 1 else gates[0]
+
+
+def _gates_message(blocks: dict[str, dict[str, bool]], gates: tuple[str, ...] = GATES) -> str:
+    """The sentence saying which gates' rows of which parameters are wrong."""
+    parts = []
+    for key, right in blocks.items():
+        wrong = [g for g in gates if not right[g]]
+        good = [g for g in gates if right[g]]
+        if not wrong:
+            parts.append(f"{MATH[key]}: every gate right")
+        elif not good:
+            parts.append(f"{MATH[key]}: every gate wrong")
+        else:
+            parts.append(f"{MATH[key]}: {_gate_list(wrong)} wrong, {_gate_list(good)} right")
+    text = (f"By gate (the blocks of H rows {', '.join(gates)}, in PyTorch's order) — "
+            + "; ".join(parts) + ".")
+    wrong_gates = {g for right in blocks.values() for g in gates if not right[g]}
+    if len(wrong_gates) == 1:
+        gate = wrong_gates.pop()
+        text += (f" Exactly one gate's rows fail, gate {gate}'s: the signature of a gate "
+                 f"mix-up — in {gate}'s part of your backward a line copied from another gate "
+                 "(its bias, its weights, its activation or derivative) and not fully changed.")
+    return text
+
+
+def _first_step_gates(fn: Callable[..., Any], problem: Problem, correct: Expansion, name: str,
+                      tol: float) -> str | None:
+    """Which gates are wrong on the first step alone (T = 1: nothing carried back through time,
+    so a mistake in one gate's part of a step shows in that gate's rows only); None when the
+    call fails or says nothing more."""
+    try:
+        result = call_backward(fn, problem.prefix(1), name)
+    except BpttError:
+        return None
+    expected = {key: correct.rec[key][0, 0] for key in problem.recurrent}
+    blocks = gate_blocks(result, expected, problem.recurrent, problem.gates, tol)
+    wrong = [g for g in problem.gates if any(not right[g] for right in blocks.values())]
+    if not blocks or len(wrong) == len(problem.gates):
+        return None
+    if not wrong:
+        errors = "errors ∂J/∂h and ∂J/∂c are" if problem.cell == "lstm" else "error ∂J/∂h is"
+        return ("On the first step alone (T = 1, nothing carried back through time) every "
+                "gate's rows are right: a single step is right, so the mistake is in how the "
+                f"{errors} carried back from step t to step t − 1.")
+    factors = {"lstm": "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t or h_t = o_t ⊙ tanh c_t",
+               "gru": "n_t = tanh(a^in_t + r_t ⊙ a^hn_t) or h_t = (1 − z_t) ⊙ n_t + z_t ⊙ "
+                      "h_{t−1}"}[problem.cell]
+    return (f"On the first step alone (T = 1, nothing carried back through time) only gate "
+            f"{_gate_list(wrong)}'s rows are wrong: the mistake lives in "
+            f"{'that gate’s' if len(wrong) == 1 else 'those gates’'} part of a single step (its "
+            f"activation's derivative, its bias or weights, its factor in {factors}); later "
+            "steps spoil the other gates through the error carried back.")

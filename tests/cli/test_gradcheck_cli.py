@@ -133,7 +133,6 @@ def test_a_bad_backward_spec_is_one_line_and_exit_2(tmp_path, spec, source, mess
 def test_flags_that_do_not_apply_are_refused(tmp_path):
     spec = f"{EXAMPLES / 'correct.py'}:rnn_backward"
     for args, message in [
-        (["--backward", spec, "--cell", "lstm"], "--cell does not apply"),
         (["--backward", spec, "--seq-len", "3"], "at least 4"),
         (["--truncate", "2"], "--truncate applies only with --backward"),
     ]:
@@ -371,3 +370,61 @@ def test_json_localisation_counts_steps_from_1_with_each_steps_reach(tmp_path, m
     assert [s["reach"] for s in loc["steps"]] == [None, None, 2, 2, 2]
     assert [s["wrong"] for s in loc["steps"]] == [["Why"], ["Why"]] + [
         ["Wxh", "Whh", "bh", "Why"]] * 3
+
+
+# --- --cell lstm: YOUR LSTM's backward ---------------------------------------------------
+
+
+def test_your_correct_lstm_backward_passes(tmp_path):
+    spec = f"{EXAMPLES / 'lstm_correct.py'}:lstm_backward"
+    run = bptt("gradcheck", "--backward", spec, "--cell", "lstm", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "(LSTM (gates i, f, g, o), T = 5, B = 2, H = 4" in run.stdout
+    assert "| c0 |" in run.stdout
+    assert "PASS: all 8 gradients agree with the reference" in run.stdout
+
+
+@pytest.mark.parametrize(("example", "words"), [
+    ("lstm_c_path_cut", "The error through the cell state is not carried back"),
+    ("lstm_gate_mixup", "Gate mix-up: the derivative of gate o (output gate) is taken at gate"),
+    ("lstm_missing_sigmoid_derivative", "The derivative of gate f's activation (forget gate) "
+                                        "is missing"),
+    ("lstm_mean_over_time", "You differentiate the MEAN over time"),
+])
+def test_your_broken_lstm_backward_fails_with_its_diagnosis(tmp_path, example, words):
+    spec = f"{EXAMPLES / example}.py:lstm_backward"
+    run = bptt("gradcheck", "--backward", spec, "--cell", "lstm", "--json", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert words in report["diagnosis"]["message"]
+    assert set(report["gates"]) == {"Wxh", "Whh", "bxh", "bhh"}
+    assert any(m.startswith("By gate (the blocks of H rows i, f, g, o") for m in report["messages"])
+
+
+def test_the_gate_mixup_report_says_the_gate_in_words(capsys):
+    code, out = _gradcheck(capsys, "--backward", f"{EXAMPLES / 'lstm_gate_mixup'}.py:lstm_backward",
+                           "--cell", "lstm")
+    assert code == 1
+    assert "Diagnosis:\n  - Gate mix-up: the derivative of gate o (output gate)" in out
+    assert _table_row(out, "bxh")[-1] == "FAIL" and _table_row(out, "Why")[-1] == "PASS"
+
+
+def test_more_than_one_cell_with_your_backward_is_a_usage_error(tmp_path):
+    spec = f"{EXAMPLES / 'lstm_correct.py'}:lstm_backward"
+    run = bptt_model_check("gradcheck", "--backward", spec, "--cell", "lstm", "--cell", "rnn",
+                           cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        "bptt: error: --backward checks one backward of one cell: give one --cell, not lstm, rnn"]
+
+
+def test_your_gru_backward_is_checked_with_cell_gru(tmp_path):
+    spec = f"{EXAMPLES / 'gru_correct.py'}:gru_backward"
+    run = bptt("gradcheck", "--backward", spec, "--cell", "gru", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "(GRU (gates r, z, n), T = 5" in run.stdout
+    assert "PASS: all 7 gradients agree with the reference" in run.stdout
+    spec = f"{EXAMPLES / 'gru_direct_path_cut.py'}:gru_backward"
+    run = bptt("gradcheck", "--backward", spec, "--cell", "gru", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "The error through the direct path z_t ⊙ h_{t−1} is not carried back" in run.stdout

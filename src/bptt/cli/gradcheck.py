@@ -4,6 +4,7 @@
     bptt gradcheck --cell lstm --layers 2 --json
     bptt gradcheck --backward my_rnn.py:rnn_backward        check (and diagnose) your own BPTT
     bptt gradcheck --backward mypkg.rnn:backward --truncate 3
+    bptt gradcheck --backward my_lstm.py:lstm_backward --cell lstm   your LSTM's (or GRU's)
 
 Exit code 0 when everything passes, 1 on any FAIL, 2 for a usage error (a bad flag,
 a --backward spec that cannot be loaded, a function that returns the wrong thing).
@@ -36,18 +37,24 @@ def add_parser(sub, name: str) -> None:
             f"{gradcheck.REFERENCE_TOL:g}), fourth-order central finite differences (tolerance "
             f"{gradcheck.FD_TOL:g}) and, when torch is installed, PyTorch autograd (tolerance "
             f"{gradcheck.TORCH_TOL:g}); errors are relative to each tensor's scale. "
-            "With --backward MODULE:FUNCTION or FILE.py:FUNCTION: imports your vanilla-RNN "
-            f"backward, {diagnose.SIGNATURE} — params Wxh (H, D), Whh (H, H), bh (H,), Why "
-            "(V, H), by (V,) in float64; inputs (T, B) integer token ids standing for one-hot "
-            "x_t; targets (T, B) labels; h0 (B, H) — returning grads, (loss, grads) or (loss, "
-            "grads, h_last) with grads keyed like params (optionally also h0: dJ/dh0), with "
-            "the loss the TOTAL over time and batch. It compares it with "
-            "the reference parameter by parameter and, if it is wrong, says which known bug "
-            "it matches. Exit code 1 on any FAIL, 2 on a usage error."
+            "With --backward MODULE:FUNCTION or FILE.py:FUNCTION: imports your one-layer "
+            f"backward, {diagnose.SIGNATURE}, of a vanilla RNN (--cell rnn, the default) — "
+            "params Wxh (H, D), Whh (H, H), bh (H,), Why (V, H), by (V,) in float64; inputs "
+            "(T, B) integer token ids standing for one-hot x_t; targets (T, B) labels; h0 "
+            "(B, H) — or of an LSTM (--cell lstm) — params Wxh (4H, D), Whh (4H, H), bxh "
+            "(4H,), bhh (4H,), Why (V, H), by (V,), gate rows in PyTorch's order i, f, g, o; "
+            "h0 the pair (h0, c0), each (B, H) — or of a GRU (--cell gru: the LSTM's params "
+            "with 3H rows, gates r, z, n; h0 (B, H)) — returning grads, (loss, grads) or (loss, "
+            "grads, state) with grads keyed like params (optionally also h0: dJ/dh0, and for "
+            "the LSTM c0: dJ/dc0), with the loss the TOTAL over time and batch. It compares "
+            "it with the reference parameter by parameter (LSTM and GRU also gate by gate) "
+            "and, if it is wrong, says which known bug it matches. Exit code 1 on any FAIL, "
+            "2 on a usage error."
         ),
     )
     p.add_argument("--cell", choices=sorted(CELLS), action="append",
-                   help="cell to check (repeatable; default: all)")
+                   help="cell to check (repeatable; default: all); with --backward, the cell "
+                        "of your backward: rnn (default), lstm or gru, one only")
     p.add_argument("--hidden", type=types.positive_int, default=4, help="hidden size H (4)")
     p.add_argument("--seq-len", type=types.positive_int, default=5,
                    help="time steps T (5; at least 4 with --backward)")
@@ -160,12 +167,15 @@ def _print_table(rows: list[gradcheck.Row], torch_ran: bool) -> None:
 
 
 def _run_backward(args: argparse.Namespace) -> int:
-    if args.cell and set(args.cell) != {"rnn"}:
-        raise BpttError("--backward checks a vanilla RNN backward: --cell does not apply")
+    cells = list(dict.fromkeys(args.cell or ["rnn"]))
+    if len(cells) > 1:
+        raise BpttError(f"--backward checks one backward of one cell: give one --cell, not "
+                        f"{', '.join(cells)}")
+    cell = cells[0]
     if args.layers and set(args.layers) != {1}:
         raise BpttError("--backward checks a one-layer RNN backward: --layers does not apply")
     problem = diagnose.make_problem(args.hidden, args.seq_len, args.batch, args.seed,
-                                    args.truncate)
+                                    args.truncate, cell)
     # what the learner's code prints (debugging lines) goes to stderr: stdout is the report
     # alone, so --json stays one JSON document
     with contextlib.redirect_stdout(sys.stderr):
@@ -200,6 +210,7 @@ def _report_json(report: diagnose.BackwardReport) -> dict:
         "diagnosis": None if report.diagnosis is None else {
             "name": report.diagnosis.name, "message": report.diagnosis.message},
         "messages": report.messages(),
+        "gates": report.gates,
         "localisation": None if loc is None else {
             "note": "t is 1-based",
             "first_wrong_t": None if loc.first_wrong is None else loc.first_wrong + 1,
