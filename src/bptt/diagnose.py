@@ -986,12 +986,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "from h0 (hs[0] = h0); it matters whenever the state is carried between chunks.",
         walk(zero_start).grads(),
     ))
-    out.append(Hypothesis(
-        "h0-missing",
-        "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = "
-        "W^hhᵀ ∂J/∂z_1, the error carried one step past the first.",
-        dict(ref, h0=np.zeros_like(ref["h0"])),
-    ))
+    out.append(_h0_missing(problem.cell, ref))
     return out
 
 
@@ -1041,10 +1036,20 @@ CUT_DIRECT = {
             "W^hhᵀ ∂J/∂a^hh_t PLUS ∂J/∂h_t ⊙ z_t: dJ_dh_prev = dJ_da_hh @ Whh + dJ_dh * z."),
 }
 H0_MISSING = {
+    "rnn": "∂J/∂h0 = W^hhᵀ ∂J/∂z_1, the error carried one step past the first",
     "lstm": "∂J/∂h0 = W^hhᵀ ∂J/∂a_1, the error carried one step past the first",
     "gru": "∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + ∂J/∂h_1 ⊙ z_1, the error carried one step past the "
            "first",
 }
+
+
+def _h0_missing(cell: str, ref: dict[str, np.ndarray]) -> Hypothesis:
+    """The hypothesis of a backward that hands back ∂J/∂h0 = 0."""
+    return Hypothesis(
+        "h0-missing",
+        f"Your ∂J/∂h0 is zero, but the initial state feeds the first step: {H0_MISSING[cell]}.",
+        dict(ref, h0=np.zeros_like(ref["h0"])),
+    )
 
 
 def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypothesis]:
@@ -1098,11 +1103,7 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
         "forward from it; it matters whenever the state is carried between chunks.",
         gated_walk(zero_start).grads(),
     ))
-    out.append(Hypothesis(
-        "h0-missing",
-        f"Your ∂J/∂h0 is zero, but the initial state feeds the first step: {H0_MISSING[cell]}.",
-        dict(ref, h0=np.zeros_like(ref["h0"])),
-    ))
+    out.append(_h0_missing(cell, ref))
     if cell == "lstm":
         out.append(Hypothesis(
             "c0-missing",
