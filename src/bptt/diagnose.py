@@ -1090,6 +1090,7 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
                 "steps.",
                 gated_walk(problem, gated_step_variant(cell, gate=gate, taken_at=other)).grads(),
             ))
+    out += _convention_hypotheses(problem)
     out += _transposed_hypotheses(problem, ref)
     zero = np.zeros_like(problem.h0)
     zero_start = Problem(problem.params, problem.inputs, problem.targets, zero,
@@ -1345,6 +1346,85 @@ class BackwardReport:
         if self.localisation is not None and self.diagnosis is None:
             out.append(self.localisation.message)
         return out
+
+
+# other libraries' and courses' gate orders: the learner read bptt's blocks in one of these
+GATE_ORDERS = {
+    "lstm": {("i", "f", "o", "g"): "CS231n's", ("i", "g", "f", "o"): "TensorFlow 1's LSTMCell's",
+             ("f", "i", "g", "o"): "", ("i", "f", "g", "o"): ""},
+    "gru": {("z", "r", "n"): "Keras's", ("r", "z", "n"): ""},
+}
+
+
+def _reparametrised(problem: Problem, blocks: list[int], signs: list[float]
+                    ) -> dict[str, np.ndarray]:
+    """The gradient of a learner whose forward is the reference's with the recurrent
+    parameters' block q of H rows read from block blocks[q], times signs[q]: the reference's
+    gradient at those parameters, brought back to the learner's (a block's gradient goes where
+    the block came from, with its sign)."""
+    H = problem.params["Whh"].shape[1]
+
+    def rows(q: int) -> slice:
+        return slice(q * H, (q + 1) * H)
+
+    seen = {}
+    for key in problem.recurrent:
+        value = problem.params[key]
+        seen[key] = np.concatenate([signs[q] * value[rows(b)] for q, b in enumerate(blocks)])
+    params = dict(problem.params, **seen)
+    _, grads, terms = reference.loss_and_grads(
+        params, problem.inputs, problem.targets, h0=problem.state, truncate=problem.truncate,
+        keep_contributions=False, cell=problem.cell)
+    out = {key: np.asarray(value) for key, value in grads.items()}
+    for key in problem.recurrent:
+        back = np.empty_like(out[key])
+        for q, b in enumerate(blocks):
+            back[rows(b)] = signs[q] * out[key][rows(q)]
+        out[key] = back
+    state = terms.dJ_dstate0 if isinstance(terms.dJ_dstate0, tuple) else (terms.dJ_dstate0,)
+    out.update(zip(problem.state_keys, map(np.asarray, state), strict=True))
+    return out
+
+
+def _rows(q: int) -> str:
+    """Block q's rows in the learner's slicing: 0:H, H:2H, 2H:3H, …"""
+    return ":".join("0" if n == 0 else "H" if n == 1 else f"{n}H" for n in (q, q + 1))
+
+
+def _convention_hypotheses(problem: Problem) -> list[Hypothesis]:
+    """Right maths in another convention: the gate blocks in another library's order, or
+    (GRU) the other paper's h_t = z_t ⊙ n_t + (1 − z_t) ⊙ h_{t−1}.  Either is the
+    reference's forward with the blocks moved (or z's negated: 1 − σ(a) = σ(−a)), so its
+    gradient is the reference's at the moved parameters, moved back."""
+    cell, gates = problem.cell, problem.gates
+    out = []
+    for order, whose in GATE_ORDERS[cell].items():
+        if order == gates:
+            continue
+        source = f" ({whose} order)" if whose else ""
+        moved = _gate_list([f"{g} from rows {_rows(q)}" for q, g in enumerate(gates)
+                            if order[q] != g])
+        out.append(Hypothesis(
+            f"{cell}-gate-order",
+            f"Gate order: your gradients (and so your loss) are exactly the reference's for "
+            f"the gate blocks in the order {', '.join(order)}{source}. bptt, like PyTorch, "
+            f"stacks the blocks of H rows of W^xh, W^hh, b^xh, b^hh in the order "
+            f"{', '.join(gates)}: read gate {moved}, in your forward and your backward "
+            "alike. Your maths is right.",
+            _reparametrised(problem, [order.index(g) for g in gates], [1.0] * len(gates)),
+        ))
+    if cell == "gru":
+        out.append(Hypothesis(
+            "gru-z-swapped",
+            "z and 1 − z swapped: your gradients (and so your loss) are exactly those of a GRU "
+            "with h_t = z_t ⊙ n_t + (1 − z_t) ⊙ h_{t−1} (the convention of Chung et al. 2014 "
+            "and of Wikipedia). bptt, like PyTorch and Cho et al. 2014, keeps the previous "
+            "state with z: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, so dJ_dn = dJ_dh * (1 - z), "
+            "dJ_dz = dJ_dh * (h_prev - n) and the direct path carries dJ_dh * z. Your maths "
+            "is right for your convention.",
+            _reparametrised(problem, [0, 1, 2], [1.0, -1.0, 1.0]),
+        ))
+    return out
 
 
 def check_backward(
