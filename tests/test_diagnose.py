@@ -1207,3 +1207,19 @@ def test_a_gru_with_kerass_gate_order_is_named_as_that_order():
     assert report.diagnosis is not None and report.diagnosis.name == "gru-gate-order"
     assert "in the order z, r, n (Keras's order)" in report.diagnosis.message
     assert "read gate r from rows 0:H and z from rows H:2H" in report.diagnosis.message
+
+
+def test_a_wrong_gru_dJ_dh0_is_told_the_grus_formula_with_the_direct_path():
+    correct = load_gru("gru_correct")
+
+    def h0_first_row_flipped(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = correct(params, inputs, targets, h0)
+        grads["h0"][0] *= -1
+        return loss, grads, h_last
+
+    report = diagnose.check_backward(h0_first_row_flipped, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is None and [p.name for p in report.params if not p.passed] == ["h0"]
+    said = " ".join(report.messages())
+    assert "the initial state feeds a^hh_1 and, directly, h_1, so ∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + " \
+        "∂J/∂h_1 ⊙ z_1" in said
+    assert "∂J/∂h0 = W^hhᵀ ∂J/∂a_1," not in said

@@ -815,7 +815,7 @@ TEXT = {
         "rec": "W^xh, W^hh, b^xh and b^hh",
         "step": "∂h_t/∂h_{t−1} (through W^hh and through the direct path z_t ⊙ h_{t−1})",
         "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂a^hh_{t+1} + ∂J/∂h_{t+1} ⊙ z_{t+1}",
-        "z1": "a_1",
+        "z1": "a^hh_1 and, directly, h_1",
         "Wxh": "Σ_t ∂J/∂a^ih_t x_tᵀ, shaped like W^xh (3H × D): in batch rows dJ_da_ih.T @ x",
         "Whh": "Σ_t ∂J/∂a^hh_t h_{t−1}ᵀ, shaped like W^hh (3H × H): in batch rows "
                "dJ_da_hh.T @ h_prev, not h_prev.T @ dJ_da_hh",
@@ -1750,7 +1750,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     if "h0" in unexplained:
         z1 = TEXT[report.problem.cell]["z1"]
         out.append(f"Your ∂J/∂h0 differs from the reference: the initial state feeds {z1}, so "
-                   f"∂J/∂h0 = W^hhᵀ ∂J/∂{z1}, the error carried one step past the first.")
+                   f"{H0_MISSING[report.problem.cell]}.")
     if "c0" in unexplained:
         out.append("Your ∂J/∂c0 differs from the reference: c_1 = f_1 ⊙ c0 + i_1 ⊙ g_1, so "
                    "∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.")
