@@ -193,6 +193,14 @@ def _returns(value):
     return fn
 
 
+class _NeedsDetach:
+    """What numpy meets in a torch tensor that requires grad."""
+
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                           "tensor.detach().numpy() instead.")
+
+
 @pytest.mark.parametrize(("value", "match"), [
     ([1, 2, 3], "returned a list of 3 items"),
     (None, "returned a NoneType"),
@@ -205,6 +213,11 @@ def _returns(value):
     ({"bh": np.zeros((4, 1))}, "grads\\['bh'\\] of shape \\(4, 1\\); the gradient of "
                                "params\\['bh'\\] has its shape, \\(4,\\)"),
     ((1.0, {"bh": np.zeros(4)}, np.zeros((3, 2, 4))), "an h_last of shape \\(3, 2, 4\\)"),
+    # a torch tensor that requires grad: numpy raises RuntimeError reading it
+    ((_NeedsDetach(), {"bh": np.zeros(4)}), "loss numpy cannot read \\(Can't call numpy\\(\\) "
+                                            ".*loss.item\\(\\)"),
+    ((1.0, {"bh": _NeedsDetach()}), "grads\\['bh'\\] numpy cannot read"),
+    ((1.0, {"bh": np.zeros(4)}, _NeedsDetach()), "an h_last numpy cannot read"),
 ])
 def test_wrong_return_values_are_errors(value, match):
     with pytest.raises(BpttError, match=match):

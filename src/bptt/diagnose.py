@@ -432,6 +432,8 @@ def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
                             "array")
         try:
             raw = np.asarray(grads[key])
+        except RuntimeError as exc:  # a torch tensor that requires grad
+            raise BpttError(f"{name} returned grads[{key!r}] numpy cannot read ({exc})") from exc
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array") from exc
         if raw.dtype.kind == "c":
@@ -449,6 +451,9 @@ def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
         except OverflowError as exc:  # a Python int past float64's range (10**400)
             raise BpttError(f"{name} returned a loss too large for a float64 number (an "
                             "integer over 1.8e308)") from exc
+        except RuntimeError as exc:  # a torch tensor that requires grad: numpy may not read it
+            raise BpttError(f"{name} returned a loss numpy cannot read ({exc}): return it as a "
+                            "number, loss.item()") from exc
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned a loss that is not one number: {loss!r}") from exc
     if h_last is not None:
@@ -456,6 +461,8 @@ def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
             raw = np.asarray(h_last)
             # (a cast to float64 would drop the imaginary part, with a ComplexWarning)
             h_last = None if raw.dtype.kind == "c" else np.asarray(raw, dtype=np.float64)
+        except RuntimeError as exc:  # a torch tensor that requires grad
+            raise BpttError(f"{name} returned an h_last numpy cannot read ({exc})") from exc
         except (TypeError, ValueError, OverflowError) as exc:
             raise BpttError(f"{name} returned an h_last that is not a numeric array") from exc
         if h_last is None:
