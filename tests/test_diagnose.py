@@ -1131,7 +1131,18 @@ def test_an_lstm_final_state_is_checked_as_the_pair_or_h_alone():
         loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
         return loss, grads, (c, h)
 
+    def like_nn_lstm(params, inputs, targets, h0=None, truncate=None):  # (h_n, c_n): (1, B, H)
+        loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (h[None], c[None])
+
+    def in_columns(params, inputs, targets, h0=None, truncate=None):  # each (H, B)
+        loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (h.T, c.T)
+
     assert diagnose.check_backward(h_only, lstm_problem()).h_last_ok
+    for fn in (like_nn_lstm, in_columns):
+        report = diagnose.check_backward(fn, lstm_problem())
+        assert report.passed and report.h_last_ok, report.messages()
     report = diagnose.check_backward(swapped, lstm_problem())
     assert report.h_last_ok is False and not report.passed
     assert "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t" in " ".join(report.messages())

@@ -380,6 +380,12 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
         return  # the LSTM's final state as the pair (h_T, c_T)
     if user.h_last is not None:
         rows = _as_rows(user.h_last, problem.h0.shape)
+        pair = [_as_rows(part, problem.h0.shape) for part in user.h_last] \
+            if problem.cell == "lstm" and rows is None and user.h_last.shape[:1] == (2,) \
+            else [None]
+        if all(part is not None for part in pair):  # (h_T, c_T), each as nn.LSTM's (1, B, H)
+            user.h_last = np.stack(pair)
+            return
         if rows is None:
             raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
                             f"last state h_T has the shape of h0, {problem.h0.shape}")
