@@ -1247,3 +1247,18 @@ def test_a_wrong_gru_dJ_dh0_is_told_the_grus_formula_with_the_direct_path():
     assert "the initial state feeds a^hh_1 and, directly, h_1, so ∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + " \
         "∂J/∂h_1 ⊙ z_1" in said
     assert "∂J/∂h0 = W^hhᵀ ∂J/∂a_1," not in said
+
+
+def test_a_pass_says_which_of_the_learners_keys_it_did_not_check():
+    correct = load_lstm("lstm_correct")
+
+    def other_state_keys(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        grads["dh0"], grads["dc0"] = grads.pop("h0"), grads.pop("c0")
+        return loss, grads, state
+
+    report = diagnose.check_backward(other_state_keys, lstm_problem())
+    assert report.passed
+    assert report.messages() == ["Your grads also have 'dc0', 'dh0', which name no parameter: "
+                                 "not checked. ∂J/∂h0 is read under the key 'h0', ∂J/∂c0 under "
+                                 "'c0'."]

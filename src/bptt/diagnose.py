@@ -1488,7 +1488,7 @@ def check_backward(
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
         if report.passed:
-            report.findings += _blind_spots(problem)
+            report.findings += _blind_spots(problem) + _unchecked(user, problem)
         if user.float32 and report.passed:
             report.findings.append(
                 f"Your backward computes in float32: it agrees with the reference to "
@@ -1531,6 +1531,19 @@ def _h_last_ok(h_last: np.ndarray, h_T: np.ndarray, tol: float) -> bool:
     if _rel(h_last, h_T) <= tol:
         return True
     return h_T.ndim == 2 and h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
+
+
+def _unchecked(user: UserResult, problem: Problem) -> list[str]:
+    """A pass vouches only for the keys it read: say which of the learner's it did not (its
+    dJ/dh0 under "dh0", say, which the learner may believe was checked)."""
+    if not user.unknown:
+        return []
+    verb = "names" if len(user.unknown) == 1 else "name"
+    missing = [k for k in problem.state_keys if k not in user.grads]
+    read = f" ∂J/∂{MATH[missing[0]]} is read under the key {missing[0]!r}" + "".join(
+        f", ∂J/∂{MATH[k]} under {k!r}" for k in missing[1:]) + "." if missing else ""
+    return [f"Your grads also have {', '.join(user.unknown)}, which {verb} no parameter: not "
+            f"checked.{read}"]
 
 
 def _blind_spots(problem: Problem) -> list[str]:
