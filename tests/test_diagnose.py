@@ -982,6 +982,9 @@ LSTM_DIAGNOSES = {
     "lstm_missing_sigmoid_derivative": ("lstm-gate-derivative-missing", "The derivative of gate "
                                         "f's activation (forget gate) is missing"),
     "lstm_mean_over_time": ("mean", "the MEAN over time: every gradient is 1/T"),
+    "lstm_sigmoid_derivative_for_g": ("lstm-other-activation-derivative", "The derivative "
+                                      "of gate g's activation (candidate cell) is σ's, g_t ⊙ "
+                                      "(1 − g_t), but g_t = tanh(a^g_t)"),
     "lstm_gate_order_ifog": ("lstm-gate-order", "exactly the reference's for the gate blocks "
                              "in the order i, f, o, g (CS231n's order)"),
 }
@@ -1164,6 +1167,9 @@ GRU_DIAGNOSES = {
                        "is taken at gate r's activation"),
     "gru_missing_tanh_derivative": ("gru-gate-derivative-missing", "The derivative of gate "
                                     "n's activation (candidate state) is missing"),
+    "gru_sigmoid_derivative_for_n": ("gru-other-activation-derivative", "The derivative of "
+                                     "gate n's activation (candidate state) is σ's, n_t ⊙ (1 − "
+                                     "n_t), but n_t = tanh(a^n_t)"),
     "gru_z_swapped": ("gru-z-swapped", "those of a GRU with h_t = z_t ⊙ n_t + (1 − z_t) ⊙ "
                       "h_{t−1}"),
 }
@@ -1262,3 +1268,4 @@ def test_a_pass_says_which_of_the_learners_keys_it_did_not_check():
     assert report.messages() == ["Your grads also have 'dc0', 'dh0', which name no parameter: "
                                  "not checked. ∂J/∂h0 is read under the key 'h0', ∂J/∂c0 under "
                                  "'c0'."]
+

@@ -739,14 +739,16 @@ def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
 
 
 def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = None,
-                       taken_at: str | None = None) -> Step:
+                       taken_at: str | None = None, other_formula: bool = False) -> Step:
     """The reference's step of ``cell`` (lstm or gru) with one factor changed, as a bug does.
 
     cut_direct: every path from s_{k−1} that skips W^hh dropped (∂s_k/∂s_{k−1}'s direct part:
     the LSTM's ∂c_k/∂c_{k−1} = diag(f_k), the GRU's ∂h_k/∂h_{k−1} = diag(z_k) through
     z ⊙ h_{k−1}) — that error never carried back.
     gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
-    (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1).  The
+    (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1);
+    other_formula: the other activation's derivative formula at the gate's own value (σ's
+    g(1 − g) for tanh's 1 − g², or tanh's 1 − i² for σ's i(1 − i)).  The
     columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
     (wrong / right derivative): each holds that derivative once.  The GRU's r columns hold
     n's derivative too (∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r), as a learner's dJ_dr =
@@ -765,6 +767,9 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
             right = _gate_derivative(gate, values[gate])
             wrong = np.ones_like(right) if taken_at is None else \
                 _gate_derivative(gate, values[taken_at])
+            if other_formula:
+                wrong = values[gate] * (1 - values[gate]) if gate in TANH_GATES \
+                    else 1 - values[gate]**2
             ds_da_ih, ds_da_hh = local.ds_da_ih.copy(), local.ds_da_hh.copy()
             for changed in (gate, "r") if (cell, gate) == ("gru", "n") else (gate,):
                 rows = slice(gates.index(changed) * H, (gates.index(changed) + 1) * H)
@@ -1086,6 +1091,16 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
             f"{gate}_t = {activation}(a^{gate}_t), so multiply by ∂{gate}_t/∂a^{gate}_t = "
             f"{_derivative_text(gate, gate)}: {_derivative_code(gate)}.",
             gated_walk(problem, gated_step_variant(cell, gate=gate)).grads(),
+        ))
+    for gate in gates:
+        activation, other = ("tanh", "σ") if gate in TANH_GATES else ("σ", "tanh")
+        written = f"{gate}_t ⊙ (1 − {gate}_t)" if gate in TANH_GATES else f"1 − {gate}_t²"
+        out.append(Hypothesis(
+            f"{cell}-other-activation-derivative",
+            f"The derivative of gate {gate}'s activation ({GATE_NAMES[gate]}) is {other}'s, "
+            f"{written}, but {gate}_t = {activation}(a^{gate}_t): ∂{gate}_t/∂a^{gate}_t = "
+            f"{_derivative_text(gate, gate)}: {_derivative_code(gate)}.",
+            gated_walk(problem, gated_step_variant(cell, gate=gate, other_formula=True)).grads(),
         ))
     for gate in gates:
         for other in gates:
