@@ -1269,3 +1269,11 @@ def test_a_pass_says_which_of_the_learners_keys_it_did_not_check():
                                  "not checked. ∂J/∂h0 is read under the key 'h0', ∂J/∂c0 under "
                                  "'c0'."]
 
+
+def test_swapped_dJ_dh0_and_dJ_dc0_are_named():
+    def swap(grads, *_):
+        grads["h0"], grads["c0"] = grads["c0"], grads["h0"]
+
+    report = diagnose.check_backward(_lstm_changed(swap), lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "state-gradients-swapped"
+

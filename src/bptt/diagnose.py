@@ -1135,6 +1135,13 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
     out.append(_h0_missing(cell, ref))
     if cell == "lstm":
         out.append(Hypothesis(
+            "state-gradients-swapped",
+            "Your ∂J/∂h0 and ∂J/∂c0 are swapped: grads['h0'] holds ∂J/∂c0 and grads['c0'] "
+            "holds ∂J/∂h0. ∂J/∂h0 = W^hhᵀ ∂J/∂a_1 (the error carried through W^hh), ∂J/∂c0 = "
+            "∂J/∂c_1 ⊙ f_1 (through the cell state).",
+            dict(ref, h0=ref["c0"], c0=ref["h0"]),
+        ))
+        out.append(Hypothesis(
             "c0-missing",
             "Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: c_1 = f_1 ⊙ "
             "c0 + i_1 ⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.",
