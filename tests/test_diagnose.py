@@ -1277,3 +1277,9 @@ def test_swapped_dJ_dh0_and_dJ_dc0_are_named():
     report = diagnose.check_backward(_lstm_changed(swap), lstm_problem())
     assert report.diagnosis is not None and report.diagnosis.name == "state-gradients-swapped"
 
+
+
+def test_a_wrong_gru_loss_is_told_the_published_grus_that_differ_from_pytorchs():
+    said = diagnose._loss_check(19.0, 18.0, diagnose.make_problem(cell="gru")).message
+    assert "b^hn outside the reset" in said and "r_t ⊙ h_{t−1}) + b^hn) (Cho et al." in said
+    assert "Cho" not in diagnose._loss_check(19.0, 18.0, lstm_problem()).message

@@ -1669,7 +1669,8 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOS
         f"Your loss {loss:.10g} differs from the reference J = {ref_loss:.10g}: the forward "
         "pass or the loss itself is different. The reference is J = Σ_t Σ_b −log "
         f"softmax(W^hy h_t + b_y)[label_t] with {FORWARD[problem.cell]}, "
-        f"{STARTS[problem.cell]}; if the gradients are wrong too, fix the forward first."))
+        f"{STARTS[problem.cell]}; if the gradients are wrong too, fix the forward first."
+        + VARIANTS.get(problem.cell, "")))
 
 
 # the forward a learner's must match, in words
@@ -1682,6 +1683,15 @@ FORWARD = {
 FORWARD["gru"] = ("a^ih_t = W^xh x_t + b^xh and a^hh_t = W^hh h_{t−1} + b^hh split into the "
                   "gates r, z, n (rows of H each), r_t, z_t = σ(a^ih + a^hh), n_t = "
                   "tanh(a^in_t + r_t ⊙ a^hn_t), h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}")
+# the published forms a learner's forward may follow instead of PyTorch's (none of them the
+# reference's forward with its parameters moved, so no hypothesis can name them)
+VARIANTS = {
+    "gru": " Two other GRU forms are common, and differ from PyTorch's here: b^hn outside the "
+           "reset, n_t = tanh(a^in_t + r_t ⊙ (W^hn h_{t−1}) + b^hn), and the reset applied "
+           "before the weights, n_t = tanh(a^in_t + W^hn (r_t ⊙ h_{t−1}) + b^hn) (Cho et al. "
+           "2014; Keras's reset_after=False). bptt's, PyTorch's, is n_t = tanh(a^in_t + r_t ⊙ "
+           "(W^hn h_{t−1} + b^hn)).",
+}
 STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0", "gru": "h_0 = h0"}
 
 
