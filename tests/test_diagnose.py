@@ -985,6 +985,8 @@ LSTM_DIAGNOSES = {
     "lstm_sigmoid_derivative_for_g": ("lstm-other-activation-derivative", "The derivative "
                                       "of gate g's activation (candidate cell) is σ's, g_t ⊙ "
                                       "(1 − g_t), but g_t = tanh(a^g_t)"),
+    "lstm_missing_tanh_c_derivative": ("lstm-tanh-c-derivative-missing", "The derivative of "
+                                       "tanh at the cell state is missing"),
     "lstm_gate_order_ifog": ("lstm-gate-order", "exactly the reference's for the gate blocks "
                              "in the order i, f, o, g (CS231n's order)"),
 }

@@ -739,7 +739,8 @@ def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
 
 
 def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = None,
-                       taken_at: str | None = None, other_formula: bool = False) -> Step:
+                       taken_at: str | None = None, other_formula: bool = False,
+                       no_tanh_c: bool = False) -> Step:
     """The reference's step of ``cell`` (lstm or gru) with one factor changed, as a bug does.
 
     cut_direct: every path from s_{k−1} that skips W^hh dropped (∂s_k/∂s_{k−1}'s direct part:
@@ -748,7 +749,9 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
     gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
     (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1);
     other_formula: the other activation's derivative formula at the gate's own value (σ's
-    g(1 − g) for tanh's 1 − g², or tanh's 1 − i² for σ's i(1 − i)).  The
+    g(1 − g) for tanh's 1 − g², or tanh's 1 − i² for σ's i(1 − i)).
+    no_tanh_c (LSTM): ∂h_k/∂c_k taken as diag(o_k), tanh' at c_k left out — the h rows of
+    ∂s_k/∂a^i, a^f, a^g and of ∂s_k/∂c_{k−1} each hold it once.  The
     columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
     (wrong / right derivative): each holds that derivative once.  The GRU's r columns hold
     n's derivative too (∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r), as a learner's dJ_dr =
@@ -776,9 +779,25 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
                 ds_da_ih[:, :, rows] *= (wrong / right)[:, None, :]
                 ds_da_hh[:, :, rows] *= (wrong / right)[:, None, :]
             local = local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh)
+        if no_tanh_c:
+            local = _without_tanh_c(local, s_prev.shape[1] // 2)
         return local
 
     return step
+
+
+def _without_tanh_c(local: reference.LocalStep, H: int) -> reference.LocalStep:
+    """The LSTM's step with ∂h/∂c = diag(o ⊙ (1 − tanh² c)) taken as diag(o): its h rows
+    through c (the i, f, g columns of ∂s/∂a; the c columns of the direct ∂s/∂s_{k−1})
+    divided by 1 − tanh² c, unit by unit."""
+    tanh_c = np.tanh(local.s[:, H:])
+    undo = (1 / (1 - tanh_c**2))[:, :, None]
+    ds_da_ih, ds_da_hh, direct = (a.copy() for a in (local.ds_da_ih, local.ds_da_hh,
+                                                      local.ds_ds_direct))
+    for a in (ds_da_ih, ds_da_hh):
+        a[:, :H, :3 * H] *= undo
+    direct[:, :H, H:] *= undo
+    return local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh, ds_ds_direct=direct)
 
 
 # ----------------------------------------------------------------------------
@@ -1134,6 +1153,14 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
     ))
     out.append(_h0_missing(cell, ref))
     if cell == "lstm":
+        out.append(Hypothesis(
+            "lstm-tanh-c-derivative-missing",
+            "The derivative of tanh at the cell state is missing: your gradients equal those "
+            "of an LSTM whose ∂h_t/∂c_t is o_t, not o_t ⊙ (1 − tanh² c_t). h_t = o_t ⊙ tanh "
+            "c_t, so ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ (1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: "
+            "dJ_dc = dJ_dh * o * (1 - np.tanh(c)**2) + dJ_dc_from_later.",
+            gated_walk(problem, gated_step_variant(cell, no_tanh_c=True)).grads(),
+        ))
         out.append(Hypothesis(
             "state-gradients-swapped",
             "Your ∂J/∂h0 and ∂J/∂c0 are swapped: grads['h0'] holds ∂J/∂c0 and grads['c0'] "
