@@ -1285,3 +1285,17 @@ def test_a_wrong_gru_loss_is_told_the_published_grus_that_differ_from_pytorchs()
     said = diagnose._loss_check(19.0, 18.0, diagnose.make_problem(cell="gru")).message
     assert "b^hn outside the reset" in said and "r_t ⊙ h_{t−1}) + b^hn) (Cho et al." in said
     assert "Cho" not in diagnose._loss_check(19.0, 18.0, lstm_problem()).message
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bias_gradient_left_zero_is_told_what_it_is(cell):
+    correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
+
+    def bhh_left_zero(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        return loss, dict(grads, bhh=np.zeros_like(grads["bhh"])), state
+
+    report = diagnose.check_backward(bhh_left_zero, diagnose.make_problem(cell=cell))
+    said = " ".join(report.messages())
+    assert "Only db^hh is wrong, and your weight gradients are right" in said
+    assert ("b^hn sits inside r_t ⊙" in said) == (cell == "gru")

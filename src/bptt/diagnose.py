@@ -1798,6 +1798,20 @@ def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
                for k in keys)
 
 
+# one bias gradient wrong, both weights right: what that bias's gradient is
+BIAS_ONLY = {
+    "lstm": {key: f"Only d{MATH[key]} is wrong, and your weight gradients are right: b^xh and "
+                  "b^hh both add to a_t, so each gradient is Σ_t Σ_b ∂J/∂a_t (summed over steps "
+                  "and batch rows), the same for both — accumulate it into each."
+             for key in ("bxh", "bhh")},
+    "gru": {"bxh": "Only db^xh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^ih_t (summed over steps and batch rows).",
+            "bhh": "Only db^hh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^hh_t (summed over steps and batch rows), whose n block is r_t ⊙ "
+                   "∂J/∂a^n_t: b^hn sits inside r_t ⊙ (W^hn h_{t−1} + b^hn)."},
+}
+
+
 def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     """Sentences from which parameters agree, when no single hypothesis fits."""
     recurrent = report.problem.recurrent
@@ -1824,6 +1838,8 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         elif bad == {"bh"} and {"Wxh", "Whh"} <= right:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
+        elif len(bad) == 1 and bad <= {"bxh", "bhh"} and {"Wxh", "Whh"} <= right:
+            out.append(BIAS_ONLY[report.problem.cell][next(iter(bad))])
     elif bad and bad <= set(HEAD) and set(recurrent) <= right:
         out.append("Only your head gradients are wrong (" + ", ".join(
                        MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
