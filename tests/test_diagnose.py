@@ -193,6 +193,14 @@ def _returns(value):
     return fn
 
 
+class _NeedsDetach:
+    """What numpy meets in a torch tensor that requires grad."""
+
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                           "tensor.detach().numpy() instead.")
+
+
 @pytest.mark.parametrize(("value", "match"), [
     ([1, 2, 3], "returned a list of 3 items"),
     (None, "returned a NoneType"),
@@ -205,6 +213,11 @@ def _returns(value):
     ({"bh": np.zeros((4, 1))}, "grads\\['bh'\\] of shape \\(4, 1\\); the gradient of "
                                "params\\['bh'\\] has its shape, \\(4,\\)"),
     ((1.0, {"bh": np.zeros(4)}, np.zeros((3, 2, 4))), "an h_last of shape \\(3, 2, 4\\)"),
+    # a torch tensor that requires grad: numpy raises RuntimeError reading it
+    ((_NeedsDetach(), {"bh": np.zeros(4)}), "loss numpy cannot read \\(Can't call numpy\\(\\) "
+                                            ".*loss.item\\(\\)"),
+    ((1.0, {"bh": _NeedsDetach()}), "grads\\['bh'\\] numpy cannot read"),
+    ((1.0, {"bh": np.zeros(4)}, _NeedsDetach()), "an h_last numpy cannot read"),
 ])
 def test_wrong_return_values_are_errors(value, match):
     with pytest.raises(BpttError, match=match):
@@ -969,6 +982,13 @@ LSTM_DIAGNOSES = {
     "lstm_missing_sigmoid_derivative": ("lstm-gate-derivative-missing", "The derivative of gate "
                                         "f's activation (forget gate) is missing"),
     "lstm_mean_over_time": ("mean", "the MEAN over time: every gradient is 1/T"),
+    "lstm_sigmoid_derivative_for_g": ("lstm-other-activation-derivative", "The derivative "
+                                      "of gate g's activation (candidate cell) is σ's, g_t ⊙ "
+                                      "(1 − g_t), but g_t = tanh(a^g_t)"),
+    "lstm_missing_tanh_c_derivative": ("lstm-tanh-c-derivative-missing", "The derivative of "
+                                       "tanh at the cell state is missing"),
+    "lstm_gate_order_ifog": ("lstm-gate-order", "exactly the reference's for the gate blocks "
+                             "in the order i, f, o, g (CS231n's order)"),
 }
 
 
@@ -1116,7 +1136,18 @@ def test_an_lstm_final_state_is_checked_as_the_pair_or_h_alone():
         loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
         return loss, grads, (c, h)
 
+    def like_nn_lstm(params, inputs, targets, h0=None, truncate=None):  # (h_n, c_n): (1, B, H)
+        loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (h[None], c[None])
+
+    def in_columns(params, inputs, targets, h0=None, truncate=None):  # each (H, B)
+        loss, grads, (h, c) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (h.T, c.T)
+
     assert diagnose.check_backward(h_only, lstm_problem()).h_last_ok
+    for fn in (like_nn_lstm, in_columns):
+        report = diagnose.check_backward(fn, lstm_problem())
+        assert report.passed and report.h_last_ok, report.messages()
     report = diagnose.check_backward(swapped, lstm_problem())
     assert report.h_last_ok is False and not report.passed
     assert "c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t" in " ".join(report.messages())
@@ -1138,6 +1169,11 @@ GRU_DIAGNOSES = {
                        "is taken at gate r's activation"),
     "gru_missing_tanh_derivative": ("gru-gate-derivative-missing", "The derivative of gate "
                                     "n's activation (candidate state) is missing"),
+    "gru_sigmoid_derivative_for_n": ("gru-other-activation-derivative", "The derivative of "
+                                     "gate n's activation (candidate state) is σ's, n_t ⊙ (1 − "
+                                     "n_t), but n_t = tanh(a^n_t)"),
+    "gru_z_swapped": ("gru-z-swapped", "those of a GRU with h_t = z_t ⊙ n_t + (1 − z_t) ⊙ "
+                      "h_{t−1}"),
 }
 
 
@@ -1162,7 +1198,8 @@ def test_each_broken_gru_backward_gets_its_own_diagnosis(example, sizes):
     assert not report.passed
     assert report.diagnosis is not None, f"{example}: no hypothesis fits; {report.messages()}"
     assert report.diagnosis.name == name and words in report.diagnosis.message
-    assert "By gate (the blocks of H rows r, z, n, in PyTorch's order)" in report.messages()[1]
+    assert any(m.startswith("By gate (the blocks of H rows r, z, n, in PyTorch's order)")
+               for m in report.messages())
 
 
 @pytest.mark.parametrize("truncate", [None, 2])
@@ -1185,3 +1222,80 @@ def test_the_gru_hypotheses_are_told_apart_on_the_problem():
             assert not all(a.grads[k] is None or b.grads[k] is None
                            or diagnose._rel(a.grads[k], b.grads[k]) <= diagnose.MATCH_TOL
                            for k in keys), (a.name, b.name)
+
+
+def test_a_gru_with_kerass_gate_order_is_named_as_that_order():
+    correct = load_gru("gru_correct")
+
+    def keras_order(params, inputs, targets, h0=None, truncate=None):  # blocks z, r, n
+        H = params["Whh"].shape[1]
+        swap = np.r_[H:2 * H, 0:H, 2 * H:3 * H]  # its own inverse
+        mine = {k: v[swap] if k in ("Wxh", "Whh", "bxh", "bhh") else v for k, v in params.items()}
+        loss, grads, h_last = correct(mine, inputs, targets, h0)
+        return loss, {k: v[swap] if k in mine and k not in ("Why", "by") else v
+                      for k, v in grads.items()}, h_last
+
+    report = diagnose.check_backward(keras_order, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is not None and report.diagnosis.name == "gru-gate-order"
+    assert "in the order z, r, n (Keras's order)" in report.diagnosis.message
+    assert "read gate r from rows 0:H and z from rows H:2H" in report.diagnosis.message
+
+
+def test_a_wrong_gru_dJ_dh0_is_told_the_grus_formula_with_the_direct_path():
+    correct = load_gru("gru_correct")
+
+    def h0_first_row_flipped(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = correct(params, inputs, targets, h0)
+        grads["h0"][0] *= -1
+        return loss, grads, h_last
+
+    report = diagnose.check_backward(h0_first_row_flipped, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is None and [p.name for p in report.params if not p.passed] == ["h0"]
+    said = " ".join(report.messages())
+    assert "the initial state feeds a^hh_1 and, directly, h_1, so ∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + " \
+        "∂J/∂h_1 ⊙ z_1" in said
+    assert "∂J/∂h0 = W^hhᵀ ∂J/∂a_1," not in said
+
+
+def test_a_pass_says_which_of_the_learners_keys_it_did_not_check():
+    correct = load_lstm("lstm_correct")
+
+    def other_state_keys(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        grads["dh0"], grads["dc0"] = grads.pop("h0"), grads.pop("c0")
+        return loss, grads, state
+
+    report = diagnose.check_backward(other_state_keys, lstm_problem())
+    assert report.passed
+    assert report.messages() == ["Your grads also have 'dc0', 'dh0', which name no parameter: "
+                                 "not checked. ∂J/∂h0 is read under the key 'h0', ∂J/∂c0 under "
+                                 "'c0'."]
+
+
+def test_swapped_dJ_dh0_and_dJ_dc0_are_named():
+    def swap(grads, *_):
+        grads["h0"], grads["c0"] = grads["c0"], grads["h0"]
+
+    report = diagnose.check_backward(_lstm_changed(swap), lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "state-gradients-swapped"
+
+
+
+def test_a_wrong_gru_loss_is_told_the_published_grus_that_differ_from_pytorchs():
+    said = diagnose._loss_check(19.0, 18.0, diagnose.make_problem(cell="gru")).message
+    assert "b^hn outside the reset" in said and "r_t ⊙ h_{t−1}) + b^hn) (Cho et al." in said
+    assert "Cho" not in diagnose._loss_check(19.0, 18.0, lstm_problem()).message
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bias_gradient_left_zero_is_told_what_it_is(cell):
+    correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
+
+    def bhh_left_zero(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        return loss, dict(grads, bhh=np.zeros_like(grads["bhh"])), state
+
+    report = diagnose.check_backward(bhh_left_zero, diagnose.make_problem(cell=cell))
+    said = " ".join(report.messages())
+    assert "Only db^hh is wrong, and your weight gradients are right" in said
+    assert ("b^hn sits inside r_t ⊙" in said) == (cell == "gru")

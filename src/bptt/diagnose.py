@@ -380,6 +380,12 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
         return  # the LSTM's final state as the pair (h_T, c_T)
     if user.h_last is not None:
         rows = _as_rows(user.h_last, problem.h0.shape)
+        pair = [_as_rows(part, problem.h0.shape) for part in user.h_last] \
+            if problem.cell == "lstm" and rows is None and user.h_last.shape[:1] == (2,) \
+            else [None]
+        if all(part is not None for part in pair):  # (h_T, c_T), each as nn.LSTM's (1, B, H)
+            user.h_last = np.stack(pair)
+            return
         if rows is None:
             raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
                             f"last state h_T has the shape of h0, {problem.h0.shape}")
@@ -432,6 +438,8 @@ def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
                             "array")
         try:
             raw = np.asarray(grads[key])
+        except RuntimeError as exc:  # a torch tensor that requires grad
+            raise BpttError(f"{name} returned grads[{key!r}] numpy cannot read ({exc})") from exc
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned grads[{key!r}] that is not a numeric array") from exc
         if raw.dtype.kind == "c":
@@ -449,6 +457,9 @@ def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
         except OverflowError as exc:  # a Python int past float64's range (10**400)
             raise BpttError(f"{name} returned a loss too large for a float64 number (an "
                             "integer over 1.8e308)") from exc
+        except RuntimeError as exc:  # a torch tensor that requires grad: numpy may not read it
+            raise BpttError(f"{name} returned a loss numpy cannot read ({exc}): return it as a "
+                            "number, loss.item()") from exc
         except (TypeError, ValueError) as exc:
             raise BpttError(f"{name} returned a loss that is not one number: {loss!r}") from exc
     if h_last is not None:
@@ -456,6 +467,8 @@ def _normalise(out: Any, name: str, param_keys: tuple[str, ...] = PARAM_KEYS,
             raw = np.asarray(h_last)
             # (a cast to float64 would drop the imaginary part, with a ComplexWarning)
             h_last = None if raw.dtype.kind == "c" else np.asarray(raw, dtype=np.float64)
+        except RuntimeError as exc:  # a torch tensor that requires grad
+            raise BpttError(f"{name} returned an h_last numpy cannot read ({exc})") from exc
         except (TypeError, ValueError, OverflowError) as exc:
             raise BpttError(f"{name} returned an h_last that is not a numeric array") from exc
         if h_last is None:
@@ -726,14 +739,19 @@ def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
 
 
 def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = None,
-                       taken_at: str | None = None) -> Step:
+                       taken_at: str | None = None, other_formula: bool = False,
+                       no_tanh_c: bool = False) -> Step:
     """The reference's step of ``cell`` (lstm or gru) with one factor changed, as a bug does.
 
     cut_direct: every path from s_{k−1} that skips W^hh dropped (∂s_k/∂s_{k−1}'s direct part:
     the LSTM's ∂c_k/∂c_{k−1} = diag(f_k), the GRU's ∂h_k/∂h_{k−1} = diag(z_k) through
     z ⊙ h_{k−1}) — that error never carried back.
     gate, taken_at: gate ``gate``'s activation derivative taken at gate ``taken_at``'s value
-    (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1).  The
+    (a copy-paste mix-up); taken_at None: that derivative left out (taken as 1);
+    other_formula: the other activation's derivative formula at the gate's own value (σ's
+    g(1 − g) for tanh's 1 − g², or tanh's 1 − i² for σ's i(1 − i)).
+    no_tanh_c (LSTM): ∂h_k/∂c_k taken as diag(o_k), tanh' at c_k left out — the h rows of
+    ∂s_k/∂a^i, a^f, a^g and of ∂s_k/∂c_{k−1} each hold it once.  The
     columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
     (wrong / right derivative): each holds that derivative once.  The GRU's r columns hold
     n's derivative too (∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r), as a learner's dJ_dr =
@@ -752,15 +770,34 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
             right = _gate_derivative(gate, values[gate])
             wrong = np.ones_like(right) if taken_at is None else \
                 _gate_derivative(gate, values[taken_at])
+            if other_formula:
+                wrong = values[gate] * (1 - values[gate]) if gate in TANH_GATES \
+                    else 1 - values[gate]**2
             ds_da_ih, ds_da_hh = local.ds_da_ih.copy(), local.ds_da_hh.copy()
             for changed in (gate, "r") if (cell, gate) == ("gru", "n") else (gate,):
                 rows = slice(gates.index(changed) * H, (gates.index(changed) + 1) * H)
                 ds_da_ih[:, :, rows] *= (wrong / right)[:, None, :]
                 ds_da_hh[:, :, rows] *= (wrong / right)[:, None, :]
             local = local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh)
+        if no_tanh_c:
+            local = _without_tanh_c(local, s_prev.shape[1] // 2)
         return local
 
     return step
+
+
+def _without_tanh_c(local: reference.LocalStep, H: int) -> reference.LocalStep:
+    """The LSTM's step with ∂h/∂c = diag(o ⊙ (1 − tanh² c)) taken as diag(o): its h rows
+    through c (the i, f, g columns of ∂s/∂a; the c columns of the direct ∂s/∂s_{k−1})
+    divided by 1 − tanh² c, unit by unit."""
+    tanh_c = np.tanh(local.s[:, H:])
+    undo = (1 / (1 - tanh_c**2))[:, :, None]
+    ds_da_ih, ds_da_hh, direct = (a.copy() for a in (local.ds_da_ih, local.ds_da_hh,
+                                                      local.ds_ds_direct))
+    for a in (ds_da_ih, ds_da_hh):
+        a[:, :H, :3 * H] *= undo
+    direct[:, :H, H:] *= undo
+    return local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh, ds_ds_direct=direct)
 
 
 # ----------------------------------------------------------------------------
@@ -815,7 +852,7 @@ TEXT = {
         "rec": "W^xh, W^hh, b^xh and b^hh",
         "step": "∂h_t/∂h_{t−1} (through W^hh and through the direct path z_t ⊙ h_{t−1})",
         "carry": "∂J/∂h_t = W^hyᵀ ∂J_t/∂y_t + W^hhᵀ ∂J/∂a^hh_{t+1} + ∂J/∂h_{t+1} ⊙ z_{t+1}",
-        "z1": "a_1",
+        "z1": "a^hh_1 and, directly, h_1",
         "Wxh": "Σ_t ∂J/∂a^ih_t x_tᵀ, shaped like W^xh (3H × D): in batch rows dJ_da_ih.T @ x",
         "Whh": "Σ_t ∂J/∂a^hh_t h_{t−1}ᵀ, shaped like W^hh (3H × H): in batch rows "
                "dJ_da_hh.T @ h_prev, not h_prev.T @ dJ_da_hh",
@@ -1075,6 +1112,16 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
             gated_walk(problem, gated_step_variant(cell, gate=gate)).grads(),
         ))
     for gate in gates:
+        activation, other = ("tanh", "σ") if gate in TANH_GATES else ("σ", "tanh")
+        written = f"{gate}_t ⊙ (1 − {gate}_t)" if gate in TANH_GATES else f"1 − {gate}_t²"
+        out.append(Hypothesis(
+            f"{cell}-other-activation-derivative",
+            f"The derivative of gate {gate}'s activation ({GATE_NAMES[gate]}) is {other}'s, "
+            f"{written}, but {gate}_t = {activation}(a^{gate}_t): ∂{gate}_t/∂a^{gate}_t = "
+            f"{_derivative_text(gate, gate)}: {_derivative_code(gate)}.",
+            gated_walk(problem, gated_step_variant(cell, gate=gate, other_formula=True)).grads(),
+        ))
+    for gate in gates:
         for other in gates:
             if other == gate:
                 continue
@@ -1090,6 +1137,7 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
                 "steps.",
                 gated_walk(problem, gated_step_variant(cell, gate=gate, taken_at=other)).grads(),
             ))
+    out += _convention_hypotheses(problem)
     out += _transposed_hypotheses(problem, ref)
     zero = np.zeros_like(problem.h0)
     zero_start = Problem(problem.params, problem.inputs, problem.targets, zero,
@@ -1105,6 +1153,21 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
     ))
     out.append(_h0_missing(cell, ref))
     if cell == "lstm":
+        out.append(Hypothesis(
+            "lstm-tanh-c-derivative-missing",
+            "The derivative of tanh at the cell state is missing: your gradients equal those "
+            "of an LSTM whose ∂h_t/∂c_t is o_t, not o_t ⊙ (1 − tanh² c_t). h_t = o_t ⊙ tanh "
+            "c_t, so ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ (1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: "
+            "dJ_dc = dJ_dh * o * (1 - np.tanh(c)**2) + dJ_dc_from_later.",
+            gated_walk(problem, gated_step_variant(cell, no_tanh_c=True)).grads(),
+        ))
+        out.append(Hypothesis(
+            "state-gradients-swapped",
+            "Your ∂J/∂h0 and ∂J/∂c0 are swapped: grads['h0'] holds ∂J/∂c0 and grads['c0'] "
+            "holds ∂J/∂h0. ∂J/∂h0 = W^hhᵀ ∂J/∂a_1 (the error carried through W^hh), ∂J/∂c0 = "
+            "∂J/∂c_1 ⊙ f_1 (through the cell state).",
+            dict(ref, h0=ref["c0"], c0=ref["h0"]),
+        ))
         out.append(Hypothesis(
             "c0-missing",
             "Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: c_1 = f_1 ⊙ "
@@ -1347,6 +1410,85 @@ class BackwardReport:
         return out
 
 
+# other libraries' and courses' gate orders: the learner read bptt's blocks in one of these
+GATE_ORDERS = {
+    "lstm": {("i", "f", "o", "g"): "CS231n's", ("i", "g", "f", "o"): "TensorFlow 1's LSTMCell's",
+             ("f", "i", "g", "o"): "", ("i", "f", "g", "o"): ""},
+    "gru": {("z", "r", "n"): "Keras's", ("r", "z", "n"): ""},
+}
+
+
+def _reparametrised(problem: Problem, blocks: list[int], signs: list[float]
+                    ) -> dict[str, np.ndarray]:
+    """The gradient of a learner whose forward is the reference's with the recurrent
+    parameters' block q of H rows read from block blocks[q], times signs[q]: the reference's
+    gradient at those parameters, brought back to the learner's (a block's gradient goes where
+    the block came from, with its sign)."""
+    H = problem.params["Whh"].shape[1]
+
+    def rows(q: int) -> slice:
+        return slice(q * H, (q + 1) * H)
+
+    seen = {}
+    for key in problem.recurrent:
+        value = problem.params[key]
+        seen[key] = np.concatenate([signs[q] * value[rows(b)] for q, b in enumerate(blocks)])
+    params = dict(problem.params, **seen)
+    _, grads, terms = reference.loss_and_grads(
+        params, problem.inputs, problem.targets, h0=problem.state, truncate=problem.truncate,
+        keep_contributions=False, cell=problem.cell)
+    out = {key: np.asarray(value) for key, value in grads.items()}
+    for key in problem.recurrent:
+        back = np.empty_like(out[key])
+        for q, b in enumerate(blocks):
+            back[rows(b)] = signs[q] * out[key][rows(q)]
+        out[key] = back
+    state = terms.dJ_dstate0 if isinstance(terms.dJ_dstate0, tuple) else (terms.dJ_dstate0,)
+    out.update(zip(problem.state_keys, map(np.asarray, state), strict=True))
+    return out
+
+
+def _rows(q: int) -> str:
+    """Block q's rows in the learner's slicing: 0:H, H:2H, 2H:3H, …"""
+    return ":".join("0" if n == 0 else "H" if n == 1 else f"{n}H" for n in (q, q + 1))
+
+
+def _convention_hypotheses(problem: Problem) -> list[Hypothesis]:
+    """Right maths in another convention: the gate blocks in another library's order, or
+    (GRU) the other paper's h_t = z_t ⊙ n_t + (1 − z_t) ⊙ h_{t−1}.  Either is the
+    reference's forward with the blocks moved (or z's negated: 1 − σ(a) = σ(−a)), so its
+    gradient is the reference's at the moved parameters, moved back."""
+    cell, gates = problem.cell, problem.gates
+    out = []
+    for order, whose in GATE_ORDERS[cell].items():
+        if order == gates:
+            continue
+        source = f" ({whose} order)" if whose else ""
+        moved = _gate_list([f"{g} from rows {_rows(q)}" for q, g in enumerate(gates)
+                            if order[q] != g])
+        out.append(Hypothesis(
+            f"{cell}-gate-order",
+            f"Gate order: your gradients (and so your loss) are exactly the reference's for "
+            f"the gate blocks in the order {', '.join(order)}{source}. bptt, like PyTorch, "
+            f"stacks the blocks of H rows of W^xh, W^hh, b^xh, b^hh in the order "
+            f"{', '.join(gates)}: read gate {moved}, in your forward and your backward "
+            "alike. Your maths is right.",
+            _reparametrised(problem, [order.index(g) for g in gates], [1.0] * len(gates)),
+        ))
+    if cell == "gru":
+        out.append(Hypothesis(
+            "gru-z-swapped",
+            "z and 1 − z swapped: your gradients (and so your loss) are exactly those of a GRU "
+            "with h_t = z_t ⊙ n_t + (1 − z_t) ⊙ h_{t−1} (the convention of Chung et al. 2014 "
+            "and of Wikipedia). bptt, like PyTorch and Cho et al. 2014, keeps the previous "
+            "state with z: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, so dJ_dn = dJ_dh * (1 - z), "
+            "dJ_dz = dJ_dh * (h_prev - n) and the direct path carries dJ_dh * z. Your maths "
+            "is right for your convention.",
+            _reparametrised(problem, [0, 1, 2], [1.0, -1.0, 1.0]),
+        ))
+    return out
+
+
 def check_backward(
     fn: Callable[..., Any],
     problem: Problem | None = None,
@@ -1395,7 +1537,7 @@ def check_backward(
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
     if not failing:
         if report.passed:
-            report.findings += _blind_spots(problem)
+            report.findings += _blind_spots(problem) + _unchecked(user, problem)
         if user.float32 and report.passed:
             report.findings.append(
                 f"Your backward computes in float32: it agrees with the reference to "
@@ -1438,6 +1580,19 @@ def _h_last_ok(h_last: np.ndarray, h_T: np.ndarray, tol: float) -> bool:
     if _rel(h_last, h_T) <= tol:
         return True
     return h_T.ndim == 2 and h_T.shape[0] == h_T.shape[1] and _rel(h_last.T, h_T) <= tol
+
+
+def _unchecked(user: UserResult, problem: Problem) -> list[str]:
+    """A pass vouches only for the keys it read: say which of the learner's it did not (its
+    dJ/dh0 under "dh0", say, which the learner may believe was checked)."""
+    if not user.unknown:
+        return []
+    verb = "names" if len(user.unknown) == 1 else "name"
+    missing = [k for k in problem.state_keys if k not in user.grads]
+    read = f" ∂J/∂{MATH[missing[0]]} is read under the key {missing[0]!r}" + "".join(
+        f", ∂J/∂{MATH[k]} under {k!r}" for k in missing[1:]) + "." if missing else ""
+    return [f"Your grads also have {', '.join(user.unknown)}, which {verb} no parameter: not "
+            f"checked.{read}"]
 
 
 def _blind_spots(problem: Problem) -> list[str]:
@@ -1541,7 +1696,8 @@ def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOS
         f"Your loss {loss:.10g} differs from the reference J = {ref_loss:.10g}: the forward "
         "pass or the loss itself is different. The reference is J = Σ_t Σ_b −log "
         f"softmax(W^hy h_t + b_y)[label_t] with {FORWARD[problem.cell]}, "
-        f"{STARTS[problem.cell]}; if the gradients are wrong too, fix the forward first."))
+        f"{STARTS[problem.cell]}; if the gradients are wrong too, fix the forward first."
+        + VARIANTS.get(problem.cell, "")))
 
 
 # the forward a learner's must match, in words
@@ -1554,6 +1710,15 @@ FORWARD = {
 FORWARD["gru"] = ("a^ih_t = W^xh x_t + b^xh and a^hh_t = W^hh h_{t−1} + b^hh split into the "
                   "gates r, z, n (rows of H each), r_t, z_t = σ(a^ih + a^hh), n_t = "
                   "tanh(a^in_t + r_t ⊙ a^hn_t), h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}")
+# the published forms a learner's forward may follow instead of PyTorch's (none of them the
+# reference's forward with its parameters moved, so no hypothesis can name them)
+VARIANTS = {
+    "gru": " Two other GRU forms are common, and differ from PyTorch's here: b^hn outside the "
+           "reset, n_t = tanh(a^in_t + r_t ⊙ (W^hn h_{t−1}) + b^hn), and the reset applied "
+           "before the weights, n_t = tanh(a^in_t + W^hn (r_t ⊙ h_{t−1}) + b^hn) (Cho et al. "
+           "2014; Keras's reset_after=False). bptt's, PyTorch's, is n_t = tanh(a^in_t + r_t ⊙ "
+           "(W^hn h_{t−1} + b^hn)).",
+}
 STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0", "gru": "h_0 = h0"}
 
 
@@ -1633,6 +1798,20 @@ def _alters(h: Hypothesis, keys: set[str], ref: dict[str, np.ndarray]) -> bool:
                for k in keys)
 
 
+# one bias gradient wrong, both weights right: what that bias's gradient is
+BIAS_ONLY = {
+    "lstm": {key: f"Only d{MATH[key]} is wrong, and your weight gradients are right: b^xh and "
+                  "b^hh both add to a_t, so each gradient is Σ_t Σ_b ∂J/∂a_t (summed over steps "
+                  "and batch rows), the same for both — accumulate it into each."
+             for key in ("bxh", "bhh")},
+    "gru": {"bxh": "Only db^xh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^ih_t (summed over steps and batch rows).",
+            "bhh": "Only db^hh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^hh_t (summed over steps and batch rows), whose n block is r_t ⊙ "
+                   "∂J/∂a^n_t: b^hn sits inside r_t ⊙ (W^hn h_{t−1} + b^hn)."},
+}
+
+
 def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     """Sentences from which parameters agree, when no single hypothesis fits."""
     recurrent = report.problem.recurrent
@@ -1659,6 +1838,8 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
         elif bad == {"bh"} and {"Wxh", "Whh"} <= right:
             out.append("Only db_h is wrong: it is Σ_t Σ_b ∂J/∂z_t (summed over steps and "
                        "batch rows).")
+        elif len(bad) == 1 and bad <= {"bxh", "bhh"} and {"Wxh", "Whh"} <= right:
+            out.append(BIAS_ONLY[report.problem.cell][next(iter(bad))])
     elif bad and bad <= set(HEAD) and set(recurrent) <= right:
         out.append("Only your head gradients are wrong (" + ", ".join(
                        MATH[k] for k in HEAD if k in bad) + "): ∂J_t/∂y_t = p_t − "
@@ -1670,7 +1851,7 @@ def _patterns(report: BackwardReport, failing: list[str]) -> list[str]:
     if "h0" in unexplained:
         z1 = TEXT[report.problem.cell]["z1"]
         out.append(f"Your ∂J/∂h0 differs from the reference: the initial state feeds {z1}, so "
-                   f"∂J/∂h0 = W^hhᵀ ∂J/∂{z1}, the error carried one step past the first.")
+                   f"{H0_MISSING[report.problem.cell]}.")
     if "c0" in unexplained:
         out.append("Your ∂J/∂c0 differs from the reference: c_1 = f_1 ⊙ c0 + i_1 ⊙ g_1, so "
                    "∂J/∂c0 = ∂J/∂c_1 ⊙ f_1.")
