@@ -302,7 +302,7 @@ def test_layers_do_not_apply_to_your_backward(tmp_path):
     spec = f"{EXAMPLES / 'correct.py'}:rnn_backward"
     run = bptt_model_check("gradcheck", "--backward", spec, "--layers", "2", cwd=tmp_path)
     assert run.returncode == 2 and run.stdout == ""
-    assert "--backward checks a one-layer RNN backward: --layers does not apply" in run.stderr
+    assert "--backward checks a one-layer backward: --layers does not apply" in run.stderr
 
 
 def test_the_report_table_sets_yours_beside_the_reference(capsys):

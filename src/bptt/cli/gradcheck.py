@@ -173,7 +173,7 @@ def _run_backward(args: argparse.Namespace) -> int:
                         f"{', '.join(cells)}")
     cell = cells[0]
     if args.layers and set(args.layers) != {1}:
-        raise BpttError("--backward checks a one-layer RNN backward: --layers does not apply")
+        raise BpttError("--backward checks a one-layer backward: --layers does not apply")
     problem = diagnose.make_problem(args.hidden, args.seq_len, args.batch, args.seed,
                                     args.truncate, cell)
     # what the learner's code prints (debugging lines) goes to stderr: stdout is the report
