@@ -987,6 +987,8 @@ LSTM_DIAGNOSES = {
                                       "(1 − g_t), but g_t = tanh(a^g_t)"),
     "lstm_missing_tanh_c_derivative": ("lstm-tanh-c-derivative-missing", "The derivative of "
                                        "tanh at the cell state is missing"),
+    "lstm_tanh_c_prev": ("lstm-tanh-c-prev", "you take tanh at the previous cell state "
+                         "c_{t−1} where tanh c_t belongs"),
     "lstm_gate_order_ifog": ("lstm-gate-order", "exactly the reference's for the gate blocks "
                              "in the order i, f, o, g (CS231n's order)"),
 }
