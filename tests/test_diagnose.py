@@ -987,6 +987,8 @@ LSTM_DIAGNOSES = {
                                       "(1 − g_t), but g_t = tanh(a^g_t)"),
     "lstm_missing_tanh_c_derivative": ("lstm-tanh-c-derivative-missing", "The derivative of "
                                        "tanh at the cell state is missing"),
+    "lstm_tanh_c_prev": ("lstm-tanh-c-prev", "you take tanh at the previous cell state "
+                         "c_{t−1} where tanh c_t belongs"),
     "lstm_gate_order_ifog": ("lstm-gate-order", "exactly the reference's for the gate blocks "
                              "in the order i, f, o, g (CS231n's order)"),
 }
@@ -1047,6 +1049,33 @@ def test_the_c_path_cut_is_the_walk_with_dc_dc_prev_zero_and_differs_from_a_trun
     assert diagnose._rel(cut["Whh"], one_step["Whh"]) > 1e-3
     assert diagnose._rel(cut["Whh"], ref["Whh"]) > 1e-3
 
+
+
+def _lstm_in_float32(name: str):
+    """The learner's LSTM backward ``name`` called with float32 params and state (h0, c0)."""
+    fn = load_lstm(name)
+
+    def in_float32(params, inputs, targets, h0=None, truncate=None):
+        p32 = {k: v.astype(np.float32) for k, v in params.items()}
+        s32 = None if h0 is None else tuple(np.asarray(s, dtype=np.float32) for s in h0)
+        return fn(p32, inputs, targets, s32, truncate)
+
+    return in_float32
+
+
+def test_a_float32_lstm_backward_passes_at_float32s_tolerance_and_a_broken_one_fails():
+    problem = lstm_problem()
+    _, grads, _ = _lstm_in_float32("lstm_correct")(problem.params, problem.inputs,
+                                                   problem.targets, problem.state)
+    assert grads["Wxh"].dtype == np.float32  # its float32 accumulators: float32 gradients
+    report = diagnose.check_backward(_lstm_in_float32("lstm_correct"), problem)
+    assert report.passed and report.tolerance == diagnose.FLOAT32_PASS_TOL, report.messages()
+    assert report.messages()[0].startswith("Your backward computes in float32: it agrees with")
+    report = diagnose.check_backward(_lstm_in_float32("lstm_gate_mixup"), problem)
+    assert not report.passed and report.tolerance == diagnose.FLOAT32_PASS_TOL
+    assert report.failures() and not any("computes in float32: it agrees" in m
+                                         for m in report.messages())
+    assert any("far more than float32's round-off" in m for m in report.messages())
 
 def test_the_lstm_hypotheses_are_told_apart_on_the_problem():
     problem = lstm_problem()

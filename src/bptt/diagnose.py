@@ -740,7 +740,7 @@ def _gate_derivative(gate: str, value: np.ndarray) -> np.ndarray:
 
 def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = None,
                        taken_at: str | None = None, other_formula: bool = False,
-                       no_tanh_c: bool = False) -> Step:
+                       no_tanh_c: bool = False, tanh_c_prev: bool = False) -> Step:
     """The reference's step of ``cell`` (lstm or gru) with one factor changed, as a bug does.
 
     cut_direct: every path from s_{k−1} that skips W^hh dropped (∂s_k/∂s_{k−1}'s direct part:
@@ -751,7 +751,9 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
     other_formula: the other activation's derivative formula at the gate's own value (σ's
     g(1 − g) for tanh's 1 − g², or tanh's 1 − i² for σ's i(1 − i)).
     no_tanh_c (LSTM): ∂h_k/∂c_k taken as diag(o_k), tanh' at c_k left out — the h rows of
-    ∂s_k/∂a^i, a^f, a^g and of ∂s_k/∂c_{k−1} each hold it once.  The
+    ∂s_k/∂a^i, a^f, a^g and of ∂s_k/∂c_{k−1} each hold it once.
+    tanh_c_prev (LSTM): tanh c_{k−1} where tanh c_k belongs (cs[t] for cs[t + 1]), in ∂h_k/∂o_k
+    = diag(tanh c) and in ∂h_k/∂c_k = diag(o ⊙ (1 − tanh² c)) alike.  The
     columns of gate ``gate`` in ∂s_k/∂a^ih_k and ∂s_k/∂a^hh_k are rescaled by
     (wrong / right derivative): each holds that derivative once.  The GRU's r columns hold
     n's derivative too (∂h/∂a^r = ∂h/∂n ∂n/∂a^n ∂a^n/∂r ∂r/∂a^r), as a learner's dJ_dr =
@@ -781,6 +783,8 @@ def gated_step_variant(cell: str, cut_direct: bool = False, gate: str | None = N
             local = local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh)
         if no_tanh_c:
             local = _without_tanh_c(local, s_prev.shape[1] // 2)
+        if tanh_c_prev:
+            local = _tanh_c_at_prev(local, s_prev)
         return local
 
     return step
@@ -797,6 +801,24 @@ def _without_tanh_c(local: reference.LocalStep, H: int) -> reference.LocalStep:
     for a in (ds_da_ih, ds_da_hh):
         a[:, :H, :3 * H] *= undo
     direct[:, :H, H:] *= undo
+    return local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh, ds_ds_direct=direct)
+
+
+def _tanh_c_at_prev(local: reference.LocalStep, s_prev: np.ndarray) -> reference.LocalStep:
+    """The LSTM's step with tanh c_{k−1} where tanh c_k belongs: its h rows rescaled unit by
+    unit, the o columns of ∂s/∂a (∂h/∂o = diag(tanh c)) by tanh c_{k−1} / tanh c_k, the i, f,
+    g columns and the c columns of the direct ∂s/∂s_{k−1} (through ∂h/∂c = diag(o ⊙ (1 −
+    tanh² c))) by (1 − tanh² c_{k−1}) / (1 − tanh² c_k)."""
+    H = s_prev.shape[1] // 2
+    tanh_c, tanh_prev = np.tanh(local.s[:, H:]), np.tanh(s_prev[:, H:])
+    for_o = (tanh_prev / tanh_c)[:, :, None]
+    for_c = ((1 - tanh_prev**2) / (1 - tanh_c**2))[:, :, None]
+    ds_da_ih, ds_da_hh, direct = (a.copy() for a in (local.ds_da_ih, local.ds_da_hh,
+                                                      local.ds_ds_direct))
+    for a in (ds_da_ih, ds_da_hh):
+        a[:, :H, :3 * H] *= for_c
+        a[:, :H, 3 * H:] *= for_o
+    direct[:, :H, H:] *= for_c
     return local._replace(ds_da_ih=ds_da_ih, ds_da_hh=ds_da_hh, ds_ds_direct=direct)
 
 
@@ -1160,6 +1182,15 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
             "c_t, so ∂J/∂c_t = ∂J/∂h_t ⊙ o_t ⊙ (1 − tanh² c_t) + ∂J/∂c_{t+1} ⊙ f_{t+1}: "
             "dJ_dc = dJ_dh * o * (1 - np.tanh(c)**2) + dJ_dc_from_later.",
             gated_walk(problem, gated_step_variant(cell, no_tanh_c=True)).grads(),
+        ))
+        out.append(Hypothesis(
+            "lstm-tanh-c-prev",
+            "Off by one step: you take tanh at the previous cell state c_{t−1} where tanh c_t "
+            "belongs: your gradients equal those of an LSTM whose ∂h_t/∂o_t is tanh c_{t−1} "
+            "and ∂h_t/∂c_t is o_t ⊙ (1 − tanh² c_{t−1}). h_t = o_t ⊙ tanh c_t, so ∂J/∂o_t = "
+            "∂J/∂h_t ⊙ tanh c_t and ∂h_t/∂c_t = o_t ⊙ (1 − tanh² c_t): dJ_do = dJ_dh * "
+            "np.tanh(c) with c = c_t (cs[t + 1] when cs[0] = c0, not cs[t]).",
+            gated_walk(problem, gated_step_variant(cell, tanh_c_prev=True)).grads(),
         ))
         out.append(Hypothesis(
             "state-gradients-swapped",
