@@ -375,21 +375,20 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
         if array.shape != want and array.shape[::-1] != want:
             raise BpttError(f"{name} returned grads[{key!r}] of shape {array.shape}; the "
                             f"gradient of {of} has its shape, {want}")
-    if user.h_last is not None and problem.cell == "lstm" \
-            and user.h_last.shape == (2, *problem.h0.shape):
-        return  # the LSTM's final state as the pair (h_T, c_T)
-    if user.h_last is not None:
-        rows = _as_rows(user.h_last, problem.h0.shape)
-        pair = [_as_rows(part, problem.h0.shape) for part in user.h_last] \
-            if problem.cell == "lstm" and rows is None and user.h_last.shape[:1] == (2,) \
-            else [None]
-        if all(part is not None for part in pair):  # (h_T, c_T), each as nn.LSTM's (1, B, H)
+    if user.h_last is None:
+        return
+    rows = _as_rows(user.h_last, problem.h0.shape)
+    if rows is None and problem.cell == "lstm" and user.h_last.shape[:1] == (2,):
+        # the LSTM's final state as the pair (h_T, c_T), each part as h0 is or in a form
+        # _as_rows reads (nn.LSTM's (1, B, H), columns)
+        pair = [_as_rows(part, problem.h0.shape) for part in user.h_last]
+        if all(part is not None for part in pair):
             user.h_last = np.stack(pair)
             return
-        if rows is None:
-            raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
-                            f"last state h_T has the shape of h0, {problem.h0.shape}")
-        user.h_last = rows
+    if rows is None:
+        raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
+                        f"last state h_T has the shape of h0, {problem.h0.shape}")
+    user.h_last = rows
 
 
 def _as_rows(h: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
