@@ -1035,15 +1035,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         out.append(Hypothesis(name, message, walk(problem, **options).grads()))
     # a transposed weight gradient, one weight at a time
     out += _transposed_hypotheses(problem, ref)
-    zero_start = Problem(problem.params, problem.inputs, problem.targets,
-                         np.zeros_like(problem.h0), problem.truncate)
-    out.append(Hypothesis(
-        "h0-ignored",
-        "Your function ignores the initial state h0 it is given and starts from zeros: its "
-        "gradients are exactly those of the same network with h0 = 0. Start the forward "
-        "from h0 (hs[0] = h0); it matters whenever the state is carried between chunks.",
-        walk(zero_start).grads(),
-    ))
+    out.append(_h0_ignored(problem))
     out.append(_h0_missing(problem.cell, ref))
     return out
 
@@ -1099,6 +1091,30 @@ H0_MISSING = {
     "gru": "∂J/∂h0 = W^hhᵀ ∂J/∂a^hh_1 + ∂J/∂h_1 ⊙ z_1, the error carried one step past the "
            "first",
 }
+
+
+# the initial state as the "h0 ignored" hypothesis names it: the state, the zeros taken for
+# it, and where the forward should start from
+STATE_WORDS = {"rnn": ("h0", "h0 = 0", "h0 (hs[0] = h0)"),
+               "lstm": ("(h0, c0)", "h0 = c0 = 0", "it"),
+               "gru": ("h0", "h0 = 0", "it")}
+
+
+def _h0_ignored(problem: Problem) -> Hypothesis:
+    """The hypothesis of a backward that starts from zeros, not from the initial state given:
+    the double sum of the same problem with h0 (and c0) = 0."""
+    zero = np.zeros_like(problem.h0)
+    zero_start = Problem(problem.params, problem.inputs, problem.targets, zero,
+                         problem.truncate, problem.seed, problem.cell,
+                         None if problem.c0 is None else zero)
+    state, start, start_from = STATE_WORDS[problem.cell]
+    return Hypothesis(
+        "h0-ignored",
+        f"Your function ignores the initial state {state} it is given and starts from zeros: "
+        f"its gradients are exactly those of the same network with {start}. Start the "
+        f"forward from {start_from}; it matters whenever the state is carried between chunks.",
+        (gated_walk(zero_start) if problem.gates else walk(zero_start)).grads(),
+    )
 
 
 def _h0_missing(cell: str, ref: dict[str, np.ndarray]) -> Hypothesis:
@@ -1160,18 +1176,7 @@ def _gated_hypotheses(problem: Problem, ref: dict[str, np.ndarray]) -> list[Hypo
             ))
     out += _convention_hypotheses(problem)
     out += _transposed_hypotheses(problem, ref)
-    zero = np.zeros_like(problem.h0)
-    zero_start = Problem(problem.params, problem.inputs, problem.targets, zero,
-                         problem.truncate, problem.seed, cell,
-                         None if problem.c0 is None else zero)
-    state, start = ("(h0, c0)", "h0 = c0 = 0") if cell == "lstm" else ("h0", "h0 = 0")
-    out.append(Hypothesis(
-        "h0-ignored",
-        f"Your function ignores the initial state {state} it is given and starts from zeros: "
-        f"its gradients are exactly those of the same network with {start}. Start the "
-        "forward from it; it matters whenever the state is carried between chunks.",
-        gated_walk(zero_start).grads(),
-    ))
+    out.append(_h0_ignored(problem))
     out.append(_h0_missing(cell, ref))
     if cell == "lstm":
         out.append(Hypothesis(
