@@ -1741,10 +1741,10 @@ FORWARD = {
     "lstm": "a_t = W^xh x_t + b^xh + W^hh h_{t−1} + b^hh split into the gates i, f, g, o "
             "(rows of H each), i_t, f_t, o_t = σ(·), g_t = tanh(·), c_t = f_t ⊙ c_{t−1} + "
             "i_t ⊙ g_t, h_t = o_t ⊙ tanh c_t",
+    "gru": "a^ih_t = W^xh x_t + b^xh and a^hh_t = W^hh h_{t−1} + b^hh split into the gates r, "
+           "z, n (rows of H each), r_t, z_t = σ(a^ih + a^hh), n_t = tanh(a^in_t + r_t ⊙ "
+           "a^hn_t), h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}",
 }
-FORWARD["gru"] = ("a^ih_t = W^xh x_t + b^xh and a^hh_t = W^hh h_{t−1} + b^hh split into the "
-                  "gates r, z, n (rows of H each), r_t, z_t = σ(a^ih + a^hh), n_t = "
-                  "tanh(a^in_t + r_t ⊙ a^hn_t), h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}")
 # the published forms a learner's forward may follow instead of PyTorch's (none of them the
 # reference's forward with its parameters moved, so no hypothesis can name them)
 VARIANTS = {
