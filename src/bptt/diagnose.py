@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt import models, ops, reference
+from bptt import cells, models, ops, reference
 from bptt.errors import BpttError
 from bptt.gradcheck import TINY, Comparison, compare_arrays, random_problem
 
@@ -103,11 +103,7 @@ HEAD = ("Why", "by")
 PARAM_KEYS = RECURRENT + HEAD
 MATH = {"Wxh": "W^xh", "Whh": "W^hh", "bh": "b_h", "Why": "W^hy", "by": "b_y", "h0": "h0",
         "bxh": "b^xh", "bhh": "b^hh", "c0": "c0"}
-CELLS = ("rnn", "lstm", "gru")  # the cells whose backward a learner can have checked
-# per cell: the recurrent parameters, and the initial state's parts (passed as h0)
-RECURRENT_OF = {"rnn": RECURRENT, "lstm": ("Wxh", "Whh", "bxh", "bhh"),
-                "gru": ("Wxh", "Whh", "bxh", "bhh")}
-STATE_OF = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",)}
+CELLS = tuple(cells.CELLS)  # the cells whose backward a learner can have checked: every one
 GATES = ("i", "f", "g", "o")  # the LSTM's blocks of H rows of Wxh, Whh, bxh, bhh, in order
 GATES_OF = {"lstm": GATES, "gru": ("r", "z", "n")}  # PyTorch's order
 SIGNATURE = "fn(params, inputs, targets, h0=None, truncate=None)"
@@ -239,8 +235,8 @@ class Problem:
 
     @property
     def recurrent(self) -> tuple[str, ...]:
-        """The keys of the recurrent parameters of its cell."""
-        return RECURRENT_OF[self.cell]
+        """The keys of the recurrent parameters of its cell (its PARAM_NAMES)."""
+        return cells.get_cell(self.cell).PARAM_NAMES
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -254,8 +250,9 @@ class Problem:
 
     @property
     def state_keys(self) -> tuple[str, ...]:
-        """The parts of the initial state, as the learner's grads name them: h0 (and c0)."""
-        return STATE_OF[self.cell]
+        """The parts of the initial state, as the learner's grads name them: h0 (and c0), its
+        cell's STATE_NAMES with a 0."""
+        return tuple(f"{name}0" for name in cells.get_cell(self.cell).STATE_NAMES)
 
     @property
     def state(self) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
