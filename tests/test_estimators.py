@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import checkpoint, tasks
+from bptt import checkpoint, estimators, tasks
 from bptt.errors import BpttError, CheckpointError, DivergedError
 from bptt.estimators import NotFittedError, as_padded, r2_score
 
@@ -971,3 +971,50 @@ def test_a_save_that_fails_leaves_no_directory_it_made(tmp_path, tweets, monkeyp
     with pytest.raises(CheckpointError, match="No space left on device"):
         clf.save(tmp_path / "models" / "clf")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------
+# memory: sequences are stored without their padding
+# ----------------------------------------------------------------------------
+
+
+def test_steps_hold_the_real_steps_and_pad_each_batch_as_the_padded_array():
+    """as_steps keeps each sequence's steps once, (Σ T_i, D), cast as as_padded casts them; a
+    batch of any rows is the padded array's x[rows, :T], time-major; a padded X with lengths
+    keeps its real steps only."""
+    rng = np.random.default_rng(3)
+    X = [rng.integers(-9, 9, size=(int(n), 2)) for n in rng.integers(1, 9, 30)]
+    for dtype in (np.float32, np.float64):
+        steps = estimators.as_steps(X, dtype=dtype)
+        padded, n = as_padded(X, dtype=dtype)
+        assert steps.rows.shape == (sum(len(x) for x in X), 2) and steps.rows.dtype == dtype
+        np.testing.assert_array_equal(steps.rows, np.concatenate(X).astype(dtype))
+        rows = rng.permutation(30)[:7]
+        T = int(n[rows].max())
+        batch = steps.batch(rows, T)
+        np.testing.assert_array_equal(batch, padded[rows, :T].transpose(1, 0, 2))
+        assert batch.dtype == dtype and batch.flags.c_contiguous
+        again = estimators.as_steps(padded, n, dtype)
+        np.testing.assert_array_equal(again.rows, steps.rows)
+        np.testing.assert_array_equal(again.padded(), padded)
+
+
+def test_one_long_sequence_does_not_pad_every_other_to_its_length():
+    """fit holds each sequence's steps, not N × T_max × D: 1,000 sequences of 3 steps and one
+    of 4,000 padded to it were 1,001 × 4,000 × 6 float64s (192 MB); now each minibatch is
+    padded to its own longest.  (predict still runs a chunk of up to 1,024 sequences to the length
+    of its longest.)"""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(3, 6)) for _ in range(1000)] + [rng.normal(size=(4000, 6))]
+    y = [float(x[:, 0].sum()) for x in X]
+    reg = small(bptt.SequenceRegressor, hidden_size=2, epochs=1, batch_size=4)
+    tracemalloc.start()
+    try:
+        reg.fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6, f"fit's peak: {peak / 1e6:.0f} MB"
+    assert reg.n_steps_ == 251 and np.isfinite(reg.loss_curve_[0])

@@ -301,3 +301,32 @@ def test_numerical_grads_reads_weights_and_a_state_of_any_memory_order(rng):
     for key in params:
         np.testing.assert_array_equal(grads[key], expected[key])
     np.testing.assert_array_equal(dh0, expected_dh0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_numerical_grads_are_central_differences_of_forward_loss_bit_for_bit(cell):
+    """The loss is checked once and evaluated without checking its arguments again: every
+    entry is still (J(θ + ε) − J(θ − ε)) / 2ε of bptt.forward_loss, to the last bit."""
+    params, inputs, targets, h0 = bptt.gradcheck.random_problem(cell, 3, 4, 2, 2, 1)
+    eps = 1e-5
+    grads, dJ_dh0 = numerical_grads(params, inputs, targets, h0, eps=eps)
+    parts = list(h0) if cell == "lstm" else [h0]
+    d_parts = list(dJ_dh0) if cell == "lstm" else [dJ_dh0]
+    rng = np.random.default_rng(2)
+    tensors = [(params[key], grads[key], key, None) for key in params]
+    tensors += [(part, d_part, "h0", i)
+                for i, (part, d_part) in enumerate(zip(parts, d_parts, strict=True))]
+    for value, grad, key, part in tensors:
+        for index in rng.choice(value.size, size=min(3, value.size), replace=False):
+            loss = []
+            for sign in (1, -1):
+                moved = value.copy()
+                moved.reshape(-1)[index] += sign * eps
+                if part is None:
+                    loss.append(bptt.forward_loss({**params, key: moved}, inputs, targets, h0))
+                else:
+                    state = parts.copy()
+                    state[part] = moved
+                    state = tuple(state) if cell == "lstm" else state[0]
+                    loss.append(bptt.forward_loss(params, inputs, targets, state))
+            assert grad.reshape(-1)[index] == (loss[0] - loss[1]) / (2 * eps), (key, index)

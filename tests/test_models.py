@@ -414,3 +414,25 @@ def test_grads_come_in_the_order_of_params_and_the_loss_is_forward_loss(rng):
     expected = -np.take_along_axis(log_p, labels[..., None], axis=-1).sum()
     assert bptt.models.forward_loss(params, ids, labels) == result.loss
     np.testing.assert_allclose(result.loss, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_forward_layers_is_forward_checked_on_the_per_layer_state(cell):
+    """models.forward_layers (the state per layer, as generation carries it) gives the caches
+    and logits of forward_checked, and each cache's final_state is the final state's layer."""
+    rng = np.random.default_rng(4)
+    params = bptt.init_params(cell, 5, 6, 7, rng=rng, dtype=np.float64, num_layers=2)
+    shapes = bptt.models.check_params(params)
+    ids = rng.integers(0, 5, (9, 3))
+    h0 = bptt.models.zero_state(params, 3)
+    h0 = tuple(rng.normal(size=p.shape) for p in h0) if cell == "lstm" else rng.normal(size=h0.shape)
+    fwd = bptt.models.forward_checked(params, shapes, ids, h0)
+    states, _ = bptt.models.state_to_layers(h0, shapes, 3, np.float64)
+    caches, logits, top = bptt.models.forward_layers(params, shapes, ids, states)
+    np.testing.assert_array_equal(logits, fwd.logits)
+    np.testing.assert_array_equal(top, fwd.top)
+    final = fwd.state if cell == "lstm" else (fwd.state,)
+    for layer, cache in enumerate(caches):
+        parts = bptt.models.get_cell(cell).final_state(cache)
+        for part, whole in zip(parts, final, strict=True):
+            np.testing.assert_array_equal(part, whole[layer])

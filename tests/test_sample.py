@@ -291,3 +291,29 @@ def test_complex_logits_are_refused_not_cut_to_their_real_part():
     """Complex logits lost their imaginary part with only numpy's ComplexWarning."""
     with pytest.raises(bptt.BpttError, match="logits must be real numbers"):
         next_token_distribution(np.array([1j, 2.0]), 1.0)
+
+
+@pytest.mark.parametrize("cell, layers", [("rnn", 1), ("lstm", 2), ("gru", 2)])
+def test_a_state_that_overflows_stops_generation_before_it_is_fed_back(cell, layers):
+    """The loop carries the state itself (not through bptt.forward, which checks the state it
+    is given): one that overflowed to NaN or inf still ends generation, with the error
+    bptt.forward gives, right before it would be fed back: the characters yielded are those
+    up to the first state that is not finite, and the one drawn from it."""
+    params = bptt.init_params(cell, len(VOCAB), 4, len(VOCAB), rng=np.random.default_rng(0),
+                              dtype=np.float32, num_layers=layers)
+    for key in params:  # weights of ±3e38: their products overflow, inf − inf is NaN
+        if key.startswith(("Wxh", "Whh")):
+            params[key] = (np.sign(params[key]) * 3e38).astype(np.float32)
+    got = []
+    with np.errstate(all="ignore"), pytest.raises(bptt.BpttError, match=r"^h0 contains NaN or inf$"):
+        for char in generate(params, VOCAB, 50, rng=np.random.default_rng(1)):
+            got.append(char)
+    assert 1 <= len(got) < 50
+
+    def finite_state_after(text):
+        with np.errstate(all="ignore"):
+            state = bptt.forward(params, np.array([VOCAB.index(c) for c in text])[:, None]).state
+        return all(np.isfinite(part).all() for part in (state if cell == "lstm" else [state]))
+
+    assert finite_state_after("\n" + "".join(got[:-2]))
+    assert not finite_state_after("\n" + "".join(got[:-1]))

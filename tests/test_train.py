@@ -176,6 +176,35 @@ def test_evaluate_is_the_mean_bits_per_character_of_the_validation_text(tmp_path
     assert bpc == pytest.approx(total / (B * n) / math.log(2), rel=1e-10)
 
 
+def _evaluate_chunk_by_chunk(params, val_ids, config) -> float:
+    """evaluate's number the plain way: models.forward (validating, fresh memory) per chunk."""
+    T = min(config.seq_len, len(val_ids) - 1)
+    batches = StreamBatcher(val_ids, max(1, min(config.batch, (len(val_ids) - 1) // T)), T)
+    total, chars, state = 0.0, 0, None
+    for _ in range(batches.chunks_per_epoch):
+        inputs, targets, _ = batches.next_batch()
+        fwd = models.forward(params, inputs, state)
+        total += models.ops.cross_entropy_forward(fwd.logits, targets)[0]
+        chars, state = chars + targets.size, fwd.state
+    return total / chars / math.log(2)
+
+
+@pytest.mark.parametrize("cell, layers", [("lstm", 1), ("gru", 2), ("rnn", 2)])
+def test_evaluate_gives_the_plain_forward_passes_bits_and_sees_weights_changed_in_place(
+        tmp_path, cell, layers):
+    """evaluate shares memory between its chunks (and what the cells make of the weights):
+    the number is bit for bit that of a fresh forward pass per chunk, and an evaluation after
+    the training step changed the weights in place (as the fast path does) sees the new ones."""
+    run = train.new_run(small_config(cell=cell, layers=layers, batch=3), TEXT, "test",
+                        tmp_path / "r")
+    before = train.evaluate(run.params, run.val_ids, run.config)
+    assert before == _evaluate_chunk_by_chunk(run.params, run.val_ids, run.config)
+    for _ in range(3):
+        train.train_step(run)  # (updates the weights in place, in the fast path's buffer)
+    after = train.evaluate(run.params, run.val_ids, run.config)
+    assert after == _evaluate_chunk_by_chunk(run.params, run.val_ids, run.config) != before
+
+
 def test_evaluate_scores_a_validation_text_shorter_than_a_sequence_whole(tmp_path):
     """8 validation characters and seq_len 10: one stream of 7 steps predicts characters 1 … 7
     from 0 … 6 (the whole text; not a DataError at the first evaluation, after training)."""

@@ -102,6 +102,38 @@ class NotFittedError(BpttError, AttributeError):
 # ----------------------------------------------------------------------------
 
 
+class Steps(NamedTuple):
+    """Sequences of D features each, stored without their padding: the real steps of every
+    sequence one after the other, ``rows`` (Σ T_i, D) of one dtype, sequence i in rows
+    start[i] … start[i] + n[i] − 1.  T: the padded length (the longest sequence, or the T
+    of a padded X).
+
+    Padding every sequence to the longest held N × T_max × D numbers: 20,000 sequences of
+    at most 100 steps and one of 2,000 (D = 3, float64) padded to 0.96 GB, their steps being
+    25 MB.  Minibatches are padded one at a time, to their own longest (:meth:`batch`).
+    """
+
+    rows: np.ndarray
+    n: np.ndarray
+    start: np.ndarray
+    T: int
+
+    def batch(self, which: np.ndarray, T: int) -> np.ndarray:
+        """The sequences ``which`` as time-major inputs (T, B, D), zeros after each one's end
+        (T >= the longest of them): the padded array's ``x[which, :T]``, transposed."""
+        out = np.zeros((T, len(which), self.rows.shape[1]), dtype=self.rows.dtype)
+        for b, i in enumerate(which):
+            out[: self.n[i], b] = self.rows[self.start[i] : self.start[i] + self.n[i]]
+        return out
+
+    def padded(self) -> np.ndarray:
+        """All of them as one padded array (N, T, D), zeros on padding."""
+        x = np.zeros((len(self.n), self.T, self.rows.shape[1]), dtype=self.rows.dtype)
+        for i, (start, n) in enumerate(zip(self.start, self.n, strict=True)):
+            x[i, :n] = self.rows[start : start + n]
+        return x
+
+
 def as_padded(
     X: Any, lengths: Any = None, dtype: Any = np.float64
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +143,12 @@ def as_padded(
     array (N, T, D) with ``lengths`` (N,) or None (all T).  Raises BpttError on a ragged
     array, mismatched features, empty input, NaN/inf on a real step, or bad lengths.
     """
+    steps = as_steps(X, lengths, dtype)
+    return steps.padded(), steps.n
+
+
+def as_steps(X: Any, lengths: Any = None, dtype: Any = np.float64) -> Steps:
+    """X (as for :func:`as_padded`, checked alike) as :class:`Steps` of ``dtype``."""
     if isinstance(X, np.ndarray):
         if X.dtype == object:
             raise BpttError(
@@ -130,14 +168,14 @@ def as_padded(
         _check_features(D)
         n = heads.check_lengths(lengths, T, N)
         n = np.full(N, T, dtype=np.int64) if n is None else n
-        x = _cast(X, dtype)  # a copy: padding is zeroed below
+        x = _cast(X, dtype)
         real = np.arange(T)[None, :] < n[:, None]  # (N, T)
-        if not np.isfinite(x[real]).all():
+        rows = x[real]  # (a C-ordered mask: sequence by sequence, each step by step)
+        if not np.isfinite(rows).all():
             bad = int(np.flatnonzero(~np.isfinite(x).all(axis=2) & real)[0] // T)
             raise BpttError(_not_finite("X", X[bad][real[bad]], x.dtype, f"sequence {bad}, "
                                         "on a real step"))
-        x[~real] = 0
-        return x, n
+        return _steps(rows, n, T)
     if not isinstance(X, (list, tuple)):
         raise BpttError(
             f"X must be a list of (T_i, D) arrays or a padded (N, T, D) array, got "
@@ -169,10 +207,17 @@ def as_padded(
             raise BpttError(f"X[{i}] has {a.shape[1]} features per step but X[0] has {D}")
     _check_features(D)
     n = np.array([len(a) for a in arrays], dtype=np.int64)
-    x = np.zeros((len(arrays), int(n.max()), D), dtype=dtype)
+    steps = _steps(np.empty((int(n.sum()), D), dtype=dtype), n, int(n.max()))
     for i, a in enumerate(arrays):
-        x[i, : len(a)] = a
-    return x, n
+        steps.rows[steps.start[i] : steps.start[i] + n[i]] = a
+    return steps
+
+
+def _steps(rows: np.ndarray, n: np.ndarray, T: int) -> Steps:
+    """:class:`Steps` of ``rows``, sequences of lengths ``n`` one after the other."""
+    start = np.zeros(len(n), dtype=np.int64)
+    np.cumsum(n[:-1], out=start[1:])
+    return Steps(rows, n, start, T)
 
 
 def _check_features(D: int) -> None:
@@ -473,13 +518,15 @@ class _SequenceEstimator:
 
     def _prepare(
         self, X: Any, y: Any, lengths: Any, fitting: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x (N, T, D), lengths (N,), targets) checked against each other."""
+    ) -> tuple[Steps, np.ndarray, np.ndarray]:
+        """(x: Steps of D features, lengths (N,), targets) checked against each other."""
         dtype = self._data_dtype(fitting)
-        x, n = as_padded(X, lengths, dtype)
-        if hasattr(self, "n_features_in_") and not fitting and x.shape[2] != self.n_features_in_:
+        x = as_steps(X, lengths, dtype)
+        n = x.n
+        D = x.rows.shape[1]
+        if hasattr(self, "n_features_in_") and not fitting and D != self.n_features_in_:
             raise BpttError(
-                f"X has {x.shape[2]} features per step but the model was fitted with "
+                f"X has {D} features per step but the model was fitted with "
                 f"{self.n_features_in_}"
             )
         if not self.per_step:
@@ -490,7 +537,7 @@ class _SequenceEstimator:
                     f"y has {size if size is not None else 'no'} entries but X has {len(n)} "
                     "sequences: one target per sequence"
                 )
-        targets = self._encode_targets(y, n, x.shape[1], fitting)
+        targets = self._encode_targets(y, n, x.T, fitting)
         return x, n, targets
 
     def _initialise(self, D: int) -> None:
@@ -530,7 +577,7 @@ class _SequenceEstimator:
         except BpttError:
             self.__dict__.update(fitted)
             raise
-        self._initialise(x.shape[2])
+        self._initialise(x.rows.shape[1])
         try:
             for epoch in range(1, int(self.epochs) + 1):
                 self._epoch(x, n, targets)
@@ -557,7 +604,7 @@ class _SequenceEstimator:
             self._follow_settings()
         x, n, targets = self._prepare(X, y, lengths, fitting=first)
         if first:
-            self._initialise(x.shape[2])
+            self._initialise(x.rows.shape[1])
         self._epoch(x, n, targets)
         return self
 
@@ -580,7 +627,7 @@ class _SequenceEstimator:
                 )
         self._optimizer.lr = float(self.lr)
 
-    def _epoch(self, x: np.ndarray, n: np.ndarray, targets: np.ndarray) -> None:
+    def _epoch(self, x: Steps, n: np.ndarray, targets: np.ndarray) -> None:
         """One pass over the data in a random order, one optimizer step per minibatch."""
         order = self._rng.permutation(len(n))
         total, count = 0.0, 0
@@ -593,7 +640,7 @@ class _SequenceEstimator:
         self.n_iter_ += 1
 
     def _step(
-        self, x: np.ndarray, n: np.ndarray, targets: np.ndarray, rows: np.ndarray
+        self, x: Steps, n: np.ndarray, targets: np.ndarray, rows: np.ndarray
     ) -> tuple[float, int]:
         """One optimizer step on the sequences ``rows``; returns (J, number of predictions)."""
         inputs, lengths, y = _batch(x, n, targets, rows, self.per_step)
@@ -652,18 +699,19 @@ class _SequenceEstimator:
     def _outputs(self, X: Any, lengths: Any) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
         """The head's outputs: (N, V) per sequence, or a list of (T_i, V) per step; and lengths."""
         self._check_fitted()
-        x, n = as_padded(X, lengths, self.params_["Whh"].dtype)
-        if x.shape[2] != self.n_features_in_:
+        # (score passes the Steps its _prepare made, of the weights' dtype, checked)
+        x = X if isinstance(X, Steps) else as_steps(X, lengths, self.params_["Whh"].dtype)
+        n = x.n
+        if x.rows.shape[1] != self.n_features_in_:
             raise BpttError(
-                f"X has {x.shape[2]} features per step but the model was fitted with "
+                f"X has {x.rows.shape[1]} features per step but the model was fitted with "
                 f"{self.n_features_in_}"
             )
         pieces: list[np.ndarray] = []
         per_sequence: list[np.ndarray] = []
         for start in range(0, len(n), PREDICT_CHUNK):
             rows = np.arange(start, min(start + PREDICT_CHUNK, len(n)))
-            T = int(n[rows].max())
-            inputs = np.ascontiguousarray(x[rows, :T].transpose(1, 0, 2))
+            inputs = x.batch(rows, int(n[rows].max()))
             out = heads.forward(self.params_, inputs, self._head, n[rows]).outputs
             if self.per_step:
                 per_sequence += [out[: n[i], j] for j, i in enumerate(rows)]
@@ -855,12 +903,12 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _batch(
-    x: np.ndarray, n: np.ndarray, targets: np.ndarray, rows: np.ndarray, per_step: bool
+    x: Steps, n: np.ndarray, targets: np.ndarray, rows: np.ndarray, per_step: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time-major inputs (T_b, B, D), lengths (B,) and targets for the sequences ``rows``;
     T_b is the longest of them (padding cut to the batch)."""
     T = int(n[rows].max())
-    inputs = np.ascontiguousarray(x[rows, :T].transpose(1, 0, 2))
+    inputs = x.batch(rows, T)
     if per_step:
         y = targets[rows, :T]
         y = np.ascontiguousarray(np.swapaxes(y, 0, 1))

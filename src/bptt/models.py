@@ -466,8 +466,29 @@ def forward_checked(
     and are overwritten by the next call.
     """
     module = get_cell(shapes.cell)
+    states, flat_state = state_to_layers(h0, shapes, x.shape[1], params["Whh"].dtype)
+    caches, logits, top = forward_layers(params, shapes, x, states, work)
+    final = layers_to_state([module.final_state(c) for c in caches], flat_state)
+    return Forward(shapes, caches, logits, final, flat_state, top)
+
+
+def forward_layers(
+    params: dict[str, np.ndarray],
+    shapes: Shapes,
+    x: np.ndarray,
+    states: list[tuple[np.ndarray, ...]],
+    work: common.Buffers | None = None,
+) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """The stack and the head from per-layer initial states: (caches, logits (T, B, V), top).
+
+    :func:`forward_checked` on its state in the per-layer form of :func:`state_to_layers`
+    (checked: (B, H) arrays of the weights' dtype, finite), without making the public form
+    of the final states (``module.final_state`` of each cache gives them, in ``work`` when
+    there is one).  For a loop that carries the state itself (generation, one character at
+    a time).  top: as :attr:`Forward.top`.
+    """
+    module = get_cell(shapes.cell)
     T, B = x.shape[:2]
-    states, flat_state = state_to_layers(h0, shapes, B, params["Whh"].dtype)
     caches = []
     layer_input = x
     for layer in range(shapes.L):
@@ -484,8 +505,7 @@ def forward_checked(
     np.matmul(top, Why.T, out=logits.reshape(-1, shapes.V))
     if "by" in params:
         logits += params["by"]
-    final = layers_to_state([module.final_state(c) for c in caches], flat_state)
-    return Forward(shapes, caches, logits, final, flat_state, top)
+    return caches, logits, top
 
 
 def forward_loss(
