@@ -838,6 +838,27 @@ def test_a_gradient_that_is_almost_a_constant_factor_is_not_called_one():
     assert not any("constant factor" in m for m in messages), messages
 
 
+def test_a_gradient_off_by_round_off_beside_wrong_ones_is_not_given_a_factor_or_their_bug():
+    """dW^xh × (1 + 5e-9) fails at PASS_TOL but is the reference to round-off: it was "1 × the
+    reference: a constant factor slipped in here", and it is no hypothesis's gradient either
+    (the transposed dW^hh leaves dW^xh as the reference: that sentence is dW^hh's alone)."""
+    def three_off(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return dict(grads, Whh=grads["Whh"].T.copy(), bh=2 * grads["bh"],
+                    Wxh=grads["Wxh"] * (1 + 5e-9))
+
+    report = diagnose.check_backward(three_off, probe=False)
+    assert [c.name for c in report.params if not c.passed] == ["Wxh", "Whh", "bh"]
+    assert report.findings == [
+        "W^hh: Your dW^hh is the transpose of the right gradient: ∂J/∂W^hh = Σ_t ∂J/∂z_t "
+        "h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows dJ_dz.T @ h_prev, not h_prev.T @ "
+        "dJ_dz.",
+        "b_h: Your gradient is 2 × the reference: a constant factor slipped in here.",
+        "Your head gradients (W^hy, b_y) are right, so your forward pass and ∂J_t/∂y_t = p_t − "
+        "onehot(label_t) are right: the mistake is in the backward through the recurrence "
+        "(W^xh, W^hh, b_h differ)."]
+
+
 def test_only_dWxh_wrong_is_said_to_be_assembled_wrongly():
     messages = diagnose.check_backward(
         _changed("Wxh", lambda g, *_: g["Wxh"][:, ::-1].copy())).messages()
