@@ -175,6 +175,10 @@ def test_load_errors_are_one_sentence(tmp_path):
         diagnose.load_backward(f"{tmp_path / 'broken.py'}:f")
     with pytest.raises(BpttError, match=re.escape("cannot import module 'no_such_pkg_xyz.mod'")):
         diagnose.load_backward("no_such_pkg_xyz.mod:f")
+    # a path without its .py is a path, not a module name
+    with pytest.raises(BpttError, match=r"^\S*mycode/backward does not exist: pass the path of "
+                                        "your Python file$"):
+        diagnose.load_backward(f"{tmp_path / 'mycode' / 'backward'}:fn")
 
 
 def test_a_module_spec_is_imported(tmp_path, monkeypatch):
@@ -449,6 +453,11 @@ def test_a_pass_says_which_bugs_cannot_show_with_H_or_B_equal_to_1():
         assert report.passed and "With H = 1, W^hh is 1 × 1" in report.messages()[0]
         assert "With B = 1, a mean over the batch" in report.messages()[1]
     assert diagnose.check_backward(load("correct")).messages() == []
+    # the gated cells' W^hh is 4H × H or 3H × H: H = 1 hides no transpose there
+    for cell in ("lstm", "gru"):
+        correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
+        report = diagnose.check_backward(correct, diagnose.make_problem(hidden=1, cell=cell))
+        assert report.passed and report.messages() == []
 
 
 def test_float32_round_off_is_named_not_misdiagnosed():
@@ -467,6 +476,26 @@ def test_float32_round_off_is_named_not_misdiagnosed():
     report = diagnose.check_backward(with_loss_cast_back)
     assert "that is round-off, not another loss" in report.messages()[0]
     assert not any("fix the forward first" in m for m in report.messages())
+
+
+def test_gradients_are_called_round_off_only_below_NEAR_TOL():
+    for off, said in ((3e-6, "Your gradients agree with the reference to 1e-06 but not to 1e-09: "
+                              "that is round-off, not a bug in the formulas"),
+                      (3e-5, "W^hh: Your gradient is 1.00003 × the reference")):
+        report = diagnose.check_backward(_changed("Whh", lambda g, *_, off=off: g["Whh"] * (1 + off)))
+        assert report.messages()[0].startswith(said), report.messages()
+
+
+def test_a_function_without_a_truncate_parameter_is_called_without_one():
+    """truncate is passed only when a truncated gradient is asked for (the documented
+    signature's default): a full-BPTT backward need not take it."""
+    def no_truncate(params, inputs, targets, h0=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0)
+
+    assert diagnose.check_backward(no_truncate).passed
+    with pytest.raises(BpttError, match=r"cannot be called as fn\(params, inputs, targets, "
+                                        r"h0=None, truncate=None\): .*truncate"):
+        diagnose.check_backward(no_truncate, diagnose.make_problem(truncate=2))
 
 
 def test_a_float32_result_far_off_is_not_called_round_off():
@@ -553,6 +582,8 @@ def test_nan_is_reported_for_its_parameter():
 
     report = diagnose.check_backward(with_nan)
     assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in report.messages()
+    # the same NaN from both calls is the same result: not "keeps something between calls"
+    assert report.repeatable and not any("a second time" in m for m in report.messages())
 
 
 def test_gradients_near_float64s_largest_fail_without_warnings_or_a_made_up_factor():
