@@ -95,6 +95,15 @@ def test_read_text_names_a_utf16_file(tmp_path: Path):
             read_text(path, errors)
 
 
+def test_read_text_calls_a_byte_order_mark_past_the_start_invalid_utf8_not_utf16(
+        tmp_path: Path):
+    # ÿþ in Latin-1 are UTF-16 LE's mark, bytes UTF-8 never holds: a mark only at the start
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"abc" + "ÿþ".encode("latin-1"))
+    with pytest.raises(DataError, match=r"not valid UTF-8 at byte 3\b"):
+        read_text(path)
+
+
 def test_read_text_stops_at_the_first_block_holding_a_nul(tmp_path: Path):
     """An endless device given as a text (--prime-file /dev/zero) is refused after one
     block: it was read whole first, until the memory ran out.  Here a pipe offers 64 MiB

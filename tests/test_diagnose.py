@@ -175,6 +175,10 @@ def test_load_errors_are_one_sentence(tmp_path):
         diagnose.load_backward(f"{tmp_path / 'broken.py'}:f")
     with pytest.raises(BpttError, match=re.escape("cannot import module 'no_such_pkg_xyz.mod'")):
         diagnose.load_backward("no_such_pkg_xyz.mod:f")
+    # a path without its .py is a path, not a module name
+    with pytest.raises(BpttError, match=r"^\S*mycode/backward does not exist: pass the path of "
+                                        "your Python file$"):
+        diagnose.load_backward(f"{tmp_path / 'mycode' / 'backward'}:fn")
 
 
 def test_a_module_spec_is_imported(tmp_path, monkeypatch):
@@ -449,6 +453,11 @@ def test_a_pass_says_which_bugs_cannot_show_with_H_or_B_equal_to_1():
         assert report.passed and "With H = 1, W^hh is 1 × 1" in report.messages()[0]
         assert "With B = 1, a mean over the batch" in report.messages()[1]
     assert diagnose.check_backward(load("correct")).messages() == []
+    # the gated cells' W^hh is 4H × H or 3H × H: H = 1 hides no transpose there
+    for cell in ("lstm", "gru"):
+        correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
+        report = diagnose.check_backward(correct, diagnose.make_problem(hidden=1, cell=cell))
+        assert report.passed and report.messages() == []
 
 
 def test_float32_round_off_is_named_not_misdiagnosed():
@@ -467,6 +476,26 @@ def test_float32_round_off_is_named_not_misdiagnosed():
     report = diagnose.check_backward(with_loss_cast_back)
     assert "that is round-off, not another loss" in report.messages()[0]
     assert not any("fix the forward first" in m for m in report.messages())
+
+
+def test_gradients_are_called_round_off_only_below_NEAR_TOL():
+    for off, said in ((3e-6, "Your gradients agree with the reference to 1e-06 but not to 1e-09: "
+                              "that is round-off, not a bug in the formulas"),
+                      (3e-5, "W^hh: Your gradient is 1.00003 × the reference")):
+        report = diagnose.check_backward(_changed("Whh", lambda g, *_, off=off: g["Whh"] * (1 + off)))
+        assert report.messages()[0].startswith(said), report.messages()
+
+
+def test_a_function_without_a_truncate_parameter_is_called_without_one():
+    """truncate is passed only when a truncated gradient is asked for (the documented
+    signature's default): a full-BPTT backward need not take it."""
+    def no_truncate(params, inputs, targets, h0=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=h0)
+
+    assert diagnose.check_backward(no_truncate).passed
+    with pytest.raises(BpttError, match=r"cannot be called as fn\(params, inputs, targets, "
+                                        r"h0=None, truncate=None\): .*truncate"):
+        diagnose.check_backward(no_truncate, diagnose.make_problem(truncate=2))
 
 
 def test_a_float32_result_far_off_is_not_called_round_off():
@@ -553,6 +582,8 @@ def test_nan_is_reported_for_its_parameter():
 
     report = diagnose.check_backward(with_nan)
     assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in report.messages()
+    # the same NaN from both calls is the same result: not "keeps something between calls"
+    assert report.repeatable and not any("a second time" in m for m in report.messages())
 
 
 def test_gradients_near_float64s_largest_fail_without_warnings_or_a_made_up_factor():
@@ -836,6 +867,41 @@ def test_a_gradient_that_is_almost_a_constant_factor_is_not_called_one():
 
     messages = diagnose.check_backward(_changed("Whh", nearly_twice)).messages()
     assert not any("constant factor" in m for m in messages), messages
+
+
+def test_a_gradient_off_by_round_off_beside_wrong_ones_is_not_given_a_factor_or_their_bug():
+    """dW^xh × (1 + 5e-9) fails at PASS_TOL but is the reference to round-off: it was "1 × the
+    reference: a constant factor slipped in here", and it is no hypothesis's gradient either
+    (the transposed dW^hh leaves dW^xh as the reference: that sentence is dW^hh's alone)."""
+    def three_off(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return dict(grads, Whh=grads["Whh"].T.copy(), bh=2 * grads["bh"],
+                    Wxh=grads["Wxh"] * (1 + 5e-9))
+
+    report = diagnose.check_backward(three_off, probe=False)
+    assert [c.name for c in report.params if not c.passed] == ["Wxh", "Whh", "bh"]
+    assert report.findings == [
+        "W^hh: Your dW^hh is the transpose of the right gradient: ∂J/∂W^hh = Σ_t ∂J/∂z_t "
+        "h_{t−1}ᵀ, shaped like W^hh (H × H): in batch rows dJ_dz.T @ h_prev, not h_prev.T @ "
+        "dJ_dz.",
+        "b_h: Your gradient is 2 × the reference: a constant factor slipped in here.",
+        "Your head gradients (W^hy, b_y) are right, so your forward pass and ∂J_t/∂y_t = p_t − "
+        "onehot(label_t) are right: the mistake is in the backward through the recurrence "
+        "(W^xh, W^hh, b_h differ)."]
+
+
+@pytest.mark.parametrize("off, said", [
+    (3e-5, "differs from the reference J = 22.10050921: the forward pass or the loss itself"),
+    (3e-6, "agrees with the reference J = 22.10050921 to 3e-06 but not to 1e-10: that is "
+           "round-off"),
+])
+def test_a_loss_is_called_round_off_only_below_NEAR_TOL(off, said):
+    def loss_off(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return loss * (1 + off), dict(grads)
+
+    report = diagnose.check_backward(loss_off)
+    assert not report.loss.passed and said in report.loss.message, report.loss.message
 
 
 def test_only_dWxh_wrong_is_said_to_be_assembled_wrongly():
@@ -1328,3 +1394,128 @@ def test_a_bias_gradient_left_zero_is_told_what_it_is(cell):
     said = " ".join(report.messages())
     assert "Only db^hh is wrong, and your weight gradients are right" in said
     assert ("b^hn sits inside r_t ⊙" in said) == (cell == "gru")
+
+
+def _source_changed(cell: str, line: str, changed: str):
+    """The correct LSTM or GRU example with one line of its backward changed."""
+    source = (EXAMPLES / f"{cell}_correct.py").read_text()
+    assert line in source
+    namespace: dict = {}
+    exec(compile(source.replace(line, changed), f"{cell}_changed.py", "exec"), namespace)
+    return namespace[f"{cell}_backward"]
+
+
+def test_gate_blocks_judge_a_block_by_the_tensors_measure_as_compare_arrays_does():
+    """A block's worst difference is taken over the whole tensor's max(|mine| + |ref|), the
+    scale of compare_arrays: a tensor that passes has every gate right, and no more."""
+    ref = {"bhh": np.ones(8)}  # H = 2: blocks i, f, g, o of two rows
+    for off, right in ((1.5e-9, True), (3e-9, False)):
+        mine = ref["bhh"].copy()
+        mine[2] += off  # in gate f's block
+        assert diagnose.compare_arrays("bhh", mine, ref["bhh"]).passed(diagnose.PASS_TOL) == right
+        blocks = diagnose.gate_blocks(diagnose.UserResult({"bhh": mine}), ref, ("bhh",))
+        assert blocks == {"bhh": {"i": True, "f": right, "g": True, "o": True}}
+
+
+def test_two_gates_failing_is_not_called_the_signature_of_a_gate_mixup():
+    def f_and_o_swapped(grads, *_):
+        H = grads["bhh"].shape[0] // 4
+        f, o = grads["bhh"][H:2 * H].copy(), grads["bhh"][3 * H:].copy()
+        grads["bhh"][H:2 * H], grads["bhh"][3 * H:] = o, f
+
+    report = diagnose.check_backward(_lstm_changed(f_and_o_swapped), lstm_problem())
+    assert report.diagnosis is None
+    assert report.gates["bhh"] == {"i": True, "f": False, "g": True, "o": False}
+    assert report.findings[:2] == [
+        "By gate (the blocks of H rows i, f, g, o, in PyTorch's order) — W^xh: every gate right; "
+        "W^hh: every gate right; b^xh: every gate right; b^hh: f and o wrong, i and g right.",
+        "Your head gradients (W^hy, b_y) are right, so your forward pass and ∂J_t/∂y_t = p_t − "
+        "onehot(label_t) are right: the mistake is in the backward through the recurrence "
+        "(b^hh differs)."]
+
+
+def test_a_first_step_wrong_in_every_gate_adds_no_first_step_sentence():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(Wxh=2 * grads["Wxh"])), lstm_problem())
+    assert report.messages() == [
+        "By gate (the blocks of H rows i, f, g, o, in PyTorch's order) — W^xh: every gate wrong; "
+        "W^hh: every gate right; b^xh: every gate right; b^hh: every gate right.",
+        "W^xh: Your gradient is 2 × the reference: a constant factor slipped in here."]
+
+
+@pytest.mark.parametrize("cell, line, carried", [
+    ("lstm", "dJ_dh_from_later = dJ_da @ Whh", "errors ∂J/∂h and ∂J/∂c are"),
+    ("gru", "dJ_dh_from_later = dJ_da_hh @ Whh + dJ_dh * z", "error ∂J/∂h is"),
+])
+def test_a_wrong_carry_is_placed_between_the_steps_by_the_first_step_alone(cell, line, carried):
+    halved = _source_changed(cell, line, line.replace("= ", "= 0.5 * (", 1) + ")")
+    report = diagnose.check_backward(halved, diagnose.make_problem(cell=cell))
+    assert report.diagnosis is None
+    assert report.findings[-1] == (
+        "On the first step alone (T = 1, nothing carried back through time) every gate's rows "
+        "are right: a single step is right, so the mistake is in how the "
+        f"{carried} carried back from step t to step t − 1.")
+
+
+def test_a_gate_mixup_across_sigma_and_tanh_takes_the_gates_formula_at_the_other_gate():
+    """g's tanh' written at i's value, 1 − i², as the sentence says (not i's σ' formula)."""
+    g_at_i = _source_changed("lstm", "dJ_da_g = dJ_dg * (1 - g**2)",
+                             "dJ_da_g = dJ_dg * (1 - i**2)")
+    report = diagnose.check_backward(g_at_i, lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "lstm-gate-mixup"
+    assert report.diagnosis.message == (
+        "Gate mix-up: the derivative of gate g (candidate cell) is taken at gate i's "
+        "activation, 1 − i_t², where ∂g_t/∂a^g_t = 1 − g_t² belongs (a line copied from gate "
+        "i's and not fully changed?): dJ_da_g = dJ_dg * (1 - g**2). Gate g's rows (block 3 of "
+        "4) go wrong first; through W^hhᵀ the error carried back then spoils every gate's rows "
+        "at the earlier steps.")
+
+
+def test_a_wrong_bias_beside_a_weight_left_out_is_not_told_the_weights_are_right():
+    def whh_left_out_bxh_zero(grads, *_):
+        del grads["Whh"]
+        grads["bxh"] = np.zeros_like(grads["bxh"])
+
+    report = diagnose.check_backward(_lstm_changed(whh_left_out_bxh_zero), lstm_problem())
+    assert "W^hh: Your grads have no 'Whh': return ∂J/∂W^hh under that key." \
+        in report.messages()
+    assert not any("weight gradients are right" in m for m in report.messages())
+
+
+def test_a_dJ_dc0_explained_by_a_hypothesis_is_not_said_again_as_unexplained():
+    def c0_zero_and_o_bias_of_f(grads, *_):
+        H = grads["bhh"].shape[0] // 4
+        grads["c0"] = np.zeros_like(grads["c0"])
+        grads["bhh"][3 * H:] = grads["bhh"][H:2 * H]
+
+    report = diagnose.check_backward(_lstm_changed(c0_zero_and_o_bias_of_f), lstm_problem())
+    assert report.diagnosis is None
+    said = [m for m in report.messages() if "c0" in m]
+    assert said == ["c0: Your ∂J/∂c0 is zero, but the initial cell state feeds the first one: "
+                    "c_1 = f_1 ⊙ c0 + i_1 ⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1."]
+
+
+def test_an_lstm_with_only_its_head_wrong_is_not_looked_at_by_gate():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(Why=1.5 * grads["Why"] + 0.01)),
+        lstm_problem())
+    assert report.gates is None
+    assert report.messages() == [
+        "Only your head gradients are wrong (W^hy): ∂J_t/∂y_t = p_t − onehot(label_t), "
+        "∂J/∂W^hy = Σ_t ∂J_t/∂y_t h_tᵀ, ∂J/∂b_y = Σ_t Σ_b ∂J_t/∂y_t (summed over steps and "
+        "batch rows, one entry per output)."]
+
+
+def test_an_lstm_that_ignores_its_initial_state_and_cell_state_is_named():
+    correct = load_lstm("lstm_correct")
+
+    def from_zeros(params, inputs, targets, h0=None, truncate=None):
+        zeros = np.zeros_like(h0[0])
+        return correct(params, inputs, targets, (zeros, zeros.copy()), truncate)
+
+    report = diagnose.check_backward(from_zeros, lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "h0-ignored"
+    assert report.diagnosis.message == (
+        "Your function ignores the initial state (h0, c0) it is given and starts from zeros: "
+        "its gradients are exactly those of the same network with h0 = c0 = 0. Start the "
+        "forward from it; it matters whenever the state is carried between chunks.")

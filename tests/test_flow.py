@@ -318,6 +318,13 @@ def test_a_checkpoint_with_an_unknown_token_reads_characters_outside_its_vocabul
     assert "not in the vocabulary: 'é'" in refused.stderr
 
 
+def test_an_unknown_character_token_outside_the_vocabulary_is_refused():
+    params = bptt.init_params("rnn", 3, 4, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    with pytest.raises(bptt.BpttError, match=r"^the unknown-character token '\?' is not in "
+                                             r"the model's vocabulary$"):
+        flow.flow_for_model(params, list("abc"), "abcab", unk="?")
+
+
 def test_the_command_draws_a_fresh_rnn_of_32_units_and_summarises_it(tmp_path, capsys):
     """Its defaults (rnn, H = 32, seed 0), and the summary: the text (cut at 40 characters),
     the mean norm at each distance shown, J_T's decay, the number of CSV rows."""

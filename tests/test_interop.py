@@ -551,6 +551,11 @@ def test_torch_forward_from_ids_checks_the_form_and_kind_of_h0(torch):
     h, c = make_state("lstm", 2)
     expected, _ = interop.torch_forward_from_ids(lstm, ids, (h, c))
     assert torch.equal(interop.torch_forward_from_ids(lstm, ids, [h, c])[0], expected)
+    # a GRU's h0 as a list is nested rows of one array (L, B, H), as bptt reads it: not a pair
+    gru = interop.to_torch_module(make_params("gru", 2, True))
+    h_gru = make_state("gru", 2)
+    assert torch.equal(interop.torch_forward_from_ids(gru, ids, h_gru.tolist())[0],
+                       interop.torch_forward_from_ids(gru, ids, h_gru)[0])
     with pytest.raises(BpttError, match=re.escape("h0 of the module's LSTM must be the pair")):
         interop.torch_forward_from_ids(lstm, ids, (h, c, c))
     # one (h, c) pair per layer has the shapes of (h0, c0) for two layers; it ran, misread

@@ -103,6 +103,17 @@ def test_a_setting_of_the_wrong_kind_is_one_clear_error(bad, message):
         small_config(**bad)
 
 
+def test_each_size_limit_is_itself_allowed():
+    """The limits are the largest sizes taken ("at most"), the next ones refused."""
+    limits = (train.MAX_HIDDEN, train.MAX_LAYERS, train.MAX_SEQ_LEN, train.MAX_BATCH)
+    train.check_sizes(*limits)
+    for i, name in enumerate(("hidden", "layers", "seq_len", "batch")):
+        over = [*limits[:i], limits[i] + 1, *limits[i + 1:]]
+        with pytest.raises(BpttError, match=f"^{name} is unreasonably large for this machine "
+                                            rf"\(at most {limits[i]:,}\)$"):
+            train.check_sizes(*over)
+
+
 def test_a_config_number_beyond_every_float_is_refused_as_not_finite():
     """A --config file's "lr": 10**400 (an int, as JSON reads it) was an OverflowError
     traceback where the int became a float."""
@@ -921,3 +932,13 @@ def test_loss_png_names_a_corpus_of_thousands_of_files_in_one_short_title(tmp_pa
     assert len(one) == train.PLOT_CORPUS_CHARS and one.startswith("d/xx") and one[-1] == "…"
     run.corpus, run.files = "a.txt + b.txt", ("a.txt", "b.txt")
     assert train.plot_corpus_name(run) == "a.txt + b.txt"
+    # a name of PLOT_CORPUS_CHARS is kept whole, of one file or of several
+    for files in (("c/" + "y" * 78,), ("c/" + "y" * 36, "e/" + "z" * 37)):
+        run.corpus, run.files = " + ".join(files), files
+        assert len(run.corpus) == train.PLOT_CORPUS_CHARS
+        assert train.plot_corpus_name(run) == run.corpus
+    # the first of many files printable too (a byte that is not UTF-8 as \xff: matplotlib
+    # refuses the lone surrogate Python keeps for it), then cut to fit
+    files = ("d/\udcff" + "x" * 100 + ".txt", "b.txt")
+    run.corpus, run.files = " + ".join(files), files
+    assert train.plot_corpus_name(run) == "d/\\xff" + "x" * 58 + "… + 1 more files"

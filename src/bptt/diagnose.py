@@ -1791,7 +1791,8 @@ def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: Us
         else:
             if mine is not None and mine.shape == ref[key].shape and np.isfinite(mine).all():
                 c = _factor(mine, ref[key])
-                if c != 0 and _rel(mine, c * ref[key]) <= MATCH_TOL:
+                # (a c within round-off of 1 is no factor: it was "1 × the reference")
+                if c != 0 and abs(c - 1) >= NEAR_TOL and _rel(mine, c * ref[key]) <= MATCH_TOL:
                     known = _fraction(c, T, B)
                     factor = known[0] if known else f"{c:.6g}"
                     check.explanation = (f"Your gradient is {factor} × the reference: a "
