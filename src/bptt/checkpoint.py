@@ -43,7 +43,7 @@ import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import safetensors.numpy
@@ -247,7 +247,9 @@ def _tensor_crc(name: str, a: np.ndarray) -> int:
     """CRC-32 of a tensor's name, dtype and shape, then of its bytes in C order: a changed
     byte in any of them changes it."""
     label = json.dumps([name, a.dtype.name, list(a.shape)]).encode("utf-8")
-    return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8), zlib.crc32(label))
+    # (.data: the bytes' buffer, not a copy)
+    return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data,
+                      zlib.crc32(label))
 
 
 def as_json(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -525,7 +527,7 @@ def _check_entry(file: Path, name: str, entry: Any) -> tuple[int, int]:
     return offsets[0], offsets[1]
 
 
-def _is_int_list(value: Any) -> bool:
+def _is_int_list(value: object) -> TypeGuard[list[int]]:
     """True for a list of plain ints (not bools)."""
     return isinstance(value, list) and all(
         isinstance(v, int) and not isinstance(v, bool) for v in value

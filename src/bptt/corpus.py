@@ -212,7 +212,7 @@ def encode_files(
     final_vocab = vocab if vocab is not None else scan.vocab(unk)
     dtype = id_dtype(final_vocab.size)
     digest = _digest(sources, final_vocab, dtype)
-    entry = {
+    entry: dict[str, Any] = {  # (as _open_intact and _write_manifest take it)
         "sources": list(sources),
         "vocab": final_vocab,
         "dtype": dtype,

@@ -112,7 +112,8 @@ def _read_bytes(file: Path, max_bytes: int | None = None) -> bytes:
     or to ``max_bytes`` (then refused).
     """
     check_text_path(file)
-    blocks, size = [], 0
+    blocks: list[bytes] = []
+    size = 0
     try:
         with file.open("rb") as stream:
             while block := stream.read(READ_BLOCK):
@@ -423,7 +424,7 @@ def fingerprint(ids: np.ndarray) -> int:
     crc = 0
     for start in range(0, len(ids), FINGERPRINT_CHUNK):
         chunk = np.ascontiguousarray(ids[start : start + FINGERPRINT_CHUNK], dtype="<i8")
-        crc = zlib.crc32(chunk, crc)
+        crc = zlib.crc32(chunk.data, crc)  # (.data: the array's buffer, not a copy)
     return crc
 
 

@@ -80,7 +80,7 @@ import os
 import sys
 import sysconfig
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,8 +379,9 @@ def _check_shapes(user: UserResult, problem: Problem, name: str) -> None:
         # the LSTM's final state as the pair (h_T, c_T), each part as h0 is or in a form
         # _as_rows reads (nn.LSTM's (1, B, H), columns)
         pair = [_as_rows(part, problem.h0.shape) for part in user.h_last]
-        if all(part is not None for part in pair):
-            user.h_last = np.stack(pair)
+        read = [part for part in pair if part is not None]
+        if len(read) == len(pair):
+            user.h_last = np.stack(read)
             return
     if rows is None:
         raise BpttError(f"{name} returned an h_last of shape {user.h_last.shape}; the "
@@ -832,7 +833,7 @@ class Hypothesis:
 
     name: str
     message: str
-    grads: dict[str, np.ndarray | None]
+    grads: Mapping[str, np.ndarray | None]
 
 
 def _steps(m: int) -> str:
@@ -950,10 +951,12 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
             correct.grads(rec_mask=(t_idx - k_idx < m)),
         ))
     # asked for truncate=K: a window of m ≠ K steps (m ≥ T keeps every term: the full gradient)
-    for m in range(1, T if K is not None else 0):
-        if m != K:
-            kept = full.grads(rec_mask=(t_idx - k_idx < m))
-            out.append(Hypothesis("truncate-window", _window_message(m, K, problem.cell), kept))
+    if K is not None:
+        for m in range(1, T):
+            if m != K:
+                kept = full.grads(rec_mask=(t_idx - k_idx < m))
+                out.append(Hypothesis("truncate-window", _window_message(m, K, problem.cell),
+                                      kept))
     if problem.truncate is not None and problem.truncate < T:
         out.append(Hypothesis(
             "truncate-ignored",
@@ -970,7 +973,8 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
         "error at EVERY step t, not only at the last one.",
         correct.grads(rec_mask=(t_idx == T - 1)),
     ))
-    skipped_first = correct.grads(rec_mask=(k_idx >= 1), head_mask=np.arange(T) >= 1)
+    skipped_first: dict[str, np.ndarray | None] = dict(
+        correct.grads(rec_mask=(k_idx >= 1), head_mask=np.arange(T) >= 1))
     for key in problem.state_keys:  # such a loop hands back ∂J/∂h_1 as "∂J/∂h0": not compared
         skipped_first[key] = None
     out.append(Hypothesis(
@@ -1443,7 +1447,7 @@ class BackwardReport:
 
 
 # other libraries' and courses' gate orders: the learner read bptt's blocks in one of these
-GATE_ORDERS = {
+GATE_ORDERS: dict[str, dict[tuple[str, ...], str]] = {
     "lstm": {("i", "f", "o", "g"): "CS231n's", ("i", "g", "f", "o"): "TensorFlow 1's LSTMCell's",
              ("f", "i", "g", "o"): "", ("i", "f", "g", "o"): ""},
     "gru": {("z", "r", "n"): "Keras's", ("r", "z", "n"): ""},
@@ -1562,8 +1566,11 @@ def check_backward(
         report.loss = _loss_check(user.loss, ref_loss, problem,
                                   FLOAT32_PASS_TOL if user.float32 else LOSS_TOL)
     if user.h_last is not None:
-        final = correct.h_last if user.h_last.ndim == 2 else np.stack([correct.h_last,
-                                                                         correct.c_last])
+        if user.h_last.ndim == 2:
+            final = correct.h_last
+        else:  # an LSTM's pair (h_T, c_T), as _check_shapes stacked it: the LSTM has c_last
+            assert correct.c_last is not None
+            final = np.stack([correct.h_last, correct.c_last])
         report.h_last_ok = _h_last_ok(user.h_last, final, tol)
     failing = [p.name for p in report.params if not p.passed]
     worst = max((p.comparison.max_rel if p.comparison else np.inf) for p in report.params)
@@ -1667,9 +1674,9 @@ def _same_result(a: UserResult, b: UserResult) -> bool:
             or (a.h_last is None) != (b.h_last is None):
         return False
     same = [np.array_equal(a.grads[k], b.grads[k], equal_nan=True) for k in a.grads]
-    if a.loss is not None:
+    if a.loss is not None and b.loss is not None:  # (both or neither: checked above)
         same.append(a.loss == b.loss or (np.isnan(a.loss) and np.isnan(b.loss)))
-    if a.h_last is not None:
+    if a.h_last is not None and b.h_last is not None:
         same.append(np.array_equal(a.h_last, b.h_last, equal_nan=True))
     return all(same)
 
@@ -1759,8 +1766,8 @@ def _fits(h: Hypothesis, user: UserResult, keys: list[str]) -> bool:
 
     (A learner's gradient that fails against the reference by more than PASS_TOL and
     matches the hypothesis within MATCH_TOL < PASS_TOL proves the hypothesis differs.)"""
-    return all(h.grads[key] is None or _rel(user.grads.get(key), h.grads[key]) <= MATCH_TOL
-               for key in keys)
+    return all((theirs := h.grads[key]) is None
+               or _rel(user.grads.get(key), theirs) <= MATCH_TOL for key in keys)
 
 
 def _explain_each(report: BackwardReport, candidates: list[Hypothesis], user: UserResult,

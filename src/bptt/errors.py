@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 class BpttError(ValueError):
@@ -42,7 +43,7 @@ class DivergedError(BpttError):
         self.step = step
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
     """True for an integer, Python's or numpy's; False for a bool (Python counts it as one)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -76,12 +77,14 @@ def check_seed(value: object) -> int:
     return int(value)
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | np.integer[Any] | float | np.floating[Any]]:
     """True for a real number, Python's or numpy's; False for a bool, a string, a complex."""
     return is_int(value) or isinstance(value, (float, np.floating))
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(
+    value: object,
+) -> TypeGuard[int | np.integer[Any] | float | np.floating[Any]]:
     """True for a real number (see :func:`is_number`) that is finite as a float: not NaN or
     inf, and not an int beyond every float (10**400)."""
     try:
@@ -90,7 +93,7 @@ def is_finite_number(value: object) -> bool:
         return False
 
 
-def is_finite_as(value: object, dtype: object) -> bool:
+def is_finite_as(value: object, dtype: DTypeLike) -> bool:
     """True for a finite real number (see :func:`is_finite_number`) that stays finite in
     ``dtype`` (1e39 is no float32: it would become inf)."""
     if not is_finite_number(value):

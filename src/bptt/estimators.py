@@ -571,7 +571,8 @@ class _SequenceEstimator:
             raise BpttError(f"callback must be a function of (epoch, mean_loss) or None, got "
                             f"{callback!r}")
         # a fit starts afresh (new classes too); one refused by its X or y keeps the old model
-        fitted = {a: self.__dict__.pop(a) for a in ("params_", "classes_") if a in self.__dict__}
+        fitted: dict[str, Any] = {a: self.__dict__.pop(a) for a in ("params_", "classes_")
+                                  if a in self.__dict__}
         try:
             x, n, targets = self._prepare(X, y, lengths, fitting=True)
         except BpttError:
@@ -696,8 +697,20 @@ class _SequenceEstimator:
 
     # -- predicting -------------------------------------------------------------
 
-    def _outputs(self, X: Any, lengths: Any) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
-        """The head's outputs: (N, V) per sequence, or a list of (T_i, V) per step; and lengths."""
+    def _outputs(self, X: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The head's outputs of a model of whole sequences, (N, V); and lengths (N,)."""
+        chunks, n = self._output_chunks(X, lengths)
+        return np.concatenate([out for _, out in chunks]), n
+
+    def _step_outputs(self, X: Any, lengths: Any) -> tuple[list[np.ndarray], np.ndarray]:
+        """The head's outputs of a per_step model, a list of (T_i, V); and lengths (N,)."""
+        chunks, n = self._output_chunks(X, lengths)
+        return [out[: n[i], j] for rows, out in chunks for j, i in enumerate(rows)], n
+
+    def _output_chunks(self, X: Any, lengths: Any
+                       ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """The head's outputs, PREDICT_CHUNK sequences at a time: (rows, outputs) pairs, the
+        outputs (B, V) per sequence or (T, B, V) per step; and lengths (N,)."""
         self._check_fitted()
         # (score passes the Steps its _prepare made, of the weights' dtype, checked)
         x = X if isinstance(X, Steps) else as_steps(X, lengths, self.params_["Whh"].dtype)
@@ -707,17 +720,12 @@ class _SequenceEstimator:
                 f"X has {x.rows.shape[1]} features per step but the model was fitted with "
                 f"{self.n_features_in_}"
             )
-        pieces: list[np.ndarray] = []
-        per_sequence: list[np.ndarray] = []
+        chunks: list[tuple[np.ndarray, np.ndarray]] = []
         for start in range(0, len(n), PREDICT_CHUNK):
             rows = np.arange(start, min(start + PREDICT_CHUNK, len(n)))
             inputs = x.batch(rows, int(n[rows].max()))
-            out = heads.forward(self.params_, inputs, self._head, n[rows]).outputs
-            if self.per_step:
-                per_sequence += [out[: n[i], j] for j, i in enumerate(rows)]
-            else:
-                pieces.append(out)
-        return (per_sequence if self.per_step else np.concatenate(pieces)), n
+            chunks.append((rows, heads.forward(self.params_, inputs, self._head, n[rows]).outputs))
+        return chunks, n
 
     # -- saving -------------------------------------------------------------------
 
@@ -1026,27 +1034,27 @@ class SequenceClassifier(_SequenceEstimator):
     def predict_proba(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Class probabilities: (N, C), columns in the order of classes_ (per_step: a list of
         (T_i, C))."""
-        outputs, _ = self._outputs(X, lengths)
         if self.per_step:
-            return [ops.softmax(o) for o in outputs]
-        return ops.softmax(outputs)
+            return [ops.softmax(o) for o in self._step_outputs(X, lengths)[0]]
+        return ops.softmax(self._outputs(X, lengths)[0])
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """The most probable class of each sequence, (N,) (per_step: a list of (T_i,))."""
-        outputs, _ = self._outputs(X, lengths)
         if self.per_step:
+            outputs = self._step_outputs(X, lengths)[0]
             return [self.classes_[o.argmax(axis=-1)] for o in outputs]
-        return self.classes_[outputs.argmax(axis=-1)]
+        logits = self._outputs(X, lengths)[0]
+        return self.classes_[logits.argmax(axis=-1)]
 
     def score(self, X: Any, y: Any, lengths: Any = None) -> float:
         """Accuracy: the fraction of sequences (per_step: of real steps) predicted right."""
         self._check_fitted()
         x, n, labels = self._prepare(X, y, lengths, fitting=False)
-        outputs, _ = self._outputs(x, n)
         if self.per_step:
+            outputs = self._step_outputs(x, n)[0]
             hits = [np.argmax(o, axis=-1) == labels[i, : n[i]] for i, o in enumerate(outputs)]
             return float(np.concatenate(hits).mean())
-        return float(np.mean(outputs.argmax(axis=-1) == labels))
+        return float(np.mean(self._outputs(x, n)[0].argmax(axis=-1) == labels))
 
     def _extra_meta(self) -> dict[str, Any]:
         classes = self.classes_
@@ -1080,6 +1088,9 @@ class SequenceRegressor(_SequenceEstimator):
 
     _heads = ("mse_last", "mse_each")
     _estimator_type = "regressor"
+    # fitted (set by the first fit, or a load): declared for type checkers, not set here
+    n_outputs_: int
+    _y_one_column: bool
 
     def _encode_targets(
         self, y: Any, lengths: np.ndarray, T: int, fitting: bool
@@ -1132,21 +1143,21 @@ class SequenceRegressor(_SequenceEstimator):
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Predictions: (N,) or (N, V) as y was (per_step: a list of (T_i,) or (T_i, V))."""
-        outputs, _ = self._outputs(X, lengths)
-        if self._y_one_column:
-            return [o[:, 0] for o in outputs] if self.per_step else outputs[:, 0]
-        return outputs
+        if self.per_step:
+            outputs = self._step_outputs(X, lengths)[0]
+            return [o[:, 0] for o in outputs] if self._y_one_column else outputs
+        predicted = self._outputs(X, lengths)[0]
+        return predicted[:, 0] if self._y_one_column else predicted
 
     def score(self, X: Any, y: Any, lengths: Any = None) -> float:
         """R² of the predictions, averaged over the outputs (per_step: over every real step)."""
         self._check_fitted()
         x, n, values = self._prepare(X, y, lengths, fitting=False)
-        outputs, _ = self._outputs(x, n)
         if self.per_step:
-            predicted = np.concatenate(outputs)
+            predicted = np.concatenate(self._step_outputs(x, n)[0])
             values = np.concatenate([values[i, : n[i]] for i in range(len(n))])
         else:
-            predicted = outputs
+            predicted = self._outputs(x, n)[0]
         return r2_score(values, predicted)
 
     def _extra_meta(self) -> dict[str, Any]:

@@ -37,12 +37,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bptt import models, ops, reference
 from bptt.errors import BpttError, check_int, is_int, printable
+
+if TYPE_CHECKING:
+    from matplotlib.colors import Normalize
 
 DEFAULT_TEXT = (
     "the quick brown fox jumps over the lazy dog while the cat sleeps "
@@ -397,6 +400,13 @@ def _short_minor_labels(axis: Any, low: float, high: float) -> None:
         axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:.2g}"))
 
 
+def _scaled_range(norm: Normalize) -> tuple[float, float]:
+    """(vmin, vmax) of a norm its colour bar has scaled (both numbers then)."""
+    low, high = norm.vmin, norm.vmax
+    assert low is not None and high is not None  # (the colour bar set any that was None)
+    return low, high
+
+
 def plot_flow(report: FlowReport, fig: Any | None = None) -> Any:
     """Heatmap of ‖∂J_t/∂h_k‖ (log colour scale, masked upper triangle, colour bar).
 
@@ -412,7 +422,7 @@ def plot_flow(report: FlowReport, fig: Any | None = None) -> Any:
     norm = LogNorm(*_color_range([report]))
     image = _heatmap(ax, report, norm)
     fig.colorbar(image, cax=cax, label="‖∂J_t/∂h_k‖ (log scale)")
-    _short_minor_labels(cax.yaxis, norm.vmin, norm.vmax)
+    _short_minor_labels(cax.yaxis, *_scaled_range(norm))
     # (the source may be a path: printable, as a byte of it that is not UTF-8 is no text)
     fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {report.T} — {printable(report.source)}",
                  fontsize=9)
@@ -442,7 +452,7 @@ def plot_compare(reports: Sequence[FlowReport], fig: Any | None = None) -> Any:
     bar = 0.15 / width  # its width, 0.15 inch
     cax = fig.add_axes((panel * n - bar, _BOTTOM, bar, _HEIGHT))
     fig.colorbar(image, cax=cax, label="‖∂J_t/∂h_k‖ (log scale, shared)")
-    _short_minor_labels(cax.yaxis, norm.vmin, norm.vmax)
+    _short_minor_labels(cax.yaxis, *_scaled_range(norm))
     fig.suptitle(f"‖∂J_t/∂h_k‖ over (t, k), T = {reports[0].T}, same sequence — "
                  f"{printable(reports[0].source)}", fontsize=10)
     return fig

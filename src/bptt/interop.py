@@ -49,7 +49,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -83,7 +83,8 @@ CARRIED = ("estimator", "info")
 
 def carried_entries(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     """The entries of :data:`CARRIED` that the metadata ``meta`` holds."""
-    return {key: meta[key] for key in CARRIED if key in (meta or {})}
+    given = meta or {}
+    return {key: given[key] for key in CARRIED if key in given}
 
 
 def torch_key(name: str, layer: int) -> str:
@@ -536,8 +537,12 @@ def char_rnn_class() -> type:
     """The class :class:`CharRNN` (built on first use, so that torch stays optional)."""
     torch = _torch()
     nn = torch.nn
+    if TYPE_CHECKING:  # (a checker sees torch's class, or Any without torch)
+        from torch.nn import Module
+    else:
+        Module = nn.Module
 
-    class CharRNN(nn.Module):
+    class CharRNN(Module):
         """bptt's network in PyTorch: ``.rnn`` (nn.RNN tanh / nn.LSTM / nn.GRU) and ``.head``.
 
         forward(x, h0=None) -> (logits (T, B, V), h_n).  x: token ids (T, B), an integer
@@ -673,13 +678,15 @@ def torch_forward_from_ids(module: Any, ids: Any, h0: Any = None) -> tuple[Any, 
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
         raise BpttError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    tensor = isinstance(ids, torch.Tensor)
-    # a tensor off the CPU is left to torch's own checks (reading it here would copy it)
-    given = None if tensor and ids.device.type != "cpu" else (
-        ids.detach().numpy() if tensor else as_array("ids", ids))
-    if given is not None:
+    if isinstance(ids, torch.Tensor):
+        # a tensor off the CPU is left to torch's own checks (reading it here would copy it)
+        if ids.device.type == "cpu":
+            _check_ids(ids.detach().numpy(), getattr(module, "input_size", None))
+        x = ids
+    else:
+        given = as_array("ids", ids)
         _check_ids(given, getattr(module, "input_size", None))
-    x = ids if tensor else torch.from_numpy(given.astype(np.int64))
+        x = torch.from_numpy(given.astype(np.int64))
     rnn = _module_rnn(torch, module)
     if rnn is not None and rnn.batch_first:
         # ids (T, B) would be read as (B, T): a wrong answer, not an error
@@ -856,7 +863,8 @@ def import_file(
     params, meta = params_from_file(path, cell)
     meta = meta or {}
     chars = _import_vocab(Path(path), meta, given, models.check_params(params))
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    saved = meta.get("config")
+    config = saved if isinstance(saved, dict) else {}
     step = meta.get("step", 0)
     try:  # what save_model would refuse (a step < 0, or not an integer), refused before
         # anything is made

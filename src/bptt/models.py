@@ -344,11 +344,11 @@ def state_to_layers(
         if a.shape == (B, shapes.H) and shapes.L == 1:
             a, flat = a[None], True
         if a.shape != (shapes.L, B, shapes.H):
-            pair = isinstance(state, tuple) and len(names) == 1  # an lstm's (h0, c0), likely
+            lstm_like = isinstance(state, tuple) and len(names) == 1  # (h0, c0), likely
             raise BpttError(
                 f"{name}0 has shape {a.shape}, expected (L, B, H) = {(shapes.L, B, shapes.H)}"
                 + (f": the state of a {shapes.cell} cell is h0 alone, not a tuple like the "
-                   "lstm's (h0, c0)" if pair else "")
+                   "lstm's (h0, c0)" if lstm_like else "")
             )
         if a.dtype.kind not in "biuf":
             raise BpttError(f"{name}0 must hold real numbers, got dtype {a.dtype}")
@@ -593,6 +593,7 @@ def _backprop(
 ) -> Result:
     """:func:`backprop` after validation; work and grads_out: reusable memory or None."""
     fwd = forward_checked(params, shapes, x, h0, work)
+    assert fwd.top is not None  # forward_checked keeps the top layer's rows
     T, B = labels.shape
     V = shapes.V
     A = common.num_ages(truncate)

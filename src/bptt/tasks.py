@@ -219,11 +219,11 @@ class TaskConfig:
         if config.dtype not in train.DTYPES:
             raise BpttError(f"unknown dtype {config.dtype!r}: choose float32 or float64")
         # numbers are kept as Python's (numpy's taken as the numbers they are): they go to JSON
-        for name, low in (("hidden", 1), ("layers", 1), ("steps", 1), ("batch", 1),
-                          ("eval_every", 1)):
+        config.hidden = hidden = check_int("hidden", config.hidden, 1)
+        for name, low in (("layers", 1), ("steps", 1), ("batch", 1), ("eval_every", 1)):
             setattr(config, name, check_int(name, getattr(config, name), low))
         config.seed = check_seed(config.seed)
-        train.check_sizes(config.hidden, config.layers, batch=config.batch)
+        train.check_sizes(hidden, config.layers, batch=config.batch)
         for name in ("lr", "clip_norm"):
             if getattr(config, name) is not None:
                 setattr(config, name, check_positive(name, getattr(config, name)))
@@ -250,15 +250,18 @@ class TaskData:
         self.classification = config.task in CLASSIFICATION
         self.train: Dataset | None = None
         data_rng = np.random.default_rng([config.seed, 1])  # the data, apart from training
-        if config.task == "adding":
-            self.val = adding(VALIDATION_SIZE, config.length, data_rng)
-        elif config.task == "parity":
-            self.val = parity(VALIDATION_SIZE, config.length, data_rng)
-        elif config.task == "tweets":
-            self.train = tweets(TWEETS_TRAIN, config.length, data_rng)
-            self.val = tweets(TWEETS_VAL, config.length, data_rng)
-        else:
+        if config.task == "digits":
             self.train, self.val = digits(data_rng)
+        else:
+            T = config.length
+            assert T is not None  # resolved() gives every task its length but digits
+            if config.task == "adding":
+                self.val = adding(VALIDATION_SIZE, T, data_rng)
+            elif config.task == "parity":
+                self.val = parity(VALIDATION_SIZE, T, data_rng)
+            else:
+                self.train = tweets(TWEETS_TRAIN, T, data_rng)
+                self.val = tweets(TWEETS_VAL, T, data_rng)
         self.classes = (np.unique(self.val.y if self.train is None else self.train.y)
                         if self.classification else None)
 
@@ -270,17 +273,18 @@ class TaskData:
     def describe(self) -> str:
         """One line for people: what the task is and how much data it has."""
         size = "fresh batches" if self.train is None else f"{len(self.train.y):,} training"
-        kind = (f"classification, {len(self.classes)} classes" if self.classification
-                else "regression")
+        kind = (f"classification, {len(self.classes)} classes" if self.classes is not None
+                else "regression")  # (classes: None for a regression)
         length = f"T = {self.length}" if self.length else f"T = {self.val.X.shape[1]}"
         return (f"{self.name} ({kind}, {length}, D = {self.features}; {size}, "
                 f"{len(self.val.y):,} validation sequences)")
 
     def batch(self, B: int, rng: np.random.Generator) -> Dataset:
         """The next training batch: generated afresh, or drawn from the training set."""
-        if self.name == "adding":
-            return adding(B, self.length, rng)
-        if self.name == "parity":
+        if self.name in ("adding", "parity"):
+            assert self.length is not None  # resolved() gives both their length
+            if self.name == "adding":
+                return adding(B, self.length, rng)
             return parity(B, self.length, rng, variable=True)
         assert self.train is not None
         rows = rng.choice(len(self.train.y), size=min(B, len(self.train.y)), replace=False)
@@ -325,6 +329,7 @@ def new_task_run(config: TaskConfig, out_dir: str | os.PathLike) -> TaskRun:
 def _estimator(config: TaskConfig, data: TaskData) -> SequenceClassifier | SequenceRegressor:
     """The (unfitted) estimator a run of ``config`` trains, one minibatch per partial_fit."""
     kind = SequenceClassifier if data.classification else SequenceRegressor
+    assert config.hidden is not None and config.lr is not None  # resolved() filled them in
     return kind(
         cell=config.cell, hidden_size=config.hidden, num_layers=config.layers,
         optimizer=config.optimizer, lr=config.lr, epochs=1, batch_size=config.batch,
@@ -357,16 +362,20 @@ def resume_task_run(out_dir: str | os.PathLike, steps: int | None = None,
     train.check_counter(file, "the estimator's step count", estimator.n_steps_, step)
     train.check_counter(file, "the estimator's epoch count", estimator.n_iter_, step)
     train.check_run_model(out, estimator.params_, step)
-    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every))
-               if v is not None}
-    config = dataclasses.replace(config, **changes).resolved()
+    config = dataclasses.replace(
+        config,
+        steps=config.steps if steps is None else steps,
+        eval_every=config.eval_every if eval_every is None else eval_every,
+    ).resolved()
+    assert config.steps is not None  # resolved() filled it in
     return TaskRun(config, data, estimator, out, rng, *progress.to_continue(config.steps)[:3])
 
 
 def num_parameters(run: TaskRun) -> int:
     """How many numbers the run's model holds (cell, H, L, D and the outputs)."""
     c = run.config
-    outputs = len(run.data.classes) if run.data.classification else 1
+    outputs = len(run.data.classes) if run.data.classes is not None else 1  # (None: regression)
+    assert c.hidden is not None  # resolved() filled it in
     shapes = models.init_params(c.cell, run.data.features, c.hidden, outputs, True,
                                 np.random.default_rng(0), np.float32, c.layers)
     return sum(v.size for v in shapes.values())
@@ -408,6 +417,7 @@ def _metrics(run: TaskRun) -> dict[str, float]:
         return {"val_loss": J / len(index),
                 "val_accuracy": float(np.mean(logits.argmax(axis=1) == index))}
     predicted = est.predict(val.X, lengths=val.lengths)
+    assert isinstance(predicted, np.ndarray)  # a task's model is of whole sequences (no per_step)
     # R² of these predictions, as est.score computes it (the targets in the weights' dtype),
     # without a second forward pass over the validation set
     targets = val.y.astype(est.params_["Whh"].dtype)
@@ -426,8 +436,10 @@ def train_task(
     checkpoint of the last completed step is written first).
     """
     config, est = run.config, run.estimator
+    steps = config.steps
+    assert steps is not None  # resolved() filled it in
     started, seen = time.perf_counter(), 0
-    while run.step < config.steps:
+    while run.step < steps:
         if should_stop():
             if run.step:
                 save(run)

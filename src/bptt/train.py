@@ -180,7 +180,7 @@ def check_sizes(hidden: int, layers: int, seq_len: int = 1, batch: int = 1) -> N
             raise BpttError(f"{name} is unreasonably large for this machine (at most {limit:,})")
 
 
-def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
+def _coerce(key: str, value: Any, default: Any, annotation: str | type[Any]) -> Any:
     """Check a JSON value's type against the setting's; ints are accepted for floats."""
     if value is None and "None" in str(annotation):
         return None
@@ -858,10 +858,11 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
     interval, not off ``eval_every``, which a resume may have changed since that row was
     made: an evaluation on the schedule empties the interval, the one of an end off it keeps
     at least that step's loss (a file without interval losses: by ``eval_every``)."""
-    step = meta.get("step")
-    if not is_int(step) or step < 0:
+    saved_step = meta.get("step")
+    if not is_int(saved_step) or saved_step < 0:
         raise CheckpointError(f"{file} is damaged: its step must be an integer >= 0, got "
-                              f"{step!r}")
+                              f"{saved_step!r}")
+    step = int(saved_step)  # (JSON's int already: the type a checker can follow)
     history = _read_history(file, meta.get("history"), columns, step)
     losses = meta.get("interval_losses")
     at_end = bool(history) and history[-1]["step"] == step
@@ -870,7 +871,7 @@ def read_progress(file: Path, meta: Mapping[str, Any], columns: Sequence[str],
     else:
         off_schedule = at_end and isinstance(losses, list) and len(losses) > 0
     scheduled = history[:-1] if off_schedule else history
-    since_eval = step - (scheduled[-1]["step"] if scheduled else 0)
+    since_eval = step - (int(scheduled[-1]["step"]) if scheduled else 0)  # (int: checked)
     interval = _read_interval(file, [] if losses is None else losses, since_eval)
     return Progress(step, history, interval, off_schedule)
 
@@ -894,7 +895,7 @@ def _read_history(file: Path, history: Any, columns: Sequence[str], step: int
             raise CheckpointError(
                 f"{file} is damaged: history row {i} is at step {row['step']!r}; the rows' "
                 f"steps must be integers that increase, from 1 to the run's step {step}")
-        last = row["step"]
+        last = int(row["step"])  # (an int already: checked just above)
     return history
 
 
@@ -969,9 +970,11 @@ def read_saved_run(out_dir: str | os.PathLike, steps: int | None = None,
     check_counter(file, "the batch position", data.get("position"), progress.step)
     state = _read_carry(file, tensors, shapes, config, progress.step)
     check_run_model(out_dir, params, progress.step)
-    changes = {k: v for k, v in (("steps", steps), ("eval_every", eval_every))
-               if v is not None}
-    config = dataclasses.replace(config, **changes).validate()
+    config = dataclasses.replace(
+        config,
+        steps=config.steps if steps is None else steps,
+        eval_every=config.eval_every if eval_every is None else eval_every,
+    ).validate()
     return SavedRun(config, vocab, params, optimizer, opt_state, state, rng, corpus,
                     data, progress, None if files is None else tuple(files))
 

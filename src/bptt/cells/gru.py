@@ -69,7 +69,7 @@ def init_layer(
     """
     H = hidden_size
     bound = 1.0 / np.sqrt(H)
-    p = {
+    p: dict[str, np.ndarray] = {
         "Wxh": rng.uniform(-bound, bound, (GATES * H, input_size)).astype(dtype),
         "Whh": rng.uniform(-bound, bound, (GATES * H, H)).astype(dtype),
     }
@@ -318,8 +318,9 @@ def sequence_forward(
             subtract(h_t[t], n_t[t], h_prev_minus_n)
             multiply(z_t[t], h_prev_minus_n, h_prev_minus_n)
             add(n_t[t], h_prev_minus_n, h_t[t + 1])
-    rows = (a.transpose(0, 2, 1) for a in (hs, r, z, n, a_hn))
-    return Cache(inputs, *rows, common.by_row(hs, work, "hs_by_row"))
+    rows = (0, 2, 1)  # (T, X, B) columns -> (T, B, X): transposed views
+    return Cache(inputs, hs.transpose(rows), r.transpose(rows), z.transpose(rows),
+                 n.transpose(rows), a_hn.transpose(rows), common.by_row(hs, work, "hs_by_row"))
 
 
 def _local_partials(

@@ -78,7 +78,7 @@ def init_layer(
     """
     H = hidden_size
     bound = 1.0 / np.sqrt(H)
-    p = {
+    p: dict[str, np.ndarray] = {
         "Wxh": rng.uniform(-bound, bound, (GATES * H, input_size)).astype(dtype),
         "Whh": rng.uniform(-bound, bound, (GATES * H, H)).astype(dtype),
     }
@@ -365,8 +365,11 @@ def sequence_forward(
             # h_t = o_t ⊙ tanh c_t
             tanh(c_t[t + 1], tanh_c_t[t])
             multiply(o_t[t], tanh_c_t[t], h_t[t + 1])
-    rows = (a.transpose(0, 2, 1) for a in (hs, cs, i, f, g, o, tanh_c, gates))
-    return Cache(inputs, *rows, common.by_row(hs, work, "hs_by_row"))
+    rows = (0, 2, 1)  # (T, X, B) columns -> (T, B, X): transposed views
+    return Cache(inputs, hs.transpose(rows), cs.transpose(rows), i.transpose(rows),
+                 f.transpose(rows), g.transpose(rows), o.transpose(rows),
+                 tanh_c.transpose(rows), gates.transpose(rows),
+                 common.by_row(hs, work, "hs_by_row"))
 
 
 def _local_partials(

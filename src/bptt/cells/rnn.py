@@ -49,7 +49,7 @@ def init_layer(
     Returns Wxh (H, D), Whh (H, H) and, with bias, bh (H,).
     """
     bound = 1.0 / np.sqrt(hidden_size)
-    p = {
+    p: dict[str, np.ndarray] = {
         "Wxh": rng.uniform(-bound, bound, (hidden_size, input_size)).astype(dtype),
         "Whh": rng.uniform(-bound, bound, (hidden_size, hidden_size)).astype(dtype),
     }

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bptt import checkpoint, corpus, data, train
 from bptt.cells import CELLS
@@ -20,6 +21,9 @@ from bptt.cli import progress, train_task
 from bptt.errors import BpttError, parse_json
 from bptt.optim import OPTIMIZERS
 from bptt.tasks import STATE_KIND, TASK_DEFAULTS, TASKS, TaskConfig
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 DEFAULT_OUT = Path("runs") / "train"
 FILE_SEPARATOR = corpus.SEPARATOR  # "\n" between the texts of several FILEs
@@ -245,7 +249,9 @@ class _EncodingBar:
     shown only once a pass has taken half a second, so small files encode silently)."""
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet, self.bar, self.phase = quiet, None, None
+        self.quiet = quiet
+        self.bar: tqdm | None = None
+        self.phase: str | None = None  # the pass self.bar shows (None: no bar)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if self.quiet:
@@ -258,6 +264,7 @@ class _EncodingBar:
             self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                             desc=ENCODING_LABELS.get(phase, phase), file=sys.stderr,
                             dynamic_ncols=True, leave=False, delay=0.5)
+        assert self.bar is not None  # a pass has its bar (close() drops both)
         self.bar.update(done - self.bar.n)
         if done >= total:
             self.close()
@@ -433,6 +440,7 @@ def _loop(run_: train.Run, quiet: bool) -> int:
 
 def _show(event: train.Event, bar, quiet: bool) -> None:
     if event.kind == "step":
+        assert event.stats is not None  # a "step" event carries its step's stats
         bar.update(1)
         bar.set_postfix(loss=f"{event.stats.loss:.3f}", bpc=f"{event.stats.bpc:.3f}",
                         chars_s=f"{event.chars_per_sec:,.0f}", refresh=False)

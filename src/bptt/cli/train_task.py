@@ -96,7 +96,9 @@ def _config(args: argparse.Namespace) -> tasks.TaskConfig:
 
 def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
     c = run_.config
-    if run_.step >= c.steps:  # (a resumed run: nothing to train)
+    steps = c.steps
+    assert steps is not None  # resolved() filled it in
+    if run_.step >= steps:  # (a resumed run: nothing to train)
         return progress.nothing_to_do(run_.step, run_.out_dir,
                                       tasks.complete_checkpoint(run_.out_dir))
     if not quiet:
@@ -105,7 +107,7 @@ def _loop(run_: tasks.TaskRun, quiet: bool) -> int:
               flush=True)
     with progress.explain_divergence(run_.out_dir, fine_tune=False):
         stopped_by = progress.run_with_progress(
-            c.steps, run_.step, quiet, lambda show, stop: tasks.train_task(run_, show, stop),
+            steps, run_.step, quiet, lambda show, stop: tasks.train_task(run_, show, stop),
             _show,
         )
     if stopped_by is not None:
