@@ -437,9 +437,26 @@ def test_a_derived_file_that_fails_to_be_written_keeps_the_old_one(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
+def test_two_writers_of_one_derived_file_at_once_each_rename_their_own(tmp_path: Path):
+    """Two ``bptt flow --out DIR`` at once: both wrote the one temporary file .tmp-flow.png,
+    and the first to rename it took the other's (maybe half-written) with it, so the other
+    failed: 'cannot write DIR/flow.png: No such file or directory.'"""
+    path = tmp_path / "flow.csv"
+
+    def first(temp: Path) -> None:
+        temp.write_text("first\n", encoding="utf-8")
+        # the second command writes the same file while the first is writing it
+        checkpoint.replace_atomic(path, lambda other: other.write_text("second\n", "utf-8"))
+
+    checkpoint.replace_atomic(path, first)
+    assert path.read_text(encoding="utf-8") == "first\n"  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["flow.csv"]
+
+
 def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path: Path):
     names = ["a.safetensors", "m.csv"]
-    for name in (".tmp-a.safetensors.0123456789ab", ".tmp-m.csv"):  # what the writers make
+    # what the writers make (and what replace_atomic made before its names were new)
+    for name in (".tmp-a.safetensors.0123456789ab", ".tmp-m.csv.0123456789ab", ".tmp-m.csv"):
         (tmp_path / name).write_bytes(b"partial")
     # a user's, or another program's: never ours to remove (ours end in 12 hex digits)
     theirs = [".tmp-a.safetensors.draft", ".tmp-b.safetensors.0123456789ab", ".tmp-notes.txt",
@@ -447,11 +464,11 @@ def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path
     for name in theirs:
         (tmp_path / name).write_bytes(b"keep")
     (tmp_path / "keep.safetensors").write_bytes(b"x")
-    (tmp_path / ".tmp-m.csv.0123456789ab").mkdir()
+    (tmp_path / ".tmp-m.csv.ba9876543210").mkdir()
     (tmp_path / ".tmp-a.safetensors.ba9876543210").symlink_to(tmp_path / "keep.safetensors")
-    assert clean_temp_files(tmp_path, names) == 2
+    assert clean_temp_files(tmp_path, names) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [*theirs, ".tmp-m.csv.0123456789ab", ".tmp-a.safetensors.ba9876543210",
+        [*theirs, ".tmp-m.csv.ba9876543210", ".tmp-a.safetensors.ba9876543210",
          "keep.safetensors"])
     assert clean_temp_files(tmp_path, names) == 0
     assert clean_temp_files(tmp_path / "missing", names) == 0

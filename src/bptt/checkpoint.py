@@ -145,7 +145,7 @@ def write_safetensors_atomic(
         )
     _check_replaceable(target)
     blob = _serialize(tensors, meta, checksums)
-    temp = directory / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
+    temp = _temp_beside(target)
     try:
         _write_synced(temp, blob)
         os.replace(temp, target)
@@ -156,6 +156,12 @@ def write_safetensors_atomic(
         _remove_quietly(temp)
         raise
     _fsync_directory(directory)
+
+
+def _temp_beside(target: Path) -> Path:
+    """A new temporary file name in ``target``'s directory: ``.tmp-NAME.<12 hex digits>``
+    (what :func:`clean_temp_files` removes)."""
+    return target.parent / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
 
 
 def _check_replaceable(target: Path) -> None:
@@ -199,9 +205,12 @@ def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:
     which then replaces it, so a reader never sees half a file.  Returns the target.  A
     write or rename the system refuses is a BpttError naming ``target`` (the OSError named
     the temporary file, or no file at all: a full disk), the old file left as it was.
+    The temporary file's name is new at each call (``.tmp-NAME.<12 hex digits>``, as
+    :func:`write_safetensors_atomic`'s): two commands writing the same file at once (two
+    ``bptt flow --out DIR``) each rename their own, never the other's half-written one.
     """
     target = Path(target)
-    temp = target.parent / f"{TEMP_PREFIX}{target.name}"
+    temp = _temp_beside(target)
     try:
         write(temp)
         os.replace(temp, target)
@@ -301,9 +310,9 @@ def _remove_quietly(file: Path) -> None:
 
 def clean_temp_files(directory: str | os.PathLike[str], names: Iterable[str]) -> int:
     """Remove the temporaries an interrupted write of the files ``names`` left in
-    ``directory`` (``.tmp-NAME`` of :func:`replace_atomic`, ``.tmp-NAME.<12 hex digits>`` of
-    :func:`write_safetensors_atomic`); return how many.  Other ``.tmp-*`` files are not
-    bptt's and stay.
+    ``directory`` (``.tmp-NAME.<12 hex digits>`` of :func:`replace_atomic` and
+    :func:`write_safetensors_atomic`; ``.tmp-NAME``, of replace_atomic before it took a new
+    name at each call); return how many.  Other ``.tmp-*`` files are not bptt's and stay.
 
     A missing directory has none (returns 0).  Call it only while no other
     process is writing checkpoints into the same directory.
