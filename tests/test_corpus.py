@@ -704,6 +704,26 @@ def test_a_file_named_with_a_byte_that_is_not_utf8_is_cached_and_reused(tmp_path
     assert again.reused and scans == [] and again.ids_file == enc.ids_file
 
 
+def test_a_touched_file_reuses_a_cache_whose_manifest_cannot_be_rewritten(tmp_path,
+                                                                          monkeypatch):
+    """A file touched, not changed (cp, chmod, touch: its times change), with a cache that
+    cannot be written (read-only, shared; a full disk): the ids are good, and only recording
+    the new times failed, which refused the run: 'cannot write the corpus cache …'."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    enc = encode_files([path], tmp_path / "c")
+    before = enc.manifest.read_bytes()
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+    def refuse(*args):
+        raise BpttError("cannot write the corpus cache: No space left on device")
+
+    monkeypatch.setattr(corpus_module, "_write_manifest", refuse)
+    again = encode_files([path], tmp_path / "c")
+    assert again.reused and again.ids_file == enc.ids_file
+    assert np.array_equal(again.ids, enc.ids)
+    assert enc.manifest.read_bytes() == before
+
+
 def test_an_id_file_whose_manifest_cannot_be_written_is_removed(tmp_path, monkeypatch):
     """No manifest names it: no run would reuse it, and nothing would ever remove it."""
     path = write(tmp_path / "t.txt", "abcab " * 50)

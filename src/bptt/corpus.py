@@ -51,6 +51,7 @@ called after each block.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -240,7 +241,10 @@ def encode_files(
         # touched, not changed: same bytes, same vocabulary; record the new mtimes
         cached = _open_intact(entry, manifest_file)
         if cached is not None:
-            _write_manifest(manifest_file, entry, separator, errors, unk)
+            # (only to spare the next run this hashing: a cache it cannot write, read-only
+            # or on a full disk, serves the run all the same)
+            with contextlib.suppress(BpttError):
+                _write_manifest(manifest_file, entry, separator, errors, unk)
             return cached
 
     _make_cache_dir(cache)
