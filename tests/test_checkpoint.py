@@ -659,6 +659,18 @@ def test_bytes_after_the_last_tensor_are_refused(tmp_path: Path):
         read_safetensors(path)
 
 
+def test_a_write_into_a_file_taken_for_a_directory_says_so(tmp_path: Path):
+    """'bptt export RUN notes.txt/model.safetensors': the message said that notes.txt does
+    not exist ('create it first'), which it does, as a file; it is left as it was."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"cannot write {notes / 'x.safetensors'}: the directory {notes} is a file, not a "
+            "directory.")):
+        write_safetensors_atomic(notes / "x.safetensors", {"a": np.zeros(1)}, {})
+    assert notes.read_text(encoding="utf-8") == "mine"
+
+
 def test_save_model_to_a_path_without_suffix_writes_into_that_directory(tmp_path: Path):
     """A path without a suffix is a run directory: DIR/model.safetensors, never a file DIR
     (a missing directory is refused, nothing written)."""

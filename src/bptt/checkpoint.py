@@ -140,9 +140,9 @@ def write_safetensors_atomic(
     target = Path(path)
     directory = target.parent
     if not directory.is_dir():
-        raise CheckpointError(
-            f"cannot write {target}: the directory {directory} does not exist; create it first."
-        )
+        what = ("is a file, not a directory" if directory.exists()
+                else "does not exist; create it first")
+        raise CheckpointError(f"cannot write {target}: the directory {directory} {what}.")
     _check_replaceable(target)
     blob = _serialize(tensors, meta, checksums)
     temp = _temp_beside(target)
