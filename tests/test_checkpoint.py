@@ -453,6 +453,35 @@ def test_two_writers_of_one_derived_file_at_once_each_rename_their_own(tmp_path:
     assert [p.name for p in tmp_path.iterdir()] == ["flow.csv"]
 
 
+@pytest.mark.parametrize("links", [True, False], ids=["hard links", "no hard links"])
+def test_a_write_that_must_not_overwrite_keeps_a_file_made_while_it_wrote(
+        tmp_path: Path, monkeypatch, links: bool):
+    """overwrite=False (bptt export without --force): a file another process wrote at the
+    path while this one wrote its temporary file was replaced all the same."""
+    path = tmp_path / "out.safetensors"
+    real_write = checkpoint._write_synced
+
+    def write_then_another_appears(file: Path, blob: bytes) -> None:
+        real_write(file, blob)
+        path.write_bytes(b"another export's")
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    if not links:  # (a filesystem without hard links: FAT, some network filesystems)
+        monkeypatch.setattr(checkpoint.os, "link", no_links)
+    write_safetensors_atomic(path, {"a": np.zeros(2)}, {"step": 1}, overwrite=False)
+    assert read_safetensors(path)[1] == {"step": 1}  # a new name is written
+    path.unlink()
+    monkeypatch.setattr(checkpoint, "_write_synced", write_then_another_appears)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} already exists (made while this was being written, or a link to "
+            "nothing); it is left as it is.")):
+        write_safetensors_atomic(path, {"a": np.ones(2)}, {"step": 2}, overwrite=False)
+    assert path.read_bytes() == b"another export's"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
+
+
 def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path: Path):
     names = ["a.safetensors", "m.csv"]
     # what the writers make (and what replace_atomic made before its names were new)

@@ -126,6 +126,7 @@ def write_safetensors_atomic(
     tensors: Mapping[str, np.ndarray],
     meta: Mapping[str, Any],
     checksums: bool = True,
+    overwrite: bool = True,
 ) -> None:
     """Write ``tensors`` and the JSON object ``meta`` to ``path`` atomically.
 
@@ -136,6 +137,10 @@ def write_safetensors_atomic(
     ``path`` (or a link to one) is refused before anything is written.  On any
     failure the previous file at ``path`` (if any) is untouched, the temporary
     file is removed, and a CheckpointError is raised.
+    overwrite: False never replaces a file at ``path``, not even one that another process
+    wrote there while this one wrote its temporary file (a check before writing cannot see
+    it): the new file is hard-linked in place, which fails on an existing name (where the
+    filesystem has no hard links, checked just before the rename).
     """
     target = Path(path)
     directory = target.parent
@@ -148,7 +153,11 @@ def write_safetensors_atomic(
     temp = _temp_beside(target)
     try:
         _write_synced(temp, blob)
-        os.replace(temp, target)
+        (os.replace if overwrite else _link_new)(temp, target)
+    except FileExistsError:
+        _remove_quietly(temp)
+        raise CheckpointError(f"{target} already exists (made while this was being written, "
+                              "or a link to nothing); it is left as it is.") from None
     except OSError as exc:
         _remove_quietly(temp)
         raise CheckpointError(f"cannot write {target}: {exc.strerror or exc}.") from exc
@@ -156,6 +165,22 @@ def write_safetensors_atomic(
         _remove_quietly(temp)
         raise
     _fsync_directory(directory)
+
+
+def _link_new(temp: Path, target: Path) -> None:
+    """Give the complete file ``temp`` the name ``target`` unless that name is taken
+    (FileExistsError): a hard link, then ``temp`` removed; where links are not supported,
+    a check and a rename."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network filesystems)
+        if os.path.lexists(target):
+            raise FileExistsError(target) from None
+        os.replace(temp, target)
+        return
+    _remove_quietly(temp)
 
 
 def _temp_beside(target: Path) -> Path:
