@@ -437,9 +437,55 @@ def test_a_derived_file_that_fails_to_be_written_keeps_the_old_one(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
+def test_two_writers_of_one_derived_file_at_once_each_rename_their_own(tmp_path: Path):
+    """Two ``bptt flow --out DIR`` at once: both wrote the one temporary file .tmp-flow.png,
+    and the first to rename it took the other's (maybe half-written) with it, so the other
+    failed: 'cannot write DIR/flow.png: No such file or directory.'"""
+    path = tmp_path / "flow.csv"
+
+    def first(temp: Path) -> None:
+        temp.write_text("first\n", encoding="utf-8")
+        # the second command writes the same file while the first is writing it
+        checkpoint.replace_atomic(path, lambda other: other.write_text("second\n", "utf-8"))
+
+    checkpoint.replace_atomic(path, first)
+    assert path.read_text(encoding="utf-8") == "first\n"  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["flow.csv"]
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard links", "no hard links"])
+def test_a_write_that_must_not_overwrite_keeps_a_file_made_while_it_wrote(
+        tmp_path: Path, monkeypatch, links: bool):
+    """overwrite=False (bptt export without --force): a file another process wrote at the
+    path while this one wrote its temporary file was replaced all the same."""
+    path = tmp_path / "out.safetensors"
+    real_write = checkpoint._write_synced
+
+    def write_then_another_appears(file: Path, blob: bytes) -> None:
+        real_write(file, blob)
+        path.write_bytes(b"another export's")
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    if not links:  # (a filesystem without hard links: FAT, some network filesystems)
+        monkeypatch.setattr(checkpoint.os, "link", no_links)
+    write_safetensors_atomic(path, {"a": np.zeros(2)}, {"step": 1}, overwrite=False)
+    assert read_safetensors(path)[1] == {"step": 1}  # a new name is written
+    path.unlink()
+    monkeypatch.setattr(checkpoint, "_write_synced", write_then_another_appears)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} already exists (made while this was being written, or a link to "
+            "nothing); it is left as it is.")):
+        write_safetensors_atomic(path, {"a": np.ones(2)}, {"step": 2}, overwrite=False)
+    assert path.read_bytes() == b"another export's"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
+
+
 def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path: Path):
     names = ["a.safetensors", "m.csv"]
-    for name in (".tmp-a.safetensors.0123456789ab", ".tmp-m.csv"):  # what the writers make
+    # what the writers make (and what replace_atomic made before its names were new)
+    for name in (".tmp-a.safetensors.0123456789ab", ".tmp-m.csv.0123456789ab", ".tmp-m.csv"):
         (tmp_path / name).write_bytes(b"partial")
     # a user's, or another program's: never ours to remove (ours end in 12 hex digits)
     theirs = [".tmp-a.safetensors.draft", ".tmp-b.safetensors.0123456789ab", ".tmp-notes.txt",
@@ -447,11 +493,11 @@ def test_clean_temp_files_removes_only_the_leftovers_of_the_files_named(tmp_path
     for name in theirs:
         (tmp_path / name).write_bytes(b"keep")
     (tmp_path / "keep.safetensors").write_bytes(b"x")
-    (tmp_path / ".tmp-m.csv.0123456789ab").mkdir()
+    (tmp_path / ".tmp-m.csv.ba9876543210").mkdir()
     (tmp_path / ".tmp-a.safetensors.ba9876543210").symlink_to(tmp_path / "keep.safetensors")
-    assert clean_temp_files(tmp_path, names) == 2
+    assert clean_temp_files(tmp_path, names) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [*theirs, ".tmp-m.csv.0123456789ab", ".tmp-a.safetensors.ba9876543210",
+        [*theirs, ".tmp-m.csv.ba9876543210", ".tmp-a.safetensors.ba9876543210",
          "keep.safetensors"])
     assert clean_temp_files(tmp_path, names) == 0
     assert clean_temp_files(tmp_path / "missing", names) == 0
@@ -640,6 +686,18 @@ def test_bytes_after_the_last_tensor_are_refused(tmp_path: Path):
             f"{path} is not a bptt checkpoint file (it has 8 bytes after the last tensor; "
             "truncated?).")):
         read_safetensors(path)
+
+
+def test_a_write_into_a_file_taken_for_a_directory_says_so(tmp_path: Path):
+    """'bptt export RUN notes.txt/model.safetensors': the message said that notes.txt does
+    not exist ('create it first'), which it does, as a file; it is left as it was."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"cannot write {notes / 'x.safetensors'}: the directory {notes} is a file, not a "
+            "directory.")):
+        write_safetensors_atomic(notes / "x.safetensors", {"a": np.zeros(1)}, {})
+    assert notes.read_text(encoding="utf-8") == "mine"
 
 
 def test_save_model_to_a_path_without_suffix_writes_into_that_directory(tmp_path: Path):

@@ -576,6 +576,32 @@ def test_the_cache_directory_is_made_with_its_parents_or_named(tmp_path):
         encode_files([path], blocker)
 
 
+def test_the_temp_files_of_a_killed_encoding_are_removed_by_the_next(tmp_path):
+    """A run killed outright while it encoded (SIGKILL, the OOM killer: no clean-up runs)
+    left .tmp-corpus-….ids.<hex>, as big as the ids, in the cache for ever; the next
+    encoding into that cache removes it, and the manifest's, but not one that a live writer
+    holds locked (another run encoding into a shared cache), nor one just made."""
+    import fcntl
+
+    cache = tmp_path / "c"
+    cache.mkdir()
+    dead = [cache / ".tmp-corpus-0123456789abcdef-fedcba9876543210.ids.0a1b2c3d",
+            cache / ".tmp-corpus-0123456789abcdef.json.4e5f6a7b"]
+    alive = cache / ".tmp-corpus-0123456789abcdef-0011223344556677.ids.8c9d0e1f"
+    young = cache / ".tmp-corpus-0123456789abcdef-8899aabbccddeeff.ids.2a3b4c5d"
+    theirs = cache / ".tmp-corpus-notes.txt"
+    an_hour_ago = os.stat(tmp_path).st_mtime - 3600
+    for temp in (*dead, alive, young, theirs):
+        temp.write_bytes(b"ids of a write cut short")
+        if temp is not young:
+            os.utime(temp, (an_hour_ago, an_hour_ago))
+    with open(alive, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        encode_files([write(tmp_path / "t.txt", "abcab " * 50)], cache)
+    left = sorted(p.name for p in cache.iterdir() if p.name.startswith(".tmp-"))
+    assert left == sorted([alive.name, young.name, theirs.name])
+
+
 def test_a_manifest_that_cannot_be_written_whole_leaves_the_previous_one(tmp_path,
                                                                          monkeypatch):
     """The manifest is written to a temporary file and renamed: a disk that fills up halfway
@@ -676,6 +702,26 @@ def test_a_file_named_with_a_byte_that_is_not_utf8_is_cached_and_reused(tmp_path
     scans = scans_of(monkeypatch)
     again = encode_files([path], tmp_path / "c")
     assert again.reused and scans == [] and again.ids_file == enc.ids_file
+
+
+def test_a_touched_file_reuses_a_cache_whose_manifest_cannot_be_rewritten(tmp_path,
+                                                                          monkeypatch):
+    """A file touched, not changed (cp, chmod, touch: its times change), with a cache that
+    cannot be written (read-only, shared; a full disk): the ids are good, and only recording
+    the new times failed, which refused the run: 'cannot write the corpus cache …'."""
+    path = write(tmp_path / "t.txt", "abcab " * 50)
+    enc = encode_files([path], tmp_path / "c")
+    before = enc.manifest.read_bytes()
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+    def refuse(*args):
+        raise BpttError("cannot write the corpus cache: No space left on device")
+
+    monkeypatch.setattr(corpus_module, "_write_manifest", refuse)
+    again = encode_files([path], tmp_path / "c")
+    assert again.reused and again.ids_file == enc.ids_file
+    assert np.array_equal(again.ids, enc.ids)
+    assert enc.manifest.read_bytes() == before
 
 
 def test_an_id_file_whose_manifest_cannot_be_written_is_removed(tmp_path, monkeypatch):

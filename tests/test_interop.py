@@ -840,6 +840,27 @@ def test_import_checks_the_directory_again_once_it_holds_the_lock(tmp_path, monk
     assert (out / checkpoint.MODEL_FILE).read_bytes() == b"someone else's"
 
 
+def test_export_without_overwrite_keeps_a_file_written_there_meanwhile(tmp_path,
+                                                                        monkeypatch):
+    """Two 'bptt export RUN out.safetensors' at once both found no out.safetensors, and the
+    second replaced the first's: both said 'wrote out.safetensors'."""
+    source = checkpoint.save_model(tmp_path / "m.safetensors", make_params("gru", 1, True))
+    out = tmp_path / "out.safetensors"
+    real_write = checkpoint._write_synced
+
+    def write_then_another_appears(file, blob):
+        real_write(file, blob)
+        out.write_bytes(b"the other export's")
+
+    monkeypatch.setattr(checkpoint, "_write_synced", write_then_another_appears)
+    with pytest.raises(CheckpointError, match=re.escape(f"{out} already exists")):
+        interop.export_checkpoint(source, out)
+    assert out.read_bytes() == b"the other export's"
+    monkeypatch.undo()
+    interop.export_checkpoint(source, out, overwrite=True)  # --force replaces it
+    assert interop.read_torch_safetensors(out)[1]["model"]["cell"] == "gru"
+
+
 def test_export_to_a_directory_says_so(tmp_path):
     """Not "already exists; overwrite it with --force" (which --force would not fix)."""
     source = checkpoint.save_model(tmp_path / "m.safetensors", make_params("gru", 1, True))

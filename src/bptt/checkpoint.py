@@ -126,6 +126,7 @@ def write_safetensors_atomic(
     tensors: Mapping[str, np.ndarray],
     meta: Mapping[str, Any],
     checksums: bool = True,
+    overwrite: bool = True,
 ) -> None:
     """Write ``tensors`` and the JSON object ``meta`` to ``path`` atomically.
 
@@ -136,19 +137,27 @@ def write_safetensors_atomic(
     ``path`` (or a link to one) is refused before anything is written.  On any
     failure the previous file at ``path`` (if any) is untouched, the temporary
     file is removed, and a CheckpointError is raised.
+    overwrite: False never replaces a file at ``path``, not even one that another process
+    wrote there while this one wrote its temporary file (a check before writing cannot see
+    it): the new file is hard-linked in place, which fails on an existing name (where the
+    filesystem has no hard links, checked just before the rename).
     """
     target = Path(path)
     directory = target.parent
     if not directory.is_dir():
-        raise CheckpointError(
-            f"cannot write {target}: the directory {directory} does not exist; create it first."
-        )
+        what = ("is a file, not a directory" if directory.exists()
+                else "does not exist; create it first")
+        raise CheckpointError(f"cannot write {target}: the directory {directory} {what}.")
     _check_replaceable(target)
     blob = _serialize(tensors, meta, checksums)
-    temp = directory / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
+    temp = _temp_beside(target)
     try:
         _write_synced(temp, blob)
-        os.replace(temp, target)
+        (os.replace if overwrite else _link_new)(temp, target)
+    except FileExistsError:
+        _remove_quietly(temp)
+        raise CheckpointError(f"{target} already exists (made while this was being written, "
+                              "or a link to nothing); it is left as it is.") from None
     except OSError as exc:
         _remove_quietly(temp)
         raise CheckpointError(f"cannot write {target}: {exc.strerror or exc}.") from exc
@@ -156,6 +165,28 @@ def write_safetensors_atomic(
         _remove_quietly(temp)
         raise
     _fsync_directory(directory)
+
+
+def _link_new(temp: Path, target: Path) -> None:
+    """Give the complete file ``temp`` the name ``target`` unless that name is taken
+    (FileExistsError): a hard link, then ``temp`` removed; where links are not supported,
+    a check and a rename."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network filesystems)
+        if os.path.lexists(target):
+            raise FileExistsError(target) from None
+        os.replace(temp, target)
+        return
+    _remove_quietly(temp)
+
+
+def _temp_beside(target: Path) -> Path:
+    """A new temporary file name in ``target``'s directory: ``.tmp-NAME.<12 hex digits>``
+    (what :func:`clean_temp_files` removes)."""
+    return target.parent / f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:12]}"
 
 
 def _check_replaceable(target: Path) -> None:
@@ -199,9 +230,12 @@ def replace_atomic(target: str | os.PathLike[str], write: Any) -> Path:
     which then replaces it, so a reader never sees half a file.  Returns the target.  A
     write or rename the system refuses is a BpttError naming ``target`` (the OSError named
     the temporary file, or no file at all: a full disk), the old file left as it was.
+    The temporary file's name is new at each call (``.tmp-NAME.<12 hex digits>``, as
+    :func:`write_safetensors_atomic`'s): two commands writing the same file at once (two
+    ``bptt flow --out DIR``) each rename their own, never the other's half-written one.
     """
     target = Path(target)
-    temp = target.parent / f"{TEMP_PREFIX}{target.name}"
+    temp = _temp_beside(target)
     try:
         write(temp)
         os.replace(temp, target)
@@ -303,9 +337,9 @@ def _remove_quietly(file: Path) -> None:
 
 def clean_temp_files(directory: str | os.PathLike[str], names: Iterable[str]) -> int:
     """Remove the temporaries an interrupted write of the files ``names`` left in
-    ``directory`` (``.tmp-NAME`` of :func:`replace_atomic`, ``.tmp-NAME.<12 hex digits>`` of
-    :func:`write_safetensors_atomic`); return how many.  Other ``.tmp-*`` files are not
-    bptt's and stay.
+    ``directory`` (``.tmp-NAME.<12 hex digits>`` of :func:`replace_atomic` and
+    :func:`write_safetensors_atomic`; ``.tmp-NAME``, of replace_atomic before it took a new
+    name at each call); return how many.  Other ``.tmp-*`` files are not bptt's and stay.
 
     A missing directory has none (returns 0).  Call it only while no other
     process is writing checkpoints into the same directory.

@@ -38,6 +38,12 @@ the recorded size, mtime and ctime; when they differ the file is re-hashed, and
 re-encoded only if its content changed.  The manifest is written last (and
 atomically), so it always names a complete id file.
 
+Both are written to a temporary file ``.tmp-<name>.<8 hex digits>`` beside them (the
+id file's held locked, ``flock``, by its writer while it is written): a writer killed
+outright (SIGKILL, the OOM killer, a power cut) leaves it behind, as big as the ids, and
+the next :func:`encode_files` on that cache removes it (:func:`remove_dead_temps`), never
+one a live writer holds (another run encoding into a shared cache).
+
 The library never prints: ``progress(phase, bytes_done, bytes_total)`` is
 called after each block.
 """
@@ -45,11 +51,14 @@ called after each block.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import re
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,6 +86,11 @@ CACHE_FORMAT = "bptt-corpus"
 CACHE_VERSION = 1
 NUM_CODE_POINTS = 0x110000
 TEMP_PREFIX = ".tmp-"
+TEMP_NAME = re.compile(r"\.tmp-corpus-[0-9a-f]{16}(-[0-9a-f]{16}\.ids|\.json)\.[0-9a-f]{8}")
+"""The temporary files of :func:`encode_files` (an id file's, a manifest's)."""
+DEAD_AFTER = 60.0
+"""Seconds a temporary file must be unchanged before it is taken for a dead writer's (and
+only if no writer holds it locked): one just created is not locked yet."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, bytes_done, bytes_total)``; phase is "scan" or "encode"."""
@@ -189,6 +203,7 @@ def encode_files(
         raise BpttError(f"separator must be a string, got {separator!r}.")
     stats = [_stat(p) for p in paths]
     cache = Path(cache_dir)
+    remove_dead_temps(cache)
     key = _entry_key(stats, separator, errors, unk)
     manifest_file = cache / f"corpus-{key}.json"
     old = _read_manifest(manifest_file, len(paths))
@@ -226,7 +241,10 @@ def encode_files(
         # touched, not changed: same bytes, same vocabulary; record the new mtimes
         cached = _open_intact(entry, manifest_file)
         if cached is not None:
-            _write_manifest(manifest_file, entry, separator, errors, unk)
+            # (only to spare the next run this hashing: a cache it cannot write, read-only
+            # or on a full disk, serves the run all the same)
+            with contextlib.suppress(BpttError):
+                _write_manifest(manifest_file, entry, separator, errors, unk)
             return cached
 
     _make_cache_dir(cache)
@@ -424,7 +442,7 @@ def _write_ids(paths: list[Path], sources: Sequence[Source], target: Path, vocab
     temp = target.with_name(f"{TEMP_PREFIX}{target.name}.{uuid.uuid4().hex[:8]}")
     written = 0
     try:
-        with temp.open("wb") as out:
+        with _open_locked(temp) as out:
             for i, (path, source) in enumerate(zip(paths, sources, strict=True)):
                 if i > 0:
                     out.write(separator_ids.tobytes())
@@ -509,6 +527,54 @@ def _write_manifest(file: Path, entry: dict[str, Any], separator: str, errors: s
         ) from exc
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _open_locked(temp: Path) -> Any:
+    """Create the temporary file ``temp`` (it must not exist) for writing, binary, locked
+    (``flock``) while it is open: the lock tells :func:`remove_dead_temps` that its writer
+    is alive.  (Where the system cannot lock, unlocked.)"""
+    out = open(temp, "xb")
+    try:
+        import fcntl
+
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
+    return out
+
+
+def remove_dead_temps(cache: Path) -> int:
+    """Remove the temporary files (:data:`TEMP_NAME`) that writers killed outright left in
+    ``cache``: each unlocked and unchanged for :data:`DEAD_AFTER` seconds.  One that its
+    writer holds locked (another process encoding into the same cache) stays (a manifest's,
+    unlocked, is written in a moment, never that long); so does every one where the system
+    cannot lock files (no telling a live writer's from a dead one's).
+    Returns how many were removed; a missing or read-only cache has none removed."""
+    try:
+        import fcntl
+    except ImportError:
+        return 0
+    removed = 0
+    candidates = cache.glob(f"{TEMP_PREFIX}corpus-*") if cache.is_dir() else ()
+    for temp in candidates:
+        if not TEMP_NAME.fullmatch(temp.name):
+            continue
+        try:
+            fd = os.open(temp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # gone (its writer renamed it), a link, or not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (OSError: a writer holds it)
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime >= DEAD_AFTER \
+                    and os.path.samestat(info, os.stat(temp, follow_symlinks=False)):
+                temp.unlink()
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _json_text(doc: dict[str, Any]) -> str:

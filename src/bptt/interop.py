@@ -405,8 +405,10 @@ def write_torch_safetensors(
     config: Mapping[str, Any] | None = None,
     step: int = 0,
     carried: Mapping[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Write the torch state_dict of ``params`` and :func:`export_meta` to ``path`` atomically.
+    """Write the torch state_dict of ``params`` and :func:`export_meta` to ``path`` atomically
+    (overwrite: False refuses a file there, as checkpoint.write_safetensors_atomic does).
 
     The file loads with ``safetensors.torch.load_file`` straight into
     ``torch_module(meta["model"]).load_state_dict(..., strict=True)``.  Returns the path.
@@ -416,7 +418,8 @@ def write_torch_safetensors(
     checkpoint.check_vocab_to_save(target, meta)
     # no checksums: an export is meant to be trained elsewhere and written back with its
     # metadata (examples/ddp_train.py), which must not then read as damage
-    checkpoint.write_safetensors_atomic(target, to_torch_state_dict(params), meta, checksums=False)
+    checkpoint.write_safetensors_atomic(target, to_torch_state_dict(params), meta, checksums=False,
+                                        overwrite=overwrite)
     return target
 
 
@@ -835,8 +838,9 @@ def export_checkpoint(
 
     carried = carried_entries(model.meta)
     with not_while_training(target, "choose another file name"):
+        # (not overwrite: a file another export wrote there meanwhile is refused, not replaced)
         write_torch_safetensors(target, model.params, model.vocab, model.config, model.step,
-                                carried)
+                                carried, overwrite=overwrite)
     return target, export_meta(model.params, model.vocab, model.config, model.step, carried)
 
 
