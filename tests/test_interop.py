@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 import safetensors.numpy
+import tests_support
 
 import bptt
 from bptt import checkpoint, interop, models
@@ -871,3 +872,180 @@ def test_export_to_a_directory_says_so(tmp_path):
                 "to write")):
             interop.export_checkpoint(source, tmp_path / "out", overwrite=overwrite)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------
+# the state_dicts of character models written in PyTorch under other names
+# ----------------------------------------------------------------------------
+
+
+def torch_char_model(torch, style: str, layers: int, seed: int = 0):
+    """:func:`tests_support.torch_char_model` of this file's sizes (V tokens, hidden size H)."""
+    return tests_support.torch_char_model(torch, style, layers, V, H, seed)
+
+
+def token_ids(seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, V, (T, B))
+
+
+STYLES = ["charrnn", "wlm-lstm", "wlm-gru", "wlm-rnn", "wlm-tied", "spro"]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("style", STYLES)
+def test_other_layouts_import_to_the_torch_modules_logits(torch, style, layers):
+    """Read off the state_dict's shapes alone: bptt's forward on token ids gives the torch
+    module's logits to 1e-12 relative (float64); an embedding folded, W^xh = W_ih Eᵀ (G, V)."""
+    module, logits = torch_char_model(torch, style, layers)
+    params = interop.from_torch_state_dict(module.state_dict())
+    assert params["Wxh"].shape[1] == V and params["Wxh"].dtype == np.float64
+    ids = token_ids()
+    assert rel_err(bptt.forward(params, ids).logits, logits(ids)) <= 1e-12
+
+
+@pytest.mark.parametrize(("style", "expected"), [
+    ("charrnn", interop.Layout("lstm", "fc", None)),
+    ("wlm-lstm", interop.Layout("rnn", "decoder", "encoder")),
+    ("wlm-tied", interop.Layout("rnn", "decoder", "encoder")),  # both names: not ambiguous
+    ("spro", interop.Layout("rnn", "decoder", "encoder")),
+])
+def test_read_layout_names_the_modules(torch, style, expected):
+    module, _ = torch_char_model(torch, style, 2)
+    assert interop.read_layout(module.state_dict()) == expected
+    assert interop.read_layout(interop.to_torch_state_dict(make_params("gru", 2, True))) \
+        == interop.BPTT_LAYOUT
+
+
+def test_the_fold_is_computed_in_float64_and_cast(torch):
+    """A float32 module's W^xh is (W_ih Eᵀ) in float64, cast once to float32 (not a float32
+    product), and its logits agree with torch's to float32 round-off."""
+    module, _ = torch_char_model(torch, "spro", 1)
+    module = module.float()
+    sd = module.state_dict()
+    params = interop.from_torch_state_dict(sd)
+    W_ih, E = sd["rnn.weight_ih_l0"].double().numpy(), sd["encoder.weight"].double().numpy()
+    assert params["Wxh"].dtype == np.float32
+    assert np.array_equal(params["Wxh"], (W_ih @ E.T).astype(np.float32))
+    assert np.array_equal(interop.fold_embedding(W_ih, E, np.float32), params["Wxh"])
+    ids = token_ids()
+    with torch.no_grad():
+        expected = module(torch.from_numpy(ids)).numpy()
+    assert rel_err(bptt.forward(params, ids).logits.astype(np.float64), expected) <= 1e-5
+
+
+def test_nested_and_wrapped_modules_are_found_and_may_be_named_with_the_wrapper(torch):
+    """``model.rnn`` inside a wrapper class, inside DDP (``module.``): found by structure, and
+    ``rnn=`` may be given as the user sees the key (with the wrapper's prefix, a final dot)."""
+    module, logits = torch_char_model(torch, "wlm-gru", 2)
+    sd = {f"module.model.{k}": v for k, v in module.state_dict().items()}
+    ids = token_ids()
+    for given in ({}, {"rnn": "module.model.rnn.", "head": "model.decoder",
+                       "embedding": "module.model.encoder"}):
+        params = interop.from_torch_state_dict(sd, **given)
+        assert rel_err(bptt.forward(params, ids).logits, logits(ids)) <= 1e-12
+    assert interop.read_layout(sd) == interop.Layout("model.rnn", "model.decoder",
+                                                     "model.encoder")
+
+
+def ambiguous_sd(torch):
+    """An embedding (V, K = H) and a head without a bias: each fits both by shape."""
+    nn = torch.nn
+    torch.manual_seed(4)
+    a, rnn, b = nn.Embedding(V, H), nn.GRU(H, H), nn.Linear(H, V, bias=False)
+    sd = {**{f"a.{k}": v for k, v in a.state_dict().items()},
+          **{f"rnn.{k}": v for k, v in rnn.state_dict().items()},
+          **{f"b.{k}": v for k, v in b.state_dict().items()}}
+
+    def logits(ids):
+        with torch.no_grad():
+            return b(rnn(a(torch.from_numpy(ids)))[0]).numpy()
+
+    return sd, logits
+
+
+def test_an_ambiguous_layout_is_refused_naming_the_candidates_and_resolved_by_naming_them(
+        torch):
+    sd, logits = ambiguous_sd(torch)
+    with pytest.raises(CheckpointError) as info:
+        interop.from_torch_state_dict(sd)
+    assert str(info.value) == (
+        f"cannot tell the head from the embedding: 'a' (weight ({V}, {H})) and 'b' (weight "
+        f"({V}, {H})) each fit both (no bias, and H = K = {H}); say which with --head PREFIX "
+        "--embedding PREFIX, e.g. --head a --embedding b (head='a', embedding='b')")
+    ids = token_ids()
+    for given in ({"head": "b", "embedding": "a"}, {"head": "b"}, {"embedding": "a"}):
+        params = interop.from_torch_state_dict(sd, **given)
+        assert rel_err(bptt.forward(params, ids).logits, logits(ids)) <= 1e-12, given
+
+
+@pytest.mark.parametrize(("extra", "given", "message"), [
+    # an unknown module: named, with the layout that was read
+    ({"norm.weight": (H,), "norm.bias": (H,)}, {},
+     "unexpected key 'norm.weight' in the state_dict (expected lstm.weight_ih_l0, …, fc.weight, "
+     "fc.bias)"),
+    ({"scale": (1,)}, {},
+     "unexpected key 'scale' in the state_dict (expected lstm.weight_ih_l0, …, fc.weight, "
+     "fc.bias)"),
+    # a second recurrent module: both named; once one is chosen, the other is unexpected
+    ({"lstm2.weight_ih_l0": (4 * H, H), "lstm2.weight_hh_l0": (4 * H, H)}, {},
+     "the state_dict has 2 recurrent modules ('lstm', 'lstm2'); bptt imports one: say which "
+     "with --rnn PREFIX (rnn=)"),
+    ({"lstm2.weight_ih_l0": (4 * H, H), "lstm2.weight_hh_l0": (4 * H, H)}, {"rnn": "lstm"},
+     "unexpected key 'lstm2.weight_ih_l0' in the state_dict (expected lstm.weight_ih_l0, …, "
+     "fc.weight, fc.bias)"),
+    # a second head
+    ({"fc2.weight": (V, H), "fc2.bias": (V,)}, {},
+     f"the state_dict has 2 modules that fit the head (weight (V, {H}), bias (V,) or none): "
+     "'fc', 'fc2'; say which with --head PREFIX (head=)"),
+    ({"fc2.weight": (V, H), "fc2.bias": (V,)}, {"head": "fc2"},
+     "unexpected key 'fc.weight' in the state_dict (expected lstm.weight_ih_l0, …, fc2.weight, "
+     "fc2.bias)"),
+    # a module given that is not there
+    ({}, {"embedding": "encoder"},
+     "--embedding 'encoder' (embedding='encoder') names no module of the state_dict; its "
+     "modules: 'fc', 'lstm'"),
+    # an embedding given whose width is not the input size of weight_ih_l0
+    ({"emb.weight": (V, 3)}, {"embedding": "emb"},
+     f"'emb.weight' has shape ({V}, 3), expected (D, {V}): an embedding gives "
+     f"'lstm.weight_ih_l0' its {V} inputs"),
+], ids=["unknown-module", "unknown-key", "two-rnns", "two-rnns-named", "two-heads",
+        "two-heads-named", "no-such-module", "embedding-width"])
+def test_a_layout_that_does_not_fit_is_one_line_naming_the_keys(torch, extra, given, message):
+    module, _ = torch_char_model(torch, "charrnn", 1)
+    sd = {**module.state_dict(), **{k: np.zeros(shape) for k, shape in extra.items()}}
+    with pytest.raises(CheckpointError) as info:
+        interop.from_torch_state_dict(sd, **given)
+    assert str(info.value) == message
+
+
+def test_a_module_name_that_is_no_string_is_a_bptt_error():
+    with pytest.raises(BpttError, match="head must be a module name \\(a str\\), got int"):
+        interop.from_torch_state_dict(good_sd(), head=3)
+
+
+def test_from_torch_module_takes_the_names_too(torch):
+    sd, _ = ambiguous_sd(torch)
+    nn = torch.nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.rnn, self.b = nn.Embedding(V, H), nn.GRU(H, H), nn.Linear(H, V, bias=False)
+
+    module = Model()
+    module.load_state_dict(sd)
+    assert all(np.array_equal(v, interop.from_torch_state_dict(sd, head="b")[k])
+               for k, v in interop.from_torch_module(module, head="b").items())
+
+
+def test_an_imported_embedding_exports_as_bptts_one_hot_layout(torch, tmp_path):
+    """The fold is what the import keeps: an export writes rnn.weight_ih_l0 = W_ih Eᵀ (G, V),
+    no embedding, and reads back to the very same parameters."""
+    module, logits = torch_char_model(torch, "wlm-lstm", 2)
+    params = interop.from_torch_state_dict(module.state_dict())
+    path = interop.write_torch_safetensors(tmp_path / "e.safetensors", params, list("abcdefg"[:V]))
+    sd, _ = interop.read_torch_safetensors(path)
+    assert list(sd) == list(interop.to_torch_state_dict(params))
+    assert sd["rnn.weight_ih_l0"].shape == (4 * H, V)
+    back, _ = interop.params_from_file(path)
+    assert all(np.array_equal(back[k], v) for k, v in params.items())

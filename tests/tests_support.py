@@ -190,3 +190,49 @@ def assert_completed_at_step_4(code: int, err: str, run_dir: Path) -> None:
         "a larger one to go on"]
     assert checkpoint.read_metadata(run_dir / "model.safetensors")["step"] == 4
     assert (run_dir / "metrics.csv").read_text().splitlines()[-1].startswith("4,")
+
+
+def torch_char_model(torch, style: str, layers: int, V: int, H: int, seed: int = 0):
+    """A float64 PyTorch character model (eval mode) of V tokens, as practitioners write them:
+
+    charrnn  ``lstm`` = nn.LSTM(V, H, L) on one-hot inputs, ``fc`` = nn.Linear(H, V)
+    wlm-*    PyTorch's examples/word_language_model: ``encoder`` = nn.Embedding(V, K = 4),
+             ``rnn`` = nn.LSTM / nn.GRU / nn.RNN(tanh)(K, H, L), ``decoder`` = nn.Linear(H, V);
+             wlm-tied: decoder.weight is encoder.weight (K = H)
+    spro     spro/char-rnn.pytorch: ``encoder`` = nn.Embedding(V, H), ``rnn`` = nn.GRU(H, H,
+             L), ``decoder`` = nn.Linear(H, V)
+
+    Returns (module, a function: token ids (T, B) NumPy -> the module's logits (T, B, V))."""
+    import numpy as np
+
+    nn = torch.nn
+    torch.manual_seed(seed)
+    K = H if style in ("wlm-tied", "spro") else 4
+    kind = {"wlm-gru": nn.GRU, "wlm-rnn": nn.RNN, "spro": nn.GRU}.get(style, nn.LSTM)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if style == "charrnn":
+                self.lstm = nn.LSTM(V, H, layers, dtype=torch.float64)
+                self.fc = nn.Linear(H, V, dtype=torch.float64)
+                return
+            self.encoder = nn.Embedding(V, K, dtype=torch.float64)
+            self.rnn = kind(K, H, layers, dtype=torch.float64)
+            self.decoder = nn.Linear(H, V, dtype=torch.float64)
+            if style == "wlm-tied":
+                self.decoder.weight = self.encoder.weight
+
+        def forward(self, ids):
+            if style == "charrnn":
+                x = nn.functional.one_hot(ids, V).to(torch.float64)
+                return self.fc(self.lstm(x)[0])
+            return self.decoder(self.rnn(self.encoder(ids))[0])
+
+    module = Model().eval()
+
+    def logits(ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(ids)).numpy()
+
+    return module, logits

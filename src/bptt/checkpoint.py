@@ -386,6 +386,18 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _parse_meta(file, _read_checked(file, with_data=False)[1])[0]
 
 
+def read_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """The name -> shape of every tensor of any safetensors file, from its validated header
+    alone (as :func:`read_any_safetensors` validates it)."""
+    file = Path(path)
+    try:
+        header = _read_checked(file, with_data=False, noun="file")[1]
+    except _UnusableFileError as exc:
+        raise CheckpointError(f"{file} is not a usable safetensors file ({exc.why}).") from exc
+    return {name: tuple(entry["shape"]) for name, entry in header.items()
+            if name != "__metadata__"}
+
+
 def read_any_safetensors(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:

@@ -1,7 +1,8 @@
 """PyTorch weights in and out: bptt parameter dicts <-> PyTorch state_dicts, safetensors only.
 
 Legend: T time, B batch, D input size (the vocabulary, for a character model),
-H hidden size, V output size, L layers, G gates (rnn 1, gru 3, lstm 4).
+H hidden size, V output size, L layers, G gates (rnn 1, gru 3, lstm 4), K the size of
+an embedding (``nn.Embedding(D, K)``) in a state_dict that has one.
 
 The PyTorch twin of a bptt model is :class:`CharRNN`: ``.rnn`` is an ``nn.RNN``
 (tanh), ``nn.LSTM`` or ``nn.GRU`` (``batch_first=False``, time-major like bptt) and
@@ -30,6 +31,25 @@ bptt stores them, so weights move without any reordering.
   ``rnn.weight_ih_l0`` is the embedding of token j (``W^xh onehot(j) = W^xh[:, j]``),
   and :meth:`CharRNN.forward` turns an integer (T, B) tensor into one-hot (T, B, D).
 
+Other layouts.  :func:`from_torch_state_dict` also reads the state_dicts of character
+models written in PyTorch under other names: :func:`read_layout` finds, by the keys'
+structure and shapes, the recurrent module (any name P: ``P.weight_ih_l0``, …; nested
+names like ``model.rnn`` too), the head (Q: ``Q.weight`` (V, H) and ``Q.bias`` (V,) or
+none) and an optional embedding (E: ``E.weight`` (D, K) alone, K the input size of
+``P.weight_ih_l0``), e.g. ``lstm``/``fc`` or PyTorch's word_language_model's
+``encoder``/``rnn``/``decoder``.  A state_dict it cannot read unambiguously is refused,
+naming the candidates; ``rnn=``, ``head=``, ``embedding=`` say which module is which.
+An embedding is folded into layer 0's input weights: x_t = E[id] = Eᵀ onehot(id), so
+
+    W_ih x_t = (W_ih Eᵀ) onehot(id) = (W_ih Eᵀ)[:, id],      W^xh = W_ih Eᵀ  (G, D)
+
+computed in float64 and cast to the result's dtype.  The fold is exact math, but its
+float round-off is not that of the lookup followed by the product: logits agree to
+round-off, not bit for bit.  An export writes bptt's own layout (one-hot inputs, no
+embedding): a different module, with the same outputs.  A tied embedding (the head's
+weight is the embedding, ``decoder.weight = encoder.weight``) saved once, as
+``safetensors.torch.save_model`` saves it, is read with ``embedding=`` the head's name.
+
 Files.  :func:`write_torch_safetensors` stores a state_dict with JSON metadata
 (``__metadata__["bptt"]``: format, kind ``"torch_state_dict"``, the model's cell and
 sizes, vocabulary, training settings); :func:`read_torch_safetensors` reads such a
@@ -49,7 +69,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -176,16 +196,26 @@ def model_config(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 def from_torch_state_dict(
-    sd: Mapping[str, Any], cell: str | None = None, dtype: Any = None
+    sd: Mapping[str, Any],
+    cell: str | None = None,
+    dtype: Any = None,
+    *,
+    rnn: str | None = None,
+    head: str | None = None,
+    embedding: str | None = None,
 ) -> dict[str, np.ndarray]:
     """The bptt parameter dict of a PyTorch state_dict (the reverse of to_torch_state_dict).
 
     sd: key -> array or CPU tensor, with the keys of the module docstring (the state_dict
     of a wrapped module is accepted too: every key starting with DDP's ``module.`` or
-    torch.compile's ``_orig_mod.``, or both).
+    torch.compile's ``_orig_mod.``, or both), or those of another character model: its
+    recurrent module, head and optional embedding are found by :func:`read_layout`.
     cell: "rnn", "lstm" or "gru"; None reads it off the shape of rnn.weight_hh_l0
     (G·H rows); when given, weights of another cell are refused.  dtype: the float type
     of the result; None keeps the state_dict's (float16 becomes float32).
+    rnn, head, embedding: the names of those modules (``"lstm"``, ``"model.rnn"``), for a
+    state_dict whose layout cannot be read off its shapes; None reads them.  An embedding
+    (D, K) is folded into W^xh = weight_ih_l0 @ embeddingᵀ (G, D), computed in float64.
     rnn: b_h = bias_ih + bias_hh.  Returns a dict of fresh arrays that passes
     :func:`bptt.models.check_params`.  A state_dict does not say an ``nn.RNN``'s
     nonlinearity: one of ``nonlinearity="relu"`` is read as tanh, bptt's only RNN (use
@@ -194,42 +224,52 @@ def from_torch_state_dict(
     Raises:
         CheckpointError naming the offending key: a key missing or unexpected, a shape
         that does not fit (including a cell other than ``cell``: its gate count), a
-        non-float or non-finite tensor.
+        non-float or non-finite tensor; or naming the candidates when the layout is
+        ambiguous (two modules that could each be the head or the embedding).
     """
     arrays = _as_arrays(sd)
     if cell is not None:
         get_cell(cell)  # BpttError for an unknown cell (a list or dict too, not a TypeError)
-    layers = _check_keys(arrays)
-    kind, H = _read_cell(arrays, cell)
+    layout = _read_layout({k: a.shape for k, a in arrays.items()}, _wrapper_prefix(list(sd)),
+                          rnn, head, embedding)
+    layers = _check_keys(arrays, layout)
+    kind, H = _read_cell(arrays, cell, layout)
     G = get_cell(kind).GATES * H
-    bias = torch_key("bias_ih", 0) in arrays or torch_key("bias_hh", 0) in arrays
-    D = _shape_of(arrays, torch_key("weight_ih", 0), 2, f"({G}, D)")[1]
-    V = _shape_of(arrays, HEAD_WEIGHT, 2, f"(V, {H})")[0]
-    if HEAD_BIAS in arrays and arrays[HEAD_BIAS].shape[:1] != (V,):
+    bias = layout.key("bias_ih", 0) in arrays or layout.key("bias_hh", 0) in arrays
+    # the input size of layer 0: D one-hot inputs, or K, an embedding's size
+    D = _shape_of(arrays, layout.key("weight_ih", 0), 2, f"({G}, D)")[1]
+    V = _shape_of(arrays, layout.head_weight, 2, f"(V, {H})")[0]
+    if layout.head_bias in arrays and arrays[layout.head_bias].shape[:1] != (V,):
         raise CheckpointError(
-            f"{HEAD_WEIGHT!r} has shape {arrays[HEAD_WEIGHT].shape} but {HEAD_BIAS!r} has shape "
-            f"{arrays[HEAD_BIAS].shape}: they disagree on the output size V"
+            f"{layout.head_weight!r} has shape {arrays[layout.head_weight].shape} but "
+            f"{layout.head_bias!r} has shape {arrays[layout.head_bias].shape}: they disagree "
+            "on the output size V"
         )
     expected: dict[str, tuple[int, ...]] = {}
     for layer in range(layers):
-        expected[torch_key("weight_ih", layer)] = (G, D if layer == 0 else H)
-        expected[torch_key("weight_hh", layer)] = (G, H)
+        expected[layout.key("weight_ih", layer)] = (G, D if layer == 0 else H)
+        expected[layout.key("weight_hh", layer)] = (G, H)
         if bias:
-            expected[torch_key("bias_ih", layer)] = (G,)
-            expected[torch_key("bias_hh", layer)] = (G,)
-    expected[HEAD_WEIGHT] = (V, H)
-    if HEAD_BIAS in arrays:
-        expected[HEAD_BIAS] = (V,)
+            expected[layout.key("bias_ih", layer)] = (G,)
+            expected[layout.key("bias_hh", layer)] = (G,)
+    expected[layout.head_weight] = (V, H)
+    if layout.head_bias in arrays:
+        expected[layout.head_bias] = (V,)
+    if layout.embedding_weight is not None:
+        expected[layout.embedding_weight] = _embedding_shape(arrays, layout, D)
     _check_against(arrays, expected, kind, H)
     target = _result_dtype(arrays, dtype)
 
     def tensor(name: str, layer: int) -> np.ndarray:
-        return arrays[torch_key(name, layer)].astype(target)
+        return arrays[layout.key(name, layer)].astype(target)
 
     params: dict[str, np.ndarray] = {}
     for layer in range(layers):
         key = functools.partial(models.layer_key, layer=layer)
         params[key("Wxh")] = tensor("weight_ih", layer)
+        if layer == 0 and layout.embedding_weight is not None:
+            params[key("Wxh")] = fold_embedding(arrays[layout.key("weight_ih", 0)],
+                                                arrays[layout.embedding_weight], target)
         params[key("Whh")] = tensor("weight_hh", layer)
         if bias and kind == "rnn":  # b_h = bias_ih + bias_hh
             with np.errstate(over="ignore"):  # an overflow (inf) is refused below, unwarned
@@ -237,14 +277,216 @@ def from_torch_state_dict(
         elif bias:
             params[key("bxh")] = tensor("bias_ih", layer)
             params[key("bhh")] = tensor("bias_hh", layer)
-    params["Why"] = arrays[HEAD_WEIGHT].astype(target)
-    if HEAD_BIAS in arrays:
-        params["by"] = arrays[HEAD_BIAS].astype(target)
+    params["Why"] = arrays[layout.head_weight].astype(target)
+    if layout.head_bias in arrays:
+        params["by"] = arrays[layout.head_bias].astype(target)
     try:
         models.check_params(params, kind)
     except BpttError as exc:  # e.g. a bias_ih + bias_hh that overflows
         raise CheckpointError(f"the state_dict does not make a valid {kind} model: {exc}") from exc
     return params
+
+
+def fold_embedding(W_ih: np.ndarray, E: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """W^xh (G, D) of one-hot inputs that gives what weight_ih (G, K) gives an embedding E (D, K).
+
+    x_t = E[id] = Eᵀ onehot(id), so W_ih x_t = (W_ih Eᵀ) onehot(id) = (W_ih Eᵀ)[:, id]:
+    W^xh = W_ih Eᵀ, computed in float64 and cast to ``dtype`` (None: float64).  Exact math;
+    the round-off is the product's, not that of the lookup followed by W_ih (the logits
+    agree to round-off, not bit for bit).
+    """
+    product = np.asarray(W_ih, dtype=np.float64) @ np.asarray(E, dtype=np.float64).T
+    with np.errstate(over="ignore"):  # an overflow (inf) is refused by check_params, unwarned
+        return product.astype(dtype or np.float64)
+
+
+class Layout(NamedTuple):
+    """Which modules of a state_dict make a character model, by name (a key's prefix without
+    its final dot): the recurrent module, the head, and the embedding (None: one-hot inputs,
+    bptt's own layout).  An embedding named as the head is tied: the head's weight is it."""
+
+    rnn: str = "rnn"
+    head: str = "head"
+    embedding: str | None = None
+
+    def key(self, name: str, layer: int) -> str:
+        """The key of one recurrent tensor: ("weight_hh", 1) -> "<rnn>.weight_hh_l1"."""
+        return f"{self.rnn}.{name}_l{layer}"
+
+    @property
+    def head_weight(self) -> str:
+        """The key of the head's weight (V, H)."""
+        return f"{self.head}.weight"
+
+    @property
+    def head_bias(self) -> str:
+        """The key of the head's bias (V,), if it has one."""
+        return f"{self.head}.bias"
+
+    @property
+    def embedding_weight(self) -> str | None:
+        """The key of the embedding (D, K), or None."""
+        return None if self.embedding is None else f"{self.embedding}.weight"
+
+    def describe(self) -> str:
+        """The keys this layout reads, for a message: "rnn.weight_ih_l0, …, head.weight, …"."""
+        tied = self.embedding in (None, self.head)
+        return (f"{self.key('weight_ih', 0)}, …, {self.head_weight}, {self.head_bias}"
+                + ("" if tied else f", {self.embedding_weight}"))
+
+
+BPTT_LAYOUT = Layout()
+# a parameter of a recurrent torch module (bidirectional and projected ones too, refused later)
+_RECURRENT_PARAM = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l\d+(_reverse)?$")
+
+
+def read_layout(
+    sd: Mapping[str, Any],
+    rnn: str | None = None,
+    head: str | None = None,
+    embedding: str | None = None,
+) -> Layout:
+    """Which modules of a state_dict are the recurrent module, the head and the embedding.
+
+    sd: key -> array or tensor, wrappers' prefixes as :func:`from_torch_state_dict` takes
+    them.  rnn, head, embedding: the names given (None:
+    read off the structure).  The recurrent module is the one module with recurrent
+    tensors (``rnn`` if that is one); the head, a module of ``weight`` (V, H) and an
+    optional ``bias`` (V,) (``head`` if there is one); the embedding, a module of only
+    ``weight`` (D, K), K the input size of weight_ih_l0.  Every module must have a part.
+
+    Raises:
+        CheckpointError naming the candidates when more than one layout fits, and naming a
+        given module the state_dict does not have.  A state_dict that fits no layout gives
+        the layout closest to it, whose checks (:func:`from_torch_state_dict`) name the key
+        that does not fit.
+    """
+    arrays = _as_arrays(sd)
+    return _read_layout({k: a.shape for k, a in arrays.items()}, _wrapper_prefix(list(sd)),
+                        rnn, head, embedding)
+
+
+def _read_layout(
+    shapes: Mapping[str, tuple[int, ...]],
+    strip: str,
+    rnn: str | None,
+    head: str | None,
+    embedding: str | None,
+) -> Layout:
+    """:func:`read_layout` of key -> shape, the wrappers' prefix ``strip`` already dropped
+    from the keys (a module given with it is found without it)."""
+    modules = _modules(shapes)
+    given = Layout(*(_given_module(role, name, modules, strip) for role, name in
+                     (("rnn", rnn), ("head", head), ("embedding", embedding))))
+    rnn = given.rnn or _the_rnn(modules)
+    ih, hh = (modules.get(rnn, {}).get(f"weight_{name}_l0") for name in ("ih", "hh"))
+    K = ih[1] if ih is not None and len(ih) == 2 else None
+    H = hh[1] if hh is not None and len(hh) == 2 else None
+    others = [name for name in modules if name != rnn]
+    heads = ([given.head] if given.head else [BPTT_LAYOUT.head] if BPTT_LAYOUT.head in modules
+             else [name for name in others if _fits_head(modules[name], H)])
+    embeddings = ([given.embedding] if given.embedding
+                  else [name for name in others if _fits_embedding(modules[name], K)])
+    fits = [(h, e) for h in heads for e in (embeddings if given.embedding else [*embeddings, None])
+            if (e != h or given.embedding) and set(others) <= {h, e}]
+    if len(fits) == 1:
+        return Layout(rnn, *fits[0])
+    if len(fits) > 1:  # two modules, each of which could be the head or the embedding
+        first, second = fits[0]
+        raise CheckpointError(
+            f"cannot tell the head from the embedding: {first!r} (weight "
+            f"{modules[first]['weight']}) and {second!r} (weight {modules[second]['weight']}) "
+            f"each fit both (no bias, and H = K = {H}); say which with --head PREFIX "
+            f"--embedding PREFIX, e.g. --head {first} --embedding {second} (head={first!r}, "
+            f"embedding={second!r})"
+        )
+    if len(heads) > 1:
+        raise CheckpointError(
+            f"the state_dict has {len(heads)} modules that fit the head (weight (V, "
+            f"{'H' if H is None else H}), bias (V,) or none): {_names(heads)}; say which with "
+            "--head PREFIX (head=)"
+        )
+    # nothing fits every module: the closest layout, whose checks name the key that does not fit
+    lone = [e for e in embeddings if e not in heads]
+    return Layout(rnn, heads[0] if heads else BPTT_LAYOUT.head,
+                  given.embedding or (lone[0] if len(lone) == 1 else None))
+
+
+def _modules(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """module -> {parameter: shape}: "model.rnn.weight_hh_l0" is the parameter "weight_hh_l0"
+    of the module "model.rnn" (a key without a dot, of the module "")."""
+    modules: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key, shape in shapes.items():
+        module, _, name = key.rpartition(".")
+        modules.setdefault(module, {})[name] = shape
+    return modules
+
+
+def _names(modules: list[str]) -> str:
+    """Module names for a message: 'a', 'b'."""
+    return ", ".join(repr(name) for name in modules)
+
+
+def _given_module(
+    role: str, name: Any, modules: Mapping[str, Any], strip: str
+) -> str | None:
+    """The module given for ``role`` (None: not given), one of ``modules``; a final dot and the
+    wrappers' prefix ``strip`` are allowed ("module.lstm." is "lstm" of a DDP state_dict)."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise BpttError(f"{role} must be a module name (a str), got {type(name).__name__}")
+    found = name[:-1] if name.endswith(".") else name
+    if found not in modules and strip and f"{found}.".startswith(strip):
+        found = found[len(strip):]
+    if found not in modules or not found:
+        raise CheckpointError(
+            f"--{role} {name!r} ({role}={name!r}) names no module of the state_dict; its "
+            f"modules: {_names(sorted(m for m in modules if m))}"
+        )
+    return found
+
+
+def _the_rnn(modules: Mapping[str, Mapping[str, Any]]) -> str:
+    """The recurrent module: ``rnn`` if it is one, else the only module with recurrent tensors
+    (``rnn`` when there is none, which the checks then say is missing)."""
+    found = [name for name, params in modules.items()
+             if name and any(_RECURRENT_PARAM.match(param) for param in params)]
+    if BPTT_LAYOUT.rnn in found or not found:
+        return BPTT_LAYOUT.rnn
+    if len(found) > 1:
+        raise CheckpointError(
+            f"the state_dict has {len(found)} recurrent modules ({_names(found)}); bptt "
+            "imports one: say which with --rnn PREFIX (rnn=)"
+        )
+    return found[0]
+
+
+def _fits_head(params: Mapping[str, tuple[int, ...]], H: int | None) -> bool:
+    """Whether a module's parameters are a head's: weight (V, H), bias (V,) or none."""
+    weight, bias = params.get("weight"), params.get("bias")
+    return (weight is not None and len(weight) == 2 and set(params) <= {"weight", "bias"}
+            and (H is None or weight[1] == H) and (bias is None or bias == weight[:1]))
+
+
+def _fits_embedding(params: Mapping[str, tuple[int, ...]], K: int | None) -> bool:
+    """Whether a module's parameters are an embedding's: only weight (D, K)."""
+    weight = params.get("weight")
+    return (set(params) == {"weight"} and weight is not None and len(weight) == 2
+            and weight[1] == K)
+
+
+def _embedding_shape(arrays: dict[str, np.ndarray], layout: Layout, K: int) -> tuple[int, int]:
+    """The shape (D, K) of the layout's embedding, which must give layer 0 its K inputs."""
+    key = layout.embedding_weight
+    assert key is not None
+    D, width = _shape_of(arrays, key, 2, f"(D, {K})")
+    if width != K:
+        raise CheckpointError(
+            f"{key!r} has shape {(D, width)}, expected (D, {K}): an embedding gives "
+            f"{layout.key('weight_ih', 0)!r} its {K} inputs"
+        )
+    return D, width
 
 
 def _as_arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -283,24 +525,28 @@ def _wrapper_prefix(keys: list[Any]) -> str:
     return prefix
 
 
-def _check_keys(arrays: dict[str, np.ndarray]) -> int:
-    """Refuse keys that are not ours; return L (1 + the highest layer index seen)."""
+def _check_keys(arrays: dict[str, np.ndarray], layout: Layout = BPTT_LAYOUT) -> int:
+    """Refuse keys that are not the layout's; return L (1 + the highest layer index seen)."""
+    layer_key = re.compile(
+        rf"^{re.escape(layout.rnn)}\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+    known = {layout.head_weight, layout.head_bias, layout.embedding_weight}
     layers = 0
     for key in arrays:
-        match = _LAYER_KEY.match(key)
+        match = layer_key.match(key)
         if match:
             layers = max(layers, int(match.group(2)) + 1)
-        elif key not in (HEAD_WEIGHT, HEAD_BIAS):
+        elif key not in known:
             hint = ""
             if key.endswith("_reverse"):
                 hint = " (bidirectional modules are not supported)"
             elif "_hr_" in key or "proj" in key:  # weight_hr_l0: an LSTM's projection
                 hint = " (LSTM projections, proj_size > 0, are not supported)"
-            elif not key.startswith(("rnn.", "head.")):
-                hint = " (expected rnn.weight_ih_l0, …, head.weight, head.bias)"
+            elif not key.startswith((f"{layout.rnn}.", f"{layout.head}.")):
+                hint = f" (expected {layout.describe()})"
             raise CheckpointError(f"unexpected key {key!r} in the state_dict{hint}")
-    if torch_key("weight_hh", 0) not in arrays:
-        raise CheckpointError(f"the state_dict is missing the key {torch_key('weight_hh', 0)!r}")
+    if layout.key("weight_hh", 0) not in arrays:
+        raise CheckpointError(
+            f"the state_dict is missing the key {layout.key('weight_hh', 0)!r}")
     return layers
 
 
@@ -314,9 +560,11 @@ def _shape_of(arrays: dict[str, np.ndarray], key: str, ndim: int, form: str) -> 
     return shape
 
 
-def _read_cell(arrays: dict[str, np.ndarray], cell: str | None) -> tuple[str, int]:
+def _read_cell(
+    arrays: dict[str, np.ndarray], cell: str | None, layout: Layout = BPTT_LAYOUT
+) -> tuple[str, int]:
     """(cell, H) from rnn.weight_hh_l0 (G·H, H); a gate count not of ``cell`` raises."""
-    key = torch_key("weight_hh", 0)
+    key = layout.key("weight_hh", 0)
     rows, H = _shape_of(arrays, key, 2, "(G·H, H)")
     kinds = {get_cell(k).GATES: k for k in CELLS}
     found = kinds.get(rows // H) if H and rows % H == 0 else None
@@ -467,6 +715,23 @@ def _foreign_meta(file: Path, metadata: Any) -> dict[str, Any] | None:
     return meta
 
 
+def file_layout(
+    path: str | os.PathLike[str],
+    rnn: str | None = None,
+    head: str | None = None,
+    embedding: str | None = None,
+) -> Layout:
+    """:func:`read_layout` of a safetensors file's state_dict, from its header only."""
+    file = Path(path)
+    shapes = checkpoint.read_shapes(file)
+    strip = _wrapper_prefix(list(shapes))
+    try:
+        return _read_layout({k[len(strip):]: v for k, v in shapes.items()}, strip, rnn, head,
+                            embedding)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{file}: {exc}") from exc
+
+
 def has_bptt_metadata(path: str | os.PathLike[str]) -> bool:
     """Whether a readable safetensors file carries bptt's metadata (reads the header only).
 
@@ -481,13 +746,19 @@ def has_bptt_metadata(path: str | os.PathLike[str]) -> bool:
 
 
 def params_from_file(
-    path: str | os.PathLike[str], cell: str | None = None
+    path: str | os.PathLike[str],
+    cell: str | None = None,
+    *,
+    rnn: str | None = None,
+    head: str | None = None,
+    embedding: str | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     """(bptt params, bptt metadata or None) of a torch state_dict safetensors file.
 
     The cell comes from the file's metadata when bptt wrote it (``cell``, if also given,
     must agree), else from ``cell``; without either it is read off the weight shapes.
-    The metadata's sizes must match the weights.
+    The metadata's sizes must match the weights.  rnn, head, embedding: the modules'
+    names, as :func:`from_torch_state_dict` takes them.
     """
     file = Path(path)
     tensors, meta = read_torch_safetensors(file)
@@ -502,7 +773,8 @@ def params_from_file(
             )
         cell = model["cell"]
     try:
-        params = from_torch_state_dict(tensors, cell=cell)
+        params = from_torch_state_dict(tensors, cell=cell, rnn=rnn, head=head,
+                                       embedding=embedding)
     except CheckpointError as exc:
         raise CheckpointError(f"{file}: {exc}") from exc
     if model is not None:
@@ -637,8 +909,15 @@ def to_torch_module(params: Mapping[str, np.ndarray]) -> Any:
     return module
 
 
-def from_torch_module(module: Any) -> dict[str, np.ndarray]:
-    """The bptt parameters of a :class:`CharRNN` (or any module with the same state_dict).
+def from_torch_module(
+    module: Any,
+    *,
+    rnn: str | None = None,
+    head: str | None = None,
+    embedding: str | None = None,
+) -> dict[str, np.ndarray]:
+    """The bptt parameters of a :class:`CharRNN` (or any character model whose state_dict
+    :func:`from_torch_state_dict` reads; rnn, head, embedding as it takes them).
 
     A ReLU RNN is refused (``nn.RNN(nonlinearity="relu")``, a subclass of it, or
     ``nn.RNNBase("RNN_RELU", ...)``): its state_dict is a tanh RNN's, but bptt's RNN is tanh.
@@ -649,7 +928,7 @@ def from_torch_module(module: Any) -> dict[str, np.ndarray]:
             "use from_torch_state_dict)"
         )
     _check_tanh(module)
-    return from_torch_state_dict(module.state_dict())
+    return from_torch_state_dict(module.state_dict(), rnn=rnn, head=head, embedding=embedding)
 
 
 def _check_tanh(module: Any) -> None:
@@ -850,6 +1129,10 @@ def import_file(
     cell: str | None = None,
     vocab: list[str] | None = None,
     overwrite: bool = False,
+    *,
+    rnn: str | None = None,
+    head: str | None = None,
+    embedding: str | None = None,
 ) -> checkpoint.LoadedModel:
     """Read a torch state_dict safetensors file into a bptt run directory (model.safetensors).
 
@@ -859,14 +1142,21 @@ def import_file(
     holding a model is refused unless ``overwrite``, one holding a training state always
     (its optimizer state would no longer match).  Everything is checked (the weights, the
     vocabulary as :class:`bptt.data.Vocab` checks it, the directory) before anything is
-    created or written.  Returns the model as read back.
+    created or written.  rnn, head, embedding: the modules' names, for a state_dict whose
+    layout cannot be read off its shapes (:func:`from_torch_state_dict`).  Returns the model
+    as read back.
     """
     from bptt.train import not_while_training
 
     given = _given_vocab(vocab)
-    params, meta = params_from_file(path, cell)
+    params, meta = params_from_file(path, cell, rnn=rnn, head=head, embedding=embedding)
     meta = meta or {}
-    chars = _import_vocab(Path(path), meta, given, models.check_params(params))
+    shapes = models.check_params(params)
+    layout = None if meta else file_layout(path, rnn, head, embedding)
+    hint = None if layout is None or not maybe_tied(layout, shapes) else (
+        f"if {layout.head_weight} is also the input embedding (tied weights, saved once), say "
+        f"so with --embedding {layout.head} (embedding={layout.head!r})")
+    chars = _import_vocab(Path(path), meta, given, shapes, hint)
     saved = meta.get("config")
     config = saved if isinstance(saved, dict) else {}
     step = meta.get("step", 0)
@@ -896,11 +1186,12 @@ def _given_vocab(vocab: Any) -> list[str] | None:
 
 
 def _import_vocab(
-    file: Path, meta: Mapping[str, Any], vocab: list[str] | None, shapes: models.Shapes
+    file: Path, meta: Mapping[str, Any], vocab: list[str] | None, shapes: models.Shapes,
+    hint: str | None = None,
 ) -> list[str] | None:
     """The vocabulary to store: the file's own, else the one given (None: neither), checked
     as a :class:`bptt.data.Vocab` and against the weights' D inputs and V outputs.  Errors
-    name ``file``."""
+    name ``file``; one on the vocabulary given ends with ``hint``."""
     saved = meta.get("vocab")
     if saved is not None:
         chars = _checked_vocab(f"{file}: its vocabulary", saved, shapes)
@@ -911,12 +1202,15 @@ def _import_vocab(
             )
         return chars
     if vocab is not None:
-        return _checked_vocab(f"{file}: the vocabulary given", vocab, shapes)
+        return _checked_vocab(f"{file}: the vocabulary given", vocab, shapes, hint)
     return None
 
 
-def _checked_vocab(source: str, chars: Any, shapes: models.Shapes) -> list[str]:
-    """``chars`` if it makes a Vocab of D = V characters; else a CheckpointError on ``source``."""
+def _checked_vocab(
+    source: str, chars: Any, shapes: models.Shapes, hint: str | None = None
+) -> list[str]:
+    """``chars`` if it makes a Vocab of D = V characters; else a CheckpointError on ``source``
+    (ending with ``hint`` when the characters are as many as the outputs)."""
     try:
         checked = Vocab.from_list(chars).to_list()
     except DataError as exc:
@@ -924,9 +1218,20 @@ def _checked_vocab(source: str, chars: Any, shapes: models.Shapes) -> list[str]:
     if len(checked) != shapes.D or len(checked) != shapes.V:
         raise CheckpointError(
             f"{source} has {len(checked)} characters but the weights take {shapes.D} inputs "
-            f"and give {shapes.V} outputs"
+            f"and give {shapes.V} outputs" + (f"; {hint}" if hint and len(checked) == shapes.V
+                                               else "")
         )
     return checked
+
+
+def maybe_tied(layout: Layout, shapes: models.Shapes) -> bool:
+    """Whether a state_dict read with ``layout`` (no embedding) may have held a tied embedding,
+    saved once as safetensors.torch.save_model saves tied weights (the head's weight (V, H)
+    is also the embedding): layer 0 then takes D = H inputs and V != D, and an import reads
+    one-hot inputs unless told ``embedding=`` the head.  Never for bptt's own layout (whose
+    names hold no embedding)."""
+    return (layout.embedding is None and layout[:2] != BPTT_LAYOUT[:2]
+            and shapes.D == shapes.H != shapes.V)
 
 
 def _check_import_target(source: Path, target: Path, overwrite: bool) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
-from tests_support import bptt_here
+from tests_support import bptt_here, torch_char_model
 
 from bptt import checkpoint, interop
 from bptt.sample import draw, next_token_distribution, sample_text
@@ -480,3 +480,135 @@ def test_an_import_whose_write_fails_leaves_no_directory_it_made(exported, tmp_p
     r = bptt_run("import", exported["rnn"], tmp_path / "a" / "b" / "c")
     assert_one_line_error(r, "No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- the state_dicts of character models written in PyTorch under other names ----
+
+LAYOUT_V, LAYOUT_H = 6, 5  # "abcdef": the vocabulary of the models below
+
+
+@pytest.fixture
+def six_chars(tmp_path) -> Path:
+    (tmp_path / "six.txt").write_text("fedcba")
+    return tmp_path / "six.txt"
+
+
+def assert_imports_to(out: Path, logits) -> None:
+    """bptt's forward of the imported model on token ids: the torch module's logits, 1e-12
+    relative (float64 modules)."""
+    from bptt import forward
+
+    model = checkpoint.load_model(out)
+    assert model.vocab == list("abcdef")
+    ids = np.random.default_rng(5).integers(0, LAYOUT_V, (8, 3))
+    expected = logits(ids)
+    error = np.max(np.abs(forward(model.params, ids).logits - expected)) / np.max(np.abs(expected))
+    assert error <= 1e-12, error
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize(("style", "lines"), [
+    ("charrnn", ["read lstm.* as the recurrent layers and fc.* as the head"]),
+    ("wlm-lstm", ["read rnn.* as the recurrent layers and decoder.* as the head",
+                  "folded the embedding encoder.weight into the first layer: Wxh = "
+                  "rnn.weight_ih_l0 @ encoder.weightᵀ (20, 6) (exact math; logits agree to float "
+                  "round-off; 'bptt export' writes it one-hot, without an embedding)"]),
+    ("spro", ["read rnn.* as the recurrent layers and decoder.* as the head",
+              "folded the embedding encoder.weight into the first layer: Wxh = "
+              "rnn.weight_ih_l0 @ encoder.weightᵀ (15, 6) (exact math; logits agree to float "
+              "round-off; 'bptt export' writes it one-hot, without an embedding)"]),
+])
+def test_import_reads_the_torch_character_models_practitioners_write(
+        torch, tmp_path, six_chars, style, lines, layers):
+    """save_file(module.state_dict()) of a CharRNN (lstm, fc), a word_language_model
+    (encoder, rnn, decoder) or a char-rnn.pytorch model: imported by their shapes alone."""
+    from safetensors.torch import save_file
+
+    module, logits = torch_char_model(torch, style, layers, LAYOUT_V, LAYOUT_H)
+    path = tmp_path / f"{style}.safetensors"
+    save_file(module.state_dict(), path)
+    r = bptt_run("import", path, tmp_path / "out", "--vocab", six_chars)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:] == lines
+    assert_imports_to(tmp_path / "out", logits)
+
+
+def test_a_tied_model_saved_once_is_imported_with_embedding_naming_the_head(
+        torch, tmp_path, six_chars):
+    """safetensors.torch.save_model keeps decoder.weight alone of the tied pair (save_file
+    refuses shared tensors): its shapes are a one-hot model's with D = H, which import reads
+    and says what to do; --embedding decoder reads the tie."""
+    from safetensors.torch import save_model
+
+    module, logits = torch_char_model(torch, "wlm-tied", 2, LAYOUT_V, LAYOUT_H)
+    path = tmp_path / "tied.safetensors"
+    save_model(module, path)
+    r = bptt_run("import", path, tmp_path / "plain")
+    assert r.returncode == 0, r.stderr
+    assert "note: if decoder.weight is also the input embedding (tied weights, saved once), " \
+           "import again with --embedding decoder --force" in r.stdout.splitlines()
+    assert_one_line_error(
+        bptt_run("import", path, tmp_path / "out", "--vocab", six_chars),
+        "the vocabulary given has 6 characters but the weights take 5 inputs and give 6 "
+        "outputs; if decoder.weight is also the input embedding (tied weights, saved once), "
+        "say so with --embedding decoder (embedding='decoder')")
+    r = bptt_run("import", path, tmp_path / "out", "--vocab", six_chars, "--embedding", "decoder")
+    assert r.returncode == 0, r.stderr
+    assert "folded the embedding decoder.weight into the first layer" in r.stdout
+    assert_imports_to(tmp_path / "out", logits)
+
+
+def test_an_ambiguous_layout_is_one_line_and_the_flags_resolve_it(torch, tmp_path, six_chars):
+    """An embedding (V, H) and a head without a bias fit each other's shapes: refused, naming
+    both; --head and --embedding say which."""
+    from safetensors.torch import save_file
+
+    nn = torch.nn
+    torch.manual_seed(1)
+    a, rnn, b = nn.Embedding(LAYOUT_V, LAYOUT_H), nn.GRU(LAYOUT_H, LAYOUT_H, 2), \
+        nn.Linear(LAYOUT_H, LAYOUT_V, bias=False)
+    path = tmp_path / "ambiguous.safetensors"
+    save_file({**{f"a.{k}": v for k, v in a.state_dict().items()},
+               **{f"rnn.{k}": v for k, v in rnn.state_dict().items()},
+               **{f"b.{k}": v for k, v in b.state_dict().items()}}, path)
+    out = tmp_path / "out"
+    assert_one_line_error(
+        bptt_run("import", path, out, "--vocab", six_chars),
+        f"bptt: error: {path}: cannot tell the head from the embedding: 'a' (weight (6, 5)) and "
+        "'b' (weight (6, 5)) each fit both (no bias, and H = K = 5); say which with --head "
+        "PREFIX --embedding PREFIX, e.g. --head a --embedding b (head='a', embedding='b')")
+    assert not out.exists()
+    r = bptt_run("import", path, out, "--vocab", six_chars, "--head", "b", "--embedding", "a")
+    assert r.returncode == 0, r.stderr
+
+    def logits(ids):
+        with torch.no_grad():
+            return b(rnn(a(torch.from_numpy(ids)))[0]).numpy()
+
+    assert_imports_to(out, logits)
+
+
+def test_an_extra_unknown_module_is_one_line_naming_its_key(torch, tmp_path, six_chars):
+    from safetensors.torch import save_file
+
+    module, _ = torch_char_model(torch, "wlm-gru", 1, LAYOUT_V, LAYOUT_H)
+    path = tmp_path / "extra.safetensors"
+    save_file({**module.state_dict(), "norm.weight": torch.ones(LAYOUT_H)}, path)
+    out = tmp_path / "out"
+    assert_one_line_error(
+        bptt_run("import", path, out, "--vocab", six_chars),
+        f"{path}: unexpected key 'norm.weight' in the state_dict (expected rnn.weight_ih_l0, …, "
+        "decoder.weight, decoder.bias, encoder.weight)")
+    assert not out.exists()
+    assert_one_line_error(bptt_run("import", path, out, "--head", "fc"),
+                          f"{path}: --head 'fc' (head='fc') names no module of the state_dict; "
+                          "its modules: 'decoder', 'encoder', 'norm', 'rnn'")
+
+
+def test_import_help_names_the_layout_options():
+    r = bptt_run("import", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    for needle in ("--rnn PREFIX", "--head PREFIX", "--embedding PREFIX",
+                   "word_language_model: encoder, rnn, decoder", "is folded into"):
+        assert needle in text, needle
