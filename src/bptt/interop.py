@@ -376,23 +376,25 @@ def _read_layout(
     """:func:`read_layout` of key -> shape, the wrappers' prefix ``strip`` already dropped
     from the keys (a module given with it is found without it)."""
     modules = _modules(shapes)
-    given = Layout(*(_given_module(role, name, modules, strip) for role, name in
-                     (("rnn", rnn), ("head", head), ("embedding", embedding))))
-    rnn = given.rnn or _the_rnn(modules)
+    given_rnn, given_head, given_embedding = (
+        _given_module(role, name, modules, strip)
+        for role, name in (("rnn", rnn), ("head", head), ("embedding", embedding)))
+    rnn = given_rnn or _the_rnn(modules)
     ih, hh = (modules.get(rnn, {}).get(f"weight_{name}_l0") for name in ("ih", "hh"))
     K = ih[1] if ih is not None and len(ih) == 2 else None
     H = hh[1] if hh is not None and len(hh) == 2 else None
     others = [name for name in modules if name != rnn]
-    heads = ([given.head] if given.head else [BPTT_LAYOUT.head] if BPTT_LAYOUT.head in modules
+    heads = ([given_head] if given_head else [BPTT_LAYOUT.head] if BPTT_LAYOUT.head in modules
              else [name for name in others if _fits_head(modules[name], H)])
-    embeddings = ([given.embedding] if given.embedding
+    embeddings = ([given_embedding] if given_embedding
                   else [name for name in others if _fits_embedding(modules[name], K)])
-    fits = [(h, e) for h in heads for e in (embeddings if given.embedding else [*embeddings, None])
-            if (e != h or given.embedding) and set(others) <= {h, e}]
+    fits = [(h, e) for h in heads for e in (embeddings if given_embedding else [*embeddings, None])
+            if (e != h or given_embedding) and set(others) <= {h, e}]
     if len(fits) == 1:
         return Layout(rnn, *fits[0])
     if len(fits) > 1:  # two modules, each of which could be the head or the embedding
         first, second = fits[0]
+        assert second is not None  # (two modules, each fitting both roles)
         raise CheckpointError(
             f"cannot tell the head from the embedding: {first!r} (weight "
             f"{modules[first]['weight']}) and {second!r} (weight {modules[second]['weight']}) "
@@ -409,7 +411,7 @@ def _read_layout(
     # nothing fits every module: the closest layout, whose checks name the key that does not fit
     lone = [e for e in embeddings if e not in heads]
     return Layout(rnn, heads[0] if heads else BPTT_LAYOUT.head,
-                  given.embedding or (lone[0] if len(lone) == 1 else None))
+                  given_embedding or (lone[0] if len(lone) == 1 else None))
 
 
 def _modules(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, dict[str, tuple[int, ...]]]:
