@@ -87,14 +87,14 @@ from bptt.errors import (
 )
 
 KIND = checkpoint.EXPORT_KIND
-RNN_PREFIX = "rnn."
-HEAD_WEIGHT = "head.weight"
-HEAD_BIAS = "head.bias"
+RNN_NAME, HEAD_NAME = "rnn", "head"  # the modules of bptt's own layout (CharRNN's .rnn, .head)
+RNN_PREFIX = f"{RNN_NAME}."
+HEAD_WEIGHT = f"{HEAD_NAME}.weight"
+HEAD_BIAS = f"{HEAD_NAME}.bias"
 # what a wrapper adds in front of every key of the module it wraps: DistributedDataParallel
 # (and DataParallel) ``module.``, torch.compile ``_orig_mod.``; either may wrap the other
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 TORCH_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
-_LAYER_KEY = re.compile(r"^rnn\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 _MODEL_FIELDS = ("cell", "num_layers", "input_size", "hidden_size", "output_size")
 # a saved estimator's entries (bptt train --task's run too), carried through an export and
 # back by an import, so that SequenceClassifier.load / SequenceRegressor.load read it again
@@ -109,7 +109,12 @@ def carried_entries(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def torch_key(name: str, layer: int) -> str:
     """The state_dict key of one recurrent tensor: ("weight_hh", 1) -> "rnn.weight_hh_l1"."""
-    return f"{RNN_PREFIX}{name}_l{layer}"
+    return BPTT_LAYOUT.key(name, layer)
+
+
+def _layer_keys(rnn: str) -> re.Pattern[str]:
+    """The keys of the recurrent module ``rnn``'s tensors: groups (name, layer)."""
+    return re.compile(rf"^{re.escape(rnn)}\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 
 
 # ----------------------------------------------------------------------------
@@ -305,8 +310,8 @@ class Layout(NamedTuple):
     its final dot): the recurrent module, the head, and the embedding (None: one-hot inputs,
     bptt's own layout).  An embedding named as the head is tied: the head's weight is it."""
 
-    rnn: str = "rnn"
-    head: str = "head"
+    rnn: str = RNN_NAME
+    head: str = HEAD_NAME
     embedding: str | None = None
 
     def key(self, name: str, layer: int) -> str:
@@ -336,6 +341,7 @@ class Layout(NamedTuple):
 
 
 BPTT_LAYOUT = Layout()
+_LAYER_KEY = _layer_keys(BPTT_LAYOUT.rnn)  # rnn.weight_ih_l0, …
 # a parameter of a recurrent torch module (bidirectional and projected ones too, refused later)
 _RECURRENT_PARAM = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l\d+(_reverse)?$")
 
@@ -529,8 +535,7 @@ def _wrapper_prefix(keys: list[Any]) -> str:
 
 def _check_keys(arrays: dict[str, np.ndarray], layout: Layout = BPTT_LAYOUT) -> int:
     """Refuse keys that are not the layout's; return L (1 + the highest layer index seen)."""
-    layer_key = re.compile(
-        rf"^{re.escape(layout.rnn)}\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+    layer_key = _layer_keys(layout.rnn)
     known = {layout.head_weight, layout.head_bias, layout.embedding_weight}
     layers = 0
     for key in arrays:
