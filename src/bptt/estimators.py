@@ -51,7 +51,7 @@ import contextlib
 import inspect
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -122,16 +122,19 @@ class Steps(NamedTuple):
         """The sequences ``which`` as time-major inputs (T, B, D), zeros after each one's end
         (T >= the longest of them): the padded array's ``x[which, :T]``, transposed."""
         out = np.zeros((T, len(which), self.rows.shape[1]), dtype=self.rows.dtype)
-        for b, i in enumerate(which):
-            out[: self.n[i], b] = self.rows[self.start[i] : self.start[i] + self.n[i]]
+        self._pad_into(which, out.transpose(1, 0, 2))
         return out
 
     def padded(self) -> np.ndarray:
         """All of them as one padded array (N, T, D), zeros on padding."""
         x = np.zeros((len(self.n), self.T, self.rows.shape[1]), dtype=self.rows.dtype)
-        for i, (start, n) in enumerate(zip(self.start, self.n, strict=True)):
-            x[i, :n] = self.rows[start : start + n]
+        self._pad_into(range(len(self.n)), x)
         return x
+
+    def _pad_into(self, which: Iterable[int], out: np.ndarray) -> None:
+        """Sequence which[b]'s steps into out[b, :T_i] (out: (B, ≥ T_i, D), zeros already)."""
+        for b, i in enumerate(which):
+            out[b, : self.n[i]] = self.rows[self.start[i] : self.start[i] + self.n[i]]
 
 
 def as_padded(
