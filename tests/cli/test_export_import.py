@@ -355,6 +355,22 @@ def test_ddp_example_trains_on_two_cpu_processes_and_imports_back(torch, corpus_
     assert r.returncode == 0 and len(r.stdout) >= 50
 
 
+def test_the_ddp_examples_leave_exits_0_and_keeps_what_was_printed(torch, tmp_path):
+    """leave() ends the process with os._exit (no interpreter teardown, where gloo's threads
+    made torch abort a finished run now and then); it must flush first: standard output
+    into a pipe is block-buffered, standard error line-buffered, and os._exit drops what a
+    buffer holds."""
+    code = (f"import runpy, sys; example = runpy.run_path({str(EXAMPLE)!r}); "
+            "print('saved trained.safetensors'); print('no newline yet', end='', file=sys.stderr); "
+            "example['leave'](); print('never')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "saved trained.safetensors\n"
+    assert r.stderr.endswith("no newline yet"), r.stderr
+
+
 def test_a_sequence_task_model_imports_without_the_character_vocabulary_note(tmp_path):
     """A task model reads D features and gives V classes (D ≠ V): no vocabulary applies."""
     r = bptt_run("train", "--task", "parity", "--task-length", "4", "--hidden", "4",
