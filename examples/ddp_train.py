@@ -17,7 +17,9 @@ over the chunk, so learning rates do not carry over one to one.
 Rank 0 prints the loss per step (averaged over the ranks) and at the end writes
 the trained weights with ``safetensors.torch.save_file`` under the same
 state_dict names, carrying over the bptt metadata (cell, sizes, vocabulary),
-so ``bptt import`` reads them back without --cell or --vocab.  No pickle.
+so ``bptt import`` reads them back without --cell or --vocab.  No pickle.  Every rank
+then ends through ``leave()`` (os._exit once everything is written and flushed;
+its docstring says why).
 
 On several machines run the same command on each with ``--nnodes N
 --node_rank R --rdzv_endpoint HOST:PORT`` instead of ``--standalone`` (see
