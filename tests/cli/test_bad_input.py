@@ -535,6 +535,27 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch, capsys):
     assert capsys.readouterr().err == "bptt: interrupted\n"
 
 
+@pytest.mark.parametrize("module", ["numpy", "bptt.cli.train"])
+def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(module, tmp_path):
+    """Ctrl-C in the first moments of ``bptt`` (numpy and bptt's modules load for about
+    0.2 s): no traceback.  The console script runs ``from bptt.cli import main`` and then
+    main(), so that import must not load them; the KeyboardInterrupt is raised here when
+    ``module`` is first imported, as a Ctrl-C at that moment would."""
+    code = f"""
+import importlib.abc, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+from bptt.cli import main  # what the console script and python -m bptt run
+sys.exit(main(["train", "--help"]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (130, "", "bptt: interrupted\n")
+
+
 def test_there_are_at_least_25_distinct_mistakes():
     assert len({c[0] for c in CASES}) == len(CASES) >= 25
 

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 
 from bptt import __version__
-from bptt.errors import BpttError
 
 # subcommand name -> module in this package
 COMMANDS = {
@@ -89,11 +88,15 @@ def _parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespac
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bptt`` console script; returns the exit code."""
-    from bptt.cli import progress
+    try:  # numpy and bptt's modules load from here on (about 0.2 s)
+        from bptt.cli import progress
+        from bptt.errors import BpttError
 
-    progress.utf8_stdout()
-    parser = build_parser()
-    args = _parse_args(parser, argv)
+        progress.utf8_stdout()
+        parser = build_parser()
+        args = _parse_args(parser, argv)
+    except KeyboardInterrupt:  # Ctrl-C while they load: the line of a Ctrl-C, exit 130
+        return _interrupted_before_the_command()
     if args.command is None:
         parser.print_help()
         return 0
@@ -119,6 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         fail(f"{reason}: {exc.filename}" if exc.filename else f"cannot write the output: {reason}")
     return 0
+
+
+def _interrupted_before_the_command() -> int:
+    """Say "bptt: interrupted" as a Ctrl-C in a command does (progress.say), written here
+    directly: the module that would say it may be the one whose loading was interrupted."""
+    if sys.stderr is not None:
+        try:
+            sys.stderr.write("bptt: interrupted\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a full or closed standard error: nothing to say it on
+            pass
+    return 128 + signal.SIGINT
 
 
 def _require_stdout(args: argparse.Namespace) -> None:
