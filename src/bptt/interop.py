@@ -88,7 +88,6 @@ from bptt.errors import (
 
 KIND = checkpoint.EXPORT_KIND
 RNN_NAME, HEAD_NAME = "rnn", "head"  # the modules of bptt's own layout (CharRNN's .rnn, .head)
-RNN_PREFIX = f"{RNN_NAME}."
 HEAD_WEIGHT = f"{HEAD_NAME}.weight"
 HEAD_BIAS = f"{HEAD_NAME}.bias"
 # what a wrapper adds in front of every key of the module it wraps: DistributedDataParallel
@@ -271,10 +270,11 @@ def from_torch_state_dict(
     params: dict[str, np.ndarray] = {}
     for layer in range(layers):
         key = functools.partial(models.layer_key, layer=layer)
-        params[key("Wxh")] = tensor("weight_ih", layer)
         if layer == 0 and layout.embedding_weight is not None:
             params[key("Wxh")] = fold_embedding(arrays[layout.key("weight_ih", 0)],
                                                 arrays[layout.embedding_weight], target)
+        else:
+            params[key("Wxh")] = tensor("weight_ih", layer)
         params[key("Whh")] = tensor("weight_hh", layer)
         if bias and kind == "rnn":  # b_h = bias_ih + bias_hh
             with np.errstate(over="ignore"):  # an overflow (inf) is refused below, unwarned
@@ -533,7 +533,7 @@ def _wrapper_prefix(keys: list[Any]) -> str:
     return prefix
 
 
-def _check_keys(arrays: dict[str, np.ndarray], layout: Layout = BPTT_LAYOUT) -> int:
+def _check_keys(arrays: dict[str, np.ndarray], layout: Layout) -> int:
     """Refuse keys that are not the layout's; return L (1 + the highest layer index seen)."""
     layer_key = _layer_keys(layout.rnn)
     known = {layout.head_weight, layout.head_bias, layout.embedding_weight}
@@ -567,9 +567,7 @@ def _shape_of(arrays: dict[str, np.ndarray], key: str, ndim: int, form: str) -> 
     return shape
 
 
-def _read_cell(
-    arrays: dict[str, np.ndarray], cell: str | None, layout: Layout = BPTT_LAYOUT
-) -> tuple[str, int]:
+def _read_cell(arrays: dict[str, np.ndarray], cell: str | None, layout: Layout) -> tuple[str, int]:
     """(cell, H) from rnn.weight_hh_l0 (G·H, H); a gate count not of ``cell`` raises."""
     key = layout.key("weight_hh", 0)
     rows, H = _shape_of(arrays, key, 2, "(G·H, H)")
