@@ -700,15 +700,15 @@ class _SequenceEstimator:
 
     # -- predicting -------------------------------------------------------------
 
-    def _outputs(self, X: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The head's outputs of a model of whole sequences, (N, V); and lengths (N,)."""
-        chunks, n = self._output_chunks(X, lengths)
-        return np.concatenate([out for _, out in chunks]), n
+    def _outputs(self, X: Any, lengths: Any) -> np.ndarray:
+        """The head's outputs of a model of whole sequences, (N, V)."""
+        chunks, _ = self._output_chunks(X, lengths)
+        return np.concatenate([out for _, out in chunks])
 
-    def _step_outputs(self, X: Any, lengths: Any) -> tuple[list[np.ndarray], np.ndarray]:
-        """The head's outputs of a per_step model, a list of (T_i, V); and lengths (N,)."""
+    def _step_outputs(self, X: Any, lengths: Any) -> list[np.ndarray]:
+        """The head's outputs of a per_step model, a list of (T_i, V)."""
         chunks, n = self._output_chunks(X, lengths)
-        return [out[: n[i], j] for rows, out in chunks for j, i in enumerate(rows)], n
+        return [out[: n[i], j] for rows, out in chunks for j, i in enumerate(rows)]
 
     def _output_chunks(self, X: Any, lengths: Any
                        ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
@@ -1038,15 +1038,15 @@ class SequenceClassifier(_SequenceEstimator):
         """Class probabilities: (N, C), columns in the order of classes_ (per_step: a list of
         (T_i, C))."""
         if self.per_step:
-            return [ops.softmax(o) for o in self._step_outputs(X, lengths)[0]]
-        return ops.softmax(self._outputs(X, lengths)[0])
+            return [ops.softmax(o) for o in self._step_outputs(X, lengths)]
+        return ops.softmax(self._outputs(X, lengths))
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """The most probable class of each sequence, (N,) (per_step: a list of (T_i,))."""
         if self.per_step:
-            outputs = self._step_outputs(X, lengths)[0]
+            outputs = self._step_outputs(X, lengths)
             return [self.classes_[o.argmax(axis=-1)] for o in outputs]
-        logits = self._outputs(X, lengths)[0]
+        logits = self._outputs(X, lengths)
         return self.classes_[logits.argmax(axis=-1)]
 
     def score(self, X: Any, y: Any, lengths: Any = None) -> float:
@@ -1054,10 +1054,10 @@ class SequenceClassifier(_SequenceEstimator):
         self._check_fitted()
         x, n, labels = self._prepare(X, y, lengths, fitting=False)
         if self.per_step:
-            outputs = self._step_outputs(x, n)[0]
+            outputs = self._step_outputs(x, n)
             hits = [np.argmax(o, axis=-1) == labels[i, : n[i]] for i, o in enumerate(outputs)]
             return float(np.concatenate(hits).mean())
-        return float(np.mean(self._outputs(x, n)[0].argmax(axis=-1) == labels))
+        return float(np.mean(self._outputs(x, n).argmax(axis=-1) == labels))
 
     def _extra_meta(self) -> dict[str, Any]:
         classes = self.classes_
@@ -1147,9 +1147,9 @@ class SequenceRegressor(_SequenceEstimator):
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray | list[np.ndarray]:
         """Predictions: (N,) or (N, V) as y was (per_step: a list of (T_i,) or (T_i, V))."""
         if self.per_step:
-            outputs = self._step_outputs(X, lengths)[0]
+            outputs = self._step_outputs(X, lengths)
             return [o[:, 0] for o in outputs] if self._y_one_column else outputs
-        predicted = self._outputs(X, lengths)[0]
+        predicted = self._outputs(X, lengths)
         return predicted[:, 0] if self._y_one_column else predicted
 
     def score(self, X: Any, y: Any, lengths: Any = None) -> float:
@@ -1157,10 +1157,10 @@ class SequenceRegressor(_SequenceEstimator):
         self._check_fitted()
         x, n, values = self._prepare(X, y, lengths, fitting=False)
         if self.per_step:
-            predicted = np.concatenate(self._step_outputs(x, n)[0])
+            predicted = np.concatenate(self._step_outputs(x, n))
             values = np.concatenate([values[i, : n[i]] for i in range(len(n))])
         else:
-            predicted = self._outputs(x, n)[0]
+            predicted = self._outputs(x, n)
         return r2_score(values, predicted)
 
     def _extra_meta(self) -> dict[str, Any]:

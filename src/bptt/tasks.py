@@ -411,7 +411,7 @@ def _metrics(run: TaskRun) -> dict[str, float]:
         # the cross-entropy from the logits (log-softmax), not from the probabilities: a
         # float32 probability under 1e-45 is 0, and its −log an infinite loss (a DivergedError
         # of a model whose weights are finite) where the loss is a finite number of nats
-        logits, _ = est._outputs(val.X, val.lengths)
+        logits = est._outputs(val.X, val.lengths)
         index = np.searchsorted(est.classes_, val.y)
         J, _ = ops.cross_entropy_forward(logits, index)
         return {"val_loss": J / len(index),
