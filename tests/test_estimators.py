@@ -256,8 +256,9 @@ def test_save_refuses_the_model_file_of_a_directory_a_run_trains_in(tmp_path, tw
     with train.run_dir_lock(run):
         for target in (run, run / "model.safetensors"):
             with pytest.raises(BpttError, match=re.escape(
-                f"a bptt train is running in {run}, which would replace model.safetensors; "
-                "wait for it to end, or save the estimator in another directory"
+                f"{run} is in use by another bptt process (a run training there, or a model "
+                "being saved into it), which may replace model.safetensors; wait for it to "
+                "end, or save the estimator in another directory"
             )):
                 clf.save(target)
         assert list(run.iterdir()) == []

@@ -375,18 +375,28 @@ def _init_vocab(init: checkpoint.LoadedModel, config: TrainConfig) -> Vocab:
 
 
 class RunDirInUseError(BpttError):
-    """Another process trains in the run directory (it holds the directory's lock)."""
+    """Another process holds the run directory's lock: a run training there, or a model
+    being saved into it (:func:`not_while_training`)."""
+
+
+IN_USE = (
+    "is in use by another bptt process (a run training there, or a model being saved into it)"
+)
+"""What holds a run directory's lock, as the messages of a refused command say it."""
 
 
 @contextlib.contextmanager
-def run_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+def run_dir_lock(
+    out_dir: str | os.PathLike,
+    advice: str = "wait for it to end (or stop it), or choose another --out",
+) -> Iterator[None]:
     """Hold the run directory's lock while a run trains in it: a second run there (a resume,
     or a new run with the same --out) would overwrite its checkpoints and remove its files
     in the middle of their writes.  An advisory lock on the directory itself (flock: no lock
     file to leave behind, and it is let go when the process ends, however it ends); another
-    holder makes this raise :class:`RunDirInUseError` at once.  Where the system cannot lock
-    a directory (no fcntl: Windows; NFS, which needs a file open for writing), the run goes
-    on unlocked, as before there was a lock."""
+    holder makes this raise :class:`RunDirInUseError` at once, its message ending with
+    ``advice``.  Where the system cannot lock a directory (no fcntl: Windows; NFS, which
+    needs a file open for writing), the run goes on unlocked, as before there was a lock."""
     try:
         import fcntl
 
@@ -398,10 +408,7 @@ def run_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirInUseError(
-                f"another bptt train is running in {out_dir}; wait for it to end (or stop "
-                "it), or choose another --out"
-            ) from None
+            raise RunDirInUseError(f"{out_dir} {IN_USE}; {advice}") from None
         except OSError:
             pass  # locks not supported here: unlocked
         yield
@@ -414,7 +421,8 @@ def not_while_training(target: Path, instead: str) -> Iterator[None]:
     """Hold the run lock of the directory of ``target`` while it is written, when it is named
     like a file a training run writes there (model.safetensors, …): a run training in it
     (before its first checkpoint there is no train state to see) would replace it at its next
-    checkpoint.  BpttError if a run holds the lock, saying ``instead`` what to do."""
+    checkpoint.  BpttError if another process holds the lock (a run, or another save
+    there), saying ``instead`` what to do."""
     if target.name not in RUN_FILES:
         yield
         return
@@ -423,8 +431,8 @@ def not_while_training(target: Path, instead: str) -> Iterator[None]:
             yield
     except RunDirInUseError:
         raise BpttError(
-            f"a bptt train is running in {target.parent}, which would replace {target.name}; "
-            f"wait for it to end, or {instead}"
+            f"{target.parent} {IN_USE}, which may replace {target.name}; wait for it to "
+            f"end, or {instead}"
         ) from None
 
 

@@ -191,10 +191,10 @@ def test_import_and_export_refuse_a_directory_a_run_trains_in(trained, exported,
     out = tmp_path / "training"
     out.mkdir()
     with train.run_dir_lock(out):
-        assert_one_line_error(bptt_run("import", exported["gru"], out),
-                              f"a bptt train is running in {out}")
+        busy = f"{out} is in use by another bptt process (a run training there, or a model"
+        assert_one_line_error(bptt_run("import", exported["gru"], out), busy)
         assert_one_line_error(bptt_run("export", trained["gru"], out / "model.safetensors"),
-                              f"a bptt train is running in {out}")
+                              busy)
     assert list(out.iterdir()) == []
     assert bptt_run("import", exported["gru"], out).returncode == 0  # the run over: it may
 

@@ -409,12 +409,13 @@ def test_a_second_run_in_a_directory_a_run_trains_in_is_refused(run_bptt, run_bp
                     "--quiet").returncode == 0
     (out / ".tmp-model.safetensors.0123456789ab").write_bytes(b"a write in progress")
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    busy = f"bptt: error: another bptt train is running in {out}; wait for it to end"
+    busy = (f"bptt: error: {out} is in use by another bptt process (a run training there, "
+            "or a model being saved into it); wait for it to end (or stop it), then resume\n")
     with train.run_dir_lock(out):
         for argv in (["--resume", out, "--steps", "4"],
                      ["--resume", out, "--steps", "4", "--task", "parity"]):
             r = run_bptt("train", *argv, "--quiet")
-            assert r.returncode == 2 and r.stderr.startswith(busy), (argv, r.stderr)
+            assert r.returncode == 2 and r.stderr == busy, (argv, r.stderr)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert run_bptt_here("train", "--resume", out, "--steps", "4", "--quiet").returncode == 0
 
@@ -441,7 +442,9 @@ def test_a_new_run_beaten_to_its_directory_leaves_it_to_the_other_run(
     code, err = bptt_in_process(["train", *args, "--out", new, "--steps", "2", "--quiet"],
                                 tmp_path)
     os.close(holder[0])
-    assert code == 2 and f"another bptt train is running in {new}" in err
+    assert code == 2 and err.endswith(
+        f"{new} is in use by another bptt process (a run training there, or a model being "
+        "saved into it); wait for it to end (or stop it), or choose another --out\n")
     assert new.is_dir()
 
 

@@ -293,7 +293,8 @@ def _run(args: argparse.Namespace) -> int:
             return train_task.run(args)
         return _start(args)
     saved = _saved_meta(args.resume)
-    with train.run_dir_lock(args.resume):  # before anything of the run is read or removed
+    # before anything of the run is read or removed
+    with train.run_dir_lock(args.resume, "wait for it to end (or stop it), then resume"):
         train.check_writable(args.resume)
         if args.task is not None or args.task_length is not None \
                 or saved.get("kind") == STATE_KIND:
