@@ -405,9 +405,21 @@ def test_a_later_partial_fit_refuses_other_classes_and_takes_the_same():
     assert clf.classes_.tolist() == [0, 1] and clf.n_steps_ > steps
 
 
+# NaN on the padding of sequence 0 (ignored), inf on a real step of sequence 1 (named)
+NAN_PADDED_INF_REAL = np.ones((2, 4, 2))
+NAN_PADDED_INF_REAL[0, 3], NAN_PADDED_INF_REAL[1, 1] = np.nan, np.inf
+
+
 @pytest.mark.parametrize("X, y, kw, message", [
     (np.array([np.ones((3, 2)), np.ones((5, 2))], dtype=object), [0, 1], {}, "ragged array"),
     (np.ones((3, 4)), GOOD_Y, {}, "a padded X must be (N, T, D)"),
+    (np.ones((3, 4, 2, 1)), GOOD_Y, {}, "X has shape (3, 4, 2, 1): a padded X must be (N, T, D)"),
+    (np.ones((3, 0, 2)), GOOD_Y, {}, "X has shape (3, 0, 2): need at least one sequence and "
+                                     "one step"),
+    ([np.ones((3, 2)), np.ones((3, 1))], [0, 1], {}, "X[1] has 1 features per step but X[0] "
+                                                      "has 2"),
+    (NAN_PADDED_INF_REAL, [0, 1], {"lengths": [3, 4]}, "X contains NaN or inf (sequence 1, on "
+                                                       "a real step)"),
     (np.ones((3, 4, 2)), GOOD_Y, {"lengths": [4, 5, 1]}, "between 1 and T"),
     (np.ones((3, 4, 2)), GOOD_Y, {"lengths": [4, 4]}, "lengths has shape"),
     (GOOD_X, GOOD_Y, {"lengths": [3, 5, 2]}, "lengths= goes with a padded"),
@@ -770,6 +782,14 @@ def test_one_dimensional_sequences_are_one_feature_per_step_of_the_dtype_asked()
     assert x[:, :, 0].tolist() == [[0, 1, 2], [1, 2, 0]]
 
 
+def test_boolean_steps_are_read_as_0_and_1_in_a_list_or_a_padded_array():
+    bits = np.array([[[True], [False], [True]], [[False], [True], [False]]])
+    for X, kw in ((bits, {"lengths": [3, 2]}), ([bits[0], bits[1, :2]], {})):
+        x, n = as_padded(X, dtype=np.float64, **kw)
+        assert x.dtype == np.float64 and n.tolist() == [3, 2]
+        assert x[:, :, 0].tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
 def test_save_into_a_path_without_suffix_keeps_info_steps_and_the_classes_dtype(tmp_path):
     rng = np.random.default_rng(8)
     X = ragged(rng, 10, 2)
@@ -897,6 +917,40 @@ def test_y_numpy_cannot_make_an_array_of_is_one_clear_error(cls, per_step, y, me
         small(cls, per_step=per_step).fit(GOOD_X, y)
 
 
+@pytest.mark.parametrize("cls, X, y, message", [
+    (bptt.SequenceRegressor, np.ones((3, 4, 2)), np.ones((3, 5)),
+     "y has shape (3, 5): per-step targets padded like X must be (N, T) = (3, 4) or (N, T, V)"),
+    (bptt.SequenceRegressor, np.ones((3, 4, 2)), np.ones((3, 4, 2, 1)),
+     "y has shape (3, 4, 2, 1): per-step targets padded like X must be (N, T) = (3, 4) or "
+     "(N, T, V)"),
+    (bptt.SequenceRegressor, GOOD_X, [np.ones(3), np.ones(5), np.ones(2), np.ones(2)],
+     "y has 4 sequences but X has 3"),
+    (bptt.SequenceRegressor, GOOD_X, [np.ones(4), np.ones(5), np.ones(2)],
+     "y[0] has 4 steps but X[0] has 3"),  # (a longer y, as a shorter one, is refused)
+    (bptt.SequenceRegressor, GOOD_X, [np.ones((3, 2)), np.ones((5, 1)), np.ones((2, 2))],
+     "per-step y: every step must hold the same number of values"),
+    (bptt.SequenceClassifier, GOOD_X, [np.ones((len(x), 2), dtype=int) for x in GOOD_X],
+     "per-step y: every step must hold one label"),
+])
+def test_per_step_targets_of_another_shape_than_x_are_one_clear_error(cls, X, y, message):
+    """Targets longer than their sequence, of a padded length other than X's, or of another
+    number of values per step: refused in words, not cut, broadcast or an IndexError."""
+    with pytest.raises(BpttError, match=re.escape(message)):
+        small(cls, per_step=True).fit(X, y)
+
+
+def test_per_step_targets_of_integers_and_floats_are_all_read_as_numbers():
+    """The padded targets take the dtype of them all: a float sequence after an integer one
+    keeps its fractions (the first sequence's dtype would have made 0.5 a 0)."""
+    mixed = [np.arange(3), np.full(5, 0.5), np.full(2, 0.25)]
+    floats = [a.astype(np.float64) for a in mixed]
+    a = small(bptt.SequenceRegressor, per_step=True, epochs=1).fit(GOOD_X, mixed)
+    b = small(bptt.SequenceRegressor, per_step=True, epochs=1).fit(GOOD_X, floats)
+    assert a.loss_curve_ == b.loss_curve_
+    for key in a.params_:
+        np.testing.assert_array_equal(a.params_[key], b.params_[key])
+
+
 @pytest.mark.parametrize("y", [
     [["a", "b", "a"], ["b", 1, "a", "a", "b"], ["a", "b"]],  # mixed inside one sequence
     [np.array(["a", "b", "a"]), np.ones(5, dtype=int), np.array(["a", "b"])],  # across them
@@ -954,6 +1008,7 @@ def test_labels_in_an_object_array_are_read_as_the_strings_or_numbers_they_are(p
     ([0.0, 1.0, np.nan], "classes contains NaN or inf"),  # was a class no label can be
     ([0, "1"], "classes mixes strings with other labels"),  # was the classes '0', '1'
     ([[0, 1], [1, 0]], "classes has shape (2, 2): one label per class"),
+    (0, "classes has shape (): one label per class"),
 ])
 def test_partial_fit_checks_classes_as_fit_checks_labels(classes, message):
     clf = small(bptt.SequenceClassifier)
