@@ -368,6 +368,10 @@ def test_get_params_and_set_params_follow_scikit_learn():
     with pytest.raises(BpttError, match="invalid parameter 'hiden_size'"):
         clf.set_params(hiden_size=3)
     assert repr(clf) == "SequenceClassifier(hidden_size=7, lr=0.5, epochs=2, random_state=3)"
+    # a setting equal to its default is left out, whatever object holds it
+    defaults = bptt.SequenceRegressor(lr=float("0.01"), clip_norm=float("5"),
+                                      dtype="".join(["float", "32"]))
+    assert repr(defaults) == "SequenceRegressor()"
     assert bptt.SequenceRegressor._estimator_type == "regressor"
 
 
