@@ -338,6 +338,18 @@ def test_each_tasks_defaults_are_the_documented_ones(task, length, hidden, steps
 def test_an_unreasonable_length_is_refused():
     with pytest.raises(BpttError, match="a parity length of 100001 is unreasonably long"):
         tasks.parity(1, 100_001, np.random.default_rng(0))
+    assert tasks.parity(1, 100_000, np.random.default_rng(0)).X.shape == (1, 100_000, 1)
+
+
+@pytest.mark.parametrize("task, shortest", [("adding", 2), ("parity", 1), ("tweets", 3)])
+def test_each_task_takes_its_shortest_length(task, shortest):
+    """adding needs a step in each half, tweets 3 words; the refusals name the bound."""
+    assert tasks.TaskConfig(task=task, length=shortest).resolved().length == shortest
+    data = getattr(tasks, task)(4, shortest, np.random.default_rng(0))
+    assert data.X.shape[:2] == (4, shortest) and np.all(data.lengths <= shortest)
+    with pytest.raises(BpttError, match=f"the {task} task needs a length >= {shortest}, got "
+                                        f"{shortest - 1}"):
+        tasks.TaskConfig(task=task, length=shortest - 1).resolved()
 
 
 def test_the_runs_estimator_takes_every_setting_of_the_task(tmp_path):
