@@ -778,6 +778,13 @@ def test_forget_bias_on_a_cell_without_a_forget_gate_is_refused():
     with pytest.raises(BpttError, match=re.escape(
             "forget_bias applies to the lstm cell only, not 'gru'")):
         small(bptt.SequenceClassifier, forget_bias=1.0).fit([np.ones((3, 1))] * 2, [0, 1])
+    # refused by fit's checks, before the fitted model is set aside (init_params's own
+    # refusal came after: the fitted gru was lost)
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    with pytest.raises(BpttError, match="forget_bias applies to the lstm cell only, not 'gru'"):
+        clf.set_params(forget_bias=1.0).fit(GOOD_X, GOOD_Y)
+    np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
 
 
 def test_one_dimensional_sequences_are_one_feature_per_step_of_the_dtype_asked():
