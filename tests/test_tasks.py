@@ -22,6 +22,9 @@ def test_adding_marks_one_value_in_each_half_and_sums_them():
     values, markers = data.X[..., 0], data.X[..., 1]
     assert np.all(markers.sum(axis=1) == 2)
     assert np.all(markers[:, :5].sum(axis=1) == 1) and np.all(markers[:, 5:].sum(axis=1) == 1)
+    # every step of each half is marked in some sequence (the first and the last too)
+    first, second = markers[:, :5].argmax(axis=1), markers[:, 5:].argmax(axis=1) + 5
+    assert set(first.tolist()) == set(range(5)) and set(second.tolist()) == set(range(5, 9))
     np.testing.assert_allclose(data.y, (values * markers).sum(axis=1), rtol=0, atol=0)
     assert np.all((values >= 0) & (values < 1)) and np.all(data.lengths == 9)
     # predicting the mean scores Var(v_a + v_b) = 1/6: the baseline a model must beat
