@@ -459,6 +459,32 @@ def test_a_tweets_steps_are_its_words_bag_of_words_plus_noise_of_deviation_0_1()
     noise = steps - np.eye(3)[steps.argmax(axis=1)]
     assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
     assert not data.X[~real].any()
+    # noise= is the deviation: 0 leaves the one-hot words exactly
+    quiet = tasks.tweets(50, 6, np.random.default_rng(4), noise=0.0)
+    real = np.arange(6)[None, :] < quiet.lengths[:, None]
+    np.testing.assert_array_equal(quiet.X[real], np.eye(3)[quiet.X[real].argmax(axis=1)])
+
+
+def test_digits_are_the_images_row_by_row_over_16_split_80_20(monkeypatch):
+    """A stand-in load_digits (scikit-learn is optional) of 50 images, image i numbered by
+    its first two pixels: every image is in one of the two sets, once, pixels / 16."""
+    import types
+
+    images = np.random.default_rng(0).integers(0, 17, size=(50, 8, 8))
+    images[:, 0, 0], images[:, 0, 1] = np.arange(50) // 17, np.arange(50) % 17
+    target = np.arange(50) % 10
+    datasets = types.ModuleType("sklearn.datasets")
+    datasets.load_digits = lambda: types.SimpleNamespace(images=images, target=target)
+    monkeypatch.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", datasets)
+    train, val = tasks.digits(np.random.default_rng(1))
+    assert (len(train.y), len(val.y)) == (40, 10)
+    ids = [np.rint(d.X[:, 0, 0] * 16 * 17 + d.X[:, 0, 1] * 16).astype(int) for d in (train, val)]
+    assert sorted(np.concatenate(ids).tolist()) == list(range(50))
+    for data, i in zip((train, val), ids, strict=True):
+        assert data.X.dtype == np.float64 and np.all(data.lengths == 8)
+        np.testing.assert_array_equal(data.X, images[i] / 16.0)
+        np.testing.assert_array_equal(data.y, target[i])
 
 
 @pytest.mark.parametrize("make, message", [
