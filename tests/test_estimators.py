@@ -519,6 +519,27 @@ def test_numbers_beyond_float32_are_refused_before_the_fitted_model_is_touched()
     small(bptt.SequenceRegressor, epochs=1).fit(big_X, [0.5, 1e39, 2.0])  # float64: fine
 
 
+def test_score_reads_data_in_the_weights_dtype_not_a_dtype_set_since_the_fit():
+    """set_params(dtype=...) is for the next fit: scoring the fitted float32 network still
+    casts X and y to float32 (the same R² to the bit, and a y beyond float32 refused)."""
+    y = [0.5, 1.0, 2.0]
+    reg = small(bptt.SequenceRegressor, epochs=1, dtype="float32").fit(GOOD_X, y)
+    before = reg.score(GOOD_X, y)
+    reg.set_params(dtype="float64")
+    assert reg.score(GOOD_X, y) == before
+    with pytest.raises(BpttError, match="y holds numbers too large for float32"):
+        reg.score(GOOD_X, [0.5, 1e39, 2.0])
+
+
+def test_a_new_fit_takes_sequences_of_another_number_of_features():
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    clf.fit([np.ones((len(x), 3)) for x in GOOD_X], GOOD_Y)
+    assert clf.n_features_in_ == 3 and clf.params_["Wxh"].shape[1] == 3
+    with pytest.raises(BpttError, match="X has 2 features per step but the model was fitted "
+                                        "with 3"):
+        clf.score(GOOD_X, GOOD_Y)
+
+
 def test_a_fit_refused_for_its_y_leaves_the_outputs_of_the_fitted_model():
     """y of two columns holding NaN is refused before anything of the fitted model changes:
     the number of outputs and whether y was one column stay those of its weights."""
