@@ -167,6 +167,19 @@ def test_save_and_load_give_identical_predictions(tmp_path, tweets):
     loaded.fit(as_list(tweets)[:50], tweets.y[:50])  # a loaded estimator fits again
 
 
+def test_a_per_step_model_is_saved_and_loaded_as_one(tmp_path):
+    """The file states the per-step head; load takes it and predicts every step as before."""
+    rng = np.random.default_rng(0)
+    X = ragged(rng, 12, 2)
+    for cls, y in ((bptt.SequenceClassifier, [(x[:, 0] > 0).astype(int) for x in X]),
+                   (bptt.SequenceRegressor, [x[:, 0] - x[:, 1] for x in X])):
+        est = small(cls, per_step=True, epochs=1).fit(X, y)
+        loaded = cls.load(est.save(tmp_path / f"{cls.__name__}.safetensors"))
+        assert loaded.per_step and loaded.score(X, y) == est.score(X, y)
+        for a, b in zip(loaded.predict(X), est.predict(X), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(("n_features_in", "message"), [
     ("x", "holds a damaged estimator"), (5, "n_features_in is 5 but the weights take 2"),
 ])
@@ -301,10 +314,14 @@ def test_a_restored_training_state_goes_on_as_the_fit_would_have(tweets):
         for key, value in fitted.params_.items():
             assert np.array_equal(again.params_[key], value), (cls.__name__, key)
         assert again.loss_curve_ == fitted.loss_curve_ and again.n_steps_ == fitted.n_steps_
+        assert again.n_iter_ == fitted.n_iter_ == 3 and again.n_steps_ == 3 * 38  # (epochs, steps)
         with pytest.raises(CheckpointError, match="do not fit this estimator"):
             small(cls, cell="lstm", hidden_size=4)._restore_train_state(copy, meta)
         with pytest.raises(CheckpointError, match="not float32"):
             small(cls, cell="lstm", dtype="float32")._restore_train_state(copy, meta)
+        with pytest.raises(CheckpointError, match=re.escape(
+                "(hidden size, layers, features) are (8, 1, 3), expected (8, 1, 4)")):
+            small(cls, cell="lstm")._restore_train_state(copy, {**meta, "n_features_in": 4})
 
 
 def test_the_flat_update_is_the_per_key_update_to_the_last_bit(tweets, monkeypatch):
@@ -806,6 +823,22 @@ def test_forget_bias_on_a_cell_without_a_forget_gate_is_refused():
     with pytest.raises(BpttError, match="forget_bias applies to the lstm cell only, not 'gru'"):
         clf.set_params(forget_bias=1.0).fit(GOOD_X, GOOD_Y)
     np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_predictions_are_the_same_one_sequence_or_chunk_at_a_time(per_step, monkeypatch):
+    """predict runs PREDICT_CHUNK sequences per forward pass: the last chunk, and a single
+    sequence, are predicted as in one pass over them all."""
+    rng = np.random.default_rng(1)
+    X = ragged(rng, 5, 2)
+    y = [np.arange(len(x)) % 2 for x in X] if per_step else np.arange(5) % 2
+    clf = small(bptt.SequenceClassifier, per_step=per_step, epochs=1).fit(X, y)
+    whole = clf.predict_proba(X)
+    monkeypatch.setattr(estimators, "PREDICT_CHUNK", 2)
+    for i in range(5):
+        np.testing.assert_allclose(clf.predict_proba(X[i:i + 1])[0], whole[i], rtol=1e-12)
+    for a, b in zip(clf.predict_proba(X), whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_one_dimensional_sequences_are_one_feature_per_step_of_the_dtype_asked():
