@@ -178,6 +178,13 @@ def test_a_per_step_model_is_saved_and_loaded_as_one(tmp_path):
         assert loaded.per_step and loaded.score(X, y) == est.score(X, y)
         for a, b in zip(loaded.predict(X), est.predict(X), strict=True):
             np.testing.assert_array_equal(a, b)
+    # a file whose head is not that of its per_step setting is refused
+    path = est.save(tmp_path / "r.safetensors")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["estimator"]["head"] = "mse_last"
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape("head 'mse_last' does not fit per_step")):
+        bptt.SequenceRegressor.load(path)
 
 
 @pytest.mark.parametrize(("n_features_in", "message"), [
