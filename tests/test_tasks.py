@@ -285,6 +285,8 @@ DAMAGED_TASK_STATES = {
         "the optimizer's step counter 'step.t' must be an integer >= 0, got -1"),
     "estimator-steps": (lambda t, m: m["estimator"].__setitem__("n_steps", 7),
                         "the estimator's step count is 7 but the run is at step 3"),
+    "estimator-epochs": (lambda t, m: m["estimator"].__setitem__("n_iter", 2),
+                         "the estimator's epoch count is 2 but the run is at step 3"),
     "hidden-not-the-weights'": (lambda t, m: m["task_config"].__setitem__("hidden", 9),
                                 "the saved weights do not fit this estimator"),
     "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("inc", -1),
