@@ -117,6 +117,8 @@ def test_the_loop_reports_evaluates_and_writes_its_files(tmp_path):
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     loaded = SequenceRegressor.load(tmp_path / "run")
     assert np.array_equal(loaded.predict(run.data.val.X), run.estimator.predict(run.data.val.X))
+    # the count the command line prints is that of the model trained (one output)
+    assert tasks.num_parameters(run) == sum(v.size for v in run.estimator.params_.values())
     with pytest.raises(BpttError, match="already holds a checkpoint"):
         tasks.new_task_run(config, tmp_path / "run")
 
