@@ -199,6 +199,27 @@ def test_load_refuses_a_feature_count_that_is_not_the_weights(tmp_path, n_featur
         bptt.SequenceClassifier.load(path)
 
 
+def test_load_refuses_a_dtype_that_is_not_the_weights(tmp_path):
+    path = small(bptt.SequenceClassifier, epochs=1, dtype="float32").fit(GOOD_X, GOOD_Y).save(
+        tmp_path / "c.st")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["config"]["dtype"] = "float64"
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape("weights of dtype float32 but "
+                                                        "dtype='float64'")):
+        bptt.SequenceClassifier.load(path)
+
+
+def test_a_loaded_estimator_with_a_random_state_trains_on_reproducibly(tmp_path, tweets):
+    """Its generator is made again from random_state: two loads of one file take the
+    minibatches in the same order, and partial_fit gives the same weights."""
+    X, y = as_list(tweets)[:60], tweets.y[:60]
+    path = small(bptt.SequenceClassifier, epochs=1).fit(X, y).save(tmp_path / "c.st")
+    a, b = (bptt.SequenceClassifier.load(path).partial_fit(X, y) for _ in range(2))
+    for key in a.params_:
+        np.testing.assert_array_equal(a.params_[key], b.params_[key])
+
+
 @pytest.mark.parametrize(("setting", "stated"), [("cell", "rnn"), ("hidden_size", 16),
                                                  ("num_layers", 2)])
 def test_load_refuses_settings_that_are_not_the_weights(tmp_path, setting, stated):
