@@ -260,6 +260,18 @@ def test_a_stopped_task_run_draws_the_history_it_saved(stopped_task_run):
     assert (stopped_task_run / tasks.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_task_run_stopped_before_its_first_step_writes_nothing(tmp_path):
+    """No step trained: no checkpoint (the model is not fitted), no plot, and the stop is
+    reported as one (False)."""
+    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=8, batch=4, seed=0)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    events = []
+    assert not tasks.train_task(run, events.append, should_stop=lambda: True)
+    assert events == [] and run.step == 0
+    assert not any(f.name.endswith((".safetensors", ".csv", ".png"))
+                   for f in (tmp_path / "run").iterdir())
+
+
 def test_a_task_run_stopped_before_its_first_evaluation_draws_no_plot(tmp_path):
     # nothing to draw: an empty loss.png would stand for a run that has no row yet
     config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=8, batch=4, seed=0,
