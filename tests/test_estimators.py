@@ -484,6 +484,8 @@ NAN_PADDED_INF_REAL[0, 3], NAN_PADDED_INF_REAL[1, 1] = np.nan, np.inf
     (GOOD_X, np.array([2.0, 2.0, 2.0]), {}, "one class only (2.0): need"),
     (GOOD_X, [None, None, 1], {}, "labels must be numbers, booleans or strings"),
     (GOOD_X, [1, "a", 1], {}, "y mixes strings with other labels"),
+    (GOOD_X, np.array([[0], [1], [0]]), {}, "y has shape (3, 1): one label per sequence, (N,)"),
+    (GOOD_X, np.array([0.0, np.nan, 1.0]), {}, "y contains NaN or inf"),
     ([["a", "b"]], [0], {}, "numeric"),
 ])
 def test_bad_input_to_fit_is_one_clear_value_error(X, y, kw, message):
@@ -1167,3 +1169,21 @@ def test_one_long_sequence_does_not_pad_every_other_to_its_length():
         tracemalloc.stop()
     assert peak < 50e6, f"fit's peak: {peak / 1e6:.0f} MB"
     assert reg.n_steps_ == 251 and np.isfinite(reg.loss_curve_[0])
+
+
+def test_each_minibatch_is_padded_to_its_own_longest_sequence(monkeypatch):
+    """The module's promise: a batch of short sequences is not run to the length of the
+    longest sequence of the data (the steps of the backward pass grow with it)."""
+    from bptt import heads
+
+    backprop, seen = heads.backprop, []
+
+    def recording(params, inputs, y, head, lengths, **kw):
+        seen.append((inputs.shape[0], int(np.max(lengths))))
+        return backprop(params, inputs, y, head, lengths, **kw)
+
+    monkeypatch.setattr(heads, "backprop", recording)
+    X = [np.ones((2, 1))] * 6 + [np.ones((9, 1))]
+    small(bptt.SequenceRegressor, epochs=2, batch_size=2).fit(X, np.arange(7.0))
+    assert len(seen) == 8 and all(T == longest for T, longest in seen)
+    assert sorted(T for T, _ in seen) == [2, 2, 2, 2, 2, 2, 9, 9]
