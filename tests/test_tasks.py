@@ -111,6 +111,9 @@ def test_the_loop_reports_evaluates_and_writes_its_files(tmp_path):
     assert tasks.train_task(run, events.append)
     kinds = [e.kind for e in events]
     assert kinds.count("step") == 6 and kinds.count("eval") == 2 and kinds[-1] == "done"
+    # each step reports its own minibatch's loss: the estimator's curve, one value a step
+    assert [e.loss for e in events if e.kind == "step"] == run.estimator.loss_curve_
+    assert len(set(run.estimator.loss_curve_)) == 6
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [r["step"] for r in rows] == ["3", "6"]
     assert set(rows[0]) == {"step", "train_mse", "val_mse", "val_r2", "seqs_per_sec"}
