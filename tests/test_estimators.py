@@ -199,6 +199,15 @@ def test_load_refuses_a_feature_count_that_is_not_the_weights(tmp_path, n_featur
         bptt.SequenceClassifier.load(path)
 
 
+def test_load_refuses_classes_that_are_not_the_output_size(tmp_path):
+    path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["estimator"]["classes"] = [0, 1, 2]
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="the saved classes do not match the output size"):
+        bptt.SequenceClassifier.load(path)
+
+
 def test_load_refuses_a_dtype_that_is_not_the_weights(tmp_path):
     path = small(bptt.SequenceClassifier, epochs=1, dtype="float32").fit(GOOD_X, GOOD_Y).save(
         tmp_path / "c.st")
@@ -529,6 +538,9 @@ def test_bad_input_after_fit():
     clf.fit(GOOD_X, np.array(["cat", "dog", "cat"]))
     with pytest.raises(BpttError, match=re.escape("label(s) ['emu'] not seen in fit")):
         clf.score(GOOD_X, np.array(["cat", "emu", "dog"]))
+    with pytest.raises(BpttError, match=re.escape("label(s) ['a', 'b', 'c', 'd', 'e'] not seen "
+                                                  "in fit; the classes are ['cat', 'dog']")):
+        clf.score([np.ones((2, 2))] * 6, list("fedcba"))  # the first five, sorted
     with pytest.raises(BpttError, match="fitted with 2"):
         clf.predict([np.ones((3, 5))])
     with pytest.raises(BpttError, match="y has 2 entries"):
