@@ -180,6 +180,7 @@ def tweets_run(tmp_path_factory):
 @pytest.mark.parametrize("argv, message", [
     (["--hidden", "8"], "--hidden cannot change on --resume (only --steps and --eval-every"),
     (["--task-length", "4"], "--task-length cannot change on --resume"),
+    (["--no-clip-norm"], "--clip-norm cannot change on --resume"),  # the run clips at 1
     (["--task", "parity"], "--task parity, but {run} holds a run of the tweets task"),
     (["--seq-len", "5"], "--seq-len does not apply to --task"),
     (["notes.txt"], "a task run trains on generated data: give no FILE"),
