@@ -199,6 +199,16 @@ def test_load_refuses_a_feature_count_that_is_not_the_weights(tmp_path, n_featur
         bptt.SequenceClassifier.load(path)
 
 
+def test_a_loaded_regressor_predicts_the_shape_its_y_had(tmp_path):
+    """(N,) for a y of one column given as (N,), (N, V) for V columns, also (N, 1)."""
+    for y in (np.array([0.5, 1.0, 2.0]), np.array([[0.5], [1.0], [2.0]]),
+              np.array([[0.5, 1.0], [1.0, 0.0], [2.0, 1.5]])):
+        reg = small(bptt.SequenceRegressor, epochs=1).fit(GOOD_X, y)
+        loaded = bptt.SequenceRegressor.load(reg.save(tmp_path / "r.safetensors"))
+        assert loaded.n_outputs_ == reg.n_outputs_ and loaded.predict(GOOD_X).shape == y.shape
+        np.testing.assert_array_equal(loaded.predict(GOOD_X), reg.predict(GOOD_X))
+
+
 def test_load_refuses_classes_that_are_not_the_output_size(tmp_path):
     path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
     tensors, meta = checkpoint.read_safetensors(path)
