@@ -209,6 +209,15 @@ def test_a_loaded_regressor_predicts_the_shape_its_y_had(tmp_path):
         np.testing.assert_array_equal(loaded.predict(GOOD_X), reg.predict(GOOD_X))
 
 
+def test_boolean_and_float_classes_are_saved_and_loaded_as_they_are(tmp_path):
+    for y in (np.array([True, False, True]), np.array([0.0, 1.0, 0.0])):
+        clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, y)
+        loaded = bptt.SequenceClassifier.load(clf.save(tmp_path / "c.safetensors"))
+        assert loaded.classes_.dtype == y.dtype
+        np.testing.assert_array_equal(loaded.classes_, np.unique(y))
+        np.testing.assert_array_equal(loaded.predict(GOOD_X), clf.predict(GOOD_X))
+
+
 def test_load_refuses_classes_that_are_not_the_output_size(tmp_path):
     path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
     tensors, meta = checkpoint.read_safetensors(path)
@@ -948,6 +957,7 @@ def test_score_refuses_y_with_another_number_of_outputs():
 def test_r2_of_a_constant_target_is_one_if_predicted_exactly_else_zero():
     assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 3.0])) == 1.0
     assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 4.0])) == 0.0
+    assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 5.0])) == 0.0  # not 1 − SS_res
     # columns averaged: 1 − 2/2 = 0 for the first, 1 (constant, exact) for the second
     assert r2_score(np.array([[1.0, 2.0], [3.0, 2.0]]), np.array([[2.0, 2.0], [2.0, 2.0]])) == 0.5
 
