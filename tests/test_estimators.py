@@ -218,6 +218,14 @@ def test_boolean_and_float_classes_are_saved_and_loaded_as_they_are(tmp_path):
         np.testing.assert_array_equal(loaded.predict(GOOD_X), clf.predict(GOOD_X))
 
 
+def test_an_estimator_seeded_by_a_generator_saves_with_no_random_state(tmp_path):
+    """A Generator is not JSON (its seed is gone anyway): the file states None."""
+    clf = small(bptt.SequenceClassifier, epochs=1, random_state=np.random.default_rng(0))
+    loaded = bptt.SequenceClassifier.load(clf.fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st"))
+    assert loaded.random_state is None
+    np.testing.assert_array_equal(loaded.predict_proba(GOOD_X), clf.predict_proba(GOOD_X))
+
+
 def test_load_refuses_classes_that_are_not_the_output_size(tmp_path):
     path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
     tensors, meta = checkpoint.read_safetensors(path)
