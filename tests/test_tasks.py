@@ -400,6 +400,9 @@ def test_a_tweets_batch_draws_training_tweets_without_replacement(tmp_path):
     train = run.data.train
     batch = run.data.batch(len(train.y), run.rng)  # the whole set: each tweet once
     assert sorted(map(bytes, batch.X)) == sorted(map(bytes, train.X))
+    # a batch larger than the training set (--batch 2500) is the whole set, not an error
+    batch = run.data.batch(len(train.y) + 500, run.rng)
+    assert sorted(map(bytes, batch.X)) == sorted(map(bytes, train.X))
 
 
 def test_the_history_its_files_hold_is_the_mean_of_each_intervals_losses(tmp_path):
