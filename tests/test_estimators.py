@@ -810,8 +810,12 @@ def cross_entropy(logits: np.ndarray, label: int) -> float:
     (bptt.SequenceClassifier, False), (bptt.SequenceClassifier, True),
     (bptt.SequenceRegressor, False), (bptt.SequenceRegressor, True),
 ], ids=["classifier", "classifier-per-step", "regressor", "regressor-per-step"])
-def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_data(cls, per_step):
-    # one minibatch holding every sequence: its J, at the initial weights, over all of them
+@pytest.mark.parametrize("batch_size", [11, 4], ids=["one-batch", "three-batches"])
+def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_data(
+        cls, per_step, batch_size):
+    # one minibatch holding every sequence: its J, at the initial weights, over all of them;
+    # three minibatches, SGD steps too small to move a float64 weight (lr = 1e-300): the sum
+    # of their J over the predictions of all three
     rng = np.random.default_rng(5)
     X = ragged(rng, 11, 3)
     classify = cls is bptt.SequenceClassifier
@@ -819,7 +823,8 @@ def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_da
         y = [rng.integers(0, 3, len(x)) if classify else rng.normal(size=(len(x), 2)) for x in X]
     else:
         y = rng.integers(0, 3, len(X)) if classify else rng.normal(size=(len(X), 2))
-    est = small(cls, epochs=1, batch_size=len(X), per_step=per_step).fit(X, y)
+    est = small(cls, epochs=1, batch_size=batch_size, per_step=per_step, optimizer="sgd",
+                lr=1e-300).fit(X, y)
     params = initial_params(cls, 3, 3 if classify else 2)
     losses = []
     for seq, target in zip(X, y, strict=True):
@@ -829,7 +834,7 @@ def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_da
         for t in steps:  # classifier: nats; regressor: the squared error per value
             losses.append(cross_entropy(logits[t], target[t]) if classify
                           else float(np.mean((logits[t] - target[t]) ** 2)))
-    assert est.n_steps_ == 1
+    assert est.n_steps_ == -(-len(X) // batch_size)
     np.testing.assert_allclose(est.loss_curve_, [np.mean(losses)], rtol=1e-12)
 
 
