@@ -167,6 +167,26 @@ def test_save_and_load_give_identical_predictions(tmp_path, tweets):
     loaded.fit(as_list(tweets)[:50], tweets.y[:50])  # a loaded estimator fits again
 
 
+def test_a_per_step_model_is_saved_and_loaded_as_one(tmp_path):
+    """The file states the per-step head; load takes it and predicts every step as before."""
+    rng = np.random.default_rng(0)
+    X = ragged(rng, 12, 2)
+    for cls, y in ((bptt.SequenceClassifier, [(x[:, 0] > 0).astype(int) for x in X]),
+                   (bptt.SequenceRegressor, [x[:, 0] - x[:, 1] for x in X])):
+        est = small(cls, per_step=True, epochs=1).fit(X, y)
+        loaded = cls.load(est.save(tmp_path / f"{cls.__name__}.safetensors"))
+        assert loaded.per_step and loaded.score(X, y) == est.score(X, y)
+        for a, b in zip(loaded.predict(X), est.predict(X), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # a file whose head is not that of its per_step setting is refused
+    path = est.save(tmp_path / "r.safetensors")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["estimator"]["head"] = "mse_last"
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape("head 'mse_last' does not fit per_step")):
+        bptt.SequenceRegressor.load(path)
+
+
 @pytest.mark.parametrize(("n_features_in", "message"), [
     ("x", "holds a damaged estimator"), (5, "n_features_in is 5 but the weights take 2"),
 ])
@@ -177,6 +197,63 @@ def test_load_refuses_a_feature_count_that_is_not_the_weights(tmp_path, n_featur
     checkpoint.write_safetensors_atomic(path, tensors, meta)
     with pytest.raises(CheckpointError, match=message):
         bptt.SequenceClassifier.load(path)
+
+
+def test_a_loaded_regressor_predicts_the_shape_its_y_had(tmp_path):
+    """(N,) for a y of one column given as (N,), (N, V) for V columns, also (N, 1)."""
+    for y in (np.array([0.5, 1.0, 2.0]), np.array([[0.5], [1.0], [2.0]]),
+              np.array([[0.5, 1.0], [1.0, 0.0], [2.0, 1.5]])):
+        reg = small(bptt.SequenceRegressor, epochs=1).fit(GOOD_X, y)
+        loaded = bptt.SequenceRegressor.load(reg.save(tmp_path / "r.safetensors"))
+        assert loaded.n_outputs_ == reg.n_outputs_ and loaded.predict(GOOD_X).shape == y.shape
+        np.testing.assert_array_equal(loaded.predict(GOOD_X), reg.predict(GOOD_X))
+
+
+def test_boolean_and_float_classes_are_saved_and_loaded_as_they_are(tmp_path):
+    for y in (np.array([True, False, True]), np.array([0.0, 1.0, 0.0])):
+        clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, y)
+        loaded = bptt.SequenceClassifier.load(clf.save(tmp_path / "c.safetensors"))
+        assert loaded.classes_.dtype == y.dtype
+        np.testing.assert_array_equal(loaded.classes_, np.unique(y))
+        np.testing.assert_array_equal(loaded.predict(GOOD_X), clf.predict(GOOD_X))
+
+
+def test_an_estimator_seeded_by_a_generator_saves_with_no_random_state(tmp_path):
+    """A Generator is not JSON (its seed is gone anyway): the file states None."""
+    clf = small(bptt.SequenceClassifier, epochs=1, random_state=np.random.default_rng(0))
+    loaded = bptt.SequenceClassifier.load(clf.fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st"))
+    assert loaded.random_state is None
+    np.testing.assert_array_equal(loaded.predict_proba(GOOD_X), clf.predict_proba(GOOD_X))
+
+
+def test_load_refuses_classes_that_are_not_the_output_size(tmp_path):
+    path = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y).save(tmp_path / "c.st")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["estimator"]["classes"] = [0, 1, 2]
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="the saved classes do not match the output size"):
+        bptt.SequenceClassifier.load(path)
+
+
+def test_load_refuses_a_dtype_that_is_not_the_weights(tmp_path):
+    path = small(bptt.SequenceClassifier, epochs=1, dtype="float32").fit(GOOD_X, GOOD_Y).save(
+        tmp_path / "c.st")
+    tensors, meta = checkpoint.read_safetensors(path)
+    meta["config"]["dtype"] = "float64"
+    checkpoint.write_safetensors_atomic(path, tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape("weights of dtype float32 but "
+                                                        "dtype='float64'")):
+        bptt.SequenceClassifier.load(path)
+
+
+def test_a_loaded_estimator_with_a_random_state_trains_on_reproducibly(tmp_path, tweets):
+    """Its generator is made again from random_state: two loads of one file take the
+    minibatches in the same order, and partial_fit gives the same weights."""
+    X, y = as_list(tweets)[:60], tweets.y[:60]
+    path = small(bptt.SequenceClassifier, epochs=1).fit(X, y).save(tmp_path / "c.st")
+    a, b = (bptt.SequenceClassifier.load(path).partial_fit(X, y) for _ in range(2))
+    for key in a.params_:
+        np.testing.assert_array_equal(a.params_[key], b.params_[key])
 
 
 @pytest.mark.parametrize(("setting", "stated"), [("cell", "rnn"), ("hidden_size", 16),
@@ -301,10 +378,14 @@ def test_a_restored_training_state_goes_on_as_the_fit_would_have(tweets):
         for key, value in fitted.params_.items():
             assert np.array_equal(again.params_[key], value), (cls.__name__, key)
         assert again.loss_curve_ == fitted.loss_curve_ and again.n_steps_ == fitted.n_steps_
+        assert again.n_iter_ == fitted.n_iter_ == 3 and again.n_steps_ == 3 * 38  # (epochs, steps)
         with pytest.raises(CheckpointError, match="do not fit this estimator"):
             small(cls, cell="lstm", hidden_size=4)._restore_train_state(copy, meta)
         with pytest.raises(CheckpointError, match="not float32"):
             small(cls, cell="lstm", dtype="float32")._restore_train_state(copy, meta)
+        with pytest.raises(CheckpointError, match=re.escape(
+                "(hidden size, layers, features) are (8, 1, 3), expected (8, 1, 4)")):
+            small(cls, cell="lstm")._restore_train_state(copy, {**meta, "n_features_in": 4})
 
 
 def test_the_flat_update_is_the_per_key_update_to_the_last_bit(tweets, monkeypatch):
@@ -368,6 +449,10 @@ def test_get_params_and_set_params_follow_scikit_learn():
     with pytest.raises(BpttError, match="invalid parameter 'hiden_size'"):
         clf.set_params(hiden_size=3)
     assert repr(clf) == "SequenceClassifier(hidden_size=7, lr=0.5, epochs=2, random_state=3)"
+    # a setting equal to its default is left out, whatever object holds it
+    defaults = bptt.SequenceRegressor(lr=float("0.01"), clip_norm=float("5"),
+                                      dtype="".join(["float", "32"]))
+    assert repr(defaults) == "SequenceRegressor()"
     assert bptt.SequenceRegressor._estimator_type == "regressor"
 
 
@@ -405,9 +490,21 @@ def test_a_later_partial_fit_refuses_other_classes_and_takes_the_same():
     assert clf.classes_.tolist() == [0, 1] and clf.n_steps_ > steps
 
 
+# NaN on the padding of sequence 0 (ignored), inf on a real step of sequence 1 (named)
+NAN_PADDED_INF_REAL = np.ones((2, 4, 2))
+NAN_PADDED_INF_REAL[0, 3], NAN_PADDED_INF_REAL[1, 1] = np.nan, np.inf
+
+
 @pytest.mark.parametrize("X, y, kw, message", [
     (np.array([np.ones((3, 2)), np.ones((5, 2))], dtype=object), [0, 1], {}, "ragged array"),
     (np.ones((3, 4)), GOOD_Y, {}, "a padded X must be (N, T, D)"),
+    (np.ones((3, 4, 2, 1)), GOOD_Y, {}, "X has shape (3, 4, 2, 1): a padded X must be (N, T, D)"),
+    (np.ones((3, 0, 2)), GOOD_Y, {}, "X has shape (3, 0, 2): need at least one sequence and "
+                                     "one step"),
+    ([np.ones((3, 2)), np.ones((3, 1))], [0, 1], {}, "X[1] has 1 features per step but X[0] "
+                                                      "has 2"),
+    (NAN_PADDED_INF_REAL, [0, 1], {"lengths": [3, 4]}, "X contains NaN or inf (sequence 1, on "
+                                                       "a real step)"),
     (np.ones((3, 4, 2)), GOOD_Y, {"lengths": [4, 5, 1]}, "between 1 and T"),
     (np.ones((3, 4, 2)), GOOD_Y, {"lengths": [4, 4]}, "lengths has shape"),
     (GOOD_X, GOOD_Y, {"lengths": [3, 5, 2]}, "lengths= goes with a padded"),
@@ -423,6 +520,8 @@ def test_a_later_partial_fit_refuses_other_classes_and_takes_the_same():
     (GOOD_X, np.array([2.0, 2.0, 2.0]), {}, "one class only (2.0): need"),
     (GOOD_X, [None, None, 1], {}, "labels must be numbers, booleans or strings"),
     (GOOD_X, [1, "a", 1], {}, "y mixes strings with other labels"),
+    (GOOD_X, np.array([[0], [1], [0]]), {}, "y has shape (3, 1): one label per sequence, (N,)"),
+    (GOOD_X, np.array([0.0, np.nan, 1.0]), {}, "y contains NaN or inf"),
     ([["a", "b"]], [0], {}, "numeric"),
 ])
 def test_bad_input_to_fit_is_one_clear_value_error(X, y, kw, message):
@@ -466,6 +565,9 @@ def test_bad_input_after_fit():
     clf.fit(GOOD_X, np.array(["cat", "dog", "cat"]))
     with pytest.raises(BpttError, match=re.escape("label(s) ['emu'] not seen in fit")):
         clf.score(GOOD_X, np.array(["cat", "emu", "dog"]))
+    with pytest.raises(BpttError, match=re.escape("label(s) ['a', 'b', 'c', 'd', 'e'] not seen "
+                                                  "in fit; the classes are ['cat', 'dog']")):
+        clf.score([np.ones((2, 2))] * 6, list("fedcba"))  # the first five, sorted
     with pytest.raises(BpttError, match="fitted with 2"):
         clf.predict([np.ones((3, 5))])
     with pytest.raises(BpttError, match="y has 2 entries"):
@@ -501,6 +603,27 @@ def test_numbers_beyond_float32_are_refused_before_the_fitted_model_is_touched()
     with pytest.raises(BpttError, match="X holds numbers too large for float32"):
         reg.predict(big_X)
     small(bptt.SequenceRegressor, epochs=1).fit(big_X, [0.5, 1e39, 2.0])  # float64: fine
+
+
+def test_score_reads_data_in_the_weights_dtype_not_a_dtype_set_since_the_fit():
+    """set_params(dtype=...) is for the next fit: scoring the fitted float32 network still
+    casts X and y to float32 (the same R² to the bit, and a y beyond float32 refused)."""
+    y = [0.5, 1.0, 2.0]
+    reg = small(bptt.SequenceRegressor, epochs=1, dtype="float32").fit(GOOD_X, y)
+    before = reg.score(GOOD_X, y)
+    reg.set_params(dtype="float64")
+    assert reg.score(GOOD_X, y) == before
+    with pytest.raises(BpttError, match="y holds numbers too large for float32"):
+        reg.score(GOOD_X, [0.5, 1e39, 2.0])
+
+
+def test_a_new_fit_takes_sequences_of_another_number_of_features():
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    clf.fit([np.ones((len(x), 3)) for x in GOOD_X], GOOD_Y)
+    assert clf.n_features_in_ == 3 and clf.params_["Wxh"].shape[1] == 3
+    with pytest.raises(BpttError, match="X has 2 features per step but the model was fitted "
+                                        "with 3"):
+        clf.score(GOOD_X, GOOD_Y)
 
 
 def test_a_fit_refused_for_its_y_leaves_the_outputs_of_the_fitted_model():
@@ -687,8 +810,12 @@ def cross_entropy(logits: np.ndarray, label: int) -> float:
     (bptt.SequenceClassifier, False), (bptt.SequenceClassifier, True),
     (bptt.SequenceRegressor, False), (bptt.SequenceRegressor, True),
 ], ids=["classifier", "classifier-per-step", "regressor", "regressor-per-step"])
-def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_data(cls, per_step):
-    # one minibatch holding every sequence: its J, at the initial weights, over all of them
+@pytest.mark.parametrize("batch_size", [11, 4], ids=["one-batch", "three-batches"])
+def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_data(
+        cls, per_step, batch_size):
+    # one minibatch holding every sequence: its J, at the initial weights, over all of them;
+    # three minibatches, SGD steps too small to move a float64 weight (lr = 1e-300): the sum
+    # of their J over the predictions of all three
     rng = np.random.default_rng(5)
     X = ragged(rng, 11, 3)
     classify = cls is bptt.SequenceClassifier
@@ -696,7 +823,8 @@ def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_da
         y = [rng.integers(0, 3, len(x)) if classify else rng.normal(size=(len(x), 2)) for x in X]
     else:
         y = rng.integers(0, 3, len(X)) if classify else rng.normal(size=(len(X), 2))
-    est = small(cls, epochs=1, batch_size=len(X), per_step=per_step).fit(X, y)
+    est = small(cls, epochs=1, batch_size=batch_size, per_step=per_step, optimizer="sgd",
+                lr=1e-300).fit(X, y)
     params = initial_params(cls, 3, 3 if classify else 2)
     losses = []
     for seq, target in zip(X, y, strict=True):
@@ -706,7 +834,7 @@ def test_the_first_epochs_loss_is_the_initial_networks_mean_loss_over_all_the_da
         for t in steps:  # classifier: nats; regressor: the squared error per value
             losses.append(cross_entropy(logits[t], target[t]) if classify
                           else float(np.mean((logits[t] - target[t]) ** 2)))
-    assert est.n_steps_ == 1
+    assert est.n_steps_ == -(-len(X) // batch_size)
     np.testing.assert_allclose(est.loss_curve_, [np.mean(losses)], rtol=1e-12)
 
 
@@ -762,12 +890,43 @@ def test_forget_bias_on_a_cell_without_a_forget_gate_is_refused():
     with pytest.raises(BpttError, match=re.escape(
             "forget_bias applies to the lstm cell only, not 'gru'")):
         small(bptt.SequenceClassifier, forget_bias=1.0).fit([np.ones((3, 1))] * 2, [0, 1])
+    # refused by fit's checks, before the fitted model is set aside (init_params's own
+    # refusal came after: the fitted gru was lost)
+    clf = small(bptt.SequenceClassifier, epochs=1).fit(GOOD_X, GOOD_Y)
+    before = clf.predict_proba(GOOD_X)
+    with pytest.raises(BpttError, match="forget_bias applies to the lstm cell only, not 'gru'"):
+        clf.set_params(forget_bias=1.0).fit(GOOD_X, GOOD_Y)
+    np.testing.assert_array_equal(clf.predict_proba(GOOD_X), before)
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_predictions_are_the_same_one_sequence_or_chunk_at_a_time(per_step, monkeypatch):
+    """predict runs PREDICT_CHUNK sequences per forward pass: the last chunk, and a single
+    sequence, are predicted as in one pass over them all."""
+    rng = np.random.default_rng(1)
+    X = ragged(rng, 5, 2)
+    y = [np.arange(len(x)) % 2 for x in X] if per_step else np.arange(5) % 2
+    clf = small(bptt.SequenceClassifier, per_step=per_step, epochs=1).fit(X, y)
+    whole = clf.predict_proba(X)
+    monkeypatch.setattr(estimators, "PREDICT_CHUNK", 2)
+    for i in range(5):
+        np.testing.assert_allclose(clf.predict_proba(X[i:i + 1])[0], whole[i], rtol=1e-12)
+    for a, b in zip(clf.predict_proba(X), whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_one_dimensional_sequences_are_one_feature_per_step_of_the_dtype_asked():
     x, n = as_padded([np.arange(3.0), np.arange(1.0, 3.0)], dtype=np.float32)
     assert x.dtype == np.float32 and x.shape == (2, 3, 1) and n.tolist() == [3, 2]
     assert x[:, :, 0].tolist() == [[0, 1, 2], [1, 2, 0]]
+
+
+def test_boolean_steps_are_read_as_0_and_1_in_a_list_or_a_padded_array():
+    bits = np.array([[[True], [False], [True]], [[False], [True], [False]]])
+    for X, kw in ((bits, {"lengths": [3, 2]}), ([bits[0], bits[1, :2]], {})):
+        x, n = as_padded(X, dtype=np.float64, **kw)
+        assert x.dtype == np.float64 and n.tolist() == [3, 2]
+        assert x[:, :, 0].tolist() == [[1, 0, 1], [0, 1, 0]]
 
 
 def test_save_into_a_path_without_suffix_keeps_info_steps_and_the_classes_dtype(tmp_path):
@@ -811,6 +970,7 @@ def test_score_refuses_y_with_another_number_of_outputs():
 def test_r2_of_a_constant_target_is_one_if_predicted_exactly_else_zero():
     assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 3.0])) == 1.0
     assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 4.0])) == 0.0
+    assert r2_score(np.array([3.0, 3.0]), np.array([3.0, 5.0])) == 0.0  # not 1 − SS_res
     # columns averaged: 1 − 2/2 = 0 for the first, 1 (constant, exact) for the second
     assert r2_score(np.array([[1.0, 2.0], [3.0, 2.0]]), np.array([[2.0, 2.0], [2.0, 2.0]])) == 0.5
 
@@ -897,6 +1057,40 @@ def test_y_numpy_cannot_make_an_array_of_is_one_clear_error(cls, per_step, y, me
         small(cls, per_step=per_step).fit(GOOD_X, y)
 
 
+@pytest.mark.parametrize("cls, X, y, message", [
+    (bptt.SequenceRegressor, np.ones((3, 4, 2)), np.ones((3, 5)),
+     "y has shape (3, 5): per-step targets padded like X must be (N, T) = (3, 4) or (N, T, V)"),
+    (bptt.SequenceRegressor, np.ones((3, 4, 2)), np.ones((3, 4, 2, 1)),
+     "y has shape (3, 4, 2, 1): per-step targets padded like X must be (N, T) = (3, 4) or "
+     "(N, T, V)"),
+    (bptt.SequenceRegressor, GOOD_X, [np.ones(3), np.ones(5), np.ones(2), np.ones(2)],
+     "y has 4 sequences but X has 3"),
+    (bptt.SequenceRegressor, GOOD_X, [np.ones(4), np.ones(5), np.ones(2)],
+     "y[0] has 4 steps but X[0] has 3"),  # (a longer y, as a shorter one, is refused)
+    (bptt.SequenceRegressor, GOOD_X, [np.ones((3, 2)), np.ones((5, 1)), np.ones((2, 2))],
+     "per-step y: every step must hold the same number of values"),
+    (bptt.SequenceClassifier, GOOD_X, [np.ones((len(x), 2), dtype=int) for x in GOOD_X],
+     "per-step y: every step must hold one label"),
+])
+def test_per_step_targets_of_another_shape_than_x_are_one_clear_error(cls, X, y, message):
+    """Targets longer than their sequence, of a padded length other than X's, or of another
+    number of values per step: refused in words, not cut, broadcast or an IndexError."""
+    with pytest.raises(BpttError, match=re.escape(message)):
+        small(cls, per_step=True).fit(X, y)
+
+
+def test_per_step_targets_of_integers_and_floats_are_all_read_as_numbers():
+    """The padded targets take the dtype of them all: a float sequence after an integer one
+    keeps its fractions (the first sequence's dtype would have made 0.5 a 0)."""
+    mixed = [np.arange(3), np.full(5, 0.5), np.full(2, 0.25)]
+    floats = [a.astype(np.float64) for a in mixed]
+    a = small(bptt.SequenceRegressor, per_step=True, epochs=1).fit(GOOD_X, mixed)
+    b = small(bptt.SequenceRegressor, per_step=True, epochs=1).fit(GOOD_X, floats)
+    assert a.loss_curve_ == b.loss_curve_
+    for key in a.params_:
+        np.testing.assert_array_equal(a.params_[key], b.params_[key])
+
+
 @pytest.mark.parametrize("y", [
     [["a", "b", "a"], ["b", 1, "a", "a", "b"], ["a", "b"]],  # mixed inside one sequence
     [np.array(["a", "b", "a"]), np.ones(5, dtype=int), np.array(["a", "b"])],  # across them
@@ -954,6 +1148,7 @@ def test_labels_in_an_object_array_are_read_as_the_strings_or_numbers_they_are(p
     ([0.0, 1.0, np.nan], "classes contains NaN or inf"),  # was a class no label can be
     ([0, "1"], "classes mixes strings with other labels"),  # was the classes '0', '1'
     ([[0, 1], [1, 0]], "classes has shape (2, 2): one label per class"),
+    (0, "classes has shape (): one label per class"),
 ])
 def test_partial_fit_checks_classes_as_fit_checks_labels(classes, message):
     clf = small(bptt.SequenceClassifier)
@@ -1019,3 +1214,21 @@ def test_one_long_sequence_does_not_pad_every_other_to_its_length():
         tracemalloc.stop()
     assert peak < 50e6, f"fit's peak: {peak / 1e6:.0f} MB"
     assert reg.n_steps_ == 251 and np.isfinite(reg.loss_curve_[0])
+
+
+def test_each_minibatch_is_padded_to_its_own_longest_sequence(monkeypatch):
+    """The module's promise: a batch of short sequences is not run to the length of the
+    longest sequence of the data (the steps of the backward pass grow with it)."""
+    from bptt import heads
+
+    backprop, seen = heads.backprop, []
+
+    def recording(params, inputs, y, head, lengths, **kw):
+        seen.append((inputs.shape[0], int(np.max(lengths))))
+        return backprop(params, inputs, y, head, lengths, **kw)
+
+    monkeypatch.setattr(heads, "backprop", recording)
+    X = [np.ones((2, 1))] * 6 + [np.ones((9, 1))]
+    small(bptt.SequenceRegressor, epochs=2, batch_size=2).fit(X, np.arange(7.0))
+    assert len(seen) == 8 and all(T == longest for T, longest in seen)
+    assert sorted(T for T, _ in seen) == [2, 2, 2, 2, 2, 2, 9, 9]

@@ -22,6 +22,9 @@ def test_adding_marks_one_value_in_each_half_and_sums_them():
     values, markers = data.X[..., 0], data.X[..., 1]
     assert np.all(markers.sum(axis=1) == 2)
     assert np.all(markers[:, :5].sum(axis=1) == 1) and np.all(markers[:, 5:].sum(axis=1) == 1)
+    # every step of each half is marked in some sequence (the first and the last too)
+    first, second = markers[:, :5].argmax(axis=1), markers[:, 5:].argmax(axis=1) + 5
+    assert set(first.tolist()) == set(range(5)) and set(second.tolist()) == set(range(5, 9))
     np.testing.assert_allclose(data.y, (values * markers).sum(axis=1), rtol=0, atol=0)
     assert np.all((values >= 0) & (values < 1)) and np.all(data.lengths == 9)
     # predicting the mean scores Var(v_a + v_b) = 1/6: the baseline a model must beat
@@ -108,12 +111,17 @@ def test_the_loop_reports_evaluates_and_writes_its_files(tmp_path):
     assert tasks.train_task(run, events.append)
     kinds = [e.kind for e in events]
     assert kinds.count("step") == 6 and kinds.count("eval") == 2 and kinds[-1] == "done"
+    # each step reports its own minibatch's loss: the estimator's curve, one value a step
+    assert [e.loss for e in events if e.kind == "step"] == run.estimator.loss_curve_
+    assert len(set(run.estimator.loss_curve_)) == 6
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [r["step"] for r in rows] == ["3", "6"]
     assert set(rows[0]) == {"step", "train_mse", "val_mse", "val_r2", "seqs_per_sec"}
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     loaded = SequenceRegressor.load(tmp_path / "run")
     assert np.array_equal(loaded.predict(run.data.val.X), run.estimator.predict(run.data.val.X))
+    # the count the command line prints is that of the model trained (one output)
+    assert tasks.num_parameters(run) == sum(v.size for v in run.estimator.params_.values())
     with pytest.raises(BpttError, match="already holds a checkpoint"):
         tasks.new_task_run(config, tmp_path / "run")
 
@@ -255,6 +263,18 @@ def test_a_stopped_task_run_draws_the_history_it_saved(stopped_task_run):
     assert (stopped_task_run / tasks.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_task_run_stopped_before_its_first_step_writes_nothing(tmp_path):
+    """No step trained: no checkpoint (the model is not fitted), no plot, and the stop is
+    reported as one (False)."""
+    config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=8, batch=4, seed=0)
+    run = tasks.new_task_run(config, tmp_path / "run")
+    events = []
+    assert not tasks.train_task(run, events.append, should_stop=lambda: True)
+    assert events == [] and run.step == 0
+    assert not any(f.name.endswith((".safetensors", ".csv", ".png"))
+                   for f in (tmp_path / "run").iterdir())
+
+
 def test_a_task_run_stopped_before_its_first_evaluation_draws_no_plot(tmp_path):
     # nothing to draw: an empty loss.png would stand for a run that has no row yet
     config = tasks.TaskConfig(task="parity", length=4, hidden=4, steps=8, batch=4, seed=0,
@@ -282,6 +302,8 @@ DAMAGED_TASK_STATES = {
         "the optimizer's step counter 'step.t' must be an integer >= 0, got -1"),
     "estimator-steps": (lambda t, m: m["estimator"].__setitem__("n_steps", 7),
                         "the estimator's step count is 7 but the run is at step 3"),
+    "estimator-epochs": (lambda t, m: m["estimator"].__setitem__("n_iter", 2),
+                         "the estimator's epoch count is 2 but the run is at step 3"),
     "hidden-not-the-weights'": (lambda t, m: m["task_config"].__setitem__("hidden", 9),
                                 "the saved weights do not fit this estimator"),
     "rng-out-of-range": (lambda t, m: m["rng"]["state"].__setitem__("inc", -1),
@@ -338,6 +360,18 @@ def test_each_tasks_defaults_are_the_documented_ones(task, length, hidden, steps
 def test_an_unreasonable_length_is_refused():
     with pytest.raises(BpttError, match="a parity length of 100001 is unreasonably long"):
         tasks.parity(1, 100_001, np.random.default_rng(0))
+    assert tasks.parity(1, 100_000, np.random.default_rng(0)).X.shape == (1, 100_000, 1)
+
+
+@pytest.mark.parametrize("task, shortest", [("adding", 2), ("parity", 1), ("tweets", 3)])
+def test_each_task_takes_its_shortest_length(task, shortest):
+    """adding needs a step in each half, tweets 3 words; the refusals name the bound."""
+    assert tasks.TaskConfig(task=task, length=shortest).resolved().length == shortest
+    data = getattr(tasks, task)(4, shortest, np.random.default_rng(0))
+    assert data.X.shape[:2] == (4, shortest) and np.all(data.lengths <= shortest)
+    with pytest.raises(BpttError, match=f"the {task} task needs a length >= {shortest}, got "
+                                        f"{shortest - 1}"):
+        tasks.TaskConfig(task=task, length=shortest - 1).resolved()
 
 
 def test_the_runs_estimator_takes_every_setting_of_the_task(tmp_path):
@@ -365,6 +399,9 @@ def test_a_tweets_batch_draws_training_tweets_without_replacement(tmp_path):
     run = tasks.new_task_run(tasks.TaskConfig(task="tweets", steps=1), tmp_path / "run")
     train = run.data.train
     batch = run.data.batch(len(train.y), run.rng)  # the whole set: each tweet once
+    assert sorted(map(bytes, batch.X)) == sorted(map(bytes, train.X))
+    # a batch larger than the training set (--batch 2500) is the whole set, not an error
+    batch = run.data.batch(len(train.y) + 500, run.rng)
     assert sorted(map(bytes, batch.X)) == sorted(map(bytes, train.X))
 
 
@@ -444,6 +481,32 @@ def test_a_tweets_steps_are_its_words_bag_of_words_plus_noise_of_deviation_0_1()
     noise = steps - np.eye(3)[steps.argmax(axis=1)]
     assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005
     assert not data.X[~real].any()
+    # noise= is the deviation: 0 leaves the one-hot words exactly
+    quiet = tasks.tweets(50, 6, np.random.default_rng(4), noise=0.0)
+    real = np.arange(6)[None, :] < quiet.lengths[:, None]
+    np.testing.assert_array_equal(quiet.X[real], np.eye(3)[quiet.X[real].argmax(axis=1)])
+
+
+def test_digits_are_the_images_row_by_row_over_16_split_80_20(monkeypatch):
+    """A stand-in load_digits (scikit-learn is optional) of 50 images, image i numbered by
+    its first two pixels: every image is in one of the two sets, once, pixels / 16."""
+    import types
+
+    images = np.random.default_rng(0).integers(0, 17, size=(50, 8, 8))
+    images[:, 0, 0], images[:, 0, 1] = np.arange(50) // 17, np.arange(50) % 17
+    target = np.arange(50) % 10
+    datasets = types.ModuleType("sklearn.datasets")
+    datasets.load_digits = lambda: types.SimpleNamespace(images=images, target=target)
+    monkeypatch.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", datasets)
+    train, val = tasks.digits(np.random.default_rng(1))
+    assert (len(train.y), len(val.y)) == (40, 10)
+    ids = [np.rint(d.X[:, 0, 0] * 16 * 17 + d.X[:, 0, 1] * 16).astype(int) for d in (train, val)]
+    assert sorted(np.concatenate(ids).tolist()) == list(range(50))
+    for data, i in zip((train, val), ids, strict=True):
+        assert data.X.dtype == np.float64 and np.all(data.lengths == 8)
+        np.testing.assert_array_equal(data.X, images[i] / 16.0)
+        np.testing.assert_array_equal(data.y, target[i])
 
 
 @pytest.mark.parametrize("make, message", [

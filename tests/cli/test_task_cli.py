@@ -68,9 +68,26 @@ def test_adding_and_tweets_write_a_checkpoint_with_metadata(run_bptt_here, tmp_p
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert set(rows[0]) == {"step", "train_mse", "val_mse", "val_r2", "seqs_per_sec"}
     r = run_bptt_here("train", "--task", "tweets", "--steps", "5", "--eval-every", "5", "--hidden",
-                 "8", "--out", tmp_path / "tweets")
+                 "8", "--no-clip-norm", "--out", tmp_path / "tweets")
     assert r.returncode == 0, r.stderr
     assert "tweets (classification, 2 classes, T = 12, D = 3; 2,000 training" in r.stdout
+    _, meta = read_safetensors(tmp_path / "tweets" / "model.safetensors")
+    assert meta["info"]["task_config"]["clip_norm"] is None  # --no-clip-norm: never clipped
+    assert bptt.SequenceClassifier.load(tmp_path / "tweets").clip_norm is None
+    # the last line sums up the last evaluation (the model's history holds its row)
+    last = meta["info"]["history"][-1]
+    assert r.stdout.splitlines()[-1].startswith(
+        f"done: step 5, validation accuracy {last['val_accuracy']:.3f}, cross-entropy "
+        f"{last['val_loss']:.4f}; checkpoint, metrics.csv and loss.png in ")
+
+
+def test_the_summary_line_of_an_evaluation_gives_its_metrics_to_stated_digits():
+    from bptt.cli import train_task
+
+    assert train_task._summary({"val_accuracy": 0.98765, "val_loss": 0.0412345}) == (
+        "validation accuracy 0.988, cross-entropy 0.0412")
+    assert train_task._summary({"val_mse": 0.00123456, "val_r2": 0.987654}) == (
+        "validation MSE 0.00123, R² 0.9877")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -180,6 +197,7 @@ def tweets_run(tmp_path_factory):
 @pytest.mark.parametrize("argv, message", [
     (["--hidden", "8"], "--hidden cannot change on --resume (only --steps and --eval-every"),
     (["--task-length", "4"], "--task-length cannot change on --resume"),
+    (["--no-clip-norm"], "--clip-norm cannot change on --resume"),  # the run clips at 1
     (["--task", "parity"], "--task parity, but {run} holds a run of the tweets task"),
     (["--seq-len", "5"], "--seq-len does not apply to --task"),
     (["notes.txt"], "a task run trains on generated data: give no FILE"),
