@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import itertools
 import struct
 
 import numpy as np
@@ -428,3 +429,94 @@ def test_a_write_the_system_refuses_names_the_output_not_its_temporary_file(
     assert (run.returncode, run.stderr) == (
         2, f"bptt: error: cannot write pictures/flow.png: {reason}.\n")
     assert list((tmp_path / "pictures").iterdir()) == []
+
+
+# --- mutation audit (2): flow.py's checks, its boundaries and its pictures ------------------
+
+
+def test_a_text_of_one_character_is_refused_as_too_short():
+    """One character has no next character to predict: the message says so (not
+    'seq_len must be from 1 to 500, got 0', a number the user never gave)."""
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    with pytest.raises(bptt.BpttError, match=r"^the text needs at least 2 characters \(an input "
+                                             r"and its next-character target\)$"):
+        flow.flow_for_model(params, list("abc"), "a")
+
+
+def test_a_sequence_of_the_largest_length_is_drawn():
+    text = "abcd" * 126  # 504 characters: room for 500 steps
+    report = flow.flow_on_text(text, hidden=2, seq_len=flow.MAX_SEQ_LEN)
+    assert report.T == 500 and report.norms.shape == (500, 500) and report.text == text[:501]
+
+
+def test_a_model_that_predicts_other_symbols_than_its_vocabulary_is_refused():
+    params = bptt.init_params("rnn", 3, 4, 4, rng=np.random.default_rng(0), dtype=np.float64)
+    with pytest.raises(bptt.BpttError, match=r"^the model reads 3 and predicts 4 symbols, but its "
+                                             r"vocabulary has 3$"):
+        flow.flow_for_model(params, list("abc"), "abcab")
+
+
+def test_a_fresh_lstm_says_its_forget_bias_in_the_source():
+    text = "abcabcab"
+    assert flow.flow_on_text(text, "lstm", hidden=2).source == (
+        "fresh model, seed 0, LSTM forget bias 1")
+    assert flow.flow_on_text(text, "lstm", hidden=2, seed=2, forget_bias=2.5).source == (
+        "fresh model, seed 2, LSTM forget bias 2.5")
+    assert flow.flow_on_text(text, "lstm", hidden=2, forget_bias=None).source == (
+        "fresh model, seed 0")
+    assert flow.flow_on_text(text, "gru", hidden=2).source == "fresh model, seed 0"
+
+
+def _report_with_zeros(zero_everywhere=False):
+    """A report whose F holds norms of exactly 0 (a model whose head reads nothing of h)."""
+    norms = np.array([[0.5, np.nan, np.nan], [0.0, 2.0, np.nan], [0.25, 0.0, 4.0]])
+    if zero_everywhere:
+        norms = np.where(np.isnan(norms), np.nan, 0.0)
+    return flow.FlowReport("rnn", 4, 1, "abcd", norms, "test")
+
+
+def test_norms_of_zero_are_left_blank_on_a_log_scale_of_the_positive_ones():
+    """A norm of 0 has no place on a log scale: it is masked, and the colour scale runs over
+    the positive norms only (vmin 0 makes the LogNorm fail to draw)."""
+    import io
+
+    for fig in (flow.plot_flow(_report_with_zeros()), flow.plot_compare([_report_with_zeros()])):
+        image = fig.axes[0].images[0]
+        assert (image.norm.vmin, image.norm.vmax) == (0.25, 4.0)
+        np.testing.assert_array_equal(image.get_array().mask, [[False, True, True],
+                                                               [True, False, True],
+                                                               [False, True, False]])
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def test_a_flow_of_zeros_only_is_drawn_blank():
+    import io
+
+    fig = flow.plot_flow(_report_with_zeros(zero_everywhere=True))
+    image = fig.axes[0].images[0]
+    assert image.get_array().mask.all()
+    assert (image.norm.vmin, image.norm.vmax) == (1e-12, 1.0)
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def test_each_heatmap_is_titled_with_its_cell_and_sizes_and_the_panels_do_not_overlap():
+    reports = flow.compare_cells("abcabcab", hidden=3)
+    fig = flow.plot_compare(reports)
+    *panels, bar = fig.axes
+    assert [ax.get_title() for ax in panels] == ["rnn, H = 3, L = 1", "lstm, H = 3, L = 1",
+                                                 "gru, H = 3, L = 1"]
+    boxes = [ax.get_position() for ax in fig.axes]  # in figure fractions, left to right
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
+    assert boxes[0].x0 > 0 and boxes[-1].x1 < 1
+
+
+def test_the_distance_plot_leaves_out_a_mean_of_zero_and_a_figure_of_0_is_refused():
+    """A mean of 0 has no place on the log axis (it is not drawn, not clipped to the bottom);
+    fig=0 is no Figure, though it is false like None."""
+    report = _report_with_zeros()  # means by distance: 13/6, 0, 0.25
+    [line] = flow.plot_distance([report]).axes[0].lines
+    np.testing.assert_array_equal(line.get_xdata(), [0, 2])
+    np.testing.assert_allclose(line.get_ydata(), [6.5 / 3, 0.25], rtol=1e-15)
+    for plot in (flow.plot_flow, flow.plot_distance):
+        with pytest.raises(bptt.BpttError, match=r"^fig must be a matplotlib Figure .*got int$"):
+            plot(report, fig=0)
