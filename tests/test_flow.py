@@ -520,3 +520,37 @@ def test_the_distance_plot_leaves_out_a_mean_of_zero_and_a_figure_of_0_is_refuse
     for plot in (flow.plot_flow, flow.plot_distance):
         with pytest.raises(bptt.BpttError, match=r"^fig must be a matplotlib Figure .*got int$"):
             plot(report, fig=0)
+
+
+def test_the_compared_heatmaps_are_titled_with_the_sequences_length_and_source():
+    reports = flow.compare_cells("abcabcab", hidden=3, seed=4)
+    fig = flow.plot_compare(reports)
+    assert fig._suptitle.get_text() == ("‖∂J_t/∂h_k‖ over (t, k), T = 7, same sequence — "
+                                        "fresh models, seed 4, LSTM forget bias 1")
+
+
+def test_a_checkpoint_without_a_vocabulary_is_refused_by_name(tmp_path):
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    (tmp_path / "run").mkdir()
+    checkpoint.save_model(tmp_path / "run", params)
+    with pytest.raises(bptt.BpttError, match=r"run has no character vocabulary: bptt flow needs "
+                                             r"a character model$"):
+        flow.flow_for_checkpoint(tmp_path / "run", "abcab")
+
+
+def test_the_command_takes_seq_len_up_to_the_largest_and_refuses_one_more(
+        tmp_path, monkeypatch, capsys):
+    """(The bound lowered to 5 so that the run is short: --seq-len 5 is drawn, 6 refused
+    before anything is computed.)"""
+    from bptt import cli
+
+    monkeypatch.setattr(flow, "MAX_SEQ_LEN", 5)
+    argv = ["flow", "--text", "abcabcab", "--hidden", "2", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--seq-len", "5"]) == 0
+    assert "(T = 5; t, k = 1 … 5)" in capsys.readouterr().out
+    (tmp_path / "flow.csv").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--seq-len", "6"])
+    assert exit_.value.code == 2
+    assert "--seq-len must be from 1 to 5, got 6" in capsys.readouterr().err
+    assert not (tmp_path / "flow.csv").exists()
