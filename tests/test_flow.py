@@ -539,18 +539,46 @@ def test_a_checkpoint_without_a_vocabulary_is_refused_by_name(tmp_path):
 
 
 def test_the_command_takes_seq_len_up_to_the_largest_and_refuses_one_more(
-        tmp_path, monkeypatch, capsys):
+        monkeypatch, capsys):
     """(The bound lowered to 5 so that the run is short: --seq-len 5 is drawn, 6 refused
-    before anything is computed.)"""
+    before anything is computed or written.)"""
     from bptt import cli
 
+    written = _no_files_written(monkeypatch)
     monkeypatch.setattr(flow, "MAX_SEQ_LEN", 5)
-    argv = ["flow", "--text", "abcabcab", "--hidden", "2", "--out", str(tmp_path)]
+    argv = ["flow", "--text", "abcabcab", "--hidden", "2"]
     assert cli.main([*argv, "--seq-len", "5"]) == 0
-    assert "(T = 5; t, k = 1 … 5)" in capsys.readouterr().out
-    (tmp_path / "flow.csv").unlink()
+    assert "(T = 5; t, k = 1 … 5)" in capsys.readouterr().out and len(written) == 1
     with pytest.raises(SystemExit) as exit_:
         cli.main([*argv, "--seq-len", "6"])
-    assert exit_.value.code == 2
+    assert exit_.value.code == 2 and len(written) == 1
     assert "--seq-len must be from 1 to 5, got 6" in capsys.readouterr().err
-    assert not (tmp_path / "flow.csv").exists()
+
+
+def _no_files_written(monkeypatch) -> list:
+    """bptt flow's writing of its three files replaced by a list of the calls (the PNGs take
+    most of a run's time; the tests above check the files)."""
+    import bptt.cli.flow
+
+    calls = []
+    monkeypatch.setattr(bptt.cli.flow, "_write", lambda *args: calls.append(args))
+    return calls
+
+
+def test_compare_draws_32_units_by_default(monkeypatch, capsys):
+    from bptt import cli
+
+    _no_files_written(monkeypatch)
+    assert cli.main(["flow", "--compare", "--text", "abcab"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in out[3:6]] == [
+        [cell, "H", "=", "32"] for cell in ("rnn", "lstm", "gru")]
+
+
+def test_the_summary_shows_a_text_of_40_characters_whole(monkeypatch, capsys):
+    from bptt import cli
+
+    _no_files_written(monkeypatch)
+    text = "abcdefghij" * 4  # 40 characters: T = 39
+    assert cli.main(["flow", "--text", text, "--hidden", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"Gradient flow ‖∂J_t/∂h_k‖ on {text!r} (T = 39;")
