@@ -364,3 +364,14 @@ def test_the_scale_of_tensors_near_zero_is_held_at_tiny():
     assert bptt.gradcheck.relative_error(np.array([1e-301]), np.zeros(1)) == pytest.approx(
         0.1, rel=1e-12)
     assert bptt.gradcheck.relative_error(np.array([4e-300]), np.zeros(1)) == 1.0
+
+
+def test_the_torch_witness_is_held_to_its_own_tolerance():
+    """1e-9 is within finite differences' 1e-7 but not torch's 1e-10 (float64 autograd)."""
+    from bptt.gradcheck import Comparison, Row
+
+    ok = Comparison("W", 0.0, 0.0, (), 0.0, 0.0)
+    row = Row("rnn", 1, "W", ok, ok, Comparison("W", 1e-9, 1e-9, (0,), 1.0, 1.0))
+    assert row.witnesses()[2][::2] == ("torch", 1e-10)
+    assert not row.passed
+    assert Row("rnn", 1, "W", ok, ok, Comparison("W", 1e-10, 1e-10, (0,), 1.0, 1.0)).passed
