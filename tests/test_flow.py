@@ -582,3 +582,16 @@ def test_the_summary_shows_a_text_of_40_characters_whole(monkeypatch, capsys):
     text = "abcdefghij" * 4  # 40 characters: T = 39
     assert cli.main(["flow", "--text", text, "--hidden", "2"]) == 0
     assert capsys.readouterr().out.startswith(f"Gradient flow ‖∂J_t/∂h_k‖ on {text!r} (T = 39;")
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--cell", "lstm"), ("--torch-init", None)])
+def test_a_fresh_models_flag_is_refused_with_a_checkpoint(capsys, flag, value):
+    """The checkpoint fixes its cell: without the refusal --cell lstm would be ignored silently
+    (the picture is of the checkpoint's own cell)."""
+    from bptt import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["flow", "--checkpoint", "run", flag, *([value] if value else [])])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"bptt: error: {flag} does not apply with --checkpoint (the model fixes it)\n")
