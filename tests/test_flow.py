@@ -595,3 +595,17 @@ def test_a_fresh_models_flag_is_refused_with_a_checkpoint(capsys, flag, value):
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
         f"bptt: error: {flag} does not apply with --checkpoint (the model fixes it)\n")
+
+
+@pytest.mark.parametrize("seq_len", [2.5, "3", True])
+def test_the_sequence_length_of_a_model_or_checkpoint_is_checked_as_an_integer(tmp_path, seq_len):
+    """flow_for_model and flow_for_checkpoint took seq_len unchecked: 2.5 and "3" were raw
+    TypeErrors from numpy and from <=, and True drew one step (flow_on_text refused them)."""
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    (tmp_path / "run").mkdir()
+    checkpoint.save_model(tmp_path / "run", params, list("abc"))
+    message = rf"^seq_len must be an integer >= 1, got {seq_len!r}$"
+    with pytest.raises(bptt.BpttError, match=message):
+        flow.flow_for_model(params, list("abc"), "abcabc", seq_len=seq_len)
+    with pytest.raises(bptt.BpttError, match=message):
+        flow.flow_for_checkpoint(tmp_path / "run", "abcabc", seq_len=seq_len)
