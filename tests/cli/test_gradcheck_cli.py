@@ -463,7 +463,7 @@ def test_the_table_states_the_torch_tolerance_and_gives_each_rows_torch_error(ca
     assert out.endswith(f"\n{len(rows)} passed, 0 failed\n")
 
 
-def test_the_last_line_counts_the_rows_that_passed_and_those_that_failed(monkeypatch, capsys):
+def test_the_problem_line_gives_its_sizes_and_the_last_counts_passes_and_failures(monkeypatch, capsys):
     import dataclasses
 
     import numpy as np
@@ -481,3 +481,5 @@ def test_the_last_line_counts_the_rows_that_passed_and_those_that_failed(monkeyp
     code, out = _gradcheck(capsys, "--cell", "rnn", "--layers", "1", "--no-torch", "--hidden",
                            "2", "--seq-len", "2", "--batch", "1")
     assert code == 1 and out.endswith("\n4 passed, 2 failed\n")
+    assert out.splitlines()[1] == ("Problem: float64, H = 2, T = 2, B = 1, random non-zero "
+                                   "biases and initial state, seed 0")
