@@ -609,3 +609,28 @@ def test_the_sequence_length_of_a_model_or_checkpoint_is_checked_as_an_integer(t
         flow.flow_for_model(params, list("abc"), "abcabc", seq_len=seq_len)
     with pytest.raises(bptt.BpttError, match=message):
         flow.flow_for_checkpoint(tmp_path / "run", "abcabc", seq_len=seq_len)
+
+
+def test_the_heatmap_draws_each_f_t_k_at_its_step_k_and_loss_t():
+    """The colour at (k, t) on the axes is the colour of F[t, k] (1-based on the axes), and
+    k > t is blank: drawn from the bottom up (origin "lower"), the rows were upside down
+    under their labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    norms = np.array([[0.5, np.nan, np.nan], [1.0, 2.0, np.nan], [0.25, 3.0, 4.0]])
+    fig = flow.plot_flow(flow.FlowReport("rnn", 4, 1, "abcd", norms, "test"))
+    FigureCanvasAgg(fig).draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba()) / 255
+    ax = fig.axes[0]
+    image = ax.images[0]
+    for t in range(1, 4):
+        for k in range(1, 4):
+            x, y = ax.transData.transform((k, t))
+            drawn = pixels[round(pixels.shape[0] - y), round(x)]
+            expected = image.cmap(image.norm(norms[t - 1, k - 1])) if k <= t else (1, 1, 1, 1)
+            np.testing.assert_allclose(drawn, expected, atol=0.01, err_msg=f"t = {t}, k = {k}")
+
+
+def test_the_distance_plot_has_a_log_y_axis():
+    ax = flow.plot_distance([_report_with_zeros()]).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"
