@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import itertools
 import struct
 
 import numpy as np
@@ -428,3 +429,208 @@ def test_a_write_the_system_refuses_names_the_output_not_its_temporary_file(
     assert (run.returncode, run.stderr) == (
         2, f"bptt: error: cannot write pictures/flow.png: {reason}.\n")
     assert list((tmp_path / "pictures").iterdir()) == []
+
+
+# --- mutation audit (2): flow.py's checks, its boundaries and its pictures ------------------
+
+
+def test_a_text_of_one_character_is_refused_as_too_short():
+    """One character has no next character to predict: the message says so (not
+    'seq_len must be from 1 to 500, got 0', a number the user never gave)."""
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    with pytest.raises(bptt.BpttError, match=r"^the text needs at least 2 characters \(an input "
+                                             r"and its next-character target\)$"):
+        flow.flow_for_model(params, list("abc"), "a")
+
+
+def test_a_sequence_of_the_largest_length_is_drawn():
+    text = "abcd" * 126  # 504 characters: room for 500 steps
+    report = flow.flow_on_text(text, hidden=2, seq_len=flow.MAX_SEQ_LEN)
+    assert report.T == 500 and report.norms.shape == (500, 500) and report.text == text[:501]
+
+
+def test_a_model_that_predicts_other_symbols_than_its_vocabulary_is_refused():
+    params = bptt.init_params("rnn", 3, 4, 4, rng=np.random.default_rng(0), dtype=np.float64)
+    with pytest.raises(bptt.BpttError, match=r"^the model reads 3 and predicts 4 symbols, but its "
+                                             r"vocabulary has 3$"):
+        flow.flow_for_model(params, list("abc"), "abcab")
+
+
+def test_a_fresh_lstm_says_its_forget_bias_in_the_source():
+    text = "abcabcab"
+    assert flow.flow_on_text(text, "lstm", hidden=2).source == (
+        "fresh model, seed 0, LSTM forget bias 1")
+    assert flow.flow_on_text(text, "lstm", hidden=2, seed=2, forget_bias=2.5).source == (
+        "fresh model, seed 2, LSTM forget bias 2.5")
+    assert flow.flow_on_text(text, "lstm", hidden=2, forget_bias=None).source == (
+        "fresh model, seed 0")
+    assert flow.flow_on_text(text, "gru", hidden=2).source == "fresh model, seed 0"
+
+
+def _report_with_zeros(zero_everywhere=False):
+    """A report whose F holds norms of exactly 0 (a model whose head reads nothing of h)."""
+    norms = np.array([[0.5, np.nan, np.nan], [0.0, 2.0, np.nan], [0.25, 0.0, 4.0]])
+    if zero_everywhere:
+        norms = np.where(np.isnan(norms), np.nan, 0.0)
+    return flow.FlowReport("rnn", 4, 1, "abcd", norms, "test")
+
+
+def test_norms_of_zero_are_left_blank_on_a_log_scale_of_the_positive_ones():
+    """A norm of 0 has no place on a log scale: it is masked, and the colour scale runs over
+    the positive norms only (vmin 0 makes the LogNorm fail to draw)."""
+    import io
+
+    for fig in (flow.plot_flow(_report_with_zeros()), flow.plot_compare([_report_with_zeros()])):
+        image = fig.axes[0].images[0]
+        assert (image.norm.vmin, image.norm.vmax) == (0.25, 4.0)
+        np.testing.assert_array_equal(image.get_array().mask, [[False, True, True],
+                                                               [True, False, True],
+                                                               [False, True, False]])
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def test_a_flow_of_zeros_only_is_drawn_blank():
+    import io
+
+    fig = flow.plot_flow(_report_with_zeros(zero_everywhere=True))
+    image = fig.axes[0].images[0]
+    assert image.get_array().mask.all()
+    assert (image.norm.vmin, image.norm.vmax) == (1e-12, 1.0)
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def test_each_heatmap_is_titled_with_its_cell_and_sizes_and_the_panels_do_not_overlap():
+    reports = flow.compare_cells("abcabcab", hidden=3)
+    fig = flow.plot_compare(reports)
+    *panels, bar = fig.axes
+    assert [ax.get_title() for ax in panels] == ["rnn, H = 3, L = 1", "lstm, H = 3, L = 1",
+                                                 "gru, H = 3, L = 1"]
+    boxes = [ax.get_position() for ax in fig.axes]  # in figure fractions, left to right
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
+    assert boxes[0].x0 > 0 and boxes[-1].x1 < 1
+
+
+def test_the_distance_plot_leaves_out_a_mean_of_zero_and_a_figure_of_0_is_refused():
+    """A mean of 0 has no place on the log axis (it is not drawn, not clipped to the bottom);
+    fig=0 is no Figure, though it is false like None."""
+    report = _report_with_zeros()  # means by distance: 13/6, 0, 0.25
+    [line] = flow.plot_distance([report]).axes[0].lines
+    np.testing.assert_array_equal(line.get_xdata(), [0, 2])
+    np.testing.assert_allclose(line.get_ydata(), [6.5 / 3, 0.25], rtol=1e-15)
+    for plot in (flow.plot_flow, flow.plot_distance):
+        with pytest.raises(bptt.BpttError, match=r"^fig must be a matplotlib Figure .*got int$"):
+            plot(report, fig=0)
+
+
+def test_the_compared_heatmaps_are_titled_with_the_sequences_length_and_source():
+    reports = flow.compare_cells("abcabcab", hidden=3, seed=4)
+    fig = flow.plot_compare(reports)
+    assert fig._suptitle.get_text() == ("‖∂J_t/∂h_k‖ over (t, k), T = 7, same sequence — "
+                                        "fresh models, seed 4, LSTM forget bias 1")
+
+
+def test_a_checkpoint_without_a_vocabulary_is_refused_by_name(tmp_path):
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    (tmp_path / "run").mkdir()
+    checkpoint.save_model(tmp_path / "run", params)
+    with pytest.raises(bptt.BpttError, match=r"run has no character vocabulary: bptt flow needs "
+                                             r"a character model$"):
+        flow.flow_for_checkpoint(tmp_path / "run", "abcab")
+
+
+def test_the_command_takes_seq_len_up_to_the_largest_and_refuses_one_more(
+        monkeypatch, capsys):
+    """(The bound lowered to 5 so that the run is short: --seq-len 5 is drawn, 6 refused
+    before anything is computed or written.)"""
+    from bptt import cli
+
+    written = _no_files_written(monkeypatch)
+    monkeypatch.setattr(flow, "MAX_SEQ_LEN", 5)
+    argv = ["flow", "--text", "abcabcab", "--hidden", "2"]
+    assert cli.main([*argv, "--seq-len", "5"]) == 0
+    assert "(T = 5; t, k = 1 … 5)" in capsys.readouterr().out and len(written) == 1
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--seq-len", "6"])
+    assert exit_.value.code == 2 and len(written) == 1
+    assert "--seq-len must be from 1 to 5, got 6" in capsys.readouterr().err
+
+
+def _no_files_written(monkeypatch) -> list:
+    """bptt flow's writing of its three files replaced by a list of the calls (the PNGs take
+    most of a run's time; the tests above check the files)."""
+    import bptt.cli.flow
+
+    calls = []
+    monkeypatch.setattr(bptt.cli.flow, "_write", lambda *args: calls.append(args))
+    return calls
+
+
+def test_compare_draws_32_units_by_default(monkeypatch, capsys):
+    from bptt import cli
+
+    _no_files_written(monkeypatch)
+    assert cli.main(["flow", "--compare", "--text", "abcab"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in out[3:6]] == [
+        [cell, "H", "=", "32"] for cell in ("rnn", "lstm", "gru")]
+
+
+def test_the_summary_shows_a_text_of_40_characters_whole(monkeypatch, capsys):
+    from bptt import cli
+
+    _no_files_written(monkeypatch)
+    text = "abcdefghij" * 4  # 40 characters: T = 39
+    assert cli.main(["flow", "--text", text, "--hidden", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"Gradient flow ‖∂J_t/∂h_k‖ on {text!r} (T = 39;")
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--cell", "lstm"), ("--torch-init", None)])
+def test_a_fresh_models_flag_is_refused_with_a_checkpoint(capsys, flag, value):
+    """The checkpoint fixes its cell: without the refusal --cell lstm would be ignored silently
+    (the picture is of the checkpoint's own cell)."""
+    from bptt import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["flow", "--checkpoint", "run", flag, *([value] if value else [])])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"bptt: error: {flag} does not apply with --checkpoint (the model fixes it)\n")
+
+
+@pytest.mark.parametrize("seq_len", [2.5, "3", True])
+def test_the_sequence_length_of_a_model_or_checkpoint_is_checked_as_an_integer(tmp_path, seq_len):
+    """flow_for_model and flow_for_checkpoint took seq_len unchecked: 2.5 and "3" were raw
+    TypeErrors from numpy and from <=, and True drew one step (flow_on_text refused them)."""
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    (tmp_path / "run").mkdir()
+    checkpoint.save_model(tmp_path / "run", params, list("abc"))
+    message = rf"^seq_len must be an integer >= 1, got {seq_len!r}$"
+    with pytest.raises(bptt.BpttError, match=message):
+        flow.flow_for_model(params, list("abc"), "abcabc", seq_len=seq_len)
+    with pytest.raises(bptt.BpttError, match=message):
+        flow.flow_for_checkpoint(tmp_path / "run", "abcabc", seq_len=seq_len)
+
+
+def test_the_heatmap_draws_each_f_t_k_at_its_step_k_and_loss_t():
+    """The colour at (k, t) on the axes is the colour of F[t, k] (1-based on the axes), and
+    k > t is blank: drawn from the bottom up (origin "lower"), the rows were upside down
+    under their labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    norms = np.array([[0.5, np.nan, np.nan], [1.0, 2.0, np.nan], [0.25, 3.0, 4.0]])
+    fig = flow.plot_flow(flow.FlowReport("rnn", 4, 1, "abcd", norms, "test"))
+    FigureCanvasAgg(fig).draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba()) / 255
+    ax = fig.axes[0]
+    image = ax.images[0]
+    for t in range(1, 4):
+        for k in range(1, 4):
+            x, y = ax.transData.transform((k, t))
+            drawn = pixels[round(pixels.shape[0] - y), round(x)]
+            expected = image.cmap(image.norm(norms[t - 1, k - 1])) if k <= t else (1, 1, 1, 1)
+            np.testing.assert_allclose(drawn, expected, atol=0.01, err_msg=f"t = {t}, k = {k}")
+
+
+def test_the_distance_plot_has_a_log_y_axis():
+    ax = flow.plot_distance([_report_with_zeros()]).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"

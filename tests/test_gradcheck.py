@@ -330,3 +330,48 @@ def test_numerical_grads_are_central_differences_of_forward_loss_bit_for_bit(cel
                     state = tuple(state) if cell == "lstm" else state[0]
                     loss.append(bptt.forward_loss(params, inputs, targets, state))
             assert grad.reshape(-1)[index] == (loss[0] - loss[1]) / (2 * eps), (key, index)
+
+
+# ---- mutation audit (5): gradcheck.py and its command ----
+
+
+def test_sampled_differences_without_a_generator_check_the_same_entries_every_run():
+    """rng None stands for default_rng(0): a rerun checks the same entries (a fresh
+    Generator each call made the NaN pattern, and a reported worst entry, change)."""
+    params, ids, labels, h0 = bptt.gradcheck.random_problem("rnn", 3, 3, 2, 1, seed=0)
+    first, first_h0 = numerical_grads(params, ids, labels, h0, sample=2)
+    again, again_h0 = numerical_grads(params, ids, labels, h0, sample=2)
+    seeded, _ = numerical_grads(params, ids, labels, h0, sample=2, rng=np.random.default_rng(0))
+    for key in params:
+        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+        np.testing.assert_array_equal(first[key], seeded[key], err_msg=key)
+    np.testing.assert_array_equal(first_h0, again_h0)
+
+
+def test_entries_the_witness_did_not_compute_are_neither_errors_nor_the_worst():
+    """A NaN under test where the witness has none is not an error; the worst entry is one
+    the witness computed (an entry it skipped was named the worst, with NaN as its value)."""
+    both = compare_arrays("W", np.array([1.0, np.nan]), np.array([1.0, np.nan]))
+    assert (both.max_rel, both.worst) == (0.0, (0,))
+    skipped = compare_arrays("W", np.array([1.0, 2.0]), np.array([np.nan, 2.0]))
+    assert (skipped.max_rel, skipped.worst, skipped.a_worst, skipped.b_worst) == (
+        0.0, (1,), 2.0, 2.0)
+
+
+def test_the_scale_of_tensors_near_zero_is_held_at_tiny():
+    """rel = max |a − b| / max(max (|a| + |b|), 1e-300): below the floor, the error is
+    measured against 1e-300."""
+    assert bptt.gradcheck.relative_error(np.array([1e-301]), np.zeros(1)) == pytest.approx(
+        0.1, rel=1e-12)
+    assert bptt.gradcheck.relative_error(np.array([4e-300]), np.zeros(1)) == 1.0
+
+
+def test_the_torch_witness_is_held_to_its_own_tolerance():
+    """1e-9 is within finite differences' 1e-7 but not torch's 1e-10 (float64 autograd)."""
+    from bptt.gradcheck import Comparison, Row
+
+    ok = Comparison("W", 0.0, 0.0, (), 0.0, 0.0)
+    row = Row("rnn", 1, "W", ok, ok, Comparison("W", 1e-9, 1e-9, (0,), 1.0, 1.0))
+    assert row.witnesses()[2][::2] == ("torch", 1e-10)
+    assert not row.passed
+    assert Row("rnn", 1, "W", ok, ok, Comparison("W", 1e-10, 1e-10, (0,), 1.0, 1.0)).passed

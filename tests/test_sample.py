@@ -317,3 +317,69 @@ def test_a_state_that_overflows_stops_generation_before_it_is_fed_back(cell, lay
 
     assert finite_state_after("\n" + "".join(got[:-2]))
     assert not finite_state_after("\n" + "".join(got[:-1]))
+
+
+# --- mutation audit: sample.py's checks, its stop and its command ---------------------------
+
+
+@pytest.mark.parametrize("stop", ["", 5])
+def test_a_stop_text_that_is_empty_or_no_string_is_refused(stop):
+    """An empty stop text is never found: unrefused, generation would run to its full length."""
+    with pytest.raises(bptt.BpttError, match=rf"^the stop text must be a non-empty string, got "
+                                             rf"{stop!r}$"):
+        generate(model(), VOCAB, 5, stop=stop, rng=np.random.default_rng(0))
+
+
+def test_a_prime_outside_the_vocabulary_is_counted_and_its_first_five_characters_named():
+    with pytest.raises(bptt.DataError, match=r"^the prime text has 6 character\(s\) not in the "
+                                             r"model's vocabulary: 'u', 'v', 'w', 'x', 'y'; use "
+                                             r"only characters the model was trained on$"):
+        generate(model(), VOCAB, 5, prime="abzyxwvu")
+
+
+def _saved_model(tmp_path, config=None):
+    """A model saved as a run directory, as bptt sample reads it (its params as loaded)."""
+    from bptt import checkpoint
+
+    (tmp_path / "run").mkdir()
+    checkpoint.save_model(tmp_path / "run", sharp_model(), VOCAB, config)
+    return checkpoint.load_model(tmp_path / "run").params
+
+
+def test_the_sample_command_prints_the_prime_then_500_characters_at_temperature_1(
+        tmp_path, capsys):
+    from bptt import cli
+
+    params = _saved_model(tmp_path)
+    assert cli.main(["sample", str(tmp_path / "run"), "--prime", "ab", "--seed", "3"]) == 0
+    expected = sample_text(params, VOCAB, 500, 1.0, "ab", np.random.default_rng(3))
+    assert capsys.readouterr().out == "ab" + expected + "\n"
+
+
+def test_the_sample_command_reads_a_prime_with_the_models_unknown_token(tmp_path, capsys):
+    from bptt import cli
+
+    params = _saved_model(tmp_path, {"unk": "e"})
+    argv = ["sample", str(tmp_path / "run"), "--prime", "ab☃", "--length", "30", "--seed", "4"]
+    assert cli.main(argv) == 0
+    expected = sample_text(params, VOCAB, 30, 1.0, "abe", np.random.default_rng(4))
+    assert capsys.readouterr().out == "ab☃" + expected + "\n"
+
+
+def test_the_sample_command_refuses_an_empty_stop_text(tmp_path, capsys):
+    from bptt import cli
+
+    _saved_model(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["sample", str(tmp_path / "run"), "--stop", ""])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "bptt: error: --stop needs at least one character\n"
+
+
+def test_a_prime_read_in_chunks_reads_every_character(monkeypatch):
+    """Chunks of 2 of a prime of 6 characters: 0–1, 2–3, 4–5, the last character among them
+    (the sharp model's next character follows the last one read)."""
+    params = sharp_model()
+    whole = sample_text(params, VOCAB, 30, prime="abcdea", rng=np.random.default_rng(5))
+    monkeypatch.setattr(sample, "PRIME_CHUNK", 2)
+    assert sample_text(params, VOCAB, 30, prime="abcdea", rng=np.random.default_rng(5)) == whole

@@ -201,3 +201,21 @@ def test_terms_takes_sizes_up_to_its_limits(tmp_path, args, code):
     assert run.returncode == code, run.stderr
     if code:
         assert "keep --seq-len <= 50 and --hidden <= 64" in run.stderr
+
+
+# --- mutation audit (2): the printed norms and vectors -------------------------------------
+
+
+def test_the_text_gives_both_norms_of_dWhh_and_vectors_of_eight_entries_whole(capsys):
+    """The two ‖·‖_F lines are of the sum of the terms and of the efficient dW^hh (each its
+    own); a vector of SHOWN = 8 entries is printed whole, each to 6 decimals, with no "…"."""
+    from bptt import cli
+
+    assert cli.main(["terms", "--hidden", "8", "--seq-len", "2", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    e = terms.expand_whh("rnn", 2, 8, 1)
+    assert f"\nΣ of all terms      ‖·‖_F = {np.linalg.norm(e.grad_sum):.12e}\n" in out
+    assert f"\nefficient dW^hh     ‖·‖_F = {np.linalg.norm(e.grad_efficient):.12e}\n" in out
+    values = ", ".join(f"{x:+.6f}" for x in e.dJt_dh[1, 0].reshape(-1))
+    assert f"    ∂J_2/∂h_1 = [{values}]\n" in out
+    assert "…]" not in out

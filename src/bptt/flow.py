@@ -205,6 +205,8 @@ def _ids(text: str, vocab: Sequence[str], seq_len: int | None, unk: str | None =
                         "target)")
     if seq_len is None:
         seq_len = min(ids.size - 1, DEFAULT_SEQ_LEN)
+    if not is_int(seq_len):  # (2.5 and "3" were TypeErrors, True one step)
+        raise BpttError(f"seq_len must be an integer >= 1, got {seq_len!r}")
     if not 1 <= seq_len <= MAX_SEQ_LEN:
         raise BpttError(f"seq_len must be from 1 to {MAX_SEQ_LEN}, got {seq_len}")
     if seq_len > ids.size - 1:

@@ -428,3 +428,58 @@ def test_your_gru_backward_is_checked_with_cell_gru(tmp_path):
     run = bptt("gradcheck", "--backward", spec, "--cell", "gru", cwd=tmp_path)
     assert run.returncode == 1, run.stderr
     assert "The error through the direct path z_t ⊙ h_{t−1} is not carried back" in run.stdout
+
+
+# --- mutation audit: the model check's report, as the library computes it ------------------
+
+
+def test_the_json_rows_give_each_witness_error_and_the_worst_entry_of_the_library(capsys):
+    from bptt import gradcheck
+
+    code, out = _gradcheck(capsys, "--json", "--cell", "gru", "--layers", "1", "--no-torch",
+                           "--hidden", "2", "--seq-len", "3", "--batch", "1", "--seed", "2")
+    assert code == 0
+    rows = gradcheck.check_model("gru", 2, 3, 1, 1, 2, use_torch=False)
+    assert [(r["param"], r["rel_vs_reference"], r["rel_vs_finite_diff"], r["rel_vs_torch"],
+             r["worst"], r["worst_values"]) for r in json.loads(out)["rows"]] == [
+        (row.name, row.vs_reference.max_rel, row.vs_numeric.max_rel, None,
+         list(row.worst.worst), [row.worst.a_worst, row.worst.b_worst]) for row in rows]
+
+
+def test_the_table_states_the_torch_tolerance_and_gives_each_rows_torch_error(capsys, torch):
+    from bptt import gradcheck
+
+    code, out = _gradcheck(capsys, "--cell", "rnn", "--layers", "1", "--hidden", "2",
+                           "--seq-len", "2", "--batch", "1")
+    assert code == 0
+    assert out.startswith("Relative errors, max |a - b| / max(|a| + |b|) over each tensor; "
+                          "tolerances: reference 1e-12, finite differences 1e-07, torch 1e-10\n")
+    rows = gradcheck.check_model("rnn", 2, 2, 1, 1, 0, use_torch=True)
+    table = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in out.splitlines() if line.startswith("| rnn | 1 |")]
+    assert [cells[2:6] for cells in table] == [
+        [row.name, f"{row.vs_reference.max_rel:.1e}", f"{row.vs_numeric.max_rel:.1e}",
+         f"{row.vs_torch.max_rel:.1e}"] for row in rows]
+    assert out.endswith(f"\n{len(rows)} passed, 0 failed\n")
+
+
+def test_the_problem_line_gives_its_sizes_and_the_last_counts_passes_and_failures(monkeypatch, capsys):
+    import dataclasses
+
+    import numpy as np
+
+    from bptt import gradcheck
+
+    real = gradcheck.check_model
+
+    def two_rows_fail(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        wrong = gradcheck.compare_arrays("W", np.full(3, 2.0), np.ones(3))
+        return [dataclasses.replace(row, vs_numeric=wrong) for row in rows[:2]] + rows[2:]
+
+    monkeypatch.setattr(gradcheck, "check_model", two_rows_fail)
+    code, out = _gradcheck(capsys, "--cell", "rnn", "--layers", "1", "--no-torch", "--hidden",
+                           "2", "--seq-len", "2", "--batch", "1")
+    assert code == 1 and out.endswith("\n4 passed, 2 failed\n")
+    assert out.splitlines()[1] == ("Problem: float64, H = 2, T = 2, B = 1, random non-zero "
+                                   "biases and initial state, seed 0")
