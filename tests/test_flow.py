@@ -634,3 +634,31 @@ def test_the_heatmap_draws_each_f_t_k_at_its_step_k_and_loss_t():
 def test_the_distance_plot_has_a_log_y_axis():
     ax = flow.plot_distance([_report_with_zeros()]).axes[0]
     assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"
+
+
+@pytest.mark.parametrize("text", [b"abcab", None, list("abcab")], ids=["bytes", "None", "list"])
+def test_a_text_that_is_no_str_is_one_clear_error_at_every_entry_point(tmp_path, text):
+    """It was an AttributeError or a TypeError from deep inside (bytes has no .encode); a
+    checkpoint is not read for it."""
+    params = bptt.init_params("rnn", 3, 2, 3, rng=np.random.default_rng(0), dtype=np.float64)
+    message = rf"^text must be a str, got {type(text).__name__}$"
+    for call in (lambda: flow.flow_on_text(text, hidden=2),
+                 lambda: flow.compare_cells(text, hidden=2),
+                 lambda: flow.flow_for_model(params, list("abc"), text)):
+        with pytest.raises(bptt.BpttError, match=message):
+            call()
+    if text is not None:  # (None: the checkpoint's default text)
+        with pytest.raises(bptt.BpttError, match=message):
+            flow.flow_for_checkpoint(tmp_path / "no-such-run", text)
+
+
+def test_the_decay_of_a_last_loss_that_reaches_not_even_its_own_step_is_nan_unwarned():
+    """F[T−1, T−1] = 0 (a head that reads nothing of h): 0/0 gave numpy's RuntimeWarning."""
+    import warnings
+
+    norms = np.array([[0.0, np.nan], [0.0, 0.0]])
+    report = flow.FlowReport("rnn", 4, 1, "abc", norms, "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(report.decay())
+    assert _report_with_zeros().decay() == 0.25 / 4.0

@@ -34,6 +34,7 @@ Arrays are 0-based; the plots and the CSV label steps 1 … T as the derivation 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,8 +189,18 @@ class FlowReport:
         return mean_by_distance(self.norms)
 
     def decay(self) -> float:
-        """F[T−1, 0] / F[T−1, T−1]: how much of the last loss's error reaches the first step."""
-        return float(self.norms[-1, 0] / self.norms[-1, -1])
+        """F[T−1, 0] / F[T−1, T−1]: how much of the last loss's error reaches the first step;
+        nan when F[T−1, T−1] = 0 (no error of the last loss reaches even its own step: a head
+        that reads nothing of h), without numpy's warning."""
+        last = self.norms[-1, -1]
+        return float(self.norms[-1, 0] / last) if last != 0 else math.nan
+
+
+def _check_text(text: object) -> None:
+    """BpttError unless ``text`` is a str (bytes, a list of characters or None are no text
+    here: they failed deep inside with an AttributeError or a TypeError)."""
+    if not isinstance(text, str):
+        raise BpttError(f"text must be a str, got {type(text).__name__}")
 
 
 def _ids(text: str, vocab: Sequence[str], seq_len: int | None, unk: str | None = None
@@ -234,6 +245,7 @@ def flow_for_model(
     the vocabulary are read as (as ``bptt sample`` reads a prime); None: they are an error.
     """
     shapes = models.check_params(params)
+    _check_text(text)
     if unk is not None and (not isinstance(unk, str) or unk not in vocab):
         raise BpttError(f"the unknown-character token {unk!r} is not in the model's vocabulary")
     ids, T = _ids(text, vocab, seq_len, unk)
@@ -261,6 +273,7 @@ def flow_on_text(
     """
     from bptt.data import Vocab
 
+    _check_text(text)
     seed = check_int("seed", seed, 0)
     if seq_len is not None:
         seq_len = check_int("seq_len", seq_len, 1)
@@ -288,6 +301,8 @@ def flow_for_checkpoint(
 
     if not isinstance(path, (str, os.PathLike)):
         raise BpttError(f"path must be a checkpoint's path, got {type(path).__name__}")
+    if text is not None:
+        _check_text(text)
     model = checkpoint.load_model(path)
     if not model.vocab:
         raise BpttError(f"{path} has no character vocabulary: bptt flow needs a character model")
