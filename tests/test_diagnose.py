@@ -1519,3 +1519,62 @@ def test_an_lstm_that_ignores_its_initial_state_and_cell_state_is_named():
         "Your function ignores the initial state (h0, c0) it is given and starts from zeros: "
         "its gradients are exactly those of the same network with h0 = c0 = 0. Start the "
         "forward from it; it matters whenever the state is carried between chunks.")
+
+
+def test_the_localisation_sentence_names_the_first_wrong_loss_counted_from_1():
+    loc = diagnose.check_backward(load("clipped_carry")).localisation
+    assert loc.message.startswith(
+        "Run on the first T' = 1 … 5 steps, your gradient differs first in the terms of J_2 "
+        "(t counted from 1): J_1 right, J_2 WRONG, J_3 WRONG, J_4 WRONG, J_5 WRONG. The terms "
+        "of J_1 are right, so a single step is right")
+
+
+@pytest.mark.parametrize("example", ["missing_tanh_derivative", "tanh_derivative_at_pre_activation",
+                                     "tanh_applied_twice", "activation_for_derivative"])
+def test_a_wrong_tanh_derivative_is_told_the_line_that_computes_it(example):
+    report = diagnose.check_backward(load(example))
+    assert report.diagnosis.message.endswith("dJ_dz = dJ_dh * (1 - h_t**2).")
+
+
+def test_a_nan_loss_returned_twice_is_not_called_state_kept_between_calls():
+    """Two calls that both return a NaN loss return the same: NaN ≠ NaN is no change."""
+    def nan_loss(params, inputs, targets, h0=None, truncate=None):
+        _, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return float("nan"), grads, h_last
+
+    report = diagnose.check_backward(nan_loss)
+    assert report.repeatable and report.failures() == ["the loss differs"]
+    assert not any("Called a second time" in m for m in report.messages())
+
+
+def test_the_lstm_is_checked_with_a_c0_of_its_own():
+    """c0 is random and not h0: a backward that starts its cell state from h0 fails."""
+    problem = lstm_problem()
+    assert np.abs(problem.c0 - problem.h0).max() > 0.1 and np.all(problem.c0 != 0)
+
+    def c0_from_h0(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=(h0[0], h0[0].copy()))
+
+    assert not diagnose.check_backward(c0_from_h0, problem).passed
+
+
+def test_a_sigma_gates_derivative_written_as_tanhs_is_named():
+    i_as_tanh = _source_changed("lstm", "dJ_da_i = dJ_di * i * (1 - i)",
+                                "dJ_da_i = dJ_di * (1 - i**2)")
+    report = diagnose.check_backward(i_as_tanh, lstm_problem())
+    assert report.diagnosis is not None
+    assert report.diagnosis.name == "lstm-other-activation-derivative"
+    assert report.diagnosis.message == (
+        "The derivative of gate i's activation (input gate) is tanh's, 1 − i_t², but i_t = "
+        "σ(a^i_t): ∂i_t/∂a^i_t = i_t ⊙ (1 − i_t): dJ_da_i = dJ_di * i * (1 - i).")
+
+
+def test_a_gru_mixup_in_n_says_the_r_rows_go_wrong_with_it():
+    n_at_z = _source_changed("gru", "dJ_da_n = dJ_dn * (1 - n**2)",
+                             "dJ_da_n = dJ_dn * (1 - z**2)")
+    report = diagnose.check_backward(n_at_z, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is not None and report.diagnosis.name == "gru-gate-mixup"
+    assert ("Gate mix-up: the derivative of gate n (candidate state) is taken at gate z's "
+            "activation, 1 − z_t²," in report.diagnosis.message)
+    assert ("Gate n's rows (block 3 of 3) and r's, whose error passes through it, go wrong "
+            "first" in report.diagnosis.message)
