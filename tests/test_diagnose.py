@@ -1578,3 +1578,17 @@ def test_a_gru_mixup_in_n_says_the_r_rows_go_wrong_with_it():
             "activation, 1 − z_t²," in report.diagnosis.message)
     assert ("Gate n's rows (block 3 of 3) and r's, whose error passes through it, go wrong "
             "first" in report.diagnosis.message)
+
+
+def test_a_missing_dJ_dc0_under_truncation_to_one_step_is_not_called_a_cut_c_path():
+    """Truncated to 1 step nothing is carried between steps, so "the c-path cut" changes only
+    ∂J/∂c0, as "∂J/∂c0 is zero" does: the learner whose only mistake was a zero dc0 was told to
+    carry dJ_dc back and add it to the next step's, which would break their truncation."""
+    def c0_zero(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, terms = reference.loss_and_grads(params, inputs, targets, h0=h0,
+                                                      truncate=truncate, cell="lstm")
+        return loss, dict(grads, h0=terms.dJ_dstate0[0], c0=np.zeros_like(h0[1]))
+
+    report = diagnose.check_backward(c0_zero, lstm_problem(truncate=1))
+    assert report.diagnosis is not None and report.diagnosis.name == "c0-missing"
+    assert "carried back" not in " ".join(report.messages())
