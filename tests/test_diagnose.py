@@ -1592,3 +1592,24 @@ def test_a_missing_dJ_dc0_under_truncation_to_one_step_is_not_called_a_cut_c_pat
     report = diagnose.check_backward(c0_zero, lstm_problem(truncate=1))
     assert report.diagnosis is not None and report.diagnosis.name == "c0-missing"
     assert "carried back" not in " ".join(report.messages())
+
+
+def test_a_wrong_dJ_dc0_alone_is_told_what_dJ_dc0_is():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(c0=grads["c0"] + 0.1)), lstm_problem())
+    assert report.diagnosis is None and report.failures() == ["1 of 8 gradients differ from "
+                                                               "the reference"]
+    assert report.messages() == ["Your ∂J/∂c0 differs from the reference: c_1 = f_1 ⊙ c0 + i_1 "
+                                 "⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1."]
+
+
+def test_a_bug_is_named_when_its_gradient_is_reproduced_to_MATCH_TOL():
+    """−(1 + 1e-8) × the reference misses −1 × it by 5e-9 in compare_arrays' measure: past
+    PASS_TOL (1e-9), within MATCH_TOL (1e-8), so still the flipped sign."""
+    def nearly_flipped(params, inputs, targets, h0=None, truncate=None):
+        result = bptt.backprop(params, inputs, targets, h0=h0)
+        grads = dict(result.grads, h0=result.dJ_dstate0)
+        return {k: -(1 + 1e-8) * v for k, v in grads.items()}
+
+    report = diagnose.check_backward(nearly_flipped)
+    assert report.diagnosis is not None and report.diagnosis.name == "sign"
