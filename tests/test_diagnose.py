@@ -1373,6 +1373,9 @@ def test_swapped_dJ_dh0_and_dJ_dc0_are_named():
 
     report = diagnose.check_backward(_lstm_changed(swap), lstm_problem())
     assert report.diagnosis is not None and report.diagnosis.name == "state-gradients-swapped"
+    assert report.diagnosis.message.endswith(
+        "∂J/∂h0 = W^hhᵀ ∂J/∂a_1 (the error carried through W^hh), ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1 "
+        "(through the cell state).")
 
 
 
