@@ -7,6 +7,7 @@ RNN backward); correct.py is the same code without the bug.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -1616,3 +1617,61 @@ def test_a_bug_is_named_when_its_gradient_is_reproduced_to_MATCH_TOL():
 
     report = diagnose.check_backward(nearly_flipped)
     assert report.diagnosis is not None and report.diagnosis.name == "sign"
+
+
+def test_the_lstm_problem_says_it_starts_from_a_random_h0_and_c0():
+    assert lstm_problem(truncate=2).describe() == (
+        "LSTM (gates i, f, g, o), T = 5, B = 2, H = 4, D = 5, V = 4, float64, random non-zero "
+        "biases and h0 and c0 (seed 0), truncated to 2 steps")
+
+
+def test_a_wrong_lstm_final_state_is_told_to_start_from_h0_and_c0():
+    correct = load_lstm("lstm_correct")
+
+    def h_off(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, (h_T, c_T) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (h_T + 0.1, c_T)
+
+    report = diagnose.check_backward(h_off, lstm_problem())
+    assert report.failures() == ["h_last differs"]
+    assert report.messages()[0].endswith("h_t = o_t ⊙ tanh c_t, starting from h0 and c0).")
+
+
+def test_a_file_imports_its_own_neighbour_before_one_in_the_current_directory(tmp_path,
+                                                                              monkeypatch):
+    """As ``python mine.py`` does: the file's directory comes first in sys.path."""
+    name = "_bptt_test_neighbour"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / f"{name}.py").write_text("WHICH = 'beside the file'\n")
+    (tmp_path / f"{name}.py").write_text("WHICH = 'in the current directory'\n")
+    (tmp_path / "mine" / "backward.py").write_text(f"from {name} import WHICH\n\n\n"
+                                                   "def fn():\n    return WHICH\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        assert diagnose.load_backward("mine/backward.py:fn")() == "beside the file"
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_a_bug_at_T_equal_1_in_both_weights_names_both_inputs():
+    def both_doubled(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return loss, dict(grads, Wxh=2 * grads["Wxh"], Whh=2 * grads["Whh"]), h_last
+
+    loc = diagnose.check_backward(both_doubled).localisation
+    assert loc.first_wrong == 0 and loc.message.endswith(
+        "what it is multiplied by is wrong, the input x_t for W^xh and the previous state h0 "
+        "for W^hh.")
+
+
+def test_a_float32_result_far_off_says_by_how_much():
+    def doubled_in_float32(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {k: (2 * v).astype(np.float32) for k, v in grads.items()}
+
+    report = diagnose.check_backward(doubled_in_float32)
+    worst = max(p.comparison.max_rel for p in report.params)
+    assert 0.3 < worst < 0.4  # |2r − r| / (|2r| + |r|) = 1/3
+    assert f"differ from the reference by up to {worst:.1g}: far more than float32's" in \
+        report.messages()[0]
