@@ -1675,3 +1675,20 @@ def test_a_float32_result_far_off_says_by_how_much():
     assert 0.3 < worst < 0.4  # |2r − r| / (|2r| + |r|) = 1/3
     assert f"differ from the reference by up to {worst:.1g}: far more than float32's" in \
         report.messages()[0]
+
+
+def test_lstm_weight_gradients_only_transposed_are_not_said_to_be_carried_back_wrongly():
+    """dW^xh and dW^hh returned transposed (right values), nothing else wrong: the first step
+    alone, judged on the biases only (the weights are not in their shape), said "every gate's
+    rows are right: … the mistake is in how the errors ∂J/∂h and ∂J/∂c are carried back"."""
+    def weights_transposed(grads, *_):
+        grads.update(Wxh=grads["Wxh"].T, Whh=grads["Whh"].T)
+
+    report = diagnose.check_backward(_lstm_changed(weights_transposed), lstm_problem())
+    assert report.diagnosis is None and not report.passed
+    assert not any("carried back" in m for m in report.messages())
+    assert [m for m in report.messages() if "transposed" in m] == [
+        "W^xh: Your ∂J/∂W^xh has the right values, transposed: return it in the shape of W^xh, "
+        "(16, 5).",
+        "W^hh: Your ∂J/∂W^hh has the right values, transposed: return it in the shape of W^hh, "
+        "(16, 4)."]
