@@ -1692,3 +1692,170 @@ def test_lstm_weight_gradients_only_transposed_are_not_said_to_be_carried_back_w
         "(16, 5).",
         "W^hh: Your ∂J/∂W^hh has the right values, transposed: return it in the shape of W^hh, "
         "(16, 4)."]
+
+
+@pytest.mark.parametrize(("example", "cell", "ending"), [
+    ("sign_flipped", "rnn", "∂J_t/∂y_t = p_t − onehot(label_t), not onehot − p_t; and a gradient "
+                            "is returned before the descent step's minus sign is applied."),
+    ("truncated_two_steps", "rnn", "(If you meant truncated BPTT, check against the truncated "
+                                   "reference: --truncate 2.)"),
+    ("lstm_missing_sigmoid_derivative", "lstm", "so multiply by ∂f_t/∂a^f_t = f_t ⊙ (1 − f_t): "
+                                                "dJ_da_f = dJ_df * f * (1 - f)."),
+    ("lstm_tanh_c_prev", "lstm", "dJ_do = dJ_dh * np.tanh(c) with c = c_t (cs[t + 1] when cs[0] "
+                                 "= c0, not cs[t])."),
+])
+def test_a_diagnosis_ends_with_the_fix(example, cell, ending):
+    fn = diagnose.load_backward(f"{EXAMPLES / example}.py:{cell}_backward")
+    report = diagnose.check_backward(fn, diagnose.make_problem(cell=cell))
+    assert report.diagnosis.message.endswith(ending)
+
+
+@pytest.mark.parametrize(("cell", "key", "said"), [
+    ("lstm", "bxh", "Only db^xh is wrong, and your weight gradients are right: b^xh and b^hh both "
+                    "add to a_t, so each gradient is Σ_t Σ_b ∂J/∂a_t (summed over steps and batch "
+                    "rows), the same for both — accumulate it into each."),
+    ("gru", "bxh", "Only db^xh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^ih_t (summed over steps and batch rows)."),
+    ("gru", "bhh", "Only db^hh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^hh_t (summed over steps and batch rows), whose n block is r_t ⊙ "
+                   "∂J/∂a^n_t: b^hn sits inside r_t ⊙ (W^hn h_{t−1} + b^hn)."),
+])
+def test_a_bias_gradient_left_zero_is_told_its_formula(cell, key, said):
+    correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
+
+    def left_zero(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        return loss, dict(grads, **{key: np.zeros_like(grads[key])}), state
+
+    assert diagnose.check_backward(left_zero, diagnose.make_problem(cell=cell)).messages()[-1] \
+        == said
+
+
+def test_an_lstm_missing_dJ_dh0_is_told_the_lstms_formula():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(h0=np.zeros_like(grads["h0"]))),
+        lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "h0-missing"
+    assert report.diagnosis.message == (
+        "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = W^hhᵀ "
+        "∂J/∂a_1, the error carried one step past the first.")
+
+
+def test_an_lstm_cut_to_one_step_is_told_the_lstms_step_jacobian():
+    def one_step(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, terms = reference.loss_and_grads(params, inputs, targets, h0=h0, truncate=1,
+                                                      cell="lstm")
+        return loss, dict(grads, h0=terms.dJ_dstate0[0], c0=terms.dJ_dstate0[1])
+
+    report = diagnose.check_backward(one_step, lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "truncated"
+    assert report.diagnosis.message.startswith(
+        "Your dW^hh keeps only 1 step of the recurrence: the term ∂(h_t, c_t)/∂(h_{t−1}, "
+        "c_{t−1}) (through W^hh and through c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t) is missing")
+
+
+def test_a_gru_transposed_dWhh_is_told_the_grus_formula():
+    correct = load_gru("gru_correct")
+
+    def whh_transposed(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        return loss, dict(grads, Whh=grads["Whh"].T), state
+
+    report = diagnose.check_backward(whh_transposed, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is not None and report.diagnosis.name == "transposed"
+    assert report.diagnosis.message == (
+        "Your dW^hh is the transpose of the right gradient: ∂J/∂W^hh = Σ_t ∂J/∂a^hh_t h_{t−1}ᵀ, "
+        "shaped like W^hh (3H × H): in batch rows dJ_da_hh.T @ h_prev, not h_prev.T @ dJ_da_hh.")
+
+
+def test_an_lstm_in_tensorflows_gate_order_is_named_as_that_order():
+    order = ("i", "g", "f", "o")  # the learner's blocks of H rows, top to bottom
+
+    def tf_order(params, inputs, targets, h0=None, truncate=None):
+        H = params["Whh"].shape[1]
+
+        def moved(a, to, frm):  # block of gate g from frm's order into to's
+            return np.concatenate([a[frm.index(g) * H:(frm.index(g) + 1) * H] for g in to])
+
+        mine = {k: moved(v, diagnose.GATES, order) if k in ("Wxh", "Whh", "bxh", "bhh") else v
+                for k, v in params.items()}
+        loss, grads, terms = reference.loss_and_grads(mine, inputs, targets, h0=h0, cell="lstm")
+        grads = {k: moved(v, order, diagnose.GATES) if k in ("Wxh", "Whh", "bxh", "bhh") else v
+                 for k, v in grads.items()}
+        return loss, dict(grads, h0=terms.dJ_dstate0[0], c0=terms.dJ_dstate0[1])
+
+    report = diagnose.check_backward(tf_order, lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "lstm-gate-order"
+    assert ("the gate blocks in the order i, g, f, o (TensorFlow 1's LSTMCell's order)"
+            in report.diagnosis.message)
+
+
+def test_a_gru_bug_inside_one_gate_is_placed_on_the_first_step_with_the_grus_factors():
+    halved = _source_changed("gru", "dJ_da_z = dJ_dz * z * (1 - z)",
+                             "dJ_da_z = 0.5 * dJ_dz * z * (1 - z)")
+    report = diagnose.check_backward(halved, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is None
+    assert report.findings[-1] == (
+        "On the first step alone (T = 1, nothing carried back through time) only gate z's rows "
+        "are wrong: the mistake lives in that gate’s part of a single step (its activation's "
+        "derivative, its bias or weights, its factor in n_t = tanh(a^in_t + r_t ⊙ a^hn_t) or "
+        "h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}); later steps spoil the other gates through the "
+        "error carried back.")
+
+
+def test_a_missing_name_lists_up_to_8_functions_of_the_file(tmp_path):
+    for count, listed in ((8, "f1, f2, f3, f4, f5, f6, f7, f8)"),
+                          (9, "f1, f2, f3, f4, f5, f6, f7, f8, …)")):
+        path = tmp_path / f"mine{count}.py"
+        path.write_text("".join(f"def f{n}():\n    pass\n\n\n" for n in range(1, count + 1)))
+        with pytest.raises(BpttError) as raised:
+            diagnose.load_backward(f"{path}:rnn_backward")
+        assert str(raised.value).endswith(f"has no function 'rnn_backward' (it defines: {listed}")
+
+
+def test_a_boolean_gradient_is_judged_as_numbers_not_refused():
+    report = diagnose.check_backward(_changed("bh", lambda g, *_: g["bh"] > 0))
+    row = next(p for p in report.params if p.name == "bh")
+    assert not row.passed and row.comparison is not None
+    assert report.params[0].passed  # the others are still judged
+
+
+def test_a_head_wrong_with_the_recurrence_after_the_first_step_is_said_to_be_the_heads():
+    def off_after_the_first_step(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        off = 0.01 * (inputs.shape[0] - 1)  # zero on the first step alone
+        return loss, dict(grads, Why=grads["Why"] + off, Wxh=grads["Wxh"] + off), h_last
+
+    loc = diagnose.check_backward(off_after_the_first_step).localisation
+    assert loc.first_wrong == 1 and loc.steps[1].wrong == ("Wxh", "Why")
+    assert "The terms of J_1 are right, but the head's terms of J_2 are not (W^hy)" in loc.message
+    assert "a single step is right" not in loc.message
+
+
+def test_a_pass_with_H_equal_to_1_says_what_to_check_again_with():
+    report = diagnose.check_backward(load("correct"), diagnose.make_problem(hidden=1))
+    assert report.passed and report.messages() == [
+        "With H = 1, W^hh is 1 × 1: a transposed dW^hh, or W^hh where W^hhᵀ carries the error "
+        "back, gives the same numbers and cannot show here. Check again with --hidden 2 or more."]
+
+
+def test_a_gradient_left_at_zero_is_judged_without_numpy_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = diagnose.check_backward(_changed("Why", lambda g, *_: np.zeros_like(g["Why"])))
+    assert not report.passed
+
+
+def test_a_second_call_that_returns_other_keys_is_not_repeatable():
+    calls = []
+
+    def h0_only_the_second_time(params, inputs, targets, h0=None, truncate=None):
+        calls.append(1)
+        result = bptt.backprop(params, inputs, targets, h0=h0)
+        if len(calls) % 2 == 0:
+            return dict(result.grads, h0=result.dJ_dstate0)
+        return dict(result.grads)
+
+    report = diagnose.check_backward(h0_only_the_second_time, probe=False)
+    assert not report.repeatable and not report.passed
+    assert report.failures() == ["a second call returns other results"]
