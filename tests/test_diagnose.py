@@ -1703,7 +1703,8 @@ def test_lstm_weight_gradients_only_transposed_are_not_said_to_be_carried_back_w
                                                 "dJ_da_f = dJ_df * f * (1 - f)."),
     ("lstm_tanh_c_prev", "lstm", "dJ_do = dJ_dh * np.tanh(c) with c = c_t (cs[t + 1] when cs[0] "
                                  "= c0, not cs[t])."),
-])
+], ids=["sign_flipped", "truncated_two_steps", "lstm_missing_sigmoid_derivative",
+        "lstm_tanh_c_prev"])
 def test_a_diagnosis_ends_with_the_fix(example, cell, ending):
     fn = diagnose.load_backward(f"{EXAMPLES / example}.py:{cell}_backward")
     report = diagnose.check_backward(fn, diagnose.make_problem(cell=cell))
@@ -1719,7 +1720,7 @@ def test_a_diagnosis_ends_with_the_fix(example, cell, ending):
     ("gru", "bhh", "Only db^hh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
                    "∂J/∂a^hh_t (summed over steps and batch rows), whose n block is r_t ⊙ "
                    "∂J/∂a^n_t: b^hn sits inside r_t ⊙ (W^hn h_{t−1} + b^hn)."),
-])
+], ids=["lstm-bxh", "gru-bxh", "gru-bhh"])
 def test_a_bias_gradient_left_zero_is_told_its_formula(cell, key, said):
     correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
 
