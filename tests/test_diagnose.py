@@ -7,6 +7,7 @@ RNN backward); correct.py is the same code without the bug.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -1373,6 +1374,9 @@ def test_swapped_dJ_dh0_and_dJ_dc0_are_named():
 
     report = diagnose.check_backward(_lstm_changed(swap), lstm_problem())
     assert report.diagnosis is not None and report.diagnosis.name == "state-gradients-swapped"
+    assert report.diagnosis.message.endswith(
+        "∂J/∂h0 = W^hhᵀ ∂J/∂a_1 (the error carried through W^hh), ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1 "
+        "(through the cell state).")
 
 
 
@@ -1519,3 +1523,340 @@ def test_an_lstm_that_ignores_its_initial_state_and_cell_state_is_named():
         "Your function ignores the initial state (h0, c0) it is given and starts from zeros: "
         "its gradients are exactly those of the same network with h0 = c0 = 0. Start the "
         "forward from it; it matters whenever the state is carried between chunks.")
+
+
+def test_the_localisation_sentence_names_the_first_wrong_loss_counted_from_1():
+    loc = diagnose.check_backward(load("clipped_carry")).localisation
+    assert loc.message.startswith(
+        "Run on the first T' = 1 … 5 steps, your gradient differs first in the terms of J_2 "
+        "(t counted from 1): J_1 right, J_2 WRONG, J_3 WRONG, J_4 WRONG, J_5 WRONG. The terms "
+        "of J_1 are right, so a single step is right")
+
+
+@pytest.mark.parametrize("example", ["missing_tanh_derivative", "tanh_derivative_at_pre_activation",
+                                     "tanh_applied_twice", "activation_for_derivative"])
+def test_a_wrong_tanh_derivative_is_told_the_line_that_computes_it(example):
+    report = diagnose.check_backward(load(example))
+    assert report.diagnosis.message.endswith("dJ_dz = dJ_dh * (1 - h_t**2).")
+
+
+def test_a_nan_loss_returned_twice_is_not_called_state_kept_between_calls():
+    """Two calls that both return a NaN loss return the same: NaN ≠ NaN is no change."""
+    def nan_loss(params, inputs, targets, h0=None, truncate=None):
+        _, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return float("nan"), grads, h_last
+
+    report = diagnose.check_backward(nan_loss)
+    assert report.repeatable and report.failures() == ["the loss differs"]
+    assert not any("Called a second time" in m for m in report.messages())
+
+
+def test_the_lstm_is_checked_with_a_c0_of_its_own():
+    """c0 is random and not h0: a backward that starts its cell state from h0 fails."""
+    problem = lstm_problem()
+    assert np.abs(problem.c0 - problem.h0).max() > 0.1 and np.all(problem.c0 != 0)
+
+    def c0_from_h0(params, inputs, targets, h0=None, truncate=None):
+        return bptt.loss_and_grads(params, inputs, targets, h0=(h0[0], h0[0].copy()))
+
+    assert not diagnose.check_backward(c0_from_h0, problem).passed
+
+
+def test_a_sigma_gates_derivative_written_as_tanhs_is_named():
+    i_as_tanh = _source_changed("lstm", "dJ_da_i = dJ_di * i * (1 - i)",
+                                "dJ_da_i = dJ_di * (1 - i**2)")
+    report = diagnose.check_backward(i_as_tanh, lstm_problem())
+    assert report.diagnosis is not None
+    assert report.diagnosis.name == "lstm-other-activation-derivative"
+    assert report.diagnosis.message == (
+        "The derivative of gate i's activation (input gate) is tanh's, 1 − i_t², but i_t = "
+        "σ(a^i_t): ∂i_t/∂a^i_t = i_t ⊙ (1 − i_t): dJ_da_i = dJ_di * i * (1 - i).")
+
+
+def test_a_gru_mixup_in_n_says_the_r_rows_go_wrong_with_it():
+    n_at_z = _source_changed("gru", "dJ_da_n = dJ_dn * (1 - n**2)",
+                             "dJ_da_n = dJ_dn * (1 - z**2)")
+    report = diagnose.check_backward(n_at_z, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is not None and report.diagnosis.name == "gru-gate-mixup"
+    assert ("Gate mix-up: the derivative of gate n (candidate state) is taken at gate z's "
+            "activation, 1 − z_t²," in report.diagnosis.message)
+    assert ("Gate n's rows (block 3 of 3) and r's, whose error passes through it, go wrong "
+            "first" in report.diagnosis.message)
+
+
+def test_a_missing_dJ_dc0_under_truncation_to_one_step_is_not_called_a_cut_c_path():
+    """Truncated to 1 step nothing is carried between steps, so "the c-path cut" changes only
+    ∂J/∂c0, as "∂J/∂c0 is zero" does: the learner whose only mistake was a zero dc0 was told to
+    carry dJ_dc back and add it to the next step's, which would break their truncation."""
+    def c0_zero(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, terms = reference.loss_and_grads(params, inputs, targets, h0=h0,
+                                                      truncate=truncate, cell="lstm")
+        return loss, dict(grads, h0=terms.dJ_dstate0[0], c0=np.zeros_like(h0[1]))
+
+    report = diagnose.check_backward(c0_zero, lstm_problem(truncate=1))
+    assert report.diagnosis is not None and report.diagnosis.name == "c0-missing"
+    assert "carried back" not in " ".join(report.messages())
+
+
+def test_a_wrong_dJ_dc0_alone_is_told_what_dJ_dc0_is():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(c0=grads["c0"] + 0.1)), lstm_problem())
+    assert report.diagnosis is None and report.failures() == ["1 of 8 gradients differ from "
+                                                               "the reference"]
+    assert report.messages() == ["Your ∂J/∂c0 differs from the reference: c_1 = f_1 ⊙ c0 + i_1 "
+                                 "⊙ g_1, so ∂J/∂c0 = ∂J/∂c_1 ⊙ f_1."]
+
+
+def test_a_bug_is_named_when_its_gradient_is_reproduced_to_MATCH_TOL():
+    """−(1 + 1e-8) × the reference misses −1 × it by 5e-9 in compare_arrays' measure: past
+    PASS_TOL (1e-9), within MATCH_TOL (1e-8), so still the flipped sign."""
+    def nearly_flipped(params, inputs, targets, h0=None, truncate=None):
+        result = bptt.backprop(params, inputs, targets, h0=h0)
+        grads = dict(result.grads, h0=result.dJ_dstate0)
+        return {k: -(1 + 1e-8) * v for k, v in grads.items()}
+
+    report = diagnose.check_backward(nearly_flipped)
+    assert report.diagnosis is not None and report.diagnosis.name == "sign"
+
+
+def test_the_lstm_problem_says_it_starts_from_a_random_h0_and_c0():
+    assert lstm_problem(truncate=2).describe() == (
+        "LSTM (gates i, f, g, o), T = 5, B = 2, H = 4, D = 5, V = 4, float64, random non-zero "
+        "biases and h0 and c0 (seed 0), truncated to 2 steps")
+
+
+def test_a_wrong_lstm_final_state_is_told_to_start_from_h0_and_c0():
+    correct = load_lstm("lstm_correct")
+
+    def h_off(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, (h_T, c_T) = correct(params, inputs, targets, h0, truncate)
+        return loss, grads, (h_T + 0.1, c_T)
+
+    report = diagnose.check_backward(h_off, lstm_problem())
+    assert report.failures() == ["h_last differs"]
+    assert report.messages()[0].endswith("h_t = o_t ⊙ tanh c_t, starting from h0 and c0).")
+
+
+def test_a_file_imports_its_own_neighbour_before_one_in_the_current_directory(tmp_path,
+                                                                              monkeypatch):
+    """As ``python mine.py`` does: the file's directory comes first in sys.path."""
+    name = "_bptt_test_neighbour"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / f"{name}.py").write_text("WHICH = 'beside the file'\n")
+    (tmp_path / f"{name}.py").write_text("WHICH = 'in the current directory'\n")
+    (tmp_path / "mine" / "backward.py").write_text(f"from {name} import WHICH\n\n\n"
+                                                   "def fn():\n    return WHICH\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        assert diagnose.load_backward("mine/backward.py:fn")() == "beside the file"
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_a_bug_at_T_equal_1_in_both_weights_names_both_inputs():
+    def both_doubled(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return loss, dict(grads, Wxh=2 * grads["Wxh"], Whh=2 * grads["Whh"]), h_last
+
+    loc = diagnose.check_backward(both_doubled).localisation
+    assert loc.first_wrong == 0 and loc.message.endswith(
+        "what it is multiplied by is wrong, the input x_t for W^xh and the previous state h0 "
+        "for W^hh.")
+
+
+def test_a_float32_result_far_off_says_by_how_much():
+    def doubled_in_float32(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {k: (2 * v).astype(np.float32) for k, v in grads.items()}
+
+    report = diagnose.check_backward(doubled_in_float32)
+    worst = max(p.comparison.max_rel for p in report.params)
+    assert 0.3 < worst < 0.4  # |2r − r| / (|2r| + |r|) = 1/3
+    assert f"differ from the reference by up to {worst:.1g}: far more than float32's" in \
+        report.messages()[0]
+
+
+def test_lstm_weight_gradients_only_transposed_are_not_said_to_be_carried_back_wrongly():
+    """dW^xh and dW^hh returned transposed (right values), nothing else wrong: the first step
+    alone, judged on the biases only (the weights are not in their shape), said "every gate's
+    rows are right: … the mistake is in how the errors ∂J/∂h and ∂J/∂c are carried back"."""
+    def weights_transposed(grads, *_):
+        grads.update(Wxh=grads["Wxh"].T, Whh=grads["Whh"].T)
+
+    report = diagnose.check_backward(_lstm_changed(weights_transposed), lstm_problem())
+    assert report.diagnosis is None and not report.passed
+    assert not any("carried back" in m for m in report.messages())
+    assert [m for m in report.messages() if "transposed" in m] == [
+        "W^xh: Your ∂J/∂W^xh has the right values, transposed: return it in the shape of W^xh, "
+        "(16, 5).",
+        "W^hh: Your ∂J/∂W^hh has the right values, transposed: return it in the shape of W^hh, "
+        "(16, 4)."]
+
+
+@pytest.mark.parametrize(("example", "cell", "ending"), [
+    ("sign_flipped", "rnn", "∂J_t/∂y_t = p_t − onehot(label_t), not onehot − p_t; and a gradient "
+                            "is returned before the descent step's minus sign is applied."),
+    ("truncated_two_steps", "rnn", "(If you meant truncated BPTT, check against the truncated "
+                                   "reference: --truncate 2.)"),
+    ("lstm_missing_sigmoid_derivative", "lstm", "so multiply by ∂f_t/∂a^f_t = f_t ⊙ (1 − f_t): "
+                                                "dJ_da_f = dJ_df * f * (1 - f)."),
+    ("lstm_tanh_c_prev", "lstm", "dJ_do = dJ_dh * np.tanh(c) with c = c_t (cs[t + 1] when cs[0] "
+                                 "= c0, not cs[t])."),
+], ids=["sign_flipped", "truncated_two_steps", "lstm_missing_sigmoid_derivative",
+        "lstm_tanh_c_prev"])
+def test_a_diagnosis_ends_with_the_fix(example, cell, ending):
+    fn = diagnose.load_backward(f"{EXAMPLES / example}.py:{cell}_backward")
+    report = diagnose.check_backward(fn, diagnose.make_problem(cell=cell))
+    assert report.diagnosis.message.endswith(ending)
+
+
+@pytest.mark.parametrize(("cell", "key", "said"), [
+    ("lstm", "bxh", "Only db^xh is wrong, and your weight gradients are right: b^xh and b^hh both "
+                    "add to a_t, so each gradient is Σ_t Σ_b ∂J/∂a_t (summed over steps and batch "
+                    "rows), the same for both — accumulate it into each."),
+    ("gru", "bxh", "Only db^xh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^ih_t (summed over steps and batch rows)."),
+    ("gru", "bhh", "Only db^hh is wrong, and your weight gradients are right: it is Σ_t Σ_b "
+                   "∂J/∂a^hh_t (summed over steps and batch rows), whose n block is r_t ⊙ "
+                   "∂J/∂a^n_t: b^hn sits inside r_t ⊙ (W^hn h_{t−1} + b^hn)."),
+], ids=["lstm-bxh", "gru-bxh", "gru-bhh"])
+def test_a_bias_gradient_left_zero_is_told_its_formula(cell, key, said):
+    correct = load_lstm("lstm_correct") if cell == "lstm" else load_gru("gru_correct")
+
+    def left_zero(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        return loss, dict(grads, **{key: np.zeros_like(grads[key])}), state
+
+    assert diagnose.check_backward(left_zero, diagnose.make_problem(cell=cell)).messages()[-1] \
+        == said
+
+
+def test_an_lstm_missing_dJ_dh0_is_told_the_lstms_formula():
+    report = diagnose.check_backward(
+        _lstm_changed(lambda grads, *_: grads.update(h0=np.zeros_like(grads["h0"]))),
+        lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "h0-missing"
+    assert report.diagnosis.message == (
+        "Your ∂J/∂h0 is zero, but the initial state feeds the first step: ∂J/∂h0 = W^hhᵀ "
+        "∂J/∂a_1, the error carried one step past the first.")
+
+
+def test_an_lstm_cut_to_one_step_is_told_the_lstms_step_jacobian():
+    def one_step(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, terms = reference.loss_and_grads(params, inputs, targets, h0=h0, truncate=1,
+                                                      cell="lstm")
+        return loss, dict(grads, h0=terms.dJ_dstate0[0], c0=terms.dJ_dstate0[1])
+
+    report = diagnose.check_backward(one_step, lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "truncated"
+    assert report.diagnosis.message.startswith(
+        "Your dW^hh keeps only 1 step of the recurrence: the term ∂(h_t, c_t)/∂(h_{t−1}, "
+        "c_{t−1}) (through W^hh and through c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t) is missing")
+
+
+def test_a_gru_transposed_dWhh_is_told_the_grus_formula():
+    correct = load_gru("gru_correct")
+
+    def whh_transposed(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, state = correct(params, inputs, targets, h0, truncate)
+        return loss, dict(grads, Whh=grads["Whh"].T), state
+
+    report = diagnose.check_backward(whh_transposed, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is not None and report.diagnosis.name == "transposed"
+    assert report.diagnosis.message == (
+        "Your dW^hh is the transpose of the right gradient: ∂J/∂W^hh = Σ_t ∂J/∂a^hh_t h_{t−1}ᵀ, "
+        "shaped like W^hh (3H × H): in batch rows dJ_da_hh.T @ h_prev, not h_prev.T @ dJ_da_hh.")
+
+
+def test_an_lstm_in_tensorflows_gate_order_is_named_as_that_order():
+    order = ("i", "g", "f", "o")  # the learner's blocks of H rows, top to bottom
+
+    def tf_order(params, inputs, targets, h0=None, truncate=None):
+        H = params["Whh"].shape[1]
+
+        def moved(a, to, frm):  # block of gate g from frm's order into to's
+            return np.concatenate([a[frm.index(g) * H:(frm.index(g) + 1) * H] for g in to])
+
+        mine = {k: moved(v, diagnose.GATES, order) if k in ("Wxh", "Whh", "bxh", "bhh") else v
+                for k, v in params.items()}
+        loss, grads, terms = reference.loss_and_grads(mine, inputs, targets, h0=h0, cell="lstm")
+        grads = {k: moved(v, order, diagnose.GATES) if k in ("Wxh", "Whh", "bxh", "bhh") else v
+                 for k, v in grads.items()}
+        return loss, dict(grads, h0=terms.dJ_dstate0[0], c0=terms.dJ_dstate0[1])
+
+    report = diagnose.check_backward(tf_order, lstm_problem())
+    assert report.diagnosis is not None and report.diagnosis.name == "lstm-gate-order"
+    assert ("the gate blocks in the order i, g, f, o (TensorFlow 1's LSTMCell's order)"
+            in report.diagnosis.message)
+
+
+def test_a_gru_bug_inside_one_gate_is_placed_on_the_first_step_with_the_grus_factors():
+    halved = _source_changed("gru", "dJ_da_z = dJ_dz * z * (1 - z)",
+                             "dJ_da_z = 0.5 * dJ_dz * z * (1 - z)")
+    report = diagnose.check_backward(halved, diagnose.make_problem(cell="gru"))
+    assert report.diagnosis is None
+    assert report.findings[-1] == (
+        "On the first step alone (T = 1, nothing carried back through time) only gate z's rows "
+        "are wrong: the mistake lives in that gate’s part of a single step (its activation's "
+        "derivative, its bias or weights, its factor in n_t = tanh(a^in_t + r_t ⊙ a^hn_t) or "
+        "h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}); later steps spoil the other gates through the "
+        "error carried back.")
+
+
+def test_a_missing_name_lists_up_to_8_functions_of_the_file(tmp_path):
+    for count, listed in ((8, "f1, f2, f3, f4, f5, f6, f7, f8)"),
+                          (9, "f1, f2, f3, f4, f5, f6, f7, f8, …)")):
+        path = tmp_path / f"mine{count}.py"
+        path.write_text("".join(f"def f{n}():\n    pass\n\n\n" for n in range(1, count + 1)))
+        with pytest.raises(BpttError) as raised:
+            diagnose.load_backward(f"{path}:rnn_backward")
+        assert str(raised.value).endswith(f"has no function 'rnn_backward' (it defines: {listed}")
+
+
+def test_a_boolean_gradient_is_judged_as_numbers_not_refused():
+    report = diagnose.check_backward(_changed("bh", lambda g, *_: g["bh"] > 0))
+    row = next(p for p in report.params if p.name == "bh")
+    assert not row.passed and row.comparison is not None
+    assert report.params[0].passed  # the others are still judged
+
+
+def test_a_head_wrong_with_the_recurrence_after_the_first_step_is_said_to_be_the_heads():
+    def off_after_the_first_step(params, inputs, targets, h0=None, truncate=None):
+        loss, grads, h_last = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        off = 0.01 * (inputs.shape[0] - 1)  # zero on the first step alone
+        return loss, dict(grads, Why=grads["Why"] + off, Wxh=grads["Wxh"] + off), h_last
+
+    loc = diagnose.check_backward(off_after_the_first_step).localisation
+    assert loc.first_wrong == 1 and loc.steps[1].wrong == ("Wxh", "Why")
+    assert "The terms of J_1 are right, but the head's terms of J_2 are not (W^hy)" in loc.message
+    assert "a single step is right" not in loc.message
+
+
+def test_a_pass_with_H_equal_to_1_says_what_to_check_again_with():
+    report = diagnose.check_backward(load("correct"), diagnose.make_problem(hidden=1))
+    assert report.passed and report.messages() == [
+        "With H = 1, W^hh is 1 × 1: a transposed dW^hh, or W^hh where W^hhᵀ carries the error "
+        "back, gives the same numbers and cannot show here. Check again with --hidden 2 or more."]
+
+
+def test_a_gradient_left_at_zero_is_judged_without_numpy_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = diagnose.check_backward(_changed("Why", lambda g, *_: np.zeros_like(g["Why"])))
+    assert not report.passed
+
+
+def test_a_second_call_that_returns_other_keys_is_not_repeatable():
+    calls = []
+
+    def h0_only_the_second_time(params, inputs, targets, h0=None, truncate=None):
+        calls.append(1)
+        result = bptt.backprop(params, inputs, targets, h0=h0)
+        if len(calls) % 2 == 0:
+            return dict(result.grads, h0=result.dJ_dstate0)
+        return dict(result.grads)
+
+    report = diagnose.check_backward(h0_only_the_second_time, probe=False)
+    assert not report.repeatable and not report.passed
+    assert report.failures() == ["a second call returns other results"]
