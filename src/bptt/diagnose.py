@@ -1768,8 +1768,9 @@ STARTS = {"rnn": "h_0 = h0", "lstm": "h_0 = h0, c_0 = c0", "gru": "h_0 = h0"}
 def _fits(h: Hypothesis, user: UserResult, keys: list[str]) -> bool:
     """Does the hypothesis reproduce every gradient the learner returned?
 
-    (A learner's gradient that fails against the reference by more than PASS_TOL and
-    matches the hypothesis within MATCH_TOL < PASS_TOL proves the hypothesis differs.)"""
+    (Hypotheses are tried only when the worst gradient misses the reference by NEAR_TOL or
+    more, :func:`check_backward`'s round-off check: a hypothesis that reproduces it within
+    MATCH_TOL, far below that, is not the reference.)"""
     return all((theirs := h.grads[key]) is None
                or _rel(user.grads.get(key), theirs) <= MATCH_TOL for key in keys)
 
