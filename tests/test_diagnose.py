@@ -1860,3 +1860,18 @@ def test_a_second_call_that_returns_other_keys_is_not_repeatable():
     report = diagnose.check_backward(h0_only_the_second_time, probe=False)
     assert not report.repeatable and not report.passed
     assert report.failures() == ["a second call returns other results"]
+
+
+def test_a_mean_over_time_of_one_sequence_is_named_as_a_mean_over_time():
+    """With B = 1, 1/(T·B) is 1/T: a division by T was called "the MEAN loss over time and
+    batch", and 1/B = 1 was tried as a "mean over the batch" factor."""
+    def mean_over_time(params, inputs, targets, h0=None, truncate=None):
+        _, grads, _ = bptt.loss_and_grads(params, inputs, targets, h0=h0)
+        return {k: v / inputs.shape[0] for k, v in grads.items()}
+
+    assert diagnose._fraction(1.0, 5, 1) is None
+    report = diagnose.check_backward(mean_over_time, diagnose.make_problem(seq_len=5, batch=1))
+    assert report.diagnosis is not None and report.diagnosis.name == "mean"
+    assert report.diagnosis.message.startswith(
+        "You differentiate the MEAN over time (B = 1 here, so the mean over time and batch "
+        "too): every gradient is 1/T = 1/5 of the reference")

@@ -841,7 +841,10 @@ def _steps(m: int) -> str:
 
 
 def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
-    """(what the factor is called, the sentence) for the known constant factors."""
+    """(what the factor is called, the sentence) for the known constant factors.
+
+    With B = 1 the mean over time and batch is the mean over time (1/(T·B) = 1/T) and 1/B
+    is no factor at all (T ≥ 4 here: make_problem's bound)."""
     known = [
         (1 / (T * B), f"1/(T·B) = 1/{T * B}", "the MEAN loss over time and batch"),
         (1 / T, f"1/T = 1/{T}", "the MEAN over time"),
@@ -850,6 +853,9 @@ def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
     if T == B:  # 1/T and 1/B are one number: say both (a run with T ≠ B tells them apart)
         known[1] = (1 / T, f"1/T = 1/B = 1/{T}", "the MEAN over time or over the batch (T = B "
                     "here: check with --seq-len other than --batch to tell which)")
+    elif B == 1:
+        known = [(1 / T, f"1/T = 1/{T}", "the MEAN over time (B = 1 here, so the mean over "
+                  "time and batch too)")]
     for value, name, what in known:
         if abs(ratio - value) <= 1e-9 * value:
             return name, what
@@ -920,7 +926,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
                 problem.seed, problem.cell, problem.c0))
 
     # constant factors
-    for ratio in sorted({1 / (T * B), 1 / T, 1 / B}):
+    for ratio in sorted({1 / (T * B), 1 / T, 1 / B} - {1.0}):  # (B = 1: 1/B is no factor)
         name, what = _fraction(ratio, T, B) or ("", "")
         out.append(Hypothesis(
             "mean",
