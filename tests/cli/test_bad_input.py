@@ -4,6 +4,7 @@ and every file that existed before is untouched (byte for byte)."""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import pickle
@@ -623,3 +624,46 @@ def test_a_reader_that_went_away_is_no_error(monkeypatch, capsys):
     _raising(monkeypatch, "gradcheck", BrokenPipeError(32, "Broken pipe"))
     assert cli.main(["gradcheck"]) == 0
     assert dropped == [True] and capsys.readouterr().err == ""
+
+
+# ---- mutation audit (5): the entry point ----
+
+
+def test_version_says_bptt_and_its_version(capsys):
+    import bptt
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"bptt {bptt.__version__}\n"
+
+
+def test_running_out_of_memory_names_task_length_for_a_task_length_without_task(monkeypatch,
+                                                                                capsys):
+    """A run given --task-length (a resumed task run) has no --seq-len to lower."""
+    _raising(monkeypatch, "train", MemoryError())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--task-length", "8"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "bptt: error: not enough memory for a model and data of these sizes; lower --hidden, "
+        "--layers, --batch or --task-length\n")
+
+
+def test_a_refused_write_drops_the_output_standard_output_cannot_take(monkeypatch, capsys):
+    """A full disk while standard output is full too: what is buffered for it is dropped,
+    or Python's flush at exit fails again (a second error after the line)."""
+    from bptt.cli import progress
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(28, "No space left on device")
+
+    dropped = []
+    monkeypatch.setattr(progress, "drop_stdout", lambda: dropped.append(True))
+    _raising(monkeypatch, "export", OSError(28, "No space left on device", "out.safetensors"))
+    monkeypatch.setattr(sys, "stdout", Full())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", "run", "out.safetensors"])
+    assert exit_.value.code == 2 and dropped == [True]
+    assert capsys.readouterr().err == "bptt: error: No space left on device: out.safetensors\n"
