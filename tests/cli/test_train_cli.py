@@ -563,3 +563,40 @@ def test_a_resume_whose_metrics_csv_cannot_be_replaced_names_it(run_bptt_here, c
     assert (again.returncode, again.stderr) == (
         2, "bptt: error: cannot write r/metrics.csv: Is a directory.\n")
     assert (tmp_path / "r" / "metrics.csv").is_dir()
+
+
+# ---- mutation audit (5): the lines a run prints ----
+
+
+@pytest.mark.parametrize("sample_length", [12, 0])
+def test_a_run_prints_its_corpus_model_evaluations_and_last_line(run_bptt_here, tmp_path,
+                                                                 sample_length):
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")  # 2,300 characters
+    out = tmp_path / "run"
+    r = run_bptt_here("train", text, *TINY, "--steps", "2", "--eval-every", "2",
+                      "--sample-length", sample_length, "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    [ids] = (out / "cache").glob("*.ids")
+    n_params = sum(v.size for v in safetensors.numpy.load_file(out / "model.safetensors").values())
+    [row] = csv.DictReader((out / "metrics.csv").open())
+    bpc = f"{float(row['val_bpc']):.3f}"
+    lines = r.stdout.splitlines()
+    assert lines[:3] == [
+        f"encoded the corpus into {ids} (2,300 characters, vocabulary 11, uint8, 2.2 KiB)",
+        f"corpus: {text} (2,300 chars, vocabulary 11); model: rnn, H=4, L=1, {n_params:,} "
+        f"parameters, float32; run dir: {out}",
+        f"step 2: validation {bpc} bits per character",
+    ]
+    assert lines[-1] == (f"done: step 2, validation {bpc} bits per character; checkpoint, "
+                         f"metrics.csv and loss.png in {out}")
+    sample = lines[3:-1]  # the evaluation's sample, each of its lines under "  | "
+    assert all(line.startswith("  | ") for line in sample), sample
+    assert len("\n".join(line[4:] for line in sample)) == sample_length
+
+
+def test_a_byte_count_is_shown_in_the_unit_that_fits():
+    from bptt.cli import train
+
+    assert [train._size(n) for n in (812, 1024, 20_890, 199_966_474, 2 * 1024**3)] == [
+        "812 B", "1.0 KiB", "20.4 KiB", "190.7 MiB", "2.0 GiB"]
