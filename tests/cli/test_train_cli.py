@@ -600,3 +600,25 @@ def test_a_byte_count_is_shown_in_the_unit_that_fits():
 
     assert [train._size(n) for n in (812, 1024, 20_890, 199_966_474, 2 * 1024**3)] == [
         "812 B", "1.0 KiB", "20.4 KiB", "190.7 MiB", "2.0 GiB"]
+
+
+def test_every_setting_given_as_a_flag_is_the_runs_setting(run_bptt_here, tmp_path):
+    """Each of train's settings flags reaches the run's saved config (a flag left out of the
+    settings read from the command line was dropped without a word)."""
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")
+    given = {"cell": "gru", "hidden": 5, "layers": 2, "seq_len": 6, "batch": 3, "steps": 2,
+             "lr": 0.02, "optimizer": "sgd", "clip": 3.0, "clip_norm": 2.0, "dtype": "float64",
+             "seed": 9, "eval_every": 2, "checkpoint_every": 1, "sample_length": 3,
+             "temperature": 0.5, "val_fraction": 0.2, "errors": "replace", "unk": "¤",
+             "cache_dir": str(tmp_path / "kc")}
+    flags = [x for k, v in given.items() for x in ("--" + k.replace("_", "-"), str(v))]
+    r = run_bptt_here("train", text, *flags, "--quiet", "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    saved = checkpoint.read_metadata(tmp_path / "a" / "train_state.safetensors")["config"]
+    assert saved == given | {"init_from": None}
+    r = run_bptt_here("train", text, *TINY, "--steps", "1", "--no-clip-norm", "--quiet",
+                      "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.read_metadata(tmp_path / "b" / "train_state.safetensors")["config"][
+        "clip_norm"] is None
