@@ -593,6 +593,8 @@ def test_a_run_prints_its_corpus_model_evaluations_and_last_line(run_bptt_here, 
     sample = lines[3:-1]  # the evaluation's sample, each of its lines under "  | "
     assert all(line.startswith("  | ") for line in sample), sample
     assert len("\n".join(line[4:] for line in sample)) == sample_length
+    # the progress bar counted the two steps; no bar for an encoding this quick
+    assert " 2/2 " in r.stderr and "encoding" not in r.stderr, r.stderr
 
 
 def test_a_byte_count_is_shown_in_the_unit_that_fits():
