@@ -221,3 +221,15 @@ def test_a_failed_new_run_leaves_the_shared_cache_it_reused(bptt_in_process, tmp
     assert code == 2 and err.startswith("bptt: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "b").exists()
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+
+
+def test_a_run_directory_made_but_not_writable_is_removed_with_its_new_parents(tmp_path,
+                                                                              monkeypatch):
+    from bptt.errors import BpttError
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    out = tmp_path / "a" / "b"
+    with pytest.raises(BpttError, match=r"^the output directory .*b is not writable; choose "
+                                        r"another --out$"), progress.new_run_dir(out):
+        pass
+    assert list(tmp_path.iterdir()) == []

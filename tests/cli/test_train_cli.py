@@ -302,6 +302,8 @@ def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bp
     run_dir = tmp_path / "r"
     step = checkpoint.read_metadata(run_dir / "train_state.safetensors")["step"]
     assert step >= 1
+    # the run is kept whole: its encoded corpus too (a resume reads it)
+    assert sorted(p.suffix for p in (run_dir / "cache").iterdir()) == [".ids", ".json"]
     assert r.stderr == (f"bptt: error: training diverged at step {step + 1}: the loss, a "
                         f"gradient or a weight is NaN or inf; the checkpoint of step {step} in "
                         f"{run_dir} is "
