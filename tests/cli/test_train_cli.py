@@ -626,3 +626,33 @@ def test_every_setting_given_as_a_flag_is_the_runs_setting(run_bptt_here, tmp_pa
     assert r.returncode == 0, r.stderr
     assert checkpoint.read_metadata(tmp_path / "b" / "train_state.safetensors")["config"][
         "clip_norm"] is None
+
+
+def test_a_new_run_whose_directory_got_a_checkpoint_meanwhile_leaves_it(
+        bptt_in_process, run_bptt_here, tmp_path, monkeypatch):
+    """Two new runs with one --out: the directory was free when this run first looked, and
+    held the other run's checkpoint when this one had it locked: it is refused, untouched,
+    before its corpus is encoded (nothing on standard output)."""
+    import shutil
+
+    from bptt import train
+
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")
+    other = tmp_path / "other"
+    code, err = bptt_in_process(["train", text, *TINY, "--steps", "1", "--quiet",
+                                 "--out", other], tmp_path)
+    assert code == 0, err
+    new = tmp_path / "new"
+    real_make = train.make_out_dir
+
+    def made_and_trained_in_by_another_run(out):
+        real_make(out)
+        shutil.copytree(other, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(train, "make_out_dir", made_and_trained_in_by_another_run)
+    r = run_bptt_here("train", text, *TINY, "--steps", "2", "--out", new, cwd=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", (
+        f"bptt: error: {new} already holds a checkpoint; continue it with --resume {new} or "
+        "choose another --out\n"))
+    assert _files(new) == _files(other)
