@@ -656,3 +656,21 @@ def test_a_new_run_whose_directory_got_a_checkpoint_meanwhile_leaves_it(
         f"bptt: error: {new} already holds a checkpoint; continue it with --resume {new} or "
         "choose another --out\n"))
     assert _files(new) == _files(other)
+
+
+def test_a_train_state_of_before_corpus_files_resumes_on_its_files(run_bptt_here, tmp_path):
+    """A train state without "corpus_files" names its FILEs in the description only, ' + '
+    between them: it is split there, not at a '+' inside a file's name."""
+    for name in ("one.txt", "two+2.txt"):
+        (tmp_path / name).write_text("the cat sat on the mat\n" * 60, encoding="utf-8")
+    first = run_bptt_here("train", "one.txt", "two+2.txt", "--out", "r", *TINY, "--steps", "2",
+                          "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    state = tmp_path / "r" / "train_state.safetensors"
+    tensors, meta = checkpoint.read_safetensors(state)
+    assert (meta.pop("corpus_files"), meta["corpus"]) == (["one.txt", "two+2.txt"],
+                                                          "one.txt + two+2.txt")
+    checkpoint.write_safetensors_atomic(state, tensors, meta)
+    again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.load_model(tmp_path / "r").step == 4
