@@ -286,6 +286,11 @@ def test_fine_tuning_takes_the_models_dtype_unless_given_and_names_a_conflict(wo
     assert bptt("train", part, *common, "--dtype", "float32",
                 "--out", tmp_path / "b").returncode == 0
     assert checkpoint.load_model(tmp_path / "b").config["dtype"] == "float32"
+    config = tmp_path / "float32.json"  # a setting of --config counts as given, as a flag's
+    config.write_text('{"dtype": "float32"}', encoding="utf-8")
+    assert bptt("train", part, *common, "--config", config,
+                "--out", tmp_path / "c").returncode == 0
+    assert checkpoint.load_model(tmp_path / "c").config["dtype"] == "float32"
     r = bptt("train", part, "--init-from", world / "plain", "--cell", "gru",
              "--out", tmp_path / "x")
     assert (r.returncode, r.stderr) == (2, (
