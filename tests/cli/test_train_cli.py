@@ -674,3 +674,21 @@ def test_a_train_state_of_before_corpus_files_resumes_on_its_files(run_bptt_here
     again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert checkpoint.load_model(tmp_path / "r").step == 4
+
+
+def test_quiet_makes_no_encoding_bar_however_long_the_encoding(monkeypatch):
+    """The encoding bars show only after half a second (none in these quick tests): under
+    --quiet none is made at all."""
+    import tqdm
+
+    from bptt.cli import train
+
+    made = []
+    monkeypatch.setattr(tqdm, "tqdm", lambda **kwargs: made.append(kwargs["desc"]) or
+                        tqdm.std.tqdm(disable=True))
+    for quiet in (True, False):
+        bar = train._EncodingBar(quiet)
+        bar("scan", 5, 10)
+        bar("encode", 10, 10)
+        bar.close()
+    assert made == ["encoding 1/2: scan", "encoding 2/2: write"]
