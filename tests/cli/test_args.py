@@ -53,3 +53,21 @@ def test_sizes_and_counts_have_their_bounds_in_the_message():
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected {message}, got {bad}$"):
             parse(str(bad))
+
+
+# ---- mutation audit (5): what each type says of a value that is not one ----
+
+
+@pytest.mark.parametrize("parse, text, message", [
+    (args.positive_int, "ten", "expected a positive integer, got 'ten'"),
+    (args.nonnegative_int, "1.5", "expected an integer >= 0, got '1.5'"),
+    (args.positive_float, "fast", "expected a positive number, got 'fast'"),
+    (args.positive_float, "nan", "expected a finite number > 0, got nan"),
+    (args.positive_float, "0", "expected a finite number > 0, got 0"),
+    (args.seed, "x", "expected an integer seed, got 'x'"),
+    (args.nonempty_path, "", "expected a path, got an empty string"),
+])
+def test_a_value_of_the_wrong_kind_is_named_in_the_message(parse, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        parse(text)
+    assert str(refused.value) == message

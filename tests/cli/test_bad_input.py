@@ -4,6 +4,7 @@ and every file that existed before is untouched (byte for byte)."""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import pickle
@@ -190,7 +191,8 @@ CASES = [
     # train: config, out dir, resume
     ("train-config-unknown-keys", "train {w}/good.txt --config {w}/unknown_keys.json", "'colour'"),
     ("train-config-wrong-types", "train {w}/good.txt --config {w}/wrong_types.json", "wrong type"),
-    ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json", "not valid JSON"),
+    ("train-config-not-json", "train {w}/good.txt --config {w}/not_json.json",
+     "not_json.json is not valid JSON: Expecting value: line 1 column 1"),
     ("train-config-not-object", "train {w}/good.txt --config {w}/list.json", "JSON object"),
     ("train-config-missing", "train {w}/good.txt --config {w}/none.json", "does not exist"),
     ("train-config-too-deep", "train {w}/good.txt --config {w}/deep.json",
@@ -207,8 +209,33 @@ CASES = [
     ("train-out-has-checkpoint", "train {w}/good.txt --out {w}/run", "already holds a checkpoint"),
     ("train-out-has-a-metrics-csv", "train {w}/good.txt --out {w}/user_dir",
      "user_dir already holds metrics.csv, which a run writes there; move it away"),
-    ("train-resume-nothing", "train --resume {w}/adir", "no train_state"),
-    ("train-resume-change-hidden", "train --resume {w}/run --hidden 16", "cannot change on --resume"),
+    ("train-resume-nothing", "train --resume {w}/adir",
+     "adir holds no train_state.safetensors to resume from"),
+    ("train-resume-change-hidden", "train --resume {w}/run --hidden 16",
+     "--hidden cannot change on --resume (only --steps, --eval-every and --cache-dir can)"),
+    # mutation audit (5): what --resume refuses, the flags of train alone, a config file that
+    # cannot be read
+    ("train-resume-change-seed", "train --resume {w}/run --seed 98765",
+     "--seed cannot change on --resume (only --steps, --eval-every and --cache-dir can)"),
+    ("train-resume-out", "train --resume {w}/run --out {w}/elsewhere",
+     "--config/--out cannot change on --resume (the run's directory and settings are saved in "
+     "it)"),
+    ("train-resume-config", "train --resume {w}/run --config {w}/unknown_keys.json",
+     "--config/--out cannot change on --resume"),
+    ("train-val-fraction-zero", "train {w}/good.txt --val-fraction 0",
+     "argument --val-fraction: expected a number between 0 and 1, got 0 (see 'bptt train"),
+    ("train-val-fraction-one", "train {w}/good.txt --val-fraction 1",
+     "argument --val-fraction: expected a number between 0 and 1, got 1 (see 'bptt train"),
+    ("train-val-fraction-a-word", "train {w}/good.txt --val-fraction half",
+     "argument --val-fraction: expected a number between 0 and 1, got 'half'"),
+    ("train-unk-empty", "train {w}/good.txt --unk ",
+     "argument --unk: expected exactly one character, got ''"),
+    ("train-unk-two-characters", "train {w}/good.txt --unk ab",
+     "argument --unk: expected exactly one character, got 'ab'"),
+    ("train-config-a-directory", "train {w}/good.txt --config {w}/adir",
+     "adir: [Errno 21] Is a directory"),
+    ("train-config-not-utf8", "train {w}/good.txt --config {w}/latin1.txt",
+     "latin1.txt: 'utf-8' codec can't decode byte 0xe9"),
     ("train-out-empty", "train {w}/good.txt --out ", "--out: expected a path"),
     ("train-cache-dir-empty", "train {w}/good.txt --cache-dir ", "--cache-dir: expected a path"),
     # train: a train state edited by hand is refused before anything is trained or written
@@ -623,3 +650,46 @@ def test_a_reader_that_went_away_is_no_error(monkeypatch, capsys):
     _raising(monkeypatch, "gradcheck", BrokenPipeError(32, "Broken pipe"))
     assert cli.main(["gradcheck"]) == 0
     assert dropped == [True] and capsys.readouterr().err == ""
+
+
+# ---- mutation audit (5): the entry point ----
+
+
+def test_version_says_bptt_and_its_version(capsys):
+    import bptt
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"bptt {bptt.__version__}\n"
+
+
+def test_running_out_of_memory_names_task_length_for_a_task_length_without_task(monkeypatch,
+                                                                                capsys):
+    """A run given --task-length (a resumed task run) has no --seq-len to lower."""
+    _raising(monkeypatch, "train", MemoryError())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--task-length", "8"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "bptt: error: not enough memory for a model and data of these sizes; lower --hidden, "
+        "--layers, --batch or --task-length\n")
+
+
+def test_a_refused_write_drops_the_output_standard_output_cannot_take(monkeypatch, capsys):
+    """A full disk while standard output is full too: what is buffered for it is dropped,
+    or Python's flush at exit fails again (a second error after the line)."""
+    from bptt.cli import progress
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(28, "No space left on device")
+
+    dropped = []
+    monkeypatch.setattr(progress, "drop_stdout", lambda: dropped.append(True))
+    _raising(monkeypatch, "export", OSError(28, "No space left on device", "out.safetensors"))
+    monkeypatch.setattr(sys, "stdout", Full())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", "run", "out.safetensors"])
+    assert exit_.value.code == 2 and dropped == [True]
+    assert capsys.readouterr().err == "bptt: error: No space left on device: out.safetensors\n"

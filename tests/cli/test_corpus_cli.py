@@ -271,3 +271,42 @@ def test_a_200_mb_corpus_trains_with_bounded_memory_and_is_encoded_once(tmp_path
     assert ids_file.stat().st_mtime_ns == stamp
     assert peak2 < bound
     print(f"second run (cache reused) {second_seconds:.1f} s, peak RSS {peak2 / 2**20:.0f} MiB")
+
+
+# ---- mutation audit (5) ----
+
+
+def test_fine_tuning_takes_the_models_dtype_unless_given_and_names_a_conflict(world, tmp_path):
+    part = tmp_path / "new.txt"
+    part.write_text("日本語 café " * 60, encoding="utf-8")
+    common = ["--init-from", world / "plain", "--steps", "1", "--eval-every", "1", "--seq-len",
+              "10", "--batch", "4", "--quiet"]
+    assert bptt("train", part, *common, "--out", tmp_path / "a").returncode == 0
+    assert checkpoint.load_model(tmp_path / "a").config["dtype"] == "float64"  # the model's
+    assert bptt("train", part, *common, "--dtype", "float32",
+                "--out", tmp_path / "b").returncode == 0
+    assert checkpoint.load_model(tmp_path / "b").config["dtype"] == "float32"
+    config = tmp_path / "float32.json"  # a setting of --config counts as given, as a flag's
+    config.write_text('{"dtype": "float32"}', encoding="utf-8")
+    assert bptt("train", part, *common, "--config", config,
+                "--out", tmp_path / "c").returncode == 0
+    assert checkpoint.load_model(tmp_path / "c").config["dtype"] == "float32"
+    r = bptt("train", part, "--init-from", world / "plain", "--cell", "gru",
+             "--out", tmp_path / "x")
+    assert (r.returncode, r.stderr) == (2, (
+        "bptt: error: --cell gru conflicts with the model of --init-from, which has "
+        "cell='rnn'; leave out --cell: the model's shape and vocabulary come from the "
+        "checkpoint.\n"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_resume_given_a_cache_dir_encodes_its_text_there(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(multibyte_text(50), encoding="utf-8")
+    run = tmp_path / "run"
+    assert bptt("train", text, *TINY, "--out", run, "--quiet").returncode == 0
+    r = bptt("train", "--resume", run, "--steps", "3", "--cache-dir", tmp_path / "elsewhere",
+             "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.suffix for p in (tmp_path / "elsewhere").iterdir()) == [".ids", ".json"]
+    assert checkpoint.load_model(run).step == 3

@@ -628,3 +628,28 @@ def test_import_help_names_the_layout_options():
     for needle in ("--rnn PREFIX", "--head PREFIX", "--embedding PREFIX",
                    "word_language_model: encoder, rnn, decoder", "is folded into"):
         assert needle in text, needle
+
+
+def test_import_says_what_it_wrote_and_a_note_only_where_one_applies(tmp_path, capsys):
+    """The model's line, then (a character model without a vocabulary) how to give one."""
+    import bptt
+    from bptt import cli
+
+    params = bptt.init_params("gru", 4, 3, 4, True, np.random.default_rng(0), np.float64, 2)
+    foreign = tmp_path / "gru.safetensors"
+    safetensors.numpy.save_file(interop.to_torch_state_dict(params), foreign)
+    assert cli.main(["import", str(foreign), str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {tmp_path / 'a' / 'model.safetensors'}: gru model, 2 layer(s), H=3, float64, "
+        "no vocabulary",
+        "note: without a vocabulary 'bptt sample' cannot use it; import again with --vocab "
+        "FILE --force",
+    ]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("abcd", encoding="utf-8")
+    assert cli.main(["import", str(foreign), str(tmp_path / "a"), "--vocab", str(vocab),
+                     "--force"]) == 0
+    assert capsys.readouterr().out == (
+        f"wrote {tmp_path / 'a' / 'model.safetensors'}: gru model, 2 layer(s), H=3, float64, "
+        "vocabulary 4\n")
+    assert checkpoint.load_model(tmp_path / "a").vocab == list("abcd")

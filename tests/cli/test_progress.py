@@ -185,3 +185,51 @@ def test_a_path_that_is_not_utf8_is_printed_escaped_where_stdout_is_strict(tmp_p
     sys.stdout.flush()
     first = buffer.getvalue().decode("utf-8").splitlines()[0]
     assert first.endswith(f"{tmp_path}/r\\udcff")
+
+
+# ---------------------------------------------------------------- mutation audit (5)
+
+
+def test_a_stop_signal_stays_the_reason_when_the_output_goes_away_after_it(monkeypatch):
+    """SIGTERM, then a reader of standard output that went away: the run was stopped by
+    SIGTERM (exit 143), not by the broken pipe that came second."""
+    monkeypatch.setattr(progress, "drop_stdout", lambda: None)
+
+    def train_fn(on_event, should_stop) -> bool:
+        os.kill(os.getpid(), signal.SIGTERM)
+        on_event("eval")
+        return not should_stop()
+
+    def show(event, bar, quiet):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert progress.run_with_progress(1, 0, True, train_fn, show) == signal.SIGTERM
+
+
+def test_a_failed_new_run_leaves_the_shared_cache_it_reused(bptt_in_process, tmp_path):
+    """A run that fails before its first checkpoint removes the cache files it wrote, never
+    those it found in a --cache-dir shared with other runs."""
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")
+    cache = tmp_path / "cache"
+    code, err = bptt_in_process(["train", text, *TINY, "--cache-dir", cache,
+                                 "--out", tmp_path / "a"], tmp_path)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    code, err = bptt_in_process(["train", text, *TINY, "--seq-len", "100000",
+                                 "--cache-dir", cache, "--out", tmp_path / "b"], tmp_path)
+    assert code == 2 and err.startswith("bptt: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+
+
+def test_a_run_directory_made_but_not_writable_is_removed_with_its_new_parents(tmp_path,
+                                                                              monkeypatch):
+    from bptt.errors import BpttError
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    out = tmp_path / "a" / "b"
+    with pytest.raises(BpttError, match=r"^the output directory .*b is not writable; choose "
+                                        r"another --out$"), progress.new_run_dir(out):
+        pass
+    assert list(tmp_path.iterdir()) == []

@@ -302,6 +302,8 @@ def test_a_diverged_run_names_the_checkpoint_it_kept_and_the_advice_works(run_bp
     run_dir = tmp_path / "r"
     step = checkpoint.read_metadata(run_dir / "train_state.safetensors")["step"]
     assert step >= 1
+    # the run is kept whole: its encoded corpus too (a resume reads it)
+    assert sorted(p.suffix for p in (run_dir / "cache").iterdir()) == [".ids", ".json"]
     assert r.stderr == (f"bptt: error: training diverged at step {step + 1}: the loss, a "
                         f"gradient or a weight is NaN or inf; the checkpoint of step {step} in "
                         f"{run_dir} is "
@@ -563,3 +565,130 @@ def test_a_resume_whose_metrics_csv_cannot_be_replaced_names_it(run_bptt_here, c
     assert (again.returncode, again.stderr) == (
         2, "bptt: error: cannot write r/metrics.csv: Is a directory.\n")
     assert (tmp_path / "r" / "metrics.csv").is_dir()
+
+
+# ---- mutation audit (5): the lines a run prints ----
+
+
+@pytest.mark.parametrize("sample_length", [12, 0])
+def test_a_run_prints_its_corpus_model_evaluations_and_last_line(run_bptt_here, tmp_path,
+                                                                 sample_length):
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")  # 2,300 characters
+    out = tmp_path / "run"
+    r = run_bptt_here("train", text, *TINY, "--steps", "2", "--eval-every", "2",
+                      "--sample-length", sample_length, "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    [ids] = (out / "cache").glob("*.ids")
+    n_params = sum(v.size for v in safetensors.numpy.load_file(out / "model.safetensors").values())
+    [row] = csv.DictReader((out / "metrics.csv").open())
+    bpc = f"{float(row['val_bpc']):.3f}"
+    lines = r.stdout.splitlines()
+    assert lines[:3] == [
+        f"encoded the corpus into {ids} (2,300 characters, vocabulary 11, uint8, 2.2 KiB)",
+        f"corpus: {text} (2,300 chars, vocabulary 11); model: rnn, H=4, L=1, {n_params:,} "
+        f"parameters, float32; run dir: {out}",
+        f"step 2: validation {bpc} bits per character",
+    ]
+    assert lines[-1] == (f"done: step 2, validation {bpc} bits per character; checkpoint, "
+                         f"metrics.csv and loss.png in {out}")
+    sample = lines[3:-1]  # the evaluation's sample, each of its lines under "  | "
+    assert all(line.startswith("  | ") for line in sample), sample
+    assert len("\n".join(line[4:] for line in sample)) == sample_length
+    # the progress bar counted the two steps; no bar for an encoding this quick
+    assert " 2/2 " in r.stderr and "encoding" not in r.stderr, r.stderr
+
+
+def test_a_byte_count_is_shown_in_the_unit_that_fits():
+    from bptt.cli import train
+
+    assert [train._size(n) for n in (812, 1024, 20_890, 199_966_474, 2 * 1024**3)] == [
+        "812 B", "1.0 KiB", "20.4 KiB", "190.7 MiB", "2.0 GiB"]
+
+
+def test_every_setting_given_as_a_flag_is_the_runs_setting(run_bptt_here, tmp_path):
+    """Each of train's settings flags reaches the run's saved config (a flag left out of the
+    settings read from the command line was dropped without a word)."""
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")
+    given = {"cell": "gru", "hidden": 5, "layers": 2, "seq_len": 6, "batch": 3, "steps": 2,
+             "lr": 0.02, "optimizer": "sgd", "clip": 3.0, "clip_norm": 2.0, "dtype": "float64",
+             "seed": 9, "eval_every": 2, "checkpoint_every": 1, "sample_length": 3,
+             "temperature": 0.5, "val_fraction": 0.2, "errors": "replace", "unk": "¤",
+             "cache_dir": str(tmp_path / "kc")}
+    flags = [x for k, v in given.items() for x in ("--" + k.replace("_", "-"), str(v))]
+    r = run_bptt_here("train", text, *flags, "--quiet", "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    saved = checkpoint.read_metadata(tmp_path / "a" / "train_state.safetensors")["config"]
+    assert saved == given | {"init_from": None}
+    r = run_bptt_here("train", text, *TINY, "--steps", "1", "--no-clip-norm", "--quiet",
+                      "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.read_metadata(tmp_path / "b" / "train_state.safetensors")["config"][
+        "clip_norm"] is None
+
+
+def test_a_new_run_whose_directory_got_a_checkpoint_meanwhile_leaves_it(
+        bptt_in_process, run_bptt_here, tmp_path, monkeypatch):
+    """Two new runs with one --out: the directory was free when this run first looked, and
+    held the other run's checkpoint when this one had it locked: it is refused, untouched,
+    before its corpus is encoded (nothing on standard output)."""
+    import shutil
+
+    from bptt import train
+
+    text = tmp_path / "cats.txt"
+    text.write_text("the cat sat on the mat\n" * 100, encoding="utf-8")
+    other = tmp_path / "other"
+    code, err = bptt_in_process(["train", text, *TINY, "--steps", "1", "--quiet",
+                                 "--out", other], tmp_path)
+    assert code == 0, err
+    new = tmp_path / "new"
+    real_make = train.make_out_dir
+
+    def made_and_trained_in_by_another_run(out):
+        real_make(out)
+        shutil.copytree(other, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(train, "make_out_dir", made_and_trained_in_by_another_run)
+    r = run_bptt_here("train", text, *TINY, "--steps", "2", "--out", new, cwd=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", (
+        f"bptt: error: {new} already holds a checkpoint; continue it with --resume {new} or "
+        "choose another --out\n"))
+    assert _files(new) == _files(other)
+
+
+def test_a_train_state_of_before_corpus_files_resumes_on_its_files(run_bptt_here, tmp_path):
+    """A train state without "corpus_files" names its FILEs in the description only, ' + '
+    between them: it is split there, not at a '+' inside a file's name."""
+    for name in ("one.txt", "two+2.txt"):
+        (tmp_path / name).write_text("the cat sat on the mat\n" * 60, encoding="utf-8")
+    first = run_bptt_here("train", "one.txt", "two+2.txt", "--out", "r", *TINY, "--steps", "2",
+                          "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    state = tmp_path / "r" / "train_state.safetensors"
+    tensors, meta = checkpoint.read_safetensors(state)
+    assert (meta.pop("corpus_files"), meta["corpus"]) == (["one.txt", "two+2.txt"],
+                                                          "one.txt + two+2.txt")
+    checkpoint.write_safetensors_atomic(state, tensors, meta)
+    again = run_bptt_here("train", "--resume", "r", "--steps", "4", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.load_model(tmp_path / "r").step == 4
+
+
+def test_quiet_makes_no_encoding_bar_however_long_the_encoding(monkeypatch):
+    """The encoding bars show only after half a second (none in these quick tests): under
+    --quiet none is made at all."""
+    import tqdm
+
+    from bptt.cli import train
+
+    made = []
+    monkeypatch.setattr(tqdm, "tqdm", lambda **kwargs: made.append(kwargs["desc"]) or
+                        tqdm.std.tqdm(disable=True))
+    for quiet in (True, False):
+        bar = train._EncodingBar(quiet)
+        bar("scan", 5, 10)
+        bar("encode", 10, 10)
+        bar.close()
+    assert made == ["encoding 1/2: scan", "encoding 2/2: write"]
