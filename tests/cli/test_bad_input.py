@@ -676,6 +676,19 @@ def test_running_out_of_memory_names_task_length_for_a_task_length_without_task(
         "--layers, --batch or --task-length\n")
 
 
+@pytest.mark.parametrize("task, sizes", [([], "--seq-len"), (["--task", "adding"], "--task-length")])
+def test_running_out_of_memory_on_resume_does_not_ask_for_sizes_resume_refuses(
+        monkeypatch, capsys, task, sizes):
+    """It said "lower --hidden, --layers, …", flags a --resume refuses to change."""
+    _raising(monkeypatch, "train", MemoryError())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--resume", "runs/a", *task])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "bptt: error: not enough memory to resume runs/a: a resumed run keeps its sizes; free "
+        f"memory, or start a new run with a lower --hidden, --layers, --batch or {sizes}\n")
+
+
 def test_a_refused_write_drops_the_output_standard_output_cannot_take(monkeypatch, capsys):
     """A full disk while standard output is full too: what is buffered for it is dropped,
     or Python's flush at exit fails again (a second error after the line)."""

@@ -57,6 +57,9 @@ def _out_of_memory(args: argparse.Namespace) -> str:
     if not flags:
         return "not enough memory for a model of this size"
     listed = " or ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
+    if getattr(args, "resume", None) is not None:  # its sizes are the run's: --resume refuses them
+        return (f"not enough memory to resume {args.resume}: a resumed run keeps its sizes; "
+                f"free memory, or start a new run with a lower {listed}")
     return f"not enough memory for a model and data of these sizes; lower {listed}"
 
 
