@@ -632,6 +632,8 @@ def _raising(monkeypatch, command: str, exc: BaseException) -> None:
     (OSError(28, "No space left on device", "out/model.safetensors"),
      "No space left on device: out/model.safetensors"),
     (MemoryError(), "not enough memory for a model of this size"),  # export has no size flags
+    # no file named: the system's words, not Python's "[Errno 13] Permission denied"
+    (PermissionError(13, "Permission denied"), "Permission denied"),
 ])
 def test_a_system_error_is_one_line_naming_its_file(monkeypatch, capsys, exc, line):
     _raising(monkeypatch, "export", exc)

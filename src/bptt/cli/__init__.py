@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpttError as exc:
         fail(str(exc))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        reason = exc.strerror or str(exc)
+        fail(f"{reason}: {exc.filename}" if exc.filename else reason)
     except MemoryError:
         fail(_out_of_memory(args))
     except KeyboardInterrupt as exc:  # Ctrl-C, or progress.Stopped (SIGTERM, SIGHUP)
