@@ -226,7 +226,7 @@ def _ids(text: str, vocab: Sequence[str], seq_len: int | None, unk: str | None =
             f"{ids.size - 1} steps (each step's target is the next character); "
             f"got seq_len {seq_len}: give a longer text or a smaller --seq-len"
         )
-    return ids, seq_len
+    return ids, int(seq_len)
 
 
 def flow_for_model(
