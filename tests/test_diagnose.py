@@ -1534,7 +1534,8 @@ def test_the_localisation_sentence_names_the_first_wrong_loss_counted_from_1():
 
 
 @pytest.mark.parametrize("example", ["missing_tanh_derivative", "tanh_derivative_at_pre_activation",
-                                     "tanh_applied_twice", "activation_for_derivative"])
+                                     "tanh_applied_twice", "activation_for_derivative",
+                                     "tanh_derivative_off_by_one"])
 def test_a_wrong_tanh_derivative_is_told_the_line_that_computes_it(example):
     report = diagnose.check_backward(load(example))
     assert report.diagnosis.message.endswith("dJ_dz = dJ_dh * (1 - h_t**2).")

@@ -1006,7 +1006,9 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
          "on: dJ_dz = dJ_dh * (1 - h_t**2)."),
         ("tanh-derivative-off-by-one", {"tanh_prime": "h_prev"},
          "Off by one step: you take tanh' at the previous state, 1 − h_{t−1}², where it "
-         "belongs at the output of the same step: h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − h_t²."),
+         "belongs at the output of the same step: h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − h_t² "
+         "(hs[t + 1], not hs[t], in a 0-based loop whose forward keeps hs[0] = h0): "
+         "dJ_dz = dJ_dh * (1 - h_t**2)."),
         ("tanh-derivative-at-pre-activation", {"tanh_prime": "z"},
          "You take tanh' at the pre-activation, 1 − z_t², where it belongs at the output: "
          "h_t = tanh(z_t), so ∂h_t/∂z_t = 1 − tanh²(z_t) = 1 − h_t². Square h_t, not z_t: "
