@@ -840,23 +840,27 @@ def _steps(m: int) -> str:
     return f"{m} step" if m == 1 else f"{m} steps"
 
 
-def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
-    """(what the factor is called, the sentence) for the known constant factors.
+def _fractions(T: int, B: int) -> list[tuple[float, str, str]]:
+    """The known constant factors, each (value, what it is called, the sentence), one per
+    value, smallest first.
 
-    With B = 1 the mean over time and batch is the mean over time (1/(T·B) = 1/T) and 1/B
-    is no factor at all (T ≥ 4 here: make_problem's bound)."""
-    known = [
-        (1 / (T * B), f"1/(T·B) = 1/{T * B}", "the MEAN loss over time and batch"),
-        (1 / T, f"1/T = 1/{T}", "the MEAN over time"),
-        (1 / B, f"1/B = 1/{B}", "the MEAN over the batch"),
-    ]
-    if T == B:  # 1/T and 1/B are one number: say both (a run with T ≠ B tells them apart)
-        known[1] = (1 / T, f"1/T = 1/B = 1/{T}", "the MEAN over time or over the batch (T = B "
-                    "here: check with --seq-len other than --batch to tell which)")
-    elif B == 1:
-        known = [(1 / T, f"1/T = 1/{T}", "the MEAN over time (B = 1 here, so the mean over "
-                  "time and batch too)")]
-    for value, name, what in known:
+    With T = B, 1/T and 1/B are one number: one entry says both.  With B = 1 the mean over
+    time and batch is the mean over time (1/(T·B) = 1/T) and 1/B is no factor at all
+    (T ≥ 4 here: make_problem's bound)."""
+    over_all = (1 / (T * B), f"1/(T·B) = 1/{T * B}", "the MEAN loss over time and batch")
+    if T == B:  # (a run with T ≠ B tells them apart)
+        return [over_all, (1 / T, f"1/T = 1/B = 1/{T}", "the MEAN over time or over the batch "
+                           "(T = B here: check with --seq-len other than --batch to tell which)")]
+    if B == 1:
+        return [(1 / T, f"1/T = 1/{T}", "the MEAN over time (B = 1 here, so the mean over "
+                 "time and batch too)")]
+    return sorted([over_all, (1 / T, f"1/T = 1/{T}", "the MEAN over time"),
+                   (1 / B, f"1/B = 1/{B}", "the MEAN over the batch")])
+
+
+def _fraction(ratio: float, T: int, B: int) -> tuple[str, str] | None:
+    """(what the factor is called, the sentence) when ``ratio`` is a known constant factor."""
+    for value, name, what in _fractions(T, B):
         if abs(ratio - value) <= 1e-9 * value:
             return name, what
     return None
@@ -926,8 +930,7 @@ def hypotheses(problem: Problem, correct: Expansion) -> list[Hypothesis]:
                 problem.seed, problem.cell, problem.c0))
 
     # constant factors
-    for ratio in sorted({1 / (T * B), 1 / T, 1 / B} - {1.0}):  # (B = 1: 1/B is no factor)
-        name, what = _fraction(ratio, T, B) or ("", "")
+    for ratio, name, what in _fractions(T, B):
         out.append(Hypothesis(
             "mean",
             f"You differentiate {what}: every gradient is {name} of the reference, which "
