@@ -11,6 +11,7 @@ most a few steps and characters.  Blocks marked ``text`` or ``sh`` are illustrat
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -156,6 +157,71 @@ def test_the_readme_python_example_runs():
 
 def _cells(row: str) -> list[str]:
     return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def _committed_benchmark() -> dict[tuple, dict]:
+    """benchmarks/results.jsonl, the committed run: (cell, H, B, T, contender) -> its row."""
+    rows = [json.loads(line) for line in
+            (ROOT / "benchmarks/results.jsonl").read_text(encoding="utf-8").splitlines()]
+    return {(r["cell"], r["H"], r["B"], r["T"], r["contender"]): r
+            for r in rows if r["kind"] == "throughput"}
+
+
+# a benchmark run rewrites results.jsonl (without --out): update the README's speed section
+# to it, or put the committed table back (git checkout benchmarks/results.*)
+STALE = "the README's speed section is not benchmarks/results.jsonl's run"
+
+
+def _readme_speed() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("## Speed", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_speed_table_is_the_committed_benchmark():
+    """Each row of the README's speed table is benchmarks/results.jsonl's measurement to the
+    digit: bptt's characters/s and its ratio to each contender, bold exactly when above 1."""
+    measured = _committed_benchmark()
+    speed = _readme_speed()
+    grid = re.findall(r"^\| (rnn|lstm|gru) \| (\d+) \| (\d+) \| (.*)$", speed, flags=re.M)
+    assert len(grid) >= 8, "the README shows the grid's rows"
+
+    def shown(ratio: float) -> str:
+        return f"**{ratio:.2f}×**" if ratio > 1 else f"{ratio:.2f}×"
+
+    for cell, H, B, rest in grid:
+        key = (cell, int(H), int(B), 50)
+        row = _cells(rest)
+        assert row[0] == f"{measured[(*key, 'bptt')]['chars_per_sec']:,.0f}", (STALE, key, row)
+        assert row[1] == shown(measured[(*key, "torch")]["ratio_bptt_over"]), (STALE, key, row)
+        assert row[2] == shown(measured[(*key, "jax")]["ratio_bptt_over"]), (STALE, key, row)
+    min_char = re.search(r"^\| min-char-rnn config .*$", speed, flags=re.M)
+    assert min_char, "the README shows min-char's row"
+    row = _cells(min_char[0])
+    assert row[3] == f"{measured[('rnn', 100, 1, 25, 'bptt')]['chars_per_sec']:,.0f}", STALE
+    naive = measured[("rnn", 100, 1, 25, "naive")]["ratio_bptt_over"]
+    assert row[4] == f"{naive:.2f}× the textbook numpy loop", STALE
+
+
+@pytest.mark.parametrize("claim, cells, Hs, B, contender, skip", [
+    ("PyTorch's eager kernels for the vanilla RNN and the GRU everywhere:\n  {}× at batch 1",
+     ("rnn", "gru"), (100, 256, 512), 1, "torch", ()),
+    ("{}× at batch 32. JAX's", ("rnn", "gru"), (100, 256, 512), 32, "torch", ()),
+    ("bptt is {}× it at batch 1", ("lstm",), (100, 256, 512), 1, "torch", ()),
+    ("memory twice a step) and {}× at batch 32", ("lstm",), (100, 256, 512), 32, "torch", ()),
+    ("H = 256 ({}×), except the vanilla RNN at H = 512", ("rnn", "lstm", "gru"), (256, 512),
+     32, "jax", (("rnn", 512),)),
+    ("JAX at batch 1 ({}×)", ("rnn", "lstm", "gru"), (100, 256, 512), 1, "jax", ()),
+    ("batch 32, H = 100 ({}×)", ("rnn", "lstm", "gru"), (100,), 32, "jax", ()),
+])
+def test_the_readme_speed_ranges_are_the_committed_benchmark(claim, cells, Hs, B, contender,
+                                                             skip):
+    """The ranges the README's speed section states in words are the smallest and largest
+    ratio of the committed run over the points they name."""
+    measured = _committed_benchmark()
+    ratios = [measured[(cell, H, B, 50, contender)]["ratio_bptt_over"]
+              for cell in cells for H in Hs if (cell, H) not in skip]
+    span = f"{min(ratios):.2f}–{max(ratios):.2f}"
+    assert claim.format(span) in _readme_speed(), (STALE, claim, span)
 
 
 def test_the_readme_gradcheck_rows_are_what_the_command_prints(torch, capsys):
