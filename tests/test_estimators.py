@@ -8,6 +8,8 @@ learned to a stated accuracy in seconds, and every bad input one clear ValueErro
 from __future__ import annotations
 
 import re
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -426,8 +428,10 @@ def test_a_copied_estimator_trains_its_own_copy(tweets):
 
     X, y = as_list(tweets), tweets.y
     original = small(bptt.SequenceClassifier).fit(X, y)
+    packed = original._flat
     copies = [pickle.loads(pickle.dumps(original)), copy.deepcopy(original)]
     assert "_flat" not in pickle.loads(pickle.dumps(original)).__dict__
+    assert original._flat is packed  # a copy leaves the original's buffers where they were
     original.partial_fit(X, y)
     for other in copies:
         before = {k: v.copy() for k, v in other.params_.items()}
@@ -454,6 +458,30 @@ def test_get_params_and_set_params_follow_scikit_learn():
                                       dtype="".join(["float", "32"]))
     assert repr(defaults) == "SequenceRegressor()"
     assert bptt.SequenceRegressor._estimator_type == "regressor"
+
+
+def test_the_scikit_learn_tags_say_classifier_or_regressor_fitted_on_3d_input(monkeypatch):
+    """scikit-learn >= 1.6 reads an estimator's kind from its tags (is_classifier, and so
+    cross_val_score's stratified folds for a classifier): every tag given is pinned.
+    (scikit-learn is optional: sklearn.utils is stood in for by its five tag classes, each
+    returning its name and the arguments it was given.)"""
+    utils = types.ModuleType("sklearn.utils")
+    for name in ("Tags", "TargetTags", "ClassifierTags", "RegressorTags", "InputTags"):
+        setattr(utils, name, lambda _name=name, **given: (_name, given))
+    monkeypatch.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
+    monkeypatch.setitem(sys.modules, "sklearn.utils", utils)
+    three_d = ("InputTags", {"two_d_array": False, "three_d_array": True})
+    assert bptt.SequenceClassifier(random_state=0).__sklearn_tags__() == ("Tags", {
+        "estimator_type": "classifier",
+        "target_tags": ("TargetTags", {"required": True, "multi_output": False}),
+        "classifier_tags": ("ClassifierTags", {"multi_class": True}),
+        "regressor_tags": None, "input_tags": three_d, "non_deterministic": False})
+    # y may be (N, V); no random_state: each fit draws other initial weights
+    assert bptt.SequenceRegressor().__sklearn_tags__() == ("Tags", {
+        "estimator_type": "regressor",
+        "target_tags": ("TargetTags", {"required": True, "multi_output": True}),
+        "classifier_tags": None, "regressor_tags": ("RegressorTags", {}),
+        "input_tags": three_d, "non_deterministic": True})
 
 
 # ----------------------------------------------------------------------------

@@ -662,3 +662,22 @@ def test_the_decay_of_a_last_loss_that_reaches_not_even_its_own_step_is_nan_unwa
         warnings.simplefilter("error")
         assert np.isnan(report.decay())
     assert _report_with_zeros().decay() == 0.25 / 4.0
+
+
+# --- mutation audit (6): the bytes of flow.csv ------------------------------------------------
+
+
+def test_flow_csv_holds_exactly_the_librarys_table_one_lf_ended_line_a_row(tmp_path, capsys):
+    """The file is flow.to_csv of the report, byte for byte: every line, the last one too,
+    ends in a single \\n (a reader counting lines, or cat-ing two tables, relies on it)."""
+    from bptt import cli
+
+    assert cli.main(["flow", "--text", "abcabcab", "--hidden", "4", "--out",
+                     str(tmp_path)]) == 0
+    data = (tmp_path / "flow.csv").read_bytes()
+    report = flow.flow_on_text("abcabcab", "rnn", hidden=4)
+    assert data == flow.to_csv([report]).encode("utf-8")
+    assert data.startswith(b"cell,t,k,distance,norm\nrnn,1,1,0,") and b"\r" not in data
+    assert data.endswith(f"rnn,7,7,0,{float(report.norms[6, 6])!r}\n".encode())
+    assert data.count(b"\n") == 1 + 7 * 8 // 2
+    assert capsys.readouterr().out.endswith(f"{tmp_path / 'flow.csv'} (28 rows)\n")

@@ -383,3 +383,29 @@ def test_a_prime_read_in_chunks_reads_every_character(monkeypatch):
     whole = sample_text(params, VOCAB, 30, prime="abcdea", rng=np.random.default_rng(5))
     monkeypatch.setattr(sample, "PRIME_CHUNK", 2)
     assert sample_text(params, VOCAB, 30, prime="abcdea", rng=np.random.default_rng(5)) == whole
+
+
+# ---- mutation audit (6): the vocabulary argument ----
+
+
+def test_a_vocabulary_is_any_sequence_of_its_characters():
+    """A str or a tuple of the characters is read as their list (the same ids, the same
+    sample), as the annotation Sequence[str] promises."""
+    params = model()
+    drawn = [sample_text(params, vocab, 12, rng=np.random.default_rng(1))
+             for vocab in (VOCAB, "".join(VOCAB), tuple(VOCAB))]
+    assert drawn[1] == drawn[0] == drawn[2] and len(drawn[0]) == 12
+
+
+@pytest.mark.parametrize("vocab, reason", [
+    (5, "'int' object is not iterable"),
+    (None, "'NoneType' object is not iterable"),
+    (list("aabcde"), "the vocabulary lists 'a' twice; each character must appear once."),
+    (["ab", "c", "d", "e", "f", "g"], "a vocabulary entry must be a single character, got "
+                                      "'ab'; the vocabulary list is damaged."),
+])
+def test_what_is_no_vocabulary_is_one_error_that_says_why(vocab, reason):
+    # (a number or None was Python's own TypeError, from list())
+    with pytest.raises(bptt.BpttError) as refused:
+        generate(model(), vocab, 3)
+    assert str(refused.value) == f"vocab cannot be used: {reason}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
+import struct
 import sys
 
 import numpy as np
@@ -522,3 +523,65 @@ def test_a_generator_refuses_a_count_or_noise_that_is_no_data_set(make, message)
     with pytest.raises(BpttError, match=re.escape(message)):
         make(np.random.default_rng(0))
     assert tasks.tweets(2, 5, np.random.default_rng(0), noise=0).X.shape == (2, 5, 3)
+
+
+# ---- mutation audit (6): what loss.png draws ----
+
+
+def _drawn_plot(tmp_path, monkeypatch, **settings):
+    """Train a small task run to its end; return it, the figure its loss.png was drawn from
+    (the last write_plot's) and the PNG's (width, height)."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda fig, *a, **k: figures.append(fig) or savefig(fig, *a, **k))
+    run = tasks.new_task_run(tasks.TaskConfig(**settings), tmp_path / "run")
+    assert tasks.train_task(run)
+    png = (run.out_dir / tasks.PLOT_FILE).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    return run, figures[-1], struct.unpack(">II", png[16:24])
+
+
+def _lines(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_loss_png_of_a_regression_task_draws_the_mse_against_the_mean_predictors(
+        tmp_path, monkeypatch):
+    run, fig, size = _drawn_plot(tmp_path, monkeypatch, task="adding", length=6, cell="lstm",
+                                 hidden=8, layers=2, steps=6, batch=8, eval_every=3, seed=4)
+    assert size == (700, 400)
+    [ax] = fig.axes  # no accuracy axis
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == (
+        "adding (T=6): lstm, H=8, L=2", "step", "mean squared error", "log")
+    lines = _lines(ax)
+    assert list(lines) == ["train", "validation", "predicting the mean"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(lines)
+    for label, key in (("train", "train_mse"), ("validation", "val_mse")):
+        assert list(lines[label].get_xdata()) == [3, 6]
+        assert list(lines[label].get_ydata()) == [row[key] for row in run.history]
+    # the baseline: the variance of the validation targets (what predicting their mean scores)
+    assert list(lines["predicting the mean"].get_ydata()) == [np.var(run.data.val.y)] * 2
+
+
+def test_loss_png_of_a_classification_task_draws_the_loss_and_the_accuracy_from_0_to_1(
+        tmp_path, monkeypatch):
+    run, fig, size = _drawn_plot(tmp_path, monkeypatch, task="parity", length=5, hidden=4,
+                                 cell="gru", steps=4, batch=4, eval_every=2, seed=0)
+    assert size == (700, 400)
+    ax, acc = fig.axes
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == (
+        "parity (T=5): gru, H=4, L=1", "step", "cross-entropy (nats)", "linear")
+    lines = _lines(ax)
+    assert list(lines) == ["train", "validation"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation"]
+    for label, key in (("train", "train_loss"), ("validation", "val_loss")):
+        assert list(lines[label].get_xdata()) == [2, 4]
+        assert list(lines[label].get_ydata()) == [row[key] for row in run.history]
+    assert (acc.get_ylabel(), acc.get_ylim()) == ("accuracy", (0, 1.02))
+    [accuracy] = acc.get_lines()
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["validation accuracy"]
+    assert list(accuracy.get_xdata()) == [2, 4]
+    assert list(accuracy.get_ydata()) == [row["val_accuracy"] for row in run.history]

@@ -370,6 +370,125 @@ def test_json_localisation_counts_steps_from_1_with_each_steps_reach(tmp_path, m
     assert [s["reach"] for s in loc["steps"]] == [None, None, 2, 2, 2]
     assert [s["wrong"] for s in loc["steps"]] == [["Why"], ["Why"]] + [
         ["Wxh", "Whh", "bh", "Why"]] * 3
+    # each step's worst relative error, as the library measured it, and what t counts from
+    from bptt import diagnose
+
+    steps = diagnose.check_backward(diagnose.load_backward("mine.py:rnn_backward"),
+                                    diagnose.make_problem()).localisation.steps
+    assert [s["max_rel"] for s in loc["steps"]] == [s.max_rel for s in steps]
+    assert all(0 < s.max_rel < 1 for s in steps) and loc["note"] == "t is 1-based"
+
+
+# ---- mutation audit (6): each row of --backward's table and --json, the note rows too ----
+
+# a missing, a transposed, a doubled and a NaN gradient, and a wrong h_last, at once
+FOUR_WRONG = (EXAMPLES / "correct.py").read_text() + """
+
+correct = rnn_backward
+
+
+def rnn_backward(params, inputs, targets, h0=None, truncate=None):
+    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)
+    del grads["bh"]
+    grads["Wxh"] = grads["Wxh"].T
+    grads["Why"] = 2 * grads["Why"]
+    grads["by"] = grads["by"] * np.nan
+    return loss, grads, h_last + 1
+"""
+
+
+def _four_wrong(tmp_path, monkeypatch):
+    """mine.py (FOUR_WRONG) in tmp_path, the current directory; the library's report of it."""
+    from bptt import diagnose
+
+    (tmp_path / "mine.py").write_text(FOUR_WRONG)
+    monkeypatch.chdir(tmp_path)
+    return diagnose.check_backward(diagnose.load_backward("mine.py:rnn_backward"),
+                                   diagnose.make_problem(), name="mine.py:rnn_backward")
+
+
+def test_each_row_of_the_table_is_a_gradient_or_a_note_of_why_it_was_not_compared(
+        tmp_path, monkeypatch, capsys):
+    """A gradient that could not be compared is one row with the reason in words; every
+    row after it is printed too, and h_last's row comes last."""
+    report = _four_wrong(tmp_path, monkeypatch)
+    code, out = _gradcheck(capsys, "--backward", "mine.py:rnn_backward")
+    assert code == 1
+    assert out.splitlines()[0] == "Checking mine.py:rnn_backward against the reference double sum"
+    compared = {p.name: p.comparison for p in report.params if p.comparison is not None}
+    assert list(compared) == ["Whh", "Why", "h0"]
+
+    def row(name, verdict):
+        c = compared[name]
+        return [name, f"{c.max_rel:.1e}", str(c.worst), f"{c.a_worst:.6g}", f"{c.b_worst:.6g}",
+                verdict]
+
+    table = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[2:] == [
+        ["Wxh", "shape (5, 4), expected (4, 5)", "", "", "", "FAIL"],
+        row("Whh", "PASS"),
+        ["bh", "missing", "", "", "", "FAIL"],
+        row("Why", "FAIL"),
+        ["by", "NaN or inf", "", "", "", "FAIL"],
+        row("h0", "PASS"),
+        ["h_last", "differs", "", "", "", "FAIL"],
+    ]
+    assert table[5][1] == "3.3e-01" and table[1][0] == "loss J"
+    assert compared["h0"].worst == (1, 0)  # (not symmetric: a worst entry read the other
+    # way round shows)
+
+
+def test_json_gives_each_gradients_note_numbers_and_explanation_and_every_message(
+        tmp_path, monkeypatch, capsys):
+    report = _four_wrong(tmp_path, monkeypatch)
+    code, out = _gradcheck(capsys, "--json", "--backward", "mine.py:rnn_backward")
+    doc = json.loads(out)
+    assert code == 1 and doc["backward"] == "mine.py:rnn_backward"
+
+    def uncompared(param, note, explanation):
+        return {"param": param, "passed": False, "note": note, "max_rel": None, "worst": None,
+                "yours": None, "reference": None, "explanation": explanation}
+
+    def compared(param, explanation=""):
+        c = next(p.comparison for p in report.params if p.name == param)
+        return {"param": param, "passed": c.max_rel <= 1e-9, "note": "",
+                "max_rel": c.max_rel, "worst": list(c.worst), "yours": c.a_worst,
+                "reference": c.b_worst, "explanation": explanation}
+
+    assert doc["params"] == [
+        uncompared("Wxh", "shape (5, 4), expected (4, 5)", "Your ∂J/∂W^xh has the right "
+                   "values, transposed: return it in the shape of W^xh, (4, 5)."),
+        compared("Whh"),
+        uncompared("bh", "missing", "Your grads have no 'bh': return ∂J/∂b_h under that key."),
+        compared("Why", "Your gradient is 2 × the reference: a constant factor slipped in here."),
+        uncompared("by", "NaN or inf", "Your ∂J/∂b_y contains NaN or inf."),
+        compared("h0"),
+    ]
+    assert doc["params"][3]["max_rel"] == pytest.approx(1 / 3, rel=1e-12)
+    # the sentences of the text's "What the checks say", h_last's first (not only findings)
+    assert doc["messages"] == report.messages() and len(doc["messages"]) == 6
+    assert doc["messages"][0].startswith("Your h_last differs from the final state")
+    # a mis-shaped W^xh cannot be probed on prefixes: every step's error is unknown (null)
+    assert [s["max_rel"] for s in doc["localisation"]["steps"]] == [None] * 5
+
+
+def test_json_notes_a_dh0_in_columns_when_b_equals_h(tmp_path, monkeypatch, capsys):
+    """With B = H the shape cannot tell ∂J/∂h0 in (H, B) columns from (B, H) rows: it is
+    compared, fails, and is noted "transposed" (with what to do)."""
+    (tmp_path / "mine.py").write_text(
+        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
+        "    grads['h0'] = grads['h0'].T\n"
+        "    return loss, grads, h_last\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = _gradcheck(capsys, "--json", "--batch", "4", "--backward", "mine.py:rnn_backward")
+    h0 = json.loads(out)["params"][-1]
+    assert code == 1 and (h0["param"], h0["passed"], h0["note"], h0["explanation"]) == (
+        "h0", False, "transposed", "Your ∂J/∂h0 has the right values, transposed: return it "
+                                   "in the shape of h0, (4, 4).")
+    assert h0["max_rel"] > 1e-9 and h0["yours"] != h0["reference"]
 
 
 # --- --cell lstm: YOUR LSTM's backward ---------------------------------------------------

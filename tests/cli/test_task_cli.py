@@ -90,6 +90,44 @@ def test_the_summary_line_of_an_evaluation_gives_its_metrics_to_stated_digits():
         "validation MSE 0.00123, R² 0.9877")
 
 
+class _RecordingBar:
+    """A stand-in for the run's tqdm bar: the calls made on it, in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def update(self, n):
+        self.calls.append(("update", n))
+
+    def set_postfix(self, **postfix):
+        self.calls.append(("set_postfix", postfix))
+
+    def write(self, text):
+        self.calls.append(("write", text))
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_each_event_of_a_task_run_moves_the_bar_or_prints_one_line(quiet):
+    """A step moves the bar one step and shows its loss (4 decimals) and speed (sequences a
+    second, thousands separated) beside it; an evaluation is one line above the bar (none
+    with --quiet); a checkpoint and the end show nothing."""
+    from bptt.cli import train_task
+    from bptt.tasks import TaskEvent
+
+    bar = _RecordingBar()
+    row = {"step": 20, "train_loss": 0.5, "val_loss": 0.0412345, "val_accuracy": 0.98765,
+           "seqs_per_sec": 12345.6}
+    for event in (TaskEvent("step", 20, loss=0.693147, seqs_per_sec=12345.6),
+                  TaskEvent("eval", 20, seqs_per_sec=12345.6, metrics=row),
+                  TaskEvent("checkpoint", 20), TaskEvent("done", 20)):
+        train_task._show(event, bar, quiet)
+    # (refresh=False: the postfix is drawn with the bar's next update, not once more a step)
+    step = [("update", 1),
+            ("set_postfix", {"loss": "0.6931", "seqs_s": "12,346", "refresh": False})]
+    evaluation = [("write", "step 20: validation accuracy 0.988, cross-entropy 0.0412")]
+    assert bar.calls == step + ([] if quiet else evaluation)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--task-length", "5"], "--task-length needs --task NAME"),
     (["--task", "parity", "--seq-len", "5"], "--seq-len does not apply to --task"),
