@@ -442,7 +442,10 @@ class _SequenceEstimator:
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn ≥ 1.6 asks its estimators for tags (only scikit-learn calls this, so
-        the import never runs without it): a classifier or regressor, fitted on 3-D X."""
+        the import never runs without it): a classifier or regressor, fitted on 3-D X.
+        Not non_deterministic, which scikit-learn defines as "not deterministic given a fixed
+        random_state": with one, a fit is bit-identical (without one, each fit draws other
+        initial weights, as any estimator with a random_state does)."""
         from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
 
         classifier = self._estimator_type == "classifier"
@@ -452,7 +455,7 @@ class _SequenceEstimator:
             classifier_tags=ClassifierTags(multi_class=True) if classifier else None,
             regressor_tags=None if classifier else RegressorTags(),
             input_tags=InputTags(two_d_array=False, three_d_array=True),
-            non_deterministic=self.random_state is None,
+            non_deterministic=False,
         )
 
     def _validate_params(self) -> None:
