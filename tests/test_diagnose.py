@@ -1876,3 +1876,15 @@ def test_a_mean_over_time_of_one_sequence_is_named_as_a_mean_over_time():
     assert report.diagnosis.message.startswith(
         "You differentiate the MEAN over time (B = 1 here, so the mean over time and batch "
         "too): every gradient is 1/T = 1/5 of the reference")
+
+
+def test_a_loss_below_1_is_held_and_shown_to_an_absolute_error():
+    """The loss row's error is the one its verdict is held to, |yours − J| / max(|J|, 1): for
+    a J below 1 an absolute error (a relative one would make round-off of a tiny J a FAIL)."""
+    problem = diagnose.make_problem()
+    near = diagnose._loss_check(1e-12 + 5e-11, 1e-12, problem)
+    assert near.passed and near.rel_error == pytest.approx(5e-11, rel=1e-9)
+    off = diagnose._loss_check(0.3, 0.2, problem)
+    assert not off.passed and off.rel_error == pytest.approx(0.1, rel=1e-12)
+    big = diagnose._loss_check(22.0, 20.0, problem)
+    assert not big.passed and big.rel_error == pytest.approx(0.1, rel=1e-12)

@@ -1399,6 +1399,12 @@ class LossCheck:
     passed: bool
     message: str = ""
 
+    @property
+    def rel_error(self) -> float:
+        """|yours − J| / max(|J|, 1): the relative error the verdict holds to LOSS_TOL (an
+        absolute one for a J below 1)."""
+        return abs(self.yours - self.reference) / max(abs(self.reference), 1.0)
+
 
 @dataclass
 class BackwardReport:
@@ -1731,11 +1737,10 @@ def _transposed(key: str, shape: tuple[int, ...]) -> str:
 def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOSS_TOL
                 ) -> LossCheck:
     """The learner's loss against the reference J, to relative tolerance tol."""
-    passed = abs(loss - ref_loss) <= tol * max(abs(ref_loss), 1.0)
-    if passed:
+    off = LossCheck(loss, ref_loss, False).rel_error
+    if off <= tol:
         return LossCheck(loss, ref_loss, True)
     ratio = loss / ref_loss if ref_loss else float("nan")
-    off = abs(loss - ref_loss) / max(abs(ref_loss), 1.0)
     if off < NEAR_TOL:
         return LossCheck(loss, ref_loss, False, (
             f"Your loss {loss:.10g} agrees with the reference J = {ref_loss:.10g} to {off:.0e} "

@@ -322,6 +322,7 @@ def test_the_report_table_sets_yours_beside_the_reference(capsys):
     report = json.loads(out)
     assert code == 1 and report["diagnosis"]["name"] == "mean"
     assert report["loss"]["yours"] == pytest.approx(report["loss"]["reference"] / 10, rel=1e-12)
+    assert report["loss"]["rel_error"] == pytest.approx(0.9, rel=1e-12)  # the table's 9.0e-01
     for row in report["params"]:
         assert row["yours"] == pytest.approx(row["reference"] / 10, rel=1e-12), row["param"]
 

@@ -197,7 +197,7 @@ def _report_json(report: diagnose.BackwardReport) -> dict:
         "passed": report.passed,
         "loss": None if report.loss is None else {
             "yours": report.loss.yours, "reference": report.loss.reference,
-            "passed": report.loss.passed},
+            "rel_error": report.loss.rel_error, "passed": report.loss.passed},
         "params": [
             {"param": p.name, "passed": p.passed, "note": p.note,
              "max_rel": None if p.comparison is None else p.comparison.max_rel,
@@ -227,8 +227,7 @@ def _print_report(report: diagnose.BackwardReport) -> None:
     print("|---|---|---|---|---|---|")
     if report.loss is not None:
         loss = report.loss
-        rel = abs(loss.yours - loss.reference) / max(abs(loss.reference), 1e-300)
-        print(f"| loss J | {rel:.1e} | | {loss.yours:.6g} | {loss.reference:.6g} | "
+        print(f"| loss J | {loss.rel_error:.1e} | | {loss.yours:.6g} | {loss.reference:.6g} | "
               f"{'PASS' if loss.passed else 'FAIL'} |")
     for p in report.params:
         verdict = "PASS" if p.passed else "FAIL"
