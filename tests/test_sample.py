@@ -398,14 +398,15 @@ def test_a_vocabulary_is_any_sequence_of_its_characters():
 
 
 @pytest.mark.parametrize("vocab, reason", [
-    (5, "'int' object is not iterable"),
-    (None, "'NoneType' object is not iterable"),
+    (5, "a vocabulary is a list of characters, got int 5."),
+    (None, "a vocabulary is a list of characters, got NoneType None."),
     (list("aabcde"), "the vocabulary lists 'a' twice; each character must appear once."),
     (["ab", "c", "d", "e", "f", "g"], "a vocabulary entry must be a single character, got "
-                                      "'ab'; the vocabulary list is damaged."),
+                                      "'ab'."),
 ])
 def test_what_is_no_vocabulary_is_one_error_that_says_why(vocab, reason):
-    # (a number or None was Python's own TypeError, from list())
+    # (a number or None was Python's own words, "'int' object is not iterable"; a wrong entry
+    # was said to be a "damaged" list, the words for a checkpoint's, not an argument's)
     with pytest.raises(bptt.BpttError) as refused:
         generate(model(), vocab, 3)
     assert str(refused.value) == f"vocab cannot be used: {reason}"

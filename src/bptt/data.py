@@ -318,8 +318,7 @@ def _validate_chars(chars: Iterable[str]) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str) or len(item) != 1:
             raise DataError(
-                f"a vocabulary entry must be a single character, got {item!r}; "
-                "the vocabulary list is damaged."
+                f"a vocabulary entry must be a single character, got {item!r}."
             )
         if is_surrogate(item):
             raise DataError(

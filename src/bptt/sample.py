@@ -34,8 +34,8 @@ def _check_vocab(vocab: Any) -> list[str]:
     from bptt.data import Vocab
 
     try:
-        return Vocab.from_list(list(vocab)).to_list()
-    except (DataError, TypeError) as exc:
+        return Vocab(vocab).to_list()
+    except DataError as exc:
         raise BpttError(f"vocab cannot be used: {exc}") from exc
 
 
