@@ -1401,9 +1401,14 @@ class LossCheck:
 
     @property
     def rel_error(self) -> float:
-        """|yours − J| / max(|J|, 1): the relative error the verdict holds to LOSS_TOL (an
-        absolute one for a J below 1)."""
-        return abs(self.yours - self.reference) / max(abs(self.reference), 1.0)
+        """The error the verdict is held to (see :func:`_loss_error`)."""
+        return _loss_error(self.yours, self.reference)
+
+
+def _loss_error(loss: float, ref_loss: float) -> float:
+    """|loss − J| / max(|J|, 1): relative, or absolute for a J below 1 (a J near 0 would
+    make round-off a large relative error)."""
+    return abs(loss - ref_loss) / max(abs(ref_loss), 1.0)
 
 
 @dataclass
@@ -1736,8 +1741,8 @@ def _transposed(key: str, shape: tuple[int, ...]) -> str:
 
 def _loss_check(loss: float, ref_loss: float, problem: Problem, tol: float = LOSS_TOL
                 ) -> LossCheck:
-    """The learner's loss against the reference J, to relative tolerance tol."""
-    off = LossCheck(loss, ref_loss, False).rel_error
+    """The learner's loss against the reference J, to tolerance tol (:func:`_loss_error`)."""
+    off = _loss_error(loss, ref_loss)
     if off <= tol:
         return LossCheck(loss, ref_loss, True)
     ratio = loss / ref_loss if ref_loss else float("nan")
