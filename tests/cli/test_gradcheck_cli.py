@@ -436,8 +436,24 @@ def test_each_row_of_the_table_is_a_gradient_or_a_note_of_why_it_was_not_compare
         ["h_last", "differs", "", "", "", "FAIL"],
     ]
     assert table[5][1] == "3.3e-01" and table[1][0] == "loss J"
-    assert compared["h0"].worst == (1, 0)  # (not symmetric: a worst entry read the other
-    # way round shows)
+
+
+def test_the_worst_entry_is_given_as_row_then_column(tmp_path, monkeypatch, capsys):
+    """One entry of ∂J/∂W^hy (V × H = 5 × 4) off, at row 1 and column 3: the table and --json
+    name that entry (1, 3), not (3, 1).  (The worst entry of a gradient that passes is
+    round-off, which another BLAS or numpy puts elsewhere: not a place to pin it.)"""
+    (tmp_path / "mine.py").write_text(
+        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
+        "    grads['Why'][1, 3] += 0.5\n"
+        "    return loss, grads, h_last\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = _gradcheck(capsys, "--backward", "mine.py:rnn_backward")
+    assert code == 1 and _table_row(out, "Why")[2] == "(1, 3)"
+    code, out = _gradcheck(capsys, "--json", "--backward", "mine.py:rnn_backward")
+    [why] = [row for row in json.loads(out)["params"] if row["param"] == "Why"]
+    assert code == 1 and why["worst"] == [1, 3] and not why["passed"]
 
 
 def test_json_gives_each_gradients_note_numbers_and_explanation_and_every_message(
