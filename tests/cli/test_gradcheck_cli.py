@@ -14,6 +14,16 @@ from tests_support import bptt_here
 EXAMPLES = Path(__file__).resolve().parents[1] / "broken_backwards"
 
 
+def _mine(tmp_path: Path, *body: str) -> None:
+    """tmp_path/mine.py: the right backward of broken_backwards/correct.py, then ``body``
+    (lines of Python, run on its loss, grads and h_last, the last of them a return)."""
+    (tmp_path / "mine.py").write_text(
+        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
+        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
+        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
+        + "".join(f"    {line}\n" for line in body))
+
+
 def bptt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m bptt ARGS`` from ``cwd``: a fresh interpreter imports YOUR backward."""
     return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, capture_output=True,
@@ -187,11 +197,7 @@ def test_json_report_of_a_loss_that_is_not_finite_is_strict_json(tmp_path, monke
     (NaN for a NaN loss), which JSON does not have; it is null, as a missing value."""
     from bptt import cli
 
-    (tmp_path / "mine.py").write_text(
-        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
-        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
-        "    _, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
-        f"    return {loss}, grads, h_last\n")
+    _mine(tmp_path, f"return {loss}, grads, h_last")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["gradcheck", "--json", "--backward", "mine.py:rnn_backward"]) == 1
 
@@ -237,11 +243,7 @@ def test_a_loss_or_h_last_that_is_no_float64_is_one_line_and_exit_2(tmp_path, ru
     """A Python int past float64's range as the loss (or in h_last) was a traceback
     (OverflowError); a complex h_last was cast to float64 with a ComplexWarning, its
     imaginary part dropped, and passed."""
-    (tmp_path / "mine.py").write_text(
-        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
-        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
-        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
-        f"    return {returned}\n")
+    _mine(tmp_path, f"return {returned}")
     run = run_bptt_here("gradcheck", "--backward", "mine.py:rnn_backward", cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     assert run.stdout == ""
@@ -255,12 +257,7 @@ def test_a_gradient_with_nan_or_inf_is_reported_without_numpy_warnings(tmp_path,
     """Probing prefixes subtracted the learner's gradients of T' − 1 steps from those of T'
     steps: inf − inf printed numpy's "RuntimeWarning: invalid value encountered in
     subtract" (and the line of bptt's source) between the report's lines on stderr."""
-    (tmp_path / "mine.py").write_text(
-        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
-        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
-        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
-        f"    grads['Whh'][0, 0] = {value}\n"
-        "    return loss, grads, h_last\n")
+    _mine(tmp_path, f"grads['Whh'][0, 0] = {value}", "return loss, grads, h_last")
     run = run_bptt_here("gradcheck", "--backward", "mine.py:rnn_backward", cwd=tmp_path)
     assert run.returncode == 1, run.stderr
     assert "W^hh: Your ∂J/∂W^hh contains NaN or inf." in run.stdout
@@ -383,26 +380,15 @@ def test_json_localisation_counts_steps_from_1_with_each_steps_reach(tmp_path, m
 # ---- mutation audit (6): each row of --backward's table and --json, the note rows too ----
 
 # a missing, a transposed, a doubled and a NaN gradient, and a wrong h_last, at once
-FOUR_WRONG = (EXAMPLES / "correct.py").read_text() + """
-
-correct = rnn_backward
-
-
-def rnn_backward(params, inputs, targets, h0=None, truncate=None):
-    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)
-    del grads["bh"]
-    grads["Wxh"] = grads["Wxh"].T
-    grads["Why"] = 2 * grads["Why"]
-    grads["by"] = grads["by"] * np.nan
-    return loss, grads, h_last + 1
-"""
+FOUR_WRONG = ('del grads["bh"]', 'grads["Wxh"] = grads["Wxh"].T', 'grads["Why"] = 2 * grads["Why"]',
+              'grads["by"] = grads["by"] * np.nan', "return loss, grads, h_last + 1")
 
 
 def _four_wrong(tmp_path, monkeypatch):
     """mine.py (FOUR_WRONG) in tmp_path, the current directory; the library's report of it."""
     from bptt import diagnose
 
-    (tmp_path / "mine.py").write_text(FOUR_WRONG)
+    _mine(tmp_path, *FOUR_WRONG)
     monkeypatch.chdir(tmp_path)
     return diagnose.check_backward(diagnose.load_backward("mine.py:rnn_backward"),
                                    diagnose.make_problem(), name="mine.py:rnn_backward")
@@ -442,12 +428,7 @@ def test_the_worst_entry_is_given_as_row_then_column(tmp_path, monkeypatch, caps
     """One entry of ∂J/∂W^hy (V × H = 5 × 4) off, at row 1 and column 3: the table and --json
     name that entry (1, 3), not (3, 1).  (The worst entry of a gradient that passes is
     round-off, which another BLAS or numpy puts elsewhere: not a place to pin it.)"""
-    (tmp_path / "mine.py").write_text(
-        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
-        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
-        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
-        "    grads['Why'][1, 3] += 0.5\n"
-        "    return loss, grads, h_last\n")
+    _mine(tmp_path, "grads['Why'][1, 3] += 0.5", "return loss, grads, h_last")
     monkeypatch.chdir(tmp_path)
     code, out = _gradcheck(capsys, "--backward", "mine.py:rnn_backward")
     assert code == 1 and _table_row(out, "Why")[2] == "(1, 3)"
@@ -493,12 +474,7 @@ def test_json_gives_each_gradients_note_numbers_and_explanation_and_every_messag
 def test_json_notes_a_dh0_in_columns_when_b_equals_h(tmp_path, monkeypatch, capsys):
     """With B = H the shape cannot tell ∂J/∂h0 in (H, B) columns from (B, H) rows: it is
     compared, fails, and is noted "transposed" (with what to do)."""
-    (tmp_path / "mine.py").write_text(
-        (EXAMPLES / "correct.py").read_text() + "\n\ncorrect = rnn_backward\n\n\n"
-        "def rnn_backward(params, inputs, targets, h0=None, truncate=None):\n"
-        "    loss, grads, h_last = correct(params, inputs, targets, h0, truncate)\n"
-        "    grads['h0'] = grads['h0'].T\n"
-        "    return loss, grads, h_last\n")
+    _mine(tmp_path, "grads['h0'] = grads['h0'].T", "return loss, grads, h_last")
     monkeypatch.chdir(tmp_path)
     code, out = _gradcheck(capsys, "--json", "--batch", "4", "--backward", "mine.py:rnn_backward")
     h0 = json.loads(out)["params"][-1]
