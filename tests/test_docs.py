@@ -159,17 +159,19 @@ def _cells(row: str) -> list[str]:
     return [cell.strip() for cell in row.strip().strip("|").split("|")]
 
 
+# a benchmark run rewrites results.jsonl (without --out): update the README's speed section
+# to it, or put the committed table back (git checkout benchmarks/results.*)
+STALE = "the README's speed section is not benchmarks/results.jsonl's run"
+
+
 def _committed_benchmark() -> dict[tuple, dict]:
     """benchmarks/results.jsonl, the committed run: (cell, H, B, T, contender) -> its row."""
     rows = [json.loads(line) for line in
             (ROOT / "benchmarks/results.jsonl").read_text(encoding="utf-8").splitlines()]
+    [machine] = [r for r in rows if r["kind"] == "machine"]
+    assert not machine["quick"], (STALE, "a --quick run's grid has no H = 512")
     return {(r["cell"], r["H"], r["B"], r["T"], r["contender"]): r
             for r in rows if r["kind"] == "throughput"}
-
-
-# a benchmark run rewrites results.jsonl (without --out): update the README's speed section
-# to it, or put the committed table back (git checkout benchmarks/results.*)
-STALE = "the README's speed section is not benchmarks/results.jsonl's run"
 
 
 def _readme_speed() -> str:
