@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import inspect
 import itertools
-import struct
 
 import numpy as np
 import pytest
-from tests_support import bptt_here
+from tests_support import bptt_here, png_size
 
 import bptt
 from bptt import checkpoint, flow, gradcheck, reference
@@ -28,14 +27,6 @@ def reference_norms(params, inputs, targets, h0=None, layer=-1) -> np.ndarray:
     norms = np.sqrt((dJt_dh**2).sum(axis=(2, 3)))
     norms[np.triu_indices(norms.shape[0], 1)] = np.nan
     return norms
-
-
-def png_size(path) -> tuple[int, int]:
-    """(width, height) from the PNG header: signature, then the IHDR chunk."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
 
 
 def read_csv(path) -> dict[tuple[str, int, int], float]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
-import struct
 import sys
 
 import numpy as np
 import pytest
-from tests_support import task_run_cut_short_at_its_end
+from tests_support import png_size, task_run_cut_short_at_its_end
 
 from bptt import heads, tasks
 from bptt.errors import BpttError
@@ -539,9 +538,7 @@ def _drawn_plot(tmp_path, monkeypatch, **settings):
                         lambda fig, *a, **k: figures.append(fig) or savefig(fig, *a, **k))
     run = tasks.new_task_run(tasks.TaskConfig(**settings), tmp_path / "run")
     assert tasks.train_task(run)
-    png = (run.out_dir / tasks.PLOT_FILE).read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
-    return run, figures[-1], struct.unpack(">II", png[16:24])
+    return run, figures[-1], png_size(run.out_dir / tasks.PLOT_FILE)
 
 
 def _lines(ax):

@@ -7,12 +7,21 @@ import io
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import traceback
 import warnings
 from pathlib import Path
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the PNG header: signature, then the IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
 
 
 def train_tiny(out: Path, corpus: Path, *extra: str) -> None:
